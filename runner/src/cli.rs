@@ -1,0 +1,1 @@
+//! Command line, exactly as PROTOCOL.md section 1 specifies it.

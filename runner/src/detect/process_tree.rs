@@ -1,0 +1,1 @@
+//! The watched process trees: roots and their descendants. Stub.

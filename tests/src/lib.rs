@@ -1,0 +1,3 @@
+//! Kandan simulator and helpers for the end-to-end tests.
+
+pub mod support;

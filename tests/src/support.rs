@@ -1,0 +1,39 @@
+//! What every end-to-end test needs: the runner binary and the root check.
+
+use std::path::PathBuf;
+
+/// The `kandan-runner` binary under test: `$KANDAN_RUNNER_BIN`, else the
+/// workspace's `target/debug/kandan-runner` (`cargo xtask test` builds it
+/// before running the tests).
+pub fn runner_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("KANDAN_RUNNER_BIN") {
+        return PathBuf::from(path);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let bin = target.join("debug/kandan-runner");
+    assert!(
+        bin.exists(),
+        "{} missing: run `cargo build -p runner` first (cargo xtask test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// True when the test may use root-only things (eBPF, namespaces). When not
+/// root it prints why the test is skipped and returns false; under CI
+/// (`CI` set) it panics instead, so nothing privileged is silently skipped.
+pub fn privileged(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: needs root, and CI is set: refusing to skip"
+    );
+    eprintln!("skipping {test}: needs root");
+    false
+}
