@@ -7,6 +7,7 @@
 //! `approval` -> `control` (Phoenix channel to Kandan) <-> `forward`.
 
 pub mod cli;
+pub mod control;
 pub mod detect;
 pub mod pipeline;
 pub mod process;
