@@ -17,3 +17,6 @@ pub use client::{
 };
 pub use controls::{Control, ControlRejection};
 pub use events::{ErrorCode, Event};
+
+#[cfg(test)]
+mod tests;
