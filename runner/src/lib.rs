@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod connect;
+pub mod control;
 pub mod detect;
 pub mod doctor;
 pub mod logging;
