@@ -201,7 +201,7 @@ mod tests {
 
     #[test]
     fn cmdline_splits_on_nuls_and_drops_the_trailing_ones() {
-        let argv = argv_from_cmdline(b"node\0/x/node_modules/.bin/vite\0--port\05173\0");
+        let argv = argv_from_cmdline(b"node\0/x/node_modules/.bin/vite\0--port\x005173\0");
         assert_eq!(
             argv,
             ["node", "/x/node_modules/.bin/vite", "--port", "5173"]
