@@ -259,7 +259,16 @@ mod tests {
             .current_dir(&dir)
             .spawn()
             .unwrap();
-        let info = describe(child.id());
+        // Right after fork the child still shows this test's command line:
+        // wait for the exec to finish.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let info = loop {
+            let info = describe(child.id());
+            if info.command == "sleep 30" || std::time::Instant::now() > deadline {
+                break info;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
         child.kill().unwrap();
         child.wait().unwrap();
         assert_eq!(info.command, "sleep 30");
