@@ -57,6 +57,17 @@ pub struct PageState {
     pub web_sockets: Vec<WebSocketRecord>,
 }
 
+impl PageState {
+    /// The first socket whose URL starts with `prefix`, e.g. Vite's HMR
+    /// socket `ws://<page host:port><base>?token=...` for the prefix
+    /// `ws://<page host:port><base>?`.
+    pub fn web_socket(&self, prefix: &str) -> Option<&WebSocketRecord> {
+        self.web_sockets
+            .iter()
+            .find(|ws| ws.url.starts_with(prefix))
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct FailedRequest {
     pub url: String,
@@ -74,6 +85,13 @@ pub struct WebSocketRecord {
     pub received: Vec<String>,
     pub closed: bool,
     pub error: Option<String>,
+}
+
+impl WebSocketRecord {
+    /// True when a received text frame contains `needle`.
+    pub fn received_containing(&self, needle: &str) -> bool {
+        self.received.iter().any(|frame| frame.contains(needle))
+    }
 }
 
 /// A running headless Chromium and the script driving it.
@@ -181,6 +199,28 @@ impl Browser {
     pub async fn state(&mut self) -> Result<PageState> {
         let answer = self.call(json!({ "cmd": "state" })).await?;
         serde_json::from_value(answer).context("decode page state")
+    }
+
+    /// Waits until the page has a socket under `prefix` (see
+    /// [`PageState::web_socket`]) that received a frame containing `needle`;
+    /// for Vite's HMR socket, `"connected"` means edits now arrive as hot
+    /// updates.
+    pub async fn wait_for_web_socket(&mut self, prefix: &str, needle: &str) -> Result<PageState> {
+        let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+        loop {
+            let state = self.state().await?;
+            if state
+                .web_socket(prefix)
+                .is_some_and(|ws| ws.received_containing(needle))
+            {
+                return Ok(state);
+            }
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "no socket under {prefix} received {needle:?}: {state:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Closes Chromium cleanly and waits for the script to exit.

@@ -4,6 +4,7 @@
 //! (with the fixture's `node_modules` linked in), so editing `message.js`
 //! never dirties the tree and tests never race on one file.
 
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -142,7 +143,7 @@ impl ViteApp {
     }
 
     /// Starts Vite directly (no runner) and waits until it serves `base`.
-    pub async fn start(&self, port: u16, base: &str) -> Result<ViteServer> {
+    pub async fn start(&self, port: u16, base: &str) -> Result<ViteServer<'_>> {
         let log_path = self.dir().join("vite.log");
         let log = std::fs::File::create(&log_path)?;
         let child = self
@@ -160,23 +161,26 @@ impl ViteApp {
             port,
             base: base.to_string(),
             log_path,
+            _app: PhantomData,
         };
         server.wait_ready().await?;
         Ok(server)
     }
 }
 
-/// A running Vite; dropping it kills its process group.
+/// A running Vite; dropping it kills its process group. It borrows its app
+/// so the app's directory outlives it.
 #[derive(Debug)]
-pub struct ViteServer {
+pub struct ViteServer<'app> {
     child: Child,
     pgid: Option<libc::pid_t>,
     port: u16,
     base: String,
     log_path: PathBuf,
+    _app: PhantomData<&'app ViteApp>,
 }
 
-impl ViteServer {
+impl ViteServer<'_> {
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -192,15 +196,12 @@ impl ViteServer {
     }
 
     async fn wait_ready(&mut self) -> Result<()> {
-        let host = format!("localhost:{}", self.port);
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait()? {
                 bail!("vite exited early ({status}):\n{}", self.log());
             }
-            if let Ok(response) = http_get(self.port, &self.base, &host).await
-                && response.status == 200
-            {
+            if serves(self.port, &self.base).await {
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
@@ -211,7 +212,29 @@ impl ViteServer {
     }
 }
 
-impl Drop for ViteServer {
+/// Waits until something on `127.0.0.1:<port>` answers `GET <base>` with
+/// 200 for `Host: localhost:<port>`; for a Vite someone else started (the
+/// runner under `connect -- ...`).
+pub async fn wait_until_serving(port: u16, base: &str) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    while !serves(port, base).await {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "nothing serves {base} on port {port} after {READY_TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+async fn serves(port: u16, base: &str) -> bool {
+    let host = format!("localhost:{port}");
+    http_get(port, base, &host)
+        .await
+        .is_ok_and(|response| response.status == 200)
+}
+
+impl Drop for ViteServer<'_> {
     fn drop(&mut self) {
         if let Some(pgid) = self.pgid.take() {
             kill_group(pgid);

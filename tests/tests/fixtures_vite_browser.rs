@@ -3,7 +3,7 @@
 //! Vite's HMR WebSocket without a full reload, and Vite's host check is on.
 //! The end-to-end tests build on both facts.
 
-use anyhow::{Result, ensure};
+use anyhow::Result;
 use integration_tests::browser::Browser;
 use integration_tests::vite::{self, INITIAL_MESSAGE, ViteApp};
 
@@ -25,7 +25,12 @@ async fn vite_page_updates_through_hmr_without_reload() -> Result<()> {
         .boot_id
         .clone()
         .expect("main.js sets window.__bootId");
-    wait_for_hmr_socket(&mut browser, port, &base).await?;
+    // Vite's client connects to the page's origin at the base path; an edit
+    // before its `connected` frame would not come as a hot update.
+    let hmr_prefix = format!("ws://127.0.0.1:{port}{base}?");
+    browser
+        .wait_for_web_socket(&hmr_prefix, "connected")
+        .await?;
 
     let edited = "edited through hmr";
     app.edit_message(edited)?;
@@ -42,12 +47,12 @@ async fn vite_page_updates_through_hmr_without_reload() -> Result<()> {
     );
     assert!(!after.reloaded, "page reloaded: {after:#?}");
     assert_eq!(after.navigations, 1, "extra navigations: {after:#?}");
-    let hmr = hmr_socket(&after, port, &base).expect("hmr socket");
+    let hmr = after.web_socket(&hmr_prefix).expect("hmr socket");
     assert!(!hmr.closed, "hmr socket closed: {hmr:#?}");
     assert!(
-        hmr.received
-            .iter()
-            .any(|frame| frame.contains("\"type\":\"update\"") && frame.contains("message.js")),
+        hmr.received.iter().any(|frame| {
+            frame.contains("\"type\":\"update\"") && frame.contains("/src/message.js")
+        }),
         "no hmr update frame for message.js: {hmr:#?}"
     );
     assert!(
@@ -82,36 +87,4 @@ async fn vite_host_check_blocks_foreign_hosts() -> Result<()> {
     assert_eq!(forwarded.status, 200, "forwarded host: {forwarded:?}");
     assert!(forwarded.body.contains("@vite/client"), "{forwarded:?}");
     Ok(())
-}
-
-/// The socket Vite's client opened at the base path of the page's origin.
-fn hmr_socket<'a>(
-    state: &'a integration_tests::browser::PageState,
-    port: u16,
-    base: &str,
-) -> Option<&'a integration_tests::browser::WebSocketRecord> {
-    let prefix = format!("ws://127.0.0.1:{port}{base}?");
-    state
-        .web_sockets
-        .iter()
-        .find(|ws| ws.url.starts_with(&prefix))
-}
-
-/// Vite's client connects after the first render; an edit before its
-/// `connected` frame would not be seen as a hot update.
-async fn wait_for_hmr_socket(browser: &mut Browser, port: u16, base: &str) -> Result<()> {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let state = browser.state().await?;
-        if let Some(ws) = hmr_socket(&state, port, base)
-            && ws.received.iter().any(|frame| frame.contains("connected"))
-        {
-            return Ok(());
-        }
-        ensure!(
-            tokio::time::Instant::now() < deadline,
-            "no connected hmr socket: {state:#?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
 }
