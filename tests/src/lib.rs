@@ -1,3 +1,5 @@
 //! Kandan simulator and helpers for the end-to-end tests.
 
+pub mod browser;
 pub mod support;
+pub mod vite;
