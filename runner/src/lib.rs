@@ -6,6 +6,7 @@
 //! `detect` (ebpf | procfs | libproc) -> `pipeline` (services, debounce) ->
 //! `approval` -> `control` (Phoenix channel to Kandan) <-> `forward`.
 
+pub mod approval;
 pub mod cli;
 pub mod detect;
 pub mod pipeline;
