@@ -19,7 +19,7 @@
 //!
 //! Pure logic over `tokio::time::Instant`: the caller says what time it is.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
@@ -32,6 +32,9 @@ use super::{Candidate, CandidateEvent};
 pub struct Debouncer {
     window: Duration,
     ports: HashMap<u16, PortState>,
+    /// Every port's next deadline, earliest first (mirrors
+    /// `PortState::scheduled`), so a flood of ports stays cheap.
+    timers: BTreeSet<(Instant, u16)>,
 }
 
 #[derive(Debug)]
@@ -42,6 +45,8 @@ struct PortState {
     current: Option<Candidate>,
     /// When `current`'s presence or owner last changed.
     since: Instant,
+    /// The entry of this port in `Debouncer::timers`, if any.
+    scheduled: Option<Instant>,
 }
 
 /// Who holds a port, as far as `changed` is concerned.
@@ -73,6 +78,7 @@ impl Debouncer {
         Debouncer {
             window,
             ports: HashMap::new(),
+            timers: BTreeSet::new(),
         }
     }
 
@@ -93,6 +99,7 @@ impl Debouncer {
             reported: None,
             current: None,
             since: now,
+            scheduled: None,
         });
         if state.current.as_ref().map(owner) != current.as_ref().map(owner) {
             state.since = now;
@@ -100,45 +107,55 @@ impl Debouncer {
         state.current = current;
 
         let mut events = Vec::new();
-        match (&mut state.reported, &state.current) {
-            (None, None) => {
-                self.ports.remove(&port);
-            }
-            (Some(reported), Some(current))
-                if owner(reported) == owner(current) && *reported != *current =>
-            {
-                // Same owner, new addresses (or label): keep consumers in step.
-                *reported = current.clone();
-                events.push(CandidateEvent::AddressesChanged(current.clone()));
-            }
-            _ => {}
+        if let (Some(reported), Some(current)) = (&mut state.reported, &state.current)
+            && owner(reported) == owner(current)
+            && *reported != *current
+        {
+            // Same owner, new addresses: keep consumers in step.
+            *reported = current.clone();
+            events.push(CandidateEvent::AddressesChanged(current.clone()));
         }
+        self.reschedule(port);
         events
+    }
+
+    /// Brings `timers` in line with the port's state; forgets a port with
+    /// nothing reported and nothing listening.
+    fn reschedule(&mut self, port: u16) {
+        let Some(state) = self.ports.get_mut(&port) else {
+            return;
+        };
+        let deadline = state.deadline(self.window);
+        if state.scheduled != deadline {
+            if let Some(old) = state.scheduled.take() {
+                self.timers.remove(&(old, port));
+            }
+            if let Some(at) = deadline {
+                self.timers.insert((at, port));
+            }
+            state.scheduled = deadline;
+        }
+        if state.reported.is_none() && state.current.is_none() {
+            self.ports.remove(&port);
+        }
     }
 
     /// The earliest instant at which [`Debouncer::fire_due`] has work.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.ports
-            .values()
-            .filter_map(|state| state.deadline(self.window))
-            .min()
+        self.timers.first().map(|&(at, _)| at)
     }
 
-    /// Fires every event due at `now`, in port order.
+    /// Fires every event due at `now`, by deadline, then port.
     pub fn fire_due(&mut self, now: Instant) -> Vec<CandidateEvent> {
-        let mut due: Vec<u16> = self
-            .ports
-            .iter()
-            .filter(|(_, state)| state.deadline(self.window).is_some_and(|at| at <= now))
-            .map(|(&port, _)| port)
-            .collect();
-        due.sort_unstable();
-
-        let mut events = Vec::with_capacity(due.len());
-        for port in due {
+        let mut events = Vec::new();
+        while let Some(&(at, port)) = self.timers.first()
+            && at <= now
+        {
+            self.timers.pop_first();
             let Some(state) = self.ports.get_mut(&port) else {
                 continue;
             };
+            state.scheduled = None;
             match (&state.reported, &state.current) {
                 (None, Some(current)) => {
                     events.push(CandidateEvent::Opened(current.clone()));
@@ -149,16 +166,15 @@ impl Debouncer {
                         port,
                         pid: reported.pid,
                     });
-                    self.ports.remove(&port);
+                    state.reported = None;
                 }
                 (Some(_), Some(current)) => {
                     events.push(CandidateEvent::Changed(current.clone()));
                     state.reported = Some(current.clone());
                 }
-                (None, None) => {
-                    self.ports.remove(&port);
-                }
+                (None, None) => {}
             }
+            self.reschedule(port);
         }
         events
     }
@@ -230,6 +246,7 @@ mod tests {
             vec![CandidateEvent::Closed { port: 3000, pid: 7 }]
         );
         assert_eq!(d.tracked_ports(), 0);
+        assert_eq!(d.next_deadline(), None);
     }
 
     #[test]
@@ -277,5 +294,28 @@ mod tests {
             })
             .collect();
         assert_eq!(ports, vec![4000, 5000]);
+    }
+
+    #[test]
+    fn many_ports_each_fire_once_at_their_own_deadline() {
+        let t0 = Instant::now();
+        let mut d = Debouncer::new(WINDOW);
+        for i in 0..5000u16 {
+            let port = 10000 + i;
+            d.update(
+                port,
+                Some(cand(port, 1, "x", &["::"])),
+                t0 + ms(u64::from(i % 100)),
+            );
+        }
+        assert_eq!(d.next_deadline(), Some(t0 + WINDOW));
+        assert_eq!(d.fire_due(t0 + WINDOW).len(), 50);
+        assert_eq!(d.fire_due(t0 + WINDOW + ms(99)).len(), 4950);
+        assert_eq!(d.next_deadline(), None);
+        for i in 0..5000u16 {
+            d.update(10000 + i, None, t0 + ms(2000));
+        }
+        assert_eq!(d.fire_due(t0 + ms(2000) + WINDOW).len(), 5000);
+        assert_eq!(d.tracked_ports(), 0);
     }
 }
