@@ -7,6 +7,7 @@
 //! `approval` -> `control` (Phoenix channel to Kandan) <-> `forward`.
 //! `watched` sets the first two up for the `watch` and `connect` commands.
 
+pub mod approval;
 pub mod cli;
 pub mod connect;
 pub mod control;
