@@ -8,5 +8,6 @@
 
 pub mod cli;
 pub mod detect;
+pub mod forward;
 pub mod pipeline;
 pub mod process;
