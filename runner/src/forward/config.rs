@@ -21,6 +21,8 @@ pub struct ForwardConfig {
     pub ws_queue_bytes: usize,
     /// Largest WebSocket message accepted from the local server.
     pub ws_max_message: usize,
+    /// How long to wait for the local server's half of a closing handshake.
+    pub ws_close_grace: Duration,
 }
 
 impl Default for ForwardConfig {
@@ -33,6 +35,7 @@ impl Default for ForwardConfig {
             ws_queue_messages: 256,
             ws_queue_bytes: 16 * 1024 * 1024,
             ws_max_message: 16 * 1024 * 1024,
+            ws_close_grace: Duration::from_secs(5),
         }
     }
 }

@@ -16,6 +16,11 @@ mod http;
 mod output;
 mod websocket;
 
+#[cfg(test)]
+mod test_servers;
+#[cfg(test)]
+mod tests_http;
+
 
 use std::collections::HashMap;
 use std::fmt;

@@ -11,7 +11,6 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -42,9 +41,6 @@ const HANDSHAKE_HEADERS: [&str; 5] = [
     "sec-websocket-accept",
     "content-length",
 ];
-
-/// How long to wait for the local server's half of a closing handshake.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 struct Entry {
     serial: u64,
@@ -418,7 +414,7 @@ async fn run(
         End::ServerClosed(frame) => {
             tracing::debug!(?frame, "local server closed");
             // Sends tungstenite's queued close reply.
-            let _ = tokio::time::timeout(CLOSE_GRACE, sink.flush()).await;
+            let _ = tokio::time::timeout(inner.config.ws_close_grace, sink.flush()).await;
             let (code, reason) = split_frame(frame);
             inner.emit(closed(code, reason, None)).await;
         }
@@ -438,43 +434,51 @@ async fn run(
             inner.emit(closed(None, None, Some(failure))).await;
         }
         End::Stop(why) => {
-            if let Stop::Closed = why {
-                // Frames Kandan sent before closing still go out, in order.
-                while let Ok((message, _)) = frames.try_recv() {
-                    if sink.send(message).await.is_err() {
-                        break;
-                    }
-                }
-            }
             let (code, reason) = match why {
                 Stop::Closed => (CloseCode::Normal, "closed by kandan"),
                 Stop::Overflow => (CloseCode::Again, "kandan-runner send queue overflowed"),
-                Stop::Port(_) | Stop::Silent => (CloseCode::Away, "kandan-runner stopped forwarding"),
+                Stop::Port(_) | Stop::Silent => {
+                    (CloseCode::Away, "kandan-runner stopped forwarding")
+                }
             };
-            let frame = CloseFrame {
+            let ours = CloseFrame {
                 code,
                 reason: reason.into(),
             };
-            let _ = sink.send(Message::Close(Some(frame))).await;
-            // Wait for the local server's reply (its code is the one Kandan sees).
-            let reply = tokio::time::timeout(CLOSE_GRACE, async {
-                loop {
-                    match stream.next().await {
-                        Some(Ok(Message::Close(frame))) => return frame,
-                        Some(Ok(_)) => continue,
-                        _ => return None,
+            if !matches!(why, Stop::Closed) {
+                // The runner's decision is final: report it now, whatever the
+                // local server does with the close (a stalled one may never read it).
+                if let Some(output) = stopped_output(why, port, Some(ours.clone()), &closed) {
+                    inner.emit(output).await;
+                }
+            }
+            let handshake = async {
+                if let Stop::Closed = why {
+                    // Frames Kandan sent before closing still go out, in order.
+                    while let Ok((message, _)) = frames.try_recv() {
+                        sink.send(message).await?;
                     }
                 }
-            })
-            .await
-            .ok()
-            .flatten();
-            let reply = reply.or(Some(CloseFrame {
-                code,
-                reason: reason.into(),
-            }));
-            if let Some(output) = stopped_output(why, port, reply, &closed) {
-                inner.emit(output).await;
+                sink.send(Message::Close(Some(ours.clone()))).await?;
+                // The local server's reply carries the code Kandan sees.
+                loop {
+                    match stream.next().await {
+                        Some(Ok(Message::Close(frame))) => return Ok(frame),
+                        Some(Ok(_)) => continue,
+                        Some(Err(err)) => return Err(err),
+                        None => return Ok(None),
+                    }
+                }
+            };
+            let reply = tokio::time::timeout(inner.config.ws_close_grace, handshake).await;
+            if let Stop::Closed = why {
+                let frame = match reply {
+                    Ok(Ok(Some(frame))) => frame,
+                    _ => ours,
+                };
+                if let Some(output) = stopped_output(why, port, Some(frame), &closed) {
+                    inner.emit(output).await;
+                }
             }
         }
     }
