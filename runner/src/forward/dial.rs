@@ -22,9 +22,7 @@ pub fn loopback_targets(bound: &[IpAddr]) -> Vec<IpAddr> {
     let mut v6 = Vec::new();
     for addr in bound {
         let addr = match addr {
-            IpAddr::V6(v6addr) => v6addr
-                .to_ipv4_mapped()
-                .map_or(*addr, IpAddr::V4),
+            IpAddr::V6(v6addr) => v6addr.to_ipv4_mapped().map_or(*addr, IpAddr::V4),
             IpAddr::V4(_) => *addr,
         };
         match addr {
@@ -102,7 +100,10 @@ mod tests {
 
     #[test]
     fn wildcards_map_to_their_family_loopback_v4_first() {
-        assert_eq!(loopback_targets(&ips(&["::", "0.0.0.0"])), ips(&["127.0.0.1", "::1"]));
+        assert_eq!(
+            loopback_targets(&ips(&["::", "0.0.0.0"])),
+            ips(&["127.0.0.1", "::1"])
+        );
         assert_eq!(loopback_targets(&ips(&["0.0.0.0"])), ips(&["127.0.0.1"]));
         assert_eq!(loopback_targets(&ips(&["::"])), ips(&["::1"]));
         assert_eq!(loopback_targets(&ips(&["::1"])), ips(&["::1"]));
@@ -111,14 +112,25 @@ mod tests {
     #[test]
     fn duplicates_merge_and_specific_loopbacks_are_kept() {
         assert_eq!(
-            loopback_targets(&ips(&["127.0.0.2", "0.0.0.0", "127.0.0.1", "::ffff:127.0.0.1"])),
+            loopback_targets(&ips(&[
+                "127.0.0.2",
+                "0.0.0.0",
+                "127.0.0.1",
+                "::ffff:127.0.0.1"
+            ])),
             ips(&["127.0.0.1", "127.0.0.2"])
         );
     }
 
     #[test]
     fn non_loopback_addresses_are_never_targets() {
-        assert!(loopback_targets(&ips(&["192.168.1.5", "10.0.0.1", "fe80::1", "2001:db8::1"])).is_empty());
-        assert_eq!(loopback_targets(&ips(&["192.168.1.5", "::1"])), ips(&["::1"]));
+        assert!(
+            loopback_targets(&ips(&["192.168.1.5", "10.0.0.1", "fe80::1", "2001:db8::1"]))
+                .is_empty()
+        );
+        assert_eq!(
+            loopback_targets(&ips(&["192.168.1.5", "::1"])),
+            ips(&["::1"])
+        );
     }
 }

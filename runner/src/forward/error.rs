@@ -58,7 +58,9 @@ pub enum ForwardError {
         source: GateRefusal,
     },
     /// The listener bound only non-loopback addresses; the runner never dials those.
-    #[error("port {port} listens only on non-loopback addresses ({addrs}); the runner connects to loopback only")]
+    #[error(
+        "port {port} listens only on non-loopback addresses ({addrs}); the runner connects to loopback only"
+    )]
     NoLoopbackTarget {
         /// The requested port.
         port: u16,
@@ -143,9 +145,7 @@ impl ForwardError {
             Self::NoLoopbackTarget { .. }
             | Self::Connect { .. }
             | Self::Http(_)
-            | Self::ResponseBody(_) => {
-                ErrorCode::UpstreamUnreachable
-            }
+            | Self::ResponseBody(_) => ErrorCode::UpstreamUnreachable,
             Self::WebSocket(err) => match **err {
                 tokio_tungstenite::tungstenite::Error::Capacity(_) => ErrorCode::BodyTooLarge,
                 _ => ErrorCode::UpstreamUnreachable,
@@ -153,9 +153,7 @@ impl ForwardError {
             Self::ConnectTimeout { .. } | Self::ResponseTimeout { .. } => {
                 ErrorCode::UpstreamTimeout
             }
-            Self::RequestTooLarge { .. } | Self::ResponseTooLarge { .. } => {
-                ErrorCode::BodyTooLarge
-            }
+            Self::RequestTooLarge { .. } | Self::ResponseTooLarge { .. } => ErrorCode::BodyTooLarge,
             Self::InvalidRequest { .. } => ErrorCode::InvalidControl,
             Self::UnknownSocket(_) => ErrorCode::UnknownSocket,
             Self::PortClosed { cause, .. } => cause.code(),

@@ -20,7 +20,8 @@ mod websocket;
 mod test_servers;
 #[cfg(test)]
 mod tests_http;
-
+#[cfg(test)]
+mod tests_websocket;
 
 use std::collections::HashMap;
 use std::fmt;

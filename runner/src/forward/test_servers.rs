@@ -1,5 +1,8 @@
 //! Real local servers on loopback for the forwarding tests, and a fake gate.
 
+// tungstenite's handshake callback signature fixes its large `Err` type.
+#![allow(clippy::result_large_err)]
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -18,7 +21,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::handshake::server::{Request as WsRequest, Response as WsResponse};
+use tokio_tungstenite::tungstenite::handshake::server::{
+    Request as WsRequest, Response as WsResponse,
+};
 
 use super::{ForwardConfig, ForwardOutput, Forwarder, GateRefusal, PortGate};
 
@@ -54,7 +59,9 @@ impl PortGate for FakeGate {
 }
 
 /// A forwarder over a fake gate, and the receiving end of its outputs.
-pub fn forwarder(config: ForwardConfig) -> (Forwarder, Arc<FakeGate>, mpsc::Receiver<ForwardOutput>) {
+pub fn forwarder(
+    config: ForwardConfig,
+) -> (Forwarder, Arc<FakeGate>, mpsc::Receiver<ForwardOutput>) {
     let gate = Arc::new(FakeGate::default());
     let (tx, rx) = mpsc::channel(16);
     (Forwarder::new(gate.clone(), config, tx), gate, rx)
@@ -93,13 +100,17 @@ pub async fn http_server(
     ip: &str,
     handler: impl Fn(&Seen) -> Response<TestBody> + Send + Sync + 'static,
 ) -> HttpServer {
-    let listener = TcpListener::bind((ip.parse::<IpAddr>().unwrap(), 0)).await.unwrap();
+    let listener = TcpListener::bind((ip.parse::<IpAddr>().unwrap(), 0))
+        .await
+        .unwrap();
     let port = listener.local_addr().unwrap().port();
     let (seen_tx, seen) = mpsc::unbounded_channel();
     let handler = Arc::new(handler);
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             let (seen_tx, handler) = (seen_tx.clone(), handler.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req: Request<Incoming>| {
@@ -173,65 +184,75 @@ pub async fn dying_server(partial: &'static [u8]) -> u16 {
     port
 }
 
-/// A WebSocket server for one connection at a time: what it receives goes
-/// to `received`, what the test puts on `send` goes to the client, its
-/// handshake request headers go to `handshakes`. It picks the first
-/// offered subprotocol. With `stalled`, it completes the handshake and then
-/// never reads.
+/// A WebSocket server: what it receives (from any connection) goes to
+/// `received`; for each connection, `conns` yields a sender whose messages
+/// go to that client; handshake request headers go to `handshakes`. It picks
+/// the first offered subprotocol. With `stalled`, it completes handshakes
+/// and then never reads.
 pub struct WsServer {
     pub port: u16,
     pub received: mpsc::UnboundedReceiver<Message>,
-    pub send: mpsc::UnboundedSender<Message>,
+    pub conns: mpsc::UnboundedReceiver<mpsc::UnboundedSender<Message>>,
     pub handshakes: mpsc::UnboundedReceiver<HeaderMap>,
+}
+
+/// Accepts the first subprotocol the client offers.
+fn choose_subprotocol(req: &WsRequest, mut resp: WsResponse) -> WsResponse {
+    let first = req
+        .headers()
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(|v| v.trim().to_owned());
+    if let Some(first) = first {
+        resp.headers_mut()
+            .insert("sec-websocket-protocol", first.parse().unwrap());
+    }
+    resp
 }
 
 pub async fn ws_server(stalled: bool) -> WsServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (received_tx, received) = mpsc::unbounded_channel();
-    let (send, mut send_rx) = mpsc::unbounded_channel::<Message>();
+    let (conns_tx, conns) = mpsc::unbounded_channel();
     let (hs_tx, handshakes) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let hs_tx = hs_tx.clone();
-            let callback = move |req: &WsRequest, mut resp: WsResponse| {
-                let _ = hs_tx.send(req.headers().clone());
-                let first = req
-                    .headers()
-                    .get("sec-websocket-protocol")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.split(',').next())
-                    .map(|v| v.trim().to_owned());
-                if let Some(first) = first {
-                    resp.headers_mut()
-                        .insert("sec-websocket-protocol", first.parse().unwrap());
+            let (hs_tx, received_tx, conns_tx) =
+                (hs_tx.clone(), received_tx.clone(), conns_tx.clone());
+            tokio::spawn(async move {
+                let callback = move |req: &WsRequest, resp: WsResponse| {
+                    let _ = hs_tx.send(req.headers().clone());
+                    Ok(choose_subprotocol(req, resp))
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+                    return;
+                };
+                let (send, mut send_rx) = mpsc::unbounded_channel::<Message>();
+                let _ = conns_tx.send(send);
+                if stalled {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    return;
                 }
-                Ok(resp)
-            };
-            let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
-                continue;
-            };
-            if stalled {
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-                continue;
-            }
-            loop {
-                tokio::select! {
-                    msg = ws.next() => match msg {
-                        Some(Ok(msg)) => { let _ = received_tx.send(msg); }
-                        _ => break,
-                    },
-                    Some(msg) = send_rx.recv() => {
-                        if ws.send(msg).await.is_err() { break; }
+                loop {
+                    tokio::select! {
+                        msg = ws.next() => match msg {
+                            Some(Ok(msg)) => { let _ = received_tx.send(msg); }
+                            _ => break,
+                        },
+                        Some(msg) = send_rx.recv() => {
+                            if ws.send(msg).await.is_err() { break; }
+                        }
                     }
                 }
-            }
+            });
         }
     });
     WsServer {
         port,
         received,
-        send,
+        conns,
         handshakes,
     }
 }

@@ -104,7 +104,13 @@ async fn get_round_trip_strips_hop_by_hop_and_rewrites_host() {
     assert_eq!(body, "hello");
     assert_eq!(header(&headers, "set-cookie"), ["a=1", "b=2"]);
     assert_eq!(header(&headers, "x-reply"), ["yes"]);
-    for gone in ["connection", "x-hop", "keep-alive", "proxy-authenticate", "transfer-encoding"] {
+    for gone in [
+        "connection",
+        "x-hop",
+        "keep-alive",
+        "proxy-authenticate",
+        "transfer-encoding",
+    ] {
         assert!(header(&headers, gone).is_empty(), "{gone} was forwarded");
     }
 
@@ -115,8 +121,17 @@ async fn get_round_trip_strips_hop_by_hop_and_rewrites_host() {
     assert_eq!(seen.headers["x-forwarded-host"], "preview.kandan.dev");
     assert_eq!(seen.headers["cookie"], "session=abc");
     assert_eq!(seen.headers["accept"], "text/html");
-    for gone in ["x-secret-hop", "keep-alive", "proxy-authorization", "te", "upgrade"] {
-        assert!(!seen.headers.contains_key(gone), "{gone} reached the server");
+    for gone in [
+        "x-secret-hop",
+        "keep-alive",
+        "proxy-authorization",
+        "te",
+        "upgrade",
+    ] {
+        assert!(
+            !seen.headers.contains_key(gone),
+            "{gone} reached the server"
+        );
     }
 }
 
@@ -126,7 +141,10 @@ async fn post_body_round_trips() {
     let (fwd, gate, mut out) = forwarder(ForwardConfig::default());
     gate.allow(server.port, &["0.0.0.0"]);
     let mut req = request("r1", server.port, "POST", "/submit");
-    req.headers = pairs(&[("Content-Type", "application/json"), ("Content-Length", "999")]);
+    req.headers = pairs(&[
+        ("Content-Type", "application/json"),
+        ("Content-Length", "999"),
+    ]);
     req.body = Bytes::from_static(b"{\"x\":1}");
     fwd.http(req);
     let (status, _, body) = whole(next(&mut out).await);
@@ -177,7 +195,10 @@ async fn ten_mib_upload_and_download_are_intact() {
     assert_eq!(status, 200);
     assert_eq!(body.len(), payload.len());
     assert!(body == payload, "downloaded body differs");
-    assert!(server.seen.recv().await.unwrap().body == payload, "uploaded body differs");
+    assert!(
+        server.seen.recv().await.unwrap().body == payload,
+        "uploaded body differs"
+    );
 }
 
 #[tokio::test]
@@ -234,7 +255,10 @@ async fn response_over_limit_is_refused_whole() {
 /// A server whose response body the test feeds through a channel.
 async fn fed_server(
     content_type: &'static str,
-) -> (u16, mpsc::UnboundedReceiver<http_body_util::channel::Sender<Bytes, Infallible>>) {
+) -> (
+    u16,
+    mpsc::UnboundedReceiver<http_body_util::channel::Sender<Bytes, Infallible>>,
+) {
     let (feeds_tx, feeds) = mpsc::unbounded_channel();
     let server = http_server("127.0.0.1", move |_| {
         let (tx, body) = Channel::<Bytes, Infallible>::new(1);
@@ -282,9 +306,17 @@ async fn sse_arrives_event_by_event() {
     let headers = stream_head(next(&mut out).await);
     assert_eq!(header(&headers, "content-type"), ["text/event-stream"]);
     // Each event is forwarded before the server sends the next one.
-    for (seq, event) in ["data: one\n\n", "data: two\n\n", "data: three\n\n"].iter().enumerate() {
-        feed.send_data(Bytes::from_static(event.as_bytes())).await.unwrap();
-        assert_eq!(chunk(next(&mut out).await), (seq as u64, Bytes::from_static(event.as_bytes()), false));
+    for (seq, event) in ["data: one\n\n", "data: two\n\n", "data: three\n\n"]
+        .iter()
+        .enumerate()
+    {
+        feed.send_data(Bytes::from_static(event.as_bytes()))
+            .await
+            .unwrap();
+        assert_eq!(
+            chunk(next(&mut out).await),
+            (seq as u64, Bytes::from_static(event.as_bytes()), false)
+        );
     }
     drop(feed);
     assert_eq!(chunk(next(&mut out).await), (3, Bytes::new(), true));
@@ -301,9 +333,15 @@ async fn unknown_length_body_streams_only_when_accepted() {
     let mut feed = feeds.recv().await.unwrap();
     stream_head(next(&mut out).await);
     feed.send_data(Bytes::from_static(b"part1")).await.unwrap();
-    assert_eq!(chunk(next(&mut out).await), (0, Bytes::from_static(b"part1"), false));
+    assert_eq!(
+        chunk(next(&mut out).await),
+        (0, Bytes::from_static(b"part1"), false)
+    );
     feed.send_data(Bytes::from_static(b"part2")).await.unwrap();
-    assert_eq!(chunk(next(&mut out).await), (1, Bytes::from_static(b"part2"), false));
+    assert_eq!(
+        chunk(next(&mut out).await),
+        (1, Bytes::from_static(b"part2"), false)
+    );
     drop(feed);
     assert_eq!(chunk(next(&mut out).await), (2, Bytes::new(), true));
 
@@ -322,7 +360,10 @@ async fn refused_port_is_upstream_unreachable() {
     let (fwd, gate, mut out) = forwarder(ForwardConfig::default());
     gate.allow(port, &["0.0.0.0", "::"]);
     fwd.http(request("r1", port, "GET", "/"));
-    assert_eq!(error_code(next(&mut out).await).0, ErrorCode::UpstreamUnreachable);
+    assert_eq!(
+        error_code(next(&mut out).await).0,
+        ErrorCode::UpstreamUnreachable
+    );
 }
 
 #[tokio::test]
@@ -335,7 +376,10 @@ async fn silent_server_is_upstream_timeout() {
     let (fwd, gate, mut out) = forwarder(config);
     gate.allow(port, &["127.0.0.1"]);
     fwd.http(request("r1", port, "GET", "/"));
-    assert_eq!(error_code(next(&mut out).await).0, ErrorCode::UpstreamTimeout);
+    assert_eq!(
+        error_code(next(&mut out).await).0,
+        ErrorCode::UpstreamTimeout
+    );
 }
 
 #[tokio::test]
@@ -344,7 +388,10 @@ async fn server_dying_mid_response_is_an_error() {
     let buffered = dying_server(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc").await;
     gate.allow(buffered, &["127.0.0.1"]);
     fwd.http(request("buffered", buffered, "GET", "/"));
-    assert_eq!(error_code(next(&mut out).await).0, ErrorCode::UpstreamUnreachable);
+    assert_eq!(
+        error_code(next(&mut out).await).0,
+        ErrorCode::UpstreamUnreachable
+    );
 
     let streamed =
         dying_server(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n").await;
@@ -353,8 +400,14 @@ async fn server_dying_mid_response_is_an_error() {
     req.accept_streaming = true;
     fwd.http(req);
     stream_head(next(&mut out).await);
-    assert_eq!(chunk(next(&mut out).await), (0, Bytes::from_static(b"abc"), false));
-    assert_eq!(error_code(next(&mut out).await).0, ErrorCode::UpstreamUnreachable);
+    assert_eq!(
+        chunk(next(&mut out).await),
+        (0, Bytes::from_static(b"abc"), false)
+    );
+    assert_eq!(
+        error_code(next(&mut out).await).0,
+        ErrorCode::UpstreamUnreachable
+    );
 }
 
 #[tokio::test]
@@ -362,14 +415,28 @@ async fn gate_refusals_and_bad_controls_map_to_codes() {
     let (fwd, gate, mut out) = forwarder(ForwardConfig::default());
     gate.refuse(3000, GateRefusal::NotApproved);
     fwd.http(request("a", 3000, "GET", "/"));
-    assert_eq!(error_code(next(&mut out).await).0, ErrorCode::PortNotApproved);
+    assert_eq!(
+        error_code(next(&mut out).await).0,
+        ErrorCode::PortNotApproved
+    );
     fwd.http(request("b", 3001, "GET", "/"));
-    assert_eq!(error_code(next(&mut out).await).0, ErrorCode::PortNotListening);
+    assert_eq!(
+        error_code(next(&mut out).await).0,
+        ErrorCode::PortNotListening
+    );
 
     gate.allow(3002, &["127.0.0.1"]);
-    for (method, path) in [("GET", "http://evil.example/"), ("GE T", "/"), ("GET", "/a b")] {
+    for (method, path) in [
+        ("GET", "http://evil.example/"),
+        ("GE T", "/"),
+        ("GET", "/a b"),
+    ] {
         fwd.http(request("c", 3002, method, path));
-        assert_eq!(error_code(next(&mut out).await).0, ErrorCode::InvalidControl, "{method} {path}");
+        assert_eq!(
+            error_code(next(&mut out).await).0,
+            ErrorCode::InvalidControl,
+            "{method} {path}"
+        );
     }
 }
 
@@ -384,10 +451,17 @@ async fn close_port_ends_a_running_stream() {
     let mut feed = feeds.recv().await.unwrap();
     stream_head(next(&mut out).await);
     fwd.close_port(port, CloseCause::ApprovalRevoked);
-    assert_eq!(error_code(next(&mut out).await).0, ErrorCode::PortNotApproved);
+    assert_eq!(
+        error_code(next(&mut out).await).0,
+        ErrorCode::PortNotApproved
+    );
     // The upstream connection is gone too: the server's body sender sees it.
     tokio::time::timeout(PATIENCE, async {
-        while feed.send_data(Bytes::from_static(b"data: x\n\n")).await.is_ok() {
+        while feed
+            .send_data(Bytes::from_static(b"data: x\n\n"))
+            .await
+            .is_ok()
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })

@@ -12,9 +12,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use ::http::header::{self, HeaderValue};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use ::http::header::{self, HeaderValue};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::WebSocketStream;
@@ -127,26 +127,29 @@ impl SocketTable {
         let (frames_tx, frames_rx) = mpsc::channel(self.inner.config.ws_queue_messages.max(1));
         let (stop_tx, stop_rx) = oneshot::channel();
         let queued = Arc::new(AtomicUsize::new(0));
-        {
+        let duplicate = {
             let mut sockets = self.inner.lock();
-            if sockets.contains_key(&open.socket_id) {
-                drop(sockets);
-                let err = ForwardError::InvalidRequest {
-                    what: "socket id",
-                    detail: format!("{:?} is already open", open.socket_id),
-                };
-                return self.inner.refuse(&open.socket_id, err).await;
+            let duplicate = sockets.contains_key(&open.socket_id);
+            if !duplicate {
+                sockets.insert(
+                    open.socket_id.clone(),
+                    Entry {
+                        serial,
+                        port: open.port,
+                        frames: frames_tx,
+                        queued: queued.clone(),
+                        stop: stop_tx,
+                    },
+                );
             }
-            sockets.insert(
-                open.socket_id.clone(),
-                Entry {
-                    serial,
-                    port: open.port,
-                    frames: frames_tx,
-                    queued: queued.clone(),
-                    stop: stop_tx,
-                },
-            );
+            duplicate
+        };
+        if duplicate {
+            let err = ForwardError::InvalidRequest {
+                what: "socket id",
+                detail: format!("{:?} is already open", open.socket_id),
+            };
+            return self.inner.refuse(&open.socket_id, err).await;
         }
         let span = tracing::info_span!("forward_ws", socket_id = %open.socket_id, port = open.port);
         let inner = self.inner.clone();
@@ -171,23 +174,30 @@ impl SocketTable {
         let config = &self.inner.config;
         let overflowed = {
             let mut sockets = self.inner.lock();
-            let Some(entry) = sockets.get(socket_id) else {
-                drop(sockets);
-                let err = ForwardError::UnknownSocket(socket_id.to_owned());
-                return self.inner.refuse(socket_id, err).await;
-            };
-            let bytes_full = entry.queued.load(Ordering::Relaxed) + len > config.ws_queue_bytes;
-            let sent = !bytes_full && entry.frames.try_send((message, len)).is_ok();
-            if sent {
-                entry.queued.fetch_add(len, Ordering::Relaxed);
-                None
-            } else {
-                // Full, or the task is already ending: either way the socket goes.
-                sockets.remove(socket_id)
+            match sockets.get(socket_id) {
+                None => Err(()),
+                Some(entry) => {
+                    let bytes_full =
+                        entry.queued.load(Ordering::Relaxed) + len > config.ws_queue_bytes;
+                    if !bytes_full && entry.frames.try_send((message, len)).is_ok() {
+                        entry.queued.fetch_add(len, Ordering::Relaxed);
+                        Ok(None)
+                    } else {
+                        // Full, or the task is already ending: either way the socket goes.
+                        Ok(sockets.remove(socket_id))
+                    }
+                }
             }
         };
+        let Ok(overflowed) = overflowed else {
+            let err = ForwardError::UnknownSocket(socket_id.to_owned());
+            return self.inner.refuse(socket_id, err).await;
+        };
         if let Some(entry) = overflowed {
-            tracing::warn!(socket_id, "websocket send queue overflowed; closing the socket");
+            tracing::warn!(
+                socket_id,
+                "websocket send queue overflowed; closing the socket"
+            );
             let _ = entry.stop.send(Stop::Overflow);
         }
     }
@@ -234,7 +244,11 @@ impl SocketTable {
 fn to_message(opcode: WsOpcode, body: Bytes) -> Result<Message, ForwardError> {
     let control_too_long = || ForwardError::InvalidRequest {
         what: "control frame",
-        detail: format!("{} payload of {} bytes is over 125", opcode.as_str(), body.len()),
+        detail: format!(
+            "{} payload of {} bytes is over 125",
+            opcode.as_str(),
+            body.len()
+        ),
     };
     Ok(match opcode {
         WsOpcode::Text => Message::Text(Utf8Bytes::try_from(body.clone()).map_err(|_| {
@@ -276,7 +290,10 @@ async fn connect(inner: &Inner, open: &WsOpen) -> Result<(Ws, Option<String>), F
     headers::localize(&mut map, port);
     map.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     map.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    map.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+    map.insert(
+        header::SEC_WEBSOCKET_VERSION,
+        HeaderValue::from_static("13"),
+    );
     map.insert(
         header::SEC_WEBSOCKET_KEY,
         HeaderValue::from_str(&generate_key()).expect("base64 key"),
@@ -400,13 +417,15 @@ async fn run(
                     return End::Failed(ForwardError::WebSocket(Box::new(err)));
                 }
             }
-            // The table dropped the entry without a word: treat as a silent stop.
-            End::Stop(Stop::Silent)
+            // The table dropped the entry, and with it this sender; the stop
+            // signal that always comes with that decides how to end.
+            std::future::pending::<End>().await
         };
         tokio::select! {
+            biased;
+            why = &mut stop => End::Stop(why.unwrap_or(Stop::Silent)),
             end = reader => end,
             end = writer => end,
-            why = &mut stop => End::Stop(why.unwrap_or(Stop::Silent)),
         }
     };
 
