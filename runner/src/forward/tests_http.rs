@@ -468,3 +468,32 @@ async fn close_port_ends_a_running_stream() {
     .await
     .expect("upstream connection closed");
 }
+
+/// Measures what a connection per request costs (run with `--ignored
+/// --nocapture`); prints, asserts nothing about time.
+#[tokio::test]
+#[ignore = "measurement"]
+async fn measure_connection_per_request() {
+    let server = http_server("127.0.0.1", |_| Response::new(full("ok"))).await;
+    let (fwd, gate, mut out) = forwarder(ForwardConfig::default());
+    gate.allow(server.port, &["127.0.0.1"]);
+    let rounds = 2000u32;
+    let start = std::time::Instant::now();
+    for i in 0..rounds {
+        fwd.http(request(&i.to_string(), server.port, "GET", "/"));
+        whole(next(&mut out).await);
+    }
+    let forwarded = start.elapsed() / rounds;
+    let start = std::time::Instant::now();
+    for _ in 0..rounds {
+        drop(
+            tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+                .await
+                .unwrap(),
+        );
+    }
+    let connect = start.elapsed() / rounds;
+    println!(
+        "sequential forwarded GET: {forwarded:?} each; bare loopback connect: {connect:?} each"
+    );
+}
