@@ -13,6 +13,7 @@ pub mod connect;
 pub mod control;
 pub mod detect;
 pub mod doctor;
+pub mod forward;
 pub mod logging;
 pub mod pipeline;
 pub mod process;
