@@ -120,7 +120,13 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let frame = Frame::new(Some("1"), Some("2"), "runner:a", "event", json!({"type": "x"}));
+        let frame = Frame::new(
+            Some("1"),
+            Some("2"),
+            "runner:a",
+            "event",
+            json!({"type": "x"}),
+        );
         let text = frame.to_text();
         assert_eq!(text, r#"["1","2","runner:a","event",{"type":"x"}]"#);
         assert_eq!(Frame::parse(&text).unwrap(), frame);

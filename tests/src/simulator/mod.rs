@@ -126,7 +126,12 @@ impl Simulator {
     /// Events of one `type`, in order.
     pub fn events_of(&self, ty: &str) -> Vec<Value> {
         let inner = self.shared.lock();
-        inner.events.iter().filter(|e| is_type(e, ty)).cloned().collect()
+        inner
+            .events
+            .iter()
+            .filter(|e| is_type(e, ty))
+            .cloned()
+            .collect()
     }
 
     /// Every well-formed frame the runner sent (heartbeats and joins too).
@@ -185,14 +190,18 @@ impl Simulator {
     /// Waits until `n` joins were accepted in total.
     pub async fn wait_join_count(&self, n: usize, timeout: Duration) -> Result<(), SimError> {
         self.shared
-            .wait_until(format!("{n} joins"), timeout, |i| (i.join_count >= n).then_some(()))
+            .wait_until(format!("{n} joins"), timeout, |i| {
+                (i.join_count >= n).then_some(())
+            })
             .await
     }
 
     /// Waits until no runner is connected.
     pub async fn wait_disconnected(&self, timeout: Duration) -> Result<(), SimError> {
         self.shared
-            .wait_until("the runner to disconnect", timeout, |i| i.current.is_none().then_some(()))
+            .wait_until("the runner to disconnect", timeout, |i| {
+                i.current.is_none().then_some(())
+            })
             .await
     }
 
@@ -240,7 +249,11 @@ impl Simulator {
     }
 
     /// Waits until at least `n` events were recorded; returns them all.
-    pub async fn wait_for_event_count(&self, n: usize, timeout: Duration) -> Result<Vec<Value>, SimError> {
+    pub async fn wait_for_event_count(
+        &self,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Value>, SimError> {
         self.shared
             .wait_until(format!("{n} events"), timeout, |i| {
                 (i.events.len() >= n).then(|| i.events.clone())
@@ -256,7 +269,11 @@ impl Simulator {
     }
 
     /// Waits for a pending request on `port`.
-    pub async fn wait_for_request(&self, port: u16, timeout: Duration) -> Result<PortForwardRequest, SimError> {
+    pub async fn wait_for_request(
+        &self,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<PortForwardRequest, SimError> {
         self.shared
             .wait_until(format!("a request for port {port}"), timeout, |i| {
                 i.requests
@@ -296,7 +313,8 @@ impl Simulator {
 
     /// Closes the runner's WebSocket with `code` (1011: server error).
     pub fn close_connection(&self, code: u16, reason: &str) -> Result<(), SimError> {
-        self.shared.send_outgoing(Outgoing::Close(code, reason.to_owned()))
+        self.shared
+            .send_outgoing(Outgoing::Close(code, reason.to_owned()))
     }
 
     /// Holds heartbeat replies while on; turning it off sends the held
@@ -326,7 +344,8 @@ impl Simulator {
             let inner = self.shared.lock();
             inner.current.as_ref().and_then(|c| c.joined.clone())
         };
-        let (join_ref, topic) = joined.unwrap_or_else(|| ("0".to_owned(), "runner:unknown".to_owned()));
+        let (join_ref, topic) =
+            joined.unwrap_or_else(|| ("0".to_owned(), "runner:unknown".to_owned()));
         for text in garbage_frames(&join_ref, &topic) {
             self.send_raw(&text)?;
         }
@@ -335,7 +354,8 @@ impl Simulator {
 
     /// Replies to later joins with this error reason (`None`: accept again).
     pub fn reject_joins(&self, reason: Option<&str>) {
-        self.shared.update(|i| i.reject_joins = reason.map(str::to_owned));
+        self.shared
+            .update(|i| i.reject_joins = reason.map(str::to_owned));
     }
 
     /// Refuses WebSocket upgrades with 503 while on.

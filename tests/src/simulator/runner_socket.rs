@@ -8,10 +8,10 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::Message;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::frame::Frame;
@@ -40,7 +40,10 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
 fn check_upgrade(shared: &Shared, req: &Request) -> Result<(), (StatusCode, &'static str)> {
     let refuse = |status: StatusCode, why: &'static str| (status, why);
     if shared.lock().refuse_upgrades {
-        return Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "refusing connections"));
+        return Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "refusing connections",
+        ));
     }
     if req.uri().path() != format!("{MOUNT}/websocket") {
         return Err(refuse(StatusCode::NOT_FOUND, "no socket here"));
@@ -164,17 +167,18 @@ fn on_text(shared: &Arc<Shared>, conn: u64, text: &str) -> Vec<Frame> {
     match (frame.topic.as_str(), frame.event.as_str()) {
         ("phoenix", "heartbeat") => {
             let reply = frame.reply("ok", ok);
-            shared.update(|i| {
-                i.heartbeats += 1;
-                if i.hold_heartbeats {
-                    i.held_replies.push((conn, reply.clone()));
-                    None
-                } else {
-                    Some(reply)
-                }
-            })
-            .into_iter()
-            .collect()
+            shared
+                .update(|i| {
+                    i.heartbeats += 1;
+                    if i.hold_heartbeats {
+                        i.held_replies.push((conn, reply.clone()));
+                        None
+                    } else {
+                        Some(reply)
+                    }
+                })
+                .into_iter()
+                .collect()
         }
         (topic, "phx_join") => vec![on_join(shared, conn, &frame, topic)],
         (_, "phx_leave") => {
@@ -203,7 +207,10 @@ fn on_text(shared: &Arc<Shared>, conn: u64, text: &str) -> Vec<Frame> {
             }
             if event == "event" {
                 if !frame.payload.is_object() {
-                    shared.update(|i| i.violations.push(format!("event payload not an object: {text}")));
+                    shared.update(|i| {
+                        i.violations
+                            .push(format!("event payload not an object: {text}"))
+                    });
                 } else if let Some(request_id) = shared.record_event(frame.payload.clone())
                     && let Err(error) = shared.resolve(&request_id, true)
                 {
@@ -256,9 +263,18 @@ pub(crate) fn release_heartbeats(shared: &Shared) {
 pub(crate) fn phx_error(shared: &Shared) -> Result<(), super::SimError> {
     let frame = {
         let inner = shared.lock();
-        let conn = inner.current.as_ref().ok_or(super::SimError::NotConnected)?;
+        let conn = inner
+            .current
+            .as_ref()
+            .ok_or(super::SimError::NotConnected)?;
         let (join_ref, topic) = conn.joined.as_ref().ok_or(super::SimError::NotJoined)?;
-        Frame::new(Some(join_ref), Some(join_ref), topic, "phx_error", Value::Object(Default::default()))
+        Frame::new(
+            Some(join_ref),
+            Some(join_ref),
+            topic,
+            "phx_error",
+            Value::Object(Default::default()),
+        )
     };
     // Phoenix forgets the channel after an error; the client must rejoin.
     shared.update(|i| {

@@ -248,7 +248,11 @@ impl Shared {
                 "port_forward_resolved" => {
                     let id = event.get("requestId").and_then(Value::as_str);
                     let approved = event.get("decision").and_then(Value::as_str) == Some("approve");
-                    if let Some(r) = inner.requests.iter_mut().find(|r| Some(&*r.request_id) == id) {
+                    if let Some(r) = inner
+                        .requests
+                        .iter_mut()
+                        .find(|r| Some(&*r.request_id) == id)
+                    {
                         r.state = if approved {
                             RequestState::Approved
                         } else {

@@ -51,7 +51,13 @@ impl TestClient {
     }
 
     /// Sends a frame with a fresh ref; returns the ref.
-    pub async fn send(&mut self, join_ref: Option<&str>, topic: &str, event: &str, payload: Value) -> anyhow::Result<String> {
+    pub async fn send(
+        &mut self,
+        join_ref: Option<&str>,
+        topic: &str,
+        event: &str,
+        payload: Value,
+    ) -> anyhow::Result<String> {
         let msg_ref = self.next_ref.to_string();
         self.next_ref += 1;
         let frame = Frame::new(join_ref, Some(&msg_ref), topic, event, payload);
@@ -62,7 +68,9 @@ impl TestClient {
     /// Joins `topic`; returns the reply payload (`{"status", "response"}`).
     pub async fn join(&mut self, topic: &str, payload: Value) -> anyhow::Result<Value> {
         let join_ref = self.next_ref.to_string();
-        let msg_ref = self.send(Some(&join_ref), topic, "phx_join", payload).await?;
+        let msg_ref = self
+            .send(Some(&join_ref), topic, "phx_join", payload)
+            .await?;
         let reply = self.reply_to(&msg_ref).await?;
         if reply.payload["status"] == "ok" {
             self.join_ref = Some(join_ref);
@@ -72,7 +80,13 @@ impl TestClient {
 
     /// Sends a heartbeat; returns its ref.
     pub async fn heartbeat(&mut self) -> anyhow::Result<String> {
-        self.send(None, "phoenix", "heartbeat", Value::Object(Default::default())).await
+        self.send(
+            None,
+            "phoenix",
+            "heartbeat",
+            Value::Object(Default::default()),
+        )
+        .await
     }
 
     /// Pushes one event on the joined `topic`; returns its ref.
@@ -83,12 +97,19 @@ impl TestClient {
 
     /// The `phx_reply` to `msg_ref` (other frames stay buffered).
     pub async fn reply_to(&mut self, msg_ref: &str) -> anyhow::Result<Frame> {
-        self.next_matching(|f| f.event == "phx_reply" && f.msg_ref.as_deref() == Some(msg_ref), Duration::from_secs(10))
-            .await
+        self.next_matching(
+            |f| f.event == "phx_reply" && f.msg_ref.as_deref() == Some(msg_ref),
+            Duration::from_secs(10),
+        )
+        .await
     }
 
     /// The next frame that `matches` (earlier ones stay buffered).
-    pub async fn next_matching(&mut self, matches: impl Fn(&Frame) -> bool, timeout: Duration) -> anyhow::Result<Frame> {
+    pub async fn next_matching(
+        &mut self,
+        matches: impl Fn(&Frame) -> bool,
+        timeout: Duration,
+    ) -> anyhow::Result<Frame> {
         if let Some(i) = self.buffered.iter().position(&matches) {
             return Ok(self.buffered.remove(i).expect("index from position"));
         }
@@ -133,7 +154,8 @@ impl TestClient {
                     Err(_) => self.raw.push(text.to_string()),
                 },
                 Some(Ok(Message::Close(frame))) => {
-                    let frame = frame.map(|CloseFrame { code, reason }| (u16::from(code), reason.to_string()));
+                    let frame = frame
+                        .map(|CloseFrame { code, reason }| (u16::from(code), reason.to_string()));
                     return Ok(Err(Closed::CloseFrame(frame)));
                 }
                 Some(Ok(_)) => {}

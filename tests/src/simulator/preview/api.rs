@@ -17,7 +17,11 @@ use serde_json::{Value, json};
 use super::{Body, full, sim_error, text};
 use crate::simulator::state::Shared;
 
-pub(crate) async fn handle(shared: &Arc<Shared>, req: Request<Incoming>, rest: &str) -> Response<Body> {
+pub(crate) async fn handle(
+    shared: &Arc<Shared>,
+    req: Request<Incoming>,
+    rest: &str,
+) -> Response<Body> {
     let segments: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
     match (req.method().clone(), segments.as_slice()) {
         (Method::GET, ["status"]) => {
@@ -51,9 +55,11 @@ pub(crate) async fn handle(shared: &Arc<Shared>, req: Request<Incoming>, rest: &
             };
             match shared.send_control(control) {
                 Ok(()) => json_response(&json!({"sent": true})),
-                Err(error @ crate::simulator::SimError::InvalidControl) => {
-                    text(StatusCode::BAD_REQUEST, "invalid_control", &error.to_string())
-                }
+                Err(error @ crate::simulator::SimError::InvalidControl) => text(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_control",
+                    &error.to_string(),
+                ),
                 Err(error) => sim_error(&error),
             }
         }

@@ -51,7 +51,10 @@ impl Body for ChunkBody {
                 return Poll::Ready(Some(Err(SimError::BadChunk)));
             }
             self.done = event.get("done").and_then(Value::as_bool).unwrap_or(false);
-            let data = event.get("bodyBase64").and_then(Value::as_str).unwrap_or("");
+            let data = event
+                .get("bodyBase64")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             match STANDARD.decode(data) {
                 Ok(bytes) if !bytes.is_empty() => {
                     return Poll::Ready(Some(Ok(Frame::data(Bytes::from(bytes)))));

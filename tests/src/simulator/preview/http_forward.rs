@@ -56,7 +56,11 @@ async fn exchange(
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(error) => {
-            return text(StatusCode::BAD_REQUEST, "bad_request_body", &error.to_string());
+            return text(
+                StatusCode::BAD_REQUEST,
+                "bad_request_body",
+                &error.to_string(),
+            );
         }
     };
     let mut control = json!({
@@ -83,10 +87,18 @@ async fn exchange(
     }
     let first = match tokio::time::timeout(shared.config.forward_timeout, rx.recv()).await {
         Err(_) => {
-            return text(StatusCode::GATEWAY_TIMEOUT, "runner_timeout", "no answer from the runner");
+            return text(
+                StatusCode::GATEWAY_TIMEOUT,
+                "runner_timeout",
+                "no answer from the runner",
+            );
         }
         Ok(None) => {
-            return text(StatusCode::BAD_GATEWAY, "runner_disconnected", "runner went away");
+            return text(
+                StatusCode::BAD_GATEWAY,
+                "runner_disconnected",
+                "runner went away",
+            );
         }
         Ok(Some(event)) => event,
     };
@@ -112,13 +124,31 @@ fn respond(
         .and_then(|s| u16::try_from(s).ok())
         .and_then(|s| StatusCode::from_u16(s).ok());
     let Some(status) = status else {
-        return text(StatusCode::BAD_GATEWAY, "bad_response", "bad status from the runner");
+        return text(
+            StatusCode::BAD_GATEWAY,
+            "bad_response",
+            "bad status from the runner",
+        );
     };
-    let first = match STANDARD.decode(event.get("bodyBase64").and_then(Value::as_str).unwrap_or("")) {
+    let first = match STANDARD.decode(
+        event
+            .get("bodyBase64")
+            .and_then(Value::as_str)
+            .unwrap_or(""),
+    ) {
         Ok(bytes) => Bytes::from(bytes),
-        Err(_) => return text(StatusCode::BAD_GATEWAY, "bad_response", "bad base64 from the runner"),
+        Err(_) => {
+            return text(
+                StatusCode::BAD_GATEWAY,
+                "bad_response",
+                "bad base64 from the runner",
+            );
+        }
     };
-    let streaming = event.get("streaming").and_then(Value::as_bool).unwrap_or(false);
+    let streaming = event
+        .get("streaming")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     debug!(%status, streaming, "runner answered");
     let body = if streaming {
         use http_body_util::BodyExt as _;

@@ -62,11 +62,19 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         return Ok(api::handle(&shared, req, rest).await);
     }
     let Some(rest) = path.strip_prefix("/preview/") else {
-        return Ok(text(StatusCode::NOT_FOUND, "not_found", "try /preview/<port>/ or /api/"));
+        return Ok(text(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "try /preview/<port>/ or /api/",
+        ));
     };
     let (port, tail) = rest.split_once('/').unwrap_or((rest, ""));
     let Some(port) = port.parse::<u16>().ok().filter(|p| *p != 0) else {
-        return Ok(text(StatusCode::BAD_REQUEST, "bad_port", "bad port in the preview path"));
+        return Ok(text(
+            StatusCode::BAD_REQUEST,
+            "bad_port",
+            "bad port in the preview path",
+        ));
     };
     if !rest.contains('/') {
         // Relative asset paths need the trailing slash.
@@ -92,11 +100,15 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
 }
 
 pub(crate) fn empty() -> Body {
-    Full::new(Bytes::new()).map_err(|e| match e {}).boxed_unsync()
+    Full::new(Bytes::new())
+        .map_err(|e| match e {})
+        .boxed_unsync()
 }
 
 pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|e| match e {}).boxed_unsync()
+    Full::new(bytes.into())
+        .map_err(|e| match e {})
+        .boxed_unsync()
 }
 
 /// A plain-text error with its code in `x-kandan-error-code`.
@@ -134,7 +146,10 @@ pub(crate) fn status_for(code: &str) -> StatusCode {
 
 /// The response for a runner `control_error` event.
 pub(crate) fn control_error(event: &serde_json::Value) -> Response<Body> {
-    let code = event.get("code").and_then(|v| v.as_str()).unwrap_or("unknown");
+    let code = event
+        .get("code")
+        .and_then(|v| v.as_str())
+        .unwrap_or("unknown");
     let message = event.get("message").and_then(|v| v.as_str()).unwrap_or("");
     text(status_for(code), code, message)
 }

@@ -44,7 +44,11 @@ pub(crate) async fn open(
     let socket_id = shared.fresh_id("sock");
     let span = info_span!("websocket", %socket_id, port, %path);
     let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
-        return text(StatusCode::BAD_REQUEST, "bad_handshake", "missing Sec-WebSocket-Key");
+        return text(
+            StatusCode::BAD_REQUEST,
+            "bad_handshake",
+            "missing Sec-WebSocket-Key",
+        );
     };
     let mut control = json!({
         "type": "forward_websocket_open",
@@ -66,18 +70,43 @@ pub(crate) async fn open(
         return sim_error(&error);
     }
     let first = match tokio::time::timeout(shared.config.forward_timeout, rx.recv()).await {
-        Err(_) => return text(StatusCode::GATEWAY_TIMEOUT, "runner_timeout", "no answer from the runner"),
-        Ok(None) => return text(StatusCode::BAD_GATEWAY, "runner_disconnected", "runner went away"),
+        Err(_) => {
+            return text(
+                StatusCode::GATEWAY_TIMEOUT,
+                "runner_timeout",
+                "no answer from the runner",
+            );
+        }
+        Ok(None) => {
+            return text(
+                StatusCode::BAD_GATEWAY,
+                "runner_disconnected",
+                "runner went away",
+            );
+        }
         Ok(Some(event)) => event,
     };
     match first.get("type").and_then(Value::as_str) {
         Some("forward_websocket_opened") => {}
         Some("control_error") => return control_error(&first),
         Some("forward_websocket_closed") => {
-            let why = first.get("error").or(first.get("reason")).and_then(Value::as_str);
-            return text(StatusCode::BAD_GATEWAY, "websocket_closed", why.unwrap_or("upstream refused"));
+            let why = first
+                .get("error")
+                .or(first.get("reason"))
+                .and_then(Value::as_str);
+            return text(
+                StatusCode::BAD_GATEWAY,
+                "websocket_closed",
+                why.unwrap_or("upstream refused"),
+            );
         }
-        _ => return text(StatusCode::BAD_GATEWAY, "unexpected_event", &first.to_string()),
+        _ => {
+            return text(
+                StatusCode::BAD_GATEWAY,
+                "unexpected_event",
+                &first.to_string(),
+            );
+        }
     }
     let mut resp = Response::new(empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -87,7 +116,10 @@ pub(crate) async fn open(
     if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
-    let protocol = first.get("protocol").and_then(Value::as_str).filter(|p| !p.is_empty());
+    let protocol = first
+        .get("protocol")
+        .and_then(Value::as_str)
+        .filter(|p| !p.is_empty());
     if let Some(protocol) = protocol.and_then(|p| HeaderValue::from_str(p).ok()) {
         headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
     }
@@ -102,7 +134,8 @@ pub(crate) async fn open(
                     return;
                 }
             };
-            let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+            let ws =
+                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
             bridge(&shared, &socket_id, ws, rx).await;
             drop(guard);
         }
@@ -204,8 +237,12 @@ fn to_message(event: &Value) -> Option<Message> {
 /// The close frame the browser gets: the runner's code when it may be sent
 /// on the wire, 1011 for failures, 1000 otherwise.
 fn close_frame(event: &Value) -> CloseFrame {
-    let code = event.get("code").and_then(Value::as_u64).and_then(|c| u16::try_from(c).ok());
-    let failed = event.get("error").is_some() || event.get("type").and_then(Value::as_str) == Some("control_error");
+    let code = event
+        .get("code")
+        .and_then(Value::as_u64)
+        .and_then(|c| u16::try_from(c).ok());
+    let failed = event.get("error").is_some()
+        || event.get("type").and_then(Value::as_str) == Some("control_error");
     let code = match code {
         Some(c) if (1000..5000).contains(&c) && ![1004, 1005, 1006, 1015].contains(&c) => c,
         _ if failed => 1011,
@@ -217,5 +254,8 @@ fn close_frame(event: &Value) -> CloseFrame {
     while !reason.is_char_boundary(end) {
         end -= 1;
     }
-    CloseFrame { code: CloseCode::from(code), reason: reason[..end].to_owned().into() }
+    CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason[..end].to_owned().into(),
+    }
 }
