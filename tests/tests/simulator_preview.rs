@@ -354,7 +354,7 @@ async fn websocket_open_fails_on_control_error_or_closed() {
         let mut event = event;
         event["socketId"] = open["socketId"].clone();
         runner.push_event(TOPIC, event).await.unwrap();
-        let err = browser.await.unwrap().err().expect("handshake fails");
+        let err = browser.await.unwrap().expect_err("handshake fails");
         let tokio_tungstenite::tungstenite::Error::Http(resp) = err else {
             panic!("{err}")
         };
@@ -413,4 +413,32 @@ async fn json_api_lists_and_resolves_requests_and_events() {
         .unwrap();
     assert_eq!(send(sim.preview_addr(), ctl).await.status(), StatusCode::OK);
     assert_eq!(control(&mut runner).await["type"], "stop_instance");
+}
+
+#[tokio::test]
+async fn bodies_over_sixteen_mib_pass_both_ways() {
+    let (sim, mut runner) = setup(SimConfig::default()).await;
+    let big: Vec<u8> = (0..17 << 20).map(|i| (i % 251) as u8).collect();
+    let req = Request::put(format!("http://{}/preview/8000/upload", sim.preview_addr()))
+        .body(Full::new(Bytes::from(big.clone())))
+        .unwrap();
+    let addr = sim.preview_addr();
+    let browser = tokio::spawn(async move { send(addr, req).await });
+    let c = control(&mut runner).await;
+    assert_eq!(
+        STANDARD.decode(c["bodyBase64"].as_str().unwrap()).unwrap(),
+        big
+    );
+    runner
+        .push_event(
+            TOPIC,
+            json!({"type": "forward_http_response", "requestId": c["requestId"],
+            "status": 200, "headers": [], "bodyBase64": STANDARD.encode(&big)}),
+        )
+        .await
+        .unwrap();
+    let resp = browser.await.unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(body == big, "body differs ({} bytes)", body.len());
+    assert!(sim.connected());
 }

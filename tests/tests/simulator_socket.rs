@@ -345,3 +345,31 @@ async fn wait_for_event_after_skips_older_events_and_times_out() {
         .unwrap();
     assert_eq!((index, event["n"].as_u64()), (1, Some(2)));
 }
+
+#[tokio::test]
+async fn non_decimal_or_repeated_refs_are_violations() {
+    let sim = sim().await;
+    let mut client = joined(&sim).await;
+    client
+        .push_event(TOPIC, json!({"type": "x"}))
+        .await
+        .unwrap();
+    sim.wait_for_event_count(1, WAIT).await.unwrap();
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+    client
+        .send_raw(&format!(
+            "[{:?},\"1\",\"{TOPIC}\",\"event\",{{\"type\":\"y\"}}]",
+            client.join_ref.clone().unwrap()
+        ))
+        .await
+        .unwrap();
+    client
+        .send_raw(&format!(
+            "[{:?},\"abc\",\"{TOPIC}\",\"event\",{{\"type\":\"z\"}}]",
+            client.join_ref.clone().unwrap()
+        ))
+        .await
+        .unwrap();
+    sim.wait_for_event_count(3, WAIT).await.unwrap();
+    assert_eq!(sim.violations().len(), 2, "{:?}", sim.violations());
+}

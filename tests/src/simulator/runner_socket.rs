@@ -10,12 +10,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::frame::Frame;
 use super::state::{Connection, Outgoing, Shared};
+
+/// Largest frame accepted from the runner.
+const MAX_FRAME: usize = 256 << 20;
 
 /// The socket mount; the runner appends `/websocket`.
 pub(crate) const MOUNT: &str = "/runner/socket";
@@ -76,13 +79,20 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
             Err(refusal)
         }
     };
-    let mut ws = match tokio_tungstenite::accept_hdr_async(stream, callback).await {
-        Ok(ws) => ws,
-        Err(error) => {
-            info!(%error, "runner handshake refused or failed");
-            return;
-        }
-    };
+    // Bodies travel base64 inside frames: a 16 MiB body is a ~22 MiB frame,
+    // over tungstenite's 16 MiB default.
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME))
+        .max_frame_size(Some(MAX_FRAME));
+    let mut ws =
+        match tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)).await
+        {
+            Ok(ws) => ws,
+            Err(error) => {
+                info!(%error, "runner handshake refused or failed");
+                return;
+            }
+        };
     let (tx, mut rx) = mpsc::unbounded_channel();
     let id = shared.update(|inner| {
         inner.connection_count += 1;
@@ -95,11 +105,12 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
         id
     });
     info!(id, "runner connected");
+    let mut last_ref = 0;
     loop {
         tokio::select! {
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
-                    for reply in on_text(&shared, id, &text) {
+                    for reply in on_text(&shared, id, &mut last_ref, &text) {
                         if ws.send(Message::text(reply.to_text())).await.is_err() {
                             break;
                         }
@@ -152,7 +163,7 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
 }
 
 /// Handles one text frame from the runner; returns the replies to send.
-fn on_text(shared: &Arc<Shared>, conn: u64, text: &str) -> Vec<Frame> {
+fn on_text(shared: &Arc<Shared>, conn: u64, last_ref: &mut u64, text: &str) -> Vec<Frame> {
     let frame = match Frame::parse(text) {
         Ok(frame) => frame,
         Err(error) => {
@@ -162,6 +173,14 @@ fn on_text(shared: &Arc<Shared>, conn: u64, text: &str) -> Vec<Frame> {
         }
     };
     debug!(frame = %text, "from runner");
+    // Refs are decimal strings from one counter per connection.
+    match frame.msg_ref.as_deref().map(str::parse::<u64>) {
+        Some(Ok(r)) if r > *last_ref => *last_ref = r,
+        _ => shared.update(|i| {
+            i.violations
+                .push(format!("ref not a decimal above {last_ref}: {text}"))
+        }),
+    }
     shared.update(|i| i.frames.push(frame.clone()));
     let ok = json!({});
     match (frame.topic.as_str(), frame.event.as_str()) {

@@ -9,7 +9,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::frame::Frame;
@@ -38,7 +38,11 @@ pub struct TestClient {
 impl TestClient {
     /// Opens `url` (the full `.../websocket?vsn=2.0.0&token=...`).
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        let (ws, _) = tokio_tungstenite::connect_async(url)
+        // Large bodies travel base64 in one frame.
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(256 << 20))
+            .max_frame_size(Some(256 << 20));
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), false)
             .await
             .with_context(|| "connecting the test client")?;
         Ok(Self {
@@ -63,6 +67,12 @@ impl TestClient {
         let frame = Frame::new(join_ref, Some(&msg_ref), topic, event, payload);
         self.ws.send(Message::text(frame.to_text())).await?;
         Ok(msg_ref)
+    }
+
+    /// Sends a text message as is.
+    pub async fn send_raw(&mut self, text: &str) -> anyhow::Result<()> {
+        self.ws.send(Message::text(text)).await?;
+        Ok(())
     }
 
     /// Joins `topic`; returns the reply payload (`{"status", "response"}`).

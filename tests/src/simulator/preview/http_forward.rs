@@ -53,6 +53,7 @@ async fn exchange(
     request_id: &str,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
+    let head = parts.method == http::Method::HEAD;
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(error) => {
@@ -103,7 +104,7 @@ async fn exchange(
         Ok(Some(event)) => event,
     };
     match first.get("type").and_then(Value::as_str) {
-        Some("forward_http_response") => respond(first, rx, guard),
+        Some("forward_http_response") => respond(first, rx, guard, head),
         Some("control_error") => control_error(&first),
         _ => text(
             StatusCode::BAD_GATEWAY,
@@ -117,6 +118,7 @@ fn respond(
     event: Value,
     rx: tokio::sync::mpsc::UnboundedReceiver<Value>,
     guard: WaiterGuard,
+    head: bool,
 ) -> Response<Body> {
     let status = event
         .get("status")
@@ -173,7 +175,9 @@ fn respond(
         ) else {
             continue;
         };
-        if SKIPPED.contains(&name.to_ascii_lowercase().as_str()) {
+        let lower = name.to_ascii_lowercase();
+        // A HEAD answer has no body to measure: keep the upstream's length.
+        if SKIPPED.contains(&lower.as_str()) && !(head && lower == "content-length") {
             continue;
         }
         if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
