@@ -373,3 +373,19 @@ async fn non_decimal_or_repeated_refs_are_violations() {
     sim.wait_for_event_count(3, WAIT).await.unwrap();
     assert_eq!(sim.violations().len(), 2, "{:?}", sim.violations());
 }
+
+#[tokio::test]
+async fn percent_encoded_tokens_are_accepted() {
+    let sim = Simulator::start(SimConfig {
+        token: "t+k/=x y".into(),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    assert!(
+        sim.websocket_url().ends_with("token=t%2Bk%2F%3Dx%20y"),
+        "{}",
+        sim.websocket_url()
+    );
+    let _client = joined(&sim).await;
+}

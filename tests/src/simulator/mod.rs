@@ -82,7 +82,8 @@ impl Simulator {
 
     /// The full WebSocket URL a Phoenix client opens (with `vsn` and token).
     pub fn websocket_url(&self) -> String {
-        format!("{}/websocket?vsn=2.0.0&token={}", self.url(), self.token())
+        let token = runner_socket::percent_encode(self.token());
+        format!("{}/websocket?vsn=2.0.0&token={token}", self.url())
     }
 
     /// The token the runner must present (`--token`).

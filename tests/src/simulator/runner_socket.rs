@@ -57,15 +57,50 @@ fn check_upgrade(shared: &Shared, req: &Request) -> Result<(), (StatusCode, &'st
             .split('&')
             .filter_map(|kv| kv.split_once('='))
             .find(|(k, _)| *k == name)
-            .map(|(_, v)| v)
+            .map(|(_, v)| percent_decode(v))
     };
-    if param("vsn") != Some("2.0.0") {
+    if param("vsn").as_deref() != Some("2.0.0") {
         return Err(refuse(StatusCode::BAD_REQUEST, "vsn must be 2.0.0"));
     }
-    if param("token") != Some(shared.config.token.as_str()) {
+    if param("token").as_deref() != Some(shared.config.token.as_str()) {
         return Err(refuse(StatusCode::FORBIDDEN, "bad token"));
     }
     Ok(())
+}
+
+/// `%XX` escapes decoded; anything malformed stays as written.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Escapes everything but RFC 3986 unreserved characters.
+pub(crate) fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 async fn connection(shared: Arc<Shared>, stream: TcpStream) {
@@ -302,4 +337,17 @@ pub(crate) fn phx_error(shared: &Shared) -> Result<(), super::SimError> {
         }
     });
     shared.send_outgoing(Outgoing::Frame(frame))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_round_trip() {
+        let token = "a b/c+d=%é";
+        assert_eq!(percent_decode(&percent_encode(token)), token);
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%41"), "%zzA");
+    }
 }
