@@ -1,7 +1,8 @@
 //! `kandan-sim`: the Kandan simulator by hand. Prints where to point the
 //! runner and the browser, prints what the runner sends, and reads commands
 //! on stdin: `list`, `approve <requestId>`, `deny <requestId>`,
-//! `control <json>`, `events`, `quit`.
+//! `control <json>`, `events`, `quit`. With stdin closed it serves until
+//! interrupted.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -98,7 +99,7 @@ async fn main() -> anyhow::Result<()> {
                 }
                 Ok(())
             }
-            "quit" | "exit" => break,
+            "quit" | "exit" => return Ok(()),
             other => Err(anyhow::anyhow!("unknown command {other:?}")),
         };
         if let Err(error) = result {
@@ -106,6 +107,8 @@ async fn main() -> anyhow::Result<()> {
         }
         std::io::stdout().flush()?;
     }
+    // stdin closed (run in the background): serve until interrupted.
+    tokio::signal::ctrl_c().await?;
     Ok(())
 }
 

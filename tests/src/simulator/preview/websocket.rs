@@ -172,8 +172,11 @@ async fn bridge<S>(
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
                         debug!("browser closed");
                         let _ = shared.send_control(close_control(shared, socket_id));
-                        // Let tungstenite finish the closing handshake.
-                        let _ = ws.close(None).await;
+                        // Reading on sends tungstenite's queued close reply.
+                        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                            while let Some(Ok(_)) = ws.next().await {}
+                        })
+                        .await;
                         return;
                     }
                 };
