@@ -131,9 +131,21 @@ async fn print_events(sim: std::sync::Arc<Simulator>) {
                     event["requestId"].as_str().unwrap_or("?")
                 );
             } else {
-                println!("event: {event}");
+                println!("event: {}", shorten(event));
             }
         }
         seen = events.len();
     }
+}
+
+/// The event with long base64 bodies replaced by their size.
+fn shorten(event: &serde_json::Value) -> serde_json::Value {
+    let mut event = event.clone();
+    if let Some(body) = event.get_mut("bodyBase64")
+        && body.as_str().is_some_and(|b| b.len() > 64)
+    {
+        let len = body.as_str().map_or(0, str::len);
+        *body = serde_json::json!(format!("<{len} chars of base64>"));
+    }
+    event
 }
