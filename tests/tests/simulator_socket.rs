@@ -153,7 +153,7 @@ async fn approve_and_deny_track_requests() {
     assert_eq!(request.request_id, "b");
     assert_eq!(sim.port_forward_requests().len(), 2);
 
-    sim.approve("a").unwrap();
+    assert_eq!(sim.approve_port(5173, WAIT).await.unwrap().request_id, "a");
     let control = next_control(&mut client).await;
     assert_eq!(control["type"], "resolve_port_forward_request");
     assert_eq!(control["requestId"], "a");

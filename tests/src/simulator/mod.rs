@@ -285,6 +285,17 @@ impl Simulator {
             .await
     }
 
+    /// Waits for a pending request on `port` and approves it.
+    pub async fn approve_port(
+        &self,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<PortForwardRequest, SimError> {
+        let request = self.wait_for_request(port, timeout).await?;
+        self.approve(&request.request_id)?;
+        Ok(request)
+    }
+
     /// Sends `resolve_port_forward_request` with `approve`.
     pub fn approve(&self, request_id: &str) -> Result<(), SimError> {
         self.shared.resolve(request_id, true)

@@ -220,6 +220,9 @@ fn on_text(shared: &Arc<Shared>, conn: u64, last_ref: &mut u64, text: &str) -> V
     let ok = json!({});
     match (frame.topic.as_str(), frame.event.as_str()) {
         ("phoenix", "heartbeat") => {
+            if frame.join_ref.is_some() || frame.payload != json!({}) {
+                shared.update(|i| i.violations.push(format!("odd heartbeat: {text}")));
+            }
             let reply = frame.reply("ok", ok);
             shared
                 .update(|i| {
