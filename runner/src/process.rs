@@ -21,10 +21,6 @@ impl ProcessInfo {
             .first()
             .map(|first| first.rsplit('/').next().unwrap_or(first).to_string())
             .unwrap_or_default();
-        ProcessInfo {
-            command,
-            label,
-            cwd,
-        }
+        ProcessInfo { command, label, cwd }
     }
 }
