@@ -197,6 +197,38 @@ impl Simulator {
             .await
     }
 
+    /// Waits until `n` joins were attempted in total (accepted or not).
+    pub async fn wait_join_attempts(&self, n: usize, timeout: Duration) -> Result<(), SimError> {
+        self.shared
+            .wait_until(format!("{n} join attempts"), timeout, |i| {
+                (i.joins.len() >= n).then_some(())
+            })
+            .await
+    }
+
+    /// Waits until `n` heartbeats arrived in total.
+    pub async fn wait_heartbeat_count(&self, n: usize, timeout: Duration) -> Result<(), SimError> {
+        self.shared
+            .wait_until(format!("{n} heartbeats"), timeout, |i| {
+                (i.heartbeats >= n).then_some(())
+            })
+            .await
+    }
+
+    /// Waits until `n` events of `type` were recorded in total.
+    pub async fn wait_for_event_type_count(
+        &self,
+        ty: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<(), SimError> {
+        self.shared
+            .wait_until(format!("{n} {ty} events"), timeout, |i| {
+                (i.events.iter().filter(|e| is_type(e, ty)).count() >= n).then_some(())
+            })
+            .await
+    }
+
     /// Waits until no runner is connected.
     pub async fn wait_disconnected(&self, timeout: Duration) -> Result<(), SimError> {
         self.shared
