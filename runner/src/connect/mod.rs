@@ -12,13 +12,13 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
 
-use crate::approval::{Approval, Gate, GateError, RevokeReason};
+use crate::approval::{Approval, RevokeReason};
 use crate::cli::ConnectArgs;
 use crate::control::events::RunnerReady;
 use crate::control::{
     ControlClient, ControlConfig, ControlHandle, ControlInput, Event, JoinInfo, Session, Timing,
 };
-use crate::forward::{CloseCause, ForwardConfig, ForwardOutput, Forwarder, GateRefusal, PortGate};
+use crate::forward::{CloseCause, ForwardConfig, ForwardOutput, Forwarder};
 use crate::signals::Signals;
 use crate::watch::wait;
 use crate::watched::{self, Watched};
@@ -74,7 +74,7 @@ pub async fn run(args: ConnectArgs) -> i32 {
     let mut revocations = gate.revocations();
     let (forward_tx, mut forward_rx) = mpsc::channel(FORWARD_QUEUE);
     let forwarder = Forwarder::new(
-        Arc::new(ApprovedPorts(gate)),
+        Arc::new(gate),
         ForwardConfig {
             max_request_body: args.max_request_body,
             max_response_body: args.max_response_body,
@@ -125,18 +125,6 @@ pub async fn run(args: ConnectArgs) -> i32 {
     }
 }
 
-/// Forwarding asks approval where it may connect.
-struct ApprovedPorts(Gate);
-
-impl PortGate for ApprovedPorts {
-    fn target(&self, port: u16) -> Result<Vec<std::net::IpAddr>, GateRefusal> {
-        self.0.target(port).map_err(|err| match err {
-            GateError::NotListening { .. } => GateRefusal::NotListening,
-            GateError::NotApproved { .. } => GateRefusal::NotApproved,
-        })
-    }
-}
-
 /// The state the main loop owns.
 struct Runner {
     handle: ControlHandle,
@@ -170,7 +158,7 @@ impl Runner {
         match self.approval.on_candidate(event) {
             Ok(outputs) => {
                 for output in outputs {
-                    self.send(translate::approval_event(output, None)).await;
+                    self.send(translate::approval_event(output)).await;
                 }
             }
             Err(err) => tracing::error!("approval: {}", crate::error_chain(&err)),
