@@ -19,7 +19,6 @@ use crate::control::{
     ControlClient, ControlConfig, ControlHandle, ControlInput, Event, JoinInfo, Session, Timing,
 };
 use crate::forward::{CloseCause, ForwardConfig, ForwardOutput, Forwarder};
-use crate::signals::Signals;
 use crate::watch::wait;
 use crate::watched::{self, Watched};
 
@@ -28,26 +27,16 @@ const FORWARD_QUEUE: usize = 256;
 
 /// Runs `connect` and returns the process exit code.
 pub async fn run(args: ConnectArgs) -> i32 {
-    let started = watched::start(&args.detector, |selection| {
-        eprintln!("{}", watched::backend_line(selection));
-    });
-    let Watched {
-        selection,
-        mut candidates,
-        mut child,
-    } = match started {
-        Ok(watched) => watched,
-        Err(err) => {
-            eprintln!("error: {}", crate::error_chain(&err));
-            return 1;
-        }
-    };
-    let mut signals = match Signals::new() {
-        Ok(signals) => signals,
-        Err(err) => {
-            eprintln!("error: cannot listen for signals: {err}");
-            return 1;
-        }
+    let (
+        Watched {
+            selection,
+            mut candidates,
+            mut child,
+        },
+        mut signals,
+    ) = match watched::start_for_command(&args.detector) {
+        Ok(started) => started,
+        Err(code) => return code,
     };
 
     let runner_id = args.runner_id.clone().unwrap_or_else(hostname);

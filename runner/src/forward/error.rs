@@ -121,13 +121,6 @@ impl ForwardError {
 
     /// The error and its sources on one line, for the wire `message`.
     pub fn message(&self) -> String {
-        let mut text = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(err) = source {
-            text.push_str(": ");
-            text.push_str(&err.to_string());
-            source = err.source();
-        }
-        text
+        crate::error_chain(self)
     }
 }
