@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use super::{Runner, translate};
-use crate::approval::{self, Resolution};
+use crate::approval::Resolution;
 use crate::control::events::{ControlErrorEvent, RunnerConfigApplied};
 use crate::control::{Control, ErrorCode, Event, Session, controls};
 use crate::forward::{HttpRequest, WsOpen};
@@ -47,11 +47,7 @@ impl Runner {
             }
             Control::ForwardWebsocketSend(send) => {
                 self.forwarder
-                    .ws_send(
-                        &send.socket_id,
-                        translate::local_opcode(send.opcode),
-                        Bytes::from(send.body),
-                    )
+                    .ws_send(&send.socket_id, send.opcode, Bytes::from(send.body))
                     .await;
             }
             Control::ForwardWebsocketClose(close) => {
@@ -85,24 +81,16 @@ impl Runner {
     }
 
     async fn resolve(&mut self, session: Session, resolve: controls::ResolvePortForwardRequest) {
-        let actor = resolve.actor_user_id.clone();
         let resolution = Resolution {
             request_id: resolve.request_id.clone(),
-            decision: match resolve.decision {
-                controls::Decision::Approve => approval::Decision::Approve,
-                controls::Decision::Deny => approval::Decision::Deny,
-            },
-            actor_user_id: resolve.actor_user_id.map(|actor| match actor {
-                controls::ActorId::Int(id) => id.to_string(),
-                controls::ActorId::Str(id) => id,
-            }),
+            decision: resolve.decision,
+            actor_user_id: resolve.actor_user_id,
             actor_slug: resolve.actor_slug,
         };
         match self.approval.resolve(resolution) {
             Ok(outputs) => {
                 for output in outputs {
-                    self.send(translate::approval_event(output, actor.as_ref()))
-                        .await;
+                    self.send(translate::approval_event(output)).await;
                 }
             }
             Err(err) => {
@@ -110,7 +98,7 @@ impl Runner {
                     control_type: "resolve_port_forward_request".to_string(),
                     request_id: Some(resolve.request_id),
                     socket_id: None,
-                    code: ErrorCode::InvalidControl,
+                    code: err.code(),
                     message: crate::error_chain(&err),
                 });
                 self.reply(session, error).await;

@@ -12,14 +12,13 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
 
-use crate::approval::{Approval, Gate, GateError, RevokeReason};
+use crate::approval::{Approval, RevokeReason};
 use crate::cli::ConnectArgs;
 use crate::control::events::RunnerReady;
 use crate::control::{
     ControlClient, ControlConfig, ControlHandle, ControlInput, Event, JoinInfo, Session, Timing,
 };
-use crate::forward::{CloseCause, ForwardConfig, ForwardOutput, Forwarder, GateRefusal, PortGate};
-use crate::signals::Signals;
+use crate::forward::{CloseCause, ForwardConfig, ForwardOutput, Forwarder};
 use crate::watch::wait;
 use crate::watched::{self, Watched};
 
@@ -28,26 +27,16 @@ const FORWARD_QUEUE: usize = 256;
 
 /// Runs `connect` and returns the process exit code.
 pub async fn run(args: ConnectArgs) -> i32 {
-    let started = watched::start(&args.detector, |selection| {
-        eprintln!("{}", watched::backend_line(selection));
-    });
-    let Watched {
-        selection,
-        mut candidates,
-        mut child,
-    } = match started {
-        Ok(watched) => watched,
-        Err(err) => {
-            eprintln!("error: {}", crate::error_chain(&err));
-            return 1;
-        }
-    };
-    let mut signals = match Signals::new() {
-        Ok(signals) => signals,
-        Err(err) => {
-            eprintln!("error: cannot listen for signals: {err}");
-            return 1;
-        }
+    let (
+        Watched {
+            selection,
+            mut candidates,
+            mut child,
+        },
+        mut signals,
+    ) = match watched::start_for_command(&args.detector) {
+        Ok(started) => started,
+        Err(code) => return code,
     };
 
     let runner_id = args.runner_id.clone().unwrap_or_else(hostname);
@@ -74,7 +63,7 @@ pub async fn run(args: ConnectArgs) -> i32 {
     let mut revocations = gate.revocations();
     let (forward_tx, mut forward_rx) = mpsc::channel(FORWARD_QUEUE);
     let forwarder = Forwarder::new(
-        Arc::new(ApprovedPorts(gate)),
+        Arc::new(gate),
         ForwardConfig {
             max_request_body: args.max_request_body,
             max_response_body: args.max_response_body,
@@ -125,18 +114,6 @@ pub async fn run(args: ConnectArgs) -> i32 {
     }
 }
 
-/// Forwarding asks approval where it may connect.
-struct ApprovedPorts(Gate);
-
-impl PortGate for ApprovedPorts {
-    fn target(&self, port: u16) -> Result<Vec<std::net::IpAddr>, GateRefusal> {
-        self.0.target(port).map_err(|err| match err {
-            GateError::NotListening { .. } => GateRefusal::NotListening,
-            GateError::NotApproved { .. } => GateRefusal::NotApproved,
-        })
-    }
-}
-
 /// The state the main loop owns.
 struct Runner {
     handle: ControlHandle,
@@ -170,7 +147,7 @@ impl Runner {
         match self.approval.on_candidate(event) {
             Ok(outputs) => {
                 for output in outputs {
-                    self.send(translate::approval_event(output, None)).await;
+                    self.send(translate::approval_event(output)).await;
                 }
             }
             Err(err) => tracing::error!("approval: {}", crate::error_chain(&err)),

@@ -1,18 +1,20 @@
 //! Between the runner's own types and the wire events of PROTOCOL.md
 //! section 4: approval outputs, forwarding outputs, `runner_ready`.
 
-use crate::approval::{ApprovalOutput, ListenerState, RequestState};
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use crate::approval::{ApprovalOutput, ListenerSnapshot, RequestId};
 use crate::control::events::{
-    self, ControlErrorEvent, ForwardHttpResponse, ForwardHttpResponseChunk, ForwardWebsocketClosed,
+    ControlErrorEvent, ForwardHttpResponse, ForwardHttpResponseChunk, ForwardWebsocketClosed,
     ForwardWebsocketMessage, ForwardWebsocketOpened, ListenerInfo, PortForwardClosed,
     PortForwardRequest, PortForwardResolved, ReadyListener,
 };
-use crate::control::{ErrorCode, Event, controls};
-use crate::forward::{self, ForwardOutput, WsOpcode};
+use crate::control::{ErrorCode, Event};
+use crate::forward::ForwardOutput;
 
-/// The wire event for an approval output. `actor` is the actor id exactly as
-/// Kandan sent it (a number stays a number).
-pub fn approval_event(output: ApprovalOutput, actor: Option<&controls::ActorId>) -> Event {
+/// The wire event for an approval output.
+pub fn approval_event(output: ApprovalOutput) -> Event {
     match output {
         ApprovalOutput::Request {
             request_id,
@@ -25,16 +27,7 @@ pub fn approval_event(output: ApprovalOutput, actor: Option<&controls::ActorId>)
             restarted,
             state: _,
         } => Event::PortForwardRequest(PortForwardRequest {
-            listener: ListenerInfo {
-                instance_id: None,
-                request_id: request_id.to_string(),
-                port,
-                pid,
-                command,
-                label,
-                cwd: cwd.map(|cwd| cwd.display().to_string()),
-                addresses,
-            },
+            listener: listener_info(request_id, port, pid, command, label, cwd, addresses),
             restarted,
         }),
         ApprovalOutput::Closed { request_id, port } => {
@@ -53,40 +46,52 @@ pub fn approval_event(output: ApprovalOutput, actor: Option<&controls::ActorId>)
         } => Event::PortForwardResolved(PortForwardResolved {
             request_id: request_id.to_string(),
             port,
-            decision: match decision {
-                crate::approval::Decision::Approve => controls::Decision::Approve,
-                crate::approval::Decision::Deny => controls::Decision::Deny,
-            },
-            actor_user_id: actor
-                .cloned()
-                .or_else(|| actor_user_id.map(controls::ActorId::Str)),
+            decision,
+            actor_user_id,
             actor_slug,
         }),
     }
 }
 
 /// `runner_ready.listeners` from the approval snapshot.
-pub fn ready_listeners(snapshot: Vec<ListenerState>) -> Vec<ReadyListener> {
+pub fn ready_listeners(snapshot: Vec<ListenerSnapshot>) -> Vec<ReadyListener> {
     snapshot
         .into_iter()
         .map(|l| ReadyListener {
-            listener: ListenerInfo {
-                instance_id: None,
-                request_id: l.request_id.to_string(),
-                port: l.port,
-                pid: l.pid,
-                command: l.command,
-                label: l.label,
-                cwd: l.cwd.map(|cwd| cwd.display().to_string()),
-                addresses: l.addresses,
-            },
-            state: match l.state {
-                RequestState::Pending => events::ListenerState::Pending,
-                RequestState::Approved => events::ListenerState::Approved,
-                RequestState::Denied => events::ListenerState::Denied,
-            },
+            listener: listener_info(
+                l.request_id,
+                l.port,
+                l.pid,
+                l.command,
+                l.label,
+                l.cwd,
+                l.addresses,
+            ),
+            state: l.state,
         })
         .collect()
+}
+
+/// What Kandan is told about a candidate, in a request or `runner_ready`.
+fn listener_info(
+    request_id: RequestId,
+    port: u16,
+    pid: u32,
+    command: String,
+    label: String,
+    cwd: Option<PathBuf>,
+    addresses: Vec<IpAddr>,
+) -> ListenerInfo {
+    ListenerInfo {
+        instance_id: None,
+        request_id: request_id.to_string(),
+        port,
+        pid,
+        command,
+        label,
+        cwd: cwd.map(|cwd| cwd.display().to_string()),
+        addresses,
+    }
 }
 
 /// The wire event for a forwarding output.
@@ -140,7 +145,7 @@ pub fn forward_event(output: ForwardOutput) -> Event {
             body,
         } => Event::ForwardWebsocketMessage(ForwardWebsocketMessage {
             socket_id,
-            opcode: wire_opcode(opcode),
+            opcode,
             body: body.to_vec(),
         }),
         ForwardOutput::WsClosed {
@@ -173,46 +178,14 @@ fn control_error(
     control_type: &str,
     request_id: Option<String>,
     socket_id: Option<String>,
-    code: forward::ErrorCode,
+    code: ErrorCode,
     message: String,
 ) -> Event {
     Event::ControlError(ControlErrorEvent {
         control_type: control_type.to_string(),
         request_id,
         socket_id,
-        code: wire_code(code),
+        code,
         message,
     })
-}
-
-/// The protocol's error code for a forwarding error.
-pub fn wire_code(code: forward::ErrorCode) -> ErrorCode {
-    use forward::ErrorCode as F;
-    match code {
-        F::PortNotApproved => ErrorCode::PortNotApproved,
-        F::PortNotListening => ErrorCode::PortNotListening,
-        F::UpstreamUnreachable => ErrorCode::UpstreamUnreachable,
-        F::UpstreamTimeout => ErrorCode::UpstreamTimeout,
-        F::BodyTooLarge => ErrorCode::BodyTooLarge,
-        F::UnknownSocket => ErrorCode::UnknownSocket,
-        F::InvalidControl => ErrorCode::InvalidControl,
-    }
-}
-
-pub fn wire_opcode(opcode: WsOpcode) -> controls::Opcode {
-    match opcode {
-        WsOpcode::Text => controls::Opcode::Text,
-        WsOpcode::Binary => controls::Opcode::Binary,
-        WsOpcode::Ping => controls::Opcode::Ping,
-        WsOpcode::Pong => controls::Opcode::Pong,
-    }
-}
-
-pub fn local_opcode(opcode: controls::Opcode) -> WsOpcode {
-    match opcode {
-        controls::Opcode::Text => WsOpcode::Text,
-        controls::Opcode::Binary => WsOpcode::Binary,
-        controls::Opcode::Ping => WsOpcode::Ping,
-        controls::Opcode::Pong => WsOpcode::Pong,
-    }
 }
