@@ -3,8 +3,12 @@
 //!
 //! Each refresh lists `/proc` once and reads `/proc/<pid>/stat` only of
 //! pids it has not seen before. A known pid's parent can only change when
-//! that parent exits (the orphan is re-parented to init or a subreaper),
-//! so the children of every pid that vanished are read again too.
+//! that parent exits (the orphan is re-parented to init or a subreaper).
+//! The children of every pid that vanished are read again, but a parent
+//! that exited stays listed as a zombie until reaped, so the caller also
+//! re-reads the members of its trees ([`ProcTable::reread`]): they are few,
+//! and a process outside a tree never enters it by re-parenting (its new
+//! parent is one of its ancestors, none of which is in the tree).
 //!
 //! Pid reuse: the directory entry of `/proc/<pid>` carries the inode of
 //! that pid's procfs directory, which the kernel allocates afresh for each
@@ -24,6 +28,8 @@ struct Entry {
     ino: u64,
     /// Refresh in which the pid was last listed.
     seen: u64,
+    /// Refresh in which its stat was last read.
+    read: u64,
 }
 
 #[derive(Debug, Default)]
@@ -52,7 +58,6 @@ impl ProcTable {
         self.refreshes += 1;
         let now = self.refreshes;
         let mut gone = Vec::new();
-        let mut fresh = HashSet::new();
         for (pid, ino) in listing {
             if let Some(entry) = self.entries.get_mut(&pid)
                 && entry.ino == ino
@@ -70,9 +75,9 @@ impl ProcTable {
                         ppid,
                         ino,
                         seen: now,
+                        read: now,
                     },
                 );
-                fresh.insert(pid);
             }
         }
         self.entries.retain(|&pid, entry| {
@@ -89,27 +94,67 @@ impl ProcTable {
             let orphans: Vec<u32> = self
                 .entries
                 .iter()
-                .filter(|(pid, entry)| orphaned_by.contains(&entry.ppid) && !fresh.contains(*pid))
+                .filter(|(_, entry)| orphaned_by.contains(&entry.ppid) && entry.read != now)
                 .map(|(&pid, _)| pid)
                 .collect();
             orphaned_by.clear();
             for pid in orphans {
-                fresh.insert(pid);
-                match read_ppid(pid) {
-                    Some(ppid) => {
-                        if let Some(entry) = self.entries.get_mut(&pid) {
-                            entry.ppid = ppid;
-                        }
-                    }
-                    None => {
-                        self.entries.remove(&pid);
-                        gone.push(pid);
-                        orphaned_by.insert(pid);
-                    }
+                if self.reread_one(pid, &mut read_ppid).is_none() {
+                    gone.push(pid);
+                    orphaned_by.insert(pid);
                 }
             }
         }
         gone
+    }
+
+    /// Reads the parent of `pids` again, unless read in the last refresh.
+    /// Returns whether any parent changed or any of them exited (and was
+    /// dropped).
+    pub fn reread(
+        &mut self,
+        pids: impl IntoIterator<Item = u32>,
+        mut read_ppid: impl FnMut(u32) -> Option<u32>,
+    ) -> bool {
+        let mut changed = false;
+        for pid in pids {
+            let Some(before) = self.entries.get(&pid).copied() else {
+                continue;
+            };
+            if before.read == self.refreshes {
+                continue;
+            }
+            changed |= self.reread_one(pid, &mut read_ppid) != Some(before.ppid);
+        }
+        changed
+    }
+
+    /// [`ProcTable::reread`] of members of a tree, from `/proc`.
+    pub fn reread_from_proc(&mut self, pids: impl IntoIterator<Item = u32>) -> bool {
+        self.reread(pids, read_ppid)
+    }
+
+    /// Reads one known pid's parent again; `None` (and dropped) when it
+    /// exited.
+    fn reread_one(
+        &mut self,
+        pid: u32,
+        read_ppid: &mut impl FnMut(u32) -> Option<u32>,
+    ) -> Option<u32> {
+        let now = self.refreshes;
+        match read_ppid(pid) {
+            Some(ppid) => {
+                if let Some(entry) = self.entries.get_mut(&pid) {
+                    entry.ppid = ppid;
+                    entry.read = now;
+                }
+                Some(ppid)
+            }
+            None => {
+                self.entries.remove(&pid);
+                None
+            }
+        }
     }
 
     /// `(pid, ppid)` of every known process.
@@ -249,6 +294,42 @@ mod tests {
         gone.sort_unstable();
         assert_eq!(gone, [11, 12]);
         assert_eq!(sorted(&table), [(1, 0), (10, 1)]);
+    }
+
+    #[test]
+    fn reread_sees_an_orphan_whose_parent_is_a_zombie() {
+        let mut table = ProcTable::default();
+        let mut system = System::new(&[(1, 0), (10, 1), (11, 10), (12, 11)]);
+        system.refresh(&mut table, &HashMap::new());
+        // 11 exits but stays listed (a zombie): 12 now has parent 1.
+        system.parents.insert(12, 1);
+        assert!(system.refresh(&mut table, &HashMap::new()).is_empty());
+        assert!(sorted(&table).contains(&(12, 11)), "not noticed yet");
+        assert!(table.reread([10, 11, 12], |pid| system.parents.get(&pid).copied()));
+        assert!(sorted(&table).contains(&(12, 1)));
+        assert!(!table.reread([10, 11, 12], |pid| system.parents.get(&pid).copied()));
+        // Exited since, still listed in the next refresh: dropped, and a
+        // change.
+        assert!(
+            table
+                .refresh([(1, 1), (10, 10), (11, 11), (12, 12)], |_| None)
+                .is_empty()
+        );
+        assert!(table.reread([12], |_| None));
+        assert!(!sorted(&table).iter().any(|&(pid, _)| pid == 12));
+    }
+
+    #[test]
+    fn reread_skips_pids_read_in_the_last_refresh() {
+        let mut table = ProcTable::default();
+        let system = System::new(&[(1, 0), (10, 1)]);
+        system.refresh(&mut table, &HashMap::new());
+        let mut reads = 0;
+        assert!(!table.reread([1, 10, 99], |_| {
+            reads += 1;
+            Some(0)
+        }));
+        assert_eq!(reads, 0);
     }
 
     #[test]

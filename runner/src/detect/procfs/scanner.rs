@@ -65,6 +65,11 @@ impl Scanner {
             self.held.remove(&pid);
         }
         let mut tree = ProcessTree::walk(self.procs.parents(), roots);
+        // A member whose parent exited may have left (see `proc_table`).
+        let members: Vec<u32> = tree.pids().collect();
+        if self.procs.reread_from_proc(members) {
+            tree = ProcessTree::walk(self.procs.parents(), roots);
+        }
         tree.remove(self.self_pid);
         self.held.retain(|pid, _| tree.contains(*pid));
 
