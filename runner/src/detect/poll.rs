@@ -251,6 +251,32 @@ mod tests {
         );
     }
 
+    /// Reports one listener whose port counts the scans it made.
+    struct Counting(u16);
+
+    impl Scan for Counting {
+        fn scan(&mut self, _roots: &[u32]) -> io::Result<Vec<ListenerSocket>> {
+            self.0 += 1;
+            Ok(vec![ListenerSocket {
+                id: super::super::SocketId(1),
+                port: self.0,
+                addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                pid: 1,
+                process: Default::default(),
+            }])
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_scanner_is_kept_across_polls() {
+        let mut det = start_with(BackendKind::Procfs, &config(100), Counting(0));
+        det.events.recv().await.unwrap();
+        det.roots.add_root(std::process::id()).unwrap();
+        for expected in 1..=3 {
+            assert_eq!(ports(det.events.recv().await.unwrap()), [expected]);
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn zero_interval_does_not_spin() {
         let mut det = start(BackendKind::Procfs, &config(0), fake_scan);
