@@ -409,10 +409,212 @@ async fn adding_a_missing_root_fails() {
     assert!(detector.roots.add_root(u32::MAX - 1).is_err());
 }
 
-/// Informal cost measurement, not a check: `cargo test -p integration-tests
-/// --test detect_procfs scan_cost -- --ignored --nocapture`.
+/// `python3 -c <code>` in its own process group, its stdout read by lines.
+/// Dropping it kills the whole group, so no test leaves processes behind.
+struct Script {
+    child: Child,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Script {
+    fn spawn(code: &str) -> Script {
+        use std::os::unix::process::CommandExt;
+        let mut child = Command::new("python3")
+            .args(["-c", code])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("python3 runs");
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        Script { child, stdout }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn say(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// The numbers of the next line it prints.
+    fn numbers(&mut self) -> Vec<u32> {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut self.stdout, &mut line).unwrap();
+        assert!(!line.is_empty(), "script ended early");
+        line.split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        let group = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: signals only the group this test created.
+        unsafe { libc::kill(-group, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+fn ppid_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    runner::detect::process_tree::ppid_from_stat(&stat)
+}
+
+/// The fields a fresh and a reused scanner must agree on.
+fn essentials(sockets: &[ListenerSocket]) -> Vec<(u64, u16, IpAddr, u32)> {
+    sockets
+        .iter()
+        .map(|s| (s.id.0, s.port, s.addr, s.pid))
+        .collect()
+}
+
 #[test]
-#[ignore = "measurement: prints scan cost with 1,000 idle processes around"]
+fn scanner_sees_a_listener_appearing_in_an_already_known_process() {
+    // Some listener exists, so the first scan reads the root's fds.
+    let _elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut script = Script::spawn(
+        "import socket, sys\n\
+         sys.stdin.readline()\n\
+         s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n\
+         print(s.getsockname()[1], flush=True)\n\
+         sys.stdin.read()\n",
+    );
+    let mut scanner = procfs::Scanner::new(std::process::id());
+    let roots = [script.pid()];
+    assert!(scanner.scan(&roots).unwrap().is_empty());
+    assert!(scanner.scan(&roots).unwrap().is_empty());
+    script.say("listen");
+    let port = u16::try_from(script.numbers()[0]).unwrap();
+    let found = scanner.scan(&roots).unwrap();
+    assert_eq!(
+        found.iter().map(|s| (s.port, s.pid)).collect::<Vec<_>>(),
+        [(port, script.pid())]
+    );
+    assert!(found[0].process.command.contains("python3"));
+    assert_eq!(
+        essentials(&scanner.scan(&roots).unwrap()),
+        essentials(&found)
+    );
+}
+
+/// Root (a subreaper when asked) -> parent -> grandchild listening; the
+/// parent is killed between two scans of one scanner.
+fn parent_exits_between_scans(subreaper: bool) -> (Vec<ListenerSocket>, u32, u16) {
+    let prelude = if subreaper {
+        "import ctypes; ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)\n" // PR_SET_CHILD_SUBREAPER
+    } else {
+        ""
+    };
+    let mut script = Script::spawn(&format!(
+        "{prelude}import os, signal, socket, sys\n\
+         if os.fork() == 0:\n    \
+             if os.fork() == 0:\n        \
+                 s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n        \
+                 print(s.getsockname()[1], os.getpid(), os.getppid(), flush=True)\n        \
+                 signal.pause()\n    \
+             signal.pause()\n\
+         signal.pause()\n"
+    ));
+    let numbers = script.numbers();
+    let (port, grandchild, parent) = (u16::try_from(numbers[0]).unwrap(), numbers[1], numbers[2]);
+    let roots = [script.pid()];
+    let mut scanner = procfs::Scanner::new(std::process::id());
+    let before = scanner.scan(&roots).unwrap();
+    assert_eq!(
+        before.iter().map(|s| (s.port, s.pid)).collect::<Vec<_>>(),
+        [(port, grandchild)]
+    );
+    // SAFETY: kills the parent this test made.
+    unsafe { libc::kill(libc::pid_t::try_from(parent).unwrap(), libc::SIGKILL) };
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while ppid_of(grandchild) == Some(parent) {
+        assert!(std::time::Instant::now() < deadline, "never re-parented");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let after = scanner.scan(&roots).unwrap();
+    let fresh = procfs::scan(&roots, std::process::id()).unwrap();
+    assert_eq!(essentials(&after), essentials(&fresh), "reused vs fresh");
+    (after, grandchild, port)
+}
+
+#[test]
+fn orphan_adopted_by_a_subreaper_root_stays_in_the_tree() {
+    let (after, grandchild, port) = parent_exits_between_scans(true);
+    assert_eq!(
+        after.iter().map(|s| (s.port, s.pid)).collect::<Vec<_>>(),
+        [(port, grandchild)]
+    );
+}
+
+#[test]
+fn orphan_adopted_outside_the_tree_leaves_it() {
+    let (after, _, port) = parent_exits_between_scans(false);
+    // Unless the test runs under a subreaper inside the tree (it cannot):
+    // re-parented to init or a subreaper above the root.
+    assert!(on_port(&after, port).is_empty(), "{after:?}");
+}
+
+/// A pid seen outside the tree exits and is reused by a new listener inside
+/// it between two scans: the reused scanner must not keep the old parent.
+/// Arranges the reuse with `/proc/sys/kernel/ns_last_pid` (root).
+#[test]
+fn reused_pid_joining_the_tree_is_seen() {
+    if !integration_tests::support::privileged("reused_pid_joining_the_tree_is_seen") {
+        return;
+    }
+    let mut root = Script::spawn(
+        "import os, signal, socket, sys\n\
+         for line in sys.stdin:\n    \
+             with open('/proc/sys/kernel/ns_last_pid', 'w') as f: f.write(str(int(line) - 1))\n    \
+             if os.fork() == 0:\n        \
+                 s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n        \
+                 print(s.getsockname()[1], os.getpid(), flush=True)\n        \
+                 signal.pause()\n",
+    );
+    let roots = [root.pid()];
+    let mut scanner = procfs::Scanner::new(std::process::id());
+    for _attempt in 0..20 {
+        let mut outsider = Command::new("sleep").arg("600").spawn().unwrap();
+        let reused = outsider.id();
+        // Something listens, so the scanner records the outsider's parent.
+        let _elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        scanner.scan(&roots).unwrap();
+        outsider.kill().unwrap();
+        outsider.wait().unwrap();
+        root.say(&reused.to_string());
+        let numbers = root.numbers();
+        let (port, pid) = (u16::try_from(numbers[0]).unwrap(), numbers[1]);
+        if pid != reused {
+            // Another process took the pid first; the scanner must still
+            // see this listener, then try again.
+            assert!(!on_port(&scanner.scan(&roots).unwrap(), port).is_empty());
+            continue;
+        }
+        let found = scanner.scan(&roots).unwrap();
+        assert_eq!(
+            on_port(&found, port)
+                .iter()
+                .map(|s| s.pid)
+                .collect::<Vec<_>>(),
+            [reused],
+            "{found:?}"
+        );
+        return;
+    }
+    panic!("could not arrange a pid reuse in 20 attempts");
+}
+
+/// Informal cost measurement, not a check: `cargo test -p integration-tests
+/// --release --test detect_procfs scan_cost -- --ignored --nocapture`.
+/// `KANDAN_SLEEPERS` sets how many idle processes to add (default 1000).
+#[test]
+#[ignore = "measurement: prints scan cost with many idle processes around"]
 fn scan_cost_with_many_idle_processes() {
     /// CPU time (user + system) this process used so far; wall time is
     /// mostly other helpers' load on a shared machine.
@@ -429,21 +631,28 @@ fn scan_cost_with_many_idle_processes() {
         };
         tv(usage.ru_utime) + tv(usage.ru_stime)
     }
-    fn measure(label: &str, root: u32) {
-        let runs = 50;
+    /// Mean wall and CPU time of `runs` calls of `f`, and its last result.
+    fn time<T>(runs: u32, mut f: impl FnMut() -> T) -> (Duration, Duration, T) {
         let started = std::time::Instant::now();
         let cpu_before = cpu();
-        let mut found = 0;
-        for _ in 0..runs {
-            found = procfs::scan(&[root], std::process::id()).unwrap().len();
+        let mut last = f();
+        for _ in 1..runs {
+            last = f();
         }
-        let scan_cpu = (cpu() - cpu_before) / runs;
-        let scan = started.elapsed() / runs;
-        let started = std::time::Instant::now();
-        for _ in 0..runs {
-            runner::detect::process_tree::descendants(&[root]).unwrap();
-        }
-        let tree = started.elapsed() / runs;
+        (started.elapsed() / runs, (cpu() - cpu_before) / runs, last)
+    }
+    fn measure(label: &str, root: u32) {
+        let me = std::process::id();
+        let runs = 50;
+        let (cold, cold_cpu, found) = time(runs, || procfs::scan(&[root], me).unwrap().len());
+        let mut scanner = procfs::Scanner::new(me);
+        scanner.scan(&[root]).unwrap();
+        let (steady, steady_cpu, steady_found) =
+            time(runs, || scanner.scan(&[root]).unwrap().len());
+        assert_eq!(found, steady_found);
+        let (tree, _, _) = time(runs, || {
+            runner::detect::process_tree::descendants(&[root]).unwrap()
+        });
         let procs = std::fs::read_dir("/proc")
             .unwrap()
             .filter(|e| {
@@ -455,19 +664,37 @@ fn scan_cost_with_many_idle_processes() {
             })
             .count();
         eprintln!(
-            "{label}: {procs} processes, {found} listeners: scan {scan:?} wall / {scan_cpu:?} cpu, tree walk {tree:?} (mean of {runs})"
+            "{label}: {procs} processes, {found} listeners (mean of {runs}):\n  \
+             cold scan (fresh scanner) {cold:?} wall / {cold_cpu:?} cpu\n  \
+             steady poll (reused scanner) {steady:?} wall / {steady_cpu:?} cpu\n  \
+             full stat walk alone {tree:?} wall"
         );
     }
+    /// Kills and reaps the sleepers however the test ends.
+    struct Sleepers(Vec<Child>);
+    impl Drop for Sleepers {
+        fn drop(&mut self) {
+            for sleeper in &mut self.0 {
+                let _ = sleeper.kill();
+            }
+            for sleeper in &mut self.0 {
+                let _ = sleeper.wait();
+            }
+        }
+    }
+    let count: usize = std::env::var("KANDAN_SLEEPERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1000);
     let listener = Listener::spawn(&["--fork-depth", "2", "--addr", "127.0.0.1", "--addr", "::1"]);
     measure("quiet", listener.pid());
-    let mut sleepers: Vec<Child> = (0..1000)
-        .map(|_| Command::new("sleep").arg("600").spawn().unwrap())
-        .collect();
-    measure("1000 sleepers", listener.pid());
-    for sleeper in &mut sleepers {
-        let _ = sleeper.kill();
-        let _ = sleeper.wait();
+    let mut sleepers = Sleepers(Vec::with_capacity(count));
+    for _ in 0..count {
+        sleepers
+            .0
+            .push(Command::new("sleep").arg("600").spawn().unwrap());
     }
+    measure(&format!("{count} sleepers"), listener.pid());
 }
 
 /// `kandan-runner watch --json --backend procfs` running `sh -c script`;

@@ -17,6 +17,25 @@ use super::{
 /// Scans the trees of `roots` for listeners, leaving out `self_pid`.
 pub(crate) type ScanFn = fn(&[u32], u32) -> io::Result<Vec<ListenerSocket>>;
 
+/// A scanner kept across polls, so each poll may reuse what the last one
+/// read. Blocking: the poller calls it off the async threads.
+pub(crate) trait Scan: Send + 'static {
+    /// Listeners of the trees of `roots` (the runner left out).
+    fn scan(&mut self, roots: &[u32]) -> io::Result<Vec<ListenerSocket>>;
+}
+
+/// A stateless [`ScanFn`] as a [`Scan`].
+struct Stateless {
+    scan: ScanFn,
+    self_pid: u32,
+}
+
+impl Scan for Stateless {
+    fn scan(&mut self, roots: &[u32]) -> io::Result<Vec<ListenerSocket>> {
+        (self.scan)(roots, self.self_pid)
+    }
+}
+
 /// Shortest interval honoured, so a zero in the config cannot spin a core.
 const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
@@ -72,12 +91,23 @@ impl RootRegistry for Roots {
 }
 
 /// Spawns the poller on the current tokio runtime (call it from inside one).
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
 pub(crate) fn start(kind: BackendKind, config: &DetectorConfig, scan: ScanFn) -> Detector {
+    let self_pid = config.self_pid;
+    start_with(kind, config, Stateless { scan, self_pid })
+}
+
+/// Spawns the poller with `scanner`, kept across polls.
+pub(crate) fn start_with(
+    kind: BackendKind,
+    config: &DetectorConfig,
+    scanner: impl Scan,
+) -> Detector {
     let roots = Arc::new(Roots::default());
     let (tx, events) = mpsc::channel(QUEUE);
     let interval = config.poll_interval.max(MIN_INTERVAL);
-    let self_pid = config.self_pid;
-    tokio::spawn(run(kind, Arc::clone(&roots), tx, interval, self_pid, scan));
+    let scanner = Arc::new(Mutex::new(scanner));
+    tokio::spawn(run(kind, Arc::clone(&roots), tx, interval, scanner));
     Detector {
         kind,
         events,
@@ -85,13 +115,12 @@ pub(crate) fn start(kind: BackendKind, config: &DetectorConfig, scan: ScanFn) ->
     }
 }
 
-async fn run(
+async fn run<S: Scan>(
     kind: BackendKind,
     roots: Arc<Roots>,
     tx: mpsc::Sender<DetectorEvent>,
     interval: Duration,
-    self_pid: u32,
-    scan: ScanFn,
+    scanner: Arc<Mutex<S>>,
 ) {
     tracing::debug!(backend = %kind, ?interval, "poller started");
     loop {
@@ -99,7 +128,16 @@ async fn run(
         let scanned = if current.is_empty() {
             Ok(Vec::new())
         } else {
-            match tokio::task::spawn_blocking(move || scan(&current, self_pid)).await {
+            let scanner = Arc::clone(&scanner);
+            let scan = move || {
+                // A scan that panicked leaves a scanner whose caches may be
+                // half updated; the next full re-read repairs them.
+                let mut scanner = scanner
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                scanner.scan(&current)
+            };
+            match tokio::task::spawn_blocking(scan).await {
                 Ok(result) => result,
                 Err(err) => Err(io::Error::other(err)),
             }
@@ -211,6 +249,32 @@ mod tests {
             next.is_err(),
             "a failed scan must not look like everything closed"
         );
+    }
+
+    /// Reports one listener whose port counts the scans it made.
+    struct Counting(u16);
+
+    impl Scan for Counting {
+        fn scan(&mut self, _roots: &[u32]) -> io::Result<Vec<ListenerSocket>> {
+            self.0 += 1;
+            Ok(vec![ListenerSocket {
+                id: super::super::SocketId(1),
+                port: self.0,
+                addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                pid: 1,
+                process: Default::default(),
+            }])
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_scanner_is_kept_across_polls() {
+        let mut det = start_with(BackendKind::Procfs, &config(100), Counting(0));
+        det.events.recv().await.unwrap();
+        det.roots.add_root(std::process::id()).unwrap();
+        for expected in 1..=3 {
+            assert_eq!(ports(det.events.recv().await.unwrap()), [expected]);
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -2,44 +2,32 @@
 //! `/proc/<pid>/fd`, read for the watched trees' processes only, never for
 //! every process of the system.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-/// For each inode of `wanted` that some process of `pids` holds, the pids
-/// holding it. Processes that exit meanwhile, or whose fds the runner may
-/// not read (another user's), are skipped.
-pub fn holders(
-    pids: impl IntoIterator<Item = u32>,
-    wanted: &HashSet<u64>,
-) -> HashMap<u64, Vec<u32>> {
-    let mut held: HashMap<u64, Vec<u32>> = HashMap::new();
-    if wanted.is_empty() {
-        return held;
-    }
-    for pid in pids {
-        let dir = match std::fs::read_dir(format!("/proc/{pid}/fd")) {
-            Ok(dir) => dir,
-            Err(err) => {
-                tracing::trace!(pid, %err, "fds unreadable");
-                continue;
-            }
+/// The inodes of `wanted` that process `pid` holds, each once; `None` when
+/// its fds cannot be read (it exited, or belongs to another user).
+pub fn held(pid: u32, wanted: &HashSet<u64>) -> Option<Vec<u64>> {
+    let dir = match std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        Ok(dir) => dir,
+        Err(err) => {
+            tracing::trace!(pid, %err, "fds unreadable");
+            return None;
+        }
+    };
+    let mut inodes = Vec::new();
+    for entry in dir.flatten() {
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
         };
-        for entry in dir.flatten() {
-            let Ok(target) = std::fs::read_link(entry.path()) else {
-                continue;
-            };
-            let Some(inode) = target.to_str().and_then(socket_inode) else {
-                continue;
-            };
-            if wanted.contains(&inode) {
-                let pids = held.entry(inode).or_default();
-                // Several fds of one process may share a socket (dup).
-                if pids.last() != Some(&pid) {
-                    pids.push(pid);
-                }
-            }
+        let Some(inode) = target.to_str().and_then(socket_inode) else {
+            continue;
+        };
+        // Several fds of one process may share a socket (dup).
+        if wanted.contains(&inode) && !inodes.contains(&inode) {
+            inodes.push(inode);
         }
     }
-    held
+    Some(inodes)
 }
 
 /// The inode of an fd link `socket:[12345]`.
@@ -76,9 +64,9 @@ mod tests {
         ))
         .unwrap()
         .ino();
-        let held = holders([me, u32::MAX - 1], &HashSet::from([inode, 1]));
+        let wanted = HashSet::from([inode, 1]);
+        assert_eq!(held(me, &wanted), Some(vec![inode]));
         drop(dup);
-        assert_eq!(held.get(&inode), Some(&vec![me]));
-        assert_eq!(held.len(), 1);
+        assert_eq!(held(u32::MAX - 1, &wanted), None);
     }
 }

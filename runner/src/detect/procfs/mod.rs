@@ -1,22 +1,25 @@
 //! procfs backend (Linux, polling, unprivileged).
 //!
-//! Each poll reads the LISTEN rows of `/proc/net/tcp{,6}` first; only when
-//! there are any does it walk `/proc/*/stat` for the watched trees and read
-//! the fd links of those processes alone. A socket held by several
-//! processes of a tree goes to the one nearest the root
-//! ([`ProcessTree::owner`]).
+//! Each poll asks for the LISTEN sockets first (netlink sock_diag, or
+//! `/proc/net/tcp{,6}` where netlink is refused); only when there are any
+//! does it refresh its table of processes ([`proc_table`]) for the watched
+//! trees, and read the fd links of tree members whose sockets it does not
+//! know yet ([`Scanner`]). A socket held by several processes of a tree
+//! goes to the one nearest the root ([`ProcessTree::owner`]).
+//!
+//! [`ProcessTree::owner`]: super::process_tree::ProcessTree::owner
 
 mod fds;
+mod proc_table;
+mod scanner;
+mod sock_diag;
 mod socket_table;
 
-use std::collections::{HashMap, HashSet};
 use std::io;
 
-use super::process_tree::{self, ProcessTree};
-use super::{
-    BackendKind, DetectError, Detector, DetectorConfig, ListenerSocket, SocketId, Unavailable,
-};
-use crate::process::{self, ProcessInfo};
+pub use scanner::Scanner;
+
+use super::{BackendKind, DetectError, Detector, DetectorConfig, ListenerSocket, Unavailable};
 
 /// Whether the backend can run here, and why not.
 pub fn probe() -> Result<(), Unavailable> {
@@ -26,66 +29,43 @@ pub fn probe() -> Result<(), Unavailable> {
     Ok(())
 }
 
-/// Starts polling every `config.poll_interval`. Call it inside a tokio
-/// runtime.
+/// Starts polling every `config.poll_interval`, with one [`Scanner`] kept
+/// across polls. Call it inside a tokio runtime.
 pub fn start(config: &DetectorConfig) -> Result<Detector, DetectError> {
     probe().map_err(|reason| DetectError::Unavailable {
         backend: BackendKind::Procfs,
         reason,
     })?;
-    Ok(super::poll::start(BackendKind::Procfs, config, scan))
+    Ok(super::poll::start_with(
+        BackendKind::Procfs,
+        config,
+        Scanner::new(config.self_pid),
+    ))
+}
+
+impl super::poll::Scan for Scanner {
+    fn scan(&mut self, roots: &[u32]) -> io::Result<Vec<ListenerSocket>> {
+        Scanner::scan(self, roots)
+    }
 }
 
 /// Every LISTEN socket of the runner's network namespace held by a process
-/// of the roots' trees (the runner itself excluded). The eBPF backend uses
-/// it for its backfill at start and its resync after a ring-buffer drop.
-/// Sorted by socket id. Blocking: run it off the async threads.
+/// of the roots' trees (the runner itself excluded), from a fresh
+/// [`Scanner`]. The eBPF backend uses it for its backfill at start and its
+/// resync after a ring-buffer drop. Sorted by socket id. Blocking: run it
+/// off the async threads.
 pub fn scan(roots: &[u32], self_pid: u32) -> io::Result<Vec<ListenerSocket>> {
-    let listening = socket_table::listening()?;
-    if listening.is_empty() || roots.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut tree = process_tree::descendants(roots)?;
-    tree.remove(self_pid);
-    let wanted: HashSet<u64> = listening.keys().copied().collect();
-    let held = fds::holders(tree.pids(), &wanted);
-    Ok(join(&listening, &held, &tree, process::describe))
-}
-
-/// Listening sockets held by the tree, each attributed to its owner and
-/// described once per pid.
-fn join(
-    listening: &HashMap<u64, socket_table::Listening>,
-    held: &HashMap<u64, Vec<u32>>,
-    tree: &ProcessTree,
-    describe: impl Fn(u32) -> ProcessInfo,
-) -> Vec<ListenerSocket> {
-    let mut described: HashMap<u32, ProcessInfo> = HashMap::new();
-    let mut sockets: Vec<ListenerSocket> = held
-        .iter()
-        .filter_map(|(inode, pids)| {
-            let socket = listening.get(inode)?;
-            let pid = tree.owner(pids.iter().copied())?;
-            let process = described
-                .entry(pid)
-                .or_insert_with(|| describe(pid))
-                .clone();
-            Some(ListenerSocket {
-                id: SocketId(*inode),
-                port: socket.port,
-                addr: socket.addr,
-                pid,
-                process,
-            })
-        })
-        .collect();
-    sockets.sort_by_key(|s| s.id);
-    sockets
+    Scanner::new(self_pid).scan(roots)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::scanner::join;
     use super::*;
+    use crate::detect::SocketId;
+    use crate::detect::process_tree::ProcessTree;
+    use crate::process::ProcessInfo;
+    use std::collections::HashMap;
     use std::net::IpAddr;
 
     fn listening(rows: &[(u64, &str, u16)]) -> HashMap<u64, socket_table::Listening> {
@@ -97,7 +77,7 @@ mod tests {
             .collect()
     }
 
-    fn describe(pid: u32) -> ProcessInfo {
+    fn describe(_inode: u64, pid: u32) -> ProcessInfo {
         ProcessInfo::from_argv(&[format!("/bin/p{pid}")], None)
     }
 

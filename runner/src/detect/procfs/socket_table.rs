@@ -1,5 +1,7 @@
-//! LISTEN sockets of the runner's network namespace, from `/proc/net/tcp`
-//! and `/proc/net/tcp6` (`/proc/net` is `/proc/self/net`).
+//! LISTEN sockets of the runner's network namespace: from netlink
+//! sock_diag ([`super::sock_diag`]) when allowed, else from `/proc/net/tcp`
+//! and `/proc/net/tcp6` (`/proc/net` is `/proc/self/net`), which cost the
+//! kernel a walk of every connection.
 //!
 //! The kernel prints addresses as the hex of each 32-bit word of the
 //! network-order address read as a native integer, so on little-endian
@@ -10,6 +12,9 @@
 use std::collections::HashMap;
 use std::io::{self, BufRead};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use super::sock_diag;
 
 /// `TCP_LISTEN` as `/proc/net/tcp` prints it.
 const LISTEN: &str = "0A";
@@ -22,9 +27,44 @@ pub struct Listening {
     pub port: u16,
 }
 
-/// Every LISTEN socket of the namespace by inode. A missing `tcp6` (IPv6
-/// disabled) is no error.
+/// Which source [`listening`] uses: netlink until it is refused once.
+static SOURCE: AtomicU8 = AtomicU8::new(UNTRIED);
+const UNTRIED: u8 = 0;
+const NETLINK: u8 = 1;
+const PROC_NET: u8 = 2;
+
+/// Every LISTEN socket of the namespace by inode.
 pub fn listening() -> io::Result<HashMap<u64, Listening>> {
+    if SOURCE.load(Ordering::Relaxed) != PROC_NET {
+        let mut sockets = HashMap::new();
+        match sock_diag::listening(&mut sockets) {
+            Ok(()) => {
+                if SOURCE.swap(NETLINK, Ordering::Relaxed) == UNTRIED {
+                    tracing::debug!("listening sockets from netlink sock_diag");
+                }
+                return Ok(sockets);
+            }
+            Err(err) if err.is_refusal() => {
+                SOURCE.store(PROC_NET, Ordering::Relaxed);
+                tracing::debug!(
+                    err = %crate::error_chain(&err),
+                    "netlink sock_diag refused: listening sockets from /proc/net/tcp"
+                );
+            }
+            // A passing failure: this scan reads /proc/net, the next one
+            // tries netlink again.
+            Err(err) => tracing::debug!(
+                err = %crate::error_chain(&err),
+                "netlink sock_diag failed once: reading /proc/net/tcp"
+            ),
+        }
+    }
+    from_proc_net()
+}
+
+/// Every LISTEN socket of `/proc/net/tcp{,6}` by inode. A missing `tcp6`
+/// (IPv6 disabled) is no error.
+pub fn from_proc_net() -> io::Result<HashMap<u64, Listening>> {
     let mut sockets = HashMap::new();
     read_table("/proc/net/tcp", &mut sockets)?;
     match read_table("/proc/net/tcp6", &mut sockets) {
@@ -182,6 +222,26 @@ mod tests {
             assert_eq!(parse_line(line), None, "{line:?}");
         }
         assert!(parse_line("   0: 0100007F:CE43 00000000:0000 0A 0:0 0:0 0 0 0 1").is_some());
+    }
+
+    #[test]
+    fn netlink_and_proc_net_agree_here() {
+        let _v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _v6 = std::net::TcpListener::bind("[::1]:0");
+        // Other tests open and close listeners meanwhile: retry until two
+        // reads in a row agree.
+        let mut last = None;
+        for _ in 0..20 {
+            let mut netlink = HashMap::new();
+            sock_diag::listening(&mut netlink).expect("netlink works here");
+            let proc_net = from_proc_net().unwrap();
+            if netlink == proc_net {
+                return;
+            }
+            last = Some((netlink, proc_net));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("netlink and /proc/net differ: {last:?}");
     }
 
     #[test]
