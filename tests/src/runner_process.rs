@@ -172,14 +172,14 @@ impl RunnerProcess {
     }
 
     /// Has the supervisor start server `name` on `port`, and waits until it
-    /// answers `/hello` as `name` (directly, not through the runner).
+    /// answers `/ready` as `name` (directly, not through the runner).
     pub async fn start_server(&mut self, name: &str, port: u16) -> Result<()> {
         self.send_line(&format!("start {name} {port}")).await?;
         let expected = format!("hello from {name}");
         let deadline = tokio::time::Instant::now() + SERVER_READY;
         loop {
             let host = format!("localhost:{port}");
-            if let Ok(resp) = vite::http_get(port, "/hello", &host).await
+            if let Ok(resp) = vite::http_get(port, "/ready", &host).await
                 && resp.body.contains(&expected)
             {
                 return Ok(());
