@@ -130,8 +130,12 @@ async fn another_program_on_an_approved_port_needs_a_new_approval() -> Result<()
     let first_id = first[0]["requestId"].as_str().context("id")?.to_owned();
 
     runner.stop_server("first", port).await?;
-    sim.wait_for_event("port_forward_closed", |e| e["requestId"] == first_id.as_str(), WAIT)
-        .await?;
+    sim.wait_for_event(
+        "port_forward_closed",
+        |e| e["requestId"] == first_id.as_str(),
+        WAIT,
+    )
+    .await?;
     let cursor = sim.event_count();
     // Another command line on the same port, in the same tree.
     runner.start_server("second", port).await?;
@@ -142,14 +146,19 @@ async fn another_program_on_an_approved_port_needs_a_new_approval() -> Result<()
     assert_ne!(request["requestId"], first_id.as_str(), "{request}");
     assert_eq!(request["restarted"], false, "{request}");
     assert!(
-        request["command"].as_str().is_some_and(|c| c.contains("second")),
+        request["command"]
+            .as_str()
+            .is_some_and(|c| c.contains("second")),
         "{request}"
     );
 
     for _ in 0..3 {
         expect_refused(&sim, port, "port_not_approved", StatusCode::FORBIDDEN).await?;
     }
-    assert!(e2e::served_paths(port).await?.is_empty(), "unapproved server reached");
+    assert!(
+        e2e::served_paths(port).await?.is_empty(),
+        "unapproved server reached"
+    );
 
     let id = request["requestId"].as_str().context("id")?;
     sim.approve(id)?;
@@ -168,8 +177,12 @@ async fn a_restart_of_the_same_command_keeps_its_approval() -> Result<()> {
         .to_owned();
 
     runner.stop_server("same", port).await?;
-    sim.wait_for_event("port_forward_closed", |e| e["requestId"] == first_id.as_str(), WAIT)
-        .await?;
+    sim.wait_for_event(
+        "port_forward_closed",
+        |e| e["requestId"] == first_id.as_str(),
+        WAIT,
+    )
+    .await?;
     expect_refused(&sim, port, "port_not_listening", StatusCode::NOT_FOUND).await?;
     let cursor = sim.event_count();
     let resolutions = sim.events_of("port_forward_resolved").len();
@@ -189,11 +202,13 @@ async fn a_restart_of_the_same_command_keeps_its_approval() -> Result<()> {
 #[tokio::test]
 async fn runner_ready_carries_pending_approved_and_denied_listeners() -> Result<()> {
     let (sim, mut runner) = e2e::start(SimConfig::default(), "appr-ready", &[]).await?;
-    let first_ready = sim
-        .wait_for_event("runner_ready", |_| true, WAIT)
-        .await?;
+    let first_ready = sim.wait_for_event("runner_ready", |_| true, WAIT).await?;
     assert_eq!(first_ready["runnerId"], "appr-ready");
-    assert_eq!(first_ready["listeners"], serde_json::json!([]), "{first_ready}");
+    assert_eq!(
+        first_ready["listeners"],
+        serde_json::json!([]),
+        "{first_ready}"
+    );
 
     let approved = e2e::serve_approved(&sim, &mut runner, "approved").await?;
     let (denied, denied_req) = e2e::serve(&sim, &mut runner, "denied").await?;
@@ -215,7 +230,9 @@ async fn runner_ready_carries_pending_approved_and_denied_listeners() -> Result<
         assert_eq!(listener["requestId"], original["requestId"], "{listener}");
         assert_eq!(listener["pid"], pid_of(port).await?, "{listener}");
         assert!(
-            listener["command"].as_str().is_some_and(|c| c.contains(name)),
+            listener["command"]
+                .as_str()
+                .is_some_and(|c| c.contains(name)),
             "{listener}"
         );
     }

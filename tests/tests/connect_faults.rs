@@ -134,8 +134,12 @@ async fn a_local_server_dying_mid_response_ends_the_request_with_an_error() -> R
 
 #[tokio::test]
 async fn withheld_heartbeat_replies_make_the_runner_reconnect() -> Result<()> {
-    let (sim, mut runner) =
-        e2e::start(SimConfig::default(), "fault-hb", &["--heartbeat-ms", "1000"]).await?;
+    let (sim, mut runner) = e2e::start(
+        SimConfig::default(),
+        "fault-hb",
+        &["--heartbeat-ms", "1000"],
+    )
+    .await?;
     let port = e2e::serve_approved(&sim, &mut runner, "hb").await?;
     let connections = sim.connection_count();
     let cursor = sim.event_count();
@@ -223,7 +227,10 @@ async fn a_flood_of_malformed_controls_is_answered_without_growth() -> Result<()
         "rss grew from {rss_before} KiB to {rss_after} KiB"
     );
     assert!(
-        e2e::served_paths(port).await?.iter().all(|p| p == "GET /hello"),
+        e2e::served_paths(port)
+            .await?
+            .iter()
+            .all(|p| p == "GET /hello"),
         "a malformed control reached the server"
     );
     e2e::expect_hello(&sim, port, "flood").await?;

@@ -42,8 +42,14 @@ async fn sse_arrives_event_by_event() -> Result<()> {
     let port = e2e::serve_approved(&sim, &mut runner, "sse").await?;
 
     const EVENTS: usize = 5;
-    let resp = preview_client::open(&sim, Method::GET, port, &format!("/sse?n={EVENTS}"), Bytes::new())
-        .await?;
+    let resp = preview_client::open(
+        &sim,
+        Method::GET,
+        port,
+        &format!("/sse?n={EVENTS}"),
+        Bytes::new(),
+    )
+    .await?;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(
         resp.headers()["content-type"],
@@ -61,7 +67,9 @@ async fn sse_arrives_event_by_event() -> Result<()> {
         while !seen.contains(&wanted) {
             let frame = tokio::time::timeout(WAIT, body.frame())
                 .await
-                .with_context(|| format!("event {i} never arrived; got {seen:?}\n{}", runner.output()))?
+                .with_context(|| {
+                    format!("event {i} never arrived; got {seen:?}\n{}", runner.output())
+                })?
                 .with_context(|| format!("stream ended before event {i}: {seen:?}"))?
                 .context("stream failed")?;
             if let Ok(data) = frame.into_data() {
@@ -106,7 +114,12 @@ async fn ten_mib_upload_and_download_arrive_intact() -> Result<()> {
     assert_eq!(got["sha1"], sha1_hex(&upload), "upload corrupted: {got}");
 
     let resp = preview_client::get(&sim, port, &format!("/download?size={}", 10 * MIB)).await?;
-    assert_eq!(resp.status, StatusCode::OK, "{}", resp.error_code().unwrap_or(""));
+    assert_eq!(
+        resp.status,
+        StatusCode::OK,
+        "{}",
+        resp.error_code().unwrap_or("")
+    );
     assert_eq!(resp.body.len(), 10 * MIB);
     let sent = resp.headers["x-sha1"].to_str()?;
     assert_eq!(sha1_hex(&resp.body), sent, "download corrupted");
@@ -122,9 +135,14 @@ async fn bodies_over_the_limits_are_refused() -> Result<()> {
 
     // Under the limit: forwarded.
     let small = noise(MIB / 2);
-    let resp =
-        preview_client::request(&sim, Method::POST, port, "/upload", Bytes::from(small.clone()))
-            .await?;
+    let resp = preview_client::request(
+        &sim,
+        Method::POST,
+        port,
+        "/upload",
+        Bytes::from(small.clone()),
+    )
+    .await?;
     assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
     let got: Value = serde_json::from_slice(&resp.body)?;
     assert_eq!(got["sha1"], sha1_hex(&small));
@@ -138,15 +156,28 @@ async fn bodies_over_the_limits_are_refused() -> Result<()> {
         Bytes::from(noise(2 * MIB)),
     )
     .await?;
-    assert_eq!(resp.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", resp.text());
+    assert_eq!(
+        resp.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        resp.text()
+    );
     assert_eq!(resp.error_code(), Some("body_too_large"));
     let served = e2e::served_paths(port).await?;
     let uploads = served.iter().filter(|p| *p == "POST /upload").count();
-    assert_eq!(uploads, 1, "the refused upload reached the server: {served:?}");
+    assert_eq!(
+        uploads, 1,
+        "the refused upload reached the server: {served:?}"
+    );
 
     // A response over the limit: refused too.
     let resp = preview_client::get(&sim, port, &format!("/download?size={}", 2 * MIB)).await?;
-    assert_eq!(resp.error_code(), Some("body_too_large"), "{:?}", resp.status);
+    assert_eq!(
+        resp.error_code(),
+        Some("body_too_large"),
+        "{:?}",
+        resp.status
+    );
     assert_eq!(resp.status, StatusCode::PAYLOAD_TOO_LARGE);
     let refused = sim
         .events_of("control_error")
