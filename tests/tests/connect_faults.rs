@@ -49,10 +49,7 @@ async fn kandan_dropping_mid_request_loses_no_approval() -> Result<()> {
     let (sim, mut runner) = e2e::start(SimConfig::default(), "fault-drop", &[]).await?;
     let port = e2e::serve_approved(&sim, &mut runner, "drop").await?;
 
-    let slow = {
-        let addr_sim = &sim;
-        preview_client::open(addr_sim, Method::GET, port, "/slow?ms=3000", Bytes::new())
-    };
+    let slow = preview_client::open(&sim, Method::GET, port, "/slow?ms=3000", Bytes::new());
     let (resp, ()) = tokio::join!(slow, async {
         // Drop once the server is inside the request.
         let deadline = tokio::time::Instant::now() + WAIT;
