@@ -1,6 +1,9 @@
 //! Kandan simulator and helpers for the end-to-end tests.
 
 pub mod browser;
+pub mod e2e;
+pub mod preview_client;
+pub mod runner_process;
 pub mod simulator;
 pub mod support;
 pub mod vite;
