@@ -17,7 +17,8 @@ pub trait Connector: Send + 'static {
     ) -> impl Future<Output = Result<WebSocketStream<Self::Stream>, tungstenite::Error>> + Send;
 }
 
-/// `ws://` over TCP, `wss://` over rustls with the webpki roots.
+/// `ws://` over TCP; `wss://` over rustls with the webpki roots on Linux,
+/// over the system's TLS on macOS.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TcpConnector;
 
@@ -30,6 +31,7 @@ impl Connector for TcpConnector {
     ) -> Result<WebSocketStream<Self::Stream>, tungstenite::Error> {
         // rustls needs a process-wide crypto provider; installing it twice
         // is harmless (the second attempt just reports the first).
+        #[cfg(target_os = "linux")]
         let _ = rustls::crypto::ring::default_provider().install_default();
         let (ws, _response) = tokio_tungstenite::connect_async(url).await?;
         Ok(ws)
