@@ -1,1 +1,152 @@
 //! Command line, exactly as PROTOCOL.md section 1 specifies it.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::detect::{BackendChoice, DetectorConfig};
+use crate::pipeline::{CommandPattern, IgnorePolicy, PortRange};
+
+/// kandan-runner: notices the TCP listeners of a process tree and forwards
+/// the approved ones to Kandan.
+#[derive(Debug, Parser)]
+#[command(name = "kandan-runner", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the listeners of the roots' process trees as they open, change and close.
+    Watch(WatchArgs),
+    /// Run the whole pipeline against Kandan.
+    Connect(ConnectArgs),
+    /// Say which detector backends work here and why the others do not.
+    Doctor(DoctorArgs),
+}
+
+/// Flags shared by `watch` and `connect`.
+#[derive(Debug, Args)]
+pub struct DetectorArgs {
+    /// Detector backend; `auto` picks the best that works here.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
+    /// How long a listener must live before it is reported (and how long a
+    /// close is held), in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 750)]
+    pub debounce_ms: u64,
+    /// Watch this process and its descendants (repeatable).
+    #[arg(long = "root-pid", value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
+    pub root_pids: Vec<u32>,
+    /// Scan interval of the polling backends (procfs, libproc), in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub poll_interval_ms: u64,
+    /// Never report this port or range, e.g. `9229` or `6000-6100` (repeatable).
+    #[arg(long = "ignore-port", value_name = "PORT[-PORT]", value_parser = str::parse::<PortRange>)]
+    pub ignore_ports: Vec<PortRange>,
+    /// Never report listeners whose command line matches this pattern (repeatable).
+    #[arg(long = "ignore-command", value_name = "PATTERN", value_parser = str::parse::<CommandPattern>)]
+    pub ignore_commands: Vec<CommandPattern>,
+    /// Drop the built-in ignore list (debugger and language-server ports).
+    #[arg(long)]
+    pub no_default_ignores: bool,
+    /// Command to start as a root; the runner exits with its status.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+impl DetectorArgs {
+    pub fn detector_config(&self) -> DetectorConfig {
+        DetectorConfig {
+            poll_interval: Duration::from_millis(self.poll_interval_ms),
+            ..DetectorConfig::default()
+        }
+    }
+
+    pub fn ignore_policy(&self) -> IgnorePolicy {
+        IgnorePolicy::from_cli(
+            self.no_default_ignores,
+            self.ignore_ports.iter().copied(),
+            self.ignore_commands.iter().cloned(),
+        )
+    }
+
+    pub fn debounce(&self) -> Duration {
+        Duration::from_millis(self.debounce_ms)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// One JSON object per line on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub detector: DetectorArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// Kandan's socket mount, e.g. `wss://kandan.example/runner/socket`.
+    #[arg(long, env = "KANDAN_URL")]
+    pub url: String,
+    /// Runner token (sent as the `token` query parameter).
+    #[arg(long, env = "KANDAN_TOKEN", hide_env_values = true, default_value = "")]
+    pub token: String,
+    /// Runner id: the channel topic is `runner:<id>`. Defaults to the host name.
+    #[arg(long, env = "KANDAN_RUNNER_ID")]
+    pub runner_id: Option<String>,
+    /// Largest request body forwarded to a local server, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
+    pub max_request_body: usize,
+    /// Largest buffered response body sent back to Kandan, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
+    pub max_response_body: usize,
+    /// Time to connect to a local server, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub connect_timeout_ms: u64,
+    /// Time for a whole buffered request (or a streamed response's head), in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_ms: u64,
+    /// Heartbeat period (the contract's 30 s; shorter for tests).
+    #[arg(long, value_name = "MS", default_value_t = 30_000, hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub heartbeat_ms: u64,
+    #[command(flatten)]
+    pub detector: DetectorArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses the process arguments. Bad flags or values print a one-line error
+/// naming the flag and exit 2; `--help` and `--version` print and exit 0.
+pub fn parse() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                err.kind(),
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+            ) {
+                err.exit();
+            }
+            if matches!(
+                err.kind(),
+                ErrorKind::MissingSubcommand | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                eprintln!("error: a subcommand is required: watch, connect or doctor (see --help)");
+                std::process::exit(2);
+            }
+            let rendered = err.render().to_string();
+            let first = rendered.lines().next().unwrap_or("error: bad arguments");
+            eprintln!("{first}");
+            std::process::exit(2);
+        }
+    }
+}

@@ -5,8 +5,31 @@
 //! Data flows one way through the modules:
 //! `detect` (ebpf | procfs | libproc) -> `pipeline` (services, debounce) ->
 //! `approval` -> `control` (Phoenix channel to Kandan) <-> `forward`.
+//! `watched` sets the first two up for the `watch` and `connect` commands.
 
+pub mod approval;
 pub mod cli;
+pub mod connect;
+pub mod control;
 pub mod detect;
+pub mod doctor;
+pub mod forward;
+pub mod logging;
 pub mod pipeline;
 pub mod process;
+pub mod signals;
+pub mod spawn;
+pub mod watch;
+pub mod watched;
+
+/// `err` and its sources on one line: "a: b: c".
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,1 +1,32 @@
-fn main() {}
+//! Thin entry point: parse the command line, set up logs, run a command.
+
+use runner::cli::{self, Command};
+
+fn main() {
+    let cli = cli::parse();
+    runner::logging::init();
+    let code = match cli.command {
+        Command::Doctor(args) => runner::doctor::run(&args),
+        command => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(err) => {
+                    eprintln!("error: cannot start the async runtime: {err}");
+                    std::process::exit(1);
+                }
+            };
+            runtime.block_on(async move {
+                match command {
+                    Command::Watch(args) => runner::watch::run(args).await,
+                    Command::Connect(args) => runner::connect::run(args).await,
+                    Command::Doctor(_) => unreachable!("handled above"),
+                }
+            })
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,3 +1,6 @@
 //! Kandan simulator and helpers for the end-to-end tests.
 
+pub mod browser;
+pub mod simulator;
 pub mod support;
+pub mod vite;

@@ -1,1 +1,57 @@
-fn main() {}
+//! `cargo xtask`: set up the machine, run the runner, run every test, bench.
+
+mod bench;
+mod cmd;
+mod setup;
+mod test;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building the eBPF object needs (idempotent) and mount tracefs.
+    Setup {
+        /// Also install what the tests need (browser, capsh, npm fixtures, macOS target).
+        #[arg(long)]
+        tests: bool,
+    },
+    /// Set up, build, and run `kandan-runner ARGS...`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up and run every test: unit, end-to-end, privileged, lints.
+    Test,
+    /// Benchmarks: `detect` or `forward`, results printed as a table.
+    Bench {
+        #[arg(value_enum)]
+        which: bench::Which,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup { tests } => setup::run(tests),
+        Task::Run { args } => {
+            setup::run(false)?;
+            cmd::cargo(&["build", "-p", "runner", "--bin", "kandan-runner"])?;
+            let bin = cmd::workspace_root().join("target/debug/kandan-runner");
+            cmd::exec(&bin, &args)
+        }
+        Task::Test => test::run(),
+        Task::Bench { which, args } => {
+            setup::run(true)?;
+            bench::run(which, &args)
+        }
+    }
+}

@@ -52,8 +52,13 @@ fn probe(kind: BackendKind) -> Result<(), Unavailable> {
         BackendKind::Libproc => super::libproc::probe(),
         #[allow(unreachable_patterns)]
         other => Err(Unavailable(format!(
-            "{other} does not exist on {}",
-            std::env::consts::OS
+            "not for {}: {other} is the {} backend",
+            std::env::consts::OS,
+            if other == BackendKind::Libproc {
+                "macOS"
+            } else {
+                "Linux"
+            }
         ))),
     }
 }

@@ -1,0 +1,137 @@
+//! The lines `watch` prints: one JSON object per line with `--json`, a short
+//! human-readable line otherwise (PROTOCOL.md section 1).
+
+use serde::Serialize;
+
+use crate::detect::BackendKind;
+use crate::pipeline::{Candidate, CandidateEvent};
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Line<'a> {
+    event: &'static str,
+    port: u16,
+    pid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    label: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cwd: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    addresses: Option<Vec<String>>,
+    backend: BackendKind,
+}
+
+impl<'a> Line<'a> {
+    fn candidate(event: &'static str, c: &'a Candidate, backend: BackendKind) -> Self {
+        Line {
+            event,
+            port: c.port,
+            pid: c.pid,
+            command: Some(&c.process.command),
+            label: Some(&c.process.label),
+            cwd: c.process.cwd.as_ref().map(|cwd| cwd.display().to_string()),
+            addresses: Some(c.addresses.iter().map(ToString::to_string).collect()),
+            backend,
+        }
+    }
+}
+
+/// The line for `event`, or `None` for events `watch` does not print.
+pub fn render(event: &CandidateEvent, backend: BackendKind, json: bool) -> Option<String> {
+    let line = match event {
+        CandidateEvent::Opened(c) => Line::candidate("opened", c, backend),
+        CandidateEvent::Changed(c) => Line::candidate("changed", c, backend),
+        CandidateEvent::AddressesChanged(_) => return None,
+        CandidateEvent::Closed { port, pid } => Line {
+            event: "closed",
+            port: *port,
+            pid: *pid,
+            command: None,
+            label: None,
+            cwd: None,
+            addresses: None,
+            backend,
+        },
+    };
+    if json {
+        return Some(serde_json::to_string(&line).expect("a watch line always serializes"));
+    }
+    let mut text = format!("{:<7} :{:<5} pid {}", line.event, line.port, line.pid);
+    if let (Some(label), Some(addresses)) = (line.label, &line.addresses) {
+        text.push_str(&format!("  {label}  [{}]", addresses.join(", ")));
+    }
+    if let Some(cwd) = &line.cwd {
+        text.push_str(&format!("  in {cwd}"));
+    }
+    if let Some(command) = line.command {
+        text.push_str(&format!("  $ {command}"));
+    }
+    Some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::ProcessInfo;
+
+    fn vite() -> Candidate {
+        Candidate {
+            port: 5173,
+            pid: 4242,
+            process: ProcessInfo {
+                command: "node /x/node_modules/.bin/vite".into(),
+                label: "node".into(),
+                cwd: Some("/x".into()),
+            },
+            addresses: vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()],
+        }
+    }
+
+    #[test]
+    fn opened_json_matches_the_contract() {
+        let line = render(&CandidateEvent::Opened(vite()), BackendKind::Ebpf, true).unwrap();
+        assert_eq!(
+            line,
+            r#"{"event":"opened","port":5173,"pid":4242,"command":"node /x/node_modules/.bin/vite","label":"node","cwd":"/x","addresses":["127.0.0.1","::1"],"backend":"ebpf"}"#
+        );
+    }
+
+    #[test]
+    fn closed_json_has_port_pid_backend_only() {
+        let event = CandidateEvent::Closed {
+            port: 5173,
+            pid: 4242,
+        };
+        let line = render(&event, BackendKind::Procfs, true).unwrap();
+        assert_eq!(
+            line,
+            r#"{"event":"closed","port":5173,"pid":4242,"backend":"procfs"}"#
+        );
+    }
+
+    #[test]
+    fn unreadable_cwd_is_left_out() {
+        let mut c = vite();
+        c.process.cwd = None;
+        let line = render(&CandidateEvent::Changed(c), BackendKind::Ebpf, true).unwrap();
+        assert!(line.starts_with(r#"{"event":"changed""#));
+        assert!(!line.contains("cwd"));
+    }
+
+    #[test]
+    fn address_only_changes_are_not_printed() {
+        let event = CandidateEvent::AddressesChanged(vite());
+        assert!(render(&event, BackendKind::Ebpf, true).is_none());
+        assert!(render(&event, BackendKind::Ebpf, false).is_none());
+    }
+
+    #[test]
+    fn human_line_names_port_pid_and_command() {
+        let line = render(&CandidateEvent::Opened(vite()), BackendKind::Ebpf, false).unwrap();
+        assert!(line.starts_with("opened  :5173"), "{line}");
+        assert!(line.contains("pid 4242"));
+        assert!(line.contains("$ node /x/node_modules/.bin/vite"));
+    }
+}

@@ -1,0 +1,216 @@
+//! `cargo xtask setup`: everything a fresh machine of this kind lacks, each
+//! step checked first so a second run does nothing and says so.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use crate::cmd;
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+/// bpf-linker must link the same LLVM major as the nightly rustc (22).
+const LLVM_MAJOR: &str = "22";
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+pub fn run(for_tests: bool) -> Result<()> {
+    let mut apt = Apt::default();
+    nightly_rust_src()?;
+    bpf_linker(&mut apt)?;
+    tracefs();
+    if for_tests {
+        rust_target("aarch64-apple-darwin")?;
+        apt.ensure("capsh", "libcap2-bin", || {
+            Path::new("/usr/sbin/capsh").exists() || on_path("capsh")
+        })?;
+        apt.ensure("chromium", "chromium", || {
+            Path::new("/usr/bin/chromium").exists()
+        })?;
+        npm_fixtures()?;
+    }
+    Ok(())
+}
+
+fn say(step: &str, what: &str) {
+    eprintln!("setup: {step}: {what}");
+}
+
+fn on_path(program: &str) -> bool {
+    cmd::succeeds(Command::new("sh").args(["-c", &format!("command -v {program}")]))
+}
+
+fn is_root() -> bool {
+    cmd::output(Command::new("id").arg("-u")).is_some_and(|uid| uid.trim() == "0")
+}
+
+fn nightly_rust_src() -> Result<()> {
+    let installed = cmd::output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]));
+    match installed {
+        Some(list) if list.lines().any(|line| line.starts_with("rust-src")) => {
+            say("nightly rust-src", "already installed");
+        }
+        Some(_) => {
+            cmd::run(Command::new("rustup").args([
+                "component",
+                "add",
+                "rust-src",
+                "--toolchain",
+                "nightly",
+            ]))?;
+            say("nightly rust-src", "installed");
+        }
+        None => {
+            cmd::run(Command::new("rustup").args([
+                "toolchain",
+                "install",
+                "nightly",
+                "--profile",
+                "minimal",
+                "--component",
+                "rust-src",
+            ]))?;
+            say("nightly with rust-src", "installed");
+        }
+    }
+    Ok(())
+}
+
+fn rust_target(target: &str) -> Result<()> {
+    let installed = cmd::output(Command::new("rustup").args(["target", "list", "--installed"]))
+        .unwrap_or_default();
+    if installed.lines().any(|line| line.trim() == target) {
+        say(target, "already installed");
+    } else {
+        cmd::run(Command::new("rustup").args(["target", "add", target]))?;
+        say(target, "installed");
+    }
+    Ok(())
+}
+
+fn bpf_linker(apt: &mut Apt) -> Result<()> {
+    let version = cmd::output(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
+    if version.contains(BPF_LINKER_VERSION) {
+        say(
+            "bpf-linker",
+            &format!("{BPF_LINKER_VERSION} already installed"),
+        );
+        return Ok(());
+    }
+    let llvm_bin = format!("/usr/lib/llvm-{LLVM_MAJOR}/bin");
+    let llvm_dev = format!("llvm-{LLVM_MAJOR}-dev");
+    apt.ensure(&llvm_dev, &llvm_dev, || {
+        Path::new(&llvm_bin).join("llvm-config").exists()
+    })?;
+    let path = format!("{llvm_bin}:{}", std::env::var("PATH").unwrap_or_default());
+    cmd::run(
+        Command::new(env!("CARGO"))
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--locked",
+                "--no-default-features",
+                "--features",
+                &format!("llvm-{LLVM_MAJOR}"),
+            ])
+            .env("PATH", path),
+    )?;
+    say("bpf-linker", &format!("{BPF_LINKER_VERSION} installed"));
+    Ok(())
+}
+
+fn tracefs() {
+    if Path::new(TRACEFS).join("events").exists() {
+        say("tracefs", &format!("mounted at {TRACEFS}"));
+        return;
+    }
+    if !is_root() {
+        say(
+            "tracefs",
+            "not mounted, and mounting it needs root (the eBPF backend mounts it itself when privileged)",
+        );
+        return;
+    }
+    match cmd::run(Command::new("mount").args(["-t", "tracefs", "nodev", TRACEFS])) {
+        Ok(()) => say("tracefs", &format!("mounted at {TRACEFS}")),
+        Err(err) => say("tracefs", &format!("cannot mount: {err:#}")),
+    }
+}
+
+/// `npm ci` in every `tests/fixtures/*` that has a lock file and no
+/// `node_modules` yet (or an older one).
+fn npm_fixtures() -> Result<()> {
+    let fixtures = cmd::workspace_root().join("tests/fixtures");
+    let Ok(entries) = std::fs::read_dir(&fixtures) else {
+        return Ok(());
+    };
+    let mut dirs: Vec<_> = entries.flatten().map(|entry| entry.path()).collect();
+    dirs.sort();
+    for dir in dirs {
+        let lock = dir.join("package-lock.json");
+        if !lock.exists() {
+            continue;
+        }
+        let name = format!(
+            "npm fixture {}",
+            dir.file_name().unwrap_or_default().to_string_lossy()
+        );
+        let stamp = dir.join("node_modules/.package-lock.json");
+        let fresh = match (lock.metadata(), stamp.metadata()) {
+            (Ok(lock), Ok(stamp)) => stamp.modified()? >= lock.modified()?,
+            _ => false,
+        };
+        if fresh {
+            say(&name, "already installed");
+            continue;
+        }
+        cmd::run(
+            Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&dir),
+        )
+        .with_context(|| format!("{name}: npm ci failed"))?;
+        say(&name, "installed");
+    }
+    Ok(())
+}
+
+/// Debian packages, with one `apt-get update` at most per run.
+#[derive(Default)]
+struct Apt {
+    updated: bool,
+}
+
+impl Apt {
+    fn ensure(&mut self, step: &str, package: &str, present: impl Fn() -> bool) -> Result<()> {
+        if present() {
+            say(step, "already installed");
+            return Ok(());
+        }
+        if !is_root() {
+            say(
+                step,
+                &format!("missing, and installing it needs root: apt-get install {package}"),
+            );
+            return Ok(());
+        }
+        if !self.updated {
+            cmd::run(Command::new("apt-get").args(["update", "-qq"]))?;
+            self.updated = true;
+        }
+        cmd::run(
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "--no-install-recommends", package])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+        say(step, "installed");
+        Ok(())
+    }
+}
