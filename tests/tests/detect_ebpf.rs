@@ -3,6 +3,7 @@
 
 use std::{
     io::Write,
+    os::unix::process::CommandExt,
     net::{IpAddr, TcpListener},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -72,6 +73,8 @@ impl Listener {
         let child = Command::new("sh")
             .args(["-c", &script])
             .stdin(Stdio::piped())
+            // Own group, so Drop reaches forked descendants too.
+            .process_group(0)
             .spawn()
             .expect("spawn sh");
         Listener {
@@ -112,10 +115,9 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        // Kill the whole group the fixture may have forked.
-        let _ = Command::new("pkill")
-            .args(["-KILL", "-P", &self.child.id().to_string()])
-            .status();
+        // The whole group: the fixture may have forked.
+        // SAFETY: kill has no memory preconditions.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -237,31 +239,50 @@ async fn thread() {
     assert_eq!(opened(&mut detector, port).await.pid, pid);
 }
 
+/// Two sockets bound to one port with SO_REUSEADDR: the first listen()
+/// succeeds, the second fails with EADDRINUSE (the kernel goes LISTEN then
+/// CLOSE inside that call). Writes `<port> <outcome of the second>`.
+const FAILING_LISTEN: &str = "python3 -c '
+import os, socket, sys, time
+def sock():
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    return s
+a = sock(); a.bind((\"127.0.0.1\", 0)); port = a.getsockname()[1]
+b = sock(); b.bind((\"127.0.0.1\", port))
+a.listen()
+try:
+    b.listen(); outcome = \"LISTENED\"
+except OSError as err:
+    outcome = \"ERROR %d\" % err.errno
+open(sys.argv[2] + \".tmp\", \"w\").write(\"%d %s\" % (port, outcome))
+os.rename(sys.argv[2] + \".tmp\", sys.argv[2])
+time.sleep(600)
+'";
+
 #[tokio::test]
 async fn failing_listen_reports_nothing() {
     if !privileged("failing_listen_reports_nothing") {
         return;
     }
     let mut detector = start();
-    let holder = TcpListener::bind("127.0.0.1:0").unwrap();
-    let busy = holder.local_addr().unwrap().port().to_string();
-    // Binds 127.0.0.1 on a free port? No: the busy port on the wildcard fails
-    // at bind; listen() without bind()... so bind a second socket to the same
-    // port with SO_REUSEADDR: bind succeeds, listen() fails with EADDRINUSE.
-    let fail = watched(&detector, &["--addr", "127.0.0.1", "--port", &busy]).await;
-    assert_eq!(fail.ready_line().await, "ERROR 98");
-    // A later listener of the same kind proves events still flow, and that
-    // nothing came for the failed one before it.
-    let ok = watched(&detector, &["--addr", "127.0.0.1"]).await;
-    let (port, _) = ok.port_pid().await;
-    let seen = events_until_opened(&mut detector, port).await;
-    let busy: u16 = busy.parse().unwrap();
-    assert!(
-        !seen
-            .iter()
-            .any(|e| matches!(e, DetectorEvent::Opened(l) if l.port == busy)),
-        "failed listen reported: {seen:?}"
-    );
+    let mut fail = Listener::spawn_program(FAILING_LISTEN);
+    detector.roots.add_root(fail.pid()).unwrap();
+    fail.go();
+    let line = fail.ready_line().await;
+    let (port, outcome) = line.split_once(' ').unwrap();
+    assert_eq!(outcome, "ERROR 98", "second listen() did not fail");
+    let port: u16 = port.parse().unwrap();
+    // A later listener proves events still flow; everything before it is
+    // all the detector will say about the first two sockets.
+    let sentinel = watched(&detector, &["--addr", "127.0.0.1"]).await;
+    let (sentinel_port, _) = sentinel.port_pid().await;
+    let seen = events_until_opened(&mut detector, sentinel_port).await;
+    let opens = seen
+        .iter()
+        .filter(|e| matches!(e, DetectorEvent::Opened(l) if l.port == port))
+        .count();
+    assert_eq!(opens, 1, "only the successful listen() counts: {seen:?}");
 }
 
 #[tokio::test]
@@ -467,4 +488,102 @@ async fn latency_report() {
         p(1.0)
     );
     assert_eq!(micros.len(), 300);
+}
+
+/// `kandan-runner watch --json --backend ebpf --debounce-ms 0` under
+/// `prefix` (e.g. `unshare ...`), running `args` as its command; its JSON
+/// lines and stderr once the command exits.
+async fn watch(prefix: &[&str], args: &[&str]) -> (Vec<serde_json::Value>, String) {
+    let runner = integration_tests::support::runner_bin();
+    let mut argv: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
+    argv.push(runner.display().to_string());
+    argv.extend(
+        ["watch", "--json", "--backend", "ebpf", "--debounce-ms", "0", "--"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    argv.extend(args.iter().map(|s| s.to_string()));
+    let output = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), output)
+        .await
+        .expect("watch ends with its command")
+        .expect("watch runs");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{output:?}");
+    let lines = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("stdout holds only JSON lines"))
+        .collect();
+    (lines, stderr)
+}
+
+#[tokio::test]
+async fn watch_backend_ebpf_reports_and_says_so() {
+    if !privileged("watch_backend_ebpf_reports_and_says_so") {
+        return;
+    }
+    let dir = TempDir::new();
+    let ready = dir.0.join("ready");
+    let fixture = fixture();
+    let (lines, stderr) = watch(
+        &[],
+        &[
+            "python3",
+            fixture.to_str().unwrap(),
+            "--hold",
+            "2",
+            "--ready-file",
+            ready.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(
+        stderr.lines().any(|l| l.contains("backend: ebpf")),
+        "{stderr}"
+    );
+    let port: u64 = std::fs::read_to_string(&ready).unwrap().split(' ').next().unwrap().parse().unwrap();
+    let opened = lines
+        .iter()
+        .find(|l| l["event"] == "opened" && l["port"] == port)
+        .unwrap_or_else(|| panic!("{lines:#?}"));
+    assert_eq!(opened["backend"], "ebpf");
+}
+
+#[tokio::test]
+async fn pids_are_those_of_the_runners_pid_namespace() {
+    if !privileged("pids_are_those_of_the_runners_pid_namespace") {
+        return;
+    }
+    let dir = TempDir::new();
+    let ready = dir.0.join("ready");
+    let fixture = fixture();
+    let (lines, stderr) = watch(
+        &["unshare", "--pid", "--fork", "--mount-proc"],
+        &[
+            "python3",
+            fixture.to_str().unwrap(),
+            "--fork-depth",
+            "1",
+            "--hold",
+            "2",
+            "--ready-file",
+            ready.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let line = std::fs::read_to_string(&ready).unwrap();
+    let (port, pid) = line.trim().split_once(' ').unwrap();
+    let (port, pid): (u64, u64) = (port.parse().unwrap(), pid.parse().unwrap());
+    let opened = lines
+        .iter()
+        .find(|l| l["event"] == "opened" && l["port"] == port)
+        .unwrap_or_else(|| panic!("{lines:#?} {stderr}"));
+    // The fixture's getpid() inside the namespace: small, not the host pid.
+    assert_eq!(opened["pid"], pid, "{opened}");
+    assert!(pid < 100, "the fixture ran in a new pid namespace: {pid}");
 }

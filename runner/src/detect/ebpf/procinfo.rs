@@ -1,10 +1,10 @@
 //! What /proc says about a listener the kernel reported: its socket inode
 //! (the [`SocketId`] every backend uses, so eBPF events and procfs snapshots
-//! agree), the port when `listen()` ran without `bind()`, and the process.
+//! agree) and the port when `listen()` ran without `bind()`.
 
-use std::{fs, path::PathBuf};
+use std::fs;
 
-use crate::{detect::SocketId, process::ProcessInfo};
+use crate::detect::SocketId;
 
 /// Inode of the socket behind `/proc/<pid>/fd/<fd>`.
 pub fn socket_inode(pid: u32, fd: u32) -> Option<u64> {
@@ -43,58 +43,6 @@ pub fn port_of(table: &str, inode: u64) -> Option<u16> {
     })
 }
 
-/// Command line and cwd of `pid`; empty when it already exited.
-// TODO(main): switch to `crate::process::describe` once it lands.
-pub fn describe(pid: u32) -> ProcessInfo {
-    let argv: Vec<String> = fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|raw| {
-            raw.split(|b| *b == 0)
-                .filter(|arg| !arg.is_empty())
-                .map(|arg| String::from_utf8_lossy(arg).into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    let cwd: Option<PathBuf> = fs::read_link(format!("/proc/{pid}/cwd")).ok();
-    ProcessInfo::from_argv(&argv, cwd)
-}
-
-/// Pids of `root`'s descendants, by parent pid, from /proc.
-// TODO(main): replace with `crate::detect::process_tree` once it lands.
-pub fn descendants(root: u32) -> Vec<u32> {
-    let mut parents = Vec::new();
-    if let Ok(dir) = fs::read_dir("/proc") {
-        for entry in dir.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            if let Some(ppid) = fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| parse_ppid(&stat))
-            {
-                parents.push((pid, ppid));
-            }
-        }
-    }
-    let mut found = Vec::new();
-    let mut frontier = vec![root];
-    while let Some(parent) = frontier.pop() {
-        for &(pid, ppid) in &parents {
-            if ppid == parent && pid != root && !found.contains(&pid) {
-                found.push(pid);
-                frontier.push(pid);
-            }
-        }
-    }
-    found
-}
-
-/// Field 4 of `/proc/<pid>/stat`, after the parenthesised command name
-/// (which may itself hold spaces and parentheses).
-fn parse_ppid(stat: &str) -> Option<u32> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1)?.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,11 +69,5 @@ mod tests {
         assert_eq!(parse_socket_link("socket:[987]"), Some(987));
         assert_eq!(parse_socket_link("pipe:[987]"), None);
         assert_eq!(parse_socket_link("socket:[x]"), None);
-    }
-
-    #[test]
-    fn parses_ppid_after_odd_command_names() {
-        assert_eq!(parse_ppid("42 (a) b) S 7 42 42 0"), Some(7));
-        assert_eq!(parse_ppid("42 no-parens"), None);
     }
 }

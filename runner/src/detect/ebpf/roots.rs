@@ -10,8 +10,7 @@ use std::{
 use aya::maps::{HashMap, MapData};
 use tokio::sync::mpsc;
 
-use super::procinfo;
-use crate::detect::{DetectError, RootRegistry};
+use crate::detect::{DetectError, RootRegistry, process_tree};
 
 /// State shared by the registry and the event task.
 pub struct Roots {
@@ -48,8 +47,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl RootRegistry for Roots {
     fn add_root(&self, pid: u32) -> Result<(), DetectError> {
+        // Processes that exit during the walk are simply skipped; one that
+        // the walk cannot see at all is an error for the caller.
+        let tree = process_tree::descendants(&[pid])
+            .map_err(|source| DetectError::AddRoot { pid, source })?;
         let mut pids = vec![pid];
-        pids.extend(procinfo::descendants(pid));
+        pids.extend(tree.pids().filter(|&p| p != pid));
         {
             let mut map = lock(&self.ns_tracked);
             for &p in &pids {

@@ -145,7 +145,7 @@ impl EventTask {
             port,
             addr,
             pid: event.pid,
-            process: procinfo::describe(event.pid),
+            process: crate::process::describe(event.pid),
         })
     }
 
