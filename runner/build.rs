@@ -37,7 +37,10 @@ fn build(object: &Path) -> Result<(), String> {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let ebpf_dir = manifest_dir.join("../runner-ebpf");
     println!("cargo:rerun-if-changed={}", ebpf_dir.display());
-    println!("cargo:rerun-if-changed={}", manifest_dir.join("../common").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest_dir.join("../common").display()
+    );
     which::which("bpf-linker").map_err(|_| format!("bpf-linker not found ({SETUP})"))?;
     nightly_with_rust_src()?;
     // A stale object from an earlier successful build must not survive a

@@ -16,7 +16,8 @@ pub enum MissingCaps {
 
 /// Checks the effective capabilities of this process.
 pub fn check() -> Result<(), MissingCaps> {
-    let status = std::fs::read_to_string("/proc/self/status").map_err(|_| MissingCaps::Unreadable)?;
+    let status =
+        std::fs::read_to_string("/proc/self/status").map_err(|_| MissingCaps::Unreadable)?;
     check_status(&status)
 }
 
@@ -45,7 +46,10 @@ mod tests {
 
     #[test]
     fn root_has_everything() {
-        assert_eq!(check_status("Name:\tx\nCapEff:\t000001ffffffffff\n"), Ok(()));
+        assert_eq!(
+            check_status("Name:\tx\nCapEff:\t000001ffffffffff\n"),
+            Ok(())
+        );
     }
 
     #[test]

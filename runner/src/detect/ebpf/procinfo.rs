@@ -14,7 +14,10 @@ pub fn socket_inode(pid: u32, fd: u32) -> Option<u64> {
 
 /// `socket:[12345]` -> 12345.
 pub fn parse_socket_link(link: &str) -> Option<u64> {
-    link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 /// Local port of the listening socket `inode`, from the tcp tables of

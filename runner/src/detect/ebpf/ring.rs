@@ -12,14 +12,14 @@ pub struct Ring {
 }
 
 impl Ring {
-    pub fn new(events: RingBuf<MapData>, drops: PerCpuArray<MapData, u64>) -> std::io::Result<Ring> {
+    pub fn new(
+        events: RingBuf<MapData>,
+        drops: PerCpuArray<MapData, u64>,
+    ) -> std::io::Result<Ring> {
         // SAFETY: the ring buffer owns its map fd and keeps it open, same
         // fd, until the AsyncFd drops it.
         let fd = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }?;
-        Ok(Ring {
-            fd,
-            drops,
-        })
+        Ok(Ring { fd, drops })
     }
 
     /// Waits until the kernel submitted events, then takes all there are.

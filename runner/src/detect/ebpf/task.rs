@@ -109,7 +109,10 @@ impl EventTask {
                 self.send(DetectorEvent::Opened(listener)).await?;
             }
             EVENT_CLOSE => {
-                let id = state.open.remove(&event.skaddr).unwrap_or(SocketId(event.skaddr));
+                let id = state
+                    .open
+                    .remove(&event.skaddr)
+                    .unwrap_or(SocketId(event.skaddr));
                 self.send(DetectorEvent::Closed(id)).await?;
             }
             other => tracing::warn!(kind = other, "unknown eBPF event kind ignored"),
@@ -152,8 +155,9 @@ impl EventTask {
     async fn snapshot(&self, state: &mut State) -> Result<(), Closed> {
         let roots = self.roots.list();
         let self_pid = self.self_pid;
-        let scan = tokio::task::spawn_blocking(move || crate::detect::procfs::scan(&roots, self_pid))
-            .await;
+        let scan =
+            tokio::task::spawn_blocking(move || crate::detect::procfs::scan(&roots, self_pid))
+                .await;
         let listeners = match scan {
             Ok(Ok(listeners)) => listeners,
             Ok(Err(error)) => {
@@ -165,7 +169,8 @@ impl EventTask {
                 return Ok(());
             }
         };
-        let from_events: std::collections::HashSet<SocketId> = state.open.values().copied().collect();
+        let from_events: std::collections::HashSet<SocketId> =
+            state.open.values().copied().collect();
         state.backfilled = listeners
             .iter()
             .filter(|l| !from_events.contains(&l.id))

@@ -188,7 +188,13 @@ print fmt: \"comm=%s pid=%d child_comm=%s child_pid=%d\", __get_str(parent_comm)
         assert_eq!(f.offset("skaddr").unwrap(), 8);
         assert_eq!(f.offset("newstate").unwrap(), 20);
         assert_eq!(f.offset("protocol").unwrap(), 30);
-        assert_eq!(f.field("saddr").unwrap(), Field { offset: 32, size: 4 });
+        assert_eq!(
+            f.field("saddr").unwrap(),
+            Field {
+                offset: 32,
+                size: 4
+            }
+        );
         assert_eq!(
             f.field("saddr_v6").unwrap(),
             Field {
@@ -209,7 +215,10 @@ print fmt: \"comm=%s pid=%d child_comm=%s child_pid=%d\", __get_str(parent_comm)
     fn missing_field_names_the_tracepoint() {
         let f = Format::parse("sched/sched_process_fork", FORK);
         let err = f.offset("group_dead").unwrap_err().to_string();
-        assert_eq!(err, "tracepoint sched/sched_process_fork has no field group_dead");
+        assert_eq!(
+            err,
+            "tracepoint sched/sched_process_fork has no field group_dead"
+        );
     }
 
     #[test]
