@@ -198,6 +198,11 @@ fn take<T>(
 /// cgroup, where raising the limit is unneeded (and fails without
 /// CAP_SYS_RESOURCE): a warning, never an error.
 fn raise_memlock() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(raise_memlock_now);
+}
+
+fn raise_memlock_now() {
     let limit = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
         rlim_max: libc::RLIM_INFINITY,
