@@ -1,16 +1,108 @@
-//! eBPF backend (Linux, privileged). Stub: replaced by the real loader.
+//! eBPF backend (Linux, privileged): tracepoints report listen() and close of
+//! TCP listeners in the watched trees the moment they happen.
+//!
+//! `tracefs` reads the tracepoint layouts, `loader` loads and attaches the
+//! object built by `runner/build.rs`, `ring` reads its events, `roots` feeds
+//! the kernel the watched trees, `task` turns events into [`DetectorEvent`]s
+//! with the help of `procinfo`.
 
-use super::{DetectError, Detector, DetectorConfig, Unavailable};
+mod caps;
+mod loader;
+mod procinfo;
+mod ring;
+mod roots;
+mod task;
+mod tracefs;
 
-/// Whether the backend can run here, and why not.
-pub fn probe() -> Result<(), Unavailable> {
-    Err(Unavailable("not implemented yet".into()))
+use tokio::sync::mpsc;
+
+use super::{BackendKind, DetectError, Detector, DetectorConfig, DetectorEvent, Unavailable};
+
+/// Knobs the tests turn; the defaults suit the runner.
+#[derive(Clone, Copy, Debug)]
+pub struct Tuning {
+    /// Size of the kernel ring buffer: a power of two, at least one page.
+    pub ring_bytes: u32,
+    /// Capacity of the event channel to the pipeline.
+    pub channel: usize,
 }
 
-/// Loads and attaches the programs and starts streaming events.
-pub fn start(_config: &DetectorConfig) -> Result<Detector, DetectError> {
-    Err(DetectError::Unavailable {
-        backend: super::BackendKind::Ebpf,
-        reason: probe().unwrap_err(),
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            ring_bytes: loader::RING_BYTES,
+            channel: 1024,
+        }
+    }
+}
+
+/// Whether the backend can run here, and why not. Loads and attaches the
+/// programs once (then detaches them), so a kernel that refuses them is
+/// found here rather than at start.
+pub fn probe() -> Result<(), Unavailable> {
+    if !loader::NOT_BUILT.is_empty() {
+        return Err(Unavailable(format!("not built: {}", loader::NOT_BUILT)));
+    }
+    caps::check().map_err(|missing| Unavailable(missing.to_string()))?;
+    loader::load(std::process::id(), loader::RING_BYTES)
+        .map(drop)
+        .map_err(|err| Unavailable(chain(&err)))
+}
+
+/// Loads and attaches the programs and starts streaming events. Call from a
+/// tokio runtime.
+pub fn start(config: &DetectorConfig) -> Result<Detector, DetectError> {
+    start_tuned(config, Tuning::default())
+}
+
+/// [`start`] with explicit [`Tuning`].
+pub fn start_tuned(config: &DetectorConfig, tuning: Tuning) -> Result<Detector, DetectError> {
+    let unavailable = |reason: String| DetectError::Unavailable {
+        backend: BackendKind::Ebpf,
+        reason: Unavailable(reason),
+    };
+    if !loader::NOT_BUILT.is_empty() {
+        return Err(unavailable(format!("not built: {}", loader::NOT_BUILT)));
+    }
+    caps::check().map_err(|missing| unavailable(missing.to_string()))?;
+    let loaded =
+        loader::load(config.self_pid, tuning.ring_bytes).map_err(|err| unavailable(chain(&err)))?;
+    let loader::Loaded {
+        ebpf,
+        events,
+        drops,
+        ns_tracked,
+    } = loaded;
+    let ring = ring::Ring::new(events, drops)
+        .map_err(|err| unavailable(format!("cannot poll the ring buffer: {err}")))?;
+    let (resync_tx, resync_rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::channel::<DetectorEvent>(tuning.channel);
+    let roots = roots::Roots::new(ns_tracked, resync_tx);
+    let task = task::EventTask {
+        ring,
+        roots: roots.clone(),
+        resync: resync_rx,
+        tx,
+        self_pid: config.self_pid,
+        _attached: Box::new(ebpf),
+    };
+    tokio::spawn(task.run());
+    tracing::info!("eBPF detector attached");
+    Ok(Detector {
+        kind: BackendKind::Ebpf,
+        events: rx,
+        roots,
     })
+}
+
+/// An error and its sources, for a one-line reason.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -1,0 +1,217 @@
+//! Loads the eBPF object with the tracepoint offsets and the runner's
+//! identity as globals, then attaches the five tracepoints.
+
+use std::os::unix::fs::MetadataExt;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+};
+use runner_common::globals as g;
+
+use super::tracefs::{self, Format, TracefsError};
+
+/// The object built by `runner/build.rs`; empty when it could not be built.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/runner"));
+
+/// Why the object is empty, from `runner/build.rs`.
+pub const NOT_BUILT: &str = env!("KANDAN_EBPF_UNAVAILABLE");
+
+/// Default size of the `EVENTS` ring buffer.
+pub const RING_BYTES: u32 = 256 * 1024;
+
+/// Errors of loading and attaching.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The object was not built into this binary.
+    #[error("not built: {0}")]
+    NotBuilt(&'static str),
+    /// Tracepoint formats could not be read.
+    #[error(transparent)]
+    Tracefs(#[from] TracefsError),
+    /// The runner's pid namespace could not be identified.
+    #[error("cannot stat /proc/self/ns/pid")]
+    PidNs(#[source] std::io::Error),
+    /// The kernel refused the object or a map.
+    #[error("loading the eBPF object failed")]
+    Load(#[source] aya::EbpfError),
+    /// A program could not be loaded or attached.
+    #[error("attaching {category}/{name} failed")]
+    Attach {
+        category: &'static str,
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    /// A program is missing from the object.
+    #[error("program {0} missing from the eBPF object")]
+    MissingProgram(&'static str),
+    /// A map the userspace side needs is missing from the object.
+    #[error("map {0} missing from the eBPF object")]
+    MissingMap(&'static str),
+    /// A map has an unexpected type.
+    #[error("map {name} has the wrong type")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+/// The loaded programs and the maps userspace reads and writes.
+pub struct Loaded {
+    /// Keeps the programs attached while it lives.
+    pub ebpf: Ebpf,
+    pub events: RingBuf<MapData>,
+    pub drops: PerCpuArray<MapData, u64>,
+    pub ns_tracked: HashMap<MapData, u32, u8>,
+}
+
+/// (program function, tracepoint category, tracepoint name)
+const PROGRAMS: [(&str, &str, &str); 5] = [
+    ("listen_enter", "syscalls", "sys_enter_listen"),
+    ("sock_set_state", "sock", "inet_sock_set_state"),
+    ("listen_exit", "syscalls", "sys_exit_listen"),
+    ("process_fork", "sched", "sched_process_fork"),
+    ("process_exit", "sched", "sched_process_exit"),
+];
+
+/// Field offsets of every tracepoint the programs read.
+struct Offsets(Vec<(&'static str, u32)>);
+
+impl Offsets {
+    fn read() -> Result<Offsets, TracefsError> {
+        tracefs::ensure_mounted()?;
+        let sock = Format::read("sock", "inet_sock_set_state")?;
+        let enter = Format::read("syscalls", "sys_enter_listen")?;
+        let exit = Format::read("syscalls", "sys_exit_listen")?;
+        let fork = Format::read("sched", "sched_process_fork")?;
+        let pexit = Format::read("sched", "sched_process_exit")?;
+        Ok(Offsets(vec![
+            (g::SOCK_SKADDR, sock.offset("skaddr")?),
+            (g::SOCK_OLDSTATE, sock.offset("oldstate")?),
+            (g::SOCK_NEWSTATE, sock.offset("newstate")?),
+            (g::SOCK_SPORT, sock.offset("sport")?),
+            (g::SOCK_FAMILY, sock.offset("family")?),
+            (g::SOCK_PROTOCOL, sock.offset("protocol")?),
+            (g::SOCK_SADDR, sock.offset("saddr")?),
+            (g::SOCK_SADDR_V6, sock.offset("saddr_v6")?),
+            (g::LISTEN_ENTER_FD, enter.offset("fd")?),
+            (g::LISTEN_EXIT_RET, exit.offset("ret")?),
+            (g::FORK_CHILD_PID, fork.offset("child_pid")?),
+            (g::EXIT_PID, pexit.offset("pid")?),
+            (g::EXIT_GROUP_DEAD, pexit.offset("group_dead")?),
+        ]))
+    }
+}
+
+/// `/proc/self/ns/pid` as `bpf_get_ns_current_pid_tgid` wants it.
+struct PidNs {
+    dev: u64,
+    ino: u64,
+    init: u32,
+}
+
+/// Inode of the initial pid namespace (`PROC_PID_INIT_INO`).
+const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
+
+fn pid_ns() -> Result<PidNs, LoadError> {
+    let meta = std::fs::metadata("/proc/self/ns/pid").map_err(LoadError::PidNs)?;
+    let dev = meta.dev();
+    // The helper compares with the kernel's dev_t (MKDEV: major << 20 | minor),
+    // not the userspace encoding stat returns.
+    let kernel_dev = (u64::from(libc::major(dev)) << 20) | u64::from(libc::minor(dev));
+    Ok(PidNs {
+        dev: kernel_dev,
+        ino: meta.ino(),
+        init: u32::from(meta.ino() == PROC_PID_INIT_INO),
+    })
+}
+
+/// Loads and attaches everything. `self_pid` is the runner's pid in its
+/// namespace; `ring_bytes` the ring buffer size (a power of two, at least a
+/// page).
+pub fn load(self_pid: u32, ring_bytes: u32) -> Result<Loaded, LoadError> {
+    if OBJECT.is_empty() {
+        return Err(LoadError::NotBuilt(NOT_BUILT));
+    }
+    raise_memlock();
+    let offsets = Offsets::read()?;
+    let ns = pid_ns()?;
+    let mut loader = EbpfLoader::new();
+    for (name, offset) in &offsets.0 {
+        loader.override_global(name, offset, true);
+    }
+    loader
+        .override_global(g::PIDNS_DEV, &ns.dev, true)
+        .override_global(g::PIDNS_INO, &ns.ino, true)
+        .override_global(g::IN_INIT_PIDNS, &ns.init, true)
+        .override_global(g::SELF_TGID, &self_pid, true)
+        .map_max_entries("EVENTS", ring_bytes);
+    let mut ebpf = loader.load(OBJECT).map_err(LoadError::Load)?;
+    for (function, category, name) in PROGRAMS {
+        attach(&mut ebpf, function, category, name)?;
+    }
+    let events = take(&mut ebpf, "EVENTS", RingBuf::try_from)?;
+    let drops = take(&mut ebpf, "DROPS", PerCpuArray::try_from)?;
+    let ns_tracked = take(&mut ebpf, "NS_TRACKED", HashMap::try_from)?;
+    Ok(Loaded {
+        ebpf,
+        events,
+        drops,
+        ns_tracked,
+    })
+}
+
+fn attach(
+    ebpf: &mut Ebpf,
+    function: &'static str,
+    category: &'static str,
+    name: &'static str,
+) -> Result<(), LoadError> {
+    let wrap = |source| LoadError::Attach {
+        category,
+        name,
+        source,
+    };
+    let program: &mut TracePoint = ebpf
+        .program_mut(function)
+        .ok_or(LoadError::MissingProgram(function))?
+        .try_into()
+        .map_err(wrap)?;
+    program.load().map_err(wrap)?;
+    program.attach(category, name).map_err(wrap)?;
+    Ok(())
+}
+
+fn take<T>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    convert: impl FnOnce(aya::maps::Map) -> Result<T, aya::maps::MapError>,
+) -> Result<T, LoadError> {
+    let map = ebpf.take_map(name).ok_or(LoadError::MissingMap(name))?;
+    convert(map).map_err(|source| LoadError::Map { name, source })
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones to the
+/// cgroup, where raising the limit is unneeded (and fails without
+/// CAP_SYS_RESOURCE): a warning, never an error.
+fn raise_memlock() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(raise_memlock_now);
+}
+
+fn raise_memlock_now() {
+    let limit = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: a valid rlimit struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) } != 0 {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "cannot raise RLIMIT_MEMLOCK; fine on kernels that charge BPF memory to the cgroup"
+        );
+    }
+}
