@@ -1,3 +1,4 @@
 //! Kandan simulator and helpers for the end-to-end tests.
 
+pub mod bench;
 pub mod support;
