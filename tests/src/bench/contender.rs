@@ -79,6 +79,8 @@ pub struct Running {
     lines: Receiver<Line>,
     stderr: Arc<Mutex<Vec<String>>>,
     guard: Guarded,
+    /// Set when it broke the command-line contract in a way worth reporting.
+    pub contract_note: Option<String>,
 }
 
 /// How long a contender may take to say which backend it runs.
@@ -138,13 +140,22 @@ impl Running {
                 text.clear();
             }
         });
-        let (first_tx, first_rx) = mpsc::channel();
+        // Stderr lines go to `early_tx` until the backend line has passed,
+        // then only the first few are kept for error messages.
+        let (early_tx, early_rx) = mpsc::channel::<String>();
         let kept = Arc::new(Mutex::new(Vec::new()));
         let kept_by_reader = Arc::clone(&kept);
         std::thread::spawn(move || {
-            let mut lines = BufReader::new(stderr).lines();
-            let _ = first_tx.send(lines.next().and_then(|line| line.ok()));
-            for line in lines.map_while(|line| line.ok()) {
+            let mut early = Some(early_tx);
+            for line in BufReader::new(stderr).lines().map_while(|line| line.ok()) {
+                let line = strip_ansi(&line);
+                if let Some(tx) = &early {
+                    let done = line.starts_with("backend:");
+                    let _ = tx.send(line.clone());
+                    if done {
+                        early = None;
+                    }
+                }
                 let mut kept = kept_by_reader.lock().unwrap_or_else(|p| p.into_inner());
                 if kept.len() < STDERR_KEPT {
                     kept.push(line);
@@ -153,22 +164,37 @@ impl Running {
         });
 
         let expected = format!("backend: {}", contender.name());
-        let first = first_rx.recv_timeout(START_TIMEOUT).ok().flatten();
-        Ok(match first {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut before = Vec::new();
+        let backend_line = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match early_rx.recv_timeout(left) {
+                Ok(line) if line.starts_with("backend:") => break Some(line),
+                Ok(line) => before.push(line),
+                Err(_) => break None,
+            }
+        };
+        Ok(match backend_line {
             Some(line) if line == expected || line.starts_with(&format!("{expected} ")) => {
+                // PROTOCOL.md: the first stderr line names the backend.
+                let contract_note = before.first().map(|first| {
+                    format!("contract: its first stderr line was `{first}`, not the backend line")
+                });
                 Ok(Running {
                     contender,
                     lines,
                     stderr: kept,
                     guard,
+                    contract_note,
                 })
             }
             Some(line) => Err(format!("it said `{line}`")),
             None => {
+                let said = before.join(" | ");
                 let status = guard.child().try_wait().ok().flatten();
                 Err(match status {
-                    Some(status) => format!("it exited ({status}) without naming a backend"),
-                    None => "it named no backend on stderr within 30 s".to_string(),
+                    Some(status) => format!("it exited ({status}): {said}"),
+                    None => format!("it named no backend on stderr within 30 s: {said}"),
                 })
             }
         })
@@ -216,4 +242,47 @@ fn parse_line(at_ns: u64, text: &str) -> Option<Line> {
         event: value.get("event")?.as_str()?.to_string(),
         port: u16::try_from(value.get("port")?.as_u64()?).ok()?,
     })
+}
+
+/// `text` without ANSI colour sequences (tracing colours its stderr).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters, ended by a letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_colours() {
+        assert_eq!(strip_ansi("\u{1b}[33m WARN\u{1b}[0m x"), " WARN x");
+    }
+
+    #[test]
+    fn parses_event_and_port() {
+        let line = parse_line(
+            7,
+            r#"{"event":"opened","port":5173,"pid":1,"backend":"ebpf"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (line.at_ns, line.event.as_str(), line.port),
+            (7, "opened", 5173)
+        );
+        assert!(parse_line(7, "backend: ebpf").is_none());
+    }
 }

@@ -17,11 +17,19 @@ pub struct ContenderResult {
     pub cpu: Option<Usage>,
     /// Highest VmHWM over every process of this contender in the run.
     pub peak_rss_kib: Option<u64>,
+    /// A breach of the command-line contract seen while measuring.
+    pub contract: Option<String>,
 }
 
 impl ContenderResult {
     pub fn unavailable(&mut self, why: String) {
         self.unavailable.get_or_insert(why);
+    }
+
+    pub fn saw_contract(&mut self, note: Option<&String>) {
+        if let Some(note) = note {
+            self.contract.get_or_insert_with(|| note.clone());
+        }
     }
 
     pub fn saw_rss(&mut self, kib: Option<u64>) {
@@ -267,6 +275,9 @@ pub fn render(results: &Results) -> String {
         let result = &results.per[contender.index()];
         if let Some(why) = &result.unavailable {
             let _ = writeln!(out, "- {}: not measured: {why}", contender.name());
+        }
+        if let Some(note) = &result.contract {
+            let _ = writeln!(out, "- {}: {note}", contender.name());
         }
         if let Some(latency) = &result.latency {
             let _ = write!(

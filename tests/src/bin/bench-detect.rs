@@ -184,6 +184,7 @@ fn record(results: &mut Results, contender: Contender, measured: Result<Contende
             }
             result.latency = measured.latency;
             result.saw_rss(measured.peak_rss_kib);
+            result.saw_contract(measured.contract.as_ref());
         }
         Err(err) => results
             .notes
@@ -207,6 +208,7 @@ fn latency_of(
             return Ok(result);
         }
     };
+    result.saw_contract(run.contract_note.as_ref());
     let mut ports = Ports::new(first_port, 1500);
     if let Some(why) = latency::warm_up(&[&run], &mut helper, &mut ports)?.remove(0) {
         result.unavailable(why);
@@ -246,6 +248,7 @@ fn cpu_phase(bins: &Binaries, plan: &Plan, results: &mut Results) -> Result<()> 
         let result = results.of(run.contender);
         result.cpu = Some(usage);
         result.saw_rss(run.peak_rss_kib());
+        result.saw_contract(run.contract_note.as_ref());
     }
     Ok(())
 }
