@@ -5,6 +5,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::detect::{BackendChoice, DetectorConfig};
+use crate::pipeline::{CommandPattern, IgnorePolicy, PortRange};
 
 /// kandan-runner: notices the TCP listeners of a process tree and forwards
 /// the approved ones to Kandan.
@@ -42,11 +43,11 @@ pub struct DetectorArgs {
     #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub poll_interval_ms: u64,
     /// Never report this port or range, e.g. `9229` or `6000-6100` (repeatable).
-    #[arg(long = "ignore-port", value_name = "PORT[-PORT]")]
-    pub ignore_ports: Vec<String>,
+    #[arg(long = "ignore-port", value_name = "PORT[-PORT]", value_parser = str::parse::<PortRange>)]
+    pub ignore_ports: Vec<PortRange>,
     /// Never report listeners whose command line matches this pattern (repeatable).
-    #[arg(long = "ignore-command", value_name = "PATTERN")]
-    pub ignore_commands: Vec<String>,
+    #[arg(long = "ignore-command", value_name = "PATTERN", value_parser = str::parse::<CommandPattern>)]
+    pub ignore_commands: Vec<CommandPattern>,
     /// Drop the built-in ignore list (debugger and language-server ports).
     #[arg(long)]
     pub no_default_ignores: bool,
@@ -61,6 +62,14 @@ impl DetectorArgs {
             poll_interval: Duration::from_millis(self.poll_interval_ms),
             ..DetectorConfig::default()
         }
+    }
+
+    pub fn ignore_policy(&self) -> IgnorePolicy {
+        IgnorePolicy::from_cli(
+            self.no_default_ignores,
+            self.ignore_ports.iter().copied(),
+            self.ignore_commands.iter().cloned(),
+        )
     }
 
     pub fn debounce(&self) -> Duration {

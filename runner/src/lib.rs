@@ -7,10 +7,13 @@
 //! `approval` -> `control` (Phoenix channel to Kandan) <-> `forward`.
 //! `watched` sets the first two up for the `watch` and `connect` commands.
 
+pub mod approval;
 pub mod cli;
 pub mod connect;
+pub mod control;
 pub mod detect;
 pub mod doctor;
+pub mod forward;
 pub mod logging;
 pub mod pipeline;
 pub mod process;

@@ -28,9 +28,6 @@ pub enum WatchedError {
     Detect(#[from] DetectError),
     #[error(transparent)]
     Spawn(#[from] SpawnError),
-    /// A `--ignore-*` value is malformed.
-    #[error("{0}")]
-    Ignore(String),
 }
 
 /// Starts everything. `on_selected` runs as soon as the backend is known, so
@@ -39,7 +36,7 @@ pub fn start(
     args: &DetectorArgs,
     on_selected: impl FnOnce(&Selection),
 ) -> Result<Watched, WatchedError> {
-    let ignore = pipeline::IgnorePolicy::default();
+    let ignore = args.ignore_policy();
     let config = args.detector_config();
     let (detector, selection) = detect::start(args.backend, &config)?;
     on_selected(&selection);

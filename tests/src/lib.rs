@@ -1,4 +1,6 @@
 //! Kandan simulator and helpers for the end-to-end tests.
 
 pub mod bench;
+pub mod browser;
 pub mod support;
+pub mod vite;

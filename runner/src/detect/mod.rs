@@ -138,8 +138,9 @@ pub enum DetectError {
 
 #[cfg(target_os = "linux")]
 pub mod ebpf;
-#[cfg(target_os = "macos")]
+#[cfg(any(target_os = "macos", test))]
 pub mod libproc;
+mod poll;
 pub mod process_tree;
 #[cfg(target_os = "linux")]
 pub mod procfs;

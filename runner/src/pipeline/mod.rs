@@ -29,15 +29,28 @@ pub enum CandidateEvent {
     Closed { port: u16, pid: u32 },
 }
 
+mod debounce;
+mod ignore;
+mod services;
+#[cfg(test)]
+mod tests;
+
+pub use debounce::Debouncer;
+pub use ignore::{
+    CommandPattern, DEFAULT_COMMANDS, DEFAULT_PORTS, IgnorePolicy, IgnoreSpecError, PortRange,
+};
+pub use services::Services;
+
+use std::future;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
 
 use crate::detect::DetectorEvent;
 
-/// Ports and commands that are never candidates. Stub.
-#[derive(Clone, Debug, Default)]
-pub struct IgnorePolicy {}
+/// Default stability window (`--debounce-ms`).
+pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(750);
 
 /// Pipeline settings.
 #[derive(Clone, Debug)]
@@ -47,11 +60,107 @@ pub struct PipelineConfig {
     pub ignore: IgnorePolicy,
 }
 
-/// Runs until `events` closes, sending candidates to `out`. Stub.
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            debounce: DEFAULT_DEBOUNCE,
+            ignore: IgnorePolicy::default(),
+        }
+    }
+}
+
+/// The synchronous core of [`run`]: detector events in, candidate events
+/// out, time passed in by the caller.
+#[derive(Debug)]
+pub struct Pipeline {
+    ignore: IgnorePolicy,
+    services: Services,
+    debouncer: Debouncer,
+}
+
+impl Pipeline {
+    pub fn new(config: PipelineConfig) -> Self {
+        Pipeline {
+            ignore: config.ignore,
+            services: Services::new(),
+            debouncer: Debouncer::new(config.debounce),
+        }
+    }
+
+    /// Applies one detector event at `now`. Returns what is due by then:
+    /// timers that expired first (so an event arriving at a deadline never
+    /// cancels it), then what the event itself causes.
+    pub fn apply(&mut self, event: DetectorEvent, now: Instant) -> Vec<CandidateEvent> {
+        let mut out = self.debouncer.fire_due(now);
+        let touched: Vec<u16> = match event {
+            DetectorEvent::Opened(socket) => {
+                if self.ignore.ignores(socket.port, &socket.process) {
+                    tracing::debug!(port = socket.port, command = %socket.process.command, "ignored listener");
+                    // An ignored socket may reuse the id of one we hold.
+                    self.services.close(socket.id).into_iter().collect()
+                } else {
+                    vec![self.services.open(socket)]
+                }
+            }
+            DetectorEvent::Closed(id) => self.services.close(id).into_iter().collect(),
+            DetectorEvent::Snapshot(sockets) => {
+                let kept = sockets
+                    .into_iter()
+                    .filter(|s| !self.ignore.ignores(s.port, &s.process))
+                    .collect();
+                self.services.replace(kept).into_iter().collect()
+            }
+        };
+        for port in touched {
+            let current = self.services.get(port);
+            out.extend(self.debouncer.update(port, current, now));
+        }
+        // A zero window makes the new state due right away.
+        out.extend(self.debouncer.fire_due(now));
+        out
+    }
+
+    /// Fires the timers due at `now`.
+    pub fn fire_due(&mut self, now: Instant) -> Vec<CandidateEvent> {
+        self.debouncer.fire_due(now)
+    }
+
+    /// When the next timer is due, if any.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.debouncer.next_deadline()
+    }
+}
+
+/// Runs until `events` closes (what is still waiting for its window is
+/// dropped, not flushed), sending candidates to `out`. Stops early if `out`
+/// is closed, since nobody is listening any more.
 pub async fn run(
-    _config: PipelineConfig,
+    config: PipelineConfig,
     mut events: mpsc::Receiver<DetectorEvent>,
-    _out: mpsc::Sender<CandidateEvent>,
+    out: mpsc::Sender<CandidateEvent>,
 ) {
-    while events.recv().await.is_some() {}
+    let mut pipeline = Pipeline::new(config);
+    loop {
+        let deadline = pipeline.next_deadline();
+        let timer = async {
+            match deadline {
+                Some(at) => sleep_until(at).await,
+                None => future::pending().await,
+            }
+        };
+        let emitted = tokio::select! {
+            biased;
+            () = timer => pipeline.fire_due(Instant::now()),
+            event = events.recv() => match event {
+                Some(event) => pipeline.apply(event, Instant::now()),
+                None => break,
+            },
+        };
+        for event in emitted {
+            tracing::debug!(?event, "candidate");
+            if out.send(event).await.is_err() {
+                return;
+            }
+        }
+    }
 }

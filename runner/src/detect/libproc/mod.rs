@@ -1,16 +1,49 @@
-//! libproc backend (macOS, polling). Stub: replaced by the real poller.
+//! libproc backend (macOS, polling).
+//!
+//! [`source`] is the thin OS layer (libproc and sysctl calls) behind the
+//! [`ProcSource`] seam; [`scan_with`] is the logic (tree walk, grouping
+//! of sockets shared over fork, mapping to [`ListenerSocket`]s), compiled
+//! and unit-tested on every platform.
+//!
+//! [`ListenerSocket`]: super::ListenerSocket
 
-use super::{DetectError, Detector, DetectorConfig, Unavailable};
+mod logic;
+#[cfg(target_os = "macos")]
+mod source;
 
-/// Whether the backend can run here, and why not.
-pub fn probe() -> Result<(), Unavailable> {
-    Err(Unavailable("not implemented yet".into()))
-}
+pub use logic::{ProcSource, RawListen, decode_inet, scan_with};
 
-/// Starts polling.
-pub fn start(_config: &DetectorConfig) -> Result<Detector, DetectError> {
-    Err(DetectError::Unavailable {
-        backend: super::BackendKind::Libproc,
-        reason: probe().unwrap_err(),
-    })
+#[cfg(target_os = "macos")]
+pub use imp::{probe, scan, start};
+
+#[cfg(target_os = "macos")]
+mod imp {
+    use super::super::{
+        BackendKind, DetectError, Detector, DetectorConfig, ListenerSocket, Unavailable,
+    };
+
+    /// Whether the backend can run here, and why not.
+    pub fn probe() -> Result<(), Unavailable> {
+        super::source::Darwin::probe().map_err(Unavailable)
+    }
+
+    /// Starts polling every `config.poll_interval`. Call it inside a tokio
+    /// runtime.
+    pub fn start(config: &DetectorConfig) -> Result<Detector, DetectError> {
+        probe().map_err(|reason| DetectError::Unavailable {
+            backend: BackendKind::Libproc,
+            reason,
+        })?;
+        Ok(super::super::poll::start(
+            BackendKind::Libproc,
+            config,
+            scan,
+        ))
+    }
+
+    /// Every LISTEN socket held by a process of the roots' trees, the
+    /// runner itself excluded. Blocking.
+    pub fn scan(roots: &[u32], self_pid: u32) -> std::io::Result<Vec<ListenerSocket>> {
+        super::scan_with(&super::source::Darwin, roots, self_pid)
+    }
 }

@@ -1,0 +1,302 @@
+//! Asks Kandan before any port is forwarded (PROTOCOL.md sections 4 and 5).
+//!
+//! Candidates come in from the pipeline; what Kandan must be told goes out as
+//! [`ApprovalOutput`]s; Kandan's `resolve_port_forward_request` comes back
+//! through [`Approval::resolve`]. Forwarding reads the outcome through a
+//! [`Gate`].
+//!
+//! Rules:
+//! - Every candidate (`opened`, or `changed` to another program) gets a fresh
+//!   request id. An approval binds to its identity (port, command, cwd).
+//! - Decisions are kept per identity for the runner's lifetime: a dev server
+//!   that restarts (same command, same cwd, same port) stays approved, or
+//!   denied, even after its `closed`. A restart inside the debounce window
+//!   (a new pid only) keeps its request as is and sends nothing; one that
+//!   comes back after `closed` gets a new request with `restarted: true`
+//!   (and `state` already approved when it was).
+//! - A denied identity is not asked again: it gets a request id (it shows in
+//!   `runner_ready`) but no `port_forward_request`.
+//! - Another program taking the port voids forwarding at once: the old
+//!   request is closed and the port is refused until the new one is approved
+//!   (unless that program was approved there before).
+//! - A decision for a request whose listener has gone still counts for its
+//!   identity; if that identity is listening again under a newer request,
+//!   that request is resolved too.
+//! - The last decision wins: Kandan may approve what it denied, and back.
+
+mod gate;
+mod messages;
+mod request_id;
+#[cfg(test)]
+mod tests;
+
+pub use gate::{Gate, GateError, Revocation, RevokeReason};
+pub use messages::{ApprovalOutput, Decision, ListenerState, RequestState, Resolution};
+pub use request_id::RequestId;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+
+use gate::{GateEntry, GateWriter};
+
+use crate::pipeline::{Candidate, CandidateEvent};
+
+/// How many requests whose listener has gone are still resolvable (a user
+/// answering a prompt just after a restart). Older ones become unknown.
+const CLOSED_REQUESTS_KEPT: usize = 1024;
+
+/// Errors of the approval module.
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalError {
+    /// A `resolve_port_forward_request` named no request this runner made
+    /// (or one closed too long ago).
+    #[error("unknown request id {0:?}")]
+    UnknownRequest(String),
+    /// A decision other than `approve` or `deny`.
+    #[error("invalid decision {0:?}: expected approve or deny")]
+    BadDecision(String),
+    /// The OS random source failed, so no request id can be made.
+    #[error("cannot read random bytes for a request id")]
+    Random {
+        #[source]
+        source: getrandom::Error,
+    },
+}
+
+impl ApprovalError {
+    /// The `control_error` code for errors caused by a control.
+    pub fn code(&self) -> &'static str {
+        "invalid_control"
+    }
+}
+
+/// What an approval binds to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Identity {
+    port: u16,
+    command: String,
+    cwd: Option<PathBuf>,
+}
+
+impl Identity {
+    fn of(candidate: &Candidate) -> Self {
+        Identity {
+            port: candidate.port,
+            command: candidate.process.command.clone(),
+            cwd: candidate.process.cwd.clone(),
+        }
+    }
+}
+
+/// A candidate listening now.
+#[derive(Debug)]
+struct Live {
+    request_id: RequestId,
+    identity: Identity,
+    candidate: Candidate,
+    /// Kandan has heard of `request_id` (a request or `runner_ready`), so
+    /// it must hear of its close.
+    announced: bool,
+}
+
+/// The approval state machine. Owned by one task; forwarding reads it
+/// through [`Approval::gate`].
+#[derive(Debug)]
+pub struct Approval {
+    live: HashMap<u16, Live>,
+    /// Every identity seen, with its decision (`None`: not decided yet).
+    decisions: HashMap<Identity, Option<Decision>>,
+    /// Every resolvable request: live ones and the last closed ones.
+    requests: HashMap<RequestId, Identity>,
+    closed: VecDeque<RequestId>,
+    gate: GateWriter,
+}
+
+impl Default for Approval {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Approval {
+    pub fn new() -> Self {
+        Approval {
+            live: HashMap::new(),
+            decisions: HashMap::new(),
+            requests: HashMap::new(),
+            closed: VecDeque::new(),
+            gate: GateWriter::new(),
+        }
+    }
+
+    /// A read handle for forwarding.
+    pub fn gate(&self) -> Gate {
+        self.gate.gate()
+    }
+
+    /// Takes a candidate event from the pipeline.
+    pub fn on_candidate(
+        &mut self,
+        event: CandidateEvent,
+    ) -> Result<Vec<ApprovalOutput>, ApprovalError> {
+        match event {
+            CandidateEvent::Opened(candidate)
+            | CandidateEvent::Changed(candidate)
+            | CandidateEvent::AddressesChanged(candidate) => self.listening(candidate),
+            CandidateEvent::Closed { port, .. } => Ok(self.closed(port).into_iter().collect()),
+        }
+    }
+
+    fn listening(&mut self, candidate: Candidate) -> Result<Vec<ApprovalOutput>, ApprovalError> {
+        let port = candidate.port;
+        let identity = Identity::of(&candidate);
+        if let Some(live) = self.live.get_mut(&port)
+            && live.identity == identity
+        {
+            // Same program (maybe a new pid, maybe new addresses): same
+            // request, same decision, nothing to ask.
+            live.candidate = candidate;
+            let entry = self.gate_entry(port);
+            self.gate.set(port, entry, RevokeReason::Denied);
+            return Ok(Vec::new());
+        }
+
+        // Made first, so a failure leaves everything as it was.
+        let request_id = RequestId::generate()?;
+        let mut out = Vec::new();
+        if self.live.contains_key(&port) {
+            out.extend(self.replaced(port));
+        }
+        let restarted = self.decisions.contains_key(&identity);
+        let decision = *self.decisions.entry(identity.clone()).or_insert(None);
+        let state = RequestState::of(decision);
+        let announced = decision != Some(Decision::Deny);
+        if announced {
+            out.push(ApprovalOutput::Request {
+                request_id: request_id.clone(),
+                port,
+                pid: candidate.pid,
+                command: candidate.process.command.clone(),
+                label: candidate.process.label.clone(),
+                cwd: candidate.process.cwd.clone(),
+                addresses: candidate.addresses.clone(),
+                restarted,
+                state,
+            });
+        } else {
+            tracing::info!(port, command = %identity.command, "denied before: not asking again");
+        }
+        self.requests.insert(request_id.clone(), identity.clone());
+        self.live.insert(
+            port,
+            Live {
+                request_id,
+                identity,
+                candidate,
+                announced,
+            },
+        );
+        let entry = self.gate_entry(port);
+        self.gate.set(port, entry, RevokeReason::OwnerChanged);
+        Ok(out)
+    }
+
+    /// Another program took `port`: its request closes, and forwarding to
+    /// the old one stops whatever the new one's state.
+    fn replaced(&mut self, port: u16) -> Option<ApprovalOutput> {
+        self.gate.remove(port, RevokeReason::OwnerChanged);
+        self.retire(port)
+    }
+
+    fn closed(&mut self, port: u16) -> Option<ApprovalOutput> {
+        self.gate.remove(port, RevokeReason::Closed);
+        self.retire(port)
+    }
+
+    /// Drops the live entry of `port`; its request stays resolvable a while.
+    fn retire(&mut self, port: u16) -> Option<ApprovalOutput> {
+        let live = self.live.remove(&port)?;
+        self.closed.push_back(live.request_id.clone());
+        while self.closed.len() > CLOSED_REQUESTS_KEPT {
+            if let Some(old) = self.closed.pop_front() {
+                self.requests.remove(&old);
+            }
+        }
+        live.announced.then_some(ApprovalOutput::Closed {
+            request_id: live.request_id,
+            port,
+        })
+    }
+
+    fn gate_entry(&self, port: u16) -> GateEntry {
+        let live = &self.live[&port];
+        GateEntry {
+            approved: self.decisions.get(&live.identity) == Some(&Some(Decision::Approve)),
+            addresses: live.candidate.addresses.clone(),
+        }
+    }
+
+    /// Takes Kandan's decision. `Err` for a request id this runner does
+    /// not know (send a `control_error` with [`ApprovalError::code`]).
+    pub fn resolve(
+        &mut self,
+        resolution: Resolution,
+    ) -> Result<Vec<ApprovalOutput>, ApprovalError> {
+        let Resolution {
+            request_id,
+            decision,
+            actor_user_id,
+            actor_slug,
+        } = resolution;
+        let Some((request_id, identity)) = self.requests.get_key_value(request_id.as_str()) else {
+            return Err(ApprovalError::UnknownRequest(request_id));
+        };
+        let (request_id, identity) = (request_id.clone(), identity.clone());
+        tracing::info!(port = identity.port, decision = decision.as_str(), %request_id, "resolved");
+        self.decisions.insert(identity.clone(), Some(decision));
+
+        let resolved = |request_id: RequestId| ApprovalOutput::Resolved {
+            request_id,
+            port: identity.port,
+            decision,
+            actor_user_id: actor_user_id.clone(),
+            actor_slug: actor_slug.clone(),
+        };
+        let mut out = vec![resolved(request_id.clone())];
+        if let Some(live) = self.live.get(&identity.port)
+            && live.identity == identity
+        {
+            if live.request_id != request_id && live.announced {
+                out.push(resolved(live.request_id.clone()));
+            }
+            let entry = self.gate_entry(identity.port);
+            self.gate.set(identity.port, entry, RevokeReason::Denied);
+        }
+        Ok(out)
+    }
+
+    /// Every current candidate, for `runner_ready.listeners`, by port.
+    /// Kandan hears of all their ids, so all their closes are sent later.
+    pub fn snapshot(&mut self) -> Vec<ListenerState> {
+        let mut listeners: Vec<ListenerState> = self
+            .live
+            .values_mut()
+            .map(|live| {
+                live.announced = true;
+                let candidate = &live.candidate;
+                ListenerState {
+                    request_id: live.request_id.clone(),
+                    port: candidate.port,
+                    pid: candidate.pid,
+                    command: candidate.process.command.clone(),
+                    label: candidate.process.label.clone(),
+                    cwd: candidate.process.cwd.clone(),
+                    addresses: candidate.addresses.clone(),
+                    state: RequestState::of(self.decisions.get(&live.identity).copied().flatten()),
+                }
+            })
+            .collect();
+        listeners.sort_by_key(|listener| listener.port);
+        listeners
+    }
+}

@@ -1,0 +1,60 @@
+//! Request ids: 128 random bits from the OS, in hex. Kandan resolves
+//! requests by id, so they must not be guessable.
+
+use std::borrow::Borrow;
+use std::fmt;
+
+use super::ApprovalError;
+
+/// Names one `port_forward_request`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(String);
+
+impl RequestId {
+    pub fn generate() -> Result<Self, ApprovalError> {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).map_err(|source| ApprovalError::Random { source })?;
+        let hex = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        Ok(RequestId(hex))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+// Lets maps keyed by `RequestId` be searched with the `&str` of a control.
+impl Borrow<str> for RequestId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl serde::Serialize for RequestId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn ids_are_128_bit_hex_and_distinct() {
+        let ids: HashSet<RequestId> = (0..1000).map(|_| RequestId::generate().unwrap()).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in &ids {
+            assert_eq!(id.as_str().len(), 32);
+            assert!(id.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
+        }
+    }
+}

@@ -1,0 +1,588 @@
+use std::net::IpAddr;
+
+use tokio::sync::broadcast::error::TryRecvError;
+
+use super::*;
+use crate::process::ProcessInfo;
+
+fn cand(port: u16, pid: u32, command: &str, cwd: &str) -> Candidate {
+    let argv: Vec<String> = command.split(' ').map(str::to_string).collect();
+    Candidate {
+        port,
+        pid,
+        process: ProcessInfo::from_argv(&argv, Some(cwd.into())),
+        addresses: vec!["127.0.0.1".parse().unwrap()],
+    }
+}
+
+fn vite(pid: u32) -> Candidate {
+    cand(5173, pid, "node /x/node_modules/.bin/vite", "/x")
+}
+
+fn resolution(request_id: &RequestId, decision: Decision) -> Resolution {
+    Resolution {
+        request_id: request_id.to_string(),
+        decision,
+        actor_user_id: Some("17".into()),
+        actor_slug: Some("ada".into()),
+    }
+}
+
+/// Feeds an event that must produce exactly one request; returns its id,
+/// `restarted` and state.
+fn expect_request(
+    approval: &mut Approval,
+    event: CandidateEvent,
+) -> (RequestId, bool, RequestState) {
+    let out = approval.on_candidate(event).unwrap();
+    match out.as_slice() {
+        [
+            ApprovalOutput::Request {
+                request_id,
+                restarted,
+                state,
+                ..
+            },
+        ] => (request_id.clone(), *restarted, *state),
+        other => panic!("expected one request, got {other:?}"),
+    }
+}
+
+fn approve(approval: &mut Approval, id: &RequestId) -> Vec<ApprovalOutput> {
+    approval.resolve(resolution(id, Decision::Approve)).unwrap()
+}
+
+fn deny(approval: &mut Approval, id: &RequestId) -> Vec<ApprovalOutput> {
+    approval.resolve(resolution(id, Decision::Deny)).unwrap()
+}
+
+fn closed(port: u16) -> CandidateEvent {
+    CandidateEvent::Closed { port, pid: 1 }
+}
+
+#[test]
+fn an_opened_candidate_becomes_a_pending_request() {
+    let mut approval = Approval::new();
+    let out = approval
+        .on_candidate(CandidateEvent::Opened(vite(42)))
+        .unwrap();
+    let [
+        ApprovalOutput::Request {
+            request_id,
+            port,
+            pid,
+            command,
+            label,
+            cwd,
+            addresses,
+            restarted,
+            state,
+        },
+    ] = out.as_slice()
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(request_id.as_str().len(), 32);
+    assert_eq!((*port, *pid), (5173, 42));
+    assert_eq!(command, "node /x/node_modules/.bin/vite");
+    assert_eq!(label, "node");
+    assert_eq!(cwd.as_deref(), Some(std::path::Path::new("/x")));
+    assert_eq!(addresses, &["127.0.0.1".parse::<IpAddr>().unwrap()]);
+    assert!(!restarted);
+    assert_eq!(*state, RequestState::Pending);
+
+    let gate = approval.gate();
+    assert_eq!(
+        gate.target(5173),
+        Err(GateError::NotApproved { port: 5173 })
+    );
+    assert_eq!(
+        gate.target(5174),
+        Err(GateError::NotListening { port: 5174 })
+    );
+    assert_eq!(
+        GateError::NotApproved { port: 1 }.code(),
+        "port_not_approved"
+    );
+    assert_eq!(
+        GateError::NotListening { port: 1 }.code(),
+        "port_not_listening"
+    );
+}
+
+#[test]
+fn approve_opens_the_gate_and_reports_the_actor() {
+    let mut approval = Approval::new();
+    let gate = approval.gate();
+    let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
+    let out = approve(&mut approval, &id);
+    assert_eq!(
+        out,
+        vec![ApprovalOutput::Resolved {
+            request_id: id,
+            port: 5173,
+            decision: Decision::Approve,
+            actor_user_id: Some("17".into()),
+            actor_slug: Some("ada".into()),
+        }]
+    );
+    assert_eq!(gate.target(5173), Ok(vec!["127.0.0.1".parse().unwrap()]));
+}
+
+#[test]
+fn an_unknown_request_id_is_an_error() {
+    let mut approval = Approval::new();
+    expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
+    let err = approval
+        .resolve(Resolution {
+            request_id: "0123".into(),
+            decision: Decision::Approve,
+            actor_user_id: None,
+            actor_slug: None,
+        })
+        .unwrap_err();
+    assert!(matches!(err, ApprovalError::UnknownRequest(ref id) if id == "0123"));
+    assert_eq!(err.code(), "invalid_control");
+    assert_eq!(
+        approval.gate().target(5173),
+        Err(GateError::NotApproved { port: 5173 })
+    );
+}
+
+#[test]
+fn decisions_parse() {
+    assert_eq!("approve".parse::<Decision>().unwrap(), Decision::Approve);
+    assert_eq!("deny".parse::<Decision>().unwrap(), Decision::Deny);
+    assert!(matches!(
+        "yes".parse::<Decision>(),
+        Err(ApprovalError::BadDecision(_))
+    ));
+    assert_eq!(serde_json::to_string(&Decision::Deny).unwrap(), "\"deny\"");
+    assert_eq!(
+        serde_json::to_string(&RequestState::Approved).unwrap(),
+        "\"approved\""
+    );
+}
+
+#[test]
+fn close_sends_port_forward_closed_and_shuts_the_gate() {
+    let mut approval = Approval::new();
+    let gate = approval.gate();
+    let mut revoked = gate.revocations();
+    let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
+    approve(&mut approval, &id);
+    let out = approval.on_candidate(closed(5173)).unwrap();
+    assert_eq!(
+        out,
+        vec![ApprovalOutput::Closed {
+            request_id: id,
+            port: 5173
+        }]
+    );
+    assert_eq!(
+        gate.target(5173),
+        Err(GateError::NotListening { port: 5173 })
+    );
+    assert_eq!(
+        revoked.try_recv(),
+        Ok(Revocation {
+            port: 5173,
+            reason: RevokeReason::Closed
+        })
+    );
+    // A close for a port with no candidate says nothing.
+    assert!(approval.on_candidate(closed(5173)).unwrap().is_empty());
+}
+
+#[test]
+fn a_restart_inside_the_window_keeps_request_and_approval() {
+    let mut approval = Approval::new();
+    let gate = approval.gate();
+    let mut revoked = gate.revocations();
+    let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
+    approve(&mut approval, &id);
+    // Same command and cwd, new pid: nothing to ask, nothing revoked.
+    assert!(
+        approval
+            .on_candidate(CandidateEvent::Changed(vite(2)))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(gate.target(5173).is_ok());
+    assert_eq!(revoked.try_recv(), Err(TryRecvError::Empty));
+    let snapshot = approval.snapshot();
+    assert_eq!(snapshot.len(), 1);
+    assert_eq!(snapshot[0].request_id, id);
+    assert_eq!(snapshot[0].pid, 2);
+    assert_eq!(snapshot[0].state, RequestState::Approved);
+}
+
+#[test]
+fn a_pending_request_stays_pending_across_a_quick_restart() {
+    let mut approval = Approval::new();
+    let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
+    assert!(
+        approval
+            .on_candidate(CandidateEvent::Changed(vite(2)))
+            .unwrap()
+            .is_empty()
+    );
+    // Approving the original request still works.
+    approve(&mut approval, &id);
+    assert!(approval.gate().target(5173).is_ok());
+}
+
+#[test]
+fn an_approved_server_that_comes_back_later_stays_approved() {
+    let mut approval = Approval::new();
+    let gate = approval.gate();
+    let (first, restarted, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
+    assert!(!restarted);
+    approve(&mut approval, &first);
+    approval.on_candidate(closed(5173)).unwrap();
+
+    let (second, restarted, state) = expect_request(&mut approval, CandidateEvent::Opened(vite(9)));
+    assert_ne!(first, second, "a fresh request id");
+    assert!(restarted);
+    assert_eq!(state, RequestState::Approved);
+    assert!(gate.target(5173).is_ok(), "no new approval needed");
+}
+
+#[test]
+fn a_pending_server_that_comes_back_later_is_asked_again_as_restarted() {
+    let mut approval = Approval::new();
+    let (first, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
+    approval.on_candidate(closed(5173)).unwrap();
+    let (second, restarted, state) = expect_request(&mut approval, CandidateEvent::Opened(vite(2)));
+    assert_ne!(first, second);
+    assert!(restarted);
+    assert_eq!(state, RequestState::Pending);
+}
+
+#[test]
+fn approve_after_close_counts_for_the_identity() {
+    let mut approval = Approval::new();
+    let gate = approval.gate();
+    let (first, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
+    approval.on_candidate(closed(5173)).unwrap();
+
+    // The user answers the prompt after the server went away.
+    let out = approve(&mut approval, &first);
+    assert!(matches!(
+        out.as_slice(),
+        [ApprovalOutput::Resolved { request_id, decision: Decision::Approve, .. }] if *request_id == first
+    ));
+    assert_eq!(
+        gate.target(5173),
+        Err(GateError::NotListening { port: 5173 })
+    );
+
+    // It comes back: approved already.
+    let (_, restarted, state) = expect_request(&mut approval, CandidateEvent::Opened(vite(2)));
+    assert!(restarted);
+    assert_eq!(state, RequestState::Approved);
+    assert!(gate.target(5173).is_ok());
+}
+
+#[test]
+fn approving_an_old_request_resolves_the_live_one_too() {
+    let mut approval = Approval::new();
+    let (first, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
+    approval.on_candidate(closed(5173)).unwrap();
+    let (second, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(2)));
+    let out = approve(&mut approval, &first);
+    let ids: Vec<&RequestId> = out
+        .iter()
+        .map(|o| match o {
+            ApprovalOutput::Resolved { request_id, .. } => request_id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(ids, vec![&first, &second]);
+    assert!(approval.gate().target(5173).is_ok());
+}
+
+#[test]
+fn a_denied_server_is_not_asked_again_after_a_restart() {
+    let mut approval = Approval::new();
+    let gate = approval.gate();
+    let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
+    deny(&mut approval, &id);
+    assert_eq!(
+        gate.target(5173),
+        Err(GateError::NotApproved { port: 5173 })
+    );
+
+    // A quick restart: nothing.
+    assert!(
+        approval
+            .on_candidate(CandidateEvent::Changed(vite(2)))
+            .unwrap()
+            .is_empty()
+    );
+    // Closed and back later: still nothing to ask.
+    assert_eq!(approval.on_candidate(closed(5173)).unwrap().len(), 1);
+    assert!(
+        approval
+            .on_candidate(CandidateEvent::Opened(vite(3)))
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        gate.target(5173),
+        Err(GateError::NotApproved { port: 5173 })
+    );
+
+    // It is listed as denied, and its close is sent once Kandan knows it.
+    let snapshot = approval.snapshot();
+    assert_eq!(snapshot.len(), 1);
+    assert_eq!(snapshot[0].state, RequestState::Denied);
+    let out = approval.on_candidate(closed(5173)).unwrap();
+    assert_eq!(
+        out,
+        vec![ApprovalOutput::Closed {
+            request_id: snapshot[0].request_id.clone(),
+            port: 5173
+        }]
+    );
+}
+
+#[test]
+fn a_silently_denied_candidate_closes_silently() {
+    let mut approval = Approval::new();
+    let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
+    deny(&mut approval, &id);
+    approval.on_candidate(closed(5173)).unwrap();
+    assert!(
+        approval
+            .on_candidate(CandidateEvent::Opened(vite(2)))
+            .unwrap()
+            .is_empty()
+    );
+    // Kandan never heard of this request id: no close for it.
+    assert!(approval.on_candidate(closed(5173)).unwrap().is_empty());
+}
+
+#[test]
+fn a_denied_port_taken_by_another_command_is_asked_again() {
+    let mut approval = Approval::new();
+    let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
+    deny(&mut approval, &id);
+    approval.on_candidate(closed(5173)).unwrap();
+    let other = cand(5173, 5, "python3 -m http.server 5173", "/x");
+    let (_, restarted, state) = expect_request(&mut approval, CandidateEvent::Opened(other));
+    assert!(!restarted);
+    assert_eq!(state, RequestState::Pending);
+}
+
+#[test]
+fn the_same_command_in_another_cwd_is_another_identity() {
+    let mut approval = Approval::new();
+    let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
+    approve(&mut approval, &id);
+    approval.on_candidate(closed(5173)).unwrap();
+    let elsewhere = cand(5173, 2, "node /x/node_modules/.bin/vite", "/y");
+    let (_, restarted, state) = expect_request(&mut approval, CandidateEvent::Opened(elsewhere));
+    assert!(!restarted);
+    assert_eq!(state, RequestState::Pending);
+    assert_eq!(
+        approval.gate().target(5173),
+        Err(GateError::NotApproved { port: 5173 })
+    );
+}
+
+#[test]
+fn another_program_on_the_port_voids_the_approval_at_once() {
+    let mut approval = Approval::new();
+    let gate = approval.gate();
+    let mut revoked = gate.revocations();
+    let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
+    approve(&mut approval, &id);
+
+    let other = cand(5173, 7, "python3 -m http.server 5173", "/x");
+    let out = approval
+        .on_candidate(CandidateEvent::Changed(other))
+        .unwrap();
+    let [
+        ApprovalOutput::Closed {
+            request_id: closed_id,
+            port: 5173,
+        },
+        ApprovalOutput::Request {
+            request_id: new_id,
+            restarted: false,
+            state: RequestState::Pending,
+            pid: 7,
+            ..
+        },
+    ] = out.as_slice()
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(*closed_id, id);
+    assert_ne!(*new_id, id);
+    assert_eq!(
+        gate.target(5173),
+        Err(GateError::NotApproved { port: 5173 })
+    );
+    assert_eq!(
+        revoked.try_recv(),
+        Ok(Revocation {
+            port: 5173,
+            reason: RevokeReason::OwnerChanged
+        })
+    );
+
+    // Approving the old request now approves only the old program.
+    approve(&mut approval, &id);
+    assert_eq!(
+        gate.target(5173),
+        Err(GateError::NotApproved { port: 5173 })
+    );
+    approve(&mut approval, new_id);
+    assert!(gate.target(5173).is_ok());
+}
+
+#[test]
+fn a_switch_between_two_approved_programs_still_revokes_the_old_sockets() {
+    let mut approval = Approval::new();
+    let gate = approval.gate();
+    let (a, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
+    approve(&mut approval, &a);
+    let other = cand(5173, 7, "python3 -m http.server 5173", "/x");
+    let (_, b) = {
+        let out = approval
+            .on_candidate(CandidateEvent::Changed(other.clone()))
+            .unwrap();
+        match &out[1] {
+            ApprovalOutput::Request { request_id, .. } => (out[0].clone(), request_id.clone()),
+            o => panic!("{o:?}"),
+        }
+    };
+    approve(&mut approval, &b);
+
+    let mut revoked = gate.revocations();
+    let out = approval
+        .on_candidate(CandidateEvent::Changed(vite(3)))
+        .unwrap();
+    assert!(matches!(
+        out.as_slice(),
+        [
+            ApprovalOutput::Closed { .. },
+            ApprovalOutput::Request {
+                restarted: true,
+                state: RequestState::Approved,
+                ..
+            }
+        ]
+    ));
+    assert_eq!(
+        revoked.try_recv().unwrap().reason,
+        RevokeReason::OwnerChanged
+    );
+    assert!(gate.target(5173).is_ok());
+}
+
+#[test]
+fn deny_after_approve_revokes() {
+    let mut approval = Approval::new();
+    let gate = approval.gate();
+    let mut revoked = gate.revocations();
+    let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
+    approve(&mut approval, &id);
+    deny(&mut approval, &id);
+    assert_eq!(
+        gate.target(5173),
+        Err(GateError::NotApproved { port: 5173 })
+    );
+    assert_eq!(
+        revoked.try_recv(),
+        Ok(Revocation {
+            port: 5173,
+            reason: RevokeReason::Denied
+        })
+    );
+    // And back: the last decision wins.
+    approve(&mut approval, &id);
+    assert!(gate.target(5173).is_ok());
+}
+
+#[test]
+fn address_changes_update_the_gate_without_asking() {
+    let mut approval = Approval::new();
+    let gate = approval.gate();
+    let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
+    approve(&mut approval, &id);
+    let mut v6 = vite(1);
+    v6.addresses = vec!["::1".parse().unwrap()];
+    assert!(
+        approval
+            .on_candidate(CandidateEvent::AddressesChanged(v6))
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(gate.target(5173), Ok(vec!["::1".parse().unwrap()]));
+}
+
+#[test]
+fn snapshot_lists_every_candidate_with_its_state() {
+    let mut approval = Approval::new();
+    let (a, _, _) = expect_request(
+        &mut approval,
+        CandidateEvent::Opened(cand(3000, 1, "a", "/x")),
+    );
+    let (b, _, _) = expect_request(
+        &mut approval,
+        CandidateEvent::Opened(cand(4000, 2, "b", "/x")),
+    );
+    expect_request(
+        &mut approval,
+        CandidateEvent::Opened(cand(2000, 3, "c", "/x")),
+    );
+    approve(&mut approval, &a);
+    deny(&mut approval, &b);
+    let states: Vec<(u16, RequestState)> = approval
+        .snapshot()
+        .iter()
+        .map(|l| (l.port, l.state))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            (2000, RequestState::Pending),
+            (3000, RequestState::Approved),
+            (4000, RequestState::Denied),
+        ]
+    );
+    approval.on_candidate(closed(3000)).unwrap();
+    assert_eq!(approval.snapshot().len(), 2);
+}
+
+#[test]
+fn old_closed_requests_are_forgotten_eventually() {
+    let mut approval = Approval::new();
+    let (first, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
+    approval.on_candidate(closed(5173)).unwrap();
+    for pid in 0..CLOSED_REQUESTS_KEPT as u32 {
+        approval
+            .on_candidate(CandidateEvent::Opened(vite(pid)))
+            .unwrap();
+        approval.on_candidate(closed(5173)).unwrap();
+    }
+    assert!(matches!(
+        approval.resolve(resolution(&first, Decision::Approve)),
+        Err(ApprovalError::UnknownRequest(_))
+    ));
+}
+
+#[test]
+fn gates_are_shared_views() {
+    let mut approval = Approval::new();
+    let gate = approval.gate();
+    let clone = gate.clone();
+    let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
+    approve(&mut approval, &id);
+    assert!(clone.target(5173).is_ok());
+    let handle = std::thread::spawn(move || clone.target(5173).is_ok());
+    assert!(handle.join().unwrap());
+}

@@ -1,0 +1,305 @@
+//! The connection manager: one tokio task that keeps a Phoenix channel to
+//! Kandan joined, delivers controls to the runner and sends its events.
+//!
+//! Outbound policy ("nothing stale is replayed"): after every join the
+//! runner's first event must be `runner_ready` with the whole current state,
+//! so nothing is queued across connections. While the channel is not joined,
+//! and after a join until `runner_ready` goes out, every event is dropped:
+//! state events are superseded by that `runner_ready`, and answers to
+//! controls are useless because Kandan forgets its requests when the
+//! connection goes. Answers are tied to the [`Session`] whose control they
+//! answer ([`ControlHandle::reply`]) and are dropped once that session ended.
+//! The queue between the handle and the socket is bounded (default 1024
+//! events); while joined, a full queue makes `send` wait (backpressure for
+//! streamed bodies); otherwise the task drains and drops, so `send` never
+//! waits long.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use super::connection::{self, Ended};
+use super::connector::{Connector, TcpConnector};
+use super::controls::Control;
+use super::endpoint;
+use super::events::Event;
+use super::schedule::Backoff;
+
+/// What the runner says about itself when it joins.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinInfo {
+    pub runner_id: String,
+    pub version: String,
+    pub hostname: String,
+    pub os: String,
+    pub backend: String,
+    pub config_version: u64,
+}
+
+/// Intervals; the defaults are the contract's, tests shorten them.
+#[derive(Clone, Debug)]
+pub struct Timing {
+    pub heartbeat_interval: Duration,
+    /// No heartbeat reply within this: the connection is dead.
+    pub heartbeat_timeout: Duration,
+    /// No join reply within this: retried on the rejoin schedule.
+    pub join_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub reconnect: Backoff,
+    pub rejoin: Backoff,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            heartbeat_interval: Duration::from_secs(30),
+            heartbeat_timeout: Duration::from_secs(30),
+            join_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            reconnect: Backoff::reconnect(),
+            rejoin: Backoff::rejoin(),
+        }
+    }
+}
+
+/// Everything the client needs.
+#[derive(Clone)]
+pub struct ControlConfig {
+    /// The socket mount, e.g. `ws://host/runner/socket`.
+    pub url: String,
+    pub token: Option<String>,
+    pub join: JoinInfo,
+    pub timing: Timing,
+    /// Events between the handle and the socket.
+    pub outbox_capacity: usize,
+    /// Inputs not yet taken by the runner; a full queue pauses reading.
+    pub input_capacity: usize,
+}
+
+impl ControlConfig {
+    pub fn new(url: impl Into<String>, token: Option<String>, join: JoinInfo) -> Self {
+        ControlConfig {
+            url: url.into(),
+            token,
+            join,
+            timing: Timing::default(),
+            outbox_capacity: 1024,
+            input_capacity: 256,
+        }
+    }
+}
+
+impl std::fmt::Debug for ControlConfig {
+    // By hand, so that the token never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlConfig")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("join", &self.join)
+            .field("timing", &self.timing)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One successful join. Answers carry the session of the control they answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Session(pub(super) u64);
+
+/// What the client tells the runner.
+#[derive(Debug)]
+pub enum ControlInput {
+    /// The channel is joined. Answer first with `runner_ready` carrying the
+    /// whole current state (`handle.reply(session, Event::RunnerReady(..))`);
+    /// everything sent before it in this session is dropped.
+    Joined(Session),
+    /// A well-formed control. Malformed and unknown ones never get here: the
+    /// client answers them with a `control_error` itself.
+    Control { session: Session, control: Control },
+    /// The channel is no longer joined (socket lost, or the channel failed);
+    /// a `Joined` follows when it is back.
+    Disconnected,
+}
+
+/// The control client is gone (its task ended).
+#[derive(Debug, thiserror::Error)]
+#[error("control client stopped")]
+pub struct ClientStopped;
+
+pub(super) enum Outgoing {
+    /// State-bearing: sent whenever the current session is ready.
+    State(Event),
+    /// An answer to a control of this session.
+    Reply(Session, Event),
+}
+
+/// Sends events; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ControlHandle {
+    outbox: mpsc::Sender<Outgoing>,
+    join: Arc<Mutex<JoinInfo>>,
+}
+
+impl ControlHandle {
+    /// Sends a state event (`port_forward_request`, `port_forward_closed`,
+    /// `port_forward_resolved`, `runner_config_applied`, `runner_ready`).
+    /// Dropped while not joined: the next `runner_ready` carries the state.
+    pub async fn send(&self, event: Event) -> Result<(), ClientStopped> {
+        self.outbox
+            .send(Outgoing::State(event))
+            .await
+            .map_err(|_| ClientStopped)
+    }
+
+    /// Sends an answer to a control of `session` (forwarding responses,
+    /// `control_error`, `local_editor_started`, the `runner_ready` that
+    /// answers `Joined`). Dropped when that session has ended.
+    pub async fn reply(&self, session: Session, event: Event) -> Result<(), ClientStopped> {
+        self.outbox
+            .send(Outgoing::Reply(session, event))
+            .await
+            .map_err(|_| ClientStopped)
+    }
+
+    /// The `configVersion` of the next join payload.
+    pub fn set_config_version(&self, config_version: u64) {
+        self.join
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .config_version = config_version;
+    }
+}
+
+/// The running client.
+#[derive(Debug)]
+pub struct ControlChannel {
+    pub handle: ControlHandle,
+    pub inputs: mpsc::Receiver<ControlInput>,
+    /// Ends when every handle or the input receiver is dropped.
+    pub task: JoinHandle<()>,
+}
+
+/// Entry point.
+pub struct ControlClient;
+
+impl ControlClient {
+    /// Starts the client over TCP.
+    pub fn spawn(config: ControlConfig) -> ControlChannel {
+        Self::spawn_with(config, TcpConnector)
+    }
+
+    /// Starts the client over any transport.
+    pub fn spawn_with<C: Connector>(config: ControlConfig, connector: C) -> ControlChannel {
+        let (outbox_tx, outbox_rx) = mpsc::channel(config.outbox_capacity.max(1));
+        let (input_tx, input_rx) = mpsc::channel(config.input_capacity.max(1));
+        let join = Arc::new(Mutex::new(config.join.clone()));
+        let handle = ControlHandle {
+            outbox: outbox_tx,
+            join: join.clone(),
+        };
+        let links = Links {
+            outbox: outbox_rx,
+            inputs: input_tx,
+        };
+        let task = tokio::spawn(run(config, join, connector, links));
+        ControlChannel {
+            handle,
+            inputs: input_rx,
+            task,
+        }
+    }
+}
+
+/// The task's ends of the two queues.
+pub(super) struct Links {
+    pub outbox: mpsc::Receiver<Outgoing>,
+    pub inputs: mpsc::Sender<ControlInput>,
+}
+
+impl Links {
+    /// Runs `future` while not joined: drains (and drops) events so that
+    /// senders never block, and stops when the runner is gone.
+    pub async fn offline<F: Future>(&mut self, future: F) -> Option<F::Output> {
+        let mut future = std::pin::pin!(future);
+        loop {
+            tokio::select! {
+                output = &mut future => return Some(output),
+                outgoing = self.outbox.recv() => match outgoing {
+                    Some(outgoing) => drop_offline(&outgoing),
+                    None => return None,
+                },
+                () = self.inputs.closed() => return None,
+            }
+        }
+    }
+}
+
+fn drop_offline(outgoing: &Outgoing) {
+    let (Outgoing::State(event) | Outgoing::Reply(_, event)) = outgoing;
+    tracing::debug!(event = event.kind(), "not joined: event dropped");
+}
+
+async fn run<C: Connector>(
+    config: ControlConfig,
+    join: Arc<Mutex<JoinInfo>>,
+    mut connector: C,
+    mut links: Links,
+) {
+    let url = endpoint::socket_url(&config.url, config.token.as_deref());
+    let shown = endpoint::redacted_url(&config.url);
+    let timing = config.timing.clone();
+    let mut attempt = 0usize;
+    let mut sessions = 0u64;
+    loop {
+        let connect = tokio::time::timeout(timing.connect_timeout, connector.connect(&url));
+        let Some(connected) = links.offline(connect).await else {
+            return;
+        };
+        match connected {
+            Ok(Ok(ws)) => {
+                info!(url = %shown, "connected to kandan");
+                let join_info = || join.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                let ended =
+                    connection::run(ws, &timing, join_info, &mut links, &mut sessions).await;
+                match ended {
+                    Ended::Stopped => return,
+                    Ended::Lost {
+                        ever_joined,
+                        joined,
+                        reason,
+                        pending,
+                    } => {
+                        warn!(url = %shown, %reason, "connection to kandan lost");
+                        if ever_joined {
+                            attempt = 0;
+                        }
+                        // Controls already read are still the runner's to act on
+                        // (an approval stays valid); then tell it the channel is gone.
+                        for input in pending
+                            .into_iter()
+                            .chain(joined.then_some(ControlInput::Disconnected))
+                        {
+                            let inputs = links.inputs.clone();
+                            match links.offline(inputs.send(input)).await {
+                                Some(Ok(())) => {}
+                                _ => return,
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(Err(error)) => warn!(url = %shown, %error, "cannot connect to kandan"),
+            Err(_) => warn!(url = %shown, "connecting to kandan timed out"),
+        }
+        let delay = timing.reconnect.delay(attempt);
+        attempt = attempt.saturating_add(1);
+        tracing::debug!(?delay, attempt, "reconnecting");
+        if links.offline(tokio::time::sleep(delay)).await.is_none() {
+            return;
+        }
+    }
+}

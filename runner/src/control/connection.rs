@@ -1,0 +1,410 @@
+//! One WebSocket connection: join the channel, heartbeat, route frames,
+//! rejoin on channel errors. Returns when the socket is gone.
+
+use std::collections::VecDeque;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, MissedTickBehavior, sleep_until};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tracing::{debug, info, warn};
+
+use super::client::{ControlInput, JoinInfo, Links, Outgoing, Session, Timing};
+use super::controls::Control;
+use super::events::{ControlErrorEvent, ErrorCode, Event};
+use super::frame::{Frame, RefCounter, Reply};
+
+/// How a connection ended.
+pub(super) enum Ended {
+    /// Every handle or the input receiver was dropped.
+    Stopped,
+    /// The socket is gone (or judged dead).
+    Lost {
+        /// The channel was joined at least once: the reconnect schedule restarts.
+        ever_joined: bool,
+        /// The runner was told `Joined` and not yet `Disconnected`.
+        joined: bool,
+        reason: String,
+        /// Inputs read but not yet taken by the runner, in order.
+        pending: VecDeque<ControlInput>,
+    },
+}
+
+/// The channel's state on this socket.
+enum Channel {
+    /// `phx_join` sent with this ref, no reply yet.
+    Joining { join_ref: String, deadline: Instant },
+    Joined {
+        join_ref: String,
+        session: Session,
+        ready: bool,
+    },
+    /// Waiting to rejoin; `join_ref` is the last (now stale) one.
+    Waiting { join_ref: String, until: Instant },
+}
+
+impl Channel {
+    fn join_ref(&self) -> &str {
+        match self {
+            Channel::Joining { join_ref, .. }
+            | Channel::Joined { join_ref, .. }
+            | Channel::Waiting { join_ref, .. } => join_ref,
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        match self {
+            Channel::Joining { deadline, .. } => Some(*deadline),
+            Channel::Waiting { until, .. } => Some(*until),
+            Channel::Joined { .. } => None,
+        }
+    }
+}
+
+/// Why the loop must stop.
+enum Stop {
+    Stopped,
+    Lost(String),
+}
+
+struct Conn<'a, S> {
+    ws: WebSocketStream<S>,
+    timing: &'a Timing,
+    topic: String,
+    refs: RefCounter,
+    channel: Channel,
+    rejoin_attempt: usize,
+    heartbeat_ref: Option<(String, Instant)>,
+    pending: VecDeque<ControlInput>,
+    ever_joined: bool,
+    sessions: &'a mut u64,
+}
+
+pub(super) async fn run<S, J>(
+    ws: WebSocketStream<S>,
+    timing: &Timing,
+    join_info: J,
+    links: &mut Links,
+    sessions: &mut u64,
+) -> Ended
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    J: Fn() -> JoinInfo,
+{
+    let topic = format!("runner:{}", join_info().runner_id);
+    let mut conn = Conn {
+        ws,
+        timing,
+        topic,
+        refs: RefCounter::default(),
+        channel: Channel::Waiting {
+            join_ref: String::new(),
+            until: Instant::now(),
+        },
+        rejoin_attempt: 0,
+        heartbeat_ref: None,
+        pending: VecDeque::new(),
+        ever_joined: false,
+        sessions,
+    };
+    let stop = match conn.join(&join_info).await {
+        Ok(()) => conn.serve(&join_info, links).await,
+        Err(stop) => stop,
+    };
+    match stop {
+        Stop::Stopped => {
+            let _ = conn.ws.close(None).await;
+            Ended::Stopped
+        }
+        Stop::Lost(reason) => Ended::Lost {
+            ever_joined: conn.ever_joined,
+            joined: matches!(conn.channel, Channel::Joined { .. }),
+            reason,
+            pending: conn.pending,
+        },
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
+    async fn serve(&mut self, join_info: &impl Fn() -> JoinInfo, links: &mut Links) -> Stop {
+        let period = self.timing.heartbeat_interval;
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + period, period);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let channel_deadline = self.channel.deadline();
+            let heartbeat_deadline = self.heartbeat_ref.as_ref().map(|(_, deadline)| *deadline);
+            let result = tokio::select! {
+                // Reading pauses while the runner has not taken what was read.
+                message = self.ws.next(), if self.pending.is_empty() => match message {
+                    None => Err(Stop::Lost("socket closed".into())),
+                    Some(Err(error)) => Err(Stop::Lost(format!("socket error: {error}"))),
+                    Some(Ok(message)) => self.on_message(message).await,
+                },
+                permit = links.inputs.reserve(), if !self.pending.is_empty() => match permit {
+                    Ok(permit) => {
+                        if let Some(input) = self.pending.pop_front() {
+                            permit.send(input);
+                        }
+                        Ok(())
+                    }
+                    Err(_) => Err(Stop::Stopped),
+                },
+                outgoing = links.outbox.recv() => match outgoing {
+                    Some(outgoing) => self.on_outgoing(outgoing).await,
+                    None => Err(Stop::Stopped),
+                },
+                _ = heartbeat.tick() => self.send_heartbeat().await,
+                () = sleep_until(heartbeat_deadline.unwrap_or_else(Instant::now)), if heartbeat_deadline.is_some() => {
+                    Err(Stop::Lost("no heartbeat reply".into()))
+                }
+                () = sleep_until(channel_deadline.unwrap_or_else(Instant::now)), if channel_deadline.is_some() => {
+                    self.on_channel_deadline(join_info).await
+                }
+            };
+            if let Err(stop) = result {
+                return stop;
+            }
+        }
+    }
+
+    async fn write(&mut self, frame: Frame) -> Result<(), Stop> {
+        self.ws
+            .send(Message::text(frame.to_text()))
+            .await
+            .map_err(|error| Stop::Lost(format!("socket write failed: {error}")))
+    }
+
+    async fn join(&mut self, join_info: &impl Fn() -> JoinInfo) -> Result<(), Stop> {
+        let join_ref = self.refs.next_ref();
+        let payload = serde_json::to_value(join_info()).unwrap_or(Value::Null);
+        let frame = Frame {
+            join_ref: Some(join_ref.clone()),
+            msg_ref: Some(join_ref.clone()),
+            topic: self.topic.clone(),
+            event: "phx_join".into(),
+            payload,
+        };
+        debug!(topic = %self.topic, %join_ref, "joining");
+        self.channel = Channel::Joining {
+            join_ref,
+            deadline: Instant::now() + self.timing.join_timeout,
+        };
+        self.write(frame).await
+    }
+
+    async fn send_heartbeat(&mut self) -> Result<(), Stop> {
+        if self.heartbeat_ref.is_some() {
+            // The previous one is still unanswered; its deadline decides.
+            return Ok(());
+        }
+        let msg_ref = self.refs.next_ref();
+        self.heartbeat_ref = Some((
+            msg_ref.clone(),
+            Instant::now() + self.timing.heartbeat_timeout,
+        ));
+        self.write(Frame {
+            join_ref: None,
+            msg_ref: Some(msg_ref),
+            topic: "phoenix".into(),
+            event: "heartbeat".into(),
+            payload: json!({}),
+        })
+        .await
+    }
+
+    /// Leaves the joined state and schedules the next join attempt.
+    fn schedule_rejoin(&mut self) {
+        if let Channel::Joined { .. } = self.channel {
+            self.pending.push_back(ControlInput::Disconnected);
+        }
+        let delay = self.timing.rejoin.delay(self.rejoin_attempt);
+        self.rejoin_attempt = self.rejoin_attempt.saturating_add(1);
+        let join_ref = self.channel.join_ref().to_owned();
+        self.channel = Channel::Waiting {
+            join_ref,
+            until: Instant::now() + delay,
+        };
+    }
+
+    async fn on_channel_deadline(&mut self, join_info: &impl Fn() -> JoinInfo) -> Result<(), Stop> {
+        match self.channel {
+            Channel::Joining { .. } => {
+                warn!(topic = %self.topic, "join timed out");
+                self.schedule_rejoin();
+                Ok(())
+            }
+            Channel::Waiting { .. } => self.join(join_info).await,
+            Channel::Joined { .. } => Ok(()),
+        }
+    }
+
+    async fn on_message(&mut self, message: Message) -> Result<(), Stop> {
+        match message {
+            Message::Text(text) => match Frame::parse(&text) {
+                Ok(frame) => self.on_frame(frame).await,
+                Err(error) => self.refuse_frame(&error.to_string()).await,
+            },
+            Message::Binary(_) => self.refuse_frame("binary frames are not used").await,
+            Message::Close(close) => {
+                let reason = match close {
+                    Some(close) => format!(
+                        "closed by kandan: {} {}",
+                        u16::from(close.code),
+                        close.reason
+                    ),
+                    None => "closed by kandan".into(),
+                };
+                Err(Stop::Lost(reason))
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
+        }
+    }
+
+    /// A frame that is not Phoenix v2: answered like a malformed control.
+    async fn refuse_frame(&mut self, problem: &str) -> Result<(), Stop> {
+        warn!(problem, "malformed frame from kandan");
+        let event = ControlErrorEvent {
+            control_type: String::new(),
+            request_id: None,
+            socket_id: None,
+            code: ErrorCode::InvalidControl,
+            message: format!("malformed frame: {problem}"),
+        };
+        self.push_now(Event::ControlError(event)).await
+    }
+
+    async fn on_frame(&mut self, frame: Frame) -> Result<(), Stop> {
+        if frame.topic == "phoenix" {
+            if frame.event == "phx_reply"
+                && let Some((pending, _)) = &self.heartbeat_ref
+                && frame.msg_ref.as_deref() == Some(pending.as_str())
+            {
+                self.heartbeat_ref = None;
+            }
+            return Ok(());
+        }
+        if frame.topic != self.topic {
+            debug!(topic = %frame.topic, "frame for another topic ignored");
+            return Ok(());
+        }
+        // Pushes from an earlier join of this topic (broadcasts carry no joinRef).
+        if let Some(join_ref) = &frame.join_ref
+            && join_ref != self.channel.join_ref()
+        {
+            debug!(event = %frame.event, "stale joinRef: frame dropped");
+            return Ok(());
+        }
+        match frame.event.as_str() {
+            "phx_reply" => self.on_reply(&frame),
+            "phx_error" | "phx_close" => {
+                if matches!(
+                    self.channel,
+                    Channel::Joined { .. } | Channel::Joining { .. }
+                ) {
+                    warn!(topic = %self.topic, event = %frame.event, "channel failed, rejoining");
+                    self.schedule_rejoin();
+                }
+                Ok(())
+            }
+            "control" => self.on_control(&frame.payload).await,
+            other => {
+                debug!(event = other, "unexpected event ignored");
+                Ok(())
+            }
+        }
+    }
+
+    fn on_reply(&mut self, frame: &Frame) -> Result<(), Stop> {
+        let reply = Reply::from_payload(&frame.payload);
+        let Channel::Joining { join_ref, .. } = &self.channel else {
+            if !reply.ok {
+                debug!(reason = %reply.reason(), "event refused by kandan");
+            }
+            return Ok(());
+        };
+        if frame.msg_ref.as_deref() != Some(join_ref.as_str()) {
+            return Ok(());
+        }
+        if reply.ok {
+            *self.sessions += 1;
+            let session = Session(*self.sessions);
+            info!(topic = %self.topic, "joined");
+            self.channel = Channel::Joined {
+                join_ref: join_ref.clone(),
+                session,
+                ready: false,
+            };
+            self.rejoin_attempt = 0;
+            self.ever_joined = true;
+            self.pending.push_back(ControlInput::Joined(session));
+        } else {
+            warn!(topic = %self.topic, reason = %reply.reason(), "join refused");
+            self.schedule_rejoin();
+        }
+        Ok(())
+    }
+
+    async fn on_control(&mut self, payload: &Value) -> Result<(), Stop> {
+        let Channel::Joined { session, .. } = self.channel else {
+            debug!("control before join dropped");
+            return Ok(());
+        };
+        match Control::parse(payload) {
+            Ok(control) => {
+                self.pending
+                    .push_back(ControlInput::Control { session, control });
+                Ok(())
+            }
+            Err(rejection) => {
+                warn!(control_type = %rejection.control_type, code = ?rejection.code(), problem = %rejection.problem, "control refused");
+                self.push_now(Event::ControlError(rejection.to_event()))
+                    .await
+            }
+        }
+    }
+
+    /// Answers the current session directly (the runner is not involved).
+    async fn push_now(&mut self, event: Event) -> Result<(), Stop> {
+        if let Channel::Joined { .. } = self.channel {
+            self.push(&event).await
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn push(&mut self, event: &Event) -> Result<(), Stop> {
+        let frame = Frame {
+            join_ref: Some(self.channel.join_ref().to_owned()),
+            msg_ref: Some(self.refs.next_ref()),
+            topic: self.topic.clone(),
+            event: "event".into(),
+            payload: event.to_json(),
+        };
+        self.write(frame).await
+    }
+
+    /// The outbound policy of the module docs in `client`.
+    async fn on_outgoing(&mut self, outgoing: Outgoing) -> Result<(), Stop> {
+        let Channel::Joined { session, ready, .. } = &mut self.channel else {
+            let (Outgoing::State(event) | Outgoing::Reply(_, event)) = &outgoing;
+            debug!(event = event.kind(), "not joined: event dropped");
+            return Ok(());
+        };
+        let (event, current) = match outgoing {
+            Outgoing::State(event) => (event, true),
+            Outgoing::Reply(of, event) => (event, of == *session),
+        };
+        let is_ready = matches!(event, Event::RunnerReady(_));
+        if !current || !(*ready || is_ready) {
+            debug!(
+                event = event.kind(),
+                current, "stale or before runner_ready: event dropped"
+            );
+            return Ok(());
+        }
+        *ready = true;
+        self.push(&event).await
+    }
+}

@@ -1,0 +1,459 @@
+//! Events the runner sends to Kandan (PROTOCOL.md section 4), serialized to
+//! the exact JSON of the contract. Bodies are bytes here, base64 on the wire.
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::controls::{ActorId, Decision, Opcode};
+
+/// One event, tagged by `type`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    RunnerReady(RunnerReady),
+    PortForwardRequest(PortForwardRequest),
+    PortForwardClosed(PortForwardClosed),
+    PortForwardResolved(PortForwardResolved),
+    ForwardHttpResponse(ForwardHttpResponse),
+    ForwardHttpResponseChunk(ForwardHttpResponseChunk),
+    ForwardWebsocketOpened(ForwardWebsocketOpened),
+    ForwardWebsocketMessage(ForwardWebsocketMessage),
+    ForwardWebsocketClosed(ForwardWebsocketClosed),
+    RunnerConfigApplied(RunnerConfigApplied),
+    LocalEditorStarted(LocalEditorStarted),
+    ControlError(ControlErrorEvent),
+}
+
+impl Event {
+    /// The payload of the client push.
+    pub fn to_json(&self) -> Value {
+        // Only strings, numbers, bools and string-keyed maps: cannot fail.
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// The wire `type`, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::RunnerReady(_) => "runner_ready",
+            Event::PortForwardRequest(_) => "port_forward_request",
+            Event::PortForwardClosed(_) => "port_forward_closed",
+            Event::PortForwardResolved(_) => "port_forward_resolved",
+            Event::ForwardHttpResponse(_) => "forward_http_response",
+            Event::ForwardHttpResponseChunk(_) => "forward_http_response_chunk",
+            Event::ForwardWebsocketOpened(_) => "forward_websocket_opened",
+            Event::ForwardWebsocketMessage(_) => "forward_websocket_message",
+            Event::ForwardWebsocketClosed(_) => "forward_websocket_closed",
+            Event::RunnerConfigApplied(_) => "runner_config_applied",
+            Event::LocalEditorStarted(_) => "local_editor_started",
+            Event::ControlError(_) => "control_error",
+        }
+    }
+}
+
+/// Sent first after every successful join: the whole current state.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunnerReady {
+    pub runner_id: String,
+    pub version: String,
+    pub backend: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend_reason: Option<String>,
+    pub config_version: u64,
+    pub listeners: Vec<ReadyListener>,
+}
+
+/// A current candidate in `runner_ready`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadyListener {
+    #[serde(flatten)]
+    pub listener: ListenerInfo,
+    pub state: ListenerState,
+}
+
+/// Approval state of a candidate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerState {
+    Pending,
+    Approved,
+    Denied,
+}
+
+/// What Kandan is told about a candidate listener.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerInfo {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    pub request_id: String,
+    pub port: u16,
+    pub pid: u32,
+    pub command: String,
+    pub label: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    pub addresses: Vec<IpAddr>,
+}
+
+/// A candidate opened or changed.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortForwardRequest {
+    #[serde(flatten)]
+    pub listener: ListenerInfo,
+    /// The same command and cwd came back on the same port.
+    pub restarted: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortForwardClosed {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    pub request_id: String,
+    pub port: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortForwardResolved {
+    pub request_id: String,
+    pub port: u16,
+    pub decision: Decision,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor_user_id: Option<ActorId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor_slug: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ForwardHttpResponse {
+    pub request_id: String,
+    pub status: u16,
+    /// Always pairs on the wire.
+    pub headers: Vec<(String, String)>,
+    #[serde(rename = "bodyBase64", with = "base64_bytes")]
+    pub body: Vec<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub streaming: Option<bool>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ForwardHttpResponseChunk {
+    pub request_id: String,
+    pub seq: u64,
+    #[serde(rename = "bodyBase64", with = "base64_bytes")]
+    pub body: Vec<u8>,
+    pub done: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ForwardWebsocketOpened {
+    pub socket_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ForwardWebsocketMessage {
+    pub socket_id: String,
+    pub opcode: Opcode,
+    #[serde(rename = "bodyBase64", with = "base64_bytes")]
+    pub body: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ForwardWebsocketClosed {
+    pub socket_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunnerConfigApplied {
+    pub config_version: u64,
+    pub allowed_cwds: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalEditorStarted {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    pub cwd: String,
+    pub port: u16,
+}
+
+/// A control was refused or failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ControlErrorEvent {
+    /// The control's `type` as received ("" when it could not be read).
+    pub control_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_id: Option<String>,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// The `code` of a `control_error`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidControl,
+    UnknownControl,
+    PortNotApproved,
+    PortNotListening,
+    UpstreamUnreachable,
+    UpstreamTimeout,
+    BodyTooLarge,
+    CwdNotAllowed,
+    UnknownSocket,
+    Unsupported,
+}
+
+/// `bodyBase64`: standard alphabet, padded.
+mod base64_bytes {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&STANDARD.encode(bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn listener() -> ListenerInfo {
+        ListenerInfo {
+            instance_id: None,
+            request_id: "req-1".into(),
+            port: 5173,
+            pid: 4242,
+            command: "node vite".into(),
+            label: "node".into(),
+            cwd: Some("/x".into()),
+            addresses: vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()],
+        }
+    }
+
+    #[test]
+    fn runner_ready() {
+        let event = Event::RunnerReady(RunnerReady {
+            runner_id: "r1".into(),
+            version: "0.1.0".into(),
+            backend: "procfs".into(),
+            backend_reason: Some("ebpf unavailable: CAP_BPF missing".into()),
+            config_version: 3,
+            listeners: vec![ReadyListener {
+                listener: listener(),
+                state: ListenerState::Approved,
+            }],
+        });
+        assert_eq!(
+            event.to_json(),
+            json!({
+                "type": "runner_ready", "runnerId": "r1", "version": "0.1.0", "backend": "procfs",
+                "backendReason": "ebpf unavailable: CAP_BPF missing", "configVersion": 3,
+                "listeners": [{
+                    "requestId": "req-1", "port": 5173, "pid": 4242, "command": "node vite",
+                    "label": "node", "cwd": "/x", "addresses": ["127.0.0.1", "::1"], "state": "approved"
+                }]
+            })
+        );
+    }
+
+    #[test]
+    fn runner_ready_without_optionals() {
+        let event = Event::RunnerReady(RunnerReady {
+            runner_id: "r1".into(),
+            version: "0.1.0".into(),
+            backend: "ebpf".into(),
+            backend_reason: None,
+            config_version: 0,
+            listeners: vec![],
+        });
+        assert_eq!(
+            event.to_json(),
+            json!({"type": "runner_ready", "runnerId": "r1", "version": "0.1.0", "backend": "ebpf",
+                   "configVersion": 0, "listeners": []})
+        );
+    }
+
+    #[test]
+    fn port_forward_request() {
+        let mut info = listener();
+        info.instance_id = Some("i1".into());
+        info.cwd = None;
+        let event = Event::PortForwardRequest(PortForwardRequest {
+            listener: info,
+            restarted: true,
+        });
+        assert_eq!(
+            event.to_json(),
+            json!({"type": "port_forward_request", "instanceId": "i1", "requestId": "req-1",
+                   "port": 5173, "pid": 4242, "command": "node vite", "label": "node",
+                   "addresses": ["127.0.0.1", "::1"], "restarted": true})
+        );
+    }
+
+    #[test]
+    fn port_forward_closed_and_resolved() {
+        let closed = Event::PortForwardClosed(PortForwardClosed {
+            instance_id: None,
+            request_id: "req-1".into(),
+            port: 8000,
+        });
+        assert_eq!(
+            closed.to_json(),
+            json!({"type": "port_forward_closed", "requestId": "req-1", "port": 8000})
+        );
+        let resolved = Event::PortForwardResolved(PortForwardResolved {
+            request_id: "req-1".into(),
+            port: 8000,
+            decision: Decision::Deny,
+            actor_user_id: Some(ActorId::Int(7)),
+            actor_slug: Some("ann".into()),
+        });
+        assert_eq!(
+            resolved.to_json(),
+            json!({"type": "port_forward_resolved", "requestId": "req-1", "port": 8000,
+                   "decision": "deny", "actorUserId": 7, "actorSlug": "ann"})
+        );
+    }
+
+    #[test]
+    fn http_response_and_chunks() {
+        let response = Event::ForwardHttpResponse(ForwardHttpResponse {
+            request_id: "h1".into(),
+            status: 200,
+            headers: vec![
+                ("content-type".into(), "text/plain".into()),
+                ("set-cookie".into(), "a=1".into()),
+            ],
+            body: b"hello".to_vec(),
+            streaming: Some(true),
+        });
+        assert_eq!(
+            response.to_json(),
+            json!({"type": "forward_http_response", "requestId": "h1", "status": 200,
+                   "headers": [["content-type", "text/plain"], ["set-cookie", "a=1"]],
+                   "bodyBase64": "aGVsbG8=", "streaming": true})
+        );
+        let chunk = Event::ForwardHttpResponseChunk(ForwardHttpResponseChunk {
+            request_id: "h1".into(),
+            seq: 2,
+            body: vec![0, 255],
+            done: false,
+        });
+        assert_eq!(
+            chunk.to_json(),
+            json!({"type": "forward_http_response_chunk", "requestId": "h1", "seq": 2,
+                   "bodyBase64": "AP8=", "done": false})
+        );
+    }
+
+    #[test]
+    fn websocket_events() {
+        let opened = Event::ForwardWebsocketOpened(ForwardWebsocketOpened {
+            socket_id: "s1".into(),
+            protocol: Some("vite-hmr".into()),
+        });
+        assert_eq!(
+            opened.to_json(),
+            json!({"type": "forward_websocket_opened", "socketId": "s1", "protocol": "vite-hmr"})
+        );
+        let message = Event::ForwardWebsocketMessage(ForwardWebsocketMessage {
+            socket_id: "s1".into(),
+            opcode: Opcode::Binary,
+            body: vec![1, 2, 3],
+        });
+        assert_eq!(
+            message.to_json(),
+            json!({"type": "forward_websocket_message", "socketId": "s1", "opcode": "binary",
+                   "bodyBase64": "AQID"})
+        );
+        let closed = Event::ForwardWebsocketClosed(ForwardWebsocketClosed {
+            socket_id: "s1".into(),
+            code: Some(1000),
+            reason: Some("bye".into()),
+            error: None,
+        });
+        assert_eq!(
+            closed.to_json(),
+            json!({"type": "forward_websocket_closed", "socketId": "s1", "code": 1000, "reason": "bye"})
+        );
+    }
+
+    #[test]
+    fn config_editor_and_error() {
+        let applied = Event::RunnerConfigApplied(RunnerConfigApplied {
+            config_version: 4,
+            allowed_cwds: vec!["/work".into()],
+        });
+        assert_eq!(
+            applied.to_json(),
+            json!({"type": "runner_config_applied", "configVersion": 4, "allowedCwds": ["/work"]})
+        );
+        let editor = Event::LocalEditorStarted(LocalEditorStarted {
+            request_id: None,
+            cwd: "/work".into(),
+            port: 3000,
+        });
+        assert_eq!(
+            editor.to_json(),
+            json!({"type": "local_editor_started", "cwd": "/work", "port": 3000})
+        );
+        let error = Event::ControlError(ControlErrorEvent {
+            control_type: "forward_http_request".into(),
+            request_id: Some("h1".into()),
+            socket_id: None,
+            code: ErrorCode::PortNotApproved,
+            message: "port 9 is not approved".into(),
+        });
+        assert_eq!(
+            error.to_json(),
+            json!({"type": "control_error", "controlType": "forward_http_request", "requestId": "h1",
+                   "code": "port_not_approved", "message": "port 9 is not approved"})
+        );
+    }
+
+    #[test]
+    fn every_error_code_has_its_wire_name() {
+        let codes = [
+            (ErrorCode::InvalidControl, "invalid_control"),
+            (ErrorCode::UnknownControl, "unknown_control"),
+            (ErrorCode::PortNotApproved, "port_not_approved"),
+            (ErrorCode::PortNotListening, "port_not_listening"),
+            (ErrorCode::UpstreamUnreachable, "upstream_unreachable"),
+            (ErrorCode::UpstreamTimeout, "upstream_timeout"),
+            (ErrorCode::BodyTooLarge, "body_too_large"),
+            (ErrorCode::CwdNotAllowed, "cwd_not_allowed"),
+            (ErrorCode::UnknownSocket, "unknown_socket"),
+            (ErrorCode::Unsupported, "unsupported"),
+        ];
+        for (code, name) in codes {
+            assert_eq!(serde_json::to_value(code).unwrap(), json!(name));
+        }
+    }
+}

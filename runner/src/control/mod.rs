@@ -1,0 +1,28 @@
+//! The control channel to Kandan: a Phoenix Channels v2 client over a
+//! WebSocket (`client`), its framing (`frame`), and the typed messages of the
+//! wire contract: controls from Kandan (`controls`), events to it (`events`).
+//!
+//! Wiring: `ControlClient::spawn(config)` gives a [`ControlChannel`]. On
+//! `ControlInput::Joined(session)` answer at once with
+//! `handle.reply(session, Event::RunnerReady(..))` carrying every current
+//! candidate; act on `ControlInput::Control { session, control }` and answer
+//! with `handle.reply(session, ..)`; send state changes with `handle.send(..)`.
+
+pub mod client;
+mod connection;
+pub mod connector;
+pub mod controls;
+pub mod endpoint;
+pub mod events;
+pub mod frame;
+pub mod schedule;
+
+pub use client::{
+    ControlChannel, ControlClient, ControlConfig, ControlHandle, ControlInput, JoinInfo, Session,
+    Timing,
+};
+pub use controls::{Control, ControlRejection};
+pub use events::{ErrorCode, Event};
+
+#[cfg(test)]
+mod tests;

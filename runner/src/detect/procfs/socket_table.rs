@@ -1,0 +1,199 @@
+//! LISTEN sockets of the runner's network namespace, from `/proc/net/tcp`
+//! and `/proc/net/tcp6` (`/proc/net` is `/proc/self/net`).
+//!
+//! The kernel prints addresses as the hex of each 32-bit word of the
+//! network-order address read as a native integer, so on little-endian
+//! machines `127.0.0.1` is `0100007F`; ports are printed in host order.
+//! IPv4-mapped IPv6 addresses (`::ffff:127.0.0.1`) come out as IPv4: such a
+//! socket only ever accepts IPv4 connections.
+
+use std::collections::HashMap;
+use std::io::{self, BufRead};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// `TCP_LISTEN` as `/proc/net/tcp` prints it.
+const LISTEN: &str = "0A";
+
+/// One listening socket of the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listening {
+    pub inode: u64,
+    pub addr: IpAddr,
+    pub port: u16,
+}
+
+/// Every LISTEN socket of the namespace by inode. A missing `tcp6` (IPv6
+/// disabled) is no error.
+pub fn listening() -> io::Result<HashMap<u64, Listening>> {
+    let mut sockets = HashMap::new();
+    read_table("/proc/net/tcp", &mut sockets)?;
+    match read_table("/proc/net/tcp6", &mut sockets) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        other => other?,
+    }
+    Ok(sockets)
+}
+
+fn read_table(path: &str, into: &mut HashMap<u64, Listening>) -> io::Result<()> {
+    let file = std::fs::File::open(path)?;
+    parse_table(io::BufReader::new(file), into)
+}
+
+/// Adds the LISTEN rows of one table (header included) to `into`.
+pub fn parse_table(reader: impl BufRead, into: &mut HashMap<u64, Listening>) -> io::Result<()> {
+    for line in reader.lines() {
+        if let Some(socket) = parse_line(&line?) {
+            into.insert(socket.inode, socket);
+        }
+    }
+    Ok(())
+}
+
+/// A LISTEN row; `None` for the header, other states, sockets without an
+/// inode, and malformed rows (the kernel's format is trusted but never
+/// allowed to panic us).
+pub fn parse_line(line: &str) -> Option<Listening> {
+    let mut fields = line.split_ascii_whitespace();
+    let _slot = fields.next()?;
+    let local = fields.next()?;
+    let _remote = fields.next()?;
+    if fields.next()? != LISTEN {
+        return None;
+    }
+    // tx:rx queue, tr:when, retrnsmt, uid, timeout, then the inode.
+    let inode: u64 = fields.nth(5)?.parse().ok()?;
+    if inode == 0 {
+        return None;
+    }
+    let (addr, port) = local.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    Some(Listening {
+        inode,
+        addr: parse_addr(addr)?,
+        port,
+    })
+}
+
+/// `0100007F` or 32 hex digits, each 8 a native-endian word.
+fn parse_addr(hex: &str) -> Option<IpAddr> {
+    if !hex.is_ascii() {
+        return None;
+    }
+    match hex.len() {
+        8 => Some(IpAddr::V4(Ipv4Addr::from(word(hex)?))),
+        32 => {
+            let mut bytes = [0u8; 16];
+            for (i, chunk) in bytes.chunks_exact_mut(4).enumerate() {
+                chunk.copy_from_slice(&word(&hex[i * 8..i * 8 + 8])?);
+            }
+            let v6 = Ipv6Addr::from(bytes);
+            Some(match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(v6),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The network-order bytes of one printed word.
+fn word(hex: &str) -> Option<[u8; 4]> {
+    u32::from_str_radix(hex, 16).ok().map(u32::to_ne_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Captured on this machine (x86_64): a wildcard sshd-like listener, a
+    // loopback listener and an established connection.
+    const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:07E8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1162 1 00000000f98b20e8 100 0 0 10 0
+   1: 0100007F:CE43 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 24140 1 0000000029f44b0f 100 0 0 10 0
+   2: 020200C0:8F90 507100CB:01BB 01 00000000:00000000 00:00000000 00000000     0        0 20420 1 000000006ec0f9a4 20 4 1 46 -1
+";
+
+    // An IPv4-mapped bind, ::1, ::, and a TIME_WAIT row without inode.
+    const TCP6: &str = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0000000000000000FFFF00000100007F:DA11 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 24138 1 00000000bbdb127a 100 0 0 10 0
+   1: 00000000000000000000000001000000:B2C5 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 24139 1 00000000cd9dc1db 100 0 0 10 0
+   2: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 30001 1 00000000cd9dc1db 100 0 0 10 0
+   3: 00000000000000000000000001000000:1F90 00000000000000000000000001000000:D431 06 00000000:00000000 03:00000F3B 00000000     0        0 0 3 0000000000000000
+";
+
+    fn parse(text: &str) -> HashMap<u64, Listening> {
+        let mut table = HashMap::new();
+        parse_table(text.as_bytes(), &mut table).unwrap();
+        table
+    }
+
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn ipv4_rows() {
+        let table = parse(TCP);
+        assert_eq!(table.len(), 2, "the established row is no listener");
+        assert_eq!(
+            table[&1162],
+            Listening {
+                inode: 1162,
+                addr: "0.0.0.0".parse().unwrap(),
+                port: 2024
+            }
+        );
+        assert_eq!(table[&24140].addr, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(table[&24140].port, 0xCE43);
+    }
+
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn ipv6_rows_with_mapped_loopback_and_wildcard() {
+        let table = parse(TCP6);
+        assert_eq!(table.len(), 3, "the time-wait row is no listener");
+        assert_eq!(table[&24138].addr, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(table[&24138].port, 0xDA11);
+        assert_eq!(table[&24139].addr, "::1".parse::<IpAddr>().unwrap());
+        assert_eq!(table[&30001].addr, "::".parse::<IpAddr>().unwrap());
+        assert_eq!(table[&30001].port, 8080);
+    }
+
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn ipv6_words_are_native_endian() {
+        // fe80::1234:5678 -> words 000080FE 00000000 00000000 78563412.
+        let addr = parse_addr("000080FE000000000000000078563412").unwrap();
+        assert_eq!(addr, "fe80::1234:5678".parse::<IpAddr>().unwrap());
+        let addr = parse_addr("0101A8C0").unwrap();
+        assert_eq!(addr, "192.168.1.1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn malformed_rows_are_skipped() {
+        for line in [
+            "",
+            "   0:",
+            "   0: 0100007F:CE43 00000000:0000 0A",
+            "   0: 0100007F 00000000:0000 0A 0:0 0:0 0 0 0 1",
+            "   0: 0100007G:CE43 00000000:0000 0A 0:0 0:0 0 0 0 1",
+            "   0: 0100007F:CE4300 00000000:0000 0A 0:0 0:0 0 0 0 1",
+            "   0: 0100007F:CE43 00000000:0000 0A 0:0 0:0 0 0 0 x",
+            "   0: 0100é07F:CE43 00000000:0000 0A 0:0 0:0 0 0 0 1",
+            "   0: 00000000000000000000000001000000000:CE43 0:0 0A 0:0 0:0 0 0 0 1",
+        ] {
+            assert_eq!(parse_line(line), None, "{line:?}");
+        }
+        assert!(parse_line("   0: 0100007F:CE43 00000000:0000 0A 0:0 0:0 0 0 0 1").is_some());
+    }
+
+    #[test]
+    fn reads_the_real_tables() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let table = listening().unwrap();
+        assert!(
+            table
+                .values()
+                .any(|s| s.port == port && s.addr == IpAddr::from([127, 0, 0, 1])),
+            "port {port} not in {table:?}"
+        );
+    }
+}

@@ -1,0 +1,41 @@
+//! Limits and timeouts for forwarding (PROTOCOL.md section 5 defaults).
+
+use std::time::Duration;
+
+/// Limits and timeouts for forwarded HTTP requests and WebSockets.
+#[derive(Debug, Clone)]
+pub struct ForwardConfig {
+    /// Largest request body sent upstream; larger ones are refused whole.
+    pub max_request_body: usize,
+    /// Largest buffered response body; streamed responses have no total
+    /// limit (an SSE stream may run for hours) but flow chunk by chunk.
+    pub max_response_body: usize,
+    /// Time to open the TCP connection to the local server.
+    pub connect_timeout: Duration,
+    /// Time from the request until a buffered response is complete, or
+    /// until the head of a streamed response (or a WebSocket handshake) arrives.
+    pub overall_timeout: Duration,
+    /// Messages from Kandan waiting to be written to one local WebSocket.
+    pub ws_queue_messages: usize,
+    /// Bytes from Kandan waiting to be written to one local WebSocket.
+    pub ws_queue_bytes: usize,
+    /// Largest WebSocket message accepted from the local server.
+    pub ws_max_message: usize,
+    /// How long to wait for the local server's half of a closing handshake.
+    pub ws_close_grace: Duration,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        Self {
+            max_request_body: 16 * 1024 * 1024,
+            max_response_body: 16 * 1024 * 1024,
+            connect_timeout: Duration::from_secs(5),
+            overall_timeout: Duration::from_secs(60),
+            ws_queue_messages: 256,
+            ws_queue_bytes: 16 * 1024 * 1024,
+            ws_max_message: 16 * 1024 * 1024,
+            ws_close_grace: Duration::from_secs(5),
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! Connecting to an approved port: loopback only, in the family the listener
+//! bound.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use super::{ForwardError, PortGate};
+
+/// The loopback addresses to try for a listener that bound `bound`, in
+/// order: IPv4 first (dev servers that bind both answer there, and dialling
+/// ::1 for a server on 127.0.0.1 is a classic failure), then IPv6.
+///
+/// A wildcard maps to its family's loopback (`0.0.0.0` -> `127.0.0.1`,
+/// `::` -> `::1`); a loopback address is kept as bound (a server may bind
+/// 127.0.0.2); any other address is dropped: the runner never dials off the
+/// host, whatever the control or the listener says.
+pub fn loopback_targets(bound: &[IpAddr]) -> Vec<IpAddr> {
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    for addr in bound {
+        let addr = match addr {
+            IpAddr::V6(v6addr) => v6addr.to_ipv4_mapped().map_or(*addr, IpAddr::V4),
+            IpAddr::V4(_) => *addr,
+        };
+        match addr {
+            IpAddr::V4(a) if a.is_unspecified() => v4.push(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            IpAddr::V4(a) if a.is_loopback() => v4.push(addr),
+            IpAddr::V6(a) if a.is_unspecified() => v6.push(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+            IpAddr::V6(a) if a.is_loopback() => v6.push(addr),
+            _ => {}
+        }
+    }
+    // 127.0.0.1 first among the IPv4 ones.
+    v4.sort_by_key(|a| *a != IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let mut out: Vec<IpAddr> = Vec::new();
+    for addr in v4.into_iter().chain(v6) {
+        if !out.contains(&addr) {
+            out.push(addr);
+        }
+    }
+    out
+}
+
+/// Asks the gate about `port` and connects to its loopback target, falling
+/// back to the next family when the first refuses the connection.
+pub async fn connect(
+    gate: &dyn PortGate,
+    port: u16,
+    timeout: Duration,
+) -> Result<TcpStream, ForwardError> {
+    let bound = gate
+        .target(port)
+        .map_err(|source| ForwardError::Refused { port, source })?;
+    let targets = loopback_targets(&bound);
+    if targets.is_empty() {
+        let addrs = bound
+            .iter()
+            .map(IpAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(ForwardError::NoLoopbackTarget { port, addrs });
+    }
+    let attempt = async {
+        let mut last = None;
+        for ip in targets {
+            let addr = SocketAddr::new(ip, port);
+            match TcpStream::connect(addr).await {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    tracing::debug!(%addr, "connected");
+                    return Ok(stream);
+                }
+                Err(source) if source.kind() == io::ErrorKind::ConnectionRefused => {
+                    tracing::debug!(%addr, "connection refused, trying the next family");
+                    last = Some(ForwardError::Connect { addr, source });
+                }
+                Err(source) => return Err(ForwardError::Connect { addr, source }),
+            }
+        }
+        Err(last.expect("targets is not empty"))
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .map_err(|_| ForwardError::ConnectTimeout {
+            port,
+            after: timeout,
+        })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn wildcards_map_to_their_family_loopback_v4_first() {
+        assert_eq!(
+            loopback_targets(&ips(&["::", "0.0.0.0"])),
+            ips(&["127.0.0.1", "::1"])
+        );
+        assert_eq!(loopback_targets(&ips(&["0.0.0.0"])), ips(&["127.0.0.1"]));
+        assert_eq!(loopback_targets(&ips(&["::"])), ips(&["::1"]));
+        assert_eq!(loopback_targets(&ips(&["::1"])), ips(&["::1"]));
+    }
+
+    #[test]
+    fn duplicates_merge_and_specific_loopbacks_are_kept() {
+        assert_eq!(
+            loopback_targets(&ips(&[
+                "127.0.0.2",
+                "0.0.0.0",
+                "127.0.0.1",
+                "::ffff:127.0.0.1"
+            ])),
+            ips(&["127.0.0.1", "127.0.0.2"])
+        );
+    }
+
+    #[test]
+    fn non_loopback_addresses_are_never_targets() {
+        assert!(
+            loopback_targets(&ips(&["192.168.1.5", "10.0.0.1", "fe80::1", "2001:db8::1"]))
+                .is_empty()
+        );
+        assert_eq!(
+            loopback_targets(&ips(&["192.168.1.5", "::1"])),
+            ips(&["::1"])
+        );
+    }
+}

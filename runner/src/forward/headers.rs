@@ -1,0 +1,154 @@
+//! Header rewriting between Kandan and the local server.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use super::ForwardError;
+
+/// Headers that describe one hop, never forwarded (RFC 9110 section 7.6.1).
+const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// `X-Forwarded-Host`: where the original `Host` goes.
+pub const X_FORWARDED_HOST: &str = "x-forwarded-host";
+/// `X-Forwarded-Origin`: where the original `Origin` goes.
+pub const X_FORWARDED_ORIGIN: &str = "x-forwarded-origin";
+
+/// Parses the control's header pairs into a map, keeping repeated names.
+pub fn parse(pairs: &[(String, String)]) -> Result<HeaderMap, ForwardError> {
+    let mut map = HeaderMap::with_capacity(pairs.len());
+    for (name, value) in pairs {
+        let name =
+            HeaderName::from_bytes(name.as_bytes()).map_err(|_| ForwardError::InvalidRequest {
+                what: "header name",
+                detail: format!("{name:?}"),
+            })?;
+        let value = HeaderValue::from_str(value).map_err(|_| ForwardError::InvalidRequest {
+            what: "header value",
+            detail: format!("value of {name} is not a valid header value"),
+        })?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// Removes hop-by-hop headers: the fixed list, every `Proxy-*`, and those
+/// the `Connection` header names.
+pub fn strip_hop_by_hop(map: &mut HeaderMap) {
+    let named: Vec<HeaderName> = map
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        map.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        map.remove(name);
+    }
+    let proxy: Vec<HeaderName> = map
+        .keys()
+        .filter(|name| name.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for name in proxy {
+        map.remove(name);
+    }
+}
+
+/// Makes the request look local to the dev server: `Host` becomes
+/// `localhost:<port>` (Vite's allowed-hosts check and webpack's "Invalid
+/// Host header" accept it) and the original goes to `X-Forwarded-Host`.
+/// `Origin`, when present, becomes `http://localhost:<port>` with the
+/// original in `X-Forwarded-Origin`: origin checks (Django CSRF, webpack's
+/// WebSocket check) compare it with `Host`, and Kandan's approval is the
+/// real gate here.
+pub fn localize(map: &mut HeaderMap, port: u16) {
+    let local = HeaderValue::from_str(&format!("localhost:{port}")).expect("ascii");
+    if let Some(host) = map.remove(header::HOST) {
+        map.insert(X_FORWARDED_HOST, host);
+    }
+    map.insert(header::HOST, local);
+    if let Some(origin) = map.remove(header::ORIGIN) {
+        map.insert(X_FORWARDED_ORIGIN, origin);
+        let local = HeaderValue::from_str(&format!("http://localhost:{port}")).expect("ascii");
+        map.insert(header::ORIGIN, local);
+    }
+}
+
+/// The response's end-to-end headers as pairs for Kandan. Non-UTF-8 values
+/// are passed lossily (the wire carries strings).
+pub fn to_pairs(map: &HeaderMap) -> Vec<(String, String)> {
+    map.iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut map = parse(&pairs(&[
+            ("Connection", "keep-alive, X-Secret-Hop"),
+            ("X-Secret-Hop", "1"),
+            ("Keep-Alive", "timeout=5"),
+            ("Proxy-Authorization", "Basic x"),
+            ("Proxy-Connection", "keep-alive"),
+            ("TE", "trailers"),
+            ("Trailer", "X-Sum"),
+            ("Transfer-Encoding", "chunked"),
+            ("Upgrade", "h2c"),
+            ("Cookie", "a=1"),
+            ("Cookie", "b=2"),
+            ("Accept", "text/html"),
+        ]))
+        .unwrap();
+        strip_hop_by_hop(&mut map);
+        let mut names: Vec<&str> = map.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["accept", "cookie"]);
+        assert_eq!(map.get_all("cookie").iter().count(), 2);
+    }
+
+    #[test]
+    fn host_and_origin_become_local_and_originals_are_kept() {
+        let mut map = parse(&pairs(&[
+            ("Host", "preview.kandan.dev"),
+            ("Origin", "https://preview.kandan.dev"),
+        ]))
+        .unwrap();
+        localize(&mut map, 5173);
+        assert_eq!(map["host"], "localhost:5173");
+        assert_eq!(map["x-forwarded-host"], "preview.kandan.dev");
+        assert_eq!(map["origin"], "http://localhost:5173");
+        assert_eq!(map["x-forwarded-origin"], "https://preview.kandan.dev");
+    }
+
+    #[test]
+    fn bad_header_names_and_values_are_invalid_control() {
+        let err = parse(&pairs(&[("bad name", "x")])).unwrap_err();
+        assert_eq!(err.code(), super::super::ErrorCode::InvalidControl);
+        let err = parse(&pairs(&[("x", "line\nbreak")])).unwrap_err();
+        assert_eq!(err.code(), super::super::ErrorCode::InvalidControl);
+    }
+}

@@ -1,0 +1,542 @@
+//! WebSockets from Kandan to approved local ports: one task per socket,
+//! owned by a [`SocketTable`].
+//!
+//! Each socket has a bounded queue toward the local server (messages and
+//! bytes). When Kandan sends faster than the local server reads and the
+//! queue fills, the socket is closed with an error rather than left to grow:
+//! a stalled HMR socket is better reconnected than buffered without end.
+//! Toward Kandan, frames wait for room in the shared output channel, which
+//! stops reading from the local server in the meantime.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use ::http::header::{self, HeaderValue};
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::client::generate_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
+use tracing::Instrument;
+
+use super::{
+    CloseCause, ErrorCode, ForwardConfig, ForwardError, ForwardOutput, PortGate, Stop, WsFailure,
+    WsOpcode, WsOpen, dial, headers, http,
+};
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// Handshake headers the runner sets itself. Extensions go too: tungstenite
+/// speaks no permessage-deflate, so the browser's offer must not reach the
+/// local server.
+const HANDSHAKE_HEADERS: [&str; 5] = [
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-accept",
+    "content-length",
+];
+
+struct Entry {
+    serial: u64,
+    port: u16,
+    frames: mpsc::Sender<(Message, usize)>,
+    queued: Arc<AtomicUsize>,
+    stop: oneshot::Sender<Stop>,
+}
+
+struct Inner {
+    gate: Arc<dyn PortGate>,
+    config: Arc<ForwardConfig>,
+    out: mpsc::Sender<ForwardOutput>,
+    next: AtomicU64,
+    sockets: Mutex<HashMap<String, Entry>>,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+        // No code path can leave the map half-updated, so a poisoned lock is fine to reuse.
+        self.sockets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Removes the socket's entry if it is still this task's.
+    fn forget(&self, socket_id: &str, serial: u64) {
+        let mut sockets = self.lock();
+        if sockets.get(socket_id).is_some_and(|e| e.serial == serial) {
+            sockets.remove(socket_id);
+        }
+    }
+
+    async fn emit(&self, output: ForwardOutput) {
+        let _ = self.out.send(output).await;
+    }
+
+    async fn refuse(&self, socket_id: &str, err: ForwardError) {
+        self.emit(ForwardOutput::WsError {
+            socket_id: socket_id.to_owned(),
+            code: err.code(),
+            message: err.message(),
+        })
+        .await;
+    }
+}
+
+/// The open WebSockets, each run by its own task.
+#[derive(Clone)]
+pub struct SocketTable {
+    inner: Arc<Inner>,
+}
+
+impl SocketTable {
+    /// An empty table whose sockets ask `gate` and report on `out`.
+    pub fn new(
+        gate: Arc<dyn PortGate>,
+        config: Arc<ForwardConfig>,
+        out: mpsc::Sender<ForwardOutput>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                gate,
+                config,
+                out,
+                next: AtomicU64::new(0),
+                sockets: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The number of open (or opening) sockets.
+    pub fn len(&self) -> usize {
+        self.inner.lock().len()
+    }
+
+    /// True when no socket is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Starts opening a socket; `WsOpened` or `WsClosed` (with the error)
+    /// follows. Frames sent before the handshake completes wait in the queue.
+    pub async fn open(&self, open: WsOpen) {
+        let serial = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        let (frames_tx, frames_rx) = mpsc::channel(self.inner.config.ws_queue_messages.max(1));
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let duplicate = {
+            let mut sockets = self.inner.lock();
+            let duplicate = sockets.contains_key(&open.socket_id);
+            if !duplicate {
+                sockets.insert(
+                    open.socket_id.clone(),
+                    Entry {
+                        serial,
+                        port: open.port,
+                        frames: frames_tx,
+                        queued: queued.clone(),
+                        stop: stop_tx,
+                    },
+                );
+            }
+            duplicate
+        };
+        if duplicate {
+            let err = ForwardError::InvalidRequest {
+                what: "socket id",
+                detail: format!("{:?} is already open", open.socket_id),
+            };
+            return self.inner.refuse(&open.socket_id, err).await;
+        }
+        let span = tracing::info_span!("forward_ws", socket_id = %open.socket_id, port = open.port);
+        let inner = self.inner.clone();
+        tokio::spawn(
+            async move {
+                let socket_id = open.socket_id.clone();
+                run(&inner, open, frames_rx, queued, stop_rx).await;
+                inner.forget(&socket_id, serial);
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Queues a frame for the local server. An unknown socket or a bad
+    /// payload gets a `WsError`; a full queue closes the socket.
+    pub async fn send(&self, socket_id: &str, opcode: WsOpcode, body: Bytes) {
+        let len = body.len();
+        let message = match to_message(opcode, body) {
+            Ok(message) => message,
+            Err(err) => return self.inner.refuse(socket_id, err).await,
+        };
+        let config = &self.inner.config;
+        let overflowed = {
+            let mut sockets = self.inner.lock();
+            match sockets.get(socket_id) {
+                None => Err(()),
+                Some(entry) => {
+                    let bytes_full =
+                        entry.queued.load(Ordering::Relaxed) + len > config.ws_queue_bytes;
+                    if !bytes_full && entry.frames.try_send((message, len)).is_ok() {
+                        entry.queued.fetch_add(len, Ordering::Relaxed);
+                        Ok(None)
+                    } else {
+                        // Full, or the task is already ending: either way the socket goes.
+                        Ok(sockets.remove(socket_id))
+                    }
+                }
+            }
+        };
+        let Ok(overflowed) = overflowed else {
+            let err = ForwardError::UnknownSocket(socket_id.to_owned());
+            return self.inner.refuse(socket_id, err).await;
+        };
+        if let Some(entry) = overflowed {
+            tracing::warn!(
+                socket_id,
+                "websocket send queue overflowed; closing the socket"
+            );
+            let _ = entry.stop.send(Stop::Overflow);
+        }
+    }
+
+    /// Closes the socket from Kandan's side after its queued frames; the
+    /// local server's close reply comes back as `WsClosed`.
+    pub async fn close(&self, socket_id: &str) {
+        let entry = self.inner.lock().remove(socket_id);
+        match entry {
+            Some(entry) => {
+                let _ = entry.stop.send(Stop::Closed);
+            }
+            None => {
+                let err = ForwardError::UnknownSocket(socket_id.to_owned());
+                self.inner.refuse(socket_id, err).await;
+            }
+        }
+    }
+
+    /// Closes every socket of `port` (its listener closed or its approval
+    /// went); each reports `WsClosed` with `cause`'s code as the error.
+    pub fn close_port(&self, port: u16, cause: CloseCause) {
+        let mut sockets = self.inner.lock();
+        let ids: Vec<String> = sockets
+            .iter()
+            .filter(|(_, e)| e.port == port)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            if let Some(entry) = sockets.remove(&id) {
+                let _ = entry.stop.send(Stop::Port(cause));
+            }
+        }
+    }
+
+    /// Closes every socket without reporting (the runner lost Kandan).
+    pub fn close_all(&self) {
+        for (_, entry) in self.inner.lock().drain() {
+            let _ = entry.stop.send(Stop::Silent);
+        }
+    }
+}
+
+fn to_message(opcode: WsOpcode, body: Bytes) -> Result<Message, ForwardError> {
+    let control_too_long = || ForwardError::InvalidRequest {
+        what: "control frame",
+        detail: format!(
+            "{} payload of {} bytes is over 125",
+            opcode.as_str(),
+            body.len()
+        ),
+    };
+    Ok(match opcode {
+        WsOpcode::Text => Message::Text(Utf8Bytes::try_from(body.clone()).map_err(|_| {
+            ForwardError::InvalidRequest {
+                what: "text frame",
+                detail: "payload is not utf-8".to_owned(),
+            }
+        })?),
+        WsOpcode::Binary => Message::Binary(body),
+        WsOpcode::Ping if body.len() > 125 => return Err(control_too_long()),
+        WsOpcode::Pong if body.len() > 125 => return Err(control_too_long()),
+        WsOpcode::Ping => Message::Ping(body),
+        WsOpcode::Pong => Message::Pong(body),
+    })
+}
+
+/// Connects and performs the handshake, keeping the browser's subprotocol,
+/// origin and cookies; returns the socket and the chosen subprotocol.
+async fn connect(inner: &Inner, open: &WsOpen) -> Result<(Ws, Option<String>), ForwardError> {
+    let config = &inner.config;
+    let port = open.port;
+    let target = http::path_and_query(&open.path, open.query_string.as_deref())?;
+    let mut map = headers::parse(&open.headers)?;
+    headers::strip_hop_by_hop(&mut map);
+    for name in HANDSHAKE_HEADERS {
+        map.remove(name);
+    }
+    // tungstenite reads the offered subprotocols from one header.
+    let offered: Vec<String> = map
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        .collect();
+    if offered.len() > 1 {
+        map.remove(header::SEC_WEBSOCKET_PROTOCOL);
+        let joined = HeaderValue::from_str(&offered.join(", ")).expect("joined valid values");
+        map.insert(header::SEC_WEBSOCKET_PROTOCOL, joined);
+    }
+    headers::localize(&mut map, port);
+    map.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    map.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    map.insert(
+        header::SEC_WEBSOCKET_VERSION,
+        HeaderValue::from_static("13"),
+    );
+    map.insert(
+        header::SEC_WEBSOCKET_KEY,
+        HeaderValue::from_str(&generate_key()).expect("base64 key"),
+    );
+    let mut request = ::http::Request::builder()
+        .uri(format!("ws://localhost:{port}{target}"))
+        .body(())
+        .map_err(|err| ForwardError::InvalidRequest {
+            what: "websocket request",
+            detail: err.to_string(),
+        })?;
+    *request.headers_mut() = map;
+
+    let stream = dial::connect(&*inner.gate, port, config.connect_timeout).await?;
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(config.ws_max_message))
+        .max_frame_size(Some(config.ws_max_message));
+    let handshake = tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config));
+    let (ws, response) = tokio::time::timeout(config.overall_timeout, handshake)
+        .await
+        .map_err(|_| ForwardError::ResponseTimeout {
+            port,
+            after: config.overall_timeout,
+        })?
+        .map_err(|err| ForwardError::WebSocket(Box::new(err)))?;
+    let protocol = response
+        .headers()
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    Ok((ws, protocol))
+}
+
+/// How a connected socket's pumping ended.
+enum End {
+    Stop(Stop),
+    ServerClosed(Option<CloseFrame>),
+    Failed(ForwardError),
+    Vanished,
+}
+
+fn failure(err: &ForwardError) -> WsFailure {
+    WsFailure {
+        code: err.code(),
+        message: err.message(),
+    }
+}
+
+async fn run(
+    inner: &Inner,
+    open: WsOpen,
+    mut frames: mpsc::Receiver<(Message, usize)>,
+    queued: Arc<AtomicUsize>,
+    mut stop: oneshot::Receiver<Stop>,
+) {
+    let socket_id = open.socket_id.clone();
+    let closed = |code: Option<u16>, reason: Option<String>, error: Option<WsFailure>| {
+        ForwardOutput::WsClosed {
+            socket_id: socket_id.clone(),
+            code,
+            reason,
+            error,
+        }
+    };
+    let port = open.port;
+
+    let connected = tokio::select! {
+        result = connect(inner, &open) => result,
+        why = &mut stop => {
+            tracing::debug!("stopped while connecting");
+            if let Some(output) = stopped_output(why.unwrap_or(Stop::Silent), port, None, &closed) {
+                inner.emit(output).await;
+            }
+            return;
+        }
+    };
+    let (ws, protocol) = match connected {
+        Ok(ok) => ok,
+        Err(err) => {
+            tracing::info!(code = %err.code(), error = %err.message(), "websocket open failed");
+            inner.emit(closed(None, None, Some(failure(&err)))).await;
+            return;
+        }
+    };
+    tracing::debug!(?protocol, "websocket opened");
+    inner
+        .emit(ForwardOutput::WsOpened {
+            socket_id: socket_id.clone(),
+            protocol,
+        })
+        .await;
+
+    let (mut sink, mut stream) = ws.split();
+    let end = {
+        let reader = async {
+            loop {
+                let (opcode, body) = match stream.next().await {
+                    Some(Ok(Message::Text(text))) => (WsOpcode::Text, Bytes::from(text)),
+                    Some(Ok(Message::Binary(data))) => (WsOpcode::Binary, data),
+                    // tungstenite already answered the ping; Kandan learns of it.
+                    Some(Ok(Message::Ping(data))) => (WsOpcode::Ping, data),
+                    Some(Ok(Message::Pong(data))) => (WsOpcode::Pong, data),
+                    Some(Ok(Message::Close(frame))) => return End::ServerClosed(frame),
+                    Some(Ok(Message::Frame(_))) => continue,
+                    Some(Err(err)) => return End::Failed(ForwardError::WebSocket(Box::new(err))),
+                    None => return End::Vanished,
+                };
+                inner
+                    .emit(ForwardOutput::WsMessage {
+                        socket_id: socket_id.clone(),
+                        opcode,
+                        body,
+                    })
+                    .await;
+            }
+        };
+        let writer = async {
+            while let Some((message, len)) = frames.recv().await {
+                queued.fetch_sub(len, Ordering::Relaxed);
+                if let Err(err) = sink.send(message).await {
+                    return End::Failed(ForwardError::WebSocket(Box::new(err)));
+                }
+            }
+            // The table dropped the entry, and with it this sender; the stop
+            // signal that always comes with that decides how to end.
+            std::future::pending::<End>().await
+        };
+        tokio::select! {
+            biased;
+            why = &mut stop => End::Stop(why.unwrap_or(Stop::Silent)),
+            end = reader => end,
+            end = writer => end,
+        }
+    };
+
+    match end {
+        End::ServerClosed(frame) => {
+            tracing::debug!(?frame, "local server closed");
+            // Sends tungstenite's queued close reply.
+            let _ = tokio::time::timeout(inner.config.ws_close_grace, sink.flush()).await;
+            let (code, reason) = split_frame(frame);
+            inner.emit(closed(code, reason, None)).await;
+        }
+        End::Failed(err) => {
+            tracing::info!(error = %err.message(), "websocket failed");
+            inner.emit(closed(None, None, Some(failure(&err)))).await;
+        }
+        End::Vanished => {
+            let err = ForwardError::WebSocket(Box::new(tungstenite::Error::ConnectionClosed));
+            let failure = WsFailure {
+                code: ErrorCode::UpstreamUnreachable,
+                message: format!(
+                    "local server closed the connection without a close frame: {}",
+                    err.message()
+                ),
+            };
+            inner.emit(closed(None, None, Some(failure))).await;
+        }
+        End::Stop(why) => {
+            let (code, reason) = match why {
+                Stop::Closed => (CloseCode::Normal, "closed by kandan"),
+                Stop::Overflow => (CloseCode::Again, "kandan-runner send queue overflowed"),
+                Stop::Port(_) | Stop::Silent => {
+                    (CloseCode::Away, "kandan-runner stopped forwarding")
+                }
+            };
+            let ours = CloseFrame {
+                code,
+                reason: reason.into(),
+            };
+            if !matches!(why, Stop::Closed) {
+                // The runner's decision is final: report it now, whatever the
+                // local server does with the close (a stalled one may never read it).
+                if let Some(output) = stopped_output(why, port, Some(ours.clone()), &closed) {
+                    inner.emit(output).await;
+                }
+            }
+            let handshake = async {
+                if let Stop::Closed = why {
+                    // Frames Kandan sent before closing still go out, in order.
+                    while let Ok((message, _)) = frames.try_recv() {
+                        sink.send(message).await?;
+                    }
+                }
+                sink.send(Message::Close(Some(ours.clone()))).await?;
+                // The local server's reply carries the code Kandan sees.
+                loop {
+                    match stream.next().await {
+                        Some(Ok(Message::Close(frame))) => return Ok(frame),
+                        Some(Ok(_)) => continue,
+                        Some(Err(err)) => return Err(err),
+                        None => return Ok(None),
+                    }
+                }
+            };
+            let reply = tokio::time::timeout(inner.config.ws_close_grace, handshake).await;
+            if let Stop::Closed = why {
+                let frame = match reply {
+                    Ok(Ok(Some(frame))) => frame,
+                    _ => ours,
+                };
+                if let Some(output) = stopped_output(why, port, Some(frame), &closed) {
+                    inner.emit(output).await;
+                }
+            }
+        }
+    }
+    tracing::debug!("websocket task ended");
+}
+
+fn split_frame(frame: Option<CloseFrame>) -> (Option<u16>, Option<String>) {
+    match frame {
+        Some(frame) => (
+            Some(u16::from(frame.code)),
+            Some(frame.reason.as_str().to_owned()).filter(|r| !r.is_empty()),
+        ),
+        None => (None, None),
+    }
+}
+
+/// The `WsClosed` for a socket stopped by the runner or Kandan; none when
+/// the runner lost Kandan.
+fn stopped_output(
+    why: Stop,
+    port: u16,
+    frame: Option<CloseFrame>,
+    closed: &impl Fn(Option<u16>, Option<String>, Option<WsFailure>) -> ForwardOutput,
+) -> Option<ForwardOutput> {
+    let (code, reason) = split_frame(frame);
+    match why {
+        Stop::Silent => None,
+        Stop::Closed => Some(closed(code, reason, None)),
+        Stop::Port(cause) => {
+            let err = ForwardError::PortClosed { port, cause };
+            Some(closed(code, reason, Some(failure(&err))))
+        }
+        Stop::Overflow => {
+            let failure = WsFailure {
+                code: ErrorCode::BodyTooLarge,
+                message: "kandan sent faster than the local server reads; send queue overflowed"
+                    .to_owned(),
+            };
+            Some(closed(code, reason, Some(failure)))
+        }
+    }
+}

@@ -1,0 +1,430 @@
+//! Ports and commands that are never candidates.
+//!
+//! The defaults drop listeners that a dev tool opens for itself and that
+//! nobody wants to preview in a browser, so users are not asked about them:
+//!
+//! | what | why |
+//! |---|---|
+//! | ports 9229-9230 | Node inspector (`node --inspect`; 9230 is the next one a child or worker takes) |
+//! | port 9222 | Chrome DevTools remote debugging (headless Chrome, Puppeteer, Playwright) |
+//! | port 5678 | debugpy (VS Code's Python debugger) |
+//! | port 5005 | JDWP (Java debugger, `-agentlib:jdwp`, Gradle/Maven debug) |
+//! | `ipykernel` | Jupyter kernels listen on five random ports each; Jupyter itself stays |
+//! | `language-server`, `langserver`, `rust-analyzer`, `gopls`, `pyright`, `tsserver`, `pylsp` | language servers that talk over TCP |
+//!
+//! Debuggers are matched by port, not command: `node --inspect server.js`
+//! holds both the inspector and the app's own port. Everything else a user
+//! adds with `--ignore-port` / `--ignore-command`, and `--no-default-ignores`
+//! drops the table above.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::process::ProcessInfo;
+
+/// An inclusive range of ports (`9229` or `6000-6100`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRange {
+    pub start: u16,
+    pub end: u16,
+}
+
+impl PortRange {
+    pub fn single(port: u16) -> Self {
+        PortRange {
+            start: port,
+            end: port,
+        }
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        (self.start..=self.end).contains(&port)
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.start == self.end {
+            write!(f, "{}", self.start)
+        } else {
+            write!(f, "{}-{}", self.start, self.end)
+        }
+    }
+}
+
+/// Why a port or command spec was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IgnoreSpecError {
+    /// The spec was empty.
+    #[error("empty port spec: expected a port like 9229 or a range like 6000-6100")]
+    EmptyPort,
+    /// A part of the spec is not a number from 1 to 65535.
+    #[error("invalid port {0:?}: expected a number from 1 to 65535")]
+    InvalidPort(String),
+    /// A range whose start is above its end.
+    #[error("invalid port range {start}-{end}: the start is above the end")]
+    ReversedRange { start: u16, end: u16 },
+    /// An empty command pattern would match every command.
+    #[error("empty command pattern")]
+    EmptyPattern,
+}
+
+fn parse_port(text: &str) -> Result<u16, IgnoreSpecError> {
+    match text.trim().parse::<u16>() {
+        Ok(0) | Err(_) => Err(IgnoreSpecError::InvalidPort(text.trim().to_string())),
+        Ok(port) => Ok(port),
+    }
+}
+
+impl FromStr for PortRange {
+    type Err = IgnoreSpecError;
+
+    /// Parses `9229` or `6000-6100` (for `--ignore-port`).
+    fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        let spec = spec.trim();
+        if spec.is_empty() {
+            return Err(IgnoreSpecError::EmptyPort);
+        }
+        match spec.split_once('-') {
+            None => Ok(PortRange::single(parse_port(spec)?)),
+            Some((start, end)) => {
+                let (start, end) = (parse_port(start)?, parse_port(end)?);
+                if start > end {
+                    return Err(IgnoreSpecError::ReversedRange { start, end });
+                }
+                Ok(PortRange { start, end })
+            }
+        }
+    }
+}
+
+/// Matches a full command line: a substring, or with `*` (any run of
+/// characters) or `?` (one character) a glob over the whole line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandPattern(String);
+
+impl CommandPattern {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn matches(&self, command: &str) -> bool {
+        if self.0.contains(['*', '?']) {
+            glob_match(self.0.as_bytes(), command.as_bytes())
+        } else {
+            command.contains(&self.0)
+        }
+    }
+}
+
+impl FromStr for CommandPattern {
+    type Err = IgnoreSpecError;
+
+    /// Parses a pattern for `--ignore-command`.
+    fn from_str(pattern: &str) -> Result<Self, Self::Err> {
+        if pattern.trim().is_empty() {
+            return Err(IgnoreSpecError::EmptyPattern);
+        }
+        Ok(CommandPattern(pattern.to_string()))
+    }
+}
+
+impl fmt::Display for CommandPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `*` and `?` over bytes, iterative with one backtrack point, so no input
+/// can make it slow.
+fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((star_p, star_t)) => {
+                    p = star_p + 1;
+                    t = star_t + 1;
+                    star = Some((star_p, star_t + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// Default ignored ports: debuggers and DevTools (see the module docs).
+pub const DEFAULT_PORTS: &[(u16, u16)] = &[(9229, 9230), (9222, 9222), (5678, 5678), (5005, 5005)];
+
+/// Default ignored commands: Jupyter kernels and language servers.
+pub const DEFAULT_COMMANDS: &[&str] = &[
+    "ipykernel",
+    "language-server",
+    "langserver",
+    "rust-analyzer",
+    "gopls",
+    "pyright",
+    "tsserver",
+    "pylsp",
+];
+
+/// Ports and commands that are never candidates. `Default` is the
+/// documented default table; [`IgnorePolicy::empty`] ignores nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IgnorePolicy {
+    ports: Vec<PortRange>,
+    commands: Vec<CommandPattern>,
+}
+
+impl Default for IgnorePolicy {
+    fn default() -> Self {
+        IgnorePolicy {
+            ports: DEFAULT_PORTS
+                .iter()
+                .map(|&(start, end)| PortRange { start, end })
+                .collect(),
+            commands: DEFAULT_COMMANDS
+                .iter()
+                .map(|c| CommandPattern(c.to_string()))
+                .collect(),
+        }
+    }
+}
+
+impl IgnorePolicy {
+    /// Ignores nothing.
+    pub fn empty() -> Self {
+        IgnorePolicy {
+            ports: Vec::new(),
+            commands: Vec::new(),
+        }
+    }
+
+    /// What the command line asks for: the defaults unless `no_defaults`,
+    /// plus the user's ports and patterns.
+    pub fn from_cli(
+        no_defaults: bool,
+        ports: impl IntoIterator<Item = PortRange>,
+        commands: impl IntoIterator<Item = CommandPattern>,
+    ) -> Self {
+        let mut policy = if no_defaults {
+            IgnorePolicy::empty()
+        } else {
+            IgnorePolicy::default()
+        };
+        policy.ports.extend(ports);
+        policy.commands.extend(commands);
+        policy
+    }
+
+    /// [`IgnorePolicy::from_cli`] over the raw flag values
+    /// (`--ignore-port`, `--ignore-command`); the first bad one is the error.
+    pub fn parse_cli(
+        no_defaults: bool,
+        ports: &[impl AsRef<str>],
+        commands: &[impl AsRef<str>],
+    ) -> Result<Self, IgnoreSpecError> {
+        let ports = ports
+            .iter()
+            .map(|spec| spec.as_ref().parse())
+            .collect::<Result<Vec<PortRange>, _>>()?;
+        let commands = commands
+            .iter()
+            .map(|pattern| pattern.as_ref().parse())
+            .collect::<Result<Vec<CommandPattern>, _>>()?;
+        Ok(IgnorePolicy::from_cli(no_defaults, ports, commands))
+    }
+
+    pub fn add_port(&mut self, range: PortRange) {
+        self.ports.push(range);
+    }
+
+    pub fn add_command(&mut self, pattern: CommandPattern) {
+        self.commands.push(pattern);
+    }
+
+    pub fn ports(&self) -> &[PortRange] {
+        &self.ports
+    }
+
+    pub fn commands(&self) -> &[CommandPattern] {
+        &self.commands
+    }
+
+    /// True when a listener on `port` held by `process` is never reported.
+    pub fn ignores(&self, port: u16, process: &ProcessInfo) -> bool {
+        self.ports.iter().any(|range| range.contains(port))
+            || self
+                .commands
+                .iter()
+                .any(|pattern| pattern.matches(&process.command))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn process(command: &str) -> ProcessInfo {
+        let argv: Vec<String> = command.split(' ').map(str::to_string).collect();
+        ProcessInfo::from_argv(&argv, None)
+    }
+
+    #[test]
+    fn parses_ports_and_ranges() {
+        assert_eq!("9229".parse(), Ok(PortRange::single(9229)));
+        assert_eq!(
+            " 6000-6100 ".parse(),
+            Ok(PortRange {
+                start: 6000,
+                end: 6100
+            })
+        );
+        assert_eq!("80-80".parse::<PortRange>().unwrap().to_string(), "80");
+        assert_eq!(
+            "1-65535".parse::<PortRange>().unwrap().to_string(),
+            "1-65535"
+        );
+    }
+
+    #[test]
+    fn refuses_bad_port_specs() {
+        assert_eq!("".parse::<PortRange>(), Err(IgnoreSpecError::EmptyPort));
+        assert_eq!(
+            "0".parse::<PortRange>(),
+            Err(IgnoreSpecError::InvalidPort("0".into()))
+        );
+        assert_eq!(
+            "65536".parse::<PortRange>(),
+            Err(IgnoreSpecError::InvalidPort("65536".into()))
+        );
+        assert_eq!(
+            "http".parse::<PortRange>(),
+            Err(IgnoreSpecError::InvalidPort("http".into()))
+        );
+        assert_eq!(
+            "6000-".parse::<PortRange>(),
+            Err(IgnoreSpecError::InvalidPort("".into()))
+        );
+        assert_eq!(
+            "-5".parse::<PortRange>(),
+            Err(IgnoreSpecError::InvalidPort("".into()))
+        );
+        assert_eq!(
+            "1-2-3".parse::<PortRange>(),
+            Err(IgnoreSpecError::InvalidPort("2-3".into()))
+        );
+        assert_eq!(
+            "6100-6000".parse::<PortRange>(),
+            Err(IgnoreSpecError::ReversedRange {
+                start: 6100,
+                end: 6000
+            })
+        );
+        let message = "6100-6000".parse::<PortRange>().unwrap_err().to_string();
+        assert!(message.contains("6100-6000"), "{message}");
+    }
+
+    #[test]
+    fn patterns_match_substrings_and_globs() {
+        let sub: CommandPattern = "ipykernel".parse().unwrap();
+        assert!(sub.matches("python3 -m ipykernel_launcher -f /tmp/k.json"));
+        assert!(!sub.matches("jupyter-lab --port 8888"));
+
+        let glob: CommandPattern = "node */storybook*".parse().unwrap();
+        assert!(glob.matches("node /x/node_modules/.bin/storybook dev"));
+        assert!(!glob.matches("npx node /x/storybook")); // anchored at the start
+        let one: CommandPattern = "python? -m http.server".parse().unwrap();
+        assert!(one.matches("python3 -m http.server"));
+        assert!(!one.matches("python -m http.server"));
+
+        assert_eq!(
+            "  ".parse::<CommandPattern>(),
+            Err(IgnoreSpecError::EmptyPattern)
+        );
+    }
+
+    #[test]
+    fn glob_edge_cases() {
+        assert!(glob_match(b"*", b""));
+        assert!(glob_match(b"a*b*c", b"aXXbYYc"));
+        assert!(!glob_match(b"a*b*c", b"aXXbYY"));
+        assert!(glob_match(b"**a", b"bba"));
+        assert!(!glob_match(b"", b"a"));
+        // Pathological input stays linear-ish and correct.
+        let text = "a".repeat(10_000);
+        assert!(!glob_match(b"*a*a*a*b", text.as_bytes()));
+    }
+
+    #[test]
+    fn defaults_skip_debuggers_kernels_and_language_servers() {
+        let policy = IgnorePolicy::default();
+        let vite = process("node /x/node_modules/.bin/vite");
+        for port in [9229, 9230, 9222, 5678, 5005] {
+            assert!(policy.ignores(port, &vite), "{port}");
+        }
+        for port in [3000, 5173, 8000, 8888, 9231] {
+            assert!(!policy.ignores(port, &vite), "{port}");
+        }
+        for command in [
+            "/usr/bin/python3 -m ipykernel_launcher -f /run/kernel-1.json",
+            "node /x/typescript-language-server --stdio",
+            "node /x/typescript/lib/tsserver.js",
+            "/home/u/.cargo/bin/rust-analyzer",
+            "gopls serve -listen=:37374",
+            "node /x/pyright-langserver --stdio",
+            "pylsp --tcp --port 2087",
+        ] {
+            assert!(policy.ignores(40000, &process(command)), "{command}");
+        }
+        for command in [
+            "jupyter-lab --no-browser",
+            "python3 manage.py runserver",
+            "node /x/next/dist/bin/next dev",
+        ] {
+            assert!(!policy.ignores(40000, &process(command)), "{command}");
+        }
+    }
+
+    #[test]
+    fn cli_adds_to_or_replaces_the_defaults() {
+        let vite = process("node vite");
+        let policy = IgnorePolicy::from_cli(
+            false,
+            ["6000-6100".parse().unwrap()],
+            ["storybook".parse().unwrap()],
+        );
+        assert!(policy.ignores(9229, &vite));
+        assert!(policy.ignores(6050, &vite));
+        assert!(policy.ignores(3000, &process("node storybook dev")));
+
+        let bare = IgnorePolicy::from_cli(true, [PortRange::single(4000)], []);
+        assert!(!bare.ignores(9229, &vite));
+        assert!(bare.ignores(4000, &vite));
+        assert!(!IgnorePolicy::empty().ignores(9229, &vite));
+    }
+
+    #[test]
+    fn parse_cli_reports_the_first_bad_value() {
+        let policy = IgnorePolicy::parse_cli(true, &["7000-7001"], &["storybook"]).unwrap();
+        assert!(policy.ignores(7001, &process("x")));
+        assert_eq!(
+            IgnorePolicy::parse_cli(false, &["7000", "x"], &[] as &[&str]),
+            Err(IgnoreSpecError::InvalidPort("x".into()))
+        );
+        assert_eq!(
+            IgnorePolicy::parse_cli(false, &[] as &[&str], &[""]),
+            Err(IgnoreSpecError::EmptyPattern)
+        );
+    }
+}
