@@ -228,6 +228,11 @@ impl Running {
         procstat::peak_rss_kib(self.pid()).ok()
     }
 
+    /// Resident set now, in KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        procstat::rss_kib(self.pid()).ok()
+    }
+
     /// The last lines it wrote on stderr, for error messages.
     pub fn stderr_tail(&self) -> String {
         let kept = self.stderr.lock().unwrap_or_else(|p| p.into_inner());

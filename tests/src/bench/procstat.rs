@@ -34,12 +34,26 @@ fn parse_cpu_ticks(stat: &str) -> Option<u64> {
 
 /// VmHWM (peak resident set) of `pid`, in KiB.
 pub fn peak_rss_kib(pid: u32) -> io::Result<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+/// VmRSS (resident set now) of `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> io::Result<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+fn status_kib(pid: u32, field: &str) -> io::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|value| value.split_whitespace().next()?.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no VmHWM in /proc/pid/status"))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "field missing from /proc/pid/status",
+            )
+        })
 }
 
 /// Number of processes on the machine (as this pid namespace sees it).

@@ -17,6 +17,8 @@ pub struct ContenderResult {
     pub cpu: Option<Usage>,
     /// Highest VmHWM over every process of this contender in the run.
     pub peak_rss_kib: Option<u64>,
+    /// VmRSS at the end of the CPU phase (after idle and storms).
+    pub settled_rss_kib: Option<u64>,
     /// A breach of the command-line contract seen while measuring.
     pub contract: Option<String>,
 }
@@ -178,6 +180,12 @@ fn rows(results: &Results) -> Vec<Row> {
             ),
             values: cpu(|u| u.storm_inside),
             unit: Unit::Percent,
+            target: None,
+        },
+        Row {
+            label: "RSS after idle and storms, VmRSS (MB)".into(),
+            values: each(&|r| r.settled_rss_kib.map(|kib| kib as f64 / 1024.0)),
+            unit: Unit::Mb,
             target: None,
         },
         Row {

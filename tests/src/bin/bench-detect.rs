@@ -247,6 +247,7 @@ fn cpu_phase(bins: &Binaries, plan: &Plan, results: &mut Results) -> Result<()> 
     for (run, usage) in ready.iter().zip(usage) {
         let result = results.of(run.contender);
         result.cpu = Some(usage);
+        result.settled_rss_kib = run.rss_kib();
         result.saw_rss(run.peak_rss_kib());
         result.saw_contract(run.contract_note.as_ref());
     }
