@@ -97,6 +97,21 @@ pub struct ConnectArgs {
     /// Runner id: the channel topic is `runner:<id>`. Defaults to the host name.
     #[arg(long, env = "KANDAN_RUNNER_ID")]
     pub runner_id: Option<String>,
+    /// Largest request body forwarded to a local server, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
+    pub max_request_body: usize,
+    /// Largest buffered response body sent back to Kandan, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
+    pub max_response_body: usize,
+    /// Time to connect to a local server, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub connect_timeout_ms: u64,
+    /// Time for a whole buffered request (or a streamed response's head), in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_ms: u64,
+    /// Heartbeat period (the contract's 30 s; shorter for tests).
+    #[arg(long, value_name = "MS", default_value_t = 30_000, hide = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub heartbeat_ms: u64,
     #[command(flatten)]
     pub detector: DetectorArgs,
 }

@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 use crate::cli::DetectorArgs;
 use crate::detect::{self, DetectError, Selection};
 use crate::pipeline::{self, CandidateEvent, PipelineConfig};
+use crate::signals::Signals;
 use crate::spawn::{HeldChild, SpawnError};
 
 /// Candidate events waiting for the consumer; the pipeline stalls beyond it.
@@ -73,6 +74,22 @@ pub fn start(
         candidates,
         child,
     })
+}
+
+/// What `watch` and `connect` start with: [`start`], printing the backend
+/// line first, and the signals to forward to the command. Failures are
+/// printed; `Err` holds the exit code.
+pub fn start_for_command(args: &DetectorArgs) -> Result<(Watched, Signals), i32> {
+    let watched =
+        start(args, |selection| eprintln!("{}", backend_line(selection))).map_err(|err| {
+            eprintln!("error: {}", crate::error_chain(&err));
+            1
+        })?;
+    let signals = Signals::new().map_err(|err| {
+        eprintln!("error: cannot listen for signals: {err}");
+        1
+    })?;
+    Ok((watched, signals))
 }
 
 /// The first stderr line: the backend, and why when it is not the best one.

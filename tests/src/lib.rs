@@ -2,5 +2,6 @@
 
 pub mod bench;
 pub mod browser;
+pub mod simulator;
 pub mod support;
 pub mod vite;

@@ -513,7 +513,6 @@ fn events_on(lines: &[serde_json::Value], port: u16) -> Vec<&str> {
 }
 
 #[tokio::test]
-#[ignore = "needs the debouncing pipeline (a stub on main so far)"]
 async fn watch_never_reports_a_short_lived_listener() {
     let (short, long) = (free_port(), free_port());
     let fixture = fixture();
@@ -534,7 +533,6 @@ async fn watch_never_reports_a_short_lived_listener() {
 }
 
 #[tokio::test]
-#[ignore = "needs the debouncing pipeline (a stub on main so far)"]
 async fn watch_reports_a_restart_with_another_command_as_changed() {
     let port = free_port();
     let fixture = fixture();

@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use tokio::sync::{broadcast, watch};
 
+use crate::forward::{GateRefusal, PortGate};
+
 /// How many revocations a slow reader may fall behind before it sees
 /// `RecvError::Lagged` (then it should re-check its ports with `target`).
 const REVOCATION_QUEUE: usize = 256;
@@ -22,27 +24,6 @@ pub(super) struct GateEntry {
 }
 
 pub(super) type GateMap = HashMap<u16, GateEntry>;
-
-/// Why a port must not be forwarded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum GateError {
-    /// No listener of the watched trees holds the port.
-    #[error("nothing listens on port {port}")]
-    NotListening { port: u16 },
-    /// A listener holds it, but Kandan has not approved it (or denied it).
-    #[error("port {port} is not approved")]
-    NotApproved { port: u16 },
-}
-
-impl GateError {
-    /// The `control_error` code (PROTOCOL.md section 4).
-    pub fn code(&self) -> &'static str {
-        match self {
-            GateError::NotListening { .. } => "port_not_listening",
-            GateError::NotApproved { .. } => "port_not_approved",
-        }
-    }
-}
 
 /// Why a port stopped being forwardable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,18 +52,20 @@ pub struct Gate {
 }
 
 impl Gate {
-    /// The addresses the port's listener bound, when it may be forwarded.
-    pub fn target(&self, port: u16) -> Result<Vec<IpAddr>, GateError> {
-        match self.ports.borrow().get(&port) {
-            None => Err(GateError::NotListening { port }),
-            Some(entry) if !entry.approved => Err(GateError::NotApproved { port }),
-            Some(entry) => Ok(entry.addresses.clone()),
-        }
-    }
-
     /// Revocations from now on.
     pub fn revocations(&self) -> broadcast::Receiver<Revocation> {
         self.revocations.subscribe()
+    }
+}
+
+impl PortGate for Gate {
+    /// The addresses the port's listener bound, when it may be forwarded.
+    fn target(&self, port: u16) -> Result<Vec<IpAddr>, GateRefusal> {
+        match self.ports.borrow().get(&port) {
+            None => Err(GateRefusal::NotListening),
+            Some(entry) if !entry.approved => Err(GateRefusal::NotApproved),
+            Some(entry) => Ok(entry.addresses.clone()),
+        }
     }
 }
 

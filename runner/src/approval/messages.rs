@@ -1,65 +1,21 @@
 //! What the approval module says to Kandan and hears from it, as plain
 //! types; the control channel maps them to JSON (PROTOCOL.md section 4).
+//! The protocol's own words (decision, state, actor id) are the control
+//! module's types.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 
-use super::{ApprovalError, RequestId};
+use super::RequestId;
+use crate::control::controls::{ActorId, Decision};
+use crate::control::events::ListenerState;
 
-/// Kandan's answer to a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Decision {
-    Approve,
-    Deny,
-}
-
-impl Decision {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Decision::Approve => "approve",
-            Decision::Deny => "deny",
-        }
-    }
-}
-
-impl FromStr for Decision {
-    type Err = ApprovalError;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "approve" => Ok(Decision::Approve),
-            "deny" => Ok(Decision::Deny),
-            other => Err(ApprovalError::BadDecision(other.to_string())),
-        }
-    }
-}
-
-/// Where a candidate stands, for `runner_ready.listeners[].state`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RequestState {
-    Pending,
-    Approved,
-    Denied,
-}
-
-impl RequestState {
-    pub(super) fn of(decision: Option<Decision>) -> Self {
-        match decision {
-            None => RequestState::Pending,
-            Some(Decision::Approve) => RequestState::Approved,
-            Some(Decision::Deny) => RequestState::Denied,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RequestState::Pending => "pending",
-            RequestState::Approved => "approved",
-            RequestState::Denied => "denied",
-        }
+/// Where a candidate stands, given its identity's decision.
+pub(super) fn state_of(decision: Option<Decision>) -> ListenerState {
+    match decision {
+        None => ListenerState::Pending,
+        Some(Decision::Approve) => ListenerState::Approved,
+        Some(Decision::Deny) => ListenerState::Denied,
     }
 }
 
@@ -68,7 +24,7 @@ impl RequestState {
 pub struct Resolution {
     pub request_id: String,
     pub decision: Decision,
-    pub actor_user_id: Option<String>,
+    pub actor_user_id: Option<ActorId>,
     pub actor_slug: Option<String>,
 }
 
@@ -87,7 +43,7 @@ pub enum ApprovalOutput {
         cwd: Option<PathBuf>,
         addresses: Vec<IpAddr>,
         restarted: bool,
-        state: RequestState,
+        state: ListenerState,
     },
     /// `port_forward_closed`.
     Closed { request_id: RequestId, port: u16 },
@@ -96,14 +52,14 @@ pub enum ApprovalOutput {
         request_id: RequestId,
         port: u16,
         decision: Decision,
-        actor_user_id: Option<String>,
+        actor_user_id: Option<ActorId>,
         actor_slug: Option<String>,
     },
 }
 
 /// One entry of `runner_ready.listeners`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ListenerState {
+pub struct ListenerSnapshot {
     pub request_id: RequestId,
     pub port: u16,
     pub pid: u32,
@@ -111,5 +67,5 @@ pub struct ListenerState {
     pub label: String,
     pub cwd: Option<PathBuf>,
     pub addresses: Vec<IpAddr>,
-    pub state: RequestState,
+    pub state: ListenerState,
 }

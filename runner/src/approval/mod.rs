@@ -30,15 +30,18 @@ mod request_id;
 #[cfg(test)]
 mod tests;
 
-pub use gate::{Gate, GateError, Revocation, RevokeReason};
-pub use messages::{ApprovalOutput, Decision, ListenerState, RequestState, Resolution};
+pub use gate::{Gate, Revocation, RevokeReason};
+pub use messages::{ApprovalOutput, ListenerSnapshot, Resolution};
 pub use request_id::RequestId;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 
 use gate::{GateEntry, GateWriter};
+use messages::state_of;
 
+use crate::control::ErrorCode;
+use crate::control::controls::Decision;
 use crate::pipeline::{Candidate, CandidateEvent};
 
 /// How many requests whose listener has gone are still resolvable (a user
@@ -52,9 +55,6 @@ pub enum ApprovalError {
     /// (or one closed too long ago).
     #[error("unknown request id {0:?}")]
     UnknownRequest(String),
-    /// A decision other than `approve` or `deny`.
-    #[error("invalid decision {0:?}: expected approve or deny")]
-    BadDecision(String),
     /// The OS random source failed, so no request id can be made.
     #[error("cannot read random bytes for a request id")]
     Random {
@@ -65,8 +65,8 @@ pub enum ApprovalError {
 
 impl ApprovalError {
     /// The `control_error` code for errors caused by a control.
-    pub fn code(&self) -> &'static str {
-        "invalid_control"
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::InvalidControl
     }
 }
 
@@ -169,7 +169,7 @@ impl Approval {
         }
         let restarted = self.decisions.contains_key(&identity);
         let decision = *self.decisions.entry(identity.clone()).or_insert(None);
-        let state = RequestState::of(decision);
+        let state = state_of(decision);
         let announced = decision != Some(Decision::Deny);
         if announced {
             out.push(ApprovalOutput::Request {
@@ -277,14 +277,14 @@ impl Approval {
 
     /// Every current candidate, for `runner_ready.listeners`, by port.
     /// Kandan hears of all their ids, so all their closes are sent later.
-    pub fn snapshot(&mut self) -> Vec<ListenerState> {
-        let mut listeners: Vec<ListenerState> = self
+    pub fn snapshot(&mut self) -> Vec<ListenerSnapshot> {
+        let mut listeners: Vec<ListenerSnapshot> = self
             .live
             .values_mut()
             .map(|live| {
                 live.announced = true;
                 let candidate = &live.candidate;
-                ListenerState {
+                ListenerSnapshot {
                     request_id: live.request_id.clone(),
                     port: candidate.port,
                     pid: candidate.pid,
@@ -292,7 +292,7 @@ impl Approval {
                     label: candidate.process.label.clone(),
                     cwd: candidate.process.cwd.clone(),
                     addresses: candidate.addresses.clone(),
-                    state: RequestState::of(self.decisions.get(&live.identity).copied().flatten()),
+                    state: state_of(self.decisions.get(&live.identity).copied().flatten()),
                 }
             })
             .collect();

@@ -3,6 +3,9 @@ use std::net::IpAddr;
 use tokio::sync::broadcast::error::TryRecvError;
 
 use super::*;
+use crate::control::controls::ActorId;
+use crate::control::events::ListenerState;
+use crate::forward::{GateRefusal, PortGate};
 use crate::process::ProcessInfo;
 
 fn cand(port: u16, pid: u32, command: &str, cwd: &str) -> Candidate {
@@ -23,7 +26,7 @@ fn resolution(request_id: &RequestId, decision: Decision) -> Resolution {
     Resolution {
         request_id: request_id.to_string(),
         decision,
-        actor_user_id: Some("17".into()),
+        actor_user_id: Some(ActorId::Str("17".into())),
         actor_slug: Some("ada".into()),
     }
 }
@@ -33,7 +36,7 @@ fn resolution(request_id: &RequestId, decision: Decision) -> Resolution {
 fn expect_request(
     approval: &mut Approval,
     event: CandidateEvent,
-) -> (RequestId, bool, RequestState) {
+) -> (RequestId, bool, ListenerState) {
     let out = approval.on_candidate(event).unwrap();
     match out.as_slice() {
         [
@@ -89,23 +92,17 @@ fn an_opened_candidate_becomes_a_pending_request() {
     assert_eq!(cwd.as_deref(), Some(std::path::Path::new("/x")));
     assert_eq!(addresses, &["127.0.0.1".parse::<IpAddr>().unwrap()]);
     assert!(!restarted);
-    assert_eq!(*state, RequestState::Pending);
+    assert_eq!(*state, ListenerState::Pending);
 
     let gate = approval.gate();
+    assert_eq!(gate.target(5173), Err(GateRefusal::NotApproved));
+    assert_eq!(gate.target(5174), Err(GateRefusal::NotListening));
     assert_eq!(
-        gate.target(5173),
-        Err(GateError::NotApproved { port: 5173 })
-    );
-    assert_eq!(
-        gate.target(5174),
-        Err(GateError::NotListening { port: 5174 })
-    );
-    assert_eq!(
-        GateError::NotApproved { port: 1 }.code(),
+        GateRefusal::NotApproved.code().as_str(),
         "port_not_approved"
     );
     assert_eq!(
-        GateError::NotListening { port: 1 }.code(),
+        GateRefusal::NotListening.code().as_str(),
         "port_not_listening"
     );
 }
@@ -122,7 +119,7 @@ fn approve_opens_the_gate_and_reports_the_actor() {
             request_id: id,
             port: 5173,
             decision: Decision::Approve,
-            actor_user_id: Some("17".into()),
+            actor_user_id: Some(ActorId::Str("17".into())),
             actor_slug: Some("ada".into()),
         }]
     );
@@ -142,24 +139,18 @@ fn an_unknown_request_id_is_an_error() {
         })
         .unwrap_err();
     assert!(matches!(err, ApprovalError::UnknownRequest(ref id) if id == "0123"));
-    assert_eq!(err.code(), "invalid_control");
-    assert_eq!(
-        approval.gate().target(5173),
-        Err(GateError::NotApproved { port: 5173 })
-    );
+    assert_eq!(err.code().as_str(), "invalid_control");
+    assert_eq!(approval.gate().target(5173), Err(GateRefusal::NotApproved));
 }
 
 #[test]
 fn decisions_parse() {
-    assert_eq!("approve".parse::<Decision>().unwrap(), Decision::Approve);
-    assert_eq!("deny".parse::<Decision>().unwrap(), Decision::Deny);
-    assert!(matches!(
-        "yes".parse::<Decision>(),
-        Err(ApprovalError::BadDecision(_))
-    ));
+    assert_eq!(Decision::parse("approve"), Some(Decision::Approve));
+    assert_eq!(Decision::parse("deny"), Some(Decision::Deny));
+    assert_eq!(Decision::parse("yes"), None);
     assert_eq!(serde_json::to_string(&Decision::Deny).unwrap(), "\"deny\"");
     assert_eq!(
-        serde_json::to_string(&RequestState::Approved).unwrap(),
+        serde_json::to_string(&ListenerState::Approved).unwrap(),
         "\"approved\""
     );
 }
@@ -179,10 +170,7 @@ fn close_sends_port_forward_closed_and_shuts_the_gate() {
             port: 5173
         }]
     );
-    assert_eq!(
-        gate.target(5173),
-        Err(GateError::NotListening { port: 5173 })
-    );
+    assert_eq!(gate.target(5173), Err(GateRefusal::NotListening));
     assert_eq!(
         revoked.try_recv(),
         Ok(Revocation {
@@ -214,7 +202,7 @@ fn a_restart_inside_the_window_keeps_request_and_approval() {
     assert_eq!(snapshot.len(), 1);
     assert_eq!(snapshot[0].request_id, id);
     assert_eq!(snapshot[0].pid, 2);
-    assert_eq!(snapshot[0].state, RequestState::Approved);
+    assert_eq!(snapshot[0].state, ListenerState::Approved);
 }
 
 #[test]
@@ -244,7 +232,7 @@ fn an_approved_server_that_comes_back_later_stays_approved() {
     let (second, restarted, state) = expect_request(&mut approval, CandidateEvent::Opened(vite(9)));
     assert_ne!(first, second, "a fresh request id");
     assert!(restarted);
-    assert_eq!(state, RequestState::Approved);
+    assert_eq!(state, ListenerState::Approved);
     assert!(gate.target(5173).is_ok(), "no new approval needed");
 }
 
@@ -256,7 +244,7 @@ fn a_pending_server_that_comes_back_later_is_asked_again_as_restarted() {
     let (second, restarted, state) = expect_request(&mut approval, CandidateEvent::Opened(vite(2)));
     assert_ne!(first, second);
     assert!(restarted);
-    assert_eq!(state, RequestState::Pending);
+    assert_eq!(state, ListenerState::Pending);
 }
 
 #[test]
@@ -272,15 +260,12 @@ fn approve_after_close_counts_for_the_identity() {
         out.as_slice(),
         [ApprovalOutput::Resolved { request_id, decision: Decision::Approve, .. }] if *request_id == first
     ));
-    assert_eq!(
-        gate.target(5173),
-        Err(GateError::NotListening { port: 5173 })
-    );
+    assert_eq!(gate.target(5173), Err(GateRefusal::NotListening));
 
     // It comes back: approved already.
     let (_, restarted, state) = expect_request(&mut approval, CandidateEvent::Opened(vite(2)));
     assert!(restarted);
-    assert_eq!(state, RequestState::Approved);
+    assert_eq!(state, ListenerState::Approved);
     assert!(gate.target(5173).is_ok());
 }
 
@@ -308,10 +293,7 @@ fn a_denied_server_is_not_asked_again_after_a_restart() {
     let gate = approval.gate();
     let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
     deny(&mut approval, &id);
-    assert_eq!(
-        gate.target(5173),
-        Err(GateError::NotApproved { port: 5173 })
-    );
+    assert_eq!(gate.target(5173), Err(GateRefusal::NotApproved));
 
     // A quick restart: nothing.
     assert!(
@@ -328,15 +310,12 @@ fn a_denied_server_is_not_asked_again_after_a_restart() {
             .unwrap()
             .is_empty()
     );
-    assert_eq!(
-        gate.target(5173),
-        Err(GateError::NotApproved { port: 5173 })
-    );
+    assert_eq!(gate.target(5173), Err(GateRefusal::NotApproved));
 
     // It is listed as denied, and its close is sent once Kandan knows it.
     let snapshot = approval.snapshot();
     assert_eq!(snapshot.len(), 1);
-    assert_eq!(snapshot[0].state, RequestState::Denied);
+    assert_eq!(snapshot[0].state, ListenerState::Denied);
     let out = approval.on_candidate(closed(5173)).unwrap();
     assert_eq!(
         out,
@@ -372,7 +351,7 @@ fn a_denied_port_taken_by_another_command_is_asked_again() {
     let other = cand(5173, 5, "python3 -m http.server 5173", "/x");
     let (_, restarted, state) = expect_request(&mut approval, CandidateEvent::Opened(other));
     assert!(!restarted);
-    assert_eq!(state, RequestState::Pending);
+    assert_eq!(state, ListenerState::Pending);
 }
 
 #[test]
@@ -384,11 +363,8 @@ fn the_same_command_in_another_cwd_is_another_identity() {
     let elsewhere = cand(5173, 2, "node /x/node_modules/.bin/vite", "/y");
     let (_, restarted, state) = expect_request(&mut approval, CandidateEvent::Opened(elsewhere));
     assert!(!restarted);
-    assert_eq!(state, RequestState::Pending);
-    assert_eq!(
-        approval.gate().target(5173),
-        Err(GateError::NotApproved { port: 5173 })
-    );
+    assert_eq!(state, ListenerState::Pending);
+    assert_eq!(approval.gate().target(5173), Err(GateRefusal::NotApproved));
 }
 
 #[test]
@@ -411,7 +387,7 @@ fn another_program_on_the_port_voids_the_approval_at_once() {
         ApprovalOutput::Request {
             request_id: new_id,
             restarted: false,
-            state: RequestState::Pending,
+            state: ListenerState::Pending,
             pid: 7,
             ..
         },
@@ -421,10 +397,7 @@ fn another_program_on_the_port_voids_the_approval_at_once() {
     };
     assert_eq!(*closed_id, id);
     assert_ne!(*new_id, id);
-    assert_eq!(
-        gate.target(5173),
-        Err(GateError::NotApproved { port: 5173 })
-    );
+    assert_eq!(gate.target(5173), Err(GateRefusal::NotApproved));
     assert_eq!(
         revoked.try_recv(),
         Ok(Revocation {
@@ -435,10 +408,7 @@ fn another_program_on_the_port_voids_the_approval_at_once() {
 
     // Approving the old request now approves only the old program.
     approve(&mut approval, &id);
-    assert_eq!(
-        gate.target(5173),
-        Err(GateError::NotApproved { port: 5173 })
-    );
+    assert_eq!(gate.target(5173), Err(GateRefusal::NotApproved));
     approve(&mut approval, new_id);
     assert!(gate.target(5173).is_ok());
 }
@@ -471,7 +441,7 @@ fn a_switch_between_two_approved_programs_still_revokes_the_old_sockets() {
             ApprovalOutput::Closed { .. },
             ApprovalOutput::Request {
                 restarted: true,
-                state: RequestState::Approved,
+                state: ListenerState::Approved,
                 ..
             }
         ]
@@ -491,10 +461,7 @@ fn deny_after_approve_revokes() {
     let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
     approve(&mut approval, &id);
     deny(&mut approval, &id);
-    assert_eq!(
-        gate.target(5173),
-        Err(GateError::NotApproved { port: 5173 })
-    );
+    assert_eq!(gate.target(5173), Err(GateRefusal::NotApproved));
     assert_eq!(
         revoked.try_recv(),
         Ok(Revocation {
@@ -541,7 +508,7 @@ fn snapshot_lists_every_candidate_with_its_state() {
     );
     approve(&mut approval, &a);
     deny(&mut approval, &b);
-    let states: Vec<(u16, RequestState)> = approval
+    let states: Vec<(u16, ListenerState)> = approval
         .snapshot()
         .iter()
         .map(|l| (l.port, l.state))
@@ -549,9 +516,9 @@ fn snapshot_lists_every_candidate_with_its_state() {
     assert_eq!(
         states,
         vec![
-            (2000, RequestState::Pending),
-            (3000, RequestState::Approved),
-            (4000, RequestState::Denied),
+            (2000, ListenerState::Pending),
+            (3000, ListenerState::Approved),
+            (4000, ListenerState::Denied),
         ]
     );
     approval.on_candidate(closed(3000)).unwrap();

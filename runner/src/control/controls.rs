@@ -35,6 +35,25 @@ pub enum Decision {
     Deny,
 }
 
+impl Decision {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Approve => "approve",
+            Decision::Deny => "deny",
+        }
+    }
+
+    /// Parses the wire spelling.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "approve" => Some(Decision::Approve),
+            "deny" => Some(Decision::Deny),
+            _ => None,
+        }
+    }
+}
+
 /// A Kandan user id, echoed back as it came (number or string).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
@@ -47,10 +66,37 @@ pub enum ActorId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Opcode {
+    /// UTF-8 text.
     Text,
+    /// Binary data.
     Binary,
+    /// Ping (payload at most 125 bytes).
     Ping,
+    /// Pong (payload at most 125 bytes).
     Pong,
+}
+
+impl Opcode {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Opcode::Text => "text",
+            Opcode::Binary => "binary",
+            Opcode::Ping => "ping",
+            Opcode::Pong => "pong",
+        }
+    }
+
+    /// Parses the wire spelling.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "text" => Some(Opcode::Text),
+            "binary" => Some(Opcode::Binary),
+            "ping" => Some(Opcode::Ping),
+            "pong" => Some(Opcode::Pong),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -393,21 +439,15 @@ impl Fields<'_> {
     }
 
     fn decision(&self, name: &'static str) -> Result<Decision, Problem> {
-        match self.required(name)?.as_str() {
-            Some("approve") => Ok(Decision::Approve),
-            Some("deny") => Ok(Decision::Deny),
-            _ => Err(invalid(name, "must be `approve` or `deny`")),
-        }
+        (self.required(name)?.as_str())
+            .and_then(Decision::parse)
+            .ok_or(invalid(name, "must be `approve` or `deny`"))
     }
 
     fn opcode(&self, name: &'static str) -> Result<Opcode, Problem> {
-        match self.required(name)?.as_str() {
-            Some("text") => Ok(Opcode::Text),
-            Some("binary") => Ok(Opcode::Binary),
-            Some("ping") => Ok(Opcode::Ping),
-            Some("pong") => Ok(Opcode::Pong),
-            _ => Err(invalid(name, "must be `text`, `binary`, `ping` or `pong`")),
-        }
+        (self.required(name)?.as_str())
+            .and_then(Opcode::parse)
+            .ok_or(invalid(name, "must be `text`, `binary`, `ping` or `pong`"))
     }
 
     fn opt_actor(&self, name: &'static str) -> Result<Option<ActorId>, Problem> {

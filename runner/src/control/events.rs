@@ -216,16 +216,47 @@ pub struct ControlErrorEvent {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
+    /// A control carried a value that cannot be acted on.
     InvalidControl,
     UnknownControl,
+    /// The port has no approval (or lost it).
     PortNotApproved,
+    /// No listener of the watched trees holds the port.
     PortNotListening,
+    /// The local server refused or dropped the connection.
     UpstreamUnreachable,
+    /// The local server did not answer in time.
     UpstreamTimeout,
+    /// A body went over its configured limit.
     BodyTooLarge,
     CwdNotAllowed,
+    /// A control named a WebSocket that is not open.
     UnknownSocket,
     Unsupported,
+}
+
+impl ErrorCode {
+    /// The wire spelling (the same as the JSON).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidControl => "invalid_control",
+            ErrorCode::UnknownControl => "unknown_control",
+            ErrorCode::PortNotApproved => "port_not_approved",
+            ErrorCode::PortNotListening => "port_not_listening",
+            ErrorCode::UpstreamUnreachable => "upstream_unreachable",
+            ErrorCode::UpstreamTimeout => "upstream_timeout",
+            ErrorCode::BodyTooLarge => "body_too_large",
+            ErrorCode::CwdNotAllowed => "cwd_not_allowed",
+            ErrorCode::UnknownSocket => "unknown_socket",
+            ErrorCode::Unsupported => "unsupported",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// `bodyBase64`: standard alphabet, padded.
@@ -455,5 +486,42 @@ mod tests {
         for (code, name) in codes {
             assert_eq!(serde_json::to_value(code).unwrap(), json!(name));
         }
+    }
+
+    #[test]
+    fn as_str_is_the_json_spelling() {
+        use super::super::controls::{Decision, Opcode};
+        let codes = [
+            ErrorCode::InvalidControl,
+            ErrorCode::UnknownControl,
+            ErrorCode::PortNotApproved,
+            ErrorCode::PortNotListening,
+            ErrorCode::UpstreamUnreachable,
+            ErrorCode::UpstreamTimeout,
+            ErrorCode::BodyTooLarge,
+            ErrorCode::CwdNotAllowed,
+            ErrorCode::UnknownSocket,
+            ErrorCode::Unsupported,
+        ];
+        for code in codes {
+            assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));
+            assert_eq!(code.to_string(), code.as_str());
+        }
+        for opcode in [Opcode::Text, Opcode::Binary, Opcode::Ping, Opcode::Pong] {
+            assert_eq!(
+                serde_json::to_value(opcode).unwrap(),
+                json!(opcode.as_str())
+            );
+            assert_eq!(Opcode::parse(opcode.as_str()), Some(opcode));
+        }
+        for decision in [Decision::Approve, Decision::Deny] {
+            assert_eq!(
+                serde_json::to_value(decision).unwrap(),
+                json!(decision.as_str())
+            );
+            assert_eq!(Decision::parse(decision.as_str()), Some(decision));
+        }
+        assert_eq!(Opcode::parse("close"), None);
+        assert_eq!(Decision::parse("yes"), None);
     }
 }

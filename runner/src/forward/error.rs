@@ -1,49 +1,8 @@
-//! Error codes of PROTOCOL.md section 4 that forwarding produces, and the
-//! module's error type.
-
-use std::fmt;
+//! The forwarding module's error type, and the protocol error code
+//! (PROTOCOL.md section 4) each error is reported with.
 
 use super::gate::GateRefusal;
-
-/// A `control_error` code produced by forwarding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorCode {
-    /// The port has no approval (or lost it).
-    PortNotApproved,
-    /// No listener of the watched trees holds the port.
-    PortNotListening,
-    /// The local server refused or dropped the connection.
-    UpstreamUnreachable,
-    /// The local server did not answer in time.
-    UpstreamTimeout,
-    /// A body went over its configured limit.
-    BodyTooLarge,
-    /// A control named a WebSocket that is not open.
-    UnknownSocket,
-    /// A control carried a value that cannot be forwarded.
-    InvalidControl,
-}
-
-impl ErrorCode {
-    /// The wire spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::PortNotApproved => "port_not_approved",
-            Self::PortNotListening => "port_not_listening",
-            Self::UpstreamUnreachable => "upstream_unreachable",
-            Self::UpstreamTimeout => "upstream_timeout",
-            Self::BodyTooLarge => "body_too_large",
-            Self::UnknownSocket => "unknown_socket",
-            Self::InvalidControl => "invalid_control",
-        }
-    }
-}
-
-impl fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::control::ErrorCode;
 
 /// Why a forwarded request or socket failed.
 #[derive(Debug, thiserror::Error)]
@@ -162,13 +121,6 @@ impl ForwardError {
 
     /// The error and its sources on one line, for the wire `message`.
     pub fn message(&self) -> String {
-        let mut text = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(err) = source {
-            text.push_str(": ");
-            text.push_str(&err.to_string());
-            source = err.source();
-        }
-        text
+        crate::error_chain(self)
     }
 }

@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use super::ErrorCode;
+use crate::control::ErrorCode;
 
 /// Decides, per request, whether a port may be forwarded and which local
 /// addresses its approved listener bound. Implemented by `approval`.

@@ -147,8 +147,8 @@ mod tests {
     #[test]
     fn bad_header_names_and_values_are_invalid_control() {
         let err = parse(&pairs(&[("bad name", "x")])).unwrap_err();
-        assert_eq!(err.code(), super::super::ErrorCode::InvalidControl);
+        assert_eq!(err.code(), crate::control::ErrorCode::InvalidControl);
         let err = parse(&pairs(&[("x", "line\nbreak")])).unwrap_err();
-        assert_eq!(err.code(), super::super::ErrorCode::InvalidControl);
+        assert_eq!(err.code(), crate::control::ErrorCode::InvalidControl);
     }
 }

@@ -31,11 +31,14 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::control::ErrorCode;
+use crate::control::controls::Opcode;
+
 pub use config::ForwardConfig;
 pub use dial::loopback_targets;
-pub use error::{ErrorCode, ForwardError};
+pub use error::ForwardError;
 pub use gate::{GateRefusal, PortGate};
-pub use output::{ForwardOutput, HttpRequest, WsFailure, WsOpcode, WsOpen};
+pub use output::{ForwardOutput, HttpRequest, WsFailure, WsOpen};
 pub use websocket::SocketTable;
 
 /// Why forwarding to a port stopped (see [`Forwarder::close_port`]).
@@ -181,7 +184,7 @@ impl Forwarder {
     }
 
     /// Queues a frame for the local server.
-    pub async fn ws_send(&self, socket_id: &str, opcode: WsOpcode, body: Bytes) {
+    pub async fn ws_send(&self, socket_id: &str, opcode: Opcode, body: Bytes) {
         self.sockets.send(socket_id, opcode, body).await;
     }
 

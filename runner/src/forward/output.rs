@@ -3,7 +3,8 @@
 
 use bytes::Bytes;
 
-use super::ErrorCode;
+use crate::control::ErrorCode;
+use crate::control::controls::Opcode;
 
 /// One `forward_http_request`.
 #[derive(Debug, Clone)]
@@ -40,42 +41,6 @@ pub struct WsOpen {
     /// The browser's handshake headers (`Sec-WebSocket-Protocol`, `Origin`,
     /// `Cookie`...); connection-level ones are replaced.
     pub headers: Vec<(String, String)>,
-}
-
-/// A WebSocket frame kind as the wire names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WsOpcode {
-    /// UTF-8 text.
-    Text,
-    /// Binary data.
-    Binary,
-    /// Ping (payload at most 125 bytes).
-    Ping,
-    /// Pong (payload at most 125 bytes).
-    Pong,
-}
-
-impl WsOpcode {
-    /// The wire spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Text => "text",
-            Self::Binary => "binary",
-            Self::Ping => "ping",
-            Self::Pong => "pong",
-        }
-    }
-
-    /// Parses the wire spelling.
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "text" => Some(Self::Text),
-            "binary" => Some(Self::Binary),
-            "ping" => Some(Self::Ping),
-            "pong" => Some(Self::Pong),
-            _ => None,
-        }
-    }
 }
 
 /// Why a WebSocket failed, with the code a `control_error` would carry.
@@ -138,7 +103,7 @@ pub enum ForwardOutput {
         /// The socket's id.
         socket_id: String,
         /// The frame kind.
-        opcode: WsOpcode,
+        opcode: Opcode,
         /// The payload.
         body: Bytes,
     },

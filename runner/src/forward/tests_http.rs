@@ -12,7 +12,8 @@ use super::test_servers::{
     PATIENCE, TestBody, dying_server, forwarder, full, http_server, next, refused_port,
     silent_server,
 };
-use super::{CloseCause, ErrorCode, ForwardConfig, ForwardOutput, GateRefusal, HttpRequest};
+use super::{CloseCause, ForwardConfig, ForwardOutput, GateRefusal, HttpRequest};
+use crate::control::ErrorCode;
 
 fn request(id: &str, port: u16, method: &str, path: &str) -> HttpRequest {
     HttpRequest {

@@ -9,7 +9,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::test_servers::{PATIENCE, forwarder, next, refused_port, ws_server};
-use super::{CloseCause, ErrorCode, ForwardConfig, ForwardOutput, GateRefusal, WsOpcode, WsOpen};
+use super::{CloseCause, ForwardConfig, ForwardOutput, GateRefusal, WsOpen};
+use crate::control::ErrorCode;
+use crate::control::controls::Opcode;
 
 fn open(id: &str, port: u16, headers: &[(&str, &str)]) -> WsOpen {
     WsOpen {
@@ -31,7 +33,7 @@ async fn received(rx: &mut mpsc::UnboundedReceiver<Message>) -> Message {
         .expect("the server runs")
 }
 
-fn message(output: ForwardOutput) -> (WsOpcode, Bytes) {
+fn message(output: ForwardOutput) -> (Opcode, Bytes) {
     match output {
         ForwardOutput::WsMessage { opcode, body, .. } => (opcode, body),
         other => panic!("expected a message, got {other:?}"),
@@ -98,7 +100,7 @@ async fn frames_flow_both_ways_with_the_subprotocol_kept() {
     // Kandan -> local server.
     fwd.ws_send(
         "s1",
-        WsOpcode::Text,
+        Opcode::Text,
         Bytes::from_static(b"{\"type\":\"ping\"}"),
     )
     .await;
@@ -106,13 +108,13 @@ async fn frames_flow_both_ways_with_the_subprotocol_kept() {
         received(&mut server.received).await,
         Message::text("{\"type\":\"ping\"}")
     );
-    fwd.ws_send("s1", WsOpcode::Binary, Bytes::from_static(&[0, 159, 255]))
+    fwd.ws_send("s1", Opcode::Binary, Bytes::from_static(&[0, 159, 255]))
         .await;
     assert_eq!(
         received(&mut server.received).await,
         Message::binary(vec![0, 159, 255])
     );
-    fwd.ws_send("s1", WsOpcode::Ping, Bytes::from_static(b"p1"))
+    fwd.ws_send("s1", Opcode::Ping, Bytes::from_static(b"p1"))
         .await;
     assert_eq!(
         received(&mut server.received).await,
@@ -121,7 +123,7 @@ async fn frames_flow_both_ways_with_the_subprotocol_kept() {
     // The server's automatic pong comes back.
     assert_eq!(
         message(next(&mut out).await),
-        (WsOpcode::Pong, Bytes::from_static(b"p1"))
+        (Opcode::Pong, Bytes::from_static(b"p1"))
     );
 
     // Local server -> Kandan.
@@ -130,19 +132,19 @@ async fn frames_flow_both_ways_with_the_subprotocol_kept() {
         .unwrap();
     assert_eq!(
         message(next(&mut out).await),
-        (WsOpcode::Text, Bytes::from_static(b"{\"type\":\"update\"}"))
+        (Opcode::Text, Bytes::from_static(b"{\"type\":\"update\"}"))
     );
     to_client.send(Message::binary(vec![1, 2, 3])).unwrap();
     assert_eq!(
         message(next(&mut out).await),
-        (WsOpcode::Binary, Bytes::from_static(&[1, 2, 3]))
+        (Opcode::Binary, Bytes::from_static(&[1, 2, 3]))
     );
     to_client
         .send(Message::Ping(Bytes::from_static(b"p2")))
         .unwrap();
     assert_eq!(
         message(next(&mut out).await),
-        (WsOpcode::Ping, Bytes::from_static(b"p2"))
+        (Opcode::Ping, Bytes::from_static(b"p2"))
     );
     // The runner answered the server's ping itself.
     assert_eq!(
@@ -185,7 +187,7 @@ async fn local_server_closing_is_reported_with_code_and_reason() {
         (Some(4000), Some("server restart".to_owned()), None)
     );
     // The socket is gone: Kandan's next frame is refused.
-    fwd.ws_send("s1", WsOpcode::Text, Bytes::from_static(b"late"))
+    fwd.ws_send("s1", Opcode::Text, Bytes::from_static(b"late"))
         .await;
     assert_eq!(ws_error(next(&mut out).await), ErrorCode::UnknownSocket);
 }
@@ -194,7 +196,7 @@ async fn local_server_closing_is_reported_with_code_and_reason() {
 async fn unknown_sockets_and_bad_payloads_are_refused() {
     let mut server = ws_server(false).await;
     let (fwd, gate, mut out) = forwarder(ForwardConfig::default());
-    fwd.ws_send("nope", WsOpcode::Text, Bytes::from_static(b"x"))
+    fwd.ws_send("nope", Opcode::Text, Bytes::from_static(b"x"))
         .await;
     assert_eq!(ws_error(next(&mut out).await), ErrorCode::UnknownSocket);
     fwd.ws_close("nope").await;
@@ -206,16 +208,16 @@ async fn unknown_sockets_and_bad_payloads_are_refused() {
         next(&mut out).await,
         ForwardOutput::WsOpened { .. }
     ));
-    fwd.ws_send("s1", WsOpcode::Text, Bytes::from_static(&[0xff, 0xfe]))
+    fwd.ws_send("s1", Opcode::Text, Bytes::from_static(&[0xff, 0xfe]))
         .await;
     assert_eq!(ws_error(next(&mut out).await), ErrorCode::InvalidControl);
-    fwd.ws_send("s1", WsOpcode::Ping, Bytes::from(vec![0; 126]))
+    fwd.ws_send("s1", Opcode::Ping, Bytes::from(vec![0; 126]))
         .await;
     assert_eq!(ws_error(next(&mut out).await), ErrorCode::InvalidControl);
     fwd.ws_open(open("s1", server.port, &[])).await;
     assert_eq!(ws_error(next(&mut out).await), ErrorCode::InvalidControl);
     // The socket survived all of that.
-    fwd.ws_send("s1", WsOpcode::Text, Bytes::from_static(b"still here"))
+    fwd.ws_send("s1", Opcode::Text, Bytes::from_static(b"still here"))
         .await;
     assert_eq!(
         received(&mut server.received).await,
@@ -262,7 +264,7 @@ async fn a_full_queue_closes_the_socket_instead_of_growing() {
     let chunk = Bytes::from(vec![7u8; 64 * 1024]);
     let mut outcome = None;
     for _ in 0..100_000 {
-        fwd.ws_send("s1", WsOpcode::Binary, chunk.clone()).await;
+        fwd.ws_send("s1", Opcode::Binary, chunk.clone()).await;
         if let Ok(output) = out.try_recv() {
             outcome = Some(output);
             break;
@@ -322,7 +324,7 @@ async fn close_port_closes_its_sockets_only() {
     }
     // The other port's socket still works.
     assert_eq!(fwd.socket_count(), 1);
-    fwd.ws_send("c", WsOpcode::Text, Bytes::from_static(b"alive"))
+    fwd.ws_send("c", Opcode::Text, Bytes::from_static(b"alive"))
         .await;
     assert_eq!(received(&mut other.received).await, Message::text("alive"));
 

@@ -24,9 +24,12 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use tracing::Instrument;
 
+use crate::control::ErrorCode;
+use crate::control::controls::Opcode;
+
 use super::{
-    CloseCause, ErrorCode, ForwardConfig, ForwardError, ForwardOutput, PortGate, Stop, WsFailure,
-    WsOpcode, WsOpen, dial, headers, http,
+    CloseCause, ForwardConfig, ForwardError, ForwardOutput, PortGate, Stop, WsFailure, WsOpen,
+    dial, headers, http,
 };
 
 type Ws = WebSocketStream<TcpStream>;
@@ -165,7 +168,7 @@ impl SocketTable {
 
     /// Queues a frame for the local server. An unknown socket or a bad
     /// payload gets a `WsError`; a full queue closes the socket.
-    pub async fn send(&self, socket_id: &str, opcode: WsOpcode, body: Bytes) {
+    pub async fn send(&self, socket_id: &str, opcode: Opcode, body: Bytes) {
         let len = body.len();
         let message = match to_message(opcode, body) {
             Ok(message) => message,
@@ -241,7 +244,7 @@ impl SocketTable {
     }
 }
 
-fn to_message(opcode: WsOpcode, body: Bytes) -> Result<Message, ForwardError> {
+fn to_message(opcode: Opcode, body: Bytes) -> Result<Message, ForwardError> {
     let control_too_long = || ForwardError::InvalidRequest {
         what: "control frame",
         detail: format!(
@@ -251,17 +254,17 @@ fn to_message(opcode: WsOpcode, body: Bytes) -> Result<Message, ForwardError> {
         ),
     };
     Ok(match opcode {
-        WsOpcode::Text => Message::Text(Utf8Bytes::try_from(body.clone()).map_err(|_| {
+        Opcode::Text => Message::Text(Utf8Bytes::try_from(body.clone()).map_err(|_| {
             ForwardError::InvalidRequest {
                 what: "text frame",
                 detail: "payload is not utf-8".to_owned(),
             }
         })?),
-        WsOpcode::Binary => Message::Binary(body),
-        WsOpcode::Ping if body.len() > 125 => return Err(control_too_long()),
-        WsOpcode::Pong if body.len() > 125 => return Err(control_too_long()),
-        WsOpcode::Ping => Message::Ping(body),
-        WsOpcode::Pong => Message::Pong(body),
+        Opcode::Binary => Message::Binary(body),
+        Opcode::Ping if body.len() > 125 => return Err(control_too_long()),
+        Opcode::Pong if body.len() > 125 => return Err(control_too_long()),
+        Opcode::Ping => Message::Ping(body),
+        Opcode::Pong => Message::Pong(body),
     })
 }
 
@@ -391,11 +394,11 @@ async fn run(
         let reader = async {
             loop {
                 let (opcode, body) = match stream.next().await {
-                    Some(Ok(Message::Text(text))) => (WsOpcode::Text, Bytes::from(text)),
-                    Some(Ok(Message::Binary(data))) => (WsOpcode::Binary, data),
+                    Some(Ok(Message::Text(text))) => (Opcode::Text, Bytes::from(text)),
+                    Some(Ok(Message::Binary(data))) => (Opcode::Binary, data),
                     // tungstenite already answered the ping; Kandan learns of it.
-                    Some(Ok(Message::Ping(data))) => (WsOpcode::Ping, data),
-                    Some(Ok(Message::Pong(data))) => (WsOpcode::Pong, data),
+                    Some(Ok(Message::Ping(data))) => (Opcode::Ping, data),
+                    Some(Ok(Message::Pong(data))) => (Opcode::Pong, data),
                     Some(Ok(Message::Close(frame))) => return End::ServerClosed(frame),
                     Some(Ok(Message::Frame(_))) => continue,
                     Some(Err(err)) => return End::Failed(ForwardError::WebSocket(Box::new(err))),

@@ -8,33 +8,22 @@ use std::io::Write;
 use tokio::process::Child;
 
 use crate::cli::WatchArgs;
-use crate::signals::Signals;
 use crate::watched::{self, Watched};
 
 pub use line::render;
 
 /// Runs `watch` and returns the process exit code.
 pub async fn run(args: WatchArgs) -> i32 {
-    let started = watched::start(&args.detector, |selection| {
-        eprintln!("{}", watched::backend_line(selection));
-    });
-    let Watched {
-        selection,
-        mut candidates,
-        mut child,
-    } = match started {
-        Ok(watched) => watched,
-        Err(err) => {
-            eprintln!("error: {}", crate::error_chain(&err));
-            return 1;
-        }
-    };
-    let mut signals = match Signals::new() {
-        Ok(signals) => signals,
-        Err(err) => {
-            eprintln!("error: cannot listen for signals: {err}");
-            return 1;
-        }
+    let (
+        Watched {
+            selection,
+            mut candidates,
+            mut child,
+        },
+        mut signals,
+    ) = match watched::start_for_command(&args.detector) {
+        Ok(started) => started,
+        Err(code) => return code,
     };
     let mut stdout = std::io::stdout();
     loop {

@@ -1,0 +1,252 @@
+//! `kandan-runner connect`: the whole pipeline against Kandan. Candidates go
+//! through approval to Kandan; Kandan's controls go to approval and
+//! forwarding; forwarding's outputs go back as events. One task owns the
+//! approval state, so there is no lock around it.
+
+mod dispatch;
+mod translate;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc};
+
+use crate::approval::{Approval, RevokeReason};
+use crate::cli::ConnectArgs;
+use crate::control::events::RunnerReady;
+use crate::control::{
+    ControlClient, ControlConfig, ControlHandle, ControlInput, Event, JoinInfo, Session, Timing,
+};
+use crate::forward::{CloseCause, ForwardConfig, ForwardOutput, Forwarder};
+use crate::watch::wait;
+use crate::watched::{self, Watched};
+
+/// Forwarding outputs waiting to be sent; a full queue pauses local reads.
+const FORWARD_QUEUE: usize = 256;
+
+/// Runs `connect` and returns the process exit code.
+pub async fn run(args: ConnectArgs) -> i32 {
+    let (
+        Watched {
+            selection,
+            mut candidates,
+            mut child,
+        },
+        mut signals,
+    ) = match watched::start_for_command(&args.detector) {
+        Ok(started) => started,
+        Err(code) => return code,
+    };
+
+    let runner_id = args.runner_id.clone().unwrap_or_else(hostname);
+    let join = JoinInfo {
+        runner_id: runner_id.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        hostname: hostname(),
+        os: std::env::consts::OS.to_string(),
+        backend: selection.kind.to_string(),
+        config_version: 0,
+    };
+    let token = (!args.token.is_empty()).then(|| args.token.clone());
+    let mut control_config = ControlConfig::new(args.url.clone(), token, join);
+    control_config.timing = Timing {
+        heartbeat_interval: Duration::from_millis(args.heartbeat_ms),
+        heartbeat_timeout: Duration::from_millis(args.heartbeat_ms),
+        ..Timing::default()
+    };
+    let channel = ControlClient::spawn(control_config);
+    let mut inputs = channel.inputs;
+
+    let approval = Approval::new();
+    let gate = approval.gate();
+    let mut revocations = gate.revocations();
+    let (forward_tx, mut forward_rx) = mpsc::channel(FORWARD_QUEUE);
+    let forwarder = Forwarder::new(
+        Arc::new(gate),
+        ForwardConfig {
+            max_request_body: args.max_request_body,
+            max_response_body: args.max_response_body,
+            connect_timeout: Duration::from_millis(args.connect_timeout_ms),
+            overall_timeout: Duration::from_millis(args.request_timeout_ms),
+            ..ForwardConfig::default()
+        },
+        forward_tx,
+    );
+    let mut runner = Runner {
+        handle: channel.handle,
+        approval,
+        forwarder,
+        runner_id,
+        backend: selection.kind.to_string(),
+        backend_reason: selection.reason.clone(),
+        config: dispatch::RunnerConfig::default(),
+        session: None,
+        inflight: HashMap::new(),
+    };
+
+    loop {
+        tokio::select! {
+            event = candidates.recv() => {
+                let Some(event) = event else {
+                    eprintln!("error: the detector stopped");
+                    return 1;
+                };
+                runner.on_candidate(event).await;
+            }
+            input = inputs.recv() => {
+                let Some(input) = input else {
+                    eprintln!("error: the control channel stopped");
+                    return 1;
+                };
+                runner.on_input(input).await;
+            }
+            Some(output) = forward_rx.recv() => runner.on_forward(output).await,
+            revocation = revocations.recv() => runner.on_revocation(revocation),
+            status = wait(&mut child) => return crate::spawn::exit_code(status),
+            signal = signals.recv() => {
+                match &child {
+                    Some(child) => signals.forward(signal, child),
+                    None => return 128 + signal.number(),
+                }
+            }
+        }
+    }
+}
+
+/// The state the main loop owns.
+struct Runner {
+    handle: ControlHandle,
+    approval: Approval,
+    forwarder: Forwarder,
+    runner_id: String,
+    backend: String,
+    backend_reason: Option<String>,
+    config: dispatch::RunnerConfig,
+    /// The joined session, if any: where state events go.
+    session: Option<Session>,
+    /// The session each open HTTP request or WebSocket came in on: its
+    /// answers go there, or nowhere once that session is over.
+    inflight: HashMap<String, Session>,
+}
+
+impl Runner {
+    async fn send(&self, event: Event) {
+        if self.handle.send(event).await.is_err() {
+            tracing::warn!("control channel stopped; event dropped");
+        }
+    }
+
+    async fn reply(&self, session: Session, event: Event) {
+        if self.handle.reply(session, event).await.is_err() {
+            tracing::warn!("control channel stopped; reply dropped");
+        }
+    }
+
+    async fn on_candidate(&mut self, event: crate::pipeline::CandidateEvent) {
+        match self.approval.on_candidate(event) {
+            Ok(outputs) => {
+                for output in outputs {
+                    self.send(translate::approval_event(output)).await;
+                }
+            }
+            Err(err) => tracing::error!("approval: {}", crate::error_chain(&err)),
+        }
+    }
+
+    async fn on_input(&mut self, input: ControlInput) {
+        match input {
+            ControlInput::Joined(session) => {
+                self.session = Some(session);
+                let ready = Event::RunnerReady(RunnerReady {
+                    runner_id: self.runner_id.clone(),
+                    version: env!("CARGO_PKG_VERSION").to_string(),
+                    backend: self.backend.clone(),
+                    backend_reason: self.backend_reason.clone(),
+                    config_version: self.config.version,
+                    listeners: translate::ready_listeners(self.approval.snapshot()),
+                });
+                self.reply(session, ready).await;
+            }
+            ControlInput::Control { session, control } => {
+                self.dispatch(session, control).await;
+            }
+            ControlInput::Disconnected => {
+                // Kandan forgets its requests and sockets with the connection.
+                self.session = None;
+                self.inflight.clear();
+                self.forwarder.close_all();
+            }
+        }
+    }
+
+    async fn on_forward(&mut self, output: ForwardOutput) {
+        let (id, last) = match &output {
+            ForwardOutput::HttpResponse {
+                request_id,
+                streaming,
+                ..
+            } => (request_id, !streaming),
+            ForwardOutput::HttpChunk {
+                request_id, done, ..
+            } => (request_id, *done),
+            ForwardOutput::HttpError { request_id, .. } => (request_id, true),
+            ForwardOutput::WsOpened { socket_id, .. }
+            | ForwardOutput::WsMessage { socket_id, .. }
+            | ForwardOutput::WsError { socket_id, .. } => (socket_id, false),
+            ForwardOutput::WsClosed { socket_id, .. } => (socket_id, true),
+        };
+        let session = if last {
+            self.inflight.remove(id)
+        } else {
+            self.inflight.get(id).copied()
+        };
+        // Refused controls (unknown socket) have no inflight entry: answer
+        // on the current session.
+        let session = match (&output, session) {
+            (_, Some(session)) => Some(session),
+            (ForwardOutput::WsError { .. }, None) => self.session,
+            _ => None,
+        };
+        if let Some(session) = session {
+            self.reply(session, translate::forward_event(output)).await;
+        }
+    }
+
+    fn on_revocation(
+        &mut self,
+        revocation: Result<crate::approval::Revocation, broadcast::error::RecvError>,
+    ) {
+        match revocation {
+            Ok(revocation) => {
+                let cause = match revocation.reason {
+                    RevokeReason::Closed => CloseCause::ListenerClosed,
+                    RevokeReason::OwnerChanged | RevokeReason::Denied => {
+                        CloseCause::ApprovalRevoked
+                    }
+                };
+                self.forwarder.close_port(revocation.port, cause);
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                // Which ports lost their approval is unknown now: closing
+                // everything is the only way to forward nothing unapproved.
+                tracing::warn!(missed, "revocations lagged; closing every forwarded socket");
+                self.forwarder.close_all();
+            }
+            Err(broadcast::error::RecvError::Closed) => {}
+        }
+    }
+}
+
+/// This machine's host name, or "localhost".
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is valid for buf.len() bytes; gethostname NUL-terminates
+    // when the name fits.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(name) if ok && !name.is_empty() => name.to_string(),
+        _ => "localhost".to_string(),
+    }
+}

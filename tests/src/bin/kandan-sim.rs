@@ -1,0 +1,151 @@
+//! `kandan-sim`: the Kandan simulator by hand. Prints where to point the
+//! runner and the browser, prints what the runner sends, and reads commands
+//! on stdin: `list`, `approve <requestId>`, `deny <requestId>`,
+//! `control <json>`, `events`, `quit`. With stdin closed it serves until
+//! interrupted.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use integration_tests::simulator::{SimConfig, Simulator};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+#[derive(Parser)]
+#[command(about = "Kandan simulator: a Phoenix v2 runner socket and a preview front on loopback")]
+struct Args {
+    /// Address of the runner socket.
+    #[arg(long, default_value = "127.0.0.1:4000")]
+    runner_addr: SocketAddr,
+    /// Address of the preview front and JSON API.
+    #[arg(long, default_value = "127.0.0.1:4001")]
+    preview_addr: SocketAddr,
+    /// Token the runner must present (default: a fresh one).
+    #[arg(long, env = "KANDAN_TOKEN")]
+    token: Option<String>,
+    /// Only accept this runner id.
+    #[arg(long)]
+    runner_id: Option<String>,
+    /// Approve every port the runner asks about.
+    #[arg(long)]
+    auto_approve: bool,
+    /// Keep `/preview/<port>` in forwarded paths (for `vite --base /preview/<port>/`).
+    #[arg(long)]
+    keep_preview_prefix: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "integration_tests=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let mut config = SimConfig {
+        runner_addr: args.runner_addr,
+        preview_addr: args.preview_addr,
+        runner_id: args.runner_id,
+        auto_approve: args.auto_approve,
+        keep_preview_prefix: args.keep_preview_prefix,
+        ..SimConfig::default()
+    };
+    if let Some(token) = args.token {
+        config.token = token;
+    }
+    let sim = Simulator::start(config)
+        .await
+        .context("starting the simulator")?;
+    println!("runner url:  {}", sim.url());
+    println!("token:       {}", sim.token());
+    println!("preview url: http://{}/preview/<port>/", sim.preview_addr());
+    println!(
+        "api:         {}/requests, {}/events",
+        sim.api_url(),
+        sim.api_url()
+    );
+    println!(
+        "run:         kandan-runner connect --url {} --token {} -- <command>",
+        sim.url(),
+        sim.token()
+    );
+    println!("commands:    list | approve <id> | deny <id> | control <json> | events | quit");
+    let sim = std::sync::Arc::new(sim);
+    tokio::spawn(print_events(sim.clone()));
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = lines.next_line().await? {
+        let line = line.trim();
+        let (cmd, arg) = line.split_once(' ').unwrap_or((line, ""));
+        let result = match cmd {
+            "" => Ok(()),
+            "list" => {
+                for r in sim.port_forward_requests() {
+                    println!("{} port {} {:?} {}", r.request_id, r.port, r.state, r.event);
+                }
+                Ok(())
+            }
+            "approve" => sim.approve(arg.trim()).map_err(anyhow::Error::from),
+            "deny" => sim.deny(arg.trim()).map_err(anyhow::Error::from),
+            "control" => serde_json::from_str(arg)
+                .map_err(anyhow::Error::from)
+                .and_then(|c| sim.send_control(c).map_err(anyhow::Error::from)),
+            "events" => {
+                for event in sim.events() {
+                    println!("{event}");
+                }
+                Ok(())
+            }
+            "quit" | "exit" => return Ok(()),
+            other => Err(anyhow::anyhow!("unknown command {other:?}")),
+        };
+        if let Err(error) = result {
+            println!("error: {error:#}");
+        }
+        std::io::stdout().flush()?;
+    }
+    // stdin closed (run in the background): serve until interrupted.
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}
+
+/// Prints each runner event as it arrives, port requests highlighted.
+async fn print_events(sim: std::sync::Arc<Simulator>) {
+    let mut seen = 0;
+    loop {
+        let Ok(events) = sim
+            .wait_for_event_count(seen + 1, Duration::from_secs(3600))
+            .await
+        else {
+            continue;
+        };
+        for event in &events[seen..] {
+            if event["type"] == "port_forward_request" {
+                println!(
+                    "port {} wants out: {} (approve {})",
+                    event["port"],
+                    event["command"],
+                    event["requestId"].as_str().unwrap_or("?")
+                );
+            } else {
+                println!("event: {}", shorten(event));
+            }
+        }
+        seen = events.len();
+    }
+}
+
+/// The event with long base64 bodies replaced by their size.
+fn shorten(event: &serde_json::Value) -> serde_json::Value {
+    let mut event = event.clone();
+    if let Some(body) = event.get_mut("bodyBase64")
+        && body.as_str().is_some_and(|b| b.len() > 64)
+    {
+        let len = body.as_str().map_or(0, str::len);
+        *body = serde_json::json!(format!("<{len} chars of base64>"));
+    }
+    event
+}

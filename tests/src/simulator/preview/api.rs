@@ -1,0 +1,75 @@
+//! `/api/...`: the simulator driven by hand or from non-Rust clients.
+//!
+//! - `GET /api/status`: connection, join count, URLs
+//! - `GET /api/requests`: port forward requests with their state
+//! - `POST /api/requests/<id>/approve` and `/deny`
+//! - `GET /api/events`: every event the runner sent, in order
+//! - `POST /api/controls`: send the JSON body as a control
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+
+use super::{Body, full, sim_error, text};
+use crate::simulator::state::Shared;
+
+pub(crate) async fn handle(
+    shared: &Arc<Shared>,
+    req: Request<Incoming>,
+    rest: &str,
+) -> Response<Body> {
+    let segments: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    match (req.method().clone(), segments.as_slice()) {
+        (Method::GET, ["status"]) => {
+            let inner = shared.lock();
+            let joined = inner.current.as_ref().and_then(|c| c.joined.as_ref());
+            json_response(&json!({
+                "connected": inner.current.is_some(),
+                "joined": joined.is_some(),
+                "topic": joined.map(|(_, t)| t),
+                "joinCount": inner.join_count,
+                "connectionCount": inner.connection_count,
+                "heartbeats": inner.heartbeats,
+                "violations": inner.violations,
+            }))
+        }
+        (Method::GET, ["requests"]) => json_response(&json!(shared.lock().requests)),
+        (Method::GET, ["events"]) => json_response(&json!(shared.lock().events)),
+        (Method::POST, ["requests", id, decision @ ("approve" | "deny")]) => {
+            match shared.resolve(id, *decision == "approve") {
+                Ok(()) => json_response(&json!({"requestId": id, "decision": decision})),
+                Err(error) => sim_error(&error),
+            }
+        }
+        (Method::POST, ["controls"]) => {
+            let body = match req.into_body().collect().await {
+                Ok(body) => body.to_bytes(),
+                Err(error) => return text(StatusCode::BAD_REQUEST, "bad_body", &error.to_string()),
+            };
+            let Ok(control) = serde_json::from_slice::<Value>(&body) else {
+                return text(StatusCode::BAD_REQUEST, "bad_json", "body is not json");
+            };
+            match shared.send_control(control) {
+                Ok(()) => json_response(&json!({"sent": true})),
+                Err(error @ crate::simulator::SimError::InvalidControl) => text(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_control",
+                    &error.to_string(),
+                ),
+                Err(error) => sim_error(&error),
+            }
+        }
+        _ => text(StatusCode::NOT_FOUND, "not_found", "no such api"),
+    }
+}
+
+fn json_response(value: &Value) -> Response<Body> {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(full(Bytes::from(value.to_string())))
+        .unwrap_or_default()
+}

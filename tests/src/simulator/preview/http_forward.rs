@@ -1,0 +1,188 @@
+//! A preview HTTP request as `forward_http_request`, and the runner's answer
+//! as the HTTP response.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+use tracing::{Instrument, debug, info_span};
+
+use super::body::{ChunkBody, WaiterGuard};
+use super::{Body, REQUEST_ID_HEADER, control_error, full, header_pairs, sim_error, text};
+use crate::simulator::state::Shared;
+
+/// Headers the front sets itself (framing is hyper's business here).
+const SKIPPED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "upgrade",
+    "proxy-connection",
+];
+
+pub(crate) async fn forward(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    port: u16,
+    path: String,
+) -> Response<Body> {
+    let request_id = shared.fresh_id("req");
+    let span = info_span!("http", %request_id, port, method = %req.method(), %path);
+    async move {
+        let mut resp = exchange(&shared, req, port, path, &request_id).await;
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            resp.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
+        resp
+    }
+    .instrument(span)
+    .await
+}
+
+async fn exchange(
+    shared: &Arc<Shared>,
+    req: Request<Incoming>,
+    port: u16,
+    path: String,
+    request_id: &str,
+) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let head = parts.method == http::Method::HEAD;
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "bad_request_body",
+                &error.to_string(),
+            );
+        }
+    };
+    let mut control = json!({
+        "type": "forward_http_request",
+        "instanceId": shared.config.instance_id,
+        "requestId": request_id,
+        "port": port,
+        "method": parts.method.as_str(),
+        "path": path,
+        "headers": header_pairs(&parts.headers),
+        "bodyBase64": STANDARD.encode(&body),
+        "acceptStreaming": true,
+    });
+    if let Some(query) = parts.uri.query() {
+        control["queryString"] = json!(query);
+    }
+    let mut rx = shared.register_waiter(request_id);
+    let guard = WaiterGuard {
+        shared: shared.clone(),
+        id: request_id.to_owned(),
+    };
+    if let Err(error) = shared.send_control(control) {
+        return sim_error(&error);
+    }
+    let first = match tokio::time::timeout(shared.config.forward_timeout, rx.recv()).await {
+        Err(_) => {
+            return text(
+                StatusCode::GATEWAY_TIMEOUT,
+                "runner_timeout",
+                "no answer from the runner",
+            );
+        }
+        Ok(None) => {
+            return text(
+                StatusCode::BAD_GATEWAY,
+                "runner_disconnected",
+                "runner went away",
+            );
+        }
+        Ok(Some(event)) => event,
+    };
+    match first.get("type").and_then(Value::as_str) {
+        Some("forward_http_response") => respond(first, rx, guard, head),
+        Some("control_error") => control_error(&first),
+        _ => text(
+            StatusCode::BAD_GATEWAY,
+            "unexpected_event",
+            &format!("runner answered with {first}"),
+        ),
+    }
+}
+
+fn respond(
+    event: Value,
+    rx: tokio::sync::mpsc::UnboundedReceiver<Value>,
+    guard: WaiterGuard,
+    head: bool,
+) -> Response<Body> {
+    let status = event
+        .get("status")
+        .and_then(Value::as_u64)
+        .and_then(|s| u16::try_from(s).ok())
+        .and_then(|s| StatusCode::from_u16(s).ok());
+    let Some(status) = status else {
+        return text(
+            StatusCode::BAD_GATEWAY,
+            "bad_response",
+            "bad status from the runner",
+        );
+    };
+    let first = match STANDARD.decode(
+        event
+            .get("bodyBase64")
+            .and_then(Value::as_str)
+            .unwrap_or(""),
+    ) {
+        Ok(bytes) => Bytes::from(bytes),
+        Err(_) => {
+            return text(
+                StatusCode::BAD_GATEWAY,
+                "bad_response",
+                "bad base64 from the runner",
+            );
+        }
+    };
+    let streaming = event
+        .get("streaming")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    debug!(%status, streaming, "runner answered");
+    let body = if streaming {
+        use http_body_util::BodyExt as _;
+        ChunkBody {
+            first: Some(first),
+            rx,
+            done: false,
+            _guard: guard,
+        }
+        .boxed_unsync()
+    } else {
+        drop(guard);
+        full(first)
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    let pairs = event.get("headers").and_then(Value::as_array);
+    for pair in pairs.into_iter().flatten() {
+        let (Some(name), Some(value)) = (
+            pair.get(0).and_then(Value::as_str),
+            pair.get(1).and_then(Value::as_str),
+        ) else {
+            continue;
+        };
+        let lower = name.to_ascii_lowercase();
+        // A HEAD answer has no body to measure: keep the upstream's length.
+        if SKIPPED.contains(&lower.as_str()) && !(head && lower == "content-length") {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            resp.headers_mut().append(name, value);
+        }
+    }
+    resp
+}

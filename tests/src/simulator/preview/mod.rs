@@ -1,0 +1,165 @@
+//! The browser's side: `/preview/<port>/<path>` (HTTP and WebSocket) turned
+//! into controls, plus a small JSON API under `/api/` for use by hand.
+
+mod api;
+mod body;
+mod http_forward;
+mod websocket;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tracing::{Instrument, debug, info_span, warn};
+
+use super::error::SimError;
+use super::state::Shared;
+
+pub(crate) type Body = UnsyncBoxBody<Bytes, SimError>;
+
+/// Header naming the `control_error` code (or the simulator's own reason)
+/// of a failed preview request.
+pub const ERROR_CODE_HEADER: &str = "x-kandan-error-code";
+/// Header carrying the `requestId` the preview request was forwarded as.
+pub const REQUEST_ID_HEADER: &str = "x-kandan-request-id";
+
+pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                warn!(%error, "preview accept failed");
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        let service = service_fn(move |req| route(shared.clone(), req));
+        tokio::spawn(
+            async move {
+                let conn = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades();
+                if let Err(error) = conn.await {
+                    debug!(%error, "preview connection ended");
+                }
+            }
+            .instrument(info_span!("preview", %peer)),
+        );
+    }
+}
+
+async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_owned();
+    if let Some(rest) = path.strip_prefix("/api/") {
+        return Ok(api::handle(&shared, req, rest).await);
+    }
+    let Some(rest) = path.strip_prefix("/preview/") else {
+        return Ok(text(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "try /preview/<port>/ or /api/",
+        ));
+    };
+    let (port, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    let Some(port) = port.parse::<u16>().ok().filter(|p| *p != 0) else {
+        return Ok(text(
+            StatusCode::BAD_REQUEST,
+            "bad_port",
+            "bad port in the preview path",
+        ));
+    };
+    if !rest.contains('/') {
+        // Relative asset paths need the trailing slash.
+        let mut location = format!("/preview/{port}/");
+        if let Some(q) = req.uri().query() {
+            location = format!("{location}?{q}");
+        }
+        return Ok(Response::builder()
+            .status(StatusCode::PERMANENT_REDIRECT)
+            .header(header::LOCATION, location)
+            .body(empty())
+            .unwrap_or_default());
+    }
+    let forwarded_path = if shared.config.keep_preview_prefix {
+        path.clone()
+    } else {
+        format!("/{tail}")
+    };
+    if websocket::is_upgrade(&req) {
+        return Ok(websocket::open(shared, req, port, forwarded_path).await);
+    }
+    Ok(http_forward::forward(shared, req, port, forwarded_path).await)
+}
+
+pub(crate) fn empty() -> Body {
+    Full::new(Bytes::new())
+        .map_err(|e| match e {})
+        .boxed_unsync()
+}
+
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|e| match e {})
+        .boxed_unsync()
+}
+
+/// A plain-text error with its code in `x-kandan-error-code`.
+pub(crate) fn text(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(ERROR_CODE_HEADER, code)
+        .body(full(format!("{code}: {message}\n")))
+        .unwrap_or_default()
+}
+
+/// Request headers as `[name, value]` pairs, the way controls carry them.
+pub(crate) fn header_pairs(headers: &http::HeaderMap) -> Vec<[String; 2]> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            [
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            ]
+        })
+        .collect()
+}
+
+/// The HTTP status for a runner `control_error` code.
+pub(crate) fn status_for(code: &str) -> StatusCode {
+    match code {
+        "port_not_approved" => StatusCode::FORBIDDEN,
+        "body_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+        "port_not_listening" => StatusCode::NOT_FOUND,
+        _ => StatusCode::BAD_GATEWAY,
+    }
+}
+
+/// The response for a runner `control_error` event.
+pub(crate) fn control_error(event: &serde_json::Value) -> Response<Body> {
+    let code = event
+        .get("code")
+        .and_then(|v| v.as_str())
+        .unwrap_or("unknown");
+    let message = event.get("message").and_then(|v| v.as_str()).unwrap_or("");
+    text(status_for(code), code, message)
+}
+
+/// The response when the runner cannot be asked at all.
+pub(crate) fn sim_error(error: &SimError) -> Response<Body> {
+    let code = match error {
+        SimError::NotConnected => "runner_not_connected",
+        SimError::NotJoined => "runner_not_joined",
+        _ => "simulator_error",
+    };
+    text(StatusCode::SERVICE_UNAVAILABLE, code, &error.to_string())
+}

@@ -1,0 +1,356 @@
+//! The Phoenix v2 socket the runner connects to:
+//! `ws://<addr>/runner/socket/websocket?vsn=2.0.0&token=<token>`.
+
+use std::sync::Arc;
+
+use futures_util::{SinkExt, StreamExt};
+use http::StatusCode;
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::frame::Frame;
+use super::state::{Connection, Outgoing, Shared};
+
+/// Largest frame accepted from the runner.
+const MAX_FRAME: usize = 256 << 20;
+
+/// The socket mount; the runner appends `/websocket`.
+pub(crate) const MOUNT: &str = "/runner/socket";
+
+pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                warn!(%error, "runner socket accept failed");
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        tokio::spawn(
+            async move { connection(shared, stream).await }.instrument(info_span!("runner", %peer)),
+        );
+    }
+}
+
+/// Checks path, `vsn` and token; wrong token is 403, anything else wrong 400.
+fn check_upgrade(shared: &Shared, req: &Request) -> Result<(), (StatusCode, &'static str)> {
+    let refuse = |status: StatusCode, why: &'static str| (status, why);
+    if shared.lock().refuse_upgrades {
+        return Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "refusing connections",
+        ));
+    }
+    if req.uri().path() != format!("{MOUNT}/websocket") {
+        return Err(refuse(StatusCode::NOT_FOUND, "no socket here"));
+    }
+    let query = req.uri().query().unwrap_or("");
+    let param = |name: &str| {
+        query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| percent_decode(v))
+    };
+    if param("vsn").as_deref() != Some("2.0.0") {
+        return Err(refuse(StatusCode::BAD_REQUEST, "vsn must be 2.0.0"));
+    }
+    if param("token").as_deref() != Some(shared.config.token.as_str()) {
+        return Err(refuse(StatusCode::FORBIDDEN, "bad token"));
+    }
+    Ok(())
+}
+
+/// `%XX` escapes decoded; anything malformed stays as written.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Escapes everything but RFC 3986 unreserved characters.
+pub(crate) fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn connection(shared: Arc<Shared>, stream: TcpStream) {
+    // tungstenite's callback type fixes the large error type.
+    #[allow(clippy::result_large_err)]
+    let callback = |req: &Request, resp: Response| match check_upgrade(&shared, req) {
+        Ok(()) => Ok(resp),
+        Err((status, why)) => {
+            let mut refusal = ErrorResponse::new(Some(why.to_owned()));
+            *refusal.status_mut() = status;
+            Err(refusal)
+        }
+    };
+    // Bodies travel base64 inside frames: a 16 MiB body is a ~22 MiB frame,
+    // over tungstenite's 16 MiB default.
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME))
+        .max_frame_size(Some(MAX_FRAME));
+    let mut ws =
+        match tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)).await
+        {
+            Ok(ws) => ws,
+            Err(error) => {
+                info!(%error, "runner handshake refused or failed");
+                return;
+            }
+        };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let id = shared.update(|inner| {
+        inner.connection_count += 1;
+        let id = inner.connection_count as u64;
+        inner.current = Some(Connection {
+            id,
+            tx,
+            joined: None,
+        });
+        id
+    });
+    info!(id, "runner connected");
+    let mut last_ref = 0;
+    loop {
+        tokio::select! {
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Text(text))) => {
+                    for reply in on_text(&shared, id, &mut last_ref, &text) {
+                        if ws.send(Message::text(reply.to_text())).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Ok(Message::Binary(_))) => {
+                    shared.update(|i| i.violations.push("binary frame from runner".to_owned()));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(error)) => {
+                    info!(%error, "runner socket read failed");
+                    break;
+                }
+            },
+            out = rx.recv() => match out {
+                Some(Outgoing::Frame(frame)) => {
+                    if ws.send(Message::text(frame.to_text())).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Outgoing::Raw(text)) => {
+                    if ws.send(Message::text(text)).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Outgoing::Close(code, reason)) => {
+                    let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
+                    let _ = ws.close(Some(frame)).await;
+                    // Give the runner a moment to answer the close, then go.
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+                        while let Some(Ok(_)) = ws.next().await {}
+                    }).await;
+                    break;
+                }
+                // Dropping `ws` closes the TCP stream with no close frame.
+                Some(Outgoing::Drop) | None => break,
+            },
+        }
+    }
+    drop(ws);
+    shared.update(|inner| {
+        if inner.current.as_ref().is_some_and(|c| c.id == id) {
+            inner.current = None;
+            // Nothing in flight survives the connection: end the waits.
+            inner.waiters.clear();
+        }
+    });
+    info!(id, "runner disconnected");
+}
+
+/// Handles one text frame from the runner; returns the replies to send.
+fn on_text(shared: &Arc<Shared>, conn: u64, last_ref: &mut u64, text: &str) -> Vec<Frame> {
+    let frame = match Frame::parse(text) {
+        Ok(frame) => frame,
+        Err(error) => {
+            warn!(%error, "bad frame from runner");
+            shared.update(|i| i.violations.push(format!("{error}: {text}")));
+            return Vec::new();
+        }
+    };
+    debug!(frame = %text, "from runner");
+    // Refs are decimal strings from one counter per connection.
+    match frame.msg_ref.as_deref().map(str::parse::<u64>) {
+        Some(Ok(r)) if r > *last_ref => *last_ref = r,
+        _ => shared.update(|i| {
+            i.violations
+                .push(format!("ref not a decimal above {last_ref}: {text}"))
+        }),
+    }
+    shared.update(|i| i.frames.push(frame.clone()));
+    let ok = json!({});
+    match (frame.topic.as_str(), frame.event.as_str()) {
+        ("phoenix", "heartbeat") => {
+            if frame.join_ref.is_some() || frame.payload != json!({}) {
+                shared.update(|i| i.violations.push(format!("odd heartbeat: {text}")));
+            }
+            let reply = frame.reply("ok", ok);
+            shared
+                .update(|i| {
+                    i.heartbeats += 1;
+                    if i.hold_heartbeats {
+                        i.held_replies.push((conn, reply.clone()));
+                        None
+                    } else {
+                        Some(reply)
+                    }
+                })
+                .into_iter()
+                .collect()
+        }
+        (topic, "phx_join") => vec![on_join(shared, conn, &frame, topic)],
+        (_, "phx_leave") => {
+            shared.update(|i| {
+                if let Some(c) = i.current.as_mut().filter(|c| c.id == conn) {
+                    c.joined = None;
+                }
+            });
+            vec![frame.reply("ok", ok)]
+        }
+        (topic, event) => {
+            let joined = shared.lock().current.as_ref().and_then(|c| {
+                c.joined
+                    .as_ref()
+                    .filter(|(_, t)| c.id == conn && t == topic)
+                    .map(|(join_ref, _)| join_ref.clone())
+            });
+            let Some(join_ref) = joined else {
+                return vec![frame.reply("error", json!({"reason": "unmatched topic"}))];
+            };
+            if frame.join_ref.as_deref() != Some(join_ref.as_str()) {
+                shared.update(|i| {
+                    i.violations
+                        .push(format!("stale joinRef {:?} on {event}", frame.join_ref))
+                });
+            }
+            if event == "event" {
+                if !frame.payload.is_object() {
+                    shared.update(|i| {
+                        i.violations
+                            .push(format!("event payload not an object: {text}"))
+                    });
+                } else if let Some(request_id) = shared.record_event(frame.payload.clone())
+                    && let Err(error) = shared.resolve(&request_id, true)
+                {
+                    warn!(%error, request_id, "auto-approve failed");
+                }
+            }
+            vec![frame.reply("ok", ok)]
+        }
+    }
+}
+
+fn on_join(shared: &Arc<Shared>, conn: u64, frame: &Frame, topic: &str) -> Frame {
+    let wanted = shared.config.runner_id.as_deref();
+    let topic_ok = match topic.strip_prefix("runner:") {
+        Some(id) => !id.is_empty() && wanted.is_none_or(|w| w == id),
+        None => false,
+    };
+    let Some(join_ref) = frame.join_ref.clone().filter(|_| topic_ok) else {
+        shared.update(|i| i.joins.push(frame.payload.clone()));
+        return frame.reply("error", json!({"reason": "unmatched topic"}));
+    };
+    shared.update(|i| {
+        i.joins.push(frame.payload.clone());
+        if let Some(reason) = i.reject_joins.clone() {
+            return frame.reply("error", json!({ "reason": reason }));
+        }
+        if let Some(c) = i.current.as_mut().filter(|c| c.id == conn) {
+            c.joined = Some((join_ref, topic.to_owned()));
+            i.join_count += 1;
+        }
+        frame.reply("ok", json!({}))
+    })
+}
+
+/// Sends the heartbeat replies held back while holding was on.
+pub(crate) fn release_heartbeats(shared: &Shared) {
+    shared.update(|i| {
+        let held = std::mem::take(&mut i.held_replies);
+        if let Some(c) = &i.current {
+            for (conn, reply) in held {
+                if conn == c.id {
+                    let _ = c.tx.send(Outgoing::Frame(reply));
+                }
+            }
+        }
+    });
+}
+
+/// `phx_error` for the joined channel, as Phoenix sends when a channel crashes.
+pub(crate) fn phx_error(shared: &Shared) -> Result<(), super::SimError> {
+    let frame = {
+        let inner = shared.lock();
+        let conn = inner
+            .current
+            .as_ref()
+            .ok_or(super::SimError::NotConnected)?;
+        let (join_ref, topic) = conn.joined.as_ref().ok_or(super::SimError::NotJoined)?;
+        Frame::new(
+            Some(join_ref),
+            Some(join_ref),
+            topic,
+            "phx_error",
+            Value::Object(Default::default()),
+        )
+    };
+    // Phoenix forgets the channel after an error; the client must rejoin.
+    shared.update(|i| {
+        if let Some(c) = i.current.as_mut() {
+            c.joined = None;
+        }
+    });
+    shared.send_outgoing(Outgoing::Frame(frame))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_round_trip() {
+        let token = "a b/c+d=%é";
+        assert_eq!(percent_decode(&percent_encode(token)), token);
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%41"), "%zzA");
+    }
+}
