@@ -1,5 +1,6 @@
 //! Kandan simulator and helpers for the end-to-end tests.
 
+pub mod bench;
 pub mod browser;
 pub mod e2e;
 pub mod preview_client;

@@ -1,4 +1,7 @@
-//! `cargo xtask bench detect|forward`. Stub until the benchmarks land.
+//! `cargo xtask bench detect|forward`: each benchmark in its own module,
+//! results printed as a Markdown table (BENCHMARKS.md).
+
+mod detect;
 
 use anyhow::{Result, bail};
 
@@ -8,6 +11,14 @@ pub enum Which {
     Forward,
 }
 
-pub fn run(which: Which, _args: &[String]) -> Result<()> {
-    bail!("bench {which:?} is not written yet")
+pub fn run(which: Which, args: &[String]) -> Result<()> {
+    // `cargo xtask bench detect -- --quick`: the `--` is ours to drop.
+    let args = match args.split_first() {
+        Some((first, rest)) if first == "--" => rest,
+        _ => args,
+    };
+    match which {
+        Which::Detect => detect::run(args),
+        Which::Forward => bail!("bench {which:?} is not written yet"),
+    }
 }

@@ -27,6 +27,9 @@ pub fn run(for_tests: bool) -> Result<()> {
             Path::new("/usr/bin/chromium").exists()
         })?;
         npm_fixtures()?;
+        // The detection benchmark's baseline polls these.
+        apt.ensure("lsof", "lsof", || on_path("lsof"))?;
+        apt.ensure("ps", "procps", || on_path("ps"))?;
     }
     Ok(())
 }

@@ -1,0 +1,81 @@
+//! Runner CPU while idle and during listen/close storms, every contender at
+//! once (they watch the same idle helper): utime + stime (+ children) from
+//! `/proc/<pid>/stat`, as percent of one core over the window.
+
+use std::time::Duration;
+
+use anyhow::Result;
+
+use super::contender::Running;
+use super::helper::Helper;
+use super::procstat::CpuMeter;
+
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub idle: Duration,
+    /// Listen/close per second, and for how long, outside then inside.
+    pub storm_rate: u64,
+    pub storm_seconds: u64,
+}
+
+/// One contender's CPU, percent of one core.
+#[derive(Clone, Debug, Default)]
+pub struct Usage {
+    pub idle: Option<f64>,
+    pub storm_outside: Option<f64>,
+    pub storm_inside: Option<f64>,
+}
+
+/// How long startup work (eBPF loading, first scans) may still be running.
+const SETTLE: Duration = Duration::from_secs(3);
+
+pub fn measure(
+    runs: &[&Running],
+    watched: &mut Helper,
+    outside: &mut Helper,
+    plan: &Plan,
+) -> Result<Vec<Usage>> {
+    std::thread::sleep(SETTLE);
+    let mut usage = vec![Usage::default(); runs.len()];
+
+    eprintln!("bench: idle CPU over {} s", plan.idle.as_secs());
+    let meters = start(runs);
+    std::thread::sleep(plan.idle);
+    for (usage, meter) in usage.iter_mut().zip(&meters) {
+        usage.idle = percent(meter);
+    }
+
+    eprintln!(
+        "bench: storm of {}/s outside the watched tree for {} s",
+        plan.storm_rate, plan.storm_seconds
+    );
+    let meters = start(runs);
+    outside.storm(plan.storm_rate, plan.storm_seconds)?;
+    for (usage, meter) in usage.iter_mut().zip(&meters) {
+        usage.storm_outside = percent(meter);
+    }
+
+    eprintln!(
+        "bench: storm of {}/s inside the watched tree for {} s",
+        plan.storm_rate, plan.storm_seconds
+    );
+    let meters = start(runs);
+    watched.storm(plan.storm_rate, plan.storm_seconds)?;
+    for (usage, meter) in usage.iter_mut().zip(&meters) {
+        usage.storm_inside = percent(meter);
+    }
+    for run in runs {
+        run.drain();
+    }
+    Ok(usage)
+}
+
+fn start(runs: &[&Running]) -> Vec<Option<CpuMeter>> {
+    runs.iter()
+        .map(|run| CpuMeter::start(run.pid()).ok())
+        .collect()
+}
+
+fn percent(meter: &Option<CpuMeter>) -> Option<f64> {
+    meter.as_ref().and_then(|meter| meter.percent().ok())
+}

@@ -1,0 +1,108 @@
+//! What the kernel says about a process: CPU time from `/proc/<pid>/stat`,
+//! peak RSS from `/proc/<pid>/status`.
+
+use std::io;
+
+use super::clock::monotonic_ns;
+
+/// Clock ticks per second of the `stat` times.
+pub fn clk_tck() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as u64 } else { 100 }
+}
+
+/// utime + stime + cutime + cstime of `pid`, in clock ticks. The children's
+/// times count: the baseline's cost is mostly the `ps` and `lsof` it runs.
+pub fn cpu_ticks(pid: u32) -> io::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    parse_cpu_ticks(&stat)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed /proc/pid/stat"))
+}
+
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // Field 3 (state) is the first here; utime..cstime are fields 14..=17.
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let mut total = 0u64;
+    for index in 11..=14 {
+        total += fields.get(index)?.parse::<i64>().ok()?.max(0) as u64;
+    }
+    Some(total)
+}
+
+/// VmHWM (peak resident set) of `pid`, in KiB.
+pub fn peak_rss_kib(pid: u32) -> io::Result<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+/// VmRSS (resident set now) of `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> io::Result<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+fn status_kib(pid: u32, field: &str) -> io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "field missing from /proc/pid/status",
+            )
+        })
+}
+
+/// Number of processes on the machine (as this pid namespace sees it).
+pub fn process_count() -> usize {
+    std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.flatten()
+                .filter(|entry| entry.file_name().to_string_lossy().parse::<u32>().is_ok())
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// CPU use of one process over a window.
+pub struct CpuMeter {
+    pid: u32,
+    ticks: u64,
+    at_ns: u64,
+}
+
+impl CpuMeter {
+    pub fn start(pid: u32) -> io::Result<Self> {
+        Ok(CpuMeter {
+            pid,
+            ticks: cpu_ticks(pid)?,
+            at_ns: monotonic_ns(),
+        })
+    }
+
+    /// Percent of one core used since `start`.
+    pub fn percent(&self) -> io::Result<f64> {
+        let ticks = cpu_ticks(self.pid)?.saturating_sub(self.ticks);
+        let seconds = (monotonic_ns() - self.at_ns) as f64 / 1e9;
+        Ok(ticks as f64 / clk_tck() as f64 / seconds * 100.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_the_four_time_fields_after_the_command_name() {
+        let stat = "42 (we ird) name)) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 2 1 20 0 1 0 5 1000 10";
+        assert_eq!(parse_cpu_ticks(stat), Some(7 + 3 + 2 + 1));
+    }
+
+    #[test]
+    fn own_process_has_a_peak_rss() {
+        assert!(peak_rss_kib(std::process::id()).unwrap() > 0);
+    }
+}
