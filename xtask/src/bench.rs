@@ -8,6 +8,9 @@ pub enum Which {
     Forward,
 }
 
-pub fn run(which: Which, _args: &[String]) -> Result<()> {
-    bail!("bench {which:?} is not written yet")
+pub fn run(which: Which, args: &[String]) -> Result<()> {
+    match which {
+        Which::Forward => crate::bench_forward::run(args),
+        Which::Detect => bail!("bench {which:?} is not written yet"),
+    }
 }

@@ -1,6 +1,7 @@
 //! `cargo xtask`: set up the machine, run the runner, run every test, bench.
 
 mod bench;
+mod bench_forward;
 mod cmd;
 mod setup;
 mod test;
