@@ -1,6 +1,7 @@
 //! Kandan simulator and helpers for the end-to-end tests.
 
 pub mod bench;
+pub mod bench_forward;
 pub mod browser;
 pub mod e2e;
 pub mod preview_client;

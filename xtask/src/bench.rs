@@ -2,8 +2,9 @@
 //! results printed as a Markdown table (BENCHMARKS.md).
 
 mod detect;
+mod forward;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum Which {
@@ -19,6 +20,6 @@ pub fn run(which: Which, args: &[String]) -> Result<()> {
     };
     match which {
         Which::Detect => detect::run(args),
-        Which::Forward => bail!("bench {which:?} is not written yet"),
+        Which::Forward => forward::run(args),
     }
 }

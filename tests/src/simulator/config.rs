@@ -31,6 +31,9 @@ pub struct SimConfig {
     /// How long the preview front waits for the runner's answer to a request
     /// or a WebSocket open before answering 504.
     pub forward_timeout: Duration,
+    /// Keep `forward_*` events in [`super::Simulator::events`] (default
+    /// true); a benchmark turns it off so megabyte bodies are not retained.
+    pub record_forward_events: bool,
 }
 
 impl Default for SimConfig {
@@ -48,6 +51,7 @@ impl Default for SimConfig {
             reject_joins: None,
             keep_preview_prefix: false,
             forward_timeout: Duration::from_secs(90),
+            record_forward_events: true,
         }
     }
 }

@@ -294,6 +294,15 @@ impl Simulator {
             .await
     }
 
+    /// Takes the forwarding latencies measured so far: per preview HTTP
+    /// request, from handing `forward_http_request` to the runner's socket
+    /// task until the runner's first answer (or the timeout) reached the
+    /// front. This is the round trip through the Phoenix socket and the
+    /// runner, local server included, without the browser's own hop.
+    pub fn take_forward_latencies(&self) -> Vec<Duration> {
+        std::mem::take(&mut self.shared.lock().forward_latencies)
+    }
+
     // ----- port forwarding -----
 
     /// Every port the runner asked about, with its state.

@@ -32,6 +32,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
                 continue;
             }
         };
+        // Like Phoenix's servers: small frames go out at once.
+        let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         tokio::spawn(
             async move { connection(shared, stream).await }.instrument(info_span!("runner", %peer)),
@@ -199,7 +201,7 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
 
 /// Handles one text frame from the runner; returns the replies to send.
 fn on_text(shared: &Arc<Shared>, conn: u64, last_ref: &mut u64, text: &str) -> Vec<Frame> {
-    let frame = match Frame::parse(text) {
+    let mut frame = match Frame::parse(text) {
         Ok(frame) => frame,
         Err(error) => {
             warn!(%error, "bad frame from runner");
@@ -216,7 +218,15 @@ fn on_text(shared: &Arc<Shared>, conn: u64, last_ref: &mut u64, text: &str) -> V
                 .push(format!("ref not a decimal above {last_ref}: {text}"))
         }),
     }
-    shared.update(|i| i.frames.push(frame.clone()));
+    let traffic = frame.event == "event"
+        && frame
+            .payload
+            .get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| t.starts_with("forward_"));
+    if shared.config.record_forward_events || !traffic {
+        shared.update(|i| i.frames.push(frame.clone()));
+    }
     let ok = json!({});
     match (frame.topic.as_str(), frame.event.as_str()) {
         ("phoenix", "heartbeat") => {
@@ -268,7 +278,8 @@ fn on_text(shared: &Arc<Shared>, conn: u64, last_ref: &mut u64, text: &str) -> V
                         i.violations
                             .push(format!("event payload not an object: {text}"))
                     });
-                } else if let Some(request_id) = shared.record_event(frame.payload.clone())
+                } else if let Some(request_id) =
+                    shared.record_event(std::mem::take(&mut frame.payload))
                     && let Err(error) = shared.resolve(&request_id, true)
                 {
                     warn!(%error, request_id, "auto-approve failed");

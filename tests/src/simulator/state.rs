@@ -80,6 +80,9 @@ pub(crate) struct Inner {
     pub reject_joins: Option<String>,
     pub refuse_upgrades: bool,
     pub auto_approve: bool,
+    /// Per forwarded HTTP request: from handing `forward_http_request` to
+    /// the connection task until the runner's first answer reached the front.
+    pub forward_latencies: Vec<Duration>,
 }
 
 /// Shared by every task of one simulator.
@@ -219,19 +222,11 @@ impl Shared {
     /// auto-approve, if any.
     pub fn record_event(&self, event: Value) -> Option<String> {
         self.update(|inner| {
-            inner.events.push(event.clone());
             let ty = event.get("type").and_then(Value::as_str).unwrap_or("");
-            let id = event
-                .get("requestId")
-                .or_else(|| event.get("socketId"))
-                .and_then(Value::as_str);
-            if let Some(tx) = id.and_then(|id| inner.waiters.get(id)) {
-                let _ = tx.send(event.clone());
-            }
-            match ty {
+            let approve = match ty {
                 "port_forward_request" => {
-                    let id = track_request(inner, &event, RequestState::Pending)?;
-                    inner.auto_approve.then_some(id)
+                    let id = track_request(inner, &event, RequestState::Pending);
+                    id.filter(|_| inner.auto_approve)
                 }
                 "runner_ready" => {
                     let listeners = event.get("listeners").and_then(Value::as_array);
@@ -262,7 +257,26 @@ impl Shared {
                     None
                 }
                 _ => None,
+            };
+            let keep = self.config.record_forward_events || !ty.starts_with("forward_");
+            let id = event
+                .get("requestId")
+                .or_else(|| event.get("socketId"))
+                .and_then(Value::as_str);
+            let waiter = id.and_then(|id| inner.waiters.get(id)).cloned();
+            match (keep, waiter) {
+                (true, Some(tx)) => {
+                    let _ = tx.send(event.clone());
+                    inner.events.push(event);
+                }
+                (true, None) => inner.events.push(event),
+                // Unrecorded: the waiter gets the event itself, no copy.
+                (false, Some(tx)) => {
+                    let _ = tx.send(event);
+                }
+                (false, None) => {}
             }
+            approve
         })
     }
 }

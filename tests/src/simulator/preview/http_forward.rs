@@ -83,10 +83,13 @@ async fn exchange(
         shared: shared.clone(),
         id: request_id.to_owned(),
     };
+    let sent = tokio::time::Instant::now();
     if let Err(error) = shared.send_control(control) {
         return sim_error(&error);
     }
-    let first = match tokio::time::timeout(shared.config.forward_timeout, rx.recv()).await {
+    let answer = tokio::time::timeout(shared.config.forward_timeout, rx.recv()).await;
+    shared.lock().forward_latencies.push(sent.elapsed());
+    let first = match answer {
         Err(_) => {
             return text(
                 StatusCode::GATEWAY_TIMEOUT,

@@ -40,6 +40,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
                 continue;
             }
         };
+        // Like Phoenix's servers: small frames go out at once.
+        let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let service = service_fn(move |req| route(shared.clone(), req));
         tokio::spawn(

@@ -1,0 +1,57 @@
+//! `bench-forward`: the forwarding benchmark (`cargo xtask bench forward`),
+//! and the local server it runs under the runner (`serve`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use integration_tests::bench_forward::{self, Options, server};
+
+#[derive(Parser)]
+#[command(about = "Forwarding benchmark: client -> simulator -> kandan-runner -> local server")]
+struct Args {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Measure and print the table.
+    Run {
+        /// The kandan-runner binary (build it with --release).
+        #[arg(long)]
+        runner: PathBuf,
+        /// One round with fewer requests.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// The local server: /small, /big, /upload, /ws (echo) on 127.0.0.1:PORT.
+    Serve {
+        #[arg(long)]
+        port: u16,
+        /// Exit when this process is gone (the benchmark), so no server outlives it.
+        #[arg(long)]
+        parent_pid: Option<i32>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Args::parse().command {
+        Cmd::Run { runner, quick } => bench_forward::run(Options { runner, quick }).await,
+        Cmd::Serve { port, parent_pid } => {
+            if let Some(parent) = parent_pid {
+                tokio::spawn(async move {
+                    loop {
+                        // SAFETY: signal 0 only checks that the process exists.
+                        if unsafe { libc::kill(parent, 0) } != 0 {
+                            std::process::exit(0);
+                        }
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                });
+            }
+            server::serve(port).await
+        }
+    }
+}
