@@ -209,7 +209,8 @@ fn raise_memlock_now() {
     };
     // SAFETY: a valid rlimit struct.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) } != 0 {
-        tracing::warn!(
+        // Debug, not warn: the first stderr line belongs to the backend.
+        tracing::debug!(
             error = %std::io::Error::last_os_error(),
             "cannot raise RLIMIT_MEMLOCK; fine on kernels that charge BPF memory to the cgroup"
         );
