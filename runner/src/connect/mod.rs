@@ -55,6 +55,7 @@ pub async fn run(args: ConnectArgs) -> i32 {
         heartbeat_timeout: Duration::from_millis(args.heartbeat_ms),
         ..Timing::default()
     };
+    control_config.max_message = crate::control::connector::message_limit(args.max_request_body);
     let channel = ControlClient::spawn(control_config);
     let mut inputs = channel.inputs;
 

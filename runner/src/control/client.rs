@@ -79,6 +79,8 @@ pub struct ControlConfig {
     pub outbox_capacity: usize,
     /// Inputs not yet taken by the runner; a full queue pauses reading.
     pub input_capacity: usize,
+    /// Largest message read from Kandan (see [`super::connector::message_limit`]).
+    pub max_message: usize,
 }
 
 impl ControlConfig {
@@ -90,6 +92,7 @@ impl ControlConfig {
             timing: Timing::default(),
             outbox_capacity: 1024,
             input_capacity: 256,
+            max_message: super::connector::message_limit(16 << 20),
         }
     }
 }
@@ -189,7 +192,10 @@ pub struct ControlClient;
 impl ControlClient {
     /// Starts the client over TCP.
     pub fn spawn(config: ControlConfig) -> ControlChannel {
-        Self::spawn_with(config, TcpConnector)
+        let connector = TcpConnector {
+            max_message: config.max_message,
+        };
+        Self::spawn_with(config, connector)
     }
 
     /// Starts the client over any transport.

@@ -19,8 +19,27 @@ pub trait Connector: Send + 'static {
 
 /// `ws://` over TCP; `wss://` over rustls with the webpki roots on Linux,
 /// over the system's TLS on macOS.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct TcpConnector;
+#[derive(Clone, Copy, Debug)]
+pub struct TcpConnector {
+    /// Largest frame and message accepted from Kandan, in bytes.
+    pub max_message: usize,
+}
+
+impl Default for TcpConnector {
+    fn default() -> Self {
+        TcpConnector {
+            max_message: message_limit(16 << 20),
+        }
+    }
+}
+
+/// The largest Kandan message the runner reads when request bodies may be
+/// `max_body` bytes: the body in base64 plus room for the JSON around it.
+/// A larger frame ends the connection (tungstenite refuses it from its
+/// header, before reading it), which bounds the runner's memory.
+pub fn message_limit(max_body: usize) -> usize {
+    max_body.div_ceil(3) * 4 + (1 << 20)
+}
 
 impl Connector for TcpConnector {
     type Stream = MaybeTlsStream<TcpStream>;
@@ -36,7 +55,11 @@ impl Connector for TcpConnector {
         // Nagle off: every forwarded answer is a small write the other side
         // waits for; with Nagle a request/response exchange stalls for the
         // peer's delayed ACK (~40 ms a round trip, measured by bench forward).
-        let (ws, _response) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
+        let limits = tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(Some(self.max_message))
+            .max_frame_size(Some(self.max_message));
+        let (ws, _response) =
+            tokio_tungstenite::connect_async_with_config(url, Some(limits), true).await?;
         Ok(ws)
     }
 }
@@ -45,6 +68,21 @@ impl Connector for TcpConnector {
 mod tests {
     use super::*;
     use tokio_tungstenite::tungstenite::error::UrlError;
+
+    #[test]
+    fn message_limit_fits_a_full_body_in_base64() {
+        use base64::Engine;
+        let body = vec![0xffu8; 16 << 20];
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&body);
+        let control = format!(
+            r#"[null,null,"runner:dev","control",{{"type":"forward_http_request","requestId":"r1","port":5173,"method":"POST","path":"/upload","bodyBase64":"{encoded}"}}]"#
+        );
+        assert!(control.len() <= message_limit(body.len()));
+        assert!(
+            message_limit(body.len()) < 24 << 20,
+            "the limit bounds memory"
+        );
+    }
 
     /// `wss://` is really attempted: against a plain TCP server the TLS
     /// handshake fails, instead of "TLS support not compiled in".
@@ -58,7 +96,7 @@ mod tests {
                 let _ = socket.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
             }
         });
-        let err = TcpConnector
+        let err = TcpConnector::default()
             .connect(&format!("wss://127.0.0.1:{port}/runner/socket/websocket"))
             .await
             .map(|_| ())
