@@ -34,11 +34,14 @@ impl Default for TcpConnector {
 }
 
 /// The largest Kandan message the runner reads when request bodies may be
-/// `max_body` bytes: the body in base64 plus room for the JSON around it.
+/// `max_body` bytes: the body in base64 plus room for the JSON around it,
+/// and at least 32 MiB so a body somewhat over a small limit is still read
+/// and refused with `body_too_large` instead of costing the connection.
 /// A larger frame ends the connection (tungstenite refuses it from its
 /// header, before reading it), which bounds the runner's memory.
 pub fn message_limit(max_body: usize) -> usize {
-    max_body.div_ceil(3) * 4 + (1 << 20)
+    const FLOOR: usize = 32 << 20;
+    (max_body.div_ceil(3) * 4 + (1 << 20)).max(FLOOR)
 }
 
 impl Connector for TcpConnector {
@@ -79,8 +82,12 @@ mod tests {
         );
         assert!(control.len() <= message_limit(body.len()));
         assert!(
-            message_limit(body.len()) < 24 << 20,
+            message_limit(body.len()) <= 32 << 20,
             "the limit bounds memory"
+        );
+        assert!(
+            message_limit(64 << 20) > 64 << 20,
+            "a raised body limit raises it"
         );
     }
 

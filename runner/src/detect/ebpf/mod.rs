@@ -87,7 +87,8 @@ pub fn start_tuned(config: &DetectorConfig, tuning: Tuning) -> Result<Detector, 
         _attached: Box::new(ebpf),
     };
     tokio::spawn(task.run());
-    tracing::info!("eBPF detector attached");
+    // Debug: the first stderr line is the backend line, printed after this.
+    tracing::debug!("eBPF detector attached");
     Ok(Detector {
         kind: BackendKind::Ebpf,
         events: rx,
