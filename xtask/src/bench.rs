@@ -4,7 +4,11 @@
 mod detect;
 mod forward;
 
+use std::path::PathBuf;
+
 use anyhow::Result;
+
+use crate::cmd;
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum Which {
@@ -22,4 +26,29 @@ pub fn run(which: Which, args: &[String]) -> Result<()> {
         Which::Detect => detect::run(args),
         Which::Forward => forward::run(args),
     }
+}
+
+/// Builds the release runner and the bench program `bin` of the
+/// integration-tests crate; returns the directory holding both.
+fn build_release(bin: &str) -> Result<PathBuf> {
+    cmd::cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "runner",
+        "--bin",
+        "kandan-runner",
+    ])?;
+    cmd::cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "integration-tests",
+        "--bin",
+        bin,
+    ])?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cmd::workspace_root().join("target"));
+    Ok(target.join("release"))
 }

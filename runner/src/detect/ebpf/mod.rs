@@ -46,7 +46,7 @@ pub fn probe() -> Result<(), Unavailable> {
     caps::check().map_err(|missing| Unavailable(missing.to_string()))?;
     loader::load(std::process::id(), loader::RING_BYTES)
         .map(drop)
-        .map_err(|err| Unavailable(chain(&err)))
+        .map_err(|err| Unavailable(crate::error_chain(&err)))
 }
 
 /// Loads and attaches the programs and starts streaming events. Call from a
@@ -65,8 +65,8 @@ pub fn start_tuned(config: &DetectorConfig, tuning: Tuning) -> Result<Detector, 
         return Err(unavailable(format!("not built: {}", loader::NOT_BUILT)));
     }
     caps::check().map_err(|missing| unavailable(missing.to_string()))?;
-    let loaded =
-        loader::load(config.self_pid, tuning.ring_bytes).map_err(|err| unavailable(chain(&err)))?;
+    let loaded = loader::load(config.self_pid, tuning.ring_bytes)
+        .map_err(|err| unavailable(crate::error_chain(&err)))?;
     let loader::Loaded {
         ebpf,
         events,
@@ -94,16 +94,4 @@ pub fn start_tuned(config: &DetectorConfig, tuning: Tuning) -> Result<Detector, 
         events: rx,
         roots,
     })
-}
-
-/// An error and its sources, for a one-line reason.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
