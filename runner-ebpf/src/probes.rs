@@ -139,11 +139,11 @@ fn runner_tgid() -> Option<u32> {
 
 #[inline(always)]
 fn tracked(tid: u32, tgid: Option<u32>) -> bool {
-    if TRACKED.get_ptr(&tid).is_some() {
+    if TRACKED.get_ptr(tid).is_some() {
         return true;
     }
     match tgid {
-        Some(tgid) => NS_TRACKED.get_ptr(&tgid).is_some(),
+        Some(tgid) => NS_TRACKED.get_ptr(tgid).is_some(),
         None => false,
     }
 }
@@ -186,7 +186,7 @@ pub fn listen_enter(ctx: TracePointContext) -> u32 {
         _pad: 0,
         addr: [0; 16],
     };
-    let _ = PENDING.insert(&tid, &pending, 0);
+    let _ = PENDING.insert(tid, pending, 0);
     0
 }
 
@@ -207,7 +207,7 @@ fn try_sock_set_state(ctx: &TracePointContext) -> Result<(), i32> {
     let skaddr: u64 = unsafe { ctx.read_at(off(&OFF_SOCK_SKADDR)) }?;
     if newstate == TCP_LISTEN {
         let tid = current_tid();
-        let Some(pending) = PENDING.get_ptr_mut(&tid) else {
+        let Some(pending) = PENDING.get_ptr_mut(tid) else {
             return Ok(());
         };
         let family: u16 = unsafe { ctx.read_at(off(&OFF_SOCK_FAMILY)) }?;
@@ -229,8 +229,8 @@ fn try_sock_set_state(ctx: &TracePointContext) -> Result<(), i32> {
             (*pending).addr = addr;
             (*pending).has_sock = 1;
         }
-    } else if oldstate == TCP_LISTEN && LISTENERS.get_ptr(&skaddr).is_some() {
-        let _ = LISTENERS.remove(&skaddr);
+    } else if oldstate == TCP_LISTEN && LISTENERS.get_ptr(skaddr).is_some() {
+        let _ = LISTENERS.remove(skaddr);
         emit(ListenEvent {
             skaddr,
             kind: EVENT_CLOSE,
@@ -247,18 +247,18 @@ fn try_sock_set_state(ctx: &TracePointContext) -> Result<(), i32> {
 #[tracepoint(category = "syscalls", name = "sys_exit_listen")]
 pub fn listen_exit(ctx: TracePointContext) -> u32 {
     let tid = current_tid();
-    let Some(pending) = PENDING.get_ptr(&tid) else {
+    let Some(pending) = PENDING.get_ptr(tid) else {
         return 0;
     };
     // SAFETY: pointer into the map value, copied before the entry is removed.
     let pending = unsafe { *pending };
-    let _ = PENDING.remove(&tid);
+    let _ = PENDING.remove(tid);
     // SAFETY: offset from the tracepoint's format file.
     let ret: i64 = unsafe { ctx.read_at(off(&OFF_LISTEN_EXIT_RET)) }.unwrap_or(-1);
     if ret != 0 || pending.has_sock == 0 {
         return 0;
     }
-    let _ = LISTENERS.insert(&pending.skaddr, &1, 0);
+    let _ = LISTENERS.insert(pending.skaddr, 1, 0);
     emit(ListenEvent {
         skaddr: pending.skaddr,
         kind: EVENT_OPEN,
@@ -280,7 +280,7 @@ pub fn process_fork(ctx: TracePointContext) -> u32 {
     }
     // SAFETY: offset from the tracepoint's format file.
     if let Ok(child) = unsafe { ctx.read_at::<i32>(off(&OFF_FORK_CHILD_PID)) } {
-        let _ = TRACKED.insert(&(child as u32), &1, 0);
+        let _ = TRACKED.insert(child as u32, 1, 0);
     }
     0
 }
@@ -289,14 +289,14 @@ pub fn process_fork(ctx: TracePointContext) -> u32 {
 pub fn process_exit(ctx: TracePointContext) -> u32 {
     // SAFETY: offsets from the tracepoint's format file.
     let tid = unsafe { ctx.read_at::<i32>(off(&OFF_EXIT_PID)) }.map_or(current_tid(), |p| p as u32);
-    let _ = TRACKED.remove(&tid);
-    let _ = PENDING.remove(&tid);
+    let _ = TRACKED.remove(tid);
+    let _ = PENDING.remove(tid);
     // The whole group is gone: forget its tgid so a reused pid is not watched.
     let group_dead: u8 = unsafe { ctx.read_at(off(&OFF_EXIT_GROUP_DEAD)) }.unwrap_or(0);
-    if group_dead != 0 {
-        if let Some(tgid) = runner_tgid() {
-            let _ = NS_TRACKED.remove(&tgid);
-        }
+    if group_dead != 0
+        && let Some(tgid) = runner_tgid()
+    {
+        let _ = NS_TRACKED.remove(tgid);
     }
     0
 }
