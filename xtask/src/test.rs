@@ -32,9 +32,11 @@ pub fn run() -> Result<()> {
     ])?;
     // The kernel crate only builds for BPF, with nightly: its own clippy.
     cmd::run(
-        std::process::Command::new("cargo")
+        std::process::Command::new("rustup")
             .args([
-                "+nightly",
+                "run",
+                "nightly",
+                "cargo",
                 "clippy",
                 "--target",
                 "bpfel-unknown-none",
