@@ -143,9 +143,15 @@ pub fn parse() -> Cli {
                 eprintln!("error: a subcommand is required: watch, connect or doctor (see --help)");
                 std::process::exit(2);
             }
+            // clap's first paragraph, on one line: it names the flag (a
+            // missing one is on the line after "not provided:").
             let rendered = err.render().to_string();
-            let first = rendered.lines().next().unwrap_or("error: bad arguments");
-            eprintln!("{first}");
+            let first: Vec<&str> = rendered
+                .lines()
+                .take_while(|line| !line.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!("{}", first.join(" "));
             std::process::exit(2);
         }
     }
