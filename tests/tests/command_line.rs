@@ -1,5 +1,5 @@
-//! `doctor` and `--backend auto` through the binary, with and without the
-//! capabilities eBPF needs.
+//! The command line through the binary: `doctor` and `--backend auto` with
+//! and without the capabilities eBPF needs, flag errors, exit status, Ctrl-C.
 
 use std::process::Command;
 
@@ -116,4 +116,43 @@ fn watch_exits_with_the_commands_status() {
         .unwrap();
     assert_eq!(output.status.code(), Some(7));
     assert!(output.stdout.is_empty(), "stdout is for listeners only");
+}
+
+#[test]
+fn ctrl_c_reaches_the_command_and_its_status_is_the_runners() {
+    let ready = std::env::temp_dir().join(format!("kandan-sigint-{}", std::process::id()));
+    let _ = std::fs::remove_file(&ready);
+    let script = format!(
+        "import pathlib, signal, sys, time\n\
+         signal.signal(signal.SIGINT, lambda *_: sys.exit(42))\n\
+         pathlib.Path({ready:?}).write_text('up')\n\
+         time.sleep(60)\n",
+        ready = ready.display().to_string()
+    );
+    let mut runner = Command::new(runner_bin())
+        .args([
+            "watch",
+            "--backend",
+            "procfs",
+            "--",
+            "python3",
+            "-c",
+            &script,
+        ])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ready.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: kill on our own child's pid.
+    unsafe { libc::kill(runner.id() as libc::pid_t, libc::SIGINT) };
+    let status = runner.wait().unwrap();
+    let _ = std::fs::remove_file(&ready);
+    assert_eq!(status.code(), Some(42), "the command's SIGINT handler ran");
 }
