@@ -50,14 +50,17 @@ impl Frame {
 
     /// The wire text of this frame.
     pub fn to_text(&self) -> String {
-        let array = Value::Array(vec![
-            self.join_ref.clone().map_or(Value::Null, Value::String),
-            self.msg_ref.clone().map_or(Value::Null, Value::String),
-            Value::String(self.topic.clone()),
-            Value::String(self.event.clone()),
-            self.payload.clone(),
-        ]);
-        array.to_string()
+        // A tuple serializes as the JSON array, without copying the payload
+        // (which may hold a large base64 body) into a new tree first.
+        let array = (
+            &self.join_ref,
+            &self.msg_ref,
+            &self.topic,
+            &self.event,
+            &self.payload,
+        );
+        // Strings, nulls and a JSON value: cannot fail.
+        serde_json::to_string(&array).unwrap_or_default()
     }
 }
 

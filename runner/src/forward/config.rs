@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use super::PoolConfig;
+
 /// Limits and timeouts for forwarded HTTP requests and WebSockets.
 #[derive(Debug, Clone)]
 pub struct ForwardConfig {
@@ -23,6 +25,8 @@ pub struct ForwardConfig {
     pub ws_max_message: usize,
     /// How long to wait for the local server's half of a closing handshake.
     pub ws_close_grace: Duration,
+    /// Keep-alive connections kept for reuse.
+    pub pool: PoolConfig,
 }
 
 impl Default for ForwardConfig {
@@ -36,6 +40,7 @@ impl Default for ForwardConfig {
             ws_queue_bytes: 16 * 1024 * 1024,
             ws_max_message: 16 * 1024 * 1024,
             ws_close_grace: Duration::from_secs(5),
+            pool: PoolConfig::default(),
         }
     }
 }

@@ -51,6 +51,13 @@ pub async fn connect(
     port: u16,
     timeout: Duration,
 ) -> Result<TcpStream, ForwardError> {
+    let targets = targets(gate, port)?;
+    connect_to(&targets, port, timeout).await
+}
+
+/// Asks the gate about `port`: the loopback addresses it may be reached at,
+/// in the order to try them (never empty).
+pub fn targets(gate: &dyn PortGate, port: u16) -> Result<Vec<IpAddr>, ForwardError> {
     let bound = gate
         .target(port)
         .map_err(|source| ForwardError::Refused { port, source })?;
@@ -63,9 +70,18 @@ pub async fn connect(
             .join(", ");
         return Err(ForwardError::NoLoopbackTarget { port, addrs });
     }
+    Ok(targets)
+}
+
+/// Connects to the first of `targets` (from [`targets`]) that accepts.
+pub async fn connect_to(
+    targets: &[IpAddr],
+    port: u16,
+    timeout: Duration,
+) -> Result<TcpStream, ForwardError> {
     let attempt = async {
         let mut last = None;
-        for ip in targets {
+        for &ip in targets {
             let addr = SocketAddr::new(ip, port);
             match TcpStream::connect(addr).await {
                 Ok(stream) => {
@@ -80,7 +96,10 @@ pub async fn connect(
                 Err(source) => return Err(ForwardError::Connect { addr, source }),
             }
         }
-        Err(last.expect("targets is not empty"))
+        Err(last.unwrap_or(ForwardError::NoLoopbackTarget {
+            port,
+            addrs: String::new(),
+        }))
     };
     tokio::time::timeout(timeout, attempt)
         .await

@@ -14,12 +14,15 @@ mod gate;
 mod headers;
 mod http;
 mod output;
+mod pool;
 mod websocket;
 
 #[cfg(test)]
 mod test_servers;
 #[cfg(test)]
 mod tests_http;
+#[cfg(test)]
+mod tests_pool;
 #[cfg(test)]
 mod tests_websocket;
 
@@ -31,6 +34,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use pool::Pool;
+
 use crate::control::ErrorCode;
 use crate::control::controls::Opcode;
 
@@ -39,6 +44,7 @@ pub use dial::loopback_targets;
 pub use error::ForwardError;
 pub use gate::{GateRefusal, PortGate};
 pub use output::{ForwardOutput, HttpRequest, WsFailure, WsOpen};
+pub use pool::PoolConfig;
 pub use websocket::SocketTable;
 
 /// Why forwarding to a port stopped (see [`Forwarder::close_port`]).
@@ -125,6 +131,7 @@ pub struct Forwarder {
     config: Arc<ForwardConfig>,
     out: mpsc::Sender<ForwardOutput>,
     http: Arc<HttpTasks>,
+    pool: Arc<Pool>,
     sockets: SocketTable,
 }
 
@@ -139,11 +146,13 @@ impl Forwarder {
     ) -> Self {
         let config = Arc::new(config);
         let sockets = SocketTable::new(gate.clone(), config.clone(), out.clone());
+        let pool = Arc::new(Pool::new(config.pool));
         Self {
             gate,
             config,
             out,
             http: Arc::default(),
+            pool,
             sockets,
         }
     }
@@ -153,8 +162,9 @@ impl Forwarder {
         let key = self.http.next.fetch_add(1, Ordering::Relaxed);
         let (stop_tx, stop_rx) = oneshot::channel();
         self.http.lock().insert(key, (req.port, stop_tx));
-        let (gate, config, out, tasks) = (
+        let (gate, pool, config, out, tasks) = (
             self.gate.clone(),
+            self.pool.clone(),
             self.config.clone(),
             self.out.clone(),
             self.http.clone(),
@@ -162,7 +172,7 @@ impl Forwarder {
         tokio::spawn(async move {
             let (request_id, port) = (req.request_id.clone(), req.port);
             tokio::select! {
-                () = http::forward(req, gate, config, out.clone()) => {}
+                () = http::forward(req, gate, pool, config, out.clone()) => {}
                 stop = stop_rx => {
                     if let Ok(Stop::Port(cause)) = stop {
                         let err = ForwardError::PortClosed { port, cause };
@@ -195,14 +205,17 @@ impl Forwarder {
 
     /// Stops everything forwarded to `port`: its sockets close (`WsClosed`)
     /// and its in-flight requests end with an `HttpError` carrying
-    /// `cause`'s code.
+    /// `cause`'s code. Its idle keep-alive connections close, so a
+    /// restarted server is never sent a request on a stale one.
     pub fn close_port(&self, port: u16, cause: CloseCause) {
+        self.pool.purge(port);
         self.http.stop_port(port, Stop::Port(cause));
         self.sockets.close_port(port, cause);
     }
 
     /// Stops everything without a word (the runner lost Kandan).
     pub fn close_all(&self) {
+        self.pool.purge_all();
         self.http.stop_all();
         self.sockets.close_all();
     }
