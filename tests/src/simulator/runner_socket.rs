@@ -278,11 +278,12 @@ fn on_text(shared: &Arc<Shared>, conn: u64, last_ref: &mut u64, text: &str) -> V
                         i.violations
                             .push(format!("event payload not an object: {text}"))
                     });
-                } else if let Some(request_id) =
-                    shared.record_event(std::mem::take(&mut frame.payload))
-                    && let Err(error) = shared.resolve(&request_id, true)
-                {
-                    warn!(%error, request_id, "auto-approve failed");
+                } else {
+                    for request_id in shared.record_event(std::mem::take(&mut frame.payload)) {
+                        if let Err(error) = shared.resolve(&request_id, true) {
+                            warn!(%error, request_id, "auto-approve failed");
+                        }
+                    }
                 }
             }
             vec![frame.reply("ok", ok)]

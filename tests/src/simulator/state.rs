@@ -218,27 +218,33 @@ impl Shared {
         self.lock().waiters.remove(id);
     }
 
-    /// Records one runner event and routes it; returns the request to
-    /// auto-approve, if any.
-    pub fn record_event(&self, event: Value) -> Option<String> {
+    /// Records one runner event and routes it; returns the requests to
+    /// auto-approve: a new `port_forward_request`, or the pending listeners
+    /// of `runner_ready` (a listener stable before the join is only
+    /// announced there, as Kandan's UI would prompt for it).
+    pub fn record_event(&self, event: Value) -> Vec<String> {
         self.update(|inner| {
             let ty = event.get("type").and_then(Value::as_str).unwrap_or("");
             let approve = match ty {
                 "port_forward_request" => {
                     let id = track_request(inner, &event, RequestState::Pending);
-                    id.filter(|_| inner.auto_approve)
+                    id.filter(|_| inner.auto_approve).into_iter().collect()
                 }
                 "runner_ready" => {
                     let listeners = event.get("listeners").and_then(Value::as_array);
+                    let mut pending = Vec::new();
                     for listener in listeners.into_iter().flatten() {
                         let state = match listener.get("state").and_then(Value::as_str) {
                             Some("approved") => RequestState::Approved,
                             Some("denied") => RequestState::Denied,
                             _ => RequestState::Pending,
                         };
-                        track_request(inner, listener, state);
+                        let id = track_request(inner, listener, state);
+                        if state == RequestState::Pending && inner.auto_approve {
+                            pending.extend(id);
+                        }
                     }
-                    None
+                    pending
                 }
                 "port_forward_resolved" => {
                     let id = event.get("requestId").and_then(Value::as_str);
@@ -254,9 +260,9 @@ impl Shared {
                             RequestState::Denied
                         };
                     }
-                    None
+                    Vec::new()
                 }
-                _ => None,
+                _ => Vec::new(),
             };
             let keep = self.config.record_forward_events || !ty.starts_with("forward_");
             let id = event
