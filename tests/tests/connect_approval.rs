@@ -145,6 +145,7 @@ async fn another_program_on_an_approved_port_needs_a_new_approval() -> Result<()
         .with_context(|| format!("no new request:\n{}", runner.output()))?;
     assert_ne!(request["requestId"], first_id.as_str(), "{request}");
     assert_eq!(request["restarted"], false, "{request}");
+    assert_eq!(request["state"], "pending", "{request}");
     assert!(
         request["command"]
             .as_str()
@@ -192,6 +193,10 @@ async fn a_restart_of_the_same_command_keeps_its_approval() -> Result<()> {
         .await
         .with_context(|| format!("restart not announced:\n{}", runner.output()))?;
     assert_eq!(request["restarted"], true, "{request}");
+    assert_eq!(
+        request["state"], "approved",
+        "no new prompt needed: {request}"
+    );
 
     // Works with no new approval.
     e2e::expect_hello(&sim, port, "same").await?;

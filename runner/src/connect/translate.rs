@@ -25,10 +25,11 @@ pub fn approval_event(output: ApprovalOutput) -> Event {
             cwd,
             addresses,
             restarted,
-            state: _,
+            state,
         } => Event::PortForwardRequest(PortForwardRequest {
             listener: listener_info(request_id, port, pid, command, label, cwd, addresses),
             restarted,
+            state,
         }),
         ApprovalOutput::Closed { request_id, port } => {
             Event::PortForwardClosed(PortForwardClosed {

@@ -107,6 +107,10 @@ pub struct PortForwardRequest {
     pub listener: ListenerInfo,
     /// The same command and cwd came back on the same port.
     pub restarted: bool,
+    /// Not in the contract's field list (unknown fields are ignored): the
+    /// runner's decision so far, so a `restarted` request that is already
+    /// approved needs no new prompt.
+    pub state: ListenerState,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -339,12 +343,13 @@ mod tests {
         let event = Event::PortForwardRequest(PortForwardRequest {
             listener: info,
             restarted: true,
+            state: ListenerState::Approved,
         });
         assert_eq!(
             event.to_json(),
             json!({"type": "port_forward_request", "instanceId": "i1", "requestId": "req-1",
                    "port": 5173, "pid": 4242, "command": "node vite", "label": "node",
-                   "addresses": ["127.0.0.1", "::1"], "restarted": true})
+                   "addresses": ["127.0.0.1", "::1"], "restarted": true, "state": "approved"})
         );
     }
 

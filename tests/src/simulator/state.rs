@@ -227,18 +227,18 @@ impl Shared {
             let ty = event.get("type").and_then(Value::as_str).unwrap_or("");
             let approve = match ty {
                 "port_forward_request" => {
-                    let id = track_request(inner, &event, RequestState::Pending);
-                    id.filter(|_| inner.auto_approve).into_iter().collect()
+                    // A restart of an approved server says so (`state`).
+                    let state = listener_state(&event);
+                    let id = track_request(inner, &event, state);
+                    id.filter(|_| inner.auto_approve && state == RequestState::Pending)
+                        .into_iter()
+                        .collect()
                 }
                 "runner_ready" => {
                     let listeners = event.get("listeners").and_then(Value::as_array);
                     let mut pending = Vec::new();
                     for listener in listeners.into_iter().flatten() {
-                        let state = match listener.get("state").and_then(Value::as_str) {
-                            Some("approved") => RequestState::Approved,
-                            Some("denied") => RequestState::Denied,
-                            _ => RequestState::Pending,
-                        };
+                        let state = listener_state(listener);
                         let id = track_request(inner, listener, state);
                         if state == RequestState::Pending && inner.auto_approve {
                             pending.extend(id);
@@ -284,6 +284,15 @@ impl Shared {
             }
             approve
         })
+    }
+}
+
+/// The runner's `state` of a listener or request; pending when absent.
+fn listener_state(listener: &Value) -> RequestState {
+    match listener.get("state").and_then(Value::as_str) {
+        Some("approved") => RequestState::Approved,
+        Some("denied") => RequestState::Denied,
+        _ => RequestState::Pending,
     }
 }
 
