@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use super::RequestId;
 use crate::control::controls::{ActorId, Decision};
 use crate::control::events::ListenerState;
+use crate::pipeline::Candidate;
 
 /// Where a candidate stands, given its identity's decision.
 pub(super) fn state_of(decision: Option<Decision>) -> ListenerState {
@@ -31,19 +32,12 @@ pub struct Resolution {
 /// What to tell Kandan.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ApprovalOutput {
-    /// `port_forward_request`. `state` is not in the protocol's field list
-    /// (unknown fields are ignored): it says a `restarted` request is
-    /// already approved, so Kandan need not prompt.
+    /// `port_forward_request`. The listener's `state` is not in the
+    /// protocol's field list (unknown fields are ignored): it says a
+    /// `restarted` request is already approved, so Kandan need not prompt.
     Request {
-        request_id: RequestId,
-        port: u16,
-        pid: u32,
-        command: String,
-        label: String,
-        cwd: Option<PathBuf>,
-        addresses: Vec<IpAddr>,
+        listener: ListenerSnapshot,
         restarted: bool,
-        state: ListenerState,
     },
     /// `port_forward_closed`.
     Closed { request_id: RequestId, port: u16 },
@@ -57,7 +51,8 @@ pub enum ApprovalOutput {
     },
 }
 
-/// One entry of `runner_ready.listeners`.
+/// A candidate as Kandan hears of it: one entry of `runner_ready.listeners`,
+/// and the body of a `port_forward_request`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenerSnapshot {
     pub request_id: RequestId,
@@ -68,4 +63,19 @@ pub struct ListenerSnapshot {
     pub cwd: Option<PathBuf>,
     pub addresses: Vec<IpAddr>,
     pub state: ListenerState,
+}
+
+impl ListenerSnapshot {
+    pub(super) fn of(request_id: &RequestId, candidate: &Candidate, state: ListenerState) -> Self {
+        ListenerSnapshot {
+            request_id: request_id.clone(),
+            port: candidate.port,
+            pid: candidate.pid,
+            command: candidate.process.command.clone(),
+            label: candidate.process.label.clone(),
+            cwd: candidate.process.cwd.clone(),
+            addresses: candidate.addresses.clone(),
+            state,
+        }
+    }
 }

@@ -173,15 +173,8 @@ impl Approval {
         let announced = decision != Some(Decision::Deny);
         if announced {
             out.push(ApprovalOutput::Request {
-                request_id: request_id.clone(),
-                port,
-                pid: candidate.pid,
-                command: candidate.process.command.clone(),
-                label: candidate.process.label.clone(),
-                cwd: candidate.process.cwd.clone(),
-                addresses: candidate.addresses.clone(),
+                listener: ListenerSnapshot::of(&request_id, &candidate, state),
                 restarted,
-                state,
             });
         } else {
             tracing::info!(port, command = %identity.command, "denied before: not asking again");
@@ -283,17 +276,8 @@ impl Approval {
             .values_mut()
             .map(|live| {
                 live.announced = true;
-                let candidate = &live.candidate;
-                ListenerSnapshot {
-                    request_id: live.request_id.clone(),
-                    port: candidate.port,
-                    pid: candidate.pid,
-                    command: candidate.process.command.clone(),
-                    label: candidate.process.label.clone(),
-                    cwd: candidate.process.cwd.clone(),
-                    addresses: candidate.addresses.clone(),
-                    state: state_of(self.decisions.get(&live.identity).copied().flatten()),
-                }
+                let state = state_of(self.decisions.get(&live.identity).copied().flatten());
+                ListenerSnapshot::of(&live.request_id, &live.candidate, state)
             })
             .collect();
         listeners.sort_by_key(|listener| listener.port);

@@ -41,12 +41,10 @@ fn expect_request(
     match out.as_slice() {
         [
             ApprovalOutput::Request {
-                request_id,
+                listener,
                 restarted,
-                state,
-                ..
             },
-        ] => (request_id.clone(), *restarted, *state),
+        ] => (listener.request_id.clone(), *restarted, listener.state),
         other => panic!("expected one request, got {other:?}"),
     }
 }
@@ -71,15 +69,18 @@ fn an_opened_candidate_becomes_a_pending_request() {
         .unwrap();
     let [
         ApprovalOutput::Request {
-            request_id,
-            port,
-            pid,
-            command,
-            label,
-            cwd,
-            addresses,
+            listener:
+                ListenerSnapshot {
+                    request_id,
+                    port,
+                    pid,
+                    command,
+                    label,
+                    cwd,
+                    addresses,
+                    state,
+                },
             restarted,
-            state,
         },
     ] = out.as_slice()
     else {
@@ -385,11 +386,14 @@ fn another_program_on_the_port_voids_the_approval_at_once() {
             port: 5173,
         },
         ApprovalOutput::Request {
-            request_id: new_id,
+            listener:
+                ListenerSnapshot {
+                    request_id: new_id,
+                    state: ListenerState::Pending,
+                    pid: 7,
+                    ..
+                },
             restarted: false,
-            state: ListenerState::Pending,
-            pid: 7,
-            ..
         },
     ] = out.as_slice()
     else {
@@ -425,7 +429,9 @@ fn a_switch_between_two_approved_programs_still_revokes_the_old_sockets() {
             .on_candidate(CandidateEvent::Changed(other.clone()))
             .unwrap();
         match &out[1] {
-            ApprovalOutput::Request { request_id, .. } => (out[0].clone(), request_id.clone()),
+            ApprovalOutput::Request { listener, .. } => {
+                (out[0].clone(), listener.request_id.clone())
+            }
             o => panic!("{o:?}"),
         }
     };
@@ -440,9 +446,11 @@ fn a_switch_between_two_approved_programs_still_revokes_the_old_sockets() {
         [
             ApprovalOutput::Closed { .. },
             ApprovalOutput::Request {
+                listener: ListenerSnapshot {
+                    state: ListenerState::Approved,
+                    ..
+                },
                 restarted: true,
-                state: ListenerState::Approved,
-                ..
             }
         ]
     ));

@@ -1,10 +1,7 @@
 //! Between the runner's own types and the wire events of PROTOCOL.md
 //! section 4: approval outputs, forwarding outputs, `runner_ready`.
 
-use std::net::IpAddr;
-use std::path::PathBuf;
-
-use crate::approval::{ApprovalOutput, ListenerSnapshot, RequestId};
+use crate::approval::{ApprovalOutput, ListenerSnapshot};
 use crate::control::events::{
     ControlErrorEvent, ForwardHttpResponse, ForwardHttpResponseChunk, ForwardWebsocketClosed,
     ForwardWebsocketMessage, ForwardWebsocketOpened, ListenerInfo, PortForwardClosed,
@@ -17,19 +14,12 @@ use crate::forward::ForwardOutput;
 pub fn approval_event(output: ApprovalOutput) -> Event {
     match output {
         ApprovalOutput::Request {
-            request_id,
-            port,
-            pid,
-            command,
-            label,
-            cwd,
-            addresses,
+            listener,
             restarted,
-            state,
         } => Event::PortForwardRequest(PortForwardRequest {
-            listener: listener_info(request_id, port, pid, command, label, cwd, addresses),
+            state: listener.state,
+            listener: listener_info(listener),
             restarted,
-            state,
         }),
         ApprovalOutput::Closed { request_id, port } => {
             Event::PortForwardClosed(PortForwardClosed {
@@ -58,43 +48,26 @@ pub fn approval_event(output: ApprovalOutput) -> Event {
 pub fn ready_listeners(snapshot: Vec<ListenerSnapshot>) -> Vec<ReadyListener> {
     snapshot
         .into_iter()
-        .map(|l| ReadyListener {
-            listener: listener_info(
-                l.request_id,
-                l.port,
-                l.pid,
-                l.command,
-                l.label,
-                l.cwd,
-                l.addresses,
-            ),
-            state: l.state,
+        .map(|listener| ReadyListener {
+            state: listener.state,
+            listener: listener_info(listener),
         })
         .collect()
 }
 
 /// What Kandan is told about a candidate, in a request or `runner_ready`.
-fn listener_info(
-    request_id: RequestId,
-    port: u16,
-    pid: u32,
-    command: String,
-    label: String,
-    cwd: Option<PathBuf>,
-    addresses: Vec<IpAddr>,
-) -> ListenerInfo {
+fn listener_info(listener: ListenerSnapshot) -> ListenerInfo {
     ListenerInfo {
         instance_id: None,
-        request_id: request_id.to_string(),
-        port,
-        pid,
-        command,
-        label,
-        cwd: cwd.map(|cwd| cwd.display().to_string()),
-        addresses,
+        request_id: listener.request_id.to_string(),
+        port: listener.port,
+        pid: listener.pid,
+        command: listener.command,
+        label: listener.label,
+        cwd: listener.cwd.map(|cwd| cwd.display().to_string()),
+        addresses: listener.addresses,
     }
 }
-
 /// The wire event for a forwarding output.
 pub fn forward_event(output: ForwardOutput) -> Event {
     match output {
