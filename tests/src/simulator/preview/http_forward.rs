@@ -13,7 +13,9 @@ use serde_json::{Value, json};
 use tracing::{Instrument, debug, info_span};
 
 use super::body::{ChunkBody, WaiterGuard};
-use super::{Body, REQUEST_ID_HEADER, control_error, full, header_pairs, sim_error, text};
+use super::{
+    Body, REQUEST_ID_HEADER, control_error, first_answer, full, header_pairs, sim_error, text,
+};
 use crate::simulator::state::Shared;
 
 /// Headers the front sets itself (framing is hyper's business here).
@@ -87,24 +89,11 @@ async fn exchange(
     if let Err(error) = shared.send_control(control) {
         return sim_error(&error);
     }
-    let answer = tokio::time::timeout(shared.config.forward_timeout, rx.recv()).await;
+    let answer = first_answer(shared, &mut rx).await;
     shared.lock().forward_latencies.push(sent.elapsed());
     let first = match answer {
-        Err(_) => {
-            return text(
-                StatusCode::GATEWAY_TIMEOUT,
-                "runner_timeout",
-                "no answer from the runner",
-            );
-        }
-        Ok(None) => {
-            return text(
-                StatusCode::BAD_GATEWAY,
-                "runner_disconnected",
-                "runner went away",
-            );
-        }
-        Ok(Some(event)) => event,
+        Ok(event) => event,
+        Err(response) => return response,
     };
     match first.get("type").and_then(Value::as_str) {
         Some("forward_http_response") => respond(first, rx, guard, head),

@@ -157,6 +157,27 @@ pub(crate) fn control_error(event: &serde_json::Value) -> Response<Body> {
 }
 
 /// The response when the runner cannot be asked at all.
+/// The runner's first answer to a control, or the response the preview
+/// front gives when there is none in time (504) or the runner went away (502).
+pub(crate) async fn first_answer(
+    shared: &Shared,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+) -> Result<serde_json::Value, Response<Body>> {
+    match tokio::time::timeout(shared.config.forward_timeout, rx.recv()).await {
+        Err(_) => Err(text(
+            StatusCode::GATEWAY_TIMEOUT,
+            "runner_timeout",
+            "no answer from the runner",
+        )),
+        Ok(None) => Err(text(
+            StatusCode::BAD_GATEWAY,
+            "runner_disconnected",
+            "runner went away",
+        )),
+        Ok(Some(event)) => Ok(event),
+    }
+}
+
 pub(crate) fn sim_error(error: &SimError) -> Response<Body> {
     let code = match error {
         SimError::NotConnected => "runner_not_connected",

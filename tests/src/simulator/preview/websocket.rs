@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::body::WaiterGuard;
-use super::{Body, control_error, empty, header_pairs, sim_error, text};
+use super::{Body, control_error, empty, first_answer, header_pairs, sim_error, text};
 use crate::simulator::state::Shared;
 
 pub(crate) fn is_upgrade<B>(req: &Request<B>) -> bool {
@@ -69,22 +69,9 @@ pub(crate) async fn open(
     if let Err(error) = shared.send_control(control) {
         return sim_error(&error);
     }
-    let first = match tokio::time::timeout(shared.config.forward_timeout, rx.recv()).await {
-        Err(_) => {
-            return text(
-                StatusCode::GATEWAY_TIMEOUT,
-                "runner_timeout",
-                "no answer from the runner",
-            );
-        }
-        Ok(None) => {
-            return text(
-                StatusCode::BAD_GATEWAY,
-                "runner_disconnected",
-                "runner went away",
-            );
-        }
-        Ok(Some(event)) => event,
+    let first = match first_answer(&shared, &mut rx).await {
+        Ok(event) => event,
+        Err(response) => return response,
     };
     match first.get("type").and_then(Value::as_str) {
         Some("forward_websocket_opened") => {}
