@@ -66,6 +66,31 @@ impl PageState {
             .iter()
             .find(|ws| ws.url.starts_with(prefix))
     }
+
+    /// Panics unless the page took a Vite hot update of `src/message.js`:
+    /// the same `boot_id` as at load, one navigation, the update frame on
+    /// the HMR socket at `hmr_prefix` (still open), no console errors and no
+    /// failed requests.
+    pub fn assert_hot_update(&self, boot_id: &str, hmr_prefix: &str) {
+        assert_eq!(self.boot_id.as_deref(), Some(boot_id), "page reloaded");
+        assert!(!self.reloaded, "page reloaded: {self:#?}");
+        assert_eq!(self.navigations, 1, "extra navigations: {self:#?}");
+        let hmr = self
+            .web_socket(hmr_prefix)
+            .unwrap_or_else(|| panic!("no hmr socket at {hmr_prefix}: {self:#?}"));
+        assert!(!hmr.closed, "hmr socket closed: {hmr:#?}");
+        assert!(
+            hmr.received.iter().any(|frame| {
+                frame.contains("\"type\":\"update\"") && frame.contains("/src/message.js")
+            }),
+            "no hmr update frame for message.js: {hmr:#?}"
+        );
+        assert!(self.console_errors.is_empty(), "console errors: {self:#?}");
+        assert!(
+            self.failed_requests.is_empty(),
+            "failed requests: {self:#?}"
+        );
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -84,29 +84,7 @@ async fn vite_page_updates_through_the_forwarded_hmr_socket() -> Result<()> {
         panic!("{err:#}\nrunner:\n{}", runner.output());
     }
     let after = browser.state().await?;
-    assert_eq!(
-        after.boot_id.as_deref(),
-        Some(boot_id.as_str()),
-        "page reloaded"
-    );
-    assert!(!after.reloaded, "page reloaded: {after:#?}");
-    assert_eq!(after.navigations, 1, "extra navigations: {after:#?}");
-    let hmr = after.web_socket(&hmr_prefix).context("hmr socket")?;
-    assert!(!hmr.closed, "hmr socket closed: {hmr:#?}");
-    assert!(
-        hmr.received.iter().any(|frame| {
-            frame.contains("\"type\":\"update\"") && frame.contains("/src/message.js")
-        }),
-        "no hmr update frame for message.js: {hmr:#?}"
-    );
-    assert!(
-        after.console_errors.is_empty(),
-        "console errors: {after:#?}"
-    );
-    assert!(
-        after.failed_requests.is_empty(),
-        "failed requests: {after:#?}"
-    );
+    after.assert_hot_update(&boot_id, &hmr_prefix);
     assert!(
         !sim.events_of("forward_websocket_opened").is_empty(),
         "the hmr socket did not go through the runner"

@@ -40,29 +40,7 @@ async fn vite_page_updates_through_hmr_without_reload() -> Result<()> {
 
     let after = browser.state().await?;
     assert_eq!(after.text.as_deref(), Some(edited));
-    assert_eq!(
-        after.boot_id.as_deref(),
-        Some(boot_id.as_str()),
-        "page reloaded"
-    );
-    assert!(!after.reloaded, "page reloaded: {after:#?}");
-    assert_eq!(after.navigations, 1, "extra navigations: {after:#?}");
-    let hmr = after.web_socket(&hmr_prefix).expect("hmr socket");
-    assert!(!hmr.closed, "hmr socket closed: {hmr:#?}");
-    assert!(
-        hmr.received.iter().any(|frame| {
-            frame.contains("\"type\":\"update\"") && frame.contains("/src/message.js")
-        }),
-        "no hmr update frame for message.js: {hmr:#?}"
-    );
-    assert!(
-        after.console_errors.is_empty(),
-        "console errors: {after:#?}"
-    );
-    assert!(
-        after.failed_requests.is_empty(),
-        "failed requests: {after:#?}"
-    );
+    after.assert_hot_update(&boot_id, &hmr_prefix);
 
     browser.close().await?;
     Ok(())
