@@ -135,6 +135,21 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(ends)
 }
 
+/// Waits for the command and returns its shell-style exit code; pends
+/// forever when there is no command (or it cannot be waited for).
+pub async fn exit_code_of(child: &mut Option<Child>) -> i32 {
+    match child {
+        Some(child) => match child.wait().await {
+            Ok(status) => exit_code(status),
+            Err(err) => {
+                tracing::error!("cannot wait for the command: {err}");
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
 /// Shell-style exit code for a finished child: its code, or 128 + signal.
 pub fn exit_code(status: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;

@@ -19,7 +19,6 @@ use crate::control::{
     ControlClient, ControlConfig, ControlHandle, ControlInput, Event, JoinInfo, Session, Timing,
 };
 use crate::forward::{CloseCause, ForwardConfig, ForwardOutput, Forwarder};
-use crate::watch::wait;
 use crate::watched::{self, Watched};
 
 /// Forwarding outputs waiting to be sent; a full queue pauses local reads.
@@ -104,7 +103,7 @@ pub async fn run(args: ConnectArgs) -> i32 {
             }
             Some(output) = forward_rx.recv() => runner.on_forward(output).await,
             revocation = revocations.recv() => runner.on_revocation(revocation),
-            status = wait(&mut child) => return crate::spawn::exit_code(status),
+            code = crate::spawn::exit_code_of(&mut child) => return code,
             signal = signals.recv() => {
                 match &child {
                     Some(child) => signals.forward(signal, child),

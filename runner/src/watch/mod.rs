@@ -5,8 +5,6 @@ mod line;
 
 use std::io::Write;
 
-use tokio::process::Child;
-
 use crate::cli::WatchArgs;
 use crate::watched::{self, Watched};
 
@@ -40,7 +38,7 @@ pub async fn run(args: WatchArgs) -> i32 {
                     }
                 }
             }
-            status = wait(&mut child) => return crate::spawn::exit_code(status),
+            code = crate::spawn::exit_code_of(&mut child) => return code,
             signal = signals.recv() => {
                 match &child {
                     Some(child) => signals.forward(signal, child),
@@ -48,19 +46,5 @@ pub async fn run(args: WatchArgs) -> i32 {
                 }
             }
         }
-    }
-}
-
-/// The child's exit status; pends forever when there is no child.
-pub(crate) async fn wait(child: &mut Option<Child>) -> std::process::ExitStatus {
-    match child {
-        Some(child) => match child.wait().await {
-            Ok(status) => status,
-            Err(err) => {
-                tracing::error!("cannot wait for the command: {err}");
-                std::future::pending().await
-            }
-        },
-        None => std::future::pending().await,
     }
 }
