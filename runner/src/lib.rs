@@ -14,6 +14,7 @@ pub mod control;
 pub mod detect;
 pub mod doctor;
 pub mod forward;
+pub mod gate;
 pub mod logging;
 pub mod pipeline;
 pub mod process;

@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 
 use crate::cli::DetectorArgs;
 use crate::detect::{self, DetectError, Selection};
+use crate::gate::Gate;
 use crate::pipeline::{self, CandidateEvent, PipelineConfig};
 use crate::signals::Signals;
 use crate::spawn::{HeldChild, SpawnError};
@@ -35,6 +36,7 @@ pub enum WatchedError {
 /// the caller can say which one before anything else is logged.
 pub fn start(
     args: &DetectorArgs,
+    gate: Option<Gate>,
     on_selected: impl FnOnce(&Selection),
 ) -> Result<Watched, WatchedError> {
     let ignore = args.ignore_policy();
@@ -62,6 +64,7 @@ pub fn start(
     let pipeline_config = PipelineConfig {
         debounce: args.debounce(),
         ignore,
+        gate,
     };
     let roots = detector.roots;
     tokio::spawn(async move {
@@ -79,12 +82,17 @@ pub fn start(
 /// What `watch` and `connect` start with: [`start`], printing the backend
 /// line first, and the signals to forward to the command. Failures are
 /// printed; `Err` holds the exit code.
-pub fn start_for_command(args: &DetectorArgs) -> Result<(Watched, Signals), i32> {
-    let watched =
-        start(args, |selection| eprintln!("{}", backend_line(selection))).map_err(|err| {
-            eprintln!("error: {}", crate::error_chain(&err));
-            1
-        })?;
+pub fn start_for_command(
+    args: &DetectorArgs,
+    gate: Option<Gate>,
+) -> Result<(Watched, Signals), i32> {
+    let watched = start(args, gate, |selection| {
+        eprintln!("{}", backend_line(selection))
+    })
+    .map_err(|err| {
+        eprintln!("error: {}", crate::error_chain(&err));
+        1
+    })?;
     let signals = Signals::new().map_err(|err| {
         eprintln!("error: cannot listen for signals: {err}");
         1

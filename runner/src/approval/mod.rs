@@ -2,8 +2,8 @@
 //!
 //! Candidates come in from the pipeline; what Kandan must be told goes out as
 //! [`ApprovalOutput`]s; Kandan's `resolve_port_forward_request` comes back
-//! through [`Approval::resolve`]. Forwarding reads the outcome through a
-//! [`Gate`].
+//! through [`Approval::resolve`]. Decisions go to the live [`Gate`], which
+//! forwarding reads.
 //!
 //! Rules:
 //! - Every candidate (`opened`, or `changed` to another program) gets a fresh
@@ -16,32 +16,28 @@
 //!   (and `state` already approved when it was).
 //! - A denied identity is not asked again: it gets a request id (it shows in
 //!   `runner_ready`) but no `port_forward_request`.
-//! - Another program taking the port voids forwarding at once: the old
-//!   request is closed and the port is refused until the new one is approved
-//!   (unless that program was approved there before).
+//! - Another program taking the port gets a request of its own (the old one
+//!   is closed); the gate refused it the moment its socket appeared.
 //! - A decision for a request whose listener has gone still counts for its
 //!   identity; if that identity is listening again under a newer request,
 //!   that request is resolved too.
 //! - The last decision wins: Kandan may approve what it denied, and back.
 
-mod gate;
 mod messages;
 mod request_id;
 #[cfg(test)]
 mod tests;
 
-pub use gate::{Gate, Revocation, RevokeReason};
 pub use messages::{ApprovalOutput, ListenerSnapshot, Resolution};
 pub use request_id::RequestId;
 
 use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
 
-use gate::{GateEntry, GateWriter};
 use messages::state_of;
 
 use crate::control::ErrorCode;
 use crate::control::controls::Decision;
+use crate::gate::{Gate, Identity};
 use crate::pipeline::{Candidate, CandidateEvent};
 
 /// How many requests whose listener has gone are still resolvable (a user
@@ -70,24 +66,6 @@ impl ApprovalError {
     }
 }
 
-/// What an approval binds to.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct Identity {
-    port: u16,
-    command: String,
-    cwd: Option<PathBuf>,
-}
-
-impl Identity {
-    fn of(candidate: &Candidate) -> Self {
-        Identity {
-            port: candidate.port,
-            command: candidate.process.command.clone(),
-            cwd: candidate.process.cwd.clone(),
-        }
-    }
-}
-
 /// A candidate listening now.
 #[derive(Debug)]
 struct Live {
@@ -99,8 +77,8 @@ struct Live {
     announced: bool,
 }
 
-/// The approval state machine. Owned by one task; forwarding reads it
-/// through [`Approval::gate`].
+/// The approval state machine. Owned by one task; it tells the [`Gate`]
+/// which identities are approved.
 #[derive(Debug)]
 pub struct Approval {
     live: HashMap<u16, Live>,
@@ -109,7 +87,7 @@ pub struct Approval {
     /// Every resolvable request: live ones and the last closed ones.
     requests: HashMap<RequestId, Identity>,
     closed: VecDeque<RequestId>,
-    gate: GateWriter,
+    gate: Gate,
 }
 
 impl Default for Approval {
@@ -125,13 +103,14 @@ impl Approval {
             decisions: HashMap::new(),
             requests: HashMap::new(),
             closed: VecDeque::new(),
-            gate: GateWriter::new(),
+            gate: Gate::new(),
         }
     }
 
-    /// A read handle for forwarding.
+    /// The gate this approval decides for; the detector side feeds it the
+    /// live sockets, forwarding reads it.
     pub fn gate(&self) -> Gate {
-        self.gate.gate()
+        self.gate.clone()
     }
 
     /// Takes a candidate event from the pipeline.
@@ -143,21 +122,19 @@ impl Approval {
             CandidateEvent::Opened(candidate)
             | CandidateEvent::Changed(candidate)
             | CandidateEvent::AddressesChanged(candidate) => self.listening(candidate),
-            CandidateEvent::Closed { port, .. } => Ok(self.closed(port).into_iter().collect()),
+            CandidateEvent::Closed { port, .. } => Ok(self.retire(port).into_iter().collect()),
         }
     }
 
     fn listening(&mut self, candidate: Candidate) -> Result<Vec<ApprovalOutput>, ApprovalError> {
         let port = candidate.port;
-        let identity = Identity::of(&candidate);
+        let identity = Identity::new(port, &candidate.process);
         if let Some(live) = self.live.get_mut(&port)
             && live.identity == identity
         {
             // Same program (maybe a new pid, maybe new addresses): same
             // request, same decision, nothing to ask.
             live.candidate = candidate;
-            let entry = self.gate_entry(port);
-            self.gate.set(port, entry, RevokeReason::Denied);
             return Ok(Vec::new());
         }
 
@@ -165,7 +142,8 @@ impl Approval {
         let request_id = RequestId::generate()?;
         let mut out = Vec::new();
         if self.live.contains_key(&port) {
-            out.extend(self.replaced(port));
+            // Another program took the port: its request closes.
+            out.extend(self.retire(port));
         }
         let restarted = self.decisions.contains_key(&identity);
         let decision = *self.decisions.entry(identity.clone()).or_insert(None);
@@ -189,21 +167,7 @@ impl Approval {
                 announced,
             },
         );
-        let entry = self.gate_entry(port);
-        self.gate.set(port, entry, RevokeReason::OwnerChanged);
         Ok(out)
-    }
-
-    /// Another program took `port`: its request closes, and forwarding to
-    /// the old one stops whatever the new one's state.
-    fn replaced(&mut self, port: u16) -> Option<ApprovalOutput> {
-        self.gate.remove(port, RevokeReason::OwnerChanged);
-        self.retire(port)
-    }
-
-    fn closed(&mut self, port: u16) -> Option<ApprovalOutput> {
-        self.gate.remove(port, RevokeReason::Closed);
-        self.retire(port)
     }
 
     /// Drops the live entry of `port`; its request stays resolvable a while.
@@ -219,14 +183,6 @@ impl Approval {
             request_id: live.request_id,
             port,
         })
-    }
-
-    fn gate_entry(&self, port: u16) -> GateEntry {
-        let live = &self.live[&port];
-        GateEntry {
-            approved: self.decisions.get(&live.identity) == Some(&Some(Decision::Approve)),
-            addresses: live.candidate.addresses.clone(),
-        }
     }
 
     /// Takes Kandan's decision. `Err` for a request id this runner does
@@ -247,6 +203,8 @@ impl Approval {
         let (request_id, identity) = (request_id.clone(), identity.clone());
         tracing::info!(port = identity.port, decision = decision.as_str(), %request_id, "resolved");
         self.decisions.insert(identity.clone(), Some(decision));
+        self.gate
+            .set_approved(&identity, decision == Decision::Approve);
 
         let resolved = |request_id: RequestId| ApprovalOutput::Resolved {
             request_id,
@@ -262,8 +220,6 @@ impl Approval {
             if live.request_id != request_id && live.announced {
                 out.push(resolved(live.request_id.clone()));
             }
-            let entry = self.gate_entry(identity.port);
-            self.gate.set(identity.port, entry, RevokeReason::Denied);
         }
         Ok(out)
     }

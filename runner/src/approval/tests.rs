@@ -5,7 +5,9 @@ use tokio::sync::broadcast::error::TryRecvError;
 use super::*;
 use crate::control::controls::ActorId;
 use crate::control::events::ListenerState;
+use crate::detect::{ListenerSocket, SocketId};
 use crate::forward::{GateRefusal, PortGate};
+use crate::gate::{Revocation, RevokeReason};
 use crate::process::ProcessInfo;
 
 fn cand(port: u16, pid: u32, command: &str, cwd: &str) -> Candidate {
@@ -20,6 +22,36 @@ fn cand(port: u16, pid: u32, command: &str, cwd: &str) -> Candidate {
 
 fn vite(pid: u32) -> Candidate {
     cand(5173, pid, "node /x/node_modules/.bin/vite", "/x")
+}
+
+/// What the pipeline does for `connect`: the gate sees the live sockets
+/// (here those of the candidate, at once), then approval sees the candidate.
+fn feed(
+    approval: &mut Approval,
+    event: CandidateEvent,
+) -> Result<Vec<ApprovalOutput>, ApprovalError> {
+    let gate = approval.gate();
+    match &event {
+        CandidateEvent::Opened(c)
+        | CandidateEvent::Changed(c)
+        | CandidateEvent::AddressesChanged(c) => {
+            let sockets: Vec<ListenerSocket> = c
+                .addresses
+                .iter()
+                .enumerate()
+                .map(|(i, &addr)| ListenerSocket {
+                    id: SocketId(u64::from(c.pid) * 100 + i as u64),
+                    port: c.port,
+                    addr,
+                    pid: c.pid,
+                    process: c.process.clone(),
+                })
+                .collect();
+            gate.set_live(c.port, &sockets);
+        }
+        CandidateEvent::Closed { port, .. } => gate.set_live(*port, []),
+    }
+    approval.on_candidate(event)
 }
 
 fn resolution(request_id: &RequestId, decision: Decision) -> Resolution {
@@ -37,7 +69,7 @@ fn expect_request(
     approval: &mut Approval,
     event: CandidateEvent,
 ) -> (RequestId, bool, ListenerState) {
-    let out = approval.on_candidate(event).unwrap();
+    let out = feed(approval, event).unwrap();
     match out.as_slice() {
         [
             ApprovalOutput::Request {
@@ -64,9 +96,7 @@ fn closed(port: u16) -> CandidateEvent {
 #[test]
 fn an_opened_candidate_becomes_a_pending_request() {
     let mut approval = Approval::new();
-    let out = approval
-        .on_candidate(CandidateEvent::Opened(vite(42)))
-        .unwrap();
+    let out = feed(&mut approval, CandidateEvent::Opened(vite(42))).unwrap();
     let [
         ApprovalOutput::Request {
             listener:
@@ -163,7 +193,7 @@ fn close_sends_port_forward_closed_and_shuts_the_gate() {
     let mut revoked = gate.revocations();
     let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
     approve(&mut approval, &id);
-    let out = approval.on_candidate(closed(5173)).unwrap();
+    let out = feed(&mut approval, closed(5173)).unwrap();
     assert_eq!(
         out,
         vec![ApprovalOutput::Closed {
@@ -180,7 +210,7 @@ fn close_sends_port_forward_closed_and_shuts_the_gate() {
         })
     );
     // A close for a port with no candidate says nothing.
-    assert!(approval.on_candidate(closed(5173)).unwrap().is_empty());
+    assert!(feed(&mut approval, closed(5173)).unwrap().is_empty());
 }
 
 #[test]
@@ -192,8 +222,7 @@ fn a_restart_inside_the_window_keeps_request_and_approval() {
     approve(&mut approval, &id);
     // Same command and cwd, new pid: nothing to ask, nothing revoked.
     assert!(
-        approval
-            .on_candidate(CandidateEvent::Changed(vite(2)))
+        feed(&mut approval, CandidateEvent::Changed(vite(2)))
             .unwrap()
             .is_empty()
     );
@@ -211,8 +240,7 @@ fn a_pending_request_stays_pending_across_a_quick_restart() {
     let mut approval = Approval::new();
     let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
     assert!(
-        approval
-            .on_candidate(CandidateEvent::Changed(vite(2)))
+        feed(&mut approval, CandidateEvent::Changed(vite(2)))
             .unwrap()
             .is_empty()
     );
@@ -228,7 +256,7 @@ fn an_approved_server_that_comes_back_later_stays_approved() {
     let (first, restarted, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
     assert!(!restarted);
     approve(&mut approval, &first);
-    approval.on_candidate(closed(5173)).unwrap();
+    feed(&mut approval, closed(5173)).unwrap();
 
     let (second, restarted, state) = expect_request(&mut approval, CandidateEvent::Opened(vite(9)));
     assert_ne!(first, second, "a fresh request id");
@@ -241,7 +269,7 @@ fn an_approved_server_that_comes_back_later_stays_approved() {
 fn a_pending_server_that_comes_back_later_is_asked_again_as_restarted() {
     let mut approval = Approval::new();
     let (first, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
-    approval.on_candidate(closed(5173)).unwrap();
+    feed(&mut approval, closed(5173)).unwrap();
     let (second, restarted, state) = expect_request(&mut approval, CandidateEvent::Opened(vite(2)));
     assert_ne!(first, second);
     assert!(restarted);
@@ -253,7 +281,7 @@ fn approve_after_close_counts_for_the_identity() {
     let mut approval = Approval::new();
     let gate = approval.gate();
     let (first, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
-    approval.on_candidate(closed(5173)).unwrap();
+    feed(&mut approval, closed(5173)).unwrap();
 
     // The user answers the prompt after the server went away.
     let out = approve(&mut approval, &first);
@@ -274,7 +302,7 @@ fn approve_after_close_counts_for_the_identity() {
 fn approving_an_old_request_resolves_the_live_one_too() {
     let mut approval = Approval::new();
     let (first, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
-    approval.on_candidate(closed(5173)).unwrap();
+    feed(&mut approval, closed(5173)).unwrap();
     let (second, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(2)));
     let out = approve(&mut approval, &first);
     let ids: Vec<&RequestId> = out
@@ -298,16 +326,14 @@ fn a_denied_server_is_not_asked_again_after_a_restart() {
 
     // A quick restart: nothing.
     assert!(
-        approval
-            .on_candidate(CandidateEvent::Changed(vite(2)))
+        feed(&mut approval, CandidateEvent::Changed(vite(2)))
             .unwrap()
             .is_empty()
     );
     // Closed and back later: still nothing to ask.
-    assert_eq!(approval.on_candidate(closed(5173)).unwrap().len(), 1);
+    assert_eq!(feed(&mut approval, closed(5173)).unwrap().len(), 1);
     assert!(
-        approval
-            .on_candidate(CandidateEvent::Opened(vite(3)))
+        feed(&mut approval, CandidateEvent::Opened(vite(3)))
             .unwrap()
             .is_empty()
     );
@@ -317,7 +343,7 @@ fn a_denied_server_is_not_asked_again_after_a_restart() {
     let snapshot = approval.snapshot();
     assert_eq!(snapshot.len(), 1);
     assert_eq!(snapshot[0].state, ListenerState::Denied);
-    let out = approval.on_candidate(closed(5173)).unwrap();
+    let out = feed(&mut approval, closed(5173)).unwrap();
     assert_eq!(
         out,
         vec![ApprovalOutput::Closed {
@@ -332,15 +358,14 @@ fn a_silently_denied_candidate_closes_silently() {
     let mut approval = Approval::new();
     let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
     deny(&mut approval, &id);
-    approval.on_candidate(closed(5173)).unwrap();
+    feed(&mut approval, closed(5173)).unwrap();
     assert!(
-        approval
-            .on_candidate(CandidateEvent::Opened(vite(2)))
+        feed(&mut approval, CandidateEvent::Opened(vite(2)))
             .unwrap()
             .is_empty()
     );
     // Kandan never heard of this request id: no close for it.
-    assert!(approval.on_candidate(closed(5173)).unwrap().is_empty());
+    assert!(feed(&mut approval, closed(5173)).unwrap().is_empty());
 }
 
 #[test]
@@ -348,7 +373,7 @@ fn a_denied_port_taken_by_another_command_is_asked_again() {
     let mut approval = Approval::new();
     let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
     deny(&mut approval, &id);
-    approval.on_candidate(closed(5173)).unwrap();
+    feed(&mut approval, closed(5173)).unwrap();
     let other = cand(5173, 5, "python3 -m http.server 5173", "/x");
     let (_, restarted, state) = expect_request(&mut approval, CandidateEvent::Opened(other));
     assert!(!restarted);
@@ -360,7 +385,7 @@ fn the_same_command_in_another_cwd_is_another_identity() {
     let mut approval = Approval::new();
     let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
     approve(&mut approval, &id);
-    approval.on_candidate(closed(5173)).unwrap();
+    feed(&mut approval, closed(5173)).unwrap();
     let elsewhere = cand(5173, 2, "node /x/node_modules/.bin/vite", "/y");
     let (_, restarted, state) = expect_request(&mut approval, CandidateEvent::Opened(elsewhere));
     assert!(!restarted);
@@ -377,9 +402,7 @@ fn another_program_on_the_port_voids_the_approval_at_once() {
     approve(&mut approval, &id);
 
     let other = cand(5173, 7, "python3 -m http.server 5173", "/x");
-    let out = approval
-        .on_candidate(CandidateEvent::Changed(other))
-        .unwrap();
+    let out = feed(&mut approval, CandidateEvent::Changed(other)).unwrap();
     let [
         ApprovalOutput::Closed {
             request_id: closed_id,
@@ -425,9 +448,7 @@ fn a_switch_between_two_approved_programs_still_revokes_the_old_sockets() {
     approve(&mut approval, &a);
     let other = cand(5173, 7, "python3 -m http.server 5173", "/x");
     let (_, b) = {
-        let out = approval
-            .on_candidate(CandidateEvent::Changed(other.clone()))
-            .unwrap();
+        let out = feed(&mut approval, CandidateEvent::Changed(other.clone())).unwrap();
         match &out[1] {
             ApprovalOutput::Request { listener, .. } => {
                 (out[0].clone(), listener.request_id.clone())
@@ -438,9 +459,7 @@ fn a_switch_between_two_approved_programs_still_revokes_the_old_sockets() {
     approve(&mut approval, &b);
 
     let mut revoked = gate.revocations();
-    let out = approval
-        .on_candidate(CandidateEvent::Changed(vite(3)))
-        .unwrap();
+    let out = feed(&mut approval, CandidateEvent::Changed(vite(3))).unwrap();
     assert!(matches!(
         out.as_slice(),
         [
@@ -491,8 +510,7 @@ fn address_changes_update_the_gate_without_asking() {
     let mut v6 = vite(1);
     v6.addresses = vec!["::1".parse().unwrap()];
     assert!(
-        approval
-            .on_candidate(CandidateEvent::AddressesChanged(v6))
+        feed(&mut approval, CandidateEvent::AddressesChanged(v6))
             .unwrap()
             .is_empty()
     );
@@ -529,7 +547,7 @@ fn snapshot_lists_every_candidate_with_its_state() {
             (4000, ListenerState::Denied),
         ]
     );
-    approval.on_candidate(closed(3000)).unwrap();
+    feed(&mut approval, closed(3000)).unwrap();
     assert_eq!(approval.snapshot().len(), 2);
 }
 
@@ -537,12 +555,10 @@ fn snapshot_lists_every_candidate_with_its_state() {
 fn old_closed_requests_are_forgotten_eventually() {
     let mut approval = Approval::new();
     let (first, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
-    approval.on_candidate(closed(5173)).unwrap();
+    feed(&mut approval, closed(5173)).unwrap();
     for pid in 0..CLOSED_REQUESTS_KEPT as u32 {
-        approval
-            .on_candidate(CandidateEvent::Opened(vite(pid)))
-            .unwrap();
-        approval.on_candidate(closed(5173)).unwrap();
+        feed(&mut approval, CandidateEvent::Opened(vite(pid))).unwrap();
+        feed(&mut approval, closed(5173)).unwrap();
     }
     assert!(matches!(
         approval.resolve(resolution(&first, Decision::Approve)),

@@ -12,13 +12,14 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
 
-use crate::approval::{Approval, RevokeReason};
+use crate::approval::Approval;
 use crate::cli::ConnectArgs;
 use crate::control::events::RunnerReady;
 use crate::control::{
     ControlClient, ControlConfig, ControlHandle, ControlInput, Event, JoinInfo, Session, Timing,
 };
 use crate::forward::{CloseCause, ForwardConfig, ForwardOutput, Forwarder};
+use crate::gate::{Revocation, RevokeReason};
 use crate::watched::{self, Watched};
 
 /// Forwarding outputs waiting to be sent; a full queue pauses local reads.
@@ -26,6 +27,9 @@ const FORWARD_QUEUE: usize = 256;
 
 /// Runs `connect` and returns the process exit code.
 pub async fn run(args: ConnectArgs) -> i32 {
+    // The gate first: the pipeline feeds it every port's live sockets.
+    let approval = Approval::new();
+    let gate = approval.gate();
     let (
         Watched {
             selection,
@@ -33,7 +37,7 @@ pub async fn run(args: ConnectArgs) -> i32 {
             mut child,
         },
         mut signals,
-    ) = match watched::start_for_command(&args.detector) {
+    ) = match watched::start_for_command(&args.detector, Some(gate.clone())) {
         Ok(started) => started,
         Err(code) => return code,
     };
@@ -58,8 +62,6 @@ pub async fn run(args: ConnectArgs) -> i32 {
     let channel = ControlClient::spawn(control_config);
     let mut inputs = channel.inputs;
 
-    let approval = Approval::new();
-    let gate = approval.gate();
     let mut revocations = gate.revocations();
     let (forward_tx, mut forward_rx) = mpsc::channel(FORWARD_QUEUE);
     let forwarder = Forwarder::new(
@@ -213,10 +215,7 @@ impl Runner {
         }
     }
 
-    fn on_revocation(
-        &mut self,
-        revocation: Result<crate::approval::Revocation, broadcast::error::RecvError>,
-    ) {
+    fn on_revocation(&mut self, revocation: Result<Revocation, broadcast::error::RecvError>) {
         match revocation {
             Ok(revocation) => {
                 let cause = match revocation.reason {

@@ -45,14 +45,15 @@ pub fn loopback_targets(bound: &[IpAddr]) -> Vec<IpAddr> {
 }
 
 /// Asks the gate about `port` and connects to its loopback target, falling
-/// back to the next family when the first refuses the connection.
+/// back to the next family when the first refuses the connection; the
+/// connection is verified before it is returned.
 pub async fn connect(
     gate: &dyn PortGate,
     port: u16,
     timeout: Duration,
 ) -> Result<TcpStream, ForwardError> {
     let targets = targets(gate, port)?;
-    connect_to(&targets, port, timeout).await
+    connect_to(gate, &targets, port, timeout).await
 }
 
 /// Asks the gate about `port`: the loopback addresses it may be reached at,
@@ -73,8 +74,27 @@ pub fn targets(gate: &dyn PortGate, port: u16) -> Result<Vec<IpAddr>, ForwardErr
     Ok(targets)
 }
 
-/// Connects to the first of `targets` (from [`targets`]) that accepts.
+/// Connects to the first of `targets` (from [`targets`]) that accepts, then
+/// has the gate verify who listens there ([`PortGate::verify`]): a
+/// connection that may have reached another process is closed before a
+/// byte is sent.
 pub async fn connect_to(
+    gate: &dyn PortGate,
+    targets: &[IpAddr],
+    port: u16,
+    timeout: Duration,
+) -> Result<TcpStream, ForwardError> {
+    let stream = connect_any(targets, port, timeout).await?;
+    let peer = stream.peer_addr().map_err(|source| ForwardError::Connect {
+        addr: SocketAddr::new(targets[0], port),
+        source,
+    })?;
+    gate.verify(peer)
+        .map_err(|source| ForwardError::Refused { port, source })?;
+    Ok(stream)
+}
+
+async fn connect_any(
     targets: &[IpAddr],
     port: u16,
     timeout: Duration,

@@ -1,18 +1,24 @@
-//! The seam through which forwarding asks, per request, where it may connect.
+//! The seam through which forwarding asks, per request, where it may connect
+//! and whether a fresh connection may be used.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::control::ErrorCode;
 
 /// Decides, per request, whether a port may be forwarded and which local
-/// addresses its approved listener bound. Implemented by `approval`.
+/// addresses its approved listener bound. Implemented by [`crate::gate`].
 pub trait PortGate: Send + Sync {
     /// The addresses the approved listener on `port` bound (for example
     /// `0.0.0.0` and `::`), or why the port may not be forwarded.
     fn target(&self, port: u16) -> Result<Vec<IpAddr>, GateRefusal>;
+
+    /// Whether a connection just made to `peer` may be used: every socket
+    /// listening there must be the approved listener's. Called after
+    /// connect and before the first byte.
+    fn verify(&self, peer: SocketAddr) -> Result<(), GateRefusal>;
 }
 
-/// Why the gate refused a port.
+/// Why the gate refused a port or a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum GateRefusal {
     /// A listener holds the port but Kandan has not approved it.
@@ -21,13 +27,21 @@ pub enum GateRefusal {
     /// No listener of the watched trees holds the port.
     #[error("no watched listener on this port")]
     NotListening,
+    /// A socket of a process that is not the approved listener listens on
+    /// the same address and port, so the connection may have reached it.
+    #[error("another process listens on this port too")]
+    Foreign,
+    /// The listening sockets could not be listed, so the connection could
+    /// not be verified.
+    #[error("the listener could not be verified")]
+    Unverified,
 }
 
 impl GateRefusal {
     /// The `control_error` code for this refusal.
     pub fn code(self) -> ErrorCode {
         match self {
-            Self::NotApproved => ErrorCode::PortNotApproved,
+            Self::NotApproved | Self::Foreign | Self::Unverified => ErrorCode::PortNotApproved,
             Self::NotListening => ErrorCode::PortNotListening,
         }
     }

@@ -123,11 +123,12 @@ pub(super) fn path_and_query(
 
 /// Opens a new HTTP/1.1 connection to the first of `targets` that accepts.
 async fn open(
+    gate: &dyn PortGate,
     targets: &[IpAddr],
     port: u16,
     config: &ForwardConfig,
 ) -> Result<Upstream, ForwardError> {
-    let stream = dial::connect_to(targets, port, config.connect_timeout).await?;
+    let stream = dial::connect_to(gate, targets, port, config.connect_timeout).await?;
     let addr = stream.peer_addr().map_err(|source| ForwardError::Connect {
         addr: SocketAddr::new(targets[0], port),
         source,
@@ -152,6 +153,7 @@ async fn open(
 /// connection when hyper gives the request back unsent, or when the method
 /// is idempotent (the server cannot have acted on it twice to any effect).
 async fn send(
+    gate: &dyn PortGate,
     req: &HttpRequest,
     request: http::Request<Full<Bytes>>,
     targets: &[IpAddr],
@@ -160,7 +162,7 @@ async fn send(
 ) -> Result<(http::Response<Incoming>, Upstream), ForwardError> {
     let port = req.port;
     let Some(mut up) = pooled else {
-        let mut up = open(targets, port, config).await?;
+        let mut up = open(gate, targets, port, config).await?;
         let response = up
             .sender
             .send_request(request)
@@ -180,7 +182,7 @@ async fn send(
         None => return Err(ForwardError::Http(failed.into_error())),
     };
     tracing::debug!(error = %failed.error(), "pooled connection failed, retrying on a fresh one");
-    let mut up = open(targets, port, config).await?;
+    let mut up = open(gate, targets, port, config).await?;
     let response = up
         .sender
         .send_request(retry)
@@ -207,7 +209,7 @@ async fn exchange(
     // The gate decides on every request, pooled connection or not.
     let targets = dial::targets(gate, port)?;
     let (pooled, ticket) = pool.take(port, &targets);
-    let head = send(&req, request, &targets, pooled, config);
+    let head = send(gate, &req, request, &targets, pooled, config);
     let (response, mut up) = timeout_at(deadline, head).await.map_err(|_| too_slow())??;
 
     let (parts, body) = response.into_parts();

@@ -34,6 +34,8 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 #[derive(Default)]
 pub struct FakeGate {
     ports: Mutex<HashMap<u16, Result<Vec<IpAddr>, GateRefusal>>>,
+    /// Ports whose connections fail verification.
+    foreign: Mutex<std::collections::HashSet<u16>>,
 }
 
 impl FakeGate {
@@ -45,6 +47,12 @@ impl FakeGate {
     pub fn refuse(&self, port: u16, why: GateRefusal) {
         self.ports.lock().unwrap().insert(port, Err(why));
     }
+
+    /// Connections to `port` fail verification from now on, as if another
+    /// process listened there too.
+    pub fn foreign(&self, port: u16) {
+        self.foreign.lock().unwrap().insert(port);
+    }
 }
 
 impl PortGate for FakeGate {
@@ -55,6 +63,13 @@ impl PortGate for FakeGate {
             .get(&port)
             .cloned()
             .unwrap_or(Err(GateRefusal::NotListening))
+    }
+
+    fn verify(&self, peer: std::net::SocketAddr) -> Result<(), GateRefusal> {
+        if self.foreign.lock().unwrap().contains(&peer.port()) {
+            return Err(GateRefusal::Foreign);
+        }
+        self.target(peer.port()).map(drop)
     }
 }
 

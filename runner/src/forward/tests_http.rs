@@ -498,3 +498,18 @@ async fn measure_connection_per_request() {
         "sequential forwarded GET: {forwarded:?} each; bare loopback connect: {connect:?} each"
     );
 }
+
+#[tokio::test]
+async fn a_connection_that_fails_verification_sends_nothing() {
+    let mut server = http_server("127.0.0.1", echo).await;
+    let (fwd, gate, mut out) = forwarder(ForwardConfig::default());
+    gate.allow(server.port, &["127.0.0.1"]);
+    gate.foreign(server.port);
+    fwd.http(request("r1", server.port, "POST", "/secret"));
+    let (code, message) = error_code(next(&mut out).await);
+    assert_eq!(code, ErrorCode::PortNotApproved);
+    assert!(message.contains("another process"), "{message}");
+    // The server accepted the connection, but not one request reached it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(server.seen.try_recv().is_err(), "a request was sent");
+}

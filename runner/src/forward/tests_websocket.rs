@@ -337,3 +337,17 @@ async fn close_port_closes_its_sockets_only() {
     assert_eq!(fwd.socket_count(), 0);
     assert!(out.try_recv().is_err(), "close_all reported something");
 }
+
+#[tokio::test]
+async fn a_websocket_that_fails_verification_is_not_opened() {
+    let server = ws_server(false).await;
+    let (fwd, gate, mut out) = forwarder(ForwardConfig::default());
+    gate.allow(server.port, &["127.0.0.1"]);
+    gate.foreign(server.port);
+    fwd.ws_open(open("s1", server.port, &[])).await;
+    assert_eq!(
+        closed(next(&mut out).await).2,
+        Some(ErrorCode::PortNotApproved)
+    );
+    assert_eq!(fwd.socket_count(), 0);
+}

@@ -48,6 +48,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
 use crate::detect::DetectorEvent;
+use crate::gate::Gate;
 
 /// Default stability window (`--debounce-ms`).
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(750);
@@ -58,6 +59,9 @@ pub struct PipelineConfig {
     /// Stability window (`--debounce-ms`, default 750 ms).
     pub debounce: Duration,
     pub ignore: IgnorePolicy,
+    /// Told every port's live sockets the moment they change, before the
+    /// window: forwarding follows the live sockets (`connect` only).
+    pub gate: Option<Gate>,
 }
 
 impl Default for PipelineConfig {
@@ -65,6 +69,7 @@ impl Default for PipelineConfig {
         PipelineConfig {
             debounce: DEFAULT_DEBOUNCE,
             ignore: IgnorePolicy::default(),
+            gate: None,
         }
     }
 }
@@ -76,6 +81,7 @@ pub struct Pipeline {
     ignore: IgnorePolicy,
     services: Services,
     debouncer: Debouncer,
+    gate: Option<Gate>,
 }
 
 impl Pipeline {
@@ -84,6 +90,7 @@ impl Pipeline {
             ignore: config.ignore,
             services: Services::new(),
             debouncer: Debouncer::new(config.debounce),
+            gate: config.gate,
         }
     }
 
@@ -111,6 +118,11 @@ impl Pipeline {
                 self.services.replace(kept).into_iter().collect()
             }
         };
+        if let Some(gate) = &self.gate {
+            for &port in &touched {
+                gate.set_live(port, self.services.sockets(port));
+            }
+        }
         for port in touched {
             let current = self.services.get(port);
             out.extend(self.debouncer.update(port, current, now));

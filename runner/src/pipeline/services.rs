@@ -104,6 +104,11 @@ impl Services {
         touched
     }
 
+    /// The sockets open on `port` right now, oldest first.
+    pub fn sockets(&self, port: u16) -> impl Iterator<Item = &ListenerSocket> {
+        self.ports.get(&port).into_iter().flat_map(|s| s.values())
+    }
+
     /// The service on `port` as it is right now (not yet debounced), or
     /// `None` when nothing listens there.
     pub fn get(&self, port: u16) -> Option<Candidate> {

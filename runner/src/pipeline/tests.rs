@@ -27,7 +27,15 @@ impl Harness {
     fn start(debounce: Duration, ignore: IgnorePolicy) -> Self {
         let (tx, events) = mpsc::channel(16);
         let (out, rx) = mpsc::channel(16);
-        let task = tokio::spawn(run(PipelineConfig { debounce, ignore }, events, out));
+        let task = tokio::spawn(run(
+            PipelineConfig {
+                debounce,
+                ignore,
+                gate: None,
+            },
+            events,
+            out,
+        ));
         Harness {
             tx,
             rx,
@@ -400,6 +408,7 @@ async fn timer_due_when_an_event_arrives_fires_first() {
     let mut p = Pipeline::new(PipelineConfig {
         debounce: WINDOW,
         ignore: IgnorePolicy::empty(),
+        gate: None,
     });
     let t0 = Instant::now();
     assert!(p.apply(open(sock(1, 3000, "::", 1, "a")), t0).is_empty());

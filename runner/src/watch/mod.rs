@@ -19,7 +19,7 @@ pub async fn run(args: WatchArgs) -> i32 {
             mut child,
         },
         mut signals,
-    ) = match watched::start_for_command(&args.detector) {
+    ) = match watched::start_for_command(&args.detector, None) {
         Ok(started) => started,
         Err(code) => return code,
     };

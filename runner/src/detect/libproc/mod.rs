@@ -14,7 +14,7 @@ mod source;
 pub use logic::{ProcSource, RawListen, decode_inet, scan_with};
 
 #[cfg(target_os = "macos")]
-pub use imp::{probe, scan, start};
+pub use imp::{listening_sockets, probe, scan, start};
 
 #[cfg(target_os = "macos")]
 mod imp {
@@ -39,6 +39,24 @@ mod imp {
             config,
             scan,
         ))
+    }
+
+    /// Every LISTEN socket of every process libproc shows the runner (all
+    /// of its user's, all when root): what the verified dial checks a fresh
+    /// connection against. A full walk; it runs once per new connection.
+    pub fn listening_sockets() -> std::io::Result<Vec<crate::gate::ListeningSocket>> {
+        use super::logic::ProcSource;
+        let darwin = super::source::Darwin;
+        Ok(darwin
+            .parents()?
+            .into_iter()
+            .flat_map(|(pid, _)| darwin.listening(pid))
+            .map(|raw| crate::gate::ListeningSocket {
+                id: raw.so,
+                addr: raw.addr,
+                port: raw.port,
+            })
+            .collect())
     }
 
     /// Every LISTEN socket held by a process of the roots' trees, the

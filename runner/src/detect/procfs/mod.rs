@@ -58,6 +58,19 @@ pub fn scan(roots: &[u32], self_pid: u32) -> io::Result<Vec<ListenerSocket>> {
     Scanner::new(self_pid).scan(roots)
 }
 
+/// Every LISTEN socket of the runner's network namespace, by inode: what
+/// the verified dial checks a fresh connection against.
+pub fn listening_sockets() -> io::Result<Vec<crate::gate::ListeningSocket>> {
+    Ok(socket_table::listening()?
+        .into_values()
+        .map(|l| crate::gate::ListeningSocket {
+            id: l.inode,
+            addr: l.addr,
+            port: l.port,
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::scanner::join;

@@ -1,0 +1,271 @@
+//! The live gate: may a port be forwarded right now, and may a fresh
+//! connection to it be used (PROTOCOL.md section 5).
+//!
+//! It follows two inputs: the live sockets of each port, straight from the
+//! detector (before the debounce window that events to Kandan wait for),
+//! and the identities Kandan approved. A port is forwardable while it has
+//! live sockets and every one of them belongs to an approved identity. The
+//! moment that stops being true (the last socket closed, a socket of
+//! another identity appeared, the approval was withdrawn) the gate refuses
+//! new requests and announces a [`Revocation`], so forwarding closes what
+//! is open. The same approved identity listening again resumes at once.
+//!
+//! Every new upstream connection is also checked after connect
+//! ([`Gate::verify`]): each listening socket on that address and port must
+//! be one of the forwardable sockets, so a process outside the tree (a
+//! `SO_REUSEPORT` joiner, one that grabbed the port during a restart) is
+//! never sent a byte.
+
+mod verify;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use tokio::sync::broadcast;
+
+use crate::detect::{ListenerSocket, SocketId};
+use crate::forward::{GateRefusal, PortGate};
+use crate::process::ProcessInfo;
+
+pub use verify::ListeningSocket;
+
+/// How many revocations a slow reader may fall behind before it sees
+/// `RecvError::Lagged` (it then closes everything).
+const REVOCATION_QUEUE: usize = 256;
+
+/// What an approval binds to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Identity {
+    pub port: u16,
+    pub command: String,
+    pub cwd: Option<PathBuf>,
+}
+
+impl Identity {
+    pub fn new(port: u16, process: &ProcessInfo) -> Self {
+        Identity {
+            port,
+            command: process.command.clone(),
+            cwd: process.cwd.clone(),
+        }
+    }
+}
+
+/// Why a port stopped being forwardable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RevokeReason {
+    /// Its last live socket closed.
+    Closed,
+    /// A socket of another identity holds it now; that one needs its own
+    /// approval.
+    OwnerChanged,
+    /// Kandan denied it.
+    Denied,
+}
+
+/// A port that must not be forwarded any more: close its WebSockets,
+/// in-flight requests and pooled connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Revocation {
+    pub port: u16,
+    pub reason: RevokeReason,
+}
+
+/// One live listening socket of a watched tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct LiveSocket {
+    id: SocketId,
+    addr: IpAddr,
+    identity: Identity,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    live: HashMap<u16, Vec<LiveSocket>>,
+    approved: HashSet<Identity>,
+}
+
+/// Where a port stands, to compare before and after a change.
+#[derive(Debug, PartialEq, Eq)]
+struct PortStatus {
+    forwardable: bool,
+    listening: bool,
+    identities: BTreeSet<Identity>,
+}
+
+impl State {
+    fn status(&self, port: u16) -> PortStatus {
+        let sockets = self.live.get(&port).map(Vec::as_slice).unwrap_or_default();
+        let identities: BTreeSet<Identity> = sockets.iter().map(|s| s.identity.clone()).collect();
+        PortStatus {
+            forwardable: !identities.is_empty()
+                && identities.iter().all(|id| self.approved.contains(id)),
+            listening: !sockets.is_empty(),
+            identities,
+        }
+    }
+
+    /// The sockets of `port` when it may be forwarded.
+    fn forwardable(&self, port: u16) -> Result<&[LiveSocket], GateRefusal> {
+        let sockets = match self.live.get(&port) {
+            Some(sockets) if !sockets.is_empty() => sockets,
+            _ => return Err(GateRefusal::NotListening),
+        };
+        if sockets.iter().all(|s| self.approved.contains(&s.identity)) {
+            Ok(sockets)
+        } else {
+            Err(GateRefusal::NotApproved)
+        }
+    }
+}
+
+/// What lists the listening sockets of the runner's network namespace
+/// (sock_diag on Linux, libproc on macOS); a seam for tests.
+pub type ListenerTable = dyn Fn() -> std::io::Result<Vec<ListeningSocket>> + Send + Sync + 'static;
+
+struct Shared {
+    state: RwLock<State>,
+    revocations: broadcast::Sender<Revocation>,
+    listeners: Box<ListenerTable>,
+}
+
+/// Cheap to clone: the detector side writes live sockets, approval writes
+/// decisions, forwarding reads.
+#[derive(Clone)]
+pub struct Gate {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate")
+            .field("state", &*self.read())
+            .finish()
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Gate {
+    /// A gate that verifies connections against the OS's listener table.
+    pub fn new() -> Self {
+        Self::with_listener_table(Box::new(verify::os_listeners))
+    }
+
+    /// A gate that lists listening sockets through `listeners`.
+    pub fn with_listener_table(listeners: Box<ListenerTable>) -> Self {
+        let (revocations, _) = broadcast::channel(REVOCATION_QUEUE);
+        Gate {
+            shared: Arc::new(Shared {
+                state: RwLock::default(),
+                revocations,
+                listeners,
+            }),
+        }
+    }
+
+    /// Revocations from now on.
+    pub fn revocations(&self) -> broadcast::Receiver<Revocation> {
+        self.shared.revocations.subscribe()
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        // Writers never panic halfway through an update.
+        self.shared.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.shared.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The detector's view of `port` right now (empty: nothing listens).
+    pub fn set_live<'a>(&self, port: u16, sockets: impl IntoIterator<Item = &'a ListenerSocket>) {
+        let sockets: Vec<LiveSocket> = sockets
+            .into_iter()
+            .map(|s| LiveSocket {
+                id: s.id,
+                addr: s.addr,
+                identity: Identity::new(port, &s.process),
+            })
+            .collect();
+        self.update(port, |state| {
+            if sockets.is_empty() {
+                state.live.remove(&port);
+            } else {
+                state.live.insert(port, sockets);
+            }
+        });
+    }
+
+    /// Kandan's decision for `identity`.
+    pub fn set_approved(&self, identity: &Identity, approved: bool) {
+        self.update(identity.port, |state| {
+            if approved {
+                state.approved.insert(identity.clone());
+            } else {
+                state.approved.remove(identity);
+            }
+        });
+    }
+
+    fn update(&self, port: u16, change: impl FnOnce(&mut State)) {
+        let (before, after) = {
+            let mut state = self.write();
+            let before = state.status(port);
+            change(&mut state);
+            (before, state.status(port))
+        };
+        if !before.forwardable {
+            return;
+        }
+        let reason = if !after.listening {
+            RevokeReason::Closed
+        } else if after.identities != before.identities {
+            RevokeReason::OwnerChanged
+        } else if !after.forwardable {
+            RevokeReason::Denied
+        } else {
+            return;
+        };
+        tracing::debug!(port, ?reason, "forwarding revoked");
+        // No subscriber is fine: nothing is being forwarded then.
+        let _ = self.shared.revocations.send(Revocation { port, reason });
+    }
+}
+
+impl PortGate for Gate {
+    fn target(&self, port: u16) -> Result<Vec<IpAddr>, GateRefusal> {
+        let state = self.read();
+        let sockets = state.forwardable(port)?;
+        let addrs: BTreeSet<IpAddr> = sockets.iter().map(|s| s.addr).collect();
+        Ok(addrs.into_iter().collect())
+    }
+
+    fn verify(&self, peer: SocketAddr) -> Result<(), GateRefusal> {
+        // The OS table first, the live state second: a socket that closes
+        // in between is then missing from the live state and refused, never
+        // the other way round.
+        let listeners = (self.shared.listeners)().map_err(|err| {
+            tracing::warn!(%peer, "cannot list listening sockets to verify a connection: {err}");
+            GateRefusal::Unverified
+        })?;
+        let allowed: HashSet<u64> = {
+            let state = self.read();
+            state
+                .forwardable(peer.port())?
+                .iter()
+                .map(|s| s.id.0)
+                .collect()
+        };
+        verify::check(peer, &allowed, &listeners)
+    }
+}
+
+#[cfg(test)]
+mod tests;
