@@ -214,12 +214,13 @@ impl Approval {
             actor_slug: actor_slug.clone(),
         };
         let mut out = vec![resolved(request_id.clone())];
+        // The same identity listening under a newer request: resolved too.
         if let Some(live) = self.live.get(&identity.port)
             && live.identity == identity
+            && live.request_id != request_id
+            && live.announced
         {
-            if live.request_id != request_id && live.announced {
-                out.push(resolved(live.request_id.clone()));
-            }
+            out.push(resolved(live.request_id.clone()));
         }
         Ok(out)
     }
