@@ -24,7 +24,8 @@ const SERVER_READY: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct RunnerArgs {
     pub runner_id: String,
-    /// Flags after the defaults (`--debounce-ms 300 --poll-interval-ms 100`).
+    /// Flags after the defaults (`--debounce-ms 300 --poll-interval-ms 100`,
+    /// each left out when the flags set it).
     pub flags: Vec<String>,
     /// The `-- COMMAND` to run as the watched root.
     pub command: Vec<String>,
@@ -70,9 +71,14 @@ impl RunnerProcess {
             .arg("connect")
             .args(["--url", &sim.url()])
             .args(["--token", sim.token()])
-            .args(["--runner-id", &args.runner_id])
-            .args(["--debounce-ms", "300", "--poll-interval-ms", "100"])
-            .args(&args.flags);
+            .args(["--runner-id", &args.runner_id]);
+        // The fast test defaults, unless the test sets its own.
+        for (flag, value) in [("--debounce-ms", "300"), ("--poll-interval-ms", "100")] {
+            if !args.flags.iter().any(|f| f == flag) {
+                command.args([flag, value]);
+            }
+        }
+        command.args(&args.flags);
         if !args.command.is_empty() {
             command.arg("--").args(&args.command);
         }

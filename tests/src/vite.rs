@@ -243,7 +243,7 @@ impl Drop for ViteServer<'_> {
 }
 
 /// Kills a process group we created (never our own, never init's).
-pub(crate) fn kill_group(pgid: libc::pid_t) {
+pub fn kill_group(pgid: libc::pid_t) {
     // SAFETY: getpgrp and kill have no memory preconditions.
     unsafe {
         if pgid > 1 && pgid != libc::getpgrp() {
