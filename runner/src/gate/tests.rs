@@ -137,6 +137,8 @@ fn an_unreadable_listener_table_refuses() {
 fn the_os_table_lists_a_real_listener_by_inode() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    // A connection waiting in its accept queue changes nothing.
+    let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     let found: Vec<ListeningSocket> = verify::os_listeners()
         .unwrap()
         .into_iter()

@@ -3,6 +3,7 @@
 //! (release build) to a local server, against the same client talking to
 //! the same server directly. See `BENCHMARKS-forward.md` for the method.
 
+pub mod gate;
 pub mod load;
 pub mod proc_stats;
 pub mod run;

@@ -225,7 +225,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         eprintln!("benchmark failed: {err:#}");
     }
     drop(runner);
-    result
+    result?;
+    super::gate::report(opts.quick).await
 }
 
 async fn measure(

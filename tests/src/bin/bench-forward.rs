@@ -25,6 +25,14 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
+    /// Only the live gate and verified dial table.
+    Gate {
+        #[arg(long)]
+        quick: bool,
+    },
+    /// The listener helper the close-to-refused measure watches (see
+    /// `bench::helper`).
+    Helper,
     /// The local server: /small, /big, /upload, /ws (echo) on 127.0.0.1:PORT.
     Serve {
         #[arg(long)]
@@ -39,6 +47,8 @@ enum Cmd {
 async fn main() -> anyhow::Result<()> {
     match Args::parse().command {
         Cmd::Run { runner, quick } => bench_forward::run(Options { runner, quick }).await,
+        Cmd::Gate { quick } => bench_forward::gate::report(quick).await,
+        Cmd::Helper => integration_tests::bench::helper::serve(),
         Cmd::Serve { port, parent_pid } => {
             if let Some(parent) = parent_pid {
                 tokio::spawn(async move {
