@@ -125,7 +125,6 @@ pub async fn run(args: ConnectArgs) -> i32 {
         finisher,
         candidates,
         forward_rx,
-        revocations,
         client: channel.task,
     };
     runner.shut_down(stop, ends).await

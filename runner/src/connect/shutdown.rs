@@ -1,25 +1,27 @@
 //! Leaving Kandan when the command ends or a signal comes (PROTOCOL.md
-//! section 9): end the command's tree, `port_forward_closed` for every
-//! reported port that no longer listens (no debounce window), forwarded
-//! sockets closed with 1001, `phx_leave`, a normal close, all within 2 s.
+//! section 9): forwarded sockets closed with 1001 (while their servers still
+//! run), the command's tree ended, `port_forward_closed` for every reported
+//! port that no longer listens (no debounce window), `phx_leave`, a normal
+//! close, all within 2 s.
 
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout_at};
 
 use super::Runner;
-use crate::approval::Revocation;
 use crate::forward::ForwardOutput;
 use crate::pipeline::CandidateEvent;
 use crate::supervise::{self, RootCommand, Signals, Stop};
 use crate::watched::Finisher;
 
 /// The whole shutdown, from the stop to the exit: under the contract's 2 s.
-const BUDGET: Duration = Duration::from_millis(1900);
-/// How long the final events and the sockets' close reports may take.
-const FINAL_EVENTS: Duration = Duration::from_millis(300);
+const BUDGET: Duration = Duration::from_millis(1950);
+/// How long the sockets' close reports may take.
+const SOCKETS_CLOSED: Duration = Duration::from_millis(150);
+/// How long the final `closed` candidates may take.
+const FINAL_EVENTS: Duration = Duration::from_millis(200);
 /// No forwarding output for this long: the close reports are all out.
 const QUIET: Duration = Duration::from_millis(50);
 
@@ -30,7 +32,6 @@ pub(super) struct Ends {
     pub finisher: Finisher,
     pub candidates: mpsc::Receiver<CandidateEvent>,
     pub forward_rx: mpsc::Receiver<ForwardOutput>,
-    pub revocations: broadcast::Receiver<Revocation>,
     pub client: JoinHandle<()>,
 }
 
@@ -38,37 +39,27 @@ impl Runner {
     /// Shuts down and returns the exit code (the command's status).
     pub(super) async fn shut_down(&mut self, stop: Stop, mut ends: Ends) -> i32 {
         let deadline = Instant::now() + BUDGET;
-        let code = supervise::finish(ends.command.take(), stop, &ends.signals).await;
 
-        // The final `closed` candidates become `port_forward_closed`, and
-        // their revocations close those ports' sockets (reported with 1001).
-        ends.finisher.finish().await;
-        let events_by = deadline.min(Instant::now() + FINAL_EVENTS);
-        while let Ok(Some(event)) = timeout_at(events_by, ends.candidates.recv()).await {
-            self.on_candidate(event).await;
-        }
-        loop {
-            match ends.revocations.try_recv() {
-                Ok(revocation) => self.on_revocation(Ok(revocation)),
-                Err(broadcast::error::TryRecvError::Lagged(missed)) => {
-                    self.on_revocation(Err(broadcast::error::RecvError::Lagged(missed)));
-                }
-                Err(_) => break,
-            }
-        }
-        // Their `forward_websocket_closed` (and cut requests) go out before
-        // the leave: wait until the forwarder has been quiet for a moment.
+        // Every forwarded socket closes with 1001 and is reported as such.
+        self.forwarder.shut_down();
+        let sockets_by = Instant::now() + SOCKETS_CLOSED;
         while let Ok(Some(output)) = timeout_at(
-            events_by.min(Instant::now() + QUIET),
+            sockets_by.min(Instant::now() + QUIET),
             ends.forward_rx.recv(),
         )
         .await
         {
             self.on_forward(output).await;
         }
-        // Ports that still listen (a `--root-pid` tree): their sockets close
-        // with 1001 too; Kandan learns it from the leave.
-        self.forwarder.close_all();
+
+        let code = supervise::finish(ends.command.take(), stop, &ends.signals).await;
+
+        // The final `closed` candidates become `port_forward_closed`.
+        ends.finisher.finish().await;
+        let events_by = deadline.min(Instant::now() + FINAL_EVENTS);
+        while let Ok(Some(event)) = timeout_at(events_by, ends.candidates.recv()).await {
+            self.on_candidate(event).await;
+        }
 
         match timeout_at(deadline, self.handle.leave()).await {
             Ok(Ok(())) => {

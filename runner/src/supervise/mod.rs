@@ -17,10 +17,11 @@ pub use spawn::{HeldChild, SpawnError, SpawnOptions, TREE_MARKER};
 
 /// After a signal, how long the command gets to stop by itself before its
 /// tree gets SIGTERM.
-const OWN_STOP: Duration = Duration::from_millis(1000);
+const OWN_STOP: Duration = Duration::from_millis(800);
 /// From the start of the shutdown, when SIGKILL goes to whatever remains:
-/// the runner must be gone within 2 s (PROTOCOL.md section 9).
-const KILL_AT: Duration = Duration::from_millis(1500);
+/// the runner must be gone within 2 s (PROTOCOL.md section 9), leave
+/// included.
+const KILL_AT: Duration = Duration::from_millis(1200);
 
 /// `-- COMMAND`, released and running.
 pub struct RootCommand {
@@ -86,14 +87,14 @@ pub async fn exit_code_of(command: &mut Option<RootCommand>) -> i32 {
     }
 }
 
-/// Ends the command and what remains of its tree, within 1.7 s, and returns
+/// Ends the command and what remains of its tree, within 1.4 s, and returns
 /// the runner's exit code: the command's status, or 128 + N for a signal N
 /// when there is no command.
 ///
 /// On a signal the command gets it first (see [`Signals::forward`]) and
-/// 1 s to exit; then its tree gets SIGTERM; at 1.5 s SIGKILL. When the
+/// 0.8 s to exit; then its tree gets SIGTERM; at 1.2 s SIGKILL. When the
 /// command has exited, what remains of its tree (a backgrounded grandchild)
-/// gets SIGTERM at once and SIGKILL at 1.5 s.
+/// gets SIGTERM at once and SIGKILL at 1.2 s.
 pub async fn finish(command: Option<RootCommand>, stop: Stop, signals: &Signals) -> i32 {
     let start = Instant::now();
     let Some(mut command) = command else {
