@@ -315,3 +315,44 @@ async fn sigterm_to_connect_reports_closes_leaves_and_closes_normally() -> Resul
     .context("the preview socket stayed open")?;
     Ok(())
 }
+
+/// A `--root-pid` tree is not the runner's: on SIGTERM its listener, still
+/// listening, gets no `closed`, and the process is left alone.
+#[tokio::test]
+async fn sigterm_to_watch_leaves_a_root_pid_tree_and_its_open_ports_alone() -> Result<()> {
+    let port = free_port()?;
+    let argv = listener_exiting_7(port);
+    let server = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .kill_on_drop(true)
+        .spawn()?;
+    let server_pid = server.id().context("no pid")?;
+    let root = server_pid.to_string();
+    let mut runner = RunnerRun::start(
+        [
+            "watch",
+            "--json",
+            "--backend",
+            "procfs",
+            "--poll-interval-ms",
+            "100",
+            "--debounce-ms",
+            "300",
+            "--root-pid",
+            &root,
+        ],
+        &[],
+    )?;
+    let wanted = format!("\"port\":{port}");
+    runner
+        .wait_stdout_line(|l| l.contains("\"opened\"") && l.contains(&wanted), WAIT)
+        .await?;
+    runner.signal(libc::SIGTERM);
+    let (status, took) = runner.wait(Duration::from_secs(10)).await?;
+    ensure!(took < EXIT_BOUND, "exit took {took:?}");
+    ensure!(status.code() == Some(128 + libc::SIGTERM), "{status}");
+    let events = json_lines(&runner.stdout());
+    ensure!(!events.iter().any(|e| e["event"] == "closed"), "{events:?}");
+    ensure!(alive(server_pid), "a --root-pid process was signalled");
+    Ok(())
+}
