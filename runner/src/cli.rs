@@ -94,16 +94,11 @@ pub struct ConnectArgs {
     pub url: String,
     /// Runner token (sent as the `token` query parameter). Shown by `ps`:
     /// prefer `--token-file` or `KANDAN_TOKEN`.
-    #[arg(
-        long,
-        env = "KANDAN_TOKEN",
-        hide_env_values = true,
-        default_value = "",
-        conflicts_with = "token_file"
-    )]
+    #[arg(long, env = "KANDAN_TOKEN", hide_env_values = true, default_value = "")]
     pub token: String,
     /// File holding the runner token, read once at start (surrounding
-    /// whitespace trimmed), so the token stays out of `ps`.
+    /// whitespace trimmed), so the token stays out of `ps`. Takes the place
+    /// of `KANDAN_TOKEN`; conflicts with `--token`.
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
     /// Runner id: the channel topic is `runner:<id>`. Defaults to the host name.
@@ -135,6 +130,12 @@ impl ConnectArgs {
         let Some(path) = &self.token_file else {
             return Ok((!self.token.is_empty()).then(|| self.token.clone()));
         };
+        // clap cannot tell `--token` from `KANDAN_TOKEN` in a conflict rule;
+        // only the flag conflicts, the environment gives way to the file.
+        let from_env = std::env::var("KANDAN_TOKEN").is_ok_and(|env| env == self.token);
+        if !self.token.is_empty() && !from_env {
+            return Err(TokenFileError::WithToken);
+        }
         let text = std::fs::read_to_string(path).map_err(|source| TokenFileError::Unreadable {
             path: path.clone(),
             source,
@@ -157,6 +158,9 @@ pub enum TokenFileError {
         #[source]
         source: std::io::Error,
     },
+    /// Both `--token` and `--token-file` were given.
+    #[error("--token-file cannot be used with --token")]
+    WithToken,
     /// The file holds nothing but whitespace.
     #[error("--token-file {}: the file is empty", path.display())]
     Empty { path: PathBuf },

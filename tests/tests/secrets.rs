@@ -167,7 +167,8 @@ async fn token_file_is_read_once_and_trimmed() -> Result<()> {
             "--backend",
             "procfs",
         ],
-        &[],
+        // The file takes the place of the environment's token.
+        &[("KANDAN_TOKEN", "not-the-token")],
     )?;
     sim.wait_joined(WAIT)
         .await
@@ -204,7 +205,7 @@ async fn bad_token_files_are_one_line_errors_with_exit_2() -> Result<()> {
                 "--token-file".to_owned(),
                 token_file(&empty),
             ],
-            "cannot be used with",
+            "cannot be used with --token",
         ),
     ] {
         let mut all = vec![

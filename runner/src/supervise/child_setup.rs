@@ -136,7 +136,7 @@ mod imp {
         Ok(())
     }
 
-    /// Nothing to do: macOS does not show another process's environment
-    /// to the same user without its task port.
+    /// Not done on macOS (no `PR_SET_DUMPABLE`); the command's own
+    /// environment is still cleaned.
     pub fn hide_runner() {}
 }
