@@ -1,5 +1,6 @@
 //! Command line, exactly as PROTOCOL.md section 1 specifies it.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -91,9 +92,15 @@ pub struct ConnectArgs {
     /// Kandan's socket mount, e.g. `wss://kandan.example/runner/socket`.
     #[arg(long, env = "KANDAN_URL")]
     pub url: String,
-    /// Runner token (sent as the `token` query parameter).
+    /// Runner token (sent as the `token` query parameter). Shown by `ps`:
+    /// prefer `--token-file` or `KANDAN_TOKEN`.
     #[arg(long, env = "KANDAN_TOKEN", hide_env_values = true, default_value = "")]
     pub token: String,
+    /// File holding the runner token, read once at start (surrounding
+    /// whitespace trimmed), so the token stays out of `ps`. Takes the place
+    /// of `KANDAN_TOKEN`; conflicts with `--token`.
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
     /// Runner id: the channel topic is `runner:<id>`. Defaults to the host name.
     #[arg(long, env = "KANDAN_RUNNER_ID")]
     pub runner_id: Option<String>,
@@ -114,6 +121,49 @@ pub struct ConnectArgs {
     pub heartbeat_ms: u64,
     #[command(flatten)]
     pub detector: DetectorArgs,
+}
+
+impl ConnectArgs {
+    /// The token: the content of `--token-file`, else `--token` or
+    /// `KANDAN_TOKEN`; `None` when there is none.
+    pub fn token(&self) -> Result<Option<String>, TokenFileError> {
+        let Some(path) = &self.token_file else {
+            return Ok((!self.token.is_empty()).then(|| self.token.clone()));
+        };
+        // clap cannot tell `--token` from `KANDAN_TOKEN` in a conflict rule;
+        // only the flag conflicts, the environment gives way to the file.
+        let from_env = std::env::var("KANDAN_TOKEN").is_ok_and(|env| env == self.token);
+        if !self.token.is_empty() && !from_env {
+            return Err(TokenFileError::WithToken);
+        }
+        let text = std::fs::read_to_string(path).map_err(|source| TokenFileError::Unreadable {
+            path: path.clone(),
+            source,
+        })?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(TokenFileError::Empty { path: path.clone() });
+        }
+        Ok(Some(token.to_owned()))
+    }
+}
+
+/// Errors of reading `--token-file` (exit 2, like any bad flag value).
+#[derive(Debug, thiserror::Error)]
+pub enum TokenFileError {
+    /// The file cannot be read.
+    #[error("--token-file {}: cannot read it", path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Both `--token` and `--token-file` were given.
+    #[error("--token-file cannot be used with --token")]
+    WithToken,
+    /// The file holds nothing but whitespace.
+    #[error("--token-file {}: the file is empty", path.display())]
+    Empty { path: PathBuf },
 }
 
 #[derive(Debug, Args)]

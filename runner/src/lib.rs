@@ -18,8 +18,7 @@ pub mod gate;
 pub mod logging;
 pub mod pipeline;
 pub mod process;
-pub mod signals;
-pub mod spawn;
+pub mod supervise;
 pub mod watch;
 pub mod watched;
 

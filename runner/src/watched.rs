@@ -2,15 +2,15 @@
 //! start a detector, register the roots (spawning `-- COMMAND` held until
 //! its pid is registered), and run the pipeline behind it.
 
-use tokio::process::Child;
-use tokio::sync::mpsc;
+use std::collections::BTreeSet;
+
+use tokio::sync::{mpsc, oneshot};
 
 use crate::cli::DetectorArgs;
 use crate::detect::{self, DetectError, Selection};
 use crate::gate::Gate;
-use crate::pipeline::{self, CandidateEvent, PipelineConfig};
-use crate::signals::Signals;
-use crate::spawn::{HeldChild, SpawnError};
+use crate::pipeline::{self, CandidateEvent, Finish, PipelineConfig};
+use crate::supervise::{self, HeldChild, RootCommand, Signals, SpawnError, SpawnOptions};
 
 /// Candidate events waiting for the consumer; the pipeline stalls beyond it.
 const CANDIDATE_QUEUE: usize = 1024;
@@ -20,7 +20,9 @@ pub struct Watched {
     pub selection: Selection,
     pub candidates: mpsc::Receiver<CandidateEvent>,
     /// `-- COMMAND`, released and running.
-    pub child: Option<Child>,
+    pub command: Option<RootCommand>,
+    /// Ends the pipeline with its final `closed` events.
+    pub finisher: Finisher,
 }
 
 /// Errors of starting to watch.
@@ -32,10 +34,28 @@ pub enum WatchedError {
     Spawn(#[from] SpawnError),
 }
 
+impl WatchedError {
+    /// The runner's exit code: 127/126 for a command that cannot run, else 1.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            WatchedError::Spawn(err) => err.exit_code(),
+            WatchedError::Detect(_) => 1,
+        }
+    }
+}
+
+/// What to do with the command's output.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CommandOutput {
+    /// Its stdout goes to the runner's stderr (`watch --json`).
+    pub stdout_to_stderr: bool,
+}
+
 /// Starts everything. `on_selected` runs as soon as the backend is known, so
 /// the caller can say which one before anything else is logged.
 pub fn start(
     args: &DetectorArgs,
+    output: CommandOutput,
     gate: Option<Gate>,
     on_selected: impl FnOnce(&Selection),
 ) -> Result<Watched, WatchedError> {
@@ -47,20 +67,33 @@ pub fn start(
     for &pid in &args.root_pids {
         detector.roots.add_root(pid)?;
     }
-    let child = if args.command.is_empty() {
+    let command = if args.command.is_empty() {
         None
     } else {
-        let held = HeldChild::spawn(&args.command)?;
+        let options = SpawnOptions {
+            stdout_to_stderr: output.stdout_to_stderr,
+            marker: supervise::new_marker(),
+        };
+        let held = HeldChild::spawn(&args.command, &options)?;
         detector.roots.add_root(held.pid())?;
-        Some(held.release()?)
+        Some(RootCommand::new(
+            held.release()?,
+            options.marker,
+            args.root_pids.clone(),
+        ))
     };
-    if args.root_pids.is_empty() && child.is_none() {
+    // At the end, the ports still listening are those of the trees the
+    // runner did not start (the command's tree is ended first).
+    let mut scan_roots = args.root_pids.clone();
+    if args.root_pids.is_empty() && command.is_none() {
         // No root given: the runner's own descendants (its own sockets are
         // excluded by every backend).
         detector.roots.add_root(config.self_pid)?;
+        scan_roots.push(config.self_pid);
     }
 
     let (tx, candidates) = mpsc::channel(CANDIDATE_QUEUE);
+    let (finish_tx, finish_rx) = oneshot::channel();
     let pipeline_config = PipelineConfig {
         debounce: args.debounce(),
         ignore,
@@ -70,32 +103,78 @@ pub fn start(
     tokio::spawn(async move {
         // The registry must outlive the pipeline: dropping it may stop a backend.
         let _roots = roots;
-        pipeline::run(pipeline_config, detector.events, tx).await;
+        pipeline::run(pipeline_config, detector.events, tx, finish_rx).await;
     });
     Ok(Watched {
         selection,
         candidates,
-        child,
+        command,
+        finisher: Finisher {
+            tx: finish_tx,
+            scan_roots,
+            self_pid: config.self_pid,
+        },
     })
 }
 
+/// Asks the pipeline for its final events when the runner stops.
+pub struct Finisher {
+    tx: oneshot::Sender<Finish>,
+    scan_roots: Vec<u32>,
+    self_pid: u32,
+}
+
+impl Finisher {
+    /// Scans what still listens (the detector may not have seen the last
+    /// closes yet: procfs polls) and has the pipeline report `closed` for
+    /// every other reported port; its candidate stream then ends.
+    pub async fn finish(self) {
+        let listening = still_listening(self.scan_roots, self.self_pid).await;
+        let _ = self.tx.send(Finish { listening });
+    }
+}
+
+#[cfg(target_os = "linux")]
+async fn still_listening(roots: Vec<u32>, self_pid: u32) -> Option<BTreeSet<u16>> {
+    if roots.is_empty() {
+        return Some(BTreeSet::new());
+    }
+    let scan = tokio::task::spawn_blocking(move || detect::procfs::scan(&roots, self_pid));
+    match scan.await {
+        Ok(Ok(sockets)) => Some(sockets.iter().map(|socket| socket.port).collect()),
+        Ok(Err(err)) => {
+            tracing::warn!("final scan failed, trusting the detector: {err}");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn still_listening(roots: Vec<u32>, _self_pid: u32) -> Option<BTreeSet<u16>> {
+    roots.is_empty().then(BTreeSet::new)
+}
+
 /// What `watch` and `connect` start with: [`start`], printing the backend
-/// line first, and the signals to forward to the command. Failures are
+/// line first, and the signals that start the shutdown. Failures are
 /// printed; `Err` holds the exit code.
 pub fn start_for_command(
     args: &DetectorArgs,
+    output: CommandOutput,
     gate: Option<Gate>,
 ) -> Result<(Watched, Signals), i32> {
-    let watched = start(args, gate, |selection| {
+    // Listening first: a signal while the command starts must not kill the
+    // runner before it can end the command.
+    let signals = Signals::new().map_err(|err| {
+        eprintln!("error: cannot listen for signals: {err}");
+        1
+    })?;
+    let watched = start(args, output, gate, |selection| {
         eprintln!("{}", backend_line(selection))
     })
     .map_err(|err| {
         eprintln!("error: {}", crate::error_chain(&err));
-        1
-    })?;
-    let signals = Signals::new().map_err(|err| {
-        eprintln!("error: cannot listen for signals: {err}");
-        1
+        err.exit_code()
     })?;
     Ok((watched, signals))
 }

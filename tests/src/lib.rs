@@ -6,6 +6,7 @@ pub mod browser;
 pub mod e2e;
 pub mod preview_client;
 pub mod runner_process;
+pub mod runner_run;
 pub mod simulator;
 pub mod support;
 pub mod vite;

@@ -1,5 +1,7 @@
 //! The command line through the binary: `doctor` and `--backend auto` with
-//! and without the capabilities eBPF needs, flag errors, exit status, Ctrl-C.
+//! and without the capabilities eBPF needs, flag errors, exit status, Ctrl-C,
+//! 127/126 for a command that cannot run, `watch --json` stdout that is only
+//! JSON, no capabilities handed to the command.
 
 use std::process::Command;
 
@@ -155,4 +157,120 @@ fn ctrl_c_reaches_the_command_and_its_status_is_the_runners() {
     let status = runner.wait().unwrap();
     let _ = std::fs::remove_file(&ready);
     assert_eq!(status.code(), Some(42), "the command's SIGINT handler ran");
+}
+
+#[test]
+fn a_missing_command_exits_127_and_an_unexecutable_one_126() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("not-executable");
+    std::fs::write(&plain, "#!/bin/sh\necho hi\n").unwrap();
+    let plain = plain.to_string_lossy().into_owned();
+    let dir_arg = dir.path().to_string_lossy().into_owned();
+    for (command, code) in [
+        ("kandan-no-such-command", 127),
+        ("/nonexistent/kandan-x", 127),
+        (plain.as_str(), 126),
+        (dir_arg.as_str(), 126),
+    ] {
+        let output = Command::new(runner_bin())
+            .args(["watch", "--backend", "procfs", "--", command])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(code), "{command}: {stderr}");
+        assert!(stderr.contains(command), "{command}: {stderr}");
+    }
+}
+
+#[test]
+fn watch_json_stdout_is_only_json_the_commands_output_goes_to_stderr() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!(
+        "import socket, time\n\
+         s = socket.socket()\n\
+         s.bind(('127.0.0.1', {port}))\n\
+         s.listen()\n\
+         print('listening, not json', flush=True)\n\
+         time.sleep(1.5)\n"
+    );
+    let script = format!("echo hello; echo '{{not json'; exec python3 -c \"{listen}\"");
+    let output = Command::new(runner_bin())
+        .args([
+            "watch",
+            "--json",
+            "--backend",
+            "procfs",
+            "--poll-interval-ms",
+            "100",
+            "--debounce-ms",
+            "200",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line}")))
+        .collect();
+    let on_port = |kind: &str| {
+        events
+            .iter()
+            .filter(|e| e["event"] == kind && e["port"] == port)
+            .count()
+    };
+    assert_eq!((on_port("opened"), on_port("closed")), (1, 1), "{stdout}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for line in ["hello", "{not json", "listening, not json"] {
+        assert!(
+            stderr.contains(line),
+            "{line} missing from stderr: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn the_command_gets_no_ambient_or_inheritable_capabilities() {
+    if !privileged("the_command_gets_no_ambient_or_inheritable_capabilities") {
+        return;
+    }
+    let caps = |inner: &[&str]| {
+        let output = Command::new("setpriv")
+            .args([
+                "--inh-caps",
+                "+net_bind_service",
+                "--ambient-caps",
+                "+net_bind_service",
+            ])
+            .args(inner)
+            .output()
+            .expect("setpriv (Debian package util-linux)");
+        assert!(output.status.success(), "{output:?}");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let field = |name: &str| {
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+                .unwrap_or_else(|| panic!("{name} missing: {stdout}"))
+        };
+        (field("CapAmb:"), field("CapInh:"))
+    };
+    let show = ["sh", "-c", "grep -E '^Cap(Amb|Inh)' /proc/self/status"];
+    // What the runner is given (so the test can fail)...
+    let given = caps(&show);
+    assert_ne!(given, (0, 0), "setpriv set nothing");
+    // ...is not handed on to its command.
+    let bin = runner_bin().to_string_lossy().into_owned();
+    let mut through = vec![bin.as_str(), "watch", "--backend", "procfs", "--"];
+    through.extend(show);
+    assert_eq!(caps(&through), (0, 0));
 }

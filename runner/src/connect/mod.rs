@@ -4,6 +4,7 @@
 //! approval state, so there is no lock around it.
 
 mod dispatch;
+mod shutdown;
 mod translate;
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ use crate::control::{
 };
 use crate::forward::{CloseCause, ForwardConfig, ForwardOutput, Forwarder};
 use crate::gate::{Revocation, RevokeReason};
+use crate::supervise::Stop;
 use crate::watched::{self, Watched};
 
 /// Forwarding outputs waiting to be sent; a full queue pauses local reads.
@@ -27,6 +29,16 @@ const FORWARD_QUEUE: usize = 256;
 
 /// Runs `connect` and returns the process exit code.
 pub async fn run(args: ConnectArgs) -> i32 {
+    let token = match args.token() {
+        Ok(token) => token,
+        Err(err) => {
+            eprintln!("error: {}", crate::error_chain(&err));
+            return 2;
+        }
+    };
+    if token.is_some() {
+        crate::supervise::hide_from_tree();
+    }
     // The gate first: the pipeline feeds it every port's live sockets.
     let approval = Approval::new();
     let gate = approval.gate();
@@ -34,10 +46,15 @@ pub async fn run(args: ConnectArgs) -> i32 {
         Watched {
             selection,
             mut candidates,
-            mut child,
+            mut command,
+            finisher,
         },
         mut signals,
-    ) = match watched::start_for_command(&args.detector, Some(gate.clone())) {
+    ) = match watched::start_for_command(
+        &args.detector,
+        watched::CommandOutput::default(),
+        Some(gate.clone()),
+    ) {
         Ok(started) => started,
         Err(code) => return code,
     };
@@ -51,7 +68,6 @@ pub async fn run(args: ConnectArgs) -> i32 {
         backend: selection.kind.to_string(),
         config_version: 0,
     };
-    let token = (!args.token.is_empty()).then(|| args.token.clone());
     let mut control_config = ControlConfig::new(args.url.clone(), token, join);
     control_config.timing = Timing {
         heartbeat_interval: Duration::from_millis(args.heartbeat_ms),
@@ -87,7 +103,7 @@ pub async fn run(args: ConnectArgs) -> i32 {
         inflight: HashMap::new(),
     };
 
-    loop {
+    let stop = loop {
         tokio::select! {
             event = candidates.recv() => {
                 let Some(event) = event else {
@@ -105,15 +121,19 @@ pub async fn run(args: ConnectArgs) -> i32 {
             }
             Some(output) = forward_rx.recv() => runner.on_forward(output).await,
             revocation = revocations.recv() => runner.on_revocation(revocation),
-            code = crate::spawn::exit_code_of(&mut child) => return code,
-            signal = signals.recv() => {
-                match &child {
-                    Some(child) => signals.forward(signal, child),
-                    None => return 128 + signal.number(),
-                }
-            }
+            code = crate::supervise::exit_code_of(&mut command) => break Stop::Exited(code),
+            signal = signals.recv() => break Stop::Signal(signal),
         }
-    }
+    };
+    let ends = shutdown::Ends {
+        command,
+        signals,
+        finisher,
+        candidates,
+        forward_rx,
+        client: channel.task,
+    };
+    runner.shut_down(stop, ends).await
 }
 
 /// The state the main loop owns.

@@ -138,6 +138,8 @@ pub(super) enum Outgoing {
     State(Event),
     /// An answer to a control of this session.
     Reply(Session, Event),
+    /// The runner stops: `phx_leave`, a normal close, and the client ends.
+    Leave,
 }
 
 /// Sends events; cheap to clone.
@@ -164,6 +166,16 @@ impl ControlHandle {
     pub async fn reply(&self, session: Session, event: Event) -> Result<(), ClientStopped> {
         self.outbox
             .send(Outgoing::Reply(session, event))
+            .await
+            .map_err(|_| ClientStopped)
+    }
+
+    /// Leaves Kandan (PROTOCOL.md section 9) once everything sent before
+    /// has gone out: `phx_leave` on the joined channel, then a close with
+    /// code 1000. The client task ends after it; await its `task`.
+    pub async fn leave(&self) -> Result<(), ClientStopped> {
+        self.outbox
+            .send(Outgoing::Leave)
             .await
             .map_err(|_| ClientStopped)
     }
@@ -235,8 +247,9 @@ impl Links {
             tokio::select! {
                 output = &mut future => return Some(output),
                 outgoing = self.outbox.recv() => match outgoing {
+                    // Not connected: nothing to leave, the client just ends.
+                    Some(Outgoing::Leave) | None => return None,
                     Some(outgoing) => drop_offline(&outgoing),
-                    None => return None,
                 },
                 () = self.inputs.closed() => return None,
             }
@@ -245,8 +258,9 @@ impl Links {
 }
 
 fn drop_offline(outgoing: &Outgoing) {
-    let (Outgoing::State(event) | Outgoing::Reply(_, event)) = outgoing;
-    tracing::debug!(event = event.kind(), "not joined: event dropped");
+    if let Outgoing::State(event) | Outgoing::Reply(_, event) = outgoing {
+        tracing::debug!(event = event.kind(), "not joined: event dropped");
+    }
 }
 
 async fn run<C: Connector>(

@@ -2,6 +2,7 @@
 //! rejoin on channel errors. Returns when the socket is gone.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -9,6 +10,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, MissedTickBehavior, sleep_until};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::{debug, info, warn};
 
 use super::client::{ControlInput, JoinInfo, Links, Outgoing, Session, Timing};
@@ -66,8 +69,14 @@ impl Channel {
 /// Why the loop must stop.
 enum Stop {
     Stopped,
+    /// The runner stops: leave the channel first.
+    Leave,
     Lost(String),
 }
+
+/// How long the runner waits for Kandan's answers to its `phx_leave` and
+/// to its close frame: the whole shutdown must take under 2 s.
+const LEAVE_WAIT: Duration = Duration::from_millis(250);
 
 struct Conn<'a, S> {
     ws: WebSocketStream<S>,
@@ -114,8 +123,11 @@ where
         Err(stop) => stop,
     };
     match stop {
-        Stop::Stopped => {
-            let _ = conn.ws.close(None).await;
+        Stop::Stopped | Stop::Leave => {
+            if matches!(stop, Stop::Leave) {
+                conn.leave().await;
+            }
+            conn.close_normally().await;
             Ended::Stopped
         }
         Stop::Lost(reason) => Ended::Lost {
@@ -167,6 +179,53 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                 return stop;
             }
         }
+    }
+
+    /// Sends `phx_leave` on a joined channel and waits briefly for its
+    /// reply, so Kandan has handled it before the socket closes.
+    async fn leave(&mut self) {
+        let Channel::Joined { join_ref, .. } = &self.channel else {
+            return;
+        };
+        let msg_ref = self.refs.next_ref();
+        let frame = Frame {
+            join_ref: Some(join_ref.clone()),
+            msg_ref: Some(msg_ref.clone()),
+            topic: self.topic.clone(),
+            event: "phx_leave".into(),
+            payload: json!({}),
+        };
+        debug!(topic = %self.topic, "leaving");
+        if self.write(frame).await.is_err() {
+            return;
+        }
+        let replied = async {
+            while let Some(Ok(message)) = self.ws.next().await {
+                if let Message::Text(text) = message
+                    && let Ok(frame) = Frame::parse(&text)
+                    && frame.event == "phx_reply"
+                    && frame.msg_ref.as_deref() == Some(msg_ref.as_str())
+                {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LEAVE_WAIT, replied).await;
+    }
+
+    /// Closes with code 1000 and waits briefly for Kandan's close frame.
+    async fn close_normally(&mut self) {
+        let frame = CloseFrame {
+            code: CloseCode::Normal,
+            reason: "kandan-runner stopping".into(),
+        };
+        if self.ws.close(Some(frame)).await.is_err() {
+            return;
+        }
+        let _ = tokio::time::timeout(LEAVE_WAIT, async {
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
     }
 
     async fn write(&mut self, frame: Frame) -> Result<(), Stop> {
@@ -388,13 +447,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
     /// The outbound policy of the module docs in `client`.
     async fn on_outgoing(&mut self, outgoing: Outgoing) -> Result<(), Stop> {
         let Channel::Joined { session, ready, .. } = &mut self.channel else {
-            let (Outgoing::State(event) | Outgoing::Reply(_, event)) = &outgoing;
-            debug!(event = event.kind(), "not joined: event dropped");
+            match &outgoing {
+                Outgoing::State(event) | Outgoing::Reply(_, event) => {
+                    debug!(event = event.kind(), "not joined: event dropped");
+                }
+                Outgoing::Leave => return Err(Stop::Leave),
+            }
             return Ok(());
         };
         let (event, current) = match outgoing {
             Outgoing::State(event) => (event, true),
             Outgoing::Reply(of, event) => (event, of == *session),
+            Outgoing::Leave => return Err(Stop::Leave),
         };
         let is_ready = matches!(event, Event::RunnerReady(_));
         if !current || !(*ready || is_ready) {

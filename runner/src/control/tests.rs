@@ -574,3 +574,30 @@ async fn answered_heartbeats_keep_the_connection_and_the_schedule_resets() {
     ));
     joined(&mut client).await;
 }
+
+#[tokio::test]
+async fn leave_sends_phx_leave_after_pending_events_then_closes_with_1000() {
+    let tcp = Tcp::new().await;
+    let mut client = tcp.spawn(fast_timing());
+    let mut server = tcp.accept().await;
+    let join_ref = server.join_ok().await;
+    let session = joined(&mut client).await;
+    client.handle.reply(session, ready()).await.unwrap();
+    client.handle.send(closed_event("last")).await.unwrap();
+    client.handle.leave().await.unwrap();
+
+    assert_eq!(server.expect_event().await["type"], "runner_ready");
+    assert_eq!(server.expect_event().await["requestId"], "last");
+    let leave = server.expect("phx_leave").await;
+    assert_eq!(leave.join_ref.as_deref(), Some(join_ref.as_str()));
+    assert_eq!(leave.topic, "runner:r1");
+    server.reply(&leave, "ok", json!({})).await;
+    match timeout(WAIT, server.ws.next()).await.expect("no close") {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::Normal),
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    timeout(WAIT, client.task)
+        .await
+        .expect("the client did not end")
+        .unwrap();
+}

@@ -87,6 +87,9 @@ enum Stop {
     Overflow,
     /// Kandan closed the socket (WebSocket only).
     Closed,
+    /// The runner is stopping: close with 1001 and report a plain close
+    /// (WebSocket only).
+    Shutdown,
 }
 
 /// In-flight HTTP requests, so a port's can be cut short.
@@ -218,6 +221,15 @@ impl Forwarder {
         self.pool.purge_all();
         self.http.stop_all();
         self.sockets.close_all();
+    }
+
+    /// The runner is stopping (PROTOCOL.md section 9): every socket closes
+    /// with 1001 and reports `WsClosed` with that code and no error;
+    /// requests in flight stop without a word (Kandan learns from the leave).
+    pub fn shut_down(&self) {
+        self.pool.purge_all();
+        self.http.stop_all();
+        self.sockets.shut_down();
     }
 
     /// The number of open (or opening) sockets.

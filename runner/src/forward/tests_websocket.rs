@@ -351,3 +351,34 @@ async fn a_websocket_that_fails_verification_is_not_opened() {
     );
     assert_eq!(fwd.socket_count(), 0);
 }
+
+#[tokio::test]
+async fn shut_down_closes_every_socket_with_1001_and_reports_a_plain_close() {
+    let mut server = ws_server(false).await;
+    let (fwd, gate, mut out) = forwarder(ForwardConfig::default());
+    gate.allow(server.port, &["127.0.0.1"]);
+    fwd.ws_open(open("a", server.port, &[])).await;
+    assert!(matches!(
+        next(&mut out).await,
+        ForwardOutput::WsOpened { .. }
+    ));
+    fwd.shut_down();
+    match next(&mut out).await {
+        ForwardOutput::WsClosed {
+            socket_id,
+            code,
+            error,
+            ..
+        } => {
+            assert_eq!(socket_id, "a");
+            assert_eq!(code, Some(1001));
+            assert!(error.is_none(), "{error:?}");
+        }
+        other => panic!("expected closed, got {other:?}"),
+    }
+    match received(&mut server.received).await {
+        Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Away),
+        other => panic!("expected a close, got {other:?}"),
+    }
+    assert_eq!(fwd.socket_count(), 0);
+}

@@ -236,6 +236,13 @@ impl SocketTable {
         }
     }
 
+    /// Closes every socket with 1001, each reporting `WsClosed` (the runner stops).
+    pub fn shut_down(&self) {
+        for (_, entry) in self.inner.lock().drain() {
+            let _ = entry.stop.send(Stop::Shutdown);
+        }
+    }
+
     /// Closes every socket without reporting (the runner lost Kandan).
     pub fn close_all(&self) {
         for (_, entry) in self.inner.lock().drain() {
@@ -459,6 +466,7 @@ async fn run(
             let (code, reason) = match why {
                 Stop::Closed => (CloseCode::Normal, "closed by kandan"),
                 Stop::Overflow => (CloseCode::Again, "kandan-runner send queue overflowed"),
+                Stop::Shutdown => (CloseCode::Away, "kandan-runner stopping"),
                 Stop::Port(_) | Stop::Silent => {
                     (CloseCode::Away, "kandan-runner stopped forwarding")
                 }
@@ -528,7 +536,7 @@ fn stopped_output(
     let (code, reason) = split_frame(frame);
     match why {
         Stop::Silent => None,
-        Stop::Closed => Some(closed(code, reason, None)),
+        Stop::Closed | Stop::Shutdown => Some(closed(code, reason, None)),
         Stop::Port(cause) => {
             let err = ForwardError::PortClosed { port, cause };
             Some(closed(code, reason, Some(failure(&err))))

@@ -179,6 +179,25 @@ impl Debouncer {
         events
     }
 
+    /// The runner stops: `Closed` now, by port, for every reported port
+    /// that no longer listens (nothing there, or `listening` says no),
+    /// without waiting for the window. Everything is forgotten after.
+    pub fn finish(&mut self, listening: impl Fn(u16) -> bool) -> Vec<CandidateEvent> {
+        let mut ports: Vec<(u16, PortState)> = self.ports.drain().collect();
+        ports.sort_by_key(|(port, _)| *port);
+        self.timers.clear();
+        ports
+            .into_iter()
+            .filter_map(|(port, state)| {
+                let reported = state.reported?;
+                (state.current.is_none() || !listening(port)).then_some(CandidateEvent::Closed {
+                    port,
+                    pid: reported.pid,
+                })
+            })
+            .collect()
+    }
+
     /// Ports with any state (reported or waiting), for tests and logs.
     pub fn tracked_ports(&self) -> usize {
         self.ports.len()
@@ -277,6 +296,31 @@ mod tests {
         assert_eq!(d.next_deadline(), None);
         // Re-reporting the same thing says nothing.
         assert!(d.update(3000, Some(both), t0 + ms(1100)).is_empty());
+    }
+
+    #[test]
+    fn finish_closes_reported_ports_that_no_longer_listen_at_once() {
+        let t0 = Instant::now();
+        let mut d = Debouncer::new(WINDOW);
+        for port in [3000, 4000, 5000, 6000] {
+            d.update(port, Some(cand(port, 7, "vite", &["::1"])), t0);
+        }
+        d.fire_due(t0 + WINDOW);
+        // 3000 closed inside the window, 4000 still listens as far as the
+        // detector knows but not any more, 5000 still listens; 7000 was
+        // never reported.
+        d.update(3000, None, t0 + ms(1000));
+        d.update(7000, Some(cand(7000, 7, "vite", &["::1"])), t0 + ms(1000));
+        let events = d.finish(|port| port != 4000);
+        assert_eq!(
+            events,
+            vec![
+                CandidateEvent::Closed { port: 3000, pid: 7 },
+                CandidateEvent::Closed { port: 4000, pid: 7 },
+            ]
+        );
+        assert_eq!(d.tracked_ports(), 0);
+        assert_eq!(d.next_deadline(), None);
     }
 
     #[test]

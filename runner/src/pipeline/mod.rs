@@ -41,10 +41,11 @@ pub use ignore::{
 };
 pub use services::Services;
 
+use std::collections::BTreeSet;
 use std::future;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
 
 use crate::detect::DetectorEvent;
@@ -137,21 +138,44 @@ impl Pipeline {
         self.debouncer.fire_due(now)
     }
 
+    /// The runner stops: `Closed` for every reported port that no longer
+    /// listens (see [`Finish`]), at once.
+    pub fn finish(&mut self, finish: &Finish) -> Vec<CandidateEvent> {
+        self.debouncer.finish(|port| {
+            finish
+                .listening
+                .as_ref()
+                .is_none_or(|listening| listening.contains(&port))
+        })
+    }
+
     /// When the next timer is due, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.debouncer.next_deadline()
     }
 }
 
+/// The runner is stopping (PROTOCOL.md section 9): [`run`] reports
+/// `Closed` for every reported port that no longer listens, without waiting
+/// for the window, and returns.
+#[derive(Clone, Debug, Default)]
+pub struct Finish {
+    /// The ports that still listen, from a fresh scan; `None`: trust the
+    /// detector's events so far.
+    pub listening: Option<BTreeSet<u16>>,
+}
+
 /// Runs until `events` closes (what is still waiting for its window is
-/// dropped, not flushed), sending candidates to `out`. Stops early if `out`
-/// is closed, since nobody is listening any more.
+/// dropped, not flushed) or `finish` says so, sending candidates to `out`.
+/// Stops early if `out` is closed, since nobody is listening any more.
 pub async fn run(
     config: PipelineConfig,
     mut events: mpsc::Receiver<DetectorEvent>,
     out: mpsc::Sender<CandidateEvent>,
+    mut finish: oneshot::Receiver<Finish>,
 ) {
     let mut pipeline = Pipeline::new(config);
+    let mut finishing = true;
     loop {
         let deadline = pipeline.next_deadline();
         let timer = async {
@@ -166,6 +190,21 @@ pub async fn run(
             event = events.recv() => match event {
                 Some(event) => pipeline.apply(event, Instant::now()),
                 None => break,
+            },
+            request = &mut finish, if finishing => match request {
+                Ok(request) => {
+                    for event in pipeline.finish(&request) {
+                        if out.send(event).await.is_err() {
+                            return;
+                        }
+                    }
+                    return;
+                }
+                // Nobody will ask: run until the events end.
+                Err(_) => {
+                    finishing = false;
+                    Vec::new()
+                }
             },
         };
         for event in emitted {

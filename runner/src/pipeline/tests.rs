@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, timeout};
 
@@ -18,6 +18,7 @@ const QUIET: Duration = Duration::from_secs(30);
 
 struct Harness {
     tx: mpsc::Sender<DetectorEvent>,
+    finish: Option<oneshot::Sender<Finish>>,
     rx: mpsc::Receiver<CandidateEvent>,
     t0: Instant,
     task: JoinHandle<()>,
@@ -27,6 +28,7 @@ impl Harness {
     fn start(debounce: Duration, ignore: IgnorePolicy) -> Self {
         let (tx, events) = mpsc::channel(16);
         let (out, rx) = mpsc::channel(16);
+        let (finish, finish_rx) = oneshot::channel();
         let task = tokio::spawn(run(
             PipelineConfig {
                 debounce,
@@ -35,9 +37,11 @@ impl Harness {
             },
             events,
             out,
+            finish_rx,
         ));
         Harness {
             tx,
+            finish: Some(finish),
             rx,
             t0: Instant::now(),
             task,
@@ -121,6 +125,33 @@ async fn opened_fires_exactly_when_the_window_ends() {
     assert_eq!(candidate.process.label, "node");
     assert_eq!(candidate.addresses, addrs(&["127.0.0.1"]));
     h.assert_quiet().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn finish_reports_closes_at_once_and_ends_the_pipeline() {
+    let mut h = Harness::new();
+    h.send_at(0, open(sock(1, 3000, "::", 1, "node a"))).await;
+    h.send_at(0, open(sock(2, 4000, "::", 1, "node b"))).await;
+    h.send_at(0, open(sock(3, 5000, "::", 1, "node c"))).await;
+    for _ in 0..3 {
+        opened(h.next().await.1);
+    }
+    // 3000 closes (its `closed` would wait for the window); a fresh scan
+    // says 4000 no longer listens either; 5000 still does.
+    h.send_at(1000, close(1)).await;
+    h.send_at(1000, DetectorEvent::Closed(SocketId(99))).await;
+    let listening = Some([5000].into_iter().collect());
+    h.finish.take().unwrap().send(Finish { listening }).unwrap();
+    assert_eq!(
+        h.next().await,
+        (1000, CandidateEvent::Closed { port: 3000, pid: 1 })
+    );
+    assert_eq!(
+        h.next().await,
+        (1000, CandidateEvent::Closed { port: 4000, pid: 1 })
+    );
+    assert!(h.rx.recv().await.is_none(), "the pipeline ended");
+    h.task.await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]

@@ -4,47 +4,70 @@
 mod line;
 
 use std::io::Write;
+use std::time::Duration;
+
+use tokio::time::{Instant, timeout_at};
 
 use crate::cli::WatchArgs;
-use crate::watched::{self, Watched};
+use crate::supervise::{self, Stop};
+use crate::watched::{self, CommandOutput, Watched};
 
 pub use line::render;
 
+/// How long the final `closed` lines may take once the command is gone.
+const FINAL_LINES: Duration = Duration::from_millis(250);
+
 /// Runs `watch` and returns the process exit code.
 pub async fn run(args: WatchArgs) -> i32 {
+    let output = CommandOutput {
+        // stdout is the JSON stream: the command's own output must not mix in.
+        stdout_to_stderr: args.json,
+    };
     let (
         Watched {
             selection,
             mut candidates,
-            mut child,
+            mut command,
+            finisher,
         },
-        mut signals,
-    ) = match watched::start_for_command(&args.detector, None) {
+        signals,
+    ) = match watched::start_for_command(&args.detector, output, None) {
         Ok(started) => started,
         Err(code) => return code,
     };
+    let mut signals = signals;
     let mut stdout = std::io::stdout();
-    loop {
+    let mut print = |event| match render(&event, selection.kind, args.json) {
+        // A closed stdout (`| head`) ends the watch quietly.
+        Some(line) => writeln!(stdout, "{line}")
+            .and_then(|()| stdout.flush())
+            .is_ok(),
+        None => true,
+    };
+    let stop = loop {
         tokio::select! {
             event = candidates.recv() => {
                 let Some(event) = event else {
                     eprintln!("error: the detector stopped");
                     return 1;
                 };
-                if let Some(line) = render(&event, selection.kind, args.json) {
-                    // A closed stdout (`| head`) ends the watch quietly.
-                    if writeln!(stdout, "{line}").and_then(|()| stdout.flush()).is_err() {
-                        return 0;
-                    }
+                if !print(event) {
+                    return 0;
                 }
             }
-            code = crate::spawn::exit_code_of(&mut child) => return code,
-            signal = signals.recv() => {
-                match &child {
-                    Some(child) => signals.forward(signal, child),
-                    None => return 128 + signal.number(),
-                }
-            }
+            code = supervise::exit_code_of(&mut command) => break Stop::Exited(code),
+            signal = signals.recv() => break Stop::Signal(signal),
+        }
+    };
+    // PROTOCOL.md section 9: end the command's tree, then say `closed` for
+    // every reported port that no longer listens, without the window.
+    let code = supervise::finish(command, stop, &signals).await;
+    finisher.finish().await;
+    let deadline = Instant::now() + FINAL_LINES;
+    while let Ok(Some(event)) = timeout_at(deadline, candidates.recv()).await {
+        if !print(event) {
+            break;
         }
     }
+    code
 }

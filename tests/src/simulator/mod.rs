@@ -166,6 +166,12 @@ impl Simulator {
         self.shared.lock().violations.clone()
     }
 
+    /// How the runner's connections ended so far: the close code it sent
+    /// (1005 when its close frame had none), 1006 for no close frame.
+    pub fn close_codes(&self) -> Vec<u16> {
+        self.shared.lock().close_codes.clone()
+    }
+
     /// True while a runner connection is open.
     pub fn connected(&self) -> bool {
         self.shared.lock().current.is_some()

@@ -153,13 +153,22 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
                         }
                     }
                 }
-                Some(Ok(Message::Close(_))) | None => break,
+                Some(Ok(Message::Close(frame))) => {
+                    let code = frame.map_or(1005, |f| u16::from(f.code));
+                    shared.update(|i| i.close_codes.push(code));
+                    break;
+                }
+                None => {
+                    shared.update(|i| i.close_codes.push(1006));
+                    break;
+                }
                 Some(Ok(Message::Binary(_))) => {
                     shared.update(|i| i.violations.push("binary frame from runner".to_owned()));
                 }
                 Some(Ok(_)) => {}
                 Some(Err(error)) => {
                     info!(%error, "runner socket read failed");
+                    shared.update(|i| i.close_codes.push(1006));
                     break;
                 }
             },

@@ -83,6 +83,10 @@ pub(crate) struct Inner {
     /// Per forwarded HTTP request: from handing `forward_http_request` to
     /// the connection task until the runner's first answer reached the front.
     pub forward_latencies: Vec<Duration>,
+    /// How each runner connection ended, in order: the close code the
+    /// runner sent (1005 for a close frame without one), or 1006 when the
+    /// socket ended without a close frame.
+    pub close_codes: Vec<u16>,
 }
 
 /// Shared by every task of one simulator.

@@ -1,5 +1,6 @@
-//! Ctrl-C and friends. With `-- COMMAND` the runner does not die on a signal:
-//! it passes it to the command and exits with the command's status.
+//! Ctrl-C and friends. Each starts the shutdown (PROTOCOL.md section 9);
+//! with `-- COMMAND` the signal is passed to the command first, and the
+//! runner exits with the command's status.
 
 use std::io::{self, IsTerminal};
 

@@ -1,0 +1,75 @@
+//! Leaving Kandan when the command ends or a signal comes (PROTOCOL.md
+//! section 9): forwarded sockets closed with 1001 (while their servers still
+//! run), the command's tree ended, `port_forward_closed` for every reported
+//! port that no longer listens (no debounce window), `phx_leave`, a normal
+//! close, all within 2 s.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, timeout_at};
+
+use super::Runner;
+use crate::forward::ForwardOutput;
+use crate::pipeline::CandidateEvent;
+use crate::supervise::{self, RootCommand, Signals, Stop};
+use crate::watched::Finisher;
+
+/// The whole shutdown, from the stop to the exit: under the contract's 2 s.
+const BUDGET: Duration = Duration::from_millis(1950);
+/// How long the sockets' close reports may take.
+const SOCKETS_CLOSED: Duration = Duration::from_millis(150);
+/// How long the final `closed` candidates may take.
+const FINAL_EVENTS: Duration = Duration::from_millis(200);
+/// No forwarding output for this long: the close reports are all out.
+const QUIET: Duration = Duration::from_millis(50);
+
+/// What the main loop hands over when it stops.
+pub(super) struct Ends {
+    pub command: Option<RootCommand>,
+    pub signals: Signals,
+    pub finisher: Finisher,
+    pub candidates: mpsc::Receiver<CandidateEvent>,
+    pub forward_rx: mpsc::Receiver<ForwardOutput>,
+    pub client: JoinHandle<()>,
+}
+
+impl Runner {
+    /// Shuts down and returns the exit code (the command's status).
+    pub(super) async fn shut_down(&mut self, stop: Stop, mut ends: Ends) -> i32 {
+        let deadline = Instant::now() + BUDGET;
+
+        // Every forwarded socket closes with 1001 and is reported as such.
+        self.forwarder.shut_down();
+        let sockets_by = Instant::now() + SOCKETS_CLOSED;
+        while let Ok(Some(output)) = timeout_at(
+            sockets_by.min(Instant::now() + QUIET),
+            ends.forward_rx.recv(),
+        )
+        .await
+        {
+            self.on_forward(output).await;
+        }
+
+        let code = supervise::finish(ends.command.take(), stop, &ends.signals).await;
+
+        // The final `closed` candidates become `port_forward_closed`.
+        ends.finisher.finish().await;
+        let events_by = deadline.min(Instant::now() + FINAL_EVENTS);
+        while let Ok(Some(event)) = timeout_at(events_by, ends.candidates.recv()).await {
+            self.on_candidate(event).await;
+        }
+
+        match timeout_at(deadline, self.handle.leave()).await {
+            Ok(Ok(())) => {
+                if timeout_at(deadline, &mut ends.client).await.is_err() {
+                    tracing::warn!("leaving kandan timed out");
+                    ends.client.abort();
+                }
+            }
+            _ => ends.client.abort(),
+        }
+        code
+    }
+}

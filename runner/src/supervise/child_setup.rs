@@ -1,0 +1,142 @@
+//! What the command's process does between fork and exec: ask for a signal
+//! when the runner dies, and give up ambient and inheritable capabilities.
+//! Linux only; elsewhere nothing (macOS has neither).
+
+pub use imp::{ParentDeath, hide_runner, in_child};
+
+#[cfg(target_os = "linux")]
+mod imp {
+    use std::io;
+
+    /// Whether and for which parent to set `PR_SET_PDEATHSIG`.
+    #[derive(Clone, Copy, Debug)]
+    pub struct ParentDeath {
+        parent: libc::pid_t,
+        /// The signal fires when the forking *thread* exits: only the main
+        /// thread lives as long as the runner.
+        enabled: bool,
+    }
+
+    impl ParentDeath {
+        pub fn for_this_thread() -> Self {
+            // SAFETY: getpid and gettid have no preconditions.
+            let (pid, tid) = unsafe { (libc::getpid(), libc::gettid()) };
+            ParentDeath {
+                parent: pid,
+                enabled: pid == tid,
+            }
+        }
+    }
+
+    /// Runs in the child between fork and exec: async-signal-safe calls only.
+    pub fn in_child(death: ParentDeath) -> io::Result<()> {
+        if death.enabled {
+            // SAFETY: prctl and getppid with plain integer arguments.
+            unsafe {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The runner died between fork and prctl: do not run orphaned.
+                if libc::getppid() != death.parent {
+                    return Err(io::Error::other("the runner exited"));
+                }
+            }
+        }
+        drop_inheritable()
+    }
+
+    /// Not dumpable: /proc/<runner>/environ and mem become root's.
+    pub fn hide_runner() {
+        // SAFETY: prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+            tracing::warn!(
+                "cannot hide the runner's environment from its tree: {}",
+                io::Error::last_os_error()
+            );
+        }
+    }
+
+    /// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words per set.
+    const CAPABILITY_V3: u32 = 0x2008_0522;
+
+    #[repr(C)]
+    struct CapHeader {
+        version: u32,
+        pid: libc::c_int,
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct CapData {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+
+    /// Clears the ambient set and the inheritable set (lowering either
+    /// needs no privilege). Kernels before 4.3 have no ambient set.
+    fn drop_inheritable() -> io::Result<()> {
+        // SAFETY: prctl with integer arguments; capget/capset on stack
+        // structs of the layout the kernel expects for version 3.
+        unsafe {
+            if libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                let err = io::Error::last_os_error();
+                if err.raw_os_error() != Some(libc::EINVAL) {
+                    return Err(err);
+                }
+            }
+            let mut header = CapHeader {
+                version: CAPABILITY_V3,
+                pid: 0,
+            };
+            let mut data = [CapData {
+                effective: 0,
+                permitted: 0,
+                inheritable: 0,
+            }; 2];
+            if libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if data.iter().all(|d| d.inheritable == 0) {
+                return Ok(());
+            }
+            for word in &mut data {
+                word.inheritable = 0;
+            }
+            if libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod imp {
+    use std::io;
+
+    /// No parent-death signal on this platform.
+    #[derive(Clone, Copy, Debug)]
+    pub struct ParentDeath;
+
+    impl ParentDeath {
+        pub fn for_this_thread() -> Self {
+            ParentDeath
+        }
+    }
+
+    pub fn in_child(_: ParentDeath) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Not done on macOS (no `PR_SET_DUMPABLE`); the command's own
+    /// environment is still cleaned.
+    pub fn hide_runner() {}
+}

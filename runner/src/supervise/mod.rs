@@ -1,0 +1,141 @@
+//! The command the runner starts (`-- COMMAND`): spawning it held
+//! ([`HeldChild`]), passing signals on ([`Signals`]), its exit code, and
+//! ending what remains of its tree when the runner stops ([`finish`]).
+
+mod child_setup;
+mod signals;
+mod spawn;
+mod tree;
+
+use std::time::Duration;
+
+use tokio::process::Child;
+use tokio::time::{Instant, timeout_at};
+
+pub use signals::{Signal, Signals};
+pub use spawn::{HeldChild, SpawnError, SpawnOptions, TREE_MARKER};
+
+/// After a signal, how long the command gets to stop by itself before its
+/// tree gets SIGTERM.
+const OWN_STOP: Duration = Duration::from_millis(800);
+/// From the start of the shutdown, when SIGKILL goes to whatever remains:
+/// the runner must be gone within 2 s (PROTOCOL.md section 9), leave
+/// included.
+const KILL_AT: Duration = Duration::from_millis(1200);
+
+/// `-- COMMAND`, released and running.
+pub struct RootCommand {
+    child: Child,
+    /// This runner's [`TREE_MARKER`] value.
+    marker: String,
+    /// `--root-pid` trees: never signalled.
+    spared: Vec<u32>,
+}
+
+/// Why the runner stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// The command exited with this shell-style code.
+    Exited(i32),
+    /// The runner got this signal.
+    Signal(Signal),
+}
+
+impl RootCommand {
+    pub fn new(child: Child, marker: String, spared: Vec<u32>) -> Self {
+        RootCommand {
+            child,
+            marker,
+            spared,
+        }
+    }
+
+    /// Waits for the command; its shell-style exit code (cancel-safe).
+    async fn wait(&mut self) -> i32 {
+        match self.child.wait().await {
+            Ok(status) => exit_code(status),
+            Err(err) => {
+                tracing::error!("cannot wait for the command: {err}");
+                1
+            }
+        }
+    }
+}
+
+/// Makes the runner's /proc files (its environment with `KANDAN_TOKEN`,
+/// its memory) unreadable to the processes it starts, which run as the same
+/// user: they may be the agent. Also blocks core dumps and same-user ptrace.
+pub fn hide_from_tree() {
+    child_setup::hide_runner();
+}
+
+/// A marker no other runner uses: this runner's pid and start time.
+pub fn new_marker() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{}-{nanos}", std::process::id())
+}
+
+/// Waits for the command and returns its shell-style exit code; pends
+/// forever when there is no command.
+pub async fn exit_code_of(command: &mut Option<RootCommand>) -> i32 {
+    match command {
+        Some(command) => command.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Ends the command and what remains of its tree, within 1.4 s, and returns
+/// the runner's exit code: the command's status, or 128 + N for a signal N
+/// when there is no command.
+///
+/// On a signal the command gets it first (see [`Signals::forward`]) and
+/// 0.8 s to exit; then its tree gets SIGTERM; at 1.2 s SIGKILL. When the
+/// command has exited, what remains of its tree (a backgrounded grandchild)
+/// gets SIGTERM at once and SIGKILL at 1.2 s.
+pub async fn finish(command: Option<RootCommand>, stop: Stop, signals: &Signals) -> i32 {
+    let start = Instant::now();
+    let Some(mut command) = command else {
+        return match stop {
+            Stop::Exited(code) => code,
+            Stop::Signal(signal) => 128 + signal.number(),
+        };
+    };
+    let code = match stop {
+        Stop::Exited(code) => code,
+        Stop::Signal(signal) => {
+            signals.forward(signal, &command.child);
+            match timeout_at(start + OWN_STOP, command.wait()).await {
+                Ok(code) => code,
+                Err(_) => {
+                    tracing::info!("the command is still running: ending its tree");
+                    tree::signal_all(&command.marker, &command.spared, libc::SIGTERM).await;
+                    match timeout_at(start + KILL_AT, command.wait()).await {
+                        Ok(code) => code,
+                        Err(_) => {
+                            tree::signal_all(&command.marker, &command.spared, libc::SIGKILL).await;
+                            let _ = command.child.start_kill();
+                            let grace = Instant::now() + Duration::from_millis(200);
+                            timeout_at(grace, command.wait())
+                                .await
+                                .unwrap_or(128 + libc::SIGKILL)
+                        }
+                    }
+                }
+            }
+        }
+    };
+    tree::end(&command.marker, &command.spared, start + KILL_AT).await;
+    code
+}
+
+/// Shell-style exit code for a finished child: its code, or 128 + signal.
+pub fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|signal| 128 + signal))
+        .unwrap_or(1)
+}
