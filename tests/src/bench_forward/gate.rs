@@ -121,6 +121,8 @@ pub async fn close_to_refused(
         .map_err(|err| anyhow::anyhow!("add root: {err}"))?;
     let gate = Gate::new();
     let (tx, mut rx) = mpsc::channel(1024);
+    // Never finished early: the task is aborted at the end.
+    let (_finish, finish_rx) = tokio::sync::oneshot::channel();
     let pipeline = tokio::spawn(pipeline::run(
         PipelineConfig {
             gate: Some(gate.clone()),
@@ -128,6 +130,7 @@ pub async fn close_to_refused(
         },
         detector.events,
         tx,
+        finish_rx,
     ));
     let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
     let _roots = detector.roots;
