@@ -4,6 +4,7 @@ pub mod bench;
 pub mod bench_forward;
 pub mod browser;
 pub mod e2e;
+pub mod outsider;
 pub mod preview_client;
 pub mod runner_process;
 pub mod runner_run;

@@ -4,90 +4,21 @@
 //! counts every byte the attacker receives; one byte fails it. Each runs on
 //! the eBPF backend (root) and on procfs.
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use http::StatusCode;
 use integration_tests::e2e::{self, WAIT};
+use integration_tests::outsider::Outsider;
 use integration_tests::preview_client::{self, PreviewResponse};
 use integration_tests::runner_process::{RunnerArgs, RunnerProcess};
 use integration_tests::simulator::{SimConfig, Simulator};
 use integration_tests::support::privileged;
-use integration_tests::vite::{self, kill_group};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use integration_tests::vite;
 
 /// A long window, so that anything following the debounced events (as the
 /// gate once did) would have seconds to forward to the attacker.
 const LONG_WINDOW: &str = "3000";
-
-/// `tests/fixtures/<name>`.
-fn fixture(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name)
-        .to_string_lossy()
-        .into_owned()
-}
-
-/// `fixtures/outsider.py`, started by the test itself: not a descendant of
-/// the runner. Dropping it kills it.
-struct Outsider {
-    child: Child,
-    count: tempfile::NamedTempFile,
-}
-
-impl Outsider {
-    /// Starts binding `addr:port` in a loop; returns at once.
-    fn spawn(addr: &str, port: u16, reuseport: bool) -> Result<Self> {
-        let count = tempfile::NamedTempFile::new()?;
-        let mut command = Command::new("python3");
-        command
-            .arg(fixture("outsider.py"))
-            .args(["--port", &port.to_string(), "--addr", addr])
-            .args(["--count", &count.path().to_string_lossy()]);
-        if reuseport {
-            command.args(["--reuseport", "1"]);
-        }
-        let child = command
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .context("spawn outsider.py")?;
-        Ok(Self { child, count })
-    }
-
-    /// Waits until it holds the port.
-    async fn bound(&mut self) -> Result<()> {
-        let stdout = self.child.stdout.take().context("outsider stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(WAIT, lines.next_line())
-            .await
-            .context("the outsider never bound")??;
-        ensure!(line.as_deref() == Some("bound"), "outsider said {line:?}");
-        Ok(())
-    }
-
-    /// Bytes of forwarded traffic it received so far.
-    fn received(&self) -> u64 {
-        std::fs::read_to_string(self.count.path())
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for Outsider {
-    fn drop(&mut self) {
-        if let Some(pid) = self.child.id().and_then(|p| libc::pid_t::try_from(p).ok()) {
-            kill_group(pid);
-        }
-    }
-}
 
 /// Runs `scenario` on `backend`, skipping eBPF without root.
 async fn on(backend: &str, test: &str) -> Option<Vec<&'static str>> {
