@@ -21,6 +21,7 @@ use tracing::Instrument;
 
 use super::pool::{AbortOnDrop, Pool, Upstream};
 use super::{ForwardConfig, ForwardError, ForwardOutput, HttpRequest, PortGate, dial, headers};
+use crate::control::budget::{Budget, Charge, wire_cost};
 
 /// How long a finished connection may take to be ready for the next request
 /// before it is closed instead of pooled.
@@ -217,7 +218,8 @@ async fn exchange(
     tracing::debug!(status, "response head");
 
     if req.accept_streaming && is_stream(&response_headers, &body) {
-        return stream(req.request_id, status, &response_headers, body, out).await;
+        let budget = &config.event_budget;
+        return stream(req.request_id, status, &response_headers, body, budget, out).await;
     }
 
     let limit = config.max_response_body;
@@ -228,6 +230,14 @@ async fn exchange(
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(ForwardError::ResponseTooLarge { limit });
     }
+    // The body's bytes are reserved before it is read, all at once: a body
+    // of unknown length reserves the limit and gives back the rest. Partial
+    // reservations could fill the budget with bodies none of which can
+    // finish; waiting here leaves the body unread in the local server.
+    let reserve = declared.map_or(limit, |len| len as usize);
+    let mut charge = timeout_at(deadline, config.event_budget.charge(wire_cost(reserve)))
+        .await
+        .map_err(|_| too_slow())?;
     let collected = timeout_at(deadline, Limited::new(body, limit).collect())
         .await
         .map_err(|_| too_slow())?
@@ -238,13 +248,16 @@ async fn exchange(
                 ForwardError::ResponseBody(err)
             }
         })?;
+    let body = collected.to_bytes();
+    charge.shrink_to(wire_cost(body.len()));
     let _ = out
         .send(ForwardOutput::HttpResponse {
             request_id: req.request_id,
             status,
             headers: headers::to_pairs(&response_headers),
-            body: collected.to_bytes(),
+            body,
             streaming: false,
+            charge,
         })
         .await;
     // The whole body was read: once hyper has seen the connection through
@@ -273,13 +286,14 @@ fn is_stream(headers: &HeaderMap, body: &Incoming) -> bool {
 }
 
 /// Sends the head, then each piece of data as it arrives. Memory stays
-/// bounded because every send waits for room in the bounded output
-/// channel, which in turn stops reading from the local server.
+/// bounded because every chunk waits for room in the event budget, which
+/// in turn stops reading from the local server.
 async fn stream(
     request_id: String,
     status: u16,
     response_headers: &HeaderMap,
     mut body: Incoming,
+    budget: &Budget,
     out: &mpsc::Sender<ForwardOutput>,
 ) -> Result<(), ForwardError> {
     let head = ForwardOutput::HttpResponse {
@@ -288,6 +302,7 @@ async fn stream(
         headers: headers::to_pairs(response_headers),
         body: Bytes::new(),
         streaming: true,
+        charge: Charge::default(),
     };
     if out.send(head).await.is_err() {
         return Ok(());
@@ -303,11 +318,14 @@ async fn stream(
             Some(Err(err)) => return Err(ForwardError::ResponseBody(Box::new(err))),
             None => (Bytes::new(), true),
         };
+        // Waiting for room here stops reading from the local server.
+        let charge = budget.charge(wire_cost(data.len())).await;
         let chunk = ForwardOutput::HttpChunk {
             request_id: request_id.clone(),
             seq,
             body: data,
             done,
+            charge,
         };
         if out.send(chunk).await.is_err() || done {
             tracing::debug!(chunks = seq + 1, "stream ended");
