@@ -88,6 +88,20 @@ async fn header_floods_are_invalid_controls_and_the_runner_keeps_serving() -> Re
     let resp = preview_client::get(&sim, port, "/many-headers?n=30000").await?;
     assert_eq!(resp.status, StatusCode::BAD_GATEWAY, "{}", resp.text());
     assert_eq!(resp.error_code(), Some("upstream_unreachable"));
+    sim.send_control(json!({
+        "type": "forward_websocket_open", "socketId": "hostile-ws", "port": port,
+        "path": "/ws-push", "queryString": "count=1&size=5&headers=30000",
+    }))?;
+    let closed = sim
+        .wait_for_event(
+            "forward_websocket_closed",
+            |e| e["socketId"] == "hostile-ws",
+            WAIT,
+        )
+        .await
+        .with_context(|| runner.output())?;
+    let error = closed["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with("upstream_unreachable"), "{closed}");
     e2e::expect_hello(&sim, port, "headers").await?;
     assert!(runner.alive(), "{}", runner.output());
     assert!(sim.violations().is_empty(), "{:?}", sim.violations());

@@ -381,7 +381,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
     async fn push(&mut self, event: &Event) -> Result<(), Stop> {
         let msg_ref = self.refs.next_ref();
         let join_ref = self.channel.join_ref();
-        let text = frame::text_of(Some(join_ref), Some(&msg_ref), &self.topic, "event", event);
+        let hint = event.size_hint();
+        let text = frame::text_of(
+            Some(join_ref),
+            Some(&msg_ref),
+            &self.topic,
+            "event",
+            event,
+            hint,
+        );
         self.write_text(text).await
     }
 
@@ -391,7 +399,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         let Charged { event, charge } = charged;
         let msg_ref = self.refs.next_ref();
         let join_ref = self.channel.join_ref();
-        let text = frame::text_of(Some(join_ref), Some(&msg_ref), &self.topic, "event", &event);
+        let hint = event.size_hint();
+        let text = frame::text_of(
+            Some(join_ref),
+            Some(&msg_ref),
+            &self.topic,
+            "event",
+            &event,
+            hint,
+        );
         drop(event);
         let written = self.write_text(text).await;
         drop(charge);

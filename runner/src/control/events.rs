@@ -34,6 +34,18 @@ impl Event {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
 
+    /// About the length of this event's JSON: the body in base64 and a
+    /// little for the rest, so its text is allocated once, not grown.
+    pub fn size_hint(&self) -> usize {
+        let body = match self {
+            Event::ForwardHttpResponse(e) => e.body.len(),
+            Event::ForwardHttpResponseChunk(e) => e.body.len(),
+            Event::ForwardWebsocketMessage(e) => e.body.len(),
+            _ => 0,
+        };
+        body.div_ceil(3) * 4 + 1024
+    }
+
     /// The wire `type`, for logs.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -9,10 +9,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap};
 use http::uri::PathAndQuery;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
@@ -238,17 +238,9 @@ async fn exchange(
     let mut charge = timeout_at(deadline, config.event_budget.charge(wire_cost(reserve)))
         .await
         .map_err(|_| too_slow())?;
-    let collected = timeout_at(deadline, Limited::new(body, limit).collect())
+    let body = timeout_at(deadline, read_body(body, reserve, limit))
         .await
-        .map_err(|_| too_slow())?
-        .map_err(|err| {
-            if err.is::<LengthLimitError>() {
-                ForwardError::ResponseTooLarge { limit }
-            } else {
-                ForwardError::ResponseBody(err)
-            }
-        })?;
-    let body = collected.to_bytes();
+        .map_err(|_| too_slow())??;
     charge.shrink_to(wire_cost(body.len()));
     let _ = out
         .send(ForwardOutput::HttpResponse {
@@ -266,6 +258,27 @@ async fn exchange(
         pool.put(ticket, up);
     }
     Ok(())
+}
+
+/// Reads a whole body of at most `limit` bytes into one buffer of
+/// `expected` bytes (grown if need be), so a large body is never held
+/// twice (as pieces and as their concatenation).
+async fn read_body(
+    mut body: Incoming,
+    expected: usize,
+    limit: usize,
+) -> Result<Bytes, ForwardError> {
+    let mut buf = BytesMut::with_capacity(expected.min(limit));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|err| ForwardError::ResponseBody(Box::new(err)))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return Err(ForwardError::ResponseTooLarge { limit });
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
 }
 
 /// Server-sent events and bodies of unknown length stream; a body that
