@@ -372,30 +372,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
     /// Answers the current session directly (the runner is not involved).
     async fn push_now(&mut self, event: Event) -> Result<(), Stop> {
         if let Channel::Joined { .. } = self.channel {
-            self.push(&event).await
+            self.push(event.into()).await
         } else {
             Ok(())
         }
     }
 
-    async fn push(&mut self, event: &Event) -> Result<(), Stop> {
-        let msg_ref = self.refs.next_ref();
-        let join_ref = self.channel.join_ref();
-        let hint = event.size_hint();
-        let text = frame::text_of(
-            Some(join_ref),
-            Some(&msg_ref),
-            &self.topic,
-            "event",
-            event,
-            hint,
-        );
-        self.write_text(text).await
-    }
-
-    /// Pushes an event whose body may be large: the event is dropped once
+    /// Pushes an event. Its body may be large: the event is dropped once
     /// its text exists, and its charge once the text is written.
-    async fn push_charged(&mut self, charged: Charged) -> Result<(), Stop> {
+    async fn push(&mut self, charged: Charged) -> Result<(), Stop> {
         let Charged { event, charge } = charged;
         let msg_ref = self.refs.next_ref();
         let join_ref = self.channel.join_ref();
@@ -433,6 +418,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             return Ok(());
         }
         *ready = true;
-        self.push_charged(charged).await
+        self.push(charged).await
     }
 }
