@@ -4,6 +4,7 @@ use runner::cli::{self, Command};
 
 fn main() {
     let cli = cli::parse();
+    runner::control::budget::return_large_blocks_to_the_system();
     runner::logging::init();
     let code = match cli.command {
         Command::Doctor(args) => runner::doctor::run(&args),

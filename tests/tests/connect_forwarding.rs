@@ -3,6 +3,8 @@
 //! 10 MiB each way intact, and bodies over the limits refused.
 
 use anyhow::{Context, Result};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
@@ -10,7 +12,7 @@ use integration_tests::e2e::{self, WAIT};
 use integration_tests::preview_client;
 use integration_tests::simulator::SimConfig;
 use integration_tests::vite;
-use serde_json::Value;
+use serde_json::{Value, json};
 use sha1::{Digest, Sha1};
 
 const MIB: usize = 1 << 20;
@@ -163,6 +165,16 @@ async fn bodies_over_the_limits_are_refused() -> Result<()> {
         resp.text()
     );
     assert_eq!(resp.error_code(), Some("body_too_large"));
+    // That was the preview front, which knows the limit from runner_ready;
+    // a control that carries such a body anyway is refused by the runner.
+    sim.send_control(json!({
+        "type": "forward_http_request", "requestId": "over", "port": port,
+        "method": "POST", "path": "/upload", "bodyBase64": STANDARD.encode(noise(2 * MIB)),
+    }))?;
+    let refusal = sim
+        .wait_for_event("control_error", |e| e["requestId"] == "over", WAIT)
+        .await?;
+    assert_eq!(refusal["code"], "body_too_large", "{refusal}");
     let served = e2e::served_paths(port).await?;
     let uploads = served.iter().filter(|p| *p == "POST /upload").count();
     assert_eq!(

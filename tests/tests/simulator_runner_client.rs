@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use integration_tests::simulator::{SimConfig, Simulator};
-use runner::control::events::RunnerReady;
+use runner::control::events::{Limits, RunnerReady};
 use runner::control::schedule::Backoff;
 use runner::control::{
     Control, ControlChannel, ControlClient, ControlConfig, ControlInput, Event, JoinInfo, Timing,
@@ -47,6 +47,11 @@ fn drive(mut channel: ControlChannel, on_control: tokio::sync::mpsc::UnboundedSe
                         backend_reason: None,
                         config_version: 0,
                         listeners: vec![],
+                        limits: Limits {
+                            max_request_body: 1 << 20,
+                            max_response_body: 1 << 20,
+                            max_web_socket_message: 1 << 20,
+                        },
                     });
                     let _ = channel.handle.reply(session, ready).await;
                 }

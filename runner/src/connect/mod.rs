@@ -101,6 +101,7 @@ pub async fn run(args: ConnectArgs) -> i32 {
         config: dispatch::RunnerConfig::default(),
         session: None,
         inflight: HashMap::new(),
+        limits: translate::ready_limits(&args),
     };
 
     let stop = loop {
@@ -150,6 +151,8 @@ struct Runner {
     /// The session each open HTTP request or WebSocket came in on: its
     /// answers go there, or nowhere once that session is over.
     inflight: HashMap<String, Session>,
+    /// Announced in `runner_ready`.
+    limits: crate::control::events::Limits,
 }
 
 impl Runner {
@@ -159,7 +162,7 @@ impl Runner {
         }
     }
 
-    async fn reply(&self, session: Session, event: Event) {
+    async fn reply(&self, session: Session, event: impl Into<crate::control::Charged>) {
         if self.handle.reply(session, event).await.is_err() {
             tracing::warn!("control channel stopped; reply dropped");
         }
@@ -187,6 +190,7 @@ impl Runner {
                     backend_reason: self.backend_reason.clone(),
                     config_version: self.config.version,
                     listeners: translate::ready_listeners(self.approval.snapshot()),
+                    limits: self.limits,
                 });
                 self.reply(session, ready).await;
             }

@@ -2,13 +2,14 @@
 //! section 4: approval outputs, forwarding outputs, `runner_ready`.
 
 use crate::approval::{ApprovalOutput, ListenerSnapshot};
+use crate::cli::ConnectArgs;
 use crate::control::events::{
     ControlErrorEvent, ForwardHttpResponse, ForwardHttpResponseChunk, ForwardWebsocketClosed,
-    ForwardWebsocketMessage, ForwardWebsocketOpened, ListenerInfo, PortForwardClosed,
+    ForwardWebsocketMessage, ForwardWebsocketOpened, Limits, ListenerInfo, PortForwardClosed,
     PortForwardRequest, PortForwardResolved, ReadyListener,
 };
-use crate::control::{ErrorCode, Event};
-use crate::forward::ForwardOutput;
+use crate::control::{Charged, ErrorCode, Event};
+use crate::forward::{ForwardConfig, ForwardOutput};
 
 /// The wire event for an approval output.
 pub fn approval_event(output: ApprovalOutput) -> Event {
@@ -44,6 +45,16 @@ pub fn approval_event(output: ApprovalOutput) -> Event {
     }
 }
 
+/// `runner_ready.limits`: the body limits of `connect`'s flags and the
+/// WebSocket message limit forwarding enforces.
+pub fn ready_limits(args: &ConnectArgs) -> Limits {
+    Limits {
+        max_request_body: args.max_request_body,
+        max_response_body: args.max_response_body,
+        max_web_socket_message: ForwardConfig::default().ws_max_message,
+    }
+}
+
 /// `runner_ready.listeners` from the approval snapshot.
 pub fn ready_listeners(snapshot: Vec<ListenerSnapshot>) -> Vec<ReadyListener> {
     snapshot
@@ -68,8 +79,9 @@ fn listener_info(listener: ListenerSnapshot) -> ListenerInfo {
         addresses: listener.addresses,
     }
 }
-/// The wire event for a forwarding output.
-pub fn forward_event(output: ForwardOutput) -> Event {
+/// The wire event for a forwarding output, holding the output's budget
+/// bytes until it is written.
+pub fn forward_event(output: ForwardOutput) -> Charged {
     match output {
         ForwardOutput::HttpResponse {
             request_id,
@@ -77,24 +89,32 @@ pub fn forward_event(output: ForwardOutput) -> Event {
             headers,
             body,
             streaming,
-        } => Event::ForwardHttpResponse(ForwardHttpResponse {
-            request_id,
-            status,
-            headers,
-            body: body.to_vec(),
-            streaming: streaming.then_some(true),
-        }),
+            charge,
+        } => Charged {
+            event: Event::ForwardHttpResponse(ForwardHttpResponse {
+                request_id,
+                status,
+                headers,
+                body,
+                streaming: streaming.then_some(true),
+            }),
+            charge,
+        },
         ForwardOutput::HttpChunk {
             request_id,
             seq,
             body,
             done,
-        } => Event::ForwardHttpResponseChunk(ForwardHttpResponseChunk {
-            request_id,
-            seq,
-            body: body.to_vec(),
-            done,
-        }),
+            charge,
+        } => Charged {
+            event: Event::ForwardHttpResponseChunk(ForwardHttpResponseChunk {
+                request_id,
+                seq,
+                body,
+                done,
+            }),
+            charge,
+        },
         ForwardOutput::HttpError {
             request_id,
             code,
@@ -105,23 +125,29 @@ pub fn forward_event(output: ForwardOutput) -> Event {
             None,
             code,
             message,
-        ),
+        )
+        .into(),
         ForwardOutput::WsOpened {
             socket_id,
             protocol,
         } => Event::ForwardWebsocketOpened(ForwardWebsocketOpened {
             socket_id,
             protocol,
-        }),
+        })
+        .into(),
         ForwardOutput::WsMessage {
             socket_id,
             opcode,
             body,
-        } => Event::ForwardWebsocketMessage(ForwardWebsocketMessage {
-            socket_id,
-            opcode,
-            body: body.to_vec(),
-        }),
+            charge,
+        } => Charged {
+            event: Event::ForwardWebsocketMessage(ForwardWebsocketMessage {
+                socket_id,
+                opcode,
+                body,
+            }),
+            charge,
+        },
         ForwardOutput::WsClosed {
             socket_id,
             code,
@@ -133,7 +159,8 @@ pub fn forward_event(output: ForwardOutput) -> Event {
             reason,
             // The code first, so Kandan can tell a refusal from a failure.
             error: error.map(|e| format!("{}: {}", e.code.as_str(), e.message)),
-        }),
+        })
+        .into(),
         ForwardOutput::WsError {
             socket_id,
             code,
@@ -144,7 +171,8 @@ pub fn forward_event(output: ForwardOutput) -> Event {
             Some(socket_id),
             code,
             message,
-        ),
+        )
+        .into(),
     }
 }
 

@@ -10,9 +10,10 @@
 //! connection goes. Answers are tied to the [`Session`] whose control they
 //! answer ([`ControlHandle::reply`]) and are dropped once that session ended.
 //! The queue between the handle and the socket is bounded (default 1024
-//! events); while joined, a full queue makes `send` wait (backpressure for
-//! streamed bodies); otherwise the task drains and drops, so `send` never
-//! waits long.
+//! events); while joined, a full queue makes `send` wait; otherwise the task
+//! drains and drops, so `send` never waits long. Events with bodies are
+//! also bounded in bytes: they carry a [`Charge`] of a shared budget, given
+//! back once their frame is written.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -22,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use super::budget::Charge;
 use super::connection::{self, Ended};
 use super::connector::{Connector, TcpConnector};
 use super::controls::Control;
@@ -137,9 +139,36 @@ pub(super) enum Outgoing {
     /// State-bearing: sent whenever the current session is ready.
     State(Event),
     /// An answer to a control of this session.
-    Reply(Session, Event),
+    Reply(Session, Charged),
     /// The runner stops: `phx_leave`, a normal close, and the client ends.
     Leave,
+}
+
+impl Outgoing {
+    /// The event it carries (`Leave` carries none).
+    pub(super) fn event(&self) -> Option<&Event> {
+        match self {
+            Outgoing::State(event) | Outgoing::Reply(_, Charged { event, .. }) => Some(event),
+            Outgoing::Leave => None,
+        }
+    }
+}
+
+/// An event and the budget bytes it holds until its frame is written to
+/// Kandan's socket (or dropped): see [`super::budget`].
+#[derive(Debug)]
+pub struct Charged {
+    pub event: Event,
+    pub charge: Charge,
+}
+
+impl From<Event> for Charged {
+    fn from(event: Event) -> Self {
+        Charged {
+            event,
+            charge: Charge::default(),
+        }
+    }
 }
 
 /// Sends events; cheap to clone.
@@ -163,9 +192,14 @@ impl ControlHandle {
     /// Sends an answer to a control of `session` (forwarding responses,
     /// `control_error`, `local_editor_started`, the `runner_ready` that
     /// answers `Joined`). Dropped when that session has ended.
-    pub async fn reply(&self, session: Session, event: Event) -> Result<(), ClientStopped> {
+    /// A [`Charged`] event gives its bytes back once written.
+    pub async fn reply(
+        &self,
+        session: Session,
+        event: impl Into<Charged>,
+    ) -> Result<(), ClientStopped> {
         self.outbox
-            .send(Outgoing::Reply(session, event))
+            .send(Outgoing::Reply(session, event.into()))
             .await
             .map_err(|_| ClientStopped)
     }
@@ -258,7 +292,7 @@ impl Links {
 }
 
 fn drop_offline(outgoing: &Outgoing) {
-    if let Outgoing::State(event) | Outgoing::Reply(_, event) = outgoing {
+    if let Some(event) = outgoing.event() {
         tracing::debug!(event = event.kind(), "not joined: event dropped");
     }
 }

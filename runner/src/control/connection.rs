@@ -14,10 +14,10 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::{debug, info, warn};
 
-use super::client::{ControlInput, JoinInfo, Links, Outgoing, Session, Timing};
+use super::client::{Charged, ControlInput, JoinInfo, Links, Outgoing, Session, Timing};
 use super::controls::Control;
 use super::events::{ControlErrorEvent, ErrorCode, Event};
-use super::frame::{Frame, RefCounter, Reply};
+use super::frame::{self, Frame, RefCounter, Reply};
 
 /// How a connection ended.
 pub(super) enum Ended {
@@ -229,8 +229,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
     }
 
     async fn write(&mut self, frame: Frame) -> Result<(), Stop> {
+        self.write_text(frame.to_text()).await
+    }
+
+    async fn write_text(&mut self, text: String) -> Result<(), Stop> {
         self.ws
-            .send(Message::text(frame.to_text()))
+            .send(Message::text(text))
             .await
             .map_err(|error| Stop::Lost(format!("socket write failed: {error}")))
     }
@@ -427,48 +431,56 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
     /// Answers the current session directly (the runner is not involved).
     async fn push_now(&mut self, event: Event) -> Result<(), Stop> {
         if let Channel::Joined { .. } = self.channel {
-            self.push(&event).await
+            self.push(event.into()).await
         } else {
             Ok(())
         }
     }
 
-    async fn push(&mut self, event: &Event) -> Result<(), Stop> {
-        let frame = Frame {
-            join_ref: Some(self.channel.join_ref().to_owned()),
-            msg_ref: Some(self.refs.next_ref()),
-            topic: self.topic.clone(),
-            event: "event".into(),
-            payload: event.to_json(),
-        };
-        self.write(frame).await
+    /// Pushes an event. Its body may be large: the event is dropped once
+    /// its text exists, and its charge once the text is written.
+    async fn push(&mut self, charged: Charged) -> Result<(), Stop> {
+        let Charged { event, charge } = charged;
+        let msg_ref = self.refs.next_ref();
+        let join_ref = self.channel.join_ref();
+        let hint = event.size_hint();
+        let text = frame::text_of(
+            Some(join_ref),
+            Some(&msg_ref),
+            &self.topic,
+            "event",
+            &event,
+            hint,
+        );
+        drop(event);
+        let written = self.write_text(text).await;
+        drop(charge);
+        written
     }
 
     /// The outbound policy of the module docs in `client`.
     async fn on_outgoing(&mut self, outgoing: Outgoing) -> Result<(), Stop> {
         let Channel::Joined { session, ready, .. } = &mut self.channel else {
-            match &outgoing {
-                Outgoing::State(event) | Outgoing::Reply(_, event) => {
-                    debug!(event = event.kind(), "not joined: event dropped");
-                }
-                Outgoing::Leave => return Err(Stop::Leave),
+            match outgoing.event() {
+                Some(event) => debug!(event = event.kind(), "not joined: event dropped"),
+                None => return Err(Stop::Leave),
             }
             return Ok(());
         };
-        let (event, current) = match outgoing {
-            Outgoing::State(event) => (event, true),
-            Outgoing::Reply(of, event) => (event, of == *session),
+        let (charged, current) = match outgoing {
+            Outgoing::State(event) => (Charged::from(event), true),
+            Outgoing::Reply(of, charged) => (charged, of == *session),
             Outgoing::Leave => return Err(Stop::Leave),
         };
-        let is_ready = matches!(event, Event::RunnerReady(_));
+        let is_ready = matches!(charged.event, Event::RunnerReady(_));
         if !current || !(*ready || is_ready) {
             debug!(
-                event = event.kind(),
+                event = charged.event.kind(),
                 current, "stale or before runner_ready: event dropped"
             );
             return Ok(());
         }
         *ready = true;
-        self.push(&event).await
+        self.push(charged).await
     }
 }

@@ -488,38 +488,66 @@ impl Fields<'_> {
     }
 
     /// `headers`: an object of string or list-of-strings values, or a list
-    /// of `[name, value]` pairs; absent means none.
+    /// of `[name, value]` pairs; absent means none. At most
+    /// [`MAX_HEADER_PAIRS`] pairs of [`MAX_HEADER_BYTES`] in all.
     fn headers(&self, name: &'static str) -> Result<Vec<(String, String)>, Problem> {
         const EXPECTED: &str =
             "must be an object of strings or string lists, or a list of [name, value] pairs";
         let bad = || invalid(name, EXPECTED);
+        let mut pairs = HeaderPairs::default();
         match self.get(name) {
-            None => Ok(Vec::new()),
+            None => {}
             Some(Value::Object(map)) => {
-                let mut pairs = Vec::with_capacity(map.len());
                 for (header, value) in map {
                     match value {
-                        Value::String(v) => pairs.push((header.clone(), v.clone())),
+                        Value::String(v) => pairs.push(name, header, v)?,
                         Value::Array(values) => {
                             for v in values {
-                                pairs
-                                    .push((header.clone(), v.as_str().ok_or_else(bad)?.to_owned()));
+                                pairs.push(name, header, v.as_str().ok_or_else(bad)?)?;
                             }
                         }
                         _ => return Err(bad()),
                     }
                 }
-                Ok(pairs)
             }
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|item| match item.as_array().map(Vec::as_slice) {
-                    Some([Value::String(h), Value::String(v)]) => Ok((h.clone(), v.clone())),
-                    _ => Err(bad()),
-                })
-                .collect(),
-            Some(_) => Err(bad()),
+            Some(Value::Array(items)) => {
+                for item in items {
+                    match item.as_array().map(Vec::as_slice) {
+                        Some([Value::String(h), Value::String(v)]) => pairs.push(name, h, v)?,
+                        _ => return Err(bad()),
+                    }
+                }
+            }
+            Some(_) => return Err(bad()),
         }
+        Ok(pairs.pairs)
+    }
+}
+
+/// Most header pairs a control may carry. A flood is refused here, before
+/// anything is built from it (an `http::HeaderMap` panics past 32,768).
+pub const MAX_HEADER_PAIRS: usize = 1000;
+/// Most header bytes (names and values) a control may carry.
+pub const MAX_HEADER_BYTES: usize = 256 * 1024;
+
+/// Header pairs collected under the caps.
+#[derive(Default)]
+struct HeaderPairs {
+    pairs: Vec<(String, String)>,
+    bytes: usize,
+}
+
+impl HeaderPairs {
+    fn push(&mut self, field: &'static str, name: &str, value: &str) -> Result<(), Problem> {
+        self.bytes += name.len() + value.len();
+        if self.pairs.len() >= MAX_HEADER_PAIRS || self.bytes > MAX_HEADER_BYTES {
+            return Err(invalid(
+                field,
+                "must hold at most 1000 pairs and 256 KiB of names and values",
+            ));
+        }
+        self.pairs.push((name.to_owned(), value.to_owned()));
+        Ok(())
     }
 }
 
@@ -689,6 +717,51 @@ mod tests {
             v.as_object_mut().unwrap().remove(field);
             assert_eq!(reject(v).problem, Problem::Missing(field));
         }
+    }
+
+    #[test]
+    fn header_floods_are_invalid_controls() {
+        let many: Vec<Value> = (0..30_000)
+            .map(|i| json!([format!("x-{i}"), "v"]))
+            .collect();
+        let big = "v".repeat(MAX_HEADER_BYTES);
+        let as_object: Map<String, Value> =
+            (0..2_000).map(|i| (format!("x-{i}"), json!("v"))).collect();
+        for (ty, id, headers) in [
+            ("forward_http_request", "requestId", json!(many)),
+            ("forward_websocket_open", "socketId", json!(many)),
+            ("forward_http_request", "requestId", json!({"x-big": big})),
+            (
+                "forward_http_request",
+                "requestId",
+                json!({"x-many": vec!["v"; 1001]}),
+            ),
+            (
+                "forward_websocket_open",
+                "socketId",
+                Value::Object(as_object),
+            ),
+        ] {
+            let v = json!({"type": ty, id: "f1", "port": 80, "method": "GET", "path": "/", "headers": headers});
+            let rejection = reject(v);
+            assert_eq!(rejection.code(), ErrorCode::InvalidControl, "{ty}");
+            assert!(rejection.problem.to_string().contains("1000 pairs"), "{ty}");
+            let event = rejection.to_event();
+            assert_eq!(event.control_type, ty);
+            let echoed = event.request_id.or(event.socket_id);
+            assert_eq!(echoed.as_deref(), Some("f1"), "{ty}");
+        }
+        // Exactly at the caps is fine.
+        let at_cap: Vec<Value> = (0..MAX_HEADER_PAIRS)
+            .map(|i| json!([format!("x-{i}"), "v"]))
+            .collect();
+        parse(
+            json!({"type": "forward_http_request", "requestId": "h", "port": 80, "method": "GET", "path": "/", "headers": at_cap}),
+        );
+        let at_bytes = "v".repeat(MAX_HEADER_BYTES - 1);
+        parse(
+            json!({"type": "forward_http_request", "requestId": "h", "port": 80, "method": "GET", "path": "/", "headers": {"x": at_bytes}}),
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -31,6 +32,18 @@ impl Event {
     pub fn to_json(&self) -> Value {
         // Only strings, numbers, bools and string-keyed maps: cannot fail.
         serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// About the length of this event's JSON: the body in base64 and a
+    /// little for the rest, so its text is allocated once, not grown.
+    pub fn size_hint(&self) -> usize {
+        let body = match self {
+            Event::ForwardHttpResponse(e) => e.body.len(),
+            Event::ForwardHttpResponseChunk(e) => e.body.len(),
+            Event::ForwardWebsocketMessage(e) => e.body.len(),
+            _ => 0,
+        };
+        body.div_ceil(3) * 4 + 1024
     }
 
     /// The wire `type`, for logs.
@@ -63,6 +76,18 @@ pub struct RunnerReady {
     pub backend_reason: Option<String>,
     pub config_version: u64,
     pub listeners: Vec<ReadyListener>,
+    pub limits: Limits,
+}
+
+/// The sizes the runner refuses past, in bytes, so that Kandan can refuse
+/// larger uploads itself instead of sending them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    pub max_request_body: usize,
+    pub max_response_body: usize,
+    /// Per message, either way.
+    pub max_web_socket_message: usize,
 }
 
 /// A current candidate in `runner_ready`.
@@ -142,7 +167,7 @@ pub struct ForwardHttpResponse {
     /// Always pairs on the wire.
     pub headers: Vec<(String, String)>,
     #[serde(rename = "bodyBase64", with = "base64_bytes")]
-    pub body: Vec<u8>,
+    pub body: Bytes,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub streaming: Option<bool>,
 }
@@ -153,7 +178,7 @@ pub struct ForwardHttpResponseChunk {
     pub request_id: String,
     pub seq: u64,
     #[serde(rename = "bodyBase64", with = "base64_bytes")]
-    pub body: Vec<u8>,
+    pub body: Bytes,
     pub done: bool,
 }
 
@@ -171,7 +196,7 @@ pub struct ForwardWebsocketMessage {
     pub socket_id: String,
     pub opcode: Opcode,
     #[serde(rename = "bodyBase64", with = "base64_bytes")]
-    pub body: Vec<u8>,
+    pub body: Bytes,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -265,12 +290,14 @@ impl std::fmt::Display for ErrorCode {
 
 /// `bodyBase64`: standard alphabet, padded.
 mod base64_bytes {
-    use base64::Engine as _;
+    use base64::display::Base64Display;
     use base64::engine::general_purpose::STANDARD;
     use serde::Serializer;
 
     pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&STANDARD.encode(bytes))
+        // Encoded straight into the frame's text: no base64 copy of a
+        // body that may be megabytes.
+        serializer.collect_str(&Base64Display::new(bytes, &STANDARD))
     }
 }
 
@@ -304,6 +331,11 @@ mod tests {
                 listener: listener(),
                 state: ListenerState::Approved,
             }],
+            limits: Limits {
+                max_request_body: 1,
+                max_response_body: 2,
+                max_web_socket_message: 3,
+            },
         });
         assert_eq!(
             event.to_json(),
@@ -313,7 +345,8 @@ mod tests {
                 "listeners": [{
                     "requestId": "req-1", "port": 5173, "pid": 4242, "command": "node vite",
                     "label": "node", "cwd": "/x", "addresses": ["127.0.0.1", "::1"], "state": "approved"
-                }]
+                }],
+                "limits": {"maxRequestBody": 1, "maxResponseBody": 2, "maxWebSocketMessage": 3}
             })
         );
     }
@@ -327,11 +360,17 @@ mod tests {
             backend_reason: None,
             config_version: 0,
             listeners: vec![],
+            limits: Limits {
+                max_request_body: 16,
+                max_response_body: 16,
+                max_web_socket_message: 16,
+            },
         });
         assert_eq!(
             event.to_json(),
             json!({"type": "runner_ready", "runnerId": "r1", "version": "0.1.0", "backend": "ebpf",
-                   "configVersion": 0, "listeners": []})
+                   "configVersion": 0, "listeners": [],
+                   "limits": {"maxRequestBody": 16, "maxResponseBody": 16, "maxWebSocketMessage": 16}})
         );
     }
 
@@ -387,7 +426,7 @@ mod tests {
                 ("content-type".into(), "text/plain".into()),
                 ("set-cookie".into(), "a=1".into()),
             ],
-            body: b"hello".to_vec(),
+            body: Bytes::from_static(b"hello"),
             streaming: Some(true),
         });
         assert_eq!(
@@ -399,7 +438,7 @@ mod tests {
         let chunk = Event::ForwardHttpResponseChunk(ForwardHttpResponseChunk {
             request_id: "h1".into(),
             seq: 2,
-            body: vec![0, 255],
+            body: Bytes::from_static(&[0, 255]),
             done: false,
         });
         assert_eq!(
@@ -422,7 +461,7 @@ mod tests {
         let message = Event::ForwardWebsocketMessage(ForwardWebsocketMessage {
             socket_id: "s1".into(),
             opcode: Opcode::Binary,
-            body: vec![1, 2, 3],
+            body: Bytes::from_static(&[1, 2, 3]),
         });
         assert_eq!(
             message.to_json(),

@@ -64,6 +64,27 @@ impl Frame {
     }
 }
 
+/// The wire text of a frame whose payload is any serializable value,
+/// written straight from it: an event carrying a large body is encoded
+/// once, into this text, without a JSON tree in between.
+/// `size_hint` is the expected length (grown past if need be).
+pub fn text_of(
+    join_ref: Option<&str>,
+    msg_ref: Option<&str>,
+    topic: &str,
+    event: &str,
+    payload: &impl serde::Serialize,
+    size_hint: usize,
+) -> String {
+    let mut text = Vec::with_capacity(size_hint);
+    // The payloads are events: strings, numbers and string-keyed maps.
+    if serde_json::to_writer(&mut text, &(join_ref, msg_ref, topic, event, payload)).is_err() {
+        return String::new();
+    }
+    // serde_json writes UTF-8 only.
+    String::from_utf8(text).unwrap_or_default()
+}
+
 fn opt_string(value: Value, what: &'static str) -> Result<Option<String>, FrameError> {
     match value {
         Value::Null => Ok(None),
@@ -151,6 +172,20 @@ mod tests {
         };
         assert_eq!(frame.to_text(), r#"[null,"12","phoenix","heartbeat",{}]"#);
         assert_eq!(Frame::parse(&frame.to_text()).unwrap(), frame);
+    }
+
+    #[test]
+    fn a_typed_payload_has_the_same_text_as_its_json_tree() {
+        let payload = json!({"type": "x", "bodyBase64": "AQID"});
+        let tree = Frame {
+            join_ref: Some("1".into()),
+            msg_ref: Some("9".into()),
+            topic: "runner:r".into(),
+            event: "event".into(),
+            payload: payload.clone(),
+        };
+        let text = text_of(Some("1"), Some("9"), "runner:r", "event", &payload, 0);
+        assert_eq!(text, tree.to_text());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! candidate; act on `ControlInput::Control { session, control }` and answer
 //! with `handle.reply(session, ..)`; send state changes with `handle.send(..)`.
 
+pub mod budget;
 pub mod client;
 mod connection;
 pub mod connector;
@@ -18,8 +19,8 @@ pub mod frame;
 pub mod schedule;
 
 pub use client::{
-    ControlChannel, ControlClient, ControlConfig, ControlHandle, ControlInput, JoinInfo, Session,
-    Timing,
+    Charged, ControlChannel, ControlClient, ControlConfig, ControlHandle, ControlInput, JoinInfo,
+    Session, Timing,
 };
 pub use controls::{Control, ControlRejection};
 pub use events::{ErrorCode, Event};

@@ -21,7 +21,7 @@ use super::client::{
 };
 use super::connector::Connector;
 use super::controls::Control;
-use super::events::{Event, PortForwardClosed, RunnerReady};
+use super::events::{Event, Limits, PortForwardClosed, RunnerReady};
 use super::frame::Frame;
 use super::schedule::Backoff;
 
@@ -57,6 +57,11 @@ fn ready() -> Event {
         backend_reason: None,
         config_version: 2,
         listeners: vec![],
+        limits: Limits {
+            max_request_body: 1 << 20,
+            max_response_body: 1 << 20,
+            max_web_socket_message: 1 << 20,
+        },
     })
 }
 

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::PoolConfig;
+use crate::control::budget::{Budget, DEFAULT_EVENT_BUDGET};
 
 /// Limits and timeouts for forwarded HTTP requests and WebSockets.
 #[derive(Debug, Clone)]
@@ -17,9 +18,13 @@ pub struct ForwardConfig {
     /// Time from the request until a buffered response is complete, or
     /// until the head of a streamed response (or a WebSocket handshake) arrives.
     pub overall_timeout: Duration,
+    /// Bytes of bodies waiting to be written to Kandan, shared by every
+    /// request and socket (and by clones of this config).
+    pub event_budget: Budget,
     /// Messages from Kandan waiting to be written to one local WebSocket.
     pub ws_queue_messages: usize,
-    /// Bytes from Kandan waiting to be written to one local WebSocket.
+    /// Bytes from Kandan waiting to be written to one local WebSocket, and
+    /// bytes (on the wire) of its messages waiting to be written to Kandan.
     pub ws_queue_bytes: usize,
     /// Largest WebSocket message accepted from the local server.
     pub ws_max_message: usize,
@@ -36,6 +41,7 @@ impl Default for ForwardConfig {
             max_response_body: 16 * 1024 * 1024,
             connect_timeout: Duration::from_secs(5),
             overall_timeout: Duration::from_secs(60),
+            event_budget: Budget::new(DEFAULT_EVENT_BUDGET),
             ws_queue_messages: 256,
             ws_queue_bytes: 16 * 1024 * 1024,
             ws_max_message: 16 * 1024 * 1024,

@@ -3,6 +3,7 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use super::ForwardError;
+use crate::control::controls::MAX_HEADER_PAIRS;
 
 /// Headers that describe one hop, never forwarded (RFC 9110 section 7.6.1).
 const HOP_BY_HOP: [&str; 6] = [
@@ -21,6 +22,14 @@ pub const X_FORWARDED_ORIGIN: &str = "x-forwarded-origin";
 
 /// Parses the control's header pairs into a map, keeping repeated names.
 pub fn parse(pairs: &[(String, String)]) -> Result<HeaderMap, ForwardError> {
+    // Controls are capped when parsed; this keeps `HeaderMap`, which panics
+    // past 32,768 entries, safe from any other caller.
+    if pairs.len() > MAX_HEADER_PAIRS {
+        return Err(ForwardError::InvalidRequest {
+            what: "headers",
+            detail: format!("{} pairs, over {MAX_HEADER_PAIRS}", pairs.len()),
+        });
+    }
     let mut map = HeaderMap::with_capacity(pairs.len());
     for (name, value) in pairs {
         let name =
@@ -142,6 +151,15 @@ mod tests {
         assert_eq!(map["x-forwarded-host"], "preview.kandan.dev");
         assert_eq!(map["origin"], "http://localhost:5173");
         assert_eq!(map["x-forwarded-origin"], "https://preview.kandan.dev");
+    }
+
+    #[test]
+    fn a_flood_is_refused_without_a_panic() {
+        let flood: Vec<(String, String)> = (0..40_000)
+            .map(|i| (format!("x-{i}"), "v".to_owned()))
+            .collect();
+        let err = parse(&flood).unwrap_err();
+        assert_eq!(err.code(), crate::control::ErrorCode::InvalidControl);
     }
 
     #[test]

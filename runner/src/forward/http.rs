@@ -9,10 +9,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap};
 use http::uri::PathAndQuery;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
@@ -21,6 +21,7 @@ use tracing::Instrument;
 
 use super::pool::{AbortOnDrop, Pool, Upstream};
 use super::{ForwardConfig, ForwardError, ForwardOutput, HttpRequest, PortGate, dial, headers};
+use crate::control::budget::{Budget, Charge, wire_cost};
 
 /// How long a finished connection may take to be ready for the next request
 /// before it is closed instead of pooled.
@@ -219,7 +220,8 @@ async fn exchange(
     tracing::debug!(status, "response head");
 
     if req.accept_streaming && is_stream(&response_headers, &body) {
-        return stream(req.request_id, status, &response_headers, body, out).await;
+        let budget = &config.event_budget;
+        return stream(req.request_id, status, &response_headers, body, budget, out).await;
     }
 
     let limit = config.max_response_body;
@@ -230,23 +232,26 @@ async fn exchange(
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(ForwardError::ResponseTooLarge { limit });
     }
-    let collected = timeout_at(deadline, Limited::new(body, limit).collect())
+    // The body's bytes are reserved before it is read, all at once: a body
+    // of unknown length reserves the limit and gives back the rest. Partial
+    // reservations could fill the budget with bodies none of which can
+    // finish; waiting here leaves the body unread in the local server.
+    let reserve = declared.map_or(limit, |len| len as usize);
+    let mut charge = timeout_at(deadline, config.event_budget.charge(wire_cost(reserve)))
         .await
-        .map_err(|_| too_slow())?
-        .map_err(|err| {
-            if err.is::<LengthLimitError>() {
-                ForwardError::ResponseTooLarge { limit }
-            } else {
-                ForwardError::ResponseBody(err)
-            }
-        })?;
+        .map_err(|_| too_slow())?;
+    let body = timeout_at(deadline, read_body(body, reserve, limit))
+        .await
+        .map_err(|_| too_slow())??;
+    charge.shrink_to(wire_cost(body.len()));
     let _ = out
         .send(ForwardOutput::HttpResponse {
             request_id: req.request_id,
             status,
             headers: headers::to_pairs(&response_headers),
-            body: collected.to_bytes(),
+            body,
             streaming: false,
+            charge,
         })
         .await;
     // The whole body was read: once hyper has seen the connection through
@@ -255,6 +260,27 @@ async fn exchange(
         pool.put(ticket, up);
     }
     Ok(())
+}
+
+/// Reads a whole body of at most `limit` bytes into one buffer of
+/// `expected` bytes (grown if need be), so a large body is never held
+/// twice (as pieces and as their concatenation).
+async fn read_body(
+    mut body: Incoming,
+    expected: usize,
+    limit: usize,
+) -> Result<Bytes, ForwardError> {
+    let mut buf = BytesMut::with_capacity(expected.min(limit));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|err| ForwardError::ResponseBody(Box::new(err)))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return Err(ForwardError::ResponseTooLarge { limit });
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
 }
 
 /// Server-sent events and bodies of unknown length stream; a body that
@@ -275,13 +301,14 @@ fn is_stream(headers: &HeaderMap, body: &Incoming) -> bool {
 }
 
 /// Sends the head, then each piece of data as it arrives. Memory stays
-/// bounded because every send waits for room in the bounded output
-/// channel, which in turn stops reading from the local server.
+/// bounded because every chunk waits for room in the event budget, which
+/// in turn stops reading from the local server.
 async fn stream(
     request_id: String,
     status: u16,
     response_headers: &HeaderMap,
     mut body: Incoming,
+    budget: &Budget,
     out: &mpsc::Sender<ForwardOutput>,
 ) -> Result<(), ForwardError> {
     let head = ForwardOutput::HttpResponse {
@@ -290,6 +317,7 @@ async fn stream(
         headers: headers::to_pairs(response_headers),
         body: Bytes::new(),
         streaming: true,
+        charge: Charge::default(),
     };
     if out.send(head).await.is_err() {
         return Ok(());
@@ -305,11 +333,14 @@ async fn stream(
             Some(Err(err)) => return Err(ForwardError::ResponseBody(Box::new(err))),
             None => (Bytes::new(), true),
         };
+        // Waiting for room here stops reading from the local server.
+        let charge = budget.charge(wire_cost(data.len())).await;
         let chunk = ForwardOutput::HttpChunk {
             request_id: request_id.clone(),
             seq,
             body: data,
             done,
+            charge,
         };
         if out.send(chunk).await.is_err() || done {
             tracing::debug!(chunks = seq + 1, "stream ended");

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 
 use crate::control::ErrorCode;
+use crate::control::budget::Charge;
 use crate::control::controls::Opcode;
 
 /// One `forward_http_request`.
@@ -52,8 +53,9 @@ pub struct WsFailure {
     pub message: String,
 }
 
-/// What forwarding tells Kandan.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What forwarding tells Kandan. Outputs with a body hold a [`Charge`] of
+/// the event budget until their frame is written to Kandan.
+#[derive(Debug, PartialEq, Eq)]
 pub enum ForwardOutput {
     /// `forward_http_response`. With `streaming`, `body` is empty and
     /// `HttpChunk`s follow.
@@ -68,6 +70,8 @@ pub enum ForwardOutput {
         body: Bytes,
         /// Chunks follow.
         streaming: bool,
+        /// The body's share of the event budget.
+        charge: Charge,
     },
     /// `forward_http_response_chunk`: `seq` counts from 0; the last has
     /// `done` (and may be empty).
@@ -80,6 +84,8 @@ pub enum ForwardOutput {
         body: Bytes,
         /// This is the last chunk.
         done: bool,
+        /// The body's share of the event budget.
+        charge: Charge,
     },
     /// `control_error` for a `forward_http_request`; after a streamed
     /// `HttpResponse` it ends the stream early.
@@ -106,6 +112,8 @@ pub enum ForwardOutput {
         opcode: Opcode,
         /// The payload.
         body: Bytes,
+        /// The payload's share of the socket's and the event budget.
+        charge: Charge,
     },
     /// `forward_websocket_closed`: the last output of every socket that was
     /// opened, whether it closed cleanly, failed to open, or broke.

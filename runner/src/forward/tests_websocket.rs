@@ -382,3 +382,98 @@ async fn shut_down_closes_every_socket_with_1001_and_reports_a_plain_close() {
     }
     assert_eq!(fwd.socket_count(), 0);
 }
+
+#[tokio::test]
+async fn a_message_over_the_limit_is_refused_and_the_socket_stays() {
+    let mut server = ws_server(false).await;
+    let config = ForwardConfig {
+        ws_max_message: 1000,
+        ..ForwardConfig::default()
+    };
+    let (fwd, gate, mut out) = forwarder(config);
+    gate.allow(server.port, &["127.0.0.1"]);
+    fwd.ws_open(open("s1", server.port, &[])).await;
+    assert!(matches!(
+        next(&mut out).await,
+        ForwardOutput::WsOpened { .. }
+    ));
+    fwd.ws_send("s1", Opcode::Binary, Bytes::from(vec![1; 1001]))
+        .await;
+    assert_eq!(ws_error(next(&mut out).await), ErrorCode::BodyTooLarge);
+    fwd.ws_send("s1", Opcode::Binary, Bytes::from(vec![2; 1000]))
+        .await;
+    assert_eq!(
+        received(&mut server.received).await,
+        Message::binary(vec![2; 1000])
+    );
+}
+
+/// Pushes `count` messages of `size` bytes from the server and returns
+/// the forwarder's outputs channel after the socket opened.
+async fn pushing(
+    config: ForwardConfig,
+    count: usize,
+    size: usize,
+) -> (super::Forwarder, mpsc::Receiver<ForwardOutput>) {
+    let mut server = ws_server(false).await;
+    let (fwd, gate, mut out) = forwarder(config);
+    gate.allow(server.port, &["127.0.0.1"]);
+    fwd.ws_open(open("s1", server.port, &[])).await;
+    assert!(matches!(
+        next(&mut out).await,
+        ForwardOutput::WsOpened { .. }
+    ));
+    let to_client = server.conns.recv().await.expect("a connection");
+    for i in 0..count {
+        let _ = to_client.send(Message::binary(vec![i as u8; size]));
+    }
+    (fwd, out)
+}
+
+/// True when no output comes within a short while.
+async fn quiet(out: &mut mpsc::Receiver<ForwardOutput>) -> bool {
+    tokio::time::timeout(Duration::from_millis(300), out.recv())
+        .await
+        .is_err()
+}
+
+#[tokio::test]
+async fn messages_toward_kandan_wait_for_room_in_the_event_budget() {
+    use crate::control::budget::{Budget, wire_cost};
+    let budget = Budget::new(2 * wire_cost(10_000));
+    let config = ForwardConfig {
+        event_budget: budget.clone(),
+        ..ForwardConfig::default()
+    };
+    let (_fwd, mut out) = pushing(config, 5, 10_000).await;
+    // Two fit; the third waits, unread, until one of them is written.
+    let first = next(&mut out).await;
+    // Held, not taken apart: its charge lives as long as the output.
+    let _second = next(&mut out).await;
+    assert!(
+        quiet(&mut out).await,
+        "a third message went past the budget"
+    );
+    assert_eq!(budget.available(), 0);
+    drop(first);
+    assert_eq!(message(next(&mut out).await).1[0], 2);
+}
+
+#[tokio::test]
+async fn each_socket_has_its_own_byte_budget_toward_kandan() {
+    use crate::control::budget::wire_cost;
+    let config = ForwardConfig {
+        ws_queue_bytes: wire_cost(10_000),
+        ..ForwardConfig::default()
+    };
+    let (_fwd, mut out) = pushing(config.clone(), 3, 10_000).await;
+    let first = next(&mut out).await;
+    assert!(
+        quiet(&mut out).await,
+        "a second message went past the socket's budget"
+    );
+    // The shared budget is not what held it back.
+    assert!(config.event_budget.available() > config.event_budget.total() / 2);
+    drop(first);
+    assert_eq!(message(next(&mut out).await).1[0], 1);
+}

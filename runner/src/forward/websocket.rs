@@ -5,8 +5,9 @@
 //! bytes). When Kandan sends faster than the local server reads and the
 //! queue fills, the socket is closed with an error rather than left to grow:
 //! a stalled HMR socket is better reconnected than buffered without end.
-//! Toward Kandan, frames wait for room in the shared output channel, which
-//! stops reading from the local server in the meantime.
+//! Toward Kandan, each message waits for room in the socket's own byte
+//! budget and in the shared event budget, which stops reading from the
+//! local server in the meantime.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -25,6 +26,7 @@ use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use tracing::Instrument;
 
 use crate::control::ErrorCode;
+use crate::control::budget::{Budget, wire_cost};
 use crate::control::controls::Opcode;
 
 use super::{
@@ -170,6 +172,11 @@ impl SocketTable {
     /// payload gets a `WsError`; a full queue closes the socket.
     pub async fn send(&self, socket_id: &str, opcode: Opcode, body: Bytes) {
         let len = body.len();
+        let limit = self.inner.config.ws_max_message;
+        if len > limit {
+            let err = ForwardError::RequestTooLarge { len, limit };
+            return self.inner.refuse(socket_id, err).await;
+        }
         let message = match to_message(opcode, body) {
             Ok(message) => message,
             Err(err) => return self.inner.refuse(socket_id, err).await,
@@ -397,6 +404,8 @@ async fn run(
         .await;
 
     let (mut sink, mut stream) = ws.split();
+    // This socket's messages waiting for Kandan, on top of the shared budget.
+    let to_kandan = Budget::new(inner.config.ws_queue_bytes);
     let end = {
         let reader = async {
             loop {
@@ -411,11 +420,16 @@ async fn run(
                     Some(Err(err)) => return End::Failed(ForwardError::WebSocket(Box::new(err))),
                     None => return End::Vanished,
                 };
+                // Waiting for room stops reading from the local server.
+                let cost = wire_cost(body.len());
+                let mut charge = to_kandan.charge(cost).await;
+                charge.merge(inner.config.event_budget.charge(cost).await);
                 inner
                     .emit(ForwardOutput::WsMessage {
                         socket_id: socket_id.clone(),
                         opcode,
                         body,
+                        charge,
                     })
                     .await;
             }

@@ -30,7 +30,7 @@ pub use config::SimConfig;
 pub use error::SimError;
 pub use frame::{Frame, FrameError};
 pub use preview::{ERROR_CODE_HEADER, REQUEST_ID_HEADER};
-pub use state::{PortForwardRequest, RequestState};
+pub use state::{Limits, PortForwardRequest, RequestState};
 
 use state::{Outgoing, Shared};
 
@@ -235,6 +235,26 @@ impl Simulator {
             .await
     }
 
+    /// Waits until `n` events of `type` arrived in total, counting those
+    /// not recorded (`record_forward_events: false`).
+    pub async fn wait_for_seen_count(
+        &self,
+        ty: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<(), SimError> {
+        self.shared
+            .wait_until(format!("{n} {ty} events seen"), timeout, |i| {
+                (i.seen.get(ty).copied().unwrap_or(0) >= n).then_some(())
+            })
+            .await
+    }
+
+    /// How many events of `type` arrived, recorded or not.
+    pub fn seen_count(&self, ty: &str) -> usize {
+        self.shared.lock().seen.get(ty).copied().unwrap_or(0)
+    }
+
     /// Waits until no runner is connected.
     pub async fn wait_disconnected(&self, timeout: Duration) -> Result<(), SimError> {
         self.shared
@@ -415,6 +435,17 @@ impl Simulator {
     pub fn reject_joins(&self, reason: Option<&str>) {
         self.shared
             .update(|i| i.reject_joins = reason.map(str::to_owned));
+    }
+
+    /// Stops reading the runner's socket while on (a Kandan that no longer
+    /// reads: the runner's writes block once the TCP buffers are full).
+    pub fn pause_reading(&self, on: bool) -> Result<(), SimError> {
+        self.shared.send_outgoing(Outgoing::PauseReading(on))
+    }
+
+    /// The `limits` of the runner's last `runner_ready`.
+    pub fn limits(&self) -> Option<Limits> {
+        self.shared.lock().limits
     }
 
     /// Refuses WebSocket upgrades with 503 while on.

@@ -143,9 +143,10 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
     });
     info!(id, "runner connected");
     let mut last_ref = 0;
+    let mut reading = true;
     loop {
         tokio::select! {
-            msg = ws.next() => match msg {
+            msg = ws.next(), if reading => match msg {
                 Some(Ok(Message::Text(text))) => {
                     for reply in on_text(&shared, id, &mut last_ref, &text) {
                         if ws.send(Message::text(reply.to_text())).await.is_err() {
@@ -191,6 +192,10 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
                         while let Some(Ok(_)) = ws.next().await {}
                     }).await;
                     break;
+                }
+                Some(Outgoing::PauseReading(paused)) => {
+                    info!(paused, "reading from the runner");
+                    reading = !paused;
                 }
                 // Dropping `ws` closes the TCP stream with no close frame.
                 Some(Outgoing::Drop) | None => break,

@@ -51,6 +51,9 @@ pub(crate) enum Outgoing {
     Close(u16, String),
     /// Drop the TCP connection without a close frame.
     Drop,
+    /// Stop (true) or resume (false) reading the socket: the runner's
+    /// writes then fill the TCP buffers and block, as with a stalled Kandan.
+    PauseReading(bool),
 }
 
 /// The live runner connection.
@@ -87,6 +90,32 @@ pub(crate) struct Inner {
     /// runner sent (1005 for a close frame without one), or 1006 when the
     /// socket ended without a close frame.
     pub close_codes: Vec<u16>,
+    /// Events received per `type`, recorded or not.
+    pub seen: HashMap<String, usize>,
+    /// `limits` of the last `runner_ready`: the preview front refuses
+    /// larger uploads itself, as Kandan does.
+    pub limits: Option<Limits>,
+}
+
+/// The runner's announced limits, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    pub max_request_body: u64,
+    pub max_response_body: u64,
+    pub max_web_socket_message: u64,
+}
+
+impl Limits {
+    fn from_ready(ready: &Value) -> Option<Self> {
+        let limits = ready.get("limits")?;
+        let get = |name: &str| limits.get(name).and_then(Value::as_u64);
+        Some(Self {
+            max_request_body: get("maxRequestBody")?,
+            max_response_body: get("maxResponseBody")?,
+            max_web_socket_message: get("maxWebSocketMessage")?,
+        })
+    }
 }
 
 /// Shared by every task of one simulator.
@@ -229,6 +258,7 @@ impl Shared {
     pub fn record_event(&self, event: Value) -> Vec<String> {
         self.update(|inner| {
             let ty = event.get("type").and_then(Value::as_str).unwrap_or("");
+            *inner.seen.entry(ty.to_owned()).or_default() += 1;
             let approve = match ty {
                 "port_forward_request" => {
                     // A restart of an approved server says so (`state`).
@@ -239,6 +269,7 @@ impl Shared {
                         .collect()
                 }
                 "runner_ready" => {
+                    inner.limits = Limits::from_ready(&event);
                     let listeners = event.get("listeners").and_then(Value::as_array);
                     let mut pending = Vec::new();
                     for listener in listeners.into_iter().flatten() {

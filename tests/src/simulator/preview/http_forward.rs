@@ -7,7 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 use tracing::{Instrument, debug, info_span};
@@ -56,8 +56,28 @@ async fn exchange(
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let head = parts.method == http::Method::HEAD;
-    let body = match body.collect().await {
+    // Like Kandan: an upload over the runner's announced limit is refused
+    // here, before it costs the runner's connection anything.
+    let limit = shared.lock().limits.map(|l| l.max_request_body);
+    let too_large = |what: &str| {
+        let limit = limit.unwrap_or_default();
+        let message = format!("{what} is over the runner's {limit} byte limit");
+        text(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &message)
+    };
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let (Some(len), Some(limit)) = (declared, limit)
+        && len > limit
+    {
+        return too_large(&format!("request body of {len} bytes"));
+    }
+    let limit = limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+    let body = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
+        Err(error) if error.is::<LengthLimitError>() => return too_large("request body"),
         Err(error) => {
             return text(
                 StatusCode::BAD_REQUEST,

@@ -16,12 +16,15 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::body::WaiterGuard;
 use super::{Body, control_error, empty, first_answer, header_pairs, sim_error, text};
 use crate::simulator::state::Shared;
+
+/// Largest browser message read (the runner's limit is 16 MiB by default).
+const MAX_BROWSER_MESSAGE: usize = 64 << 20;
 
 pub(crate) fn is_upgrade<B>(req: &Request<B>) -> bool {
     let has = |name: header::HeaderName, token: &str| {
@@ -121,8 +124,17 @@ pub(crate) async fn open(
                     return;
                 }
             };
-            let ws =
-                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+            // Messages up to the runner's limit and a little past it are
+            // read, so that one over the limit is refused by name below.
+            let config = WebSocketConfig::default()
+                .max_message_size(Some(MAX_BROWSER_MESSAGE))
+                .max_frame_size(Some(MAX_BROWSER_MESSAGE));
+            let ws = WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                Some(config),
+            )
+            .await;
             bridge(&shared, &socket_id, ws, rx).await;
             drop(guard);
         }
@@ -167,6 +179,23 @@ async fn bridge<S>(
                         return;
                     }
                 };
+                let limit = shared.lock().limits.map(|l| l.max_web_socket_message);
+                if limit.is_some_and(|limit| data.len() as u64 > limit) {
+                    // Like Kandan: a message over the runner's limit is not
+                    // sent; the socket closes with 1009 (message too big).
+                    debug!(len = data.len(), "browser message over the runner's limit");
+                    let _ = shared.send_control(close_control(shared, socket_id));
+                    let frame = CloseFrame {
+                        code: CloseCode::Size,
+                        reason: "message over the runner's limit".into(),
+                    };
+                    let _ = ws.close(Some(frame)).await;
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                        while let Some(Ok(_)) = ws.next().await {}
+                    })
+                    .await;
+                    return;
+                }
                 let control = json!({
                     "type": "forward_websocket_send",
                     "instanceId": shared.config.instance_id,
