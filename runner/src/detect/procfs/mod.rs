@@ -58,6 +58,12 @@ pub fn scan(roots: &[u32], self_pid: u32) -> io::Result<Vec<ListenerSocket>> {
     Scanner::new(self_pid).scan(roots)
 }
 
+/// Inodes of every LISTEN socket of the runner's network namespace (netlink
+/// sock_diag, else `/proc/net/tcp{,6}`). Blocking, but one netlink dump.
+pub(crate) fn listening_inodes() -> io::Result<std::collections::HashSet<u64>> {
+    Ok(socket_table::listening()?.into_keys().collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::scanner::join;
