@@ -6,7 +6,6 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 
-
 /// Inode of the socket behind `/proc/<pid>/fd/<fd>`.
 pub fn socket_inode(pid: u32, fd: u32) -> Option<u64> {
     let link = fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
