@@ -735,18 +735,30 @@ async fn idle_watch_does_not_wake_up() {
         return;
     }
     use integration_tests::bench::procstat::WakeMeter;
+    use tokio::io::AsyncBufReadExt;
     let mut runner = tokio::process::Command::new(integration_tests::support::runner_bin())
         .args(["watch", "--json", "--backend", "ebpf", "--", "sleep", "60"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     let pid = runner.id().unwrap();
-    // Past startup (loading, the backfill scan), before the blocking pool's
-    // idle thread exits (10 s), which would be one wakeup.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut stderr = tokio::io::BufReader::new(runner.stderr.take().unwrap()).lines();
+    let first = tokio::time::timeout(WAIT, stderr.next_line())
+        .await
+        .expect("the runner names its backend")
+        .unwrap();
+    assert!(
+        first
+            .as_deref()
+            .is_some_and(|l| l.contains("backend: ebpf")),
+        "{first:?}"
+    );
+    // Past startup (the backfill scan), before the blocking pool's idle
+    // thread exits (10 s after that scan), which would be one wakeup.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let meter = WakeMeter::start(pid).unwrap();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (wakeups, seconds) = meter.wakeups().unwrap();
