@@ -772,3 +772,57 @@ async fn idle_watch_does_not_wake_up() {
         "{wakeups} wakeups of an idle runner in {seconds:.1} s"
     );
 }
+
+/// Listens (close-on-exec, Python's default), forks a child that keeps the
+/// socket, writes `<port> <pid>`, then execs a program that listens on
+/// another port and writes that to `<ready file>2`.
+const EXEC_DROPPING_THE_SOCKET: &str = "python3 -c '
+import os, socket, sys, time
+s = socket.socket(); s.bind((\"127.0.0.1\", 0)); s.listen()
+if os.fork() == 0:
+    time.sleep(600)
+ready = sys.argv[2]
+open(ready + \".tmp\", \"w\").write(\"%d %d\" % (s.getsockname()[1], os.getpid()))
+os.rename(ready + \".tmp\", ready)
+time.sleep(0.5)
+then = \"import socket, sys, time\\ns = socket.socket(); s.bind((sys.argv[2], 0)); s.listen()\\nopen(sys.argv[1] + sys.argv[3], sys.argv[4]).write(str(s.getsockname()[1]))\\ntime.sleep(600)\"
+os.execv(sys.executable, [sys.executable, \"-c\", then, ready, \"127.0.0.1\", \"2\", \"w\"])
+'";
+
+#[tokio::test]
+async fn exec_that_drops_the_socket_does_not_take_it_over() {
+    if !privileged("exec_that_drops_the_socket_does_not_take_it_over") {
+        return;
+    }
+    let mut detector = start();
+    let mut l = Listener::spawn_program(EXEC_DROPPING_THE_SOCKET);
+    detector.roots.add_root(l.pid()).unwrap();
+    l.go();
+    let (port, pid) = l.port_pid().await;
+    let first = opened(&mut detector, port).await;
+    assert_eq!(first.pid, pid);
+    // The program after the exec listens too: once its open is seen, every
+    // event about the exec came before it.
+    let next = l.ready.with_file_name("ready2");
+    let deadline = Instant::now() + WAIT;
+    let next_port: u16 = loop {
+        if let Some(port) = std::fs::read_to_string(&next)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+        {
+            break port;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the exec'd program never listened"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let seen = events_until_opened(&mut detector, next_port).await;
+    assert!(
+        !seen
+            .iter()
+            .any(|e| matches!(e, DetectorEvent::Opened(s) if s.id == first.id)),
+        "the socket the exec closed (a child still holds it) was given to the new program: {seen:?}"
+    );
+}

@@ -21,7 +21,10 @@ use super::{
     ring::Ring,
     roots::Roots,
 };
-use crate::detect::{DetectorEvent, ListenerSocket, SocketId, procfs::listening_inodes};
+use crate::detect::{
+    DetectorEvent, ListenerSocket, SocketId,
+    procfs::{held_inodes, listening_inodes},
+};
 
 pub struct EventTask {
     pub ring: Ring,
@@ -156,14 +159,15 @@ impl EventTask {
         Ok(false)
     }
 
-    /// `pid` ran another program: its sockets now belong to it. Each is
-    /// reported again (same id, new process) when the description changed.
-    /// Returns true when a resync must tell (a pid from another namespace).
+    /// `pid` ran another program: the sockets it kept now belong to it.
+    /// Each is reported again (same id, new process) when the description
+    /// changed. Returns true when a resync must tell (a pid from another
+    /// namespace).
     async fn exec(&self, state: &mut State, pid: u32) -> Result<bool, Closed> {
         if pid == 0 {
             return Ok(!state.sockets.is_empty());
         }
-        let held: Vec<SocketId> = state
+        let mut held: Vec<SocketId> = state
             .sockets
             .values()
             .filter(|socket| socket.pid == pid)
@@ -171,6 +175,13 @@ impl EventTask {
             .collect();
         if held.is_empty() {
             return Ok(false);
+        }
+        // The exec closed its close-on-exec fds before the event: a socket
+        // it no longer holds is closing, or held by another process (a
+        // forked worker), and is not the new program's.
+        let wanted: HashSet<u64> = held.iter().map(|id| id.0).collect();
+        if let Some(kept) = held_inodes(pid, &wanted) {
+            held.retain(|id| kept.contains(&id.0));
         }
         let process = crate::process::describe(pid);
         for id in held {
