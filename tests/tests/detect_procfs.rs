@@ -878,3 +878,50 @@ async fn watch_never_reports_a_listener_in_another_network_namespace() {
         "{lines:#?}"
     );
 }
+
+#[test]
+fn scanner_gives_a_socket_dropped_by_an_exec_to_the_process_still_holding_it() {
+    // Close-on-exec socket (Python's default), kept by a forked child.
+    let mut script = Script::spawn(
+        "import os, signal, socket, sys\n\
+         s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n\
+         child = os.fork()\n\
+         if child == 0:\n    \
+             signal.pause()\n\
+         print(s.getsockname()[1], child, flush=True)\n\
+         sys.stdin.readline()\n\
+         os.execv(sys.executable, [sys.executable, '-c', 'import sys; sys.stdin.read()', 'after' + '-exec'])\n",
+    );
+    let numbers = script.numbers();
+    let (port, child) = (u16::try_from(numbers[0]).unwrap(), numbers[1]);
+    let roots = [script.pid()];
+    let mut scanner = procfs::Scanner::new(std::process::id());
+    let before = scanner.scan(&roots).unwrap();
+    assert_eq!(
+        on_port(&before, port)
+            .iter()
+            .map(|s| s.pid)
+            .collect::<Vec<_>>(),
+        [script.pid()],
+        "the holder nearest the root owns it"
+    );
+    script.say("exec");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let cmdline = format!("/proc/{}/cmdline", script.pid());
+    while !std::fs::read_to_string(&cmdline).is_ok_and(|c| c.contains("after-exec")) {
+        assert!(std::time::Instant::now() < deadline, "never exec'd");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let after = scanner.scan(&roots).unwrap();
+    let after = on_port(&after, port);
+    assert_eq!(
+        after.iter().map(|s| s.pid).collect::<Vec<_>>(),
+        [child],
+        "{after:?}"
+    );
+    assert!(
+        !after[0].process.command.contains("after-exec"),
+        "{:?}",
+        after[0].process
+    );
+}

@@ -98,6 +98,24 @@ impl Scanner {
                 self.held.insert(pid, inodes);
             }
         }
+        // Listeners' processes that run another program since they were
+        // described (an exec): described anew, and their fds read again,
+        // since the exec closed the close-on-exec ones.
+        let mut programs: HashMap<u32, Program> = HashMap::new();
+        let mut execed = HashSet::new();
+        for (&pid, before) in &self.programs {
+            if !tree.contains(pid) {
+                continue;
+            }
+            let now = Program::of(pid);
+            if now != *before {
+                execed.insert(pid);
+                read += 1;
+                let inodes = fds::held(pid, &wanted).unwrap_or_default();
+                self.held.insert(pid, inodes);
+            }
+            programs.insert(pid, now);
+        }
 
         tracing::trace!(
             processes = self.procs.len(),
@@ -117,17 +135,16 @@ impl Scanner {
             .drain(..)
             .map(|socket| ((socket.id, socket.pid), socket.process))
             .collect();
-        let mut programs = HashMap::new();
         let result = join(&listening, &holders, &tree, |inode, pid| {
             // Read before describing: an exec in between shows next scan.
-            let now = Program::of(pid);
-            let known = previous
+            programs.entry(pid).or_insert_with(|| Program::of(pid));
+            previous
                 .get(&(SocketId(inode), pid))
-                .filter(|_| self.programs.get(&pid) == Some(&now))
-                .cloned();
-            programs.insert(pid, now);
-            known.unwrap_or_else(|| process::describe(pid))
+                .filter(|_| !execed.contains(&pid))
+                .cloned()
+                .unwrap_or_else(|| process::describe(pid))
         });
+        programs.retain(|pid, _| result.iter().any(|socket| socket.pid == *pid));
         self.programs = programs;
         self.known = wanted;
         self.last.clone_from(&result);
