@@ -6,8 +6,13 @@
 
 /// [`ListenEvent::kind`] of a socket that started listening.
 pub const EVENT_OPEN: u32 = 1;
-/// [`ListenEvent::kind`] of a reported listener that left `TCP_LISTEN`.
+/// [`ListenEvent::kind`] of a listener that left `TCP_LISTEN`: one the kernel
+/// reported open, or one on a port of [`BACKFILL_PORTS`](maps::BACKFILL_PORTS)
+/// (a listener older than the tracking, which userspace found in /proc).
 pub const EVENT_CLOSE: u32 = 2;
+/// [`ListenEvent::kind`] of a tracked process that called `execve`: its
+/// listeners may now belong to another program.
+pub const EVENT_EXEC: u32 = 3;
 
 /// `AF_INET`, as in [`ListenEvent::family`].
 pub const AF_INET: u16 = 2;
@@ -16,13 +21,15 @@ pub const AF_INET6: u16 = 10;
 
 /// One record of the `EVENTS` ring buffer.
 ///
-/// Close events only carry `kind` and `skaddr`; the other fields are zero.
+/// Close events carry `kind`, `skaddr`, `pid` (of the closing task, 0 when it
+/// is not in the runner's pid namespace) and `port`; exec events `kind` and
+/// `pid`. The other fields are zero.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ListenEvent {
     /// Kernel address of the `struct sock`: pairs an open with its close.
     pub skaddr: u64,
-    /// [`EVENT_OPEN`] or [`EVENT_CLOSE`].
+    /// [`EVENT_OPEN`], [`EVENT_CLOSE`] or [`EVENT_EXEC`].
     pub kind: u32,
     /// Thread-group id of the listening process, in the runner's pid namespace.
     pub pid: u32,
@@ -41,6 +48,13 @@ pub struct ListenEvent {
 /// Index of the single counter of the `DROPS` per-CPU array.
 pub const DROPS_INDEX: u32 = 0;
 
+/// Names of the maps userspace opens, shared so neither side can typo them.
+pub mod maps {
+    /// Ports (`u16` -> `u8`) of listeners userspace backfilled from /proc:
+    /// the kernel never saw them open, so it reports their close by port.
+    pub const BACKFILL_PORTS: &str = "BACKFILL_PORTS";
+}
+
 /// Globals the loader sets before loading (`EbpfLoader::set_global`): the
 /// byte offsets of the tracepoint fields, read from tracefs `format` files,
 /// and who the runner is. The names are shared so neither side can typo them.
@@ -58,6 +72,7 @@ pub mod globals {
     pub const FORK_CHILD_PID: &str = "OFF_FORK_CHILD_PID";
     pub const EXIT_PID: &str = "OFF_EXIT_PID";
     pub const EXIT_GROUP_DEAD: &str = "OFF_EXIT_GROUP_DEAD";
+    pub const EXEC_OLD_PID: &str = "OFF_EXEC_OLD_PID";
     /// `st_dev` of the runner's `/proc/self/ns/pid`, in the kernel's encoding.
     pub const PIDNS_DEV: &str = "RUNNER_PIDNS_DEV";
     /// `st_ino` of the runner's `/proc/self/ns/pid`.

@@ -10,7 +10,12 @@
 //!   `listen()` failing with EADDRINUSE goes LISTEN then CLOSE inside the call
 //!   and reports nothing.
 //! - `oldstate == TCP_LISTEN` of a socket in `LISTENERS` emits the close,
-//!   whoever closes it.
+//!   whoever closes it; so does that of any socket on a port of
+//!   `BACKFILL_PORTS` (listeners userspace found in /proc, older than the
+//!   tracking), which userspace then checks against the socket table. No
+//!   polling is needed to see a backfilled listener go.
+//! - `sched_process_exec` of a tracked task emits an exec: the listeners it
+//!   holds may now belong to another program.
 //! - `sched_process_fork`/`exit` keep `TRACKED`, the host tids descending from
 //!   the roots; userspace fills `NS_TRACKED` with the roots and the processes
 //!   they already had, by pid as the runner sees them.
@@ -24,7 +29,9 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
-use runner_common::{AF_INET, AF_INET6, DROPS_INDEX, EVENT_CLOSE, EVENT_OPEN, ListenEvent};
+use runner_common::{
+    AF_INET, AF_INET6, DROPS_INDEX, EVENT_CLOSE, EVENT_EXEC, EVENT_OPEN, ListenEvent,
+};
 
 const TCP_LISTEN: i32 = 10;
 const IPPROTO_TCP: u16 = 6;
@@ -58,6 +65,8 @@ static OFF_FORK_CHILD_PID: u32 = 0;
 static OFF_EXIT_PID: u32 = 0;
 #[unsafe(no_mangle)]
 static OFF_EXIT_GROUP_DEAD: u32 = 0;
+#[unsafe(no_mangle)]
+static OFF_EXEC_OLD_PID: u32 = 0;
 #[unsafe(no_mangle)]
 static RUNNER_PIDNS_DEV: u64 = 0;
 #[unsafe(no_mangle)]
@@ -116,6 +125,11 @@ static PENDING: LruHashMap<u32, Pending> = LruHashMap::with_max_entries(4096, 0)
 /// Sockets reported open, until their close is reported.
 #[map]
 static LISTENERS: HashMap<u64, u8> = HashMap::with_max_entries(65536, 0);
+
+/// Ports of backfilled listeners (userspace fills it): their close is
+/// reported by port, as the kernel never saw their open.
+#[map]
+static BACKFILL_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(4096, 0);
 
 /// Current tgid as the runner sees it; `None` when the task is not in the
 /// runner's pid namespace (the helper does not translate from nested ones).
@@ -229,15 +243,21 @@ fn try_sock_set_state(ctx: &TracePointContext) -> Result<(), i32> {
             (*pending).addr = addr;
             (*pending).has_sock = 1;
         }
-    } else if oldstate == TCP_LISTEN && LISTENERS.get_ptr(skaddr).is_some() {
-        let _ = LISTENERS.remove(skaddr);
+    } else if oldstate == TCP_LISTEN {
+        let port: u16 = unsafe { ctx.read_at(off(&OFF_SOCK_SPORT)) }?;
+        if LISTENERS.get_ptr(skaddr).is_some() {
+            let _ = LISTENERS.remove(skaddr);
+        } else if BACKFILL_PORTS.get_ptr(port).is_none() {
+            return Ok(());
+        }
         emit(ListenEvent {
             skaddr,
             kind: EVENT_CLOSE,
-            pid: 0,
+            // The closing task (for a process that exits, still itself).
+            pid: runner_tgid().unwrap_or(0),
             fd: 0,
             family: 0,
-            port: 0,
+            port,
             addr: [0; 16],
         });
     }
@@ -298,5 +318,35 @@ pub fn process_exit(ctx: TracePointContext) -> u32 {
     {
         let _ = NS_TRACKED.remove(tgid);
     }
+    0
+}
+
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn process_exec(ctx: TracePointContext) -> u32 {
+    let tid = current_tid();
+    // A thread other than the leader that calls execve takes the leader's
+    // tid (the leader already exited and left `TRACKED`): carry its entry.
+    // SAFETY: offset from the tracepoint's format file.
+    if let Ok(old) = unsafe { ctx.read_at::<i32>(off(&OFF_EXEC_OLD_PID)) } {
+        let old = old as u32;
+        if old != tid && TRACKED.get_ptr(old).is_some() {
+            let _ = TRACKED.insert(tid, 1, 0);
+            let _ = TRACKED.remove(old);
+        }
+    }
+    let tgid = runner_tgid();
+    if tgid.is_some_and(|tgid| tgid == global(&RUNNER_SELF_TGID)) || !tracked(tid, tgid) {
+        return 0;
+    }
+    emit(ListenEvent {
+        skaddr: 0,
+        kind: EVENT_EXEC,
+        // 0: not in the runner's pid namespace; userspace resyncs from /proc.
+        pid: tgid.unwrap_or(0),
+        fd: 0,
+        family: 0,
+        port: 0,
+        addr: [0; 16],
+    });
     0
 }

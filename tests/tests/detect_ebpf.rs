@@ -612,3 +612,217 @@ async fn pids_are_those_of_the_runners_pid_namespace() {
     assert_eq!(opened["pid"], pid, "{opened}");
     assert!(pid < 100, "the fixture ran in a new pid namespace: {pid}");
 }
+
+/// The events of `port` in `watch --json` lines, in order.
+fn events_on(lines: &[serde_json::Value], port: u64) -> Vec<&serde_json::Value> {
+    lines.iter().filter(|l| l["port"] == port).collect()
+}
+
+/// `<port> <pid>` from a fixture's ready file.
+fn ready_port_pid(path: &Path) -> (u64, u64) {
+    let line = std::fs::read_to_string(path).expect("fixture wrote its ready file");
+    let (port, pid) = line.trim().split_once(' ').expect("port and pid");
+    (port.parse().unwrap(), pid.parse().unwrap())
+}
+
+#[tokio::test]
+async fn listener_in_another_network_namespace_is_not_reported() {
+    if !privileged("listener_in_another_network_namespace_is_not_reported") {
+        return;
+    }
+    let dir = TempDir::new();
+    let (inner, outer) = (dir.0.join("inner"), dir.0.join("outer"));
+    let fixture = fixture();
+    let fixture = fixture.display();
+    // Two descendants of the command: one in a network namespace of its own
+    // (0.0.0.0: the new namespace's loopback is down), one in the runner's.
+    let script = format!(
+        "unshare --net python3 {fixture} --addr 0.0.0.0 --hold 3 --ready-file {inner} & \
+         sleep 1; python3 {fixture} --addr 127.0.0.1 --hold 2 --ready-file {outer}; wait",
+        inner = inner.display(),
+        outer = outer.display(),
+    );
+    let (lines, stderr) = watch(&[], &["sh", "-c", &script]).await;
+    let (inner_port, _) = ready_port_pid(&inner);
+    let (outer_port, outer_pid) = ready_port_pid(&outer);
+    assert!(
+        events_on(&lines, inner_port).is_empty(),
+        "a listener of another network namespace was reported: {lines:#?} {stderr}"
+    );
+    let outer = events_on(&lines, outer_port);
+    assert_eq!(
+        outer.first().map(|l| (&l["event"], &l["pid"])),
+        Some((&"opened".into(), &outer_pid.into())),
+        "{lines:#?} {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn exec_of_another_program_keeping_the_socket_is_changed() {
+    if !privileged("exec_of_another_program_keeping_the_socket_is_changed") {
+        return;
+    }
+    let dir = TempDir::new();
+    let ready = dir.0.join("ready");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/exec_swap.py");
+    let (lines, stderr) = watch(
+        &[],
+        &[
+            "python3",
+            fixture.to_str().unwrap(),
+            ready.to_str().unwrap(),
+            "1",
+            "2",
+        ],
+    )
+    .await;
+    let (port, pid) = ready_port_pid(&ready);
+    let events = events_on(&lines, port);
+    let names: Vec<&str> = events.iter().filter_map(|l| l["event"].as_str()).collect();
+    assert_eq!(
+        names.get(..2),
+        Some(&["opened", "changed"][..]),
+        "{lines:#?} {stderr}"
+    );
+    let (opened, changed) = (events[0], events[1]);
+    assert!(
+        opened["command"].as_str().unwrap().contains("exec_swap.py"),
+        "{opened}"
+    );
+    let command = changed["command"].as_str().unwrap();
+    assert!(
+        command.contains("swapped-in") && !command.contains("exec_swap.py"),
+        "{changed}"
+    );
+    // Same process, same socket: only the program changed.
+    assert_eq!(changed["pid"], pid, "{changed}");
+}
+
+#[tokio::test]
+async fn close_of_a_backfilled_listener_is_reported() {
+    if !privileged("close_of_a_backfilled_listener_is_reported") {
+        return;
+    }
+    // Listening before the detector starts: the kernel never sees the open.
+    let mut old = Listener::spawn(&["--addr", "127.0.0.1", "--fork-depth", "1"]);
+    old.go();
+    let (port, _) = old.port_pid().await;
+    let mut detector = start();
+    detector.roots.add_root(old.pid()).unwrap();
+    let all = snapshot(&mut detector).await;
+    let id = all
+        .iter()
+        .find(|l| l.port == port)
+        .unwrap_or_else(|| panic!("{port} not backfilled: {all:?}"))
+        .id;
+    // The whole tree dies: the socket closes as the listener exits.
+    drop(old);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let event = tokio::time::timeout_at(deadline, detector.events.recv())
+            .await
+            .expect("no Closed for the backfilled listener")
+            .unwrap();
+        if event == DetectorEvent::Closed(id) {
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn idle_watch_does_not_wake_up() {
+    if !privileged("idle_watch_does_not_wake_up") {
+        return;
+    }
+    use integration_tests::bench::procstat::WakeMeter;
+    use tokio::io::AsyncBufReadExt;
+    let mut runner = tokio::process::Command::new(integration_tests::support::runner_bin())
+        .args(["watch", "--json", "--backend", "ebpf", "--", "sleep", "60"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = runner.id().unwrap();
+    let mut stderr = tokio::io::BufReader::new(runner.stderr.take().unwrap()).lines();
+    let first = tokio::time::timeout(WAIT, stderr.next_line())
+        .await
+        .expect("the runner names its backend")
+        .unwrap();
+    assert!(
+        first
+            .as_deref()
+            .is_some_and(|l| l.contains("backend: ebpf")),
+        "{first:?}"
+    );
+    // Past startup (the backfill scan), before the blocking pool's idle
+    // thread exits (10 s after that scan), which would be one wakeup.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let meter = WakeMeter::start(pid).unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (wakeups, seconds) = meter.wakeups().unwrap();
+    assert!(
+        runner.try_wait().unwrap().is_none(),
+        "the runner exited early"
+    );
+    // A periodic timer of 1 s would give 5 and more.
+    assert!(
+        wakeups <= 1,
+        "{wakeups} wakeups of an idle runner in {seconds:.1} s"
+    );
+}
+
+/// Listens (close-on-exec, Python's default), forks a child that keeps the
+/// socket, writes `<port> <pid>`, then execs a program that listens on
+/// another port and writes that to `<ready file>2`.
+const EXEC_DROPPING_THE_SOCKET: &str = "python3 -c '
+import os, socket, sys, time
+s = socket.socket(); s.bind((\"127.0.0.1\", 0)); s.listen()
+if os.fork() == 0:
+    time.sleep(600)
+ready = sys.argv[2]
+open(ready + \".tmp\", \"w\").write(\"%d %d\" % (s.getsockname()[1], os.getpid()))
+os.rename(ready + \".tmp\", ready)
+time.sleep(0.5)
+then = \"import socket, sys, time\\ns = socket.socket(); s.bind((sys.argv[2], 0)); s.listen()\\nopen(sys.argv[1] + sys.argv[3], sys.argv[4]).write(str(s.getsockname()[1]))\\ntime.sleep(600)\"
+os.execv(sys.executable, [sys.executable, \"-c\", then, ready, \"127.0.0.1\", \"2\", \"w\"])
+'";
+
+#[tokio::test]
+async fn exec_that_drops_the_socket_does_not_take_it_over() {
+    if !privileged("exec_that_drops_the_socket_does_not_take_it_over") {
+        return;
+    }
+    let mut detector = start();
+    let mut l = Listener::spawn_program(EXEC_DROPPING_THE_SOCKET);
+    detector.roots.add_root(l.pid()).unwrap();
+    l.go();
+    let (port, pid) = l.port_pid().await;
+    let first = opened(&mut detector, port).await;
+    assert_eq!(first.pid, pid);
+    // The program after the exec listens too: once its open is seen, every
+    // event about the exec came before it.
+    let next = l.ready.with_file_name("ready2");
+    let deadline = Instant::now() + WAIT;
+    let next_port: u16 = loop {
+        if let Some(port) = std::fs::read_to_string(&next)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+        {
+            break port;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the exec'd program never listened"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let seen = events_until_opened(&mut detector, next_port).await;
+    assert!(
+        !seen
+            .iter()
+            .any(|e| matches!(e, DetectorEvent::Opened(s) if s.id == first.id)),
+        "the socket the exec closed (a child still holds it) was given to the new program: {seen:?}"
+    );
+}

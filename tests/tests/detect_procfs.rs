@@ -784,3 +784,144 @@ async fn watch_reports_a_restart_with_another_command_as_changed() {
         "{changed}"
     );
 }
+
+#[test]
+fn scanner_describes_a_listener_again_after_an_exec() {
+    let mut script = Script::spawn(
+        "import os, socket, sys\n\
+         s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); s.set_inheritable(True)\n\
+         print(s.getsockname()[1], flush=True)\n\
+         sys.stdin.readline()\n\
+         os.execv(sys.executable, [sys.executable, '-c', 'import sys; sys.stdin.read()', 'swapped-in', str(s.fileno())])\n",
+    );
+    let port = u16::try_from(script.numbers()[0]).unwrap();
+    let roots = [script.pid()];
+    let mut scanner = procfs::Scanner::new(std::process::id());
+    let before = scanner.scan(&roots).unwrap();
+    let before = on_port(&before, port);
+    assert_eq!(before.len(), 1, "{before:?}");
+    // The code itself names the next program; only it has `execv`.
+    assert!(before[0].process.command.contains("execv"));
+    script.say("exec");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let cmdline = format!("/proc/{}/cmdline", script.pid());
+    while !std::fs::read_to_string(&cmdline).is_ok_and(|c| c.contains("swapped-in")) {
+        assert!(std::time::Instant::now() < deadline, "never exec'd");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let after = scanner.scan(&roots).unwrap();
+    let after = on_port(&after, port);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!((after[0].id, after[0].pid), (before[0].id, before[0].pid));
+    assert!(
+        !after[0].process.command.contains("execv"),
+        "the scanner kept the description from before the exec: {:?}",
+        after[0].process
+    );
+}
+
+#[tokio::test]
+async fn watch_reports_an_exec_swap_as_changed() {
+    let ready = scratch_file("exec-swap");
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/exec_swap.py");
+    let script = format!("python3 {} {} 1 2", fixture.display(), ready.display());
+    let lines = watch_lines(0, &script).await;
+    let text = std::fs::read_to_string(&ready).expect("fixture ready");
+    let _ = std::fs::remove_file(&ready);
+    let (port, pid) = text.trim().split_once(' ').unwrap();
+    let (port, pid): (u16, u64) = (port.parse().unwrap(), pid.parse().unwrap());
+    assert_eq!(
+        events_on(&lines, port).get(..2),
+        Some(&["opened", "changed"][..]),
+        "{lines:#?}"
+    );
+    let changed = lines
+        .iter()
+        .find(|l| l["port"] == port && l["event"] == "changed")
+        .unwrap();
+    let command = changed["command"].as_str().unwrap();
+    assert!(
+        command.contains("swapped-in") && !command.contains("exec_swap.py"),
+        "{changed}"
+    );
+    assert_eq!(changed["pid"], pid, "{changed}");
+}
+
+#[tokio::test]
+async fn watch_never_reports_a_listener_in_another_network_namespace() {
+    if !integration_tests::support::privileged(
+        "watch_never_reports_a_listener_in_another_network_namespace",
+    ) {
+        return;
+    }
+    let (inner, outer) = (scratch_file("inner"), scratch_file("outer"));
+    let fixture = fixture();
+    let fixture = fixture.display();
+    // 0.0.0.0: the new namespace's loopback is down.
+    let script = format!(
+        "unshare --net python3 {fixture} --addr 0.0.0.0 --hold 3 --ready-file {inner} & \
+         sleep 1; python3 {fixture} --addr 127.0.0.1 --hold 2 --ready-file {outer}; wait",
+        inner = inner.display(),
+        outer = outer.display(),
+    );
+    let lines = watch_lines(0, &script).await;
+    let port_of = |path: &PathBuf| -> u16 {
+        let text = std::fs::read_to_string(path).expect("fixture ready");
+        let _ = std::fs::remove_file(path);
+        text.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let (inner_port, outer_port) = (port_of(&inner), port_of(&outer));
+    assert!(events_on(&lines, inner_port).is_empty(), "{lines:#?}");
+    assert_eq!(
+        events_on(&lines, outer_port).first(),
+        Some(&"opened"),
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn scanner_gives_a_socket_dropped_by_an_exec_to_the_process_still_holding_it() {
+    // Close-on-exec socket (Python's default), kept by a forked child.
+    let mut script = Script::spawn(
+        "import os, signal, socket, sys\n\
+         s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n\
+         child = os.fork()\n\
+         if child == 0:\n    \
+             signal.pause()\n\
+         print(s.getsockname()[1], child, flush=True)\n\
+         sys.stdin.readline()\n\
+         os.execv(sys.executable, [sys.executable, '-c', 'import sys; sys.stdin.read()', 'after' + '-exec'])\n",
+    );
+    let numbers = script.numbers();
+    let (port, child) = (u16::try_from(numbers[0]).unwrap(), numbers[1]);
+    let roots = [script.pid()];
+    let mut scanner = procfs::Scanner::new(std::process::id());
+    let before = scanner.scan(&roots).unwrap();
+    assert_eq!(
+        on_port(&before, port)
+            .iter()
+            .map(|s| s.pid)
+            .collect::<Vec<_>>(),
+        [script.pid()],
+        "the holder nearest the root owns it"
+    );
+    script.say("exec");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let cmdline = format!("/proc/{}/cmdline", script.pid());
+    while !std::fs::read_to_string(&cmdline).is_ok_and(|c| c.contains("after-exec")) {
+        assert!(std::time::Instant::now() < deadline, "never exec'd");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let after = scanner.scan(&roots).unwrap();
+    let after = on_port(&after, port);
+    assert_eq!(
+        after.iter().map(|s| s.pid).collect::<Vec<_>>(),
+        [child],
+        "{after:?}"
+    );
+    assert!(
+        !after[0].process.command.contains("after-exec"),
+        "{:?}",
+        after[0].process
+    );
+}

@@ -1,6 +1,7 @@
 //! Runner CPU while idle and during listen/close storms, every contender at
 //! once (they watch the same idle helper): utime + stime (+ children) from
-//! `/proc/<pid>/stat`, as percent of one core over the window.
+//! `/proc/<pid>/stat`, as percent of one core over the window; and while
+//! idle, its wakeups per second (context switches of all its threads).
 
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use anyhow::Result;
 
 use super::contender::Running;
 use super::helper::Helper;
-use super::procstat::CpuMeter;
+use super::procstat::{CpuMeter, WakeMeter};
 
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -22,6 +23,9 @@ pub struct Plan {
 #[derive(Clone, Debug, Default)]
 pub struct Usage {
     pub idle: Option<f64>,
+    /// Wakeups per second of the contender's own process while idle (not
+    /// of its children: the baseline's `ps` and `lsof` are new processes).
+    pub idle_wakeups: Option<f64>,
     pub storm_outside: Option<f64>,
     pub storm_inside: Option<f64>,
 }
@@ -40,9 +44,14 @@ pub fn measure(
 
     eprintln!("bench: idle CPU over {} s", plan.idle.as_secs());
     let meters = start(runs);
+    let wakes: Vec<Option<WakeMeter>> = runs
+        .iter()
+        .map(|run| WakeMeter::start(run.pid()).ok())
+        .collect();
     std::thread::sleep(plan.idle);
-    for (usage, meter) in usage.iter_mut().zip(&meters) {
+    for ((usage, meter), wake) in usage.iter_mut().zip(&meters).zip(&wakes) {
         usage.idle = percent(meter);
+        usage.idle_wakeups = wake.as_ref().and_then(|wake| wake.per_second().ok());
     }
 
     eprintln!(

@@ -1,6 +1,8 @@
 //! What the kernel says about a process: CPU time from `/proc/<pid>/stat`,
-//! peak RSS from `/proc/<pid>/status`.
+//! peak RSS from `/proc/<pid>/status`, wakeups (context switches) from
+//! `/proc/<pid>/task/*/status`.
 
+use std::collections::HashMap;
 use std::io;
 
 use super::clock::monotonic_ns;
@@ -91,6 +93,74 @@ impl CpuMeter {
     }
 }
 
+/// Context switches (voluntary + involuntary) of each thread of `pid`, by
+/// thread id. A thread sleeping in the kernel is switched out once per
+/// wakeup, so the count is its wakeups.
+pub fn context_switches(pid: u32) -> io::Result<HashMap<u32, u64>> {
+    let mut threads = HashMap::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let entry = entry?;
+        let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        // A thread that exited meanwhile is counted by `wakeups_between`.
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        threads.insert(tid, parse_switches(&status));
+    }
+    Ok(threads)
+}
+
+fn parse_switches(status: &str) -> u64 {
+    status
+        .lines()
+        .filter(|line| line.contains("ctxt_switches:"))
+        .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Wakeups between two [`context_switches`] samples: what each thread in
+/// both added, all of a thread that started in between, and one for each
+/// thread that exited (its counts are gone with it).
+pub fn wakeups_between(before: &HashMap<u32, u64>, after: &HashMap<u32, u64>) -> u64 {
+    let mut wakeups = 0;
+    for (tid, &now) in after {
+        wakeups += now.saturating_sub(before.get(tid).copied().unwrap_or(0));
+    }
+    wakeups + before.keys().filter(|tid| !after.contains_key(tid)).count() as u64
+}
+
+/// Wakeups per second of one process over a window.
+pub struct WakeMeter {
+    pid: u32,
+    before: HashMap<u32, u64>,
+    at_ns: u64,
+}
+
+impl WakeMeter {
+    pub fn start(pid: u32) -> io::Result<Self> {
+        Ok(WakeMeter {
+            pid,
+            before: context_switches(pid)?,
+            at_ns: monotonic_ns(),
+        })
+    }
+
+    /// Wakeups since `start`, and the seconds that took.
+    pub fn wakeups(&self) -> io::Result<(u64, f64)> {
+        let after = context_switches(self.pid)?;
+        let seconds = (monotonic_ns() - self.at_ns) as f64 / 1e9;
+        Ok((wakeups_between(&self.before, &after), seconds))
+    }
+
+    /// Wakeups per second since `start`.
+    pub fn per_second(&self) -> io::Result<f64> {
+        let (wakeups, seconds) = self.wakeups()?;
+        Ok(wakeups as f64 / seconds)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +169,26 @@ mod tests {
     fn sums_the_four_time_fields_after_the_command_name() {
         let stat = "42 (we ird) name)) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 2 1 20 0 1 0 5 1000 10";
         assert_eq!(parse_cpu_ticks(stat), Some(7 + 3 + 2 + 1));
+    }
+
+    #[test]
+    fn switches_sum_both_kinds() {
+        let status = "Name:\tx\nvoluntary_ctxt_switches:\t31\nnonvoluntary_ctxt_switches:\t4\n";
+        assert_eq!(parse_switches(status), 35);
+    }
+
+    #[test]
+    fn wakeups_count_new_and_exited_threads() {
+        let before = HashMap::from([(1, 10), (2, 5), (3, 7)]);
+        // 1 woke twice, 2 slept, 3 exited, 4 started and woke 3 times.
+        let after = HashMap::from([(1, 12), (2, 5), (4, 3)]);
+        assert_eq!(wakeups_between(&before, &after), 2 + 1 + 3);
+    }
+
+    #[test]
+    fn own_threads_have_switched() {
+        let own = context_switches(std::process::id()).unwrap();
+        assert!(own.contains_key(&std::process::id()));
     }
 
     #[test]

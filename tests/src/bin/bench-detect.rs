@@ -1,5 +1,5 @@
 //! `bench-detect`: the detection benchmark (run it with `cargo xtask bench
-//! detect [-- --quick]`). Measures the eBPF and procfs backends of
+//! detect [-- --quick] [--idle-seconds N] [--only latency|cpu|scan]`). Measures the eBPF and procfs backends of
 //! `kandan-runner watch` and the ps/lsof baseline side by side and prints a
 //! Markdown table. BENCHMARKS.md says what each number means.
 //!
@@ -19,7 +19,8 @@ use integration_tests::bench::report::{self, ContenderResult, Results, Setup};
 use integration_tests::bench::sleepers::Sleepers;
 use integration_tests::bench::{baseline, cpu, helper, scan, sleepers};
 
-const USAGE: &str = "usage: bench-detect [--quick] [--runner PATH]";
+const USAGE: &str = "usage: bench-detect [--quick] [--runner PATH] [--idle-seconds N] \
+                     [--only latency|cpu|scan]";
 
 /// Sizes of a run: full by default, `--quick` to iterate on the harness.
 struct Plan {
@@ -31,6 +32,26 @@ struct Plan {
     idle_sleepers: usize,
     /// (extra sleeping processes, procfs scans, baseline polls)
     scans: [(usize, usize, usize); 2],
+    /// The one phase to run (`--only`), or all of them.
+    only: Option<Phase>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Latency,
+    Cpu,
+    Scan,
+}
+
+impl Phase {
+    fn parse(text: &str) -> Result<Phase> {
+        Ok(match text {
+            "latency" => Phase::Latency,
+            "cpu" => Phase::Cpu,
+            "scan" => Phase::Scan,
+            other => bail!("unknown phase {other:?}; {USAGE}"),
+        })
+    }
 }
 
 impl Plan {
@@ -52,6 +73,7 @@ impl Plan {
                 },
                 idle_sleepers: 1000,
                 scans: [(1000, 11, 2), (10_000, 5, 1)],
+                only: None,
             }
         } else {
             Plan {
@@ -68,8 +90,13 @@ impl Plan {
                 },
                 idle_sleepers: 1000,
                 scans: [(1000, 31, 5), (10_000, 11, 3)],
+                only: None,
             }
         }
+    }
+
+    fn runs(&self, phase: Phase) -> bool {
+        self.only.is_none_or(|only| only == phase)
     }
 }
 
@@ -85,11 +112,18 @@ fn main() -> Result<()> {
         _ => {
             let mut quick = false;
             let mut runner = None;
+            let mut idle_seconds = None;
+            let mut only = None;
             let mut rest = args.iter();
             while let Some(arg) = rest.next() {
                 match arg.as_str() {
                     "--quick" => quick = true,
                     "--runner" => runner = Some(PathBuf::from(rest.next().context(USAGE)?)),
+                    "--idle-seconds" => {
+                        let seconds: u64 = rest.next().context(USAGE)?.parse()?;
+                        idle_seconds = Some(Duration::from_secs(seconds.max(1)));
+                    }
+                    "--only" => only = Some(Phase::parse(rest.next().context(USAGE)?)?),
                     "-h" | "--help" => {
                         println!("{USAGE}");
                         return Ok(());
@@ -102,7 +136,12 @@ fn main() -> Result<()> {
             if !runner.exists() {
                 bail!("{} missing: pass --runner PATH", runner.display());
             }
-            let results = run(&Binaries { runner, bench }, &Plan::new(quick));
+            let mut plan = Plan::new(quick);
+            if let Some(idle) = idle_seconds {
+                plan.cpu.idle = idle;
+            }
+            plan.only = only;
+            let results = run(&Binaries { runner, bench }, &plan);
             println!("{}", report::render(&results));
             Ok(())
         }
@@ -134,10 +173,41 @@ fn run(bins: &Binaries, plan: &Plan) -> Results {
         storm_seconds: plan.cpu.storm_seconds,
     });
 
+    if plan.runs(Phase::Latency) {
+        latency_phase(bins, plan, &mut results);
+    }
+    if !plan.runs(Phase::Cpu) && !plan.runs(Phase::Scan) {
+        results.seconds = started.elapsed().as_secs();
+        return results;
+    }
+
+    eprintln!("bench: starting {} sleeping processes", plan.idle_sleepers);
+    match Sleepers::spawn(&bins.bench, plan.idle_sleepers) {
+        Ok(sleepers) => {
+            if plan.runs(Phase::Cpu)
+                && let Err(err) = cpu_phase(bins, plan, &mut results)
+            {
+                results.notes.push(format!("CPU phase failed: {err:#}"));
+            }
+            if plan.runs(Phase::Scan)
+                && let Err(err) = scan_phase(bins, plan, sleepers, &mut results)
+            {
+                results.notes.push(format!("scan phase failed: {err:#}"));
+            }
+        }
+        Err(err) => results
+            .notes
+            .push(format!("no CPU or scan numbers: {err:#}")),
+    }
+    results.seconds = started.elapsed().as_secs();
+    results
+}
+
+fn latency_phase(bins: &Binaries, plan: &Plan, results: &mut Results) {
     // eBPF alone: a poller's bursts next to it would show in its p99.
     eprintln!("bench: latency of ebpf");
     let ebpf = latency_of(bins, Contender::Ebpf, &plan.ebpf, 21_000);
-    record(&mut results, Contender::Ebpf, ebpf);
+    record(results, Contender::Ebpf, ebpf);
 
     // The two pollers together: their latency is their poll period, which
     // the other's work hardly moves, and this halves the run time.
@@ -150,25 +220,8 @@ fn run(bins: &Binaries, plan: &Plan) -> Results {
         let base = scope.spawn(|| latency_of(bins, Contender::Baseline, &plan.baseline, 25_000));
         (join(procfs.join()), join(base.join()))
     });
-    record(&mut results, Contender::Procfs, procfs);
-    record(&mut results, Contender::Baseline, base);
-
-    eprintln!("bench: starting {} sleeping processes", plan.idle_sleepers);
-    match Sleepers::spawn(&bins.bench, plan.idle_sleepers) {
-        Ok(sleepers) => {
-            if let Err(err) = cpu_phase(bins, plan, &mut results) {
-                results.notes.push(format!("CPU phase failed: {err:#}"));
-            }
-            if let Err(err) = scan_phase(bins, plan, sleepers, &mut results) {
-                results.notes.push(format!("scan phase failed: {err:#}"));
-            }
-        }
-        Err(err) => results
-            .notes
-            .push(format!("no CPU or scan numbers: {err:#}")),
-    }
-    results.seconds = started.elapsed().as_secs();
-    results
+    record(results, Contender::Procfs, procfs);
+    record(results, Contender::Baseline, base);
 }
 
 fn join<T>(joined: std::thread::Result<Result<T>>) -> Result<T> {

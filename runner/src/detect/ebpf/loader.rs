@@ -1,5 +1,5 @@
 //! Loads the eBPF object with the tracepoint offsets and the runner's
-//! identity as globals, then attaches the five tracepoints.
+//! identity as globals, then attaches the six tracepoints.
 
 use std::os::unix::fs::MetadataExt;
 
@@ -8,7 +8,7 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::TracePoint,
 };
-use runner_common::globals as g;
+use runner_common::{globals as g, maps};
 
 use super::tracefs::{self, Format, TracefsError};
 
@@ -66,15 +66,17 @@ pub struct Loaded {
     pub events: RingBuf<MapData>,
     pub drops: PerCpuArray<MapData, u64>,
     pub ns_tracked: HashMap<MapData, u32, u8>,
+    pub backfill_ports: HashMap<MapData, u16, u8>,
 }
 
 /// (program function, tracepoint category, tracepoint name)
-const PROGRAMS: [(&str, &str, &str); 5] = [
+const PROGRAMS: [(&str, &str, &str); 6] = [
     ("listen_enter", "syscalls", "sys_enter_listen"),
     ("sock_set_state", "sock", "inet_sock_set_state"),
     ("listen_exit", "syscalls", "sys_exit_listen"),
     ("process_fork", "sched", "sched_process_fork"),
     ("process_exit", "sched", "sched_process_exit"),
+    ("process_exec", "sched", "sched_process_exec"),
 ];
 
 /// Field offsets of every tracepoint the programs read.
@@ -88,6 +90,7 @@ impl Offsets {
         let exit = Format::read("syscalls", "sys_exit_listen")?;
         let fork = Format::read("sched", "sched_process_fork")?;
         let pexit = Format::read("sched", "sched_process_exit")?;
+        let exec = Format::read("sched", "sched_process_exec")?;
         Ok(Offsets(vec![
             (g::SOCK_SKADDR, sock.offset("skaddr")?),
             (g::SOCK_OLDSTATE, sock.offset("oldstate")?),
@@ -102,6 +105,7 @@ impl Offsets {
             (g::FORK_CHILD_PID, fork.offset("child_pid")?),
             (g::EXIT_PID, pexit.offset("pid")?),
             (g::EXIT_GROUP_DEAD, pexit.offset("group_dead")?),
+            (g::EXEC_OLD_PID, exec.offset("old_pid")?),
         ]))
     }
 }
@@ -156,11 +160,13 @@ pub fn load(self_pid: u32, ring_bytes: u32) -> Result<Loaded, LoadError> {
     let events = take(&mut ebpf, "EVENTS", RingBuf::try_from)?;
     let drops = take(&mut ebpf, "DROPS", PerCpuArray::try_from)?;
     let ns_tracked = take(&mut ebpf, "NS_TRACKED", HashMap::try_from)?;
+    let backfill_ports = take(&mut ebpf, maps::BACKFILL_PORTS, HashMap::try_from)?;
     Ok(Loaded {
         ebpf,
         events,
         drops,
         ns_tracked,
+        backfill_ports,
     })
 }
 

@@ -4,8 +4,10 @@
 //! `tracefs` reads the tracepoint layouts, `loader` loads and attaches the
 //! object built by `runner/build.rs`, `ring` reads its events, `roots` feeds
 //! the kernel the watched trees, `task` turns events into [`DetectorEvent`]s
-//! with the help of `procinfo`.
+//! with the help of `procinfo`, and `backfill` learns from the kernel when
+//! listeners older than the tracking close.
 
+mod backfill;
 mod caps;
 mod loader;
 mod procinfo;
@@ -72,6 +74,7 @@ pub fn start_tuned(config: &DetectorConfig, tuning: Tuning) -> Result<Detector, 
         events,
         drops,
         ns_tracked,
+        backfill_ports,
     } = loaded;
     let ring = ring::Ring::new(events, drops)
         .map_err(|err| unavailable(format!("cannot poll the ring buffer: {err}")))?;
@@ -84,6 +87,8 @@ pub fn start_tuned(config: &DetectorConfig, tuning: Tuning) -> Result<Detector, 
         resync: resync_rx,
         tx,
         self_pid: config.self_pid,
+        net_ns: procinfo::net_ns("self"),
+        backfill: backfill::Backfill::new(Box::new(backfill_ports)),
         _attached: Box::new(ebpf),
     };
     tokio::spawn(task.run());

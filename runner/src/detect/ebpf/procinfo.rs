@@ -1,10 +1,10 @@
 //! What /proc says about a listener the kernel reported: its socket inode
-//! (the [`SocketId`] every backend uses, so eBPF events and procfs snapshots
-//! agree) and the port when `listen()` ran without `bind()`.
+//! (the [`crate::detect::SocketId`] every backend uses, so eBPF events and
+//! procfs snapshots agree), the port when `listen()` ran without `bind()`,
+//! and the network namespace of its process.
 
 use std::fs;
-
-use crate::detect::SocketId;
+use std::os::unix::fs::MetadataExt;
 
 /// Inode of the socket behind `/proc/<pid>/fd/<fd>`.
 pub fn socket_inode(pid: u32, fd: u32) -> Option<u64> {
@@ -29,9 +29,21 @@ pub fn listening_port(pid: u32, inode: u64) -> Option<u16> {
     })
 }
 
-/// Whether `inode` still listens in `pid`'s network namespace.
-pub fn still_listening(pid: u32, id: SocketId) -> bool {
-    listening_port(pid, id.0).is_some()
+/// A network namespace: device and inode of its nsfs file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetNs {
+    dev: u64,
+    ino: u64,
+}
+
+/// The network namespace `pid` is in now (`self` for the runner); `None`
+/// when it exited or may not be inspected.
+pub fn net_ns(pid: &str) -> Option<NetNs> {
+    let meta = fs::metadata(format!("/proc/{pid}/ns/net")).ok()?;
+    Some(NetNs {
+        dev: meta.dev(),
+        ino: meta.ino(),
+    })
 }
 
 /// Finds `inode` among the LISTEN (`0A`) rows of a `/proc/net/tcp{,6}` text.
@@ -65,6 +77,13 @@ mod tests {
         assert_eq!(port_of(TCP6, 4343), None);
         assert_eq!(port_of(TCP6, 1), None);
         assert_eq!(port_of("garbage\nmore garbage", 1), None);
+    }
+
+    #[test]
+    fn own_namespace_is_found_and_equal_to_itself() {
+        let own = net_ns("self").expect("own netns");
+        assert_eq!(net_ns(&std::process::id().to_string()), Some(own));
+        assert_eq!(net_ns("4294967295"), None);
     }
 
     #[test]

@@ -1,22 +1,30 @@
 //! The event task: turns kernel events into [`DetectorEvent`]s, resyncs from
 //! /proc after ring-buffer drops, and sends the backfill when a root is added.
+//!
+//! It sleeps until the kernel or a root change wakes it: no timer runs while
+//! nothing happens. The drop counter is read after each batch of events (a
+//! drop needs a full ring, whose events wake the task), and backfilled
+//! listeners' closes come from the kernel too ([`super::backfill`]).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::Arc,
-    time::Duration,
 };
 
-use runner_common::{AF_INET, AF_INET6, EVENT_CLOSE, EVENT_OPEN, ListenEvent};
+use runner_common::{AF_INET, AF_INET6, EVENT_CLOSE, EVENT_EXEC, EVENT_OPEN, ListenEvent};
 use tokio::sync::mpsc;
 
-use super::{procinfo, ring::Ring, roots::Roots};
-use crate::detect::{DetectorEvent, ListenerSocket, SocketId};
-
-/// How often the drop counter and the backfilled listeners are checked
-/// when no event wakes the task.
-const TICK: Duration = Duration::from_secs(1);
+use super::{
+    backfill::Backfill,
+    procinfo::{self, NetNs},
+    ring::Ring,
+    roots::Roots,
+};
+use crate::detect::{
+    DetectorEvent, ListenerSocket, SocketId,
+    procfs::{held_inodes, listening_inodes},
+};
 
 pub struct EventTask {
     pub ring: Ring,
@@ -24,6 +32,10 @@ pub struct EventTask {
     pub resync: mpsc::UnboundedReceiver<()>,
     pub tx: mpsc::Sender<DetectorEvent>,
     pub self_pid: u32,
+    /// The runner's network namespace; `None` when unreadable (then every
+    /// listener counts, and the verified dial is the only check).
+    pub net_ns: Option<NetNs>,
+    pub backfill: Backfill,
     /// Keeps the programs attached for as long as the task runs.
     pub _attached: Box<dyn Send + Sync>,
 }
@@ -33,9 +45,12 @@ pub struct EventTask {
 struct State {
     /// Reported sockets by kernel address, for their closes.
     open: HashMap<u64, SocketId>,
-    /// Listeners known only from a snapshot (they predate the kernel's
-    /// tracking, so no close event will come): checked on each tick.
-    backfilled: HashMap<SocketId, u32>,
+    /// Every socket the pipeline holds (reported open or in the last
+    /// snapshot), so an exec can re-describe those of a process.
+    sockets: HashMap<SocketId, ListenerSocket>,
+    /// Kernel addresses of opens left out (another network namespace):
+    /// their closes are left out too.
+    ignored: HashSet<u64>,
     drops_seen: u64,
 }
 
@@ -45,10 +60,9 @@ struct Closed;
 impl EventTask {
     pub async fn run(mut self) {
         let mut state = State::default();
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result: Result<(), Closed> = async {
             loop {
+                let due = self.backfill.due();
                 let resync = tokio::select! {
                     batch = self.ring.next_batch() => {
                         let batch = match batch {
@@ -62,10 +76,12 @@ impl EventTask {
                         for event in batch {
                             resync |= self.handle(&mut state, event).await?;
                         }
-                        resync
+                        resync || self.dropped(&mut state)
                     }
-                    _ = tick.tick() => {
-                        self.check_backfilled(&mut state).await?;
+                    // Only armed just after a backfilled port saw a close.
+                    () = sleep_until(due) => {
+                        let gone = self.backfill.recheck(listening_inodes);
+                        self.closed(&mut state, gone).await?;
                         false
                     }
                     asked = self.resync.recv() => {
@@ -76,13 +92,7 @@ impl EventTask {
                     }
                     _ = self.tx.closed() => return Err(Closed),
                 };
-                let drops = self.ring.drops();
-                let dropped = drops > state.drops_seen;
-                if dropped {
-                    tracing::warn!(lost = drops - state.drops_seen, "eBPF ring buffer overflowed; resyncing from /proc");
-                    state.drops_seen = drops;
-                }
-                if resync || dropped {
+                if resync {
                     self.snapshot(&mut state).await?;
                 }
             }
@@ -92,8 +102,22 @@ impl EventTask {
         tracing::debug!("eBPF event task stopped");
     }
 
+    /// Whether the kernel dropped events since the last look.
+    fn dropped(&self, state: &mut State) -> bool {
+        let drops = self.ring.drops();
+        if drops <= state.drops_seen {
+            return false;
+        }
+        tracing::warn!(
+            lost = drops - state.drops_seen,
+            "eBPF ring buffer overflowed; resyncing from /proc"
+        );
+        state.drops_seen = drops;
+        true
+    }
+
     /// Returns true when the event asks for a resync.
-    async fn handle(&self, state: &mut State, event: ListenEvent) -> Result<bool, Closed> {
+    async fn handle(&mut self, state: &mut State, event: ListenEvent) -> Result<bool, Closed> {
         match event.kind {
             EVENT_OPEN => {
                 if event.pid == self.self_pid {
@@ -104,20 +128,105 @@ impl EventTask {
                     // /proc has the truth.
                     return Ok(true);
                 };
+                if !self.in_runner_net_ns(&listener) {
+                    tracing::debug!(
+                        pid = listener.pid,
+                        port = listener.port,
+                        "listener in another network namespace left out"
+                    );
+                    state.ignored.insert(event.skaddr);
+                    return Ok(false);
+                }
                 state.open.insert(event.skaddr, listener.id);
-                state.backfilled.remove(&listener.id);
+                self.backfill.remove(listener.id);
+                state.sockets.insert(listener.id, listener.clone());
                 self.send(DetectorEvent::Opened(listener)).await?;
             }
             EVENT_CLOSE => {
-                let id = state
-                    .open
-                    .remove(&event.skaddr)
-                    .unwrap_or(SocketId(event.skaddr));
-                self.send(DetectorEvent::Closed(id)).await?;
+                if state.ignored.remove(&event.skaddr) {
+                    return Ok(false);
+                }
+                let gone = match state.open.remove(&event.skaddr) {
+                    Some(id) => vec![id],
+                    // Not seen open: one of the backfilled on its port?
+                    None => self.backfill.closed_on(event.port, listening_inodes),
+                };
+                self.closed(state, gone).await?;
             }
+            EVENT_EXEC => return self.exec(state, event.pid).await,
             other => tracing::warn!(kind = other, "unknown eBPF event kind ignored"),
         }
         Ok(false)
+    }
+
+    /// `pid` ran another program: the sockets it kept now belong to it.
+    /// Each is reported again (same id, new process) when the description
+    /// changed. Returns true when a resync must tell (a pid from another
+    /// namespace).
+    async fn exec(&self, state: &mut State, pid: u32) -> Result<bool, Closed> {
+        if pid == 0 {
+            return Ok(!state.sockets.is_empty());
+        }
+        let mut held: Vec<SocketId> = state
+            .sockets
+            .values()
+            .filter(|socket| socket.pid == pid)
+            .map(|socket| socket.id)
+            .collect();
+        if held.is_empty() {
+            return Ok(false);
+        }
+        // The exec closed its close-on-exec fds before the event: a socket
+        // it no longer holds is closing, or held by another process (a
+        // forked worker), and is not the new program's.
+        let wanted: HashSet<u64> = held.iter().map(|id| id.0).collect();
+        if let Some(kept) = held_inodes(pid, &wanted) {
+            held.retain(|id| kept.contains(&id.0));
+        }
+        let process = crate::process::describe(pid);
+        for id in held {
+            let Some(socket) = state.sockets.get_mut(&id) else {
+                continue;
+            };
+            if socket.process == process {
+                continue;
+            }
+            tracing::debug!(pid, port = socket.port, command = %process.command, "listener changed program");
+            socket.process = process.clone();
+            let socket = socket.clone();
+            self.send(DetectorEvent::Opened(socket)).await?;
+        }
+        Ok(false)
+    }
+
+    async fn closed(&mut self, state: &mut State, gone: Vec<SocketId>) -> Result<(), Closed> {
+        for id in gone {
+            state.sockets.remove(&id);
+            self.backfill.remove(id);
+            self.send(DetectorEvent::Closed(id)).await?;
+        }
+        Ok(())
+    }
+
+    /// Only listeners of the runner's network namespace can be reached, so
+    /// only they are candidates. A process in the runner's namespace passes
+    /// at once (a socket is made in the namespace of its maker); another
+    /// (`unshare -n`) only when its socket is in the runner's table (made
+    /// before the unshare, or passed in).
+    fn in_runner_net_ns(&self, listener: &ListenerSocket) -> bool {
+        let Some(own) = self.net_ns else {
+            return true;
+        };
+        if procinfo::net_ns(&listener.pid.to_string()) == Some(own) {
+            return true;
+        }
+        match listening_inodes() {
+            Ok(inodes) => inodes.contains(&listener.id.0),
+            Err(error) => {
+                tracing::debug!(%error, "socket table unreadable; listener kept");
+                true
+            }
+        }
     }
 
     /// Completes a kernel open from /proc: socket inode (the id procfs
@@ -152,7 +261,7 @@ impl EventTask {
         })
     }
 
-    async fn snapshot(&self, state: &mut State) -> Result<(), Closed> {
+    async fn snapshot(&mut self, state: &mut State) -> Result<(), Closed> {
         let roots = self.roots.list();
         let self_pid = self.self_pid;
         let scan =
@@ -169,31 +278,28 @@ impl EventTask {
                 return Ok(());
             }
         };
-        let from_events: std::collections::HashSet<SocketId> =
-            state.open.values().copied().collect();
-        state.backfilled = listeners
-            .iter()
-            .filter(|l| !from_events.contains(&l.id))
-            .map(|l| (l.id, l.pid))
-            .collect();
+        state.sockets = listeners.iter().map(|l| (l.id, l.clone())).collect();
+        // An open whose close was lost in a drop must not linger.
+        state.open.retain(|_, id| state.sockets.contains_key(id));
+        let from_events: HashSet<SocketId> = state.open.values().copied().collect();
+        self.backfill.replace(
+            listeners
+                .iter()
+                .filter(|l| !from_events.contains(&l.id))
+                .map(|l| (l.id, l.port)),
+        );
         self.send(DetectorEvent::Snapshot(listeners)).await
-    }
-
-    async fn check_backfilled(&self, state: &mut State) -> Result<(), Closed> {
-        let gone: Vec<SocketId> = state
-            .backfilled
-            .iter()
-            .filter(|(id, pid)| !procinfo::still_listening(**pid, **id))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in gone {
-            state.backfilled.remove(&id);
-            self.send(DetectorEvent::Closed(id)).await?;
-        }
-        Ok(())
     }
 
     async fn send(&self, event: DetectorEvent) -> Result<(), Closed> {
         self.tx.send(event).await.map_err(|_| Closed)
+    }
+}
+
+/// Sleeps until `at`, or for ever without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

@@ -71,6 +71,18 @@ pub fn listening_sockets() -> io::Result<Vec<crate::gate::ListeningSocket>> {
         .collect())
 }
 
+/// Inodes of every LISTEN socket of the runner's network namespace (netlink
+/// sock_diag, else `/proc/net/tcp{,6}`). Blocking, but one netlink dump.
+pub(crate) fn listening_inodes() -> io::Result<std::collections::HashSet<u64>> {
+    Ok(socket_table::listening()?.into_keys().collect())
+}
+
+/// The inodes of `wanted` that `pid` holds through its fds; `None` when
+/// they cannot be read (it exited, or belongs to another user).
+pub(crate) fn held_inodes(pid: u32, wanted: &std::collections::HashSet<u64>) -> Option<Vec<u64>> {
+    fds::held(pid, wanted)
+}
+
 #[cfg(test)]
 mod tests {
     use super::scanner::join;

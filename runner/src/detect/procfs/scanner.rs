@@ -2,9 +2,13 @@
 //! last: the process table is refreshed incrementally
 //! ([`ProcTable`]), and fds are read only of tree members never read
 //! before, or of every member when a listening socket appeared.
+//!
+//! A listener's process is described once, then again only when the
+//! program it runs changed ([`Program`]: an `exec` keeping the socket).
 
 use std::collections::{HashMap, HashSet};
 use std::io;
+use std::path::PathBuf;
 
 use super::fds;
 use super::proc_table::ProcTable;
@@ -31,6 +35,8 @@ pub struct Scanner {
     known: HashSet<u64>,
     /// The last result, whose descriptions are reused.
     last: Vec<ListenerSocket>,
+    /// The program each process of `last` ran when it was described.
+    programs: HashMap<u32, Program>,
     scans_since_reread: u32,
 }
 
@@ -43,6 +49,7 @@ impl Scanner {
             held: HashMap::new(),
             known: HashSet::new(),
             last: Vec::new(),
+            programs: HashMap::new(),
             scans_since_reread: 0,
         }
     }
@@ -58,6 +65,7 @@ impl Scanner {
             self.held.clear();
             self.known.clear();
             self.last.clear();
+            self.programs.clear();
             return Ok(Vec::new());
         }
         for pid in self.procs.refresh_from_proc()? {
@@ -90,6 +98,24 @@ impl Scanner {
                 self.held.insert(pid, inodes);
             }
         }
+        // Listeners' processes that run another program since they were
+        // described (an exec): described anew, and their fds read again,
+        // since the exec closed the close-on-exec ones.
+        let mut programs: HashMap<u32, Program> = HashMap::new();
+        let mut execed = HashSet::new();
+        for (&pid, before) in &self.programs {
+            if !tree.contains(pid) {
+                continue;
+            }
+            let now = Program::of(pid);
+            if now != *before {
+                execed.insert(pid);
+                read += 1;
+                let inodes = fds::held(pid, &wanted).unwrap_or_default();
+                self.held.insert(pid, inodes);
+            }
+            programs.insert(pid, now);
+        }
 
         tracing::trace!(
             processes = self.procs.len(),
@@ -110,14 +136,36 @@ impl Scanner {
             .map(|socket| ((socket.id, socket.pid), socket.process))
             .collect();
         let result = join(&listening, &holders, &tree, |inode, pid| {
+            // Read before describing: an exec in between shows next scan.
+            programs.entry(pid).or_insert_with(|| Program::of(pid));
             previous
                 .get(&(SocketId(inode), pid))
+                .filter(|_| !execed.contains(&pid))
                 .cloned()
                 .unwrap_or_else(|| process::describe(pid))
         });
+        programs.retain(|pid, _| result.iter().any(|socket| socket.pid == *pid));
+        self.programs = programs;
         self.known = wanted;
         self.last.clone_from(&result);
         Ok(result)
+    }
+}
+
+/// What a process runs, cheap to read at every scan: its executable and
+/// its raw command line. An `exec` changes one or both.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Program {
+    exe: Option<PathBuf>,
+    cmdline: Option<Vec<u8>>,
+}
+
+impl Program {
+    fn of(pid: u32) -> Program {
+        Program {
+            exe: std::fs::read_link(format!("/proc/{pid}/exe")).ok(),
+            cmdline: std::fs::read(format!("/proc/{pid}/cmdline")).ok(),
+        }
     }
 }
 
@@ -127,7 +175,7 @@ pub(super) fn join(
     listening: &HashMap<u64, Listening>,
     holders: &HashMap<u64, Vec<u32>>,
     tree: &ProcessTree,
-    describe: impl Fn(u64, u32) -> ProcessInfo,
+    mut describe: impl FnMut(u64, u32) -> ProcessInfo,
 ) -> Vec<ListenerSocket> {
     let mut described: HashMap<u32, ProcessInfo> = HashMap::new();
     let mut sockets: Vec<ListenerSocket> = holders
