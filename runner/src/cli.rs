@@ -30,7 +30,7 @@ pub enum Command {
     /// Print a shell completion script.
     Completions(crate::cli_docs::CompletionsArgs),
     /// Print the man page (roff).
-    Man,
+    Man(crate::cli_docs::ManArgs),
 }
 
 /// Flags shared by `watch` and `connect`.

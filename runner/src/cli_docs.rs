@@ -2,6 +2,7 @@
 //! the same clap definition as the parser, so they never drift from it.
 
 use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 
 use clap::{Args, CommandFactory, ValueEnum};
 
@@ -47,14 +48,50 @@ pub fn completions(args: &CompletionsArgs) -> i32 {
     write_stdout(&script)
 }
 
-/// Prints the man page (roff) on stdout; exit code.
-pub fn man() -> i32 {
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write kandan-runner.1 and a page per subcommand (kandan-runner-watch.1,
+    /// ...) into DIR instead of printing the main page.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// Prints the man page (roff) on stdout, or writes every page into
+/// `--dir`; exit code.
+pub fn man(args: &ManArgs) -> i32 {
+    if let Some(dir) = &args.dir {
+        return match write_pages(dir) {
+            Ok(()) => 0,
+            Err(err) => {
+                eprintln!("error: --dir {}: {err}", dir.display());
+                1
+            }
+        };
+    }
     let mut page = Vec::new();
     if let Err(err) = clap_mangen::Man::new(Cli::command()).render(&mut page) {
         eprintln!("error: cannot render the man page: {err}");
         return 1;
     }
     write_stdout(&page)
+}
+
+fn write_pages(dir: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    clap_mangen::generate_to(Cli::command(), dir)?;
+    let mut pages: Vec<_> = std::fs::read_dir(dir)?
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            name.starts_with(BIN) && name.ends_with(".1")
+        })
+        .collect();
+    pages.sort();
+    for page in pages {
+        println!("wrote {}", page.display());
+    }
+    Ok(())
 }
 
 fn write_stdout(bytes: &[u8]) -> i32 {

@@ -9,7 +9,7 @@ fn main() {
         Command::Doctor(args) => runner::doctor::run(&args),
         Command::Service(args) => runner::service::run(&args),
         Command::Completions(args) => runner::cli_docs::completions(&args),
-        Command::Man => runner::cli_docs::man(),
+        Command::Man(args) => runner::cli_docs::man(&args),
         command => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -29,7 +29,7 @@ fn main() {
                     Command::Doctor(_)
                     | Command::Service(_)
                     | Command::Completions(_)
-                    | Command::Man => unreachable!("handled above"),
+                    | Command::Man(_) => unreachable!("handled above"),
                 }
             })
         }
