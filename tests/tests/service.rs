@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use integration_tests::support::runner_bin;
+use integration_tests::support::{privileged, runner_bin};
 
 const SYSTEMD_ANALYZE: &str = "systemd-analyze";
 const CAPS: &str = "CAP_BPF CAP_PERFMON CAP_DAC_READ_SEARCH";
@@ -110,6 +110,74 @@ fn system_unit_passes_systemd_analyze_verify() {
     let missing = unit.replace(&exe().display().to_string(), "/nonexistent/kandan-runner");
     let (passed, _) = verify(&missing, false);
     assert!(!passed, "verify accepted a missing binary");
+}
+
+/// `doctor --json` run as user nobody with exactly `caps` as ambient
+/// capabilities, as the system unit starts the runner.
+fn doctor_as_nobody(bin: &Path, caps: &[String]) -> serde_json::Value {
+    let list = caps.join(",");
+    let output = Command::new("capsh")
+        .args([
+            &format!("--caps={list}+eip cap_setpcap,cap_setuid,cap_setgid+ep"),
+            "--keep=1",
+            "--user=nobody",
+            &format!("--addamb={list}"),
+            "--",
+            "-c",
+            &format!("exec {} doctor --json", bin.display()),
+        ])
+        .output()
+        .expect("capsh (Debian package libcap2-bin)");
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|err| panic!("{err}: {output:?}"))
+}
+
+fn ebpf_status(doctor: &serde_json::Value) -> &serde_json::Value {
+    doctor["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["backend"] == "ebpf")
+        .unwrap()
+}
+
+#[test]
+fn the_system_units_capabilities_are_exactly_what_ebpf_needs() {
+    if !privileged("the_system_units_capabilities_are_exactly_what_ebpf_needs") {
+        return;
+    }
+    let unit = ok_stdout(service(&["service", "print", "--run-as", "root"], &[]));
+    let caps: Vec<String> = settings(&unit)["AmbientCapabilities"]
+        .split_whitespace()
+        .map(str::to_lowercase)
+        .collect();
+    // A copy that user nobody can reach.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("kandan-runner");
+    std::fs::copy(runner_bin(), &bin).unwrap();
+
+    let doctor = doctor_as_nobody(&bin, &caps);
+    let ebpf = ebpf_status(&doctor);
+    if ebpf["reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("not built"))
+    {
+        panic!("the eBPF object is not embedded: {doctor}");
+    }
+    assert_eq!(ebpf["available"], true, "with {caps:?}: {doctor}");
+    // And each one is needed.
+    for dropped in &caps {
+        let fewer: Vec<String> = caps.iter().filter(|cap| *cap != dropped).cloned().collect();
+        let doctor = doctor_as_nobody(&bin, &fewer);
+        let ebpf = ebpf_status(&doctor);
+        assert_eq!(ebpf["available"], false, "without {dropped}: {doctor}");
+        // ...and the reason names it.
+        let reason = ebpf["reason"].as_str().unwrap();
+        assert!(
+            reason.contains(&dropped.to_uppercase()),
+            "without {dropped}: {reason}"
+        );
+    }
 }
 
 #[test]
