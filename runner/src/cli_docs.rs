@@ -106,3 +106,15 @@ fn write_stdout(bytes: &[u8]) -> i32 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// clap's own consistency checks over every subcommand (duplicate
+    /// flags, bad conflicts), which completions and man pages rely on.
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}
