@@ -157,7 +157,7 @@ pub async fn close_to_refused(
         if helper.open(port)?.is_none() {
             continue;
         }
-        if !seen(&gate, port, true).await?.is_some() {
+        if seen(&gate, port, true).await?.is_none() {
             out.missed += 1;
             helper.close(port)?;
             continue;
