@@ -91,7 +91,7 @@ fn nightly_rust_src() -> Result<()> {
     Ok(())
 }
 
-fn rust_target(target: &str) -> Result<()> {
+pub(crate) fn rust_target(target: &str) -> Result<()> {
     let installed = cmd::output(Command::new("rustup").args(["target", "list", "--installed"]))
         .unwrap_or_default();
     if installed.lines().any(|line| line.trim() == target) {
