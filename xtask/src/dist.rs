@@ -215,3 +215,22 @@ fn sha256(path: &Path) -> Result<String> {
 fn human(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dynamic_executable_has_an_interpreter_and_a_bare_header_none() {
+        let sh = std::fs::read("/bin/sh").unwrap();
+        assert!(has_interpreter(&sh));
+        // An ELF64 header with no program headers.
+        let mut bare = vec![0u8; 64];
+        bare[..4].copy_from_slice(b"\x7fELF");
+        bare[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
+        bare[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+        assert!(!has_interpreter(&bare));
+        // Garbage counts as dynamic: the check only ever passes real statics.
+        assert!(has_interpreter(b"not an elf"));
+    }
+}
