@@ -181,6 +181,37 @@ fn the_system_units_capabilities_are_exactly_what_ebpf_needs() {
 }
 
 #[test]
+fn installing_a_system_service_without_root_says_to_use_sudo() {
+    if !privileged("installing_a_system_service_without_root_says_to_use_sudo") {
+        return;
+    }
+    let unit = Path::new("/etc/systemd/system/kandan-runner.service");
+    let existed = unit.exists();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("kandan-runner");
+    std::fs::copy(runner_bin(), &bin).unwrap();
+    // As user nobody, who can write nothing under /etc.
+    let output = Command::new("capsh")
+        .args([
+            "--user=nobody",
+            "--",
+            "-c",
+            &format!("exec {} service install --run-as root", bin.display()),
+        ])
+        .output()
+        .expect("capsh (Debian package libcap2-bin)");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("permission denied (a system service needs root: use sudo, or --user)"),
+        "{stderr}"
+    );
+    assert_eq!(unit.exists(), existed);
+}
+
+#[test]
 fn system_unit_runs_as_the_sudo_user_by_default() {
     let dir = tempfile::tempdir().unwrap();
     let sudo_user = Path::new("nobody");

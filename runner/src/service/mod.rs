@@ -100,6 +100,12 @@ pub enum ServiceError {
         #[source]
         source: std::io::Error,
     },
+    /// A system service's files are root's.
+    #[error(
+        "cannot {action} {}: permission denied (a system service needs root: use sudo, or --user)",
+        path.display()
+    )]
+    NeedsRoot { action: &'static str, path: PathBuf },
     /// install and uninstall write systemd units only.
     #[error(
         "service {0} needs systemd; on macOS save `kandan-runner service print` to ~/Library/LaunchAgents/kandan-runner.plist and use launchctl"
@@ -108,6 +114,20 @@ pub enum ServiceError {
 }
 
 impl ServiceError {
+    /// For a system service, a permission error says what to do.
+    fn for_scope(self, scope: &Scope) -> Self {
+        match self {
+            Self::Io {
+                action,
+                path,
+                source,
+            } if *scope != Scope::User && source.kind() == std::io::ErrorKind::PermissionDenied => {
+                Self::NeedsRoot { action, path }
+            }
+            other => other,
+        }
+    }
+
     /// 2 for bad flags or values (PROTOCOL.md section 1), else 1.
     fn exit_code(&self) -> i32 {
         match self {
@@ -157,7 +177,7 @@ fn run_action(action: &ServiceAction) -> Result<(), ServiceError> {
             }
             let layout = layout(args)?;
             warn_if_replaceable(&layout);
-            files::install(&layout)
+            files::install(&layout).map_err(|err| err.for_scope(&layout.scope))
         }
         ServiceAction::Uninstall(args) => {
             if cfg!(target_os = "macos") {
@@ -171,7 +191,8 @@ fn run_action(action: &ServiceAction) -> Result<(), ServiceError> {
                     run_as: String::new(),
                 }
             };
-            files::uninstall(&Layout::new(scope, PathBuf::new())?)
+            let layout = Layout::new(scope, PathBuf::new())?;
+            files::uninstall(&layout).map_err(|err| err.for_scope(&layout.scope))
         }
     }
 }
