@@ -11,7 +11,7 @@ use crate::pipeline::{CommandPattern, IgnorePolicy, PortRange};
 /// kandan-runner: notices the TCP listeners of a process tree and forwards
 /// the approved ones to Kandan.
 #[derive(Debug, Parser)]
-#[command(name = "kandan-runner", version, about)]
+#[command(name = "kandan-runner", version, long_version = crate::version::LONG, about)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -25,6 +25,12 @@ pub enum Command {
     Connect(ConnectArgs),
     /// Say which detector backends work here and why the others do not.
     Doctor(DoctorArgs),
+    /// Install, remove or print the systemd unit (launchd plist on macOS).
+    Service(crate::service::ServiceArgs),
+    /// Print a shell completion script.
+    Completions(crate::cli_docs::CompletionsArgs),
+    /// Print the man page (roff).
+    Man(crate::cli_docs::ManArgs),
 }
 
 /// Flags shared by `watch` and `connect`.
@@ -190,7 +196,9 @@ pub fn parse() -> Cli {
                 err.kind(),
                 ErrorKind::MissingSubcommand | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
             ) {
-                eprintln!("error: a subcommand is required: watch, connect or doctor (see --help)");
+                eprintln!(
+                    "error: a subcommand is required: watch, connect, doctor, service, completions or man (see --help)"
+                );
                 std::process::exit(2);
             }
             // clap's first paragraph, on one line: it names the flag (a

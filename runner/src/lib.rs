@@ -9,6 +9,7 @@
 
 pub mod approval;
 pub mod cli;
+pub mod cli_docs;
 pub mod connect;
 pub mod control;
 pub mod detect;
@@ -18,7 +19,9 @@ pub mod gate;
 pub mod logging;
 pub mod pipeline;
 pub mod process;
+pub mod service;
 pub mod supervise;
+mod version;
 pub mod watch;
 pub mod watched;
 

@@ -8,6 +8,9 @@ fn main() {
     runner::logging::init();
     let code = match cli.command {
         Command::Doctor(args) => runner::doctor::run(&args),
+        Command::Service(args) => runner::service::run(&args),
+        Command::Completions(args) => runner::cli_docs::completions(&args),
+        Command::Man(args) => runner::cli_docs::man(&args),
         command => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -24,7 +27,10 @@ fn main() {
                 match command {
                     Command::Watch(args) => runner::watch::run(args).await,
                     Command::Connect(args) => runner::connect::run(args).await,
-                    Command::Doctor(_) => unreachable!("handled above"),
+                    Command::Doctor(_)
+                    | Command::Service(_)
+                    | Command::Completions(_)
+                    | Command::Man(_) => unreachable!("handled above"),
                 }
             })
         }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod cmd;
+mod dist;
 mod setup;
 mod test;
 
@@ -30,6 +31,13 @@ enum Task {
     },
     /// Set up and run every test: unit, end-to-end, privileged, lints.
     Test,
+    /// Release archives (static musl binary with the eBPF object, completions,
+    /// man pages) in target/dist, with sizes and sha256 sums.
+    Dist {
+        /// Target triple (repeatable); default x86_64 and aarch64 Linux musl.
+        #[arg(long = "target", value_name = "TRIPLE")]
+        targets: Vec<String>,
+    },
     /// Benchmarks: `detect` or `forward`, results printed as a table.
     Bench {
         #[arg(value_enum)]
@@ -49,6 +57,7 @@ fn main() -> Result<()> {
             cmd::exec(&bin, &args)
         }
         Task::Test => test::run(),
+        Task::Dist { targets } => dist::run(&targets),
         Task::Bench { which, args } => {
             setup::run(true)?;
             bench::run(which, &args)

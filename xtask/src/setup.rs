@@ -30,6 +30,13 @@ pub fn run(for_tests: bool) -> Result<()> {
         // The detection benchmark's baseline polls these.
         apt.ensure("lsof", "lsof", || on_path("lsof"))?;
         apt.ensure("ps", "procps", || on_path("ps"))?;
+        // tests/tests/packaging.rs and service.rs: completion scripts parsed
+        // by each shell, the man page rendered, units verified, plists read.
+        apt.ensure("zsh", "zsh", || on_path("zsh"))?;
+        apt.ensure("fish", "fish", || on_path("fish"))?;
+        apt.ensure("man", "man-db", || on_path("man"))?;
+        apt.ensure("systemd-analyze", "systemd", || on_path("systemd-analyze"))?;
+        apt.ensure("python3", "python3", || on_path("python3"))?;
     }
     Ok(())
 }
@@ -84,7 +91,7 @@ fn nightly_rust_src() -> Result<()> {
     Ok(())
 }
 
-fn rust_target(target: &str) -> Result<()> {
+pub(crate) fn rust_target(target: &str) -> Result<()> {
     let installed = cmd::output(Command::new("rustup").args(["target", "list", "--installed"]))
         .unwrap_or_default();
     if installed.lines().any(|line| line.trim() == target) {

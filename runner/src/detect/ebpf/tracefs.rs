@@ -16,6 +16,9 @@ pub enum TracefsError {
     /// tracefs was not mounted and mounting it failed.
     #[error("tracefs not mounted at {TRACEFS} and mounting it failed")]
     Mount(#[source] io::Error),
+    /// tracefs is mounted but its root-only directory cannot be searched.
+    #[error("cannot read {TRACEFS}: it is root-only (needs CAP_DAC_READ_SEARCH)")]
+    Denied(#[source] io::Error),
     /// A format file could not be read.
     #[error("cannot read {path}")]
     Read {
@@ -33,8 +36,13 @@ pub enum TracefsError {
 
 /// Mounts tracefs at [`TRACEFS`] unless it is already there.
 pub fn ensure_mounted() -> Result<(), TracefsError> {
-    if Path::new(TRACEFS).join("events").is_dir() {
-        return Ok(());
+    match std::fs::metadata(Path::new(TRACEFS).join("events")) {
+        Ok(meta) if meta.is_dir() => return Ok(()),
+        // Mounted, but mode 0700: mounting again would not help.
+        Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
+            return Err(TracefsError::Denied(err));
+        }
+        _ => {}
     }
     let source = c"nodev";
     let target = c"/sys/kernel/tracing";

@@ -40,8 +40,9 @@ const MSG_SRC: usize = 8;
 const MSG_INODE: usize = 68;
 /// `TCP_LISTEN` in `include/net/tcp_states.h`.
 const TCP_LISTEN: u8 = 10;
-/// A dump that never answers must not hang the poller.
-const RECV_TIMEOUT_SECS: libc::time_t = 2;
+/// A dump that never answers must not hang the poller. Not `libc::time_t`:
+/// that alias is deprecated on musl (it changes width there).
+const RECV_TIMEOUT_SECS: u8 = 2;
 
 /// Why a dump failed.
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +110,7 @@ fn open() -> Result<OwnedFd, SockDiagError> {
     // SAFETY: `fd` is a fresh descriptor nobody else owns.
     let socket = unsafe { OwnedFd::from_raw_fd(fd) };
     let timeout = libc::timeval {
-        tv_sec: RECV_TIMEOUT_SECS,
+        tv_sec: RECV_TIMEOUT_SECS.into(),
         tv_usec: 0,
     };
     // SAFETY: the option value is a timeval of the size given.
