@@ -75,9 +75,7 @@ struct Opt<'a> {
 /// dash (`-p 8080`, `-k`) is not an option name here: too common to mean a
 /// secret, and `-p` is the port of half the servers there are.
 fn option(word: &str) -> Option<Opt<'_>> {
-    let rest = word
-        .strip_prefix("--")
-        .or_else(|| word.strip_prefix('-'))?;
+    let rest = word.strip_prefix("--").or_else(|| word.strip_prefix('-'))?;
     let (name, value) = match rest.split_once('=') {
         Some((name, value)) => (name, Some(value)),
         None => (rest, None),

@@ -1,4 +1,4 @@
-use super::{redact_command, MASK};
+use super::{MASK, redact_command};
 
 /// Redacts `input`, checks the result is `expected`, and that redacting
 /// again changes nothing.
@@ -22,7 +22,10 @@ fn named_secret_options_with_a_separate_value() {
     check("app --api-key k1", "app --api-key ***");
     check("app --apikey k1", "app --apikey ***");
     check("app --auth user:pw", "app --auth ***");
-    check("ngrok http 80 --authtoken 2abc", "ngrok http 80 --authtoken ***");
+    check(
+        "ngrok http 80 --authtoken 2abc",
+        "ngrok http 80 --authtoken ***",
+    );
     check("go-app -token abc", "go-app -token ***");
 }
 
@@ -31,7 +34,10 @@ fn named_secret_options_with_equals() {
     check("app --token=abc serve", "app --token=*** serve");
     check("app --password=a=b", "app --password=***");
     check("app --api-key=", "app --api-key=***");
-    check("java -Ddb.password=pw -jar x.jar", "java -Ddb.password=*** -jar x.jar");
+    check(
+        "java -Ddb.password=pw -jar x.jar",
+        "java -Ddb.password=*** -jar x.jar",
+    );
 }
 
 #[test]
@@ -78,7 +84,10 @@ fn environment_style_pairs() {
     check("env PGPASSWORD=pw psql", "env PGPASSWORD=*** psql");
     check("x aws_secret_access_key=zz", "x aws_secret_access_key=***");
     check("x token=abc", "x token=***");
-    check("app --env=OPENAI_API_KEY=sk-1", "app --env=OPENAI_API_KEY=***");
+    check(
+        "app --env=OPENAI_API_KEY=sk-1",
+        "app --env=OPENAI_API_KEY=***",
+    );
     keeps("env NODE_ENV=production PORT=3000 HOST=0.0.0.0 node x");
     keeps("make CC=gcc -j4");
 }
