@@ -145,10 +145,11 @@ fn words(name: &str) -> Vec<String> {
 /// A word that is not an option (or an option's value): an
 /// environment-style pair, else URL userinfo and query parameters.
 fn redact_value(word: &str) -> String {
-    if let Some((name, _)) = word.split_once('=') {
-        if env_name(name) && secret_env_name(name) {
-            return format!("{name}={MASK}");
-        }
+    if let Some((name, _)) = word.split_once('=')
+        && env_name(name)
+        && secret_env_name(name)
+    {
+        return format!("{name}={MASK}");
     }
     redact_query(&redact_userinfo(word))
 }
