@@ -89,6 +89,10 @@ pub struct WatchArgs {
     /// One JSON object per line on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Show command lines with their secrets replaced by `***`, as Kandan
+    /// gets them.
+    #[arg(long)]
+    pub redact: bool,
     #[command(flatten)]
     pub detector: DetectorArgs,
 }

@@ -19,6 +19,7 @@ pub mod gate;
 pub mod logging;
 pub mod pipeline;
 pub mod process;
+pub(crate) mod redact;
 pub mod service;
 pub mod supervise;
 mod version;

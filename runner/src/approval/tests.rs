@@ -393,6 +393,22 @@ fn the_same_command_in_another_cwd_is_another_identity() {
     assert_eq!(approval.gate().target(5173), Err(GateRefusal::NotApproved));
 }
 
+/// Redaction happens at the wire only: two tokens that both read `***` to
+/// Kandan are still two identities here.
+#[test]
+fn the_same_command_with_another_secret_is_another_identity() {
+    let mut approval = Approval::new();
+    let first = cand(8888, 1, "jupyter lab --IdentityProvider.token=aaa", "/x");
+    let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(first));
+    approve(&mut approval, &id);
+    feed(&mut approval, closed(8888)).unwrap();
+    let second = cand(8888, 2, "jupyter lab --IdentityProvider.token=bbb", "/x");
+    let (_, restarted, state) = expect_request(&mut approval, CandidateEvent::Opened(second));
+    assert!(!restarted);
+    assert_eq!(state, ListenerState::Pending);
+    assert_eq!(approval.gate().target(8888), Err(GateRefusal::NotApproved));
+}
+
 #[test]
 fn another_program_on_the_port_voids_the_approval_at_once() {
     let mut approval = Approval::new();

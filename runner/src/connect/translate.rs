@@ -10,6 +10,7 @@ use crate::control::events::{
 };
 use crate::control::{Charged, ErrorCode, Event};
 use crate::forward::{ForwardConfig, ForwardOutput};
+use crate::redact::redact_command;
 
 /// The wire event for an approval output.
 pub fn approval_event(output: ApprovalOutput) -> Event {
@@ -67,13 +68,16 @@ pub fn ready_listeners(snapshot: Vec<ListenerSnapshot>) -> Vec<ReadyListener> {
 }
 
 /// What Kandan is told about a candidate, in a request or `runner_ready`.
+/// The command line is redacted here, at the wire, and nowhere before: the
+/// approval identity keeps the real one, so two different tokens stay two
+/// identities.
 fn listener_info(listener: ListenerSnapshot) -> ListenerInfo {
     ListenerInfo {
         instance_id: None,
         request_id: listener.request_id.to_string(),
         port: listener.port,
         pid: listener.pid,
-        command: listener.command,
+        command: redact_command(&listener.command),
         label: listener.label,
         cwd: listener.cwd.map(|cwd| cwd.display().to_string()),
         addresses: listener.addresses,
@@ -190,4 +194,41 @@ fn control_error(
         code,
         message,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::approval::RequestId;
+    use crate::control::Event;
+    use crate::control::events::ListenerState;
+
+    fn snapshot(command: &str) -> ListenerSnapshot {
+        ListenerSnapshot {
+            request_id: RequestId::generate().unwrap(),
+            port: 8888,
+            pid: 42,
+            command: command.into(),
+            label: "jupyter".into(),
+            cwd: None,
+            addresses: vec![],
+            state: ListenerState::Pending,
+        }
+    }
+
+    #[test]
+    fn commands_reach_the_wire_redacted_in_requests_and_ready() {
+        let command = "jupyter lab --NotebookApp.token=abc GITHUB_TOKEN=ghp";
+        let redacted = "jupyter lab --NotebookApp.token=*** GITHUB_TOKEN=***";
+        let request = approval_event(ApprovalOutput::Request {
+            listener: snapshot(command),
+            restarted: false,
+        });
+        let Event::PortForwardRequest(request) = request else {
+            panic!("not a request: {request:?}");
+        };
+        assert_eq!(request.listener.command, redacted);
+        let ready = ready_listeners(vec![snapshot(command)]);
+        assert_eq!(ready[0].listener.command, redacted);
+    }
 }

@@ -1,10 +1,13 @@
 //! The lines `watch` prints: one JSON object per line with `--json`, a short
 //! human-readable line otherwise (PROTOCOL.md section 1).
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 use crate::detect::BackendKind;
 use crate::pipeline::{Candidate, CandidateEvent};
+use crate::redact::redact_command;
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -13,7 +16,7 @@ struct Line<'a> {
     port: u16,
     pid: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
-    command: Option<&'a str>,
+    command: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     label: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -24,12 +27,22 @@ struct Line<'a> {
 }
 
 impl<'a> Line<'a> {
-    fn candidate(event: &'static str, c: &'a Candidate, backend: BackendKind) -> Self {
+    fn candidate(
+        event: &'static str,
+        c: &'a Candidate,
+        backend: BackendKind,
+        redact: bool,
+    ) -> Self {
+        let command = &c.process.command;
         Line {
             event,
             port: c.port,
             pid: c.pid,
-            command: Some(&c.process.command),
+            command: Some(if redact {
+                Cow::Owned(redact_command(command))
+            } else {
+                Cow::Borrowed(command)
+            }),
             label: Some(&c.process.label),
             cwd: c.process.cwd.as_ref().map(|cwd| cwd.display().to_string()),
             addresses: Some(c.addresses.iter().map(ToString::to_string).collect()),
@@ -38,11 +51,17 @@ impl<'a> Line<'a> {
     }
 }
 
-/// The line for `event`, or `None` for events `watch` does not print.
-pub fn render(event: &CandidateEvent, backend: BackendKind, json: bool) -> Option<String> {
+/// The line for `event`, or `None` for events `watch` does not print. With
+/// `redact`, the command line is shown as Kandan gets it (`watch --redact`).
+pub fn render(
+    event: &CandidateEvent,
+    backend: BackendKind,
+    json: bool,
+    redact: bool,
+) -> Option<String> {
     let line = match event {
-        CandidateEvent::Opened(c) => Line::candidate("opened", c, backend),
-        CandidateEvent::Changed(c) => Line::candidate("changed", c, backend),
+        CandidateEvent::Opened(c) => Line::candidate("opened", c, backend, redact),
+        CandidateEvent::Changed(c) => Line::candidate("changed", c, backend, redact),
         CandidateEvent::AddressesChanged(_) => return None,
         CandidateEvent::Closed { port, pid } => Line {
             event: "closed",
@@ -65,7 +84,7 @@ pub fn render(event: &CandidateEvent, backend: BackendKind, json: bool) -> Optio
     if let Some(cwd) = &line.cwd {
         text.push_str(&format!("  in {cwd}"));
     }
-    if let Some(command) = line.command {
+    if let Some(command) = &line.command {
         text.push_str(&format!("  $ {command}"));
     }
     Some(text)
@@ -91,7 +110,13 @@ mod tests {
 
     #[test]
     fn opened_json_matches_the_contract() {
-        let line = render(&CandidateEvent::Opened(vite()), BackendKind::Ebpf, true).unwrap();
+        let line = render(
+            &CandidateEvent::Opened(vite()),
+            BackendKind::Ebpf,
+            true,
+            false,
+        )
+        .unwrap();
         assert_eq!(
             line,
             r#"{"event":"opened","port":5173,"pid":4242,"command":"node /x/node_modules/.bin/vite","label":"node","cwd":"/x","addresses":["127.0.0.1","::1"],"backend":"ebpf"}"#
@@ -104,7 +129,7 @@ mod tests {
             port: 5173,
             pid: 4242,
         };
-        let line = render(&event, BackendKind::Procfs, true).unwrap();
+        let line = render(&event, BackendKind::Procfs, true, false).unwrap();
         assert_eq!(
             line,
             r#"{"event":"closed","port":5173,"pid":4242,"backend":"procfs"}"#
@@ -115,7 +140,7 @@ mod tests {
     fn unreadable_cwd_is_left_out() {
         let mut c = vite();
         c.process.cwd = None;
-        let line = render(&CandidateEvent::Changed(c), BackendKind::Ebpf, true).unwrap();
+        let line = render(&CandidateEvent::Changed(c), BackendKind::Ebpf, true, false).unwrap();
         assert!(line.starts_with(r#"{"event":"changed""#));
         assert!(!line.contains("cwd"));
     }
@@ -123,15 +148,41 @@ mod tests {
     #[test]
     fn address_only_changes_are_not_printed() {
         let event = CandidateEvent::AddressesChanged(vite());
-        assert!(render(&event, BackendKind::Ebpf, true).is_none());
-        assert!(render(&event, BackendKind::Ebpf, false).is_none());
+        assert!(render(&event, BackendKind::Ebpf, true, false).is_none());
+        assert!(render(&event, BackendKind::Ebpf, false, false).is_none());
     }
 
     #[test]
     fn human_line_names_port_pid_and_command() {
-        let line = render(&CandidateEvent::Opened(vite()), BackendKind::Ebpf, false).unwrap();
+        let line = render(
+            &CandidateEvent::Opened(vite()),
+            BackendKind::Ebpf,
+            false,
+            false,
+        )
+        .unwrap();
         assert!(line.starts_with("opened  :5173"), "{line}");
         assert!(line.contains("pid 4242"));
         assert!(line.contains("$ node /x/node_modules/.bin/vite"));
+    }
+
+    #[test]
+    fn redact_hides_secrets_in_both_formats_and_only_then() {
+        let mut c = vite();
+        c.process.command = "jupyter lab --IdentityProvider.token=abc API_KEY=k".into();
+        let event = CandidateEvent::Opened(c);
+        for json in [true, false] {
+            let kept = render(&event, BackendKind::Ebpf, json, false).unwrap();
+            assert!(kept.contains("token=abc API_KEY=k"), "{kept}");
+            let hidden = render(&event, BackendKind::Ebpf, json, true).unwrap();
+            assert!(
+                hidden.contains("--IdentityProvider.token=*** API_KEY=***"),
+                "{hidden}"
+            );
+            assert!(
+                !hidden.contains("abc") && !hidden.contains("=k"),
+                "{hidden}"
+            );
+        }
     }
 }

@@ -37,7 +37,7 @@ pub async fn run(args: WatchArgs) -> i32 {
     };
     let mut signals = signals;
     let mut stdout = std::io::stdout();
-    let mut print = |event| match render(&event, selection.kind, args.json) {
+    let mut print = |event| match render(&event, selection.kind, args.json, args.redact) {
         // A closed stdout (`| head`) ends the watch quietly.
         Some(line) => writeln!(stdout, "{line}")
             .and_then(|()| stdout.flush())
