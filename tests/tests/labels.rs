@@ -1,14 +1,17 @@
-//! `watch --json` labels a listener with the tool behind the interpreter:
+//! Labels name the tool behind the interpreter: under `watch --json`,
 //! `python3 -m http.server` is `http.server`, a shebang script in
 //! `node_modules/.bin/vite` is `vite` (its command line starts with the
-//! interpreter), `python3 manage.py runserver` is `django`.
+//! interpreter), `python3 manage.py runserver` is `django`; `connect`'s
+//! `port_forward_request` carries the same label.
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use integration_tests::e2e::WAIT;
+use integration_tests::runner_process::{RunnerArgs, RunnerProcess};
 use integration_tests::runner_run::RunnerRun;
+use integration_tests::simulator::{SimConfig, Simulator};
 use integration_tests::vite::free_port;
 use serde_json::Value;
 
@@ -69,5 +72,29 @@ async fn labels_name_the_tool_behind_the_interpreter() -> Result<()> {
             "port {port}: want label {expected}: {line}"
         );
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn port_forward_request_carries_the_same_label() -> Result<()> {
+    let sim = Simulator::start(SimConfig::default()).await?;
+    let port = free_port()?;
+    let command = [
+        "python3",
+        "-m",
+        "http.server",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let args = RunnerArgs::new("labels", command).flags(["--backend", "procfs"]);
+    let runner = RunnerProcess::start(&sim, args)?;
+    let request = sim
+        .wait_for_request(port, WAIT)
+        .await
+        .with_context(|| format!("no request for {port}:\n{}", runner.output()))?;
+    anyhow::ensure!(request.event["label"] == "http.server", "{}", request.event);
     Ok(())
 }
