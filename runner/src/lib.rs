@@ -16,6 +16,7 @@ pub mod detect;
 pub mod doctor;
 pub mod forward;
 pub mod gate;
+mod label;
 pub mod logging;
 pub mod pipeline;
 pub mod process;

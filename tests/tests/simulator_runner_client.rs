@@ -59,6 +59,7 @@ fn drive(mut channel: ControlChannel, on_control: tokio::sync::mpsc::UnboundedSe
                     let _ = on_control.send(control);
                 }
                 ControlInput::Disconnected => {}
+                ControlInput::Refused(refusal) => panic!("refused: {refusal}"),
             }
         }
     });

@@ -21,7 +21,7 @@ use crate::control::{
 };
 use crate::forward::{CloseCause, ForwardConfig, ForwardOutput, Forwarder};
 use crate::gate::{Revocation, RevokeReason};
-use crate::supervise::Stop;
+use crate::supervise::{Signal, Stop};
 use crate::watched::{self, Watched};
 
 /// Forwarding outputs waiting to be sent; a full queue pauses local reads.
@@ -29,6 +29,12 @@ const FORWARD_QUEUE: usize = 256;
 
 /// Runs `connect` and returns the process exit code.
 pub async fn run(args: ConnectArgs) -> i32 {
+    // Before anything starts: no retry can make such a URL work.
+    if let Err(err) = crate::control::mount::check_mount(&args.url) {
+        let shown = crate::control::endpoint::redact(&args.url);
+        eprintln!("error: --url {shown}: {err}");
+        return 2;
+    }
     let token = match args.token() {
         Ok(token) => token,
         Err(err) => {
@@ -104,6 +110,7 @@ pub async fn run(args: ConnectArgs) -> i32 {
         limits: translate::ready_limits(&args),
     };
 
+    let mut refused = false;
     let stop = loop {
         tokio::select! {
             event = candidates.recv() => {
@@ -118,6 +125,12 @@ pub async fn run(args: ConnectArgs) -> i32 {
                     eprintln!("error: the control channel stopped");
                     return 1;
                 };
+                if let ControlInput::Refused(refusal) = input {
+                    // Stopped like a SIGTERM would: the command's tree ends.
+                    eprintln!("error: {refusal}");
+                    refused = true;
+                    break Stop::Signal(Signal::Terminate);
+                }
                 runner.on_input(input).await;
             }
             Some(output) = forward_rx.recv() => runner.on_forward(output).await,
@@ -134,8 +147,12 @@ pub async fn run(args: ConnectArgs) -> i32 {
         forward_rx,
         client: channel.task,
     };
-    runner.shut_down(stop, ends).await
+    let code = runner.shut_down(stop, ends).await;
+    if refused { REFUSED } else { code }
 }
+
+/// Exit code when Kandan refused the runner (PROTOCOL.md section 1).
+const REFUSED: i32 = 3;
 
 /// The state the main loop owns.
 struct Runner {
@@ -197,6 +214,8 @@ impl Runner {
             ControlInput::Control { session, control } => {
                 self.dispatch(session, control).await;
             }
+            // The main loop stops on it before it gets here.
+            ControlInput::Refused(_) => {}
             ControlInput::Disconnected => {
                 // Kandan forgets its requests and sockets with the connection.
                 self.session = None;

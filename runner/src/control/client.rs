@@ -128,6 +128,9 @@ pub enum ControlInput {
     /// The channel is no longer joined (socket lost, or the channel failed);
     /// a `Joined` follows when it is back.
     Disconnected,
+    /// Kandan refused the handshake in a way no retry can change (token,
+    /// path). The client has stopped; the runner should too.
+    Refused(super::Refusal),
 }
 
 /// The control client is gone (its task ended).
@@ -346,7 +349,16 @@ async fn run<C: Connector>(
                     }
                 }
             }
-            Ok(Err(error)) => warn!(url = %shown, %error, "cannot connect to kandan"),
+            Ok(Err(error)) => {
+                if let Some(refusal) = super::Refusal::of(&error, &config.url) {
+                    let inputs = links.inputs.clone();
+                    let _ = links
+                        .offline(inputs.send(ControlInput::Refused(refusal)))
+                        .await;
+                    return;
+                }
+                warn!(url = %shown, %error, "cannot connect to kandan");
+            }
             Err(_) => warn!(url = %shown, "connecting to kandan timed out"),
         }
         let delay = timing.reconnect.delay(attempt);

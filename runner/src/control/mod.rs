@@ -16,6 +16,8 @@ pub mod controls;
 pub mod endpoint;
 pub mod events;
 pub mod frame;
+pub(crate) mod mount;
+pub mod refusal;
 pub mod schedule;
 
 pub use client::{
@@ -24,6 +26,7 @@ pub use client::{
 };
 pub use controls::{Control, ControlRejection};
 pub use events::{ErrorCode, Event};
+pub use refusal::Refusal;
 
 #[cfg(test)]
 mod tests;
