@@ -16,7 +16,6 @@ pub mod detect;
 pub mod doctor;
 pub mod forward;
 pub mod gate;
-mod label;
 pub mod logging;
 pub mod pipeline;
 pub mod process;

@@ -11,8 +11,7 @@ use std::path::PathBuf;
 pub struct ProcessInfo {
     /// Full command line, arguments joined by spaces.
     pub command: String,
-    /// The tool behind the interpreter when the command line shows one
-    /// (`vite`, `django`, `rails`), else the base name of the first word.
+    /// Base name of the command's first word (`node`, `python3`).
     pub label: String,
     /// Working directory, when readable.
     pub cwd: Option<PathBuf>,
@@ -22,7 +21,10 @@ impl ProcessInfo {
     /// Builds the description from argv and cwd.
     pub fn from_argv(argv: &[String], cwd: Option<PathBuf>) -> Self {
         let command = argv.join(" ");
-        let label = crate::label::label_of(argv);
+        let label = argv
+            .first()
+            .map(|first| first.rsplit('/').next().unwrap_or(first).to_string())
+            .unwrap_or_default();
         ProcessInfo {
             command,
             label,

@@ -122,7 +122,7 @@ async fn opened_fires_exactly_when_the_window_ends() {
     assert_eq!(candidate.port, 5173);
     assert_eq!(candidate.pid, 42);
     assert_eq!(candidate.process.command, "node vite");
-    assert_eq!(candidate.process.label, "vite");
+    assert_eq!(candidate.process.label, "node");
     assert_eq!(candidate.addresses, addrs(&["127.0.0.1"]));
     h.assert_quiet().await;
 }
