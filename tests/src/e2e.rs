@@ -58,6 +58,23 @@ pub async fn serve_approved(
     Ok(port)
 }
 
+/// Approves the listener on `port` once the runner asks about it, and
+/// checks that `GET /hello` through the preview front answers as `name`.
+pub async fn approve_when_asked(
+    sim: &Simulator,
+    runner: &RunnerProcess,
+    port: u16,
+    name: &str,
+) -> Result<()> {
+    let request = sim
+        .wait_for_request(port, WAIT)
+        .await
+        .with_context(|| format!("no request for {port}:\n{}", runner.output()))?;
+    sim.approve(&request.request_id)?;
+    wait_resolved(sim, &request.request_id).await?;
+    expect_hello(sim, port, name).await
+}
+
 /// Waits for the runner's `port_forward_resolved` for `request_id`.
 pub async fn wait_resolved(sim: &Simulator, request_id: &str) -> Result<Value> {
     sim.wait_for_event(

@@ -126,13 +126,7 @@ async fn reuseport_joiner(backend: &str) -> Result<()> {
     runner
         .send_line(&format!("start dev {port} reuseport"))
         .await?;
-    let request = sim
-        .wait_for_request(port, WAIT)
-        .await
-        .with_context(|| format!("no request for {port}:\n{}", runner.output()))?;
-    sim.approve(&request.request_id)?;
-    e2e::wait_resolved(&sim, &request.request_id).await?;
-    e2e::expect_hello(&sim, port, "dev").await?;
+    e2e::approve_when_asked(&sim, &runner, port, "dev").await?;
 
     // Same user, outside the tree, joins the dev server's reuseport group.
     let mut joiner = Outsider::spawn("127.0.0.1", port, true)?;
@@ -272,13 +266,7 @@ time.sleep(3600)
     ]);
     let runner = RunnerProcess::start(&sim, args)?;
     sim.wait_joined(WAIT).await?;
-    let request = sim
-        .wait_for_request(port, WAIT)
-        .await
-        .with_context(|| format!("no request for {port}:\n{}", runner.output()))?;
-    sim.approve(&request.request_id)?;
-    e2e::wait_resolved(&sim, &request.request_id).await?;
-    e2e::expect_hello(&sim, port, "dev").await?;
+    e2e::approve_when_asked(&sim, &runner, port, "dev").await?;
 
     let mut outsider = Outsider::spawn("127.0.0.1", port, false)?;
     std::fs::write(control.path(), "close4")?;

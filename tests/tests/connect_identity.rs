@@ -45,13 +45,7 @@ async fn exec_swap(backend: &str) -> Result<()> {
         RunnerArgs::new(&format!("ident-exec-{backend}"), command).flags(["--backend", backend]);
     let runner = RunnerProcess::start(&sim, args)?;
     sim.wait_joined(WAIT).await?;
-    let request = sim
-        .wait_for_request(port, WAIT)
-        .await
-        .with_context(|| format!("no request for {port}:\n{}", runner.output()))?;
-    sim.approve(&request.request_id)?;
-    e2e::wait_resolved(&sim, &request.request_id).await?;
-    e2e::expect_hello(&sim, port, "first").await?;
+    e2e::approve_when_asked(&sim, &runner, port, "first").await?;
 
     // The approved process becomes another program on the same socket.
     let cursor = sim.event_count();
