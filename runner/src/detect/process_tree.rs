@@ -91,10 +91,16 @@ impl ProcessTree {
 /// ...`. `comm` may hold spaces and parentheses, so the fields after it are
 /// found from the last `)`.
 pub fn ppid_from_stat(stat: &str) -> Option<u32> {
-    let after_comm = &stat[stat.rfind(')')? + 1..];
+    state_and_ppid_from_stat(stat).map(|(_, ppid)| ppid)
+}
+
+/// The state letter (`S`, `Z`, ...) and the ppid of a `/proc/<pid>/stat`
+/// line, read as [`ppid_from_stat`] reads the ppid.
+pub fn state_and_ppid_from_stat(stat: &str) -> Option<(&str, u32)> {
+    let after_comm = stat.get(stat.rfind(')')? + 1..)?;
     let mut fields = after_comm.split_ascii_whitespace();
-    let _state = fields.next()?;
-    fields.next()?.parse().ok()
+    let state = fields.next()?;
+    Some((state, fields.next()?.parse().ok()?))
 }
 
 /// Roots and descendants as the system is now.

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use tokio::time::{Instant, sleep};
 
+use crate::detect::process_tree::{ProcessTree, state_and_ppid_from_stat};
+
 /// How often the end of the tree is checked while it stops.
 const POLL: Duration = Duration::from_millis(20);
 /// How long SIGKILLed processes get to disappear before the runner goes on.
@@ -89,33 +91,16 @@ fn members(
     spared: &[u32],
     marked: impl Fn(u32) -> bool,
 ) -> Vec<u32> {
-    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    let parents = || procs.iter().map(|(&pid, proc)| (pid, proc.ppid));
+    let mut tree: BTreeSet<u32> = ProcessTree::walk(parents(), &[self_pid]).pids().collect();
+    tree.remove(&self_pid);
     for (&pid, proc) in procs {
-        children.entry(proc.ppid).or_default().push(pid);
-    }
-    let subtree = |root: u32| {
-        let mut found = BTreeSet::new();
-        let mut stack = vec![root];
-        while let Some(pid) = stack.pop() {
-            for &child in children.get(&pid).into_iter().flatten() {
-                if found.insert(child) {
-                    stack.push(child);
-                }
-            }
-        }
-        found
-    };
-    let mut tree = subtree(self_pid);
-    for (&pid, proc) in procs {
-        if pid != self_pid && !proc.zombie && !tree.contains(&pid) && marked(pid) {
+        if pid != self_pid && !proc.zombie && marked(pid) {
             tree.insert(pid);
         }
     }
-    for &root in spared {
-        tree.remove(&root);
-        for pid in subtree(root) {
-            tree.remove(&pid);
-        }
+    for pid in ProcessTree::walk(parents(), spared).pids() {
+        tree.remove(&pid);
     }
     tree.into_iter()
         .filter(|pid| procs.get(pid).is_some_and(|p| !p.zombie))
@@ -142,9 +127,7 @@ fn read_stat(pid: u32) -> Option<Proc> {
 /// `pid (comm) S ppid ...`; `comm` may hold spaces and parentheses.
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn parse_stat(stat: &str) -> Option<Proc> {
-    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
-    let state = fields.next()?;
-    let ppid = fields.next()?.parse().ok()?;
+    let (state, ppid) = state_and_ppid_from_stat(stat)?;
     Some(Proc {
         ppid,
         zombie: matches!(state, "Z" | "X" | "x"),
