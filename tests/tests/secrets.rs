@@ -224,3 +224,65 @@ async fn bad_token_files_are_one_line_errors_with_exit_2() -> Result<()> {
     }
     Ok(())
 }
+
+/// The agent runs as the runner's user, so file permissions do not keep it
+/// from `/proc/<runner>/environ`, where `KANDAN_TOKEN` sits: with a token,
+/// the runner makes itself non-dumpable, which leaves that file to root.
+/// Runner and command run as `nobody` here (root could read it anyway).
+#[tokio::test]
+async fn the_command_cannot_read_the_token_from_the_runners_environment() -> Result<()> {
+    if !integration_tests::support::privileged(
+        "the_command_cannot_read_the_token_from_the_runners_environment",
+    ) {
+        return Ok(());
+    }
+    let sim = simulator().await?;
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )?;
+    let out = dir.path().join("read");
+    // $PPID of the command is the runner that started it.
+    let script = format!(
+        "cat /proc/$PPID/environ > {out} 2>&1; echo \"exit $?\" >> {out}; exec sleep 300",
+        out = out.display()
+    );
+    let mut child = tokio::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(integration_tests::support::runner_bin())
+        .args([
+            "connect",
+            "--runner-id",
+            "secrets-environ",
+            "--backend",
+            "procfs",
+        ])
+        .args(["--", "sh", "-c", &script])
+        .env("KANDAN_TOKEN", TOKEN)
+        .env("KANDAN_URL", sim.url())
+        .process_group(0)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let read = loop {
+        let read = std::fs::read(&out).unwrap_or_default();
+        if read.windows(5).any(|w| w == b"exit ") {
+            break String::from_utf8_lossy(&read).replace('\0', " ");
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the command never tried"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    if let Some(pid) = child.id().and_then(|p| libc::pid_t::try_from(p).ok()) {
+        // SAFETY: kill has no memory preconditions; the group is ours.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+    }
+    let _ = child.wait().await;
+    ensure!(!read.contains(TOKEN), "the command read the token: {read}");
+    ensure!(read.contains("Permission denied"), "{read}");
+    Ok(())
+}
