@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, MissedTickBehavior, sleep_until};
 use tokio_tungstenite::WebSocketStream;
@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 use super::client::{Charged, ControlInput, JoinInfo, Links, Outgoing, Session, Timing};
 use super::controls::Control;
 use super::events::{ControlErrorEvent, ErrorCode, Event};
-use super::frame::{self, Frame, RefCounter, Reply};
+use super::frame::{self, Empty, Incoming, RefCounter, Reply};
 
 /// How a connection ended.
 pub(super) enum Ended {
@@ -188,23 +188,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             return;
         };
         let msg_ref = self.refs.next_ref();
-        let frame = Frame {
-            join_ref: Some(join_ref.clone()),
-            msg_ref: Some(msg_ref.clone()),
-            topic: self.topic.clone(),
-            event: "phx_leave".into(),
-            payload: json!({}),
-        };
+        let text = frame::text_of(
+            Some(join_ref),
+            Some(&msg_ref),
+            &self.topic,
+            "phx_leave",
+            &Empty {},
+            64,
+        );
         debug!(topic = %self.topic, "leaving");
-        if self.write(frame).await.is_err() {
+        if self.write_text(text).await.is_err() {
             return;
         }
         let replied = async {
             while let Some(Ok(message)) = self.ws.next().await {
                 if let Message::Text(text) = message
-                    && let Ok(frame) = Frame::parse(&text)
-                    && frame.event == "phx_reply"
-                    && frame.msg_ref.as_deref() == Some(msg_ref.as_str())
+                    && let Ok(frame) = Incoming::parse(&text)
+                    && frame.event() == "phx_reply"
+                    && frame.msg_ref() == Some(msg_ref.as_str())
                 {
                     return;
                 }
@@ -228,10 +229,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         .await;
     }
 
-    async fn write(&mut self, frame: Frame) -> Result<(), Stop> {
-        self.write_text(frame.to_text()).await
-    }
-
     async fn write_text(&mut self, text: String) -> Result<(), Stop> {
         self.ws
             .send(Message::text(text))
@@ -241,20 +238,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
 
     async fn join(&mut self, join_info: &impl Fn() -> JoinInfo) -> Result<(), Stop> {
         let join_ref = self.refs.next_ref();
-        let payload = serde_json::to_value(join_info()).unwrap_or(Value::Null);
-        let frame = Frame {
-            join_ref: Some(join_ref.clone()),
-            msg_ref: Some(join_ref.clone()),
-            topic: self.topic.clone(),
-            event: "phx_join".into(),
-            payload,
-        };
+        let text = frame::text_of(
+            Some(&join_ref),
+            Some(&join_ref),
+            &self.topic,
+            "phx_join",
+            &join_info(),
+            256,
+        );
         debug!(topic = %self.topic, %join_ref, "joining");
         self.channel = Channel::Joining {
             join_ref,
             deadline: Instant::now() + self.timing.join_timeout,
         };
-        self.write(frame).await
+        self.write_text(text).await
     }
 
     async fn send_heartbeat(&mut self) -> Result<(), Stop> {
@@ -267,14 +264,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             msg_ref.clone(),
             Instant::now() + self.timing.heartbeat_timeout,
         ));
-        self.write(Frame {
-            join_ref: None,
-            msg_ref: Some(msg_ref),
-            topic: "phoenix".into(),
-            event: "heartbeat".into(),
-            payload: json!({}),
-        })
-        .await
+        let text = frame::text_of(None, Some(&msg_ref), "phoenix", "heartbeat", &Empty {}, 48);
+        self.write_text(text).await
     }
 
     /// Leaves the joined state and schedules the next join attempt.
@@ -305,8 +296,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
 
     async fn on_message(&mut self, message: Message) -> Result<(), Stop> {
         match message {
-            Message::Text(text) => match Frame::parse(&text) {
-                Ok(frame) => self.on_frame(frame).await,
+            Message::Text(text) => match Incoming::parse(&text) {
+                Ok(frame) => self.on_frame(&frame).await,
                 Err(error) => self.refuse_frame(&error.to_string()).await,
             },
             Message::Binary(_) => self.refuse_frame("binary frames are not used").await,
@@ -329,49 +320,47 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
     async fn refuse_frame(&mut self, problem: &str) -> Result<(), Stop> {
         warn!(problem, "malformed frame from kandan");
         let event = ControlErrorEvent {
-            control_type: String::new(),
-            request_id: None,
-            socket_id: None,
             code: ErrorCode::InvalidControl,
             message: format!("malformed frame: {problem}"),
+            ..ControlErrorEvent::default()
         };
         self.push_now(Event::ControlError(event)).await
     }
 
-    async fn on_frame(&mut self, frame: Frame) -> Result<(), Stop> {
-        if frame.topic == "phoenix" {
-            if frame.event == "phx_reply"
+    async fn on_frame(&mut self, frame: &Incoming<'_>) -> Result<(), Stop> {
+        if frame.topic() == "phoenix" {
+            if frame.event() == "phx_reply"
                 && let Some((pending, _)) = &self.heartbeat_ref
-                && frame.msg_ref.as_deref() == Some(pending.as_str())
+                && frame.msg_ref() == Some(pending.as_str())
             {
                 self.heartbeat_ref = None;
             }
             return Ok(());
         }
-        if frame.topic != self.topic {
-            debug!(topic = %frame.topic, "frame for another topic ignored");
+        if frame.topic() != self.topic {
+            debug!(topic = %frame.topic(), "frame for another topic ignored");
             return Ok(());
         }
         // Pushes from an earlier join of this topic (broadcasts carry no joinRef).
-        if let Some(join_ref) = &frame.join_ref
+        if let Some(join_ref) = frame.join_ref()
             && join_ref != self.channel.join_ref()
         {
-            debug!(event = %frame.event, "stale joinRef: frame dropped");
+            debug!(event = %frame.event(), "stale joinRef: frame dropped");
             return Ok(());
         }
-        match frame.event.as_str() {
-            "phx_reply" => self.on_reply(&frame),
+        match frame.event() {
+            "phx_reply" => self.on_reply(frame),
             "phx_error" | "phx_close" => {
                 if matches!(
                     self.channel,
                     Channel::Joined { .. } | Channel::Joining { .. }
                 ) {
-                    warn!(topic = %self.topic, event = %frame.event, "channel failed, rejoining");
+                    warn!(topic = %self.topic, event = %frame.event(), "channel failed, rejoining");
                     self.schedule_rejoin();
                 }
                 Ok(())
             }
-            "control" => self.on_control(&frame.payload).await,
+            "control" => self.on_control(frame.payload()).await,
             other => {
                 debug!(event = other, "unexpected event ignored");
                 Ok(())
@@ -379,18 +368,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         }
     }
 
-    fn on_reply(&mut self, frame: &Frame) -> Result<(), Stop> {
-        let reply = Reply::from_payload(&frame.payload);
+    fn on_reply(&mut self, frame: &Incoming<'_>) -> Result<(), Stop> {
+        let reply = Reply::read(frame.payload());
         let Channel::Joining { join_ref, .. } = &self.channel else {
-            if !reply.ok {
+            if !reply.ok() {
                 debug!(reason = %reply.reason(), "event refused by kandan");
             }
             return Ok(());
         };
-        if frame.msg_ref.as_deref() != Some(join_ref.as_str()) {
+        if frame.msg_ref() != Some(join_ref.as_str()) {
             return Ok(());
         }
-        if reply.ok {
+        if reply.ok() {
             *self.sessions += 1;
             let session = Session(*self.sessions);
             info!(topic = %self.topic, "joined");
@@ -409,7 +398,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         Ok(())
     }
 
-    async fn on_control(&mut self, payload: &Value) -> Result<(), Stop> {
+    async fn on_control(&mut self, payload: &RawValue) -> Result<(), Stop> {
         let Channel::Joined { session, .. } = self.channel else {
             debug!("control before join dropped");
             return Ok(());
@@ -421,7 +410,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                 Ok(())
             }
             Err(rejection) => {
-                warn!(control_type = %rejection.control_type, code = ?rejection.code(), problem = %rejection.problem, "control refused");
+                warn!(control_type = rejection.ids.control_type.as_deref().unwrap_or(""), code = %rejection.code(), problem = %rejection.problem, "control refused");
                 self.push_now(Event::ControlError(rejection.to_event()))
                     .await
             }

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use runner::detect::{self, BackendChoice, DetectorConfig, ListenerSocket, SocketId};
-use runner::forward::{GateRefusal, PortGate};
 use runner::gate::Gate;
+use runner::gate::{GateRefusal, PortGate};
 use runner::pipeline::{self, PipelineConfig};
 use runner::process::ProcessInfo;
 use tokio::sync::mpsc;
