@@ -58,7 +58,7 @@ fn drive(mut channel: ControlChannel, on_control: tokio::sync::mpsc::UnboundedSe
                     let _ = channel.handle.reply(session, ready).await;
                 }
                 ControlInput::Control { control, .. } => {
-                    let _ = on_control.send(control);
+                    let _ = on_control.send(*control);
                 }
                 ControlInput::Disconnected => {}
                 ControlInput::Refused(refusal) => panic!("refused: {refusal}"),

@@ -116,7 +116,7 @@ fn an_opened_candidate_becomes_a_pending_request() {
     else {
         panic!("{out:?}")
     };
-    assert_eq!(request_id.as_str().len(), 32);
+    assert_eq!(request_id.to_string().len(), 32);
     assert_eq!((*port, *pid), (5173, 42));
     assert_eq!(command, "node /x/node_modules/.bin/vite");
     assert_eq!(label, "node");

@@ -206,7 +206,7 @@ impl Runner {
                 self.reply(session, ready).await;
             }
             ControlInput::Control { session, control } => {
-                self.dispatch(session, control).await;
+                self.dispatch(session, *control).await;
             }
             // The main loop stops on it before it gets here.
             ControlInput::Refused(_) => {}

@@ -124,7 +124,10 @@ pub enum ControlInput {
     Joined(Session),
     /// A well-formed control. Malformed and unknown ones never get here: the
     /// client answers them with a `control_error` itself.
-    Control { session: Session, control: Control },
+    Control {
+        session: Session,
+        control: Box<Control>,
+    },
     /// The channel is no longer joined (socket lost, or the channel failed);
     /// a `Joined` follows when it is back.
     Disconnected,

@@ -405,6 +405,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         };
         match Control::parse(payload) {
             Ok(control) => {
+                let control = Box::new(control);
                 self.pending
                     .push_back(ControlInput::Control { session, control });
                 Ok(())

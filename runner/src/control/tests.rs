@@ -224,7 +224,7 @@ async fn joined(channel: &mut ControlChannel) -> Session {
 
 async fn control(channel: &mut ControlChannel) -> Control {
     match next_input(channel).await {
-        ControlInput::Control { control, .. } => control,
+        ControlInput::Control { control, .. } => *control,
         other => panic!("expected a control, got {other:?}"),
     }
 }

@@ -82,10 +82,6 @@ impl Debouncer {
         }
     }
 
-    pub fn window(&self) -> Duration {
-        self.window
-    }
-
     /// Tells the debouncer what listens on `port` now (`None`: nothing).
     /// Returns the events due at once (address changes); the others come
     /// from [`Debouncer::fire_due`].

@@ -280,7 +280,7 @@ impl ControlRejection {
 
 impl Control {
     /// Reads the payload of a `control` push.
-    pub fn parse(payload: &RawValue) -> Result<Control, ControlRejection> {
+    pub fn parse(payload: &RawValue) -> Result<Control, Box<ControlRejection>> {
         let text = payload.get();
         // serde would read a struct from an array too.
         let object = text.trim_start().starts_with('{');
@@ -288,17 +288,17 @@ impl Control {
             Ok(ids) if object => ids,
             _ => {
                 let problem = Problem::NotAnObject;
-                return Err(ControlRejection {
+                return Err(Box::new(ControlRejection {
                     ids: Ids::default(),
                     problem,
-                });
+                }));
             }
         };
         let Some(control_type) = ids.control_type.as_deref() else {
-            return Err(ControlRejection {
+            return Err(Box::new(ControlRejection {
                 ids,
                 problem: Problem::NoType,
-            });
+            }));
         };
         let parsed = match control_type {
             "resolve_port_forward_request" => read(text).map(Control::ResolvePortForwardRequest),
@@ -327,7 +327,7 @@ impl Control {
             "read_thread" => read(text).map(Control::ReadThread),
             _ => Err(Problem::UnknownType),
         };
-        parsed.map_err(|problem| ControlRejection { ids, problem })
+        parsed.map_err(|problem| Box::new(ControlRejection { ids, problem }))
     }
 
     /// The wire `type`.

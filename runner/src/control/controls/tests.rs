@@ -12,7 +12,7 @@ fn parse(value: Value) -> Control {
     Control::parse(&raw(&value)).unwrap_or_else(|e| panic!("{value}: {e}"))
 }
 
-fn reject(value: Value) -> ControlRejection {
+fn reject(value: Value) -> Box<ControlRejection> {
     match Control::parse(&raw(&value)) {
         Ok(control) => panic!("{value} parsed as {control:?}"),
         Err(rejection) => rejection,
