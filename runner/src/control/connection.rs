@@ -433,16 +433,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         let Charged { event, charge } = charged;
         let msg_ref = self.refs.next_ref();
         let join_ref = self.channel.join_ref();
-        let hint = event.size_hint();
-        let text = frame::text_of(
-            Some(join_ref),
-            Some(&msg_ref),
-            &self.topic,
-            "event",
-            &event,
-            hint,
-        );
-        drop(event);
+        let text = frame::event_text(Some(join_ref), Some(&msg_ref), &self.topic, event);
         let written = self.write_text(text).await;
         drop(charge);
         written

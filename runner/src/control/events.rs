@@ -48,6 +48,20 @@ impl Event {
         body.div_ceil(3) * 4 + 1024
     }
 
+    /// Takes the body out of an event that has one, leaving it empty. The
+    /// body is the last field of such an event's JSON, so the frame writer
+    /// can write the rest with serde and the body's base64 straight after
+    /// it (base64 needs no JSON escaping), without a copy or a scan.
+    pub(crate) fn take_body(&mut self) -> Option<Bytes> {
+        let body = match self {
+            Event::ForwardHttpResponse(e) => &mut e.body,
+            Event::ForwardHttpResponseChunk(e) => &mut e.body,
+            Event::ForwardWebsocketMessage(e) => &mut e.body,
+            _ => return None,
+        };
+        Some(std::mem::take(body))
+    }
+
     /// The wire `type`, for logs.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -207,10 +221,11 @@ pub struct ForwardHttpResponse {
     pub status: u16,
     /// Always pairs on the wire.
     pub headers: Vec<(String, String)>,
-    #[serde(rename = "bodyBase64", with = "base64_bytes")]
-    pub body: Bytes,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub streaming: Option<bool>,
+    /// Last, as in every event with a body: see [`Event::take_body`].
+    #[serde(rename = "bodyBase64", with = "base64_bytes")]
+    pub body: Bytes,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -218,9 +233,9 @@ pub struct ForwardHttpResponse {
 pub struct ForwardHttpResponseChunk {
     pub request_id: String,
     pub seq: u64,
+    pub done: bool,
     #[serde(rename = "bodyBase64", with = "base64_bytes")]
     pub body: Bytes,
-    pub done: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -85,6 +85,32 @@ pub(crate) fn text_of(
     String::from_utf8(text).unwrap_or_default()
 }
 
+/// The text of a push of `event`: like [`text_of`], with a body, if the
+/// event has one, base64-encoded (SIMD) straight into the text.
+pub(crate) fn event_text(
+    join_ref: Option<&str>,
+    msg_ref: Option<&str>,
+    topic: &str,
+    mut event: super::Event,
+) -> String {
+    let hint = event.size_hint();
+    let body = event.take_body();
+    let mut text = text_of(join_ref, msg_ref, topic, "event", &event, hint).into_bytes();
+    drop(event);
+    if let Some(body) = body {
+        // The payload ends with its body field, empty: `"bodyBase64":""}]`.
+        const TAIL: &[u8] = b"\"}]";
+        if !text.ends_with(b"\"\"}]") {
+            return String::new();
+        }
+        text.truncate(text.len() - TAIL.len());
+        base64_simd::STANDARD.encode_append(&body, &mut text);
+        text.extend_from_slice(TAIL);
+    }
+    // JSON from serde_json and base64: UTF-8.
+    String::from_utf8(text).unwrap_or_default()
+}
+
 /// The `{}` payload of heartbeats, joins without state and leaves.
 #[derive(serde::Serialize)]
 pub(crate) struct Empty {}
@@ -194,6 +220,33 @@ mod tests {
                 Ok(frame) => panic!("{text:?} parsed as {frame:?}"),
             };
             assert_eq!(got, want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn bodies_are_written_straight_into_the_frame() {
+        use crate::control::events::{ForwardHttpResponse, ForwardWebsocketMessage};
+        use crate::control::{Event, controls::Opcode};
+        let body = bytes::Bytes::from((0..=255u8).cycle().take(100_000).collect::<Vec<u8>>());
+        let events = [
+            Event::ForwardHttpResponse(ForwardHttpResponse {
+                request_id: "h1".into(),
+                status: 200,
+                headers: vec![("a".into(), "\"quoted\"".into())],
+                streaming: Some(true),
+                body: body.clone(),
+            }),
+            Event::ForwardWebsocketMessage(ForwardWebsocketMessage {
+                socket_id: "s".into(),
+                opcode: Opcode::Binary,
+                body: bytes::Bytes::new(),
+            }),
+        ];
+        for event in events {
+            let tree = text_of(Some("1"), Some("2"), "t", "event", &event, 0);
+            let direct = event_text(Some("1"), Some("2"), "t", event);
+            let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
+            assert_eq!(parse(&direct), parse(&tree));
         }
     }
 

@@ -5,8 +5,6 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -175,8 +173,8 @@ impl<'de> Deserialize<'de> for Body {
                 f.write_str("a base64 string")
             }
             fn visit_str<E: de::Error>(self, text: &str) -> Result<Body, E> {
-                STANDARD
-                    .decode(text)
+                base64_simd::STANDARD
+                    .decode_to_vec(text)
                     .map(|bytes| Body(Bytes::from(bytes)))
                     .map_err(|_| E::custom("must be valid base64"))
             }
