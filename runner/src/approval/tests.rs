@@ -5,10 +5,10 @@ use std::sync::mpsc::TryRecvError;
 use super::*;
 use crate::control::controls::ActorId;
 use crate::control::events::ListenerState;
+use crate::detect::process_info::ProcessInfo;
 use crate::detect::{ListenerSocket, SocketId};
 use crate::gate::{GateRefusal, PortGate};
 use crate::gate::{Revocation, RevokeReason};
-use crate::process::ProcessInfo;
 
 fn cand(port: u16, pid: u32, command: &str, cwd: &str) -> Candidate {
     let argv: Vec<String> = command.split(' ').map(str::to_string).collect();

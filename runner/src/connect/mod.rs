@@ -18,8 +18,8 @@ use crate::control::{
 };
 use crate::forward::{CloseCause, ForwardConfig, Forwarder};
 use crate::gate::RevokeReason;
-use crate::supervise::{Signal, Stop};
-use crate::watched::{self, Watched};
+use crate::supervise::{RunnerStop, Signal};
+use crate::trees::{self, Trees};
 
 /// Runs `connect` and returns the process exit code.
 pub async fn run(args: ConnectArgs) -> i32 {
@@ -43,16 +43,16 @@ pub async fn run(args: ConnectArgs) -> i32 {
     let approval = Approval::new();
     let gate = approval.gate();
     let (
-        Watched {
+        Trees {
             selection,
             mut candidates,
             mut command,
             finisher,
         },
         mut signals,
-    ) = match watched::start_for_command(
+    ) = match trees::start_for_command(
         &args.detector,
-        watched::CommandOutput::default(),
+        trees::CommandOutput::default(),
         Some(gate.clone()),
     ) {
         Ok(started) => started,
@@ -130,12 +130,12 @@ pub async fn run(args: ConnectArgs) -> i32 {
                     // Stopped like a SIGTERM would: the command's tree ends.
                     eprintln!("error: {refusal}");
                     refused = true;
-                    break Stop::Signal(Signal::Terminate);
+                    break RunnerStop::Signal(Signal::Terminate);
                 }
                 runner.on_input(input).await;
             }
-            code = crate::supervise::exit_code_of(&mut command) => break Stop::Exited(code),
-            signal = signals.recv() => break Stop::Signal(signal),
+            code = crate::supervise::exit_code_of(&mut command) => break RunnerStop::Exited(code),
+            signal = signals.recv() => break RunnerStop::Signal(signal),
         }
     };
     let ends = shutdown::Ends {

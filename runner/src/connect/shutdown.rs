@@ -12,8 +12,8 @@ use tokio::time::{Instant, timeout_at};
 
 use super::Runner;
 use crate::pipeline::CandidateEvent;
-use crate::supervise::{self, RootCommand, Signals, Stop};
-use crate::watched::Finisher;
+use crate::supervise::{self, RootCommand, RunnerStop, Signals};
+use crate::trees::Finisher;
 
 /// The whole shutdown, from the stop to the exit: under the contract's 2 s.
 const BUDGET: Duration = Duration::from_millis(1950);
@@ -33,7 +33,7 @@ pub(super) struct Ends {
 
 impl Runner {
     /// Shuts down and returns the exit code (the command's status).
-    pub(super) async fn shut_down(&mut self, stop: Stop, mut ends: Ends) -> i32 {
+    pub(super) async fn shut_down(&mut self, stop: RunnerStop, mut ends: Ends) -> i32 {
         let deadline = Instant::now() + BUDGET;
 
         // Every forwarded socket closes with 1001 and reports it itself.

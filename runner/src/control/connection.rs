@@ -67,7 +67,7 @@ impl Channel {
 }
 
 /// Why the loop must stop.
-enum Stop {
+enum ConnStop {
     Stopped,
     /// The runner stops: leave the channel first.
     Leave,
@@ -123,14 +123,14 @@ where
         Err(stop) => stop,
     };
     match stop {
-        Stop::Stopped | Stop::Leave => {
-            if matches!(stop, Stop::Leave) {
+        ConnStop::Stopped | ConnStop::Leave => {
+            if matches!(stop, ConnStop::Leave) {
                 conn.leave().await;
             }
             conn.close_normally().await;
             Ended::Stopped
         }
-        Stop::Lost(reason) => Ended::Lost {
+        ConnStop::Lost(reason) => Ended::Lost {
             ever_joined: conn.ever_joined,
             joined: matches!(conn.channel, Channel::Joined { .. }),
             reason,
@@ -140,7 +140,7 @@ where
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
-    async fn serve(&mut self, join_info: &impl Fn() -> JoinInfo, links: &mut Links) -> Stop {
+    async fn serve(&mut self, join_info: &impl Fn() -> JoinInfo, links: &mut Links) -> ConnStop {
         let period = self.timing.heartbeat_interval;
         let mut heartbeat = tokio::time::interval_at(Instant::now() + period, period);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -150,8 +150,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             let result = tokio::select! {
                 // Reading pauses while the runner has not taken what was read.
                 message = self.ws.next(), if self.pending.is_empty() => match message {
-                    None => Err(Stop::Lost("socket closed".into())),
-                    Some(Err(error)) => Err(Stop::Lost(format!("socket error: {error}"))),
+                    None => Err(ConnStop::Lost("socket closed".into())),
+                    Some(Err(error)) => Err(ConnStop::Lost(format!("socket error: {error}"))),
                     Some(Ok(message)) => self.on_message(message).await,
                 },
                 permit = links.inputs.reserve(), if !self.pending.is_empty() => match permit {
@@ -161,15 +161,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                         }
                         Ok(())
                     }
-                    Err(_) => Err(Stop::Stopped),
+                    Err(_) => Err(ConnStop::Stopped),
                 },
                 outgoing = links.outbox.recv() => match outgoing {
                     Some(outgoing) => self.on_outgoing(outgoing).await,
-                    None => Err(Stop::Stopped),
+                    None => Err(ConnStop::Stopped),
                 },
                 _ = heartbeat.tick() => self.send_heartbeat().await,
                 () = sleep_until(heartbeat_deadline.unwrap_or_else(Instant::now)), if heartbeat_deadline.is_some() => {
-                    Err(Stop::Lost("no heartbeat reply".into()))
+                    Err(ConnStop::Lost("no heartbeat reply".into()))
                 }
                 () = sleep_until(channel_deadline.unwrap_or_else(Instant::now)), if channel_deadline.is_some() => {
                     self.on_channel_deadline(join_info).await
@@ -229,14 +229,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         .await;
     }
 
-    async fn write_text(&mut self, text: String) -> Result<(), Stop> {
+    async fn write_text(&mut self, text: String) -> Result<(), ConnStop> {
         self.ws
             .send(Message::text(text))
             .await
-            .map_err(|error| Stop::Lost(format!("socket write failed: {error}")))
+            .map_err(|error| ConnStop::Lost(format!("socket write failed: {error}")))
     }
 
-    async fn join(&mut self, join_info: &impl Fn() -> JoinInfo) -> Result<(), Stop> {
+    async fn join(&mut self, join_info: &impl Fn() -> JoinInfo) -> Result<(), ConnStop> {
         let join_ref = self.refs.next_ref();
         let text = frame::text_of(
             Some(&join_ref),
@@ -254,7 +254,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         self.write_text(text).await
     }
 
-    async fn send_heartbeat(&mut self) -> Result<(), Stop> {
+    async fn send_heartbeat(&mut self) -> Result<(), ConnStop> {
         if self.heartbeat_ref.is_some() {
             // The previous one is still unanswered; its deadline decides.
             return Ok(());
@@ -282,7 +282,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         };
     }
 
-    async fn on_channel_deadline(&mut self, join_info: &impl Fn() -> JoinInfo) -> Result<(), Stop> {
+    async fn on_channel_deadline(
+        &mut self,
+        join_info: &impl Fn() -> JoinInfo,
+    ) -> Result<(), ConnStop> {
         match self.channel {
             Channel::Joining { .. } => {
                 warn!(topic = %self.topic, "join timed out");
@@ -294,7 +297,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         }
     }
 
-    async fn on_message(&mut self, message: Message) -> Result<(), Stop> {
+    async fn on_message(&mut self, message: Message) -> Result<(), ConnStop> {
         match message {
             Message::Text(text) => match Incoming::parse(&text) {
                 Ok(frame) => self.on_frame(&frame).await,
@@ -310,14 +313,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                     ),
                     None => "closed by kandan".into(),
                 };
-                Err(Stop::Lost(reason))
+                Err(ConnStop::Lost(reason))
             }
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
         }
     }
 
     /// A frame that is not Phoenix v2: answered like a malformed control.
-    async fn refuse_frame(&mut self, problem: &str) -> Result<(), Stop> {
+    async fn refuse_frame(&mut self, problem: &str) -> Result<(), ConnStop> {
         warn!(problem, "malformed frame from kandan");
         let event = ControlErrorEvent {
             code: ErrorCode::InvalidControl,
@@ -327,7 +330,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         self.push_now(Event::ControlError(event)).await
     }
 
-    async fn on_frame(&mut self, frame: &Incoming<'_>) -> Result<(), Stop> {
+    async fn on_frame(&mut self, frame: &Incoming<'_>) -> Result<(), ConnStop> {
         if frame.topic() == "phoenix" {
             if frame.event() == "phx_reply"
                 && let Some((pending, _)) = &self.heartbeat_ref
@@ -368,7 +371,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         }
     }
 
-    fn on_reply(&mut self, frame: &Incoming<'_>) -> Result<(), Stop> {
+    fn on_reply(&mut self, frame: &Incoming<'_>) -> Result<(), ConnStop> {
         let reply = Reply::read(frame.payload());
         let Channel::Joining { join_ref, .. } = &self.channel else {
             if !reply.ok() {
@@ -398,7 +401,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         Ok(())
     }
 
-    async fn on_control(&mut self, payload: &RawValue) -> Result<(), Stop> {
+    async fn on_control(&mut self, payload: &RawValue) -> Result<(), ConnStop> {
         let Channel::Joined { session, .. } = self.channel else {
             debug!("control before join dropped");
             return Ok(());
@@ -419,7 +422,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
     }
 
     /// Answers the current session directly (the runner is not involved).
-    async fn push_now(&mut self, event: Event) -> Result<(), Stop> {
+    async fn push_now(&mut self, event: Event) -> Result<(), ConnStop> {
         if let Channel::Joined { .. } = self.channel {
             self.push(event.into()).await
         } else {
@@ -429,7 +432,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
 
     /// Pushes an event. Its body may be large: the event is dropped once
     /// its text exists, and its charge once the text is written.
-    async fn push(&mut self, charged: Charged) -> Result<(), Stop> {
+    async fn push(&mut self, charged: Charged) -> Result<(), ConnStop> {
         let Charged { event, charge } = charged;
         let msg_ref = self.refs.next_ref();
         let join_ref = self.channel.join_ref();
@@ -440,18 +443,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
     }
 
     /// The outbound policy of the module docs in `client`.
-    async fn on_outgoing(&mut self, outgoing: Outgoing) -> Result<(), Stop> {
+    async fn on_outgoing(&mut self, outgoing: Outgoing) -> Result<(), ConnStop> {
         let Channel::Joined { session, ready, .. } = &mut self.channel else {
             match outgoing.event() {
                 Some(event) => debug!(event = event.kind(), "not joined: event dropped"),
-                None => return Err(Stop::Leave),
+                None => return Err(ConnStop::Leave),
             }
             return Ok(());
         };
         let (charged, current) = match outgoing {
             Outgoing::State(event) => (Charged::from(event), true),
             Outgoing::Reply(of, charged) => (charged, of == *session),
-            Outgoing::Leave => return Err(Stop::Leave),
+            Outgoing::Leave => return Err(ConnStop::Leave),
         };
         let is_ready = matches!(charged.event, Event::RunnerReady(_));
         if !current || !(*ready || is_ready) {

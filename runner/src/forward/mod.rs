@@ -74,7 +74,7 @@ impl fmt::Display for CloseCause {
 
 /// How a running request or socket is told to stop.
 #[derive(Debug, Clone, Copy)]
-enum Stop {
+enum TaskStop {
     /// The port closed: tell Kandan.
     Port(CloseCause),
     /// The runner lost Kandan: stop quietly, there is nobody to tell (and
@@ -93,16 +93,16 @@ enum Stop {
 #[derive(Default)]
 struct HttpTasks {
     next: AtomicU64,
-    running: Mutex<HashMap<u64, (u16, oneshot::Sender<Stop>)>>,
+    running: Mutex<HashMap<u64, (u16, oneshot::Sender<TaskStop>)>>,
 }
 
 impl HttpTasks {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (u16, oneshot::Sender<Stop>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (u16, oneshot::Sender<TaskStop>)>> {
         // A panic while holding the lock cannot leave the map inconsistent.
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn stop_port(&self, port: u16, stop: Stop) {
+    fn stop_port(&self, port: u16, stop: TaskStop) {
         let mut running = self.lock();
         let keys: Vec<u64> = running
             .iter()
@@ -118,7 +118,7 @@ impl HttpTasks {
 
     fn stop_all(&self) {
         for (_, (_, tx)) in self.lock().drain() {
-            let _ = tx.send(Stop::Silent);
+            let _ = tx.send(TaskStop::Silent);
         }
     }
 }
@@ -172,7 +172,7 @@ impl Forwarder {
             tokio::select! {
                 () = http::forward(req, port, answers, gate, pool, config) => {}
                 stop = stop_rx => {
-                    if let Ok(Stop::Port(cause)) = stop {
+                    if let Ok(TaskStop::Port(cause)) = stop {
                         let err = ForwardError::PortClosed { port, cause };
                         to.send(http::failed(request_id, &err)).await;
                     }
@@ -205,7 +205,7 @@ impl Forwarder {
     /// is never sent a request on a stale one.
     pub(crate) fn close_port(&self, port: u16, cause: CloseCause) {
         self.pool.purge(port);
-        self.http.stop_port(port, Stop::Port(cause));
+        self.http.stop_port(port, TaskStop::Port(cause));
         self.sockets.close_port(port, cause);
     }
 

@@ -34,7 +34,7 @@ use crate::control::events::{
 use crate::control::{Charged, ErrorCode, Responder};
 use crate::gate::PortGate;
 
-use super::{CloseCause, ForwardConfig, ForwardError, Stop, dial, headers, http};
+use super::{CloseCause, ForwardConfig, ForwardError, TaskStop, dial, headers, http};
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -54,7 +54,7 @@ struct Entry {
     port: u16,
     frames: mpsc::Sender<(Message, usize)>,
     queued: Arc<AtomicUsize>,
-    stop: oneshot::Sender<Stop>,
+    stop: oneshot::Sender<TaskStop>,
 }
 
 struct Inner {
@@ -229,7 +229,7 @@ impl SocketTable {
                 socket_id,
                 "websocket send queue overflowed; closing the socket"
             );
-            let _ = entry.stop.send(Stop::Overflow);
+            let _ = entry.stop.send(TaskStop::Overflow);
         }
     }
 
@@ -239,7 +239,7 @@ impl SocketTable {
         let entry = self.inner.lock().remove(socket_id);
         match entry {
             Some(entry) => {
-                let _ = entry.stop.send(Stop::Closed);
+                let _ = entry.stop.send(TaskStop::Closed);
             }
             None => {
                 let err = ForwardError::UnknownSocket(socket_id.to_owned());
@@ -260,7 +260,7 @@ impl SocketTable {
             .collect();
         for id in ids {
             if let Some(entry) = sockets.remove(&id) {
-                let _ = entry.stop.send(Stop::Port(cause));
+                let _ = entry.stop.send(TaskStop::Port(cause));
             }
         }
     }
@@ -268,7 +268,7 @@ impl SocketTable {
     /// Closes every socket with 1001, each reporting its close (the runner stops).
     pub(super) fn shut_down(&self) {
         for (_, entry) in self.inner.lock().drain() {
-            let _ = entry.stop.send(Stop::Shutdown);
+            let _ = entry.stop.send(TaskStop::Shutdown);
         }
     }
 
@@ -289,7 +289,7 @@ impl SocketTable {
     /// Closes every socket without reporting (the runner lost Kandan).
     pub(super) fn close_all(&self) {
         for (_, entry) in self.inner.lock().drain() {
-            let _ = entry.stop.send(Stop::Silent);
+            let _ = entry.stop.send(TaskStop::Silent);
         }
     }
 }
@@ -381,7 +381,7 @@ async fn connect(
 
 /// How a connected socket's pumping ended.
 enum End {
-    Stop(Stop),
+    TaskStop(TaskStop),
     ServerClosed(Option<CloseFrame>),
     Failed(ForwardError),
     Vanished,
@@ -431,19 +431,19 @@ impl Socket<'_> {
 
     /// The close report for a socket stopped by the runner or Kandan; none
     /// when the runner lost Kandan.
-    async fn stopped(&self, why: Stop, frame: Option<CloseFrame>) {
+    async fn stopped(&self, why: TaskStop, frame: Option<CloseFrame>) {
         let (code, reason) = split_frame(frame);
         match why {
-            Stop::Silent => self.mark_reported(),
-            Stop::Closed | Stop::Shutdown => self.closed(code, reason, None).await,
-            Stop::Port(cause) => {
+            TaskStop::Silent => self.mark_reported(),
+            TaskStop::Closed | TaskStop::Shutdown => self.closed(code, reason, None).await,
+            TaskStop::Port(cause) => {
                 let err = ForwardError::PortClosed {
                     port: self.port,
                     cause,
                 };
                 self.closed(code, reason, Some(failure(&err))).await;
             }
-            Stop::Overflow => {
+            TaskStop::Overflow => {
                 let failure = Failure {
                     code: ErrorCode::BodyTooLarge,
                     message:
@@ -460,14 +460,14 @@ impl Socket<'_> {
         open: &ForwardWebsocketOpen,
         mut frames: mpsc::Receiver<(Message, usize)>,
         queued: Arc<AtomicUsize>,
-        mut stop: oneshot::Receiver<Stop>,
+        mut stop: oneshot::Receiver<TaskStop>,
     ) {
         let inner = self.inner;
         let connected = tokio::select! {
             result = connect(inner, open, self.port) => result,
             why = &mut stop => {
                 tracing::debug!("stopped while connecting");
-                self.stopped(why.unwrap_or(Stop::Silent), None).await;
+                self.stopped(why.unwrap_or(TaskStop::Silent), None).await;
                 return;
             }
         };
@@ -534,7 +534,7 @@ impl Socket<'_> {
             };
             tokio::select! {
                 biased;
-                why = &mut stop => End::Stop(why.unwrap_or(Stop::Silent)),
+                why = &mut stop => End::TaskStop(why.unwrap_or(TaskStop::Silent)),
                 end = reader => end,
                 end = writer => end,
             }
@@ -563,12 +563,12 @@ impl Socket<'_> {
                 };
                 self.closed(None, None, Some(failure)).await;
             }
-            End::Stop(why) => {
+            End::TaskStop(why) => {
                 let (code, reason) = match why {
-                    Stop::Closed => (CloseCode::Normal, "closed by kandan"),
-                    Stop::Overflow => (CloseCode::Again, "kandan-runner send queue overflowed"),
-                    Stop::Shutdown => (CloseCode::Away, "kandan-runner stopping"),
-                    Stop::Port(_) | Stop::Silent => {
+                    TaskStop::Closed => (CloseCode::Normal, "closed by kandan"),
+                    TaskStop::Overflow => (CloseCode::Again, "kandan-runner send queue overflowed"),
+                    TaskStop::Shutdown => (CloseCode::Away, "kandan-runner stopping"),
+                    TaskStop::Port(_) | TaskStop::Silent => {
                         (CloseCode::Away, "kandan-runner stopped forwarding")
                     }
                 };
@@ -576,13 +576,13 @@ impl Socket<'_> {
                     code,
                     reason: reason.into(),
                 };
-                if !matches!(why, Stop::Closed) {
+                if !matches!(why, TaskStop::Closed) {
                     // The runner's decision is final: report it now, whatever the
                     // local server does with the close (a stalled one may never read it).
                     self.stopped(why, Some(ours.clone())).await;
                 }
                 let handshake = async {
-                    if let Stop::Closed = why {
+                    if let TaskStop::Closed = why {
                         // Frames Kandan sent before closing still go out, in order.
                         while let Ok((message, _)) = frames.try_recv() {
                             sink.send(message).await?;
@@ -600,7 +600,7 @@ impl Socket<'_> {
                     }
                 };
                 let reply = tokio::time::timeout(inner.config.ws_close_grace, handshake).await;
-                if let Stop::Closed = why {
+                if let TaskStop::Closed = why {
                     let frame = match reply {
                         Ok(Ok(Some(frame))) => frame,
                         _ => ours,

@@ -25,8 +25,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use crate::detect::process_info::ProcessInfo;
 use crate::detect::{ListenerSocket, SocketId};
-use crate::process::ProcessInfo;
 
 pub use port_gate::{GateRefusal, PortGate};
 pub use verify::ListeningSocket;

@@ -203,7 +203,7 @@ impl Debouncer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::process::ProcessInfo;
+    use crate::detect::process_info::ProcessInfo;
 
     const WINDOW: Duration = Duration::from_millis(750);
 
