@@ -362,7 +362,8 @@ async fn connect(
     let stream = dial::connect(&*inner.gate, port, config.connect_timeout).await?;
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(config.ws_max_message))
-        .max_frame_size(Some(config.ws_max_message));
+        .max_frame_size(Some(config.ws_max_message))
+        .read_buffer_size(crate::control::connector::READ_BUFFER);
     let handshake = tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config));
     let (ws, response) = tokio::time::timeout(config.overall_timeout, handshake)
         .await
