@@ -33,3 +33,5 @@ pub use refusal::Refusal;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod wire_names;

@@ -16,13 +16,7 @@ mod pool;
 mod websocket;
 
 #[cfg(test)]
-mod test_servers;
-#[cfg(test)]
-mod tests_http;
-#[cfg(test)]
-mod tests_pool;
-#[cfg(test)]
-mod tests_websocket;
+mod tests;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -7,9 +7,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use super::test_servers::{ForwardOutput, HttpRequest, TestForwarder};
-use super::test_servers::{PATIENCE, forwarder, next};
-use super::{CloseCause, ForwardConfig};
+use super::servers::{ForwardOutput, HttpRequest, TestForwarder};
+use super::servers::{PATIENCE, forwarder, next};
+use crate::forward::{CloseCause, ForwardConfig};
 
 /// What a connection does after answering its first request.
 #[derive(Clone, Copy)]

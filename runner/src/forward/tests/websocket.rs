@@ -8,12 +8,12 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use super::test_servers::{ForwardOutput, WsOpen, try_next};
-use super::test_servers::{PATIENCE, forwarder, next, refused_port, ws_server};
-use super::{CloseCause, ForwardConfig};
+use super::servers::{ForwardOutput, WsOpen, try_next};
+use super::servers::{PATIENCE, forwarder, next, refused_port, ws_server};
 use crate::control::ErrorCode;
 use crate::control::TestAnswers;
 use crate::control::controls::Opcode;
+use crate::forward::{CloseCause, ForwardConfig};
 use crate::gate::GateRefusal;
 
 fn open(id: &str, port: u16, headers: &[(&str, &str)]) -> WsOpen {
@@ -417,7 +417,7 @@ async fn pushing(
     config: ForwardConfig,
     count: usize,
     size: usize,
-) -> (super::test_servers::TestForwarder, TestAnswers) {
+) -> (super::servers::TestForwarder, TestAnswers) {
     let mut server = ws_server(false).await;
     let (fwd, gate, mut out) = forwarder(config);
     gate.allow(server.port, &["127.0.0.1"]);

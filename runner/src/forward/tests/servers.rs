@@ -25,11 +25,11 @@ use tokio_tungstenite::tungstenite::handshake::server::{
     Request as WsRequest, Response as WsResponse,
 };
 
-use super::{ForwardConfig, Forwarder};
 use crate::control::budget::Charge;
 use crate::control::controls::{Control, Opcode};
 use crate::control::events::Event;
 use crate::control::{ErrorCode, Responder, TestAnswers};
+use crate::forward::{CloseCause, ForwardConfig, Forwarder};
 use crate::gate::{GateRefusal, PortGate};
 
 /// Generous wait for anything in tests (the machine is shared and noisy).
@@ -160,7 +160,7 @@ impl TestForwarder {
         self.inner.ws_close(close, &self.to).await;
     }
 
-    pub fn close_port(&self, port: u16, cause: super::CloseCause) {
+    pub fn close_port(&self, port: u16, cause: CloseCause) {
         self.inner.close_port(port, cause);
     }
 

@@ -8,13 +8,13 @@ use http::Response;
 use http_body_util::{BodyExt, Channel};
 use tokio::sync::mpsc;
 
-use super::test_servers::{ForwardOutput, HttpRequest};
-use super::test_servers::{
+use super::servers::{ForwardOutput, HttpRequest};
+use super::servers::{
     PATIENCE, TestBody, dying_server, forwarder, full, http_server, next, refused_port,
     silent_server,
 };
-use super::{CloseCause, ForwardConfig};
 use crate::control::ErrorCode;
+use crate::forward::{CloseCause, ForwardConfig};
 use crate::gate::GateRefusal;
 
 fn request(id: &str, port: u16, method: &str, path: &str) -> HttpRequest {
@@ -65,7 +65,7 @@ fn error_code(output: ForwardOutput) -> (ErrorCode, String) {
     }
 }
 
-fn echo(seen: &super::test_servers::Seen) -> Response<TestBody> {
+fn echo(seen: &super::servers::Seen) -> Response<TestBody> {
     Response::new(full(seen.body.clone()))
 }
 
