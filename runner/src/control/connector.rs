@@ -68,6 +68,10 @@ impl Connector for TcpConnector {
     }
 }
 
+/// What tungstenite reads into at a time. Its 128 KiB default is zeroed
+/// on every read, which cost more than the rest of a small message's path.
+pub(crate) const READ_BUFFER: usize = 16 * 1024;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,7 +119,3 @@ mod tests {
         );
     }
 }
-
-/// What tungstenite reads into at a time. Its 128 KiB default is zeroed
-/// on every read, which cost more than the rest of a small message's path.
-pub(crate) const READ_BUFFER: usize = 16 * 1024;
