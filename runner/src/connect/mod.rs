@@ -210,6 +210,7 @@ impl Runner {
             }
             // The main loop stops on it before it gets here.
             ControlInput::Refused(_) => {}
+            ControlInput::Acked(_) => {}
             ControlInput::Disconnected => {
                 // Kandan forgets its requests and sockets with the connection.
                 self.forwarder.close_all();

@@ -134,6 +134,16 @@ pub enum ControlInput {
     /// Kandan refused the handshake in a way no retry can change (token,
     /// path). The client has stopped; the runner should too.
     Refused(super::Refusal),
+    /// Kandan answered the push of an event sent with
+    /// [`ControlHandle::send_tracked`]: it has that event.
+    Acked(Ack),
+}
+
+/// Which event a tracked push carried: an instance's event by its `seq`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ack {
+    pub instance_id: String,
+    pub seq: u64,
 }
 
 /// The control client is gone (its task ended).
@@ -144,6 +154,9 @@ pub struct ClientStopped;
 pub(super) enum Outgoing {
     /// State-bearing: sent whenever the current session is ready.
     State(Event),
+    /// Like `State`, and Kandan's `phx_reply` to its push comes back as
+    /// [`ControlInput::Acked`] with this tag.
+    Tracked(Event, Ack),
     /// An answer to a control of this session.
     Reply(Session, Charged),
     /// The runner stops: `phx_leave`, a normal close, and the client ends.
@@ -154,7 +167,9 @@ impl Outgoing {
     /// The event it carries (`Leave` carries none).
     pub(super) fn event(&self) -> Option<&Event> {
         match self {
-            Outgoing::State(event) | Outgoing::Reply(_, Charged { event, .. }) => Some(event),
+            Outgoing::State(event)
+            | Outgoing::Tracked(event, _)
+            | Outgoing::Reply(_, Charged { event, .. }) => Some(event),
             Outgoing::Leave => None,
         }
     }
@@ -191,6 +206,17 @@ impl ControlHandle {
     pub async fn send(&self, event: Event) -> Result<(), ClientStopped> {
         self.outbox
             .send(Outgoing::State(event))
+            .await
+            .map_err(|_| ClientStopped)
+    }
+
+    /// Sends a state event whose arrival the runner tracks: Kandan's
+    /// `phx_reply` comes back as [`ControlInput::Acked`]`(ack)`. Dropped
+    /// while not joined, like [`ControlHandle::send`]; the runner sends it
+    /// again after the next `runner_ready` if it was never acked.
+    pub async fn send_tracked(&self, event: Event, ack: Ack) -> Result<(), ClientStopped> {
+        self.outbox
+            .send(Outgoing::Tracked(event, ack))
             .await
             .map_err(|_| ClientStopped)
     }
@@ -286,7 +312,7 @@ impl TestAnswers {
         loop {
             match self.0.recv().await? {
                 Outgoing::Reply(_, charged) => return Some(charged),
-                Outgoing::State(event) => return Some(event.into()),
+                Outgoing::State(event) | Outgoing::Tracked(event, _) => return Some(event.into()),
                 Outgoing::Leave => continue,
             }
         }
@@ -301,7 +327,7 @@ impl TestAnswers {
     pub(crate) fn try_next_charged(&mut self) -> Option<Charged> {
         match self.0.try_recv().ok()? {
             Outgoing::Reply(_, charged) => Some(charged),
-            Outgoing::State(event) => Some(event.into()),
+            Outgoing::State(event) | Outgoing::Tracked(event, _) => Some(event.into()),
             Outgoing::Leave => None,
         }
     }

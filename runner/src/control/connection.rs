@@ -1,7 +1,7 @@
 //! One WebSocket connection: join the channel, heartbeat, route frames,
 //! rejoin on channel errors. Returns when the socket is gone.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::{debug, info, warn};
 
-use super::client::{Charged, ControlInput, JoinInfo, Links, Outgoing, Session, Timing};
+use super::client::{Ack, Charged, ControlInput, JoinInfo, Links, Outgoing, Session, Timing};
 use super::controls::Control;
 use super::events::{ControlErrorEvent, ErrorCode, Event};
 use super::frame::{self, Empty, Incoming, RefCounter, Reply};
@@ -74,6 +74,9 @@ enum ConnStop {
     Lost(String),
 }
 
+/// Most tracked pushes waiting for a reply.
+const TRACKED: usize = 65_536;
+
 /// How long the runner waits for Kandan's answers to its `phx_leave` and
 /// to its close frame: the whole shutdown must take under 2 s.
 const LEAVE_WAIT: Duration = Duration::from_millis(250);
@@ -89,6 +92,10 @@ struct Conn<'a, S> {
     pending: VecDeque<ControlInput>,
     ever_joined: bool,
     sessions: &'a mut u64,
+    /// Tracked pushes waiting for their `phx_reply`, by ref (at most
+    /// [`TRACKED`]; an older one is then forgotten and sent again after the
+    /// next reconnect).
+    tracked: BTreeMap<u64, Ack>,
 }
 
 pub(super) async fn run<S, J>(
@@ -117,6 +124,7 @@ where
         pending: VecDeque::new(),
         ever_joined: false,
         sessions,
+        tracked: BTreeMap::new(),
     };
     let stop = match conn.join(&join_info).await {
         Ok(()) => conn.serve(&join_info, links).await,
@@ -372,6 +380,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
     }
 
     fn on_reply(&mut self, frame: &Incoming<'_>) -> Result<(), ConnStop> {
+        // Any answer means Kandan has the event (an error would not change
+        // by sending it again).
+        let msg_ref = frame.msg_ref().and_then(|r| r.parse::<u64>().ok());
+        if let Some(ack) = msg_ref.and_then(|r| self.tracked.remove(&r)) {
+            self.pending.push_back(ControlInput::Acked(ack));
+            return Ok(());
+        }
         let reply = Reply::read(frame.payload());
         let Channel::Joining { join_ref, .. } = &self.channel else {
             if !reply.ok() {
@@ -451,9 +466,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             }
             return Ok(());
         };
-        let (charged, current) = match outgoing {
-            Outgoing::State(event) => (Charged::from(event), true),
-            Outgoing::Reply(of, charged) => (charged, of == *session),
+        let (charged, current, ack) = match outgoing {
+            Outgoing::State(event) => (Charged::from(event), true, None),
+            Outgoing::Tracked(event, ack) => (Charged::from(event), true, Some(ack)),
+            Outgoing::Reply(of, charged) => (charged, of == *session, None),
             Outgoing::Leave => return Err(ConnStop::Leave),
         };
         let is_ready = matches!(charged.event, Event::RunnerReady(_));
@@ -465,6 +481,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             return Ok(());
         }
         *ready = true;
+        if let Some(ack) = ack {
+            // The ref `push` is about to take.
+            self.tracked.insert(self.refs.peek_next(), ack);
+            if self.tracked.len() > TRACKED {
+                self.tracked.pop_first();
+            }
+        }
         self.push(charged).await
     }
 }

@@ -127,6 +127,11 @@ impl RefCounter {
         self.last += 1;
         self.last.to_string()
     }
+
+    /// The ref [`RefCounter::next_ref`] will give next.
+    pub(crate) fn peek_next(&self) -> u64 {
+        self.last + 1
+    }
 }
 
 /// A reply (`phx_reply`) payload: `{"status": "ok"|"error", "response": ...}`.

@@ -24,8 +24,8 @@ pub(crate) use client::Responder;
 #[cfg(test)]
 pub(crate) use client::TestAnswers;
 pub use client::{
-    Charged, ControlChannel, ControlClient, ControlConfig, ControlHandle, ControlInput, JoinInfo,
-    Session, Timing,
+    Ack, Charged, ControlChannel, ControlClient, ControlConfig, ControlHandle, ControlInput,
+    JoinInfo, Session, Timing,
 };
 pub use controls::{Control, ControlRejection};
 pub use events::{ErrorCode, Event};

@@ -641,3 +641,50 @@ async fn leave_sends_phx_leave_after_pending_events_then_closes_with_1000() {
         .expect("the client did not end")
         .unwrap();
 }
+
+#[tokio::test]
+async fn tracked_pushes_come_back_acked_once_kandan_replies() {
+    let tcp = Tcp::new().await;
+    let mut channel = tcp.spawn(fast_timing());
+    let mut conn = tcp.accept().await;
+    conn.join_ok().await;
+    let session = joined(&mut channel).await;
+    channel.handle.reply(session, ready()).await.unwrap();
+    assert_eq!(conn.expect_event().await["type"], "runner_ready");
+
+    let ack = |seq| super::Ack {
+        instance_id: "i1".into(),
+        seq,
+    };
+    channel
+        .handle
+        .send_tracked(closed_event("a"), ack(1))
+        .await
+        .unwrap();
+    channel
+        .handle
+        .send_tracked(closed_event("b"), ack(2))
+        .await
+        .unwrap();
+    let first = conn.expect("event").await;
+    let second = conn.expect("event").await;
+    assert_eq!(second.payload["requestId"], "b");
+    // Only the answered one is acked, whatever the order of the answers.
+    conn.reply(&second, "error", json!({"reason": "nope"}))
+        .await;
+    match next_input(&mut channel).await {
+        ControlInput::Acked(got) => assert_eq!(got, ack(2)),
+        other => panic!("expected Acked, got {other:?}"),
+    }
+    assert!(
+        timeout(Duration::from_millis(200), channel.inputs.recv())
+            .await
+            .is_err(),
+        "an unanswered push was acked"
+    );
+    conn.reply(&first, "ok", json!({})).await;
+    match next_input(&mut channel).await {
+        ControlInput::Acked(got) => assert_eq!(got, ack(1)),
+        other => panic!("expected Acked, got {other:?}"),
+    }
+}
