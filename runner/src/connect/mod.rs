@@ -80,6 +80,7 @@ pub async fn run(args: ConnectArgs) -> i32 {
 
     let forwarder = Arc::new(Forwarder::new(
         Arc::new(gate.clone()),
+        Arc::new(crate::forward::NoEditors),
         ForwardConfig {
             max_request_body: args.max_request_body,
             max_response_body: args.max_response_body,
