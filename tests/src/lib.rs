@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_forward;
 pub mod browser;
+pub mod code_server;
 pub mod e2e;
 pub mod outsider;
 pub mod preview_client;

@@ -239,6 +239,12 @@ async fn install_extension(
     let output = group.tail();
     let failed = output.contains("Failed Installing Extensions");
     if code != Some(0) || failed {
+        // The messages, not node's stack frames.
+        let output = output
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("at "))
+            .collect::<Vec<_>>()
+            .join("\n");
         return Err(CollaborationError::Install { code, output });
     }
     Ok(())
