@@ -361,6 +361,50 @@ fn has_marker(pid: libc::pid_t, marker: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// A process that leaves the group (a terminal's shell does: node-pty
+    /// calls setsid) still goes, found by its marker; and nothing of the
+    /// runner's secrets reaches the group.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn end_reaches_processes_that_left_the_group() {
+        let scratch = tempfile::tempdir().unwrap();
+        let id = EditorId::generate().unwrap();
+        let dirs = EditorDirs::new(&scratch.path().join("state"), &id);
+        dirs.create(&scratch.path().join("state")).unwrap();
+        let escaped = scratch.path().join("escaped.pid");
+        let mut command = command(Path::new("/bin/sh"), &dirs, &id);
+        command.arg("-c").arg(format!(
+            "setsid sh -c 'echo $$ > {}; exec sleep 300' & exec sleep 300",
+            escaped.display()
+        ));
+        let mut group = Group::spawn(command, Path::new("/bin/sh"), &id).unwrap();
+        let leader = group.pgid;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let escaped_pid: libc::pid_t = loop {
+            if let Some(pid) = std::fs::read_to_string(&escaped)
+                .ok()
+                .and_then(|text| text.trim().parse().ok())
+            {
+                break pid;
+            }
+            assert!(Instant::now() < deadline, "the escaped child never started");
+            sleep(POLL).await;
+        };
+        assert_ne!(stat_of(escaped_pid).unwrap().1, leader, "it left the group");
+        let mut members = member_pids(leader, id.as_str());
+        members.sort();
+        let mut expected = vec![leader, escaped_pid];
+        expected.sort();
+        assert_eq!(members, expected);
+        let environ = std::fs::read(format!("/proc/{escaped_pid}/environ")).unwrap();
+        assert!(!environ.windows(13).any(|w| w == b"KANDAN_TOKEN="));
+
+        let code = group.end().await;
+        assert_eq!(code, Some(128 + libc::SIGTERM));
+        assert!(member_pids(leader, id.as_str()).is_empty());
+        assert!(stat_of(escaped_pid).is_none_or(|(zombie, _)| zombie));
+    }
+
     #[test]
     fn stat_lines_with_odd_command_names() {
         assert_eq!(parse_stat("42 (node) S 1 42 42 0 -1"), Some((false, 42)));
