@@ -634,3 +634,31 @@ async fn expect_failed(bench: &mut Bench, request: StartRequest) -> Result<Strin
         other => bail!("expected Failed, got {other:?}"),
     }
 }
+
+#[test]
+fn doctor_reports_code_server_and_its_version() {
+    let Some(bin) = code_server_bin("doctor_reports_code_server_and_its_version") else {
+        return;
+    };
+    let doctor = |code_server: &Path| {
+        let output = std::process::Command::new(integration_tests::support::runner_bin())
+            .args(["doctor", "--json"])
+            .env("KANDAN_CODE_SERVER_BIN", code_server)
+            .output()
+            .expect("run doctor");
+        let report: Value = serde_json::from_slice(&output.stdout).expect("doctor json");
+        report["codeServer"].clone()
+    };
+    let found = doctor(&bin);
+    assert_eq!(found["path"], json!(bin));
+    let version = found["version"].as_str().unwrap_or_default();
+    assert!(version.starts_with("4.100.3 "), "{found}");
+    let missing = doctor(Path::new("/nonexistent/code-server"));
+    assert_eq!(missing["version"], Value::Null);
+    assert!(
+        missing["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("/nonexistent/code-server")),
+        "{missing}"
+    );
+}

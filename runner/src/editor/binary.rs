@@ -30,6 +30,66 @@ pub fn resolve_code_server(explicit: Option<&Path>) -> Result<PathBuf, EditorErr
     })
 }
 
+/// What `doctor` says about code-server.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CodeServerStatus {
+    /// The program found, if any.
+    pub path: Option<PathBuf>,
+    /// Its version line (`4.100.3 <commit> with Code 1.100.3`).
+    pub version: Option<String>,
+    /// Why it cannot be used, when it cannot.
+    pub reason: Option<String>,
+}
+
+/// Finds code-server (as [`resolve_code_server`]) and asks its version.
+/// `--version` writes logs under `XDG_DATA_HOME` (and a config file without
+/// `--config`): it runs with both pointed at a scratch folder, removed after.
+pub fn code_server_status(explicit: Option<&Path>) -> CodeServerStatus {
+    let path = match resolve_code_server(explicit) {
+        Ok(path) => path,
+        Err(err) => {
+            return CodeServerStatus {
+                path: None,
+                version: None,
+                reason: Some(err.to_string()),
+            };
+        }
+    };
+    let scratch = std::env::temp_dir().join(format!("kandan-doctor-{}", std::process::id()));
+    let output = std::process::Command::new(&path)
+        .args(["--config", "/dev/null", "--version"])
+        .env("XDG_DATA_HOME", &scratch)
+        .env("XDG_CONFIG_HOME", &scratch)
+        .env("XDG_CACHE_HOME", &scratch)
+        .env_remove("KANDAN_TOKEN")
+        .env_remove("KANDAN_URL")
+        .stdin(std::process::Stdio::null())
+        .output();
+    let _ = std::fs::remove_dir_all(&scratch);
+    let (version, reason) = match output {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            // The version is the last line; info lines may precede it.
+            let line = text.lines().rev().find(|l| !l.trim().is_empty());
+            (line.map(|l| l.trim().to_string()), None)
+        }
+        Ok(out) => (
+            None,
+            Some(format!(
+                "`{} --version` failed: {}",
+                path.display(),
+                out.status
+            )),
+        ),
+        Err(err) => (None, Some(format!("cannot run {}: {err}", path.display()))),
+    };
+    CodeServerStatus {
+        path: Some(path),
+        version,
+        reason,
+    }
+}
+
 fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path)
         .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)

@@ -23,7 +23,7 @@ mod state_dir;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use binary::{DEFAULT_PROGRAM, resolve_code_server};
+pub use binary::{CodeServerStatus, DEFAULT_PROGRAM, code_server_status, resolve_code_server};
 pub use collaboration::{CollaborationError, KandanAccess};
 pub use events::{EditorEvent, EditorId, StopReason};
 pub use fetch::FetchError;
