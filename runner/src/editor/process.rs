@@ -36,6 +36,8 @@ const TERM_GRACE: Duration = Duration::from_millis(1500);
 /// After SIGKILL, how long the processes get to disappear.
 const KILL_GRACE: Duration = Duration::from_millis(1000);
 const POLL: Duration = Duration::from_millis(20);
+/// How long the output of an exited code-server may take to be read.
+const OUTPUT_DRAIN: Duration = Duration::from_millis(500);
 
 /// A command for the editor's code-server (the editor itself or
 /// `--install-extension`): its XDG dirs, the marker, no secrets, stdin
@@ -83,6 +85,13 @@ impl Tail {
         let lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
         lines.iter().cloned().collect::<Vec<_>>().join("\n")
     }
+}
+
+/// How the wait for the listening line ended.
+enum Seen {
+    Line,
+    OutputClosed,
+    Timeout,
 }
 
 /// A running code-server group. Dropping it SIGKILLs whatever remains, so
@@ -152,24 +161,34 @@ impl Group {
         };
         let wanted = socket.to_string_lossy().into_owned();
         let mut listening = self.listening.clone();
-        tokio::select! {
-            status = self.child.wait() => {
-                return Err(self.exited_early(status));
+        // The watch guard is not Send: only whether the line came is kept.
+        let seen = async {
+            match tokio::time::timeout_at(
+                deadline,
+                listening.wait_for(|line| line.as_deref() == Some(wanted.as_str())),
+            )
+            .await
+            {
+                Ok(Ok(_)) => Seen::Line,
+                Ok(Err(_)) => Seen::OutputClosed,
+                Err(_) => Seen::Timeout,
             }
-            seen = tokio::time::timeout_at(deadline, listening.wait_for(|line| line.as_deref() == Some(wanted.as_str()))) => {
-                match seen {
-                    Ok(Ok(_)) => {}
-                    // The output closed without the line: it is exiting.
-                    Ok(Err(_)) => {
-                        let status = tokio::time::timeout_at(deadline, self.child.wait()).await;
-                        return Err(match status {
-                            Ok(status) => self.exited_early(status),
-                            Err(_) => not_ready("listening line", self.tail()),
-                        });
-                    }
-                    Err(_) => return Err(not_ready("listening line", self.tail())),
-                }
+        };
+        let seen = tokio::select! {
+            status = self.child.wait() => return Err(self.exited_early(status).await),
+            seen = seen => seen,
+        };
+        match seen {
+            Seen::Line => {}
+            // The output closed without the line: it is exiting.
+            Seen::OutputClosed => {
+                let status = tokio::time::timeout_at(deadline, self.child.wait()).await;
+                return Err(match status {
+                    Ok(status) => self.exited_early(status).await,
+                    Err(_) => not_ready("listening line", self.tail()),
+                });
             }
+            Seen::Timeout => return Err(not_ready("listening line", self.tail())),
         }
         loop {
             match healthz::status(socket, "/healthz").await {
@@ -178,7 +197,7 @@ impl Group {
                 Err(err) => tracing::debug!("editor /healthz: {err}"),
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(self.exited_early(Ok(status)));
+                return Err(self.exited_early(Ok(status)).await);
             }
             if Instant::now() + POLL > deadline {
                 return Err(not_ready("/healthz", self.tail()));
@@ -187,7 +206,14 @@ impl Group {
         }
     }
 
-    fn exited_early(&self, status: std::io::Result<std::process::ExitStatus>) -> EditorError {
+    async fn exited_early(&self, status: std::io::Result<std::process::ExitStatus>) -> EditorError {
+        // Its last lines may still be in the pipes: wait (briefly) until
+        // both readers are done, which drops the sender.
+        let mut output = self.listening.clone();
+        let _ = tokio::time::timeout(OUTPUT_DRAIN, async {
+            while output.changed().await.is_ok() {}
+        })
+        .await;
         EditorError::ExitedEarly {
             code: status.map(exit_code).unwrap_or(1),
             tail: self.tail(),

@@ -353,3 +353,148 @@ impl Drop for FolderGuard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::editor::process::member_pids;
+
+    /// A stand-in for code-server that misbehaves in a way the real one
+    /// cannot be made to: `script` is its shell body.
+    fn fake_program(dir: &Path, script: &str) -> PathBuf {
+        let path = dir.join("fake-code-server");
+        std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn registry(scratch: &Path, program: PathBuf, timeout: Duration) -> Editors {
+        let mut config = EditorConfig::new(program, scratch.join("state"), None);
+        config.ready_timeout = timeout;
+        Editors::new(config).0
+    }
+
+    fn request(cwd: &Path) -> StartRequest {
+        StartRequest {
+            request_id: Some("r1".into()),
+            cwd: cwd.to_path_buf(),
+            ..StartRequest::default()
+        }
+    }
+
+    /// No folder under `editors/` and no process carrying the scratch path.
+    fn assert_nothing_left(scratch: &Path) {
+        let editors = scratch.join("state/editors");
+        let folders: Vec<_> = std::fs::read_dir(&editors)
+            .map(|dir| dir.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(folders.is_empty(), "folders left: {folders:?}");
+    }
+
+    fn failure(event: EditorEvent) -> String {
+        match event {
+            EditorEvent::Failed {
+                request_id, reason, ..
+            } => {
+                assert_eq!(request_id.as_deref(), Some("r1"));
+                reason
+            }
+            other => panic!("expected Failed, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_editor_that_never_answers_times_out_and_leaves_nothing() {
+        let scratch = tempfile::tempdir().unwrap();
+        // Prints nothing and forks a child that would outlive a plain kill.
+        let program = fake_program(scratch.path(), "sleep 300 & exec sleep 300");
+        let editors = registry(scratch.path(), program, Duration::from_millis(500));
+        let started = std::time::Instant::now();
+        let reason = failure(editors.start(request(scratch.path())).await);
+        assert!(reason.contains("did not answer within"), "{reason}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_nothing_left(scratch.path());
+        assert!(editors.list().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_editor_that_exits_at_once_says_so() {
+        let scratch = tempfile::tempdir().unwrap();
+        let program = fake_program(scratch.path(), "echo 'bad flag --socket' >&2; exit 3");
+        let editors = registry(scratch.path(), program, Duration::from_secs(10));
+        let reason = failure(editors.start(request(scratch.path())).await);
+        assert!(reason.contains("status 3"), "{reason}");
+        assert!(reason.contains("bad flag --socket"), "{reason}");
+        assert_nothing_left(scratch.path());
+    }
+
+    #[tokio::test]
+    async fn bad_requests_are_refused_before_anything_starts() {
+        let scratch = tempfile::tempdir().unwrap();
+        let program = fake_program(scratch.path(), "exit 0");
+        let editors = registry(scratch.path(), program, Duration::from_secs(10));
+        let reason = failure(editors.start(request(Path::new("relative/dir"))).await);
+        assert!(reason.contains("not an absolute path"), "{reason}");
+        let mut collab = request(scratch.path());
+        collab.collaboration = Some(serde_json::json!({"extensionAssetPath": "/x.vsix"}));
+        let reason = failure(editors.start(collab).await);
+        assert!(reason.contains("serverAssetPath"), "{reason}");
+        // Collaboration without Kandan's origin and token.
+        let mut collab = request(scratch.path());
+        collab.collaboration = Some(serde_json::json!({
+            "extensionAssetPath": "/x.vsix", "serverAssetPath": "/s.js"
+        }));
+        let reason = failure(editors.start(collab).await);
+        assert!(reason.contains("no Kandan origin"), "{reason}");
+        assert_nothing_left(scratch.path());
+        assert!(matches!(
+            editors.stop("nope").await,
+            Err(EditorError::UnknownEditor(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn stop_all_abandons_a_start_in_progress() {
+        let scratch = tempfile::tempdir().unwrap();
+        let program = fake_program(
+            scratch.path(),
+            "echo $$ > \"$KANDAN_PID_FILE\"; exec sleep 300",
+        );
+        let pid_file = scratch.path().join("pid");
+        // The fake reads where to write its pid from a variable the
+        // registry passes on (the runner's environment minus its secrets).
+        let script = std::fs::read_to_string(&program)
+            .unwrap()
+            .replace("$KANDAN_PID_FILE", &pid_file.to_string_lossy());
+        std::fs::write(&program, script).unwrap();
+        let editors = registry(scratch.path(), program, Duration::from_secs(60));
+        let starting = tokio::spawn({
+            let editors = editors.clone();
+            let cwd = scratch.path().to_path_buf();
+            async move { editors.start(request(&cwd)).await }
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let pid: libc::pid_t = loop {
+            if let Some(pid) = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|text| text.trim().parse().ok())
+            {
+                break pid;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        editors.stop_all().await;
+        let reason = failure(starting.await.unwrap());
+        assert!(reason.contains("stopping"), "{reason}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while !member_pids(pid, "-").is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "the group survived");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_nothing_left(scratch.path());
+    }
+}
