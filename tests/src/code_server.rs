@@ -6,7 +6,15 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
 use anyhow::{Context, Result, ensure};
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use runner::editor::KandanAccess;
 use tokio::net::{TcpListener, UnixStream};
 use tokio::task::JoinHandle;
 
@@ -213,4 +221,92 @@ pub fn tcp_listen_ports(pids: &[u32]) -> Vec<u16> {
         }
     }
     ports
+}
+
+/// The bearer token [`AssetServer`] accepts.
+pub const TOKEN: &str = "test-token-123";
+
+/// A request's path and `Authorization` header.
+pub type Seen = (String, Option<String>);
+
+/// Kandan's asset routes: the extension and the server asset, only with the
+/// bearer token; every request's path and `Authorization` is recorded.
+pub struct AssetServer {
+    pub port: u16,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AssetServer {
+    /// Serves `vsix` at `/assets/oct.vsix` and a small script at
+    /// `/assets/oct-server.js` to requests bearing [`TOKEN`].
+    pub async fn start(vsix: Vec<u8>) -> Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let vsix = Bytes::from(vsix);
+        let record = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let vsix = vsix.clone();
+                let record = record.clone();
+                let service = hyper::service::service_fn(move |request: Request<_>| {
+                    let auth = request
+                        .headers()
+                        .get(http::header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    let path = request.uri().path().to_string();
+                    record.lock().unwrap().push((path.clone(), auth.clone()));
+                    let authorized = auth.as_deref() == Some(&format!("Bearer {TOKEN}"));
+                    let (status, body) = match (authorized, path.as_str()) {
+                        (false, _) => (StatusCode::UNAUTHORIZED, Bytes::from_static(b"no")),
+                        (true, "/assets/oct.vsix") => (StatusCode::OK, vsix.clone()),
+                        (true, "/assets/oct-server.js") => {
+                            (StatusCode::OK, Bytes::from_static(b"// the relay\n"))
+                        }
+                        (true, _) => (StatusCode::NOT_FOUND, Bytes::from_static(b"missing")),
+                    };
+                    let response = Response::builder()
+                        .status(status)
+                        .body(Full::new(body))
+                        .unwrap();
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(AssetServer { port, seen, task })
+    }
+
+    /// The runner's view of this origin, with `token`.
+    pub fn access(&self, token: &str) -> KandanAccess {
+        KandanAccess::from_url(
+            &format!("ws://127.0.0.1:{}/runner/socket", self.port),
+            token,
+        )
+        .unwrap()
+    }
+}
+
+impl Drop for AssetServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A `collaboration` object for [`AssetServer`]'s routes, with a few keys
+/// passed on to the settings.
+pub fn collaboration_object() -> serde_json::Value {
+    serde_json::json!({
+        "extensionAssetPath": "/assets/oct.vsix",
+        "serverAssetPath": "/assets/oct-server.js",
+        "roomId": "room-42",
+        "displayName": "Ada",
+        "options": {"readOnly": false}
+    })
 }

@@ -3,20 +3,19 @@
 //! process, and the collaboration extension reading its settings in a real
 //! headless Chromium.
 
-use std::convert::Infallible;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty, Full};
+use http::Request;
+use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use integration_tests::browser::Browser;
 use integration_tests::code_server::{
-    UnixProxy, code_server_bin, group_members, processes_mentioning, tcp_listen_ports, write_vsix,
+    AssetServer, TOKEN, UnixProxy, code_server_bin, collaboration_object, group_members,
+    processes_mentioning, tcp_listen_ports, write_vsix,
 };
 use runner::editor::{
     EditorConfig, EditorEvent, EditorId, Editors, KandanAccess, StartRequest, StopReason,
@@ -29,7 +28,6 @@ use tokio::sync::mpsc::UnboundedReceiver;
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// How long an event may take (a start is ~1 s; a loaded machine is slower).
 const EVENT_TIMEOUT: Duration = Duration::from_secs(60);
-const TOKEN: &str = "test-token-123";
 
 /// A registry on a state directory of its own, and a cwd with a file in it.
 struct Bench {
@@ -392,76 +390,6 @@ async fn a_killed_editor_reports_stopped() -> Result<()> {
     Ok(())
 }
 
-/// A request's path and `Authorization` header.
-type Seen = (String, Option<String>);
-
-/// Kandan's asset routes: the extension and the server asset, only with the
-/// bearer token; every request's path and `Authorization` is recorded.
-struct AssetServer {
-    port: u16,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl AssetServer {
-    async fn start(vsix: Vec<u8>) -> Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let port = listener.local_addr()?.port();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let vsix = Bytes::from(vsix);
-        let record = seen.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let vsix = vsix.clone();
-                let record = record.clone();
-                let service = hyper::service::service_fn(move |request: Request<_>| {
-                    let auth = request
-                        .headers()
-                        .get(http::header::AUTHORIZATION)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string);
-                    let path = request.uri().path().to_string();
-                    record.lock().unwrap().push((path.clone(), auth.clone()));
-                    let authorized = auth.as_deref() == Some(&format!("Bearer {TOKEN}"));
-                    let (status, body) = match (authorized, path.as_str()) {
-                        (false, _) => (StatusCode::UNAUTHORIZED, Bytes::from_static(b"no")),
-                        (true, "/assets/oct.vsix") => (StatusCode::OK, vsix.clone()),
-                        (true, "/assets/oct-server.js") => {
-                            (StatusCode::OK, Bytes::from_static(b"// the relay\n"))
-                        }
-                        (true, _) => (StatusCode::NOT_FOUND, Bytes::from_static(b"missing")),
-                    };
-                    let response = Response::builder()
-                        .status(status)
-                        .body(Full::new(body))
-                        .unwrap();
-                    async move { Ok::<_, Infallible>(response) }
-                });
-                tokio::spawn(async move {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Ok(AssetServer { port, seen, task })
-    }
-
-    fn access(&self, token: &str) -> KandanAccess {
-        KandanAccess::from_url(
-            &format!("ws://127.0.0.1:{}/runner/socket", self.port),
-            token,
-        )
-        .unwrap()
-    }
-}
-
-impl Drop for AssetServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// The probe extension: on activation, writes the setting it reads (without
 /// declaring it) to `out`.
 fn probe_extension(out: &Path) -> String {
@@ -476,16 +404,6 @@ exports.deactivate = function () {{}};
 "#,
         out = serde_json::to_string(&out.to_string_lossy()).unwrap()
     )
-}
-
-fn collaboration() -> Value {
-    json!({
-        "extensionAssetPath": "/assets/oct.vsix",
-        "serverAssetPath": "/assets/oct-server.js",
-        "roomId": "room-42",
-        "displayName": "Ada",
-        "options": {"readOnly": false}
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -503,7 +421,7 @@ async fn collaboration_settings_reach_the_extension_in_a_browser() -> Result<()>
     let mut bench = Bench::new(&bin, Some(assets.access(TOKEN)))?;
     let cwd = bench.cwd();
     let mut request = bench.request(&cwd);
-    request.collaboration = Some(collaboration());
+    request.collaboration = Some(collaboration_object());
     let id = bench.start(request).await?;
 
     // Both assets, each with the bearer token.
@@ -581,7 +499,7 @@ async fn failed_collaboration_gives_failed_and_leaves_nothing() -> Result<()> {
     let mut bench = Bench::new(&bin, Some(assets.access("wrong-token")))?;
     let cwd = bench.cwd();
     let mut request = bench.request(&cwd);
-    request.collaboration = Some(collaboration());
+    request.collaboration = Some(collaboration_object());
     let failure = expect_failed(&mut bench, request.clone()).await?;
     assert!(failure.contains("401"), "{failure}");
     assert!(
@@ -592,7 +510,7 @@ async fn failed_collaboration_gives_failed_and_leaves_nothing() -> Result<()> {
 
     // Right token, missing asset: 404.
     let mut bench = Bench::new(&bin, Some(assets.access(TOKEN)))?;
-    let mut missing = collaboration();
+    let mut missing = collaboration_object();
     missing["serverAssetPath"] = json!("/assets/gone.js");
     request.collaboration = Some(missing);
     let failure = expect_failed(&mut bench, request.clone()).await?;
@@ -601,7 +519,7 @@ async fn failed_collaboration_gives_failed_and_leaves_nothing() -> Result<()> {
 
     // An asset path that leaves Kandan's origin: refused before any fetch.
     let before = assets.seen.lock().unwrap().len();
-    let mut elsewhere = collaboration();
+    let mut elsewhere = collaboration_object();
     elsewhere["extensionAssetPath"] = json!("https://elsewhere.example/x.vsix");
     request.collaboration = Some(elsewhere);
     let failure = expect_failed(&mut bench, request.clone()).await?;
@@ -611,7 +529,7 @@ async fn failed_collaboration_gives_failed_and_leaves_nothing() -> Result<()> {
     // A broken .vsix: the install fails.
     let broken = AssetServer::start(b"not a zip".to_vec()).await?;
     let mut bench = Bench::new(&bin, Some(broken.access(TOKEN)))?;
-    request.collaboration = Some(collaboration());
+    request.collaboration = Some(collaboration_object());
     let failure = expect_failed(&mut bench, request).await?;
     assert!(failure.contains("install"), "{failure}");
     bench.assert_nothing_left().await;
