@@ -297,7 +297,23 @@ async fn withdrawn_cwd_and_runner_exit_stop_every_process() -> Result<()> {
     let kept = bench.cwd();
     let other_dir = tempfile::Builder::new().prefix("kandan-cwd2-").tempdir()?;
     let withdrawn = other_dir.path().canonicalize()?;
-    let kept_id = bench.start(bench.request(&kept)).await?;
+    // Two starts at once for one cwd: one editor, both answered with it.
+    let mut second = bench.request(&kept);
+    second.request_id = Some("req-2".into());
+    let (first, second) = tokio::join!(
+        bench.editors.start(bench.request(&kept)),
+        bench.editors.start(second)
+    );
+    let id_of = |event: &EditorEvent| match event {
+        EditorEvent::Started { editor_id, .. } => Some(editor_id.clone()),
+        _ => None,
+    };
+    let kept_id = id_of(&first).context("first start failed")?;
+    assert_eq!(id_of(&second), Some(kept_id.clone()), "{second:?}");
+    for _ in 0..2 {
+        assert!(id_of(&bench.next_event().await?).is_some());
+    }
+    assert_eq!(bench.editors.list().len(), 1);
     let withdrawn_id = bench.start(bench.request(&withdrawn)).await?;
     assert_ne!(kept_id, withdrawn_id);
     let pids: Vec<(EditorId, u32)> = bench
