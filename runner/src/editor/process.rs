@@ -280,7 +280,7 @@ async fn read_lines(
 ) {
     let mut lines = BufReader::new(stream).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        tracing::debug!(target: "kandan_runner::editor::code_server", "{line}");
+        tracing::debug!(target: "runner::editor::code_server", "{line}");
         if let Some((_, address)) = line.split_once(LISTENING) {
             listening.send_replace(Some(address.trim().to_string()));
         }

@@ -183,6 +183,9 @@ impl Editors {
         };
         tracing::info!(editor = %id, cwd = %cwd.display(), pid = info.pid, "editor started");
         let (stop, stopped) = oneshot::channel();
+        // Inserted under the lock the watcher takes to remove it: an editor
+        // that exits at once is not left listed.
+        let mut running = self.lock();
         let watcher = tokio::spawn(watch_editor(
             self.shared.clone(),
             id.clone(),
@@ -190,7 +193,7 @@ impl Editors {
             folder.keep(),
             stopped,
         ));
-        self.lock().insert(
+        running.insert(
             id.clone(),
             Running {
                 info,
