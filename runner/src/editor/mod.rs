@@ -33,7 +33,8 @@ pub use state_dir::private_state_dir;
 /// How the registry starts editors.
 #[derive(Clone, Debug)]
 pub struct EditorConfig {
-    /// The code-server program ([`resolve_code_server`]).
+    /// The code-server program: a path, or a name looked up on `PATH` at
+    /// each start ([`resolve_code_server`]).
     pub code_server: PathBuf,
     /// The runner's private state directory ([`private_state_dir`]); the
     /// editors' folders go under `editors/` inside it.
@@ -47,6 +48,23 @@ pub struct EditorConfig {
 }
 
 impl EditorConfig {
+    /// The runner's configuration: `code_server` from `--code-server-bin` /
+    /// `KANDAN_CODE_SERVER_BIN` (else `code-server`, looked up on `PATH` at
+    /// each start), the private state directory, and Kandan's origin from
+    /// `url` with `token` for the collaboration assets (`None` when the URL
+    /// has no usable origin: collaboration starts then fail).
+    pub fn for_runner(
+        code_server: Option<PathBuf>,
+        url: &str,
+        token: &str,
+    ) -> Result<Self, EditorError> {
+        Ok(EditorConfig::new(
+            code_server.unwrap_or_else(|| PathBuf::from(DEFAULT_PROGRAM)),
+            private_state_dir()?,
+            KandanAccess::from_url(url, token).ok(),
+        ))
+    }
+
     /// The defaults: a 30 s start limit (a loaded two-core machine needs
     /// several seconds; 0.6 s is usual).
     pub fn new(code_server: PathBuf, state_dir: PathBuf, kandan: Option<KandanAccess>) -> Self {

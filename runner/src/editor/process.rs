@@ -330,11 +330,30 @@ async fn members(pgid: libc::pid_t, id: &EditorId) -> Vec<libc::pid_t> {
 
 /// Live (not zombie) processes in the group `pgid` or carrying the marker
 /// of editor `id`.
-#[cfg(target_os = "linux")]
 pub(crate) fn member_pids(pgid: libc::pid_t, id: &str) -> Vec<libc::pid_t> {
+    let mut pids = marked_pids(id, Some(pgid));
+    // Without /proc only the group is known: `kill(-pgid, 0)` says whether
+    // it has members (zombies included).
+    #[cfg(not(target_os = "linux"))]
+    {
+        // SAFETY: kill with signal 0 only checks.
+        if pgid > 1 && unsafe { libc::kill(-pgid, 0) } == 0 {
+            pids.push(pgid);
+        }
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+/// Live processes carrying the marker of editor `id`, plus those of the
+/// group `pgid` when given (never group 0: the kernel's threads).
+#[cfg(target_os = "linux")]
+pub(crate) fn marked_pids(id: &str, pgid: Option<libc::pid_t>) -> Vec<libc::pid_t> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
+    let pgid = pgid.filter(|&pgid| pgid > 1);
     let marker = format!("{EDITOR_MARKER}={id}");
     dir.filter_map(Result::ok)
         .filter_map(|entry| entry.file_name().to_str()?.parse::<libc::pid_t>().ok())
@@ -342,18 +361,24 @@ pub(crate) fn member_pids(pgid: libc::pid_t, id: &str) -> Vec<libc::pid_t> {
             let Some((zombie, group)) = stat_of(pid) else {
                 return false;
             };
-            !zombie && (group == pgid || has_marker(pid, &marker))
+            !zombie && (Some(group) == pgid || has_marker(pid, &marker))
         })
         .collect()
 }
 
-/// Without /proc only the group is known: `kill(-pgid, 0)` says whether it
-/// has members (zombies included).
 #[cfg(not(target_os = "linux"))]
-pub(crate) fn member_pids(pgid: libc::pid_t, _id: &str) -> Vec<libc::pid_t> {
-    // SAFETY: kill with signal 0 only checks.
-    let alive = pgid > 1 && unsafe { libc::kill(-pgid, 0) } == 0;
-    if alive { vec![pgid] } else { Vec::new() }
+pub(crate) fn marked_pids(_id: &str, _pgid: Option<libc::pid_t>) -> Vec<libc::pid_t> {
+    Vec::new()
+}
+
+/// SIGKILL to every process marked for editor `id` (an editor of a runner
+/// that died).
+pub(crate) fn kill_marked(id: &str) -> usize {
+    let pids = marked_pids(id, None);
+    for &pid in &pids {
+        send(pid, libc::SIGKILL);
+    }
+    pids.len()
 }
 
 /// (zombie, process group) from `/proc/<pid>/stat`.
@@ -396,7 +421,7 @@ mod tests {
         let scratch = tempfile::tempdir().unwrap();
         let id = EditorId::generate().unwrap();
         let dirs = EditorDirs::new(&scratch.path().join("state"), &id);
-        dirs.create(&scratch.path().join("state")).unwrap();
+        let _lock = dirs.create(&scratch.path().join("state")).unwrap();
         let escaped = scratch.path().join("escaped.pid");
         let mut command = command(Path::new("/bin/sh"), &dirs, &id);
         command.arg("-c").arg(format!(

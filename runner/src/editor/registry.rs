@@ -12,9 +12,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::collaboration::Collaboration;
-use super::dirs::EditorDirs;
+use super::dirs::{EditorDirs, FolderLock, sweep_stale};
 use super::process::{self, Group};
-use super::{EditorConfig, EditorError, EditorEvent, EditorId, StopReason};
+use super::{EditorConfig, EditorError, EditorEvent, EditorId, StopReason, resolve_code_server};
 
 /// A `start_local_editor`, its cwd already allowed by the cwd policy.
 #[derive(Clone, Debug, Default)]
@@ -66,7 +66,12 @@ impl Editors {
     /// because a stop waits until its `Stopped` is queued: a bounded one
     /// could deadlock a reader that stops editors; there are at most two
     /// events per start.
+    ///
+    /// It first ends the editors of runners that died on this state
+    /// directory and removes their folders (a few /proc reads; call it
+    /// where blocking briefly is fine, e.g. at start-up).
     pub fn new(config: EditorConfig) -> (Self, mpsc::UnboundedReceiver<EditorEvent>) {
+        sweep_stale(&config.state_dir);
         let (events, receiver) = mpsc::unbounded_channel();
         let shared = Shared {
             config,
@@ -141,15 +146,18 @@ impl Editors {
     ) -> Result<EditorId, EditorError> {
         let config = &self.shared.config;
         let id = EditorId::generate()?;
+        // Looked up at each start: code-server may be installed while the
+        // runner runs.
+        let program = resolve_code_server(Some(&config.code_server))?;
         let dirs = EditorDirs::new(&config.state_dir, &id);
         let folder = FolderGuard(Some(dirs.clone()));
-        dirs.create(&config.state_dir)?;
+        let lock = dirs.create(&config.state_dir)?;
         if let Some(collaboration) = collaboration {
             collaboration
-                .apply(config.kandan.as_ref(), &config.code_server, &dirs, &id)
+                .apply(config.kandan.as_ref(), &program, &dirs, &id)
                 .await?;
         }
-        let mut command = process::command(&config.code_server, &dirs, &id);
+        let mut command = process::command(&program, &dirs, &id);
         command
             .arg("--socket")
             .arg(&dirs.socket)
@@ -170,7 +178,7 @@ impl Editors {
             .arg(&dirs.extensions)
             .arg(cwd)
             .current_dir(cwd);
-        let mut group = Group::spawn(command, &config.code_server, &id)?;
+        let mut group = Group::spawn(command, &program, &id)?;
         if let Err(err) = group.wait_ready(&dirs.socket, config.ready_timeout).await {
             group.end().await;
             return Err(err);
@@ -190,7 +198,7 @@ impl Editors {
             self.shared.clone(),
             id.clone(),
             group,
-            folder.keep(),
+            (folder.keep(), lock),
             stopped,
         ));
         running.insert(
@@ -304,7 +312,7 @@ async fn watch_editor(
     shared: Arc<Shared>,
     id: EditorId,
     mut group: Group,
-    dirs: EditorDirs,
+    (dirs, _lock): (EditorDirs, FolderLock),
     stop: oneshot::Receiver<StopReason>,
 ) {
     let (reason, exit_code) = tokio::select! {
