@@ -596,3 +596,95 @@ fn doctor_reports_code_server_and_its_version() {
         "{missing}"
     );
 }
+
+/// Set for the child that plays a runner which dies with its editor running.
+const DYING_RUNNER_STATE: &str = "KANDAN_TEST_DYING_RUNNER_STATE";
+
+/// Not a test by itself: the body of the child process of
+/// `editors_of_a_dead_runner_are_ended_by_the_next`. It starts an editor on
+/// the given state directory, says so on stdout, and waits to be killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by editors_of_a_dead_runner_are_ended_by_the_next"]
+async fn dying_runner_child() -> Result<()> {
+    let Some(state) = std::env::var_os(DYING_RUNNER_STATE) else {
+        return Ok(());
+    };
+    let bin = code_server_bin("dying_runner_child").context("no code-server")?;
+    let state = PathBuf::from(state);
+    let (editors, _events) =
+        Editors::new(EditorConfig::new(bin, state.join("kandan-runner"), None));
+    let cwd = state.join("cwd");
+    std::fs::create_dir_all(&cwd)?;
+    match editors
+        .start(StartRequest {
+            cwd: cwd.canonicalize()?,
+            ..StartRequest::default()
+        })
+        .await
+    {
+        EditorEvent::Started { .. } => {
+            let pid = editors.list()[0].pid;
+            println!("EDITOR-PID {pid}");
+        }
+        other => bail!("{other:?}"),
+    }
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editors_of_a_dead_runner_are_ended_by_the_next() -> Result<()> {
+    let Some(bin) = code_server_bin("editors_of_a_dead_runner_are_ended_by_the_next") else {
+        return Ok(());
+    };
+    let _serial = SERIAL.lock().await;
+    let state = tempfile::Builder::new()
+        .prefix("kandan-ed-dead-")
+        .tempdir()?;
+    let marker = state.path().to_string_lossy().into_owned();
+    // This test binary again, running only the child above.
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["--exact", "dying_runner_child", "--ignored", "--nocapture"])
+        .env(DYING_RUNNER_STATE, state.path())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let pid: u32 = tokio::time::timeout(EVENT_TIMEOUT, async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(pid) = line.strip_prefix("EDITOR-PID ") {
+                return Ok(pid.trim().parse()?);
+            }
+        }
+        bail!("the child ended without starting an editor")
+    })
+    .await
+    .context("the child did not start an editor in time")??;
+
+    // The "runner" dies without stopping anything: its editor stays.
+    child.start_kill()?;
+    child.wait().await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !group_members(pid).is_empty(),
+        "the editor died with its runner"
+    );
+    let editors_dir = state.path().join("kandan-runner/editors");
+    assert_eq!(std::fs::read_dir(&editors_dir)?.count(), 1);
+
+    // The next registry on that state directory ends it.
+    let config = EditorConfig::new(bin, state.path().join("kandan-runner"), None);
+    let (_editors, _events) = Editors::new(config);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !processes_mentioning(&marker).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "left running: {:?}",
+            processes_mentioning(&marker)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(std::fs::read_dir(&editors_dir)?.count(), 0, "folder left");
+    Ok(())
+}
