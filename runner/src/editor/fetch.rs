@@ -168,3 +168,109 @@ mod tls {
             .map_err(std::io::Error::other)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A one-shot server answering `response` to each connection; returns
+    /// its port and the first request it read.
+    async fn server(response: &'static [u8]) -> (u16, tokio::sync::oneshot::Receiver<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut tx = Some(tx);
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 4096];
+                let n = socket.read(&mut buf).await.unwrap_or(0);
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+                }
+                let _ = socket.write_all(response).await;
+            }
+        });
+        (port, rx)
+    }
+
+    fn url(scheme: &str, port: u16, path: &str) -> Uri {
+        format!("{scheme}://127.0.0.1:{port}{path}")
+            .parse()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn sends_the_bearer_and_host_and_reads_the_body() {
+        let (port, request) =
+            server(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello").await;
+        let body = get_with_bearer(
+            &url("http", port, "/a?b=1"),
+            "tok",
+            100,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        assert_eq!(&body[..], b"hello");
+        let request = request.await.unwrap().to_ascii_lowercase();
+        assert!(request.starts_with("get /a?b=1 http/1.1\r\n"), "{request}");
+        assert!(
+            request.contains("authorization: bearer tok\r\n"),
+            "{request}"
+        );
+        assert!(
+            request.contains(&format!("host: 127.0.0.1:{port}\r\n")),
+            "{request}"
+        );
+    }
+
+    #[tokio::test]
+    async fn refuses_other_statuses_large_bodies_and_silence() {
+        let (port, _) =
+            server(b"HTTP/1.1 302 Found\r\nLocation: /x\r\nContent-Length: 0\r\n\r\n").await;
+        let err = get_with_bearer(&url("http", port, "/"), "t", 100, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FetchError::Status(302)), "{err}");
+
+        let (port, _) =
+            server(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\n0123456789")
+                .await;
+        let err = get_with_bearer(&url("http", port, "/"), "t", 4, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FetchError::Body { limit: 4, .. }), "{err}");
+
+        // Accepts, reads, never answers.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let _held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                open.push(socket);
+            }
+        });
+        let err = get_with_bearer(&url("http", port, "/"), "t", 4, Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FetchError::Timeout(_)), "{err}");
+    }
+
+    /// `https` really speaks TLS: against a plain server the handshake fails.
+    #[tokio::test]
+    async fn https_urls_speak_tls() {
+        let (port, _) = server(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        let err = get_with_bearer(&url("https", port, "/"), "t", 100, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FetchError::Tls(_)), "{err}");
+        let ftp: Uri = "ftp://127.0.0.1/x".parse().unwrap();
+        let err = get_with_bearer(&ftp, "t", 100, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FetchError::BadUrl), "{err}");
+    }
+}
