@@ -12,8 +12,7 @@ fn main() {
         Command::Completions(args) => runner::cli_docs::completions(&args),
         Command::Man(args) => runner::cli_docs::man(&args),
         command => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
+            let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {

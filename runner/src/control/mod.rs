@@ -15,11 +15,14 @@ pub mod connector;
 pub mod controls;
 pub mod endpoint;
 pub mod events;
-pub mod frame;
+pub(crate) mod frame;
 pub(crate) mod mount;
 pub mod refusal;
 pub mod schedule;
 
+pub(crate) use client::Responder;
+#[cfg(test)]
+pub(crate) use client::TestAnswers;
 pub use client::{
     Charged, ControlChannel, ControlClient, ControlConfig, ControlHandle, ControlInput, JoinInfo,
     Session, Timing,

@@ -22,10 +22,43 @@ use super::client::{
 use super::connector::Connector;
 use super::controls::Control;
 use super::events::{Event, Limits, PortForwardClosed, RunnerReady};
-use super::frame::Frame;
 use super::schedule::Backoff;
 
 const WAIT: Duration = Duration::from_secs(20);
+
+/// A frame as the stub (Kandan's side) sees it: a JSON tree is fine here.
+#[derive(Clone, Debug, PartialEq)]
+struct Frame {
+    join_ref: Option<String>,
+    msg_ref: Option<String>,
+    topic: String,
+    event: String,
+    payload: Value,
+}
+
+impl Frame {
+    fn parse(text: &str) -> Result<Frame, serde_json::Error> {
+        let (join_ref, msg_ref, topic, event, payload) = serde_json::from_str(text)?;
+        Ok(Frame {
+            join_ref,
+            msg_ref,
+            topic,
+            event,
+            payload,
+        })
+    }
+
+    fn to_text(&self) -> String {
+        let array = (
+            &self.join_ref,
+            &self.msg_ref,
+            &self.topic,
+            &self.event,
+            &self.payload,
+        );
+        serde_json::to_string(&array).unwrap()
+    }
+}
 
 fn join_info() -> JoinInfo {
     JoinInfo {
@@ -57,6 +90,8 @@ fn ready() -> Event {
         backend_reason: None,
         config_version: 2,
         listeners: vec![],
+        instances: vec![],
+        editors: vec![],
         limits: Limits {
             max_request_body: 1 << 20,
             max_response_body: 1 << 20,
@@ -189,7 +224,7 @@ async fn joined(channel: &mut ControlChannel) -> Session {
 
 async fn control(channel: &mut ControlChannel) -> Control {
     match next_input(channel).await {
-        ControlInput::Control { control, .. } => control,
+        ControlInput::Control { control, .. } => *control,
         other => panic!("expected a control, got {other:?}"),
     }
 }
