@@ -8,7 +8,11 @@
 //! - running: a second start for a cwd whose editor runs (the registry
 //!   answers without starting anything);
 //! - collaboration: warm, plus fetching both assets from a local origin and
-//!   installing the `.vsix`.
+//!   installing the `.vsix`;
+//! - workbench: from the browser's navigation to the workbench showing the
+//!   cwd's file in its explorer, in headless Chromium straight on the socket
+//!   (through a TCP -> Unix relay): the direct baseline for the same measure
+//!   through Kandan's preview front.
 //!
 //! Each start gets a fresh cwd and is stopped before the next.
 
@@ -19,7 +23,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use runner::editor::{EditorConfig, EditorEvent, Editors, StartRequest};
 
-use crate::code_server::{AssetServer, TOKEN, collaboration_object, write_vsix};
+use crate::browser::Browser;
+use crate::code_server::{AssetServer, TOKEN, UnixProxy, collaboration_object, write_vsix};
+
+/// The first file row of VS Code's explorer.
+pub const EXPLORER_ROW: &str = ".explorer-folders-view .monaco-list-row .label-name";
 
 /// Medians and ranges of each kind of start, in milliseconds.
 #[derive(Debug, Clone)]
@@ -29,6 +37,7 @@ pub struct EditorBench {
     pub warm: Vec<Duration>,
     pub running: Vec<Duration>,
     pub collaboration: Vec<Duration>,
+    pub workbench: Vec<Duration>,
 }
 
 /// Runs every measure `runs` times with `code_server`.
@@ -56,6 +65,7 @@ pub async fn run(code_server: &Path, runs: usize) -> Result<EditorBench> {
         warm: Vec::new(),
         running: Vec::new(),
         collaboration: Vec::new(),
+        workbench: Vec::new(),
     };
     for _ in 0..runs {
         evict_from_page_cache(&fixture_files);
@@ -81,6 +91,23 @@ pub async fn run(code_server: &Path, runs: usize) -> Result<EditorBench> {
             .collaboration
             .push(timed_start(&editors, collaboration).await?);
     }
+    let mut browser = Browser::launch().await?;
+    for _ in 0..runs {
+        let cwd = tempfile::tempdir()?;
+        std::fs::write(cwd.path().join("hello.txt"), "hello\n")?;
+        let id = started(&editors, &cwd.path().canonicalize()?, None).await?;
+        let proxy = UnixProxy::start(&editors.socket_path(id.as_str())?).await?;
+        let begin = Instant::now();
+        browser
+            .goto(&format!("http://127.0.0.1:{}/", proxy.port()))
+            .await?;
+        browser
+            .wait_for_selector_text(EXPLORER_ROW, "hello.txt")
+            .await?;
+        bench.workbench.push(begin.elapsed());
+        editors.stop(id.as_str()).await?;
+    }
+    let _ = browser.close().await;
     editors.stop_all().await;
     Ok(bench)
 }
@@ -183,6 +210,10 @@ impl EditorBench {
             (
                 "warm, with collaboration (2 assets + .vsix install)",
                 &self.collaboration,
+            ),
+            (
+                "workbench in Chromium, direct on the socket: navigation -> explorer lists the cwd",
+                &self.workbench,
             ),
         ] {
             let min = samples.iter().min().copied().unwrap_or_default();

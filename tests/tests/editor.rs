@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
+use integration_tests::bench_editor::EXPLORER_ROW;
 use integration_tests::browser::Browser;
 use integration_tests::code_server::{
     AssetServer, TOKEN, UnixProxy, code_server_bin, collaboration_object, group_members,
@@ -478,6 +479,10 @@ async fn collaboration_settings_reach_the_extension_in_a_browser() -> Result<()>
         .goto(&format!("http://127.0.0.1:{}/", proxy.port()))
         .await?;
     assert_eq!(status, 200, "workbench status");
+    // The workbench shows the cwd's file in its explorer.
+    browser
+        .wait_for_selector_text(EXPLORER_ROW, "hello.txt")
+        .await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     while !out.exists() {
         if tokio::time::Instant::now() > deadline {
