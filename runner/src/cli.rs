@@ -129,6 +129,9 @@ pub struct ConnectArgs {
     /// Heartbeat period (the contract's 30 s; shorter for tests).
     #[arg(long, value_name = "MS", default_value_t = 30_000, hide = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub heartbeat_ms: u64,
+    /// code-server for `start_local_editor`; else `code-server` on `PATH`.
+    #[arg(long, env = "KANDAN_CODE_SERVER_BIN", value_name = "PATH")]
+    pub code_server_bin: Option<PathBuf>,
     #[command(flatten)]
     pub detector: DetectorArgs,
 }

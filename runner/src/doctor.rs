@@ -7,8 +7,12 @@ use crate::detect::{self, BackendStatus};
 pub fn run(args: &DoctorArgs) -> i32 {
     let statuses = detect::statuses();
     let auto = statuses.iter().find(|s| s.available).map(|s| s.backend);
+    // The local editor is optional: it never changes the exit code.
+    let explicit = std::env::var_os("KANDAN_CODE_SERVER_BIN").map(std::path::PathBuf::from);
+    let code_server = crate::editor::code_server_status(explicit.as_deref());
     if args.json {
-        let report = serde_json::json!({ "backends": statuses, "auto": auto });
+        let report =
+            serde_json::json!({ "backends": statuses, "auto": auto, "codeServer": code_server });
         println!("{report}");
     } else {
         for line in human(&statuses) {
@@ -17,6 +21,11 @@ pub fn run(args: &DoctorArgs) -> i32 {
         match auto {
             Some(backend) => println!("auto: {backend}"),
             None => println!("auto: none works here"),
+        }
+        match (&code_server.version, &code_server.reason) {
+            (Some(version), _) => println!("code-server {version}"),
+            (None, Some(reason)) => println!("code-server unavailable: {reason}"),
+            (None, None) => println!("code-server unavailable"),
         }
     }
     if auto.is_some() { 0 } else { 1 }

@@ -14,6 +14,7 @@ pub mod connect;
 pub mod control;
 pub mod detect;
 pub mod doctor;
+pub mod editor;
 pub(crate) mod forward;
 pub mod gate;
 pub mod logging;
