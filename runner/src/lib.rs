@@ -26,6 +26,7 @@ pub(crate) mod supervise;
 pub(crate) mod trees;
 mod version;
 pub mod watch;
+pub mod workdir;
 
 /// `err` and its sources on one line: "a: b: c".
 pub fn error_chain(err: &dyn std::error::Error) -> String {

@@ -233,6 +233,13 @@ impl Browser {
         .map(drop)
     }
 
+    /// Writes a PNG of the page to `path`.
+    pub async fn screenshot(&mut self, path: &std::path::Path) -> Result<()> {
+        self.call(json!({ "cmd": "screenshot", "path": path }))
+            .await
+            .map(drop)
+    }
+
     /// The page's state and what happened since `goto`.
     pub async fn state(&mut self) -> Result<PageState> {
         let answer = self.call(json!({ "cmd": "state" })).await?;

@@ -39,6 +39,11 @@ impl Runner {
                 }
                 self.config.allowed_cwds =
                     update.allowed_cwds.into_iter().map(|cwd| cwd.0).collect();
+                let roots: Vec<String> = (self.config.allowed_cwds.iter())
+                    .map(|cwd| cwd.display().to_string())
+                    .collect();
+                self.cwds.set_allowed(&roots);
+                self.retain_allowed_editors();
                 let applied = Event::RunnerConfigApplied(RunnerConfigApplied {
                     config_version: self.config.version,
                     allowed_cwds: self
@@ -50,6 +55,8 @@ impl Runner {
                 });
                 self.reply(session, applied).await;
             }
+            Control::StartLocalEditor(start) => self.start_editor(session, start).await,
+            Control::StopLocalEditor(stop) => self.stop_editor(session, stop),
             other => {
                 let ids = unsupported_ids(&other);
                 self.unsupported(session, other.kind(), ids).await;
@@ -98,8 +105,6 @@ impl Runner {
 /// The ids a `control_error` for `control` echoes.
 fn unsupported_ids(control: &Control) -> ControlErrorEvent {
     let (request_id, instance_id, editor_id) = match control {
-        Control::StartLocalEditor(c) => (c.request_id.clone(), c.instance_id.clone(), None),
-        Control::StopLocalEditor(c) => (None, None, Some(c.editor_id.clone())),
         Control::StartInstance(c) => (None, c.instance_id.clone(), None),
         Control::StartTurn(c) => (None, Some(c.instance_id.clone()), None),
         Control::InterruptTurn(c) => (None, Some(c.instance_id.clone()), None),

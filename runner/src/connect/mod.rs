@@ -4,6 +4,7 @@
 //! it; forwarded requests and sockets answer Kandan from their own tasks.
 
 mod dispatch;
+mod editors;
 mod shutdown;
 mod translate;
 
@@ -68,6 +69,8 @@ pub async fn run(args: ConnectArgs) -> i32 {
         backend: selection.kind.to_string(),
         config_version: 0,
     };
+    let (editors, mut editor_events) =
+        editors::registry(args.code_server_bin.clone(), &args.url, token.as_deref());
     let mut control_config = ControlConfig::new(args.url.clone(), token, join);
     control_config.timing = Timing {
         heartbeat_interval: Duration::from_millis(args.heartbeat_ms),
@@ -80,7 +83,7 @@ pub async fn run(args: ConnectArgs) -> i32 {
 
     let forwarder = Arc::new(Forwarder::new(
         Arc::new(gate.clone()),
-        Arc::new(crate::forward::NoEditors),
+        Arc::new(editors::Sockets(editors.as_ref().ok().cloned())),
         ForwardConfig {
             max_request_body: args.max_request_body,
             max_response_body: args.max_response_body,
@@ -109,6 +112,8 @@ pub async fn run(args: ConnectArgs) -> i32 {
         backend: selection.kind.to_string(),
         backend_reason: selection.reason.clone(),
         config: dispatch::RunnerConfig::default(),
+        cwds: crate::workdir::CwdPolicy::new(&args.codex.allow_cwd),
+        editors,
         limits: translate::ready_limits(&args),
     };
 
@@ -135,6 +140,7 @@ pub async fn run(args: ConnectArgs) -> i32 {
                 }
                 runner.on_input(input).await;
             }
+            Some(event) = editor_events.recv() => runner.send(editors::event(event)).await,
             code = crate::supervise::exit_code_of(&mut command) => break RunnerStop::Exited(code),
             signal = signals.recv() => break RunnerStop::Signal(signal),
         }
@@ -144,6 +150,7 @@ pub async fn run(args: ConnectArgs) -> i32 {
         signals,
         finisher,
         candidates,
+        editor_events,
         client: channel.task,
     };
     let code = runner.shut_down(stop, ends).await;
@@ -162,6 +169,9 @@ struct Runner {
     backend: String,
     backend_reason: Option<String>,
     config: dispatch::RunnerConfig,
+    /// Where instances and editors may run (PROTOCOL.md section 6).
+    cwds: crate::workdir::CwdPolicy,
+    editors: editors::Registry,
     /// Announced in `runner_ready`.
     limits: crate::control::events::Limits,
 }
@@ -201,7 +211,7 @@ impl Runner {
                     config_version: self.config.version,
                     listeners: translate::ready_listeners(self.approval.snapshot()),
                     instances: Vec::new(),
-                    editors: Vec::new(),
+                    editors: editors::ready(&self.editors),
                     limits: self.limits,
                 });
                 self.reply(session, ready).await;

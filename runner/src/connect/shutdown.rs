@@ -28,6 +28,7 @@ pub(super) struct Ends {
     pub signals: Signals,
     pub finisher: Finisher,
     pub candidates: mpsc::Receiver<CandidateEvent>,
+    pub editor_events: mpsc::UnboundedReceiver<crate::editor::EditorEvent>,
     pub client: JoinHandle<()>,
 }
 
@@ -40,7 +41,17 @@ impl Runner {
         self.forwarder.shut_down();
         self.forwarder.sockets_closed(SOCKETS_CLOSED).await;
 
-        let code = supervise::finish(ends.command.take(), stop, &ends.signals).await;
+        // The command's tree and the editors end side by side.
+        let editors = async {
+            if let Ok(editors) = &self.editors {
+                editors.stop_all().await;
+            }
+        };
+        let finish = supervise::finish(ends.command.take(), stop, &ends.signals);
+        let (code, ()) = tokio::join!(finish, editors);
+        while let Ok(event) = ends.editor_events.try_recv() {
+            self.send(super::editors::event(event)).await;
+        }
 
         // The final `closed` candidates become `port_forward_closed`.
         ends.finisher.finish().await;

@@ -51,10 +51,7 @@ pub fn strip_hop_by_hop(map: &mut HeaderMap) {
 /// WebSocket check) compare it with `Host`, and Kandan's approval is the
 /// real gate here.
 pub fn localize(map: &mut HeaderMap, host: &HeaderValue) {
-    if let Some(original) = map.remove(header::HOST) {
-        map.insert(X_FORWARDED_HOST, original);
-    }
-    map.insert(header::HOST, host.clone());
+    localize_host(map, host);
     if let Some(origin) = map.remove(header::ORIGIN) {
         map.insert(X_FORWARDED_ORIGIN, origin);
         let mut local = b"http://".to_vec();
@@ -62,6 +59,16 @@ pub fn localize(map: &mut HeaderMap, host: &HeaderValue) {
         let local = HeaderValue::from_bytes(&local).expect("a host value with a scheme");
         map.insert(header::ORIGIN, local);
     }
+}
+
+/// Only `Host` becomes local (the original goes to `X-Forwarded-Host`);
+/// `Origin` stays. For editors: code-server accepts a WebSocket whose
+/// `Origin` matches `X-Forwarded-Host`, i.e. the page Kandan served.
+pub fn localize_host(map: &mut HeaderMap, host: &HeaderValue) {
+    if let Some(original) = map.remove(header::HOST) {
+        map.insert(X_FORWARDED_HOST, original);
+    }
+    map.insert(header::HOST, host.clone());
 }
 
 /// `localhost:<port>`: the `Host` a dev server on `port` expects.

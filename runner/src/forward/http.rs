@@ -75,7 +75,7 @@ pub(super) fn failed(request_id: String, err: &ForwardError) -> Event {
 /// bodies over the limit before anything is sent.
 fn build_request(
     req: &ForwardHttpRequest,
-    host: &HeaderValue,
+    local: Localize,
     config: &ForwardConfig,
 ) -> Result<http::Request<Full<Bytes>>, ForwardError> {
     let body = &req.body.0;
@@ -92,7 +92,12 @@ fn build_request(
     // to wait for behind an `Expect: 100-continue`.
     map.remove(header::CONTENT_LENGTH);
     map.remove(header::EXPECT);
-    headers::localize(&mut map, host);
+    match local {
+        Localize::Port(port) => headers::localize(&mut map, &headers::local_host(port)),
+        Localize::Editor => {
+            headers::localize_host(&mut map, &HeaderValue::from_static("localhost"))
+        }
+    }
     let mut request = http::Request::builder()
         .method(req.method.0.clone())
         .uri(target)
@@ -103,6 +108,14 @@ fn build_request(
         })?;
     *request.headers_mut() = map;
     Ok(request)
+}
+
+/// How a request is made to look local: for a dev server's port, `Host`
+/// and `Origin`; for an editor, `Host` alone (see [`headers::localize_host`]).
+#[derive(Clone, Copy)]
+enum Localize {
+    Port(u16),
+    Editor,
 }
 
 /// The origin-form request target (the path starts with `/`: a typed
@@ -181,7 +194,7 @@ async fn send(
     drop(up);
     let retry = match failed.take_message() {
         Some(unsent) => unsent,
-        None if idempotent => build_request(req, &headers::local_host(port), config)?,
+        None if idempotent => build_request(req, Localize::Port(port), config)?,
         None => return Err(ForwardError::Http(failed.into_error())),
     };
     tracing::debug!(error = %failed.error(), "pooled connection failed, retrying on a fresh one");
@@ -202,7 +215,7 @@ async fn exchange(
     pool: &Pool,
     config: &ForwardConfig,
 ) -> Result<(), ForwardError> {
-    let request = build_request(&req, &headers::local_host(port), config)?;
+    let request = build_request(&req, Localize::Port(port), config)?;
     let deadline = Instant::now() + config.overall_timeout;
 
     // The gate decides on every request, pooled connection or not.
@@ -250,7 +263,7 @@ async fn exchange_editor(
     to: &Responder,
     config: &ForwardConfig,
 ) -> Result<(), ForwardError> {
-    let request = build_request(&req, &HeaderValue::from_static("localhost"), config)?;
+    let request = build_request(&req, Localize::Editor, config)?;
     let deadline = Instant::now() + config.overall_timeout;
     let stream = dial::connect_editor(socket, config.connect_timeout).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))

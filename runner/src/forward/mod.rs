@@ -45,9 +45,11 @@ pub(crate) trait EditorSockets: Send + Sync {
     fn socket(&self, editor_id: &str) -> Option<PathBuf>;
 }
 
-/// No editors (`watch`, tests of ports alone).
+/// No editors (tests of ports alone).
+#[cfg(test)]
 pub(crate) struct NoEditors;
 
+#[cfg(test)]
 impl EditorSockets for NoEditors {
     fn socket(&self, _: &str) -> Option<PathBuf> {
         None

@@ -354,7 +354,10 @@ async fn connect(
         let joined = HeaderValue::from_str(&offered.join(", ")).expect("joined valid values");
         map.insert(header::SEC_WEBSOCKET_PROTOCOL, joined);
     }
-    headers::localize(&mut map, &host);
+    match local {
+        Local::Port(_) => headers::localize(&mut map, &host),
+        Local::Editor(_) => headers::localize_host(&mut map, &host),
+    }
     map.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     map.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     map.insert(

@@ -10,6 +10,7 @@
 //!   runner's answers become the HTTP response or WebSocket frames.
 //! - A JSON API under `/api/` on the preview port (see `preview/api.rs`).
 
+mod assets;
 mod config;
 mod error;
 mod frame;
@@ -381,6 +382,27 @@ impl Simulator {
     /// Pushes one control (an object with a string `type`) to the runner.
     pub fn send_control(&self, control: Value) -> Result<(), SimError> {
         self.shared.send_control(control)
+    }
+
+    // ----- Kandan's HTTP origin -----
+
+    /// Serves `body` at `path` on the runner socket's origin, to requests
+    /// that carry the token as a bearer.
+    pub fn serve_asset(&self, path: &str, body: impl Into<bytes::Bytes>) {
+        self.shared
+            .lock()
+            .assets
+            .insert(path.to_owned(), body.into());
+    }
+
+    /// Every asset request so far: its path and whether it had the token.
+    pub fn asset_fetches(&self) -> Vec<(String, bool)> {
+        self.shared.lock().asset_fetches.clone()
+    }
+
+    /// The editor's page on the preview front: `/editor/<editorId>/`.
+    pub fn editor_url(&self, editor_id: &str) -> String {
+        format!("http://{}/editor/{editor_id}/", self.preview_addr)
     }
 
     // ----- faults -----

@@ -36,7 +36,14 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         tokio::spawn(
-            async move { connection(shared, stream).await }.instrument(info_span!("runner", %peer)),
+            async move {
+                if super::assets::is_plain_http(&stream).await {
+                    super::assets::serve(shared, stream).await;
+                } else {
+                    connection(shared, stream).await;
+                }
+            }
+            .instrument(info_span!("runner", %peer)),
         );
     }
 }

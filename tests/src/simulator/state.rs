@@ -95,6 +95,10 @@ pub(crate) struct Inner {
     /// `limits` of the last `runner_ready`: the preview front refuses
     /// larger uploads itself, as Kandan does.
     pub limits: Option<Limits>,
+    /// Files on Kandan's HTTP origin, by path (see `assets.rs`).
+    pub assets: HashMap<String, bytes::Bytes>,
+    /// Every asset request: its path and whether it carried the token.
+    pub asset_fetches: Vec<(String, bool)>,
 }
 
 /// The runner's announced limits, in bytes.
