@@ -12,7 +12,10 @@
 //! - workbench: from the browser's navigation to the workbench showing the
 //!   cwd's file in its explorer, in headless Chromium straight on the socket
 //!   (through a TCP -> Unix relay): the direct baseline for the same measure
-//!   through Kandan's preview front.
+//!   through Kandan's preview front;
+//! - through Kandan: a release `kandan-runner connect` to the simulator,
+//!   `start_local_editor` -> `local_editor_started` as Kandan sees it, and
+//!   the same workbench measure on the simulator's `/editor/<id>/`.
 //!
 //! Each start gets a fresh cwd and is stopped before the next.
 
@@ -38,10 +41,13 @@ pub struct EditorBench {
     pub running: Vec<Duration>,
     pub collaboration: Vec<Duration>,
     pub workbench: Vec<Duration>,
+    pub kandan_start: Vec<Duration>,
+    pub kandan_workbench: Vec<Duration>,
 }
 
-/// Runs every measure `runs` times with `code_server`.
-pub async fn run(code_server: &Path, runs: usize) -> Result<EditorBench> {
+/// Runs every measure `runs` times with `code_server`; the through-Kandan
+/// ones with the runner at `runner`.
+pub async fn run(code_server: &Path, runner: &Path, runs: usize) -> Result<EditorBench> {
     let scratch = tempfile::Builder::new()
         .prefix("kandan-bench-ed-")
         .tempdir()?;
@@ -66,6 +72,8 @@ pub async fn run(code_server: &Path, runs: usize) -> Result<EditorBench> {
         running: Vec::new(),
         collaboration: Vec::new(),
         workbench: Vec::new(),
+        kandan_start: Vec::new(),
+        kandan_workbench: Vec::new(),
     };
     for _ in 0..runs {
         evict_from_page_cache(&fixture_files);
@@ -107,9 +115,82 @@ pub async fn run(code_server: &Path, runs: usize) -> Result<EditorBench> {
         bench.workbench.push(begin.elapsed());
         editors.stop(id.as_str()).await?;
     }
-    let _ = browser.close().await;
     editors.stop_all().await;
+    through_kandan(&mut bench, &mut browser, code_server, runner, runs).await?;
+    let _ = browser.close().await;
     Ok(bench)
+}
+
+/// The start and the workbench through the simulator and a real runner.
+async fn through_kandan(
+    bench: &mut EditorBench,
+    browser: &mut Browser,
+    code_server: &Path,
+    runner: &Path,
+    runs: usize,
+) -> Result<()> {
+    use crate::simulator::{SimConfig, Simulator};
+    use serde_json::json;
+    let wait = Duration::from_secs(120);
+    let sim = Simulator::start(SimConfig::default()).await?;
+    let state = tempfile::tempdir()?;
+    let root = tempfile::tempdir()?;
+    let mut child = tokio::process::Command::new(runner)
+        .args(["connect", "--url", &sim.url(), "--token", sim.token()])
+        .arg("--code-server-bin")
+        .arg(code_server)
+        .env("XDG_STATE_HOME", state.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    sim.wait_joined(wait).await?;
+    let after = sim.event_count();
+    sim.send_control(json!({"type": "update_runner_config",
+        "allowedCwds": [root.path().canonicalize()?]}))?;
+    sim.wait_for_event_after(after, "runner_config_applied", |_| true, wait)
+        .await?;
+    for run in 0..runs {
+        let cwd = root.path().join(format!("w{run}"));
+        std::fs::create_dir(&cwd)?;
+        std::fs::write(cwd.join("hello.txt"), "hello\n")?;
+        let request_id = format!("bench-{run}");
+        let after = sim.event_count();
+        let begin = Instant::now();
+        sim.send_control(
+            json!({"type": "start_local_editor", "requestId": request_id,
+            "cwd": cwd}),
+        )?;
+        let (_, started) = sim
+            .wait_for_event_after(
+                after,
+                "local_editor_started",
+                |e| e["requestId"] == request_id.as_str(),
+                wait,
+            )
+            .await?;
+        bench.kandan_start.push(begin.elapsed());
+        let id = started["editorId"].as_str().unwrap_or_default().to_owned();
+        let begin = Instant::now();
+        browser.goto(&sim.editor_url(&id)).await?;
+        browser
+            .wait_for_selector_text(EXPLORER_ROW, "hello.txt")
+            .await?;
+        bench.kandan_workbench.push(begin.elapsed());
+        sim.send_control(json!({"type": "stop_local_editor", "editorId": id}))?;
+        sim.wait_for_event(
+            "local_editor_stopped",
+            |e| e["editorId"] == id.as_str(),
+            wait,
+        )
+        .await?;
+    }
+    // SAFETY: kill(2) on our own child.
+    if let Some(pid) = child.id() {
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+    Ok(())
 }
 
 /// One start in a fresh cwd, timed, then stopped.
@@ -215,6 +296,14 @@ impl EditorBench {
                 "workbench in Chromium, direct on the socket: navigation -> explorer lists the cwd",
                 &self.workbench,
             ),
+            (
+                "through Kandan: start_local_editor -> local_editor_started at the simulator",
+                &self.kandan_start,
+            ),
+            (
+                "through Kandan: workbench on the simulator's /editor/<id>/, same measure",
+                &self.kandan_workbench,
+            ),
         ] {
             let min = samples.iter().min().copied().unwrap_or_default();
             let max = samples.iter().max().copied().unwrap_or_default();
@@ -225,6 +314,11 @@ impl EditorBench {
                 ms(max)
             ));
         }
+        let ratio = median(&self.kandan_workbench).as_secs_f64()
+            / median(&self.workbench).as_secs_f64().max(f64::EPSILON);
+        out.push_str(&format!(
+            "\nworkbench through Kandan / direct (medians): {ratio:.2}x (target: within 1.5x)\n"
+        ));
         out
     }
 }

@@ -11,6 +11,9 @@ struct Args {
     /// code-server to start; the test fixture's by default.
     #[arg(long, env = "KANDAN_CODE_SERVER_BIN")]
     code_server: Option<PathBuf>,
+    /// The runner for the through-Kandan rows (default: the release build).
+    #[arg(long)]
+    runner: Option<PathBuf>,
     /// Starts per measure (the median is reported).
     #[arg(long, default_value_t = 5)]
     runs: usize,
@@ -27,7 +30,11 @@ async fn main() -> anyhow::Result<()> {
         "{} missing: run `cargo xtask setup --tests`",
         code_server.display()
     );
-    let bench = integration_tests::bench_editor::run(&code_server, args.runs).await?;
+    let runner = args.runner.unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/kandan-runner")
+    });
+    anyhow::ensure!(runner.exists(), "{} missing", runner.display());
+    let bench = integration_tests::bench_editor::run(&code_server, &runner, args.runs).await?;
     print!("{}", bench.markdown());
     Ok(())
 }

@@ -15,6 +15,10 @@ pub fn run(args: &[String]) -> Result<()> {
         "integration-tests",
         "--bin",
         "bench-editor",
+        "-p",
+        "runner",
+        "--bin",
+        "kandan-runner",
     ])?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
