@@ -10,6 +10,7 @@
 pub mod approval;
 pub mod cli;
 pub mod cli_docs;
+pub mod codex;
 pub mod connect;
 pub mod control;
 pub mod detect;
@@ -25,6 +26,7 @@ pub mod supervise;
 mod version;
 pub mod watch;
 pub mod watched;
+pub mod workdir;
 
 /// `err` and its sources on one line: "a: b: c".
 pub fn error_chain(err: &dyn std::error::Error) -> String {

@@ -1,0 +1,165 @@
+//! What an instance reports, transport-neutral: each variant maps 1:1 to an
+//! event of PROTOCOL.md section 4 (the caller adds `instanceId`, and `seq`
+//! and `gap` from its [`Replay`](super::Replay)).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One event of an instance, in the order the app-server caused them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InstanceEvent {
+    /// `instance_started`: the app-server answered `thread/start` or
+    /// `thread/resume`. Always the first event of a started instance
+    /// (notifications sent before the answer follow it).
+    Started {
+        thread_id: String,
+        cwd: PathBuf,
+        model: Option<String>,
+        pid: u32,
+        codex_version: String,
+        /// `ws://127.0.0.1:<port>` with `launch_tui`.
+        tui_url: Option<String>,
+    },
+    /// `codex_notification`: `params` as sent (deltas possibly joined).
+    Notification {
+        method: String,
+        params: Value,
+        ids: Ids,
+    },
+    /// `approval_request`.
+    ApprovalRequest(ApprovalRequest),
+    /// `approval_resolved`: answered (`decision`) or withdrawn by the
+    /// app-server (`withdrawn`, no decision).
+    ApprovalResolved {
+        request_id: String,
+        decision: Option<Decision>,
+        withdrawn: bool,
+    },
+    /// `thread_read`: the answer to [`Command::ReadThread`](super::Command).
+    ThreadRead { thread_id: String, thread: Value },
+    /// `control_error` `instance_failed` for `start_instance`: the
+    /// app-server could not be started or refused the thread. `Stopped`
+    /// with reason `failed` follows.
+    Failed { message: String },
+    /// `instance_stopped`: the last event; the process group is gone.
+    Stopped {
+        reason: StopReason,
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+        stderr_tail: Option<String>,
+    },
+}
+
+/// The ids found in a notification's params (`ids` on the wire).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ids {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub turn_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub item_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+impl Ids {
+    /// `threadId`, `turnId`, `itemId`, `processId`, `requestId` at the top
+    /// of `params`, else the `id` of `params.thread`, `.turn`, `.item`
+    /// (`turn/started` carries the turn whole). Numbers become strings.
+    pub fn find(params: &Value) -> Ids {
+        let top = |key: &str| params.get(key).and_then(id_text);
+        let nested = |key: &str| params.get(key).and_then(|v| v.get("id")).and_then(id_text);
+        Ids {
+            thread_id: top("threadId").or_else(|| nested("thread")),
+            turn_id: top("turnId").or_else(|| nested("turn")),
+            item_id: top("itemId").or_else(|| nested("item")),
+            process_id: top("processId"),
+            request_id: top("requestId"),
+        }
+    }
+}
+
+fn id_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) => Some(text.clone()),
+        Value::Number(number) => Some(number.to_string()),
+        _ => None,
+    }
+}
+
+/// `approval_request`'s fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalRequest {
+    /// Runner-made, unique within the instance.
+    pub request_id: String,
+    pub kind: ApprovalKind,
+    pub thread_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub turn_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub item_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// File changes (from the item's `item/started`), or the permissions
+    /// asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes: Option<Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalKind {
+    Command,
+    FileChange,
+    Permissions,
+}
+
+/// Kandan's decision (`resolve_approval_request`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Approve,
+    Deny,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// `stop_instance` (or the runner's shutdown).
+    Stopped,
+    /// The app-server exited by itself.
+    Exited,
+    /// It could not be started, or the thread could not be opened.
+    Failed,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn finds_ids_at_the_top_and_nested() {
+        let ids = Ids::find(&json!({"threadId": "t", "turnId": "u", "itemId": "i", "requestId": 0}));
+        assert_eq!(ids.request_id.as_deref(), Some("0"));
+        assert_eq!(
+            serde_json::to_value(&ids).unwrap(),
+            json!({"threadId": "t", "turnId": "u", "itemId": "i", "requestId": "0"})
+        );
+        let ids = Ids::find(&json!({"threadId": "t", "turn": {"id": "u", "items": []}}));
+        assert_eq!(ids.turn_id.as_deref(), Some("u"));
+        assert_eq!(Ids::find(&json!({"thread": {"id": "t"}})).thread_id.as_deref(), Some("t"));
+        assert_eq!(Ids::find(&json!(null)), Ids::default());
+    }
+}
