@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum CwdError {
     /// No cwd may be used: Kandan allowed none (or none under `--allow-cwd`).
-    #[error("no working directory is allowed (no allowedCwds from Kandan under the local --allow-cwd roots)")]
+    #[error(
+        "no working directory is allowed (no allowedCwds from Kandan under the local --allow-cwd roots)"
+    )]
     NoAllowedRoots,
     /// The cwd is not an absolute path.
     #[error("cwd `{cwd}` is not an absolute path")]
@@ -95,7 +97,9 @@ impl CwdPolicy {
                     .as_ref()
                     .is_none_or(|local| local.iter().any(|l| canonical.starts_with(l)));
                 if !under_local {
-                    tracing::info!("allowedCwds: `{root}` is outside the --allow-cwd roots: ignored");
+                    tracing::info!(
+                        "allowedCwds: `{root}` is outside the --allow-cwd roots: ignored"
+                    );
                     return None;
                 }
                 Some(canonical)
@@ -113,7 +117,11 @@ impl CwdPolicy {
     /// and returns its canonical path, the one to start the process in.
     pub fn resolve(&self, cwd: Option<&str>) -> Result<PathBuf, CwdError> {
         let Some(cwd) = cwd else {
-            return self.allowed.first().cloned().ok_or(CwdError::NoAllowedRoots);
+            return self
+                .allowed
+                .first()
+                .cloned()
+                .ok_or(CwdError::NoAllowedRoots);
         };
         let path = Path::new(cwd);
         if !path.is_absolute() {
@@ -146,7 +154,10 @@ fn canonical_dir(path: &Path) -> io::Result<PathBuf> {
     if canonical.is_dir() {
         Ok(canonical)
     } else {
-        Err(io::Error::new(io::ErrorKind::NotADirectory, "not a directory"))
+        Err(io::Error::new(
+            io::ErrorKind::NotADirectory,
+            "not a directory",
+        ))
     }
 }
 
@@ -161,10 +172,8 @@ mod tests {
     impl Tree {
         /// /tmp/kandan-workdir-N/{allowed/{sub,file},outside}, canonical.
         fn new(name: &str) -> Tree {
-            let dir = std::env::temp_dir().join(format!(
-                "kandan-workdir-{}-{name}",
-                std::process::id()
-            ));
+            let dir =
+                std::env::temp_dir().join(format!("kandan-workdir-{}-{name}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(dir.join("allowed/sub")).unwrap();
             std::fs::create_dir_all(dir.join("outside")).unwrap();
@@ -236,7 +245,9 @@ mod tests {
         assert!(matches!(err, CwdError::Outside { .. }), "{err}");
         std::os::unix::fs::symlink(tree.dir.join("outside"), tree.dir.join("allowed/link"))
             .unwrap();
-        let err = policy.resolve(Some(&tree.path("allowed/link"))).unwrap_err();
+        let err = policy
+            .resolve(Some(&tree.path("allowed/link")))
+            .unwrap_err();
         assert!(
             err.to_string().contains("outside"),
             "names the resolved path: {err}"
@@ -258,7 +269,9 @@ mod tests {
             policy.resolve(Some(&tree.path("allowed/nope"))),
             Err(CwdError::Missing { .. })
         ));
-        let err = policy.resolve(Some(&tree.path("allowed/file"))).unwrap_err();
+        let err = policy
+            .resolve(Some(&tree.path("allowed/file")))
+            .unwrap_err();
         assert!(matches!(err, CwdError::NotADirectory { .. }), "{err}");
         assert!(err.to_string().contains("not a directory"));
     }

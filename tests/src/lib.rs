@@ -3,7 +3,9 @@
 pub mod bench;
 pub mod bench_forward;
 pub mod browser;
+pub mod codex;
 pub mod e2e;
+pub mod fake_model;
 pub mod outsider;
 pub mod preview_client;
 pub mod runner_process;

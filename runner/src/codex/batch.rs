@@ -134,7 +134,10 @@ mod tests {
         let (m, p) = delta("b", "X");
         out.extend(batcher.push(m, p, now));
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].1, json!({"threadId": "t", "turnId": "u", "itemId": "a", "delta": "Hello wor"}));
+        assert_eq!(
+            out[0].1,
+            json!({"threadId": "t", "turnId": "u", "itemId": "a", "delta": "Hello wor"})
+        );
         // A plain notification flushes first and keeps its place.
         out.extend(batcher.push("item/completed".into(), json!({"itemId": "b"}), now));
         assert_eq!(out.len(), 3);
@@ -171,8 +174,19 @@ mod tests {
         let out = on.push("x/delta".into(), json!([1]), now);
         assert_eq!(out.len(), 1);
         // Same item, other fields differ (another summary part): two batches.
-        assert!(on.push("r/summaryTextDelta".into(), json!({"itemId": "a", "i": 0, "delta": "p"}), now).is_empty());
-        let out = on.push("r/summaryTextDelta".into(), json!({"itemId": "a", "i": 1, "delta": "q"}), now);
+        assert!(
+            on.push(
+                "r/summaryTextDelta".into(),
+                json!({"itemId": "a", "i": 0, "delta": "p"}),
+                now
+            )
+            .is_empty()
+        );
+        let out = on.push(
+            "r/summaryTextDelta".into(),
+            json!({"itemId": "a", "i": 1, "delta": "q"}),
+            now,
+        );
         assert_eq!(text_of(&out), "p");
     }
 

@@ -151,7 +151,8 @@ mod tests {
 
     #[test]
     fn finds_ids_at_the_top_and_nested() {
-        let ids = Ids::find(&json!({"threadId": "t", "turnId": "u", "itemId": "i", "requestId": 0}));
+        let ids =
+            Ids::find(&json!({"threadId": "t", "turnId": "u", "itemId": "i", "requestId": 0}));
         assert_eq!(ids.request_id.as_deref(), Some("0"));
         assert_eq!(
             serde_json::to_value(&ids).unwrap(),
@@ -159,7 +160,12 @@ mod tests {
         );
         let ids = Ids::find(&json!({"threadId": "t", "turn": {"id": "u", "items": []}}));
         assert_eq!(ids.turn_id.as_deref(), Some("u"));
-        assert_eq!(Ids::find(&json!({"thread": {"id": "t"}})).thread_id.as_deref(), Some("t"));
+        assert_eq!(
+            Ids::find(&json!({"thread": {"id": "t"}}))
+                .thread_id
+                .as_deref(),
+            Some("t")
+        );
         assert_eq!(Ids::find(&json!(null)), Ids::default());
     }
 }

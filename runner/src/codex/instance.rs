@@ -14,7 +14,9 @@ use tokio::time::{Instant, sleep_until, timeout};
 use super::batch::Batcher;
 use super::event::{ApprovalKind, ApprovalRequest, Decision, Ids, InstanceEvent, StopReason};
 use super::process::{AppServer, AppServerCommand, Exit, HeldAppServer};
-use super::rpc::{Calls, Incoming, RequestId, RpcError, error_line, notification_line, response_line};
+use super::rpc::{
+    Calls, Incoming, RequestId, RpcError, error_line, notification_line, response_line,
+};
 use super::transport::{self, Transport};
 use crate::supervise::SpawnError;
 
@@ -226,7 +228,8 @@ impl HeldInstance {
     /// `Failed` then `Stopped`).
     pub fn start(self) -> Result<(InstanceHandle, mpsc::Receiver<InstanceEvent>), InstanceError> {
         let mut server = self.held.release()?;
-        let (Some(stdin), Some(stdout)) = (server.child.stdin.take(), server.child.stdout.take()) else {
+        let (Some(stdin), Some(stdout)) = (server.child.stdin.take(), server.child.stdout.take())
+        else {
             // Without pipes it cannot be driven: end it now.
             tokio::spawn(async move {
                 server.terminate(KILL_GRACE).await;
@@ -392,7 +395,12 @@ impl State {
 
     async fn emit_notification(&mut self, method: String, params: Value) {
         let ids = Ids::find(&params);
-        self.emit(InstanceEvent::Notification { method, params, ids }).await;
+        self.emit(InstanceEvent::Notification {
+            method,
+            params,
+            ids,
+        })
+        .await;
     }
 
     fn publish_status(&self) {
@@ -465,7 +473,9 @@ impl State {
             Incoming::Error { id, error } => self.on_answer(&id, Err(error)).await,
             other if !self.started => self.backlog.push(other),
             Incoming::Notification { method, params } => self.on_notification(method, params).await,
-            Incoming::Request { id, method, params } => self.on_server_request(id, method, params).await,
+            Incoming::Request { id, method, params } => {
+                self.on_server_request(id, method, params).await
+            }
         }
     }
 
@@ -481,7 +491,9 @@ impl State {
         match tag {
             Tag::Initialize => match answer {
                 Ok(result) => {
-                    if let Some(version) = result["userAgent"].as_str().and_then(version_of_user_agent) {
+                    if let Some(version) =
+                        result["userAgent"].as_str().and_then(version_of_user_agent)
+                    {
                         self.codex_version = version;
                     }
                     self.send_line(notification_line("initialized"));
@@ -531,7 +543,8 @@ impl State {
                 Ok(mut result) => {
                     self.flush().await;
                     let thread = result["thread"].take();
-                    self.emit(InstanceEvent::ThreadRead { thread_id, thread }).await;
+                    self.emit(InstanceEvent::ThreadRead { thread_id, thread })
+                        .await;
                     let _ = reply.send(Ok(Reply::Done));
                 }
                 Err(err) => {
@@ -564,8 +577,12 @@ impl State {
         .await;
         for message in std::mem::take(&mut self.backlog) {
             match message {
-                Incoming::Notification { method, params } => self.on_notification(method, params).await,
-                Incoming::Request { id, method, params } => self.on_server_request(id, method, params).await,
+                Incoming::Notification { method, params } => {
+                    self.on_notification(method, params).await
+                }
+                Incoming::Request { id, method, params } => {
+                    self.on_server_request(id, method, params).await
+                }
                 _ => {}
             }
         }
@@ -599,7 +616,8 @@ impl State {
             self.emit_notification(method, params).await;
         }
         if let Some(server_id) = resolved {
-            self.withdraw(|approval| approval.server_id == server_id).await;
+            self.withdraw(|approval| approval.server_id == server_id)
+                .await;
         }
         if let Some(turn_id) = ended_turn {
             self.withdraw(|approval| approval.turn_id.as_deref() == Some(turn_id.as_str()))
@@ -752,7 +770,12 @@ impl State {
         }
     }
 
-    async fn resolve(&mut self, request_id: &str, approve: bool, for_session: bool) -> Result<Reply, CommandError> {
+    async fn resolve(
+        &mut self,
+        request_id: &str,
+        approve: bool,
+        for_session: bool,
+    ) -> Result<Reply, CommandError> {
         let Some(index) = self.approvals.iter().position(|a| a.id == request_id) else {
             return Err(CommandError::UnknownRequest {
                 request_id: request_id.to_string(),
@@ -779,7 +802,11 @@ impl State {
         self.publish_status();
         self.emit(InstanceEvent::ApprovalResolved {
             request_id: approval.id,
-            decision: Some(if approve { Decision::Approve } else { Decision::Deny }),
+            decision: Some(if approve {
+                Decision::Approve
+            } else {
+                Decision::Deny
+            }),
             withdrawn: false,
         })
         .await;
@@ -788,7 +815,11 @@ impl State {
 
     async fn on_timer(&mut self) {
         let now = Instant::now();
-        if self.batcher.deadline().is_some_and(|deadline| deadline <= now) {
+        if self
+            .batcher
+            .deadline()
+            .is_some_and(|deadline| deadline <= now)
+        {
             self.flush().await;
         }
         for (tag, method) in self.calls.expired(now) {
@@ -797,9 +828,14 @@ impl State {
             };
             match tag {
                 Tag::Initialize | Tag::OpenThread => {
-                    self.failure = Some(format!("`{method}` got no answer within {}s", REQUEST_TIMEOUT.as_secs()));
+                    self.failure = Some(format!(
+                        "`{method}` got no answer within {}s",
+                        REQUEST_TIMEOUT.as_secs()
+                    ));
                 }
-                Tag::TurnStart(reply) | Tag::Interrupt(Some(reply)) | Tag::ReadThread { reply, .. } => {
+                Tag::TurnStart(reply)
+                | Tag::Interrupt(Some(reply))
+                | Tag::ReadThread { reply, .. } => {
                     let _ = reply.send(Err(timeout()));
                 }
                 Tag::Interrupt(None) => tracing::warn!("interrupting the turn: no answer"),
@@ -823,7 +859,9 @@ impl State {
     fn fail_calls(&mut self) {
         for (tag, _) in self.calls.drain() {
             match tag {
-                Tag::TurnStart(reply) | Tag::Interrupt(Some(reply)) | Tag::ReadThread { reply, .. } => {
+                Tag::TurnStart(reply)
+                | Tag::Interrupt(Some(reply))
+                | Tag::ReadThread { reply, .. } => {
                     let _ = reply.send(Err(CommandError::Stopped));
                 }
                 _ => {}
@@ -849,8 +887,16 @@ enum End {
     Failed,
 }
 
-async fn run(mut state: State, mut server: AppServer, transport: Transport, mut commands: mpsc::Receiver<Envelope>) {
-    let Transport { mut incoming, outgoing } = transport;
+async fn run(
+    mut state: State,
+    mut server: AppServer,
+    transport: Transport,
+    mut commands: mpsc::Receiver<Envelope>,
+) {
+    let Transport {
+        mut incoming,
+        outgoing,
+    } = transport;
     state.out = Some(outgoing);
     state.initialize();
     let end = loop {
@@ -892,9 +938,20 @@ async fn run(mut state: State, mut server: AppServer, transport: Transport, mut 
                     _ => server.terminate(KILL_GRACE).await,
                 },
             };
-            let exit = server.end_group(Some(exit), Instant::now() + Duration::from_millis(500)).await;
+            let exit = server
+                .end_group(Some(exit), Instant::now() + Duration::from_millis(500))
+                .await;
             tracing::info!(pid = state.pid, ?exit, "the codex app-server exited");
-            (StopReason::Exited, exit, None)
+            if state.started {
+                (StopReason::Exited, exit, None)
+            } else {
+                let message = format!(
+                    "the codex app-server exited before its thread opened ({})",
+                    describe(exit)
+                );
+                state.emit(InstanceEvent::Failed { message }).await;
+                (StopReason::Failed, exit, None)
+            }
         }
         End::Failed => {
             let message = state.failure.clone().unwrap_or_default();
@@ -910,7 +967,9 @@ async fn run(mut state: State, mut server: AppServer, transport: Transport, mut 
     state.withdraw(|_| true).await;
     state.turn = None;
     server.tail.settle(Duration::from_millis(500)).await;
-    state.status.send_modify(|status| status.state = InstanceState::Stopped);
+    state
+        .status
+        .send_modify(|status| status.state = InstanceState::Stopped);
     state
         .emit(InstanceEvent::Stopped {
             reason,
@@ -931,7 +990,11 @@ async fn run(mut state: State, mut server: AppServer, transport: Transport, mut 
 
 /// `stop_instance`: interrupt the running turn, close stdin, SIGTERM the
 /// group, SIGKILL after 5 s.
-async fn stop(state: &mut State, server: &mut AppServer, incoming: &mut mpsc::Receiver<Incoming>) -> Exit {
+async fn stop(
+    state: &mut State,
+    server: &mut AppServer,
+    incoming: &mut mpsc::Receiver<Incoming>,
+) -> Exit {
     if let (Some(turn_id), Some(thread_id)) = (state.turn.clone(), state.thread_id.clone()) {
         let params = json!({"threadId": thread_id, "turnId": turn_id});
         state.request("turn/interrupt", params, Tag::Interrupt(None));
@@ -974,6 +1037,14 @@ async fn drain(state: &mut State, incoming: &mut mpsc::Receiver<Incoming>, limit
     }
 }
 
+fn describe(exit: Exit) -> String {
+    match (exit.code, exit.signal) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(signal)) => format!("signal {signal}"),
+        (None, None) => "unknown status".into(),
+    }
+}
+
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86400)
 }
@@ -995,7 +1066,10 @@ mod tests {
     #[test]
     fn policy_and_sandbox_use_the_wire_names() {
         assert_eq!(json!(ApprovalPolicy::OnRequest), json!("on-request"));
-        assert_eq!(json!(SandboxMode::DangerFullAccess), json!("danger-full-access"));
+        assert_eq!(
+            json!(SandboxMode::DangerFullAccess),
+            json!("danger-full-access")
+        );
         let policy: ApprovalPolicy = serde_json::from_value(json!("untrusted")).unwrap();
         assert_eq!(policy, ApprovalPolicy::Untrusted);
     }

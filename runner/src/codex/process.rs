@@ -105,7 +105,10 @@ impl AppServer {
         let exit = match timeout(grace, self.child.wait()).await {
             Ok(status) => status.ok().map(Exit::from),
             Err(_) => {
-                tracing::info!(pid = self.pid, "the app-server ignored SIGTERM: killing its group");
+                tracing::info!(
+                    pid = self.pid,
+                    "the app-server ignored SIGTERM: killing its group"
+                );
                 None
             }
         };
@@ -130,7 +133,10 @@ impl AppServer {
                 Ok(status) => Exit::from(status),
                 Err(err) => {
                     tracing::warn!("cannot wait for the app-server: {err}");
-                    Exit { code: None, signal: None }
+                    Exit {
+                        code: None,
+                        signal: None,
+                    }
                 }
             },
         };
@@ -235,7 +241,11 @@ async fn read_stderr(stderr: ChildStderr, tail: StderrTail) {
     loop {
         buf.clear();
         // Lines are bounded by what the tail keeps; a longer one is cut.
-        match (&mut reader).take(64 * 1024).read_until(b'\n', &mut buf).await {
+        match (&mut reader)
+            .take(64 * 1024)
+            .read_until(b'\n', &mut buf)
+            .await
+        {
             Ok(0) | Err(_) => break,
             Ok(_) => {
                 let line = String::from_utf8_lossy(&buf);

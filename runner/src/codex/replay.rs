@@ -130,7 +130,10 @@ mod tests {
     use super::*;
 
     fn seqs(replay: &Replay<String>) -> Vec<(u64, bool)> {
-        replay.unacked().map(|entry| (entry.seq, entry.gap)).collect()
+        replay
+            .unacked()
+            .map(|entry| (entry.seq, entry.gap))
+            .collect()
     }
 
     #[test]

@@ -132,10 +132,17 @@ impl<T> Default for Calls<T> {
 
 impl<T> Calls<T> {
     /// Registers a request and returns the line to send.
-    pub fn start(&mut self, method: &'static str, params: &Value, tag: T, timeout: Duration) -> String {
+    pub fn start(
+        &mut self,
+        method: &'static str,
+        params: &Value,
+        tag: T,
+        timeout: Duration,
+    ) -> String {
         let id = self.next_id;
         self.next_id += 1;
-        self.pending.insert(id, (tag, Instant::now() + timeout, method));
+        self.pending
+            .insert(id, (tag, Instant::now() + timeout, method));
         to_line(&Outgoing::Request { id, method, params })
     }
 
@@ -145,7 +152,9 @@ impl<T> Calls<T> {
         let RequestId::Int(id) = id else {
             return None;
         };
-        self.pending.remove(id).map(|(tag, _, method)| (tag, method))
+        self.pending
+            .remove(id)
+            .map(|(tag, _, method)| (tag, method))
     }
 
     /// The requests whose deadline passed, removed.
@@ -164,7 +173,10 @@ impl<T> Calls<T> {
 
     /// The earliest deadline, for the instance's timer.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.pending.values().map(|(_, deadline, _)| *deadline).min()
+        self.pending
+            .values()
+            .map(|(_, deadline, _)| *deadline)
+            .min()
     }
 
     /// Every request still waiting (the app-server is gone).
@@ -190,33 +202,72 @@ mod tests {
         assert!(
             matches!(request, Incoming::Request { id: RequestId::Int(0), ref method, .. } if method == "item/commandExecution/requestApproval")
         );
-        let note = parse_line(br#"{"method":"turn/started","params":{"threadId":"t"},"emittedAtMs":1}"#)
-            .unwrap();
-        assert!(matches!(note, Incoming::Notification { ref params, .. } if params["threadId"] == "t"));
+        let note =
+            parse_line(br#"{"method":"turn/started","params":{"threadId":"t"},"emittedAtMs":1}"#)
+                .unwrap();
+        assert!(
+            matches!(note, Incoming::Notification { ref params, .. } if params["threadId"] == "t")
+        );
         let response = parse_line(br#"{"id":3,"result":{"turn":{"id":"u"}}}"#).unwrap();
-        assert!(matches!(response, Incoming::Response { id: RequestId::Int(3), .. }));
+        assert!(matches!(
+            response,
+            Incoming::Response {
+                id: RequestId::Int(3),
+                ..
+            }
+        ));
         let null = parse_line(br#"{"id":"x","result":null}"#).unwrap();
-        assert!(matches!(null, Incoming::Response { id: RequestId::Str(_), result: Value::Null }));
-        let error =
-            parse_line(br#"{"id":4,"error":{"code":-32600,"message":"bad"}}"#).unwrap();
-        assert!(matches!(error, Incoming::Error { error: RpcError { code: -32600, .. }, .. }));
+        assert!(matches!(
+            null,
+            Incoming::Response {
+                id: RequestId::Str(_),
+                result: Value::Null
+            }
+        ));
+        let error = parse_line(br#"{"id":4,"error":{"code":-32600,"message":"bad"}}"#).unwrap();
+        assert!(matches!(
+            error,
+            Incoming::Error {
+                error: RpcError { code: -32600, .. },
+                ..
+            }
+        ));
         for garbage in [&b"not json"[..], b"{}", b"[1,2]", b"{\"id\":1}", b"\"x\""] {
-            assert!(parse_line(garbage).is_err(), "{}", String::from_utf8_lossy(garbage));
+            assert!(
+                parse_line(garbage).is_err(),
+                "{}",
+                String::from_utf8_lossy(garbage)
+            );
         }
     }
 
     #[test]
     fn writes_lines_without_a_jsonrpc_field() {
         let mut calls = Calls::default();
-        let line = calls.start("thread/read", &json!({"threadId": "t"}), "tag", Duration::from_secs(1));
+        let line = calls.start(
+            "thread/read",
+            &json!({"threadId": "t"}),
+            "tag",
+            Duration::from_secs(1),
+        );
         let value: Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(value, json!({"id": 1, "method": "thread/read", "params": {"threadId": "t"}}));
-        assert_eq!(notification_line("initialized"), r#"{"method":"initialized"}"#);
+        assert_eq!(
+            value,
+            json!({"id": 1, "method": "thread/read", "params": {"threadId": "t"}})
+        );
+        assert_eq!(
+            notification_line("initialized"),
+            r#"{"method":"initialized"}"#
+        );
         assert_eq!(
             response_line(&RequestId::Int(0), &json!({"decision": "accept"})),
             r#"{"id":0,"result":{"decision":"accept"}}"#
         );
-        let error = RpcError { code: -32000, message: "no".into(), data: None };
+        let error = RpcError {
+            code: -32000,
+            message: "no".into(),
+            data: None,
+        };
         assert_eq!(
             error_line(&RequestId::Int(7), &error),
             r#"{"id":7,"error":{"code":-32000,"message":"no"}}"#

@@ -54,8 +54,11 @@ async fn read_lines(mut reader: impl AsyncBufRead + Unpin, tx: mpsc::Sender<Inco
                         }
                     }
                     Err(err) => {
-                        let shown: String = String::from_utf8_lossy(text).chars().take(200).collect();
-                        tracing::warn!("app-server output: malformed line skipped ({err}): {shown}");
+                        let shown: String =
+                            String::from_utf8_lossy(text).chars().take(200).collect();
+                        tracing::warn!(
+                            "app-server output: malformed line skipped ({err}): {shown}"
+                        );
                     }
                 }
             }
@@ -75,13 +78,22 @@ enum Line {
 
 /// Reads up to the next newline into `line`, never holding more than
 /// [`MAX_LINE`] bytes.
-async fn read_line(reader: &mut (impl AsyncBufRead + Unpin), line: &mut Vec<u8>) -> std::io::Result<Line> {
+async fn read_line(
+    reader: &mut (impl AsyncBufRead + Unpin),
+    line: &mut Vec<u8>,
+) -> std::io::Result<Line> {
     line.clear();
     let mut too_long = false;
     loop {
         let buf = reader.fill_buf().await?;
         if buf.is_empty() {
-            return Ok(if line.is_empty() && !too_long { Line::End } else if too_long { Line::TooLong } else { Line::Full });
+            return Ok(if line.is_empty() && !too_long {
+                Line::End
+            } else if too_long {
+                Line::TooLong
+            } else {
+                Line::Full
+            });
         }
         let (chunk, found) = match buf.iter().position(|&b| b == b'\n') {
             Some(at) => (&buf[..at], Some(at + 1)),

@@ -1,0 +1,743 @@
+//! Codex instances against the real `codex app-server` (the pinned fixture)
+//! and the fake model: start, turns, batching, approvals, interrupt, read and
+//! resume, stop and crash, malformed output, eight at once.
+
+use std::path::Path;
+use std::time::Duration;
+
+use integration_tests::codex::{CodexDirs, codex_bin};
+use integration_tests::fake_model::{FakeModel, Reply};
+use runner::codex::{
+    self, ApprovalKind, ApprovalRequest, Command, CommandError, Decision, InstanceEvent,
+    InstanceHandle, InstanceOptions, InstanceState, Reply as CommandReply, StopReason,
+};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+/// How long one expected event may take (Codex is slow on a loaded machine).
+const EVENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+struct Instance {
+    handle: InstanceHandle,
+    events: mpsc::Receiver<InstanceEvent>,
+    /// Everything received so far, in order.
+    seen: Vec<InstanceEvent>,
+    thread_id: String,
+    pid: u32,
+}
+
+impl Instance {
+    async fn start(options: InstanceOptions) -> Instance {
+        let held = codex::spawn(options).expect("spawn codex app-server");
+        let pid = held.pid();
+        assert!(pid > 0);
+        let (handle, events) = held.start().expect("start the instance");
+        let mut instance = Instance {
+            handle,
+            events,
+            seen: Vec::new(),
+            thread_id: String::new(),
+            pid,
+        };
+        match instance.next().await {
+            InstanceEvent::Started {
+                thread_id,
+                pid: started_pid,
+                codex_version,
+                ..
+            } => {
+                assert_eq!(started_pid, pid);
+                assert_eq!(
+                    codex_version,
+                    integration_tests::codex::pinned_version().unwrap()
+                );
+                instance.thread_id = thread_id;
+            }
+            other => panic!("expected Started first, got {other:?}"),
+        }
+        instance
+    }
+
+    async fn next(&mut self) -> InstanceEvent {
+        let event = tokio::time::timeout(EVENT_TIMEOUT, self.events.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no event within {EVENT_TIMEOUT:?}; seen: {:#?}",
+                    self.methods()
+                )
+            })
+            .expect("the events channel closed");
+        self.seen.push(event.clone());
+        event
+    }
+
+    /// Waits for the first event `pick` accepts.
+    async fn until<T>(&mut self, mut pick: impl FnMut(&InstanceEvent) -> Option<T>) -> T {
+        loop {
+            let event = self.next().await;
+            if let Some(found) = pick(&event) {
+                return found;
+            }
+            if let InstanceEvent::Stopped { .. } = event {
+                panic!("stopped while waiting; seen: {:#?}", self.methods());
+            }
+        }
+    }
+
+    async fn notification(&mut self, method: &str) -> Value {
+        self.until(|event| match event {
+            InstanceEvent::Notification {
+                method: m, params, ..
+            } if m == method => Some(params.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn approval(&mut self) -> ApprovalRequest {
+        self.until(|event| match event {
+            InstanceEvent::ApprovalRequest(request) => Some(request.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn turn(&mut self, text: &str) -> String {
+        match self
+            .handle
+            .call(Command::StartTurn {
+                text: text.into(),
+                client_turn_id: Some("client-1".into()),
+            })
+            .await
+            .expect("turn/start")
+        {
+            CommandReply::TurnStarted { turn_id } => turn_id,
+            other => panic!("unexpected reply {other:?}"),
+        }
+    }
+
+    async fn resolve(
+        &self,
+        request_id: &str,
+        approve: bool,
+        for_session: bool,
+    ) -> Result<CommandReply, CommandError> {
+        self.handle
+            .call(Command::ResolveApproval {
+                request_id: request_id.into(),
+                approve,
+                for_session,
+            })
+            .await
+    }
+
+    async fn stop(&mut self) -> InstanceEvent {
+        self.handle.call(Command::Stop).await.expect("stop");
+        self.until(|event| matches!(event, InstanceEvent::Stopped { .. }).then(|| event.clone()))
+            .await
+    }
+
+    fn methods(&self) -> Vec<String> {
+        self.seen
+            .iter()
+            .map(|event| match event {
+                InstanceEvent::Notification { method, .. } => method.clone(),
+                other => format!("{other:?}").chars().take(120).collect(),
+            })
+            .collect()
+    }
+
+    /// The concatenated `item/agentMessage/delta` texts seen, and how many
+    /// notifications carried them.
+    fn agent_text(&self) -> (String, usize) {
+        let deltas: Vec<&str> = self
+            .seen
+            .iter()
+            .filter_map(|event| match event {
+                InstanceEvent::Notification { method, params, .. }
+                    if method == "item/agentMessage/delta" =>
+                {
+                    params["delta"].as_str()
+                }
+                _ => None,
+            })
+            .collect();
+        (deltas.concat(), deltas.len())
+    }
+}
+
+async fn rig() -> (FakeModel, CodexDirs) {
+    codex_bin().expect("the Codex fixture");
+    (
+        FakeModel::start().await.expect("fake model"),
+        CodexDirs::new().expect("temporary directories"),
+    )
+}
+
+fn completed_item<'a>(instance: &'a Instance, kind: &str) -> Option<&'a Value> {
+    instance.seen.iter().find_map(|event| match event {
+        InstanceEvent::Notification { method, params, .. }
+            if method == "item/completed" && params["item"]["type"] == kind =>
+        {
+            Some(&params["item"])
+        }
+        _ => None,
+    })
+}
+
+#[tokio::test]
+async fn text_turn_deltas_are_batched_without_changing_the_text() {
+    let deltas: Vec<String> = (0..60).map(|i| format!("w{i} ")).collect();
+    let deltas: Vec<&str> = deltas.iter().map(String::as_str).collect();
+    let expected = deltas.concat();
+    let mut counts = Vec::new();
+    for flush_ms in [100, 0] {
+        let (model, dirs) = rig().await;
+        model.push([Reply::text(&deltas)]);
+        let mut options = dirs.options(&model).unwrap();
+        options.stream_flush = Duration::from_millis(flush_ms);
+        let mut instance = Instance::start(options).await;
+        assert_eq!(instance.handle.status().state, InstanceState::Idle);
+        instance.turn("say it").await;
+        instance.notification("turn/completed").await;
+        let (text, count) = instance.agent_text();
+        assert_eq!(text, expected, "flush {flush_ms} ms");
+        let completed = completed_item(&instance, "agentMessage").expect("the message completed");
+        assert_eq!(completed["text"], expected.as_str());
+        println!(
+            "flush {flush_ms} ms: {count} delta notifications for {} deltas",
+            deltas.len()
+        );
+        counts.push(count);
+        assert!(model.requests()[0]["input"].to_string().contains("say it"));
+        instance.stop().await;
+    }
+    assert!(
+        counts[0] < deltas.len() / 2,
+        "batched at 100 ms: {counts:?}"
+    );
+    assert_eq!(counts[1], deltas.len(), "one per delta at 0 ms");
+}
+
+#[tokio::test]
+async fn approved_command_runs_and_its_output_is_in_item_completed() {
+    let (model, dirs) = rig().await;
+    model.push([
+        Reply::exec_command("call_1", "echo ran > made.txt; echo kandan-output-42"),
+        Reply::text(&["done"]),
+    ]);
+    let mut instance = Instance::start(dirs.options(&model).unwrap()).await;
+    let turn_id = instance.turn("run it").await;
+    let request = instance.approval().await;
+    assert_eq!(request.kind, ApprovalKind::Command);
+    assert_eq!(request.thread_id, instance.thread_id);
+    assert_eq!(request.turn_id.as_deref(), Some(turn_id.as_str()));
+    assert!(
+        request
+            .command
+            .as_deref()
+            .unwrap_or_default()
+            .contains("made.txt"),
+        "{request:?}"
+    );
+    assert_eq!(
+        instance.handle.status().pending_approvals,
+        vec![request.request_id.clone()]
+    );
+    assert!(!dirs.cwd().join("made.txt").exists(), "ran before approval");
+    instance
+        .resolve(&request.request_id, true, false)
+        .await
+        .unwrap();
+    let resolved = instance
+        .until(|event| match event {
+            InstanceEvent::ApprovalResolved {
+                request_id,
+                decision,
+                withdrawn,
+            } => Some((request_id.clone(), *decision, *withdrawn)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        resolved,
+        (request.request_id.clone(), Some(Decision::Approve), false)
+    );
+    instance.notification("turn/completed").await;
+    let item = completed_item(&instance, "commandExecution").expect("command item completed");
+    assert_eq!(item["status"], "completed", "{item}");
+    assert!(
+        item["aggregatedOutput"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("kandan-output-42"),
+        "{item}"
+    );
+    assert!(dirs.cwd().join("made.txt").exists());
+    // The model got the command's output back.
+    assert!(
+        model.requests()[1]
+            .to_string()
+            .contains("function_call_output")
+    );
+    // The same decision again: already answered.
+    let err = instance
+        .resolve(&request.request_id, true, false)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "unknown_request");
+    instance.stop().await;
+}
+
+#[tokio::test]
+async fn denied_command_does_not_run() {
+    let (model, dirs) = rig().await;
+    model.push([
+        Reply::exec_command("call_1", "echo ran > made.txt"),
+        Reply::text(&["fine"]),
+    ]);
+    let mut instance = Instance::start(dirs.options(&model).unwrap()).await;
+    instance.turn("run it").await;
+    let request = instance.approval().await;
+    instance
+        .resolve(&request.request_id, false, false)
+        .await
+        .unwrap();
+    instance.notification("turn/completed").await;
+    let item = completed_item(&instance, "commandExecution").expect("command item completed");
+    assert_eq!(item["status"], "declined", "{item}");
+    assert!(
+        !dirs.cwd().join("made.txt").exists(),
+        "a denied command ran"
+    );
+    assert!(instance.seen.iter().any(|event| matches!(
+        event,
+        InstanceEvent::ApprovalResolved {
+            decision: Some(Decision::Deny),
+            withdrawn: false,
+            ..
+        }
+    )));
+    instance.stop().await;
+}
+
+#[tokio::test]
+async fn file_change_approval_carries_the_changes_and_applies_them() {
+    let (model, dirs) = rig().await;
+    let patch = "*** Begin Patch\n*** Add File: notes.txt\n+from kandan\n*** End Patch\n";
+    model.push([
+        Reply::apply_patch("call_p", patch),
+        Reply::text(&["patched"]),
+    ]);
+    let mut instance = Instance::start(dirs.options(&model).unwrap()).await;
+    instance.turn("edit").await;
+    let request = instance.approval().await;
+    assert_eq!(request.kind, ApprovalKind::FileChange);
+    let changes = request.changes.clone().expect("changes");
+    assert!(changes.to_string().contains("notes.txt"), "{changes}");
+    assert!(!dirs.cwd().join("notes.txt").exists());
+    instance
+        .resolve(&request.request_id, true, false)
+        .await
+        .unwrap();
+    instance.notification("turn/completed").await;
+    assert_eq!(
+        std::fs::read_to_string(dirs.cwd().join("notes.txt")).unwrap(),
+        "from kandan\n"
+    );
+    instance.stop().await;
+}
+
+#[tokio::test]
+async fn approval_for_the_session_is_not_asked_again() {
+    let (model, dirs) = rig().await;
+    let command = "echo again >> log.txt";
+    model.push([
+        Reply::exec_command("call_1", command),
+        Reply::exec_command("call_2", command),
+        Reply::text(&["twice"]),
+    ]);
+    let mut instance = Instance::start(dirs.options(&model).unwrap()).await;
+    instance.turn("twice").await;
+    let request = instance.approval().await;
+    instance
+        .resolve(&request.request_id, true, true)
+        .await
+        .unwrap();
+    instance.notification("turn/completed").await;
+    let asked = instance
+        .seen
+        .iter()
+        .filter(|event| matches!(event, InstanceEvent::ApprovalRequest(_)))
+        .count();
+    assert_eq!(asked, 1, "asked again: {:#?}", instance.methods());
+    assert_eq!(
+        std::fs::read_to_string(dirs.cwd().join("log.txt")).unwrap(),
+        "again\nagain\n"
+    );
+    instance.stop().await;
+}
+
+#[tokio::test]
+async fn withdrawn_approval_is_reported_and_a_late_decision_is_unknown() {
+    let (model, dirs) = rig().await;
+    model.push([Reply::exec_command("call_1", "echo ran > made.txt")]);
+    let mut instance = Instance::start(dirs.options(&model).unwrap()).await;
+    instance.turn("run it").await;
+    let request = instance.approval().await;
+    // Interrupting the turn withdraws its pending approval.
+    instance
+        .handle
+        .call(Command::Interrupt { turn_id: None })
+        .await
+        .unwrap();
+    let withdrawn = instance
+        .until(|event| match event {
+            InstanceEvent::ApprovalResolved {
+                request_id,
+                decision,
+                withdrawn,
+            } => Some((request_id.clone(), *decision, *withdrawn)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(withdrawn, (request.request_id.clone(), None, true));
+    assert!(instance.handle.status().pending_approvals.is_empty());
+    let err = instance
+        .resolve(&request.request_id, true, false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CommandError::UnknownRequest { .. }), "{err}");
+    assert_eq!(err.code(), "unknown_request");
+    assert!(!dirs.cwd().join("made.txt").exists());
+    instance.stop().await;
+}
+
+#[tokio::test]
+async fn interrupt_ends_a_slow_turn() {
+    let (model, dirs) = rig().await;
+    model.push([Reply::hang("thinking...")]);
+    let mut instance = Instance::start(dirs.options(&model).unwrap()).await;
+    let turn_id = instance.turn("take your time").await;
+    instance.notification("item/agentMessage/delta").await;
+    assert_eq!(instance.handle.status().state, InstanceState::Running);
+    instance
+        .handle
+        .call(Command::Interrupt {
+            turn_id: Some(turn_id.clone()),
+        })
+        .await
+        .unwrap();
+    let completed = instance.notification("turn/completed").await;
+    assert_eq!(completed["turn"]["id"], turn_id.as_str());
+    assert_eq!(completed["turn"]["status"], "interrupted", "{completed}");
+    assert_eq!(instance.handle.status().state, InstanceState::Idle);
+    let err = instance
+        .handle
+        .call(Command::Interrupt { turn_id: None })
+        .await
+        .unwrap_err();
+    assert_eq!(err, CommandError::NoRunningTurn);
+    instance.stop().await;
+}
+
+#[tokio::test]
+async fn idle_turn_is_interrupted_after_the_timeout() {
+    let (model, dirs) = rig().await;
+    model.push([Reply::hang("and then nothing")]);
+    let mut options = dirs.options(&model).unwrap();
+    options.turn_idle_timeout = Duration::from_secs(2);
+    let mut instance = Instance::start(options).await;
+    instance.turn("hang").await;
+    let completed = instance.notification("turn/completed").await;
+    assert_eq!(completed["turn"]["status"], "interrupted", "{completed}");
+    instance.stop().await;
+}
+
+#[tokio::test]
+async fn read_thread_with_turns_then_resume_it_in_a_new_instance() {
+    let (model, dirs) = rig().await;
+    model.push([Reply::text(&["first ", "answer"]), Reply::text(&["second"])]);
+    let mut instance = Instance::start(dirs.options(&model).unwrap()).await;
+    instance.turn("one").await;
+    instance.notification("turn/completed").await;
+    let thread_id = instance.thread_id.clone();
+    instance
+        .handle
+        .call(Command::ReadThread {
+            thread_id: thread_id.clone(),
+            include_turns: true,
+        })
+        .await
+        .unwrap();
+    let thread = instance
+        .until(|event| match event {
+            InstanceEvent::ThreadRead {
+                thread_id: id,
+                thread,
+            } => Some((id.clone(), thread.clone())),
+            _ => None,
+        })
+        .await;
+    assert_eq!(thread.0, thread_id);
+    assert_eq!(thread.1["id"], thread_id.as_str());
+    let turns = thread.1["turns"].as_array().expect("turns");
+    assert_eq!(turns.len(), 1);
+    assert!(thread.1.to_string().contains("first answer"));
+    instance.stop().await;
+
+    let mut options = dirs.options(&model).unwrap();
+    options.thread_id = Some(thread_id.clone());
+    let mut resumed = Instance::start(options).await;
+    assert_eq!(resumed.thread_id, thread_id);
+    resumed.turn("two").await;
+    resumed.notification("turn/completed").await;
+    // The model saw the first exchange again.
+    assert!(model.requests()[1].to_string().contains("first answer"));
+    resumed
+        .handle
+        .call(Command::ReadThread {
+            thread_id: thread_id.clone(),
+            include_turns: true,
+        })
+        .await
+        .unwrap();
+    let thread = resumed
+        .until(|event| match event {
+            InstanceEvent::ThreadRead { thread, .. } => Some(thread.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(thread["turns"].as_array().map(Vec::len), Some(2));
+    resumed.stop().await;
+}
+
+#[tokio::test]
+async fn stop_leaves_no_process_of_the_group() {
+    let (model, dirs) = rig().await;
+    model.push([Reply::hang("busy")]);
+    let mut instance = Instance::start(dirs.options(&model).unwrap()).await;
+    instance.turn("work").await;
+    instance.notification("item/agentMessage/delta").await;
+    let pid = instance.pid;
+    assert!(codex::group_alive(pid));
+    let started = std::time::Instant::now();
+    let stopped = instance.stop().await;
+    println!("stopped in {:?}", started.elapsed());
+    assert!(
+        matches!(
+            stopped,
+            InstanceEvent::Stopped {
+                reason: StopReason::Stopped,
+                ..
+            }
+        ),
+        "{stopped:?}"
+    );
+    assert!(
+        !codex::group_alive(pid),
+        "processes of group {pid} are left"
+    );
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    // The instance is gone for good.
+    let err = instance
+        .handle
+        .call(Command::Interrupt { turn_id: None })
+        .await
+        .unwrap_err();
+    assert_eq!(err, CommandError::Stopped);
+    assert_eq!(instance.handle.status().state, InstanceState::Stopped);
+}
+
+#[tokio::test]
+async fn app_server_killed_from_outside_reports_exited_with_its_stderr() {
+    let (model, dirs) = rig().await;
+    let mut instance = Instance::start(dirs.options(&model).unwrap()).await;
+    let pid = instance.pid;
+    // SAFETY: kill has no memory preconditions; the pid is our child's.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    }
+    let stopped = instance
+        .until(|event| matches!(event, InstanceEvent::Stopped { .. }).then(|| event.clone()))
+        .await;
+    let InstanceEvent::Stopped {
+        reason,
+        exit_code,
+        signal,
+        stderr_tail,
+    } = stopped
+    else {
+        unreachable!()
+    };
+    assert_eq!(reason, StopReason::Exited);
+    assert_eq!((exit_code, signal), (None, Some(libc::SIGKILL)));
+    let tail = stderr_tail.expect("a stderr tail");
+    assert!(!tail.is_empty() && tail.len() <= 4096, "{tail}");
+    assert!(!codex::group_alive(pid));
+}
+
+/// A `codex` that answers the handshake between lines of garbage.
+const GARBAGE_CODEX: &str = r#"#!/usr/bin/env python3
+import json, sys
+print("this is not json", flush=True)
+print("{\"half\": ", flush=True)
+print("", flush=True)
+for line in sys.stdin:
+    msg = json.loads(line)
+    if msg.get("method") == "initialize":
+        print("\x00\x01 binary junk", flush=True)
+        print(json.dumps({"id": msg["id"], "result": {"userAgent": "kandan-runner/9.9.9 (test)"}}), flush=True)
+    elif msg.get("method") == "thread/start":
+        print("[1, 2, 3]", flush=True)
+        print(json.dumps({"id": msg["id"], "result": {"thread": {"id": "thr_fake"}, "model": "m"}}), flush=True)
+        print(json.dumps({"method": "first/note", "params": {"threadId": "thr_fake", "n": 1}}), flush=True)
+        print("}{ garbage", flush=True)
+        print(json.dumps({"id": 999, "result": {}}), flush=True)
+        print(json.dumps({"method": "second/note", "params": {"n": 2}}), flush=True)
+"#;
+
+#[tokio::test]
+async fn malformed_app_server_output_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("codex");
+    std::fs::write(&bin, GARBAGE_CODEX).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let options = InstanceOptions::new(bin, dir.path().canonicalize().unwrap());
+    let held = codex::spawn(options).unwrap();
+    let (handle, mut events) = held.start().unwrap();
+    let mut next = async || {
+        tokio::time::timeout(EVENT_TIMEOUT, events.recv())
+            .await
+            .expect("an event")
+            .expect("open channel")
+    };
+    match next().await {
+        InstanceEvent::Started {
+            thread_id,
+            codex_version,
+            model,
+            ..
+        } => {
+            assert_eq!(thread_id, "thr_fake");
+            assert_eq!(codex_version, "9.9.9");
+            assert_eq!(model.as_deref(), Some("m"));
+        }
+        other => panic!("{other:?}"),
+    }
+    for expected in ["first/note", "second/note"] {
+        match next().await {
+            InstanceEvent::Notification { method, ids, .. } => {
+                assert_eq!(method, expected);
+                if expected == "first/note" {
+                    assert_eq!(ids.thread_id.as_deref(), Some("thr_fake"));
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    handle.call(Command::Stop).await.unwrap();
+    assert!(matches!(
+        next().await,
+        InstanceEvent::Stopped {
+            reason: StopReason::Stopped,
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn a_codex_that_exits_at_once_fails_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("codex");
+    std::fs::write(
+        &bin,
+        "#!/bin/sh\necho 'codex: cannot start, config broken' >&2\nexit 3\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let held = codex::spawn(InstanceOptions::new(bin, dir.path().to_path_buf())).unwrap();
+    let (_handle, mut events) = held.start().unwrap();
+    let failed = tokio::time::timeout(EVENT_TIMEOUT, events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(&failed, InstanceEvent::Failed { message } if message.contains("exit code 3")),
+        "{failed:?}"
+    );
+    let stopped = tokio::time::timeout(EVENT_TIMEOUT, events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    match stopped {
+        InstanceEvent::Stopped {
+            reason,
+            exit_code,
+            stderr_tail,
+            ..
+        } => {
+            assert_eq!(reason, StopReason::Failed);
+            assert_eq!(exit_code, Some(3));
+            assert!(stderr_tail.unwrap_or_default().contains("config broken"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn missing_codex_binary_is_a_spawn_error() {
+    let err = codex::spawn(InstanceOptions::new(
+        "/nonexistent/codex".into(),
+        std::env::temp_dir(),
+    ))
+    .err()
+    .expect("no such binary");
+    assert!(
+        runner::error_chain(&err).contains("/nonexistent/codex"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn eight_instances_at_once() {
+    let model = FakeModel::start().await.unwrap();
+    codex_bin().expect("the Codex fixture");
+    let dirs: Vec<CodexDirs> = (0..8).map(|_| CodexDirs::new().unwrap()).collect();
+    let started = std::time::Instant::now();
+    let runs = dirs.iter().map(|dirs| {
+        let options = dirs.options(&model).unwrap();
+        async move {
+            let mut instance = Instance::start(options).await;
+            instance.turn("hello").await;
+            instance.notification("turn/completed").await;
+            let (text, _) = instance.agent_text();
+            let stopped = instance.stop().await;
+            (instance.thread_id.clone(), text, stopped, instance.pid)
+        }
+    });
+    let results = futures_util::future::join_all(runs).await;
+    println!(
+        "eight instances started, ran a turn and stopped in {:?}",
+        started.elapsed()
+    );
+    let mut threads: Vec<String> = results.iter().map(|r| r.0.clone()).collect();
+    threads.sort();
+    threads.dedup();
+    assert_eq!(threads.len(), 8, "each instance has its own thread");
+    for (_, text, stopped, pid) in results {
+        assert_eq!(text, "ok");
+        assert!(matches!(
+            stopped,
+            InstanceEvent::Stopped {
+                reason: StopReason::Stopped,
+                ..
+            }
+        ));
+        assert!(!codex::group_alive(pid));
+    }
+}
