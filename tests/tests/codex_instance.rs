@@ -28,10 +28,13 @@ struct Instance {
 
 impl Instance {
     async fn start(options: InstanceOptions) -> Instance {
-        let held = codex::spawn(options).expect("spawn codex app-server");
+        let held = codex::spawn(options)
+            .unwrap_or_else(|err| panic!("spawn codex app-server: {}", runner::error_chain(&err)));
         let pid = held.pid();
         assert!(pid > 0);
-        let (handle, events) = held.start().expect("start the instance");
+        let (handle, events) = held
+            .start()
+            .unwrap_or_else(|err| panic!("start the instance: {}", runner::error_chain(&err)));
         let mut instance = Instance {
             handle,
             events,

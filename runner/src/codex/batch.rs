@@ -51,11 +51,13 @@ impl Batcher {
                 return out;
             }
         };
-        if let Some(open) = &mut self.open {
-            if open.method == method && open.rest == rest && now < open.deadline {
-                open.text.push_str(&text);
-                return out;
-            }
+        if let Some(open) = &mut self.open
+            && open.method == method
+            && open.rest == rest
+            && now < open.deadline
+        {
+            open.text.push_str(&text);
+            return out;
         }
         out.extend(self.flush());
         self.open = Some(Open {

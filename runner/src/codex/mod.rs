@@ -15,18 +15,22 @@
 //! binary and fails when it differs.
 
 mod batch;
+mod command;
 mod event;
 mod instance;
+mod messages;
+mod options;
 mod process;
 mod replay;
 mod rpc;
+mod state;
 mod transport;
 
+pub use command::{Command, CommandError, InstanceError, InstanceState, InstanceStatus, Reply};
 pub use event::{ApprovalKind, ApprovalRequest, Decision, Ids, InstanceEvent, StopReason};
-pub use instance::{
-    ApprovalPolicy, Command, CommandError, DEFAULT_STREAM_FLUSH, DEFAULT_TURN_IDLE_TIMEOUT,
-    HeldInstance, InstanceError, InstanceHandle, InstanceOptions, InstanceState, InstanceStatus,
-    Reply, SandboxMode, spawn,
+pub use instance::{HeldInstance, InstanceHandle, spawn};
+pub use options::{
+    ApprovalPolicy, DEFAULT_STREAM_FLUSH, DEFAULT_TURN_IDLE_TIMEOUT, InstanceOptions, SandboxMode,
 };
 pub use process::group_alive;
 pub use replay::{DEFAULT_MAX_BYTES, Entry, Replay};

@@ -77,11 +77,11 @@ impl<E> Replay<E> {
         let Some(index) = seq.checked_sub(front).and_then(|i| usize::try_from(i).ok()) else {
             return;
         };
-        if let Some(entry) = self.entries.get_mut(index) {
-            if !entry.acked {
-                entry.acked = true;
-                self.bytes -= entry.bytes;
-            }
+        if let Some(entry) = self.entries.get_mut(index)
+            && !entry.acked
+        {
+            entry.acked = true;
+            self.bytes -= entry.bytes;
         }
         while self.entries.front().is_some_and(|entry| entry.acked) {
             self.entries.pop_front();
@@ -106,11 +106,11 @@ impl<E> Replay<E> {
     fn evict(&mut self) {
         let mut dropped = false;
         while self.bytes > self.max_bytes && self.entries.len() > 1 {
-            if let Some(entry) = self.entries.pop_front() {
-                if !entry.acked {
-                    self.bytes -= entry.bytes;
-                    dropped = true;
-                }
+            if let Some(entry) = self.entries.pop_front()
+                && !entry.acked
+            {
+                self.bytes -= entry.bytes;
+                dropped = true;
             }
         }
         while self.entries.front().is_some_and(|entry| entry.acked) {

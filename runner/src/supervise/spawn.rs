@@ -160,11 +160,17 @@ impl HeldChild {
             command.stdout(Stdio::inherit());
         }
         let parent_death = ParentDeath::for_this_thread();
-        // SAFETY: only async-signal-safe calls (dup2, prctl, getppid, the
+        // SAFETY: only async-signal-safe calls (dup2, fcntl, prctl, getppid, the
         // capget/capset syscalls) on stack data, between fork and exec.
         unsafe {
             command.pre_exec(move || {
-                if libc::dup2(gate, 3) < 0 {
+                // dup2 onto itself keeps close-on-exec: when the pipe got
+                // fd 3, clear the flag instead, or sh finds no gate.
+                if gate == 3 {
+                    if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                } else if libc::dup2(gate, 3) < 0 {
                     return Err(io::Error::last_os_error());
                 }
                 child_setup::in_child(parent_death)
