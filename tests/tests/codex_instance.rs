@@ -744,3 +744,56 @@ async fn eight_instances_at_once() {
         assert!(!codex::group_alive(pid));
     }
 }
+
+#[tokio::test]
+async fn launch_tui_drives_the_app_server_over_its_websocket() {
+    let (model, dirs) = rig().await;
+    model.push([Reply::text(&["over ", "the ", "socket"])]);
+    let mut options = dirs.options(&model).unwrap();
+    options.launch_tui = true;
+    let held = codex::spawn(options).unwrap();
+    let (handle, mut events) = held.start().unwrap();
+    let first = tokio::time::timeout(EVENT_TIMEOUT, events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let InstanceEvent::Started {
+        tui_url, thread_id, ..
+    } = first
+    else {
+        panic!("{first:?}")
+    };
+    let url = tui_url.expect("a tuiUrl");
+    assert!(url.starts_with("ws://127.0.0.1:"), "{url}");
+    // Without the capability token the listener refuses.
+    assert!(
+        tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .is_err()
+    );
+    let mut instance = Instance {
+        handle,
+        events,
+        seen: Vec::new(),
+        thread_id,
+        pid: 0,
+    };
+    instance.turn("hello").await;
+    instance.notification("turn/completed").await;
+    assert_eq!(instance.agent_text().0, "over the socket");
+    let token_dirs = || {
+        let prefix = format!("kandan-codex-tui-{}-", std::process::id());
+        std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .filter(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))
+            .count()
+    };
+    assert_eq!(token_dirs(), 1, "the token file exists while it runs");
+    instance.stop().await;
+    assert_eq!(
+        token_dirs(),
+        0,
+        "the token file is removed with the instance"
+    );
+}

@@ -79,6 +79,9 @@ pub enum InstanceError {
     /// The app-server could not be spawned.
     #[error("cannot start the codex app-server")]
     Spawn(#[from] SpawnError),
+    /// The `launchTui` token file could not be written.
+    #[error("cannot write the TUI token file")]
+    TuiToken(#[source] std::io::Error),
     /// The child has no stdin or stdout pipe.
     #[error("the codex app-server has no stdio pipes")]
     NoPipes,

@@ -16,6 +16,7 @@ use super::process::{AppServer, AppServerCommand, Exit, HeldAppServer};
 use super::rpc::Incoming;
 use super::state::{ReplyTx, State, Tag};
 use super::transport::{self, Transport};
+use super::tui::{self, TuiAuth};
 
 /// How long `stop` waits for the running turn to end after interrupting it.
 const STOP_INTERRUPT_WAIT: Duration = Duration::from_secs(2);
@@ -31,6 +32,13 @@ const EVENT_QUEUE: usize = 256;
 /// [`HeldInstance::pid`] as a detector root, then [`HeldInstance::start`].
 pub fn spawn(options: InstanceOptions) -> Result<HeldInstance, InstanceError> {
     let mut args = vec!["app-server".to_string()];
+    let tui = if options.launch_tui {
+        let auth = TuiAuth::new().map_err(InstanceError::TuiToken)?;
+        args.extend(auth.args());
+        Some(auth)
+    } else {
+        None
+    };
     args.extend(options.extra_args.iter().cloned());
     let command = AppServerCommand {
         program: options.codex_bin.clone(),
@@ -40,13 +48,14 @@ pub fn spawn(options: InstanceOptions) -> Result<HeldInstance, InstanceError> {
         marker: options.marker.clone(),
     };
     let held = HeldAppServer::spawn(&command)?;
-    Ok(HeldInstance { held, options })
+    Ok(HeldInstance { held, options, tui })
 }
 
 /// An instance whose app-server has not exec'd yet.
 pub struct HeldInstance {
     held: HeldAppServer,
     options: InstanceOptions,
+    tui: Option<TuiAuth>,
 }
 
 impl HeldInstance {
@@ -68,7 +77,19 @@ impl HeldInstance {
             });
             return Err(InstanceError::NoPipes);
         };
-        let transport = transport::stdio(stdout, stdin);
+        let connect = match self.tui {
+            None => Connect::Ready(transport::stdio(stdout, stdin)),
+            Some(auth) => {
+                // The app-server speaks on its WebSocket; its stdout is only
+                // drained, its stdin kept open as long as it runs.
+                tokio::spawn(async move {
+                    let _stdin = stdin;
+                    let mut stdout = stdout;
+                    let _ = tokio::io::copy(&mut stdout, &mut tokio::io::sink()).await;
+                });
+                Connect::WebSocket(auth)
+            }
+        };
         let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
         let (command_tx, commands) = mpsc::channel(64);
         let (status_tx, status) = watch::channel(InstanceStatus {
@@ -78,7 +99,7 @@ impl HeldInstance {
         });
         let pid = server.pid();
         let state = State::new(self.options, pid, event_tx, status_tx);
-        tokio::spawn(run(state, server, transport, commands));
+        tokio::spawn(run(state, server, connect, commands));
         Ok((
             InstanceHandle {
                 commands: command_tx,
@@ -136,12 +157,40 @@ enum End {
     Failed,
 }
 
+/// How the instance reaches its app-server.
+enum Connect {
+    Ready(Transport),
+    /// `launchTui`: over its WebSocket, once it listens.
+    WebSocket(TuiAuth),
+}
+
 async fn run(
     mut state: State,
     mut server: AppServer,
-    transport: Transport,
+    connect: Connect,
     mut commands: mpsc::Receiver<Envelope>,
 ) {
+    // `tui_auth` keeps the token file until the app-server is gone.
+    let (transport, tui_auth) = match connect {
+        Connect::Ready(transport) => (transport, None),
+        Connect::WebSocket(auth) => {
+            state.tui_token_file = Some(auth.file().clone());
+            let transport = match tui::connect(&mut server, &auth).await {
+                Ok((transport, url)) => {
+                    state.tui_url = Some(url);
+                    transport
+                }
+                Err(message) => {
+                    state.failure = Some(message);
+                    // A closed transport: the loop below ends at once.
+                    let (_, incoming) = mpsc::channel(1);
+                    let (outgoing, _) = mpsc::unbounded_channel();
+                    Transport { incoming, outgoing }
+                }
+            };
+            (transport, Some(auth))
+        }
+    };
     let Transport {
         mut incoming,
         outgoing,

@@ -15,6 +15,7 @@
 //! binary and fails when it differs.
 
 mod batch;
+mod bin;
 mod command;
 mod event;
 mod instance;
@@ -25,7 +26,9 @@ mod replay;
 mod rpc;
 mod state;
 mod transport;
+mod tui;
 
+pub use bin::{BinError, CODEX_BIN_ENV, resolve_bin};
 pub use command::{Command, CommandError, InstanceError, InstanceState, InstanceStatus, Reply};
 pub use event::{ApprovalKind, ApprovalRequest, Decision, Ids, InstanceEvent, StopReason};
 pub use instance::{HeldInstance, InstanceHandle, spawn};

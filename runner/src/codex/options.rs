@@ -44,6 +44,9 @@ pub struct InstanceOptions {
     pub sandbox: Option<SandboxMode>,
     /// `serviceTier: "priority"`.
     pub fast: bool,
+    /// `launchTui`: the app-server listens on `ws://127.0.0.1:<port>` (with
+    /// a capability token) instead of stdio, so `codex --remote` can attach.
+    pub launch_tui: bool,
     /// `--stream-flush-ms` (zero: no batching).
     pub stream_flush: Duration,
     /// A running turn silent this long is interrupted.
@@ -68,6 +71,7 @@ impl InstanceOptions {
             approval_policy: None,
             sandbox: None,
             fast: false,
+            launch_tui: false,
             stream_flush: DEFAULT_STREAM_FLUSH,
             turn_idle_timeout: DEFAULT_TURN_IDLE_TIMEOUT,
             extra_args: Vec::new(),

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStderr};
+use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep, timeout};
 
 use crate::supervise::{HeldChild, SpawnError, SpawnOptions};
@@ -63,10 +64,16 @@ impl HeldAppServer {
         let pid = self.pid();
         let mut child = self.held.release()?;
         let tail = StderrTail::default();
+        let (url_tx, listen_url) = oneshot::channel();
         if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(read_stderr(stderr, tail.clone()));
+            tokio::spawn(read_stderr(stderr, tail.clone(), url_tx));
         }
-        Ok(AppServer { child, pid, tail })
+        Ok(AppServer {
+            child,
+            pid,
+            tail,
+            listen_url: Some(listen_url),
+        })
     }
 }
 
@@ -75,6 +82,8 @@ pub struct AppServer {
     pub child: Child,
     pid: u32,
     pub tail: StderrTail,
+    /// The `ws://` address it prints when started with `--listen ws://...`.
+    pub listen_url: Option<oneshot::Receiver<String>>,
 }
 
 /// How the app-server ended.
@@ -235,7 +244,8 @@ impl StderrTail {
     }
 }
 
-async fn read_stderr(stderr: ChildStderr, tail: StderrTail) {
+async fn read_stderr(stderr: ChildStderr, tail: StderrTail, url_tx: oneshot::Sender<String>) {
+    let mut url_tx = Some(url_tx);
     let mut reader = BufReader::new(stderr);
     let mut buf = Vec::new();
     loop {
@@ -251,15 +261,40 @@ async fn read_stderr(stderr: ChildStderr, tail: StderrTail) {
                 let line = String::from_utf8_lossy(&buf);
                 tracing::debug!(target: "codex_stderr", "{}", line.trim_end());
                 tail.push(&line);
+                if let Some(url) = listening_url(&line)
+                    && let Some(tx) = url_tx.take()
+                {
+                    let _ = tx.send(url);
+                }
             }
         }
     }
     tail.finish();
 }
 
+/// `listening on: ws://127.0.0.1:PORT` from the app-server's banner.
+fn listening_url(line: &str) -> Option<String> {
+    let (_, rest) = line.split_once("listening on: ")?;
+    let url: String = rest
+        .chars()
+        .take_while(|c| !c.is_whitespace() && *c != '\u{1b}')
+        .collect();
+    url.starts_with("ws://").then_some(url)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_listening_url() {
+        assert_eq!(
+            listening_url("  listening on: ws://127.0.0.1:42563\n").as_deref(),
+            Some("ws://127.0.0.1:42563")
+        );
+        assert_eq!(listening_url("readyz: http://127.0.0.1:1/readyz"), None);
+        assert_eq!(listening_url("listening on: unix:///x"), None);
+    }
 
     #[test]
     fn the_tail_keeps_the_last_lines_within_its_bound() {

@@ -60,6 +60,10 @@ pub(super) struct State {
     pub(super) failure: Option<String>,
     /// The caller dropped the events receiver.
     pub(super) abandoned: bool,
+    /// `launchTui`: the app-server's WebSocket address.
+    pub(super) tui_url: Option<String>,
+    /// `launchTui`: the file holding the WebSocket capability token.
+    pub(super) tui_token_file: Option<PathBuf>,
 }
 
 impl State {
@@ -88,6 +92,8 @@ impl State {
             file_changes: Default::default(),
             failure: None,
             abandoned: false,
+            tui_url: None,
+            tui_token_file: None,
         }
     }
 
@@ -258,6 +264,12 @@ impl State {
         };
         self.thread_id = Some(thread_id.clone());
         self.started = true;
+        if let (Some(url), Some(file)) = (&self.tui_url, &self.tui_token_file) {
+            tracing::info!(
+                "attach to Codex instance {thread_id}: CODEX_TUI_TOKEN=$(cat {}) codex resume --remote {url} --remote-auth-token-env CODEX_TUI_TOKEN {thread_id}",
+                file.display()
+            );
+        }
         self.publish_status();
         let cwd = result["cwd"]
             .as_str()
@@ -269,7 +281,7 @@ impl State {
             model: result["model"].as_str().map(str::to_string),
             pid: self.pid,
             codex_version: self.codex_version.clone(),
-            tui_url: None,
+            tui_url: self.tui_url.clone(),
         })
         .await;
         for message in std::mem::take(&mut self.backlog) {

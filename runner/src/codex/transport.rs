@@ -129,6 +129,57 @@ async fn write_lines(mut writer: impl AsyncWrite + Unpin, mut rx: mpsc::Unbounde
     // Dropping the writer closes the app-server's stdin.
 }
 
+/// A transport over the app-server's WebSocket listener (`launchTui`):
+/// one JSON-RPC message per text frame, `token` as the bearer capability.
+pub async fn websocket(
+    url: &str,
+    token: &str,
+) -> Result<Transport, tokio_tungstenite::tungstenite::Error> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let mut request = url.into_client_request()?;
+    let bearer = format!("Bearer {token}").parse().map_err(|_| {
+        tokio_tungstenite::tungstenite::Error::Url(
+            tokio_tungstenite::tungstenite::error::UrlError::UnableToConnect("bad token".into()),
+        )
+    })?;
+    request
+        .headers_mut()
+        .insert(http::header::AUTHORIZATION, bearer);
+    let (socket, _) = tokio_tungstenite::connect_async(request).await?;
+    let (mut sink, mut stream) = socket.split();
+    let (in_tx, incoming) = mpsc::channel(INCOMING_QUEUE);
+    let (outgoing, mut out_rx) = mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Some(frame) = stream.next().await {
+            let text = match frame {
+                Ok(Message::Text(text)) => text,
+                Ok(Message::Close(_)) | Err(_) => break,
+                Ok(_) => continue,
+            };
+            match parse_line(text.as_bytes()) {
+                Ok(message) => {
+                    if in_tx.send(message).await.is_err() {
+                        break;
+                    }
+                }
+                Err(err) => tracing::warn!("app-server message: malformed, skipped ({err})"),
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(line) = out_rx.recv().await {
+            if sink.send(Message::text(line)).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    Ok(Transport { incoming, outgoing })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
