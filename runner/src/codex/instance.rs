@@ -265,6 +265,7 @@ async fn run(
     state.withdraw(|_| true).await;
     state.turn = None;
     server.tail.settle(Duration::from_millis(500)).await;
+    drop(tui_auth);
     state
         .status
         .send_modify(|status| status.state = InstanceState::Stopped);
