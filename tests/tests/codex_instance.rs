@@ -797,3 +797,124 @@ async fn launch_tui_drives_the_app_server_over_its_websocket() {
         "the token file is removed with the instance"
     );
 }
+
+/// Pids of processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|raw| {
+                    String::from_utf8_lossy(&raw)
+                        .replace('\0', " ")
+                        .contains(needle)
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn stop_ends_a_command_the_agent_is_running() {
+    let (model, dirs) = rig().await;
+    let marker = format!("kandan-stop-{}", std::process::id());
+    model.push([Reply::exec_command(
+        "call_1",
+        &format!("sh -c 'sleep 900; echo {marker}' {marker}"),
+    )]);
+    let mut instance = Instance::start(dirs.options(&model).unwrap()).await;
+    instance.turn("run something long").await;
+    let request = instance.approval().await;
+    instance
+        .resolve(&request.request_id, true, false)
+        .await
+        .unwrap();
+    // Wait until the command runs.
+    let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
+    while processes_with(&marker).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    instance.stop().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        processes_with(&marker),
+        Vec::<u32>::new(),
+        "the agent's command survived stop"
+    );
+}
+
+#[tokio::test]
+async fn a_killed_app_server_leaves_no_command_behind() {
+    let (model, dirs) = rig().await;
+    let marker = format!("kandan-kill-{}", std::process::id());
+    model.push([Reply::exec_command(
+        "call_1",
+        &format!("sh -c 'sleep 900; echo {marker}' {marker}"),
+    )]);
+    let mut instance = Instance::start(dirs.options(&model).unwrap()).await;
+    instance.turn("run something long").await;
+    let request = instance.approval().await;
+    instance
+        .resolve(&request.request_id, true, false)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
+    while processes_with(&marker).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // SAFETY: kill has no memory preconditions; the pid is our child's.
+    unsafe {
+        libc::kill(instance.pid as libc::pid_t, libc::SIGKILL);
+    }
+    let stopped = instance
+        .until(|event| matches!(event, InstanceEvent::Stopped { .. }).then(|| event.clone()))
+        .await;
+    assert!(matches!(
+        stopped,
+        InstanceEvent::Stopped {
+            reason: StopReason::Exited,
+            ..
+        }
+    ));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        processes_with(&marker),
+        Vec::<u32>::new(),
+        "the agent's command survived"
+    );
+}
+
+#[tokio::test]
+async fn a_turn_waiting_for_a_decision_is_not_idle() {
+    let (model, dirs) = rig().await;
+    model.push([
+        Reply::exec_command("call_1", "echo late > late.txt"),
+        Reply::text(&["after"]),
+    ]);
+    let mut options = dirs.options(&model).unwrap();
+    options.turn_idle_timeout = Duration::from_secs(1);
+    let mut instance = Instance::start(options).await;
+    instance.turn("ask me").await;
+    let request = instance.approval().await;
+    // Longer than the idle timeout: the pending decision keeps the turn.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(instance.handle.status().state, InstanceState::Running);
+    instance
+        .resolve(&request.request_id, true, false)
+        .await
+        .unwrap();
+    let completed = instance.notification("turn/completed").await;
+    assert_eq!(completed["turn"]["status"], "completed", "{completed}");
+    assert!(dirs.cwd().join("late.txt").exists());
+    instance.stop().await;
+}

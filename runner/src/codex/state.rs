@@ -146,11 +146,16 @@ impl State {
         self.status.send_replace(status);
     }
 
+    /// A running turn is watched for silence, unless it waits for a
+    /// person's decision (that may take longer than the timeout).
+    fn idle_watched(&self) -> bool {
+        self.turn.is_some() && self.approvals.is_empty()
+    }
+
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         let idle = self
-            .turn
-            .as_ref()
-            .map(|_| self.last_activity + self.options.turn_idle_timeout);
+            .idle_watched()
+            .then(|| self.last_activity + self.options.turn_idle_timeout);
         [self.batcher.deadline(), self.calls.next_deadline(), idle]
             .into_iter()
             .flatten()
@@ -503,6 +508,7 @@ impl State {
             messages::approval_answer(approval.kind, approve, for_session, &approval.permissions);
         self.flush().await;
         self.send_line(response_line(&approval.server_id, &result));
+        self.last_activity = Instant::now();
         self.publish_status();
         self.emit(InstanceEvent::ApprovalResolved {
             request_id: approval.id,
@@ -546,6 +552,7 @@ impl State {
             }
         }
         if let (Some(turn_id), Some(thread_id)) = (self.turn.clone(), self.thread_id.clone())
+            && self.idle_watched()
             && now >= self.last_activity + self.options.turn_idle_timeout
         {
             tracing::warn!(
