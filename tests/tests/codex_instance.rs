@@ -605,10 +605,7 @@ for line in sys.stdin:
 #[tokio::test]
 async fn malformed_app_server_output_is_skipped() {
     let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("codex");
-    std::fs::write(&bin, GARBAGE_CODEX).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = script_codex(dir.path(), GARBAGE_CODEX);
     let options = InstanceOptions::new(bin, dir.path().canonicalize().unwrap());
     let held = codex::spawn(options).unwrap();
     let (handle, mut events) = held.start().unwrap();
@@ -655,14 +652,10 @@ async fn malformed_app_server_output_is_skipped() {
 #[tokio::test]
 async fn a_codex_that_exits_at_once_fails_the_start() {
     let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("codex");
-    std::fs::write(
-        &bin,
+    let bin = script_codex(
+        dir.path(),
         "#!/bin/sh\necho 'codex: cannot start, config broken' >&2\nexit 3\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     let held = codex::spawn(InstanceOptions::new(bin, dir.path().to_path_buf())).unwrap();
     let (_handle, mut events) = held.start().unwrap();
     let failed = tokio::time::timeout(EVENT_TIMEOUT, events.recv())
@@ -916,5 +909,83 @@ async fn a_turn_waiting_for_a_decision_is_not_idle() {
     let completed = instance.notification("turn/completed").await;
     assert_eq!(completed["turn"]["status"], "completed", "{completed}");
     assert!(dirs.cwd().join("late.txt").exists());
+    instance.stop().await;
+}
+
+/// A `codex` that asks for user input (refused) and withdraws an approval.
+const SCRIPTED_CODEX: &str = r#"#!/usr/bin/env python3
+import json, sys
+def send(obj):
+    print(json.dumps(obj), flush=True)
+for line in sys.stdin:
+    msg = json.loads(line)
+    method = msg.get("method")
+    if method == "initialize":
+        send({"id": msg["id"], "result": {"userAgent": "kandan-runner/1.0.0"}})
+    elif method == "thread/start":
+        send({"id": msg["id"], "result": {"thread": {"id": "thr_s"}}})
+        send({"id": 77, "method": "item/tool/requestUserInput",
+              "params": {"threadId": "thr_s", "turnId": "u1", "itemId": "i0", "questions": []}})
+    elif "id" in msg and msg["id"] == 77:
+        send({"method": "test/answered", "params": {"answer": msg}})
+        send({"id": 78, "method": "item/commandExecution/requestApproval",
+              "params": {"threadId": "thr_s", "turnId": "u1", "itemId": "i1", "command": "make", "cwd": "/x", "startedAtMs": 1}})
+        send({"method": "serverRequest/resolved", "params": {"threadId": "thr_s", "requestId": 78}})
+        send({"method": "test/done", "params": {}})
+"#;
+
+fn script_codex(dir: &Path, text: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("codex");
+    std::fs::write(&bin, text).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+#[tokio::test]
+async fn other_server_requests_are_refused_and_withdrawn_approvals_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = script_codex(dir.path(), SCRIPTED_CODEX);
+    let held = codex::spawn(InstanceOptions::new(
+        bin,
+        dir.path().canonicalize().unwrap(),
+    ))
+    .unwrap();
+    let pid = held.pid();
+    let (handle, events) = held.start().unwrap();
+    let mut instance = Instance {
+        handle,
+        events,
+        seen: Vec::new(),
+        thread_id: "thr_s".into(),
+        pid,
+    };
+    instance.next().await;
+    let refused = instance.notification("runner/serverRequestRefused").await;
+    assert_eq!(refused["method"], "item/tool/requestUserInput");
+    assert_eq!(refused["requestId"], 77);
+    let answered = instance.notification("test/answered").await;
+    assert_eq!(answered["answer"]["id"], 77);
+    assert!(answered["answer"]["error"]["code"].is_i64(), "{answered}");
+    assert!(answered["answer"].get("result").is_none());
+    let request = instance.approval().await;
+    assert_eq!(request.command.as_deref(), Some("make"));
+    let withdrawn = instance
+        .until(|event| match event {
+            InstanceEvent::ApprovalResolved {
+                request_id,
+                decision,
+                withdrawn,
+            } => Some((request_id.clone(), *decision, *withdrawn)),
+            _ => None,
+        })
+        .await;
+    assert_eq!(withdrawn, (request.request_id.clone(), None, true));
+    instance.notification("test/done").await;
+    let err = instance
+        .resolve(&request.request_id, true, false)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "unknown_request");
     instance.stop().await;
 }

@@ -57,12 +57,17 @@ impl Reply {
 
     /// The model runs `cmd` in a shell through the `exec_command` tool.
     pub fn exec_command(call_id: &str, cmd: &str) -> Reply {
-        let arguments = json!({"cmd": cmd}).to_string();
+        Reply::function_call(call_id, "exec_command", &json!({"cmd": cmd}))
+    }
+
+    /// The model calls tool `name` with `arguments`.
+    pub fn function_call(call_id: &str, name: &str, arguments: &Value) -> Reply {
         Reply {
             steps: vec![Step::Event(json!({
                 "type": "response.output_item.done",
                 "output_index": 0,
-                "item": {"type": "function_call", "call_id": call_id, "name": "exec_command", "arguments": arguments}
+                "item": {"type": "function_call", "call_id": call_id, "name": name,
+                    "arguments": arguments.to_string()}
             }))],
         }
     }
