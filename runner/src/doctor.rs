@@ -1,4 +1,5 @@
-//! `kandan-runner doctor`: which backends work here and why the others do not.
+//! `kandan-runner doctor`: which backends work here and why the others do
+//! not, and which Codex instances would run.
 
 use crate::cli::DoctorArgs;
 use crate::detect::{self, BackendStatus};
@@ -7,8 +8,10 @@ use crate::detect::{self, BackendStatus};
 pub fn run(args: &DoctorArgs) -> i32 {
     let statuses = detect::statuses();
     let auto = statuses.iter().find(|s| s.available).map(|s| s.backend);
+    // Codex instances are optional: their absence does not fail doctor.
+    let codex = crate::codex::probe(None);
     if args.json {
-        let report = serde_json::json!({ "backends": statuses, "auto": auto });
+        let report = serde_json::json!({ "backends": statuses, "auto": auto, "codex": codex });
         println!("{report}");
     } else {
         for line in human(&statuses) {
@@ -17,6 +20,11 @@ pub fn run(args: &DoctorArgs) -> i32 {
         match auto {
             Some(backend) => println!("auto: {backend}"),
             None => println!("auto: none works here"),
+        }
+        match (&codex.path, &codex.version, &codex.error) {
+            (Some(path), Some(version), _) => println!("codex: {version} ({})", path.display()),
+            (_, _, Some(error)) => println!("codex: unavailable: {error}"),
+            _ => println!("codex: unavailable"),
         }
     }
     if auto.is_some() { 0 } else { 1 }

@@ -42,6 +42,58 @@ pub fn resolve_bin(flag: Option<&Path>) -> Result<PathBuf, BinError> {
     }
 }
 
+/// What `doctor` says about Codex.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CodexStatus {
+    /// The binary instances would run, when found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// `codex --version`'s version, when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Why there is no version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Finds the binary (as [`resolve_bin`]) and asks it its version.
+pub fn probe(flag: Option<&Path>) -> CodexStatus {
+    let path = match resolve_bin(flag) {
+        Ok(path) => path,
+        Err(err) => {
+            return CodexStatus {
+                path: None,
+                version: None,
+                error: Some(err.to_string()),
+            };
+        }
+    };
+    let output = std::process::Command::new(&path)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .output();
+    let (version, error) = match output {
+        Ok(out) if out.status.success() => {
+            // `codex-cli 0.171.0`
+            let text = String::from_utf8_lossy(&out.stdout);
+            match text.split_whitespace().last() {
+                Some(version) => (Some(version.to_string()), None),
+                None => (None, Some("`codex --version` printed nothing".into())),
+            }
+        }
+        Ok(out) => (
+            None,
+            Some(format!("`codex --version` failed: {}", out.status)),
+        ),
+        Err(err) => (None, Some(format!("cannot run it: {err}"))),
+    };
+    CodexStatus {
+        path: Some(path),
+        version,
+        error,
+    }
+}
+
 fn on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)

@@ -28,7 +28,7 @@ mod state;
 mod transport;
 mod tui;
 
-pub use bin::{BinError, CODEX_BIN_ENV, resolve_bin};
+pub use bin::{BinError, CODEX_BIN_ENV, CodexStatus, probe, resolve_bin};
 pub use command::{Command, CommandError, InstanceError, InstanceState, InstanceStatus, Reply};
 pub use event::{ApprovalKind, ApprovalRequest, Decision, Ids, InstanceEvent, StopReason};
 pub use instance::{HeldInstance, InstanceHandle, spawn};

@@ -1,3 +1,5 @@
+//! The pinned Codex as the runner uses it: its schema, and `doctor`.
+//!
 //! The app-server schema files kept in `runner/src/codex/schema/` are those
 //! the pinned Codex generates: a Codex upgrade that changes a message the
 //! runner uses fails here until the copy (and the code) are updated.
@@ -55,4 +57,32 @@ fn committed_schema_matches_the_pinned_codex() {
         .collect();
     listed.sort();
     assert_eq!(kept_files, listed);
+}
+
+#[test]
+fn doctor_reports_the_codex_version() {
+    let bin = codex_bin().expect("the Codex fixture");
+    let output = std::process::Command::new(integration_tests::support::runner_bin())
+        .args(["doctor", "--json"])
+        .env("KANDAN_CODEX_BIN", &bin)
+        .output()
+        .expect("run kandan-runner doctor");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("doctor's JSON");
+    assert_eq!(
+        report["codex"]["version"].as_str(),
+        Some(integration_tests::codex::pinned_version().unwrap().as_str()),
+        "{report}"
+    );
+    assert_eq!(report["codex"]["path"].as_str(), bin.to_str());
+    // A binary that is not there: said, and doctor still judges by backends only.
+    let output = std::process::Command::new(integration_tests::support::runner_bin())
+        .args(["doctor"])
+        .env("KANDAN_CODEX_BIN", "/nonexistent/codex")
+        .output()
+        .expect("run kandan-runner doctor");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("codex: unavailable") && text.contains("/nonexistent/codex"),
+        "{text}"
+    );
 }
