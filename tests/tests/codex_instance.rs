@@ -989,3 +989,78 @@ async fn other_server_requests_are_refused_and_withdrawn_approvals_reported() {
     assert_eq!(err.code(), "unknown_request");
     instance.stop().await;
 }
+
+#[tokio::test]
+async fn five_thousand_deltas_keep_their_text_and_batch_tenfold() {
+    let deltas: Vec<String> = (0..5000).map(|i| format!("{i},")).collect();
+    let deltas: Vec<&str> = deltas.iter().map(String::as_str).collect();
+    let expected = deltas.concat();
+    let mut counts = Vec::new();
+    for flush_ms in [0, 50] {
+        let (model, dirs) = rig().await;
+        model.push([Reply::text(&deltas)]);
+        let mut options = dirs.options(&model).unwrap();
+        options.stream_flush = Duration::from_millis(flush_ms);
+        let mut instance = Instance::start(options).await;
+        let started = std::time::Instant::now();
+        instance.turn("stream").await;
+        instance.notification("turn/completed").await;
+        let (text, count) = instance.agent_text();
+        println!(
+            "flush {flush_ms} ms: {count} notifications for {} deltas, turn in {:?}",
+            deltas.len(),
+            started.elapsed()
+        );
+        assert_eq!(text, expected, "flush {flush_ms} ms");
+        counts.push(count);
+        instance.stop().await;
+    }
+    assert_eq!(counts[0], deltas.len());
+    assert!(
+        counts[1] * 10 <= counts[0],
+        "not ten times fewer: {counts:?}"
+    );
+}
+
+#[tokio::test]
+async fn stop_during_the_handshake_does_not_wait_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // Never answers.
+    let bin = script_codex(dir.path(), "#!/bin/sh\nexec sleep 1000\n");
+    let held = codex::spawn(InstanceOptions::new(bin, dir.path().to_path_buf())).unwrap();
+    let pid = held.pid();
+    let (handle, mut events) = held.start().unwrap();
+    // A turn asked for before the start waits for it, and fails with it.
+    let early = {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            handle
+                .call(Command::StartTurn {
+                    text: "too early".into(),
+                    client_turn_id: None,
+                })
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    handle.call(Command::Stop).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let stopped = events.recv().await.unwrap();
+    assert!(
+        matches!(
+            stopped,
+            InstanceEvent::Stopped {
+                reason: StopReason::Stopped,
+                ..
+            }
+        ),
+        "{stopped:?}"
+    );
+    assert_eq!(early.await.unwrap().unwrap_err(), CommandError::Stopped);
+    assert!(!codex::group_alive(pid));
+}

@@ -197,12 +197,19 @@ async fn run(
     } = transport;
     state.out = Some(outgoing);
     state.initialize();
+    // Commands that came before the thread opened (all but `Stop`).
+    let mut deferred: Vec<Envelope> = Vec::new();
     let end = loop {
         if state.failure.is_some() {
             break End::Failed;
         }
         if state.abandoned {
             break End::Stop(None);
+        }
+        if state.started {
+            for Envelope { command, reply } in std::mem::take(&mut deferred) {
+                state.on_command(command, reply).await;
+            }
         }
         let deadline = state.next_deadline();
         tokio::select! {
@@ -212,8 +219,9 @@ async fn run(
                 None => break End::Exited(None),
             },
             status = server.child.wait() => break End::Exited(status.ok().map(Exit::from)),
-            envelope = commands.recv(), if state.started => match envelope {
+            envelope = commands.recv() => match envelope {
                 Some(Envelope { command: Command::Stop, reply }) => break End::Stop(Some(reply)),
+                Some(envelope) if !state.started => deferred.push(envelope),
                 Some(Envelope { command, reply }) => state.on_command(command, reply).await,
                 // Every handle is gone: nobody can stop it later.
                 None => break End::Stop(None),
@@ -227,8 +235,10 @@ async fn run(
             (StopReason::Stopped, exit, reply)
         }
         End::Exited(exit) => {
-            // Read what it wrote before it went, then make sure its group is gone.
+            // Read what it wrote before it went, then make sure its group is
+            // gone (closing its stdin first: it may wait on it).
             drain(&mut state, &mut incoming, Duration::from_secs(1)).await;
+            state.out = None;
             let exit = match exit {
                 Some(exit) => exit,
                 None => match timeout(KILL_GRACE, server.child.wait()).await {
@@ -280,7 +290,10 @@ async fn run(
     if let Some(reply) = reply {
         let _ = reply.send(Ok(Reply::Done));
     }
-    // Commands that raced the stop.
+    // Commands that waited for a start that never came, or raced the stop.
+    for Envelope { reply, .. } in deferred {
+        let _ = reply.send(Err(CommandError::Stopped));
+    }
     commands.close();
     while let Some(Envelope { reply, .. }) = commands.recv().await {
         let _ = reply.send(Err(CommandError::Stopped));
