@@ -79,6 +79,9 @@ pub enum InstanceError {
     /// The app-server could not be spawned.
     #[error("cannot start the codex app-server")]
     Spawn(#[from] SpawnError),
+    /// No random bytes for the instance's marker.
+    #[error("cannot draw random bytes")]
+    Random(#[source] getrandom::Error),
     /// The `launchTui` token file could not be written.
     #[error("cannot write the TUI token file")]
     TuiToken(#[source] std::io::Error),

@@ -46,9 +46,18 @@ pub fn spawn(options: InstanceOptions) -> Result<HeldInstance, InstanceError> {
         cwd: options.cwd.clone(),
         env: options.env.clone(),
         marker: options.marker.clone(),
+        instance_marker: instance_marker()?,
     };
     let held = HeldAppServer::spawn(&command)?;
     Ok(HeldInstance { held, options, tui })
+}
+
+/// A value no other instance of any runner uses.
+fn instance_marker() -> Result<String, InstanceError> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(InstanceError::Random)?;
+    let random: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("{}-{random}", std::process::id()))
 }
 
 /// An instance whose app-server has not exec'd yet.

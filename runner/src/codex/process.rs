@@ -21,6 +21,10 @@ use crate::supervise::{HeldChild, SpawnError, SpawnOptions};
 const STDERR_TAIL_BYTES: usize = 4096;
 /// How often the end of the group is checked.
 const POLL: Duration = Duration::from_millis(20);
+/// Marks every process of one instance, whatever its group or session: the
+/// app-server runs the agent's commands in sessions of their own (its
+/// sandbox), which outlive a SIGKILLed app-server unless swept.
+pub const INSTANCE_MARKER: &str = "KANDAN_CODEX_INSTANCE";
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -31,11 +35,14 @@ pub struct AppServerCommand {
     pub env: Vec<(String, String)>,
     /// The runner's [`TREE_MARKER`](crate::supervise::TREE_MARKER) value.
     pub marker: String,
+    /// This instance's [`INSTANCE_MARKER`] value.
+    pub instance_marker: String,
 }
 
 /// Started, blocked before `exec`.
 pub struct HeldAppServer {
     held: HeldChild,
+    instance_marker: String,
 }
 
 impl HeldAppServer {
@@ -47,11 +54,16 @@ impl HeldAppServer {
             piped: true,
             cwd: Some(command.cwd.clone()),
             own_group: true,
-            env: command.env.clone(),
+            env: [
+                command.env.clone(),
+                vec![(INSTANCE_MARKER.to_string(), command.instance_marker.clone())],
+            ]
+            .concat(),
             ..SpawnOptions::default()
         };
         Ok(HeldAppServer {
             held: HeldChild::spawn(&argv, &options)?,
+            instance_marker: command.instance_marker.clone(),
         })
     }
 
@@ -71,6 +83,7 @@ impl HeldAppServer {
         Ok(AppServer {
             child,
             pid,
+            instance_marker: self.instance_marker,
             tail,
             listen_url: Some(listen_url),
         })
@@ -81,6 +94,7 @@ impl HeldAppServer {
 pub struct AppServer {
     pub child: Child,
     pid: u32,
+    instance_marker: String,
     pub tail: StderrTail,
     /// The `ws://` address it prints when started with `--listen ws://...`.
     pub listen_url: Option<oneshot::Receiver<String>>,
@@ -154,8 +168,55 @@ impl AppServer {
             signal_group(self.pid, libc::SIGKILL);
             sleep(POLL).await;
         }
+        // The app-server is gone: what still carries its marker is orphaned
+        // work of the agent (its sandboxed commands), killed outright.
+        let marker = format!("{INSTANCE_MARKER}={}", self.instance_marker);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let wanted = marker.clone();
+            let left = tokio::task::spawn_blocking(move || kill_marked(&wanted))
+                .await
+                .unwrap_or(0);
+            if left == 0 || Instant::now() >= deadline {
+                break;
+            }
+            sleep(POLL).await;
+        }
         exit
     }
+}
+
+/// SIGKILLs every live process whose environment holds `marker`
+/// (`NAME=value`); returns how many it found. Linux only (elsewhere the
+/// process group is all there is).
+fn kill_marked(marker: &str) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let me = std::process::id();
+    let mut found = 0;
+    for pid in dir
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != me)
+    {
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        // Zombies have an empty environment: they are already dead.
+        if environ
+            .split(|&b| b == 0)
+            .any(|var| var == marker.as_bytes())
+            && let Ok(pid) = libc::pid_t::try_from(pid)
+        {
+            found += 1;
+            // SAFETY: kill has no memory preconditions.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+    found
 }
 
 fn signal_group(pgid: u32, signal: libc::c_int) {
