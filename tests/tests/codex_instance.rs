@@ -1103,3 +1103,46 @@ async fn stop_ends_what_the_app_server_started_in_other_sessions() {
         "a process of another session survived stop"
     );
 }
+
+/// A `codex` that reports which runner variables it got.
+const ENV_CODEX: &str = r#"#!/usr/bin/env python3
+import json, os, sys
+for line in sys.stdin:
+    msg = json.loads(line)
+    if msg.get("method") == "initialize":
+        print(json.dumps({"id": msg["id"], "result": {"userAgent": "x/1"}}), flush=True)
+    elif msg.get("method") == "thread/start":
+        print(json.dumps({"id": msg["id"], "result": {"thread": {"id": "thr_e"}}}), flush=True)
+        names = ["KANDAN_TOKEN", "KANDAN_URL", "KANDAN_RUNNER_TREE", "KANDAN_CODEX_INSTANCE", "CODEX_HOME"]
+        print(json.dumps({"method": "test/env", "params": {n: os.environ.get(n) for n in names}}), flush=True)
+"#;
+
+#[tokio::test]
+async fn the_token_never_reaches_the_app_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = script_codex(dir.path(), ENV_CODEX);
+    let mut options = InstanceOptions::new(bin, dir.path().to_path_buf());
+    options.marker = "tree-1".into();
+    // Even when handed over explicitly.
+    options.env = vec![
+        ("KANDAN_TOKEN".into(), "secret".into()),
+        ("CODEX_HOME".into(), "/somewhere".into()),
+    ];
+    let held = codex::spawn(options).unwrap();
+    let (handle, events) = held.start().unwrap();
+    let mut instance = Instance {
+        handle,
+        events,
+        seen: Vec::new(),
+        thread_id: "thr_e".into(),
+        pid: 0,
+    };
+    instance.next().await;
+    let env = instance.notification("test/env").await;
+    assert_eq!(env["KANDAN_TOKEN"], Value::Null);
+    assert_eq!(env["KANDAN_URL"], Value::Null);
+    assert_eq!(env["KANDAN_RUNNER_TREE"], "tree-1");
+    assert!(env["KANDAN_CODEX_INSTANCE"].is_string());
+    assert_eq!(env["CODEX_HOME"], "/somewhere");
+    instance.stop().await;
+}
