@@ -88,10 +88,14 @@ impl CodexDirs {
         options.approval_policy = Some(ApprovalPolicy::Untrusted);
         options.sandbox = Some(SandboxMode::WorkspaceWrite);
         options.extra_args = model.codex_args();
-        options.env = vec![(
-            "CODEX_HOME".into(),
-            self.home().to_string_lossy().into_owned(),
-        )];
+        let home = self.home().to_string_lossy().into_owned();
+        options.env = vec![
+            ("CODEX_HOME".into(), home.clone()),
+            // The agent's commands run in a login shell: not the developer's
+            // dotfiles (a pyenv rehash lock left by a killed test would make
+            // every later shell wait a minute).
+            ("HOME".into(), home),
+        ];
         options.marker = format!("kandan-test-{}", std::process::id());
         Ok(options)
     }

@@ -809,6 +809,16 @@ fn processes_with(needle: &str) -> Vec<u32> {
         .collect()
 }
 
+/// Whether a process whose program is `program` has `needle` in its command
+/// line (the command itself, not the login shell that starts it).
+fn runs_program(needle: &str, program: &str) -> bool {
+    processes_with(needle).into_iter().any(|pid| {
+        let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let first = raw.split(|&b| b == 0).next().unwrap_or_default();
+        first.rsplit(|&b| b == b'/').next() == Some(program.as_bytes())
+    })
+}
+
 #[tokio::test]
 async fn stop_ends_a_command_the_agent_is_running() {
     let (model, dirs) = rig().await;
@@ -826,7 +836,7 @@ async fn stop_ends_a_command_the_agent_is_running() {
         .unwrap();
     // Wait until the command runs.
     let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
-    while processes_with(&marker).is_empty() {
+    while !runs_program(&marker, "sh") {
         assert!(
             std::time::Instant::now() < deadline,
             "the command never started"
@@ -858,7 +868,7 @@ async fn a_killed_app_server_leaves_no_command_behind() {
         .await
         .unwrap();
     let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
-    while processes_with(&marker).is_empty() {
+    while !runs_program(&marker, "sh") {
         assert!(
             std::time::Instant::now() < deadline,
             "the command never started"
@@ -1145,4 +1155,102 @@ async fn the_token_never_reaches_the_app_server() {
     assert!(env["KANDAN_CODEX_INSTANCE"].is_string());
     assert_eq!(env["CODEX_HOME"], "/somewhere");
     instance.stop().await;
+}
+
+/// The parent of `pid`, from /proc/<pid>/stat.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn descends_from(mut pid: u32, ancestor: u32) -> bool {
+    while pid > 1 {
+        if pid == ancestor {
+            return true;
+        }
+        match parent_of(pid) {
+            Some(parent) => pid = parent,
+            None => return false,
+        }
+    }
+    false
+}
+
+/// Where a dev server the agent starts runs: for the detector it must be in
+/// the app-server's tree and, to be forwarded, in the runner's network
+/// namespace (under `workspace-write` only with `workspace_network`).
+#[tokio::test]
+async fn a_dev_server_the_agent_starts_is_in_the_instance_tree() {
+    use codex::SandboxMode::{DangerFullAccess, WorkspaceWrite};
+    for (sandbox, workspace_network, shared) in [
+        (DangerFullAccess, true, true),
+        (WorkspaceWrite, true, true),
+        (WorkspaceWrite, false, false),
+    ] {
+        let (model, dirs) = rig().await;
+        let site = dirs.cwd().join(format!("site-{}", std::process::id()));
+        std::fs::create_dir(&site).unwrap();
+        let marker = site.to_string_lossy().into_owned();
+        model.push([
+            Reply::exec_command(
+                "call_1",
+                &format!("python3 -m http.server 0 --bind 127.0.0.1 --directory {marker}"),
+            ),
+            Reply::text(&["serving"]),
+        ]);
+        let mut options = dirs.options(&model).unwrap();
+        options.sandbox = Some(sandbox);
+        options.workspace_network = workspace_network;
+        let mut instance = Instance::start(options).await;
+        instance.turn("serve the site").await;
+        let request = instance.approval().await;
+        instance
+            .resolve(&request.request_id, true, false)
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
+        let server = loop {
+            // The python process itself (not the shell that runs it).
+            let found = processes_with(&marker).into_iter().find(|&pid| {
+                let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let program = raw.split(|&b| b == 0).next().unwrap_or_default();
+                let name = program.rsplit(|&b| b == b'/').next().unwrap_or_default();
+                name.starts_with(b"python")
+            });
+            if let Some(pid) = found {
+                break pid;
+            }
+            if std::time::Instant::now() > deadline {
+                let ps = std::process::Command::new("sh")
+                    .args(["-c", "ps -eo pid,ppid,sid,cmd | grep -E 'http.server|codex' | grep -v grep | cut -c1-200"])
+                    .output()
+                    .unwrap();
+                while let Ok(Some(event)) =
+                    tokio::time::timeout(Duration::from_millis(100), instance.events.recv()).await
+                {
+                    instance.seen.push(event);
+                }
+                panic!(
+                    "the server never started: {}\n{:#?}",
+                    String::from_utf8_lossy(&ps.stdout),
+                    instance.methods()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let netns = |pid: u32| std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+        let same_netns = netns(server) == netns(std::process::id());
+        let in_tree = descends_from(server, instance.pid);
+        println!(
+            "{sandbox:?}, workspace_network {workspace_network}: server {server} in the app-server's tree: {in_tree}, in our network namespace: {same_netns}"
+        );
+        assert!(in_tree, "{sandbox:?}: not a descendant of the app-server");
+        assert_eq!(
+            same_netns, shared,
+            "{sandbox:?}, workspace_network {workspace_network}"
+        );
+        instance.stop().await;
+        assert!(processes_with(&marker).is_empty());
+    }
 }

@@ -41,10 +41,20 @@ pub fn open_thread(options: &InstanceOptions) -> (&'static str, Value) {
     if options.fast {
         params["serviceTier"] = json!("priority");
     }
-    // The thread params have no effort field; this config key sets the
-    // thread's default (turn/start carries it too).
+    // Config overrides for this thread. The thread params have no effort
+    // field; this key sets the thread's default (turn/start carries it too).
+    let mut config = serde_json::Map::new();
     if let Some(effort) = &options.reasoning_effort {
-        params["config"] = json!({"model_reasoning_effort": effort});
+        config.insert("model_reasoning_effort".into(), json!(effort));
+    }
+    if options.workspace_network {
+        config.insert(
+            "sandbox_workspace_write".into(),
+            json!({"network_access": true}),
+        );
+    }
+    if !config.is_empty() {
+        params["config"] = Value::Object(config);
     }
     match &options.thread_id {
         Some(thread_id) => {

@@ -44,6 +44,11 @@ pub struct InstanceOptions {
     pub sandbox: Option<SandboxMode>,
     /// `serviceTier: "priority"`.
     pub fast: bool,
+    /// Under `workspace-write`, the agent's commands keep the network (and
+    /// the runner's network namespace): without it the sandbox puts them
+    /// in a namespace of their own, where a dev server they start can never
+    /// be forwarded (PROTOCOL.md section 5). Default: true.
+    pub workspace_network: bool,
     /// `launchTui`: the app-server listens on `ws://127.0.0.1:<port>` (with
     /// a capability token) instead of stdio, so `codex --remote` can attach.
     pub launch_tui: bool,
@@ -71,6 +76,7 @@ impl InstanceOptions {
             approval_policy: None,
             sandbox: None,
             fast: false,
+            workspace_network: true,
             launch_tui: false,
             stream_flush: DEFAULT_STREAM_FLUSH,
             turn_idle_timeout: DEFAULT_TURN_IDLE_TIMEOUT,
