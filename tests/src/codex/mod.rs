@@ -10,6 +10,9 @@ use tempfile::TempDir;
 
 use crate::fake_model::{FakeModel, MODEL};
 
+pub mod driver;
+pub mod procs;
+
 /// `tests/fixtures/codex` in this checkout.
 pub fn fixture_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/codex")
