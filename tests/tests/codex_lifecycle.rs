@@ -469,3 +469,87 @@ async fn the_token_never_reaches_the_app_server() {
     assert_eq!(env["CODEX_HOME"], "/somewhere");
     instance.stop().await;
 }
+
+/// A `codex` that, once the thread is open, writes N delta notifications
+/// 0.2 ms apart (a fast model; a flood would measure queueing instead),
+/// each stamped with CLOCK_MONOTONIC.
+const FLOOD_CODEX: &str = r#"#!/usr/bin/env python3
+import json, sys, time
+n = int(sys.argv[0].rsplit("-", 1)[1])
+for line in sys.stdin:
+    msg = json.loads(line)
+    if msg.get("method") == "initialize":
+        print(json.dumps({"id": msg["id"], "result": {"userAgent": "x/1"}}), flush=True)
+    elif msg.get("method") == "thread/start":
+        print(json.dumps({"id": msg["id"], "result": {"thread": {"id": "thr_f"}}}), flush=True)
+        for i in range(n):
+            note = {"method": "item/agentMessage/delta",
+                    "params": {"threadId": "thr_f", "turnId": "u", "itemId": "m", "delta": f"{i},",
+                               "sentNs": time.clock_gettime_ns(time.CLOCK_MONOTONIC)}}
+            sys.stdout.write(json.dumps(note) + "\n")
+            sys.stdout.flush()
+            time.sleep(0.0002)
+        print(json.dumps({"method": "test/done", "params": {}}), flush=True)
+"#;
+
+fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now);
+    }
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+/// Runner-added latency, from the app-server's line written to the event
+/// in the caller's hands, at flush 0 (printed; the order and text are
+/// checked).
+#[tokio::test]
+async fn latency_from_the_app_servers_line_to_the_event() {
+    const N: usize = 5000;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = script_codex(dir.path(), FLOOD_CODEX);
+    let bin = {
+        let named = dir.path().join(format!("codex-{N}"));
+        std::fs::rename(&bin, &named).unwrap();
+        named
+    };
+    let mut options = InstanceOptions::new(bin, dir.path().to_path_buf());
+    options.stream_flush = Duration::ZERO;
+    let held = codex::spawn(options).unwrap();
+    let (handle, mut events) = held.start().unwrap();
+    let mut latencies = Vec::with_capacity(N);
+    let mut text = String::new();
+    loop {
+        let event = tokio::time::timeout(EVENT_TIMEOUT, events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let now = monotonic_ns();
+        match event {
+            InstanceEvent::Notification { method, params, .. }
+                if method == "item/agentMessage/delta" =>
+            {
+                latencies.push(now.saturating_sub(params["sentNs"].as_u64().unwrap()));
+                text.push_str(params["delta"].as_str().unwrap());
+            }
+            InstanceEvent::Notification { method, .. } if method == "test/done" => break,
+            _ => {}
+        }
+    }
+    assert_eq!(latencies.len(), N);
+    let expected: String = (0..N).map(|i| format!("{i},")).collect();
+    assert_eq!(text, expected);
+    latencies.sort_unstable();
+    let at = |q: f64| latencies[((N as f64 * q) as usize).min(N - 1)] as f64 / 1000.0;
+    println!(
+        "{N} notifications at flush 0: latency p50 {:.0} us, p99 {:.0} us, max {:.0} us",
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    );
+    handle.call(Command::Stop).await.unwrap();
+}
