@@ -22,7 +22,8 @@ pub enum Command {
     /// Print the listeners of the roots' process trees as they open, change and close.
     Watch(WatchArgs),
     /// Run the whole pipeline against Kandan.
-    Connect(ConnectArgs),
+    // Boxed: its flags make it much larger than the other variants.
+    Connect(Box<ConnectArgs>),
     /// Say which detector backends work here and why the others do not.
     Doctor(DoctorArgs),
     /// Install, remove or print the systemd unit (launchd plist on macOS).
@@ -129,6 +130,9 @@ pub struct ConnectArgs {
     /// Heartbeat period (the contract's 30 s; shorter for tests).
     #[arg(long, value_name = "MS", default_value_t = 30_000, hide = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub heartbeat_ms: u64,
+    /// code-server for `start_local_editor`; else `code-server` on `PATH`.
+    #[arg(long, env = "KANDAN_CODE_SERVER_BIN", value_name = "PATH")]
+    pub code_server_bin: Option<PathBuf>,
     #[command(flatten)]
     pub codex: CodexArgs,
     #[command(flatten)]

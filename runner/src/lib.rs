@@ -5,9 +5,9 @@
 //! Data flows one way through the modules:
 //! `detect` (ebpf | procfs | libproc) -> `pipeline` (services, debounce) ->
 //! `approval` -> `control` (Phoenix channel to Kandan) <-> `forward`.
-//! `watched` sets the first two up for the `watch` and `connect` commands.
+//! `trees` sets the first two up for the `watch` and `connect` commands.
 
-pub mod approval;
+pub(crate) mod approval;
 pub mod cli;
 pub mod cli_docs;
 pub mod codex;
@@ -15,17 +15,18 @@ pub mod connect;
 pub mod control;
 pub mod detect;
 pub mod doctor;
-pub mod forward;
+pub mod editor;
+pub(crate) mod forward;
 pub mod gate;
 pub mod logging;
 pub mod pipeline;
-pub mod process;
+
 pub(crate) mod redact;
 pub mod service;
-pub mod supervise;
+pub(crate) mod supervise;
+pub(crate) mod trees;
 mod version;
 pub mod watch;
-pub mod watched;
 pub mod workdir;
 
 /// `err` and its sources on one line: "a: b: c".

@@ -19,6 +19,10 @@ pub fn init() {
         .with_target(false)
         .with_filter(filter.and(filter_fn(allowed)));
     tracing_subscriber::registry().with(layer).init();
+    // Other crates log through `log` at most at info (see above): tell
+    // `log` so, and their debug and trace calls cost a comparison instead
+    // of a trip through the subscriber.
+    log::set_max_level(log::LevelFilter::Info);
 }
 
 /// Ours at any level, everyone else's at `info` and above.

@@ -12,8 +12,7 @@ fn main() {
         Command::Completions(args) => runner::cli_docs::completions(&args),
         Command::Man(args) => runner::cli_docs::man(&args),
         command => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
+            let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {
@@ -26,7 +25,7 @@ fn main() {
             runtime.block_on(async move {
                 match command {
                     Command::Watch(args) => runner::watch::run(args).await,
-                    Command::Connect(args) => runner::connect::run(args).await,
+                    Command::Connect(args) => runner::connect::run(*args).await,
                     Command::Doctor(_)
                     | Command::Service(_)
                     | Command::Completions(_)

@@ -47,6 +47,8 @@ fn drive(mut channel: ControlChannel, on_control: tokio::sync::mpsc::UnboundedSe
                         backend_reason: None,
                         config_version: 0,
                         listeners: vec![],
+                        instances: vec![],
+                        editors: vec![],
                         limits: Limits {
                             max_request_body: 1 << 20,
                             max_response_body: 1 << 20,
@@ -56,9 +58,9 @@ fn drive(mut channel: ControlChannel, on_control: tokio::sync::mpsc::UnboundedSe
                     let _ = channel.handle.reply(session, ready).await;
                 }
                 ControlInput::Control { control, .. } => {
-                    let _ = on_control.send(control);
+                    let _ = on_control.send(*control);
                 }
-                ControlInput::Disconnected => {}
+                ControlInput::Disconnected | ControlInput::Acked(_) => {}
                 ControlInput::Refused(refusal) => panic!("refused: {refusal}"),
             }
         }

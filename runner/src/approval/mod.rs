@@ -201,7 +201,7 @@ impl Approval {
             return Err(ApprovalError::UnknownRequest(request_id));
         };
         let (request_id, identity) = (request_id.clone(), identity.clone());
-        tracing::info!(port = identity.port, decision = decision.as_str(), %request_id, "resolved");
+        tracing::info!(port = identity.port, decision = ?decision, %request_id, "resolved");
         self.decisions.insert(identity.clone(), Some(decision));
         self.gate
             .set_approved(&identity, decision == Decision::Approve);

@@ -17,10 +17,6 @@ impl RequestId {
         let hex = bytes.iter().map(|b| format!("{b:02x}")).collect();
         Ok(RequestId(hex))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
 impl fmt::Display for RequestId {
@@ -53,8 +49,8 @@ mod tests {
         let ids: HashSet<RequestId> = (0..1000).map(|_| RequestId::generate().unwrap()).collect();
         assert_eq!(ids.len(), 1000);
         for id in &ids {
-            assert_eq!(id.as_str().len(), 32);
-            assert!(id.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
+            assert_eq!(id.to_string().len(), 32);
+            assert!(id.to_string().bytes().all(|b| b.is_ascii_hexdigit()));
         }
     }
 }

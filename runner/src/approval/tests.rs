@@ -1,14 +1,14 @@
 use std::net::IpAddr;
 
-use tokio::sync::broadcast::error::TryRecvError;
+use std::sync::mpsc::TryRecvError;
 
 use super::*;
 use crate::control::controls::ActorId;
 use crate::control::events::ListenerState;
+use crate::detect::process_info::ProcessInfo;
 use crate::detect::{ListenerSocket, SocketId};
-use crate::forward::{GateRefusal, PortGate};
+use crate::gate::{GateRefusal, PortGate};
 use crate::gate::{Revocation, RevokeReason};
-use crate::process::ProcessInfo;
 
 fn cand(port: u16, pid: u32, command: &str, cwd: &str) -> Candidate {
     let argv: Vec<String> = command.split(' ').map(str::to_string).collect();
@@ -116,7 +116,7 @@ fn an_opened_candidate_becomes_a_pending_request() {
     else {
         panic!("{out:?}")
     };
-    assert_eq!(request_id.as_str().len(), 32);
+    assert_eq!(request_id.to_string().len(), 32);
     assert_eq!((*port, *pid), (5173, 42));
     assert_eq!(command, "node /x/node_modules/.bin/vite");
     assert_eq!(label, "node");
@@ -176,9 +176,10 @@ fn an_unknown_request_id_is_an_error() {
 
 #[test]
 fn decisions_parse() {
-    assert_eq!(Decision::parse("approve"), Some(Decision::Approve));
-    assert_eq!(Decision::parse("deny"), Some(Decision::Deny));
-    assert_eq!(Decision::parse("yes"), None);
+    let parse = |text: &str| serde_json::from_str::<Decision>(text).ok();
+    assert_eq!(parse("\"approve\""), Some(Decision::Approve));
+    assert_eq!(parse("\"deny\""), Some(Decision::Deny));
+    assert_eq!(parse("\"yes\""), None);
     assert_eq!(serde_json::to_string(&Decision::Deny).unwrap(), "\"deny\"");
     assert_eq!(
         serde_json::to_string(&ListenerState::Approved).unwrap(),
@@ -190,7 +191,7 @@ fn decisions_parse() {
 fn close_sends_port_forward_closed_and_shuts_the_gate() {
     let mut approval = Approval::new();
     let gate = approval.gate();
-    let mut revoked = gate.revocations();
+    let revoked = gate.revocations();
     let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
     approve(&mut approval, &id);
     let out = feed(&mut approval, closed(5173)).unwrap();
@@ -217,7 +218,7 @@ fn close_sends_port_forward_closed_and_shuts_the_gate() {
 fn a_restart_inside_the_window_keeps_request_and_approval() {
     let mut approval = Approval::new();
     let gate = approval.gate();
-    let mut revoked = gate.revocations();
+    let revoked = gate.revocations();
     let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
     approve(&mut approval, &id);
     // Same command and cwd, new pid: nothing to ask, nothing revoked.
@@ -413,7 +414,7 @@ fn the_same_command_with_another_secret_is_another_identity() {
 fn another_program_on_the_port_voids_the_approval_at_once() {
     let mut approval = Approval::new();
     let gate = approval.gate();
-    let mut revoked = gate.revocations();
+    let revoked = gate.revocations();
     let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
     approve(&mut approval, &id);
 
@@ -474,7 +475,7 @@ fn a_switch_between_two_approved_programs_still_revokes_the_old_sockets() {
     };
     approve(&mut approval, &b);
 
-    let mut revoked = gate.revocations();
+    let revoked = gate.revocations();
     let out = feed(&mut approval, CandidateEvent::Changed(vite(3))).unwrap();
     assert!(matches!(
         out.as_slice(),
@@ -500,7 +501,7 @@ fn a_switch_between_two_approved_programs_still_revokes_the_old_sockets() {
 fn deny_after_approve_revokes() {
     let mut approval = Approval::new();
     let gate = approval.gate();
-    let mut revoked = gate.revocations();
+    let revoked = gate.revocations();
     let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
     approve(&mut approval, &id);
     deny(&mut approval, &id);

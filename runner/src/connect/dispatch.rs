@@ -1,17 +1,14 @@
 //! What each control of PROTOCOL.md section 3 does.
 
-use bytes::Bytes;
-
 use super::{Runner, translate};
 use crate::approval::Resolution;
 use crate::control::events::{ControlErrorEvent, RunnerConfigApplied};
 use crate::control::{Control, ErrorCode, Event, Session, controls};
-use crate::forward::{HttpRequest, WsOpen};
 
 /// What `update_runner_config` set. Stored and acknowledged; the editor and
 /// instance controls that will use `allowedCwds` are later work.
 #[derive(Debug, Default)]
-pub struct RunnerConfig {
+pub(super) struct RunnerConfig {
     pub version: u64,
     pub allowed_cwds: Vec<std::path::PathBuf>,
 }
@@ -21,44 +18,27 @@ impl Runner {
         match control {
             Control::ResolvePortForwardRequest(resolve) => self.resolve(session, resolve).await,
             Control::ForwardHttpRequest(req) => {
-                self.inflight.insert(req.request_id.clone(), session);
-                self.forwarder.http(HttpRequest {
-                    request_id: req.request_id,
-                    port: req.port,
-                    method: req.method,
-                    path: req.path,
-                    query_string: req.query_string,
-                    headers: req.headers,
-                    body: Bytes::from(req.body),
-                    accept_streaming: req.accept_streaming,
-                });
+                self.forwarder.http(req, self.handle.responder(session));
             }
             Control::ForwardWebsocketOpen(open) => {
-                self.inflight.insert(open.socket_id.clone(), session);
-                self.forwarder
-                    .ws_open(WsOpen {
-                        socket_id: open.socket_id,
-                        port: open.port,
-                        path: open.path,
-                        query_string: open.query_string,
-                        headers: open.headers,
-                    })
-                    .await;
+                let to = self.handle.responder(session);
+                self.forwarder.ws_open(open, to).await;
             }
             Control::ForwardWebsocketSend(send) => {
-                self.forwarder
-                    .ws_send(&send.socket_id, send.opcode, Bytes::from(send.body))
-                    .await;
+                let to = self.handle.responder(session);
+                self.forwarder.ws_send(send, &to).await;
             }
             Control::ForwardWebsocketClose(close) => {
-                self.forwarder.ws_close(&close.socket_id).await
+                let to = self.handle.responder(session);
+                self.forwarder.ws_close(close, &to).await;
             }
             Control::UpdateRunnerConfig(update) => {
                 if let Some(version) = update.config_version {
                     self.config.version = version;
                     self.handle.set_config_version(version);
                 }
-                self.config.allowed_cwds = update.allowed_cwds;
+                self.config.allowed_cwds =
+                    update.allowed_cwds.into_iter().map(|cwd| cwd.0).collect();
                 let applied = Event::RunnerConfigApplied(RunnerConfigApplied {
                     config_version: self.config.version,
                     allowed_cwds: self
@@ -70,13 +50,10 @@ impl Runner {
                 });
                 self.reply(session, applied).await;
             }
-            Control::StartLocalEditor(editor) => {
-                self.unsupported(session, "start_local_editor", editor.request_id)
-                    .await;
+            other => {
+                let ids = unsupported_ids(&other);
+                self.unsupported(session, other.kind(), ids).await;
             }
-            Control::StartInstance(_) => self.unsupported(session, "start_instance", None).await,
-            Control::StopInstance(_) => self.unsupported(session, "stop_instance", None).await,
-            Control::ReadThread(_) => self.unsupported(session, "read_thread", None).await,
         }
     }
 
@@ -97,23 +74,48 @@ impl Runner {
                 let error = Event::ControlError(ControlErrorEvent {
                     control_type: "resolve_port_forward_request".to_string(),
                     request_id: Some(resolve.request_id),
-                    socket_id: None,
+                    instance_id: Some(resolve.instance_id),
                     code: err.code(),
                     message: crate::error_chain(&err),
+                    ..ControlErrorEvent::default()
                 });
                 self.reply(session, error).await;
             }
         }
     }
 
-    async fn unsupported(&self, session: Session, control_type: &str, request_id: Option<String>) {
+    async fn unsupported(&self, session: Session, control_type: &str, ids: ControlErrorEvent) {
         let error = Event::ControlError(ControlErrorEvent {
             control_type: control_type.to_string(),
-            request_id,
-            socket_id: None,
             code: ErrorCode::Unsupported,
             message: format!("{control_type} is not supported by this runner yet"),
+            ..ids
         });
         self.reply(session, error).await;
+    }
+}
+
+/// The ids a `control_error` for `control` echoes.
+fn unsupported_ids(control: &Control) -> ControlErrorEvent {
+    let (request_id, instance_id, editor_id) = match control {
+        Control::StartLocalEditor(c) => (c.request_id.clone(), c.instance_id.clone(), None),
+        Control::StopLocalEditor(c) => (None, None, Some(c.editor_id.clone())),
+        Control::StartInstance(c) => (None, c.instance_id.clone(), None),
+        Control::StartTurn(c) => (None, Some(c.instance_id.clone()), None),
+        Control::InterruptTurn(c) => (None, Some(c.instance_id.clone()), None),
+        Control::ResolveApprovalRequest(c) => (
+            Some(c.request_id.clone()),
+            Some(c.instance_id.clone()),
+            None,
+        ),
+        Control::StopInstance(c) => (None, Some(c.instance_id.clone()), None),
+        Control::ReadThread(c) => (None, Some(c.instance_id.clone()), None),
+        _ => (None, None, None),
+    };
+    ControlErrorEvent {
+        request_id,
+        instance_id,
+        editor_id,
+        ..ControlErrorEvent::default()
     }
 }

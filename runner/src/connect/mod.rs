@@ -1,17 +1,14 @@
 //! `kandan-runner connect`: the whole pipeline against Kandan. Candidates go
 //! through approval to Kandan; Kandan's controls go to approval and
-//! forwarding; forwarding's outputs go back as events. One task owns the
-//! approval state, so there is no lock around it.
+//! forwarding. One task owns the approval state, so there is no lock around
+//! it; forwarded requests and sockets answer Kandan from their own tasks.
 
 mod dispatch;
 mod shutdown;
 mod translate;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-
-use tokio::sync::{broadcast, mpsc};
 
 use crate::approval::Approval;
 use crate::cli::ConnectArgs;
@@ -19,13 +16,10 @@ use crate::control::events::RunnerReady;
 use crate::control::{
     ControlClient, ControlConfig, ControlHandle, ControlInput, Event, JoinInfo, Session, Timing,
 };
-use crate::forward::{CloseCause, ForwardConfig, ForwardOutput, Forwarder};
-use crate::gate::{Revocation, RevokeReason};
-use crate::supervise::{Signal, Stop};
-use crate::watched::{self, Watched};
-
-/// Forwarding outputs waiting to be sent; a full queue pauses local reads.
-const FORWARD_QUEUE: usize = 256;
+use crate::forward::{CloseCause, ForwardConfig, Forwarder};
+use crate::gate::RevokeReason;
+use crate::supervise::{RunnerStop, Signal};
+use crate::trees::{self, Trees};
 
 /// Runs `connect` and returns the process exit code.
 pub async fn run(args: ConnectArgs) -> i32 {
@@ -49,16 +43,16 @@ pub async fn run(args: ConnectArgs) -> i32 {
     let approval = Approval::new();
     let gate = approval.gate();
     let (
-        Watched {
+        Trees {
             selection,
             mut candidates,
             mut command,
             finisher,
         },
         mut signals,
-    ) = match watched::start_for_command(
+    ) = match trees::start_for_command(
         &args.detector,
-        watched::CommandOutput::default(),
+        trees::CommandOutput::default(),
         Some(gate.clone()),
     ) {
         Ok(started) => started,
@@ -84,10 +78,9 @@ pub async fn run(args: ConnectArgs) -> i32 {
     let channel = ControlClient::spawn(control_config);
     let mut inputs = channel.inputs;
 
-    let mut revocations = gate.revocations();
-    let (forward_tx, mut forward_rx) = mpsc::channel(FORWARD_QUEUE);
-    let forwarder = Forwarder::new(
-        Arc::new(gate),
+    let forwarder = Arc::new(Forwarder::new(
+        Arc::new(gate.clone()),
+        Arc::new(crate::forward::NoEditors),
         ForwardConfig {
             max_request_body: args.max_request_body,
             max_response_body: args.max_response_body,
@@ -95,8 +88,19 @@ pub async fn run(args: ConnectArgs) -> i32 {
             overall_timeout: Duration::from_millis(args.request_timeout_ms),
             ..ForwardConfig::default()
         },
-        forward_tx,
-    );
+    ));
+    // A revoked port stops at once, from whichever task revoked it (the
+    // detector's or this one); weak, as the forwarder holds the gate.
+    let closer = Arc::downgrade(&forwarder);
+    gate.on_revoke(move |revocation| {
+        let cause = match revocation.reason {
+            RevokeReason::Closed => CloseCause::ListenerClosed,
+            RevokeReason::OwnerChanged | RevokeReason::Denied => CloseCause::ApprovalRevoked,
+        };
+        if let Some(forwarder) = closer.upgrade() {
+            forwarder.close_port(revocation.port, cause);
+        }
+    });
     let mut runner = Runner {
         handle: channel.handle,
         approval,
@@ -105,8 +109,6 @@ pub async fn run(args: ConnectArgs) -> i32 {
         backend: selection.kind.to_string(),
         backend_reason: selection.reason.clone(),
         config: dispatch::RunnerConfig::default(),
-        session: None,
-        inflight: HashMap::new(),
         limits: translate::ready_limits(&args),
     };
 
@@ -129,14 +131,12 @@ pub async fn run(args: ConnectArgs) -> i32 {
                     // Stopped like a SIGTERM would: the command's tree ends.
                     eprintln!("error: {refusal}");
                     refused = true;
-                    break Stop::Signal(Signal::Terminate);
+                    break RunnerStop::Signal(Signal::Terminate);
                 }
                 runner.on_input(input).await;
             }
-            Some(output) = forward_rx.recv() => runner.on_forward(output).await,
-            revocation = revocations.recv() => runner.on_revocation(revocation),
-            code = crate::supervise::exit_code_of(&mut command) => break Stop::Exited(code),
-            signal = signals.recv() => break Stop::Signal(signal),
+            code = crate::supervise::exit_code_of(&mut command) => break RunnerStop::Exited(code),
+            signal = signals.recv() => break RunnerStop::Signal(signal),
         }
     };
     let ends = shutdown::Ends {
@@ -144,7 +144,6 @@ pub async fn run(args: ConnectArgs) -> i32 {
         signals,
         finisher,
         candidates,
-        forward_rx,
         client: channel.task,
     };
     let code = runner.shut_down(stop, ends).await;
@@ -158,16 +157,11 @@ const REFUSED: i32 = 3;
 struct Runner {
     handle: ControlHandle,
     approval: Approval,
-    forwarder: Forwarder,
+    forwarder: Arc<Forwarder>,
     runner_id: String,
     backend: String,
     backend_reason: Option<String>,
     config: dispatch::RunnerConfig,
-    /// The joined session, if any: where state events go.
-    session: Option<Session>,
-    /// The session each open HTTP request or WebSocket came in on: its
-    /// answers go there, or nowhere once that session is over.
-    inflight: HashMap<String, Session>,
     /// Announced in `runner_ready`.
     limits: crate::control::events::Limits,
 }
@@ -199,7 +193,6 @@ impl Runner {
     async fn on_input(&mut self, input: ControlInput) {
         match input {
             ControlInput::Joined(session) => {
-                self.session = Some(session);
                 let ready = Event::RunnerReady(RunnerReady {
                     runner_id: self.runner_id.clone(),
                     version: env!("CARGO_PKG_VERSION").to_string(),
@@ -207,75 +200,22 @@ impl Runner {
                     backend_reason: self.backend_reason.clone(),
                     config_version: self.config.version,
                     listeners: translate::ready_listeners(self.approval.snapshot()),
+                    instances: Vec::new(),
+                    editors: Vec::new(),
                     limits: self.limits,
                 });
                 self.reply(session, ready).await;
             }
             ControlInput::Control { session, control } => {
-                self.dispatch(session, control).await;
+                self.dispatch(session, *control).await;
             }
             // The main loop stops on it before it gets here.
             ControlInput::Refused(_) => {}
+            ControlInput::Acked(_) => {}
             ControlInput::Disconnected => {
                 // Kandan forgets its requests and sockets with the connection.
-                self.session = None;
-                self.inflight.clear();
                 self.forwarder.close_all();
             }
-        }
-    }
-
-    async fn on_forward(&mut self, output: ForwardOutput) {
-        let (id, last) = match &output {
-            ForwardOutput::HttpResponse {
-                request_id,
-                streaming,
-                ..
-            } => (request_id, !streaming),
-            ForwardOutput::HttpChunk {
-                request_id, done, ..
-            } => (request_id, *done),
-            ForwardOutput::HttpError { request_id, .. } => (request_id, true),
-            ForwardOutput::WsOpened { socket_id, .. }
-            | ForwardOutput::WsMessage { socket_id, .. }
-            | ForwardOutput::WsError { socket_id, .. } => (socket_id, false),
-            ForwardOutput::WsClosed { socket_id, .. } => (socket_id, true),
-        };
-        let session = if last {
-            self.inflight.remove(id)
-        } else {
-            self.inflight.get(id).copied()
-        };
-        // Refused controls (unknown socket) have no inflight entry: answer
-        // on the current session.
-        let session = match (&output, session) {
-            (_, Some(session)) => Some(session),
-            (ForwardOutput::WsError { .. }, None) => self.session,
-            _ => None,
-        };
-        if let Some(session) = session {
-            self.reply(session, translate::forward_event(output)).await;
-        }
-    }
-
-    fn on_revocation(&mut self, revocation: Result<Revocation, broadcast::error::RecvError>) {
-        match revocation {
-            Ok(revocation) => {
-                let cause = match revocation.reason {
-                    RevokeReason::Closed => CloseCause::ListenerClosed,
-                    RevokeReason::OwnerChanged | RevokeReason::Denied => {
-                        CloseCause::ApprovalRevoked
-                    }
-                };
-                self.forwarder.close_port(revocation.port, cause);
-            }
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                // Which ports lost their approval is unknown now: closing
-                // everything is the only way to forward nothing unapproved.
-                tracing::warn!(missed, "revocations lagged; closing every forwarded socket");
-                self.forwarder.close_all();
-            }
-            Err(broadcast::error::RecvError::Closed) => {}
         }
     }
 }

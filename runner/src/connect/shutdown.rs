@@ -11,10 +11,9 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout_at};
 
 use super::Runner;
-use crate::forward::ForwardOutput;
 use crate::pipeline::CandidateEvent;
-use crate::supervise::{self, RootCommand, Signals, Stop};
-use crate::watched::Finisher;
+use crate::supervise::{self, RootCommand, RunnerStop, Signals};
+use crate::trees::Finisher;
 
 /// The whole shutdown, from the stop to the exit: under the contract's 2 s.
 const BUDGET: Duration = Duration::from_millis(1950);
@@ -22,8 +21,6 @@ const BUDGET: Duration = Duration::from_millis(1950);
 const SOCKETS_CLOSED: Duration = Duration::from_millis(150);
 /// How long the final `closed` candidates may take.
 const FINAL_EVENTS: Duration = Duration::from_millis(200);
-/// No forwarding output for this long: the close reports are all out.
-const QUIET: Duration = Duration::from_millis(50);
 
 /// What the main loop hands over when it stops.
 pub(super) struct Ends {
@@ -31,26 +28,17 @@ pub(super) struct Ends {
     pub signals: Signals,
     pub finisher: Finisher,
     pub candidates: mpsc::Receiver<CandidateEvent>,
-    pub forward_rx: mpsc::Receiver<ForwardOutput>,
     pub client: JoinHandle<()>,
 }
 
 impl Runner {
     /// Shuts down and returns the exit code (the command's status).
-    pub(super) async fn shut_down(&mut self, stop: Stop, mut ends: Ends) -> i32 {
+    pub(super) async fn shut_down(&mut self, stop: RunnerStop, mut ends: Ends) -> i32 {
         let deadline = Instant::now() + BUDGET;
 
-        // Every forwarded socket closes with 1001 and is reported as such.
+        // Every forwarded socket closes with 1001 and reports it itself.
         self.forwarder.shut_down();
-        let sockets_by = Instant::now() + SOCKETS_CLOSED;
-        while let Ok(Some(output)) = timeout_at(
-            sockets_by.min(Instant::now() + QUIET),
-            ends.forward_rx.recv(),
-        )
-        .await
-        {
-            self.on_forward(output).await;
-        }
+        self.forwarder.sockets_closed(SOCKETS_CLOSED).await;
 
         let code = supervise::finish(ends.command.take(), stop, &ends.signals).await;
 

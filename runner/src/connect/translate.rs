@@ -1,19 +1,17 @@
 //! Between the runner's own types and the wire events of PROTOCOL.md
-//! section 4: approval outputs, forwarding outputs, `runner_ready`.
+//! section 4: approval outputs and `runner_ready`.
 
 use crate::approval::{ApprovalOutput, ListenerSnapshot};
 use crate::cli::ConnectArgs;
+use crate::control::Event;
 use crate::control::events::{
-    ControlErrorEvent, ForwardHttpResponse, ForwardHttpResponseChunk, ForwardWebsocketClosed,
-    ForwardWebsocketMessage, ForwardWebsocketOpened, Limits, ListenerInfo, PortForwardClosed,
-    PortForwardRequest, PortForwardResolved, ReadyListener,
+    Limits, ListenerInfo, PortForwardClosed, PortForwardRequest, PortForwardResolved, ReadyListener,
 };
-use crate::control::{Charged, ErrorCode, Event};
-use crate::forward::{ForwardConfig, ForwardOutput};
+use crate::forward::ForwardConfig;
 use crate::redact::redact_command;
 
 /// The wire event for an approval output.
-pub fn approval_event(output: ApprovalOutput) -> Event {
+pub(super) fn approval_event(output: ApprovalOutput) -> Event {
     match output {
         ApprovalOutput::Request {
             listener,
@@ -48,7 +46,7 @@ pub fn approval_event(output: ApprovalOutput) -> Event {
 
 /// `runner_ready.limits`: the body limits of `connect`'s flags and the
 /// WebSocket message limit forwarding enforces.
-pub fn ready_limits(args: &ConnectArgs) -> Limits {
+pub(super) fn ready_limits(args: &ConnectArgs) -> Limits {
     Limits {
         max_request_body: args.max_request_body,
         max_response_body: args.max_response_body,
@@ -57,7 +55,7 @@ pub fn ready_limits(args: &ConnectArgs) -> Limits {
 }
 
 /// `runner_ready.listeners` from the approval snapshot.
-pub fn ready_listeners(snapshot: Vec<ListenerSnapshot>) -> Vec<ReadyListener> {
+pub(super) fn ready_listeners(snapshot: Vec<ListenerSnapshot>) -> Vec<ReadyListener> {
     snapshot
         .into_iter()
         .map(|listener| ReadyListener {
@@ -83,119 +81,6 @@ fn listener_info(listener: ListenerSnapshot) -> ListenerInfo {
         addresses: listener.addresses,
     }
 }
-/// The wire event for a forwarding output, holding the output's budget
-/// bytes until it is written.
-pub fn forward_event(output: ForwardOutput) -> Charged {
-    match output {
-        ForwardOutput::HttpResponse {
-            request_id,
-            status,
-            headers,
-            body,
-            streaming,
-            charge,
-        } => Charged {
-            event: Event::ForwardHttpResponse(ForwardHttpResponse {
-                request_id,
-                status,
-                headers,
-                body,
-                streaming: streaming.then_some(true),
-            }),
-            charge,
-        },
-        ForwardOutput::HttpChunk {
-            request_id,
-            seq,
-            body,
-            done,
-            charge,
-        } => Charged {
-            event: Event::ForwardHttpResponseChunk(ForwardHttpResponseChunk {
-                request_id,
-                seq,
-                body,
-                done,
-            }),
-            charge,
-        },
-        ForwardOutput::HttpError {
-            request_id,
-            code,
-            message,
-        } => control_error(
-            "forward_http_request",
-            Some(request_id),
-            None,
-            code,
-            message,
-        )
-        .into(),
-        ForwardOutput::WsOpened {
-            socket_id,
-            protocol,
-        } => Event::ForwardWebsocketOpened(ForwardWebsocketOpened {
-            socket_id,
-            protocol,
-        })
-        .into(),
-        ForwardOutput::WsMessage {
-            socket_id,
-            opcode,
-            body,
-            charge,
-        } => Charged {
-            event: Event::ForwardWebsocketMessage(ForwardWebsocketMessage {
-                socket_id,
-                opcode,
-                body,
-            }),
-            charge,
-        },
-        ForwardOutput::WsClosed {
-            socket_id,
-            code,
-            reason,
-            error,
-        } => Event::ForwardWebsocketClosed(ForwardWebsocketClosed {
-            socket_id,
-            code,
-            reason,
-            // The code first, so Kandan can tell a refusal from a failure.
-            error: error.map(|e| format!("{}: {}", e.code.as_str(), e.message)),
-        })
-        .into(),
-        ForwardOutput::WsError {
-            socket_id,
-            code,
-            message,
-        } => control_error(
-            "forward_websocket_send",
-            None,
-            Some(socket_id),
-            code,
-            message,
-        )
-        .into(),
-    }
-}
-
-fn control_error(
-    control_type: &str,
-    request_id: Option<String>,
-    socket_id: Option<String>,
-    code: ErrorCode,
-    message: String,
-) -> Event {
-    Event::ControlError(ControlErrorEvent {
-        control_type: control_type.to_string(),
-        request_id,
-        socket_id,
-        code,
-        message,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

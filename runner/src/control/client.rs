@@ -124,13 +124,26 @@ pub enum ControlInput {
     Joined(Session),
     /// A well-formed control. Malformed and unknown ones never get here: the
     /// client answers them with a `control_error` itself.
-    Control { session: Session, control: Control },
+    Control {
+        session: Session,
+        control: Box<Control>,
+    },
     /// The channel is no longer joined (socket lost, or the channel failed);
     /// a `Joined` follows when it is back.
     Disconnected,
     /// Kandan refused the handshake in a way no retry can change (token,
     /// path). The client has stopped; the runner should too.
     Refused(super::Refusal),
+    /// Kandan answered the push of an event sent with
+    /// [`ControlHandle::send_tracked`]: it has that event.
+    Acked(Ack),
+}
+
+/// Which event a tracked push carried: an instance's event by its `seq`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ack {
+    pub instance_id: String,
+    pub seq: u64,
 }
 
 /// The control client is gone (its task ended).
@@ -141,6 +154,9 @@ pub struct ClientStopped;
 pub(super) enum Outgoing {
     /// State-bearing: sent whenever the current session is ready.
     State(Event),
+    /// Like `State`, and Kandan's `phx_reply` to its push comes back as
+    /// [`ControlInput::Acked`] with this tag.
+    Tracked(Event, Ack),
     /// An answer to a control of this session.
     Reply(Session, Charged),
     /// The runner stops: `phx_leave`, a normal close, and the client ends.
@@ -151,7 +167,9 @@ impl Outgoing {
     /// The event it carries (`Leave` carries none).
     pub(super) fn event(&self) -> Option<&Event> {
         match self {
-            Outgoing::State(event) | Outgoing::Reply(_, Charged { event, .. }) => Some(event),
+            Outgoing::State(event)
+            | Outgoing::Tracked(event, _)
+            | Outgoing::Reply(_, Charged { event, .. }) => Some(event),
             Outgoing::Leave => None,
         }
     }
@@ -192,6 +210,17 @@ impl ControlHandle {
             .map_err(|_| ClientStopped)
     }
 
+    /// Sends a state event whose arrival the runner tracks: Kandan's
+    /// `phx_reply` comes back as [`ControlInput::Acked`]`(ack)`. Dropped
+    /// while not joined, like [`ControlHandle::send`]; the runner sends it
+    /// again after the next `runner_ready` if it was never acked.
+    pub async fn send_tracked(&self, event: Event, ack: Ack) -> Result<(), ClientStopped> {
+        self.outbox
+            .send(Outgoing::Tracked(event, ack))
+            .await
+            .map_err(|_| ClientStopped)
+    }
+
     /// Sends an answer to a control of `session` (forwarding responses,
     /// `control_error`, `local_editor_started`, the `runner_ready` that
     /// answers `Joined`). Dropped when that session has ended.
@@ -205,6 +234,15 @@ impl ControlHandle {
             .send(Outgoing::Reply(session, event.into()))
             .await
             .map_err(|_| ClientStopped)
+    }
+
+    /// Where answers to a control of `session` go: handed to the task that
+    /// acts on it, which answers Kandan without passing the main loop.
+    pub(crate) fn responder(&self, session: Session) -> Responder {
+        Responder {
+            outbox: self.outbox.clone(),
+            session,
+        }
     }
 
     /// Leaves Kandan (PROTOCOL.md section 9) once everything sent before
@@ -223,6 +261,75 @@ impl ControlHandle {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .config_version = config_version;
+    }
+}
+
+/// Answers to controls of one session, straight to the connection's
+/// writer. Once that session has ended (the channel was lost or rejoined)
+/// its answers are dropped there: Kandan forgot the request with it.
+#[derive(Clone, Debug)]
+pub(crate) struct Responder {
+    outbox: mpsc::Sender<Outgoing>,
+    session: Session,
+}
+
+impl Responder {
+    /// Sends one answer; waits while the outbox is full. False once the
+    /// client has stopped: nothing more will reach Kandan.
+    pub(crate) async fn send(&self, event: impl Into<Charged>) -> bool {
+        let sent = self
+            .outbox
+            .send(Outgoing::Reply(self.session, event.into()));
+        if sent.await.is_err() {
+            tracing::debug!("control client stopped; answer dropped");
+            return false;
+        }
+        true
+    }
+
+    /// A responder whose answers a test reads from the receiver.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> (Responder, TestAnswers) {
+        let (outbox, rx) = mpsc::channel(1024);
+        (
+            Responder {
+                outbox,
+                session: Session(1),
+            },
+            TestAnswers(rx),
+        )
+    }
+}
+
+/// What a test [`Responder`] was given.
+#[cfg(test)]
+pub(crate) struct TestAnswers(mpsc::Receiver<Outgoing>);
+
+#[cfg(test)]
+impl TestAnswers {
+    /// The next answer, with its budget charge.
+    pub(crate) async fn next_charged(&mut self) -> Option<Charged> {
+        loop {
+            match self.0.recv().await? {
+                Outgoing::Reply(_, charged) => return Some(charged),
+                Outgoing::State(event) | Outgoing::Tracked(event, _) => return Some(event.into()),
+                Outgoing::Leave => continue,
+            }
+        }
+    }
+
+    /// The next answer.
+    pub(crate) async fn next(&mut self) -> Option<Event> {
+        self.next_charged().await.map(|charged| charged.event)
+    }
+
+    /// An answer already waiting, if any.
+    pub(crate) fn try_next_charged(&mut self) -> Option<Charged> {
+        match self.0.try_recv().ok()? {
+            Outgoing::Reply(_, charged) => Some(charged),
+            Outgoing::State(event) | Outgoing::Tracked(event, _) => Some(event.into()),
+            Outgoing::Leave => None,
+        }
     }
 }
 

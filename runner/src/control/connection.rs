@@ -1,11 +1,11 @@
 //! One WebSocket connection: join the channel, heartbeat, route frames,
 //! rejoin on channel errors. Returns when the socket is gone.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, MissedTickBehavior, sleep_until};
 use tokio_tungstenite::WebSocketStream;
@@ -14,10 +14,10 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::{debug, info, warn};
 
-use super::client::{Charged, ControlInput, JoinInfo, Links, Outgoing, Session, Timing};
+use super::client::{Ack, Charged, ControlInput, JoinInfo, Links, Outgoing, Session, Timing};
 use super::controls::Control;
 use super::events::{ControlErrorEvent, ErrorCode, Event};
-use super::frame::{self, Frame, RefCounter, Reply};
+use super::frame::{self, Empty, Incoming, RefCounter, Reply};
 
 /// How a connection ended.
 pub(super) enum Ended {
@@ -67,12 +67,15 @@ impl Channel {
 }
 
 /// Why the loop must stop.
-enum Stop {
+enum ConnStop {
     Stopped,
     /// The runner stops: leave the channel first.
     Leave,
     Lost(String),
 }
+
+/// Most tracked pushes waiting for a reply.
+const TRACKED: usize = 65_536;
 
 /// How long the runner waits for Kandan's answers to its `phx_leave` and
 /// to its close frame: the whole shutdown must take under 2 s.
@@ -89,6 +92,10 @@ struct Conn<'a, S> {
     pending: VecDeque<ControlInput>,
     ever_joined: bool,
     sessions: &'a mut u64,
+    /// Tracked pushes waiting for their `phx_reply`, by ref (at most
+    /// [`TRACKED`]; an older one is then forgotten and sent again after the
+    /// next reconnect).
+    tracked: BTreeMap<u64, Ack>,
 }
 
 pub(super) async fn run<S, J>(
@@ -117,20 +124,21 @@ where
         pending: VecDeque::new(),
         ever_joined: false,
         sessions,
+        tracked: BTreeMap::new(),
     };
     let stop = match conn.join(&join_info).await {
         Ok(()) => conn.serve(&join_info, links).await,
         Err(stop) => stop,
     };
     match stop {
-        Stop::Stopped | Stop::Leave => {
-            if matches!(stop, Stop::Leave) {
+        ConnStop::Stopped | ConnStop::Leave => {
+            if matches!(stop, ConnStop::Leave) {
                 conn.leave().await;
             }
             conn.close_normally().await;
             Ended::Stopped
         }
-        Stop::Lost(reason) => Ended::Lost {
+        ConnStop::Lost(reason) => Ended::Lost {
             ever_joined: conn.ever_joined,
             joined: matches!(conn.channel, Channel::Joined { .. }),
             reason,
@@ -140,7 +148,7 @@ where
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
-    async fn serve(&mut self, join_info: &impl Fn() -> JoinInfo, links: &mut Links) -> Stop {
+    async fn serve(&mut self, join_info: &impl Fn() -> JoinInfo, links: &mut Links) -> ConnStop {
         let period = self.timing.heartbeat_interval;
         let mut heartbeat = tokio::time::interval_at(Instant::now() + period, period);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -150,8 +158,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             let result = tokio::select! {
                 // Reading pauses while the runner has not taken what was read.
                 message = self.ws.next(), if self.pending.is_empty() => match message {
-                    None => Err(Stop::Lost("socket closed".into())),
-                    Some(Err(error)) => Err(Stop::Lost(format!("socket error: {error}"))),
+                    None => Err(ConnStop::Lost("socket closed".into())),
+                    Some(Err(error)) => Err(ConnStop::Lost(format!("socket error: {error}"))),
                     Some(Ok(message)) => self.on_message(message).await,
                 },
                 permit = links.inputs.reserve(), if !self.pending.is_empty() => match permit {
@@ -161,15 +169,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                         }
                         Ok(())
                     }
-                    Err(_) => Err(Stop::Stopped),
+                    Err(_) => Err(ConnStop::Stopped),
                 },
                 outgoing = links.outbox.recv() => match outgoing {
                     Some(outgoing) => self.on_outgoing(outgoing).await,
-                    None => Err(Stop::Stopped),
+                    None => Err(ConnStop::Stopped),
                 },
                 _ = heartbeat.tick() => self.send_heartbeat().await,
                 () = sleep_until(heartbeat_deadline.unwrap_or_else(Instant::now)), if heartbeat_deadline.is_some() => {
-                    Err(Stop::Lost("no heartbeat reply".into()))
+                    Err(ConnStop::Lost("no heartbeat reply".into()))
                 }
                 () = sleep_until(channel_deadline.unwrap_or_else(Instant::now)), if channel_deadline.is_some() => {
                     self.on_channel_deadline(join_info).await
@@ -188,23 +196,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             return;
         };
         let msg_ref = self.refs.next_ref();
-        let frame = Frame {
-            join_ref: Some(join_ref.clone()),
-            msg_ref: Some(msg_ref.clone()),
-            topic: self.topic.clone(),
-            event: "phx_leave".into(),
-            payload: json!({}),
-        };
+        let text = frame::text_of(
+            Some(join_ref),
+            Some(&msg_ref),
+            &self.topic,
+            "phx_leave",
+            &Empty {},
+            64,
+        );
         debug!(topic = %self.topic, "leaving");
-        if self.write(frame).await.is_err() {
+        if self.write_text(text).await.is_err() {
             return;
         }
         let replied = async {
             while let Some(Ok(message)) = self.ws.next().await {
                 if let Message::Text(text) = message
-                    && let Ok(frame) = Frame::parse(&text)
-                    && frame.event == "phx_reply"
-                    && frame.msg_ref.as_deref() == Some(msg_ref.as_str())
+                    && let Ok(frame) = Incoming::parse(&text)
+                    && frame.event() == "phx_reply"
+                    && frame.msg_ref() == Some(msg_ref.as_str())
                 {
                     return;
                 }
@@ -228,36 +237,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         .await;
     }
 
-    async fn write(&mut self, frame: Frame) -> Result<(), Stop> {
-        self.write_text(frame.to_text()).await
-    }
-
-    async fn write_text(&mut self, text: String) -> Result<(), Stop> {
+    async fn write_text(&mut self, text: String) -> Result<(), ConnStop> {
         self.ws
             .send(Message::text(text))
             .await
-            .map_err(|error| Stop::Lost(format!("socket write failed: {error}")))
+            .map_err(|error| ConnStop::Lost(format!("socket write failed: {error}")))
     }
 
-    async fn join(&mut self, join_info: &impl Fn() -> JoinInfo) -> Result<(), Stop> {
+    async fn join(&mut self, join_info: &impl Fn() -> JoinInfo) -> Result<(), ConnStop> {
         let join_ref = self.refs.next_ref();
-        let payload = serde_json::to_value(join_info()).unwrap_or(Value::Null);
-        let frame = Frame {
-            join_ref: Some(join_ref.clone()),
-            msg_ref: Some(join_ref.clone()),
-            topic: self.topic.clone(),
-            event: "phx_join".into(),
-            payload,
-        };
+        let text = frame::text_of(
+            Some(&join_ref),
+            Some(&join_ref),
+            &self.topic,
+            "phx_join",
+            &join_info(),
+            256,
+        );
         debug!(topic = %self.topic, %join_ref, "joining");
         self.channel = Channel::Joining {
             join_ref,
             deadline: Instant::now() + self.timing.join_timeout,
         };
-        self.write(frame).await
+        self.write_text(text).await
     }
 
-    async fn send_heartbeat(&mut self) -> Result<(), Stop> {
+    async fn send_heartbeat(&mut self) -> Result<(), ConnStop> {
         if self.heartbeat_ref.is_some() {
             // The previous one is still unanswered; its deadline decides.
             return Ok(());
@@ -267,14 +272,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             msg_ref.clone(),
             Instant::now() + self.timing.heartbeat_timeout,
         ));
-        self.write(Frame {
-            join_ref: None,
-            msg_ref: Some(msg_ref),
-            topic: "phoenix".into(),
-            event: "heartbeat".into(),
-            payload: json!({}),
-        })
-        .await
+        let text = frame::text_of(None, Some(&msg_ref), "phoenix", "heartbeat", &Empty {}, 48);
+        self.write_text(text).await
     }
 
     /// Leaves the joined state and schedules the next join attempt.
@@ -291,7 +290,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         };
     }
 
-    async fn on_channel_deadline(&mut self, join_info: &impl Fn() -> JoinInfo) -> Result<(), Stop> {
+    async fn on_channel_deadline(
+        &mut self,
+        join_info: &impl Fn() -> JoinInfo,
+    ) -> Result<(), ConnStop> {
         match self.channel {
             Channel::Joining { .. } => {
                 warn!(topic = %self.topic, "join timed out");
@@ -303,10 +305,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         }
     }
 
-    async fn on_message(&mut self, message: Message) -> Result<(), Stop> {
+    async fn on_message(&mut self, message: Message) -> Result<(), ConnStop> {
         match message {
-            Message::Text(text) => match Frame::parse(&text) {
-                Ok(frame) => self.on_frame(frame).await,
+            Message::Text(text) => match Incoming::parse(&text) {
+                Ok(frame) => self.on_frame(&frame).await,
                 Err(error) => self.refuse_frame(&error.to_string()).await,
             },
             Message::Binary(_) => self.refuse_frame("binary frames are not used").await,
@@ -319,59 +321,57 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                     ),
                     None => "closed by kandan".into(),
                 };
-                Err(Stop::Lost(reason))
+                Err(ConnStop::Lost(reason))
             }
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
         }
     }
 
     /// A frame that is not Phoenix v2: answered like a malformed control.
-    async fn refuse_frame(&mut self, problem: &str) -> Result<(), Stop> {
+    async fn refuse_frame(&mut self, problem: &str) -> Result<(), ConnStop> {
         warn!(problem, "malformed frame from kandan");
         let event = ControlErrorEvent {
-            control_type: String::new(),
-            request_id: None,
-            socket_id: None,
             code: ErrorCode::InvalidControl,
             message: format!("malformed frame: {problem}"),
+            ..ControlErrorEvent::default()
         };
         self.push_now(Event::ControlError(event)).await
     }
 
-    async fn on_frame(&mut self, frame: Frame) -> Result<(), Stop> {
-        if frame.topic == "phoenix" {
-            if frame.event == "phx_reply"
+    async fn on_frame(&mut self, frame: &Incoming<'_>) -> Result<(), ConnStop> {
+        if frame.topic() == "phoenix" {
+            if frame.event() == "phx_reply"
                 && let Some((pending, _)) = &self.heartbeat_ref
-                && frame.msg_ref.as_deref() == Some(pending.as_str())
+                && frame.msg_ref() == Some(pending.as_str())
             {
                 self.heartbeat_ref = None;
             }
             return Ok(());
         }
-        if frame.topic != self.topic {
-            debug!(topic = %frame.topic, "frame for another topic ignored");
+        if frame.topic() != self.topic {
+            debug!(topic = %frame.topic(), "frame for another topic ignored");
             return Ok(());
         }
         // Pushes from an earlier join of this topic (broadcasts carry no joinRef).
-        if let Some(join_ref) = &frame.join_ref
+        if let Some(join_ref) = frame.join_ref()
             && join_ref != self.channel.join_ref()
         {
-            debug!(event = %frame.event, "stale joinRef: frame dropped");
+            debug!(event = %frame.event(), "stale joinRef: frame dropped");
             return Ok(());
         }
-        match frame.event.as_str() {
-            "phx_reply" => self.on_reply(&frame),
+        match frame.event() {
+            "phx_reply" => self.on_reply(frame),
             "phx_error" | "phx_close" => {
                 if matches!(
                     self.channel,
                     Channel::Joined { .. } | Channel::Joining { .. }
                 ) {
-                    warn!(topic = %self.topic, event = %frame.event, "channel failed, rejoining");
+                    warn!(topic = %self.topic, event = %frame.event(), "channel failed, rejoining");
                     self.schedule_rejoin();
                 }
                 Ok(())
             }
-            "control" => self.on_control(&frame.payload).await,
+            "control" => self.on_control(frame.payload()).await,
             other => {
                 debug!(event = other, "unexpected event ignored");
                 Ok(())
@@ -379,18 +379,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         }
     }
 
-    fn on_reply(&mut self, frame: &Frame) -> Result<(), Stop> {
-        let reply = Reply::from_payload(&frame.payload);
+    fn on_reply(&mut self, frame: &Incoming<'_>) -> Result<(), ConnStop> {
+        // Any answer means Kandan has the event (an error would not change
+        // by sending it again).
+        let msg_ref = frame.msg_ref().and_then(|r| r.parse::<u64>().ok());
+        if let Some(ack) = msg_ref.and_then(|r| self.tracked.remove(&r)) {
+            self.pending.push_back(ControlInput::Acked(ack));
+            return Ok(());
+        }
+        let reply = Reply::read(frame.payload());
         let Channel::Joining { join_ref, .. } = &self.channel else {
-            if !reply.ok {
+            if !reply.ok() {
                 debug!(reason = %reply.reason(), "event refused by kandan");
             }
             return Ok(());
         };
-        if frame.msg_ref.as_deref() != Some(join_ref.as_str()) {
+        if frame.msg_ref() != Some(join_ref.as_str()) {
             return Ok(());
         }
-        if reply.ok {
+        if reply.ok() {
             *self.sessions += 1;
             let session = Session(*self.sessions);
             info!(topic = %self.topic, "joined");
@@ -409,19 +416,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         Ok(())
     }
 
-    async fn on_control(&mut self, payload: &Value) -> Result<(), Stop> {
+    async fn on_control(&mut self, payload: &RawValue) -> Result<(), ConnStop> {
         let Channel::Joined { session, .. } = self.channel else {
             debug!("control before join dropped");
             return Ok(());
         };
         match Control::parse(payload) {
             Ok(control) => {
+                let control = Box::new(control);
                 self.pending
                     .push_back(ControlInput::Control { session, control });
                 Ok(())
             }
             Err(rejection) => {
-                warn!(control_type = %rejection.control_type, code = ?rejection.code(), problem = %rejection.problem, "control refused");
+                warn!(control_type = rejection.ids.control_type.as_deref().unwrap_or(""), code = %rejection.code(), problem = %rejection.problem, "control refused");
                 self.push_now(Event::ControlError(rejection.to_event()))
                     .await
             }
@@ -429,7 +437,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
     }
 
     /// Answers the current session directly (the runner is not involved).
-    async fn push_now(&mut self, event: Event) -> Result<(), Stop> {
+    async fn push_now(&mut self, event: Event) -> Result<(), ConnStop> {
         if let Channel::Joined { .. } = self.channel {
             self.push(event.into()).await
         } else {
@@ -439,38 +447,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
 
     /// Pushes an event. Its body may be large: the event is dropped once
     /// its text exists, and its charge once the text is written.
-    async fn push(&mut self, charged: Charged) -> Result<(), Stop> {
+    async fn push(&mut self, charged: Charged) -> Result<(), ConnStop> {
         let Charged { event, charge } = charged;
         let msg_ref = self.refs.next_ref();
         let join_ref = self.channel.join_ref();
-        let hint = event.size_hint();
-        let text = frame::text_of(
-            Some(join_ref),
-            Some(&msg_ref),
-            &self.topic,
-            "event",
-            &event,
-            hint,
-        );
-        drop(event);
+        let text = frame::event_text(Some(join_ref), Some(&msg_ref), &self.topic, event);
         let written = self.write_text(text).await;
         drop(charge);
         written
     }
 
     /// The outbound policy of the module docs in `client`.
-    async fn on_outgoing(&mut self, outgoing: Outgoing) -> Result<(), Stop> {
+    async fn on_outgoing(&mut self, outgoing: Outgoing) -> Result<(), ConnStop> {
         let Channel::Joined { session, ready, .. } = &mut self.channel else {
             match outgoing.event() {
                 Some(event) => debug!(event = event.kind(), "not joined: event dropped"),
-                None => return Err(Stop::Leave),
+                None => return Err(ConnStop::Leave),
             }
             return Ok(());
         };
-        let (charged, current) = match outgoing {
-            Outgoing::State(event) => (Charged::from(event), true),
-            Outgoing::Reply(of, charged) => (charged, of == *session),
-            Outgoing::Leave => return Err(Stop::Leave),
+        let (charged, current, ack) = match outgoing {
+            Outgoing::State(event) => (Charged::from(event), true, None),
+            Outgoing::Tracked(event, ack) => (Charged::from(event), true, Some(ack)),
+            Outgoing::Reply(of, charged) => (charged, of == *session, None),
+            Outgoing::Leave => return Err(ConnStop::Leave),
         };
         let is_ready = matches!(charged.event, Event::RunnerReady(_));
         if !current || !(*ready || is_ready) {
@@ -481,6 +481,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             return Ok(());
         }
         *ready = true;
+        if let Some(ack) = ack {
+            // The ref `push` is about to take.
+            self.tracked.insert(self.refs.peek_next(), ack);
+            if self.tracked.len() > TRACKED {
+                self.tracked.pop_first();
+            }
+        }
         self.push(charged).await
     }
 }

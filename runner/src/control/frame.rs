@@ -1,74 +1,74 @@
 //! Phoenix Channels v2 JSON framing: `[joinRef, ref, topic, event, payload]`.
+//!
+//! Both ways without a JSON tree: an incoming frame borrows its strings and
+//! its payload from the text ([`Incoming`]), and an outgoing one is written
+//! straight from its typed parts ([`text_of`]).
 
-use serde_json::Value;
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 /// Why a text frame is not a Phoenix v2 message.
 #[derive(Debug, thiserror::Error)]
-pub enum FrameError {
+pub(crate) enum FrameError {
     /// The text is not JSON at all.
     #[error("frame is not json")]
     Json(#[source] serde_json::Error),
-    /// The JSON is not an array of five elements.
-    #[error("frame is not an array of 5 elements")]
-    Shape,
-    /// `joinRef` or `ref` is neither null nor a string.
-    #[error("frame {0} must be null or a string")]
-    Ref(&'static str),
-    /// `topic` or `event` is not a string.
-    #[error("frame {0} must be a string")]
-    Name(&'static str),
+    /// JSON, but not an array of five: null-or-string refs, string topic
+    /// and event, any payload.
+    #[error("frame is not a phoenix v2 array of 5 elements")]
+    Shape(#[source] serde_json::Error),
 }
 
-/// One message of the Phoenix v2 serializer.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Frame {
-    pub join_ref: Option<String>,
-    pub msg_ref: Option<String>,
-    pub topic: String,
-    pub event: String,
-    pub payload: Value,
-}
+/// One message from Kandan, borrowing from its text.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Incoming<'a>(
+    #[serde(borrow)] pub Option<Cow<'a, str>>,
+    #[serde(borrow)] pub Option<Cow<'a, str>>,
+    #[serde(borrow)] pub Cow<'a, str>,
+    #[serde(borrow)] pub Cow<'a, str>,
+    #[serde(borrow)] pub &'a RawValue,
+);
 
-impl Frame {
+impl<'a> Incoming<'a> {
     /// Parses one text frame; never panics on bad input.
-    pub fn parse(text: &str) -> Result<Frame, FrameError> {
-        let value: Value = serde_json::from_str(text).map_err(FrameError::Json)?;
-        let Value::Array(items) = value else {
-            return Err(FrameError::Shape);
-        };
-        let Ok([join_ref, msg_ref, topic, event, payload]) = <[Value; 5]>::try_from(items) else {
-            return Err(FrameError::Shape);
-        };
-        Ok(Frame {
-            join_ref: opt_string(join_ref, "joinRef")?,
-            msg_ref: opt_string(msg_ref, "ref")?,
-            topic: string(topic, "topic")?,
-            event: string(event, "event")?,
-            payload,
+    pub(crate) fn parse(text: &'a str) -> Result<Self, FrameError> {
+        serde_json::from_str(text).map_err(|err| {
+            // Only on errors: is it JSON of another shape, or not JSON?
+            match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+                Ok(_) => FrameError::Shape(err),
+                Err(_) => FrameError::Json(err),
+            }
         })
     }
 
-    /// The wire text of this frame.
-    pub fn to_text(&self) -> String {
-        // A tuple serializes as the JSON array, without copying the payload
-        // (which may hold a large base64 body) into a new tree first.
-        let array = (
-            &self.join_ref,
-            &self.msg_ref,
-            &self.topic,
-            &self.event,
-            &self.payload,
-        );
-        // Strings, nulls and a JSON value: cannot fail.
-        serde_json::to_string(&array).unwrap_or_default()
+    pub(crate) fn join_ref(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+
+    pub(crate) fn msg_ref(&self) -> Option<&str> {
+        self.1.as_deref()
+    }
+
+    pub(crate) fn topic(&self) -> &str {
+        &self.2
+    }
+
+    pub(crate) fn event(&self) -> &str {
+        &self.3
+    }
+
+    pub(crate) fn payload(&self) -> &'a RawValue {
+        self.4
     }
 }
 
 /// The wire text of a frame whose payload is any serializable value,
 /// written straight from it: an event carrying a large body is encoded
-/// once, into this text, without a JSON tree in between.
-/// `size_hint` is the expected length (grown past if need be).
-pub fn text_of(
+/// once, into this text. `size_hint` is the expected length (grown past if
+/// need be).
+pub(crate) fn text_of(
     join_ref: Option<&str>,
     msg_ref: Option<&str>,
     topic: &str,
@@ -85,56 +85,89 @@ pub fn text_of(
     String::from_utf8(text).unwrap_or_default()
 }
 
-fn opt_string(value: Value, what: &'static str) -> Result<Option<String>, FrameError> {
-    match value {
-        Value::Null => Ok(None),
-        Value::String(s) => Ok(Some(s)),
-        _ => Err(FrameError::Ref(what)),
+/// The text of a push of `event`: like [`text_of`], with a body, if the
+/// event has one, base64-encoded (SIMD) straight into the text.
+pub(crate) fn event_text(
+    join_ref: Option<&str>,
+    msg_ref: Option<&str>,
+    topic: &str,
+    mut event: super::Event,
+) -> String {
+    let hint = event.size_hint();
+    let body = event.take_body();
+    let mut text = text_of(join_ref, msg_ref, topic, "event", &event, hint).into_bytes();
+    drop(event);
+    if let Some(body) = body {
+        // The payload ends with its body field, empty: `"bodyBase64":""}]`.
+        const TAIL: &[u8] = b"\"}]";
+        if !text.ends_with(b"\"\"}]") {
+            return String::new();
+        }
+        text.truncate(text.len() - TAIL.len());
+        base64_simd::STANDARD.encode_append(&body, &mut text);
+        text.extend_from_slice(TAIL);
     }
+    // JSON from serde_json and base64: UTF-8.
+    String::from_utf8(text).unwrap_or_default()
 }
 
-fn string(value: Value, what: &'static str) -> Result<String, FrameError> {
-    match value {
-        Value::String(s) => Ok(s),
-        _ => Err(FrameError::Name(what)),
-    }
-}
+/// The `{}` payload of heartbeats, joins without state and leaves.
+#[derive(serde::Serialize)]
+pub(crate) struct Empty {}
 
 /// Refs of one connection: decimal strings from a single counter.
 #[derive(Debug, Default)]
-pub struct RefCounter {
+pub(crate) struct RefCounter {
     last: u64,
 }
 
 impl RefCounter {
     /// The next ref ("1", "2", ...).
-    pub fn next_ref(&mut self) -> String {
+    pub(crate) fn next_ref(&mut self) -> String {
         self.last += 1;
         self.last.to_string()
+    }
+
+    /// The ref [`RefCounter::next_ref`] will give next.
+    pub(crate) fn peek_next(&self) -> u64 {
+        self.last + 1
     }
 }
 
 /// A reply (`phx_reply`) payload: `{"status": "ok"|"error", "response": ...}`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Reply {
-    pub ok: bool,
-    pub response: Value,
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Reply<'a> {
+    #[serde(borrow, default)]
+    status: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    response: Option<&'a RawValue>,
 }
 
-impl Reply {
+impl<'a> Reply<'a> {
     /// Reads a `phx_reply` payload; anything without `"status": "ok"` is an error.
-    pub fn from_payload(payload: &Value) -> Reply {
-        let ok = payload.get("status").and_then(Value::as_str) == Some("ok");
-        let response = payload.get("response").cloned().unwrap_or(Value::Null);
-        Reply { ok, response }
+    pub(crate) fn read(payload: &'a RawValue) -> Reply<'a> {
+        serde_json::from_str(payload.get()).unwrap_or_default()
+    }
+
+    pub(crate) fn ok(&self) -> bool {
+        self.status.as_deref() == Some("ok")
     }
 
     /// The `reason` an error reply gives, for the logs.
-    pub fn reason(&self) -> String {
-        match self.response.get("reason") {
-            Some(Value::String(reason)) => reason.clone(),
-            Some(other) => other.to_string(),
-            None => self.response.to_string(),
+    pub(crate) fn reason(&self) -> String {
+        #[derive(Deserialize)]
+        struct Reason {
+            reason: serde_json::Value,
+        }
+        let Some(response) = self.response else {
+            return "null".into();
+        };
+        match serde_json::from_str::<Reason>(response.get()) {
+            Ok(Reason {
+                reason: serde_json::Value::String(reason),
+            }) => reason,
+            Ok(Reason { reason }) => reason.to_string(),
+            Err(_) => response.get().to_owned(),
         }
     }
 }
@@ -142,50 +175,32 @@ impl Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn parses_a_server_push() {
-        let frame = Frame::parse(r#"["3","7","runner:r1","control",{"type":"x"}]"#).unwrap();
-        assert_eq!(frame.join_ref.as_deref(), Some("3"));
-        assert_eq!(frame.msg_ref.as_deref(), Some("7"));
-        assert_eq!(frame.topic, "runner:r1");
-        assert_eq!(frame.event, "control");
-        assert_eq!(frame.payload, json!({"type": "x"}));
+        let text = r#"["3","7","runner:r1","control",{"type":"x"}]"#;
+        let frame = Incoming::parse(text).unwrap();
+        assert_eq!(frame.join_ref(), Some("3"));
+        assert_eq!(frame.msg_ref(), Some("7"));
+        assert_eq!(frame.topic(), "runner:r1");
+        assert_eq!(frame.event(), "control");
+        assert_eq!(frame.payload().get(), r#"{"type":"x"}"#);
     }
 
     #[test]
-    fn parses_null_refs() {
-        let frame = Frame::parse(r#"[null,null,"phoenix","phx_reply",{}]"#).unwrap();
-        assert_eq!(frame.join_ref, None);
-        assert_eq!(frame.msg_ref, None);
+    fn parses_null_refs_and_escaped_names() {
+        let frame = Incoming::parse(r#"[null,null,"phoenix","phx_\u0072eply",{}]"#).unwrap();
+        assert_eq!(frame.join_ref(), None);
+        assert_eq!(frame.msg_ref(), None);
+        assert_eq!(frame.event(), "phx_reply");
     }
 
     #[test]
     fn heartbeat_has_the_exact_wire_form() {
-        let frame = Frame {
-            join_ref: None,
-            msg_ref: Some("12".into()),
-            topic: "phoenix".into(),
-            event: "heartbeat".into(),
-            payload: json!({}),
-        };
-        assert_eq!(frame.to_text(), r#"[null,"12","phoenix","heartbeat",{}]"#);
-        assert_eq!(Frame::parse(&frame.to_text()).unwrap(), frame);
-    }
-
-    #[test]
-    fn a_typed_payload_has_the_same_text_as_its_json_tree() {
-        let payload = json!({"type": "x", "bodyBase64": "AQID"});
-        let tree = Frame {
-            join_ref: Some("1".into()),
-            msg_ref: Some("9".into()),
-            topic: "runner:r".into(),
-            event: "event".into(),
-            payload: payload.clone(),
-        };
-        let text = text_of(Some("1"), Some("9"), "runner:r", "event", &payload, 0);
-        assert_eq!(text, tree.to_text());
+        let text = text_of(None, Some("12"), "phoenix", "heartbeat", &Empty {}, 0);
+        assert_eq!(text, r#"[null,"12","phoenix","heartbeat",{}]"#);
+        let frame = Incoming::parse(&text).unwrap();
+        assert_eq!(frame.msg_ref(), Some("12"));
     }
 
     #[test]
@@ -193,24 +208,50 @@ mod tests {
         for (text, want) in [
             ("", "json"),
             ("not json", "json"),
+            ("[null,null,\"t\",\"e\",{}", "json"),
             ("{\"a\":1}", "shape"),
             ("[]", "shape"),
             ("[null,null,\"t\",\"e\"]", "shape"),
             ("[null,null,\"t\",\"e\",{},1]", "shape"),
-            ("[1,null,\"t\",\"e\",{}]", "ref"),
-            ("[null,{},\"t\",\"e\",{}]", "ref"),
-            ("[null,null,3,\"e\",{}]", "name"),
-            ("[null,null,\"t\",null,{}]", "name"),
+            ("[1,null,\"t\",\"e\",{}]", "shape"),
+            ("[null,{},\"t\",\"e\",{}]", "shape"),
+            ("[null,null,3,\"e\",{}]", "shape"),
+            ("[null,null,\"t\",null,{}]", "shape"),
             ("\"just a string\"", "shape"),
         ] {
-            let got = match Frame::parse(text) {
+            let got = match Incoming::parse(text) {
                 Err(FrameError::Json(_)) => "json",
-                Err(FrameError::Shape) => "shape",
-                Err(FrameError::Ref(_)) => "ref",
-                Err(FrameError::Name(_)) => "name",
+                Err(FrameError::Shape(_)) => "shape",
                 Ok(frame) => panic!("{text:?} parsed as {frame:?}"),
             };
             assert_eq!(got, want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn bodies_are_written_straight_into_the_frame() {
+        use crate::control::events::{ForwardHttpResponse, ForwardWebsocketMessage};
+        use crate::control::{Event, controls::Opcode};
+        let body = bytes::Bytes::from((0..=255u8).cycle().take(100_000).collect::<Vec<u8>>());
+        let events = [
+            Event::ForwardHttpResponse(ForwardHttpResponse {
+                request_id: "h1".into(),
+                status: 200,
+                headers: vec![("a".into(), "\"quoted\"".into())],
+                streaming: Some(true),
+                body: body.clone(),
+            }),
+            Event::ForwardWebsocketMessage(ForwardWebsocketMessage {
+                socket_id: "s".into(),
+                opcode: Opcode::Binary,
+                body: bytes::Bytes::new(),
+            }),
+        ];
+        for event in events {
+            let tree = text_of(Some("1"), Some("2"), "t", "event", &event, 0);
+            let direct = event_text(Some("1"), Some("2"), "t", event);
+            let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
+            assert_eq!(parse(&direct), parse(&tree));
         }
     }
 
@@ -224,13 +265,14 @@ mod tests {
 
     #[test]
     fn reads_replies() {
-        let ok = Reply::from_payload(&json!({"status": "ok", "response": {}}));
-        assert!(ok.ok);
-        let err = Reply::from_payload(
-            &json!({"status": "error", "response": {"reason": "unauthorized"}}),
-        );
-        assert!(!err.ok);
+        let raw = |text: &str| RawValue::from_string(text.to_owned()).unwrap();
+        let ok = raw(r#"{"status": "ok", "response": {}}"#);
+        assert!(Reply::read(&ok).ok());
+        let err = raw(r#"{"status": "error", "response": {"reason": "unauthorized"}}"#);
+        let err = Reply::read(&err);
+        assert!(!err.ok());
         assert_eq!(err.reason(), "unauthorized");
-        assert!(!Reply::from_payload(&json!("garbage")).ok);
+        let garbage = raw(r#""garbage""#);
+        assert!(!Reply::read(&garbage).ok());
     }
 }

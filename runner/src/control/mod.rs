@@ -15,14 +15,17 @@ pub mod connector;
 pub mod controls;
 pub mod endpoint;
 pub mod events;
-pub mod frame;
+pub(crate) mod frame;
 pub(crate) mod mount;
 pub mod refusal;
 pub mod schedule;
 
+pub(crate) use client::Responder;
+#[cfg(test)]
+pub(crate) use client::TestAnswers;
 pub use client::{
-    Charged, ControlChannel, ControlClient, ControlConfig, ControlHandle, ControlInput, JoinInfo,
-    Session, Timing,
+    Ack, Charged, ControlChannel, ControlClient, ControlConfig, ControlHandle, ControlInput,
+    JoinInfo, Session, Timing,
 };
 pub use controls::{Control, ControlRejection};
 pub use events::{ErrorCode, Event};
@@ -30,3 +33,5 @@ pub use refusal::Refusal;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod wire_names;

@@ -22,10 +22,43 @@ use super::client::{
 use super::connector::Connector;
 use super::controls::Control;
 use super::events::{Event, Limits, PortForwardClosed, RunnerReady};
-use super::frame::Frame;
 use super::schedule::Backoff;
 
 const WAIT: Duration = Duration::from_secs(20);
+
+/// A frame as the stub (Kandan's side) sees it: a JSON tree is fine here.
+#[derive(Clone, Debug, PartialEq)]
+struct Frame {
+    join_ref: Option<String>,
+    msg_ref: Option<String>,
+    topic: String,
+    event: String,
+    payload: Value,
+}
+
+impl Frame {
+    fn parse(text: &str) -> Result<Frame, serde_json::Error> {
+        let (join_ref, msg_ref, topic, event, payload) = serde_json::from_str(text)?;
+        Ok(Frame {
+            join_ref,
+            msg_ref,
+            topic,
+            event,
+            payload,
+        })
+    }
+
+    fn to_text(&self) -> String {
+        let array = (
+            &self.join_ref,
+            &self.msg_ref,
+            &self.topic,
+            &self.event,
+            &self.payload,
+        );
+        serde_json::to_string(&array).unwrap()
+    }
+}
 
 fn join_info() -> JoinInfo {
     JoinInfo {
@@ -57,6 +90,8 @@ fn ready() -> Event {
         backend_reason: None,
         config_version: 2,
         listeners: vec![],
+        instances: vec![],
+        editors: vec![],
         limits: Limits {
             max_request_body: 1 << 20,
             max_response_body: 1 << 20,
@@ -189,7 +224,7 @@ async fn joined(channel: &mut ControlChannel) -> Session {
 
 async fn control(channel: &mut ControlChannel) -> Control {
     match next_input(channel).await {
-        ControlInput::Control { control, .. } => control,
+        ControlInput::Control { control, .. } => *control,
         other => panic!("expected a control, got {other:?}"),
     }
 }
@@ -605,4 +640,51 @@ async fn leave_sends_phx_leave_after_pending_events_then_closes_with_1000() {
         .await
         .expect("the client did not end")
         .unwrap();
+}
+
+#[tokio::test]
+async fn tracked_pushes_come_back_acked_once_kandan_replies() {
+    let tcp = Tcp::new().await;
+    let mut channel = tcp.spawn(fast_timing());
+    let mut conn = tcp.accept().await;
+    conn.join_ok().await;
+    let session = joined(&mut channel).await;
+    channel.handle.reply(session, ready()).await.unwrap();
+    assert_eq!(conn.expect_event().await["type"], "runner_ready");
+
+    let ack = |seq| super::Ack {
+        instance_id: "i1".into(),
+        seq,
+    };
+    channel
+        .handle
+        .send_tracked(closed_event("a"), ack(1))
+        .await
+        .unwrap();
+    channel
+        .handle
+        .send_tracked(closed_event("b"), ack(2))
+        .await
+        .unwrap();
+    let first = conn.expect("event").await;
+    let second = conn.expect("event").await;
+    assert_eq!(second.payload["requestId"], "b");
+    // Only the answered one is acked, whatever the order of the answers.
+    conn.reply(&second, "error", json!({"reason": "nope"}))
+        .await;
+    match next_input(&mut channel).await {
+        ControlInput::Acked(got) => assert_eq!(got, ack(2)),
+        other => panic!("expected Acked, got {other:?}"),
+    }
+    assert!(
+        timeout(Duration::from_millis(200), channel.inputs.recv())
+            .await
+            .is_err(),
+        "an unanswered push was acked"
+    );
+    conn.reply(&first, "ok", json!({})).await;
+    match next_input(&mut channel).await {
+        ControlInput::Acked(got) => assert_eq!(got, ack(1)),
+        other => panic!("expected Acked, got {other:?}"),
+    }
 }

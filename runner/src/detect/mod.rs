@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use crate::process::ProcessInfo;
+use crate::detect::process_info::ProcessInfo;
 
 /// Which detector feeds the pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, clap::ValueEnum)]
@@ -141,6 +141,7 @@ pub mod ebpf;
 #[cfg(any(target_os = "macos", test))]
 pub mod libproc;
 mod poll;
+pub mod process_info;
 pub mod process_tree;
 #[cfg(target_os = "linux")]
 pub mod procfs;

@@ -44,12 +44,12 @@ const QUEUE: usize = 4;
 
 /// The roots of a polling backend. Changing them wakes the poller.
 #[derive(Debug, Default)]
-struct Roots {
+struct RootList {
     pids: Mutex<BTreeSet<u32>>,
     changed: Notify,
 }
 
-impl Roots {
+impl RootList {
     fn current(&self) -> Vec<u32> {
         self.lock().iter().copied().collect()
     }
@@ -62,7 +62,7 @@ impl Roots {
     }
 }
 
-impl RootRegistry for Roots {
+impl RootRegistry for RootList {
     fn add_root(&self, pid: u32) -> Result<(), DetectError> {
         let Ok(raw) = libc::pid_t::try_from(pid) else {
             return Err(DetectError::AddRoot {
@@ -103,7 +103,7 @@ pub(crate) fn start_with(
     config: &DetectorConfig,
     scanner: impl Scan,
 ) -> Detector {
-    let roots = Arc::new(Roots::default());
+    let roots = Arc::new(RootList::default());
     let (tx, events) = mpsc::channel(QUEUE);
     let interval = config.poll_interval.max(MIN_INTERVAL);
     let scanner = Arc::new(Mutex::new(scanner));
@@ -117,7 +117,7 @@ pub(crate) fn start_with(
 
 async fn run<S: Scan>(
     kind: BackendKind,
-    roots: Arc<Roots>,
+    roots: Arc<RootList>,
     tx: mpsc::Sender<DetectorEvent>,
     interval: Duration,
     scanner: Arc<Mutex<S>>,

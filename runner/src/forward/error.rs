@@ -1,18 +1,16 @@
 //! The forwarding module's error type, and the protocol error code
 //! (PROTOCOL.md section 4) each error is reported with.
 
-use super::gate::GateRefusal;
 use crate::control::ErrorCode;
+use crate::gate::GateRefusal;
 
 /// Why a forwarded request or socket failed.
 #[derive(Debug, thiserror::Error)]
-pub enum ForwardError {
+pub(crate) enum ForwardError {
     /// The gate refused the port.
     #[error("port {port} refused: {source}")]
     Refused {
-        /// The requested port.
         port: u16,
-        /// The gate's reason.
         #[source]
         source: GateRefusal,
     },
@@ -20,51 +18,36 @@ pub enum ForwardError {
     #[error(
         "port {port} listens only on non-loopback addresses ({addrs}); the runner connects to loopback only"
     )]
-    NoLoopbackTarget {
-        /// The requested port.
-        port: u16,
-        /// The addresses the listener bound, for the message.
-        addrs: String,
-    },
+    NoLoopbackTarget { port: u16, addrs: String },
     /// Connecting to the local server failed.
     #[error("cannot connect to {addr}")]
     Connect {
-        /// The address dialled.
         addr: std::net::SocketAddr,
-        /// The socket error.
         #[source]
         source: std::io::Error,
     },
     /// Connecting took longer than the connect timeout.
     #[error("connecting to port {port} timed out after {after:?}")]
     ConnectTimeout {
-        /// The requested port.
         port: u16,
-        /// The configured timeout.
         after: std::time::Duration,
     },
     /// The local server did not answer within the overall timeout.
-    #[error("local server on port {port} did not answer within {after:?}")]
-    ResponseTimeout {
-        /// The requested port.
-        port: u16,
-        /// The configured timeout.
-        after: std::time::Duration,
+    #[error("the local server did not answer within {after:?}")]
+    ResponseTimeout { after: std::time::Duration },
+    /// Connecting to an editor's socket failed.
+    #[error("cannot connect to the editor's socket {}", path.display())]
+    ConnectEditor {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     /// The request body is over the limit; nothing was sent.
     #[error("request body of {len} bytes is over the {limit} byte limit")]
-    RequestTooLarge {
-        /// The body's length.
-        len: usize,
-        /// The configured limit.
-        limit: usize,
-    },
+    RequestTooLarge { len: usize, limit: usize },
     /// The response body is over the limit; nothing of it was forwarded.
     #[error("response body is over the {limit} byte limit")]
-    ResponseTooLarge {
-        /// The configured limit.
-        limit: usize,
-    },
+    ResponseTooLarge { limit: usize },
     /// The HTTP exchange with the local server failed (it closed the
     /// connection, sent garbage, or died mid-response).
     #[error("http exchange with the local server failed")]
@@ -86,23 +69,22 @@ pub enum ForwardError {
     /// A WebSocket control named a socket that is not open.
     #[error("no open websocket {0:?}")]
     UnknownSocket(String),
+    /// A request named an editor that is not running.
+    #[error("no running editor {0:?}")]
+    UnknownEditor(String),
     /// The port's listener closed or its approval was revoked.
     #[error("forwarding to port {port} stopped: {cause}")]
-    PortClosed {
-        /// The port.
-        port: u16,
-        /// Why.
-        cause: super::CloseCause,
-    },
+    PortClosed { port: u16, cause: super::CloseCause },
 }
 
 impl ForwardError {
     /// The `control_error` code for this error.
-    pub fn code(&self) -> ErrorCode {
+    pub(crate) fn code(&self) -> ErrorCode {
         match self {
             Self::Refused { source, .. } => source.code(),
             Self::NoLoopbackTarget { .. }
             | Self::Connect { .. }
+            | Self::ConnectEditor { .. }
             | Self::Http(_)
             | Self::ResponseBody(_) => ErrorCode::UpstreamUnreachable,
             Self::WebSocket(err) => match **err {
@@ -115,12 +97,13 @@ impl ForwardError {
             Self::RequestTooLarge { .. } | Self::ResponseTooLarge { .. } => ErrorCode::BodyTooLarge,
             Self::InvalidRequest { .. } => ErrorCode::InvalidControl,
             Self::UnknownSocket(_) => ErrorCode::UnknownSocket,
+            Self::UnknownEditor(_) => ErrorCode::UnknownEditor,
             Self::PortClosed { cause, .. } => cause.code(),
         }
     }
 
     /// The error and its sources on one line, for the wire `message`.
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         crate::error_chain(self)
     }
 }

@@ -7,88 +7,96 @@
 //! is idempotent, so a server closing idle connections costs no request.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
 use hyper_util::rt::TokioIo;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout_at};
 use tracing::Instrument;
 
 use super::pool::{AbortOnDrop, Pool, Upstream};
-use super::{ForwardConfig, ForwardError, ForwardOutput, HttpRequest, PortGate, dial, headers};
-use crate::control::budget::{Budget, Charge, wire_cost};
+use super::{ForwardConfig, ForwardError, dial, headers};
+use crate::control::budget::{Budget, wire_cost};
+use crate::control::controls::ForwardHttpRequest;
+use crate::control::events::{
+    ControlErrorEvent, Event, ForwardHttpResponse, ForwardHttpResponseChunk,
+};
+use crate::control::{Charged, Responder};
+use crate::gate::PortGate;
 
 /// How long a finished connection may take to be ready for the next request
 /// before it is closed instead of pooled.
 const READY_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Runs one request to completion, emitting its outputs (a response, or
-/// an `HttpError`).
+/// Runs one request to completion and answers Kandan: a response, or a
+/// `control_error`.
 pub(super) async fn forward(
-    req: HttpRequest,
+    req: ForwardHttpRequest,
+    port: u16,
+    to: Responder,
     gate: Arc<dyn PortGate>,
     pool: Arc<Pool>,
     config: Arc<ForwardConfig>,
-    out: mpsc::Sender<ForwardOutput>,
 ) {
     let span = tracing::info_span!(
         "forward_http",
         request_id = %req.request_id,
-        port = req.port,
-        method = %req.method,
+        port,
+        method = %req.method.0,
     );
     async move {
         let request_id = req.request_id.clone();
-        if let Err(err) = exchange(req, &*gate, &pool, &config, &out).await {
+        if let Err(err) = exchange(req, port, &to, &*gate, &pool, &config).await {
             tracing::info!(code = %err.code(), error = %err.message(), "forward failed");
-            let _ = out
-                .send(ForwardOutput::HttpError {
-                    request_id,
-                    code: err.code(),
-                    message: err.message(),
-                })
-                .await;
+            to.send(failed(request_id, &err)).await;
         }
     }
     .instrument(span)
     .await;
 }
 
+/// The `control_error` that ends a `forward_http_request`.
+pub(super) fn failed(request_id: String, err: &ForwardError) -> Event {
+    Event::ControlError(ControlErrorEvent {
+        control_type: "forward_http_request".to_owned(),
+        request_id: Some(request_id),
+        code: err.code(),
+        message: err.message(),
+        ..ControlErrorEvent::default()
+    })
+}
+
 /// Builds the upstream request from the control, refusing bad input and
 /// bodies over the limit before anything is sent.
 fn build_request(
-    req: &HttpRequest,
+    req: &ForwardHttpRequest,
+    host: &HeaderValue,
     config: &ForwardConfig,
 ) -> Result<http::Request<Full<Bytes>>, ForwardError> {
-    if req.body.len() > config.max_request_body {
+    let body = &req.body.0;
+    if body.len() > config.max_request_body {
         return Err(ForwardError::RequestTooLarge {
-            len: req.body.len(),
+            len: body.len(),
             limit: config.max_request_body,
         });
     }
-    let method = http::Method::from_bytes(req.method.as_bytes()).map_err(|_| {
-        ForwardError::InvalidRequest {
-            what: "method",
-            detail: format!("{:?}", req.method),
-        }
-    })?;
-    let target = path_and_query(&req.path, req.query_string.as_deref())?;
-    let mut map: HeaderMap = headers::parse(&req.headers)?;
+    let target = path_and_query(&req.path.0, req.query_string.as_deref())?;
+    let mut map: HeaderMap = req.headers.0.clone();
     headers::strip_hop_by_hop(&mut map);
     // The body is whole here: hyper sets the length, and there is nothing
     // to wait for behind an `Expect: 100-continue`.
     map.remove(header::CONTENT_LENGTH);
     map.remove(header::EXPECT);
-    headers::localize(&mut map, req.port);
+    headers::localize(&mut map, host);
     let mut request = http::Request::builder()
-        .method(method)
+        .method(req.method.0.clone())
         .uri(target)
-        .body(Full::new(req.body.clone()))
+        .body(Full::new(body.clone()))
         .map_err(|err| ForwardError::InvalidRequest {
             what: "request",
             detail: err.to_string(),
@@ -97,18 +105,12 @@ fn build_request(
     Ok(request)
 }
 
-/// The origin-form request target. A path must start with `/`, so a
-/// control can never name another host in an absolute-form target.
+/// The origin-form request target (the path starts with `/`: a typed
+/// control's [`crate::control::controls::UrlPath`] does).
 pub(super) fn path_and_query(
     path: &str,
     query: Option<&str>,
 ) -> Result<PathAndQuery, ForwardError> {
-    if !path.starts_with('/') {
-        return Err(ForwardError::InvalidRequest {
-            what: "path",
-            detail: format!("{path:?} does not start with '/'"),
-        });
-    }
     let query = query.map(|q| q.strip_prefix('?').unwrap_or(q));
     let target = match query {
         Some(q) if !q.is_empty() => format!("{path}?{q}"),
@@ -155,13 +157,13 @@ async fn open(
 /// is idempotent (the server cannot have acted on it twice to any effect).
 async fn send(
     gate: &dyn PortGate,
-    req: &HttpRequest,
+    req: &ForwardHttpRequest,
+    port: u16,
     request: http::Request<Full<Bytes>>,
     targets: &[IpAddr],
     pooled: Option<Upstream>,
     config: &ForwardConfig,
 ) -> Result<(http::Response<Incoming>, Upstream), ForwardError> {
-    let port = req.port;
     let Some(mut up) = pooled else {
         let mut up = open(gate, targets, port, config).await?;
         let response = up
@@ -179,7 +181,7 @@ async fn send(
     drop(up);
     let retry = match failed.take_message() {
         Some(unsent) => unsent,
-        None if idempotent => build_request(req, config)?,
+        None if idempotent => build_request(req, &headers::local_host(port), config)?,
         None => return Err(ForwardError::Http(failed.into_error())),
     };
     tracing::debug!(error = %failed.error(), "pooled connection failed, retrying on a fresh one");
@@ -193,26 +195,99 @@ async fn send(
 }
 
 async fn exchange(
-    req: HttpRequest,
+    req: ForwardHttpRequest,
+    port: u16,
+    to: &Responder,
     gate: &dyn PortGate,
     pool: &Pool,
     config: &ForwardConfig,
-    out: &mpsc::Sender<ForwardOutput>,
 ) -> Result<(), ForwardError> {
-    let request = build_request(&req, config)?;
-    let port = req.port;
+    let request = build_request(&req, &headers::local_host(port), config)?;
     let deadline = Instant::now() + config.overall_timeout;
-    let too_slow = || ForwardError::ResponseTimeout {
-        port,
-        after: config.overall_timeout,
-    };
 
     // The gate decides on every request, pooled connection or not.
     let targets = dial::targets(gate, port)?;
     let (pooled, ticket) = pool.take(port, &targets);
-    let head = send(gate, &req, request, &targets, pooled, config);
-    let (response, mut up) = timeout_at(deadline, head).await.map_err(|_| too_slow())??;
+    let head = send(gate, &req, port, request, &targets, pooled, config);
+    let (response, mut up) = timeout_at(deadline, head)
+        .await
+        .map_err(|_| too_slow(config))??;
+    if deliver(req, response, to, config, deadline).await? {
+        // The whole body was read: once hyper has seen the connection
+        // through to idle (or closed, for `Connection: close`), it can be
+        // reused.
+        if let Ok(Ok(())) = tokio::time::timeout(READY_GRACE, up.sender.ready()).await {
+            pool.put(ticket, up);
+        }
+    }
+    Ok(())
+}
 
+/// Runs one request to an editor on its Unix socket and answers Kandan;
+/// editors get a fresh connection per request (no gate: Kandan asked for
+/// the editor, and only the runner's user can reach its socket).
+pub(super) async fn forward_editor(
+    req: ForwardHttpRequest,
+    socket: PathBuf,
+    to: Responder,
+    config: Arc<ForwardConfig>,
+) {
+    let span = tracing::info_span!("forward_editor", request_id = %req.request_id);
+    async move {
+        let request_id = req.request_id.clone();
+        if let Err(err) = exchange_editor(req, &socket, &to, &config).await {
+            tracing::info!(code = %err.code(), error = %err.message(), "forward failed");
+            to.send(failed(request_id, &err)).await;
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+async fn exchange_editor(
+    req: ForwardHttpRequest,
+    socket: &Path,
+    to: &Responder,
+    config: &ForwardConfig,
+) -> Result<(), ForwardError> {
+    let request = build_request(&req, &HeaderValue::from_static("localhost"), config)?;
+    let deadline = Instant::now() + config.overall_timeout;
+    let stream = dial::connect_editor(socket, config.connect_timeout).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(ForwardError::Http)?;
+    let _task = AbortOnDrop(
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                tracing::debug!(error = %err, "editor connection ended with an error");
+            }
+        })
+        .abort_handle(),
+    );
+    let response = timeout_at(deadline, sender.send_request(request))
+        .await
+        .map_err(|_| too_slow(config))?
+        .map_err(ForwardError::Http)?;
+    deliver(req, response, to, config, deadline).await?;
+    Ok(())
+}
+
+fn too_slow(config: &ForwardConfig) -> ForwardError {
+    ForwardError::ResponseTimeout {
+        after: config.overall_timeout,
+    }
+}
+
+/// Answers Kandan with `response`: whole (within the body limit), or as a
+/// stream of chunks. True when the body was read to its end, so the
+/// connection may be reused.
+async fn deliver(
+    req: ForwardHttpRequest,
+    response: http::Response<Incoming>,
+    to: &Responder,
+    config: &ForwardConfig,
+    deadline: Instant,
+) -> Result<bool, ForwardError> {
     let (parts, body) = response.into_parts();
     let mut response_headers = parts.headers;
     headers::strip_hop_by_hop(&mut response_headers);
@@ -221,7 +296,8 @@ async fn exchange(
 
     if req.accept_streaming && is_stream(&response_headers, &body) {
         let budget = &config.event_budget;
-        return stream(req.request_id, status, &response_headers, body, budget, out).await;
+        stream(req.request_id, status, &response_headers, body, budget, to).await?;
+        return Ok(false);
     }
 
     let limit = config.max_response_body;
@@ -239,27 +315,24 @@ async fn exchange(
     let reserve = declared.map_or(limit, |len| len as usize);
     let mut charge = timeout_at(deadline, config.event_budget.charge(wire_cost(reserve)))
         .await
-        .map_err(|_| too_slow())?;
+        .map_err(|_| too_slow(config))?;
     let body = timeout_at(deadline, read_body(body, reserve, limit))
         .await
-        .map_err(|_| too_slow())??;
+        .map_err(|_| too_slow(config))??;
     charge.shrink_to(wire_cost(body.len()));
-    let _ = out
-        .send(ForwardOutput::HttpResponse {
-            request_id: req.request_id,
-            status,
-            headers: headers::to_pairs(&response_headers),
-            body,
-            streaming: false,
-            charge,
-        })
-        .await;
-    // The whole body was read: once hyper has seen the connection through
-    // to idle (or closed, for `Connection: close`), it can be reused.
-    if let Ok(Ok(())) = tokio::time::timeout(READY_GRACE, up.sender.ready()).await {
-        pool.put(ticket, up);
-    }
-    Ok(())
+    let response = Event::ForwardHttpResponse(ForwardHttpResponse {
+        request_id: req.request_id,
+        status,
+        headers: headers::to_pairs(&response_headers),
+        streaming: None,
+        body,
+    });
+    to.send(Charged {
+        event: response,
+        charge,
+    })
+    .await;
+    Ok(true)
 }
 
 /// Reads a whole body of at most `limit` bytes into one buffer of
@@ -309,17 +382,16 @@ async fn stream(
     response_headers: &HeaderMap,
     mut body: Incoming,
     budget: &Budget,
-    out: &mpsc::Sender<ForwardOutput>,
+    to: &Responder,
 ) -> Result<(), ForwardError> {
-    let head = ForwardOutput::HttpResponse {
+    let head = Event::ForwardHttpResponse(ForwardHttpResponse {
         request_id: request_id.clone(),
         status,
         headers: headers::to_pairs(response_headers),
         body: Bytes::new(),
-        streaming: true,
-        charge: Charge::default(),
-    };
-    if out.send(head).await.is_err() {
+        streaming: Some(true),
+    });
+    if !to.send(head).await {
         return Ok(());
     }
     let mut seq = 0u64;
@@ -335,14 +407,17 @@ async fn stream(
         };
         // Waiting for room here stops reading from the local server.
         let charge = budget.charge(wire_cost(data.len())).await;
-        let chunk = ForwardOutput::HttpChunk {
+        let chunk = Event::ForwardHttpResponseChunk(ForwardHttpResponseChunk {
             request_id: request_id.clone(),
             seq,
             body: data,
             done,
+        });
+        let sent = to.send(Charged {
+            event: chunk,
             charge,
-        };
-        if out.send(chunk).await.is_err() || done {
+        });
+        if !sent.await || done {
             tracing::debug!(chunks = seq + 1, "stream ended");
             return Ok(());
         }

@@ -1,55 +1,69 @@
 //! Forwarding HTTP requests and WebSockets from Kandan to approved local
 //! ports (PROTOCOL.md sections 3 to 5).
 //!
-//! Typed in, typed out, raw bytes: the control layer turns wire controls into
-//! [`HttpRequest`] / [`WsOpen`] and calls a [`Forwarder`]; everything the
-//! forwarder has to say comes back as [`ForwardOutput`]s on one bounded
-//! channel, in order per request and per socket. Every connection first asks
-//! the [`PortGate`] where it may go, and goes only to loopback.
+//! The typed controls go in as they were read, with a [`Responder`] bound
+//! to the session they came on; each request and socket runs on its own
+//! task and answers Kandan through it, in order, without passing the main
+//! loop. Every connection first asks the [`PortGate`] where it may go, goes
+//! only to loopback, and is verified before its first byte.
 
 mod config;
 mod dial;
 mod error;
-mod gate;
 mod headers;
 mod http;
-mod output;
 mod pool;
 mod websocket;
 
 #[cfg(test)]
-mod test_servers;
-#[cfg(test)]
-mod tests_http;
-#[cfg(test)]
-mod tests_pool;
-#[cfg(test)]
-mod tests_websocket;
+mod tests;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use pool::Pool;
 
-use crate::control::ErrorCode;
-use crate::control::controls::Opcode;
+use crate::control::controls::{
+    ForwardHttpRequest, ForwardWebsocketClose, ForwardWebsocketOpen, ForwardWebsocketSend, Target,
+};
+use crate::control::{ErrorCode, Responder};
+use crate::gate::PortGate;
 
-pub use config::ForwardConfig;
-pub use dial::loopback_targets;
-pub use error::ForwardError;
-pub use gate::{GateRefusal, PortGate};
-pub use output::{ForwardOutput, HttpRequest, WsFailure, WsOpen};
-pub use pool::PoolConfig;
-pub use websocket::SocketTable;
+pub(crate) use config::ForwardConfig;
+pub(crate) use error::ForwardError;
+pub(crate) use pool::PoolConfig;
+use websocket::SocketTable;
+
+/// Where the runner's editors listen (PROTOCOL.md section 8): each one's
+/// private Unix socket, by `editorId`. Implemented by the editor registry.
+pub(crate) trait EditorSockets: Send + Sync {
+    fn socket(&self, editor_id: &str) -> Option<PathBuf>;
+}
+
+/// No editors (`watch`, tests of ports alone).
+pub(crate) struct NoEditors;
+
+impl EditorSockets for NoEditors {
+    fn socket(&self, _: &str) -> Option<PathBuf> {
+        None
+    }
+}
+
+/// A request's or socket's target, resolved.
+#[derive(Clone, Debug)]
+enum Local {
+    Port(u16),
+    Editor(PathBuf),
+}
 
 /// Why forwarding to a port stopped (see [`Forwarder::close_port`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseCause {
+pub(crate) enum CloseCause {
     /// The port's listener closed.
     ListenerClosed,
     /// Kandan's approval no longer holds (revoked, or the listener's identity changed).
@@ -58,7 +72,7 @@ pub enum CloseCause {
 
 impl CloseCause {
     /// The code reported to Kandan for requests cut short.
-    pub fn code(self) -> ErrorCode {
+    pub(crate) fn code(self) -> ErrorCode {
         match self {
             Self::ListenerClosed => ErrorCode::PortNotListening,
             Self::ApprovalRevoked => ErrorCode::PortNotApproved,
@@ -77,7 +91,7 @@ impl fmt::Display for CloseCause {
 
 /// How a running request or socket is told to stop.
 #[derive(Debug, Clone, Copy)]
-enum Stop {
+enum TaskStop {
     /// The port closed: tell Kandan.
     Port(CloseCause),
     /// The runner lost Kandan: stop quietly, there is nobody to tell (and
@@ -96,16 +110,16 @@ enum Stop {
 #[derive(Default)]
 struct HttpTasks {
     next: AtomicU64,
-    running: Mutex<HashMap<u64, (u16, oneshot::Sender<Stop>)>>,
+    running: Mutex<HashMap<u64, (u16, oneshot::Sender<TaskStop>)>>,
 }
 
 impl HttpTasks {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (u16, oneshot::Sender<Stop>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (u16, oneshot::Sender<TaskStop>)>> {
         // A panic while holding the lock cannot leave the map inconsistent.
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn stop_port(&self, port: u16, stop: Stop) {
+    fn stop_port(&self, port: u16, stop: TaskStop) {
         let mut running = self.lock();
         let keys: Vec<u64> = running
             .iter()
@@ -121,69 +135,84 @@ impl HttpTasks {
 
     fn stop_all(&self) {
         for (_, (_, tx)) in self.lock().drain() {
-            let _ = tx.send(Stop::Silent);
+            let _ = tx.send(TaskStop::Silent);
         }
     }
 }
 
-/// Runs forwarded HTTP requests and WebSockets. Cheap to clone; must be
-/// used inside a tokio runtime.
-#[derive(Clone)]
-pub struct Forwarder {
+/// Runs forwarded HTTP requests and WebSockets; must be used inside a
+/// tokio runtime.
+pub(crate) struct Forwarder {
     gate: Arc<dyn PortGate>,
+    editors: Arc<dyn EditorSockets>,
     config: Arc<ForwardConfig>,
-    out: mpsc::Sender<ForwardOutput>,
     http: Arc<HttpTasks>,
     pool: Arc<Pool>,
     sockets: SocketTable,
 }
 
 impl Forwarder {
-    /// A forwarder that asks `gate` before every connection and reports on
-    /// `out`. Give `out` a bounded capacity: a full channel slows the local
-    /// servers down instead of growing memory.
-    pub fn new(
+    /// A forwarder that asks `gate` before every connection to a port, and
+    /// finds editors through `editors`.
+    pub(crate) fn new(
         gate: Arc<dyn PortGate>,
+        editors: Arc<dyn EditorSockets>,
         config: ForwardConfig,
-        out: mpsc::Sender<ForwardOutput>,
     ) -> Self {
         let config = Arc::new(config);
-        let sockets = SocketTable::new(gate.clone(), config.clone(), out.clone());
+        let sockets = SocketTable::new(gate.clone(), config.clone());
         let pool = Arc::new(Pool::new(config.pool));
         Self {
             gate,
+            editors,
             config,
-            out,
             http: Arc::default(),
             pool,
             sockets,
         }
     }
 
-    /// Starts `req` on its own task; its outputs follow on the channel.
-    pub fn http(&self, req: HttpRequest) {
+    /// Starts `req` on its own task, which answers through `to`.
+    fn resolve(&self, target: &Target) -> Result<Local, ForwardError> {
+        match target {
+            Target::Port(port) => Ok(Local::Port(*port)),
+            Target::Editor(id) => (self.editors.socket(id))
+                .map(Local::Editor)
+                .ok_or_else(|| ForwardError::UnknownEditor(id.clone())),
+        }
+    }
+
+    pub(crate) fn http(&self, req: ForwardHttpRequest, to: Responder) {
+        let port = match self.resolve(&req.target) {
+            Ok(Local::Port(port)) => port,
+            Ok(Local::Editor(socket)) => {
+                let config = self.config.clone();
+                tokio::spawn(http::forward_editor(req, socket, to, config));
+                return;
+            }
+            Err(err) => {
+                tokio::spawn(async move { to.send(http::failed(req.request_id, &err)).await });
+                return;
+            }
+        };
         let key = self.http.next.fetch_add(1, Ordering::Relaxed);
         let (stop_tx, stop_rx) = oneshot::channel();
-        self.http.lock().insert(key, (req.port, stop_tx));
-        let (gate, pool, config, out, tasks) = (
+        self.http.lock().insert(key, (port, stop_tx));
+        let (gate, pool, config, tasks) = (
             self.gate.clone(),
             self.pool.clone(),
             self.config.clone(),
-            self.out.clone(),
             self.http.clone(),
         );
         tokio::spawn(async move {
-            let (request_id, port) = (req.request_id.clone(), req.port);
+            let request_id = req.request_id.clone();
+            let answers = to.clone();
             tokio::select! {
-                () = http::forward(req, gate, pool, config, out.clone()) => {}
+                () = http::forward(req, port, answers, gate, pool, config) => {}
                 stop = stop_rx => {
-                    if let Ok(Stop::Port(cause)) = stop {
+                    if let Ok(TaskStop::Port(cause)) = stop {
                         let err = ForwardError::PortClosed { port, cause };
-                        let _ = out.send(ForwardOutput::HttpError {
-                            request_id,
-                            code: err.code(),
-                            message: err.message(),
-                        }).await;
+                        to.send(http::failed(request_id, &err)).await;
                     }
                 }
             }
@@ -191,33 +220,36 @@ impl Forwarder {
         });
     }
 
-    /// Opens a WebSocket to the local server; `WsOpened` or `WsClosed` follows.
-    pub async fn ws_open(&self, open: WsOpen) {
-        self.sockets.open(open).await;
+    /// Opens a WebSocket to the local server; `forward_websocket_opened` or
+    /// `forward_websocket_closed` follows through `to`, and so does every
+    /// message of the socket.
+    pub(crate) async fn ws_open(&self, open: ForwardWebsocketOpen, to: Responder) {
+        let local = self.resolve(&open.target);
+        self.sockets.open(open, local, to).await;
     }
 
     /// Queues a frame for the local server.
-    pub async fn ws_send(&self, socket_id: &str, opcode: Opcode, body: Bytes) {
-        self.sockets.send(socket_id, opcode, body).await;
+    pub(crate) async fn ws_send(&self, send: ForwardWebsocketSend, to: &Responder) {
+        self.sockets.send(send, to).await;
     }
 
-    /// Closes a socket from Kandan's side; `WsClosed` follows.
-    pub async fn ws_close(&self, socket_id: &str) {
-        self.sockets.close(socket_id).await;
+    /// Closes a socket from Kandan's side; `forward_websocket_closed` follows.
+    pub(crate) async fn ws_close(&self, close: ForwardWebsocketClose, to: &Responder) {
+        self.sockets.close(&close.socket_id, to).await;
     }
 
-    /// Stops everything forwarded to `port`: its sockets close (`WsClosed`)
-    /// and its in-flight requests end with an `HttpError` carrying
-    /// `cause`'s code. Its idle keep-alive connections close, so a
-    /// restarted server is never sent a request on a stale one.
-    pub fn close_port(&self, port: u16, cause: CloseCause) {
+    /// Stops everything forwarded to `port`: its sockets close and its
+    /// in-flight requests end with a `control_error` carrying `cause`'s
+    /// code. Its idle keep-alive connections close, so a restarted server
+    /// is never sent a request on a stale one.
+    pub(crate) fn close_port(&self, port: u16, cause: CloseCause) {
         self.pool.purge(port);
-        self.http.stop_port(port, Stop::Port(cause));
+        self.http.stop_port(port, TaskStop::Port(cause));
         self.sockets.close_port(port, cause);
     }
 
     /// Stops everything without a word (the runner lost Kandan).
-    pub fn close_all(&self) {
+    pub(crate) fn close_all(&self) {
         self.pool.purge_all();
         self.http.stop_all();
         self.sockets.close_all();
@@ -226,14 +258,20 @@ impl Forwarder {
     /// The runner is stopping (PROTOCOL.md section 9): every socket closes
     /// with 1001 and reports `WsClosed` with that code and no error;
     /// requests in flight stop without a word (Kandan learns from the leave).
-    pub fn shut_down(&self) {
+    pub(crate) fn shut_down(&self) {
         self.pool.purge_all();
         self.http.stop_all();
         self.sockets.shut_down();
     }
 
+    /// Waits (up to `patience`) until every socket has reported its close.
+    pub(crate) async fn sockets_closed(&self, patience: std::time::Duration) {
+        self.sockets.reported(patience).await;
+    }
+
     /// The number of open (or opening) sockets.
-    pub fn socket_count(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn socket_count(&self) -> usize {
         self.sockets.len()
     }
 }

@@ -10,14 +10,13 @@
 //! local server in the meantime.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ::http::header::{self, HeaderValue};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::client::generate_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -25,16 +24,19 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use tracing::Instrument;
 
-use crate::control::ErrorCode;
 use crate::control::budget::{Budget, wire_cost};
-use crate::control::controls::Opcode;
-
-use super::{
-    CloseCause, ForwardConfig, ForwardError, ForwardOutput, PortGate, Stop, WsFailure, WsOpen,
-    dial, headers, http,
+use crate::control::controls::{ForwardWebsocketOpen, ForwardWebsocketSend, Opcode};
+use crate::control::events::{
+    ControlErrorEvent, Event, ForwardWebsocketClosed, ForwardWebsocketMessage,
+    ForwardWebsocketOpened,
 };
+use crate::control::{Charged, ErrorCode, Responder};
+use crate::gate::PortGate;
 
-type Ws = WebSocketStream<TcpStream>;
+use super::dial::LocalStream;
+use super::{CloseCause, ForwardConfig, ForwardError, Local, TaskStop, dial, headers, http};
+
+type Ws = WebSocketStream<LocalStream>;
 
 /// Handshake headers the runner sets itself. Extensions go too: tungstenite
 /// speaks no permessage-deflate, so the browser's offer must not reach the
@@ -49,16 +51,19 @@ const HANDSHAKE_HEADERS: [&str; 5] = [
 
 struct Entry {
     serial: u64,
-    port: u16,
+    /// None for an editor's socket.
+    port: Option<u16>,
     frames: mpsc::Sender<(Message, usize)>,
     queued: Arc<AtomicUsize>,
-    stop: oneshot::Sender<Stop>,
+    stop: oneshot::Sender<TaskStop>,
 }
 
 struct Inner {
     gate: Arc<dyn PortGate>,
     config: Arc<ForwardConfig>,
-    out: mpsc::Sender<ForwardOutput>,
+    /// Socket tasks that have not sent their last event yet.
+    unreported: AtomicUsize,
+    reported: Notify,
     next: AtomicU64,
     sockets: Mutex<HashMap<String, Entry>>,
 }
@@ -76,39 +81,42 @@ impl Inner {
             sockets.remove(socket_id);
         }
     }
+}
 
-    async fn emit(&self, output: ForwardOutput) {
-        let _ = self.out.send(output).await;
-    }
+/// A WebSocket control that was refused (unknown socket, invalid payload);
+/// the socket, if any, is unaffected.
+async fn refuse(to: &Responder, control_type: &str, socket_id: &str, err: ForwardError) {
+    let event = Event::ControlError(ControlErrorEvent {
+        control_type: control_type.to_owned(),
+        socket_id: Some(socket_id.to_owned()),
+        code: err.code(),
+        message: err.message(),
+        ..ControlErrorEvent::default()
+    });
+    to.send(event).await;
+}
 
-    async fn refuse(&self, socket_id: &str, err: ForwardError) {
-        self.emit(ForwardOutput::WsError {
-            socket_id: socket_id.to_owned(),
-            code: err.code(),
-            message: err.message(),
-        })
-        .await;
-    }
+/// Why a socket failed: the code first, so Kandan can tell a refusal from
+/// a failure.
+struct Failure {
+    code: ErrorCode,
+    message: String,
 }
 
 /// The open WebSockets, each run by its own task.
-#[derive(Clone)]
-pub struct SocketTable {
+pub(super) struct SocketTable {
     inner: Arc<Inner>,
 }
 
 impl SocketTable {
-    /// An empty table whose sockets ask `gate` and report on `out`.
-    pub fn new(
-        gate: Arc<dyn PortGate>,
-        config: Arc<ForwardConfig>,
-        out: mpsc::Sender<ForwardOutput>,
-    ) -> Self {
+    /// An empty table whose sockets ask `gate`.
+    pub(super) fn new(gate: Arc<dyn PortGate>, config: Arc<ForwardConfig>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 gate,
                 config,
-                out,
+                unreported: AtomicUsize::new(0),
+                reported: Notify::new(),
                 next: AtomicU64::new(0),
                 sockets: Mutex::new(HashMap::new()),
             }),
@@ -116,18 +124,30 @@ impl SocketTable {
     }
 
     /// The number of open (or opening) sockets.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
         self.inner.lock().len()
     }
 
-    /// True when no socket is open.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Starts opening a socket; `WsOpened` or `WsClosed` (with the error)
-    /// follows. Frames sent before the handshake completes wait in the queue.
-    pub async fn open(&self, open: WsOpen) {
+    /// Starts opening a socket; `forward_websocket_opened` or `_closed`
+    /// (with the error) follows through `to`. Frames sent before the
+    /// handshake completes wait in the queue.
+    pub(super) async fn open(
+        &self,
+        open: ForwardWebsocketOpen,
+        local: Result<Local, ForwardError>,
+        to: Responder,
+    ) {
+        const CONTROL: &str = "forward_websocket_open";
+        let local = match local {
+            Ok(local) => local,
+            Err(err) => return refuse(&to, CONTROL, &open.socket_id, err).await,
+        };
+        // Editors have no port: `close_port` never reaches their sockets.
+        let port = match &local {
+            Local::Port(port) => Some(*port),
+            Local::Editor(_) => None,
+        };
         let serial = self.inner.next.fetch_add(1, Ordering::Relaxed);
         let (frames_tx, frames_rx) = mpsc::channel(self.inner.config.ws_queue_messages.max(1));
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -140,7 +160,7 @@ impl SocketTable {
                     open.socket_id.clone(),
                     Entry {
                         serial,
-                        port: open.port,
+                        port,
                         frames: frames_tx,
                         queued: queued.clone(),
                         stop: stop_tx,
@@ -154,14 +174,23 @@ impl SocketTable {
                 what: "socket id",
                 detail: format!("{:?} is already open", open.socket_id),
             };
-            return self.inner.refuse(&open.socket_id, err).await;
+            return refuse(&to, CONTROL, &open.socket_id, err).await;
         }
-        let span = tracing::info_span!("forward_ws", socket_id = %open.socket_id, port = open.port);
+        let span = tracing::info_span!("forward_ws", socket_id = %open.socket_id, ?port);
+        self.inner.unreported.fetch_add(1, Ordering::Relaxed);
         let inner = self.inner.clone();
         tokio::spawn(
             async move {
                 let socket_id = open.socket_id.clone();
-                run(&inner, open, frames_rx, queued, stop_rx).await;
+                let socket = Socket {
+                    inner: &inner,
+                    to: &to,
+                    socket_id: &socket_id,
+                    port,
+                    reported: AtomicBool::new(false),
+                };
+                socket.run(&open, &local, frames_rx, queued, stop_rx).await;
+                socket.mark_reported();
                 inner.forget(&socket_id, serial);
             }
             .instrument(span),
@@ -169,17 +198,20 @@ impl SocketTable {
     }
 
     /// Queues a frame for the local server. An unknown socket or a bad
-    /// payload gets a `WsError`; a full queue closes the socket.
-    pub async fn send(&self, socket_id: &str, opcode: Opcode, body: Bytes) {
+    /// payload gets a `control_error`; a full queue closes the socket.
+    pub(super) async fn send(&self, send: ForwardWebsocketSend, to: &Responder) {
+        const CONTROL: &str = "forward_websocket_send";
+        let socket_id = send.socket_id.as_str();
+        let body = send.body.0;
         let len = body.len();
         let limit = self.inner.config.ws_max_message;
         if len > limit {
             let err = ForwardError::RequestTooLarge { len, limit };
-            return self.inner.refuse(socket_id, err).await;
+            return refuse(to, CONTROL, socket_id, err).await;
         }
-        let message = match to_message(opcode, body) {
+        let message = match to_message(send.opcode, body) {
             Ok(message) => message,
-            Err(err) => return self.inner.refuse(socket_id, err).await,
+            Err(err) => return refuse(to, CONTROL, socket_id, err).await,
         };
         let config = &self.inner.config;
         let overflowed = {
@@ -201,59 +233,74 @@ impl SocketTable {
         };
         let Ok(overflowed) = overflowed else {
             let err = ForwardError::UnknownSocket(socket_id.to_owned());
-            return self.inner.refuse(socket_id, err).await;
+            return refuse(to, CONTROL, socket_id, err).await;
         };
         if let Some(entry) = overflowed {
             tracing::warn!(
                 socket_id,
                 "websocket send queue overflowed; closing the socket"
             );
-            let _ = entry.stop.send(Stop::Overflow);
+            let _ = entry.stop.send(TaskStop::Overflow);
         }
     }
 
     /// Closes the socket from Kandan's side after its queued frames; the
-    /// local server's close reply comes back as `WsClosed`.
-    pub async fn close(&self, socket_id: &str) {
+    /// local server's close reply comes back as `forward_websocket_closed`.
+    pub(super) async fn close(&self, socket_id: &str, to: &Responder) {
         let entry = self.inner.lock().remove(socket_id);
         match entry {
             Some(entry) => {
-                let _ = entry.stop.send(Stop::Closed);
+                let _ = entry.stop.send(TaskStop::Closed);
             }
             None => {
                 let err = ForwardError::UnknownSocket(socket_id.to_owned());
-                self.inner.refuse(socket_id, err).await;
+                refuse(to, "forward_websocket_close", socket_id, err).await;
             }
         }
     }
 
     /// Closes every socket of `port` (its listener closed or its approval
-    /// went); each reports `WsClosed` with `cause`'s code as the error.
-    pub fn close_port(&self, port: u16, cause: CloseCause) {
+    /// went); each reports `forward_websocket_closed` with `cause`'s code
+    /// as the error.
+    pub(super) fn close_port(&self, port: u16, cause: CloseCause) {
         let mut sockets = self.inner.lock();
         let ids: Vec<String> = sockets
             .iter()
-            .filter(|(_, e)| e.port == port)
+            .filter(|(_, e)| e.port == Some(port))
             .map(|(id, _)| id.clone())
             .collect();
         for id in ids {
             if let Some(entry) = sockets.remove(&id) {
-                let _ = entry.stop.send(Stop::Port(cause));
+                let _ = entry.stop.send(TaskStop::Port(cause));
             }
         }
     }
 
-    /// Closes every socket with 1001, each reporting `WsClosed` (the runner stops).
-    pub fn shut_down(&self) {
+    /// Closes every socket with 1001, each reporting its close (the runner stops).
+    pub(super) fn shut_down(&self) {
         for (_, entry) in self.inner.lock().drain() {
-            let _ = entry.stop.send(Stop::Shutdown);
+            let _ = entry.stop.send(TaskStop::Shutdown);
+        }
+    }
+
+    /// Waits (up to `patience`) until every socket has sent its last event.
+    pub(super) async fn reported(&self, patience: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let reported = self.inner.reported.notified();
+            if self.inner.unreported.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, reported).await.is_err() {
+                return;
+            }
         }
     }
 
     /// Closes every socket without reporting (the runner lost Kandan).
-    pub fn close_all(&self) {
+    pub(super) fn close_all(&self) {
         for (_, entry) in self.inner.lock().drain() {
-            let _ = entry.stop.send(Stop::Silent);
+            let _ = entry.stop.send(TaskStop::Silent);
         }
     }
 }
@@ -261,11 +308,7 @@ impl SocketTable {
 fn to_message(opcode: Opcode, body: Bytes) -> Result<Message, ForwardError> {
     let control_too_long = || ForwardError::InvalidRequest {
         what: "control frame",
-        detail: format!(
-            "{} payload of {} bytes is over 125",
-            opcode.as_str(),
-            body.len()
-        ),
+        detail: format!("{opcode:?} payload of {} bytes is over 125", body.len()),
     };
     Ok(match opcode {
         Opcode::Text => Message::Text(Utf8Bytes::try_from(body.clone()).map_err(|_| {
@@ -284,11 +327,18 @@ fn to_message(opcode: Opcode, body: Bytes) -> Result<Message, ForwardError> {
 
 /// Connects and performs the handshake, keeping the browser's subprotocol,
 /// origin and cookies; returns the socket and the chosen subprotocol.
-async fn connect(inner: &Inner, open: &WsOpen) -> Result<(Ws, Option<String>), ForwardError> {
+async fn connect(
+    inner: &Inner,
+    open: &ForwardWebsocketOpen,
+    local: &Local,
+) -> Result<(Ws, Option<String>), ForwardError> {
+    let host = match local {
+        Local::Port(port) => headers::local_host(*port),
+        Local::Editor(_) => HeaderValue::from_static("localhost"),
+    };
     let config = &inner.config;
-    let port = open.port;
-    let target = http::path_and_query(&open.path, open.query_string.as_deref())?;
-    let mut map = headers::parse(&open.headers)?;
+    let target = http::path_and_query(&open.path.0, open.query_string.as_deref())?;
+    let mut map = open.headers.0.clone();
     headers::strip_hop_by_hop(&mut map);
     for name in HANDSHAKE_HEADERS {
         map.remove(name);
@@ -304,7 +354,7 @@ async fn connect(inner: &Inner, open: &WsOpen) -> Result<(Ws, Option<String>), F
         let joined = HeaderValue::from_str(&offered.join(", ")).expect("joined valid values");
         map.insert(header::SEC_WEBSOCKET_PROTOCOL, joined);
     }
-    headers::localize(&mut map, port);
+    headers::localize(&mut map, &host);
     map.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     map.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     map.insert(
@@ -316,7 +366,10 @@ async fn connect(inner: &Inner, open: &WsOpen) -> Result<(Ws, Option<String>), F
         HeaderValue::from_str(&generate_key()).expect("base64 key"),
     );
     let mut request = ::http::Request::builder()
-        .uri(format!("ws://localhost:{port}{target}"))
+        .uri(format!(
+            "ws://{}{target}",
+            host.to_str().unwrap_or("localhost")
+        ))
         .body(())
         .map_err(|err| ForwardError::InvalidRequest {
             what: "websocket request",
@@ -324,15 +377,22 @@ async fn connect(inner: &Inner, open: &WsOpen) -> Result<(Ws, Option<String>), F
         })?;
     *request.headers_mut() = map;
 
-    let stream = dial::connect(&*inner.gate, port, config.connect_timeout).await?;
+    let stream = match local {
+        Local::Port(port) => {
+            LocalStream::Tcp(dial::connect(&*inner.gate, *port, config.connect_timeout).await?)
+        }
+        Local::Editor(path) => {
+            LocalStream::Unix(dial::connect_editor(path, config.connect_timeout).await?)
+        }
+    };
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(config.ws_max_message))
-        .max_frame_size(Some(config.ws_max_message));
+        .max_frame_size(Some(config.ws_max_message))
+        .read_buffer_size(crate::control::connector::READ_BUFFER);
     let handshake = tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config));
     let (ws, response) = tokio::time::timeout(config.overall_timeout, handshake)
         .await
         .map_err(|_| ForwardError::ResponseTimeout {
-            port,
             after: config.overall_timeout,
         })?
         .map_err(|err| ForwardError::WebSocket(Box::new(err)))?;
@@ -346,187 +406,237 @@ async fn connect(inner: &Inner, open: &WsOpen) -> Result<(Ws, Option<String>), F
 
 /// How a connected socket's pumping ended.
 enum End {
-    Stop(Stop),
+    TaskStop(TaskStop),
     ServerClosed(Option<CloseFrame>),
     Failed(ForwardError),
     Vanished,
 }
 
-fn failure(err: &ForwardError) -> WsFailure {
-    WsFailure {
+fn failure(err: &ForwardError) -> Failure {
+    Failure {
         code: err.code(),
         message: err.message(),
     }
 }
 
-async fn run(
-    inner: &Inner,
-    open: WsOpen,
-    mut frames: mpsc::Receiver<(Message, usize)>,
-    queued: Arc<AtomicUsize>,
-    mut stop: oneshot::Receiver<Stop>,
-) {
-    let socket_id = open.socket_id.clone();
-    let closed = |code: Option<u16>, reason: Option<String>, error: Option<WsFailure>| {
-        ForwardOutput::WsClosed {
-            socket_id: socket_id.clone(),
+/// One socket's task: what it needs to answer Kandan.
+struct Socket<'a> {
+    inner: &'a Inner,
+    to: &'a Responder,
+    socket_id: &'a str,
+    port: Option<u16>,
+    /// Its last event is out (or will never be).
+    reported: AtomicBool,
+}
+
+impl Socket<'_> {
+    async fn emit(&self, event: impl Into<Charged>) {
+        self.to.send(event).await;
+    }
+
+    fn mark_reported(&self) {
+        if !self.reported.swap(true, Ordering::AcqRel) {
+            self.inner.unreported.fetch_sub(1, Ordering::AcqRel);
+            self.inner.reported.notify_waiters();
+        }
+    }
+
+    /// `forward_websocket_closed`: the last event of every socket that was
+    /// opened, whether it closed cleanly, failed to open, or broke.
+    async fn closed(&self, code: Option<u16>, reason: Option<String>, error: Option<Failure>) {
+        let event = Event::ForwardWebsocketClosed(ForwardWebsocketClosed {
+            socket_id: self.socket_id.to_owned(),
             code,
             reason,
-            error,
-        }
-    };
-    let port = open.port;
+            error: error.map(|e| format!("{}: {}", e.code, e.message)),
+        });
+        self.emit(event).await;
+        self.mark_reported();
+    }
 
-    let connected = tokio::select! {
-        result = connect(inner, &open) => result,
-        why = &mut stop => {
-            tracing::debug!("stopped while connecting");
-            if let Some(output) = stopped_output(why.unwrap_or(Stop::Silent), port, None, &closed) {
-                inner.emit(output).await;
-            }
-            return;
-        }
-    };
-    let (ws, protocol) = match connected {
-        Ok(ok) => ok,
-        Err(err) => {
-            tracing::info!(code = %err.code(), error = %err.message(), "websocket open failed");
-            inner.emit(closed(None, None, Some(failure(&err)))).await;
-            return;
-        }
-    };
-    tracing::debug!(?protocol, "websocket opened");
-    inner
-        .emit(ForwardOutput::WsOpened {
-            socket_id: socket_id.clone(),
-            protocol,
-        })
-        .await;
-
-    let (mut sink, mut stream) = ws.split();
-    // This socket's messages waiting for Kandan, on top of the shared budget.
-    let to_kandan = Budget::new(inner.config.ws_queue_bytes);
-    let end = {
-        let reader = async {
-            loop {
-                let (opcode, body) = match stream.next().await {
-                    Some(Ok(Message::Text(text))) => (Opcode::Text, Bytes::from(text)),
-                    Some(Ok(Message::Binary(data))) => (Opcode::Binary, data),
-                    // tungstenite already answered the ping; Kandan learns of it.
-                    Some(Ok(Message::Ping(data))) => (Opcode::Ping, data),
-                    Some(Ok(Message::Pong(data))) => (Opcode::Pong, data),
-                    Some(Ok(Message::Close(frame))) => return End::ServerClosed(frame),
-                    Some(Ok(Message::Frame(_))) => continue,
-                    Some(Err(err)) => return End::Failed(ForwardError::WebSocket(Box::new(err))),
-                    None => return End::Vanished,
+    /// The close report for a socket stopped by the runner or Kandan; none
+    /// when the runner lost Kandan.
+    async fn stopped(&self, why: TaskStop, frame: Option<CloseFrame>) {
+        let (code, reason) = split_frame(frame);
+        match why {
+            TaskStop::Silent => self.mark_reported(),
+            TaskStop::Closed | TaskStop::Shutdown => self.closed(code, reason, None).await,
+            TaskStop::Port(cause) => {
+                let err = ForwardError::PortClosed {
+                    port: self.port.unwrap_or_default(),
+                    cause,
                 };
-                // Waiting for room stops reading from the local server.
-                let cost = wire_cost(body.len());
-                let mut charge = to_kandan.charge(cost).await;
-                charge.merge(inner.config.event_budget.charge(cost).await);
-                inner
-                    .emit(ForwardOutput::WsMessage {
-                        socket_id: socket_id.clone(),
-                        opcode,
-                        body,
-                        charge,
-                    })
-                    .await;
+                self.closed(code, reason, Some(failure(&err))).await;
             }
-        };
-        let writer = async {
-            while let Some((message, len)) = frames.recv().await {
-                queued.fetch_sub(len, Ordering::Relaxed);
-                if let Err(err) = sink.send(message).await {
-                    return End::Failed(ForwardError::WebSocket(Box::new(err)));
-                }
-            }
-            // The table dropped the entry, and with it this sender; the stop
-            // signal that always comes with that decides how to end.
-            std::future::pending::<End>().await
-        };
-        tokio::select! {
-            biased;
-            why = &mut stop => End::Stop(why.unwrap_or(Stop::Silent)),
-            end = reader => end,
-            end = writer => end,
-        }
-    };
-
-    match end {
-        End::ServerClosed(frame) => {
-            tracing::debug!(?frame, "local server closed");
-            // Sends tungstenite's queued close reply.
-            let _ = tokio::time::timeout(inner.config.ws_close_grace, sink.flush()).await;
-            let (code, reason) = split_frame(frame);
-            inner.emit(closed(code, reason, None)).await;
-        }
-        End::Failed(err) => {
-            tracing::info!(error = %err.message(), "websocket failed");
-            inner.emit(closed(None, None, Some(failure(&err)))).await;
-        }
-        End::Vanished => {
-            let err = ForwardError::WebSocket(Box::new(tungstenite::Error::ConnectionClosed));
-            let failure = WsFailure {
-                code: ErrorCode::UpstreamUnreachable,
-                message: format!(
-                    "local server closed the connection without a close frame: {}",
-                    err.message()
-                ),
-            };
-            inner.emit(closed(None, None, Some(failure))).await;
-        }
-        End::Stop(why) => {
-            let (code, reason) = match why {
-                Stop::Closed => (CloseCode::Normal, "closed by kandan"),
-                Stop::Overflow => (CloseCode::Again, "kandan-runner send queue overflowed"),
-                Stop::Shutdown => (CloseCode::Away, "kandan-runner stopping"),
-                Stop::Port(_) | Stop::Silent => {
-                    (CloseCode::Away, "kandan-runner stopped forwarding")
-                }
-            };
-            let ours = CloseFrame {
-                code,
-                reason: reason.into(),
-            };
-            if !matches!(why, Stop::Closed) {
-                // The runner's decision is final: report it now, whatever the
-                // local server does with the close (a stalled one may never read it).
-                if let Some(output) = stopped_output(why, port, Some(ours.clone()), &closed) {
-                    inner.emit(output).await;
-                }
-            }
-            let handshake = async {
-                if let Stop::Closed = why {
-                    // Frames Kandan sent before closing still go out, in order.
-                    while let Ok((message, _)) = frames.try_recv() {
-                        sink.send(message).await?;
-                    }
-                }
-                sink.send(Message::Close(Some(ours.clone()))).await?;
-                // The local server's reply carries the code Kandan sees.
-                loop {
-                    match stream.next().await {
-                        Some(Ok(Message::Close(frame))) => return Ok(frame),
-                        Some(Ok(_)) => continue,
-                        Some(Err(err)) => return Err(err),
-                        None => return Ok(None),
-                    }
-                }
-            };
-            let reply = tokio::time::timeout(inner.config.ws_close_grace, handshake).await;
-            if let Stop::Closed = why {
-                let frame = match reply {
-                    Ok(Ok(Some(frame))) => frame,
-                    _ => ours,
+            TaskStop::Overflow => {
+                let failure = Failure {
+                    code: ErrorCode::BodyTooLarge,
+                    message:
+                        "kandan sent faster than the local server reads; send queue overflowed"
+                            .to_owned(),
                 };
-                if let Some(output) = stopped_output(why, port, Some(frame), &closed) {
-                    inner.emit(output).await;
-                }
+                self.closed(code, reason, Some(failure)).await;
             }
         }
     }
-    tracing::debug!("websocket task ended");
+
+    async fn run(
+        &self,
+        open: &ForwardWebsocketOpen,
+        local: &Local,
+        mut frames: mpsc::Receiver<(Message, usize)>,
+        queued: Arc<AtomicUsize>,
+        mut stop: oneshot::Receiver<TaskStop>,
+    ) {
+        let inner = self.inner;
+        let connected = tokio::select! {
+            result = connect(inner, open, local) => result,
+            why = &mut stop => {
+                tracing::debug!("stopped while connecting");
+                self.stopped(why.unwrap_or(TaskStop::Silent), None).await;
+                return;
+            }
+        };
+        let (ws, protocol) = match connected {
+            Ok(ok) => ok,
+            Err(err) => {
+                tracing::info!(code = %err.code(), error = %err.message(), "websocket open failed");
+                self.closed(None, None, Some(failure(&err))).await;
+                return;
+            }
+        };
+        tracing::debug!(?protocol, "websocket opened");
+        let opened = Event::ForwardWebsocketOpened(ForwardWebsocketOpened {
+            socket_id: self.socket_id.to_owned(),
+            protocol,
+        });
+        self.emit(opened).await;
+
+        let (mut sink, mut stream) = ws.split();
+        // This socket's messages waiting for Kandan, on top of the shared budget.
+        let to_kandan = Budget::new(inner.config.ws_queue_bytes);
+        let end = {
+            let reader = async {
+                loop {
+                    let (opcode, body) = match stream.next().await {
+                        Some(Ok(Message::Text(text))) => (Opcode::Text, Bytes::from(text)),
+                        Some(Ok(Message::Binary(data))) => (Opcode::Binary, data),
+                        // tungstenite already answered the ping; Kandan learns of it.
+                        Some(Ok(Message::Ping(data))) => (Opcode::Ping, data),
+                        Some(Ok(Message::Pong(data))) => (Opcode::Pong, data),
+                        Some(Ok(Message::Close(frame))) => return End::ServerClosed(frame),
+                        Some(Ok(Message::Frame(_))) => continue,
+                        Some(Err(err)) => {
+                            return End::Failed(ForwardError::WebSocket(Box::new(err)));
+                        }
+                        None => return End::Vanished,
+                    };
+                    // Waiting for room stops reading from the local server.
+                    let cost = wire_cost(body.len());
+                    let mut charge = to_kandan.charge(cost).await;
+                    charge.merge(inner.config.event_budget.charge(cost).await);
+                    let message = Event::ForwardWebsocketMessage(ForwardWebsocketMessage {
+                        socket_id: self.socket_id.to_owned(),
+                        opcode,
+                        body,
+                    });
+                    self.emit(Charged {
+                        event: message,
+                        charge,
+                    })
+                    .await;
+                }
+            };
+            let writer = async {
+                while let Some((message, len)) = frames.recv().await {
+                    queued.fetch_sub(len, Ordering::Relaxed);
+                    if let Err(err) = sink.send(message).await {
+                        return End::Failed(ForwardError::WebSocket(Box::new(err)));
+                    }
+                }
+                // The table dropped the entry, and with it this sender; the stop
+                // signal that always comes with that decides how to end.
+                std::future::pending::<End>().await
+            };
+            tokio::select! {
+                biased;
+                why = &mut stop => End::TaskStop(why.unwrap_or(TaskStop::Silent)),
+                end = reader => end,
+                end = writer => end,
+            }
+        };
+
+        match end {
+            End::ServerClosed(frame) => {
+                tracing::debug!(?frame, "local server closed");
+                // Sends tungstenite's queued close reply.
+                let _ = tokio::time::timeout(inner.config.ws_close_grace, sink.flush()).await;
+                let (code, reason) = split_frame(frame);
+                self.closed(code, reason, None).await;
+            }
+            End::Failed(err) => {
+                tracing::info!(error = %err.message(), "websocket failed");
+                self.closed(None, None, Some(failure(&err))).await;
+            }
+            End::Vanished => {
+                let err = ForwardError::WebSocket(Box::new(tungstenite::Error::ConnectionClosed));
+                let failure = Failure {
+                    code: ErrorCode::UpstreamUnreachable,
+                    message: format!(
+                        "local server closed the connection without a close frame: {}",
+                        err.message()
+                    ),
+                };
+                self.closed(None, None, Some(failure)).await;
+            }
+            End::TaskStop(why) => {
+                let (code, reason) = match why {
+                    TaskStop::Closed => (CloseCode::Normal, "closed by kandan"),
+                    TaskStop::Overflow => (CloseCode::Again, "kandan-runner send queue overflowed"),
+                    TaskStop::Shutdown => (CloseCode::Away, "kandan-runner stopping"),
+                    TaskStop::Port(_) | TaskStop::Silent => {
+                        (CloseCode::Away, "kandan-runner stopped forwarding")
+                    }
+                };
+                let ours = CloseFrame {
+                    code,
+                    reason: reason.into(),
+                };
+                if !matches!(why, TaskStop::Closed) {
+                    // The runner's decision is final: report it now, whatever the
+                    // local server does with the close (a stalled one may never read it).
+                    self.stopped(why, Some(ours.clone())).await;
+                }
+                let handshake = async {
+                    if let TaskStop::Closed = why {
+                        // Frames Kandan sent before closing still go out, in order.
+                        while let Ok((message, _)) = frames.try_recv() {
+                            sink.send(message).await?;
+                        }
+                    }
+                    sink.send(Message::Close(Some(ours.clone()))).await?;
+                    // The local server's reply carries the code Kandan sees.
+                    loop {
+                        match stream.next().await {
+                            Some(Ok(Message::Close(frame))) => return Ok(frame),
+                            Some(Ok(_)) => continue,
+                            Some(Err(err)) => return Err(err),
+                            None => return Ok(None),
+                        }
+                    }
+                };
+                let reply = tokio::time::timeout(inner.config.ws_close_grace, handshake).await;
+                if let TaskStop::Closed = why {
+                    let frame = match reply {
+                        Ok(Ok(Some(frame))) => frame,
+                        _ => ours,
+                    };
+                    self.stopped(why, Some(frame)).await;
+                }
+            }
+        }
+        tracing::debug!("websocket task ended");
+    }
 }
 
 fn split_frame(frame: Option<CloseFrame>) -> (Option<u16>, Option<String>) {
@@ -536,32 +646,5 @@ fn split_frame(frame: Option<CloseFrame>) -> (Option<u16>, Option<String>) {
             Some(frame.reason.as_str().to_owned()).filter(|r| !r.is_empty()),
         ),
         None => (None, None),
-    }
-}
-
-/// The `WsClosed` for a socket stopped by the runner or Kandan; none when
-/// the runner lost Kandan.
-fn stopped_output(
-    why: Stop,
-    port: u16,
-    frame: Option<CloseFrame>,
-    closed: &impl Fn(Option<u16>, Option<String>, Option<WsFailure>) -> ForwardOutput,
-) -> Option<ForwardOutput> {
-    let (code, reason) = split_frame(frame);
-    match why {
-        Stop::Silent => None,
-        Stop::Closed | Stop::Shutdown => Some(closed(code, reason, None)),
-        Stop::Port(cause) => {
-            let err = ForwardError::PortClosed { port, cause };
-            Some(closed(code, reason, Some(failure(&err))))
-        }
-        Stop::Overflow => {
-            let failure = WsFailure {
-                code: ErrorCode::BodyTooLarge,
-                message: "kandan sent faster than the local server reads; send queue overflowed"
-                    .to_owned(),
-            };
-            Some(closed(code, reason, Some(failure)))
-        }
     }
 }

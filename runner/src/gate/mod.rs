@@ -7,8 +7,9 @@
 //! live sockets and every one of them belongs to an approved identity. The
 //! moment that stops being true (the last socket closed, a socket of
 //! another identity appeared, the approval was withdrawn) the gate refuses
-//! new requests and announces a [`Revocation`], so forwarding closes what
-//! is open. The same approved identity listening again resumes at once.
+//! new requests and calls its revocation hook ([`Gate::on_revoke`]) at
+//! once, on the thread that made the change, so forwarding closes what is
+//! open. The same approved identity listening again resumes at once.
 //!
 //! Every new upstream connection is also checked after connect
 //! ([`Gate::verify`]): each listening socket on that address and port must
@@ -16,6 +17,7 @@
 //! `SO_REUSEPORT` joiner, one that grabbed the port during a restart) is
 //! never sent a byte.
 
+mod port_gate;
 mod verify;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -23,17 +25,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use tokio::sync::broadcast;
-
+use crate::detect::process_info::ProcessInfo;
 use crate::detect::{ListenerSocket, SocketId};
-use crate::forward::{GateRefusal, PortGate};
-use crate::process::ProcessInfo;
 
+pub use port_gate::{GateRefusal, PortGate};
 pub use verify::ListeningSocket;
 
-/// How many revocations a slow reader may fall behind before it sees
-/// `RecvError::Lagged` (it then closes everything).
-const REVOCATION_QUEUE: usize = 256;
+/// Called with every revocation, on the thread that caused it.
+type RevokeHook = dyn Fn(Revocation) + Send + Sync;
 
 /// What an approval binds to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -127,7 +126,7 @@ pub type ListenerTable = dyn Fn() -> std::io::Result<Vec<ListeningSocket>> + Sen
 
 struct Shared {
     state: RwLock<State>,
-    revocations: broadcast::Sender<Revocation>,
+    hooks: RwLock<Vec<Box<RevokeHook>>>,
     listeners: Box<ListenerTable>,
 }
 
@@ -160,19 +159,30 @@ impl Gate {
 
     /// A gate that lists listening sockets through `listeners`.
     pub fn with_listener_table(listeners: Box<ListenerTable>) -> Self {
-        let (revocations, _) = broadcast::channel(REVOCATION_QUEUE);
         Gate {
             shared: Arc::new(Shared {
                 state: RwLock::default(),
-                revocations,
+                hooks: RwLock::default(),
                 listeners,
             }),
         }
     }
 
-    /// Revocations from now on.
-    pub fn revocations(&self) -> broadcast::Receiver<Revocation> {
-        self.shared.revocations.subscribe()
+    /// Calls `hook` with every revocation from now on, synchronously: it
+    /// must be quick and must not call back into the gate.
+    pub(crate) fn on_revoke(&self, hook: impl Fn(Revocation) + Send + Sync + 'static) {
+        let mut hooks = self.shared.hooks.write().unwrap_or_else(|e| e.into_inner());
+        hooks.push(Box::new(hook));
+    }
+
+    /// Revocations from now on, for tests to read.
+    #[cfg(test)]
+    pub(crate) fn revocations(&self) -> std::sync::mpsc::Receiver<Revocation> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.on_revoke(move |revocation| {
+            let _ = tx.send(revocation);
+        });
+        rx
     }
 
     fn read(&self) -> RwLockReadGuard<'_, State> {
@@ -234,8 +244,10 @@ impl Gate {
             return;
         };
         tracing::debug!(port, ?reason, "forwarding revoked");
-        // No subscriber is fine: nothing is being forwarded then.
-        let _ = self.shared.revocations.send(Revocation { port, reason });
+        let hooks = self.shared.hooks.read().unwrap_or_else(|e| e.into_inner());
+        for hook in hooks.iter() {
+            hook(Revocation { port, reason });
+        }
     }
 }
 

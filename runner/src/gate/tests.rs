@@ -1,6 +1,6 @@
 use std::sync::Mutex;
 
-use tokio::sync::broadcast::error::TryRecvError;
+use std::sync::mpsc::TryRecvError;
 
 use super::*;
 
@@ -56,7 +56,7 @@ fn a_port_is_forwardable_only_while_approved_sockets_listen() {
 #[test]
 fn closing_a_socket_another_identity_and_a_denial_each_revoke() {
     let gate = Gate::new();
-    let mut revoked = gate.revocations();
+    let revoked = gate.revocations();
     let vite = socket(1, 5173, "127.0.0.1", "vite");
     gate.set_live(5173, [&vite]);
     gate.set_approved(&identity(5173, "vite"), true);
@@ -88,7 +88,7 @@ fn closing_a_socket_another_identity_and_a_denial_each_revoke() {
 #[test]
 fn a_new_socket_of_the_approved_identity_changes_nothing() {
     let gate = Gate::new();
-    let mut revoked = gate.revocations();
+    let revoked = gate.revocations();
     let v4 = socket(1, 5173, "127.0.0.1", "vite");
     gate.set_live(5173, [&v4]);
     gate.set_approved(&identity(5173, "vite"), true);

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::forward::GateRefusal;
+use super::GateRefusal;
 
 /// One listening TCP socket of the runner's network namespace, as the OS
 /// lists it: its inode on Linux, its kernel socket address on macOS (the

@@ -82,10 +82,6 @@ impl Debouncer {
         }
     }
 
-    pub fn window(&self) -> Duration {
-        self.window
-    }
-
     /// Tells the debouncer what listens on `port` now (`None`: nothing).
     /// Returns the events due at once (address changes); the others come
     /// from [`Debouncer::fire_due`].
@@ -207,7 +203,7 @@ impl Debouncer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::process::ProcessInfo;
+    use crate::detect::process_info::ProcessInfo;
 
     const WINDOW: Duration = Duration::from_millis(750);
 

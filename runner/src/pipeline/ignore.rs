@@ -20,7 +20,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::process::ProcessInfo;
+use crate::detect::process_info::ProcessInfo;
 
 /// An inclusive range of ports (`9229` or `6000-6100`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use crate::process::ProcessInfo;
+use crate::detect::process_info::ProcessInfo;
 
 /// A stable listener of a watched tree, one per port.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -132,7 +132,7 @@ impl Services {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::process::ProcessInfo;
+    use crate::detect::process_info::ProcessInfo;
 
     pub(crate) fn sock(id: u64, port: u16, addr: &str, pid: u32, command: &str) -> ListenerSocket {
         let argv: Vec<String> = command.split(' ').map(str::to_string).collect();

@@ -12,8 +12,10 @@ use std::time::Duration;
 use tokio::process::Child;
 use tokio::time::{Instant, timeout_at};
 
+// The editor's code-server is set up between fork and exec the same way.
+pub(crate) use child_setup::{ParentDeath, in_child as child_setup_in_child};
 pub use signals::{Signal, Signals};
-pub use spawn::{HeldChild, SpawnError, SpawnOptions, TREE_MARKER};
+pub use spawn::{HeldChild, SpawnError, SpawnOptions};
 
 /// After a signal, how long the command gets to stop by itself before its
 /// tree gets SIGTERM.
@@ -26,7 +28,7 @@ const KILL_AT: Duration = Duration::from_millis(1200);
 /// `-- COMMAND`, released and running.
 pub struct RootCommand {
     child: Child,
-    /// This runner's [`TREE_MARKER`] value.
+    /// This runner's [`spawn::TREE_MARKER`] value.
     marker: String,
     /// `--root-pid` trees: never signalled.
     spared: Vec<u32>,
@@ -34,7 +36,7 @@ pub struct RootCommand {
 
 /// Why the runner stops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stop {
+pub enum RunnerStop {
     /// The command exited with this shell-style code.
     Exited(i32),
     /// The runner got this signal.
@@ -95,17 +97,17 @@ pub async fn exit_code_of(command: &mut Option<RootCommand>) -> i32 {
 /// 0.8 s to exit; then its tree gets SIGTERM; at 1.2 s SIGKILL. When the
 /// command has exited, what remains of its tree (a backgrounded grandchild)
 /// gets SIGTERM at once and SIGKILL at 1.2 s.
-pub async fn finish(command: Option<RootCommand>, stop: Stop, signals: &Signals) -> i32 {
+pub async fn finish(command: Option<RootCommand>, stop: RunnerStop, signals: &Signals) -> i32 {
     let start = Instant::now();
     let Some(mut command) = command else {
         return match stop {
-            Stop::Exited(code) => code,
-            Stop::Signal(signal) => 128 + signal.number(),
+            RunnerStop::Exited(code) => code,
+            RunnerStop::Signal(signal) => 128 + signal.number(),
         };
     };
     let code = match stop {
-        Stop::Exited(code) => code,
-        Stop::Signal(signal) => {
+        RunnerStop::Exited(code) => code,
+        RunnerStop::Signal(signal) => {
             signals.forward(signal, &command.child);
             match timeout_at(start + OWN_STOP, command.wait()).await {
                 Ok(code) => code,

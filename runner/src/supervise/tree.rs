@@ -1,7 +1,7 @@
 //! Finding and ending what remains of the tree the runner started.
 //!
 //! The tree is every descendant of the runner, plus every process whose
-//! environment carries this runner's [`TREE_MARKER`](super::TREE_MARKER):
+//! environment carries this runner's [`TREE_MARKER`](super::spawn::TREE_MARKER):
 //! a grandchild whose parent exited is re-parented to init and leaves the
 //! runner's descendants, but keeps the environment it inherited. The trees
 //! of `--root-pid` are never part of it (the runner did not start them).
@@ -144,7 +144,7 @@ fn has_marker(pid: u32, marker: &str) -> bool {
     let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
         return false;
     };
-    let wanted = format!("{}={marker}", super::TREE_MARKER);
+    let wanted = format!("{}={marker}", super::spawn::TREE_MARKER);
     environ
         .split(|&b| b == 0)
         .any(|var| var == wanted.as_bytes())

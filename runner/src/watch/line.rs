@@ -93,7 +93,7 @@ pub fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::process::ProcessInfo;
+    use crate::detect::process_info::ProcessInfo;
 
     fn vite() -> Candidate {
         Candidate {

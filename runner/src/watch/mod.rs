@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio::time::{Instant, timeout_at};
 
 use crate::cli::WatchArgs;
-use crate::supervise::{self, Stop};
-use crate::watched::{self, CommandOutput, Watched};
+use crate::supervise::{self, RunnerStop};
+use crate::trees::{self, CommandOutput, Trees};
 
 pub use line::render;
 
@@ -24,14 +24,14 @@ pub async fn run(args: WatchArgs) -> i32 {
         stdout_to_stderr: args.json,
     };
     let (
-        Watched {
+        Trees {
             selection,
             mut candidates,
             mut command,
             finisher,
         },
         signals,
-    ) = match watched::start_for_command(&args.detector, output, None) {
+    ) = match trees::start_for_command(&args.detector, output, None) {
         Ok(started) => started,
         Err(code) => return code,
     };
@@ -55,8 +55,8 @@ pub async fn run(args: WatchArgs) -> i32 {
                     return 0;
                 }
             }
-            code = supervise::exit_code_of(&mut command) => break Stop::Exited(code),
-            signal = signals.recv() => break Stop::Signal(signal),
+            code = supervise::exit_code_of(&mut command) => break RunnerStop::Exited(code),
+            signal = signals.recv() => break RunnerStop::Signal(signal),
         }
     };
     // PROTOCOL.md section 9: end the command's tree, then say `closed` for

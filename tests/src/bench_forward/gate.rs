@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use runner::detect::process_info::ProcessInfo;
 use runner::detect::{self, BackendChoice, DetectorConfig, ListenerSocket, SocketId};
-use runner::forward::{GateRefusal, PortGate};
 use runner::gate::Gate;
+use runner::gate::{GateRefusal, PortGate};
 use runner::pipeline::{self, PipelineConfig};
-use runner::process::ProcessInfo;
 use tokio::sync::mpsc;
 
 use super::stats::percentile;

@@ -183,7 +183,7 @@ impl EventTask {
         if let Some(kept) = held_inodes(pid, &wanted) {
             held.retain(|id| kept.contains(&id.0));
         }
-        let process = crate::process::describe(pid);
+        let process = crate::detect::process_info::describe(pid);
         for id in held {
             let Some(socket) = state.sockets.get_mut(&id) else {
                 continue;
@@ -257,7 +257,7 @@ impl EventTask {
             port,
             addr,
             pid: event.pid,
-            process: crate::process::describe(event.pid),
+            process: crate::detect::process_info::describe(event.pid),
         })
     }
 

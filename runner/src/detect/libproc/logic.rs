@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::super::process_tree::ProcessTree;
 use super::super::{ListenerSocket, SocketId};
-use crate::process::ProcessInfo;
+use crate::detect::process_info::ProcessInfo;
 
 /// `INI_IPV4` / `INI_IPV6` of `insi_vflag`.
 const INI_IPV4: u8 = 0x1;

@@ -9,7 +9,7 @@ use libproc::libproc::proc_pid::{listpidinfo, pidinfo};
 use libproc::processes::{ProcFilter, pids_by_type};
 
 use super::logic::{ProcSource, RawListen, decode_inet};
-use crate::process::ProcessInfo;
+use crate::detect::process_info::ProcessInfo;
 
 /// The running macOS kernel.
 pub struct Darwin;
@@ -52,7 +52,7 @@ impl ProcSource for Darwin {
     }
 
     fn describe(&self, pid: u32) -> ProcessInfo {
-        crate::process::describe(pid)
+        crate::detect::process_info::describe(pid)
     }
 }
 

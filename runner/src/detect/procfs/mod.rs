@@ -88,8 +88,8 @@ mod tests {
     use super::scanner::join;
     use super::*;
     use crate::detect::SocketId;
+    use crate::detect::process_info::ProcessInfo;
     use crate::detect::process_tree::ProcessTree;
-    use crate::process::ProcessInfo;
     use std::collections::HashMap;
     use std::net::IpAddr;
 

@@ -15,8 +15,8 @@ use super::proc_table::ProcTable;
 use super::socket_table::{self, Listening};
 use crate::detect::ListenerSocket;
 use crate::detect::SocketId;
+use crate::detect::process_info::{self, ProcessInfo};
 use crate::detect::process_tree::ProcessTree;
-use crate::process::{self, ProcessInfo};
 
 /// Every this many scans the fds of all members are read again, whatever
 /// changed: a socket passed between two members over a unix socket, or
@@ -142,7 +142,7 @@ impl Scanner {
                 .get(&(SocketId(inode), pid))
                 .filter(|_| !execed.contains(&pid))
                 .cloned()
-                .unwrap_or_else(|| process::describe(pid))
+                .unwrap_or_else(|| process_info::describe(pid))
         });
         programs.retain(|pid, _| result.iter().any(|socket| socket.pid == *pid));
         self.programs = programs;

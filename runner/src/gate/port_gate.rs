@@ -6,7 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 use crate::control::ErrorCode;
 
 /// Decides, per request, whether a port may be forwarded and which local
-/// addresses its approved listener bound. Implemented by [`crate::gate`].
+/// addresses its approved listener bound. Implemented by [`super::Gate`]; tests
+/// give forwarding gates of their own.
 pub trait PortGate: Send + Sync {
     /// The addresses the approved listener on `port` bound (for example
     /// `0.0.0.0` and `::`), or why the port may not be forwarded.

@@ -7,8 +7,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use super::test_servers::{PATIENCE, forwarder, next};
-use super::{CloseCause, ForwardConfig, ForwardOutput, Forwarder, HttpRequest};
+use super::servers::{ForwardOutput, HttpRequest, TestForwarder};
+use super::servers::{PATIENCE, forwarder, next};
+use crate::forward::{CloseCause, ForwardConfig};
 
 /// What a connection does after answering its first request.
 #[derive(Clone, Copy)]
@@ -111,9 +112,9 @@ fn body(output: ForwardOutput) -> String {
 }
 
 /// Waits until `port` has `n` idle pooled connections.
-async fn pooled(fwd: &Forwarder, port: u16, n: usize) {
+async fn pooled(fwd: &TestForwarder, port: u16, n: usize) {
     tokio::time::timeout(PATIENCE, async {
-        while fwd.pool.idle(port) != n {
+        while fwd.inner.pool.idle(port) != n {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
@@ -163,7 +164,7 @@ async fn a_revoked_port_drops_its_idle_connections() {
     assert_eq!(body(next(&mut out).await), "a-1");
     pooled(&fwd, port, 1).await;
     fwd.close_port(port, CloseCause::ApprovalRevoked);
-    assert_eq!(fwd.pool.idle(port), 0);
+    assert_eq!(fwd.inner.pool.idle(port), 0);
     fwd.http(request("r2", port, "GET"));
     assert_eq!(body(next(&mut out).await), "a-2");
 }

@@ -16,7 +16,7 @@ use crate::supervise::{self, HeldChild, RootCommand, Signals, SpawnError, SpawnO
 const CANDIDATE_QUEUE: usize = 1024;
 
 /// A running detector and pipeline, plus the command started as a root.
-pub struct Watched {
+pub struct Trees {
     pub selection: Selection,
     pub candidates: mpsc::Receiver<CandidateEvent>,
     /// `-- COMMAND`, released and running.
@@ -58,7 +58,7 @@ pub fn start(
     output: CommandOutput,
     gate: Option<Gate>,
     on_selected: impl FnOnce(&Selection),
-) -> Result<Watched, WatchedError> {
+) -> Result<Trees, WatchedError> {
     let ignore = args.ignore_policy();
     let config = args.detector_config();
     let (detector, selection) = detect::start(args.backend, &config)?;
@@ -106,7 +106,7 @@ pub fn start(
         let _roots = roots;
         pipeline::run(pipeline_config, detector.events, tx, finish_rx).await;
     });
-    Ok(Watched {
+    Ok(Trees {
         selection,
         candidates,
         command,
@@ -163,7 +163,7 @@ pub fn start_for_command(
     args: &DetectorArgs,
     output: CommandOutput,
     gate: Option<Gate>,
-) -> Result<(Watched, Signals), i32> {
+) -> Result<(Trees, Signals), i32> {
     // Listening first: a signal while the command starts must not kill the
     // runner before it can end the command.
     let signals = Signals::new().map_err(|err| {

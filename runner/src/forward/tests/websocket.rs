@@ -8,10 +8,13 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use super::test_servers::{PATIENCE, forwarder, next, refused_port, ws_server};
-use super::{CloseCause, ForwardConfig, ForwardOutput, GateRefusal, WsOpen};
+use super::servers::{ForwardOutput, WsOpen, try_next};
+use super::servers::{PATIENCE, forwarder, next, refused_port, ws_server};
 use crate::control::ErrorCode;
+use crate::control::TestAnswers;
 use crate::control::controls::Opcode;
+use crate::forward::{CloseCause, ForwardConfig};
+use crate::gate::GateRefusal;
 
 fn open(id: &str, port: u16, headers: &[(&str, &str)]) -> WsOpen {
     WsOpen {
@@ -49,7 +52,7 @@ fn closed(output: ForwardOutput) -> Closed {
             reason,
             error,
             ..
-        } => (code, reason, error.map(|e| e.code)),
+        } => (code, reason, error),
         other => panic!("expected closed, got {other:?}"),
     }
 }
@@ -265,7 +268,7 @@ async fn a_full_queue_closes_the_socket_instead_of_growing() {
     let mut outcome = None;
     for _ in 0..100_000 {
         fwd.ws_send("s1", Opcode::Binary, chunk.clone()).await;
-        if let Ok(output) = out.try_recv() {
+        if let Some(output) = try_next(&mut out) {
             outcome = Some(output);
             break;
         }
@@ -308,7 +311,7 @@ async fn close_port_closes_its_sockets_only() {
                 ..
             } => {
                 assert_eq!(code, Some(1001));
-                assert_eq!(error.unwrap().code, ErrorCode::PortNotListening);
+                assert_eq!(error.unwrap(), ErrorCode::PortNotListening);
                 ids.push(socket_id);
             }
             other => panic!("expected closed, got {other:?}"),
@@ -335,7 +338,7 @@ async fn close_port_closes_its_sockets_only() {
         other => panic!("expected a close, got {other:?}"),
     }
     assert_eq!(fwd.socket_count(), 0);
-    assert!(out.try_recv().is_err(), "close_all reported something");
+    assert!(try_next(&mut out).is_none(), "close_all reported something");
 }
 
 #[tokio::test]
@@ -414,7 +417,7 @@ async fn pushing(
     config: ForwardConfig,
     count: usize,
     size: usize,
-) -> (super::Forwarder, mpsc::Receiver<ForwardOutput>) {
+) -> (super::servers::TestForwarder, TestAnswers) {
     let mut server = ws_server(false).await;
     let (fwd, gate, mut out) = forwarder(config);
     gate.allow(server.port, &["127.0.0.1"]);
@@ -431,8 +434,8 @@ async fn pushing(
 }
 
 /// True when no output comes within a short while.
-async fn quiet(out: &mut mpsc::Receiver<ForwardOutput>) -> bool {
-    tokio::time::timeout(Duration::from_millis(300), out.recv())
+async fn quiet(out: &mut TestAnswers) -> bool {
+    tokio::time::timeout(Duration::from_millis(300), out.next())
         .await
         .is_err()
 }

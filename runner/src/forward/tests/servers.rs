@@ -25,7 +25,12 @@ use tokio_tungstenite::tungstenite::handshake::server::{
     Request as WsRequest, Response as WsResponse,
 };
 
-use super::{ForwardConfig, ForwardOutput, Forwarder, GateRefusal, PortGate};
+use crate::control::budget::Charge;
+use crate::control::controls::{Control, Opcode};
+use crate::control::events::Event;
+use crate::control::{ErrorCode, Responder, TestAnswers};
+use crate::forward::{CloseCause, ForwardConfig, Forwarder};
+use crate::gate::{GateRefusal, PortGate};
 
 /// Generous wait for anything in tests (the machine is shared and noisy).
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -73,21 +78,248 @@ impl PortGate for FakeGate {
     }
 }
 
-/// A forwarder over a fake gate, and the receiving end of its outputs.
-pub fn forwarder(
-    config: ForwardConfig,
-) -> (Forwarder, Arc<FakeGate>, mpsc::Receiver<ForwardOutput>) {
-    let gate = Arc::new(FakeGate::default());
-    let (tx, rx) = mpsc::channel(16);
-    (Forwarder::new(gate.clone(), config, tx), gate, rx)
+/// A `forward_http_request`, as the test writes it.
+#[derive(Debug, Clone)]
+pub struct HttpRequest {
+    pub request_id: String,
+    pub port: u16,
+    pub method: String,
+    pub path: String,
+    pub query_string: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+    pub accept_streaming: bool,
 }
 
-/// The next output, or a panic after [`PATIENCE`].
-pub async fn next(rx: &mut mpsc::Receiver<ForwardOutput>) -> ForwardOutput {
-    tokio::time::timeout(PATIENCE, rx.recv())
+/// A `forward_websocket_open`, as the test writes it.
+#[derive(Debug, Clone)]
+pub struct WsOpen {
+    pub socket_id: String,
+    pub port: u16,
+    pub path: String,
+    pub query_string: Option<String>,
+    pub headers: Vec<(String, String)>,
+}
+
+/// Reads a control the way the runner does: from its wire JSON.
+fn control(json: serde_json::Value) -> Control {
+    let raw = serde_json::value::RawValue::from_string(json.to_string()).unwrap();
+    Control::parse(&raw).unwrap_or_else(|e| panic!("{json}: {e}"))
+}
+
+fn base64(body: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(body)
+}
+
+/// A forwarder whose answers (all on one session) the test reads.
+pub struct TestForwarder {
+    pub inner: Forwarder,
+    to: Responder,
+}
+
+impl TestForwarder {
+    pub fn new(inner: Forwarder, to: Responder) -> Self {
+        TestForwarder { inner, to }
+    }
+
+    pub fn http(&self, req: HttpRequest) {
+        let Control::ForwardHttpRequest(req) = control(serde_json::json!({
+            "type": "forward_http_request", "requestId": req.request_id, "port": req.port,
+            "method": req.method, "path": req.path, "queryString": req.query_string,
+            "headers": req.headers, "bodyBase64": base64(&req.body),
+            "acceptStreaming": req.accept_streaming,
+        })) else {
+            unreachable!()
+        };
+        self.inner.http(req, self.to.clone());
+    }
+
+    pub async fn ws_open(&self, open: WsOpen) {
+        let Control::ForwardWebsocketOpen(open) = control(serde_json::json!({
+            "type": "forward_websocket_open", "socketId": open.socket_id, "port": open.port,
+            "path": open.path, "queryString": open.query_string, "headers": open.headers,
+        })) else {
+            unreachable!()
+        };
+        self.inner.ws_open(open, self.to.clone()).await;
+    }
+
+    pub async fn ws_send(&self, socket_id: &str, opcode: Opcode, body: Bytes) {
+        let Control::ForwardWebsocketSend(send) = control(serde_json::json!({
+            "type": "forward_websocket_send", "socketId": socket_id, "opcode": opcode,
+            "bodyBase64": base64(&body),
+        })) else {
+            unreachable!()
+        };
+        self.inner.ws_send(send, &self.to).await;
+    }
+
+    pub async fn ws_close(&self, socket_id: &str) {
+        let Control::ForwardWebsocketClose(close) = control(serde_json::json!({
+            "type": "forward_websocket_close", "socketId": socket_id,
+        })) else {
+            unreachable!()
+        };
+        self.inner.ws_close(close, &self.to).await;
+    }
+
+    pub fn close_port(&self, port: u16, cause: CloseCause) {
+        self.inner.close_port(port, cause);
+    }
+
+    pub fn close_all(&self) {
+        self.inner.close_all();
+    }
+
+    pub fn shut_down(&self) {
+        self.inner.shut_down();
+    }
+
+    pub fn socket_count(&self) -> usize {
+        self.inner.socket_count()
+    }
+}
+
+/// What the forwarder answered, in the shape the assertions use.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ForwardOutput {
+    HttpResponse {
+        request_id: String,
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Bytes,
+        streaming: bool,
+        charge: Charge,
+    },
+    HttpChunk {
+        request_id: String,
+        seq: u64,
+        body: Bytes,
+        done: bool,
+        charge: Charge,
+    },
+    HttpError {
+        request_id: String,
+        code: ErrorCode,
+        message: String,
+    },
+    WsOpened {
+        socket_id: String,
+        protocol: Option<String>,
+    },
+    WsMessage {
+        socket_id: String,
+        opcode: Opcode,
+        body: Bytes,
+        charge: Charge,
+    },
+    WsClosed {
+        socket_id: String,
+        code: Option<u16>,
+        reason: Option<String>,
+        /// The code at the front of the wire's `error`.
+        error: Option<ErrorCode>,
+    },
+    WsError {
+        control_type: String,
+        socket_id: String,
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+fn code_named(text: &str) -> ErrorCode {
+    let name = text.split(':').next().unwrap_or_default();
+    let codes = [
+        ErrorCode::PortNotApproved,
+        ErrorCode::PortNotListening,
+        ErrorCode::UpstreamUnreachable,
+        ErrorCode::UpstreamTimeout,
+        ErrorCode::BodyTooLarge,
+        ErrorCode::InvalidControl,
+        ErrorCode::UnknownSocket,
+        ErrorCode::UnknownEditor,
+    ];
+    codes
+        .into_iter()
+        .find(|code| code.as_str() == name)
+        .unwrap_or_else(|| panic!("no error code at the front of {text:?}"))
+}
+
+impl ForwardOutput {
+    fn of(charged: crate::control::Charged) -> Self {
+        let charge = charged.charge;
+        match charged.event {
+            Event::ForwardHttpResponse(r) => ForwardOutput::HttpResponse {
+                request_id: r.request_id,
+                status: r.status,
+                headers: r.headers,
+                body: r.body,
+                streaming: r.streaming == Some(true),
+                charge,
+            },
+            Event::ForwardHttpResponseChunk(c) => ForwardOutput::HttpChunk {
+                request_id: c.request_id,
+                seq: c.seq,
+                body: c.body,
+                done: c.done,
+                charge,
+            },
+            Event::ForwardWebsocketOpened(o) => ForwardOutput::WsOpened {
+                socket_id: o.socket_id,
+                protocol: o.protocol,
+            },
+            Event::ForwardWebsocketMessage(m) => ForwardOutput::WsMessage {
+                socket_id: m.socket_id,
+                opcode: m.opcode,
+                body: m.body,
+                charge,
+            },
+            Event::ForwardWebsocketClosed(c) => ForwardOutput::WsClosed {
+                socket_id: c.socket_id,
+                code: c.code,
+                reason: c.reason,
+                error: c.error.as_deref().map(code_named),
+            },
+            Event::ControlError(e) if e.control_type == "forward_http_request" => {
+                ForwardOutput::HttpError {
+                    request_id: e.request_id.expect("a request id"),
+                    code: e.code,
+                    message: e.message,
+                }
+            }
+            Event::ControlError(e) => ForwardOutput::WsError {
+                control_type: e.control_type,
+                socket_id: e.socket_id.expect("a socket id"),
+                code: e.code,
+                message: e.message,
+            },
+            other => panic!("forwarding answered {other:?}"),
+        }
+    }
+}
+
+/// A forwarder over a fake gate, and what it answers.
+pub fn forwarder(config: ForwardConfig) -> (TestForwarder, Arc<FakeGate>, TestAnswers) {
+    let gate = Arc::new(FakeGate::default());
+    let (to, answers) = Responder::for_tests();
+    let inner = Forwarder::new(gate.clone(), Arc::new(crate::forward::NoEditors), config);
+    (TestForwarder { inner, to }, gate, answers)
+}
+
+/// The next answer, or a panic after [`PATIENCE`].
+pub async fn next(answers: &mut TestAnswers) -> ForwardOutput {
+    let charged = tokio::time::timeout(PATIENCE, answers.next_charged())
         .await
-        .expect("an output in time")
-        .expect("the channel is open")
+        .expect("an answer in time")
+        .expect("the channel is open");
+    ForwardOutput::of(charged)
+}
+
+/// An answer already there, if any.
+pub fn try_next(answers: &mut TestAnswers) -> Option<ForwardOutput> {
+    answers.try_next_charged().map(ForwardOutput::of)
 }
 
 pub type TestBody = BoxBody<Bytes, Infallible>;

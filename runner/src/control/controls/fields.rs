@@ -1,0 +1,212 @@
+//! Field types that validate while they are read: once a control is typed,
+//! its port, method, path, headers and body are known good, and forwarding
+//! does not check them again.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+/// A local TCP port, 1 to 65535.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Port(pub u16);
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let port = u64::deserialize(deserializer)
+            .map_err(|_| de::Error::custom("must be an integer from 1 to 65535"))?;
+        match u16::try_from(port) {
+            Ok(port) if port != 0 => Ok(Port(port)),
+            _ => Err(de::Error::custom("must be an integer from 1 to 65535")),
+        }
+    }
+}
+
+/// An HTTP method token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Method(pub http::Method);
+
+impl<'de> Deserialize<'de> for Method {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        http::Method::from_bytes(text.as_bytes())
+            .map(Method)
+            .map_err(|_| de::Error::custom("must be an http method token"))
+    }
+}
+
+/// A request path in origin form: starts with `/`, so a control can never
+/// name another host in an absolute-form target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UrlPath(pub String);
+
+impl<'de> Deserialize<'de> for UrlPath {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let path = String::deserialize(deserializer)?;
+        if path.starts_with('/') {
+            Ok(UrlPath(path))
+        } else {
+            Err(de::Error::custom("must start with `/`"))
+        }
+    }
+}
+
+/// An absolute path (`allowedCwds`, `cwd`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AbsolutePath(pub PathBuf);
+
+impl<'de> Deserialize<'de> for AbsolutePath {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let path = PathBuf::from(String::deserialize(deserializer)?);
+        if path.is_absolute() {
+            Ok(AbsolutePath(path))
+        } else {
+            Err(de::Error::custom("must be an absolute path"))
+        }
+    }
+}
+
+/// Most header pairs a control may carry. A flood is refused while it is
+/// read, before anything is built from it (an `http::HeaderMap` panics past
+/// 32,768 entries).
+pub const MAX_HEADER_PAIRS: usize = 1000;
+/// Most header bytes (names and values) a control may carry.
+pub const MAX_HEADER_BYTES: usize = 256 * 1024;
+
+/// `headers`: an object (`{"name": "value"}` or `{"name": ["v1", "v2"]}`)
+/// or a list of `[name, value]` pairs, read straight into a header map
+/// (repeated names kept in order), at most [`MAX_HEADER_PAIRS`] pairs and
+/// [`MAX_HEADER_BYTES`] bytes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Headers(pub HeaderMap);
+
+#[derive(Default)]
+struct Collect {
+    map: HeaderMap,
+    pairs: usize,
+    bytes: usize,
+}
+
+impl Collect {
+    fn push<E: de::Error>(&mut self, name: &str, value: &str) -> Result<(), E> {
+        self.pairs += 1;
+        self.bytes += name.len() + value.len();
+        if self.pairs > MAX_HEADER_PAIRS || self.bytes > MAX_HEADER_BYTES {
+            return Err(E::custom(
+                "must hold at most 1000 pairs and 256 KiB of names and values",
+            ));
+        }
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| E::custom(format!("has an invalid header name {name:?}")))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| E::custom(format!("has an invalid value for {name}")))?;
+        self.map.append(name, value);
+        Ok(())
+    }
+}
+
+/// One value of the object form: a string or a list of strings.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany<'a> {
+    #[serde(borrow)]
+    One(std::borrow::Cow<'a, str>),
+    #[serde(borrow)]
+    Many(Vec<std::borrow::Cow<'a, str>>),
+}
+
+struct HeadersVisitor;
+
+impl<'de> Visitor<'de> for HeadersVisitor {
+    type Value = Headers;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object of strings or string lists, or a list of [name, value] pairs")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Headers, A::Error> {
+        let mut collect = Collect::default();
+        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match map.next_value::<OneOrMany<'de>>()? {
+                OneOrMany::One(value) => collect.push(&name, &value)?,
+                OneOrMany::Many(values) => {
+                    for value in values {
+                        collect.push(&name, &value)?;
+                    }
+                }
+            }
+        }
+        Ok(Headers(collect.map))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Headers, A::Error> {
+        let mut collect = Collect::default();
+        while let Some((name, value)) =
+            seq.next_element::<(std::borrow::Cow<'de, str>, std::borrow::Cow<'de, str>)>()?
+        {
+            collect.push(&name, &value)?;
+        }
+        Ok(Headers(collect.map))
+    }
+}
+
+impl<'de> Deserialize<'de> for Headers {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(HeadersVisitor)
+    }
+}
+
+/// `bodyBase64`: standard alphabet, padded; decoded once, into the buffer
+/// forwarding sends.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Body(pub Bytes);
+
+impl<'de> Deserialize<'de> for Body {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct BodyVisitor;
+        impl Visitor<'_> for BodyVisitor {
+            type Value = Body;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a base64 string")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Body, E> {
+                base64_simd::STANDARD
+                    .decode_to_vec(text)
+                    .map(|bytes| Body(Bytes::from(bytes)))
+                    .map_err(|_| E::custom("must be valid base64"))
+            }
+        }
+        deserializer.deserialize_str(BodyVisitor)
+    }
+}
+
+/// `approve` / `deny`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Approve,
+    Deny,
+}
+
+/// A Kandan user id, echoed back as it came (number or string).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged, expecting = "an integer or a string")]
+pub enum ActorId {
+    Int(i64),
+    Str(String),
+}
+
+/// WebSocket frame kinds carried by `forward_websocket_send` / `_message`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Opcode {
+    Text,
+    Binary,
+    /// Payload at most 125 bytes.
+    Ping,
+    /// Payload at most 125 bytes.
+    Pong,
+}

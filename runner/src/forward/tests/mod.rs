@@ -1,0 +1,8 @@
+//! Forwarding against real servers on loopback, over a fake gate
+//! (`servers`: the servers, the gate and the test forwarder they share).
+
+mod editor;
+mod http;
+mod pool;
+mod servers;
+mod websocket;
