@@ -22,6 +22,7 @@ pub enum Command {
     /// Print the listeners of the roots' process trees as they open, change and close.
     Watch(WatchArgs),
     /// Run the whole pipeline against Kandan.
+    // Boxed: its flags make it much larger than the other variants.
     Connect(Box<ConnectArgs>),
     /// Say which detector backends work here and why the others do not.
     Doctor(DoctorArgs),

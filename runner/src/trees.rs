@@ -73,6 +73,7 @@ pub fn start(
         let options = SpawnOptions {
             stdout_to_stderr: output.stdout_to_stderr,
             marker: supervise::new_marker(),
+            ..SpawnOptions::default()
         };
         let held = HeldChild::spawn(&args.command, &options)?;
         detector.roots.add_root(held.pid())?;
