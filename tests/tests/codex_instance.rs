@@ -83,6 +83,7 @@ async fn approved_command_runs_and_its_output_is_in_item_completed() {
                 request_id,
                 decision,
                 withdrawn,
+                ..
             } => Some((request_id.clone(), *decision, *withdrawn)),
             _ => None,
         })
@@ -113,7 +114,7 @@ async fn approved_command_runs_and_its_output_is_in_item_completed() {
         .resolve(&request.request_id, true, false)
         .await
         .unwrap_err();
-    assert_eq!(err.code(), "unknown_request");
+    assert_eq!(err.code().to_string(), "unknown_request");
     instance.stop().await;
 }
 
@@ -225,6 +226,7 @@ async fn withdrawn_approval_is_reported_and_a_late_decision_is_unknown() {
                 request_id,
                 decision,
                 withdrawn,
+                ..
             } => Some((request_id.clone(), *decision, *withdrawn)),
             _ => None,
         })
@@ -236,7 +238,7 @@ async fn withdrawn_approval_is_reported_and_a_late_decision_is_unknown() {
         .await
         .unwrap_err();
     assert!(matches!(err, CommandError::UnknownRequest { .. }), "{err}");
-    assert_eq!(err.code(), "unknown_request");
+    assert_eq!(err.code().to_string(), "unknown_request");
     assert!(!dirs.cwd().join("made.txt").exists());
     instance.stop().await;
 }

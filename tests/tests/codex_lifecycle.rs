@@ -331,6 +331,7 @@ async fn other_server_requests_are_refused_and_withdrawn_approvals_reported() {
                 request_id,
                 decision,
                 withdrawn,
+                ..
             } => Some((request_id.clone(), *decision, *withdrawn)),
             _ => None,
         })
@@ -341,7 +342,7 @@ async fn other_server_requests_are_refused_and_withdrawn_approvals_reported() {
         .resolve(&request.request_id, true, false)
         .await
         .unwrap_err();
-    assert_eq!(err.code(), "unknown_request");
+    assert_eq!(err.code().to_string(), "unknown_request");
     instance.stop().await;
 }
 

@@ -25,6 +25,9 @@ pub enum Command {
         request_id: String,
         approve: bool,
         for_session: bool,
+        /// Echoed in `approval_resolved`.
+        actor_user_id: Option<super::event::ActorId>,
+        actor_slug: Option<String>,
     },
     /// `read_thread`; the thread comes as [`InstanceEvent::ThreadRead`].
     ReadThread {
@@ -63,12 +66,13 @@ pub enum CommandError {
 }
 
 impl CommandError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::control::ErrorCode {
+        use crate::control::ErrorCode;
         match self {
-            CommandError::UnknownRequest { .. } => "unknown_request",
-            CommandError::NoRunningTurn => "invalid_control",
-            CommandError::Stopped => "unknown_instance",
-            CommandError::Rpc { .. } | CommandError::Timeout { .. } => "instance_failed",
+            CommandError::UnknownRequest { .. } => ErrorCode::UnknownRequest,
+            CommandError::NoRunningTurn => ErrorCode::InvalidControl,
+            CommandError::Stopped => ErrorCode::UnknownInstance,
+            CommandError::Rpc { .. } | CommandError::Timeout { .. } => ErrorCode::InstanceFailed,
         }
     }
 }

@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::control::controls::{ActorId, Decision};
 use serde_json::Value;
 
 /// One event of an instance, in the order the app-server caused them.
@@ -47,6 +49,11 @@ pub enum InstanceEvent {
         decision: Option<Decision>,
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         withdrawn: bool,
+        /// Who decided, as `resolve_approval_request` said.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        actor_user_id: Option<ActorId>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        actor_slug: Option<String>,
     },
     /// `thread_read`: the answer to [`Command::ReadThread`](super::Command).
     #[serde(rename = "thread_read")]
@@ -70,6 +77,19 @@ pub enum InstanceEvent {
 }
 
 impl InstanceEvent {
+    /// The wire `type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            InstanceEvent::Started { .. } => "instance_started",
+            InstanceEvent::Notification { .. } => "codex_notification",
+            InstanceEvent::ApprovalRequest(_) => "approval_request",
+            InstanceEvent::ApprovalResolved { .. } => "approval_resolved",
+            InstanceEvent::ThreadRead { .. } => "thread_read",
+            InstanceEvent::Failed { .. } => "instance_failed",
+            InstanceEvent::Stopped { .. } => "instance_stopped",
+        }
+    }
+
     /// The wire event for `instance_id`, with `seq` (and `gap: true` when
     /// set) from the caller's [`Replay`](super::Replay); `None` for
     /// [`InstanceEvent::Failed`], which goes out as a `control_error`.
@@ -163,14 +183,6 @@ pub enum ApprovalKind {
     Permissions,
 }
 
-/// Kandan's decision (`resolve_approval_request`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Decision {
-    Approve,
-    Deny,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
@@ -232,6 +244,8 @@ mod tests {
             request_id: "approval-1".into(),
             decision: Some(Decision::Approve),
             withdrawn: false,
+            actor_user_id: None,
+            actor_slug: None,
         };
         assert_eq!(
             resolved.to_wire("i1", None).unwrap(),
@@ -241,6 +255,8 @@ mod tests {
             request_id: "approval-2".into(),
             decision: None,
             withdrawn: true,
+            actor_user_id: None,
+            actor_slug: None,
         };
         assert_eq!(withdrawn.to_wire("i1", None).unwrap()["withdrawn"], true);
         let stopped = InstanceEvent::Stopped {

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use super::batch::Batcher;
 use super::command::{CommandError, InstanceState, InstanceStatus, REQUEST_TIMEOUT, Reply};
-use super::event::{ApprovalKind, ApprovalRequest, Decision, Ids, InstanceEvent};
+use super::event::{ActorId, ApprovalKind, ApprovalRequest, Decision, Ids, InstanceEvent};
 use super::options::InstanceOptions;
 use super::rpc::{
     Calls, Incoming, RequestId, RpcError, error_line, notification_line, response_line,
@@ -429,6 +429,8 @@ impl State {
                 request_id: approval.id,
                 decision: None,
                 withdrawn: true,
+                actor_user_id: None,
+                actor_slug: None,
             })
             .await;
         }
@@ -470,8 +472,11 @@ impl State {
                 request_id,
                 approve,
                 for_session,
+                actor_user_id,
+                actor_slug,
             } => {
-                let outcome = self.resolve(&request_id, approve, for_session).await;
+                let actor = (actor_user_id, actor_slug);
+                let outcome = self.resolve(&request_id, approve, for_session, actor).await;
                 let _ = reply.send(outcome);
             }
             Command::ReadThread {
@@ -497,6 +502,7 @@ impl State {
         request_id: &str,
         approve: bool,
         for_session: bool,
+        (actor_user_id, actor_slug): (Option<ActorId>, Option<String>),
     ) -> Result<Reply, CommandError> {
         let Some(index) = self.approvals.iter().position(|a| a.id == request_id) else {
             return Err(CommandError::UnknownRequest {
@@ -518,6 +524,8 @@ impl State {
                 Decision::Deny
             }),
             withdrawn: false,
+            actor_user_id,
+            actor_slug,
         })
         .await;
         Ok(Reply::Done)

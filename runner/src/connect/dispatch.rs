@@ -3,7 +3,7 @@
 use super::{Runner, translate};
 use crate::approval::Resolution;
 use crate::control::events::{ControlErrorEvent, RunnerConfigApplied};
-use crate::control::{Control, ErrorCode, Event, Session, controls};
+use crate::control::{Control, Event, Session, controls};
 
 /// What `update_runner_config` set. Stored and acknowledged; the editor and
 /// instance controls that will use `allowedCwds` are later work.
@@ -57,10 +57,12 @@ impl Runner {
             }
             Control::StartLocalEditor(start) => self.start_editor(session, start).await,
             Control::StopLocalEditor(stop) => self.stop_editor(session, stop),
-            other => {
-                let ids = unsupported_ids(&other);
-                self.unsupported(session, other.kind(), ids).await;
-            }
+            Control::StartInstance(start) => self.start_instance(session, start).await,
+            Control::StartTurn(turn) => self.start_turn(session, turn),
+            Control::InterruptTurn(interrupt) => self.interrupt_turn(session, interrupt),
+            Control::ResolveApprovalRequest(resolve) => self.resolve_approval(session, resolve),
+            Control::StopInstance(stop) => self.stop_instance(session, stop),
+            Control::ReadThread(read) => self.read_thread(session, read),
         }
     }
 
@@ -89,38 +91,5 @@ impl Runner {
                 self.reply(session, error).await;
             }
         }
-    }
-
-    async fn unsupported(&self, session: Session, control_type: &str, ids: ControlErrorEvent) {
-        let error = Event::ControlError(ControlErrorEvent {
-            control_type: control_type.to_string(),
-            code: ErrorCode::Unsupported,
-            message: format!("{control_type} is not supported by this runner yet"),
-            ..ids
-        });
-        self.reply(session, error).await;
-    }
-}
-
-/// The ids a `control_error` for `control` echoes.
-fn unsupported_ids(control: &Control) -> ControlErrorEvent {
-    let (request_id, instance_id, editor_id) = match control {
-        Control::StartInstance(c) => (None, c.instance_id.clone(), None),
-        Control::StartTurn(c) => (None, Some(c.instance_id.clone()), None),
-        Control::InterruptTurn(c) => (None, Some(c.instance_id.clone()), None),
-        Control::ResolveApprovalRequest(c) => (
-            Some(c.request_id.clone()),
-            Some(c.instance_id.clone()),
-            None,
-        ),
-        Control::StopInstance(c) => (None, Some(c.instance_id.clone()), None),
-        Control::ReadThread(c) => (None, Some(c.instance_id.clone()), None),
-        _ => (None, None, None),
-    };
-    ControlErrorEvent {
-        request_id,
-        instance_id,
-        editor_id,
-        ..ControlErrorEvent::default()
     }
 }

@@ -131,6 +131,8 @@ impl Instance {
                 request_id: request_id.into(),
                 approve,
                 for_session,
+                actor_user_id: None,
+                actor_slug: None,
             })
             .await
     }
