@@ -253,10 +253,21 @@ const EVENTS: &[(&str, &[&str])] = &[
             "actorSlug",
         ],
     ),
-    ("thread_read", &["instanceId", "threadId", "thread"]),
+    (
+        "thread_read",
+        &["instanceId", "threadId", "thread", "seq", "gap"],
+    ),
     (
         "instance_stopped",
-        &["instanceId", "reason", "exitCode", "signal", "stderrTail"],
+        &[
+            "instanceId",
+            "reason",
+            "exitCode",
+            "signal",
+            "stderrTail",
+            "seq",
+            "gap",
+        ],
     ),
     (
         "control_error",
