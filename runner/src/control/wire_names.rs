@@ -209,6 +209,8 @@ const EVENTS: &[(&str, &[&str])] = &[
         &["requestId", "instanceId", "editorId", "cwd"],
     ),
     ("local_editor_stopped", &["editorId", "reason", "exitCode"]),
+    // `seq` (and `gap`) on every event of an instance, as section 7 says,
+    // also where the table of section 4 does not list them.
     (
         "instance_started",
         &[
@@ -219,6 +221,8 @@ const EVENTS: &[(&str, &[&str])] = &[
             "pid",
             "codexVersion",
             "tuiUrl",
+            "seq",
+            "gap",
         ],
     ),
     (
@@ -239,6 +243,7 @@ const EVENTS: &[(&str, &[&str])] = &[
             "cwd",
             "reason",
             "changes",
+            "gap",
         ],
     ),
     (
@@ -251,6 +256,7 @@ const EVENTS: &[(&str, &[&str])] = &[
             "withdrawn",
             "actorUserId",
             "actorSlug",
+            "gap",
         ],
     ),
     (
