@@ -80,6 +80,16 @@ impl FakeModel {
         .collect()
     }
 
+    /// `config.toml` for a `CODEX_HOME` that makes this server the model
+    /// (what [`FakeModel::codex_args`] says on the command line, for a
+    /// `codex app-server` the runner starts).
+    pub fn config_toml(&self) -> String {
+        format!(
+            "model_provider = \"fake\"\n\n[model_providers.fake]\nname = \"fake\"\nbase_url = \"{}\"\nwire_api = \"responses\"\nrequest_max_retries = 0\nstream_max_retries = 0\n",
+            self.base_url()
+        )
+    }
+
     /// Appends replies, one per coming request.
     pub fn push(&self, replies: impl IntoIterator<Item = Reply>) {
         self.shared.lock().unwrap().script.extend(replies);

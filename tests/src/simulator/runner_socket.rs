@@ -306,6 +306,10 @@ fn on_text(shared: &Arc<Shared>, conn: u64, last_ref: &mut u64, text: &str) -> V
                         }
                     }
                 }
+                if shared.lock().hold_event_replies {
+                    // Recorded, not acknowledged: as if the reply were lost.
+                    return Vec::new();
+                }
             }
             vec![frame.reply("ok", ok)]
         }

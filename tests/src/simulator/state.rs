@@ -79,6 +79,8 @@ pub(crate) struct Inner {
     /// Runner events for a preview request or socket waiting on them.
     pub waiters: HashMap<String, mpsc::UnboundedSender<Value>>,
     pub hold_heartbeats: bool,
+    /// Events are recorded but get no `phx_reply`.
+    pub hold_event_replies: bool,
     pub held_replies: Vec<(u64, Frame)>,
     pub reject_joins: Option<String>,
     pub refuse_upgrades: bool,
