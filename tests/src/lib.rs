@@ -1,6 +1,7 @@
 //! Kandan simulator and helpers for the end-to-end tests.
 
 pub mod bench;
+pub mod bench_codex;
 pub mod bench_editor;
 pub mod bench_forward;
 pub mod browser;

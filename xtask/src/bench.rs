@@ -1,6 +1,7 @@
-//! `cargo xtask bench detect|forward|editor`: each benchmark in its own module,
+//! `cargo xtask bench detect|forward|editor|codex`: each benchmark in its own module,
 //! results printed as a Markdown table (BENCHMARKS.md).
 
+mod codex;
 mod detect;
 mod editor;
 mod forward;
@@ -16,6 +17,7 @@ pub enum Which {
     Detect,
     Forward,
     Editor,
+    Codex,
 }
 
 pub fn run(which: Which, args: &[String]) -> Result<()> {
@@ -28,6 +30,7 @@ pub fn run(which: Which, args: &[String]) -> Result<()> {
         Which::Detect => detect::run(args),
         Which::Forward => forward::run(args),
         Which::Editor => editor::run(args),
+        Which::Codex => codex::run(args),
     }
 }
 

@@ -52,14 +52,14 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     }
 }
 
-/// True when the connection's first request is not for the socket mount:
-/// a plain HTTP request for an asset.
+/// True when the connection's first request is a plain HTTP request (an
+/// asset), not a WebSocket upgrade (whatever its path: a wrong one gets the
+/// socket's 404).
 pub(crate) async fn is_plain_http(stream: &TcpStream) -> bool {
-    let mut head = [0u8; 64];
+    let mut head = [0u8; 2048];
     let Ok(n) = stream.peek(&mut head).await else {
         return false;
     };
-    let line = String::from_utf8_lossy(&head[..n]);
-    let path = line.split(' ').nth(1).unwrap_or("");
-    line.contains(' ') && !path.starts_with(super::runner_socket::MOUNT)
+    let text = String::from_utf8_lossy(&head[..n]).to_ascii_lowercase();
+    text.starts_with("get ") && !text.contains("upgrade: websocket")
 }

@@ -433,6 +433,27 @@ impl Simulator {
             .collect())
     }
 
+    /// The recorded events from index `from` on.
+    pub fn events_since(&self, from: usize) -> Vec<Value> {
+        let inner = self.shared.lock();
+        inner
+            .events
+            .get(from..)
+            .map(<[Value]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    /// Every recorded event with the CLOCK_MONOTONIC time (ns) it arrived.
+    pub fn timed_events(&self) -> Vec<(u64, Value)> {
+        let inner = self.shared.lock();
+        inner
+            .event_clock
+            .iter()
+            .copied()
+            .zip(inner.events.iter().cloned())
+            .collect()
+    }
+
     // ----- Kandan's HTTP origin -----
 
     /// Serves `body` at `path` on the runner socket's origin, to requests

@@ -92,6 +92,8 @@ pub(crate) struct Inner {
     /// runner sent (1005 for a close frame without one), or 1006 when the
     /// socket ended without a close frame.
     pub close_codes: Vec<u16>,
+    /// CLOCK_MONOTONIC (ns) when each of `events` was recorded.
+    pub event_clock: Vec<u64>,
     /// Events received per `type`, recorded or not.
     pub seen: HashMap<String, usize>,
     /// `limits` of the last `runner_ready`: the preview front refuses
@@ -315,8 +317,12 @@ impl Shared {
                 (true, Some(tx)) => {
                     let _ = tx.send(event.clone());
                     inner.events.push(event);
+                    inner.event_clock.push(crate::bench::clock::monotonic_ns());
                 }
-                (true, None) => inner.events.push(event),
+                (true, None) => {
+                    inner.events.push(event);
+                    inner.event_clock.push(crate::bench::clock::monotonic_ns());
+                }
                 // Unrecorded: the waiter gets the event itself, no copy.
                 (false, Some(tx)) => {
                     let _ = tx.send(event);

@@ -1,0 +1,244 @@
+//! `cargo xtask bench codex`: Codex instances through a release
+//! `kandan-runner connect` and the simulator, with the real `codex
+//! app-server` and the fake model streaming 5,000 deltas as fast as Codex
+//! emits them.
+//!
+//! - latency: from the app-server's stdout line of a delta (stamped by
+//!   `tests/fixtures/codex_stamp.py`, which stands in for `codex` and passes
+//!   its output on) to the simulator reading that delta's frame, at flush 0
+//!   (one frame per delta); both ends read CLOCK_MONOTONIC;
+//! - frames: `codex_notification` frames carrying the deltas at flush 0 and
+//!   at 50 ms;
+//! - CPU: the runner's utime + stime over the turn, per 1,000
+//!   notifications the app-server sent (flush 0);
+//! - memory: the runner's RSS with eight idle instances, minus its RSS
+//!   before the first, per instance.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use serde_json::{Value, json};
+
+use crate::bench::procstat::{clk_tck, cpu_ticks, rss_kib};
+use crate::bench::stats::quantile;
+use crate::codex::CodexDirs;
+use crate::fake_model::{FakeModel, MODEL, Reply};
+use crate::simulator::{SimConfig, Simulator};
+
+const WAIT: Duration = Duration::from_secs(180);
+const DELTAS: usize = 5_000;
+
+/// What one run measured.
+#[derive(Debug)]
+pub struct CodexBench {
+    pub latency_p50_us: f64,
+    pub latency_p99_us: f64,
+    pub frames_flush0: usize,
+    pub frames_flush50: usize,
+    pub cpu_ms_per_1000: f64,
+    pub rss_base_kib: u64,
+    pub rss_per_instance_kib: f64,
+}
+
+/// A runner connected to a fresh simulator, with `--stream-flush-ms`.
+struct Rig {
+    sim: Simulator,
+    model: FakeModel,
+    dirs: CodexDirs,
+    runner: tokio::process::Child,
+    stamps: PathBuf,
+    _scratch: tempfile::TempDir,
+}
+
+impl Rig {
+    async fn start(runner: &Path, codex: &Path, flush_ms: u64) -> Result<Rig> {
+        let sim = Simulator::start(SimConfig::default()).await?;
+        let model = FakeModel::start().await?;
+        let dirs = CodexDirs::new()?;
+        std::fs::write(dirs.home().join("config.toml"), model.config_toml())?;
+        let scratch = tempfile::tempdir()?;
+        let stamps = scratch.path().join("stamps");
+        let stamper = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/codex_stamp.py");
+        let runner = tokio::process::Command::new(runner)
+            .args(["connect", "--url", &sim.url(), "--token", sim.token()])
+            .arg("--codex-bin")
+            .arg(&stamper)
+            .args(["--stream-flush-ms", &flush_ms.to_string()])
+            .env("KANDAN_BENCH_CODEX", codex)
+            .env("KANDAN_BENCH_STAMPS", &stamps)
+            .env("CODEX_HOME", dirs.home())
+            .env("HOME", dirs.home())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        sim.wait_joined(WAIT).await?;
+        let after = sim.event_count();
+        sim.send_control(json!({"type": "update_runner_config", "allowedCwds": [dirs.cwd()]}))?;
+        sim.wait_for_event_after(after, "runner_config_applied", |_| true, WAIT)
+            .await?;
+        Ok(Rig {
+            sim,
+            model,
+            dirs,
+            runner,
+            stamps,
+            _scratch: scratch,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.runner.id().unwrap_or_default()
+    }
+
+    async fn start_instance(&self, id: &str) -> Result<()> {
+        self.sim.send_control(json!({
+            "type": "start_instance", "instanceId": id, "cwd": self.dirs.cwd(), "model": MODEL,
+        }))?;
+        self.sim
+            .wait_for_event("instance_started", |e| e["instanceId"] == id, WAIT)
+            .await?;
+        Ok(())
+    }
+
+    /// A turn of `DELTAS` deltas; waits for `turn/completed`.
+    async fn turn(&self, id: &str, deltas: &[String]) -> Result<()> {
+        let refs: Vec<&str> = deltas.iter().map(String::as_str).collect();
+        self.model.push([Reply::text(&refs)]);
+        let mut seen = self.sim.event_count();
+        self.sim
+            .send_control(json!({"type": "start_turn", "instanceId": id, "text": "go"}))?;
+        // Polled, not woken per event: the bench must not compete with the
+        // runner for the CPU while thousands of events arrive.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let new = self.sim.events_since(seen);
+            seen += new.len();
+            if new.iter().any(|e| e["method"] == "turn/completed") {
+                return Ok(());
+            }
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the turn never completed"
+            );
+        }
+    }
+
+    fn delta_frames(&self) -> Vec<(u64, Value)> {
+        self.sim
+            .timed_events()
+            .into_iter()
+            .filter(|(_, e)| e["method"] == "item/agentMessage/delta")
+            .collect()
+    }
+}
+
+fn deltas() -> Vec<String> {
+    (0..DELTAS).map(|i| format!("d{i} ")).collect()
+}
+
+/// Runs the whole benchmark.
+pub async fn run(runner: &Path, codex: &Path) -> Result<CodexBench> {
+    let deltas = deltas();
+    // Flush 0: latency, frames, CPU.
+    let rig = Rig::start(runner, codex, 0).await?;
+    rig.start_instance("b0").await?;
+    let ticks = cpu_ticks(rig.pid())?;
+    rig.turn("b0", &deltas).await?;
+    let ticks = cpu_ticks(rig.pid())? - ticks;
+    let notifications = rig
+        .sim
+        .events()
+        .iter()
+        .filter(|e| e["type"] == "codex_notification")
+        .count();
+    let stamps = std::fs::read_to_string(&rig.stamps).context("the stamps")?;
+    let emitted: std::collections::HashMap<&str, u64> = stamps
+        .lines()
+        .filter_map(|line| {
+            let (ns, delta) = line.split_once(' ')?;
+            Some((delta.trim_end(), ns.parse().ok()?))
+        })
+        .collect();
+    let frames = rig.delta_frames();
+    let mut latencies = Vec::new();
+    for (arrived, event) in &frames {
+        let delta = event["params"]["delta"].as_str().unwrap_or_default();
+        let delta = delta.trim_end();
+        if let Some(sent) = emitted.get(delta) {
+            latencies.push(arrived.saturating_sub(*sent));
+        }
+    }
+    ensure!(
+        latencies.len() >= DELTAS * 9 / 10,
+        "only {} of {DELTAS} deltas timed",
+        latencies.len()
+    );
+    let us = |q| quantile(&latencies, q).unwrap_or_default() as f64 / 1000.0;
+    let (p50, p99) = (us(0.5), us(0.99));
+    let frames_flush0 = frames.len();
+    let cpu_ms = ticks as f64 * 1000.0 / clk_tck() as f64;
+    let cpu_ms_per_1000 = cpu_ms * 1000.0 / notifications.max(1) as f64;
+
+    // Eight idle instances: the runner's RSS per instance.
+    let base = rss_kib(rig.pid())?;
+    for i in 1..=8 {
+        rig.start_instance(&format!("idle{i}")).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let with_eight = rss_kib(rig.pid())?;
+    let rss_per_instance_kib = with_eight.saturating_sub(base) as f64 / 8.0;
+    drop(rig);
+
+    // Flush 50: frames.
+    let rig = Rig::start(runner, codex, 50).await?;
+    rig.start_instance("b1").await?;
+    rig.turn("b1", &deltas).await?;
+    let frames_flush50 = rig.delta_frames().len();
+    let text: String = (rig.delta_frames().iter())
+        .filter_map(|(_, e)| e["params"]["delta"].as_str().map(str::to_owned))
+        .collect();
+    ensure!(text == deltas.concat(), "the batched text differs");
+    Ok(CodexBench {
+        latency_p50_us: p50,
+        latency_p99_us: p99,
+        frames_flush0,
+        frames_flush50,
+        cpu_ms_per_1000,
+        rss_base_kib: base,
+        rss_per_instance_kib,
+    })
+}
+
+impl CodexBench {
+    /// The Markdown table for BENCHMARKS.md.
+    pub fn markdown(&self) -> String {
+        let ratio = self.frames_flush0 as f64 / self.frames_flush50.max(1) as f64;
+        format!(
+            "| Codex instance ({DELTAS} deltas) | value | target |\n|---|---:|---|\n\
+             | app-server line -> frame at Kandan, p50 (flush 0) | {:.0} us | < 1 ms: {} |\n\
+             | app-server line -> frame at Kandan, p99 (flush 0) | {:.0} us | |\n\
+             | delta frames at flush 0 | {} | |\n\
+             | delta frames at flush 50 ms | {} ({ratio:.0}x fewer) | >= 10x fewer: {} |\n\
+             | runner CPU per 1,000 notifications (flush 0) | {:.1} ms | |\n\
+             | runner RSS before instances | {:.1} MiB | |\n\
+             | runner RSS per idle instance (8 started) | {:.2} MiB | < 4 MB: {} |\n",
+            self.latency_p50_us,
+            met(self.latency_p50_us < 1000.0),
+            self.latency_p99_us,
+            self.frames_flush0,
+            self.frames_flush50,
+            met(ratio >= 10.0),
+            self.cpu_ms_per_1000,
+            self.rss_base_kib as f64 / 1024.0,
+            self.rss_per_instance_kib / 1024.0,
+            met(self.rss_per_instance_kib < 4000.0),
+        )
+    }
+}
+
+fn met(yes: bool) -> &'static str {
+    if yes { "met" } else { "MISSED" }
+}
