@@ -130,9 +130,11 @@ pub struct PageLoad {
     pub load_ms: f64,
     /// Resources the page fetched (resource timing entries).
     pub resources: u32,
-    /// Of those, how many came from the browser's cache (no bytes moved).
+    /// Bytes those moved (headers and bodies).
+    pub transfer_bytes: u64,
+    /// Requests served from the browser's cache without asking the server.
     pub cached_resources: u32,
-    /// Responses 304 (revalidated from the cache).
+    /// Requests the server answered 304 (revalidated from the cache).
     pub not_modified: u32,
     /// Text of the watched element (`#message`) at `load`.
     pub text: Option<String>,

@@ -125,7 +125,7 @@ async fn wait_forwarded(sim: &Simulator, port: u16) -> anyhow::Result<()> {
 }
 
 /// One load in a fresh tab, cache disabled; an error unless the whole page
-/// (every module, none from the cache) loaded and ran.
+/// (every module, none from the cache nor revalidated) loaded and ran.
 async fn load(browser: &mut Browser, url: &str) -> anyhow::Result<PageLoad> {
     let page = browser
         .time_load(url)
@@ -154,6 +154,7 @@ fn print_table(count: usize, direct: &[PageLoad], forwarded: &[PageLoad], runner
         format!("{min:.0}..{max:.0}")
     };
     let requests = |loads: &[PageLoad]| loads.first().map_or(0, |l| l.resources + 1);
+    let kib = |loads: &[PageLoad]| loads.first().map_or(0, |l| l.transfer_bytes / 1024);
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
@@ -178,6 +179,12 @@ fn print_table(count: usize, direct: &[PageLoad], forwarded: &[PageLoad], runner
         "| requests per load (document + resources) | {} | {} | |",
         requests(direct),
         requests(forwarded)
+    );
+    let _ = writeln!(
+        out,
+        "| KiB fetched per load (resources, headers included) | {} | {} | |",
+        kib(direct),
+        kib(forwarded)
     );
     let _ = writeln!(
         out,

@@ -39,7 +39,10 @@ impl RunnerProcess {
     pub fn spawn(sim: &Simulator, launch: Launch<'_>) -> anyhow::Result<Self> {
         let log_file = std::fs::File::create(&launch.log)
             .with_context(|| format!("creating {}", launch.log.display()))?;
-        let mut command = Command::new(launch.runner);
+        // A relative path would be looked up from `cwd`.
+        let runner = std::path::absolute(launch.runner)
+            .with_context(|| format!("locating {}", launch.runner.display()))?;
+        let mut command = Command::new(&runner);
         command
             .args(["connect", "--url", &sim.url(), "--token", sim.token()])
             .args(["--runner-id", launch.runner_id, "--debounce-ms", "0"])
@@ -63,7 +66,7 @@ impl RunnerProcess {
         }
         let child = command
             .spawn()
-            .with_context(|| format!("starting {}", launch.runner.display()))?;
+            .with_context(|| format!("starting {}", runner.display()))?;
         Ok(Self {
             child,
             log: launch.log,
