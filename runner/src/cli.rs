@@ -22,7 +22,8 @@ pub enum Command {
     /// Print the listeners of the roots' process trees as they open, change and close.
     Watch(WatchArgs),
     /// Run the whole pipeline against Kandan.
-    Connect(ConnectArgs),
+    // Boxed: its flags make it much larger than the other variants.
+    Connect(Box<ConnectArgs>),
     /// Say which detector backends work here and why the others do not.
     Doctor(DoctorArgs),
     /// Install, remove or print the systemd unit (launchd plist on macOS).
@@ -129,8 +130,33 @@ pub struct ConnectArgs {
     /// Heartbeat period (the contract's 30 s; shorter for tests).
     #[arg(long, value_name = "MS", default_value_t = 30_000, hide = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub heartbeat_ms: u64,
+    /// code-server for `start_local_editor`; else `code-server` on `PATH`.
+    #[arg(long, env = "KANDAN_CODE_SERVER_BIN", value_name = "PATH")]
+    pub code_server_bin: Option<PathBuf>,
+    #[command(flatten)]
+    pub codex: CodexArgs,
     #[command(flatten)]
     pub detector: DetectorArgs,
+}
+
+/// Codex instances (PROTOCOL.md sections 6 and 7).
+#[derive(Debug, Args)]
+pub struct CodexArgs {
+    /// A directory Kandan may start code in (repeatable): of Kandan's
+    /// `allowedCwds`, only those under one of these count.
+    #[arg(long = "allow-cwd", value_name = "DIR")]
+    pub allow_cwd: Vec<PathBuf>,
+    /// The `codex` binary for instances (default: `codex` on PATH).
+    #[arg(long, value_name = "PATH", env = "KANDAN_CODEX_BIN")]
+    pub codex_bin: Option<PathBuf>,
+    /// Streamed deltas of one item within this many milliseconds go to
+    /// Kandan as one notification (0: each on its own).
+    #[arg(long, value_name = "MS", default_value_t = 50)]
+    pub stream_flush_ms: u64,
+    /// A running turn with no notification for this many milliseconds is
+    /// interrupted.
+    #[arg(long, value_name = "MS", default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub turn_idle_timeout_ms: u64,
 }
 
 impl ConnectArgs {

@@ -10,10 +10,12 @@
 pub(crate) mod approval;
 pub mod cli;
 pub mod cli_docs;
+pub mod codex;
 pub mod connect;
 pub mod control;
 pub mod detect;
 pub mod doctor;
+pub mod editor;
 pub(crate) mod forward;
 pub mod gate;
 pub mod logging;
@@ -25,6 +27,7 @@ pub(crate) mod supervise;
 pub(crate) mod trees;
 mod version;
 pub mod watch;
+pub mod workdir;
 
 /// `err` and its sources on one line: "a: b: c".
 pub fn error_chain(err: &dyn std::error::Error) -> String {

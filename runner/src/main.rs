@@ -25,7 +25,7 @@ fn main() {
             runtime.block_on(async move {
                 match command {
                     Command::Watch(args) => runner::watch::run(args).await,
-                    Command::Connect(args) => runner::connect::run(args).await,
+                    Command::Connect(args) => runner::connect::run(*args).await,
                     Command::Doctor(_)
                     | Command::Service(_)
                     | Command::Completions(_)

@@ -23,6 +23,8 @@ pub struct Trees {
     pub command: Option<RootCommand>,
     /// Ends the pipeline with its final `closed` events.
     pub finisher: Finisher,
+    /// Adds more roots while it runs (Codex instances under `connect`).
+    pub roots: std::sync::Arc<dyn detect::RootRegistry>,
 }
 
 /// Errors of starting to watch.
@@ -73,6 +75,7 @@ pub fn start(
         let options = SpawnOptions {
             stdout_to_stderr: output.stdout_to_stderr,
             marker: supervise::new_marker(),
+            ..SpawnOptions::default()
         };
         let held = HeldChild::spawn(&args.command, &options)?;
         detector.roots.add_root(held.pid())?;
@@ -100,6 +103,7 @@ pub fn start(
         gate,
     };
     let roots = detector.roots;
+    let more_roots = roots.clone();
     tokio::spawn(async move {
         // The registry must outlive the pipeline: dropping it may stop a backend.
         let _roots = roots;
@@ -114,6 +118,7 @@ pub fn start(
             scan_roots,
             self_pid: config.self_pid,
         },
+        roots: more_roots,
     })
 }
 

@@ -252,6 +252,26 @@ impl Browser {
             .map(drop)
     }
 
+    /// Waits until the first element matching `selector` reads exactly
+    /// `text` (e.g. a file name in VS Code's explorer).
+    pub async fn wait_for_selector_text(&mut self, selector: &str, text: &str) -> Result<()> {
+        self.call(json!({
+            "cmd": "waitForText",
+            "selector": selector,
+            "text": text,
+            "timeoutMs": millis(STEP_TIMEOUT),
+        }))
+        .await
+        .map(drop)
+    }
+
+    /// Writes a PNG of the page to `path`.
+    pub async fn screenshot(&mut self, path: &std::path::Path) -> Result<()> {
+        self.call(json!({ "cmd": "screenshot", "path": path }))
+            .await
+            .map(drop)
+    }
+
     /// The page's state and what happened since `goto`.
     pub async fn state(&mut self) -> Result<PageState> {
         let answer = self.call(json!({ "cmd": "state" })).await?;

@@ -1,9 +1,13 @@
 //! Kandan simulator and helpers for the end-to-end tests.
 
 pub mod bench;
+pub mod bench_editor;
 pub mod bench_forward;
 pub mod browser;
+pub mod code_server;
+pub mod codex;
 pub mod e2e;
+pub mod fake_model;
 pub mod outsider;
 pub mod preview_client;
 pub mod runner_process;

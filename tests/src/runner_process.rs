@@ -154,6 +154,18 @@ impl RunnerProcess {
     }
 
     /// True while the runner has not exited.
+    /// SIGTERM to the runner alone; waits (up to 10 s) for it to exit and
+    /// returns its exit code.
+    pub async fn terminate(&mut self) -> Result<i32> {
+        let pid = libc::pid_t::try_from(self.pid)?;
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .context("the runner did not exit within 10 s of SIGTERM")??;
+        Ok(status.code().unwrap_or(-1))
+    }
+
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }

@@ -47,3 +47,13 @@ pub fn privileged(test: &str) -> bool {
     eprintln!("skipping {test}: needs root");
     false
 }
+
+/// Where a test leaves files for a person to look at afterwards
+/// (screenshots): `target/test-artifacts/<test>/`, created.
+pub fn artifacts_dir(test: &str) -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/test-artifacts")
+        .join(test);
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}

@@ -60,7 +60,7 @@ fn drive(mut channel: ControlChannel, on_control: tokio::sync::mpsc::UnboundedSe
                 ControlInput::Control { control, .. } => {
                     let _ = on_control.send(*control);
                 }
-                ControlInput::Disconnected => {}
+                ControlInput::Disconnected | ControlInput::Acked(_) => {}
                 ControlInput::Refused(refusal) => panic!("refused: {refusal}"),
             }
         }

@@ -1,7 +1,8 @@
-//! `cargo xtask bench detect|forward`: each benchmark in its own module,
+//! `cargo xtask bench detect|forward|editor`: each benchmark in its own module,
 //! results printed as a Markdown table (BENCHMARKS.md).
 
 mod detect;
+mod editor;
 mod forward;
 
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use crate::cmd;
 pub enum Which {
     Detect,
     Forward,
+    Editor,
 }
 
 pub fn run(which: Which, args: &[String]) -> Result<()> {
@@ -25,6 +27,7 @@ pub fn run(which: Which, args: &[String]) -> Result<()> {
     match which {
         Which::Detect => detect::run(args),
         Which::Forward => forward::run(args),
+        Which::Editor => editor::run(args),
     }
 }
 

@@ -26,7 +26,7 @@ pub fn run(for_tests: bool) -> Result<()> {
         apt.ensure("chromium", "chromium", || {
             Path::new("/usr/bin/chromium").exists()
         })?;
-        npm_fixtures()?;
+        npm_fixtures(&mut apt)?;
         // The detection benchmark's baseline polls these.
         apt.ensure("lsof", "lsof", || on_path("lsof"))?;
         apt.ensure("ps", "procps", || on_path("ps"))?;
@@ -156,7 +156,7 @@ fn tracefs() {
 
 /// `npm ci` in every `tests/fixtures/*` that has a lock file and no
 /// `node_modules` yet (or an older one).
-fn npm_fixtures() -> Result<()> {
+fn npm_fixtures(apt: &mut Apt) -> Result<()> {
     let fixtures = cmd::workspace_root().join("tests/fixtures");
     let Ok(entries) = std::fs::read_dir(&fixtures) else {
         return Ok(());
@@ -168,10 +168,8 @@ fn npm_fixtures() -> Result<()> {
         if !lock.exists() {
             continue;
         }
-        let name = format!(
-            "npm fixture {}",
-            dir.file_name().unwrap_or_default().to_string_lossy()
-        );
+        let fixture = dir.file_name().unwrap_or_default().to_string_lossy();
+        let name = format!("npm fixture {fixture}");
         let stamp = dir.join("node_modules/.package-lock.json");
         let fresh = match (lock.metadata(), stamp.metadata()) {
             (Ok(lock), Ok(stamp)) => stamp.modified()? >= lock.modified()?,
@@ -181,16 +179,51 @@ fn npm_fixtures() -> Result<()> {
             say(&name, "already installed");
             continue;
         }
-        cmd::run(
-            Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(&dir),
-        )
-        .with_context(|| format!("{name}: npm ci failed"))?;
+        let mut npm = Command::new("npm");
+        npm.args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir);
+        if fixture == "code-server" {
+            code_server_prerequisites(apt, &mut npm)?;
+        }
+        cmd::run(&mut npm).with_context(|| format!("{name}: npm ci failed"))?;
         say(&name, "installed");
     }
     Ok(())
 }
+
+/// What `npm ci` of code-server needs on this machine: kerberos headers
+/// (its `kerberos` module compiles), `unsafe_perm` (scripts as root), `yes`
+/// (node-pty's prompt), and ripgrep in the place `@vscode/ripgrep` looks for
+/// its cached download, since its postinstall cannot reach GitHub.
+fn code_server_prerequisites(apt: &mut Apt, npm: &mut Command) -> Result<()> {
+    apt.ensure("libkrb5-dev", "libkrb5-dev", || {
+        Path::new("/usr/include/krb5.h").exists()
+    })?;
+    apt.ensure("ripgrep", "ripgrep", || Path::new(RIPGREP).exists())?;
+    let cache = std::env::temp_dir().join(RIPGREP_CACHE);
+    let archive = cache.join(RIPGREP_ARCHIVE);
+    if archive.exists() {
+        say("ripgrep cache for @vscode/ripgrep", "already there");
+    } else {
+        std::fs::create_dir_all(&cache).with_context(|| format!("create {}", cache.display()))?;
+        // The postinstall untars the archive into its bin/: rg at the top.
+        cmd::run(
+            Command::new("tar")
+                .arg("-czf")
+                .arg(&archive)
+                .args(["-C", "/usr/bin", "rg"]),
+        )?;
+        say("ripgrep cache for @vscode/ripgrep", "written");
+    }
+    npm.env("npm_config_unsafe_perm", "true")
+        .env("npm_config_yes", "true");
+    Ok(())
+}
+
+/// Debian's ripgrep, standing in for the one @vscode/ripgrep 1.15.11 downloads.
+const RIPGREP: &str = "/usr/bin/rg";
+const RIPGREP_CACHE: &str = "vscode-ripgrep-cache-1.15.11";
+const RIPGREP_ARCHIVE: &str = "ripgrep-v13.0.0-10-x86_64-unknown-linux-musl.tar.gz";
 
 /// Debian packages, with one `apt-get update` at most per run.
 #[derive(Default)]

@@ -3,7 +3,7 @@
 use super::{Runner, translate};
 use crate::approval::Resolution;
 use crate::control::events::{ControlErrorEvent, RunnerConfigApplied};
-use crate::control::{Control, ErrorCode, Event, Session, controls};
+use crate::control::{Control, Event, Session, controls};
 
 /// What `update_runner_config` set. Stored and acknowledged; the editor and
 /// instance controls that will use `allowedCwds` are later work.
@@ -39,6 +39,11 @@ impl Runner {
                 }
                 self.config.allowed_cwds =
                     update.allowed_cwds.into_iter().map(|cwd| cwd.0).collect();
+                let roots: Vec<String> = (self.config.allowed_cwds.iter())
+                    .map(|cwd| cwd.display().to_string())
+                    .collect();
+                self.cwds.set_allowed(&roots);
+                self.retain_allowed_editors();
                 let applied = Event::RunnerConfigApplied(RunnerConfigApplied {
                     config_version: self.config.version,
                     allowed_cwds: self
@@ -50,10 +55,14 @@ impl Runner {
                 });
                 self.reply(session, applied).await;
             }
-            other => {
-                let ids = unsupported_ids(&other);
-                self.unsupported(session, other.kind(), ids).await;
-            }
+            Control::StartLocalEditor(start) => self.start_editor(session, start).await,
+            Control::StopLocalEditor(stop) => self.stop_editor(session, stop),
+            Control::StartInstance(start) => self.start_instance(session, start).await,
+            Control::StartTurn(turn) => self.start_turn(session, turn),
+            Control::InterruptTurn(interrupt) => self.interrupt_turn(session, interrupt),
+            Control::ResolveApprovalRequest(resolve) => self.resolve_approval(session, resolve),
+            Control::StopInstance(stop) => self.stop_instance(session, stop),
+            Control::ReadThread(read) => self.read_thread(session, read),
         }
     }
 
@@ -82,40 +91,5 @@ impl Runner {
                 self.reply(session, error).await;
             }
         }
-    }
-
-    async fn unsupported(&self, session: Session, control_type: &str, ids: ControlErrorEvent) {
-        let error = Event::ControlError(ControlErrorEvent {
-            control_type: control_type.to_string(),
-            code: ErrorCode::Unsupported,
-            message: format!("{control_type} is not supported by this runner yet"),
-            ..ids
-        });
-        self.reply(session, error).await;
-    }
-}
-
-/// The ids a `control_error` for `control` echoes.
-fn unsupported_ids(control: &Control) -> ControlErrorEvent {
-    let (request_id, instance_id, editor_id) = match control {
-        Control::StartLocalEditor(c) => (c.request_id.clone(), c.instance_id.clone(), None),
-        Control::StopLocalEditor(c) => (None, None, Some(c.editor_id.clone())),
-        Control::StartInstance(c) => (None, c.instance_id.clone(), None),
-        Control::StartTurn(c) => (None, Some(c.instance_id.clone()), None),
-        Control::InterruptTurn(c) => (None, Some(c.instance_id.clone()), None),
-        Control::ResolveApprovalRequest(c) => (
-            Some(c.request_id.clone()),
-            Some(c.instance_id.clone()),
-            None,
-        ),
-        Control::StopInstance(c) => (None, Some(c.instance_id.clone()), None),
-        Control::ReadThread(c) => (None, Some(c.instance_id.clone()), None),
-        _ => (None, None, None),
-    };
-    ControlErrorEvent {
-        request_id,
-        instance_id,
-        editor_id,
-        ..ControlErrorEvent::default()
     }
 }

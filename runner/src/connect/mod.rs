@@ -4,6 +4,8 @@
 //! it; forwarded requests and sockets answer Kandan from their own tasks.
 
 mod dispatch;
+mod editors;
+mod instances;
 mod shutdown;
 mod translate;
 
@@ -48,6 +50,7 @@ pub async fn run(args: ConnectArgs) -> i32 {
             mut candidates,
             mut command,
             finisher,
+            roots,
         },
         mut signals,
     ) = match trees::start_for_command(
@@ -68,6 +71,8 @@ pub async fn run(args: ConnectArgs) -> i32 {
         backend: selection.kind.to_string(),
         config_version: 0,
     };
+    let (editors, mut editor_events) =
+        editors::registry(args.code_server_bin.clone(), &args.url, token.as_deref());
     let mut control_config = ControlConfig::new(args.url.clone(), token, join);
     control_config.timing = Timing {
         heartbeat_interval: Duration::from_millis(args.heartbeat_ms),
@@ -80,6 +85,7 @@ pub async fn run(args: ConnectArgs) -> i32 {
 
     let forwarder = Arc::new(Forwarder::new(
         Arc::new(gate.clone()),
+        Arc::new(editors::Sockets(editors.as_ref().ok().cloned())),
         ForwardConfig {
             max_request_body: args.max_request_body,
             max_response_body: args.max_response_body,
@@ -100,6 +106,14 @@ pub async fn run(args: ConnectArgs) -> i32 {
             forwarder.close_port(revocation.port, cause);
         }
     });
+    let (instances, mut instance_events) = instances::Instances::new(
+        instances::Settings {
+            codex_bin: args.codex.codex_bin.clone(),
+            stream_flush: Duration::from_millis(args.codex.stream_flush_ms),
+            turn_idle_timeout: Duration::from_millis(args.codex.turn_idle_timeout_ms),
+        },
+        roots,
+    );
     let mut runner = Runner {
         handle: channel.handle,
         approval,
@@ -108,6 +122,11 @@ pub async fn run(args: ConnectArgs) -> i32 {
         backend: selection.kind.to_string(),
         backend_reason: selection.reason.clone(),
         config: dispatch::RunnerConfig::default(),
+        cwds: crate::workdir::CwdPolicy::new(&args.codex.allow_cwd),
+        instances,
+        marker: crate::supervise::new_marker(),
+        port_instances: std::collections::HashMap::new(),
+        editors,
         limits: translate::ready_limits(&args),
     };
 
@@ -134,6 +153,8 @@ pub async fn run(args: ConnectArgs) -> i32 {
                 }
                 runner.on_input(input).await;
             }
+            Some(event) = editor_events.recv() => runner.send(editors::event(event)).await,
+            Some((id, event)) = instance_events.recv() => runner.on_instance_event(id, event).await,
             code = crate::supervise::exit_code_of(&mut command) => break RunnerStop::Exited(code),
             signal = signals.recv() => break RunnerStop::Signal(signal),
         }
@@ -143,6 +164,8 @@ pub async fn run(args: ConnectArgs) -> i32 {
         signals,
         finisher,
         candidates,
+        editor_events,
+        instance_events,
         client: channel.task,
     };
     let code = runner.shut_down(stop, ends).await;
@@ -161,6 +184,14 @@ struct Runner {
     backend: String,
     backend_reason: Option<String>,
     config: dispatch::RunnerConfig,
+    /// Where instances and editors may run (PROTOCOL.md section 6).
+    cwds: crate::workdir::CwdPolicy,
+    editors: editors::Registry,
+    instances: instances::Instances,
+    /// The tree marker the app-servers carry.
+    marker: String,
+    /// The instance of each port request that has one, by `requestId`.
+    port_instances: std::collections::HashMap<String, String>,
     /// Announced in `runner_ready`.
     limits: crate::control::events::Limits,
 }
@@ -182,7 +213,21 @@ impl Runner {
         match self.approval.on_candidate(event) {
             Ok(outputs) => {
                 for output in outputs {
-                    self.send(translate::approval_event(output)).await;
+                    let mut event = translate::approval_event(output);
+                    // A port's instance, remembered for its close.
+                    match &mut event {
+                        Event::PortForwardRequest(request) => {
+                            if let Some(id) = &request.listener.instance_id {
+                                let key = request.listener.request_id.clone();
+                                self.port_instances.insert(key, id.clone());
+                            }
+                        }
+                        Event::PortForwardClosed(closed) => {
+                            closed.instance_id = self.port_instances.remove(&closed.request_id);
+                        }
+                        _ => {}
+                    }
+                    self.send(event).await;
                 }
             }
             Err(err) => tracing::error!("approval: {}", crate::error_chain(&err)),
@@ -199,18 +244,19 @@ impl Runner {
                     backend_reason: self.backend_reason.clone(),
                     config_version: self.config.version,
                     listeners: translate::ready_listeners(self.approval.snapshot()),
-                    instances: Vec::new(),
-                    editors: Vec::new(),
+                    instances: self.instances.ready(),
+                    editors: editors::ready(&self.editors),
                     limits: self.limits,
                 });
                 self.reply(session, ready).await;
+                self.resend_unacked().await;
             }
             ControlInput::Control { session, control } => {
                 self.dispatch(session, *control).await;
             }
             // The main loop stops on it before it gets here.
             ControlInput::Refused(_) => {}
-            ControlInput::Acked(_) => {}
+            ControlInput::Acked(ack) => self.on_acked(ack),
             ControlInput::Disconnected => {
                 // Kandan forgets its requests and sockets with the connection.
                 self.forwarder.close_all();

@@ -28,6 +28,8 @@ pub(super) struct Ends {
     pub signals: Signals,
     pub finisher: Finisher,
     pub candidates: mpsc::Receiver<CandidateEvent>,
+    pub editor_events: mpsc::UnboundedReceiver<crate::editor::EditorEvent>,
+    pub instance_events: mpsc::Receiver<(String, crate::codex::InstanceEvent)>,
     pub client: JoinHandle<()>,
 }
 
@@ -40,7 +42,21 @@ impl Runner {
         self.forwarder.shut_down();
         self.forwarder.sockets_closed(SOCKETS_CLOSED).await;
 
-        let code = supervise::finish(ends.command.take(), stop, &ends.signals).await;
+        // The command's tree, the editors and the instances end side by side.
+        let editors = async {
+            if let Ok(editors) = &self.editors {
+                editors.stop_all().await;
+            }
+        };
+        let finish = supervise::finish(ends.command.take(), stop, &ends.signals);
+        let instances = timeout_at(deadline, self.stop_instances());
+        let (code, (), _) = tokio::join!(finish, editors, instances);
+        while let Ok(event) = ends.editor_events.try_recv() {
+            self.send(super::editors::event(event)).await;
+        }
+        while let Ok((id, event)) = ends.instance_events.try_recv() {
+            self.on_instance_event(id, event).await;
+        }
 
         // The final `closed` candidates become `port_forward_closed`.
         ends.finisher.finish().await;

@@ -71,7 +71,7 @@ pub(super) fn ready_listeners(snapshot: Vec<ListenerSnapshot>) -> Vec<ReadyListe
 /// identities.
 fn listener_info(listener: ListenerSnapshot) -> ListenerInfo {
     ListenerInfo {
-        instance_id: None,
+        instance_id: super::instances::instance_of(listener.pid),
         request_id: listener.request_id.to_string(),
         port: listener.port,
         pid: listener.pid,

@@ -5,10 +5,9 @@ use std::net::IpAddr;
 
 use bytes::Bytes;
 use serde::Serialize;
-use serde_json::Value;
-use serde_json::value::RawValue;
 
 use super::controls::{ActorId, Decision, Opcode};
+use crate::codex::InstanceEvent;
 
 /// One event, tagged by `type`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -26,13 +25,12 @@ pub enum Event {
     RunnerConfigApplied(RunnerConfigApplied),
     LocalEditorStarted(LocalEditorStarted),
     LocalEditorStopped(LocalEditorStopped),
-    InstanceStarted(InstanceStarted),
-    CodexNotification(CodexNotification),
-    ApprovalRequest(ApprovalRequest),
-    ApprovalResolved(ApprovalResolved),
-    ThreadRead(ThreadRead),
-    InstanceStopped(InstanceStopped),
     ControlError(ControlErrorEvent),
+    /// `instance_started`, `codex_notification`, `approval_request`,
+    /// `approval_resolved`, `thread_read`, `instance_stopped`: the event
+    /// carries its own `type`.
+    #[serde(untagged)]
+    Instance(InstanceWire),
 }
 
 impl Event {
@@ -77,13 +75,8 @@ impl Event {
             Event::RunnerConfigApplied(_) => "runner_config_applied",
             Event::LocalEditorStarted(_) => "local_editor_started",
             Event::LocalEditorStopped(_) => "local_editor_stopped",
-            Event::InstanceStarted(_) => "instance_started",
-            Event::CodexNotification(_) => "codex_notification",
-            Event::ApprovalRequest(_) => "approval_request",
-            Event::ApprovalResolved(_) => "approval_resolved",
-            Event::ThreadRead(_) => "thread_read",
-            Event::InstanceStopped(_) => "instance_stopped",
             Event::ControlError(_) => "control_error",
+            Event::Instance(wire) => wire.event.kind(),
         }
     }
 }
@@ -294,145 +287,18 @@ pub struct LocalEditorStopped {
     pub exit_code: Option<i32>,
 }
 
+/// An instance's event (PROTOCOL.md section 7) with its `instanceId` and
+/// `seq`: the fields of the [`InstanceEvent`] (its own `type` included)
+/// beside them.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct InstanceStarted {
-    pub instance_id: String,
-    pub thread_id: String,
-    pub cwd: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-    pub pid: u32,
-    pub codex_version: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tui_url: Option<String>,
-}
-
-/// The ids found in a notification's `params`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NotificationIds {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub thread_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub turn_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub item_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub process_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
-}
-
-/// An app-server notification; `params` is passed on as the app-server
-/// sent it (or, for a batch of deltas, with `delta` joined).
-#[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CodexNotification {
+pub struct InstanceWire {
     pub instance_id: String,
     pub seq: u64,
-    pub method: String,
-    pub params: Box<RawValue>,
-    pub ids: NotificationIds,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub gap: bool,
-}
-
-impl PartialEq for CodexNotification {
-    fn eq(&self, other: &Self) -> bool {
-        (
-            &self.instance_id,
-            self.seq,
-            &self.method,
-            self.params.get(),
-            &self.ids,
-            self.gap,
-        ) == (
-            &other.instance_id,
-            other.seq,
-            &other.method,
-            other.params.get(),
-            &other.ids,
-            other.gap,
-        )
-    }
-}
-
-/// What an app-server asks to be allowed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ApprovalKind {
-    Command,
-    FileChange,
-    Permissions,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ApprovalRequest {
-    pub instance_id: String,
-    pub seq: u64,
-    pub request_id: String,
-    pub kind: ApprovalKind,
-    pub thread_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub turn_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub item_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub command: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cwd: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub changes: Option<Value>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ApprovalResolved {
-    pub instance_id: String,
-    pub seq: u64,
-    pub request_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub decision: Option<Decision>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub withdrawn: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub actor_user_id: Option<ActorId>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub actor_slug: Option<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ThreadRead {
-    pub instance_id: String,
-    pub thread_id: String,
-    pub thread: Value,
-}
-
-/// Why an instance stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StopReason {
-    Stopped,
-    Exited,
-    Failed,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct InstanceStopped {
-    pub instance_id: String,
-    pub reason: StopReason,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub exit_code: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub signal: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stderr_tail: Option<String>,
+    #[serde(flatten)]
+    pub event: InstanceEvent,
 }
 
 /// A control was refused or failed.
@@ -533,7 +399,7 @@ mod base64_bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     impl Event {
         fn to_json(&self) -> Value {

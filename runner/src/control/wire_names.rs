@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::controls::{ActorId, Control, Decision, Opcode};
 use super::events::*;
+use crate::codex::{ApprovalKind, ApprovalRequest, Ids, InstanceEvent, StopReason};
 
 /// Section 3: each control with all its fields.
 const CONTROLS: &[(&str, &[&str])] = &[
@@ -208,6 +209,8 @@ const EVENTS: &[(&str, &[&str])] = &[
         &["requestId", "instanceId", "editorId", "cwd"],
     ),
     ("local_editor_stopped", &["editorId", "reason", "exitCode"]),
+    // `seq` (and `gap`) on every event of an instance, as section 7 says,
+    // also where the table of section 4 does not list them.
     (
         "instance_started",
         &[
@@ -218,6 +221,8 @@ const EVENTS: &[(&str, &[&str])] = &[
             "pid",
             "codexVersion",
             "tuiUrl",
+            "seq",
+            "gap",
         ],
     ),
     (
@@ -238,6 +243,7 @@ const EVENTS: &[(&str, &[&str])] = &[
             "cwd",
             "reason",
             "changes",
+            "gap",
         ],
     ),
     (
@@ -250,12 +256,24 @@ const EVENTS: &[(&str, &[&str])] = &[
             "withdrawn",
             "actorUserId",
             "actorSlug",
+            "gap",
         ],
     ),
-    ("thread_read", &["instanceId", "threadId", "thread"]),
+    (
+        "thread_read",
+        &["instanceId", "threadId", "thread", "seq", "gap"],
+    ),
     (
         "instance_stopped",
-        &["instanceId", "reason", "exitCode", "signal", "stderrTail"],
+        &[
+            "instanceId",
+            "reason",
+            "exitCode",
+            "signal",
+            "stderrTail",
+            "seq",
+            "gap",
+        ],
     ),
     (
         "control_error",
@@ -273,6 +291,16 @@ const EVENTS: &[(&str, &[&str])] = &[
 
 fn s(text: &str) -> String {
     text.to_owned()
+}
+
+/// An instance's event as sent: with its instance, `seq` and a `gap`.
+fn instance(event: InstanceEvent) -> Event {
+    Event::Instance(InstanceWire {
+        instance_id: s("i"),
+        seq: 1,
+        gap: true,
+        event,
+    })
 }
 
 /// One of each event, every optional field set.
@@ -363,52 +391,42 @@ fn every_event() -> Vec<Event> {
             reason: s("stopped"),
             exit_code: Some(0),
         }),
-        Event::InstanceStarted(InstanceStarted {
-            instance_id: s("i"),
+        instance(InstanceEvent::Started {
             thread_id: s("t"),
-            cwd: s("/w"),
+            cwd: "/w".into(),
             model: Some(s("m")),
             pid: 1,
             codex_version: s("0"),
             tui_url: Some(s("ws://127.0.0.1:1")),
         }),
-        Event::CodexNotification(CodexNotification {
-            instance_id: s("i"),
-            seq: 1,
+        instance(InstanceEvent::Notification {
             method: s("m"),
-            params: serde_json::value::RawValue::from_string(s("{}")).unwrap(),
-            ids: NotificationIds::default(),
-            gap: true,
+            params: json!({}),
+            ids: Ids::default(),
         }),
-        Event::ApprovalRequest(ApprovalRequest {
-            instance_id: s("i"),
-            seq: 1,
+        instance(InstanceEvent::ApprovalRequest(ApprovalRequest {
             request_id: s("r"),
             kind: ApprovalKind::Command,
             thread_id: s("t"),
             turn_id: Some(s("u")),
             item_id: Some(s("it")),
-            command: Some(json!("ls")),
+            command: Some(s("ls")),
             cwd: Some(s("/w")),
             reason: Some(s("why")),
             changes: Some(json!({})),
-        }),
-        Event::ApprovalResolved(ApprovalResolved {
-            instance_id: s("i"),
-            seq: 2,
+        })),
+        instance(InstanceEvent::ApprovalResolved {
             request_id: s("r"),
             decision: Some(Decision::Deny),
             withdrawn: true,
             actor_user_id: Some(ActorId::Str(s("u"))),
             actor_slug: Some(s("a")),
         }),
-        Event::ThreadRead(ThreadRead {
-            instance_id: s("i"),
+        instance(InstanceEvent::ThreadRead {
             thread_id: s("t"),
             thread: json!({}),
         }),
-        Event::InstanceStopped(InstanceStopped {
-            instance_id: s("i"),
+        instance(InstanceEvent::Stopped {
             reason: StopReason::Exited,
             exit_code: Some(1),
             signal: Some(9),

@@ -1,13 +1,83 @@
-//! Connecting to an approved port: loopback only, in the family the listener
-//! bound.
+//! Connecting to an approved port (loopback only, in the family the
+//! listener bound) or to an editor's Unix socket.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
 
-use super::{ForwardError, PortGate};
+use super::ForwardError;
+use crate::gate::PortGate;
+
+/// A connection to a local server: a dev server's port or an editor's socket.
+pub(crate) enum LocalStream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl AsyncRead for LocalStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            LocalStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            LocalStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for LocalStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            LocalStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            LocalStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            LocalStream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            LocalStream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            LocalStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            LocalStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Connects to an editor's Unix socket.
+pub(crate) async fn connect_editor(
+    path: &Path,
+    timeout: Duration,
+) -> Result<UnixStream, ForwardError> {
+    let connect = UnixStream::connect(path);
+    match tokio::time::timeout(timeout, connect).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(source)) => Err(ForwardError::ConnectEditor {
+            path: path.to_owned(),
+            source,
+        }),
+        Err(_) => Err(ForwardError::ConnectTimeout {
+            port: 0,
+            after: timeout,
+        }),
+    }
+}
 
 /// The loopback addresses to try for a listener that bound `bound`, in
 /// order: IPv4 first (dev servers that bind both answer there, and dialling

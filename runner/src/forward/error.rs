@@ -33,10 +33,14 @@ pub(crate) enum ForwardError {
         after: std::time::Duration,
     },
     /// The local server did not answer within the overall timeout.
-    #[error("local server on port {port} did not answer within {after:?}")]
-    ResponseTimeout {
-        port: u16,
-        after: std::time::Duration,
+    #[error("the local server did not answer within {after:?}")]
+    ResponseTimeout { after: std::time::Duration },
+    /// Connecting to an editor's socket failed.
+    #[error("cannot connect to the editor's socket {}", path.display())]
+    ConnectEditor {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     /// The request body is over the limit; nothing was sent.
     #[error("request body of {len} bytes is over the {limit} byte limit")]
@@ -80,6 +84,7 @@ impl ForwardError {
             Self::Refused { source, .. } => source.code(),
             Self::NoLoopbackTarget { .. }
             | Self::Connect { .. }
+            | Self::ConnectEditor { .. }
             | Self::Http(_)
             | Self::ResponseBody(_) => ErrorCode::UpstreamUnreachable,
             Self::WebSocket(err) => match **err {

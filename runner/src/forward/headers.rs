@@ -50,17 +50,30 @@ pub fn strip_hop_by_hop(map: &mut HeaderMap) {
 /// original in `X-Forwarded-Origin`: origin checks (Django CSRF, webpack's
 /// WebSocket check) compare it with `Host`, and Kandan's approval is the
 /// real gate here.
-pub fn localize(map: &mut HeaderMap, port: u16) {
-    let local = HeaderValue::from_str(&format!("localhost:{port}")).expect("ascii");
-    if let Some(host) = map.remove(header::HOST) {
-        map.insert(X_FORWARDED_HOST, host);
-    }
-    map.insert(header::HOST, local);
+pub fn localize(map: &mut HeaderMap, host: &HeaderValue) {
+    localize_host(map, host);
     if let Some(origin) = map.remove(header::ORIGIN) {
         map.insert(X_FORWARDED_ORIGIN, origin);
-        let local = HeaderValue::from_str(&format!("http://localhost:{port}")).expect("ascii");
+        let mut local = b"http://".to_vec();
+        local.extend_from_slice(host.as_bytes());
+        let local = HeaderValue::from_bytes(&local).expect("a host value with a scheme");
         map.insert(header::ORIGIN, local);
     }
+}
+
+/// Only `Host` becomes local (the original goes to `X-Forwarded-Host`);
+/// `Origin` stays. For editors: code-server accepts a WebSocket whose
+/// `Origin` matches `X-Forwarded-Host`, i.e. the page Kandan served.
+pub fn localize_host(map: &mut HeaderMap, host: &HeaderValue) {
+    if let Some(original) = map.remove(header::HOST) {
+        map.insert(X_FORWARDED_HOST, original);
+    }
+    map.insert(header::HOST, host.clone());
+}
+
+/// `localhost:<port>`: the `Host` a dev server on `port` expects.
+pub fn local_host(port: u16) -> HeaderValue {
+    HeaderValue::from_str(&format!("localhost:{port}")).expect("ascii")
 }
 
 /// The response's end-to-end headers as pairs for Kandan. Non-UTF-8 values
@@ -118,7 +131,7 @@ mod tests {
             ("Host", "preview.kandan.dev"),
             ("Origin", "https://preview.kandan.dev"),
         ]);
-        localize(&mut map, 5173);
+        localize(&mut map, &local_host(5173));
         assert_eq!(map["host"], "localhost:5173");
         assert_eq!(map["x-forwarded-host"], "preview.kandan.dev");
         assert_eq!(map["origin"], "http://localhost:5173");

@@ -7,10 +7,11 @@
 //! is idempotent, so a server closing idle connections costs no request.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
@@ -21,7 +22,7 @@ use tracing::Instrument;
 use super::pool::{AbortOnDrop, Pool, Upstream};
 use super::{ForwardConfig, ForwardError, dial, headers};
 use crate::control::budget::{Budget, wire_cost};
-use crate::control::controls::{ForwardHttpRequest, Target};
+use crate::control::controls::ForwardHttpRequest;
 use crate::control::events::{
     ControlErrorEvent, Event, ForwardHttpResponse, ForwardHttpResponseChunk,
 };
@@ -70,19 +71,11 @@ pub(super) fn failed(request_id: String, err: &ForwardError) -> Event {
     })
 }
 
-/// The local port of a request's target; editors are not dialed here.
-pub(super) fn port_of(target: &Target) -> Result<u16, ForwardError> {
-    match target {
-        Target::Port(port) => Ok(*port),
-        Target::Editor(id) => Err(ForwardError::UnknownEditor(id.clone())),
-    }
-}
-
 /// Builds the upstream request from the control, refusing bad input and
 /// bodies over the limit before anything is sent.
 fn build_request(
     req: &ForwardHttpRequest,
-    port: u16,
+    local: Localize,
     config: &ForwardConfig,
 ) -> Result<http::Request<Full<Bytes>>, ForwardError> {
     let body = &req.body.0;
@@ -99,7 +92,12 @@ fn build_request(
     // to wait for behind an `Expect: 100-continue`.
     map.remove(header::CONTENT_LENGTH);
     map.remove(header::EXPECT);
-    headers::localize(&mut map, port);
+    match local {
+        Localize::Port(port) => headers::localize(&mut map, &headers::local_host(port)),
+        Localize::Editor => {
+            headers::localize_host(&mut map, &HeaderValue::from_static("localhost"))
+        }
+    }
     let mut request = http::Request::builder()
         .method(req.method.0.clone())
         .uri(target)
@@ -110,6 +108,14 @@ fn build_request(
         })?;
     *request.headers_mut() = map;
     Ok(request)
+}
+
+/// How a request is made to look local: for a dev server's port, `Host`
+/// and `Origin`; for an editor, `Host` alone (see [`headers::localize_host`]).
+#[derive(Clone, Copy)]
+enum Localize {
+    Port(u16),
+    Editor,
 }
 
 /// The origin-form request target (the path starts with `/`: a typed
@@ -188,7 +194,7 @@ async fn send(
     drop(up);
     let retry = match failed.take_message() {
         Some(unsent) => unsent,
-        None if idempotent => build_request(req, port, config)?,
+        None if idempotent => build_request(req, Localize::Port(port), config)?,
         None => return Err(ForwardError::Http(failed.into_error())),
     };
     tracing::debug!(error = %failed.error(), "pooled connection failed, retrying on a fresh one");
@@ -209,19 +215,92 @@ async fn exchange(
     pool: &Pool,
     config: &ForwardConfig,
 ) -> Result<(), ForwardError> {
-    let request = build_request(&req, port, config)?;
+    let request = build_request(&req, Localize::Port(port), config)?;
     let deadline = Instant::now() + config.overall_timeout;
-    let too_slow = || ForwardError::ResponseTimeout {
-        port,
-        after: config.overall_timeout,
-    };
 
     // The gate decides on every request, pooled connection or not.
     let targets = dial::targets(gate, port)?;
     let (pooled, ticket) = pool.take(port, &targets);
     let head = send(gate, &req, port, request, &targets, pooled, config);
-    let (response, mut up) = timeout_at(deadline, head).await.map_err(|_| too_slow())??;
+    let (response, mut up) = timeout_at(deadline, head)
+        .await
+        .map_err(|_| too_slow(config))??;
+    if deliver(req, response, to, config, deadline).await? {
+        // The whole body was read: once hyper has seen the connection
+        // through to idle (or closed, for `Connection: close`), it can be
+        // reused.
+        if let Ok(Ok(())) = tokio::time::timeout(READY_GRACE, up.sender.ready()).await {
+            pool.put(ticket, up);
+        }
+    }
+    Ok(())
+}
 
+/// Runs one request to an editor on its Unix socket and answers Kandan;
+/// editors get a fresh connection per request (no gate: Kandan asked for
+/// the editor, and only the runner's user can reach its socket).
+pub(super) async fn forward_editor(
+    req: ForwardHttpRequest,
+    socket: PathBuf,
+    to: Responder,
+    config: Arc<ForwardConfig>,
+) {
+    let span = tracing::info_span!("forward_editor", request_id = %req.request_id);
+    async move {
+        let request_id = req.request_id.clone();
+        if let Err(err) = exchange_editor(req, &socket, &to, &config).await {
+            tracing::info!(code = %err.code(), error = %err.message(), "forward failed");
+            to.send(failed(request_id, &err)).await;
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+async fn exchange_editor(
+    req: ForwardHttpRequest,
+    socket: &Path,
+    to: &Responder,
+    config: &ForwardConfig,
+) -> Result<(), ForwardError> {
+    let request = build_request(&req, Localize::Editor, config)?;
+    let deadline = Instant::now() + config.overall_timeout;
+    let stream = dial::connect_editor(socket, config.connect_timeout).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(ForwardError::Http)?;
+    let _task = AbortOnDrop(
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                tracing::debug!(error = %err, "editor connection ended with an error");
+            }
+        })
+        .abort_handle(),
+    );
+    let response = timeout_at(deadline, sender.send_request(request))
+        .await
+        .map_err(|_| too_slow(config))?
+        .map_err(ForwardError::Http)?;
+    deliver(req, response, to, config, deadline).await?;
+    Ok(())
+}
+
+fn too_slow(config: &ForwardConfig) -> ForwardError {
+    ForwardError::ResponseTimeout {
+        after: config.overall_timeout,
+    }
+}
+
+/// Answers Kandan with `response`: whole (within the body limit), or as a
+/// stream of chunks. True when the body was read to its end, so the
+/// connection may be reused.
+async fn deliver(
+    req: ForwardHttpRequest,
+    response: http::Response<Incoming>,
+    to: &Responder,
+    config: &ForwardConfig,
+    deadline: Instant,
+) -> Result<bool, ForwardError> {
     let (parts, body) = response.into_parts();
     let mut response_headers = parts.headers;
     headers::strip_hop_by_hop(&mut response_headers);
@@ -230,7 +309,8 @@ async fn exchange(
 
     if req.accept_streaming && is_stream(&response_headers, &body) {
         let budget = &config.event_budget;
-        return stream(req.request_id, status, &response_headers, body, budget, to).await;
+        stream(req.request_id, status, &response_headers, body, budget, to).await?;
+        return Ok(false);
     }
 
     let limit = config.max_response_body;
@@ -248,29 +328,24 @@ async fn exchange(
     let reserve = declared.map_or(limit, |len| len as usize);
     let mut charge = timeout_at(deadline, config.event_budget.charge(wire_cost(reserve)))
         .await
-        .map_err(|_| too_slow())?;
+        .map_err(|_| too_slow(config))?;
     let body = timeout_at(deadline, read_body(body, reserve, limit))
         .await
-        .map_err(|_| too_slow())??;
+        .map_err(|_| too_slow(config))??;
     charge.shrink_to(wire_cost(body.len()));
     let response = Event::ForwardHttpResponse(ForwardHttpResponse {
         request_id: req.request_id,
         status,
         headers: headers::to_pairs(&response_headers),
-        body,
         streaming: None,
+        body,
     });
     to.send(Charged {
         event: response,
         charge,
     })
     .await;
-    // The whole body was read: once hyper has seen the connection through
-    // to idle (or closed, for `Connection: close`), it can be reused.
-    if let Ok(Ok(())) = tokio::time::timeout(READY_GRACE, up.sender.ready()).await {
-        pool.put(ticket, up);
-    }
-    Ok(())
+    Ok(true)
 }
 
 /// Reads a whole body of at most `limit` bytes into one buffer of

@@ -20,6 +20,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -28,7 +29,7 @@ use tokio::sync::oneshot;
 use pool::Pool;
 
 use crate::control::controls::{
-    ForwardHttpRequest, ForwardWebsocketClose, ForwardWebsocketOpen, ForwardWebsocketSend,
+    ForwardHttpRequest, ForwardWebsocketClose, ForwardWebsocketOpen, ForwardWebsocketSend, Target,
 };
 use crate::control::{ErrorCode, Responder};
 use crate::gate::PortGate;
@@ -37,6 +38,30 @@ pub(crate) use config::ForwardConfig;
 pub(crate) use error::ForwardError;
 pub(crate) use pool::PoolConfig;
 use websocket::SocketTable;
+
+/// Where the runner's editors listen (PROTOCOL.md section 8): each one's
+/// private Unix socket, by `editorId`. Implemented by the editor registry.
+pub(crate) trait EditorSockets: Send + Sync {
+    fn socket(&self, editor_id: &str) -> Option<PathBuf>;
+}
+
+/// No editors (tests of ports alone).
+#[cfg(test)]
+pub(crate) struct NoEditors;
+
+#[cfg(test)]
+impl EditorSockets for NoEditors {
+    fn socket(&self, _: &str) -> Option<PathBuf> {
+        None
+    }
+}
+
+/// A request's or socket's target, resolved.
+#[derive(Clone, Debug)]
+enum Local {
+    Port(u16),
+    Editor(PathBuf),
+}
 
 /// Why forwarding to a port stopped (see [`Forwarder::close_port`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +146,7 @@ impl HttpTasks {
 /// tokio runtime.
 pub(crate) struct Forwarder {
     gate: Arc<dyn PortGate>,
+    editors: Arc<dyn EditorSockets>,
     config: Arc<ForwardConfig>,
     http: Arc<HttpTasks>,
     pool: Arc<Pool>,
@@ -128,13 +154,19 @@ pub(crate) struct Forwarder {
 }
 
 impl Forwarder {
-    /// A forwarder that asks `gate` before every connection.
-    pub(crate) fn new(gate: Arc<dyn PortGate>, config: ForwardConfig) -> Self {
+    /// A forwarder that asks `gate` before every connection to a port, and
+    /// finds editors through `editors`.
+    pub(crate) fn new(
+        gate: Arc<dyn PortGate>,
+        editors: Arc<dyn EditorSockets>,
+        config: ForwardConfig,
+    ) -> Self {
         let config = Arc::new(config);
         let sockets = SocketTable::new(gate.clone(), config.clone());
         let pool = Arc::new(Pool::new(config.pool));
         Self {
             gate,
+            editors,
             config,
             http: Arc::default(),
             pool,
@@ -143,9 +175,23 @@ impl Forwarder {
     }
 
     /// Starts `req` on its own task, which answers through `to`.
+    fn resolve(&self, target: &Target) -> Result<Local, ForwardError> {
+        match target {
+            Target::Port(port) => Ok(Local::Port(*port)),
+            Target::Editor(id) => (self.editors.socket(id))
+                .map(Local::Editor)
+                .ok_or_else(|| ForwardError::UnknownEditor(id.clone())),
+        }
+    }
+
     pub(crate) fn http(&self, req: ForwardHttpRequest, to: Responder) {
-        let port = match http::port_of(&req.target) {
-            Ok(port) => port,
+        let port = match self.resolve(&req.target) {
+            Ok(Local::Port(port)) => port,
+            Ok(Local::Editor(socket)) => {
+                let config = self.config.clone();
+                tokio::spawn(http::forward_editor(req, socket, to, config));
+                return;
+            }
             Err(err) => {
                 tokio::spawn(async move { to.send(http::failed(req.request_id, &err)).await });
                 return;
@@ -180,7 +226,8 @@ impl Forwarder {
     /// `forward_websocket_closed` follows through `to`, and so does every
     /// message of the socket.
     pub(crate) async fn ws_open(&self, open: ForwardWebsocketOpen, to: Responder) {
-        self.sockets.open(open, to).await;
+        let local = self.resolve(&open.target);
+        self.sockets.open(open, local, to).await;
     }
 
     /// Queues a frame for the local server.

@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ::http::header::{self, HeaderValue};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::client::generate_key;
@@ -34,9 +33,10 @@ use crate::control::events::{
 use crate::control::{Charged, ErrorCode, Responder};
 use crate::gate::PortGate;
 
-use super::{CloseCause, ForwardConfig, ForwardError, TaskStop, dial, headers, http};
+use super::dial::LocalStream;
+use super::{CloseCause, ForwardConfig, ForwardError, Local, TaskStop, dial, headers, http};
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<LocalStream>;
 
 /// Handshake headers the runner sets itself. Extensions go too: tungstenite
 /// speaks no permessage-deflate, so the browser's offer must not reach the
@@ -51,7 +51,8 @@ const HANDSHAKE_HEADERS: [&str; 5] = [
 
 struct Entry {
     serial: u64,
-    port: u16,
+    /// None for an editor's socket.
+    port: Option<u16>,
     frames: mpsc::Sender<(Message, usize)>,
     queued: Arc<AtomicUsize>,
     stop: oneshot::Sender<TaskStop>,
@@ -131,11 +132,21 @@ impl SocketTable {
     /// Starts opening a socket; `forward_websocket_opened` or `_closed`
     /// (with the error) follows through `to`. Frames sent before the
     /// handshake completes wait in the queue.
-    pub(super) async fn open(&self, open: ForwardWebsocketOpen, to: Responder) {
+    pub(super) async fn open(
+        &self,
+        open: ForwardWebsocketOpen,
+        local: Result<Local, ForwardError>,
+        to: Responder,
+    ) {
         const CONTROL: &str = "forward_websocket_open";
-        let port = match http::port_of(&open.target) {
-            Ok(port) => port,
+        let local = match local {
+            Ok(local) => local,
             Err(err) => return refuse(&to, CONTROL, &open.socket_id, err).await,
+        };
+        // Editors have no port: `close_port` never reaches their sockets.
+        let port = match &local {
+            Local::Port(port) => Some(*port),
+            Local::Editor(_) => None,
         };
         let serial = self.inner.next.fetch_add(1, Ordering::Relaxed);
         let (frames_tx, frames_rx) = mpsc::channel(self.inner.config.ws_queue_messages.max(1));
@@ -165,7 +176,7 @@ impl SocketTable {
             };
             return refuse(&to, CONTROL, &open.socket_id, err).await;
         }
-        let span = tracing::info_span!("forward_ws", socket_id = %open.socket_id, port);
+        let span = tracing::info_span!("forward_ws", socket_id = %open.socket_id, ?port);
         self.inner.unreported.fetch_add(1, Ordering::Relaxed);
         let inner = self.inner.clone();
         tokio::spawn(
@@ -178,7 +189,7 @@ impl SocketTable {
                     port,
                     reported: AtomicBool::new(false),
                 };
-                socket.run(&open, frames_rx, queued, stop_rx).await;
+                socket.run(&open, &local, frames_rx, queued, stop_rx).await;
                 socket.mark_reported();
                 inner.forget(&socket_id, serial);
             }
@@ -255,7 +266,7 @@ impl SocketTable {
         let mut sockets = self.inner.lock();
         let ids: Vec<String> = sockets
             .iter()
-            .filter(|(_, e)| e.port == port)
+            .filter(|(_, e)| e.port == Some(port))
             .map(|(id, _)| id.clone())
             .collect();
         for id in ids {
@@ -319,8 +330,12 @@ fn to_message(opcode: Opcode, body: Bytes) -> Result<Message, ForwardError> {
 async fn connect(
     inner: &Inner,
     open: &ForwardWebsocketOpen,
-    port: u16,
+    local: &Local,
 ) -> Result<(Ws, Option<String>), ForwardError> {
+    let host = match local {
+        Local::Port(port) => headers::local_host(*port),
+        Local::Editor(_) => HeaderValue::from_static("localhost"),
+    };
     let config = &inner.config;
     let target = http::path_and_query(&open.path.0, open.query_string.as_deref())?;
     let mut map = open.headers.0.clone();
@@ -339,7 +354,10 @@ async fn connect(
         let joined = HeaderValue::from_str(&offered.join(", ")).expect("joined valid values");
         map.insert(header::SEC_WEBSOCKET_PROTOCOL, joined);
     }
-    headers::localize(&mut map, port);
+    match local {
+        Local::Port(_) => headers::localize(&mut map, &host),
+        Local::Editor(_) => headers::localize_host(&mut map, &host),
+    }
     map.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     map.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     map.insert(
@@ -351,7 +369,10 @@ async fn connect(
         HeaderValue::from_str(&generate_key()).expect("base64 key"),
     );
     let mut request = ::http::Request::builder()
-        .uri(format!("ws://localhost:{port}{target}"))
+        .uri(format!(
+            "ws://{}{target}",
+            host.to_str().unwrap_or("localhost")
+        ))
         .body(())
         .map_err(|err| ForwardError::InvalidRequest {
             what: "websocket request",
@@ -359,7 +380,14 @@ async fn connect(
         })?;
     *request.headers_mut() = map;
 
-    let stream = dial::connect(&*inner.gate, port, config.connect_timeout).await?;
+    let stream = match local {
+        Local::Port(port) => {
+            LocalStream::Tcp(dial::connect(&*inner.gate, *port, config.connect_timeout).await?)
+        }
+        Local::Editor(path) => {
+            LocalStream::Unix(dial::connect_editor(path, config.connect_timeout).await?)
+        }
+    };
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(config.ws_max_message))
         .max_frame_size(Some(config.ws_max_message))
@@ -368,7 +396,6 @@ async fn connect(
     let (ws, response) = tokio::time::timeout(config.overall_timeout, handshake)
         .await
         .map_err(|_| ForwardError::ResponseTimeout {
-            port,
             after: config.overall_timeout,
         })?
         .map_err(|err| ForwardError::WebSocket(Box::new(err)))?;
@@ -400,7 +427,7 @@ struct Socket<'a> {
     inner: &'a Inner,
     to: &'a Responder,
     socket_id: &'a str,
-    port: u16,
+    port: Option<u16>,
     /// Its last event is out (or will never be).
     reported: AtomicBool,
 }
@@ -439,7 +466,7 @@ impl Socket<'_> {
             TaskStop::Closed | TaskStop::Shutdown => self.closed(code, reason, None).await,
             TaskStop::Port(cause) => {
                 let err = ForwardError::PortClosed {
-                    port: self.port,
+                    port: self.port.unwrap_or_default(),
                     cause,
                 };
                 self.closed(code, reason, Some(failure(&err))).await;
@@ -459,13 +486,14 @@ impl Socket<'_> {
     async fn run(
         &self,
         open: &ForwardWebsocketOpen,
+        local: &Local,
         mut frames: mpsc::Receiver<(Message, usize)>,
         queued: Arc<AtomicUsize>,
         mut stop: oneshot::Receiver<TaskStop>,
     ) {
         let inner = self.inner;
         let connected = tokio::select! {
-            result = connect(inner, open, self.port) => result,
+            result = connect(inner, open, local) => result,
             why = &mut stop => {
                 tracing::debug!("stopped while connecting");
                 self.stopped(why.unwrap_or(TaskStop::Silent), None).await;

@@ -12,6 +12,8 @@ use std::time::Duration;
 use tokio::process::Child;
 use tokio::time::{Instant, timeout_at};
 
+// The editor's code-server is set up between fork and exec the same way.
+pub(crate) use child_setup::{ParentDeath, in_child as child_setup_in_child};
 pub use signals::{Signal, Signals};
 pub use spawn::{HeldChild, SpawnError, SpawnOptions};
 

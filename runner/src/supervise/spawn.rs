@@ -40,6 +40,17 @@ pub struct SpawnOptions {
     pub stdout_to_stderr: bool,
     /// The value of [`TREE_MARKER`] for this runner.
     pub marker: String,
+    /// stdin, stdout and stderr are pipes for the runner (a Codex
+    /// app-server speaks JSON-RPC on them); overrides `stdout_to_stderr`.
+    pub piped: bool,
+    /// The working directory (default: the runner's).
+    pub cwd: Option<std::path::PathBuf>,
+    /// The command leads a process group of its own, so the whole group
+    /// can be signalled at once (a Codex instance; `-- COMMAND` stays in
+    /// the runner's group so a terminal's Ctrl-C reaches it).
+    pub own_group: bool,
+    /// Variables added to the command's environment.
+    pub env: Vec<(String, String)>,
 }
 
 /// Errors of spawning the root command.
@@ -118,13 +129,25 @@ impl HeldChild {
             .arg(r#"read _ <&3 || exit 1; exec 3<&-; exec "$@""#)
             .arg("kandan-runner-start")
             .args(argv)
+            .envs(options.env.iter().map(|(k, v)| (k, v)))
             .env(TREE_MARKER, &options.marker)
             .stdin(Stdio::inherit())
             .stderr(Stdio::inherit());
         for var in SECRET_VARS {
             command.env_remove(var);
         }
-        if options.stdout_to_stderr {
+        if let Some(cwd) = &options.cwd {
+            command.current_dir(cwd);
+        }
+        if options.own_group {
+            command.process_group(0);
+        }
+        if options.piped {
+            command
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+        } else if options.stdout_to_stderr {
             let stderr = io::stderr()
                 .as_fd()
                 .try_clone_to_owned()
@@ -137,11 +160,17 @@ impl HeldChild {
             command.stdout(Stdio::inherit());
         }
         let parent_death = ParentDeath::for_this_thread();
-        // SAFETY: only async-signal-safe calls (dup2, prctl, getppid, the
+        // SAFETY: only async-signal-safe calls (dup2, fcntl, prctl, getppid, the
         // capget/capset syscalls) on stack data, between fork and exec.
         unsafe {
             command.pre_exec(move || {
-                if libc::dup2(gate, 3) < 0 {
+                // dup2 onto itself keeps close-on-exec: when the pipe got
+                // fd 3, clear the flag instead, or sh finds no gate.
+                if gate == 3 {
+                    if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                } else if libc::dup2(gate, 3) < 0 {
                     return Err(io::Error::last_os_error());
                 }
                 child_setup::in_child(parent_death)

@@ -29,6 +29,7 @@ pub async fn run(args: WatchArgs) -> i32 {
             mut candidates,
             mut command,
             finisher,
+            ..
         },
         signals,
     ) = match trees::start_for_command(&args.detector, output, None) {

@@ -1,8 +1,9 @@
 //! `kandan-sim`: the Kandan simulator by hand. Prints where to point the
 //! runner and the browser, prints what the runner sends, and reads commands
 //! on stdin: `list`, `approve <requestId>`, `deny <requestId>`,
-//! `control <json>`, `events`, `quit`. With stdin closed it serves until
-//! interrupted.
+//! `allow <dir>...` (the runner's allowed cwds), `editor <cwd>`,
+//! `stop-editor <editorId>`, `control <json>`, `events`, `quit`. With stdin
+//! closed it serves until interrupted.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -73,7 +74,9 @@ async fn main() -> anyhow::Result<()> {
         sim.url(),
         sim.token()
     );
-    println!("commands:    list | approve <id> | deny <id> | control <json> | events | quit");
+    println!(
+        "commands:    list | approve <id> | deny <id> | allow <dir>... | editor <cwd> | stop-editor <id> | control <json> | events | quit"
+    );
     let sim = std::sync::Arc::new(sim);
     tokio::spawn(print_events(sim.clone()));
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
@@ -90,6 +93,22 @@ async fn main() -> anyhow::Result<()> {
             }
             "approve" => sim.approve(arg.trim()).map_err(anyhow::Error::from),
             "deny" => sim.deny(arg.trim()).map_err(anyhow::Error::from),
+            "allow" => sim
+                .send_control(serde_json::json!({
+                    "type": "update_runner_config",
+                    "allowedCwds": arg.split_whitespace().collect::<Vec<_>>(),
+                }))
+                .map_err(anyhow::Error::from),
+            "editor" => sim
+                .send_control(serde_json::json!({
+                    "type": "start_local_editor", "requestId": "sim-editor", "cwd": arg.trim(),
+                }))
+                .map_err(anyhow::Error::from),
+            "stop-editor" => sim
+                .send_control(serde_json::json!({
+                    "type": "stop_local_editor", "editorId": arg.trim(),
+                }))
+                .map_err(anyhow::Error::from),
             "control" => serde_json::from_str(arg)
                 .map_err(anyhow::Error::from)
                 .and_then(|c| sim.send_control(c).map_err(anyhow::Error::from)),
@@ -130,6 +149,9 @@ async fn print_events(sim: std::sync::Arc<Simulator>) {
                     event["command"],
                     event["requestId"].as_str().unwrap_or("?")
                 );
+            } else if event["type"] == "local_editor_started" {
+                let id = event["editorId"].as_str().unwrap_or("?");
+                println!("editor {id} for {}: {}", event["cwd"], sim.editor_url(id));
             } else {
                 println!("event: {}", shorten(event));
             }

@@ -10,6 +10,7 @@
 //!   runner's answers become the HTTP response or WebSocket frames.
 //! - A JSON API under `/api/` on the preview port (see `preview/api.rs`).
 
+mod assets;
 mod config;
 mod error;
 mod frame;
@@ -381,6 +382,70 @@ impl Simulator {
     /// Pushes one control (an object with a string `type`) to the runner.
     pub fn send_control(&self, control: Value) -> Result<(), SimError> {
         self.shared.send_control(control)
+    }
+
+    // ----- Codex instances -----
+
+    /// Records events without answering them (`phx_reply`), as if the
+    /// replies were lost: the runner keeps instance events until answered.
+    pub fn hold_event_replies(&self, on: bool) {
+        self.shared.update(|i| i.hold_event_replies = on);
+    }
+
+    /// The instance's events as Kandan keeps them: by `seq`, a `seq` seen
+    /// before dropped. An error names a gap or a step back.
+    pub fn transcript(&self, instance_id: &str) -> Result<Vec<Value>, String> {
+        let mut kept: Vec<Value> = Vec::new();
+        for event in self.events() {
+            if event["instanceId"] != instance_id {
+                continue;
+            }
+            let Some(seq) = event["seq"].as_u64() else {
+                continue;
+            };
+            let last = kept.last().and_then(|e| e["seq"].as_u64()).unwrap_or(0);
+            if seq <= last {
+                // Already had it: a resend after a reconnect.
+                continue;
+            }
+            if seq != last + 1 && event["gap"] != true {
+                return Err(format!("seq {seq} after {last} without gap: {event}"));
+            }
+            kept.push(event);
+        }
+        Ok(kept)
+    }
+
+    /// The concatenated agent text of an instance's transcript (every
+    /// `item/agentMessage/delta`).
+    pub fn agent_text(&self, instance_id: &str) -> Result<String, String> {
+        Ok(self
+            .transcript(instance_id)?
+            .iter()
+            .filter(|e| e["method"] == "item/agentMessage/delta")
+            .filter_map(|e| e["params"]["delta"].as_str().map(str::to_owned))
+            .collect())
+    }
+
+    // ----- Kandan's HTTP origin -----
+
+    /// Serves `body` at `path` on the runner socket's origin, to requests
+    /// that carry the token as a bearer.
+    pub fn serve_asset(&self, path: &str, body: impl Into<bytes::Bytes>) {
+        self.shared
+            .lock()
+            .assets
+            .insert(path.to_owned(), body.into());
+    }
+
+    /// Every asset request so far: its path and whether it had the token.
+    pub fn asset_fetches(&self) -> Vec<(String, bool)> {
+        self.shared.lock().asset_fetches.clone()
+    }
+
+    /// The editor's page on the preview front: `/editor/<editorId>/`.
+    pub fn editor_url(&self, editor_id: &str) -> String {
+        format!("http://{}/editor/{editor_id}/", self.preview_addr)
     }
 
     // ----- faults -----

@@ -36,7 +36,14 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         tokio::spawn(
-            async move { connection(shared, stream).await }.instrument(info_span!("runner", %peer)),
+            async move {
+                if super::assets::is_plain_http(&stream).await {
+                    super::assets::serve(shared, stream).await;
+                } else {
+                    connection(shared, stream).await;
+                }
+            }
+            .instrument(info_span!("runner", %peer)),
         );
     }
 }
@@ -298,6 +305,10 @@ fn on_text(shared: &Arc<Shared>, conn: u64, last_ref: &mut u64, text: &str) -> V
                             warn!(%error, request_id, "auto-approve failed");
                         }
                     }
+                }
+                if shared.lock().hold_event_replies {
+                    // Recorded, not acknowledged: as if the reply were lost.
+                    return Vec::new();
                 }
             }
             vec![frame.reply("ok", ok)]

@@ -79,6 +79,8 @@ pub(crate) struct Inner {
     /// Runner events for a preview request or socket waiting on them.
     pub waiters: HashMap<String, mpsc::UnboundedSender<Value>>,
     pub hold_heartbeats: bool,
+    /// Events are recorded but get no `phx_reply`.
+    pub hold_event_replies: bool,
     pub held_replies: Vec<(u64, Frame)>,
     pub reject_joins: Option<String>,
     pub refuse_upgrades: bool,
@@ -95,6 +97,10 @@ pub(crate) struct Inner {
     /// `limits` of the last `runner_ready`: the preview front refuses
     /// larger uploads itself, as Kandan does.
     pub limits: Option<Limits>,
+    /// Files on Kandan's HTTP origin, by path (see `assets.rs`).
+    pub assets: HashMap<String, bytes::Bytes>,
+    /// Every asset request: its path and whether it carried the token.
+    pub asset_fetches: Vec<(String, bool)>,
 }
 
 /// The runner's announced limits, in bytes.

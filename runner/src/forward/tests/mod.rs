@@ -1,6 +1,7 @@
 //! Forwarding against real servers on loopback, over a fake gate
 //! (`servers`: the servers, the gate and the test forwarder they share).
 
+mod editor;
 mod http;
 mod pool;
 mod servers;

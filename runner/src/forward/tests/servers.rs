@@ -119,6 +119,10 @@ pub struct TestForwarder {
 }
 
 impl TestForwarder {
+    pub fn new(inner: Forwarder, to: Responder) -> Self {
+        TestForwarder { inner, to }
+    }
+
     pub fn http(&self, req: HttpRequest) {
         let Control::ForwardHttpRequest(req) = control(serde_json::json!({
             "type": "forward_http_request", "requestId": req.request_id, "port": req.port,
@@ -235,6 +239,7 @@ fn code_named(text: &str) -> ErrorCode {
         ErrorCode::BodyTooLarge,
         ErrorCode::InvalidControl,
         ErrorCode::UnknownSocket,
+        ErrorCode::UnknownEditor,
     ];
     codes
         .into_iter()
@@ -299,7 +304,7 @@ impl ForwardOutput {
 pub fn forwarder(config: ForwardConfig) -> (TestForwarder, Arc<FakeGate>, TestAnswers) {
     let gate = Arc::new(FakeGate::default());
     let (to, answers) = Responder::for_tests();
-    let inner = Forwarder::new(gate.clone(), config);
+    let inner = Forwarder::new(gate.clone(), Arc::new(crate::forward::NoEditors), config);
     (TestForwarder { inner, to }, gate, answers)
 }
 

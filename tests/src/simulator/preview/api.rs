@@ -5,6 +5,10 @@
 //! - `POST /api/requests/<id>/approve` and `/deny`
 //! - `GET /api/events`: every event the runner sent, in order
 //! - `POST /api/controls`: send the JSON body as a control
+//! - `POST /api/config` `{"allowedCwds": [...]}`: the runner's allowed cwds
+//! - `POST /api/editors` `{"cwd": ..., "collaboration"?: {...}}`: start an
+//!   editor; `GET /api/editors`: the started ones with their preview URL;
+//!   `DELETE /api/editors/<editorId>`: stop one
 
 use std::sync::Arc;
 
@@ -45,6 +49,48 @@ pub(crate) async fn handle(
                 Err(error) => sim_error(&error),
             }
         }
+        (Method::POST, ["config"]) => match body_json(req).await {
+            Ok(body) => send(
+                shared,
+                json!({
+                    "type": "update_runner_config",
+                    "allowedCwds": body["allowedCwds"],
+                }),
+            ),
+            Err(response) => response,
+        },
+        (Method::POST, ["editors"]) => match body_json(req).await {
+            Ok(body) => {
+                let request_id = shared.fresh_id("editor");
+                let mut control = json!({
+                    "type": "start_local_editor", "requestId": request_id, "cwd": body["cwd"],
+                });
+                if !body["collaboration"].is_null() {
+                    control["collaboration"] = body["collaboration"].clone();
+                }
+                send(shared, control)
+            }
+            Err(response) => response,
+        },
+        (Method::GET, ["editors"]) => {
+            let inner = shared.lock();
+            let stopped: Vec<&Value> = (inner.events.iter())
+                .filter(|e| e["type"] == "local_editor_stopped")
+                .map(|e| &e["editorId"])
+                .collect();
+            let editors: Vec<Value> = (inner.events.iter())
+                .filter(|e| e["type"] == "local_editor_started")
+                .filter(|e| !stopped.contains(&&e["editorId"]))
+                .map(|e| {
+                    let id = e["editorId"].as_str().unwrap_or_default();
+                    json!({"editorId": id, "cwd": e["cwd"], "url": format!("/editor/{id}/")})
+                })
+                .collect();
+            json_response(&json!(editors))
+        }
+        (Method::DELETE, ["editors", id]) => {
+            send(shared, json!({"type": "stop_local_editor", "editorId": id}))
+        }
         (Method::POST, ["controls"]) => {
             let body = match req.into_body().collect().await {
                 Ok(body) => body.to_bytes(),
@@ -64,6 +110,30 @@ pub(crate) async fn handle(
             }
         }
         _ => text(StatusCode::NOT_FOUND, "not_found", "no such api"),
+    }
+}
+
+/// The request's body as JSON, or the response refusing it.
+async fn body_json(req: Request<Incoming>) -> Result<Value, Response<Body>> {
+    let body = match req.into_body().collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(error) => {
+            return Err(text(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                &error.to_string(),
+            ));
+        }
+    };
+    serde_json::from_slice::<Value>(&body)
+        .map_err(|_| text(StatusCode::BAD_REQUEST, "bad_json", "body is not json"))
+}
+
+/// Sends `control` to the runner; the API's answer.
+fn send(shared: &Shared, control: Value) -> Response<Body> {
+    match shared.send_control(control.clone()) {
+        Ok(()) => json_response(&json!({"sent": control})),
+        Err(error) => sim_error(&error),
     }
 }
 

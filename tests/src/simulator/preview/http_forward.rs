@@ -14,7 +14,8 @@ use tracing::{Instrument, debug, info_span};
 
 use super::body::{ChunkBody, WaiterGuard};
 use super::{
-    Body, REQUEST_ID_HEADER, control_error, first_answer, full, header_pairs, sim_error, text,
+    Body, REQUEST_ID_HEADER, Target, control_error, first_answer, full, header_pairs, sim_error,
+    text,
 };
 use crate::simulator::state::Shared;
 
@@ -31,13 +32,13 @@ const SKIPPED: &[&str] = &[
 pub(crate) async fn forward(
     shared: Arc<Shared>,
     req: Request<Incoming>,
-    port: u16,
+    target: Target,
     path: String,
 ) -> Response<Body> {
     let request_id = shared.fresh_id("req");
-    let span = info_span!("http", %request_id, port, method = %req.method(), %path);
+    let span = info_span!("http", %request_id, %target, method = %req.method(), %path);
     async move {
-        let mut resp = exchange(&shared, req, port, path, &request_id).await;
+        let mut resp = exchange(&shared, req, &target, path, &request_id).await;
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             resp.headers_mut().insert(REQUEST_ID_HEADER, value);
         }
@@ -50,7 +51,7 @@ pub(crate) async fn forward(
 async fn exchange(
     shared: &Arc<Shared>,
     req: Request<Incoming>,
-    port: u16,
+    target: &Target,
     path: String,
     request_id: &str,
 ) -> Response<Body> {
@@ -90,13 +91,13 @@ async fn exchange(
         "type": "forward_http_request",
         "instanceId": shared.config.instance_id,
         "requestId": request_id,
-        "port": port,
         "method": parts.method.as_str(),
         "path": path,
         "headers": header_pairs(&parts.headers),
         "bodyBase64": STANDARD.encode(&body),
         "acceptStreaming": true,
     });
+    target.name_in(&mut control);
     if let Some(query) = parts.uri.query() {
         control["queryString"] = json!(query);
     }

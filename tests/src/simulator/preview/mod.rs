@@ -1,5 +1,5 @@
-//! The browser's side: `/preview/<port>/<path>` (HTTP and WebSocket) turned
-//! into controls, plus a small JSON API under `/api/` for use by hand.
+//! The browser's side: `/preview/<port>/<path>` and `/editor/<editorId>/<path>`
+//! (HTTP and WebSocket) turned into controls, plus a small JSON API under `/api/` for use by hand.
 
 mod api;
 mod body;
@@ -58,29 +58,69 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
     }
 }
 
+/// What a preview path forwards to: a listener's port, or an editor.
+#[derive(Clone, Debug)]
+pub(crate) enum Target {
+    Port(u16),
+    Editor(String),
+}
+
+impl Target {
+    /// Adds `port` or `editorId` to a control.
+    pub(crate) fn name_in(&self, control: &mut serde_json::Value) {
+        match self {
+            Target::Port(port) => control["port"] = serde_json::json!(port),
+            Target::Editor(id) => control["editorId"] = serde_json::json!(id),
+        }
+    }
+
+    /// Where its pages live on this front.
+    fn prefix(&self) -> String {
+        match self {
+            Target::Port(port) => format!("/preview/{port}/"),
+            Target::Editor(id) => format!("/editor/{id}/"),
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Port(port) => write!(f, "port {port}"),
+            Target::Editor(id) => write!(f, "editor {id}"),
+        }
+    }
+}
+
 async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
     if let Some(rest) = path.strip_prefix("/api/") {
         return Ok(api::handle(&shared, req, rest).await);
     }
-    let Some(rest) = path.strip_prefix("/preview/") else {
+    let (target, rest) = if let Some(rest) = path.strip_prefix("/preview/") {
+        let (port, _) = rest.split_once('/').unwrap_or((rest, ""));
+        let Some(port) = port.parse::<u16>().ok().filter(|p| *p != 0) else {
+            return Ok(text(
+                StatusCode::BAD_REQUEST,
+                "bad_port",
+                "bad port in the preview path",
+            ));
+        };
+        (Target::Port(port), rest)
+    } else if let Some(rest) = path.strip_prefix("/editor/") {
+        let (id, _) = rest.split_once('/').unwrap_or((rest, ""));
+        (Target::Editor(id.to_owned()), rest)
+    } else {
         return Ok(text(
             StatusCode::NOT_FOUND,
             "not_found",
-            "try /preview/<port>/ or /api/",
+            "try /preview/<port>/, /editor/<editorId>/ or /api/",
         ));
     };
-    let (port, tail) = rest.split_once('/').unwrap_or((rest, ""));
-    let Some(port) = port.parse::<u16>().ok().filter(|p| *p != 0) else {
-        return Ok(text(
-            StatusCode::BAD_REQUEST,
-            "bad_port",
-            "bad port in the preview path",
-        ));
-    };
+    let tail = rest.split_once('/').map_or("", |(_, tail)| tail);
     if !rest.contains('/') {
         // Relative asset paths need the trailing slash.
-        let mut location = format!("/preview/{port}/");
+        let mut location = target.prefix();
         if let Some(q) = req.uri().query() {
             location = format!("{location}?{q}");
         }
@@ -90,15 +130,15 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
             .body(empty())
             .unwrap_or_default());
     }
-    let forwarded_path = if shared.config.keep_preview_prefix {
-        path.clone()
-    } else {
-        format!("/{tail}")
+    // Editors always get the prefix stripped: their URLs are relative.
+    let forwarded_path = match target {
+        Target::Port(_) if shared.config.keep_preview_prefix => path.clone(),
+        _ => format!("/{tail}"),
     };
     if websocket::is_upgrade(&req) {
-        return Ok(websocket::open(shared, req, port, forwarded_path).await);
+        return Ok(websocket::open(shared, req, target, forwarded_path).await);
     }
-    Ok(http_forward::forward(shared, req, port, forwarded_path).await)
+    Ok(http_forward::forward(shared, req, target, forwarded_path).await)
 }
 
 pub(crate) fn empty() -> Body {
@@ -141,7 +181,7 @@ pub(crate) fn status_for(code: &str) -> StatusCode {
     match code {
         "port_not_approved" => StatusCode::FORBIDDEN,
         "body_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
-        "port_not_listening" => StatusCode::NOT_FOUND,
+        "port_not_listening" | "unknown_editor" => StatusCode::NOT_FOUND,
         _ => StatusCode::BAD_GATEWAY,
     }
 }

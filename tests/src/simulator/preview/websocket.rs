@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::body::WaiterGuard;
-use super::{Body, control_error, empty, first_answer, header_pairs, sim_error, text};
+use super::{Body, Target, control_error, empty, first_answer, header_pairs, sim_error, text};
 use crate::simulator::state::Shared;
 
 /// Largest browser message read (the runner's limit is 16 MiB by default).
@@ -41,11 +41,11 @@ pub(crate) fn is_upgrade<B>(req: &Request<B>) -> bool {
 pub(crate) async fn open(
     shared: Arc<Shared>,
     mut req: Request<Incoming>,
-    port: u16,
+    target: Target,
     path: String,
 ) -> Response<Body> {
     let socket_id = shared.fresh_id("sock");
-    let span = info_span!("websocket", %socket_id, port, %path);
+    let span = info_span!("websocket", %socket_id, %target, %path);
     let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
         return text(
             StatusCode::BAD_REQUEST,
@@ -57,10 +57,10 @@ pub(crate) async fn open(
         "type": "forward_websocket_open",
         "instanceId": shared.config.instance_id,
         "socketId": socket_id,
-        "port": port,
         "path": path,
         "headers": header_pairs(req.headers()),
     });
+    target.name_in(&mut control);
     if let Some(query) = req.uri().query() {
         control["queryString"] = json!(query);
     }

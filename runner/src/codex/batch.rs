@@ -1,0 +1,212 @@
+//! Batching of streamed deltas (`--stream-flush-ms`, PROTOCOL.md section 7).
+//!
+//! A delta notification (method ending in `Delta` or `/delta`, with a string
+//! `params.delta`) opens a batch; the deltas that follow within the window,
+//! of the same method and with the same other params (same item), join it
+//! and their `delta` texts are concatenated. Anything else flushes the batch
+//! first, so order and the concatenated text are exactly the app-server's.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+
+/// A notification as it goes out: method and params.
+pub type Note = (String, Value);
+
+#[derive(Debug)]
+pub struct Batcher {
+    window: Duration,
+    open: Option<Open>,
+}
+
+#[derive(Debug)]
+struct Open {
+    method: String,
+    /// The params of the first delta, without `delta`.
+    rest: Map<String, Value>,
+    text: String,
+    deadline: Instant,
+}
+
+impl Batcher {
+    /// A zero window turns batching off.
+    pub fn new(window: Duration) -> Self {
+        Batcher { window, open: None }
+    }
+
+    /// Takes one notification; returns what is ready to go out, in order.
+    pub fn push(&mut self, method: String, params: Value, now: Instant) -> Vec<Note> {
+        let mut out = Vec::new();
+        let delta = if self.window.is_zero() || !is_delta_method(&method) {
+            Err(params)
+        } else {
+            split_delta(params)
+        };
+        let (rest, text) = match delta {
+            Ok(split) => split,
+            Err(params) => {
+                out.extend(self.flush());
+                out.push((method, params));
+                return out;
+            }
+        };
+        if let Some(open) = &mut self.open
+            && open.method == method
+            && open.rest == rest
+            && now < open.deadline
+        {
+            open.text.push_str(&text);
+            return out;
+        }
+        out.extend(self.flush());
+        self.open = Some(Open {
+            method,
+            rest,
+            text,
+            deadline: now + self.window,
+        });
+        out
+    }
+
+    /// When the open batch must go out.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.open.as_ref().map(|open| open.deadline)
+    }
+
+    /// The open batch as one notification.
+    pub fn flush(&mut self) -> Option<Note> {
+        let open = self.open.take()?;
+        let mut params = open.rest;
+        params.insert("delta".into(), Value::String(open.text));
+        Some((open.method, Value::Object(params)))
+    }
+}
+
+fn is_delta_method(method: &str) -> bool {
+    method.ends_with("Delta") || method.ends_with("/delta")
+}
+
+/// `(params without delta, delta)` when params is an object with a string
+/// `delta`; the params back otherwise.
+fn split_delta(params: Value) -> Result<(Map<String, Value>, String), Value> {
+    let Value::Object(mut map) = params else {
+        return Err(params);
+    };
+    match map.remove("delta") {
+        Some(Value::String(text)) => Ok((map, text)),
+        Some(other) => {
+            map.insert("delta".into(), other);
+            Err(Value::Object(map))
+        }
+        None => Err(Value::Object(map)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn delta(item: &str, text: &str) -> (String, Value) {
+        (
+            "item/agentMessage/delta".into(),
+            json!({"threadId": "t", "turnId": "u", "itemId": item, "delta": text}),
+        )
+    }
+
+    fn text_of(notes: &[Note]) -> String {
+        notes
+            .iter()
+            .filter_map(|(_, params)| params["delta"].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn joins_deltas_of_one_item_and_keeps_order() {
+        let mut batcher = Batcher::new(Duration::from_millis(50));
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for text in ["He", "llo", " wor"] {
+            let (m, p) = delta("a", text);
+            out.extend(batcher.push(m, p, now));
+        }
+        assert!(out.is_empty());
+        // Another item's delta closes the first batch.
+        let (m, p) = delta("b", "X");
+        out.extend(batcher.push(m, p, now));
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            out[0].1,
+            json!({"threadId": "t", "turnId": "u", "itemId": "a", "delta": "Hello wor"})
+        );
+        // A plain notification flushes first and keeps its place.
+        out.extend(batcher.push("item/completed".into(), json!({"itemId": "b"}), now));
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[1].1["delta"], "X");
+        assert_eq!(out[2].0, "item/completed");
+        assert!(batcher.flush().is_none());
+    }
+
+    #[test]
+    fn the_window_closes_a_batch() {
+        let mut batcher = Batcher::new(Duration::from_millis(50));
+        let start = Instant::now();
+        let (m, p) = delta("a", "1");
+        assert!(batcher.push(m, p, start).is_empty());
+        assert_eq!(batcher.deadline(), Some(start + Duration::from_millis(50)));
+        let (m, p) = delta("a", "2");
+        let out = batcher.push(m, p, start + Duration::from_millis(60));
+        assert_eq!(text_of(&out), "1");
+        assert_eq!(text_of(&[batcher.flush().unwrap()]), "2");
+    }
+
+    #[test]
+    fn zero_window_and_odd_deltas_pass_through() {
+        let mut off = Batcher::new(Duration::ZERO);
+        let now = Instant::now();
+        for text in ["a", "b"] {
+            let (m, p) = delta("a", text);
+            assert_eq!(off.push(m, p, now).len(), 1);
+        }
+        let mut on = Batcher::new(Duration::from_millis(50));
+        // A non-string delta is not batched, and not changed.
+        let out = on.push("x/delta".into(), json!({"delta": 5}), now);
+        assert_eq!(out, vec![("x/delta".to_string(), json!({"delta": 5}))]);
+        let out = on.push("x/delta".into(), json!([1]), now);
+        assert_eq!(out.len(), 1);
+        // Same item, other fields differ (another summary part): two batches.
+        assert!(
+            on.push(
+                "r/summaryTextDelta".into(),
+                json!({"itemId": "a", "i": 0, "delta": "p"}),
+                now
+            )
+            .is_empty()
+        );
+        let out = on.push(
+            "r/summaryTextDelta".into(),
+            json!({"itemId": "a", "i": 1, "delta": "q"}),
+            now,
+        );
+        assert_eq!(text_of(&out), "p");
+    }
+
+    #[test]
+    fn concatenation_is_exact_for_any_split() {
+        let text = "héllo, 世界! \n\t\"quoted\" ";
+        let chars: Vec<char> = text.chars().collect();
+        for size in 1..5 {
+            let mut batcher = Batcher::new(Duration::from_millis(50));
+            let now = Instant::now();
+            let mut out = Vec::new();
+            for chunk in chars.chunks(size) {
+                let (m, p) = delta("a", &chunk.iter().collect::<String>());
+                out.extend(batcher.push(m, p, now));
+            }
+            out.extend(batcher.flush());
+            assert_eq!(out.len(), 1);
+            assert_eq!(text_of(&out), text);
+        }
+    }
+}

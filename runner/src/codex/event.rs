@@ -1,0 +1,300 @@
+//! What an instance reports, transport-neutral: each variant maps 1:1 to an
+//! event of PROTOCOL.md section 4 (the caller adds `instanceId`, and `seq`
+//! and `gap` from its [`Replay`](super::Replay)).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::control::controls::{ActorId, Decision};
+use serde_json::Value;
+
+/// One event of an instance, in the order the app-server caused them.
+/// Serialized, it is the wire event of PROTOCOL.md section 4 without
+/// `instanceId` and `seq` (see [`InstanceEvent::to_wire`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all_fields = "camelCase")]
+pub enum InstanceEvent {
+    /// `instance_started`: the app-server answered `thread/start` or
+    /// `thread/resume`. Always the first event of a started instance
+    /// (notifications sent before the answer follow it).
+    #[serde(rename = "instance_started")]
+    Started {
+        thread_id: String,
+        cwd: PathBuf,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        model: Option<String>,
+        pid: u32,
+        codex_version: String,
+        /// `ws://127.0.0.1:<port>` with `launch_tui`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tui_url: Option<String>,
+    },
+    /// `codex_notification`: `params` as sent (deltas possibly joined).
+    #[serde(rename = "codex_notification")]
+    Notification {
+        method: String,
+        params: Value,
+        ids: Ids,
+    },
+    /// `approval_request`.
+    #[serde(rename = "approval_request")]
+    ApprovalRequest(ApprovalRequest),
+    /// `approval_resolved`: answered (`decision`) or withdrawn by the
+    /// app-server (`withdrawn`, no decision).
+    #[serde(rename = "approval_resolved")]
+    ApprovalResolved {
+        request_id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        decision: Option<Decision>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        withdrawn: bool,
+        /// Who decided, as `resolve_approval_request` said.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        actor_user_id: Option<ActorId>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        actor_slug: Option<String>,
+    },
+    /// `thread_read`: the answer to [`Command::ReadThread`](super::Command).
+    #[serde(rename = "thread_read")]
+    ThreadRead { thread_id: String, thread: Value },
+    /// `control_error` `instance_failed` for `start_instance`: the
+    /// app-server could not be started or refused the thread. `Stopped`
+    /// with reason `failed` follows. Not an event of its own on the wire.
+    #[serde(rename = "instance_failed")]
+    Failed { message: String },
+    /// `instance_stopped`: the last event; the process group is gone.
+    #[serde(rename = "instance_stopped")]
+    Stopped {
+        reason: StopReason,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        signal: Option<i32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stderr_tail: Option<String>,
+    },
+}
+
+impl InstanceEvent {
+    /// The wire `type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            InstanceEvent::Started { .. } => "instance_started",
+            InstanceEvent::Notification { .. } => "codex_notification",
+            InstanceEvent::ApprovalRequest(_) => "approval_request",
+            InstanceEvent::ApprovalResolved { .. } => "approval_resolved",
+            InstanceEvent::ThreadRead { .. } => "thread_read",
+            InstanceEvent::Failed { .. } => "instance_failed",
+            InstanceEvent::Stopped { .. } => "instance_stopped",
+        }
+    }
+
+    /// The wire event for `instance_id`, with `seq` (and `gap: true` when
+    /// set) from the caller's [`Replay`](super::Replay); `None` for
+    /// [`InstanceEvent::Failed`], which goes out as a `control_error`.
+    pub fn to_wire(&self, instance_id: &str, seq: Option<(u64, bool)>) -> Option<Value> {
+        if let InstanceEvent::Failed { .. } = self {
+            return None;
+        }
+        let mut value = serde_json::to_value(self).ok()?;
+        let object = value.as_object_mut()?;
+        object.insert("instanceId".into(), instance_id.into());
+        if let Some((seq, gap)) = seq {
+            object.insert("seq".into(), seq.into());
+            if gap {
+                object.insert("gap".into(), true.into());
+            }
+        }
+        Some(value)
+    }
+}
+
+/// The ids found in a notification's params (`ids` on the wire).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ids {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub turn_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub item_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+impl Ids {
+    /// `threadId`, `turnId`, `itemId`, `processId`, `requestId` at the top
+    /// of `params`, else the `id` of `params.thread`, `.turn`, `.item`
+    /// (`turn/started` carries the turn whole). Numbers become strings.
+    pub fn find(params: &Value) -> Ids {
+        let top = |key: &str| params.get(key).and_then(id_text);
+        let nested = |key: &str| params.get(key).and_then(|v| v.get("id")).and_then(id_text);
+        Ids {
+            thread_id: top("threadId").or_else(|| nested("thread")),
+            turn_id: top("turnId").or_else(|| nested("turn")),
+            item_id: top("itemId").or_else(|| nested("item")),
+            process_id: top("processId"),
+            request_id: top("requestId"),
+        }
+    }
+}
+
+fn id_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) => Some(text.clone()),
+        Value::Number(number) => Some(number.to_string()),
+        _ => None,
+    }
+}
+
+/// `approval_request`'s fields.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalRequest {
+    /// Runner-made, unique within the instance.
+    pub request_id: String,
+    pub kind: ApprovalKind,
+    pub thread_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub turn_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub item_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// File changes (from the item's `item/started`), or the permissions
+    /// asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes: Option<Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalKind {
+    Command,
+    FileChange,
+    Permissions,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// `stop_instance` (or the runner's shutdown).
+    Stopped,
+    /// The app-server exited by itself.
+    Exited,
+    /// It could not be started, or the thread could not be opened.
+    Failed,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn events_serialize_as_the_wire_events() {
+        let started = InstanceEvent::Started {
+            thread_id: "t".into(),
+            cwd: "/w".into(),
+            model: None,
+            pid: 7,
+            codex_version: "0.171.0".into(),
+            tui_url: None,
+        };
+        assert_eq!(
+            started.to_wire("i1", None).unwrap(),
+            json!({"type": "instance_started", "instanceId": "i1", "threadId": "t", "cwd": "/w",
+                "pid": 7, "codexVersion": "0.171.0"})
+        );
+        let note = InstanceEvent::Notification {
+            method: "turn/started".into(),
+            params: json!({"threadId": "t"}),
+            ids: Ids::find(&json!({"threadId": "t"})),
+        };
+        assert_eq!(
+            note.to_wire("i1", Some((3, true))).unwrap(),
+            json!({"type": "codex_notification", "instanceId": "i1", "seq": 3, "gap": true,
+                "method": "turn/started", "params": {"threadId": "t"}, "ids": {"threadId": "t"}})
+        );
+        let request = InstanceEvent::ApprovalRequest(ApprovalRequest {
+            request_id: "approval-1".into(),
+            kind: ApprovalKind::FileChange,
+            thread_id: "t".into(),
+            turn_id: Some("u".into()),
+            item_id: None,
+            command: None,
+            cwd: None,
+            reason: None,
+            changes: Some(json!([])),
+        });
+        assert_eq!(
+            request.to_wire("i1", Some((4, false))).unwrap(),
+            json!({"type": "approval_request", "instanceId": "i1", "seq": 4, "requestId": "approval-1",
+                "kind": "file_change", "threadId": "t", "turnId": "u", "changes": []})
+        );
+        let resolved = InstanceEvent::ApprovalResolved {
+            request_id: "approval-1".into(),
+            decision: Some(Decision::Approve),
+            withdrawn: false,
+            actor_user_id: None,
+            actor_slug: None,
+        };
+        assert_eq!(
+            resolved.to_wire("i1", None).unwrap(),
+            json!({"type": "approval_resolved", "instanceId": "i1", "requestId": "approval-1", "decision": "approve"})
+        );
+        let withdrawn = InstanceEvent::ApprovalResolved {
+            request_id: "approval-2".into(),
+            decision: None,
+            withdrawn: true,
+            actor_user_id: None,
+            actor_slug: None,
+        };
+        assert_eq!(withdrawn.to_wire("i1", None).unwrap()["withdrawn"], true);
+        let stopped = InstanceEvent::Stopped {
+            reason: StopReason::Exited,
+            exit_code: None,
+            signal: Some(9),
+            stderr_tail: Some("x".into()),
+        };
+        assert_eq!(
+            stopped.to_wire("i1", None).unwrap(),
+            json!({"type": "instance_stopped", "instanceId": "i1", "reason": "exited", "signal": 9, "stderrTail": "x"})
+        );
+        assert!(
+            InstanceEvent::Failed {
+                message: "m".into()
+            }
+            .to_wire("i1", None)
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn finds_ids_at_the_top_and_nested() {
+        let ids =
+            Ids::find(&json!({"threadId": "t", "turnId": "u", "itemId": "i", "requestId": 0}));
+        assert_eq!(ids.request_id.as_deref(), Some("0"));
+        assert_eq!(
+            serde_json::to_value(&ids).unwrap(),
+            json!({"threadId": "t", "turnId": "u", "itemId": "i", "requestId": "0"})
+        );
+        let ids = Ids::find(&json!({"threadId": "t", "turn": {"id": "u", "items": []}}));
+        assert_eq!(ids.turn_id.as_deref(), Some("u"));
+        assert_eq!(
+            Ids::find(&json!({"thread": {"id": "t"}}))
+                .thread_id
+                .as_deref(),
+            Some("t")
+        );
+        assert_eq!(Ids::find(&json!(null)), Ids::default());
+    }
+}

@@ -1,0 +1,371 @@
+//! One Codex instance: a task owning its `codex app-server` and the JSON-RPC
+//! connection to it (PROTOCOL.md section 7). Commands go in through an
+//! [`InstanceHandle`]; [`InstanceEvent`]s come out of a channel, in the
+//! order the app-server caused them.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{Instant, sleep_until, timeout};
+
+use super::command::{Command, CommandError, InstanceError, InstanceState, InstanceStatus, Reply};
+use super::event::{InstanceEvent, StopReason};
+use super::messages;
+use super::options::InstanceOptions;
+use super::process::{AppServer, AppServerCommand, Exit, HeldAppServer};
+use super::rpc::Incoming;
+use super::state::{ReplyTx, State, Tag};
+use super::transport::{self, Transport};
+use super::tui::{self, TuiAuth};
+
+/// How long `stop` waits for the running turn to end after interrupting it.
+const STOP_INTERRUPT_WAIT: Duration = Duration::from_secs(2);
+/// How long `stop` waits for the app-server to exit after closing its stdin.
+const STDIN_CLOSE_WAIT: Duration = Duration::from_millis(300);
+/// SIGTERM to SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+/// Events waiting for the caller: when it is slow, the app-server's output
+/// waits in its pipe.
+const EVENT_QUEUE: usize = 256;
+
+/// Spawns the app-server held before `exec`: register
+/// [`HeldInstance::pid`] as a detector root, then [`HeldInstance::start`].
+pub fn spawn(options: InstanceOptions) -> Result<HeldInstance, InstanceError> {
+    let mut args = vec!["app-server".to_string()];
+    let tui = if options.launch_tui {
+        let auth = TuiAuth::new().map_err(InstanceError::TuiToken)?;
+        args.extend(auth.args());
+        Some(auth)
+    } else {
+        None
+    };
+    args.extend(options.extra_args.iter().cloned());
+    let command = AppServerCommand {
+        program: options.codex_bin.clone(),
+        args,
+        cwd: options.cwd.clone(),
+        env: options.env.clone(),
+        marker: options.marker.clone(),
+        instance_marker: instance_marker()?,
+    };
+    let held = HeldAppServer::spawn(&command)?;
+    Ok(HeldInstance { held, options, tui })
+}
+
+/// A value no other instance of any runner uses.
+fn instance_marker() -> Result<String, InstanceError> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(InstanceError::Random)?;
+    let random: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("{}-{random}", std::process::id()))
+}
+
+/// An instance whose app-server has not exec'd yet.
+pub struct HeldInstance {
+    held: HeldAppServer,
+    options: InstanceOptions,
+    tui: Option<TuiAuth>,
+}
+
+impl HeldInstance {
+    /// The app-server's pid (also its process group id).
+    pub fn pid(&self) -> u32 {
+        self.held.pid()
+    }
+
+    /// Releases the app-server and starts the instance's task, which
+    /// opens the thread and reports [`InstanceEvent::Started`] (or
+    /// `Failed` then `Stopped`).
+    pub fn start(self) -> Result<(InstanceHandle, mpsc::Receiver<InstanceEvent>), InstanceError> {
+        let mut server = self.held.release()?;
+        let (Some(stdin), Some(stdout)) = (server.child.stdin.take(), server.child.stdout.take())
+        else {
+            // Without pipes it cannot be driven: end it now.
+            tokio::spawn(async move {
+                server.terminate(KILL_GRACE).await;
+            });
+            return Err(InstanceError::NoPipes);
+        };
+        let connect = match self.tui {
+            None => Connect::Ready(transport::stdio(stdout, stdin)),
+            Some(auth) => {
+                // The app-server speaks on its WebSocket; its stdout is only
+                // drained, its stdin kept open as long as it runs.
+                tokio::spawn(async move {
+                    let _stdin = stdin;
+                    let mut stdout = stdout;
+                    let _ = tokio::io::copy(&mut stdout, &mut tokio::io::sink()).await;
+                });
+                Connect::WebSocket(auth)
+            }
+        };
+        let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let (command_tx, commands) = mpsc::channel(64);
+        let (status_tx, status) = watch::channel(InstanceStatus {
+            state: InstanceState::Starting,
+            thread_id: None,
+            pending_approvals: Vec::new(),
+        });
+        let pid = server.pid();
+        let state = State::new(self.options, pid, event_tx, status_tx);
+        tokio::spawn(run(state, server, connect, commands));
+        Ok((
+            InstanceHandle {
+                commands: command_tx,
+                status,
+                pid,
+            },
+            events,
+        ))
+    }
+}
+
+/// Drives a running instance; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct InstanceHandle {
+    commands: mpsc::Sender<Envelope>,
+    status: watch::Receiver<InstanceStatus>,
+    pid: u32,
+}
+
+#[derive(Debug)]
+struct Envelope {
+    command: Command,
+    reply: ReplyTx,
+}
+
+impl InstanceHandle {
+    /// Sends a command and waits for its outcome. Commands sent before
+    /// the instance started wait until it has.
+    pub async fn call(&self, command: Command) -> Result<Reply, CommandError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Envelope { command, reply })
+            .await
+            .map_err(|_| CommandError::Stopped)?;
+        answer.await.unwrap_or(Err(CommandError::Stopped))
+    }
+
+    /// The state, thread and pending approvals now.
+    pub fn status(&self) -> InstanceStatus {
+        self.status.borrow().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+}
+
+/// Why the main loop ended.
+enum End {
+    /// `Command::Stop` (its reply is sent after `Stopped`).
+    Stop(Option<ReplyTx>),
+    /// The app-server exited or closed its output.
+    Exited(Option<Exit>),
+    /// The thread could not be opened.
+    Failed,
+}
+
+/// How the instance reaches its app-server.
+enum Connect {
+    Ready(Transport),
+    /// `launchTui`: over its WebSocket, once it listens.
+    WebSocket(TuiAuth),
+}
+
+async fn run(
+    mut state: State,
+    mut server: AppServer,
+    connect: Connect,
+    mut commands: mpsc::Receiver<Envelope>,
+) {
+    // `tui_auth` keeps the token file until the app-server is gone.
+    let (transport, tui_auth) = match connect {
+        Connect::Ready(transport) => (transport, None),
+        Connect::WebSocket(auth) => {
+            state.tui_token_file = Some(auth.file().clone());
+            let transport = match tui::connect(&mut server, &auth).await {
+                Ok((transport, url)) => {
+                    state.tui_url = Some(url);
+                    transport
+                }
+                Err(message) => {
+                    state.failure = Some(message);
+                    // A closed transport: the loop below ends at once.
+                    let (_, incoming) = mpsc::channel(1);
+                    let (outgoing, _) = mpsc::unbounded_channel();
+                    Transport { incoming, outgoing }
+                }
+            };
+            (transport, Some(auth))
+        }
+    };
+    let Transport {
+        mut incoming,
+        outgoing,
+    } = transport;
+    state.out = Some(outgoing);
+    state.initialize();
+    // Commands that came before the thread opened (all but `Stop`).
+    let mut deferred: Vec<Envelope> = Vec::new();
+    let end = loop {
+        if state.failure.is_some() {
+            break End::Failed;
+        }
+        if state.abandoned {
+            break End::Stop(None);
+        }
+        if state.started {
+            for Envelope { command, reply } in std::mem::take(&mut deferred) {
+                state.on_command(command, reply).await;
+            }
+        }
+        let deadline = state.next_deadline();
+        tokio::select! {
+            biased;
+            message = incoming.recv() => match message {
+                Some(message) => state.on_message(message).await,
+                None => break End::Exited(None),
+            },
+            status = server.child.wait() => break End::Exited(status.ok().map(Exit::from)),
+            envelope = commands.recv() => match envelope {
+                Some(Envelope { command: Command::Stop, reply }) => break End::Stop(Some(reply)),
+                Some(envelope) if !state.started => deferred.push(envelope),
+                Some(Envelope { command, reply }) => state.on_command(command, reply).await,
+                // Every handle is gone: nobody can stop it later.
+                None => break End::Stop(None),
+            },
+            () = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => state.on_timer().await,
+        }
+    };
+    let (reason, exit, reply) = match end {
+        End::Stop(reply) => {
+            let exit = stop(&mut state, &mut server, &mut incoming).await;
+            (StopReason::Stopped, exit, reply)
+        }
+        End::Exited(exit) => {
+            // Read what it wrote before it went, then make sure its group is
+            // gone (closing its stdin first: it may wait on it).
+            drain(&mut state, &mut incoming, Duration::from_secs(1)).await;
+            state.out = None;
+            let exit = match exit {
+                Some(exit) => exit,
+                None => match timeout(KILL_GRACE, server.child.wait()).await {
+                    Ok(Ok(status)) => Exit::from(status),
+                    _ => server.terminate(KILL_GRACE).await,
+                },
+            };
+            let exit = server
+                .end_group(Some(exit), Instant::now() + Duration::from_millis(500))
+                .await;
+            tracing::info!(pid = state.pid, ?exit, "the codex app-server exited");
+            if state.started {
+                (StopReason::Exited, exit, None)
+            } else {
+                let message = format!(
+                    "the codex app-server exited before its thread opened ({})",
+                    describe(exit)
+                );
+                state.emit(InstanceEvent::Failed { message }).await;
+                (StopReason::Failed, exit, None)
+            }
+        }
+        End::Failed => {
+            let message = state.failure.clone().unwrap_or_default();
+            tracing::warn!(pid = state.pid, "codex instance failed: {message}");
+            state.out = None;
+            let exit = server.terminate(KILL_GRACE).await;
+            state.emit(InstanceEvent::Failed { message }).await;
+            (StopReason::Failed, exit, None)
+        }
+    };
+    state.flush().await;
+    state.fail_calls();
+    state.withdraw(|_| true).await;
+    state.turn = None;
+    server.tail.settle(Duration::from_millis(500)).await;
+    drop(tui_auth);
+    state
+        .status
+        .send_modify(|status| status.state = InstanceState::Stopped);
+    state
+        .emit(InstanceEvent::Stopped {
+            reason,
+            exit_code: exit.code,
+            signal: exit.signal,
+            stderr_tail: server.tail.text(),
+        })
+        .await;
+    if let Some(reply) = reply {
+        let _ = reply.send(Ok(Reply::Done));
+    }
+    // Commands that waited for a start that never came, or raced the stop.
+    for Envelope { reply, .. } in deferred {
+        let _ = reply.send(Err(CommandError::Stopped));
+    }
+    commands.close();
+    while let Some(Envelope { reply, .. }) = commands.recv().await {
+        let _ = reply.send(Err(CommandError::Stopped));
+    }
+}
+
+/// `stop_instance`: interrupt the running turn, close stdin, SIGTERM the
+/// group, SIGKILL after 5 s.
+async fn stop(
+    state: &mut State,
+    server: &mut AppServer,
+    incoming: &mut mpsc::Receiver<Incoming>,
+) -> Exit {
+    if let (Some(turn_id), Some(thread_id)) = (state.turn.clone(), state.thread_id.clone()) {
+        let params = messages::turn_interrupt(&thread_id, &turn_id);
+        state.request(messages::TURN_INTERRUPT, params, Tag::Interrupt(None));
+        let deadline = Instant::now() + STOP_INTERRUPT_WAIT;
+        while state.turn.is_some() {
+            tokio::select! {
+                message = incoming.recv() => match message {
+                    Some(message) => state.on_message(message).await,
+                    None => break,
+                },
+                () = sleep_until(deadline) => break,
+            }
+        }
+    }
+    state.out = None;
+    let exited = timeout(STDIN_CLOSE_WAIT, server.child.wait()).await;
+    let exit = match exited {
+        Ok(Ok(status)) => {
+            server
+                .end_group(Some(Exit::from(status)), Instant::now() + KILL_GRACE)
+                .await
+        }
+        _ => server.terminate(KILL_GRACE).await,
+    };
+    drain(state, incoming, Duration::from_millis(500)).await;
+    exit
+}
+
+/// Handles what is still queued from a process that is gone or going.
+async fn drain(state: &mut State, incoming: &mut mpsc::Receiver<Incoming>, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        tokio::select! {
+            message = incoming.recv() => match message {
+                Some(message) => state.on_message(message).await,
+                None => return,
+            },
+            () = sleep_until(deadline) => return,
+        }
+    }
+}
+
+fn describe(exit: Exit) -> String {
+    match (exit.code, exit.signal) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(signal)) => format!("signal {signal}"),
+        (None, None) => "unknown status".into(),
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86400)
+}

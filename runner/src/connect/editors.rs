@@ -1,0 +1,178 @@
+//! The local editor under `connect` (PROTOCOL.md section 8): its controls,
+//! its registry's events, and forwarding to it by `editorId`.
+
+use std::path::PathBuf;
+
+use crate::control::controls::{StartLocalEditor, StopLocalEditor};
+use crate::control::events::{
+    ControlErrorEvent, LocalEditorStarted, LocalEditorStopped, ReadyEditor,
+};
+use crate::control::{ErrorCode, Event, Session};
+use crate::editor::{EditorConfig, EditorEvent, Editors, StartRequest};
+use crate::forward::EditorSockets;
+
+use super::Runner;
+
+/// The registry, or why there is none (no state directory): every start is
+/// then answered with that reason.
+pub(super) type Registry = Result<Editors, String>;
+
+/// The registry for `connect` and the receiver of its events.
+pub(super) fn registry(
+    code_server: Option<PathBuf>,
+    url: &str,
+    token: Option<&str>,
+) -> (Registry, tokio::sync::mpsc::UnboundedReceiver<EditorEvent>) {
+    match EditorConfig::for_runner(code_server, url, token.unwrap_or_default()) {
+        Ok(config) => {
+            let (editors, events) = Editors::new(config);
+            (Ok(editors), events)
+        }
+        Err(err) => {
+            let reason = crate::error_chain(&err);
+            tracing::warn!("local editors unavailable: {reason}");
+            (Err(reason), tokio::sync::mpsc::unbounded_channel().1)
+        }
+    }
+}
+
+/// Forwarding finds editors' sockets here.
+pub(super) struct Sockets(pub Option<Editors>);
+
+impl EditorSockets for Sockets {
+    fn socket(&self, editor_id: &str) -> Option<PathBuf> {
+        self.0.as_ref()?.socket_path(editor_id).ok()
+    }
+}
+
+fn error(control_type: &str, code: ErrorCode, message: String) -> ControlErrorEvent {
+    ControlErrorEvent {
+        control_type: control_type.to_owned(),
+        code,
+        message,
+        ..ControlErrorEvent::default()
+    }
+}
+
+/// The wire event for what the registry reports.
+pub(super) fn event(event: EditorEvent) -> Event {
+    match event {
+        EditorEvent::Started {
+            request_id,
+            instance_id,
+            editor_id,
+            cwd,
+        } => Event::LocalEditorStarted(LocalEditorStarted {
+            request_id,
+            instance_id,
+            editor_id: editor_id.to_string(),
+            cwd: cwd.display().to_string(),
+        }),
+        EditorEvent::Stopped {
+            editor_id,
+            reason,
+            exit_code,
+        } => Event::LocalEditorStopped(LocalEditorStopped {
+            editor_id: editor_id.to_string(),
+            reason: reason.as_str().to_owned(),
+            exit_code,
+        }),
+        EditorEvent::Failed {
+            request_id,
+            instance_id,
+            reason,
+        } => Event::ControlError(ControlErrorEvent {
+            request_id,
+            instance_id,
+            ..error("start_local_editor", ErrorCode::EditorFailed, reason)
+        }),
+    }
+}
+
+/// `runner_ready.editors`.
+pub(super) fn ready(registry: &Registry) -> Vec<ReadyEditor> {
+    let Ok(editors) = registry else {
+        return Vec::new();
+    };
+    editors
+        .list()
+        .into_iter()
+        .map(|info| ReadyEditor {
+            editor_id: info.editor_id.to_string(),
+            cwd: info.cwd.display().to_string(),
+        })
+        .collect()
+}
+
+impl Runner {
+    pub(super) async fn start_editor(&mut self, session: Session, start: StartLocalEditor) {
+        let refuse = |code, message| {
+            Event::ControlError(ControlErrorEvent {
+                request_id: start.request_id.clone(),
+                instance_id: start.instance_id.clone(),
+                ..error("start_local_editor", code, message)
+            })
+        };
+        let cwd = start.cwd.0.to_string_lossy();
+        let cwd = match self.cwds.resolve(Some(&cwd)) {
+            Ok(cwd) => cwd,
+            Err(err) => {
+                let message = crate::error_chain(&err);
+                return self
+                    .reply(session, refuse(ErrorCode::CwdNotAllowed, message))
+                    .await;
+            }
+        };
+        let editors = match &self.editors {
+            Ok(editors) => editors.clone(),
+            Err(reason) => {
+                let message = format!("local editors are unavailable: {reason}");
+                return self
+                    .reply(session, refuse(ErrorCode::EditorFailed, message))
+                    .await;
+            }
+        };
+        let request = StartRequest {
+            request_id: start.request_id,
+            instance_id: start.instance_id,
+            cwd,
+            collaboration: start.collaboration.map(serde_json::Value::Object),
+        };
+        // Its outcome comes back through the registry's events.
+        tokio::spawn(async move { editors.start(request).await });
+    }
+
+    pub(super) fn stop_editor(&mut self, session: Session, stop: StopLocalEditor) {
+        let to = self.handle.responder(session);
+        let editors = self.editors.clone();
+        tokio::spawn(async move {
+            let stopped = match &editors {
+                Ok(editors) => editors
+                    .stop(&stop.editor_id)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(reason) => Err(reason.clone()),
+            };
+            if let Err(message) = stopped {
+                let event = Event::ControlError(ControlErrorEvent {
+                    editor_id: Some(stop.editor_id),
+                    ..error("stop_local_editor", ErrorCode::UnknownEditor, message)
+                });
+                to.send(event).await;
+            }
+        });
+    }
+
+    /// After `update_runner_config`: editors whose cwd lost its permission stop.
+    pub(super) fn retain_allowed_editors(&self) {
+        let Ok(editors) = self.editors.clone() else {
+            return;
+        };
+        let cwds = self.cwds.clone();
+        tokio::spawn(async move {
+            let allowed =
+                |cwd: &std::path::Path| cwds.resolve(Some(&cwd.to_string_lossy())).is_ok();
+            editors.retain_allowed(allowed).await;
+        });
+    }
+}

@@ -1,0 +1,445 @@
+//! Codex instances under `connect` (PROTOCOL.md sections 6 and 7): their
+//! controls, their events numbered by `seq` and kept until Kandan's
+//! `phx_reply` acknowledges them, and each app-server registered as a
+//! watched root before it can fork.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::codex::{
+    self, ApprovalPolicy, Command, InstanceEvent, InstanceHandle, InstanceOptions, InstanceState,
+    Replay, SandboxMode,
+};
+use crate::control::controls::{
+    Decision, InterruptTurn, ReadThread, ResolveApprovalRequest, StartInstance, StartTurn,
+    StopInstance,
+};
+use crate::control::events::{ControlErrorEvent, InstanceWire, ReadyInstance};
+use crate::control::{Ack, ErrorCode, Event, Responder, Session};
+use crate::detect::RootRegistry;
+
+use super::Runner;
+
+/// Instance events waiting for the main loop, from every instance.
+const EVENT_QUEUE: usize = 1024;
+
+/// Every agent process carries its instance's id, so a listener it opens
+/// can be attributed to the instance (`port_forward_request.instanceId`).
+pub(super) const INSTANCE_ID_VAR: &str = "KANDAN_INSTANCE_ID";
+
+/// The instance whose agent started `pid`, from its environment (Linux;
+/// the runner's own user can read it).
+pub(super) fn instance_of(pid: u32) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let prefix = format!("{INSTANCE_ID_VAR}=");
+    environ
+        .split(|byte| *byte == 0)
+        .find_map(|var| var.strip_prefix(prefix.as_bytes()))
+        .map(|id| String::from_utf8_lossy(id).into_owned())
+}
+
+/// The runner's Codex flags.
+pub(super) struct Settings {
+    pub codex_bin: Option<PathBuf>,
+    pub stream_flush: Duration,
+    pub turn_idle_timeout: Duration,
+}
+
+struct Instance {
+    /// None once it stopped; kept until Kandan has all its events.
+    handle: Option<InstanceHandle>,
+    cwd: PathBuf,
+    replay: Replay<InstanceEvent>,
+    /// Its `instance_started`, sent again to a `start_instance` of a
+    /// running instance.
+    started: Option<InstanceEvent>,
+}
+
+pub(super) struct Instances {
+    live: HashMap<String, Instance>,
+    events_tx: mpsc::Sender<(String, InstanceEvent)>,
+    settings: Settings,
+    roots: Arc<dyn RootRegistry>,
+}
+
+impl Instances {
+    pub(super) fn new(
+        settings: Settings,
+        roots: Arc<dyn RootRegistry>,
+    ) -> (Self, mpsc::Receiver<(String, InstanceEvent)>) {
+        let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let instances = Instances {
+            live: HashMap::new(),
+            events_tx,
+            settings,
+            roots,
+        };
+        (instances, events)
+    }
+
+    /// `runner_ready.instances`.
+    pub(super) fn ready(&self) -> Vec<ReadyInstance> {
+        let mut ready: Vec<ReadyInstance> = (self.live.iter())
+            .filter_map(|(id, instance)| {
+                let status = instance.handle.as_ref()?.status();
+                let state = match status.state {
+                    InstanceState::Starting => crate::control::events::InstanceState::Starting,
+                    InstanceState::Idle => crate::control::events::InstanceState::Idle,
+                    InstanceState::Running => crate::control::events::InstanceState::Running,
+                    InstanceState::Stopped => return None,
+                };
+                Some(ReadyInstance {
+                    instance_id: id.clone(),
+                    thread_id: status.thread_id,
+                    cwd: instance.cwd.display().to_string(),
+                    state,
+                    last_seq: instance.replay.last_seq(),
+                    pending_approvals: status.pending_approvals,
+                })
+            })
+            .collect();
+        ready.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+        ready
+    }
+
+    fn handle(&self, instance_id: &str) -> Option<InstanceHandle> {
+        self.live.get(instance_id)?.handle.clone()
+    }
+}
+
+fn error(control_type: &str, instance_id: &str, code: ErrorCode, message: String) -> Event {
+    Event::ControlError(ControlErrorEvent {
+        control_type: control_type.to_owned(),
+        instance_id: Some(instance_id.to_owned()),
+        code,
+        message,
+        ..ControlErrorEvent::default()
+    })
+}
+
+/// A fresh instance id: 16 random bytes in hex.
+fn fresh_id() -> String {
+    let mut bytes = [0u8; 16];
+    let _ = getrandom::fill(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `approvalPolicy` / `sandbox` by their wire names.
+fn parse<T: serde::de::DeserializeOwned>(value: &Option<String>) -> Result<Option<T>, String> {
+    value
+        .as_ref()
+        .map(|text| {
+            serde_json::from_value(serde_json::Value::String(text.clone()))
+                .map_err(|_| format!("unknown value {text:?}"))
+        })
+        .transpose()
+}
+
+impl Runner {
+    pub(super) async fn start_instance(&mut self, session: Session, start: StartInstance) {
+        const CONTROL: &str = "start_instance";
+        let instance_id = start.instance_id.clone().unwrap_or_else(fresh_id);
+        let refuse = |code, message| error(CONTROL, &instance_id, code, message);
+        if let Some(instance) = self.instances.live.get_mut(&instance_id)
+            && instance.handle.is_some()
+        {
+            // Running: its `instance_started` again.
+            if let Some(started) = instance.started.clone() {
+                self.emit(&instance_id, started).await;
+            }
+            return;
+        }
+        let cwd = start.cwd.as_ref().map(|cwd| cwd.0.to_string_lossy());
+        let cwd = match self.cwds.resolve(cwd.as_deref()) {
+            Ok(cwd) => cwd,
+            Err(err) => {
+                let message = crate::error_chain(&err);
+                return self
+                    .reply(session, refuse(ErrorCode::CwdNotAllowed, message))
+                    .await;
+            }
+        };
+        let policy = parse::<ApprovalPolicy>(&start.approval_policy);
+        let sandbox = parse::<SandboxMode>(&start.sandbox);
+        let (policy, sandbox) = match (policy, sandbox) {
+            (Ok(policy), Ok(sandbox)) => (policy, sandbox),
+            (Err(why), _) | (_, Err(why)) => {
+                let message = format!("approvalPolicy or sandbox: {why}");
+                return self
+                    .reply(session, refuse(ErrorCode::InvalidControl, message))
+                    .await;
+            }
+        };
+        let settings = &self.instances.settings;
+        let bin = match codex::resolve_bin(settings.codex_bin.as_deref()) {
+            Ok(bin) => bin,
+            Err(err) => {
+                let message = crate::error_chain(&err);
+                return self
+                    .reply(session, refuse(ErrorCode::InstanceFailed, message))
+                    .await;
+            }
+        };
+        let mut options = InstanceOptions::new(bin, cwd.clone());
+        options.thread_id = start.thread_id;
+        options.model = start.model;
+        options.reasoning_effort = start.reasoning_effort;
+        options.approval_policy = policy;
+        options.sandbox = sandbox;
+        options.fast = start.fast;
+        options.launch_tui = start.launch_tui;
+        options.stream_flush = settings.stream_flush;
+        options.turn_idle_timeout = settings.turn_idle_timeout;
+        options.marker = self.marker.clone();
+        options.env = vec![(INSTANCE_ID_VAR.to_owned(), instance_id.clone())];
+        // Held before exec until it is a watched root: a dev server the
+        // agent starts is detected from its first fork.
+        let started = codex::spawn(options).and_then(|held| {
+            if let Err(err) = self.instances.roots.add_root(held.pid()) {
+                tracing::warn!(instance_id, "cannot watch the app-server's tree: {err}");
+            }
+            held.start()
+        });
+        let (handle, mut events) = match started {
+            Ok(started) => started,
+            Err(err) => {
+                let message = crate::error_chain(&err);
+                return self
+                    .reply(session, refuse(ErrorCode::InstanceFailed, message))
+                    .await;
+            }
+        };
+        let pid = handle.pid();
+        let tx = self.instances.events_tx.clone();
+        let id = instance_id.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                if tx.send((id.clone(), event)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let replay = match self.instances.live.remove(&instance_id) {
+            // A stopped instance started again keeps numbering its events.
+            Some(old) => old.replay,
+            None => Replay::new(codex::DEFAULT_MAX_BYTES),
+        };
+        tracing::info!(instance_id, pid, cwd = %cwd.display(), "codex instance started");
+        self.instances.live.insert(
+            instance_id,
+            Instance {
+                handle: Some(handle),
+                cwd,
+                replay,
+                started: None,
+            },
+        );
+    }
+
+    /// Runs `command` on the instance's task; a failure answers `control`.
+    fn command(
+        &self,
+        session: Session,
+        control: &'static str,
+        instance_id: String,
+        request_id: Option<String>,
+        command: Command,
+    ) {
+        let to: Responder = self.handle.responder(session);
+        let Some(handle) = self.instances.handle(&instance_id) else {
+            let message = format!("no running instance {instance_id:?}");
+            let event = Event::ControlError(ControlErrorEvent {
+                request_id,
+                ..control_error(control, &instance_id, ErrorCode::UnknownInstance, message)
+            });
+            tokio::spawn(async move { to.send(event).await });
+            return;
+        };
+        tokio::spawn(async move {
+            if let Err(err) = handle.call(command).await {
+                let message = crate::error_chain(&err);
+                let event = Event::ControlError(ControlErrorEvent {
+                    request_id,
+                    ..control_error(control, &instance_id, err.code(), message)
+                });
+                to.send(event).await;
+            }
+        });
+    }
+
+    pub(super) fn start_turn(&self, session: Session, turn: StartTurn) {
+        let command = Command::StartTurn {
+            text: turn.text,
+            client_turn_id: turn.client_turn_id,
+        };
+        self.command(session, "start_turn", turn.instance_id, None, command);
+    }
+
+    pub(super) fn interrupt_turn(&self, session: Session, interrupt: InterruptTurn) {
+        let command = Command::Interrupt {
+            turn_id: interrupt.turn_id,
+        };
+        self.command(
+            session,
+            "interrupt_turn",
+            interrupt.instance_id,
+            None,
+            command,
+        );
+    }
+
+    pub(super) fn resolve_approval(&self, session: Session, resolve: ResolveApprovalRequest) {
+        let command = Command::ResolveApproval {
+            request_id: resolve.request_id.clone(),
+            approve: resolve.decision == Decision::Approve,
+            for_session: resolve.for_session,
+            actor_user_id: resolve.actor_user_id,
+            actor_slug: resolve.actor_slug,
+        };
+        let (control, id) = ("resolve_approval_request", resolve.instance_id);
+        self.command(session, control, id, Some(resolve.request_id), command);
+    }
+
+    pub(super) fn read_thread(&self, session: Session, read: ReadThread) {
+        let command = Command::ReadThread {
+            thread_id: read.thread_id,
+            include_turns: read.include_turns,
+        };
+        self.command(session, "read_thread", read.instance_id, None, command);
+    }
+
+    pub(super) fn stop_instance(&self, session: Session, stop: StopInstance) {
+        self.command(
+            session,
+            "stop_instance",
+            stop.instance_id,
+            None,
+            Command::Stop,
+        );
+    }
+
+    /// An instance's event: numbered, kept until acknowledged, sent.
+    pub(super) async fn on_instance_event(&mut self, instance_id: String, event: InstanceEvent) {
+        match &event {
+            InstanceEvent::Failed { message } => {
+                let event = error(
+                    "start_instance",
+                    &instance_id,
+                    ErrorCode::InstanceFailed,
+                    message.clone(),
+                );
+                return self.send(event).await;
+            }
+            InstanceEvent::Started { .. } => {
+                if let Some(instance) = self.instances.live.get_mut(&instance_id) {
+                    instance.started = Some(event.clone());
+                }
+            }
+            InstanceEvent::Stopped { .. } => {
+                if let Some(instance) = self.instances.live.get_mut(&instance_id) {
+                    instance.handle = None;
+                }
+            }
+            _ => {}
+        }
+        self.emit(&instance_id, event).await;
+    }
+
+    /// Numbers `event` in the instance's log and sends it, tracked.
+    async fn emit(&mut self, instance_id: &str, event: InstanceEvent) {
+        let Some(instance) = self.instances.live.get_mut(instance_id) else {
+            return;
+        };
+        let bytes = serde_json::to_vec(&event).map_or(0, |text| text.len());
+        let entry = instance.replay.push(event, bytes);
+        let wire = InstanceWire {
+            instance_id: instance_id.to_owned(),
+            seq: entry.seq,
+            gap: entry.gap,
+            event: entry.event.clone(),
+        };
+        let ack = Ack {
+            instance_id: instance_id.to_owned(),
+            seq: entry.seq,
+        };
+        if self
+            .handle
+            .send_tracked(Event::Instance(wire), ack)
+            .await
+            .is_err()
+        {
+            tracing::warn!("control client stopped; instance event dropped");
+        }
+    }
+
+    /// Kandan has the event: it leaves the log (and a stopped instance
+    /// whose log is empty is forgotten).
+    pub(super) fn on_acked(&mut self, ack: Ack) {
+        let Some(instance) = self.instances.live.get_mut(&ack.instance_id) else {
+            return;
+        };
+        instance.replay.ack(ack.seq);
+        if instance.handle.is_none() && instance.replay.unacked().next().is_none() {
+            self.instances.live.remove(&ack.instance_id);
+        }
+    }
+
+    /// After `runner_ready`: every event Kandan has not acknowledged, again,
+    /// in order per instance.
+    pub(super) async fn resend_unacked(&mut self) {
+        let mut pending = Vec::new();
+        for (id, instance) in &self.instances.live {
+            for entry in instance.replay.unacked() {
+                let wire = InstanceWire {
+                    instance_id: id.clone(),
+                    seq: entry.seq,
+                    gap: entry.gap,
+                    event: entry.event.clone(),
+                };
+                pending.push((wire, entry.seq));
+            }
+        }
+        for (wire, seq) in pending {
+            let ack = Ack {
+                instance_id: wire.instance_id.clone(),
+                seq,
+            };
+            if self
+                .handle
+                .send_tracked(Event::Instance(wire), ack)
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    /// The runner is stopping: every instance stops (side by side).
+    pub(super) async fn stop_instances(&self) {
+        let handles: Vec<InstanceHandle> = (self.instances.live.values())
+            .filter_map(|instance| instance.handle.clone())
+            .collect();
+        let stops = handles.iter().map(|handle| handle.call(Command::Stop));
+        futures_util::future::join_all(stops).await;
+    }
+}
+
+fn control_error(
+    control: &str,
+    instance_id: &str,
+    code: ErrorCode,
+    message: String,
+) -> ControlErrorEvent {
+    ControlErrorEvent {
+        control_type: control.to_owned(),
+        instance_id: Some(instance_id.to_owned()),
+        code,
+        message,
+        ..ControlErrorEvent::default()
+    }
+}

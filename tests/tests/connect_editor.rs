@@ -1,0 +1,339 @@
+//! The local editor under `connect` (PROTOCOL.md sections 6 and 8): Kandan
+//! starts code-server for an allowed cwd, reaches it only through the
+//! forward by `editorId` (the simulator's `/editor/<id>/`), and every way
+//! it ends leaves no process behind. Real code-server and Chromium.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use integration_tests::bench_editor::EXPLORER_ROW;
+use integration_tests::browser::Browser;
+use integration_tests::code_server::{
+    code_server_bin, collaboration_object, processes_mentioning, write_vsix,
+};
+use integration_tests::runner_process::{RunnerArgs, RunnerProcess};
+use integration_tests::simulator::{SimConfig, Simulator};
+use integration_tests::support::artifacts_dir;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Setup {
+    sim: Simulator,
+    runner: RunnerProcess,
+    /// The runner's private state directory (`XDG_STATE_HOME`).
+    state: tempfile::TempDir,
+    /// The allowed root, with `hello.txt` in its `work/`.
+    root: tempfile::TempDir,
+}
+
+impl Setup {
+    async fn start(bin: &Path) -> Result<Setup> {
+        let sim = Simulator::start(SimConfig::default()).await?;
+        let state = tempfile::tempdir()?;
+        let root = tempfile::tempdir()?;
+        std::fs::create_dir(root.path().join("work"))?;
+        std::fs::write(
+            root.path().join("work/hello.txt"),
+            "hello from the workspace\n",
+        )?;
+        let mut args = RunnerArgs::new("editor-e2e", Vec::new());
+        args.flags = vec![
+            "--code-server-bin".into(),
+            bin.to_string_lossy().into_owned(),
+        ];
+        args.env = vec![(
+            "XDG_STATE_HOME".into(),
+            state.path().to_string_lossy().into_owned(),
+        )];
+        let runner = RunnerProcess::start(&sim, args)?;
+        sim.wait_joined(WAIT).await?;
+        let setup = Setup {
+            sim,
+            runner,
+            state,
+            root,
+        };
+        setup.allow(&[setup.root.path()]).await?;
+        Ok(setup)
+    }
+
+    fn work(&self) -> String {
+        self.root.path().join("work").to_string_lossy().into_owned()
+    }
+
+    /// `update_runner_config` with these roots, once applied.
+    async fn allow(&self, roots: &[&Path]) -> Result<()> {
+        let after = self.sim.event_count();
+        let roots: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
+        self.sim.send_control(json!({
+            "type": "update_runner_config", "allowedCwds": roots, "configVersion": after,
+        }))?;
+        self.sim
+            .wait_for_event_after(after, "runner_config_applied", |_| true, WAIT)
+            .await?;
+        Ok(())
+    }
+
+    /// `start_local_editor`; the `local_editor_started` or `control_error` it got.
+    async fn start_editor(&self, request_id: &str, cwd: &str, extra: Value) -> Result<Value> {
+        let after = self.sim.event_count();
+        let mut control =
+            json!({"type": "start_local_editor", "requestId": request_id, "cwd": cwd});
+        if let (Some(control), Value::Object(extra)) = (control.as_object_mut(), extra) {
+            control.extend(extra);
+        }
+        self.sim.send_control(control)?;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            for event in self.sim.events().into_iter().skip(after) {
+                let answers = event["requestId"] == request_id
+                    && matches!(
+                        event["type"].as_str(),
+                        Some("local_editor_started" | "control_error")
+                    );
+                if answers {
+                    return Ok(event);
+                }
+            }
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "no answer to start_local_editor; runner log:\n{}",
+                self.runner.output()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stopped(&self, editor_id: &str) -> Result<Value> {
+        Ok(self
+            .sim
+            .wait_for_event("local_editor_stopped", |e| e["editorId"] == editor_id, WAIT)
+            .await?)
+    }
+
+    /// code-server processes of this test's editors (their folders live
+    /// under the state directory).
+    fn editor_processes(&self) -> Vec<u32> {
+        let runner = self.runner.pid();
+        let mut pids = processes_mentioning(&self.state.path().to_string_lossy());
+        pids.retain(|pid| *pid != runner);
+        pids
+    }
+}
+
+async fn gone(setup: &Setup) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !setup.editor_processes().is_empty() {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "editor processes left: {:?}",
+            setup.editor_processes()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workbench_loads_through_kandan_in_a_browser() -> Result<()> {
+    let Some(bin) = code_server_bin("the_workbench_loads_through_kandan_in_a_browser") else {
+        return Ok(());
+    };
+    let setup = Setup::start(&bin).await?;
+    let started = setup.start_editor("e1", &setup.work(), json!({})).await?;
+    ensure!(
+        started["type"] == "local_editor_started",
+        "not started: {started}\n{}",
+        setup.runner.output()
+    );
+    let editor_id = started["editorId"].as_str().context("editorId")?.to_owned();
+    let canonical = std::fs::canonicalize(setup.work())?;
+    assert_eq!(started["cwd"], json!(canonical.display().to_string()));
+
+    // A second start for the same cwd answers with the running editor.
+    let again = setup.start_editor("e2", &setup.work(), json!({})).await?;
+    assert_eq!(again["editorId"], json!(editor_id));
+
+    // HTTP through the simulator's /editor/<id>/: the redirect to the
+    // folder, then the workbench, then a file through the editor's routes.
+    let client = reqwest_like::Client;
+    let url = setup.sim.editor_url(&editor_id);
+    let (status, location, _) = client.get(&url).await?;
+    assert_eq!(status, 302);
+    let location = location.context("Location")?;
+    assert!(location.contains("folder="), "{location}");
+
+    // The workbench in Chromium: the explorer lists the cwd's file, which
+    // needs the editor's WebSocket, forwarded.
+    let mut browser = Browser::launch().await?;
+    let status = browser.goto(&url).await?;
+    assert_eq!(status, 200);
+    browser
+        .wait_for_selector_text(EXPLORER_ROW, "hello.txt")
+        .await?;
+    let shot = artifacts_dir("connect_editor").join("workbench.png");
+    browser.screenshot(&shot).await?;
+    let page = browser.state().await?;
+    let sockets: Vec<&str> = page.web_sockets.iter().map(|w| w.url.as_str()).collect();
+    ensure!(
+        sockets
+            .iter()
+            .any(|url| url.contains(&format!("/editor/{editor_id}/"))),
+        "no WebSocket through the forward: {sockets:?}"
+    );
+    let _ = browser.close().await;
+
+    // stop_local_editor: stopped, nothing left, and the id is gone.
+    setup
+        .sim
+        .send_control(json!({"type": "stop_local_editor", "editorId": editor_id}))?;
+    let stopped = setup.stopped(&editor_id).await?;
+    assert_eq!(stopped["reason"], "stopped");
+    gone(&setup).await?;
+    let (status, _, body) = client.get(&url).await?;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("unknown_editor"), "{body}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cwds_outside_the_allowed_roots_are_refused() -> Result<()> {
+    let Some(bin) = code_server_bin("cwds_outside_the_allowed_roots_are_refused") else {
+        return Ok(());
+    };
+    let setup = Setup::start(&bin).await?;
+    let outside = tempfile::tempdir()?;
+    let link = setup.root.path().join("escape");
+    std::os::unix::fs::symlink(outside.path(), &link)?;
+    let dotdot = format!("{}/../{}", setup.work(), "..");
+    let missing = format!("{}/nope", setup.work());
+    let file = format!("{}/hello.txt", setup.work());
+    for (i, cwd) in [
+        outside.path().to_string_lossy().into_owned(),
+        link.to_string_lossy().into_owned(),
+        dotdot,
+        missing,
+        file,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let answer = setup
+            .start_editor(&format!("r{i}"), &cwd, json!({}))
+            .await?;
+        assert_eq!(answer["type"], "control_error", "{cwd}: {answer}");
+        assert_eq!(answer["code"], "cwd_not_allowed", "{cwd}: {answer}");
+    }
+    ensure!(setup.editor_processes().is_empty(), "an editor started");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withdrawn_cwd_killed_editor_and_runner_exit_leave_nothing() -> Result<()> {
+    let Some(bin) = code_server_bin("withdrawn_cwd_killed_editor_and_runner_exit_leave_nothing")
+    else {
+        return Ok(());
+    };
+    let mut setup = Setup::start(&bin).await?;
+    // Withdrawn: Kandan's new roots no longer hold the cwd.
+    let started = setup.start_editor("w1", &setup.work(), json!({})).await?;
+    let id = started["editorId"].as_str().context("editorId")?.to_owned();
+    let elsewhere = tempfile::tempdir()?;
+    setup.allow(&[elsewhere.path()]).await?;
+    assert_eq!(setup.stopped(&id).await?["reason"], "cwd_not_allowed");
+    gone(&setup).await?;
+
+    // Killed from outside: local_editor_stopped with reason exited.
+    setup.allow(&[setup.root.path()]).await?;
+    let started = setup.start_editor("w2", &setup.work(), json!({})).await?;
+    let id = started["editorId"].as_str().context("editorId")?.to_owned();
+    for pid in setup.editor_processes() {
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    assert_eq!(setup.stopped(&id).await?["reason"], "exited");
+    gone(&setup).await?;
+
+    // The runner's exit: no editor outlives it.
+    let started = setup.start_editor("w3", &setup.work(), json!({})).await?;
+    ensure!(started["type"] == "local_editor_started", "{started}");
+    ensure!(!setup.editor_processes().is_empty());
+    setup.runner.terminate().await?;
+    gone(&setup).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collaboration_assets_come_from_kandan_and_failures_say_why() -> Result<()> {
+    let Some(bin) = code_server_bin("collaboration_assets_come_from_kandan_and_failures_say_why")
+    else {
+        return Ok(());
+    };
+    let setup = Setup::start(&bin).await?;
+    let scratch = tempfile::tempdir()?;
+    let vsix = scratch.path().join("probe.vsix");
+    write_vsix(&vsix, "exports.activate = function () {};\n")?;
+    let collaboration = collaboration_object();
+
+    // A missing asset: editor_failed, nothing started.
+    let failed = setup
+        .start_editor("c1", &setup.work(), json!({"collaboration": collaboration}))
+        .await?;
+    assert_eq!(failed["code"], "editor_failed", "{failed}");
+    ensure!(setup.editor_processes().is_empty());
+
+    // Both assets served: fetched with the token, and the editor starts.
+    setup
+        .sim
+        .serve_asset("/assets/oct.vsix", std::fs::read(&vsix)?);
+    setup.sim.serve_asset("/assets/oct-server.js", "// server");
+    let started = setup
+        .start_editor("c2", &setup.work(), json!({"collaboration": collaboration}))
+        .await?;
+    ensure!(started["type"] == "local_editor_started", "{started}");
+    let fetches = setup.sim.asset_fetches();
+    for path in ["/assets/oct.vsix", "/assets/oct-server.js"] {
+        ensure!(
+            fetches.iter().any(|(p, auth)| p == path && *auth),
+            "{path} not fetched with the token: {fetches:?}"
+        );
+    }
+    Ok(())
+}
+
+/// A tiny HTTP/1.1 GET without redirects (the redirect itself is checked).
+mod reqwest_like {
+    use anyhow::{Context, Result};
+    use http_body_util::BodyExt;
+    use hyper_util::rt::TokioIo;
+
+    pub struct Client;
+
+    impl Client {
+        pub async fn get(&self, url: &str) -> Result<(u16, Option<String>, String)> {
+            let uri: http::Uri = url.parse()?;
+            let authority = uri.authority().context("authority")?.clone();
+            let stream = tokio::net::TcpStream::connect(authority.as_str()).await?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            let request = http::Request::get(uri.path_and_query().context("path")?.as_str())
+                .header(http::header::HOST, authority.as_str())
+                .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+            let response = sender.send_request(request).await?;
+            let status = response.status().as_u16();
+            let location = response
+                .headers()
+                .get(http::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body = response.into_body().collect().await?.to_bytes();
+            Ok((
+                status,
+                location,
+                String::from_utf8_lossy(&body).into_owned(),
+            ))
+        }
+    }
+}
