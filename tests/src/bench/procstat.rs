@@ -16,6 +16,8 @@ pub struct Stat {
     /// `R`, `S`, `D`, `Z`, `X`, ...
     pub state: char,
     pub ppid: u32,
+    /// Process group.
+    pub pgrp: u32,
     pub utime: u64,
     pub stime: u64,
     /// Times of waited-for children.
@@ -28,7 +30,7 @@ impl Stat {
     pub fn parse(stat: &str) -> Option<Self> {
         // The command name may hold spaces and parentheses: fields start after the last ')'.
         let rest = &stat[stat.rfind(')')? + 1..];
-        // Field 3 (state) is the first here; ppid is 4, utime..cstime are 14..=17.
+        // Field 3 (state) is the first here; ppid, pgrp are 4, 5; utime..cstime are 14..=17.
         let fields: Vec<&str> = rest.split_whitespace().collect();
         let ticks = |i: usize| -> Option<u64> {
             // cutime and cstime are signed in the kernel's format.
@@ -38,6 +40,7 @@ impl Stat {
         Some(Stat {
             state: state.next().filter(|_| state.next().is_none())?,
             ppid: fields.get(1)?.parse().ok()?,
+            pgrp: fields.get(2)?.parse().ok()?,
             utime: ticks(11)?,
             stime: ticks(12)?,
             cutime: ticks(13)?,
@@ -238,7 +241,7 @@ mod tests {
     fn reads_the_fields_after_the_command_name() {
         let stat = "42 (we ird) name)) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 2 1 20 0 1 0 5 1000 10";
         let stat = Stat::parse(stat).unwrap();
-        assert_eq!((stat.state, stat.ppid), ('S', 1));
+        assert_eq!((stat.state, stat.ppid, stat.pgrp), ('S', 1, 42));
         assert_eq!(
             (stat.utime, stat.stime, stat.cutime, stat.cstime),
             (7, 3, 2, 1)
