@@ -47,8 +47,19 @@ pub async fn open(
     path: &str,
     body: Bytes,
 ) -> Result<Response<Incoming>> {
+    open_path(sim, method, &format!("/preview/{port}{path}"), body).await
+}
+
+/// Sends `method <path>` to the preview front (any of its routes: the
+/// editor's, the API's).
+pub async fn open_path(
+    sim: &Simulator,
+    method: Method,
+    path: &str,
+    body: Bytes,
+) -> Result<Response<Incoming>> {
     let addr = sim.preview_addr();
-    let uri = format!("http://{addr}/preview/{port}{path}");
+    let uri = format!("http://{addr}{path}");
     let req = Request::builder()
         .method(method)
         .uri(&uri)
@@ -75,7 +86,17 @@ pub async fn request(
     path: &str,
     body: Bytes,
 ) -> Result<PreviewResponse> {
-    let resp = open(sim, method, port, path, body).await?;
+    fetch(sim, method, &format!("/preview/{port}{path}"), body).await
+}
+
+/// `method <path>` on the preview front, read whole.
+pub async fn fetch(
+    sim: &Simulator,
+    method: Method,
+    path: &str,
+    body: Bytes,
+) -> Result<PreviewResponse> {
+    let resp = open_path(sim, method, path, body).await?;
     let (parts, body) = resp.into_parts();
     let body = tokio::time::timeout(EXCHANGE_TIMEOUT, body.collect())
         .await

@@ -117,6 +117,12 @@ impl Setup {
     }
 }
 
+async fn api_get(sim: &Simulator, path: &str) -> Result<Value> {
+    let response = preview_client::fetch(sim, http::Method::GET, path, Default::default()).await?;
+    ensure!(response.status == 200, "{path}: {}", response.text());
+    Ok(serde_json::from_slice(&response.body)?)
+}
+
 fn skip(test: &str) -> bool {
     if codex_bin().is_ok() {
         return false;
@@ -220,9 +226,13 @@ async fn a_turn_streams_batched_and_approvals_round_trip() -> Result<()> {
         "{read}"
     );
 
-    // The transcript has every seq once, in order.
+    // The transcript has every seq once, in order, also through the API.
     let transcript = setup.sim.transcript("i1").map_err(anyhow::Error::msg)?;
     ensure!(transcript.len() > 10);
+    let by_api = api_get(&setup.sim, "/api/instances/i1/transcript").await?;
+    assert_eq!(by_api, json!(transcript));
+    let open = api_get(&setup.sim, "/api/instances/i1/approvals").await?;
+    assert_eq!(open, json!([]));
 
     // stop_instance: instance_stopped, and no process of it is left.
     let pid = started["pid"].as_u64().context("pid")? as i32;

@@ -12,6 +12,7 @@ use integration_tests::browser::Browser;
 use integration_tests::code_server::{
     code_server_bin, collaboration_object, processes_mentioning, write_vsix,
 };
+use integration_tests::preview_client;
 use integration_tests::runner_process::{RunnerArgs, RunnerProcess};
 use integration_tests::simulator::{SimConfig, Simulator};
 use integration_tests::support::artifacts_dir;
@@ -158,12 +159,13 @@ async fn the_workbench_loads_through_kandan_in_a_browser() -> Result<()> {
 
     // HTTP through the simulator's /editor/<id>/: the redirect to the
     // folder, then the workbench, then a file through the editor's routes.
-    let client = reqwest_like::Client;
     let url = setup.sim.editor_url(&editor_id);
-    let (status, location, _) = client.get(&url).await?;
-    assert_eq!(status, 302);
-    let location = location.context("Location")?;
-    assert!(location.contains("folder="), "{location}");
+    let path = format!("/editor/{editor_id}/");
+    let get = || preview_client::fetch(&setup.sim, http::Method::GET, &path, Default::default());
+    let response = get().await?;
+    assert_eq!(response.status, 302);
+    let location = response.headers.get("location").context("Location")?;
+    assert!(location.to_str()?.contains("folder="), "{location:?}");
 
     // The workbench in Chromium: the explorer lists the cwd's file, which
     // needs the editor's WebSocket, forwarded.
@@ -192,9 +194,9 @@ async fn the_workbench_loads_through_kandan_in_a_browser() -> Result<()> {
     let stopped = setup.stopped(&editor_id).await?;
     assert_eq!(stopped["reason"], "stopped");
     gone(&setup).await?;
-    let (status, _, body) = client.get(&url).await?;
-    assert_eq!(status, 404, "{body}");
-    assert!(body.contains("unknown_editor"), "{body}");
+    let response = get().await?;
+    assert_eq!(response.status, 404, "{}", response.text());
+    assert_eq!(response.error_code(), Some("unknown_editor"));
     Ok(())
 }
 
@@ -300,40 +302,4 @@ async fn collaboration_assets_come_from_kandan_and_failures_say_why() -> Result<
         );
     }
     Ok(())
-}
-
-/// A tiny HTTP/1.1 GET without redirects (the redirect itself is checked).
-mod reqwest_like {
-    use anyhow::{Context, Result};
-    use http_body_util::BodyExt;
-    use hyper_util::rt::TokioIo;
-
-    pub struct Client;
-
-    impl Client {
-        pub async fn get(&self, url: &str) -> Result<(u16, Option<String>, String)> {
-            let uri: http::Uri = url.parse()?;
-            let authority = uri.authority().context("authority")?.clone();
-            let stream = tokio::net::TcpStream::connect(authority.as_str()).await?;
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-            tokio::spawn(conn);
-            let request = http::Request::get(uri.path_and_query().context("path")?.as_str())
-                .header(http::header::HOST, authority.as_str())
-                .body(http_body_util::Empty::<bytes::Bytes>::new())?;
-            let response = sender.send_request(request).await?;
-            let status = response.status().as_u16();
-            let location = response
-                .headers()
-                .get(http::header::LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let body = response.into_body().collect().await?.to_bytes();
-            Ok((
-                status,
-                location,
-                String::from_utf8_lossy(&body).into_owned(),
-            ))
-        }
-    }
 }

@@ -2,7 +2,9 @@
 //! runner and the browser, prints what the runner sends, and reads commands
 //! on stdin: `list`, `approve <requestId>`, `deny <requestId>`,
 //! `allow <dir>...` (the runner's allowed cwds), `editor <cwd>`,
-//! `stop-editor <editorId>`, `control <json>`, `events`, `quit`. With stdin
+//! `stop-editor <editorId>`, `instance <cwd>`, `turn <instanceId> <text>`,
+//! `decide <instanceId> <requestId> approve|deny`, `stop <instanceId>`,
+//! `transcript <instanceId>`, `control <json>`, `events`, `quit`. With stdin
 //! closed it serves until interrupted.
 
 use std::io::Write;
@@ -75,11 +77,12 @@ async fn main() -> anyhow::Result<()> {
         sim.token()
     );
     println!(
-        "commands:    list | approve <id> | deny <id> | allow <dir>... | editor <cwd> | stop-editor <id> | control <json> | events | quit"
+        "commands:    list | approve <id> | deny <id> | allow <dir>... | editor <cwd> | stop-editor <id>\n             instance <cwd> | turn <instance> <text> | decide <instance> <request> approve|deny\n             stop <instance> | transcript <instance> | control <json> | events | quit"
     );
     let sim = std::sync::Arc::new(sim);
     tokio::spawn(print_events(sim.clone()));
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut seen_instances = 0u32;
     while let Some(line) = lines.next_line().await? {
         let line = line.trim();
         let (cmd, arg) = line.split_once(' ').unwrap_or((line, ""));
@@ -109,6 +112,49 @@ async fn main() -> anyhow::Result<()> {
                     "type": "stop_local_editor", "editorId": arg.trim(),
                 }))
                 .map_err(anyhow::Error::from),
+            "instance" => {
+                let id = format!("sim-{}", std::process::id() % 1000 + seen_instances);
+                seen_instances += 1;
+                println!("starting instance {id}");
+                sim.send_control(serde_json::json!({
+                    "type": "start_instance", "instanceId": id, "cwd": arg.trim(),
+                    "approvalPolicy": "untrusted",
+                }))
+                .map_err(anyhow::Error::from)
+            }
+            "turn" => {
+                let (id, text) = arg.split_once(' ').unwrap_or((arg, ""));
+                sim.send_control(serde_json::json!({
+                    "type": "start_turn", "instanceId": id, "text": text,
+                }))
+                .map_err(anyhow::Error::from)
+            }
+            "decide" => {
+                let words: Vec<&str> = arg.split_whitespace().collect();
+                match words.as_slice() {
+                    [id, request, decision @ ("approve" | "deny")] => sim
+                        .send_control(serde_json::json!({
+                            "type": "resolve_approval_request", "instanceId": id,
+                            "requestId": request, "decision": decision,
+                        }))
+                        .map_err(anyhow::Error::from),
+                    _ => Err(anyhow::anyhow!("decide <instance> <request> approve|deny")),
+                }
+            }
+            "stop" => sim
+                .send_control(serde_json::json!({
+                    "type": "stop_instance", "instanceId": arg.trim(),
+                }))
+                .map_err(anyhow::Error::from),
+            "transcript" => match sim.transcript(arg.trim()) {
+                Ok(events) => {
+                    for event in events {
+                        println!("{} {}", event["seq"], shorten(&event));
+                    }
+                    Ok(())
+                }
+                Err(why) => Err(anyhow::anyhow!(why)),
+            },
             "control" => serde_json::from_str(arg)
                 .map_err(anyhow::Error::from)
                 .and_then(|c| sim.send_control(c).map_err(anyhow::Error::from)),
@@ -148,6 +194,18 @@ async fn print_events(sim: std::sync::Arc<Simulator>) {
                     event["port"],
                     event["command"],
                     event["requestId"].as_str().unwrap_or("?")
+                );
+            } else if event["method"] == "item/agentMessage/delta" {
+                print!("{}", event["params"]["delta"].as_str().unwrap_or_default());
+                let _ = std::io::stdout().flush();
+            } else if event["type"] == "approval_request" {
+                println!(
+                    "\ninstance {} asks ({}): {} -> decide {} {} approve|deny",
+                    event["instanceId"].as_str().unwrap_or("?"),
+                    event["kind"],
+                    event["command"],
+                    event["instanceId"].as_str().unwrap_or("?"),
+                    event["requestId"].as_str().unwrap_or("?"),
                 );
             } else if event["type"] == "local_editor_started" {
                 let id = event["editorId"].as_str().unwrap_or("?");

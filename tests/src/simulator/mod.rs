@@ -35,6 +35,30 @@ pub use state::{Limits, PortForwardRequest, RequestState};
 
 use state::{Outgoing, Shared};
 
+/// An instance's events in `events` as Kandan keeps them: by `seq`, a
+/// `seq` seen before dropped. An error names a gap or a step back.
+pub(crate) fn transcript_of(events: &[Value], instance_id: &str) -> Result<Vec<Value>, String> {
+    let mut kept: Vec<Value> = Vec::new();
+    for event in events {
+        if event["instanceId"] != instance_id {
+            continue;
+        }
+        let Some(seq) = event["seq"].as_u64() else {
+            continue;
+        };
+        let last = kept.last().and_then(|e| e["seq"].as_u64()).unwrap_or(0);
+        if seq <= last {
+            // Already had it: a resend after a reconnect.
+            continue;
+        }
+        if seq != last + 1 && event["gap"] != true {
+            return Err(format!("seq {seq} after {last} without gap: {event}"));
+        }
+        kept.push(event.clone());
+    }
+    Ok(kept)
+}
+
 /// A running simulator; dropping it stops both fronts and drops the runner.
 #[derive(Debug)]
 pub struct Simulator {
@@ -395,25 +419,7 @@ impl Simulator {
     /// The instance's events as Kandan keeps them: by `seq`, a `seq` seen
     /// before dropped. An error names a gap or a step back.
     pub fn transcript(&self, instance_id: &str) -> Result<Vec<Value>, String> {
-        let mut kept: Vec<Value> = Vec::new();
-        for event in self.events() {
-            if event["instanceId"] != instance_id {
-                continue;
-            }
-            let Some(seq) = event["seq"].as_u64() else {
-                continue;
-            };
-            let last = kept.last().and_then(|e| e["seq"].as_u64()).unwrap_or(0);
-            if seq <= last {
-                // Already had it: a resend after a reconnect.
-                continue;
-            }
-            if seq != last + 1 && event["gap"] != true {
-                return Err(format!("seq {seq} after {last} without gap: {event}"));
-            }
-            kept.push(event);
-        }
-        Ok(kept)
+        transcript_of(&self.events(), instance_id)
     }
 
     /// The concatenated agent text of an instance's transcript (every

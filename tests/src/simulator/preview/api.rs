@@ -9,6 +9,13 @@
 //! - `POST /api/editors` `{"cwd": ..., "collaboration"?: {...}}`: start an
 //!   editor; `GET /api/editors`: the started ones with their preview URL;
 //!   `DELETE /api/editors/<editorId>`: stop one
+//! - `POST /api/instances` (the `start_instance` fields): start a Codex
+//!   instance; `POST /api/instances/<id>/turns` `{"text": ...}`;
+//!   `POST /api/instances/<id>/interrupt`; `DELETE /api/instances/<id>`;
+//!   `GET /api/instances/<id>/transcript`: its events by `seq` (each once;
+//!   409 with the reason on a gap); `GET /api/instances/<id>/approvals`:
+//!   the approvals not yet resolved; `POST /api/instances/<id>/approvals/<requestId>/approve`
+//!   (or `/deny`, optional body `{"forSession": true}`)
 
 use std::sync::Arc;
 
@@ -91,6 +98,56 @@ pub(crate) async fn handle(
         (Method::DELETE, ["editors", id]) => {
             send(shared, json!({"type": "stop_local_editor", "editorId": id}))
         }
+        (Method::POST, ["instances"]) => match body_json(req).await {
+            Ok(mut body) => {
+                body["type"] = json!("start_instance");
+                if body["instanceId"].is_null() {
+                    body["instanceId"] = json!(shared.fresh_id("instance"));
+                }
+                send(shared, body)
+            }
+            Err(response) => response,
+        },
+        (Method::POST, ["instances", id, "turns"]) => match body_json(req).await {
+            Ok(body) => send(
+                shared,
+                json!({"type": "start_turn", "instanceId": id, "text": body["text"]}),
+            ),
+            Err(response) => response,
+        },
+        (Method::POST, ["instances", id, "interrupt"]) => {
+            send(shared, json!({"type": "interrupt_turn", "instanceId": id}))
+        }
+        (Method::DELETE, ["instances", id]) => {
+            send(shared, json!({"type": "stop_instance", "instanceId": id}))
+        }
+        (Method::GET, ["instances", id, "transcript"]) => match transcript(shared, id) {
+            Ok(events) => json_response(&json!(events)),
+            Err(why) => text(StatusCode::CONFLICT, "transcript_gap", &why),
+        },
+        (Method::GET, ["instances", id, "approvals"]) => {
+            json_response(&json!(open_approvals(shared, id)))
+        }
+        (
+            Method::POST,
+            [
+                "instances",
+                id,
+                "approvals",
+                request_id,
+                decision @ ("approve" | "deny"),
+            ],
+        ) => {
+            let for_session = match body_json(req).await {
+                Ok(body) => body["forSession"].as_bool().unwrap_or(false),
+                Err(_) => false,
+            };
+            send(
+                shared,
+                json!({"type": "resolve_approval_request", "instanceId": id,
+                    "requestId": request_id, "decision": decision, "forSession": for_session}),
+            )
+        }
         (Method::POST, ["controls"]) => {
             let body = match req.into_body().collect().await {
                 Ok(body) => body.to_bytes(),
@@ -111,6 +168,25 @@ pub(crate) async fn handle(
         }
         _ => text(StatusCode::NOT_FOUND, "not_found", "no such api"),
     }
+}
+
+/// An instance's events as Kandan keeps them (see `Simulator::transcript`).
+pub(crate) fn transcript(shared: &Shared, instance_id: &str) -> Result<Vec<Value>, String> {
+    crate::simulator::transcript_of(&shared.lock().events, instance_id)
+}
+
+/// `approval_request`s of the instance with no `approval_resolved` yet.
+fn open_approvals(shared: &Shared, instance_id: &str) -> Vec<Value> {
+    let events = transcript(shared, instance_id).unwrap_or_default();
+    let resolved: Vec<&Value> = (events.iter())
+        .filter(|e| e["type"] == "approval_resolved")
+        .map(|e| &e["requestId"])
+        .collect();
+    events
+        .iter()
+        .filter(|e| e["type"] == "approval_request" && !resolved.contains(&&e["requestId"]))
+        .cloned()
+        .collect()
 }
 
 /// The request's body as JSON, or the response refusing it.
