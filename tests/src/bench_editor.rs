@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use runner::editor::{EditorConfig, EditorEvent, Editors, StartRequest};
 
+use crate::bench::stats;
 use crate::browser::Browser;
 use crate::code_server::{AssetServer, TOKEN, UnixProxy, collaboration_object, write_vsix};
 
@@ -265,9 +266,7 @@ fn evict_from_page_cache(dir: &Path) {
 }
 
 fn median(samples: &[Duration]) -> Duration {
-    let mut sorted = samples.to_vec();
-    sorted.sort();
-    sorted.get(sorted.len() / 2).copied().unwrap_or_default()
+    stats::median(samples).unwrap_or_default()
 }
 
 fn ms(duration: Duration) -> String {

@@ -119,6 +119,28 @@ impl WebSocketRecord {
     }
 }
 
+/// One load of a page in a fresh tab (`timeLoad` in drive.mjs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PageLoad {
+    /// HTTP status of the document.
+    pub status: Option<u16>,
+    /// Navigation start to the `load` event (`loadEventStart` of the
+    /// navigation timing entry), in milliseconds.
+    pub load_ms: f64,
+    /// Resources the page fetched (resource timing entries).
+    pub resources: u32,
+    /// Bytes those moved (headers and bodies).
+    pub transfer_bytes: u64,
+    /// Requests served from the browser's cache without asking the server.
+    pub cached_resources: u32,
+    /// Requests the server answered 304 (revalidated from the cache).
+    pub not_modified: u32,
+    /// Text of the watched element (`#message`) at `load`.
+    pub text: Option<String>,
+    pub failed_requests: Vec<FailedRequest>,
+}
+
 /// A running headless Chromium and the script driving it.
 #[derive(Debug)]
 pub struct Browser {
@@ -211,6 +233,16 @@ impl Browser {
             .as_u64()
             .and_then(|status| u16::try_from(status).ok())
             .with_context(|| format!("goto {url}: no status in {answer}"))
+    }
+
+    /// Loads `url` in a new tab with the browser cache disabled (every
+    /// resource is fetched), times it to the `load` event and closes the
+    /// tab; the page `goto` drives and its record are left alone.
+    pub async fn time_load(&mut self, url: &str) -> Result<PageLoad> {
+        let answer = self
+            .call(json!({ "cmd": "timeLoad", "url": url, "disableCache": true, "timeoutMs": millis(STEP_TIMEOUT) }))
+            .await?;
+        serde_json::from_value(answer).context("decode page load")
     }
 
     /// Waits until `#message` reads exactly `text`.

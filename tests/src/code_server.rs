@@ -18,6 +18,8 @@ use runner::editor::KandanAccess;
 use tokio::net::{TcpListener, UnixStream};
 use tokio::task::JoinHandle;
 
+use crate::bench::procstat;
+
 /// `tests/fixtures/code-server` in this checkout.
 pub fn fixture_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/code-server")
@@ -148,14 +150,7 @@ pub fn processes_mentioning(needle: &str) -> Vec<u32> {
     dir.filter_map(Result::ok)
         .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    let rest = stat.rsplit_once(')')?.1.to_string();
-                    rest.split_whitespace().next().map(|s| s == "Z")
-                })
-                .unwrap_or(true);
-            !zombie
+            procstat::alive(*pid)
                 && std::fs::read(format!("/proc/{pid}/environ"))
                     .is_ok_and(|env| env.windows(needle.len()).any(|w| w == needle.as_bytes()))
         })
@@ -169,15 +164,7 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
     };
     dir.filter_map(Result::ok)
         .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                let Some((_, rest)) = stat.rsplit_once(')') else {
-                    return false;
-                };
-                let fields: Vec<&str> = rest.split_whitespace().collect();
-                fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string()
-            })
-        })
+        .filter(|pid| procstat::stat(*pid).is_ok_and(|stat| stat.state != 'Z' && stat.pgrp == pgid))
         .collect()
 }
 

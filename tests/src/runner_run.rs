@@ -18,6 +18,9 @@ use tokio::time::Instant;
 use crate::support::runner_bin;
 use crate::vite::kill_group;
 
+/// True while a pid exists and is not a zombie.
+pub use crate::bench::procstat::alive;
+
 /// A running `kandan-runner`.
 #[derive(Debug)]
 pub struct RunnerRun {
@@ -127,16 +130,6 @@ impl Drop for RunnerRun {
             kill_group(pgid);
         }
     }
-}
-
-/// True while `pid` exists and is not a zombie.
-pub fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next());
-        !matches!(state, Some("Z" | "X") | None)
-    })
 }
 
 /// Waits until none of `pids` is alive, at most `limit`; false if some still are.

@@ -1,6 +1,16 @@
-//! What every end-to-end test needs: the runner binary and the root check.
+//! What every end-to-end test needs: the runner binary, the root check and
+//! a free port.
 
 use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+/// A port nobody listens on right now (the kernel's pick; servers bind it
+/// strictly, so a lost race fails loudly instead of moving ports).
+pub fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
 
 /// The `kandan-runner` binary under test: `$KANDAN_RUNNER_BIN`, else the
 /// workspace's `target/debug/kandan-runner` (`cargo xtask test` builds it

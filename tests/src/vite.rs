@@ -33,12 +33,8 @@ pub fn preview_base(port: u16) -> String {
     format!("/preview/{port}/")
 }
 
-/// A port nobody listens on right now (the kernel's pick; Vite binds it
-/// strictly, so a lost race fails loudly instead of moving ports).
-pub fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
+// Where the tests have always found it.
+pub use crate::support::free_port;
 
 /// A command line that starts this app's Vite, for `Command` or for
 /// `kandan-runner connect -- <argv>`.
@@ -119,6 +115,30 @@ impl ViteApp {
         let path = self.dir().join("src/message.js");
         std::fs::write(&path, format!("export const message = {literal};\n"))
             .with_context(|| format!("write {}", path.display()))
+    }
+
+    /// Makes the page load `count` more modules: `src/m000.js`, ... (each
+    /// exporting one small function) all imported by `src/main.js` before
+    /// its own code, for measuring a page of many requests.
+    pub fn add_modules(&self, count: usize) -> Result<()> {
+        let src = self.dir().join("src");
+        let names: Vec<String> = (0..count).map(|i| format!("m{i:03}")).collect();
+        let mut main = String::new();
+        for name in &names {
+            std::fs::write(
+                src.join(format!("{name}.js")),
+                format!("export function {name}(x) {{\n  return `${{x}}:{name}`;\n}}\n"),
+            )
+            .with_context(|| format!("write src/{name}.js"))?;
+            main.push_str(&format!("import {{ {name} }} from \"./{name}.js\";\n"));
+        }
+        main.push_str(&format!(
+            "window.__modules = [{}].map((f) => f(1)).length;\n",
+            names.join(", ")
+        ));
+        let path = src.join("main.js");
+        main.push_str(&std::fs::read_to_string(&path).context("read src/main.js")?);
+        std::fs::write(&path, main).context("write src/main.js")
     }
 
     /// The command line for Vite on `127.0.0.1:<port>` with base `base`.

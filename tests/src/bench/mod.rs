@@ -6,6 +6,8 @@
 //!
 //! Every process spawned here is held by a guard that kills and reaps it on
 //! drop, and dies with the bench (`PR_SET_PDEATHSIG`) if the bench is killed.
+//!
+//! `stats` and `procstat` serve every benchmark (`bench_forward` too).
 
 pub mod baseline;
 pub mod clock;

@@ -1,11 +1,74 @@
-//! What the kernel says about a process: CPU time from `/proc/<pid>/stat`,
-//! peak RSS from `/proc/<pid>/status`, wakeups (context switches) from
+//! What the kernel says about a process, for both benchmarks and the
+//! end-to-end tests: state and CPU time from `/proc/<pid>/stat`, resident
+//! memory from `/proc/<pid>/status`, wakeups (context switches) from
 //! `/proc/<pid>/task/*/status`.
 
 use std::collections::HashMap;
 use std::io;
+use std::time::Duration;
 
 use super::clock::monotonic_ns;
+
+/// The fields of `/proc/<pid>/stat` the benchmarks and tests read; times
+/// in clock ticks ([`clk_tck`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stat {
+    /// `R`, `S`, `D`, `Z`, `X`, ...
+    pub state: char,
+    pub ppid: u32,
+    /// Process group.
+    pub pgrp: u32,
+    pub utime: u64,
+    pub stime: u64,
+    /// Times of waited-for children.
+    pub cutime: u64,
+    pub cstime: u64,
+}
+
+impl Stat {
+    /// Parses the one line of `/proc/<pid>/stat`.
+    pub fn parse(stat: &str) -> Option<Self> {
+        // The command name may hold spaces and parentheses: fields start after the last ')'.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        // Field 3 (state) is the first here; ppid, pgrp are 4, 5; utime..cstime are 14..=17.
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| -> Option<u64> {
+            // cutime and cstime are signed in the kernel's format.
+            Some(fields.get(i)?.parse::<i64>().ok()?.max(0) as u64)
+        };
+        let mut state = fields.first()?.chars();
+        Some(Stat {
+            state: state.next().filter(|_| state.next().is_none())?,
+            ppid: fields.get(1)?.parse().ok()?,
+            pgrp: fields.get(2)?.parse().ok()?,
+            utime: ticks(11)?,
+            stime: ticks(12)?,
+            cutime: ticks(13)?,
+            cstime: ticks(14)?,
+        })
+    }
+}
+
+/// Reads `/proc/<pid>/<file>`; the error names the file.
+fn read(pid: u32, file: &str) -> io::Result<String> {
+    let path = format!("/proc/{pid}/{file}");
+    std::fs::read_to_string(&path)
+        .map_err(|err| io::Error::new(err.kind(), format!("{path}: {err}")))
+}
+
+fn invalid(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what)
+}
+
+/// `/proc/<pid>/stat`, parsed.
+pub fn stat(pid: u32) -> io::Result<Stat> {
+    Stat::parse(&read(pid, "stat")?).ok_or_else(|| invalid(format!("malformed /proc/{pid}/stat")))
+}
+
+/// True while `pid` exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    stat(pid).is_ok_and(|stat| !matches!(stat.state, 'Z' | 'X'))
+}
 
 /// Clock ticks per second of the `stat` times.
 pub fn clk_tck() -> u64 {
@@ -17,21 +80,16 @@ pub fn clk_tck() -> u64 {
 /// utime + stime + cutime + cstime of `pid`, in clock ticks. The children's
 /// times count: the baseline's cost is mostly the `ps` and `lsof` it runs.
 pub fn cpu_ticks(pid: u32) -> io::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    parse_cpu_ticks(&stat)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed /proc/pid/stat"))
+    let stat = stat(pid)?;
+    Ok(stat.utime + stat.stime + stat.cutime + stat.cstime)
 }
 
-fn parse_cpu_ticks(stat: &str) -> Option<u64> {
-    // The command name may hold spaces and parentheses: fields start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    // Field 3 (state) is the first here; utime..cstime are fields 14..=17.
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let mut total = 0u64;
-    for index in 11..=14 {
-        total += fields.get(index)?.parse::<i64>().ok()?.max(0) as u64;
-    }
-    Some(total)
+/// utime + stime of `pid` (all its threads, not its children).
+pub fn cpu_time(pid: u32) -> io::Result<Duration> {
+    let stat = stat(pid)?;
+    Ok(Duration::from_micros(
+        (stat.utime + stat.stime) * 1_000_000 / clk_tck(),
+    ))
 }
 
 /// VmHWM (peak resident set) of `pid`, in KiB.
@@ -44,18 +102,32 @@ pub fn rss_kib(pid: u32) -> io::Result<u64> {
     status_kib(pid, "VmRSS:")
 }
 
+/// `VmHWM` (peak resident set) and `VmRSS` of `pid`, in KiB.
+pub fn memory_kib(pid: u32) -> io::Result<(u64, u64)> {
+    let status = read(pid, "status")?;
+    Ok((
+        field_kib(&status, pid, "VmHWM:")?,
+        field_kib(&status, pid, "VmRSS:")?,
+    ))
+}
+
+/// Resets `VmHWM` to the current RSS (`clear_refs` 5, Linux 4.0+), so a
+/// phase's peak is its own.
+pub fn reset_peak(pid: u32) -> io::Result<()> {
+    let path = format!("/proc/{pid}/clear_refs");
+    std::fs::write(&path, "5").map_err(|err| io::Error::new(err.kind(), format!("{path}: {err}")))
+}
+
 fn status_kib(pid: u32, field: &str) -> io::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    field_kib(&read(pid, "status")?, pid, field)
+}
+
+fn field_kib(status: &str, pid: u32, field: &str) -> io::Result<u64> {
     status
         .lines()
         .find_map(|line| line.strip_prefix(field))
         .and_then(|value| value.split_whitespace().next()?.parse().ok())
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                "field missing from /proc/pid/status",
-            )
-        })
+        .ok_or_else(|| invalid(format!("no {field} in /proc/{pid}/status")))
 }
 
 /// Number of processes on the machine (as this pid namespace sees it).
@@ -166,9 +238,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sums_the_four_time_fields_after_the_command_name() {
+    fn reads_the_fields_after_the_command_name() {
         let stat = "42 (we ird) name)) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 2 1 20 0 1 0 5 1000 10";
-        assert_eq!(parse_cpu_ticks(stat), Some(7 + 3 + 2 + 1));
+        let stat = Stat::parse(stat).unwrap();
+        assert_eq!((stat.state, stat.ppid, stat.pgrp), ('S', 1, 42));
+        assert_eq!(
+            (stat.utime, stat.stime, stat.cutime, stat.cstime),
+            (7, 3, 2, 1)
+        );
+        assert_eq!(Stat::parse("42 (x) S 1 2"), None);
+    }
+
+    #[test]
+    fn own_process_is_alive_and_has_memory() {
+        let me = std::process::id();
+        assert!(alive(me));
+        assert_eq!(stat(me).unwrap().ppid, std::os::unix::process::parent_id());
+        let (peak, now) = memory_kib(me).unwrap();
+        assert!(peak >= now && now > 0, "{peak} {now}");
+        assert!(!alive(u32::MAX));
     }
 
     #[test]

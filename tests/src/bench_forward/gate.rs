@@ -21,8 +21,8 @@ use runner::gate::{GateRefusal, PortGate};
 use runner::pipeline::{self, PipelineConfig};
 use tokio::sync::mpsc;
 
-use super::stats::percentile;
 use crate::bench::helper::Helper;
+use crate::bench::stats::{ms, quantile};
 
 /// Connect alone and connect + verify, per fresh connection.
 pub struct DialCost {
@@ -153,7 +153,7 @@ pub async fn close_to_refused(
     };
     let mut jitter = crate::bench::clock::Jitter::seeded();
     for _ in 0..samples {
-        let port = crate::vite::free_port()?;
+        let port = crate::support::free_port()?;
         if helper.open(port)?.is_none() {
             continue;
         }
@@ -204,8 +204,8 @@ fn spin_until(gate: &Gate, port: u16, listening: bool) -> Option<Instant> {
 /// One row: p50 and p99 in ms.
 pub fn quantiles_ms(samples: &[Duration]) -> (f64, f64) {
     (
-        percentile(samples, 0.5).as_secs_f64() * 1e3,
-        percentile(samples, 0.99).as_secs_f64() * 1e3,
+        ms(quantile(samples, 0.5).unwrap_or_default()),
+        ms(quantile(samples, 0.99).unwrap_or_default()),
     )
 }
 

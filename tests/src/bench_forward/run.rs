@@ -3,17 +3,16 @@
 
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
 use super::load::{self, Load, Target};
-use super::proc_stats;
+use super::process::{Launch, RunnerProcess};
 use super::server::{BIG, SMALL};
-use super::stats::{median, ms, percentile};
+use crate::bench::procstat;
+use crate::bench::stats::{median, ms, quantile};
 use crate::simulator::{SimConfig, Simulator};
 
 /// How to run.
@@ -53,47 +52,7 @@ impl Plan {
     }
 }
 
-/// The runner process; stopped (TERM, then KILL) when dropped, however
-/// the run ends. Its local server exits by itself when this process is gone.
-struct RunnerProcess {
-    child: Child,
-    log: PathBuf,
-}
-
-impl RunnerProcess {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-}
-
-impl Drop for RunnerProcess {
-    fn drop(&mut self) {
-        let pid = self.child.id() as libc::pid_t;
-        // SAFETY: kill has no memory preconditions; pid is our own child.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
-
+/// The runner with the bench's own local server (`serve`) as its command.
 fn spawn_runner(
     opts: &Options,
     sim: &Simulator,
@@ -101,31 +60,25 @@ fn spawn_runner(
     dir: &std::path::Path,
 ) -> anyhow::Result<RunnerProcess> {
     let me = std::env::current_exe().context("finding the bench binary")?;
-    let log = dir.join("runner.log");
-    let log_file = std::fs::File::create(&log)?;
-    let mut command = Command::new(&opts.runner);
-    command
-        .args(["connect", "--url", &sim.url(), "--token", sim.token()])
-        .args(["--runner-id", "bench", "--debounce-ms", "0"])
-        .args(["--poll-interval-ms", "100", "--"])
-        .arg(&me)
-        .args(["serve", "--port", &port.to_string()])
-        .args(["--parent-pid", &std::process::id().to_string()])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone()?)
-        .stderr(log_file);
-    // SAFETY: prctl is async-signal-safe; it only sets a flag of the child.
-    unsafe {
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    let child = command
-        .spawn()
-        .with_context(|| format!("starting {}", opts.runner.display()))?;
-    Ok(RunnerProcess { child, log })
+    let command = [
+        me.into_os_string(),
+        "serve".into(),
+        "--port".into(),
+        port.to_string().into(),
+        "--parent-pid".into(),
+        std::process::id().to_string().into(),
+    ];
+    RunnerProcess::spawn(
+        sim,
+        Launch {
+            runner: &opts.runner,
+            runner_id: "bench",
+            command: command.into(),
+            env: Vec::new(),
+            cwd: None,
+            log: dir.join("runner.log"),
+        },
+    )
 }
 
 /// Waits until a forwarded GET of `/small` answers 200.
@@ -144,6 +97,11 @@ async fn wait_forwarding(forwarded: &Target, runner: &RunnerProcess) -> anyhow::
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
+}
+
+/// The `q` quantile of `samples`; zero for none.
+fn percentile(samples: &[Duration], q: f64) -> Duration {
+    quantile(samples, q).unwrap_or_default()
 }
 
 /// One row of the table.
@@ -184,7 +142,9 @@ impl Rounds {
     }
 
     fn median(&self, key: &str) -> f64 {
-        self.values.get(key).map_or(f64::NAN, |v| median(v))
+        self.values
+            .get(key)
+            .map_or(f64::NAN, |v| median(v).unwrap_or(f64::NAN))
     }
 }
 
@@ -201,7 +161,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         ..SimConfig::default()
     })
     .await?;
-    let port = free_port()?;
+    let port = crate::support::free_port()?;
     let runner = spawn_runner(&opts, &sim, port, dir.path())?;
     let pid = runner.pid();
     let direct = Target {
@@ -226,7 +186,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     drop(runner);
     result?;
-    super::gate::report(opts.quick).await
+    super::gate::report(opts.quick).await?;
+    super::page::report(&opts.runner, opts.quick).await
 }
 
 async fn measure(
@@ -241,22 +202,22 @@ async fn measure(
     // Warm both paths (connections, allocator, page cache).
     load::http_load(direct, "/small", SMALL, 200, plan.clients).await?;
     load::http_load(forwarded, "/small", SMALL, 200, plan.clients).await?;
-    let (_, idle_rss) = proc_stats::memory_kib(pid)?;
+    let (_, idle_rss) = procstat::memory_kib(pid)?;
     for round in 1..=plan.rounds {
         eprintln!("round {round}/{}", plan.rounds);
         let l = load::http_load(direct, "/small", SMALL, plan.small, plan.clients).await?;
         r.add_load("small_direct", &l);
-        let cpu = proc_stats::cpu_time(pid)?;
+        let cpu = procstat::cpu_time(pid)?;
         let l = load::http_load(forwarded, "/small", SMALL, plan.small, plan.clients).await?;
-        let cpu = proc_stats::cpu_time(pid)? - cpu;
+        let cpu = procstat::cpu_time(pid)? - cpu;
         r.add_load("small_fwd", &l);
         r.add("cpu_small", ms(cpu) * 1000.0 / plan.small as f64);
 
         let l = load::http_load(direct, "/big", BIG, plan.big, plan.clients).await?;
         r.add_load("big_direct", &l);
-        let before = proc_stats::cpu_time(pid)?;
+        let before = procstat::cpu_time(pid)?;
         let l = load::http_load(forwarded, "/big", BIG, plan.big, plan.clients).await?;
-        let cpu = proc_stats::cpu_time(pid)? - before;
+        let cpu = procstat::cpu_time(pid)? - before;
         r.add_load("big_fwd", &l);
         r.add("cpu_big", ms(cpu) * 1000.0 / plan.big as f64);
 
@@ -278,7 +239,7 @@ async fn measure(
     }
 
     // Memory: reset the peak so each case's VmHWM is its own.
-    proc_stats::reset_peak(pid)?;
+    procstat::reset_peak(pid)?;
     let mut sockets = Vec::with_capacity(plan.open_sockets);
     for i in 0..plan.open_sockets {
         let mut ws = load::ws_open(forwarded, "/ws").await?;
@@ -288,18 +249,18 @@ async fn measure(
     for (i, ws) in sockets.iter_mut().enumerate() {
         load::ws_round_trip(ws, &format!("again {i}")).await?;
     }
-    let (ws_peak, ws_rss) = proc_stats::memory_kib(pid)?;
+    let (ws_peak, ws_rss) = procstat::memory_kib(pid)?;
     for mut ws in sockets {
         let _ = ws.close(None).await;
     }
 
     tokio::time::sleep(Duration::from_millis(200)).await;
-    proc_stats::reset_peak(pid)?;
+    procstat::reset_peak(pid)?;
     let connections = sim.connection_count();
     let upload = load::upload(forwarded, plan.upload).await?;
     // Let the runner finish with it (or reconnect) before reading the peak.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (upload_peak, _) = proc_stats::memory_kib(pid)?;
+    let (upload_peak, _) = procstat::memory_kib(pid)?;
     let reconnected = sim.connection_count() - connections;
     let after = Instant::now();
     wait_forwarding(forwarded, runner).await?;

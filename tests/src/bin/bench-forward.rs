@@ -30,6 +30,15 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
+    /// Only the Vite page table (300 modules in headless Chromium).
+    Page {
+        /// The kandan-runner binary (build it with --release).
+        #[arg(long)]
+        runner: PathBuf,
+        /// Fewer samples.
+        #[arg(long)]
+        quick: bool,
+    },
     /// The listener helper the close-to-refused measure watches (see
     /// `bench::helper`).
     Helper,
@@ -48,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
     match Args::parse().command {
         Cmd::Run { runner, quick } => bench_forward::run(Options { runner, quick }).await,
         Cmd::Gate { quick } => bench_forward::gate::report(quick).await,
+        Cmd::Page { runner, quick } => bench_forward::page::report(&runner, quick).await,
         Cmd::Helper => integration_tests::bench::helper::serve(),
         Cmd::Serve { port, parent_pid } => {
             if let Some(parent) = parent_pid {

@@ -1,5 +1,7 @@
 //! Processes as the tests look for them in /proc.
 
+use crate::bench::procstat;
+
 /// Pids of processes whose command line contains `needle`.
 pub fn processes_with(needle: &str) -> Vec<u32> {
     std::fs::read_dir("/proc")
@@ -30,9 +32,7 @@ pub fn runs_program(needle: &str, program: &str) -> bool {
 
 /// The parent of `pid`, from /proc/<pid>/stat.
 pub fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(1)?.parse().ok()
+    procstat::stat(pid).ok().map(|stat| stat.ppid)
 }
 
 pub fn descends_from(mut pid: u32, ancestor: u32) -> bool {
