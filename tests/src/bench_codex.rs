@@ -176,6 +176,20 @@ pub async fn run(runner: &Path, codex: &Path) -> Result<CodexBench> {
         "only {} of {DELTAS} deltas timed",
         latencies.len()
     );
+    let first = emitted.values().min().copied().unwrap_or_default();
+    let last = emitted.values().max().copied().unwrap_or_default();
+    let arrived_last = frames.iter().map(|(t, _)| *t).max().unwrap_or_default();
+    eprintln!(
+        "codex emitted {} deltas in {:.1} ms; the last frame arrived {:.1} ms after the first delta",
+        emitted.len(),
+        (last - first) as f64 / 1e6,
+        arrived_last.saturating_sub(first) as f64 / 1e6
+    );
+    if std::env::var_os("KANDAN_BENCH_DEBUG").is_some() {
+        for i in (0..latencies.len()).step_by(250) {
+            eprintln!("delta {i}: {:.2} ms", latencies[i] as f64 / 1e6);
+        }
+    }
     let us = |q| quantile(&latencies, q).unwrap_or_default() as f64 / 1000.0;
     let (p50, p99) = (us(0.5), us(0.99));
     let frames_flush0 = frames.len();
