@@ -167,6 +167,16 @@ async fn the_workbench_loads_through_kandan_in_a_browser() -> Result<()> {
     let location = response.headers.get("location").context("Location")?;
     assert!(location.to_str()?.contains("folder="), "{location:?}");
 
+    // A file of the cwd through the editor's own routes, forwarded.
+    let file = format!(
+        "/editor/{editor_id}/vscode-remote-resource?path={}/hello.txt",
+        canonical.display()
+    );
+    let response =
+        preview_client::fetch(&setup.sim, http::Method::GET, &file, Default::default()).await?;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert!(response.text().contains("hello from the workspace"));
+
     // The workbench in Chromium: the explorer lists the cwd's file, which
     // needs the editor's WebSocket, forwarded.
     let mut browser = Browser::launch().await?;
