@@ -407,6 +407,11 @@ async fn connect(
     Ok((ws, protocol))
 }
 
+/// How long the closing handshake of a runner that stops may take (a
+/// stalled local server may never answer); within the shutdown's wait for
+/// the sockets' reports.
+const SHUTDOWN_CLOSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// How a connected socket's pumping ended.
 enum End {
     TaskStop(TaskStop),
@@ -605,6 +610,24 @@ impl Socket<'_> {
                     code,
                     reason: reason.into(),
                 };
+                if let TaskStop::Shutdown = why {
+                    // The runner stops and ends the local server right after:
+                    // the closing handshake first (briefly), then the report.
+                    let handshake = async {
+                        sink.send(Message::Close(Some(ours.clone()))).await?;
+                        loop {
+                            match stream.next().await {
+                                Some(Ok(Message::Close(_))) | None => return Ok(()),
+                                Some(Ok(_)) => continue,
+                                Some(Err(err)) => return Err(err),
+                            }
+                        }
+                    };
+                    let _ = tokio::time::timeout(SHUTDOWN_CLOSE, handshake).await;
+                    self.stopped(why, Some(ours)).await;
+                    tracing::debug!("websocket task ended");
+                    return;
+                }
                 if !matches!(why, TaskStop::Closed) {
                     // The runner's decision is final: report it now, whatever the
                     // local server does with the close (a stalled one may never read it).
