@@ -157,6 +157,23 @@ async fn the_workbench_loads_through_kandan_in_a_browser() -> Result<()> {
     let again = setup.start_editor("e2", &setup.work(), json!({})).await?;
     assert_eq!(again["editorId"], json!(editor_id));
 
+    // After a reconnect, runner_ready lists it.
+    let readies = setup.sim.events_of("runner_ready").len();
+    setup.sim.drop_connection()?;
+    setup
+        .sim
+        .wait_for_event_type_count("runner_ready", readies + 1, WAIT)
+        .await?;
+    let ready = setup
+        .sim
+        .events_of("runner_ready")
+        .pop()
+        .context("runner_ready")?;
+    assert_eq!(
+        ready["editors"],
+        json!([{"editorId": editor_id, "cwd": canonical.display().to_string()}])
+    );
+
     // HTTP through the simulator's /editor/<id>/: the redirect to the
     // folder, then the workbench, then a file through the editor's routes.
     let url = setup.sim.editor_url(&editor_id);
