@@ -81,12 +81,13 @@ impl Runner {
             }
             Err(err) => {
                 let error = Event::ControlError(ControlErrorEvent {
-                    control_type: "resolve_port_forward_request".to_string(),
                     request_id: Some(resolve.request_id),
-                    instance_id: Some(resolve.instance_id),
-                    code: err.code(),
-                    message: crate::error_chain(&err),
-                    ..ControlErrorEvent::default()
+                    ..ControlErrorEvent::for_instance(
+                        "resolve_port_forward_request",
+                        &resolve.instance_id,
+                        err.code(),
+                        crate::error_chain(&err),
+                    )
                 });
                 self.reply(session, error).await;
             }

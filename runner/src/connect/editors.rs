@@ -45,15 +45,6 @@ impl EditorSockets for Sockets {
     }
 }
 
-fn error(control_type: &str, code: ErrorCode, message: String) -> ControlErrorEvent {
-    ControlErrorEvent {
-        control_type: control_type.to_owned(),
-        code,
-        message,
-        ..ControlErrorEvent::default()
-    }
-}
-
 /// The wire event for what the registry reports.
 pub(super) fn event(event: EditorEvent) -> Event {
     match event {
@@ -84,7 +75,7 @@ pub(super) fn event(event: EditorEvent) -> Event {
         } => Event::ControlError(ControlErrorEvent {
             request_id,
             instance_id,
-            ..error("start_local_editor", ErrorCode::EditorFailed, reason)
+            ..ControlErrorEvent::new("start_local_editor", ErrorCode::EditorFailed, reason)
         }),
     }
 }
@@ -110,7 +101,7 @@ impl Runner {
             Event::ControlError(ControlErrorEvent {
                 request_id: start.request_id.clone(),
                 instance_id: start.instance_id.clone(),
-                ..error("start_local_editor", code, message)
+                ..ControlErrorEvent::new("start_local_editor", code, message)
             })
         };
         let cwd = start.cwd.0.to_string_lossy();
@@ -156,7 +147,7 @@ impl Runner {
             if let Err(message) = stopped {
                 let event = Event::ControlError(ControlErrorEvent {
                     editor_id: Some(stop.editor_id),
-                    ..error("stop_local_editor", ErrorCode::UnknownEditor, message)
+                    ..ControlErrorEvent::new("stop_local_editor", ErrorCode::UnknownEditor, message)
                 });
                 to.send(event).await;
             }

@@ -112,13 +112,12 @@ impl Instances {
 }
 
 fn error(control_type: &str, instance_id: &str, code: ErrorCode, message: String) -> Event {
-    Event::ControlError(ControlErrorEvent {
-        control_type: control_type.to_owned(),
-        instance_id: Some(instance_id.to_owned()),
+    Event::ControlError(ControlErrorEvent::for_instance(
+        control_type,
+        instance_id,
         code,
         message,
-        ..ControlErrorEvent::default()
-    })
+    ))
 }
 
 /// A fresh instance id: 16 random bytes in hex.
@@ -254,7 +253,12 @@ impl Runner {
             let message = format!("no running instance {instance_id:?}");
             let event = Event::ControlError(ControlErrorEvent {
                 request_id,
-                ..control_error(control, &instance_id, ErrorCode::UnknownInstance, message)
+                ..ControlErrorEvent::for_instance(
+                    control,
+                    &instance_id,
+                    ErrorCode::UnknownInstance,
+                    message,
+                )
             });
             tokio::spawn(async move { to.send(event).await });
             return;
@@ -264,7 +268,7 @@ impl Runner {
                 let message = crate::error_chain(&err);
                 let event = Event::ControlError(ControlErrorEvent {
                     request_id,
-                    ..control_error(control, &instance_id, err.code(), message)
+                    ..ControlErrorEvent::for_instance(control, &instance_id, err.code(), message)
                 });
                 to.send(event).await;
             }
@@ -426,20 +430,5 @@ impl Runner {
             .collect();
         let stops = handles.iter().map(|handle| handle.call(Command::Stop));
         futures_util::future::join_all(stops).await;
-    }
-}
-
-fn control_error(
-    control: &str,
-    instance_id: &str,
-    code: ErrorCode,
-    message: String,
-) -> ControlErrorEvent {
-    ControlErrorEvent {
-        control_type: control.to_owned(),
-        instance_id: Some(instance_id.to_owned()),
-        code,
-        message,
-        ..ControlErrorEvent::default()
     }
 }

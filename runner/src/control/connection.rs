@@ -330,11 +330,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
     /// A frame that is not Phoenix v2: answered like a malformed control.
     async fn refuse_frame(&mut self, problem: &str) -> Result<(), ConnStop> {
         warn!(problem, "malformed frame from kandan");
-        let event = ControlErrorEvent {
-            code: ErrorCode::InvalidControl,
-            message: format!("malformed frame: {problem}"),
-            ..ControlErrorEvent::default()
-        };
+        let message = format!("malformed frame: {problem}");
+        let event = ControlErrorEvent::new("", ErrorCode::InvalidControl, message);
         self.push_now(Event::ControlError(event)).await
     }
 

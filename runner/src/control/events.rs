@@ -319,6 +319,31 @@ pub struct ControlErrorEvent {
     pub message: String,
 }
 
+impl ControlErrorEvent {
+    /// A refusal of `control_type` with no ids yet (add them with `..`).
+    pub fn new(control_type: &str, code: ErrorCode, message: String) -> Self {
+        ControlErrorEvent {
+            control_type: control_type.to_owned(),
+            code,
+            message,
+            ..ControlErrorEvent::default()
+        }
+    }
+
+    /// A refusal of a control about the instance `instance_id`.
+    pub fn for_instance(
+        control_type: &str,
+        instance_id: &str,
+        code: ErrorCode,
+        message: String,
+    ) -> Self {
+        ControlErrorEvent {
+            instance_id: Some(instance_id.to_owned()),
+            ..ControlErrorEvent::new(control_type, code, message)
+        }
+    }
+}
+
 /// The `code` of a `control_error`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum ErrorCode {

@@ -63,11 +63,8 @@ pub(super) async fn forward(
 /// The `control_error` that ends a `forward_http_request`.
 pub(super) fn failed(request_id: String, err: &ForwardError) -> Event {
     Event::ControlError(ControlErrorEvent {
-        control_type: "forward_http_request".to_owned(),
         request_id: Some(request_id),
-        code: err.code(),
-        message: err.message(),
-        ..ControlErrorEvent::default()
+        ..ControlErrorEvent::new("forward_http_request", err.code(), err.message())
     })
 }
 

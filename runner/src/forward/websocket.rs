@@ -87,11 +87,8 @@ impl Inner {
 /// the socket, if any, is unaffected.
 async fn refuse(to: &Responder, control_type: &str, socket_id: &str, err: ForwardError) {
     let event = Event::ControlError(ControlErrorEvent {
-        control_type: control_type.to_owned(),
         socket_id: Some(socket_id.to_owned()),
-        code: err.code(),
-        message: err.message(),
-        ..ControlErrorEvent::default()
+        ..ControlErrorEvent::new(control_type, err.code(), err.message())
     });
     to.send(event).await;
 }
