@@ -64,30 +64,39 @@ impl FakeModel {
         format!("http://{}/v1", self.addr)
     }
 
+    /// The Codex settings that make this server its model, as
+    /// `(key, TOML value)`.
+    fn provider_settings(&self) -> [(&'static str, String); 6] {
+        [
+            ("model_provider", "\"fake\"".to_string()),
+            ("model_providers.fake.name", "\"fake\"".to_string()),
+            (
+                "model_providers.fake.base_url",
+                format!("\"{}\"", self.base_url()),
+            ),
+            ("model_providers.fake.wire_api", "\"responses\"".to_string()),
+            // One try: a failing test should fail fast, not retry for minutes.
+            ("model_providers.fake.request_max_retries", "0".to_string()),
+            ("model_providers.fake.stream_max_retries", "0".to_string()),
+        ]
+    }
+
     /// `codex app-server` arguments that make this server its model.
     pub fn codex_args(&self) -> Vec<String> {
-        [
-            "model_provider=\"fake\"".to_string(),
-            "model_providers.fake.name=\"fake\"".to_string(),
-            format!("model_providers.fake.base_url=\"{}\"", self.base_url()),
-            "model_providers.fake.wire_api=\"responses\"".to_string(),
-            // One try: a failing test should fail fast, not retry for minutes.
-            "model_providers.fake.request_max_retries=0".to_string(),
-            "model_providers.fake.stream_max_retries=0".to_string(),
-        ]
-        .into_iter()
-        .flat_map(|value| ["-c".to_string(), value])
-        .collect()
+        self.provider_settings()
+            .into_iter()
+            .flat_map(|(key, value)| ["-c".to_string(), format!("{key}={value}")])
+            .collect()
     }
 
     /// `config.toml` for a `CODEX_HOME` that makes this server the model
-    /// (what [`FakeModel::codex_args`] says on the command line, for a
-    /// `codex app-server` the runner starts).
+    /// (the same settings as [`FakeModel::codex_args`], for a `codex
+    /// app-server` the runner starts); dotted keys are TOML too.
     pub fn config_toml(&self) -> String {
-        format!(
-            "model_provider = \"fake\"\n\n[model_providers.fake]\nname = \"fake\"\nbase_url = \"{}\"\nwire_api = \"responses\"\nrequest_max_retries = 0\nstream_max_retries = 0\n",
-            self.base_url()
-        )
+        self.provider_settings()
+            .into_iter()
+            .map(|(key, value)| format!("{key} = {value}\n"))
+            .collect()
     }
 
     /// Appends replies, one per coming request.

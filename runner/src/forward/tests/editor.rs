@@ -11,7 +11,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixListener;
 
-use super::servers::{ForwardOutput, PATIENCE, TestForwarder, full, next};
+use super::servers::{ForwardOutput, PATIENCE, TestForwarder, control, full, next};
 use crate::control::controls::{Control, Opcode};
 use crate::control::{ErrorCode, Responder};
 use crate::forward::{EditorSockets, ForwardConfig, Forwarder};
@@ -36,11 +36,6 @@ impl PortGate for ClosedGate {
     fn verify(&self, _: std::net::SocketAddr) -> Result<(), GateRefusal> {
         Err(GateRefusal::NotApproved)
     }
-}
-
-fn control(json: serde_json::Value) -> Control {
-    let raw = serde_json::value::RawValue::from_string(json.to_string()).unwrap();
-    Control::parse(&raw).unwrap()
 }
 
 /// A WebSocket server on a Unix socket that echoes text.

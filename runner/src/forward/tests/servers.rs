@@ -102,7 +102,7 @@ pub struct WsOpen {
 }
 
 /// Reads a control the way the runner does: from its wire JSON.
-fn control(json: serde_json::Value) -> Control {
+pub fn control(json: serde_json::Value) -> Control {
     let raw = serde_json::value::RawValue::from_string(json.to_string()).unwrap();
     Control::parse(&raw).unwrap_or_else(|e| panic!("{json}: {e}"))
 }
