@@ -612,13 +612,7 @@ impl Socket<'_> {
                     // the closing handshake first (briefly), then the report.
                     let handshake = async {
                         sink.send(Message::Close(Some(ours.clone()))).await?;
-                        loop {
-                            match stream.next().await {
-                                Some(Ok(Message::Close(_))) | None => return Ok(()),
-                                Some(Ok(_)) => continue,
-                                Some(Err(err)) => return Err(err),
-                            }
-                        }
+                        close_reply(&mut stream).await
                     };
                     let _ = tokio::time::timeout(SHUTDOWN_CLOSE, handshake).await;
                     self.stopped(why, Some(ours)).await;
@@ -639,14 +633,7 @@ impl Socket<'_> {
                     }
                     sink.send(Message::Close(Some(ours.clone()))).await?;
                     // The local server's reply carries the code Kandan sees.
-                    loop {
-                        match stream.next().await {
-                            Some(Ok(Message::Close(frame))) => return Ok(frame),
-                            Some(Ok(_)) => continue,
-                            Some(Err(err)) => return Err(err),
-                            None => return Ok(None),
-                        }
-                    }
+                    close_reply(&mut stream).await
                 };
                 let reply = tokio::time::timeout(inner.config.ws_close_grace, handshake).await;
                 if let TaskStop::Closed = why {
@@ -659,6 +646,20 @@ impl Socket<'_> {
             }
         }
         tracing::debug!("websocket task ended");
+    }
+}
+
+/// The local server's answer to our close frame (`None`: it just went).
+async fn close_reply(
+    stream: &mut futures_util::stream::SplitStream<Ws>,
+) -> Result<Option<CloseFrame>, tungstenite::Error> {
+    loop {
+        match stream.next().await {
+            Some(Ok(Message::Close(frame))) => return Ok(frame),
+            Some(Ok(_)) => continue,
+            Some(Err(err)) => return Err(err),
+            None => return Ok(None),
+        }
     }
 }
 
