@@ -77,17 +77,7 @@ async fn approved_command_runs_and_its_output_is_in_item_completed() {
         .resolve(&request.request_id, true, false)
         .await
         .unwrap();
-    let resolved = instance
-        .until(|event| match event {
-            InstanceEvent::ApprovalResolved {
-                request_id,
-                decision,
-                withdrawn,
-                ..
-            } => Some((request_id.clone(), *decision, *withdrawn)),
-            _ => None,
-        })
-        .await;
+    let resolved = instance.resolution().await;
     assert_eq!(
         resolved,
         (request.request_id.clone(), Some(Decision::Approve), false)
@@ -220,17 +210,7 @@ async fn withdrawn_approval_is_reported_and_a_late_decision_is_unknown() {
         .call(Command::Interrupt { turn_id: None })
         .await
         .unwrap();
-    let withdrawn = instance
-        .until(|event| match event {
-            InstanceEvent::ApprovalResolved {
-                request_id,
-                decision,
-                withdrawn,
-                ..
-            } => Some((request_id.clone(), *decision, *withdrawn)),
-            _ => None,
-        })
-        .await;
+    let withdrawn = instance.resolution().await;
     assert_eq!(withdrawn, (request.request_id.clone(), None, true));
     assert!(instance.handle.status().pending_approvals.is_empty());
     let err = instance

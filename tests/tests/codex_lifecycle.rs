@@ -325,17 +325,7 @@ async fn other_server_requests_are_refused_and_withdrawn_approvals_reported() {
     assert!(answered["answer"].get("result").is_none());
     let request = instance.approval().await;
     assert_eq!(request.command.as_deref(), Some("make"));
-    let withdrawn = instance
-        .until(|event| match event {
-            InstanceEvent::ApprovalResolved {
-                request_id,
-                decision,
-                withdrawn,
-                ..
-            } => Some((request_id.clone(), *decision, *withdrawn)),
-            _ => None,
-        })
-        .await;
+    let withdrawn = instance.resolution().await;
     assert_eq!(withdrawn, (request.request_id.clone(), None, true));
     instance.notification("test/done").await;
     let err = instance

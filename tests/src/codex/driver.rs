@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use runner::codex::{
-    self, ApprovalRequest, Command, CommandError, InstanceEvent, InstanceHandle, InstanceOptions,
-    Reply as CommandReply,
+    self, ApprovalRequest, Command, CommandError, Decision, InstanceEvent, InstanceHandle,
+    InstanceOptions, Reply as CommandReply,
 };
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -100,6 +100,21 @@ impl Instance {
     pub async fn approval(&mut self) -> ApprovalRequest {
         self.until(|event| match event {
             InstanceEvent::ApprovalRequest(request) => Some(request.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The next `approval_resolved`: its request id, decision and whether
+    /// it was withdrawn.
+    pub async fn resolution(&mut self) -> (String, Option<Decision>, bool) {
+        self.until(|event| match event {
+            InstanceEvent::ApprovalResolved {
+                request_id,
+                decision,
+                withdrawn,
+                ..
+            } => Some((request_id.clone(), *decision, *withdrawn)),
             _ => None,
         })
         .await
