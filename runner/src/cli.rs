@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use crate::config::{Config, PortRule};
 
 use crate::detect::{BackendChoice, DetectorConfig};
 use crate::pipeline::{CommandPattern, IgnorePolicy, PortRange};
@@ -13,6 +16,10 @@ use crate::pipeline::{CommandPattern, IgnorePolicy, PortRange};
 #[derive(Debug, Parser)]
 #[command(name = "kandan-runner", version, long_version = crate::version::LONG, about)]
 pub struct Cli {
+    /// Config file (TOML); flags and environment variables win over it.
+    /// Default: `$XDG_CONFIG_HOME/kandan-runner/config.toml`.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -62,6 +69,9 @@ pub struct DetectorArgs {
     /// Command to start as a root; the runner exits with its status.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+    /// The config file's `[[ports]]` entries (no flag).
+    #[arg(skip)]
+    pub ports: Vec<PortRule>,
 }
 
 impl DetectorArgs {
@@ -209,38 +219,113 @@ pub struct DoctorArgs {
     pub json: bool,
 }
 
-/// Parses the process arguments. Bad flags or values print a one-line error
-/// naming the flag and exit 2; `--help` and `--version` print and exit 0.
+/// Parses the process arguments and the config file. Bad flags or values
+/// print a one-line error naming the flag, a bad config file one naming the
+/// file, line and key; both exit 2. `--help` and `--version` print and
+/// exit 0.
 pub fn parse() -> Cli {
-    match Cli::try_parse() {
-        Ok(cli) => cli,
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let config = match load_config(&args) {
+        Ok(config) => config,
         Err(err) => {
-            use clap::error::ErrorKind;
-            if matches!(
-                err.kind(),
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
-            ) {
-                err.exit();
-            }
-            if matches!(
-                err.kind(),
-                ErrorKind::MissingSubcommand | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-            ) {
-                eprintln!(
-                    "error: a subcommand is required: watch, connect, doctor, service, completions or man (see --help)"
-                );
-                std::process::exit(2);
-            }
-            // clap's first paragraph, on one line: it names the flag (a
-            // missing one is on the line after "not provided:").
-            let rendered = err.render().to_string();
-            let first: Vec<&str> = rendered
-                .lines()
-                .take_while(|line| !line.trim().is_empty())
-                .map(str::trim)
-                .collect();
-            eprintln!("{}", first.join(" "));
+            eprintln!("error: {}", crate::error_chain(&err));
             std::process::exit(2);
         }
+    };
+    let mut cli = match parse_with(&config, &args) {
+        Ok(cli) => cli,
+        Err(err) => exit_on_error(err),
+    };
+    crate::redact::add_names(config.redact());
+    match &mut cli.command {
+        Command::Watch(args) => args.detector.ports = config.ports().to_vec(),
+        Command::Connect(args) => args.detector.ports = config.ports().to_vec(),
+        _ => {}
     }
+    cli
+}
+
+/// The config file `args` name with `--config`, else the default one. A
+/// first, lenient pass over `args` finds `--config` wherever it is.
+fn load_config(args: &[std::ffi::OsString]) -> Result<Config, crate::config::ConfigError> {
+    let explicit = Cli::command()
+        .ignore_errors(true)
+        .try_get_matches_from(args)
+        .ok()
+        .and_then(|matches| config_flag(&matches));
+    Config::load(explicit.as_deref())
+}
+
+fn config_flag(matches: &ArgMatches) -> Option<PathBuf> {
+    if let Ok(Some(path)) = matches.try_get_one::<PathBuf>("config") {
+        return Some(path.clone());
+    }
+    matches.subcommand().and_then(|(_, sub)| config_flag(sub))
+}
+
+/// Parses `args` with `config`'s values as the flags' defaults.
+pub fn parse_with(config: &Config, args: &[std::ffi::OsString]) -> Result<Cli, ParseError> {
+    // A token from the command line or the environment wins over the
+    // file's `token_file`; `--token-file` itself is a flag like any other.
+    let token_given = Cli::command()
+        .ignore_errors(true)
+        .try_get_matches_from(args)
+        .ok()
+        .and_then(|matches| {
+            let (_, sub) = matches.subcommand()?;
+            let source = sub.value_source("token")?;
+            Some(source != ValueSource::DefaultValue)
+        })
+        .unwrap_or(false);
+    let skip: &[&str] = if token_given { &["token_file"] } else { &[] };
+    let command = config.apply_to(Cli::command(), skip)?;
+    let matches = command.try_get_matches_from(args)?;
+    Ok(Cli::from_arg_matches(&matches)?)
+}
+
+/// Why [`parse_with`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    /// A bad config file value.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Bad flags, or `--help` / `--version`.
+    #[error(transparent)]
+    Clap(#[from] clap::Error),
+}
+
+fn exit_on_error(err: ParseError) -> ! {
+    let err = match err {
+        ParseError::Config(err) => {
+            eprintln!("error: {}", crate::error_chain(&err));
+            std::process::exit(2);
+        }
+        ParseError::Clap(err) => err,
+    };
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    ) {
+        err.exit();
+    }
+    if matches!(
+        err.kind(),
+        ErrorKind::MissingSubcommand | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        eprintln!(
+            "error: a subcommand is required: watch, connect, doctor, service, completions or man (see --help)"
+        );
+        std::process::exit(2);
+    }
+    // clap's first paragraph, on one line: it names the flag (a
+    // missing one is on the line after "not provided:").
+    let rendered = err.render().to_string();
+    let first: Vec<&str> = rendered
+        .lines()
+        .take_while(|line| !line.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    eprintln!("{}", first.join(" "));
+    std::process::exit(2);
 }

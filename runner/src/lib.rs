@@ -11,6 +11,7 @@ pub(crate) mod approval;
 pub mod cli;
 pub mod cli_docs;
 pub mod codex;
+pub mod config;
 pub mod connect;
 pub mod control;
 pub mod detect;

@@ -10,8 +10,53 @@
 //! byte, and redacting twice changes nothing more (`***` is itself a value
 //! that redacts to `***`).
 
+use std::sync::OnceLock;
+
 /// What a secret value becomes.
 pub(crate) const MASK: &str = "***";
+
+/// Names the user adds (the config file's `redact`), beside the built-in
+/// rules. Set once at start.
+static EXTRA: OnceLock<Names> = OnceLock::new();
+
+/// Option names (`--my-flag`: given with a leading dash) and variable or
+/// query parameter names (`MY_VAR`) whose values are secret. Matched
+/// whole, ignoring ASCII case.
+#[derive(Debug, Default)]
+pub(crate) struct Names {
+    options: Vec<String>,
+    vars: Vec<String>,
+}
+
+impl Names {
+    pub(crate) fn new(names: &[String]) -> Self {
+        let mut out = Names::default();
+        for name in names {
+            match name.trim_start_matches('-') {
+                "" => {}
+                bare if bare.len() < name.len() => out.options.push(bare.to_ascii_lowercase()),
+                bare => out.vars.push(bare.to_ascii_lowercase()),
+            }
+        }
+        out
+    }
+
+    fn option(&self, name: &str) -> bool {
+        self.options.iter().any(|o| o.eq_ignore_ascii_case(name))
+    }
+
+    fn var(&self, name: &str) -> bool {
+        self.vars.iter().any(|v| v.eq_ignore_ascii_case(name))
+    }
+}
+
+/// Adds the config file's names to every later [`redact_command`]. Only
+/// the first call counts: the config is read once.
+pub(crate) fn add_names(names: &[String]) {
+    if !names.is_empty() {
+        let _ = EXTRA.set(Names::new(names));
+    }
+}
 
 /// `command` with the values of secret-looking arguments replaced by `***`.
 /// The rules (README, "Redaction"):
@@ -26,6 +71,16 @@ pub(crate) const MASK: &str = "***";
 ///   `scheme://***@host`) and the values of query parameters whose name has
 ///   a secret word (`?token=***&page=2`).
 pub(crate) fn redact_command(command: &str) -> String {
+    static NONE: Names = Names {
+        options: Vec::new(),
+        vars: Vec::new(),
+    };
+    redact_with(command, EXTRA.get().unwrap_or(&NONE))
+}
+
+/// [`redact_command`] with `extra` names besides the built-in rules.
+pub(crate) fn redact_with(command: &str, extra: &Names) -> String {
+    let is_secret = |name: &str| secret_option(name) || extra.option(name);
     let mut out = String::with_capacity(command.len());
     let mut value_follows = false;
     for (i, word) in command.split(' ').enumerate() {
@@ -42,11 +97,11 @@ pub(crate) fn redact_command(command: &str) -> String {
             Some(Opt {
                 name,
                 value: Some(value),
-            }) if secret_option(name) => {
+            }) if is_secret(name) => {
                 out.push_str(&word[..word.len() - value.len()]);
                 out.push_str(MASK);
             }
-            Some(Opt { name, value: None }) if secret_option(name) => {
+            Some(Opt { name, value: None }) if is_secret(name) => {
                 value_follows = true;
                 out.push_str(word);
             }
@@ -56,10 +111,10 @@ pub(crate) fn redact_command(command: &str) -> String {
                 value: Some(value), ..
             }) => {
                 out.push_str(&word[..word.len() - value.len()]);
-                out.push_str(&redact_value(value));
+                out.push_str(&redact_value(value, extra));
             }
             Some(Opt { value: None, .. }) => out.push_str(word),
-            None => out.push_str(&redact_value(word)),
+            None => out.push_str(&redact_value(word, extra)),
         }
     }
     out
@@ -144,14 +199,14 @@ fn words(name: &str) -> Vec<String> {
 
 /// A word that is not an option (or an option's value): an
 /// environment-style pair, else URL userinfo and query parameters.
-fn redact_value(word: &str) -> String {
+fn redact_value(word: &str, extra: &Names) -> String {
     if let Some((name, _)) = word.split_once('=')
         && env_name(name)
-        && secret_env_name(name)
+        && (secret_env_name(name) || extra.var(name))
     {
         return format!("{name}={MASK}");
     }
-    redact_query(&redact_userinfo(word))
+    redact_query(&redact_userinfo(word), extra)
 }
 
 fn env_name(name: &str) -> bool {
@@ -198,7 +253,7 @@ fn redact_userinfo(word: &str) -> String {
 /// The values of secret query parameters after the first `?` of `word`
 /// (up to a `#`): `?token=abc&page=2` -> `?token=***&page=2`. A bare
 /// `host:8888/?token=abc` counts too, not only full URLs.
-fn redact_query(word: &str) -> String {
+fn redact_query(word: &str, extra: &Names) -> String {
     let Some(start) = word.find('?') else {
         return word.to_owned();
     };
@@ -206,7 +261,9 @@ fn redact_query(word: &str) -> String {
     let params = word[start + 1..end]
         .split('&')
         .map(|param| match param.split_once('=') {
-            Some((name, _)) if has_secret_word(name) => format!("{name}={MASK}"),
+            Some((name, _)) if has_secret_word(name) || extra.var(name) => {
+                format!("{name}={MASK}")
+            }
             _ => param.to_owned(),
         })
         .collect::<Vec<_>>()

@@ -100,6 +100,7 @@ pub fn start(
     let pipeline_config = PipelineConfig {
         debounce: args.debounce(),
         ignore,
+        ports: args.ports.clone(),
         gate,
     };
     let roots = detector.roots;

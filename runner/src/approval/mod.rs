@@ -22,6 +22,8 @@
 //!   identity; if that identity is listening again under a newer request,
 //!   that request is resolved too.
 //! - The last decision wins: Kandan may approve what it denied, and back.
+//! - A `silent` candidate (`[[ports]]` `on_detect`) is never requested nor
+//!   listed in `runner_ready`; with no request it cannot be approved.
 
 mod messages;
 mod request_id;
@@ -35,6 +37,7 @@ use std::collections::{HashMap, VecDeque};
 
 use messages::state_of;
 
+use crate::config::OnDetect;
 use crate::control::ErrorCode;
 use crate::control::controls::Decision;
 use crate::gate::{Gate, Identity};
@@ -128,6 +131,12 @@ impl Approval {
 
     fn listening(&mut self, candidate: Candidate) -> Result<Vec<ApprovalOutput>, ApprovalError> {
         let port = candidate.port;
+        if candidate.attributes.on_detect == OnDetect::Silent {
+            // Never asked, so never approved: the gate refuses it. A
+            // previous owner's request closes.
+            tracing::debug!(port, command = %candidate.process.command, "silent: not asking Kandan");
+            return Ok(self.retire(port).into_iter().collect());
+        }
         let identity = Identity::new(port, &candidate.process);
         if let Some(live) = self.live.get_mut(&port)
             && live.identity == identity

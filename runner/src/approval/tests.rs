@@ -17,6 +17,7 @@ fn cand(port: u16, pid: u32, command: &str, cwd: &str) -> Candidate {
         pid,
         process: ProcessInfo::from_argv(&argv, Some(cwd.into())),
         addresses: vec!["127.0.0.1".parse().unwrap()],
+        attributes: Default::default(),
     }
 }
 

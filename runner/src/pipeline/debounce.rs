@@ -213,6 +213,7 @@ mod tests {
             pid,
             process: ProcessInfo::from_argv(&[command.to_string()], Some("/x".into())),
             addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
+            attributes: Default::default(),
         }
     }
 

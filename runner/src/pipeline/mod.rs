@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use crate::config::{AttributeResolver, OnDetect, PortAttributes, PortRule};
 use crate::detect::process_info::ProcessInfo;
 
 /// A stable listener of a watched tree, one per port.
@@ -10,9 +11,13 @@ use crate::detect::process_info::ProcessInfo;
 pub struct Candidate {
     pub port: u16,
     pub pid: u32,
+    /// Its `label` is the `[[ports]]` entry's when that has one.
     pub process: ProcessInfo,
     /// Local addresses bound on that port, sorted, deduplicated.
     pub addresses: Vec<IpAddr>,
+    /// What the first matching `[[ports]]` entry says (never `ignore`:
+    /// those are dropped before they become candidates).
+    pub attributes: PortAttributes,
 }
 
 /// What the pipeline tells the rest of the runner.
@@ -60,6 +65,9 @@ pub struct PipelineConfig {
     /// Stability window (`--debounce-ms`, default 750 ms).
     pub debounce: Duration,
     pub ignore: IgnorePolicy,
+    /// The config file's `[[ports]]` entries; a project's
+    /// `.kandan/ports.toml` adds its own after them.
+    pub ports: Vec<PortRule>,
     /// Told every port's live sockets the moment they change, before the
     /// window: forwarding follows the live sockets (`connect` only).
     pub gate: Option<Gate>,
@@ -70,6 +78,7 @@ impl Default for PipelineConfig {
         PipelineConfig {
             debounce: DEFAULT_DEBOUNCE,
             ignore: IgnorePolicy::default(),
+            ports: Vec::new(),
             gate: None,
         }
     }
@@ -80,6 +89,7 @@ impl Default for PipelineConfig {
 #[derive(Debug)]
 pub struct Pipeline {
     ignore: IgnorePolicy,
+    attributes: AttributeResolver,
     services: Services,
     debouncer: Debouncer,
     gate: Option<Gate>,
@@ -89,6 +99,7 @@ impl Pipeline {
     pub fn new(config: PipelineConfig) -> Self {
         Pipeline {
             ignore: config.ignore,
+            attributes: AttributeResolver::new(config.ports),
             services: Services::new(),
             debouncer: Debouncer::new(config.debounce),
             gate: config.gate,
@@ -102,7 +113,7 @@ impl Pipeline {
         let mut out = self.debouncer.fire_due(now);
         let touched: Vec<u16> = match event {
             DetectorEvent::Opened(socket) => {
-                if self.ignore.ignores(socket.port, &socket.process) {
+                if self.ignores(socket.port, &socket.process) {
                     tracing::debug!(port = socket.port, command = %socket.process.command, "ignored listener");
                     // An ignored socket may reuse the id of one we hold.
                     self.services.close(socket.id).into_iter().collect()
@@ -114,7 +125,7 @@ impl Pipeline {
             DetectorEvent::Snapshot(sockets) => {
                 let kept = sockets
                     .into_iter()
-                    .filter(|s| !self.ignore.ignores(s.port, &s.process))
+                    .filter(|s| !self.ignores(s.port, &s.process))
                     .collect();
                 self.services.replace(kept).into_iter().collect()
             }
@@ -130,12 +141,39 @@ impl Pipeline {
         }
         // A zero window makes the new state due right away.
         out.extend(self.debouncer.fire_due(now));
-        out
+        self.with_attributes(out)
     }
 
     /// Fires the timers due at `now`.
     pub fn fire_due(&mut self, now: Instant) -> Vec<CandidateEvent> {
-        self.debouncer.fire_due(now)
+        let due = self.debouncer.fire_due(now);
+        self.with_attributes(due)
+    }
+
+    /// Whether a listener is never a candidate: the ignore policy, or a
+    /// `[[ports]]` entry with `on_detect = "ignore"`. Dropped here, before
+    /// the services, it is not live for the gate either: never forwarded.
+    fn ignores(&mut self, port: u16, process: &ProcessInfo) -> bool {
+        self.ignore.ignores(port, process)
+            || self.attributes.attributes(port, process).on_detect == OnDetect::Ignore
+    }
+
+    /// The one place candidates get their `[[ports]]` attributes, so
+    /// `watch` and `connect` see the same labels and `on_detect`.
+    fn with_attributes(&mut self, mut events: Vec<CandidateEvent>) -> Vec<CandidateEvent> {
+        for event in &mut events {
+            if let CandidateEvent::Opened(candidate)
+            | CandidateEvent::Changed(candidate)
+            | CandidateEvent::AddressesChanged(candidate) = event
+            {
+                let attributes = self.attributes.attributes(candidate.port, &candidate.process);
+                if let Some(label) = &attributes.label {
+                    candidate.process.label.clone_from(label);
+                }
+                candidate.attributes = attributes;
+            }
+        }
+        events
     }
 
     /// The runner stops: `Closed` for every reported port that no longer

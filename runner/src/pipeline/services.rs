@@ -120,6 +120,8 @@ impl Services {
             pid: oldest.pid,
             process: oldest.process.clone(),
             addresses: addresses.into_iter().collect(),
+            // The pipeline sets them as the candidate leaves it.
+            attributes: Default::default(),
         })
     }
 

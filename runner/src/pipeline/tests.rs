@@ -33,6 +33,7 @@ impl Harness {
             PipelineConfig {
                 debounce,
                 ignore,
+                ports: Vec::new(),
                 gate: None,
             },
             events,
@@ -439,6 +440,7 @@ async fn timer_due_when_an_event_arrives_fires_first() {
     let mut p = Pipeline::new(PipelineConfig {
         debounce: WINDOW,
         ignore: IgnorePolicy::empty(),
+        ports: Vec::new(),
         gate: None,
     });
     let t0 = Instant::now();

@@ -105,6 +105,7 @@ mod tests {
                 cwd: Some("/x".into()),
             },
             addresses: vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()],
+            attributes: Default::default(),
         }
     }
 

@@ -1,0 +1,136 @@
+//! The config file as written (TOML, PROTOCOL.md section 1). Every key is
+//! optional; an unknown key is an error. The token itself has no key: a
+//! file is read by more eyes than a flag, so it takes `token_file` only.
+
+use std::ops::Range;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::paths::expand_home;
+use super::ports::PortRule;
+
+/// The user's config file. The keys that stand for a flag are named after
+/// its long name with `_`, and hold what the flag would.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    // The connection (`connect`).
+    pub url: Option<Spanned<String>>,
+    pub token_file: Option<Spanned<String>>,
+    pub runner_id: Option<Spanned<String>>,
+    pub max_request_body: Option<Spanned<u64>>,
+    pub max_response_body: Option<Spanned<u64>>,
+    pub connect_timeout_ms: Option<Spanned<u64>>,
+    pub request_timeout_ms: Option<Spanned<u64>>,
+    // Detection (`watch` and `connect`).
+    pub backend: Option<Spanned<String>>,
+    pub debounce_ms: Option<Spanned<u64>>,
+    pub poll_interval_ms: Option<Spanned<u64>>,
+    pub ignore_port: Option<Spanned<Vec<String>>>,
+    pub ignore_command: Option<Spanned<Vec<String>>>,
+    pub no_default_ignores: Option<Spanned<bool>>,
+    // Instances and editors (`connect`).
+    pub allow_cwd: Option<Spanned<Vec<String>>>,
+    pub codex_bin: Option<Spanned<String>>,
+    pub stream_flush_ms: Option<Spanned<u64>>,
+    pub turn_idle_timeout_ms: Option<Spanned<u64>>,
+    pub code_server_bin: Option<Spanned<String>>,
+    /// More option and variable names whose values are hidden from Kandan.
+    #[serde(default)]
+    pub redact: Vec<String>,
+    /// Per-port attributes, first match wins.
+    #[serde(default)]
+    pub ports: Vec<PortRule>,
+}
+
+/// A project's `.kandan/ports.toml`: `[[ports]]` entries and nothing else.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectFile {
+    #[serde(default)]
+    pub ports: Vec<PortRule>,
+}
+
+/// A key of the file that stands for a flag: the flag's clap id (the
+/// field name in `cli.rs`), where the value is, and the flag's values.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FlagValue {
+    pub key: &'static str,
+    pub arg_id: &'static str,
+    pub span: Range<usize>,
+    pub values: Vec<String>,
+}
+
+impl ConfigFile {
+    /// The values of the keys that stand for flags, as the flag's own text
+    /// (clap parses and checks them), paths with `~` expanded.
+    pub fn flag_values(&self) -> Vec<FlagValue> {
+        let mut out = Vec::new();
+        let mut one = |key, arg_id, value: Option<(Range<usize>, String)>| {
+            if let Some((span, value)) = value {
+                out.push(FlagValue {
+                    key,
+                    arg_id,
+                    span,
+                    values: vec![value],
+                });
+            }
+        };
+        one("url", "url", text(&self.url));
+        one("token_file", "token_file", path(&self.token_file));
+        one("runner_id", "runner_id", text(&self.runner_id));
+        one("max_request_body", "max_request_body", number(&self.max_request_body));
+        one("max_response_body", "max_response_body", number(&self.max_response_body));
+        one("connect_timeout_ms", "connect_timeout_ms", number(&self.connect_timeout_ms));
+        one("request_timeout_ms", "request_timeout_ms", number(&self.request_timeout_ms));
+        one("backend", "backend", text(&self.backend));
+        one("debounce_ms", "debounce_ms", number(&self.debounce_ms));
+        one("poll_interval_ms", "poll_interval_ms", number(&self.poll_interval_ms));
+        one(
+            "no_default_ignores",
+            "no_default_ignores",
+            self.no_default_ignores
+                .as_ref()
+                .map(|v| (v.span(), v.get_ref().to_string())),
+        );
+        one("codex_bin", "codex_bin", path(&self.codex_bin));
+        one("stream_flush_ms", "stream_flush_ms", number(&self.stream_flush_ms));
+        one(
+            "turn_idle_timeout_ms",
+            "turn_idle_timeout_ms",
+            number(&self.turn_idle_timeout_ms),
+        );
+        one("code_server_bin", "code_server_bin", path(&self.code_server_bin));
+        let mut list = |key, arg_id, value: &Option<Spanned<Vec<String>>>, paths: bool| {
+            if let Some(value) = value {
+                out.push(FlagValue {
+                    key,
+                    arg_id,
+                    span: value.span(),
+                    values: value
+                        .get_ref()
+                        .iter()
+                        .map(|v| if paths { expand_home(v) } else { v.clone() })
+                        .collect(),
+                });
+            }
+        };
+        list("ignore_port", "ignore_ports", &self.ignore_port, false);
+        list("ignore_command", "ignore_commands", &self.ignore_command, false);
+        list("allow_cwd", "allow_cwd", &self.allow_cwd, true);
+        out
+    }
+}
+
+fn text(value: &Option<Spanned<String>>) -> Option<(Range<usize>, String)> {
+    value.as_ref().map(|v| (v.span(), v.get_ref().clone()))
+}
+
+fn path(value: &Option<Spanned<String>>) -> Option<(Range<usize>, String)> {
+    value.as_ref().map(|v| (v.span(), expand_home(v.get_ref())))
+}
+
+fn number(value: &Option<Spanned<u64>>) -> Option<(Range<usize>, String)> {
+    value.as_ref().map(|v| (v.span(), v.get_ref().to_string()))
+}

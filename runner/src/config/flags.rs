@@ -1,0 +1,83 @@
+//! The file's values for flags become the flags' defaults, so clap keeps
+//! the precedence (flag, then environment, then file, then the built-in
+//! default) and checks file values with the flag's own parser. Each
+//! default is stated once, in `cli.rs`.
+
+use std::ffi::OsStr;
+use std::path::Path;
+
+use clap::Command;
+
+use super::file::FlagValue;
+use super::load::ConfigError;
+
+/// `command` with the file's values as the defaults of its subcommands'
+/// flags (those a subcommand has). A value the flag refuses is an error
+/// naming the file, the line and the key.
+pub fn apply(
+    mut command: Command,
+    values: &[FlagValue],
+    path: &Path,
+    text: &str,
+) -> Result<Command, ConfigError> {
+    let names: Vec<String> = command
+        .get_subcommands()
+        .map(|sub| sub.get_name().to_owned())
+        .collect();
+    for name in names {
+        let Some(sub) = command.find_subcommand(&name) else {
+            continue;
+        };
+        let mut sub_values = Vec::new();
+        for value in values {
+            let Some(arg) = sub
+                .get_arguments()
+                .find(|arg| arg.get_id().as_str() == value.arg_id)
+            else {
+                continue;
+            };
+            check(sub, arg, value).map_err(|message| {
+                ConfigError::at(path, text, value.span.clone(), format!("{}: {message}", value.key))
+            })?;
+            sub_values.push(value);
+        }
+        if sub_values.is_empty() {
+            continue;
+        }
+        command = command.mut_subcommand(&name, |mut sub| {
+            for value in sub_values {
+                sub = sub.mut_arg(value.arg_id, |arg| {
+                    arg.default_values(value.values.clone()).required(false)
+                });
+            }
+            sub
+        });
+    }
+    Ok(command)
+}
+
+/// Runs the flag's value parser over each value of the file.
+fn check(sub: &Command, arg: &clap::Arg, value: &FlagValue) -> Result<(), String> {
+    let parser = arg.get_value_parser();
+    for text in &value.values {
+        parser
+            .parse_ref(sub, Some(arg), OsStr::new(text))
+            .map_err(|err| clap_message(&err))?;
+    }
+    Ok(())
+}
+
+/// clap's error on one line, without its `error: ` prefix and the flag's
+/// name (the key is named instead).
+fn clap_message(err: &clap::Error) -> String {
+    let rendered = err.render().to_string();
+    let first = rendered.lines().next().unwrap_or_default();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    // "invalid value 'x' for '--flag <V>': why" -> "invalid value 'x': why"
+    match (first.find(" for '"), first.find("': ")) {
+        (Some(start), Some(end)) if end > start => {
+            format!("{}{}", &first[..start], &first[end + 1..])
+        }
+        _ => first.to_owned(),
+    }
+}

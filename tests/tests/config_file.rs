@@ -1,0 +1,248 @@
+//! The config file and its `[[ports]]` attributes (issue 11; PROTOCOL.md
+//! section 1), through the binary: `watch` hides `ignore` ports and shows
+//! labels and `silent` ports; `connect` never asks Kandan about a `silent`
+//! port nor forwards to it, sends labels, and applies a project's
+//! `.kandan/ports.toml`; a bad file is one stderr line and exit 2.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use http::StatusCode;
+use integration_tests::e2e::{self, WAIT};
+use integration_tests::preview_client;
+use integration_tests::runner_process::{RunnerArgs, RunnerProcess, test_server_script};
+use integration_tests::runner_run::RunnerRun;
+use integration_tests::simulator::{SimConfig, Simulator};
+use integration_tests::vite;
+use serde_json::Value;
+
+/// A python3 that listens on each of `ports` (127.0.0.1) and sleeps.
+fn listener(ports: &[u16]) -> Vec<String> {
+    let script = format!(
+        "import socket, time\n\
+         held = []\n\
+         for port in {ports:?}:\n    \
+             s = socket.socket()\n    \
+             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n    \
+             s.bind(('127.0.0.1', port))\n    \
+             s.listen()\n    \
+             held.append(s)\n\
+         time.sleep(300)\n"
+    );
+    vec!["python3".into(), "-c".into(), script, "multi-listener".into()]
+}
+
+fn watch_args(config: &Path, command: Vec<String>) -> Vec<String> {
+    let mut args: Vec<String> = ["watch", "--json", "--backend", "procfs", "--debounce-ms", "100"]
+        .map(String::from)
+        .to_vec();
+    args.extend(["--config".into(), config.display().to_string(), "--".into()]);
+    args.extend(command);
+    args
+}
+
+fn opened(line: &str, port: u16) -> bool {
+    serde_json::from_str::<Value>(line)
+        .is_ok_and(|v| v["event"] == "opened" && v["port"] == port)
+}
+
+#[tokio::test]
+async fn watch_hides_ignored_ports_and_shows_labels_and_silent_ones() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (ignored, labelled, silent) = (vite::free_port()?, vite::free_port()?, vite::free_port()?);
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[ports]]\nport = {ignored}\non_detect = \"ignore\"\n\n\
+             [[ports]]\nport = \"{labelled}\"\ncommand = \"python3 -c *multi-listener\"\nlabel = \"my-web\"\n\n\
+             [[ports]]\nport = \"{silent}-{silent}\"\non_detect = \"silent\"\n"
+        ),
+    )?;
+    let mut runner = RunnerRun::start(watch_args(&config, listener(&[ignored, labelled, silent])), &[])?;
+    let line = runner.wait_stdout_line(|l| opened(l, labelled), WAIT).await?;
+    let line: Value = serde_json::from_str(&line)?;
+    ensure!(line["label"] == "my-web", "label not applied: {line}");
+    let line = runner.wait_stdout_line(|l| opened(l, silent), WAIT).await?;
+    let line: Value = serde_json::from_str(&line)?;
+    ensure!(line["label"] == "python3", "silent port relabelled: {line}");
+    // The three sockets listened at once: the ignored one would be here by now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    runner.signal(libc::SIGTERM);
+    runner.wait(Duration::from_secs(10)).await?;
+    let wanted = format!("\"port\":{ignored}");
+    ensure!(
+        !runner.stdout().contains(&wanted),
+        "the ignored port was shown:\n{}",
+        runner.output()
+    );
+    ensure!(runner.stdout().contains("\"closed\""), "no closed lines:\n{}", runner.output());
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_default_file_is_read_from_xdg_config_home() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let port = vite::free_port()?;
+    std::fs::create_dir(dir.path().join("kandan-runner"))?;
+    std::fs::write(
+        dir.path().join("kandan-runner/config.toml"),
+        format!("debounce_ms = 100\nbackend = \"procfs\"\n[[ports]]\nport = {port}\nlabel = \"from-xdg\"\n"),
+    )?;
+    let mut args: Vec<String> = ["watch", "--json", "--"].map(String::from).to_vec();
+    args.extend(listener(&[port]));
+    let xdg = dir.path().to_str().context("temp path")?;
+    let runner = RunnerRun::start(&args, &[("XDG_CONFIG_HOME", xdg)])?;
+    let line = runner.wait_stdout_line(|l| opened(l, port), WAIT).await?;
+    let line: Value = serde_json::from_str(&line)?;
+    ensure!(line["label"] == "from-xdg" && line["backend"] == "procfs", "{line}");
+    Ok(())
+}
+
+/// Runs `kandan-runner ARGS` to its end: exit code and stderr.
+async fn run_to_end(args: &[&str], env: &[(&str, &str)]) -> Result<(i32, String)> {
+    let mut runner = RunnerRun::start(args, env)?;
+    let (status, _) = runner.wait(Duration::from_secs(20)).await?;
+    Ok((status.code().context("killed by a signal")?, runner.stderr()))
+}
+
+#[tokio::test]
+async fn a_bad_config_exits_2_with_one_line_naming_file_line_and_key() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("bad.toml");
+    let path = config.display().to_string();
+    for (text, line, key) in [
+        ("url = \"ws://h/s\"\n\nlisten_port = 3\n", 3, "unknown key `listen_port`"),
+        ("[[ports]]\nport = 80\non_detect = \"maybe\"\n", 3, "ports[0].on_detect"),
+        ("[[ports]]\nport = \"90-80\"\n", 2, "ports[0].port"),
+        ("# c\npoll_interval_ms = 0\n", 2, "poll_interval_ms"),
+        ("backend = \"fast\"\n", 1, "backend"),
+    ] {
+        std::fs::write(&config, text)?;
+        for command in [&["watch", "--config", &path, "--", "true"][..], &["connect", "--config", &path]] {
+            let (code, stderr) = run_to_end(command, &[]).await?;
+            ensure!(code == 2, "{command:?} with {text:?}: exit {code}: {stderr}");
+            let lines: Vec<&str> = stderr.lines().collect();
+            ensure!(
+                lines.len() == 1
+                    && lines[0].contains(&format!("{path}:{line}:"))
+                    && lines[0].contains(key),
+                "{command:?} with {text:?}: expected one line naming {path}:{line} and {key}, got {stderr:?}"
+            );
+        }
+    }
+    // An explicit file must exist; a missing default one is no config.
+    let missing = dir.path().join("missing.toml");
+    let (code, stderr) = run_to_end(&["doctor", "--config", missing.to_str().unwrap()], &[]).await?;
+    ensure!(code == 2 && stderr.lines().count() == 1 && stderr.contains("missing.toml"), "{code}: {stderr}");
+    let empty = dir.path().to_str().unwrap();
+    let (code, stderr) = run_to_end(&["completions", "bash"], &[("XDG_CONFIG_HOME", empty)]).await?;
+    ensure!(code == 0, "{code}: {stderr}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn connect_applies_silent_labels_and_the_projects_file() -> Result<()> {
+    let sim = Simulator::start(SimConfig::default()).await?;
+    let dir = tempfile::tempdir()?;
+    let (silent, labelled, project) = (vite::free_port()?, vite::free_port()?, vite::free_port()?);
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[ports]]\nport = {silent}\non_detect = \"silent\"\n\
+             [[ports]]\nport = {labelled}\ncommand = \"*testserver.py serve*\"\nlabel = \"my-api\"\nprotocol = \"http\"\n"
+        ),
+    )?;
+    // The servers run in the runner's cwd: the project file applies to them.
+    let project_dir = dir.path().join("project");
+    std::fs::create_dir_all(project_dir.join(".kandan"))?;
+    std::fs::write(
+        project_dir.join(".kandan/ports.toml"),
+        format!("[[ports]]\nport = {project}\nlabel = \"from-project\"\n[[ports]]\nport = {labelled}\nlabel = \"loses\"\n"),
+    )?;
+    let mut args = RunnerArgs::new(
+        "config-ports",
+        vec!["python3".into(), test_server_script().to_string_lossy().into_owned(), "supervise".into()],
+    )
+    .flags(["--config", config.to_str().context("temp path")?]);
+    args.cwd = Some(project_dir.clone());
+    let mut runner = RunnerProcess::start(&sim, args)?;
+    sim.wait_joined(WAIT).await.with_context(|| runner.output())?;
+
+    runner.start_server("quiet", silent).await?;
+    runner.start_server("api", labelled).await?;
+    runner.start_server("proj", project).await?;
+    let request = sim.wait_for_request(labelled, WAIT).await.with_context(|| runner.output())?;
+    let event = sim
+        .wait_for_event("port_forward_request", |e| e["port"] == labelled, WAIT)
+        .await?;
+    ensure!(event["label"] == "my-api", "user label missing: {event}");
+    let event = sim
+        .wait_for_event("port_forward_request", |e| e["port"] == project, WAIT)
+        .await
+        .with_context(|| runner.output())?;
+    ensure!(event["label"] == "from-project", "project label missing: {event}");
+    // The silent server started first: its request would be here by now.
+    ensure!(
+        !sim.events_of("port_forward_request").iter().any(|e| e["port"] == silent),
+        "a silent port was requested: {:?}",
+        sim.events_of("port_forward_request")
+    );
+    let resp = preview_client::get(&sim, silent, "/hello").await?;
+    ensure!(
+        resp.status == StatusCode::FORBIDDEN && resp.error_code() == Some("port_not_approved"),
+        "a silent port was forwarded: {} {:?} {}",
+        resp.status,
+        resp.error_code(),
+        resp.text()
+    );
+    ensure!(
+        e2e::served_paths(silent).await?.is_empty(),
+        "the silent server saw a forwarded request"
+    );
+    // The labelled one forwards as usual.
+    sim.approve(&request.request_id)?;
+    e2e::wait_resolved(&sim, &request.request_id).await?;
+    e2e::expect_hello(&sim, labelled, "api").await?;
+
+    // After a reconnect, runner_ready carries the label and not the silent port.
+    let joins = sim.join_count();
+    let cursor = sim.event_count();
+    sim.drop_connection()?;
+    sim.wait_join_count(joins + 1, WAIT).await?;
+    let (_, ready) = sim.wait_for_event_after(cursor, "runner_ready", |_| true, WAIT).await?;
+    let listener = e2e::ready_listener(&ready, labelled).context("labelled port not ready")?;
+    ensure!(listener["label"] == "my-api", "{ready}");
+    ensure!(e2e::ready_listener(&ready, silent).is_none(), "silent port in runner_ready: {ready}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn connect_takes_url_from_the_environment_and_token_file_from_the_file() -> Result<()> {
+    let sim = Simulator::start(SimConfig::default()).await?;
+    let dir = tempfile::tempdir()?;
+    let token = dir.path().join("token");
+    std::fs::write(&token, format!("{}\n", sim.token()))?;
+    let config = dir.path().join("config.toml");
+    // The file's URL goes nowhere: KANDAN_URL must win.
+    std::fs::write(
+        &config,
+        format!(
+            "url = \"ws://127.0.0.1:9/runner/socket\"\ntoken_file = \"{}\"\nrunner_id = \"from-file\"\n",
+            token.display()
+        ),
+    )?;
+    let url = sim.url();
+    let config_path = config.to_str().context("temp path")?;
+    let runner = RunnerRun::start(
+        ["connect", "--config", config_path, "--backend", "procfs"],
+        &[("KANDAN_URL", url.as_str())],
+    )?;
+    sim.wait_joined(WAIT).await.with_context(|| runner.output())?;
+    let ready = sim.wait_for_event("runner_ready", |_| true, WAIT).await?;
+    ensure!(ready["runnerId"] == "from-file", "{ready}");
+    ensure!(!runner.output().contains(sim.token()), "the token was logged: {}", runner.output());
+    Ok(())
+}
