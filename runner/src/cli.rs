@@ -273,6 +273,9 @@ pub fn parse_with(config: &Config, args: &[std::ffi::OsString]) -> Result<Cli, P
         .ok()
         .and_then(|matches| {
             let (_, sub) = matches.subcommand()?;
+            if !sub.ids().any(|id| id.as_str() == "token") {
+                return None;
+            }
             let source = sub.value_source("token")?;
             Some(source != ValueSource::DefaultValue)
         })

@@ -36,7 +36,7 @@ pub fn apply(
             else {
                 continue;
             };
-            check(sub, arg, value).map_err(|message| {
+            check(arg, value).map_err(|message| {
                 ConfigError::at(path, text, value.span.clone(), format!("{}: {message}", value.key))
             })?;
             sub_values.push(value);
@@ -56,12 +56,19 @@ pub fn apply(
     Ok(command)
 }
 
-/// Runs the flag's value parser over each value of the file.
-fn check(sub: &Command, arg: &clap::Arg, value: &FlagValue) -> Result<(), String> {
-    let parser = arg.get_value_parser();
+/// Runs the flag's value parser over each value of the file, in a
+/// command of its own (clap keeps the parser's own entry point private).
+fn check(arg: &clap::Arg, value: &FlagValue) -> Result<(), String> {
+    let probe = clap::Arg::new("value")
+        .long("value")
+        .action(clap::ArgAction::Set)
+        .allow_hyphen_values(true)
+        .value_parser(arg.get_value_parser().clone());
+    let command = Command::new("check").no_binary_name(true).arg(probe);
     for text in &value.values {
-        parser
-            .parse_ref(sub, Some(arg), OsStr::new(text))
+        command
+            .clone()
+            .try_get_matches_from([OsStr::new("--value"), OsStr::new(text)])
             .map_err(|err| clap_message(&err))?;
     }
     Ok(())

@@ -67,8 +67,12 @@ pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigEr
     };
     let deserializer = toml::de::Deserializer::parse(text).map_err(|err| invalid(&err, None))?;
     serde_path_to_error::deserialize(deserializer).map_err(|err| {
-        let key = key_name(&err.path().to_string());
-        invalid(err.inner(), key)
+        let mut path = err.path().to_string();
+        // The path of an unknown key ends with it; the message names it.
+        if err.inner().message().starts_with("unknown field") {
+            path.truncate(path.rfind('.').unwrap_or(0));
+        }
+        invalid(err.inner(), key_name(&path))
     })
 }
 

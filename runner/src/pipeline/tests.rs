@@ -450,3 +450,38 @@ async fn timer_due_when_an_event_arrives_fires_first() {
     opened(events[0].clone());
     assert_eq!(p.next_deadline(), Some(t0 + WINDOW * 2));
 }
+
+#[tokio::test(start_paused = true)]
+async fn ports_entries_drop_ignored_listeners_and_label_the_others() {
+    let config = crate::config::Config::from_text(
+        "/c.toml".into(),
+        "[[ports]]\nport = 4000\non_detect = \"ignore\"\n\
+         [[ports]]\ncommand = \"node *\"\nlabel = \"api\"\non_detect = \"silent\"\nprotocol = \"https\"\n"
+            .into(),
+    )
+    .unwrap();
+    let mut p = Pipeline::new(PipelineConfig {
+        debounce: Duration::ZERO,
+        ignore: IgnorePolicy::empty(),
+        ports: config.ports().to_vec(),
+        gate: None,
+    });
+    let t0 = Instant::now();
+    assert!(p.apply(open(sock(1, 4000, "::", 1, "node a")), t0).is_empty());
+    assert!(
+        p.apply(DetectorEvent::Snapshot(vec![sock(2, 4000, "::", 1, "node a")]), t0)
+            .is_empty()
+    );
+    let api = opened(p.apply(open(sock(3, 4001, "::", 2, "node a")), t0).remove(0));
+    assert_eq!(api.process.label, "api");
+    assert_eq!(api.process.command, "node a");
+    let attributes = &api.attributes;
+    assert_eq!(attributes.on_detect, crate::config::OnDetect::Silent);
+    assert_eq!(attributes.protocol, crate::config::Protocol::Https);
+    // Another program on the port: its own attributes (none match).
+    let events = p.apply(close(3), t0);
+    assert!(events.iter().all(|e| matches!(e, CandidateEvent::Closed { .. })));
+    let other = opened(p.apply(open(sock(4, 4001, "::", 3, "python3 b")), t0).remove(0));
+    assert_eq!(other.process.label, "python3");
+    assert_eq!(other.attributes, crate::config::PortAttributes::default());
+}
