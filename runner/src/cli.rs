@@ -248,11 +248,23 @@ pub fn parse() -> Cli {
 /// The config file `args` name with `--config`, else the default one. A
 /// first, lenient pass over `args` finds `--config` wherever it is.
 fn load_config(args: &[std::ffi::OsString]) -> Result<Config, crate::config::ConfigError> {
-    let explicit = Cli::command()
+    use clap::error::ErrorKind;
+    let explicit = match Cli::command()
         .ignore_errors(true)
         .try_get_matches_from(args)
-        .ok()
-        .and_then(|matches| config_flag(&matches));
+    {
+        Ok(matches) => config_flag(&matches),
+        // Help and version need no config, and must work with a bad one.
+        Err(err)
+            if matches!(
+                err.kind(),
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+            ) =>
+        {
+            return Ok(Config::default());
+        }
+        Err(_) => None,
+    };
     Config::load(explicit.as_deref())
 }
 

@@ -30,21 +30,32 @@ fn listener(ports: &[u16]) -> Vec<String> {
              held.append(s)\n\
          time.sleep(300)\n"
     );
-    vec!["python3".into(), "-c".into(), script, "multi-listener".into()]
+    vec![
+        "python3".into(),
+        "-c".into(),
+        script,
+        "multi-listener".into(),
+    ]
 }
 
 fn watch_args(config: &Path, command: Vec<String>) -> Vec<String> {
-    let mut args: Vec<String> = ["watch", "--json", "--backend", "procfs", "--debounce-ms", "100"]
-        .map(String::from)
-        .to_vec();
+    let mut args: Vec<String> = [
+        "watch",
+        "--json",
+        "--backend",
+        "procfs",
+        "--debounce-ms",
+        "100",
+    ]
+    .map(String::from)
+    .to_vec();
     args.extend(["--config".into(), config.display().to_string(), "--".into()]);
     args.extend(command);
     args
 }
 
 fn opened(line: &str, port: u16) -> bool {
-    serde_json::from_str::<Value>(line)
-        .is_ok_and(|v| v["event"] == "opened" && v["port"] == port)
+    serde_json::from_str::<Value>(line).is_ok_and(|v| v["event"] == "opened" && v["port"] == port)
 }
 
 #[tokio::test]
@@ -56,12 +67,17 @@ async fn watch_hides_ignored_ports_and_shows_labels_and_silent_ones() -> Result<
         &config,
         format!(
             "[[ports]]\nport = {ignored}\non_detect = \"ignore\"\n\n\
-             [[ports]]\nport = \"{labelled}\"\ncommand = \"python3 -c *multi-listener\"\nlabel = \"my-web\"\n\n\
+             [[ports]]\nport = \"{labelled}\"\ncommand = \"*python3 -c *multi-listener\"\nlabel = \"my-web\"\n\n\
              [[ports]]\nport = \"{silent}-{silent}\"\non_detect = \"silent\"\n"
         ),
     )?;
-    let mut runner = RunnerRun::start(watch_args(&config, listener(&[ignored, labelled, silent])), &[])?;
-    let line = runner.wait_stdout_line(|l| opened(l, labelled), WAIT).await?;
+    let mut runner = RunnerRun::start(
+        watch_args(&config, listener(&[ignored, labelled, silent])),
+        &[],
+    )?;
+    let line = runner
+        .wait_stdout_line(|l| opened(l, labelled), WAIT)
+        .await?;
     let line: Value = serde_json::from_str(&line)?;
     ensure!(line["label"] == "my-web", "label not applied: {line}");
     let line = runner.wait_stdout_line(|l| opened(l, silent), WAIT).await?;
@@ -77,7 +93,11 @@ async fn watch_hides_ignored_ports_and_shows_labels_and_silent_ones() -> Result<
         "the ignored port was shown:\n{}",
         runner.output()
     );
-    ensure!(runner.stdout().contains("\"closed\""), "no closed lines:\n{}", runner.output());
+    ensure!(
+        runner.stdout().contains("\"closed\""),
+        "no closed lines:\n{}",
+        runner.output()
+    );
     Ok(())
 }
 
@@ -88,7 +108,9 @@ async fn the_default_file_is_read_from_xdg_config_home() -> Result<()> {
     std::fs::create_dir(dir.path().join("kandan-runner"))?;
     std::fs::write(
         dir.path().join("kandan-runner/config.toml"),
-        format!("debounce_ms = 100\nbackend = \"procfs\"\n[[ports]]\nport = {port}\nlabel = \"from-xdg\"\n"),
+        format!(
+            "debounce_ms = 100\nbackend = \"procfs\"\n[[ports]]\nport = {port}\nlabel = \"from-xdg\"\n"
+        ),
     )?;
     let mut args: Vec<String> = ["watch", "--json", "--"].map(String::from).to_vec();
     args.extend(listener(&[port]));
@@ -96,7 +118,10 @@ async fn the_default_file_is_read_from_xdg_config_home() -> Result<()> {
     let runner = RunnerRun::start(&args, &[("XDG_CONFIG_HOME", xdg)])?;
     let line = runner.wait_stdout_line(|l| opened(l, port), WAIT).await?;
     let line: Value = serde_json::from_str(&line)?;
-    ensure!(line["label"] == "from-xdg" && line["backend"] == "procfs", "{line}");
+    ensure!(
+        line["label"] == "from-xdg" && line["backend"] == "procfs",
+        "{line}"
+    );
     Ok(())
 }
 
@@ -104,7 +129,10 @@ async fn the_default_file_is_read_from_xdg_config_home() -> Result<()> {
 async fn run_to_end(args: &[&str], env: &[(&str, &str)]) -> Result<(i32, String)> {
     let mut runner = RunnerRun::start(args, env)?;
     let (status, _) = runner.wait(Duration::from_secs(20)).await?;
-    Ok((status.code().context("killed by a signal")?, runner.stderr()))
+    Ok((
+        status.code().context("killed by a signal")?,
+        runner.stderr(),
+    ))
 }
 
 #[tokio::test]
@@ -113,16 +141,30 @@ async fn a_bad_config_exits_2_with_one_line_naming_file_line_and_key() -> Result
     let config = dir.path().join("bad.toml");
     let path = config.display().to_string();
     for (text, line, key) in [
-        ("url = \"ws://h/s\"\n\nlisten_port = 3\n", 3, "unknown key `listen_port`"),
-        ("[[ports]]\nport = 80\non_detect = \"maybe\"\n", 3, "ports[0].on_detect"),
+        (
+            "url = \"ws://h/s\"\n\nlisten_port = 3\n",
+            3,
+            "unknown key `listen_port`",
+        ),
+        (
+            "[[ports]]\nport = 80\non_detect = \"maybe\"\n",
+            3,
+            "ports[0].on_detect",
+        ),
         ("[[ports]]\nport = \"90-80\"\n", 2, "ports[0].port"),
         ("# c\npoll_interval_ms = 0\n", 2, "poll_interval_ms"),
         ("backend = \"fast\"\n", 1, "backend"),
     ] {
         std::fs::write(&config, text)?;
-        for command in [&["watch", "--config", &path, "--", "true"][..], &["connect", "--config", &path]] {
+        for command in [
+            &["watch", "--config", &path, "--", "true"][..],
+            &["connect", "--config", &path],
+        ] {
             let (code, stderr) = run_to_end(command, &[]).await?;
-            ensure!(code == 2, "{command:?} with {text:?}: exit {code}: {stderr}");
+            ensure!(
+                code == 2,
+                "{command:?} with {text:?}: exit {code}: {stderr}"
+            );
             let lines: Vec<&str> = stderr.lines().collect();
             ensure!(
                 lines.len() == 1
@@ -134,10 +176,15 @@ async fn a_bad_config_exits_2_with_one_line_naming_file_line_and_key() -> Result
     }
     // An explicit file must exist; a missing default one is no config.
     let missing = dir.path().join("missing.toml");
-    let (code, stderr) = run_to_end(&["doctor", "--config", missing.to_str().unwrap()], &[]).await?;
-    ensure!(code == 2 && stderr.lines().count() == 1 && stderr.contains("missing.toml"), "{code}: {stderr}");
+    let (code, stderr) =
+        run_to_end(&["doctor", "--config", missing.to_str().unwrap()], &[]).await?;
+    ensure!(
+        code == 2 && stderr.lines().count() == 1 && stderr.contains("missing.toml"),
+        "{code}: {stderr}"
+    );
     let empty = dir.path().to_str().unwrap();
-    let (code, stderr) = run_to_end(&["completions", "bash"], &[("XDG_CONFIG_HOME", empty)]).await?;
+    let (code, stderr) =
+        run_to_end(&["completions", "bash"], &[("XDG_CONFIG_HOME", empty)]).await?;
     ensure!(code == 0, "{code}: {stderr}");
     Ok(())
 }
@@ -160,21 +207,32 @@ async fn connect_applies_silent_labels_and_the_projects_file() -> Result<()> {
     std::fs::create_dir_all(project_dir.join(".kandan"))?;
     std::fs::write(
         project_dir.join(".kandan/ports.toml"),
-        format!("[[ports]]\nport = {project}\nlabel = \"from-project\"\n[[ports]]\nport = {labelled}\nlabel = \"loses\"\n"),
+        format!(
+            "[[ports]]\nport = {project}\nlabel = \"from-project\"\n[[ports]]\nport = {labelled}\nlabel = \"loses\"\n"
+        ),
     )?;
     let mut args = RunnerArgs::new(
         "config-ports",
-        vec!["python3".into(), test_server_script().to_string_lossy().into_owned(), "supervise".into()],
+        vec![
+            "python3".into(),
+            test_server_script().to_string_lossy().into_owned(),
+            "supervise".into(),
+        ],
     )
     .flags(["--config", config.to_str().context("temp path")?]);
     args.cwd = Some(project_dir.clone());
     let mut runner = RunnerProcess::start(&sim, args)?;
-    sim.wait_joined(WAIT).await.with_context(|| runner.output())?;
+    sim.wait_joined(WAIT)
+        .await
+        .with_context(|| runner.output())?;
 
     runner.start_server("quiet", silent).await?;
     runner.start_server("api", labelled).await?;
     runner.start_server("proj", project).await?;
-    let request = sim.wait_for_request(labelled, WAIT).await.with_context(|| runner.output())?;
+    let request = sim
+        .wait_for_request(labelled, WAIT)
+        .await
+        .with_context(|| runner.output())?;
     let event = sim
         .wait_for_event("port_forward_request", |e| e["port"] == labelled, WAIT)
         .await?;
@@ -183,10 +241,15 @@ async fn connect_applies_silent_labels_and_the_projects_file() -> Result<()> {
         .wait_for_event("port_forward_request", |e| e["port"] == project, WAIT)
         .await
         .with_context(|| runner.output())?;
-    ensure!(event["label"] == "from-project", "project label missing: {event}");
+    ensure!(
+        event["label"] == "from-project",
+        "project label missing: {event}"
+    );
     // The silent server started first: its request would be here by now.
     ensure!(
-        !sim.events_of("port_forward_request").iter().any(|e| e["port"] == silent),
+        !sim.events_of("port_forward_request")
+            .iter()
+            .any(|e| e["port"] == silent),
         "a silent port was requested: {:?}",
         sim.events_of("port_forward_request")
     );
@@ -212,10 +275,15 @@ async fn connect_applies_silent_labels_and_the_projects_file() -> Result<()> {
     let cursor = sim.event_count();
     sim.drop_connection()?;
     sim.wait_join_count(joins + 1, WAIT).await?;
-    let (_, ready) = sim.wait_for_event_after(cursor, "runner_ready", |_| true, WAIT).await?;
+    let (_, ready) = sim
+        .wait_for_event_after(cursor, "runner_ready", |_| true, WAIT)
+        .await?;
     let listener = e2e::ready_listener(&ready, labelled).context("labelled port not ready")?;
     ensure!(listener["label"] == "my-api", "{ready}");
-    ensure!(e2e::ready_listener(&ready, silent).is_none(), "silent port in runner_ready: {ready}");
+    ensure!(
+        e2e::ready_listener(&ready, silent).is_none(),
+        "silent port in runner_ready: {ready}"
+    );
     Ok(())
 }
 
@@ -240,9 +308,15 @@ async fn connect_takes_url_from_the_environment_and_token_file_from_the_file() -
         ["connect", "--config", config_path, "--backend", "procfs"],
         &[("KANDAN_URL", url.as_str())],
     )?;
-    sim.wait_joined(WAIT).await.with_context(|| runner.output())?;
+    sim.wait_joined(WAIT)
+        .await
+        .with_context(|| runner.output())?;
     let ready = sim.wait_for_event("runner_ready", |_| true, WAIT).await?;
     ensure!(ready["runnerId"] == "from-file", "{ready}");
-    ensure!(!runner.output().contains(sim.token()), "the token was logged: {}", runner.output());
+    ensure!(
+        !runner.output().contains(sim.token()),
+        "the token was logged: {}",
+        runner.output()
+    );
     Ok(())
 }

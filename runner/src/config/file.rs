@@ -80,13 +80,33 @@ impl ConfigFile {
         one("url", "url", text(&self.url));
         one("token_file", "token_file", path(&self.token_file));
         one("runner_id", "runner_id", text(&self.runner_id));
-        one("max_request_body", "max_request_body", number(&self.max_request_body));
-        one("max_response_body", "max_response_body", number(&self.max_response_body));
-        one("connect_timeout_ms", "connect_timeout_ms", number(&self.connect_timeout_ms));
-        one("request_timeout_ms", "request_timeout_ms", number(&self.request_timeout_ms));
+        one(
+            "max_request_body",
+            "max_request_body",
+            number(&self.max_request_body),
+        );
+        one(
+            "max_response_body",
+            "max_response_body",
+            number(&self.max_response_body),
+        );
+        one(
+            "connect_timeout_ms",
+            "connect_timeout_ms",
+            number(&self.connect_timeout_ms),
+        );
+        one(
+            "request_timeout_ms",
+            "request_timeout_ms",
+            number(&self.request_timeout_ms),
+        );
         one("backend", "backend", text(&self.backend));
         one("debounce_ms", "debounce_ms", number(&self.debounce_ms));
-        one("poll_interval_ms", "poll_interval_ms", number(&self.poll_interval_ms));
+        one(
+            "poll_interval_ms",
+            "poll_interval_ms",
+            number(&self.poll_interval_ms),
+        );
         one(
             "no_default_ignores",
             "no_default_ignores",
@@ -95,13 +115,21 @@ impl ConfigFile {
                 .map(|v| (v.span(), v.get_ref().to_string())),
         );
         one("codex_bin", "codex_bin", path(&self.codex_bin));
-        one("stream_flush_ms", "stream_flush_ms", number(&self.stream_flush_ms));
+        one(
+            "stream_flush_ms",
+            "stream_flush_ms",
+            number(&self.stream_flush_ms),
+        );
         one(
             "turn_idle_timeout_ms",
             "turn_idle_timeout_ms",
             number(&self.turn_idle_timeout_ms),
         );
-        one("code_server_bin", "code_server_bin", path(&self.code_server_bin));
+        one(
+            "code_server_bin",
+            "code_server_bin",
+            path(&self.code_server_bin),
+        );
         let mut list = |key, arg_id, value: &Option<Spanned<Vec<String>>>, paths: bool| {
             if let Some(value) = value {
                 out.push(FlagValue {
@@ -117,7 +145,12 @@ impl ConfigFile {
             }
         };
         list("ignore_port", "ignore_ports", &self.ignore_port, false);
-        list("ignore_command", "ignore_commands", &self.ignore_command, false);
+        list(
+            "ignore_command",
+            "ignore_commands",
+            &self.ignore_command,
+            false,
+        );
         list("allow_cwd", "allow_cwd", &self.allow_cwd, true);
         out
     }

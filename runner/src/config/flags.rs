@@ -37,7 +37,12 @@ pub fn apply(
                 continue;
             };
             check(arg, value).map_err(|message| {
-                ConfigError::at(path, text, value.span.clone(), format!("{}: {message}", value.key))
+                ConfigError::at(
+                    path,
+                    text,
+                    value.span.clone(),
+                    format!("{}: {message}", value.key),
+                )
             })?;
             sub_values.push(value);
         }

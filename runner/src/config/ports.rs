@@ -127,7 +127,11 @@ impl TryFrom<RawPortRule> for PortRule {
         if raw.port.is_none() && raw.command.is_none() {
             return Err("a [[ports]] entry needs `port` or `command`");
         }
-        if raw.label.as_deref().is_some_and(|label| label.trim().is_empty()) {
+        if raw
+            .label
+            .as_deref()
+            .is_some_and(|label| label.trim().is_empty())
+        {
             return Err("`label` is empty");
         }
         Ok(PortRule {

@@ -166,7 +166,9 @@ impl Pipeline {
             | CandidateEvent::Changed(candidate)
             | CandidateEvent::AddressesChanged(candidate) = event
             {
-                let attributes = self.attributes.attributes(candidate.port, &candidate.process);
+                let attributes = self
+                    .attributes
+                    .attributes(candidate.port, &candidate.process);
                 if let Some(label) = &attributes.label {
                     candidate.process.label.clone_from(label);
                 }

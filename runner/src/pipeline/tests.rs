@@ -467,12 +467,21 @@ async fn ports_entries_drop_ignored_listeners_and_label_the_others() {
         gate: None,
     });
     let t0 = Instant::now();
-    assert!(p.apply(open(sock(1, 4000, "::", 1, "node a")), t0).is_empty());
     assert!(
-        p.apply(DetectorEvent::Snapshot(vec![sock(2, 4000, "::", 1, "node a")]), t0)
+        p.apply(open(sock(1, 4000, "::", 1, "node a")), t0)
             .is_empty()
     );
-    let api = opened(p.apply(open(sock(3, 4001, "::", 2, "node a")), t0).remove(0));
+    assert!(
+        p.apply(
+            DetectorEvent::Snapshot(vec![sock(2, 4000, "::", 1, "node a")]),
+            t0
+        )
+        .is_empty()
+    );
+    let api = opened(
+        p.apply(open(sock(3, 4001, "::", 2, "node a")), t0)
+            .remove(0),
+    );
     assert_eq!(api.process.label, "api");
     assert_eq!(api.process.command, "node a");
     let attributes = &api.attributes;
@@ -480,8 +489,15 @@ async fn ports_entries_drop_ignored_listeners_and_label_the_others() {
     assert_eq!(attributes.protocol, crate::config::Protocol::Https);
     // Another program on the port: its own attributes (none match).
     let events = p.apply(close(3), t0);
-    assert!(events.iter().all(|e| matches!(e, CandidateEvent::Closed { .. })));
-    let other = opened(p.apply(open(sock(4, 4001, "::", 3, "python3 b")), t0).remove(0));
+    assert!(
+        events
+            .iter()
+            .all(|e| matches!(e, CandidateEvent::Closed { .. }))
+    );
+    let other = opened(
+        p.apply(open(sock(4, 4001, "::", 3, "python3 b")), t0)
+            .remove(0),
+    );
     assert_eq!(other.process.label, "python3");
     assert_eq!(other.attributes, crate::config::PortAttributes::default());
 }

@@ -152,13 +152,21 @@ fn the_mask_redacts_to_itself() {
 
 #[test]
 fn configured_names_are_redacted_besides_the_built_in_rules() {
-    let extra = Names::new(&["--my-flag".to_owned(), "-Shh".to_owned(), "MY_VAR".to_owned(), "sig".to_owned()]);
+    let extra = Names::new(&[
+        "--my-flag".to_owned(),
+        "-Shh".to_owned(),
+        "MY_VAR".to_owned(),
+        "sig".to_owned(),
+    ]);
     assert_eq!(
         redact_with("srv --my-flag abc --My-Flag=def -shh x --other y", &extra),
         "srv --my-flag *** --My-Flag=*** -shh *** --other y"
     );
     assert_eq!(
-        redact_with("env MY_VAR=1 my_var=2 MY_VARIANT=3 srv http://h/?sig=abc&page=2", &extra),
+        redact_with(
+            "env MY_VAR=1 my_var=2 MY_VARIANT=3 srv http://h/?sig=abc&page=2",
+            &extra
+        ),
         "env MY_VAR=*** my_var=*** MY_VARIANT=3 srv http://h/?sig=***&page=2"
     );
     // The built-in rules still apply; a name alone is not an option.
@@ -166,5 +174,8 @@ fn configured_names_are_redacted_besides_the_built_in_rules() {
         redact_with("srv --token t --sig s API_KEY=k", &extra),
         "srv --token *** --sig s API_KEY=***"
     );
-    assert_eq!(redact_with("srv --my-flag abc", &Names::default()), "srv --my-flag abc");
+    assert_eq!(
+        redact_with("srv --my-flag abc", &Names::default()),
+        "srv --my-flag abc"
+    );
 }
