@@ -85,6 +85,8 @@ impl RunnerProcess {
         command
             .envs(args.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
+            // The developer's own config file stays out of the tests.
+            .env("XDG_CONFIG_HOME", crate::runner_run::NO_CONFIG)
             .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

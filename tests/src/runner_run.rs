@@ -21,6 +21,10 @@ use crate::vite::kill_group;
 /// True while a pid exists and is not a zombie.
 pub use crate::bench::procstat::alive;
 
+/// An `XDG_CONFIG_HOME` with no config file in it, for every runner a
+/// test starts (a test that wants a file passes `--config` or its own).
+pub const NO_CONFIG: &str = "/nonexistent/kandan-runner-tests";
+
 /// A running `kandan-runner`.
 #[derive(Debug)]
 pub struct RunnerRun {
@@ -42,6 +46,8 @@ impl RunnerRun {
         command
             .args(args)
             .env("RUST_LOG", "info")
+            // The developer's own config file stays out of the tests.
+            .env("XDG_CONFIG_HOME", NO_CONFIG)
             .envs(env.iter().copied())
             .process_group(0)
             .stdin(Stdio::null())

@@ -46,11 +46,20 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
-/// Reads `path`; `Ok(None)` when it does not exist and `missing_ok`.
+/// Reads `path`; `Ok(None)` when `missing_ok` and it does not exist, or
+/// cannot be seen at all (a service user whose `HOME` is another user's
+/// 0700 folder). A file that is there but unreadable is an error.
 pub fn read(path: &Path, missing_ok: bool) -> Result<Option<String>, ConfigError> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
         Err(err) if missing_ok && err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err)
+            if missing_ok
+                && err.kind() == std::io::ErrorKind::PermissionDenied
+                && std::fs::symlink_metadata(path).is_err() =>
+        {
+            Ok(None)
+        }
         Err(source) => Err(ConfigError::Unreadable {
             path: path.to_owned(),
             source,
