@@ -320,3 +320,24 @@ async fn connect_takes_url_from_the_environment_and_token_file_from_the_file() -
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn the_files_redact_names_hide_more_values() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let port = vite::free_port()?;
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "redact = [\"--my-secret\", \"MY_VAR\"]\n")?;
+    let mut command = listener(&[port]);
+    command.extend(["--my-secret", "hunter2", "MY_VAR=abc", "--plain", "kept"].map(String::from));
+    let mut args = watch_args(&config, command);
+    args.insert(1, "--redact".into());
+    let runner = RunnerRun::start(&args, &[])?;
+    let line = runner.wait_stdout_line(|l| opened(l, port), WAIT).await?;
+    let line: Value = serde_json::from_str(&line)?;
+    let command = line["command"].as_str().context("no command")?;
+    ensure!(
+        command.ends_with("multi-listener --my-secret *** MY_VAR=*** --plain kept"),
+        "not redacted as configured: {command}"
+    );
+    Ok(())
+}

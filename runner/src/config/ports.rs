@@ -97,6 +97,9 @@ impl<'de> Deserialize<'de> for PortSpec {
     }
 }
 
+/// The longest `label` taken.
+const MAX_LABEL: usize = 100;
+
 /// One `[[ports]]` entry as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -127,12 +130,14 @@ impl TryFrom<RawPortRule> for PortRule {
         if raw.port.is_none() && raw.command.is_none() {
             return Err("a [[ports]] entry needs `port` or `command`");
         }
-        if raw
-            .label
-            .as_deref()
-            .is_some_and(|label| label.trim().is_empty())
-        {
-            return Err("`label` is empty");
+        if let Some(label) = &raw.label {
+            if label.trim().is_empty() {
+                return Err("`label` is empty");
+            }
+            // A label is a name in a list, not a message.
+            if label.chars().count() > MAX_LABEL {
+                return Err("`label` is longer than 100 characters");
+            }
         }
         Ok(PortRule {
             port: raw.port.map(|spec| spec.0),

@@ -148,6 +148,13 @@ fn a_port_entry_needs_a_port_or_a_command() {
         message.contains("ports[0].command: empty command pattern"),
         "{message}"
     );
+    let message = error(&format!(
+        "[[ports]]\nport = 1\nlabel = \"{}\"\n",
+        "x".repeat(101)
+    ));
+    assert!(message.contains("longer than 100"), "{message}");
+    let message = error("[[ports]]\nport = 1\nlabel = \" \"\n");
+    assert!(message.contains("`label` is empty"), "{message}");
     let message = error("[[ports]]\ncommand = \"[x\"\n");
     assert!(
         message.contains("ports[0].command: invalid pattern"),
