@@ -206,7 +206,8 @@ async fn send(
 }
 
 /// Sends `request` on a fresh connection. When a plain one to a port whose
-/// scheme is unknown is reset, or answered with a TLS record, the port is
+/// scheme is unknown is reset or closed with no answer, or answered with a
+/// TLS record, the port is
 /// probed with TLS: if it answers, that is remembered and the request is
 /// resent over TLS when that is safe (unsent, or idempotent).
 async fn send_fresh(
@@ -230,11 +231,17 @@ async fn send_fresh(
         Err(failed) => failed,
     };
     drop(up);
-    let tls_answer = first.get().is_some_and(tls::is_record_start);
-    if tls || !route.seen.may_probe() || !(tls_answer || tls::is_reset(failed.error())) {
+    let error = failed.error();
+    let looks_like_tls = match first.get() {
+        Some(byte) => tls::is_record_start(byte),
+        // Vite's HTTPS server closes a plain connection without a word,
+        // Node's TLS servers may reset it.
+        None => error.is_incomplete_message() || tls::is_reset(error),
+    };
+    if tls || !route.seen.may_probe() || !looks_like_tls {
         return Err(ForwardError::Http(failed.into_error()));
     }
-    tracing::debug!(error = %failed.error(), tls_answer, "plain HTTP failed, probing with TLS");
+    tracing::debug!(%error, "plain HTTP failed, probing with TLS");
     let (mut up, _) = match open(route.gate, route.targets, port, config, true).await {
         Ok(opened) => opened,
         Err(probe) => {

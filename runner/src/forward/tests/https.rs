@@ -77,14 +77,28 @@ fn acceptor() -> tokio_rustls::TlsAcceptor {
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
+/// How a TLS-only server ends a plain connection.
+#[derive(Clone, Copy)]
+enum Plain {
+    /// With a reset, as Node's TLS servers may.
+    Reset,
+    /// With a plain close and no answer, as Vite's HTTPS server does.
+    Close,
+}
+
 /// A server that speaks only TLS, with a self-signed certificate; plain
 /// connections are reset once their first byte has arrived.
 async fn tls_server(serve: Serve) -> TlsServer {
-    tls_server_with(serve, || {}).await
+    tls_server_with(serve, Plain::Reset, || {}).await
 }
 
-/// [`tls_server`], calling `on_plain` before it resets a plain connection.
-async fn tls_server_with(serve: Serve, on_plain: impl Fn() + Send + Sync + 'static) -> TlsServer {
+/// [`tls_server`], ending plain connections as `plain` says and calling
+/// `on_plain` before it does.
+async fn tls_server_with(
+    serve: Serve,
+    plain: Plain,
+    on_plain: impl Fn() + Send + Sync + 'static,
+) -> TlsServer {
     let on_plain = Arc::new(on_plain);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -95,7 +109,7 @@ async fn tls_server_with(serve: Serve, on_plain: impl Fn() + Send + Sync + 'stat
         while let Ok((stream, _)) = listener.accept().await {
             let (acceptor, counts, on_plain) = (acceptor.clone(), seen.clone(), on_plain.clone());
             tokio::spawn(async move {
-                serve_one(stream, acceptor, &counts, serve, &*on_plain).await;
+                serve_one(stream, acceptor, &counts, (serve, plain), &*on_plain).await;
             });
         }
     });
@@ -103,10 +117,10 @@ async fn tls_server_with(serve: Serve, on_plain: impl Fn() + Send + Sync + 'stat
 }
 
 async fn serve_one(
-    stream: TcpStream,
+    mut stream: TcpStream,
     acceptor: tokio_rustls::TlsAcceptor,
     counts: &Counts,
-    serve: Serve,
+    (serve, plain): (Serve, Plain),
     on_plain: &(dyn Fn() + Send + Sync),
 ) {
     let mut first = [0u8; 1];
@@ -115,7 +129,13 @@ async fn serve_one(
         Ok(Ok(1)) => {
             counts.plain.fetch_add(1, Ordering::SeqCst);
             on_plain();
-            let _ = stream.set_zero_linger();
+            if let Plain::Reset = plain {
+                let _ = stream.set_zero_linger();
+            } else {
+                // Read the request first, so closing sends no reset.
+                let mut sink = vec![0u8; 4096];
+                let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await;
+            }
             return;
         }
         _ => {
@@ -199,6 +219,17 @@ async fn a_tls_only_server_is_probed_and_the_get_is_answered_over_tls() {
     fwd.http(get("r2", server.port, "GET"));
     assert_eq!(body(next(&mut answers).await), "tls GET /src/main.js?t=1");
     assert_eq!(server.counts.get(), (1, 1, 0), "the TLS connection was reused");
+}
+
+#[tokio::test]
+async fn a_tls_server_that_closes_plain_connections_without_a_word_is_probed_too() {
+    let (fwd, gate, mut answers) = forwarder(ForwardConfig::default());
+    let server = tls_server_with(Serve::Http, Plain::Close, || {}).await;
+    allow(&gate, server.port);
+    fwd.http(get("r1", server.port, "GET"));
+    assert_eq!(body(next(&mut answers).await), "tls GET /src/main.js?t=1");
+    assert_eq!(server.counts.get(), (1, 1, 0));
+    assert_eq!(fwd.inner.scheme(server.port), Some(Scheme::Https));
 }
 
 #[tokio::test]
@@ -330,7 +361,7 @@ async fn tls_never_reaches_a_port_the_verified_dial_refuses() {
     // bound it too).
     let (turn, port_slot) = (gate.clone(), Arc::new(AtomicUsize::new(0)));
     let slot = port_slot.clone();
-    let server = tls_server_with(Serve::Http, move || {
+    let server = tls_server_with(Serve::Http, Plain::Reset, move || {
         turn.foreign(slot.load(Ordering::SeqCst) as u16);
     })
     .await;
