@@ -25,8 +25,11 @@ async fn runner_with_vite(
     let command = app.command(port, &base_for(port));
     let mut args = RunnerArgs::new("origins", command.argv.clone());
     args.env = command.env.clone();
-    args.env
-        .extend(extra_env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    args.env.extend(
+        extra_env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
     args.cwd = Some(command.cwd.clone());
     let runner = RunnerProcess::start(&sim, args)?;
     sim.wait_joined(WAIT)
@@ -74,7 +77,10 @@ async fn loads_and_hot_reloads(
             runner.output()
         );
     }
-    browser.state().await?.assert_hot_update(&boot_id, hmr_prefix);
+    browser
+        .state()
+        .await?
+        .assert_hot_update(&boot_id, hmr_prefix);
     Ok(())
 }
 
@@ -115,8 +121,13 @@ async fn stock_vite_on_its_port_origin_and_https_vite_load_and_hot_reload() -> R
         keep_preview_prefix: true,
         ..SimConfig::default()
     };
-    let (sim, runner, port) =
-        runner_with_vite(&app, vite::preview_base, keep_prefix, &[("VITE_HTTPS", "1")]).await?;
+    let (sim, runner, port) = runner_with_vite(
+        &app,
+        vite::preview_base,
+        keep_prefix,
+        &[("VITE_HTTPS", "1")],
+    )
+    .await?;
     let url = sim.preview_url(port);
     let hmr_prefix = format!("ws://{}{}?", sim.preview_addr(), vite::preview_base(port));
     loads_and_hot_reloads(

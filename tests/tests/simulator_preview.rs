@@ -456,7 +456,11 @@ async fn a_port_origin_forwards_paths_as_they_are_and_websockets_too() {
     );
     let addr = sim.preview_addr();
     for (host, path, port) in [
-        (format!("p5173.localhost:{front}"), "/@vite/client?t=1", 5173),
+        (
+            format!("p5173.localhost:{front}"),
+            "/@vite/client?t=1",
+            5173,
+        ),
         (format!("P8000.LOCALHOST:{front}"), "/api/items", 8000),
         ("p3000.localhost".to_owned(), "/src/main.js", 3000),
     ] {
@@ -476,8 +480,11 @@ async fn a_port_origin_forwards_paths_as_they_are_and_websockets_too() {
             assert_eq!(c["queryString"], want_query);
         }
         runner
-            .push_event(TOPIC, json!({"type": "forward_http_response", "requestId": c["requestId"],
-                "status": 200, "headers": [], "bodyBase64": b64("ok")}))
+            .push_event(
+                TOPIC,
+                json!({"type": "forward_http_response", "requestId": c["requestId"],
+                "status": 200, "headers": [], "bodyBase64": b64("ok")}),
+            )
             .await
             .unwrap();
         let resp = browser.await.unwrap();
@@ -486,7 +493,11 @@ async fn a_port_origin_forwards_paths_as_they_are_and_websockets_too() {
     }
 
     // Not a port origin: the front's own routes answer (no control).
-    for host in [format!("x5173.localhost:{front}"), format!("p.localhost:{front}"), format!("p0.localhost:{front}")] {
+    for host in [
+        format!("x5173.localhost:{front}"),
+        format!("p.localhost:{front}"),
+        format!("p0.localhost:{front}"),
+    ] {
         let req = Request::get(format!("http://{addr}/src/main.js"))
             .header("host", host.as_str())
             .body(Full::default())
@@ -497,11 +508,11 @@ async fn a_port_origin_forwards_paths_as_they_are_and_websockets_too() {
     }
 
     // Vite's HMR socket on the origin's root.
-    let mut req = format!("ws://{addr}/?token=t").into_client_request().unwrap();
-    req.headers_mut().insert(
-        "host",
-        format!("p5173.localhost:{front}").parse().unwrap(),
-    );
+    let mut req = format!("ws://{addr}/?token=t")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("host", format!("p5173.localhost:{front}").parse().unwrap());
     let browser = tokio::spawn(tokio_tungstenite::connect_async(req));
     let open = control(&mut runner).await;
     assert_eq!(open["type"], "forward_websocket_open");
@@ -511,7 +522,10 @@ async fn a_port_origin_forwards_paths_as_they_are_and_websockets_too() {
     );
     assert_eq!(open["queryString"], "token=t");
     runner
-        .push_event(TOPIC, json!({"type": "forward_websocket_opened", "socketId": open["socketId"]}))
+        .push_event(
+            TOPIC,
+            json!({"type": "forward_websocket_opened", "socketId": open["socketId"]}),
+        )
         .await
         .unwrap();
     browser.await.unwrap().expect("browser handshake");

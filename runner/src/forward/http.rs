@@ -252,9 +252,7 @@ async fn send_fresh(
     route.schemes.learn(route.seen, Scheme::Https);
     let mut retry = match failed.take_message() {
         Some(unsent) => unsent,
-        None if method.is_idempotent() => {
-            build_request(route.req, Localize::Port(port), config)?
-        }
+        None if method.is_idempotent() => build_request(route.req, Localize::Port(port), config)?,
         None => return Err(ForwardError::SpeaksHttps { port, method }),
     };
     headers::secure_origin(retry.headers_mut());

@@ -40,8 +40,8 @@ use crate::gate::PortGate;
 pub(crate) use config::ForwardConfig;
 pub(crate) use error::ForwardError;
 pub(crate) use pool::PoolConfig;
-pub(crate) use scheme::{Protocol, Scheme};
 use scheme::Schemes;
+pub(crate) use scheme::{Protocol, Scheme};
 use websocket::SocketTable;
 
 /// Where the runner's editors listen (PROTOCOL.md section 8): each one's

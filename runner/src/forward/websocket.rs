@@ -391,7 +391,8 @@ async fn connect(
     let (ws, response) = match local {
         Local::Port(port) => handshake_port(inner, *port, request, ws_config).await?,
         Local::Editor(path) => {
-            let stream = LocalStream::Unix(dial::connect_editor(path, config.connect_timeout).await?);
+            let stream =
+                LocalStream::Unix(dial::connect_editor(path, config.connect_timeout).await?);
             handshake(config, request, stream, ws_config).await?
         }
     };
@@ -433,9 +434,7 @@ async fn handshake_port(
     let config = &inner.config;
     let seen = inner.schemes.seen(port);
     let targets = dial::targets(&*inner.gate, port)?;
-    let dial = |tls| {
-        dial::connect_port(&*inner.gate, &targets, port, config.connect_timeout, tls)
-    };
+    let dial = |tls| dial::connect_port(&*inner.gate, &targets, port, config.connect_timeout, tls);
     let tls = seen.tls();
     if tls {
         headers::secure_origin(request.headers_mut());

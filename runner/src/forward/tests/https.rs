@@ -3,6 +3,9 @@
 //! `protocol` setting, WebSockets over TLS, and that TLS never reaches a
 //! port the verified dial refuses.
 
+// tungstenite's handshake callback signature fixes its large `Err` type.
+#![allow(clippy::result_large_err)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -208,17 +211,29 @@ async fn a_tls_only_server_is_probed_and_the_get_is_answered_over_tls() {
     let (fwd, gate, mut answers) = forwarder(ForwardConfig::default());
     let server = tls_server(Serve::Http).await;
     allow(&gate, server.port);
-    assert_eq!(fwd.inner.scheme(server.port), None, "unknown before any request");
+    assert_eq!(
+        fwd.inner.scheme(server.port),
+        None,
+        "unknown before any request"
+    );
 
     fwd.http(get("r1", server.port, "GET"));
     assert_eq!(body(next(&mut answers).await), "tls GET /src/main.js?t=1");
     assert_eq!(fwd.inner.scheme(server.port), Some(Scheme::Https));
-    assert_eq!(server.counts.get(), (1, 1, 0), "one plain try, one TLS connection");
+    assert_eq!(
+        server.counts.get(),
+        (1, 1, 0),
+        "one plain try, one TLS connection"
+    );
 
     // Later requests use TLS from the start, on the pooled connection.
     fwd.http(get("r2", server.port, "GET"));
     assert_eq!(body(next(&mut answers).await), "tls GET /src/main.js?t=1");
-    assert_eq!(server.counts.get(), (1, 1, 0), "the TLS connection was reused");
+    assert_eq!(
+        server.counts.get(),
+        (1, 1, 0),
+        "the TLS connection was reused"
+    );
 }
 
 #[tokio::test]
@@ -250,7 +265,11 @@ async fn a_post_that_reached_the_server_is_not_resent_but_later_ones_use_tls() {
 
     fwd.http(get("r2", server.port, "POST"));
     assert_eq!(body(next(&mut answers).await), "tls POST /src/main.js?t=1");
-    assert_eq!(server.counts.get().1, 1, "only the first POST went out plain");
+    assert_eq!(
+        server.counts.get().1,
+        1,
+        "only the first POST went out plain"
+    );
 }
 
 #[tokio::test]
@@ -305,7 +324,11 @@ async fn the_scheme_is_forgotten_when_the_listener_closes() {
     // The next listener on the port is asked afresh: plain first.
     fwd.http(get("r2", server.port, "GET"));
     body(next(&mut answers).await);
-    assert_eq!(server.counts.get().1, 2, "a second plain try after the close");
+    assert_eq!(
+        server.counts.get().1,
+        2,
+        "a second plain try after the close"
+    );
 
     // A changed listener (approval revoked) is forgotten too; a setting stays.
     fwd.close_port(server.port, CloseCause::ApprovalRevoked);
@@ -332,12 +355,19 @@ async fn websockets_are_probed_and_spoken_over_tls() {
         ForwardOutput::WsOpened {
             socket_id,
             protocol,
-        } => assert_eq!((socket_id.as_str(), protocol.as_deref()), ("s1", Some("vite-hmr"))),
+        } => assert_eq!(
+            (socket_id.as_str(), protocol.as_deref()),
+            ("s1", Some("vite-hmr"))
+        ),
         other => panic!("expected the socket open, got {other:?}"),
     }
     assert_eq!(fwd.inner.scheme(server.port), Some(Scheme::Https));
-    fwd.ws_send("s1", Opcode::Text, Bytes::from_static(b"{\"type\":\"ping\"}"))
-        .await;
+    fwd.ws_send(
+        "s1",
+        Opcode::Text,
+        Bytes::from_static(b"{\"type\":\"ping\"}"),
+    )
+    .await;
     match next(&mut answers).await {
         ForwardOutput::WsMessage { body, opcode, .. } => {
             assert_eq!(opcode, Opcode::Text);
@@ -375,7 +405,11 @@ async fn tls_never_reaches_a_port_the_verified_dial_refuses() {
     while server.counts.get().2 == 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(server.counts.get(), (0, 1, 1), "no ClientHello after verification failed");
+    assert_eq!(
+        server.counts.get(),
+        (0, 1, 1),
+        "no ClientHello after verification failed"
+    );
     assert_ne!(fwd.inner.scheme(server.port), Some(Scheme::Https));
 
     // `protocol = https` on a foreign port: refused before any byte.
