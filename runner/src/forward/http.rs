@@ -9,6 +9,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
@@ -145,11 +146,10 @@ async fn open(
     gate: &dyn PortGate,
     targets: &[IpAddr],
     port: u16,
-    config: &ForwardConfig,
+    timeout: Duration,
     tls: bool,
 ) -> Result<(Upstream, FirstByte), ForwardError> {
-    let (stream, addr) =
-        dial::connect_port(gate, targets, port, config.connect_timeout, tls).await?;
+    let (stream, addr) = dial::connect_port(gate, targets, port, timeout, tls).await?;
     let (stream, first) = Sniffed::new(stream);
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -219,7 +219,8 @@ async fn send_fresh(
     if tls {
         headers::secure_origin(request.headers_mut());
     }
-    let (mut up, first) = open(route.gate, route.targets, port, config, tls).await?;
+    let timeout = config.connect_timeout;
+    let (mut up, first) = open(route.gate, route.targets, port, timeout, tls).await?;
     let method = request.method().clone();
     let mut failed = match up.sender.try_send_request(request).await {
         Ok(response) => {
@@ -242,7 +243,8 @@ async fn send_fresh(
         return Err(ForwardError::Http(failed.into_error()));
     }
     tracing::debug!(%error, "plain HTTP failed, probing with TLS");
-    let (mut up, _) = match open(route.gate, route.targets, port, config, true).await {
+    let probe = config.connect_timeout.min(tls::PROBE_TIMEOUT);
+    let (mut up, _) = match open(route.gate, route.targets, port, probe, true).await {
         Ok(opened) => opened,
         Err(probe) => {
             tracing::debug!(error = %probe.message(), "the TLS probe failed too");

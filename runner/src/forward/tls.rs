@@ -14,6 +14,11 @@ use tokio::net::TcpStream;
 /// The name sent as SNI.
 const SERVER_NAME: &str = "localhost";
 
+/// How long a probe waits for a TLS answer: a TLS server on loopback
+/// answers a ClientHello in milliseconds, while a plain server may read it
+/// as the start of a request and wait for the rest.
+pub(crate) const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[cfg(target_os = "linux")]
 pub(crate) type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
 #[cfg(not(target_os = "linux"))]

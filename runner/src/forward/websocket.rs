@@ -434,12 +434,12 @@ async fn handshake_port(
     let config = &inner.config;
     let seen = inner.schemes.seen(port);
     let targets = dial::targets(&*inner.gate, port)?;
-    let dial = |tls| dial::connect_port(&*inner.gate, &targets, port, config.connect_timeout, tls);
+    let dial = |tls, timeout| dial::connect_port(&*inner.gate, &targets, port, timeout, tls);
     let tls = seen.tls();
     if tls {
         headers::secure_origin(request.headers_mut());
     }
-    let (stream, _) = dial(tls).await?;
+    let (stream, _) = dial(tls, config.connect_timeout).await?;
     let err = match handshake(config, request.clone(), stream, ws_config).await {
         Ok(done) => {
             if !tls {
@@ -453,7 +453,7 @@ async fn handshake_port(
         return Err(err);
     }
     tracing::debug!(error = %err.message(), "plain handshake failed, probing with TLS");
-    let Ok((stream, _)) = dial(true).await else {
+    let Ok((stream, _)) = dial(true, config.connect_timeout.min(tls::PROBE_TIMEOUT)).await else {
         return Err(err);
     };
     inner.schemes.learn(seen, Scheme::Https);

@@ -430,3 +430,26 @@ async fn tls_never_reaches_a_port_the_verified_dial_refuses() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(refused.counts.get(), (0, 0, 0));
 }
+
+/// A plain server that closes a request unanswered (it crashed, or is
+/// restarting) is probed, is not taken for HTTPS, and the request fails
+/// with the plain error, without waiting out the connect timeout.
+#[tokio::test]
+async fn a_plain_server_closing_unanswered_is_not_taken_for_https() {
+    let config = ForwardConfig {
+        connect_timeout: Duration::from_secs(30),
+        ..ForwardConfig::default()
+    };
+    let (fwd, gate, mut answers) = forwarder(config);
+    let port = super::servers::dying_server(b"").await;
+    allow(&gate, port);
+    let started = tokio::time::Instant::now();
+    fwd.http(get("r1", port, "GET"));
+    let (code, message) = error(next(&mut answers).await);
+    assert_eq!(code, ErrorCode::UpstreamUnreachable);
+    assert!(!message.contains("HTTPS"), "{message}");
+    assert_eq!(fwd.inner.scheme(port), None);
+    // The probe's own limit, not the 30 s connect timeout.
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "failed after {took:?}");
+}
