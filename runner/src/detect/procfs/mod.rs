@@ -23,9 +23,10 @@ use super::{BackendKind, DetectError, Detector, DetectorConfig, ListenerSocket, 
 
 /// Whether the backend can run here, and why not.
 pub fn probe() -> Result<(), Unavailable> {
-    std::fs::read_dir("/proc").map_err(|err| Unavailable(format!("/proc unreadable: {err}")))?;
+    std::fs::read_dir("/proc")
+        .map_err(|err| Unavailable::new(format!("/proc unreadable: {err}")))?;
     std::fs::read("/proc/net/tcp")
-        .map_err(|err| Unavailable(format!("/proc/net/tcp unreadable: {err}")))?;
+        .map_err(|err| Unavailable::new(format!("/proc/net/tcp unreadable: {err}")))?;
     Ok(())
 }
 
