@@ -126,9 +126,10 @@ fn unreadable(pid: u32) -> Option<String> {
     let meta = match std::fs::metadata(&proc_dir) {
         Ok(meta) => meta,
         Err(_) => {
-            return Some(format!(
+            return Some(
                 "the process exists but /proc hides it (mounted with hidepid): its listeners cannot be seen; run the runner as the process's user or remount /proc without hidepid"
-            ));
+                    .to_owned(),
+            );
         }
     };
     match std::fs::read_dir(format!("{proc_dir}/fd")) {
