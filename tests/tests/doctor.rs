@@ -260,6 +260,26 @@ async fn doctor_url_with_nothing_listening_stops_at_tcp() -> Result<()> {
     Ok(())
 }
 
+#[tokio::test]
+async fn doctor_url_wss_to_a_plain_port_fails_at_tls() -> Result<()> {
+    let sim = Simulator::start(SimConfig::default()).await?;
+    let url = sim.url().replace("ws://", "wss://");
+    let output = doctor(&["--json", "--url", &url, "--token", sim.token()]).await?;
+    let report = json(&output)?;
+    ensure!(output.status.code() == Some(1), "{}", text(&output));
+    let names: Vec<String> = steps(&report).into_iter().map(|(name, _)| name).collect();
+    ensure!(names == ["url", "dns", "tcp", "tls"], "{report}");
+    let tls = step(&report, "tls");
+    ensure!(tls["status"] == "failed", "{report}");
+    ensure!(
+        tls["fix"].as_str().unwrap_or_default().contains("use ws://"),
+        "{report}"
+    );
+    ensure!(sim.join_count() == 0, "joined without TLS");
+    ensure!(!text(&output).contains(sim.token()), "the token leaked");
+    Ok(())
+}
+
 // ----- the eBPF blockers (privileged) -----
 
 /// A copy of the binary user nobody can run (the workspace may be private).
