@@ -272,7 +272,10 @@ async fn doctor_url_wss_to_a_plain_port_fails_at_tls() -> Result<()> {
     let tls = step(&report, "tls");
     ensure!(tls["status"] == "failed", "{report}");
     ensure!(
-        tls["fix"].as_str().unwrap_or_default().contains("use ws://"),
+        tls["fix"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("use ws://"),
         "{report}"
     );
     ensure!(sim.join_count() == 0, "joined without TLS");

@@ -34,6 +34,35 @@ fn sleeper(seconds: &str) -> Result<u32> {
     Ok(pid)
 }
 
+/// A root that listens on a loopback port for `seconds`, then exits:
+/// (pid, port), once it listens.
+async fn listening_root(seconds: f64) -> Result<(u32, u16)> {
+    let script = format!(
+        "import socket, sys, time\n\
+         s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n\
+         print(s.getsockname()[1], flush=True)\n\
+         time.sleep({seconds})\n"
+    );
+    let mut child = tokio::process::Command::new("python3")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().context("no pid")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let port = lines
+        .next_line()
+        .await?
+        .context("the root printed no port")?
+        .trim()
+        .parse()?;
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
+    Ok((pid, port))
+}
+
 #[tokio::test]
 async fn a_root_pid_with_no_process_is_one_line_and_exit_2() -> Result<()> {
     let pid = dead_pid()?.to_string();
@@ -91,9 +120,57 @@ async fn watch_exits_0_once_its_root_pids_have_ended() -> Result<()> {
 }
 
 #[tokio::test]
+async fn watch_reports_the_roots_last_ports_closed_before_it_exits() -> Result<()> {
+    let (pid, port) = listening_root(1.5).await?;
+    let root = pid.to_string();
+    let mut runner = RunnerRun::start(
+        [
+            "watch",
+            "--json",
+            "--backend",
+            "procfs",
+            "--debounce-ms",
+            "200",
+            "--root-pid",
+            &root,
+        ],
+        &[],
+    )?;
+    let (status, _) = runner
+        .wait(Duration::from_secs(10))
+        .await
+        .context("watch outlived its root")?;
+    ensure!(status.code() == Some(0), "{status}: {}", runner.output());
+    let events: Vec<serde_json::Value> = runner
+        .stdout()
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let seen: Vec<(String, u64)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap_or_default().to_owned(),
+                e["port"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    ensure!(
+        seen == [
+            ("opened".to_owned(), u64::from(port)),
+            ("closed".to_owned(), u64::from(port))
+        ],
+        "{}",
+        runner.output()
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn connect_leaves_and_exits_0_once_its_root_pids_have_ended() -> Result<()> {
     let sim = Simulator::start(SimConfig::default()).await?;
-    let root = sleeper("2")?.to_string();
+    let (pid, port) = listening_root(2.0).await?;
+    let root = pid.to_string();
     let url = sim.url();
     let mut runner = RunnerRun::start(
         [
@@ -110,12 +187,25 @@ async fn connect_leaves_and_exits_0_once_its_root_pids_have_ended() -> Result<()
         &[],
     )?;
     sim.wait_joined(Duration::from_secs(10)).await?;
+    sim.wait_for_request(port, Duration::from_secs(10)).await?;
     let (status, _) = runner
         .wait(Duration::from_secs(10))
         .await
         .context("connect outlived its root")?;
     ensure!(status.code() == Some(0), "{status}: {}", runner.output());
     sim.wait_disconnected(Duration::from_secs(2)).await?;
+    // Section 9: the port's close is reported, then the channel is left.
+    let closed = sim.events_of("port_forward_closed");
+    ensure!(
+        closed.iter().any(|e| e["port"] == port),
+        "no port_forward_closed for {port}: {:?}",
+        sim.events()
+    );
+    ensure!(
+        sim.frames().iter().any(|frame| frame.event == "phx_leave"),
+        "no phx_leave: {:?}",
+        sim.frames()
+    );
     ensure!(sim.violations().is_empty(), "{:?}", sim.violations());
     Ok(())
 }
