@@ -422,6 +422,68 @@ fn doctor_as_root_with_capabilities_dropped_is_not_told_not_root() {
 }
 
 #[test]
+fn doctor_tells_tracefs_not_mounted_from_not_readable() {
+    if !privileged("doctor_tells_tracefs_not_mounted_from_not_readable") {
+        return;
+    }
+    let (_dir, bin) = public_copy();
+    // In a mount namespace of its own, tracefs unmounted: the non-root set
+    // cannot mount it (no CAP_SYS_ADMIN), and doctor says so, not that a
+    // capability is missing.
+    let caps = ",+bpf,+perfmon,+dac_read_search";
+    let script = format!(
+        "umount /sys/kernel/tracing && exec setpriv --reuid=65534 --regid=65534 --clear-groups \
+         --inh-caps=-all{caps} --ambient-caps=-all{caps} {} doctor --json",
+        bin.display()
+    );
+    let output = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("unshare (util-linux)");
+    let report: Value =
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|err| panic!("{err}: {output:?}"));
+    let status = ebpf(&report);
+    assert_eq!(
+        status["reason"], "tracefs is not mounted at /sys/kernel/tracing",
+        "{report}"
+    );
+    assert!(
+        status["fix"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("mount -t tracefs"),
+        "{report}"
+    );
+    // Mounted (the host's, mode 0700) but unreadable without
+    // CAP_DAC_READ_SEARCH: that capability is named instead.
+    let (_, report) = doctor_as_nobody(&bin, &["bpf", "perfmon"]);
+    let reason = ebpf(&report)["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        reason.starts_with("CAP_DAC_READ_SEARCH missing"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn doctor_with_stdout_closed_early_does_not_panic() {
+    let mut child = Command::new(runner_bin())
+        .arg("doctor")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the read end before doctor writes.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+}
+
+#[test]
 fn doctor_in_a_user_namespace_says_so_once() {
     if !privileged("doctor_in_a_user_namespace_says_so_once") {
         return;

@@ -32,6 +32,7 @@ pub fn run(args: &DoctorArgs) -> i32 {
     let explicit = std::env::var_os("KANDAN_CODE_SERVER_BIN").map(std::path::PathBuf::from);
     let code_server = crate::editor::code_server_status(explicit.as_deref());
     let codex = crate::codex::probe(None);
+    let mut lines = Vec::new();
     if args.json {
         let mut report = serde_json::json!({
             "backends": statuses, "auto": auto, "codeServer": code_server, "codex": codex
@@ -39,31 +40,28 @@ pub fn run(args: &DoctorArgs) -> i32 {
         if let Some(connection) = &connection {
             report["connection"] = serde_json::json!(connection);
         }
-        println!("{report}");
+        lines.push(report.to_string());
     } else {
-        for line in human(&statuses) {
-            println!("{line}");
-        }
-        match auto {
-            Some(backend) => println!("auto: {backend}"),
-            None => println!("auto: none works here"),
-        }
-        match (&code_server.version, &code_server.reason) {
-            (Some(version), _) => println!("code-server {version}"),
-            (None, Some(reason)) => println!("code-server unavailable: {reason}"),
-            (None, None) => println!("code-server unavailable"),
-        }
-        match (&codex.path, &codex.version, &codex.error) {
-            (Some(path), Some(version), _) => println!("codex: {version} ({})", path.display()),
-            (_, _, Some(error)) => println!("codex: unavailable: {error}"),
-            _ => println!("codex: unavailable"),
-        }
+        lines.extend(human(&statuses));
+        lines.push(match auto {
+            Some(backend) => format!("auto: {backend}"),
+            None => "auto: none works here".to_owned(),
+        });
+        lines.push(match (&code_server.version, &code_server.reason) {
+            (Some(version), _) => format!("code-server {version}"),
+            (None, Some(reason)) => format!("code-server unavailable: {reason}"),
+            (None, None) => "code-server unavailable".to_owned(),
+        });
+        lines.push(match (&codex.path, &codex.version, &codex.error) {
+            (Some(path), Some(version), _) => format!("codex: {version} ({})", path.display()),
+            (_, _, Some(error)) => format!("codex: unavailable: {error}"),
+            _ => "codex: unavailable".to_owned(),
+        });
         if let Some(connection) = &connection {
-            for line in connection.human() {
-                println!("{line}");
-            }
+            lines.extend(connection.human());
         }
     }
+    print_lines(&lines);
     match connection {
         Some(connection) if connection.exit != 0 => connection.exit,
         _ if auto.is_some() => 0,
@@ -97,6 +95,19 @@ fn check_connection(
             connection::Report::not_run(url, &format!("cannot start the async runtime: {err}"))
         }
     }
+}
+
+/// Prints to stdout; a closed stdout (`doctor | head -2`) ends the printing
+/// quietly instead of a panic.
+fn print_lines(lines: &[String]) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        if writeln!(out, "{line}").is_err() {
+            return;
+        }
+    }
+    let _ = out.flush();
 }
 
 fn human(statuses: &[BackendStatus]) -> Vec<String> {
