@@ -6,142 +6,26 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
-use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::tungstenite;
 
-use crate::control::frame::{self, Empty, Incoming, Reply};
+use super::join::join_and_leave;
+use super::report::{EXIT_BAD_URL, EXIT_NETWORK, EXIT_REFUSED, Outcome, Report, Step, StepName};
 use crate::control::{JoinInfo, Refusal, connector, endpoint, mount};
 
 /// How long one step may take (the connection's own connect timeout).
-const STEP_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long leaving may take once joined; it decides nothing.
-const LEAVE_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Exit code of a network failure (DNS, TCP, TLS, an unexpected answer).
-pub(crate) const EXIT_NETWORK: i32 = 1;
-/// Exit code of a `--url` that is no WebSocket URL (a bad flag value).
-pub(crate) const EXIT_BAD_URL: i32 = 2;
-/// Exit code of Kandan refusing the runner: token, path or join.
-pub(crate) const EXIT_REFUSED: i32 = 3;
-
-/// The steps, in order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum StepName {
-    Url,
-    Dns,
-    Tcp,
-    Tls,
-    Websocket,
-    Join,
-}
-
-impl StepName {
-    fn as_str(self) -> &'static str {
-        match self {
-            StepName::Url => "url",
-            StepName::Dns => "dns",
-            StepName::Tcp => "tcp",
-            StepName::Tls => "tls",
-            StepName::Websocket => "websocket",
-            StepName::Join => "join",
-        }
-    }
-}
-
-/// How a step ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum Outcome {
-    Ok,
-    Failed,
-    /// Not needed for this URL (TLS for `ws://`).
-    Skipped,
-}
-
-/// One step of the report.
-#[derive(Debug, Serialize)]
-pub(crate) struct Step {
-    pub step: StepName,
-    pub status: Outcome,
-    /// Time taken, in milliseconds (0.1 ms resolution).
-    pub ms: f64,
-    pub detail: String,
-    /// What to do about a failed step.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fix: Option<String>,
-}
-
-/// The whole check.
-#[derive(Debug, Serialize)]
-pub(crate) struct Report {
-    /// `--url`, without its password.
-    pub url: String,
-    pub ok: bool,
-    pub steps: Vec<Step>,
-    /// The process exit code this check asks for (0 when it passed).
-    #[serde(skip)]
-    pub exit: i32,
-}
-
-impl Report {
-    /// A check that could not start (no runtime): one failed step.
-    pub(crate) fn not_run(url: &str, why: &str) -> Report {
-        Report {
-            url: endpoint::redact(url),
-            ok: false,
-            steps: vec![Step {
-                step: StepName::Url,
-                status: Outcome::Failed,
-                ms: 0.0,
-                detail: why.to_owned(),
-                fix: None,
-            }],
-            exit: EXIT_NETWORK,
-        }
-    }
-
-    /// Human lines: one per step, the fix under a failed one, then a verdict.
-    pub(crate) fn human(&self) -> Vec<String> {
-        let mut lines = vec![format!("connection to {}", self.url)];
-        for step in &self.steps {
-            let (status, time) = match step.status {
-                Outcome::Ok => ("ok", format!("{:.1} ms", step.ms)),
-                Outcome::Failed => ("FAILED", format!("{:.1} ms", step.ms)),
-                Outcome::Skipped => ("skipped", String::new()),
-            };
-            lines.push(format!(
-                "  {:<10} {:<8} {:>9}  {}",
-                step.step.as_str(),
-                status,
-                time,
-                step.detail
-            ));
-            if let Some(fix) = &step.fix {
-                lines.push(format!("  {:<10} fix: {fix}", ""));
-            }
-        }
-        let verdict = match self.steps.iter().find(|s| s.status == Outcome::Failed) {
-            None => "connection: ok (joined and left)".to_owned(),
-            Some(failed) => format!("connection: failed at {}", failed.step.as_str()),
-        };
-        lines.push(verdict);
-        lines
-    }
-}
+pub(super) const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a step failed.
-struct Failure {
-    detail: String,
-    fix: Option<String>,
-    exit: i32,
+pub(super) struct Failure {
+    pub(super) detail: String,
+    pub(super) fix: Option<String>,
+    pub(super) exit: i32,
 }
 
 impl Failure {
-    fn network(detail: impl Into<String>, fix: impl Into<String>) -> Self {
+    pub(super) fn network(detail: impl Into<String>, fix: impl Into<String>) -> Self {
         Failure {
             detail: detail.into(),
             fix: Some(fix.into()),
@@ -393,7 +277,7 @@ fn lowercase_io(err: &std::io::Error) -> String {
 }
 
 /// A byte stream the WebSocket runs over: TCP, or TLS over TCP.
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+pub(super) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 async fn tls(target: &Target, tcp: TcpStream) -> Result<(Box<dyn Io>, String), Failure> {
@@ -415,7 +299,7 @@ async fn tls(target: &Target, tcp: TcpStream) -> Result<(Box<dyn Io>, String), F
     }
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<Box<dyn Io>>;
+pub(super) type Ws = tokio_tungstenite::WebSocketStream<Box<dyn Io>>;
 
 async fn upgrade(
     socket_url: &str,
@@ -466,93 +350,4 @@ async fn upgrade(
             )),
         },
     }
-}
-
-/// Joins the runner's topic, then leaves and closes as `connect` does when
-/// it stops.
-async fn join_and_leave(mut ws: Ws, topic: &str, join: &JoinInfo) -> Result<((), String), Failure> {
-    let text = frame::text_of(Some("1"), Some("1"), topic, "phx_join", join, 256);
-    if let Err(err) = ws.send(Message::text(text)).await {
-        return Err(Failure::network(
-            format!("cannot send the join: {err}"),
-            "the connection dropped right after the upgrade: check Kandan's logs",
-        ));
-    }
-    let reply = match tokio::time::timeout(STEP_TIMEOUT, reply_to(&mut ws, topic, "1")).await {
-        Ok(reply) => reply,
-        Err(_) => Err(Failure::network(
-            format!(
-                "no reply to the join of {topic} within {} s",
-                STEP_TIMEOUT.as_secs()
-            ),
-            "Kandan accepted the socket but does not answer on it: check Kandan's logs",
-        )),
-    }?;
-    if let Err(reason) = reply {
-        return Err(Failure {
-            detail: format!("Kandan refused the join of {topic}: {reason}"),
-            fix: Some(
-                "check --runner-id (the channel is runner:<id>): the token may belong to another runner"
-                    .to_owned(),
-            ),
-            exit: EXIT_REFUSED,
-        });
-    }
-    let leave = frame::text_of(Some("1"), Some("2"), topic, "phx_leave", &Empty {}, 64);
-    let _ = tokio::time::timeout(LEAVE_TIMEOUT, async {
-        if ws.send(Message::text(leave)).await.is_ok() {
-            let _ = reply_to(&mut ws, topic, "2").await;
-        }
-        let _ = ws.close(None).await;
-        // Until Kandan's close frame: a clean closing handshake.
-        while let Some(Ok(_)) = ws.next().await {}
-    })
-    .await;
-    Ok(((), format!("joined {topic} (and left)")))
-}
-
-/// Waits for the `phx_reply` to `msg_ref` on `topic`: `Ok(Ok)` when it says
-/// ok, `Ok(Err(reason))` when it is an error reply.
-async fn reply_to(ws: &mut Ws, topic: &str, msg_ref: &str) -> Result<Result<(), String>, Failure> {
-    while let Some(message) = ws.next().await {
-        let text = match message {
-            Ok(Message::Text(text)) => text,
-            Ok(Message::Close(close)) => {
-                let why = close.map_or_else(String::new, |close| {
-                    format!(" (code {}, {})", u16::from(close.code), close.reason)
-                });
-                return Err(Failure::network(
-                    format!("Kandan closed the connection before replying{why}"),
-                    "check Kandan's logs for why it closed the runner socket",
-                ));
-            }
-            Ok(_) => continue,
-            Err(err) => {
-                return Err(Failure::network(
-                    format!("the connection failed: {err}"),
-                    "check the network path and Kandan's logs",
-                ));
-            }
-        };
-        // Anything else (a control pushed at once) is not this step's business.
-        let Ok(incoming) = Incoming::parse(text.as_str()) else {
-            continue;
-        };
-        if incoming.event() != "phx_reply"
-            || incoming.topic() != topic
-            || incoming.msg_ref() != Some(msg_ref)
-        {
-            continue;
-        }
-        let reply = Reply::read(incoming.payload());
-        return Ok(if reply.ok() {
-            Ok(())
-        } else {
-            Err(reply.reason())
-        });
-    }
-    Err(Failure::network(
-        "the connection ended before the reply",
-        "check Kandan's logs for why it closed the runner socket",
-    ))
 }

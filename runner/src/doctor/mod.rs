@@ -3,6 +3,8 @@
 //! can be reached and joined (`connection`).
 
 mod connection;
+mod join;
+mod report;
 
 use crate::cli::DoctorArgs;
 use crate::control::JoinInfo;
@@ -76,7 +78,7 @@ fn check_connection(
     token: Option<&str>,
     runner_id: Option<String>,
     auto: Option<BackendKind>,
-) -> connection::Report {
+) -> report::Report {
     let hostname = crate::connect::hostname();
     let join = JoinInfo {
         runner_id: runner_id.unwrap_or_else(|| hostname.clone()),
@@ -91,9 +93,7 @@ fn check_connection(
         .build()
     {
         Ok(runtime) => runtime.block_on(connection::check(url, token, join)),
-        Err(err) => {
-            connection::Report::not_run(url, &format!("cannot start the async runtime: {err}"))
-        }
+        Err(err) => report::Report::not_run(url, &format!("cannot start the async runtime: {err}")),
     }
 }
 
