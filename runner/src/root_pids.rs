@@ -60,10 +60,14 @@ enum Root {
 
 impl Root {
     fn open(pid: u32) -> Result<Root, RootPidError> {
+        // Above the pid_t range: no process can have it.
+        let Ok(raw) = libc::pid_t::try_from(pid) else {
+            return Err(RootPidError::NoSuchProcess(pid));
+        };
         #[cfg(target_os = "linux")]
         {
             // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, raw, 0) };
             if fd >= 0 {
                 use std::os::fd::FromRawFd;
                 // SAFETY: the fd was just returned by the kernel and is owned here.
@@ -83,7 +87,7 @@ impl Root {
                 return Err(RootPidError::NoSuchProcess(pid));
             }
         }
-        if exists(pid) {
+        if exists(raw) {
             Ok(Root::Pid(pid))
         } else {
             Err(RootPidError::NoSuchProcess(pid))
@@ -98,7 +102,8 @@ impl Root {
                 let _ = fd.readable().await;
             }
             Root::Pid(pid) => {
-                while exists(*pid) {
+                let raw = libc::pid_t::try_from(*pid).unwrap_or(libc::pid_t::MAX);
+                while exists(raw) {
                     tokio::time::sleep(POLL).await;
                 }
             }
@@ -107,10 +112,7 @@ impl Root {
 }
 
 /// Whether a process has this pid (another user's counts: EPERM).
-fn exists(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
+fn exists(pid: libc::pid_t) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     let ret = unsafe { libc::kill(pid, 0) };
     ret == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
@@ -163,6 +165,14 @@ fn unreadable(_pid: u32) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pid_beyond_pid_t_is_no_process() {
+        assert_eq!(
+            RootPids::open(&[u32::MAX]).err(),
+            Some(RootPidError::NoSuchProcess(u32::MAX))
+        );
+    }
 
     #[test]
     fn a_pid_with_no_process_is_an_error() {
