@@ -1,6 +1,6 @@
 //! Command line, exactly as PROTOCOL.md section 1 specifies it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::parser::ValueSource;
@@ -173,25 +173,32 @@ impl ConnectArgs {
     /// The token: the content of `--token-file`, else `--token` or
     /// `KANDAN_TOKEN`; `None` when there is none.
     pub fn token(&self) -> Result<Option<String>, TokenFileError> {
-        let Some(path) = &self.token_file else {
-            return Ok((!self.token.is_empty()).then(|| self.token.clone()));
-        };
-        // clap cannot tell `--token` from `KANDAN_TOKEN` in a conflict rule;
-        // only the flag conflicts, the environment gives way to the file.
-        let from_env = std::env::var("KANDAN_TOKEN").is_ok_and(|env| env == self.token);
-        if !self.token.is_empty() && !from_env {
-            return Err(TokenFileError::WithToken);
-        }
-        let text = std::fs::read_to_string(path).map_err(|source| TokenFileError::Unreadable {
-            path: path.clone(),
-            source,
-        })?;
-        let token = text.trim();
-        if token.is_empty() {
-            return Err(TokenFileError::Empty { path: path.clone() });
-        }
-        Ok(Some(token.to_owned()))
+        read_token(&self.token, self.token_file.as_deref())
     }
+}
+
+/// The token: the content of `token_file`, else `token` (`--token` or
+/// `KANDAN_TOKEN`); `None` when there is none.
+fn read_token(token: &str, token_file: Option<&Path>) -> Result<Option<String>, TokenFileError> {
+    let Some(path) = token_file else {
+        return Ok((!token.is_empty()).then(|| token.to_owned()));
+    };
+    let path = path.to_path_buf();
+    // clap cannot tell `--token` from `KANDAN_TOKEN` in a conflict rule;
+    // only the flag conflicts, the environment gives way to the file.
+    let from_env = std::env::var("KANDAN_TOKEN").is_ok_and(|env| env == token);
+    if !token.is_empty() && !from_env {
+        return Err(TokenFileError::WithToken);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|source| TokenFileError::Unreadable {
+        path: path.clone(),
+        source,
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(TokenFileError::Empty { path });
+    }
+    Ok(Some(token.to_owned()))
 }
 
 /// Errors of reading `--token-file` (exit 2, like any bad flag value).
@@ -217,6 +224,26 @@ pub struct DoctorArgs {
     /// One JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Also connect to Kandan's socket mount, join and leave, reporting
+    /// each step (DNS, TCP, TLS, WebSocket upgrade, join).
+    #[arg(long, env = "KANDAN_URL")]
+    pub url: Option<String>,
+    /// Runner token for `--url`; prefer `--token-file` or `KANDAN_TOKEN`.
+    #[arg(long, env = "KANDAN_TOKEN", hide_env_values = true, default_value = "")]
+    pub token: String,
+    /// File holding the runner token for `--url`.
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+    /// Runner id to join as (`runner:<id>`); defaults to the host name.
+    #[arg(long, env = "KANDAN_RUNNER_ID")]
+    pub runner_id: Option<String>,
+}
+
+impl DoctorArgs {
+    /// The token for `--url`, read as `connect` reads it.
+    pub fn token(&self) -> Result<Option<String>, TokenFileError> {
+        read_token(&self.token, self.token_file.as_deref())
+    }
 }
 
 /// Parses the process arguments and the config file. Bad flags or values

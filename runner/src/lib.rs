@@ -23,6 +23,7 @@ pub mod logging;
 pub mod pipeline;
 
 pub(crate) mod redact;
+pub(crate) mod root_pids;
 pub mod service;
 pub(crate) mod supervise;
 pub(crate) mod trees;
@@ -30,14 +31,43 @@ mod version;
 pub mod watch;
 pub mod workdir;
 
-/// `err` and its sources on one line: "a: b: c".
+/// `err` and its sources on one line: "a: b: c". A source whose text the
+/// line already holds (many errors print their source themselves) is left
+/// out, so nothing is said twice.
 pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let said = cause.to_string();
+        if !said.is_empty() && !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer: {0}")]
+    struct Repeats(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Plain(#[source] std::io::Error);
+
+    #[test]
+    fn error_chain_says_each_cause_once() {
+        let io = || std::io::Error::other("map creation failed");
+        assert_eq!(
+            super::error_chain(&Repeats(io())),
+            "outer: map creation failed"
+        );
+        assert_eq!(
+            super::error_chain(&Plain(io())),
+            "outer: map creation failed"
+        );
+    }
 }

@@ -10,6 +10,7 @@ use crate::cli::DetectorArgs;
 use crate::detect::{self, DetectError, Selection};
 use crate::gate::Gate;
 use crate::pipeline::{self, CandidateEvent, Finish, PipelineConfig};
+use crate::root_pids::{RootPidError, RootPids};
 use crate::supervise::{self, HeldChild, RootCommand, Signals, SpawnError, SpawnOptions};
 
 /// Candidate events waiting for the consumer; the pipeline stalls beyond it.
@@ -25,6 +26,9 @@ pub struct Trees {
     pub finisher: Finisher,
     /// Adds more roots while it runs (Codex instances under `connect`).
     pub roots: std::sync::Arc<dyn detect::RootRegistry>,
+    /// The `--root-pid` roots when they are the only ones: the runner
+    /// stops when they have all ended. Never ends with `-- COMMAND`.
+    pub root_pids: RootPids,
 }
 
 /// Errors of starting to watch.
@@ -34,6 +38,8 @@ pub enum WatchedError {
     Detect(#[from] DetectError),
     #[error(transparent)]
     Spawn(#[from] SpawnError),
+    #[error(transparent)]
+    RootPid(#[from] RootPidError),
 }
 
 impl WatchedError {
@@ -42,6 +48,8 @@ impl WatchedError {
         match self {
             WatchedError::Spawn(err) => err.exit_code(),
             WatchedError::Detect(_) => 1,
+            // A bad flag value.
+            WatchedError::RootPid(_) => 2,
         }
     }
 }
@@ -63,8 +71,13 @@ pub fn start(
 ) -> Result<Trees, WatchedError> {
     let ignore = args.ignore_policy();
     let config = args.detector_config();
+    // Before the detector: a root that does not exist is a bad flag value.
+    let (root_pids, warnings) = RootPids::open(&args.root_pids)?;
     let (detector, selection) = detect::start(args.backend, &config)?;
     on_selected(&selection);
+    for warning in warnings {
+        eprintln!("{warning}");
+    }
 
     for &pid in &args.root_pids {
         detector.roots.add_root(pid)?;
@@ -95,6 +108,13 @@ pub fn start(
         scan_roots.push(config.self_pid);
     }
 
+    // With a command, the runner lives as long as the command does.
+    let root_pids = if command.is_none() {
+        root_pids
+    } else {
+        RootPids::default()
+    };
+
     let (tx, candidates) = mpsc::channel(CANDIDATE_QUEUE);
     let (finish_tx, finish_rx) = oneshot::channel();
     let pipeline_config = PipelineConfig {
@@ -120,6 +140,7 @@ pub fn start(
             self_pid: config.self_pid,
         },
         roots: more_roots,
+        root_pids,
     })
 }
 

@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 
-use crate::bench::procstat::{clk_tck, cpu_ticks, rss_kib};
+use crate::bench::procstat::{cpu_time, rss_kib};
 use crate::bench::stats::quantile;
 use crate::codex::CodexDirs;
 use crate::fake_model::{FakeModel, MODEL, Reply};
@@ -145,9 +145,9 @@ pub async fn run(runner: &Path, codex: &Path) -> Result<CodexBench> {
     // Flush 0: latency, frames, CPU.
     let rig = Rig::start(runner, codex, 0).await?;
     rig.start_instance("b0").await?;
-    let ticks = cpu_ticks(rig.pid())?;
+    let cpu = cpu_time(rig.pid())?;
     rig.turn("b0", &deltas).await?;
-    let ticks = cpu_ticks(rig.pid())? - ticks;
+    let cpu = cpu_time(rig.pid())? - cpu;
     let notifications = rig
         .sim
         .events()
@@ -193,7 +193,7 @@ pub async fn run(runner: &Path, codex: &Path) -> Result<CodexBench> {
     let us = |q| quantile(&latencies, q).unwrap_or_default() as f64 / 1000.0;
     let (p50, p99) = (us(0.5), us(0.99));
     let frames_flush0 = frames.len();
-    let cpu_ms = ticks as f64 * 1000.0 / clk_tck() as f64;
+    let cpu_ms = cpu.as_secs_f64() * 1000.0;
     let cpu_ms_per_1000 = cpu_ms * 1000.0 / notifications.max(1) as f64;
 
     // Eight idle instances: the runner's RSS per instance.

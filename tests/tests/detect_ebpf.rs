@@ -460,7 +460,7 @@ fn probe_without_capabilities_says_why() {
     assert!(out.status.success(), "{stdout}");
     assert!(
         stdout.contains(
-            "PROBE: Err(Unavailable(\"not root and CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN missing"
+            "PROBE: Err(Unavailable { reason: \"CAP_BPF and CAP_PERFMON missing from the effective capabilities (uid 0)\""
         ),
         "{stdout}"
     );

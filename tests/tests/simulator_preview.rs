@@ -442,3 +442,91 @@ async fn bodies_over_sixteen_mib_pass_both_ways() {
     assert!(body == big, "body differs ({} bytes)", body.len());
     assert!(sim.connected());
 }
+
+/// Each port on its own origin (`p<port>.localhost`): the whole path and
+/// query go to the port as they are (`/api/` too, which is the app's there),
+/// and so do WebSocket upgrades; other hosts keep the usual routes.
+#[tokio::test]
+async fn a_port_origin_forwards_paths_as_they_are_and_websockets_too() {
+    let (sim, mut runner) = setup(SimConfig::default()).await;
+    let front = sim.preview_addr().port();
+    assert_eq!(
+        sim.port_origin_url(5173),
+        format!("http://p5173.localhost:{front}/")
+    );
+    let addr = sim.preview_addr();
+    for (host, path, port) in [
+        (
+            format!("p5173.localhost:{front}"),
+            "/@vite/client?t=1",
+            5173,
+        ),
+        (format!("P8000.LOCALHOST:{front}"), "/api/items", 8000),
+        ("p3000.localhost".to_owned(), "/src/main.js", 3000),
+    ] {
+        let req = Request::get(format!("http://{addr}{path}"))
+            .header("host", host.as_str())
+            .body(Full::default())
+            .unwrap();
+        let browser = tokio::spawn(async move { send(addr, req).await });
+        let c = control(&mut runner).await;
+        assert_eq!(c["type"], "forward_http_request", "{host}");
+        assert_eq!(c["port"], port, "{host}");
+        let (want_path, want_query) = path.split_once('?').unwrap_or((path, ""));
+        assert_eq!(c["path"], want_path, "{host}");
+        if want_query.is_empty() {
+            assert!(c["queryString"].is_null(), "{c}");
+        } else {
+            assert_eq!(c["queryString"], want_query);
+        }
+        runner
+            .push_event(
+                TOPIC,
+                json!({"type": "forward_http_response", "requestId": c["requestId"],
+                "status": 200, "headers": [], "bodyBase64": b64("ok")}),
+            )
+            .await
+            .unwrap();
+        let resp = browser.await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(body_text(resp).await, "ok");
+    }
+
+    // Not a port origin: the front's own routes answer (no control).
+    for host in [
+        format!("x5173.localhost:{front}"),
+        format!("p.localhost:{front}"),
+        format!("p0.localhost:{front}"),
+    ] {
+        let req = Request::get(format!("http://{addr}/src/main.js"))
+            .header("host", host.as_str())
+            .body(Full::default())
+            .unwrap();
+        let resp = send(addr, req).await;
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{host}");
+        assert_eq!(resp.headers()[ERROR_CODE_HEADER], "not_found", "{host}");
+    }
+
+    // Vite's HMR socket on the origin's root.
+    let mut req = format!("ws://{addr}/?token=t")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("host", format!("p5173.localhost:{front}").parse().unwrap());
+    let browser = tokio::spawn(tokio_tungstenite::connect_async(req));
+    let open = control(&mut runner).await;
+    assert_eq!(open["type"], "forward_websocket_open");
+    assert_eq!(
+        (open["port"].as_u64(), open["path"].as_str()),
+        (Some(5173), Some("/"))
+    );
+    assert_eq!(open["queryString"], "token=t");
+    runner
+        .push_event(
+            TOPIC,
+            json!({"type": "forward_websocket_opened", "socketId": open["socketId"]}),
+        )
+        .await
+        .unwrap();
+    browser.await.unwrap().expect("browser handshake");
+}

@@ -23,6 +23,11 @@ pub fn run(for_tests: bool) -> Result<()> {
         apt.ensure("capsh", "libcap2-bin", || {
             Path::new("/usr/sbin/capsh").exists() || on_path("capsh")
         })?;
+        // tests/tests/doctor.rs and root_pids.rs: a non-root user with chosen
+        // capabilities (setpriv), a user namespace (unshare).
+        apt.ensure("setpriv and unshare", "util-linux", || {
+            on_path("setpriv") && on_path("unshare")
+        })?;
         apt.ensure("chromium", "chromium", || {
             Path::new("/usr/bin/chromium").exists()
         })?;

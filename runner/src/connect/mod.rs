@@ -51,6 +51,7 @@ pub async fn run(args: ConnectArgs) -> i32 {
             mut command,
             finisher,
             roots,
+            mut root_pids,
         },
         mut signals,
     ) = match trees::start_for_command(
@@ -156,6 +157,7 @@ pub async fn run(args: ConnectArgs) -> i32 {
             Some(event) = editor_events.recv() => runner.send(editors::event(event)).await,
             Some((id, event)) = instance_events.recv() => runner.on_instance_event(id, event).await,
             code = crate::supervise::exit_code_of(&mut command) => break RunnerStop::Exited(code),
+            () = root_pids.all_ended() => break RunnerStop::Exited(0),
             signal = signals.recv() => break RunnerStop::Signal(signal),
         }
     };
@@ -266,7 +268,7 @@ impl Runner {
 }
 
 /// This machine's host name, or "localhost".
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: buf is valid for buf.len() bytes; gethostname NUL-terminates
     // when the name fits.

@@ -58,14 +58,23 @@ impl Connector for TcpConnector {
         // Nagle off: every forwarded answer is a small write the other side
         // waits for; with Nagle a request/response exchange stalls for the
         // peer's delayed ACK (~40 ms a round trip, measured by bench forward).
-        let limits = tungstenite::protocol::WebSocketConfig::default()
-            .max_message_size(Some(self.max_message))
-            .max_frame_size(Some(self.max_message))
-            .read_buffer_size(READ_BUFFER);
-        let (ws, _response) =
-            tokio_tungstenite::connect_async_with_config(url, Some(limits), true).await?;
+        let (ws, _response) = tokio_tungstenite::connect_async_with_config(
+            url,
+            Some(websocket_config(self.max_message)),
+            true,
+        )
+        .await?;
         Ok(ws)
     }
+}
+
+/// The WebSocket settings of every connection to Kandan (`connect`'s and
+/// `doctor --url`'s): frames and messages up to `max_message` bytes.
+pub(crate) fn websocket_config(max_message: usize) -> tungstenite::protocol::WebSocketConfig {
+    tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message))
+        .read_buffer_size(READ_BUFFER)
 }
 
 /// What tungstenite reads into at a time. Its 128 KiB default is zeroed

@@ -56,7 +56,7 @@ pub fn redact(url: &str) -> String {
 }
 
 /// RFC 3986: everything but unreserved characters is escaped.
-fn percent_encode(text: &str) -> String {
+pub(crate) fn percent_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {

@@ -105,13 +105,35 @@ pub struct Detector {
 }
 
 /// Why a backend cannot run here, in words for the user
-/// ("CAP_BPF missing", "not built: bpf-linker not found").
+/// ("CAP_BPF missing", "not built: bpf-linker not found"), and what would
+/// make it run when that is known (`doctor` says it).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Unavailable(pub String);
+pub struct Unavailable {
+    /// The one cause.
+    pub reason: String,
+    /// What to do about it.
+    pub fix: Option<String>,
+}
+
+impl Unavailable {
+    pub fn new(reason: impl Into<String>) -> Self {
+        Unavailable {
+            reason: reason.into(),
+            fix: None,
+        }
+    }
+
+    pub fn with_fix(reason: impl Into<String>, fix: impl Into<String>) -> Self {
+        Unavailable {
+            reason: reason.into(),
+            fix: Some(fix.into()),
+        }
+    }
+}
 
 impl std::fmt::Display for Unavailable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.reason)
     }
 }
 

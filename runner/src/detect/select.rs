@@ -21,6 +21,9 @@ pub struct BackendStatus {
     /// Why it is unavailable; `None` when it works.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What would make it work, when that is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
 }
 
 /// The backend that runs, and why the better ones do not.
@@ -51,7 +54,7 @@ fn probe(kind: BackendKind) -> Result<(), Unavailable> {
         #[cfg(target_os = "macos")]
         BackendKind::Libproc => super::libproc::probe(),
         #[allow(unreachable_patterns)]
-        other => Err(Unavailable(format!(
+        other => Err(Unavailable::new(format!(
             "not for {}: {other} is the {} backend",
             std::env::consts::OS,
             if other == BackendKind::Libproc {
@@ -91,11 +94,13 @@ pub fn statuses() -> Vec<BackendStatus> {
                 backend,
                 available: true,
                 reason: None,
+                fix: None,
             },
             Err(why) => BackendStatus {
                 backend,
                 available: false,
-                reason: Some(why.0),
+                reason: Some(why.reason),
+                fix: why.fix,
             },
         })
         .collect()

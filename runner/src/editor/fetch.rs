@@ -127,13 +127,13 @@ where
 }
 
 #[cfg(target_os = "linux")]
-mod tls {
+pub(crate) mod tls {
     use std::sync::Arc;
 
     use tokio::net::TcpStream;
 
     /// TLS with the webpki roots, as the control connection does.
-    pub(super) async fn connect(
+    pub(crate) async fn connect(
         host: &str,
         tcp: TcpStream,
     ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
@@ -153,11 +153,11 @@ mod tls {
 }
 
 #[cfg(not(target_os = "linux"))]
-mod tls {
+pub(crate) mod tls {
     use tokio::net::TcpStream;
 
     /// The system's TLS, as the control connection uses on macOS.
-    pub(super) async fn connect(
+    pub(crate) async fn connect(
         host: &str,
         tcp: TcpStream,
     ) -> std::io::Result<tokio_native_tls::TlsStream<TcpStream>> {

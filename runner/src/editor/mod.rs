@@ -14,7 +14,7 @@ mod binary;
 mod collaboration;
 mod dirs;
 mod events;
-mod fetch;
+pub(crate) mod fetch;
 mod healthz;
 mod process;
 mod registry;

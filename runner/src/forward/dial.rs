@@ -12,11 +12,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
 use super::ForwardError;
+use super::tls::{self, TlsStream};
 use crate::gate::PortGate;
 
-/// A connection to a local server: a dev server's port or an editor's socket.
+/// A connection to a local server: a dev server's port (plain or TLS) or
+/// an editor's socket.
 pub(crate) enum LocalStream {
     Tcp(TcpStream),
+    Tls(Box<TlsStream>),
     Unix(UnixStream),
 }
 
@@ -28,6 +31,7 @@ impl AsyncRead for LocalStream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             LocalStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            LocalStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             LocalStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
@@ -41,6 +45,7 @@ impl AsyncWrite for LocalStream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             LocalStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            LocalStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             LocalStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
@@ -48,6 +53,7 @@ impl AsyncWrite for LocalStream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             LocalStream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            LocalStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             LocalStream::Unix(s) => Pin::new(s).poll_flush(cx),
         }
     }
@@ -55,6 +61,7 @@ impl AsyncWrite for LocalStream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             LocalStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            LocalStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             LocalStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
@@ -114,18 +121,6 @@ pub fn loopback_targets(bound: &[IpAddr]) -> Vec<IpAddr> {
     out
 }
 
-/// Asks the gate about `port` and connects to its loopback target, falling
-/// back to the next family when the first refuses the connection; the
-/// connection is verified before it is returned.
-pub async fn connect(
-    gate: &dyn PortGate,
-    port: u16,
-    timeout: Duration,
-) -> Result<TcpStream, ForwardError> {
-    let targets = targets(gate, port)?;
-    connect_to(gate, &targets, port, timeout).await
-}
-
 /// Asks the gate about `port`: the loopback addresses it may be reached at,
 /// in the order to try them (never empty).
 pub fn targets(gate: &dyn PortGate, port: u16) -> Result<Vec<IpAddr>, ForwardError> {
@@ -162,6 +157,37 @@ pub async fn connect_to(
     gate.verify(peer)
         .map_err(|source| ForwardError::Refused { port, source })?;
     Ok(stream)
+}
+
+/// Connects to `port` like [`connect_to`] and, with `tls`, then speaks TLS
+/// on the verified connection (the ClientHello is its first byte); returns
+/// the stream and the address it reached.
+pub(crate) async fn connect_port(
+    gate: &dyn PortGate,
+    targets: &[IpAddr],
+    port: u16,
+    timeout: Duration,
+    tls: bool,
+) -> Result<(LocalStream, SocketAddr), ForwardError> {
+    let stream = connect_to(gate, targets, port, timeout).await?;
+    let addr = stream.peer_addr().map_err(|source| ForwardError::Connect {
+        addr: SocketAddr::new(targets[0], port),
+        source,
+    })?;
+    if !tls {
+        return Ok((LocalStream::Tcp(stream), addr));
+    }
+    let stream = match tokio::time::timeout(timeout, tls::handshake(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(source)) => return Err(ForwardError::Tls { port, source }),
+        Err(_) => {
+            return Err(ForwardError::ConnectTimeout {
+                port,
+                after: timeout,
+            });
+        }
+    };
+    Ok((LocalStream::Tls(Box::new(stream)), addr))
 }
 
 async fn connect_any(

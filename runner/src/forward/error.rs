@@ -26,6 +26,19 @@ pub(crate) enum ForwardError {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS handshake with a local server failed.
+    #[error("TLS handshake with port {port} failed")]
+    Tls {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A request went out as plain HTTP to a server that turned out to
+    /// speak HTTPS, and resending it was not safe.
+    #[error(
+        "port {port} speaks HTTPS: later requests use TLS, but this {method} request was not resent (it may have reached the server); retry it"
+    )]
+    SpeaksHttps { port: u16, method: http::Method },
     /// Connecting took longer than the connect timeout.
     #[error("connecting to port {port} timed out after {after:?}")]
     ConnectTimeout {
@@ -85,6 +98,8 @@ impl ForwardError {
             Self::NoLoopbackTarget { .. }
             | Self::Connect { .. }
             | Self::ConnectEditor { .. }
+            | Self::Tls { .. }
+            | Self::SpeaksHttps { .. }
             | Self::Http(_)
             | Self::ResponseBody(_) => ErrorCode::UpstreamUnreachable,
             Self::WebSocket(err) => match **err {

@@ -61,6 +61,22 @@ pub fn localize(map: &mut HeaderMap, host: &HeaderValue) {
     }
 }
 
+/// For a local server that speaks HTTPS: the local `Origin` that
+/// [`localize`] set says `https://` (origin checks compare schemes too).
+pub fn secure_origin(map: &mut HeaderMap) {
+    if !map.contains_key(X_FORWARDED_ORIGIN) {
+        return;
+    }
+    let secure = map
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("http://"))
+        .and_then(|host| HeaderValue::from_str(&format!("https://{host}")).ok());
+    if let Some(secure) = secure {
+        map.insert(header::ORIGIN, secure);
+    }
+}
+
 /// Only `Host` becomes local (the original goes to `X-Forwarded-Host`);
 /// `Origin` stays. For editors: code-server accepts a WebSocket whose
 /// `Origin` matches `X-Forwarded-Host`, i.e. the page Kandan served.

@@ -6,9 +6,10 @@
 //! replaced by a fresh one once, when nothing was sent on it or the method
 //! is idempotent, so a server closing idle connections costs no request.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
@@ -20,7 +21,9 @@ use tokio::time::{Instant, timeout_at};
 use tracing::Instrument;
 
 use super::pool::{AbortOnDrop, Pool, Upstream};
-use super::{ForwardConfig, ForwardError, dial, headers};
+use super::scheme::{Scheme, Schemes, Seen};
+use super::sniff::{FirstByte, Sniffed};
+use super::{ForwardConfig, ForwardError, dial, headers, tls};
 use crate::control::budget::{Budget, wire_cost};
 use crate::control::controls::ForwardHttpRequest;
 use crate::control::events::{
@@ -33,16 +36,18 @@ use crate::gate::PortGate;
 /// before it is closed instead of pooled.
 const READY_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// What a port's requests share.
+#[derive(Clone)]
+pub(super) struct Context {
+    pub gate: Arc<dyn PortGate>,
+    pub pool: Arc<Pool>,
+    pub schemes: Arc<Schemes>,
+    pub config: Arc<ForwardConfig>,
+}
+
 /// Runs one request to completion and answers Kandan: a response, or a
 /// `control_error`.
-pub(super) async fn forward(
-    req: ForwardHttpRequest,
-    port: u16,
-    to: Responder,
-    gate: Arc<dyn PortGate>,
-    pool: Arc<Pool>,
-    config: Arc<ForwardConfig>,
-) {
+pub(super) async fn forward(req: ForwardHttpRequest, port: u16, to: Responder, ctx: Context) {
     let span = tracing::info_span!(
         "forward_http",
         request_id = %req.request_id,
@@ -51,7 +56,7 @@ pub(super) async fn forward(
     );
     async move {
         let request_id = req.request_id.clone();
-        if let Err(err) = exchange(req, port, &to, &*gate, &pool, &config).await {
+        if let Err(err) = exchange(req, port, &to, &ctx).await {
             tracing::info!(code = %err.code(), error = %err.message(), "forward failed");
             to.send(failed(request_id, &err)).await;
         }
@@ -134,18 +139,18 @@ pub(super) fn path_and_query(
         })
 }
 
-/// Opens a new HTTP/1.1 connection to the first of `targets` that accepts.
+/// Opens a new HTTP/1.1 connection to the first of `targets` that
+/// accepts, over TLS with `tls`; also returns the first byte the server
+/// will have sent.
 async fn open(
     gate: &dyn PortGate,
     targets: &[IpAddr],
     port: u16,
-    config: &ForwardConfig,
-) -> Result<Upstream, ForwardError> {
-    let stream = dial::connect_to(gate, targets, port, config.connect_timeout).await?;
-    let addr = stream.peer_addr().map_err(|source| ForwardError::Connect {
-        addr: SocketAddr::new(targets[0], port),
-        source,
-    })?;
+    timeout: Duration,
+    tls: bool,
+) -> Result<(Upstream, FirstByte), ForwardError> {
+    let (stream, addr) = dial::connect_port(gate, targets, port, timeout, tls).await?;
+    let (stream, first) = Sniffed::new(stream);
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(ForwardError::Http)?;
@@ -154,11 +159,23 @@ async fn open(
             tracing::debug!(error = %err, "upstream connection ended with an error");
         }
     });
-    Ok(Upstream {
+    let up = Upstream {
         sender,
         addr,
         _task: AbortOnDrop(task.abort_handle()),
-    })
+    };
+    Ok((up, first))
+}
+
+/// What one request needs to reach its port.
+struct Route<'a> {
+    gate: &'a dyn PortGate,
+    req: &'a ForwardHttpRequest,
+    port: u16,
+    targets: &'a [IpAddr],
+    schemes: &'a Schemes,
+    seen: Seen,
+    config: &'a ForwardConfig,
 }
 
 /// Sends `request` on a pooled connection if there is one, else on a fresh
@@ -166,22 +183,12 @@ async fn open(
 /// connection when hyper gives the request back unsent, or when the method
 /// is idempotent (the server cannot have acted on it twice to any effect).
 async fn send(
-    gate: &dyn PortGate,
-    req: &ForwardHttpRequest,
-    port: u16,
+    route: &Route<'_>,
     request: http::Request<Full<Bytes>>,
-    targets: &[IpAddr],
     pooled: Option<Upstream>,
-    config: &ForwardConfig,
 ) -> Result<(http::Response<Incoming>, Upstream), ForwardError> {
     let Some(mut up) = pooled else {
-        let mut up = open(gate, targets, port, config).await?;
-        let response = up
-            .sender
-            .send_request(request)
-            .await
-            .map_err(ForwardError::Http)?;
-        return Ok((response, up));
+        return send_fresh(route, request).await;
     };
     let idempotent = request.method().is_idempotent();
     let mut failed = match up.sender.try_send_request(request).await {
@@ -191,11 +198,66 @@ async fn send(
     drop(up);
     let retry = match failed.take_message() {
         Some(unsent) => unsent,
-        None if idempotent => build_request(req, Localize::Port(port), config)?,
+        None if idempotent => build_request(route.req, Localize::Port(route.port), route.config)?,
         None => return Err(ForwardError::Http(failed.into_error())),
     };
     tracing::debug!(error = %failed.error(), "pooled connection failed, retrying on a fresh one");
-    let mut up = open(gate, targets, port, config).await?;
+    send_fresh(route, retry).await
+}
+
+/// Sends `request` on a fresh connection. When a plain one to a port whose
+/// scheme is unknown is reset or closed with no answer, or answered with a
+/// TLS record, the port is
+/// probed with TLS: if it answers, that is remembered and the request is
+/// resent over TLS when that is safe (unsent, or idempotent).
+async fn send_fresh(
+    route: &Route<'_>,
+    mut request: http::Request<Full<Bytes>>,
+) -> Result<(http::Response<Incoming>, Upstream), ForwardError> {
+    let (port, config) = (route.port, route.config);
+    let tls = route.seen.tls();
+    if tls {
+        headers::secure_origin(request.headers_mut());
+    }
+    let timeout = config.connect_timeout;
+    let (mut up, first) = open(route.gate, route.targets, port, timeout, tls).await?;
+    let method = request.method().clone();
+    let mut failed = match up.sender.try_send_request(request).await {
+        Ok(response) => {
+            if !tls {
+                route.schemes.learn(route.seen, Scheme::Http);
+            }
+            return Ok((response, up));
+        }
+        Err(failed) => failed,
+    };
+    drop(up);
+    let error = failed.error();
+    let looks_like_tls = match first.get() {
+        Some(byte) => tls::is_record_start(byte),
+        // Vite's HTTPS server closes a plain connection without a word,
+        // Node's TLS servers may reset it.
+        None => error.is_incomplete_message() || tls::is_reset(error),
+    };
+    if tls || !route.seen.may_probe() || !looks_like_tls {
+        return Err(ForwardError::Http(failed.into_error()));
+    }
+    tracing::debug!(%error, "plain HTTP failed, probing with TLS");
+    let probe = config.connect_timeout.min(tls::PROBE_TIMEOUT);
+    let (mut up, _) = match open(route.gate, route.targets, port, probe, true).await {
+        Ok(opened) => opened,
+        Err(probe) => {
+            tracing::debug!(error = %probe.message(), "the TLS probe failed too");
+            return Err(ForwardError::Http(failed.into_error()));
+        }
+    };
+    route.schemes.learn(route.seen, Scheme::Https);
+    let mut retry = match failed.take_message() {
+        Some(unsent) => unsent,
+        None if method.is_idempotent() => build_request(route.req, Localize::Port(port), config)?,
+        None => return Err(ForwardError::SpeaksHttps { port, method }),
+    };
+    headers::secure_origin(retry.headers_mut());
     let response = up
         .sender
         .send_request(retry)
@@ -208,17 +270,29 @@ async fn exchange(
     req: ForwardHttpRequest,
     port: u16,
     to: &Responder,
-    gate: &dyn PortGate,
-    pool: &Pool,
-    config: &ForwardConfig,
+    ctx: &Context,
 ) -> Result<(), ForwardError> {
-    let request = build_request(&req, Localize::Port(port), config)?;
+    let (gate, config) = (&*ctx.gate, &*ctx.config);
+    let mut request = build_request(&req, Localize::Port(port), config)?;
     let deadline = Instant::now() + config.overall_timeout;
 
     // The gate decides on every request, pooled connection or not.
     let targets = dial::targets(gate, port)?;
-    let (pooled, ticket) = pool.take(port, &targets);
-    let head = send(gate, &req, port, request, &targets, pooled, config);
+    let seen = ctx.schemes.seen(port);
+    if seen.tls() {
+        headers::secure_origin(request.headers_mut());
+    }
+    let (pooled, ticket) = ctx.pool.take(port, &targets);
+    let route = Route {
+        gate,
+        req: &req,
+        port,
+        targets: &targets,
+        schemes: &ctx.schemes,
+        seen,
+        config,
+    };
+    let head = send(&route, request, pooled);
     let (response, mut up) = timeout_at(deadline, head)
         .await
         .map_err(|_| too_slow(config))??;
@@ -227,7 +301,7 @@ async fn exchange(
         // through to idle (or closed, for `Connection: close`), it can be
         // reused.
         if let Ok(Ok(())) = tokio::time::timeout(READY_GRACE, up.sender.ready()).await {
-            pool.put(ticket, up);
+            ctx.pool.put(ticket, up);
         }
     }
     Ok(())

@@ -13,6 +13,9 @@ mod error;
 mod headers;
 mod http;
 mod pool;
+mod scheme;
+mod sniff;
+mod tls;
 mod websocket;
 
 #[cfg(test)]
@@ -37,6 +40,8 @@ use crate::gate::PortGate;
 pub(crate) use config::ForwardConfig;
 pub(crate) use error::ForwardError;
 pub(crate) use pool::PoolConfig;
+use scheme::Schemes;
+pub(crate) use scheme::{Protocol, Scheme};
 use websocket::SocketTable;
 
 /// Where the runner's editors listen (PROTOCOL.md section 8): each one's
@@ -150,6 +155,7 @@ pub(crate) struct Forwarder {
     config: Arc<ForwardConfig>,
     http: Arc<HttpTasks>,
     pool: Arc<Pool>,
+    schemes: Arc<Schemes>,
     sockets: SocketTable,
 }
 
@@ -162,7 +168,8 @@ impl Forwarder {
         config: ForwardConfig,
     ) -> Self {
         let config = Arc::new(config);
-        let sockets = SocketTable::new(gate.clone(), config.clone());
+        let schemes = Arc::new(Schemes::default());
+        let sockets = SocketTable::new(gate.clone(), config.clone(), schemes.clone());
         let pool = Arc::new(Pool::new(config.pool));
         Self {
             gate,
@@ -170,8 +177,27 @@ impl Forwarder {
             config,
             http: Arc::default(),
             pool,
+            schemes,
             sockets,
         }
+    }
+
+    // Until the per-port `protocol` setting and `status` are wired in.
+    #[allow(dead_code)]
+    /// Sets how `port`'s scheme is chosen (the per-port `protocol`
+    /// setting; [`Protocol::Auto`] unless set). A change closes the port's
+    /// idle connections, which were made under the old setting.
+    pub(crate) fn set_protocol(&self, port: u16, protocol: Protocol) {
+        if self.schemes.set_protocol(port, protocol) {
+            self.pool.purge(port);
+        }
+    }
+
+    #[allow(dead_code)]
+    /// What `port`'s server speaks, once set or learned; None until the
+    /// first exchange with its current listener tells.
+    pub(crate) fn scheme(&self, port: u16) -> Option<Scheme> {
+        self.schemes.scheme(port)
     }
 
     /// Starts `req` on its own task, which answers through `to`.
@@ -200,17 +226,18 @@ impl Forwarder {
         let key = self.http.next.fetch_add(1, Ordering::Relaxed);
         let (stop_tx, stop_rx) = oneshot::channel();
         self.http.lock().insert(key, (port, stop_tx));
-        let (gate, pool, config, tasks) = (
-            self.gate.clone(),
-            self.pool.clone(),
-            self.config.clone(),
-            self.http.clone(),
-        );
+        let ctx = http::Context {
+            gate: self.gate.clone(),
+            pool: self.pool.clone(),
+            schemes: self.schemes.clone(),
+            config: self.config.clone(),
+        };
+        let tasks = self.http.clone();
         tokio::spawn(async move {
             let request_id = req.request_id.clone();
             let answers = to.clone();
             tokio::select! {
-                () = http::forward(req, port, answers, gate, pool, config) => {}
+                () = http::forward(req, port, answers, ctx) => {}
                 stop = stop_rx => {
                     if let Ok(TaskStop::Port(cause)) = stop {
                         let err = ForwardError::PortClosed { port, cause };
@@ -246,6 +273,8 @@ impl Forwarder {
     /// is never sent a request on a stale one.
     pub(crate) fn close_port(&self, port: u16, cause: CloseCause) {
         self.pool.purge(port);
+        // A new listener may speak the other scheme.
+        self.schemes.forget(port);
         self.http.stop_port(port, TaskStop::Port(cause));
         self.sockets.close_port(port, cause);
     }
@@ -253,6 +282,7 @@ impl Forwarder {
     /// Stops everything without a word (the runner lost Kandan).
     pub(crate) fn close_all(&self) {
         self.pool.purge_all();
+        self.schemes.forget_all();
         self.http.stop_all();
         self.sockets.close_all();
     }
@@ -262,6 +292,7 @@ impl Forwarder {
     /// requests in flight stop without a word (Kandan learns from the leave).
     pub(crate) fn shut_down(&self) {
         self.pool.purge_all();
+        self.schemes.forget_all();
         self.http.stop_all();
         self.sockets.shut_down();
     }

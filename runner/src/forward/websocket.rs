@@ -34,7 +34,8 @@ use crate::control::{Charged, ErrorCode, Responder};
 use crate::gate::PortGate;
 
 use super::dial::LocalStream;
-use super::{CloseCause, ForwardConfig, ForwardError, Local, TaskStop, dial, headers, http};
+use super::scheme::{Scheme, Schemes};
+use super::{CloseCause, ForwardConfig, ForwardError, Local, TaskStop, dial, headers, http, tls};
 
 type Ws = WebSocketStream<LocalStream>;
 
@@ -60,6 +61,7 @@ struct Entry {
 
 struct Inner {
     gate: Arc<dyn PortGate>,
+    schemes: Arc<Schemes>,
     config: Arc<ForwardConfig>,
     /// Socket tasks that have not sent their last event yet.
     unreported: AtomicUsize,
@@ -107,10 +109,15 @@ pub(super) struct SocketTable {
 
 impl SocketTable {
     /// An empty table whose sockets ask `gate`.
-    pub(super) fn new(gate: Arc<dyn PortGate>, config: Arc<ForwardConfig>) -> Self {
+    pub(super) fn new(
+        gate: Arc<dyn PortGate>,
+        config: Arc<ForwardConfig>,
+        schemes: Arc<Schemes>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 gate,
+                schemes,
                 config,
                 unreported: AtomicUsize::new(0),
                 reported: Notify::new(),
@@ -377,31 +384,98 @@ async fn connect(
         })?;
     *request.headers_mut() = map;
 
-    let stream = match local {
-        Local::Port(port) => {
-            LocalStream::Tcp(dial::connect(&*inner.gate, *port, config.connect_timeout).await?)
-        }
-        Local::Editor(path) => {
-            LocalStream::Unix(dial::connect_editor(path, config.connect_timeout).await?)
-        }
-    };
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(config.ws_max_message))
         .max_frame_size(Some(config.ws_max_message))
         .read_buffer_size(crate::control::connector::READ_BUFFER);
-    let handshake = tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config));
-    let (ws, response) = tokio::time::timeout(config.overall_timeout, handshake)
-        .await
-        .map_err(|_| ForwardError::ResponseTimeout {
-            after: config.overall_timeout,
-        })?
-        .map_err(|err| ForwardError::WebSocket(Box::new(err)))?;
+    let (ws, response) = match local {
+        Local::Port(port) => handshake_port(inner, *port, request, ws_config).await?,
+        Local::Editor(path) => {
+            let stream =
+                LocalStream::Unix(dial::connect_editor(path, config.connect_timeout).await?);
+            handshake(config, request, stream, ws_config).await?
+        }
+    };
     let protocol = response
         .headers()
         .get(header::SEC_WEBSOCKET_PROTOCOL)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     Ok((ws, protocol))
+}
+
+type Handshaken = (Ws, tungstenite::handshake::client::Response);
+
+async fn handshake(
+    config: &ForwardConfig,
+    request: ::http::Request<()>,
+    stream: LocalStream,
+    ws_config: WebSocketConfig,
+) -> Result<Handshaken, ForwardError> {
+    let handshake = tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config));
+    tokio::time::timeout(config.overall_timeout, handshake)
+        .await
+        .map_err(|_| ForwardError::ResponseTimeout {
+            after: config.overall_timeout,
+        })?
+        .map_err(|err| ForwardError::WebSocket(Box::new(err)))
+}
+
+/// Connects to `port` (through the verified dial, over TLS when the port
+/// speaks it) and performs the handshake. A plain handshake to a port whose
+/// scheme is unknown that is reset or answered with something other than
+/// HTTP is retried over TLS (a handshake is a GET: resending it is safe).
+async fn handshake_port(
+    inner: &Inner,
+    port: u16,
+    mut request: ::http::Request<()>,
+    ws_config: WebSocketConfig,
+) -> Result<Handshaken, ForwardError> {
+    let config = &inner.config;
+    let seen = inner.schemes.seen(port);
+    let targets = dial::targets(&*inner.gate, port)?;
+    let dial = |tls, timeout| dial::connect_port(&*inner.gate, &targets, port, timeout, tls);
+    let tls = seen.tls();
+    if tls {
+        headers::secure_origin(request.headers_mut());
+    }
+    let (stream, _) = dial(tls, config.connect_timeout).await?;
+    let err = match handshake(config, request.clone(), stream, ws_config).await {
+        Ok(done) => {
+            if !tls {
+                inner.schemes.learn(seen, Scheme::Http);
+            }
+            return Ok(done);
+        }
+        Err(err) => err,
+    };
+    if tls || !seen.may_probe() || !looks_like_tls(&err) {
+        return Err(err);
+    }
+    tracing::debug!(error = %err.message(), "plain handshake failed, probing with TLS");
+    let Ok((stream, _)) = dial(true, config.connect_timeout.min(tls::PROBE_TIMEOUT)).await else {
+        return Err(err);
+    };
+    inner.schemes.learn(seen, Scheme::Https);
+    headers::secure_origin(request.headers_mut());
+    handshake(config, request, stream, ws_config).await
+}
+
+/// Whether a failed plain handshake may have reached a TLS server: the
+/// connection was reset, or the answer was not HTTP (a TLS record).
+fn looks_like_tls(err: &ForwardError) -> bool {
+    use tungstenite::error::ProtocolError;
+    let ForwardError::WebSocket(ws) = err else {
+        return false;
+    };
+    match &**ws {
+        tungstenite::Error::Protocol(
+            ProtocolError::HttparseError(_) | ProtocolError::HandshakeIncomplete,
+        ) => true,
+        // tungstenite gives no `source()` for its I/O errors.
+        tungstenite::Error::Io(io) => tls::is_reset(io),
+        other => tls::is_reset(other),
+    }
 }
 
 /// How long the closing handshake of a runner that stops may take (a

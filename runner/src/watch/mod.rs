@@ -29,6 +29,7 @@ pub async fn run(args: WatchArgs) -> i32 {
             mut candidates,
             mut command,
             finisher,
+            mut root_pids,
             ..
         },
         signals,
@@ -37,6 +38,11 @@ pub async fn run(args: WatchArgs) -> i32 {
         Err(code) => return code,
     };
     let mut signals = signals;
+    if args.detector.root_pids.is_empty() && args.detector.command.is_empty() {
+        eprintln!(
+            "watching the runner's own descendants (give --root-pid PID or -- COMMAND to watch another tree)"
+        );
+    }
     let mut stdout = std::io::stdout();
     let mut print = |event| match render(&event, selection.kind, args.json, args.redact) {
         // A closed stdout (`| head`) ends the watch quietly.
@@ -57,6 +63,7 @@ pub async fn run(args: WatchArgs) -> i32 {
                 }
             }
             code = supervise::exit_code_of(&mut command) => break RunnerStop::Exited(code),
+            () = root_pids.all_ended() => break RunnerStop::Exited(0),
             signal = signals.recv() => break RunnerStop::Signal(signal),
         }
     };

@@ -84,12 +84,22 @@ pub fn cpu_ticks(pid: u32) -> io::Result<u64> {
     Ok(stat.utime + stat.stime + stat.cutime + stat.cstime)
 }
 
-/// utime + stime of `pid` (all its threads, not its children).
+/// Time on CPU of `pid`'s live threads (not its children), in nanoseconds
+/// from `/proc/<pid>/task/*/schedstat`: `stat`'s utime and stime count in
+/// clock ticks (10 ms), too coarse for a few hundred milliseconds of work.
+/// Compare two readings over a window in which no thread of `pid` ends.
 pub fn cpu_time(pid: u32) -> io::Result<Duration> {
-    let stat = stat(pid)?;
-    Ok(Duration::from_micros(
-        (stat.utime + stat.stime) * 1_000_000 / clk_tck(),
-    ))
+    let mut total = 0u64;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let path = entry?.path().join("schedstat");
+        // A thread that ended since the listing has nothing left to count.
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let on_cpu = text.split_ascii_whitespace().next().and_then(|ns| ns.parse::<u64>().ok());
+        total += on_cpu.ok_or_else(|| invalid(format!("{}: {text:?}", path.display())))?;
+    }
+    Ok(Duration::from_nanos(total))
 }
 
 /// VmHWM (peak resident set) of `pid`, in KiB.

@@ -17,7 +17,13 @@ use integration_tests::simulator::{SimConfig, Simulator};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[derive(Parser)]
-#[command(about = "Kandan simulator: a Phoenix v2 runner socket and a preview front on loopback")]
+#[command(
+    about = "Kandan simulator: a Phoenix v2 runner socket and a preview front on loopback",
+    after_help = "Each approved port is served on its own origin, http://p<port>.localhost:<preview port>/ \
+(browsers resolve *.localhost to loopback), with paths as they are: a stock Vite or Next app \
+loads there with no --base. /preview/<port>/ strips its prefix (or keeps it with \
+--keep-preview-prefix, for an app started with --base /preview/<port>/)."
+)]
 struct Args {
     /// Address of the runner socket.
     #[arg(long, default_value = "127.0.0.1:4000")]
@@ -65,7 +71,11 @@ async fn main() -> anyhow::Result<()> {
         .context("starting the simulator")?;
     println!("runner url:  {}", sim.url());
     println!("token:       {}", sim.token());
-    println!("preview url: http://{}/preview/<port>/", sim.preview_addr());
+    println!(
+        "preview url: http://p<port>.localhost:{}/ (or http://{}/preview/<port>/)",
+        sim.preview_addr().port(),
+        sim.preview_addr()
+    );
     println!(
         "api:         {}/requests, {}/events",
         sim.api_url(),

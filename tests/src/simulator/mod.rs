@@ -7,7 +7,9 @@
 //!   controls, and injects faults on demand.
 //! - A preview front at [`Simulator::preview_url`]: `/preview/<port>/<path>`
 //!   becomes `forward_http_request` / `forward_websocket_open` and the
-//!   runner's answers become the HTTP response or WebSocket frames.
+//!   runner's answers become the HTTP response or WebSocket frames. Each
+//!   port also has its own origin, [`Simulator::port_origin_url`]
+//!   (`http://p<port>.localhost:<front>/`), where paths go as they are.
 //! - A JSON API under `/api/` on the preview port (see `preview/api.rs`).
 
 mod assets;
@@ -129,6 +131,13 @@ impl Simulator {
     /// `http://127.0.0.1:<preview>/preview/<port>/`.
     pub fn preview_url(&self, port: u16) -> String {
         format!("http://{}/preview/{port}/", self.preview_addr)
+    }
+
+    /// `http://p<port>.localhost:<preview>/`: the port on its own origin
+    /// (Chromium resolves `*.localhost` to loopback), so a stock app's
+    /// absolute paths work with no `--base`.
+    pub fn port_origin_url(&self, port: u16) -> String {
+        format!("http://p{port}.localhost:{}/", self.preview_addr.port())
     }
 
     /// `http://127.0.0.1:<preview>/api`.

@@ -8,7 +8,7 @@
 //! listeners older than the tracking close.
 
 mod backfill;
-mod caps;
+mod blockers;
 mod loader;
 mod procinfo;
 mod ring;
@@ -43,12 +43,24 @@ impl Default for Tuning {
 /// found here rather than at start.
 pub fn probe() -> Result<(), Unavailable> {
     if !loader::NOT_BUILT.is_empty() {
-        return Err(Unavailable(format!("not built: {}", loader::NOT_BUILT)));
+        return Err(not_built());
     }
-    caps::check().map_err(|missing| Unavailable(missing.to_string()))?;
+    blockers::check().map_err(blocked)?;
     loader::load(std::process::id(), loader::RING_BYTES)
         .map(drop)
-        .map_err(|err| Unavailable(crate::error_chain(&err)))
+        .map_err(|err| Unavailable::new(crate::error_chain(&err)))
+}
+
+/// The object was not built into this binary.
+fn not_built() -> Unavailable {
+    Unavailable::with_fix(
+        format!("not built: {}", loader::NOT_BUILT),
+        "build with the eBPF toolchain: cargo xtask setup, then cargo build",
+    )
+}
+
+fn blocked(blocker: blockers::Blocker) -> Unavailable {
+    Unavailable::with_fix(blocker.to_string(), blocker.fix())
 }
 
 /// Loads and attaches the programs and starts streaming events. Call from a
@@ -59,16 +71,16 @@ pub fn start(config: &DetectorConfig) -> Result<Detector, DetectError> {
 
 /// [`start`] with explicit [`Tuning`].
 pub fn start_tuned(config: &DetectorConfig, tuning: Tuning) -> Result<Detector, DetectError> {
-    let unavailable = |reason: String| DetectError::Unavailable {
+    let unavailable = |reason: Unavailable| DetectError::Unavailable {
         backend: BackendKind::Ebpf,
-        reason: Unavailable(reason),
+        reason,
     };
     if !loader::NOT_BUILT.is_empty() {
-        return Err(unavailable(format!("not built: {}", loader::NOT_BUILT)));
+        return Err(unavailable(not_built()));
     }
-    caps::check().map_err(|missing| unavailable(missing.to_string()))?;
+    blockers::check().map_err(|blocker| unavailable(blocked(blocker)))?;
     let loaded = loader::load(config.self_pid, tuning.ring_bytes)
-        .map_err(|err| unavailable(crate::error_chain(&err)))?;
+        .map_err(|err| unavailable(Unavailable::new(crate::error_chain(&err))))?;
     let loader::Loaded {
         ebpf,
         events,
@@ -76,8 +88,11 @@ pub fn start_tuned(config: &DetectorConfig, tuning: Tuning) -> Result<Detector, 
         ns_tracked,
         backfill_ports,
     } = loaded;
-    let ring = ring::Ring::new(events, drops)
-        .map_err(|err| unavailable(format!("cannot poll the ring buffer: {err}")))?;
+    let ring = ring::Ring::new(events, drops).map_err(|err| {
+        unavailable(Unavailable::new(format!(
+            "cannot poll the ring buffer: {err}"
+        )))
+    })?;
     let (resync_tx, resync_rx) = mpsc::unbounded_channel();
     let (tx, rx) = mpsc::channel::<DetectorEvent>(tuning.channel);
     let roots = roots::Roots::new(ns_tracked, resync_tx);

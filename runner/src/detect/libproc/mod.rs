@@ -24,7 +24,7 @@ mod imp {
 
     /// Whether the backend can run here, and why not.
     pub fn probe() -> Result<(), Unavailable> {
-        super::source::Darwin::probe().map_err(Unavailable)
+        super::source::Darwin::probe().map_err(Unavailable::new)
     }
 
     /// Starts polling every `config.poll_interval`. Call it inside a tokio

@@ -23,9 +23,14 @@ use super::{BackendKind, DetectError, Detector, DetectorConfig, ListenerSocket, 
 
 /// Whether the backend can run here, and why not.
 pub fn probe() -> Result<(), Unavailable> {
-    std::fs::read_dir("/proc").map_err(|err| Unavailable(format!("/proc unreadable: {err}")))?;
+    // Both are readable by anyone wherever proc is mounted: a failure
+    // means no proc here (a minimal container or chroot).
+    const FIX: &str =
+        "mount proc at /proc (`mount -t proc proc /proc`; a container runtime does by default)";
+    std::fs::read_dir("/proc")
+        .map_err(|err| Unavailable::with_fix(format!("/proc unreadable: {err}"), FIX))?;
     std::fs::read("/proc/net/tcp")
-        .map_err(|err| Unavailable(format!("/proc/net/tcp unreadable: {err}")))?;
+        .map_err(|err| Unavailable::with_fix(format!("/proc/net/tcp unreadable: {err}"), FIX))?;
     Ok(())
 }
 

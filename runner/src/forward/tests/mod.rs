@@ -3,6 +3,8 @@
 
 mod editor;
 mod http;
+#[cfg(target_os = "linux")]
+mod https;
 mod pool;
 mod servers;
 mod websocket;

@@ -444,7 +444,7 @@ pub struct WsServer {
 }
 
 /// Accepts the first subprotocol the client offers.
-fn choose_subprotocol(req: &WsRequest, mut resp: WsResponse) -> WsResponse {
+pub fn choose_subprotocol(req: &WsRequest, mut resp: WsResponse) -> WsResponse {
     let first = req
         .headers()
         .get("sec-websocket-protocol")

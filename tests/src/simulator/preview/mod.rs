@@ -1,5 +1,7 @@
-//! The browser's side: `/preview/<port>/<path>` and `/editor/<editorId>/<path>`
-//! (HTTP and WebSocket) turned into controls, plus a small JSON API under `/api/` for use by hand.
+//! The browser's side: `/preview/<port>/<path>`, each port's own origin
+//! `http://p<port>.localhost:<front>/<path>`, and `/editor/<editorId>/<path>`
+//! (HTTP and WebSocket) turned into controls, plus a small JSON API under
+//! `/api/` for use by hand.
 
 mod api;
 mod body;
@@ -92,8 +94,35 @@ impl std::fmt::Display for Target {
     }
 }
 
+/// The port a per-port origin names: `p<port>.localhost[:<front>]` in
+/// `Host` (browsers resolve `*.localhost` to loopback), as Codespaces gives
+/// each port its own domain.
+pub(crate) fn port_origin(req: &Request<Incoming>) -> Option<u16> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().host())?;
+    let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+    let name = name.to_ascii_lowercase();
+    let label = name.strip_suffix(".localhost")?.strip_prefix('p')?;
+    if !label.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    label.parse::<u16>().ok().filter(|p| *p != 0)
+}
+
 async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
+    if let Some(port) = port_origin(&req) {
+        // The whole origin is the port's: paths go as they are, so an app's
+        // absolute URLs (`/@vite/client`, `/api/...`) work with no base.
+        let target = Target::Port(port);
+        if websocket::is_upgrade(&req) {
+            return Ok(websocket::open(shared, req, target, path).await);
+        }
+        return Ok(http_forward::forward(shared, req, target, path).await);
+    }
     if let Some(rest) = path.strip_prefix("/api/") {
         return Ok(api::handle(&shared, req, rest).await);
     }

@@ -1,0 +1,156 @@
+//! Whether a port's server speaks plain HTTP or HTTPS, as set per port or
+//! learned by probing, remembered per listener.
+//!
+//! Dev servers with a self-signed certificate (Vite's `basic-ssl`,
+//! `next dev --experimental-https`) reset a plain request; the forwarder then
+//! probes with TLS and remembers the answer until the port's listener
+//! closes or changes ([`Schemes::forget`], called where the pool is purged).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Mutex;
+
+/// What a local server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl fmt::Display for Scheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Http => "http",
+            Self::Https => "https",
+        })
+    }
+}
+
+/// How the forwarder picks a port's scheme (the per-port `protocol` setting).
+// `Http` and `Https` come from the config file once it is wired in.
+#[allow(dead_code)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// Plain HTTP, never probed.
+    Http,
+    /// TLS from the first connection.
+    Https,
+    /// Plain HTTP until the server resets it or answers with a TLS record,
+    /// then TLS if a probe succeeds.
+    #[default]
+    Auto,
+}
+
+#[derive(Default)]
+struct PortScheme {
+    /// Bumped by every [`Schemes::forget`]: what was learned before it is stale.
+    generation: u64,
+    protocol: Protocol,
+    learned: Option<Scheme>,
+}
+
+/// Per-port settings and what was learned about each listener.
+#[derive(Default)]
+pub(super) struct Schemes {
+    ports: Mutex<HashMap<u16, PortScheme>>,
+}
+
+/// A port's scheme as one request sees it, to report what it learns with.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Seen {
+    pub port: u16,
+    generation: u64,
+    pub protocol: Protocol,
+    pub learned: Option<Scheme>,
+}
+
+impl Seen {
+    /// Whether the first connection uses TLS.
+    pub fn tls(&self) -> bool {
+        match self.protocol {
+            Protocol::Https => true,
+            Protocol::Http => false,
+            Protocol::Auto => self.learned == Some(Scheme::Https),
+        }
+    }
+
+    /// Whether a failure on a plain connection is worth a TLS probe.
+    pub fn may_probe(&self) -> bool {
+        self.protocol == Protocol::Auto && self.learned.is_none()
+    }
+}
+
+impl Schemes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u16, PortScheme>> {
+        // A panic while holding the lock cannot leave the map inconsistent.
+        self.ports.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn seen(&self, port: u16) -> Seen {
+        let ports = self.lock();
+        let entry = ports.get(&port);
+        Seen {
+            port,
+            generation: entry.map_or(0, |e| e.generation),
+            protocol: entry.map_or(Protocol::Auto, |e| e.protocol),
+            learned: entry.and_then(|e| e.learned),
+        }
+    }
+
+    /// Records what a connection found, unless the listener was forgotten
+    /// since `seen` was taken (the answer may be about the old server).
+    pub fn learn(&self, seen: Seen, scheme: Scheme) {
+        let mut ports = self.lock();
+        let entry = ports.entry(seen.port).or_default();
+        if entry.generation == seen.generation && entry.protocol == Protocol::Auto {
+            if entry.learned != Some(scheme) {
+                tracing::info!(port = seen.port, %scheme, "local server scheme");
+            }
+            entry.learned = Some(scheme);
+        }
+    }
+
+    /// The scheme the port is known to speak: as set, or as learned.
+    pub fn scheme(&self, port: u16) -> Option<Scheme> {
+        let ports = self.lock();
+        let entry = ports.get(&port)?;
+        match entry.protocol {
+            Protocol::Http => Some(Scheme::Http),
+            Protocol::Https => Some(Scheme::Https),
+            Protocol::Auto => entry.learned,
+        }
+    }
+
+    /// Sets how `port`'s scheme is chosen; true when it changed (connections
+    /// made under the old setting must not be reused).
+    pub fn set_protocol(&self, port: u16, protocol: Protocol) -> bool {
+        let mut ports = self.lock();
+        let entry = ports.entry(port).or_default();
+        if entry.protocol == protocol {
+            return false;
+        }
+        entry.protocol = protocol;
+        entry.generation += 1;
+        entry.learned = None;
+        true
+    }
+
+    /// Forgets what was learned about `port`'s listener (it closed or
+    /// changed); its setting stays.
+    pub fn forget(&self, port: u16) {
+        let mut ports = self.lock();
+        if let Some(entry) = ports.get_mut(&port) {
+            entry.generation += 1;
+            entry.learned = None;
+        }
+    }
+
+    /// Forgets every listener (the runner lost Kandan or is stopping).
+    pub fn forget_all(&self) {
+        for entry in self.lock().values_mut() {
+            entry.generation += 1;
+            entry.learned = None;
+        }
+    }
+}

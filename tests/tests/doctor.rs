@@ -1,0 +1,514 @@
+//! `doctor` through the binary. `--url` against the Kandan simulator: every
+//! step (URL, DNS, TCP, TLS, WebSocket upgrade, join) passes and the runner
+//! leaves; a wrong token, a wrong path, a refused join and nothing listening
+//! stop at the step that failed, with its fix and exit code; the token is in
+//! no output. The eBPF blockers as a non-root user with each capability of
+//! the non-root set missing in turn (setpriv), as root with capabilities
+//! dropped (capsh), and in a user namespace (unshare): one cause, named,
+//! with its fix.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use integration_tests::simulator::{SimConfig, Simulator};
+use integration_tests::support::{free_port, privileged, runner_bin};
+use serde_json::Value;
+
+/// Runs `kandan-runner doctor ARGS` without blocking the simulator's runtime.
+async fn doctor(args: &[&str]) -> Result<Output> {
+    let output = tokio::process::Command::new(runner_bin())
+        .arg("doctor")
+        .args(args)
+        .env_remove("KANDAN_URL")
+        .env_remove("KANDAN_TOKEN")
+        .env("RUST_LOG", "debug")
+        .output();
+    tokio::time::timeout(Duration::from_secs(30), output)
+        .await
+        .context("doctor did not finish")?
+        .context("spawn doctor")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn json(output: &Output) -> Result<Value> {
+    serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("doctor --json printed no JSON: {}", text(output)))
+}
+
+/// The steps of `connection`, as (name, status).
+fn steps(report: &Value) -> Vec<(String, String)> {
+    report["connection"]["steps"]
+        .as_array()
+        .map(|steps| {
+            steps
+                .iter()
+                .map(|s| {
+                    (
+                        s["step"].as_str().unwrap_or_default().to_owned(),
+                        s["status"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn step<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["connection"]["steps"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|s| s["step"] == name))
+        .unwrap_or(&Value::Null)
+}
+
+#[tokio::test]
+async fn doctor_url_passes_every_step_against_the_simulator_and_leaves() -> Result<()> {
+    let sim = Simulator::start(SimConfig::default()).await?;
+    let dir = tempfile::tempdir()?;
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{}\n", sim.token()))?;
+    let url = sim.url();
+    let token_path = token_file.display().to_string();
+    let args = [
+        "--json",
+        "--url",
+        &url,
+        "--token-file",
+        &token_path,
+        "--runner-id",
+        "doc-check",
+    ];
+    let output = doctor(&args).await?;
+    let report = json(&output)?;
+    ensure!(output.status.code() == Some(0), "{}", text(&output));
+    let want: Vec<(String, String)> = [
+        ("url", "ok"),
+        ("dns", "ok"),
+        ("tcp", "ok"),
+        ("tls", "skipped"),
+        ("websocket", "ok"),
+        ("join", "ok"),
+    ]
+    .iter()
+    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+    .collect();
+    ensure!(steps(&report) == want, "{report}");
+    ensure!(report["connection"]["ok"] == true, "{report}");
+    for name in ["dns", "tcp", "websocket", "join"] {
+        ensure!(step(&report, name)["ms"].is_number(), "{report}");
+    }
+    // It joined as `connect` would, and left.
+    let joins = sim.joins();
+    ensure!(joins.len() == 1, "{joins:?}");
+    ensure!(joins[0]["runnerId"] == "doc-check", "{joins:?}");
+    ensure!(sim.joined_topic().is_none(), "still joined after doctor");
+    ensure!(sim.violations().is_empty(), "{:?}", sim.violations());
+    ensure!(!text(&output).contains(sim.token()), "the token leaked");
+
+    // The human lines: one per step, then the verdict.
+    let output = doctor(&["--url", &url, "--token", sim.token()]).await?;
+    ensure!(output.status.code() == Some(0), "{}", text(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for line in [
+        "  dns        ok",
+        "  tcp        ok",
+        "  tls        skipped",
+        "  websocket  ok",
+        "  join       ok",
+        "connection: ok",
+    ] {
+        ensure!(stdout.contains(line), "no {line:?} in {stdout}");
+    }
+    ensure!(!text(&output).contains(sim.token()), "the token leaked");
+    Ok(())
+}
+
+#[tokio::test]
+async fn doctor_url_with_a_wrong_token_stops_at_the_upgrade_with_exit_3() -> Result<()> {
+    let sim = Simulator::start(SimConfig::default()).await?;
+    let url = sim.url();
+    let wrong = "wrong-token-Xy7q";
+    let output = doctor(&["--json", "--url", &url, "--token", wrong]).await?;
+    let report = json(&output)?;
+    ensure!(output.status.code() == Some(3), "{}", text(&output));
+    let last = steps(&report).pop().unwrap_or_default();
+    ensure!(last == ("websocket".into(), "failed".into()), "{report}");
+    let websocket = step(&report, "websocket");
+    ensure!(
+        websocket["detail"] == "http 403: Kandan rejected the token",
+        "{report}"
+    );
+    ensure!(
+        websocket["fix"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--token-file"),
+        "{report}"
+    );
+    ensure!(sim.join_count() == 0, "joined with a wrong token");
+
+    let output = doctor(&["--url", &url, "--token", wrong]).await?;
+    ensure!(output.status.code() == Some(3), "{}", text(&output));
+    let all = text(&output);
+    ensure!(all.contains("  websocket  FAILED"), "{all}");
+    ensure!(all.contains("connection: failed at websocket"), "{all}");
+    ensure!(!all.contains(wrong), "the token leaked: {all}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn doctor_url_with_a_wrong_path_says_404_and_the_mount() -> Result<()> {
+    let sim = Simulator::start(SimConfig::default()).await?;
+    let url = sim.url().replace("/runner/socket", "/socket");
+    let output = doctor(&["--json", "--url", &url, "--token", sim.token()]).await?;
+    let report = json(&output)?;
+    ensure!(output.status.code() == Some(3), "{}", text(&output));
+    let websocket = step(&report, "websocket");
+    ensure!(websocket["status"] == "failed", "{report}");
+    ensure!(
+        websocket["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("http 404"),
+        "{report}"
+    );
+    ensure!(
+        websocket["fix"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("socket mount"),
+        "{report}"
+    );
+    ensure!(!text(&output).contains(sim.token()), "the token leaked");
+    Ok(())
+}
+
+#[tokio::test]
+async fn doctor_url_with_a_refused_join_names_the_reason() -> Result<()> {
+    let sim = Simulator::start(SimConfig::default()).await?;
+    sim.reject_joins(Some("unknown runner"));
+    let url = sim.url();
+    let output = doctor(&["--json", "--url", &url, "--token", sim.token()]).await?;
+    let report = json(&output)?;
+    ensure!(output.status.code() == Some(3), "{}", text(&output));
+    let join = step(&report, "join");
+    ensure!(join["status"] == "failed", "{report}");
+    ensure!(
+        join["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with(": unknown runner"),
+        "{report}"
+    );
+    ensure!(
+        join["fix"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--runner-id"),
+        "{report}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn doctor_url_with_nothing_listening_stops_at_tcp() -> Result<()> {
+    let port = free_port()?;
+    let url = format!("ws://127.0.0.1:{port}/runner/socket");
+    let output = doctor(&["--json", "--url", &url, "--token", "secret-token-1"]).await?;
+    let report = json(&output)?;
+    ensure!(output.status.code() == Some(1), "{}", text(&output));
+    let names: Vec<String> = steps(&report).into_iter().map(|(name, _)| name).collect();
+    ensure!(names == ["url", "dns", "tcp"], "{report}");
+    let tcp = step(&report, "tcp");
+    ensure!(tcp["status"] == "failed", "{report}");
+    ensure!(
+        tcp["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("connection refused"),
+        "{report}"
+    );
+    ensure!(
+        tcp["fix"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("is Kandan running"),
+        "{report}"
+    );
+    ensure!(
+        !text(&output).contains("secret-token-1"),
+        "the token leaked"
+    );
+
+    // A URL that is no WebSocket URL fails the first step, exit 2.
+    let output = doctor(&["--json", "--url", "http://127.0.0.1:9/runner/socket"]).await?;
+    let report = json(&output)?;
+    ensure!(output.status.code() == Some(2), "{}", text(&output));
+    ensure!(
+        steps(&report) == [("url".into(), "failed".into())],
+        "{report}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn doctor_url_wss_to_a_plain_port_fails_at_tls() -> Result<()> {
+    let sim = Simulator::start(SimConfig::default()).await?;
+    let url = sim.url().replace("ws://", "wss://");
+    let output = doctor(&["--json", "--url", &url, "--token", sim.token()]).await?;
+    let report = json(&output)?;
+    ensure!(output.status.code() == Some(1), "{}", text(&output));
+    let names: Vec<String> = steps(&report).into_iter().map(|(name, _)| name).collect();
+    ensure!(names == ["url", "dns", "tcp", "tls"], "{report}");
+    let tls = step(&report, "tls");
+    ensure!(tls["status"] == "failed", "{report}");
+    ensure!(
+        tls["fix"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("use ws://"),
+        "{report}"
+    );
+    ensure!(sim.join_count() == 0, "joined without TLS");
+    ensure!(!text(&output).contains(sim.token()), "the token leaked");
+    Ok(())
+}
+
+// ----- the eBPF blockers (privileged) -----
+
+/// A copy of the binary user nobody can run (the workspace may be private).
+fn public_copy() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("kandan-runner");
+    std::fs::copy(runner_bin(), &bin).unwrap();
+    (dir, bin)
+}
+
+/// `doctor --json` as user nobody with exactly `caps` (e.g. `bpf`) as
+/// inheritable and ambient capabilities, as a system unit starts it.
+fn doctor_as_nobody(bin: &Path, caps: &[&str]) -> (Output, Value) {
+    let list: String = caps.iter().map(|cap| format!(",+{cap}")).collect();
+    let output = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            &format!("--inh-caps=-all{list}"),
+            &format!("--ambient-caps=-all{list}"),
+            "--",
+        ])
+        .arg(bin)
+        .args(["doctor", "--json"])
+        .output()
+        .expect("setpriv (util-linux)");
+    let report =
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|err| panic!("{err}: {output:?}"));
+    (output, report)
+}
+
+fn ebpf(report: &Value) -> &Value {
+    report["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["backend"] == "ebpf")
+        .unwrap()
+}
+
+/// No clause of `reason` is said twice ("x: y: y").
+fn said_once(reason: &str) -> bool {
+    let parts: Vec<&str> = reason.split(": ").collect();
+    parts.windows(2).all(|pair| pair[0] != pair[1])
+}
+
+#[test]
+fn doctor_as_a_non_root_user_names_each_missing_capability() {
+    if !privileged("doctor_as_a_non_root_user_names_each_missing_capability") {
+        return;
+    }
+    let (_dir, bin) = public_copy();
+    let all = ["bpf", "perfmon", "dac_read_search"];
+    let (_, report) = doctor_as_nobody(&bin, &all);
+    let status = ebpf(&report);
+    assert!(
+        !status["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("not built")),
+        "the eBPF object is not embedded: {report}"
+    );
+    assert_eq!(status["available"], true, "with {all:?}: {report}");
+    assert_eq!(report["auto"], "ebpf", "{report}");
+    for dropped in all {
+        let fewer: Vec<&str> = all.iter().copied().filter(|cap| *cap != dropped).collect();
+        let (output, report) = doctor_as_nobody(&bin, &fewer);
+        let status = ebpf(&report);
+        let name = format!("CAP_{}", dropped.to_uppercase());
+        assert_eq!(status["available"], false, "without {name}: {report}");
+        let reason = status["reason"].as_str().unwrap();
+        assert_eq!(
+            reason,
+            format!("{name} missing from the effective capabilities (uid 65534)"),
+            "without {name}"
+        );
+        let fix = status["fix"].as_str().unwrap();
+        assert!(
+            fix.contains("CAP_BPF CAP_PERFMON CAP_DAC_READ_SEARCH") && fix.contains("setcap"),
+            "without {name}: {fix}"
+        );
+        // procfs still works, so doctor passes.
+        assert!(output.status.success(), "{output:?}");
+        assert_eq!(report["auto"], "procfs", "{report}");
+    }
+}
+
+#[test]
+fn doctor_as_root_with_capabilities_dropped_is_not_told_not_root() {
+    if !privileged("doctor_as_root_with_capabilities_dropped_is_not_told_not_root") {
+        return;
+    }
+    let bin = runner_bin();
+    for (drop, says) in [
+        ("cap_bpf,cap_sys_admin", "CAP_BPF missing"),
+        ("cap_perfmon,cap_sys_admin", "CAP_PERFMON missing"),
+        (
+            "cap_bpf,cap_perfmon,cap_sys_admin",
+            "CAP_BPF and CAP_PERFMON missing",
+        ),
+    ] {
+        let output = Command::new("capsh")
+            .args([
+                &format!("--drop={drop}"),
+                "--",
+                "-c",
+                &format!("exec {} doctor --json", bin.display()),
+            ])
+            .output()
+            .expect("capsh (Debian package libcap2-bin)");
+        let report: Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|err| panic!("{err}: {output:?}"));
+        let status = ebpf(&report);
+        let reason = status["reason"].as_str().unwrap_or_default();
+        assert!(reason.starts_with(says), "--drop={drop}: {reason}");
+        assert!(reason.ends_with("(uid 0)"), "--drop={drop}: {reason}");
+        assert!(!reason.contains("not root"), "--drop={drop}: {reason}");
+        let fix = status["fix"].as_str().unwrap_or_default();
+        assert!(fix.starts_with("root needs them too"), "{fix}");
+    }
+    // The human report says the fix under the reason.
+    let output = Command::new("capsh")
+        .args([
+            "--drop=cap_bpf,cap_sys_admin",
+            "--",
+            "-c",
+            &format!("exec {} doctor", bin.display()),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("ebpf     unavailable: CAP_BPF missing from the effective capabilities (uid 0)\n         fix: root needs them too"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn doctor_tells_tracefs_not_mounted_from_not_readable() {
+    if !privileged("doctor_tells_tracefs_not_mounted_from_not_readable") {
+        return;
+    }
+    let (_dir, bin) = public_copy();
+    // In a mount namespace of its own, tracefs unmounted: the non-root set
+    // cannot mount it (no CAP_SYS_ADMIN), and doctor says so, not that a
+    // capability is missing.
+    let caps = ",+bpf,+perfmon,+dac_read_search";
+    let script = format!(
+        "umount /sys/kernel/tracing && exec setpriv --reuid=65534 --regid=65534 --clear-groups \
+         --inh-caps=-all{caps} --ambient-caps=-all{caps} {} doctor --json",
+        bin.display()
+    );
+    let output = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("unshare (util-linux)");
+    let report: Value =
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|err| panic!("{err}: {output:?}"));
+    let status = ebpf(&report);
+    assert_eq!(
+        status["reason"], "tracefs is not mounted at /sys/kernel/tracing",
+        "{report}"
+    );
+    assert!(
+        status["fix"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("mount -t tracefs"),
+        "{report}"
+    );
+    // Mounted (the host's, mode 0700) but unreadable without
+    // CAP_DAC_READ_SEARCH: that capability is named instead.
+    let (_, report) = doctor_as_nobody(&bin, &["bpf", "perfmon"]);
+    let reason = ebpf(&report)["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        reason.starts_with("CAP_DAC_READ_SEARCH missing"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn doctor_with_stdout_closed_early_does_not_panic() {
+    let mut child = Command::new(runner_bin())
+        .arg("doctor")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the read end before doctor writes.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+}
+
+#[test]
+fn doctor_in_a_user_namespace_says_so_once() {
+    if !privileged("doctor_in_a_user_namespace_says_so_once") {
+        return;
+    }
+    let output = Command::new("unshare")
+        .args(["--user", "--map-root-user", "--"])
+        .arg(runner_bin())
+        .args(["doctor", "--json"])
+        .output()
+        .expect("unshare (util-linux)");
+    let report: Value =
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|err| panic!("{err}: {output:?}"));
+    let status = ebpf(&report);
+    let reason = status["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("running in a user namespace (uid_map 0 0 1)"),
+        "{reason}"
+    );
+    assert!(said_once(reason), "{reason}");
+    assert!(
+        status["fix"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("outside the user namespace"),
+        "{report}"
+    );
+    assert_eq!(report["auto"], "procfs", "{report}");
+}
