@@ -341,3 +341,100 @@ async fn the_files_redact_names_hide_more_values() -> Result<()> {
     );
     Ok(())
 }
+
+/// A python3 serving HTTPS (a self-signed certificate made here) on each
+/// of `ports`, `GET /` answering "tls".
+fn tls_servers(dir: &Path, ports: &[u16]) -> Result<Vec<String>> {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .context("run openssl")?;
+    ensure!(
+        made.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let script = format!(
+        "import http.server, ssl, threading, time\n\
+         class H(http.server.BaseHTTPRequestHandler):\n    \
+             def do_GET(self):\n        \
+                 self.send_response(200)\n        \
+                 self.send_header('Content-Length', '3')\n        \
+                 self.end_headers()\n        \
+                 self.wfile.write(b'tls')\n\
+         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+         ctx.load_cert_chain({cert:?}, {key:?})\n\
+         for port in {ports:?}:\n    \
+             srv = http.server.ThreadingHTTPServer(('127.0.0.1', port), H)\n    \
+             srv.socket = ctx.wrap_socket(srv.socket, server_side=True)\n    \
+             threading.Thread(target=srv.serve_forever, daemon=True).start()\n\
+         time.sleep(300)\n",
+        cert = cert.display().to_string(),
+        key = key.display().to_string(),
+    );
+    Ok(vec![
+        "python3".into(),
+        "-c".into(),
+        script,
+        "tls-servers".into(),
+    ])
+}
+
+#[tokio::test]
+async fn connect_speaks_the_protocol_a_port_entry_sets() -> Result<()> {
+    let sim = Simulator::start(SimConfig::default()).await?;
+    let dir = tempfile::tempdir()?;
+    let (plain, tls) = (vite::free_port()?, vite::free_port()?);
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[ports]]\nport = {plain}\nprotocol = \"http\"\n\
+             [[ports]]\nport = {tls}\nprotocol = \"https\"\n"
+        ),
+    )?;
+    let args = RunnerArgs::new("config-protocol", tls_servers(dir.path(), &[plain, tls])?)
+        .flags(["--config", config.to_str().context("temp path")?]);
+    let runner = RunnerProcess::start(&sim, args)?;
+    for port in [plain, tls] {
+        let request = sim
+            .wait_for_request(port, WAIT)
+            .await
+            .with_context(|| runner.output())?;
+        sim.approve(&request.request_id)?;
+        e2e::wait_resolved(&sim, &request.request_id).await?;
+    }
+    let resp = preview_client::get(&sim, tls, "/").await?;
+    ensure!(
+        resp.status == StatusCode::OK && resp.text() == "tls",
+        "https port: {} {:?} {}\n{}",
+        resp.status,
+        resp.error_code(),
+        resp.text(),
+        runner.output()
+    );
+    // Both speak TLS; `http` forbids the probe that `auto` would make.
+    let resp = preview_client::get(&sim, plain, "/").await?;
+    ensure!(
+        resp.status != StatusCode::OK && resp.text() != "tls",
+        "an http port was spoken to over TLS: {} {}",
+        resp.status,
+        resp.text()
+    );
+    Ok(())
+}

@@ -9,13 +9,17 @@ use serde::de::{self, Deserializer, Visitor};
 use crate::detect::process_info::ProcessInfo;
 use crate::pipeline::PortRange;
 
-/// How a forwarded port is spoken to (`protocol`). `Auto` lets forwarding
-/// find out (plain HTTP, TLS when the server answers with it).
+/// How a forwarded port is spoken to (`protocol`; the forwarder's
+/// setting per port).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
+    /// Plain HTTP, never probed.
     Http,
+    /// TLS from the first connection.
     Https,
+    /// Plain HTTP until the server resets it or answers with a TLS record,
+    /// then TLS if a probe succeeds.
     #[default]
     Auto,
 }

@@ -212,6 +212,15 @@ impl Runner {
     }
 
     async fn on_candidate(&mut self, event: crate::pipeline::CandidateEvent) {
+        use crate::pipeline::CandidateEvent;
+        if let CandidateEvent::Opened(candidate)
+        | CandidateEvent::Changed(candidate)
+        | CandidateEvent::AddressesChanged(candidate) = &event
+        {
+            // The `[[ports]]` protocol, set before the listener can be approved.
+            self.forwarder
+                .set_protocol(candidate.port, candidate.attributes.protocol);
+        }
         match self.approval.on_candidate(event) {
             Ok(outputs) => {
                 for output in outputs {

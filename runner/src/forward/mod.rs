@@ -182,8 +182,6 @@ impl Forwarder {
         }
     }
 
-    // Until the per-port `protocol` setting and `status` are wired in.
-    #[allow(dead_code)]
     /// Sets how `port`'s scheme is chosen (the per-port `protocol`
     /// setting; [`Protocol::Auto`] unless set). A change closes the port's
     /// idle connections, which were made under the old setting.

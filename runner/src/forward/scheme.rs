@@ -27,20 +27,8 @@ impl fmt::Display for Scheme {
     }
 }
 
-/// How the forwarder picks a port's scheme (the per-port `protocol` setting).
-// `Http` and `Https` come from the config file once it is wired in.
-#[allow(dead_code)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Protocol {
-    /// Plain HTTP, never probed.
-    Http,
-    /// TLS from the first connection.
-    Https,
-    /// Plain HTTP until the server resets it or answers with a TLS record,
-    /// then TLS if a probe succeeds.
-    #[default]
-    Auto,
-}
+/// How the forwarder picks a port's scheme: the `[[ports]]` `protocol`.
+pub use crate::config::Protocol;
 
 #[derive(Default)]
 struct PortScheme {
