@@ -22,7 +22,9 @@ pub mod logging;
 pub mod pipeline;
 
 pub(crate) mod redact;
+pub(crate) mod report;
 pub mod service;
+pub mod status;
 pub(crate) mod supervise;
 pub(crate) mod trees;
 mod version;
