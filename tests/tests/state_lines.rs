@@ -153,15 +153,37 @@ async fn connect_says_joined_and_each_port_state_once() -> Result<()> {
     Ok(())
 }
 
+/// The `kandan` part of `status --json` for this state directory.
+async fn kandan_status(state: &std::path::Path) -> Result<Value> {
+    let output = tokio::process::Command::new(integration_tests::support::runner_bin())
+        .args(["status", "--json"])
+        .env("XDG_STATE_HOME", state)
+        .output()
+        .await?;
+    let document: Value = serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("status --json: {output:?}"))?;
+    Ok(document["runners"][0]["kandan"].clone())
+}
+
 #[tokio::test]
 async fn a_reconnect_is_one_line_down_and_one_line_back() -> Result<()> {
-    let (sim, runner, _state) = start("lines-reconnect", &[]).await?;
+    let (sim, runner, state) = start("lines-reconnect", &[]).await?;
     wait_line(&runner, &["connected to Kandan"]).await?;
     let connections = sim.connection_count();
     sim.refuse_connections(true);
     sim.drop_connection()?;
-    // The schedule's first steps (10 ms to 500 ms) fit many attempts here.
+    // The schedule's first steps (10 ms to 500 ms) fit many attempts here;
+    // `status` counts them, the lines must not.
     tokio::time::sleep(Duration::from_millis(2000)).await;
+    let kandan = kandan_status(state.path()).await?;
+    ensure!(kandan["state"] == "reconnecting", "{kandan}");
+    ensure!(kandan["attempts"].as_u64() >= Some(3), "{kandan}");
+    ensure!(
+        kandan["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("503")),
+        "{kandan}"
+    );
     sim.refuse_connections(false);
     sim.wait_join_count(2, WAIT)
         .await

@@ -192,7 +192,8 @@ async fn another_user_cannot_ask(socket: &Path) -> Result<()> {
             "--reuid=65534",
             "--regid=65534",
             "--clear-groups",
-            "python3",
+            // The system's python: a pyenv shim under /root is not theirs.
+            "/usr/bin/python3",
             "-c",
             &probe,
         ])

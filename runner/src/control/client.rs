@@ -443,9 +443,6 @@ async fn run<C: Connector>(
                         if ever_joined {
                             attempt = 0;
                         }
-                        if joined {
-                            crate::report::connection_lost(&reason);
-                        }
                         failure = reason;
                         // Controls already read are still the runner's to act on
                         // (an approval stays valid); then tell it the channel is gone.

@@ -65,25 +65,6 @@ impl Connection {
             .collect()
     }
 
-    pub fn lost(&mut self, kandan: Option<&mut KandanStatus>, reason: &str) -> Vec<Line> {
-        if let Some(kandan) = kandan {
-            set(kandan, "reconnecting", Some(0), Some(reason));
-        }
-        if self.phase != Phase::Joined {
-            return Vec::new();
-        }
-        self.phase = Phase::Failing;
-        vec![
-            Line::new(
-                "reconnecting",
-                format!("lost the connection to Kandan ({reason}); reconnecting"),
-            )
-            .level("warn")
-            .field("url", self.url.clone())
-            .field("reason", reason),
-        ]
-    }
-
     pub fn failed(
         &mut self,
         kandan: Option<&mut KandanStatus>,
@@ -100,17 +81,18 @@ impl Connection {
                 kandan.since = since;
             }
         }
-        if self.phase == Phase::Failing {
-            return Vec::new();
-        }
+        let message = match self.phase {
+            Phase::Failing => return Vec::new(),
+            Phase::Joined => format!("lost the connection to Kandan ({reason})"),
+            Phase::Starting => format!("cannot reach Kandan at {} ({reason})", self.url),
+        };
         self.phase = Phase::Failing;
         let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
         vec![
             Line::new(
                 "reconnecting",
                 format!(
-                    "cannot reach Kandan at {} ({reason}); retrying: attempt {attempt}, next in {delay:?}, then quietly until it is back",
-                    self.url
+                    "{message}; reconnecting: attempt {attempt} in {delay:?}, later attempts quietly until it is back"
                 ),
             )
             .level("warn")
@@ -143,7 +125,6 @@ mod tests {
         let mut kandan = connection.start("ws://k/runner/socket", "laptop");
         let mut lines = connection.joined(Some(&mut kandan));
         assert_eq!(kandan.state, "connected");
-        lines.extend(connection.lost(Some(&mut kandan), "reset"));
         for attempt in 1..=20 {
             let delay = Duration::from_millis(10);
             lines.extend(connection.failed(Some(&mut kandan), attempt, delay, "refused"));
@@ -152,6 +133,16 @@ mod tests {
         assert_eq!(kandan.attempts, Some(20));
         lines.extend(connection.joined(Some(&mut kandan)));
         assert_eq!(events(&lines), ["connected", "reconnecting", "connected"]);
+        assert!(
+            lines[1].message.contains("lost the connection"),
+            "{:?}",
+            lines[1]
+        );
+        assert!(
+            lines[1].message.contains("attempt 1 in 10ms"),
+            "{:?}",
+            lines[1]
+        );
         assert!(lines[2].message.contains("again"), "{:?}", lines[2]);
         assert!(!lines.iter().any(|l| l.message.contains("token")));
     }
@@ -166,7 +157,16 @@ mod tests {
             lines.extend(connection.failed(Some(&mut kandan), attempt, delay, "refused"));
         }
         assert_eq!(events(&lines), ["reconnecting"]);
-        assert!(lines[0].message.contains("attempt 1"), "{:?}", lines[0]);
+        assert!(
+            lines[0].message.contains("cannot reach Kandan"),
+            "{:?}",
+            lines[0]
+        );
+        assert!(
+            lines[0].message.contains("attempt 1 in 50ms"),
+            "{:?}",
+            lines[0]
+        );
         // A rejoin on a live socket prints nothing.
         assert_eq!(connection.joined(None).len(), 1);
         assert!(connection.joined(None).is_empty());

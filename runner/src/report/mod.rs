@@ -105,12 +105,8 @@ pub(crate) fn joined() {
     update(|state| state.connection.joined(state.status.kandan.as_mut()));
 }
 
-/// The connection was lost; the client will reconnect.
-pub(crate) fn connection_lost(reason: &str) {
-    update(|state| state.connection.lost(state.status.kandan.as_mut(), reason));
-}
-
-/// Attempt `attempt` (from 1) to reach Kandan failed; the next is in `delay`.
+/// The connection failed or was lost (`reason`); attempt `attempt` (from
+/// 1) to reconnect is in `delay`.
 pub(crate) fn connect_failed(attempt: usize, delay: Duration, reason: &str) {
     update(|state| {
         let kandan = state.status.kandan.as_mut();
