@@ -162,8 +162,11 @@ pub async fn run(args: ConnectArgs) -> i32 {
                 crate::report::editors(editors::ready(&runner.editors));
             }
             Some((id, event)) = instance_events.recv() => {
+                let changes_status = instances::Instances::changes_status(&event);
                 runner.on_instance_event(id, event).await;
-                crate::report::instances(runner.instances.ready());
+                if changes_status {
+                    crate::report::instances(runner.instances.ready());
+                }
             }
             code = crate::supervise::exit_code_of(&mut command) => break RunnerStop::Exited(code),
             signal = signals.recv() => break RunnerStop::Signal(signal),
