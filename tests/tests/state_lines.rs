@@ -271,3 +271,41 @@ async fn text_logs_off_a_terminal_have_no_colour() -> Result<()> {
     ensure!(!output.contains('\u{1b}'), "colour in {output:?}");
     Ok(())
 }
+
+/// stderr of a `connect` that cannot reach Kandan, run for a second on a
+/// terminal (`script` gives it a pty), with `RUST_LOG=debug` so that log
+/// lines (which carry the colours) are printed.
+async fn on_a_terminal(no_color: bool) -> Result<String> {
+    let state = tempfile::tempdir()?;
+    let port = integration_tests::support::free_port()?;
+    let runner = integration_tests::support::runner_bin();
+    let command = format!(
+        "timeout -s INT 1 {} connect --url ws://127.0.0.1:{port}/runner/socket --token t --backend procfs -- sleep 5",
+        runner.display()
+    );
+    let mut script = tokio::process::Command::new("script");
+    script
+        .args(["-qec", &command, "/dev/null"])
+        .env("RUST_LOG", "debug")
+        .env("XDG_STATE_HOME", state.path())
+        .env_remove("NO_COLOR");
+    if no_color {
+        script.env("NO_COLOR", "1");
+    }
+    let output = script.output().await.context("script (util-linux)")?;
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[tokio::test]
+async fn colour_only_on_a_terminal_and_never_with_no_color() -> Result<()> {
+    let coloured = on_a_terminal(false).await?;
+    ensure!(coloured.contains("cannot connect to kandan"), "{coloured}");
+    ensure!(
+        coloured.contains('\u{1b}'),
+        "no colour on a terminal: {coloured:?}"
+    );
+    let plain = on_a_terminal(true).await?;
+    ensure!(plain.contains("cannot connect to kandan"), "{plain}");
+    ensure!(!plain.contains('\u{1b}'), "colour with NO_COLOR: {plain:?}");
+    Ok(())
+}
