@@ -251,6 +251,11 @@ async fn json_logs_are_one_object_per_line_with_a_timestamp() -> Result<()> {
         ensure!(!line.contains('\u{1b}'), "colour in {line}");
         events.extend(object["event"].as_str().map(str::to_owned));
     }
+    // Log lines (RUST_LOG=info) too, not only state lines.
+    ensure!(
+        lines.iter().any(|l| l.contains(r#""target":"runner"#)),
+        "no log line: {lines:?}"
+    );
     for wanted in ["backend", "connected", "port_waiting", "port_approved"] {
         ensure!(events.iter().any(|e| e == wanted), "{wanted} in {events:?}");
     }

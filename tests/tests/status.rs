@@ -272,9 +272,17 @@ async fn status_lists_a_running_watch_and_cleans_up_stale_sockets() -> Result<()
         watched["pid"].is_u64() && watched["label"].is_string(),
         "{watched}"
     );
-    ensure!(
-        mode(&socket_of(state.path(), watch.pid()))? == 0o600,
-        "socket mode"
-    );
+    let socket = socket_of(state.path(), watch.pid());
+    ensure!(mode(&socket)? == 0o600, "socket mode");
+
+    // SIGTERM: the socket goes with the runner; `--json` then says none.
+    let mut watch = watch;
+    watch.signal(libc::SIGTERM);
+    watch.wait(WAIT).await?;
+    ensure!(!socket.exists(), "{} left behind", socket.display());
+    let (code, stdout, stderr) = status(state.path(), &["--json"]).await?;
+    ensure!(code == 1, "{code} {stdout} {stderr}");
+    let none: Value = serde_json::from_str(&stdout)?;
+    ensure!(none == serde_json::json!({"runners": []}), "{stdout}");
     Ok(())
 }
