@@ -286,3 +286,79 @@ async fn status_lists_a_running_watch_and_cleans_up_stale_sockets() -> Result<()
     ensure!(none == serde_json::json!({"runners": []}), "{stdout}");
     Ok(())
 }
+
+/// Waits for a runner stderr line with every one of `words`.
+async fn wait_line(runner: &RunnerProcess, words: &[&str]) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !runner
+        .output()
+        .lines()
+        .any(|line| !line.starts_with("stdout: ") && words.iter().all(|w| line.contains(w)))
+    {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no line with {words:?}:\n{}",
+            runner.output()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_editor_shows_in_the_state_lines_and_in_status() -> Result<()> {
+    let test = "an_editor_shows_in_the_state_lines_and_in_status";
+    let Some(bin) = integration_tests::code_server::code_server_bin(test) else {
+        return Ok(());
+    };
+    let state = tempfile::tempdir()?;
+    let root = tempfile::tempdir()?;
+    let cwd = root.path().to_string_lossy().into_owned();
+    let sim = Simulator::start(SimConfig::default()).await?;
+    let mut args = RunnerArgs::new("status-editor", Vec::new());
+    args.flags = vec![
+        "--code-server-bin".into(),
+        bin.to_string_lossy().into_owned(),
+    ];
+    args.env
+        .push(("XDG_STATE_HOME".into(), state.path().display().to_string()));
+    let runner = RunnerProcess::start(&sim, args)?;
+    sim.wait_joined(WAIT)
+        .await
+        .with_context(|| runner.output())?;
+    let after = sim.event_count();
+    sim.send_control(serde_json::json!({
+        "type": "update_runner_config", "allowedCwds": [cwd], "configVersion": 1,
+    }))?;
+    sim.wait_for_event_after(after, "runner_config_applied", |_| true, WAIT)
+        .await?;
+
+    sim.send_control(serde_json::json!({
+        "type": "start_local_editor", "requestId": "ed-1", "cwd": cwd,
+    }))?;
+    let started = sim
+        .wait_for_event("local_editor_started", |e| e["requestId"] == "ed-1", WAIT)
+        .await
+        .with_context(|| runner.output())?;
+    let editor_id = started["editorId"].as_str().context("editorId")?.to_owned();
+    wait_line(&runner, &["editor", &editor_id, "started", &cwd]).await?;
+    let document = wait_status(state.path(), |d| {
+        d["runners"][0]["editors"][0]["editorId"] == editor_id.as_str()
+    })
+    .await?;
+    let editor = &document["runners"][0]["editors"][0];
+    ensure!(
+        editor["cwd"] == cwd.as_str() && editor["state"] == "running",
+        "{editor}"
+    );
+
+    sim.send_control(serde_json::json!({"type": "stop_local_editor", "editorId": editor_id}))?;
+    wait_line(&runner, &["editor", &editor_id, "stopped"]).await?;
+    wait_status(state.path(), |d| {
+        d["runners"][0]["editors"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    })
+    .await?;
+    Ok(())
+}
