@@ -362,3 +362,61 @@ async fn an_editor_shows_in_the_state_lines_and_in_status() -> Result<()> {
     .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_codex_instance_shows_in_the_state_lines_and_in_status() -> Result<()> {
+    use integration_tests::codex::{CodexDirs, codex_bin};
+    use integration_tests::fake_model::FakeModel;
+
+    let bin = codex_bin()?;
+    let state = tempfile::tempdir()?;
+    let sim = Simulator::start(SimConfig::default()).await?;
+    let model = FakeModel::start().await?;
+    let dirs = CodexDirs::new()?;
+    std::fs::write(dirs.home().join("config.toml"), model.config_toml())?;
+    let home = dirs.home().to_string_lossy().into_owned();
+    let cwd = dirs.cwd().to_string_lossy().into_owned();
+    let mut args = RunnerArgs::new("status-codex", Vec::new());
+    args.flags = vec!["--codex-bin".into(), bin.to_string_lossy().into_owned()];
+    args.env = vec![
+        ("CODEX_HOME".into(), home.clone()),
+        ("HOME".into(), home),
+        ("XDG_STATE_HOME".into(), state.path().display().to_string()),
+    ];
+    let runner = RunnerProcess::start(&sim, args)?;
+    sim.wait_joined(WAIT)
+        .await
+        .with_context(|| runner.output())?;
+    let after = sim.event_count();
+    sim.send_control(serde_json::json!({
+        "type": "update_runner_config", "allowedCwds": [cwd],
+    }))?;
+    sim.wait_for_event_after(after, "runner_config_applied", |_| true, WAIT)
+        .await?;
+
+    sim.send_control(serde_json::json!({
+        "type": "start_instance", "instanceId": "i-status", "cwd": cwd,
+    }))?;
+    sim.wait_for_event("instance_started", |e| e["instanceId"] == "i-status", WAIT)
+        .await
+        .with_context(|| runner.output())?;
+    wait_line(&runner, &["Codex instance i-status started in", &cwd]).await?;
+    let document = wait_status(state.path(), |d| {
+        d["runners"][0]["instances"][0]["instanceId"] == "i-status"
+    })
+    .await?;
+    let instance = &document["runners"][0]["instances"][0];
+    ensure!(instance["cwd"] == cwd.as_str(), "{instance}");
+    ensure!(instance["threadId"].is_string(), "{instance}");
+    ensure!(instance["state"] == "idle", "{instance}");
+
+    sim.send_control(serde_json::json!({"type": "stop_instance", "instanceId": "i-status"}))?;
+    wait_line(&runner, &["Codex instance i-status stopped"]).await?;
+    wait_status(state.path(), |d| {
+        d["runners"][0]["instances"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    })
+    .await?;
+    Ok(())
+}
