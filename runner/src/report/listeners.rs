@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use super::Line;
 use crate::approval::ListenerSnapshot;
 use crate::control::events::ListenerState;
+use crate::forward::Scheme;
 use crate::gate::GateRefusal;
 use crate::pipeline::CandidateEvent;
 use crate::redact::redact_command;
@@ -21,7 +22,13 @@ fn state_word(state: ListenerState) -> &'static str {
     }
 }
 
-pub(super) fn status_of(listener: &ListenerSnapshot) -> ListenerStatus {
+/// `listener` as `status` shows it; the scheme forwarding learned stays
+/// while the listener (its request) does.
+pub(super) fn status_of(listener: &ListenerSnapshot, before: &[ListenerStatus]) -> ListenerStatus {
+    let request_id = listener.request_id.as_str();
+    let scheme = (before.iter())
+        .find(|old| old.port == listener.port && old.request_id.as_deref() == Some(request_id))
+        .and_then(|old| old.scheme.clone());
     ListenerStatus {
         port: listener.port,
         label: listener.label.clone(),
@@ -29,11 +36,36 @@ pub(super) fn status_of(listener: &ListenerSnapshot) -> ListenerStatus {
         command: redact_command(&listener.command),
         cwd: listener.cwd.as_ref().map(|cwd| cwd.display().to_string()),
         state: Some(state_word(listener.state).to_owned()),
-        request_id: Some(listener.request_id.as_str().to_owned()),
+        request_id: Some(request_id.to_owned()),
         addresses: listener.addresses.iter().map(ToString::to_string).collect(),
-        // Filled once the runner learns how the server speaks (HTTPS work).
-        scheme: None,
+        scheme,
     }
+}
+
+/// Records `port`'s scheme; a line when a server turns out to speak HTTPS.
+pub(super) fn scheme(listeners: &mut [ListenerStatus], port: u16, scheme: Scheme) -> Vec<Line> {
+    let Some(listener) = listeners.iter_mut().find(|l| l.port == port) else {
+        return Vec::new();
+    };
+    let word = scheme.to_string();
+    if listener.scheme.as_deref() == Some(word.as_str()) {
+        return Vec::new();
+    }
+    listener.scheme = Some(word.clone());
+    if scheme != Scheme::Https {
+        return Vec::new();
+    }
+    let line = Line::new(
+        "port_scheme",
+        format!(
+            "port {port} ({}): speaks HTTPS; forwarded over TLS (its certificate is not verified)",
+            listener.label
+        ),
+    )
+    .field("port", port)
+    .field("label", listener.label.clone())
+    .field("scheme", word);
+    vec![line]
 }
 
 /// The lines between the listeners `before` and `now`, each with its port.
@@ -167,6 +199,27 @@ mod tests {
     }
 
     #[test]
+    fn a_learned_scheme_stays_with_its_listener_and_https_is_told_once() {
+        let approved = vec![listener(5173, "r1", ListenerState::Approved)];
+        let mut shown: Vec<_> = approved.iter().map(|l| status_of(l, &[])).collect();
+        assert_eq!(shown[0].scheme, None);
+        let lines = scheme(&mut shown, 5173, Scheme::Https);
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].message.contains("speaks HTTPS"), "{:?}", lines[0]);
+        assert!(scheme(&mut shown, 5173, Scheme::Https).is_empty());
+        assert!(scheme(&mut shown, 9999, Scheme::Https).is_empty());
+        // A refresh keeps it for the same listener, not for a new one.
+        let again: Vec<_> = approved.iter().map(|l| status_of(l, &shown)).collect();
+        assert_eq!(again[0].scheme.as_deref(), Some("https"));
+        let other = listener(5173, "r2", ListenerState::Pending);
+        assert_eq!(status_of(&other, &again).scheme, None);
+        // Plain HTTP is recorded without a line.
+        let mut plain: Vec<_> = approved.iter().map(|l| status_of(l, &[])).collect();
+        assert!(scheme(&mut plain, 5173, Scheme::Http).is_empty());
+        assert_eq!(plain[0].scheme.as_deref(), Some("http"));
+    }
+
+    #[test]
     fn a_line_per_change_of_state_and_none_for_the_same_state() {
         let waiting = vec![listener(5173, "r1", ListenerState::Pending)];
         let lines = diff(&[], &waiting);
@@ -177,7 +230,7 @@ mod tests {
             "{:?}",
             lines[0]
         );
-        let before: Vec<_> = waiting.iter().map(status_of).collect();
+        let before: Vec<_> = waiting.iter().map(|l| status_of(l, &[])).collect();
         assert!(before[0].command.contains("***") && !before[0].command.contains("s3cret"));
         assert!(diff(&before, &waiting).is_empty());
         let approved = vec![listener(5173, "r1", ListenerState::Approved)];

@@ -119,9 +119,17 @@ pub(crate) fn listeners(now: Vec<ListenerSnapshot>) {
     update(|state| {
         let lines = listeners::diff(&state.status.listeners, &now);
         state.refused.changed(&lines);
-        state.status.listeners = now.iter().map(listeners::status_of).collect();
+        let before = std::mem::take(&mut state.status.listeners);
+        state.status.listeners = (now.iter())
+            .map(|listener| listeners::status_of(listener, &before))
+            .collect();
         lines.into_iter().map(|(_, line)| line).collect()
     });
+}
+
+/// Forwarding found out how the local server on `port` speaks.
+pub(crate) fn scheme(port: u16, scheme: crate::forward::Scheme) {
+    update(|state| listeners::scheme(&mut state.status.listeners, port, scheme))
 }
 
 /// A listener event of `watch` (no approval, no lines: `watch` prints its own).
