@@ -200,7 +200,7 @@ pub fn start_for_command(
     let watched = start(args, output, gate, |selection| {
         let line = crate::report::Line::new("backend", backend_line(selection))
             .field("backend", selection.kind.to_string());
-        crate::report::notice(line);
+        crate::report::backend(line);
     })
     .map_err(|err| {
         crate::report::error(crate::error_chain(&err));

@@ -76,9 +76,15 @@ pub(crate) fn error(message: impl Into<String>) {
     line.write(OUTPUT.get().map(|o| o.format).unwrap_or_default());
 }
 
-/// A one-off state line (the backend line).
+/// A one-off state line (a warning, what a bare `watch` watches).
 pub(crate) fn notice(line: Line) {
     emit(&line);
+}
+
+/// The backend line: PROTOCOL.md section 1 makes it the first stderr line
+/// whatever the flags, so `--quiet` keeps it.
+pub(crate) fn backend(line: Line) {
+    line.write(OUTPUT.get().map(|o| o.format).unwrap_or_default());
 }
 
 /// This process is `connect` or `watch` on `backend`: what `status` shows.
