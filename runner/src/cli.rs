@@ -22,6 +22,28 @@ pub struct Cli {
     pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Flags every command takes: how stderr speaks.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Logs and state lines on stderr as text, or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    pub log_format: crate::logging::LogFormat,
+    /// No state lines (connected, ports, ...); warnings and errors still print.
+    #[arg(long, global = true)]
+    pub quiet: bool,
+}
+
+impl OutputArgs {
+    pub fn output(&self) -> crate::logging::Output {
+        crate::logging::Output {
+            format: self.log_format,
+            quiet: self.quiet,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -33,6 +55,8 @@ pub enum Command {
     Connect(Box<ConnectArgs>),
     /// Say which detector backends work here and why the others do not.
     Doctor(DoctorArgs),
+    /// List the running runners' listeners, Kandan connection, instances and editors.
+    Status(crate::status::StatusArgs),
     /// Install, remove or print the systemd unit (launchd plist on macOS).
     Service(crate::service::ServiceArgs),
     /// Print a shell completion script.
@@ -356,7 +380,7 @@ fn exit_on_error(err: ParseError) -> ! {
         ErrorKind::MissingSubcommand | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
     ) {
         eprintln!(
-            "error: a subcommand is required: watch, connect, doctor, service, completions or man (see --help)"
+            "error: a subcommand is required: watch, connect, doctor, status, service, completions or man (see --help)"
         );
         std::process::exit(2);
     }

@@ -63,14 +63,14 @@ pub fn man(args: &ManArgs) -> i32 {
         return match write_pages(dir) {
             Ok(()) => 0,
             Err(err) => {
-                eprintln!("error: --dir {}: {err}", dir.display());
+                crate::report::error(format!("--dir {}: {err}", dir.display()));
                 1
             }
         };
     }
     let mut page = Vec::new();
     if let Err(err) = clap_mangen::Man::new(Cli::command()).render(&mut page) {
-        eprintln!("error: cannot render the man page: {err}");
+        crate::report::error(format!("cannot render the man page: {err}"));
         return 1;
     }
     write_stdout(&page)
@@ -101,7 +101,7 @@ fn write_stdout(bytes: &[u8]) -> i32 {
         // `kandan-runner man | head` closes the pipe early; not an error.
         Err(err) if err.kind() == io::ErrorKind::BrokenPipe => 0,
         Err(err) => {
-            eprintln!("error: cannot write to stdout: {err}");
+            crate::report::error(format!("cannot write to stdout: {err}"));
             1
         }
     }

@@ -23,8 +23,10 @@ pub mod logging;
 pub mod pipeline;
 
 pub(crate) mod redact;
+pub(crate) mod report;
 pub(crate) mod root_pids;
 pub mod service;
+pub mod status;
 pub(crate) mod supervise;
 pub(crate) mod trees;
 mod version;

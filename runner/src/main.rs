@@ -5,10 +5,11 @@ use runner::cli::{self, Command};
 fn main() {
     let cli = cli::parse();
     runner::control::budget::return_large_blocks_to_the_system();
-    runner::logging::init();
+    runner::logging::init(cli.output.output());
     let code = match cli.command {
         Command::Doctor(args) => runner::doctor::run(&args),
         Command::Service(args) => runner::service::run(&args),
+        Command::Status(args) => runner::status::run(&args),
         Command::Completions(args) => runner::cli_docs::completions(&args),
         Command::Man(args) => runner::cli_docs::man(&args),
         command => {
@@ -27,6 +28,7 @@ fn main() {
                     Command::Watch(args) => runner::watch::run(args).await,
                     Command::Connect(args) => runner::connect::run(*args).await,
                     Command::Doctor(_)
+                    | Command::Status(_)
                     | Command::Service(_)
                     | Command::Completions(_)
                     | Command::Man(_) => unreachable!("handled above"),

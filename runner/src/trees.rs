@@ -76,7 +76,9 @@ pub fn start(
     let (detector, selection) = detect::start(args.backend, &config)?;
     on_selected(&selection);
     for warning in warnings {
-        eprintln!("{warning}");
+        crate::report::notice(
+            crate::report::Line::new("root_pid", warning.to_string()).level("warn"),
+        );
     }
 
     for &pid in &args.root_pids {
@@ -193,14 +195,16 @@ pub fn start_for_command(
     // Listening first: a signal while the command starts must not kill the
     // runner before it can end the command.
     let signals = Signals::new().map_err(|err| {
-        eprintln!("error: cannot listen for signals: {err}");
+        crate::report::error(format!("cannot listen for signals: {err}"));
         1
     })?;
     let watched = start(args, output, gate, |selection| {
-        eprintln!("{}", backend_line(selection))
+        let line = crate::report::Line::new("backend", backend_line(selection))
+            .field("backend", selection.kind.to_string());
+        crate::report::backend(line);
     })
     .map_err(|err| {
-        eprintln!("error: {}", crate::error_chain(&err));
+        crate::report::error(crate::error_chain(&err));
         err.exit_code()
     })?;
     Ok((watched, signals))

@@ -154,10 +154,11 @@ fn completions_refuse_other_shells_with_exit_2() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
 
-const SUBCOMMANDS: [&str; 6] = [
+const SUBCOMMANDS: [&str; 7] = [
     "watch",
     "connect",
     "doctor",
+    "status",
     "service",
     "completions",
     "man",

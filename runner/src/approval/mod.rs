@@ -166,6 +166,7 @@ impl Approval {
         } else {
             tracing::info!(port, command = %identity.command, "denied before: not asking again");
         }
+        self.gate.set_offered(&identity);
         self.requests.insert(request_id.clone(), identity.clone());
         self.live.insert(
             port,
@@ -237,11 +238,19 @@ impl Approval {
     /// Every current candidate, for `runner_ready.listeners`, by port.
     /// Kandan hears of all their ids, so all their closes are sent later.
     pub fn snapshot(&mut self) -> Vec<ListenerSnapshot> {
+        for live in self.live.values_mut() {
+            live.announced = true;
+        }
+        self.listeners()
+    }
+
+    /// Every current candidate with its state, by port, without telling
+    /// Kandan (for `status` and the state lines).
+    pub fn listeners(&self) -> Vec<ListenerSnapshot> {
         let mut listeners: Vec<ListenerSnapshot> = self
             .live
-            .values_mut()
+            .values()
             .map(|live| {
-                live.announced = true;
                 let state = state_of(self.decisions.get(&live.identity).copied().flatten());
                 ListenerSnapshot::of(&live.request_id, &live.candidate, state)
             })

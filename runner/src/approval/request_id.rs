@@ -17,6 +17,16 @@ impl RequestId {
         let hex = bytes.iter().map(|b| format!("{b:02x}")).collect();
         Ok(RequestId(hex))
     }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// An id as a test writes it.
+    #[cfg(test)]
+    pub(crate) fn from_wire(id: &str) -> Self {
+        RequestId(id.to_owned())
+    }
 }
 
 impl fmt::Display for RequestId {

@@ -127,12 +127,9 @@ fn an_opened_candidate_becomes_a_pending_request() {
     assert_eq!(*state, ListenerState::Pending);
 
     let gate = approval.gate();
-    assert_eq!(gate.target(5173), Err(GateRefusal::NotApproved));
+    assert_eq!(gate.target(5173), Err(GateRefusal::Pending));
     assert_eq!(gate.target(5174), Err(GateRefusal::NotListening));
-    assert_eq!(
-        GateRefusal::NotApproved.code().as_str(),
-        "port_not_approved"
-    );
+    assert_eq!(GateRefusal::Pending.code().as_str(), "port_not_approved");
     assert_eq!(
         GateRefusal::NotListening.code().as_str(),
         "port_not_listening"
@@ -172,7 +169,7 @@ fn an_unknown_request_id_is_an_error() {
         .unwrap_err();
     assert!(matches!(err, ApprovalError::UnknownRequest(ref id) if id == "0123"));
     assert_eq!(err.code().as_str(), "invalid_control");
-    assert_eq!(approval.gate().target(5173), Err(GateRefusal::NotApproved));
+    assert_eq!(approval.gate().target(5173), Err(GateRefusal::Pending));
 }
 
 #[test]
@@ -324,7 +321,7 @@ fn a_denied_server_is_not_asked_again_after_a_restart() {
     let gate = approval.gate();
     let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
     deny(&mut approval, &id);
-    assert_eq!(gate.target(5173), Err(GateRefusal::NotApproved));
+    assert_eq!(gate.target(5173), Err(GateRefusal::Denied));
 
     // A quick restart: nothing.
     assert!(
@@ -339,7 +336,7 @@ fn a_denied_server_is_not_asked_again_after_a_restart() {
             .unwrap()
             .is_empty()
     );
-    assert_eq!(gate.target(5173), Err(GateRefusal::NotApproved));
+    assert_eq!(gate.target(5173), Err(GateRefusal::Denied));
 
     // It is listed as denied, and its close is sent once Kandan knows it.
     let snapshot = approval.snapshot();
@@ -392,7 +389,7 @@ fn the_same_command_in_another_cwd_is_another_identity() {
     let (_, restarted, state) = expect_request(&mut approval, CandidateEvent::Opened(elsewhere));
     assert!(!restarted);
     assert_eq!(state, ListenerState::Pending);
-    assert_eq!(approval.gate().target(5173), Err(GateRefusal::NotApproved));
+    assert_eq!(approval.gate().target(5173), Err(GateRefusal::Pending));
 }
 
 /// Redaction happens at the wire only: two tokens that both read `***` to
@@ -408,7 +405,7 @@ fn the_same_command_with_another_secret_is_another_identity() {
     let (_, restarted, state) = expect_request(&mut approval, CandidateEvent::Opened(second));
     assert!(!restarted);
     assert_eq!(state, ListenerState::Pending);
-    assert_eq!(approval.gate().target(8888), Err(GateRefusal::NotApproved));
+    assert_eq!(approval.gate().target(8888), Err(GateRefusal::Pending));
 }
 
 #[test]
@@ -442,7 +439,7 @@ fn another_program_on_the_port_voids_the_approval_at_once() {
     };
     assert_eq!(*closed_id, id);
     assert_ne!(*new_id, id);
-    assert_eq!(gate.target(5173), Err(GateRefusal::NotApproved));
+    assert_eq!(gate.target(5173), Err(GateRefusal::Pending));
     assert_eq!(
         revoked.try_recv(),
         Ok(Revocation {
@@ -453,7 +450,7 @@ fn another_program_on_the_port_voids_the_approval_at_once() {
 
     // Approving the old request now approves only the old program.
     approve(&mut approval, &id);
-    assert_eq!(gate.target(5173), Err(GateRefusal::NotApproved));
+    assert_eq!(gate.target(5173), Err(GateRefusal::Pending));
     approve(&mut approval, new_id);
     assert!(gate.target(5173).is_ok());
 }
@@ -506,7 +503,7 @@ fn deny_after_approve_revokes() {
     let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
     approve(&mut approval, &id);
     deny(&mut approval, &id);
-    assert_eq!(gate.target(5173), Err(GateRefusal::NotApproved));
+    assert_eq!(gate.target(5173), Err(GateRefusal::Denied));
     assert_eq!(
         revoked.try_recv(),
         Ok(Revocation {

@@ -75,6 +75,7 @@ impl Runner {
         };
         match self.approval.resolve(resolution) {
             Ok(outputs) => {
+                crate::report::listeners(self.approval.listeners());
                 for output in outputs {
                     self.send(translate::approval_event(output)).await;
                 }

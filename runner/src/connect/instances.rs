@@ -81,6 +81,17 @@ impl Instances {
         (instances, events)
     }
 
+    /// Whether `event` may change what `status` shows of its instance:
+    /// not the stream of notifications, but a turn starting or ending.
+    pub(super) fn changes_status(event: &InstanceEvent) -> bool {
+        match event {
+            InstanceEvent::Notification { method, .. } => {
+                matches!(method.as_str(), "turn/started" | "turn/completed")
+            }
+            _ => true,
+        }
+    }
+
     /// `runner_ready.instances`.
     pub(super) fn ready(&self) -> Vec<ReadyInstance> {
         let mut ready: Vec<ReadyInstance> = (self.live.iter())

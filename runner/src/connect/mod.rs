@@ -28,13 +28,13 @@ pub async fn run(args: ConnectArgs) -> i32 {
     // Before anything starts: no retry can make such a URL work.
     if let Err(err) = crate::control::mount::check_mount(&args.url) {
         let shown = crate::control::endpoint::redact(&args.url);
-        eprintln!("error: --url {shown}: {err}");
+        crate::report::error(format!("--url {shown}: {err}"));
         return 2;
     }
     let token = match args.token() {
         Ok(token) => token,
         Err(err) => {
-            eprintln!("error: {}", crate::error_chain(&err));
+            crate::report::error(crate::error_chain(&err));
             return 2;
         }
     };
@@ -64,6 +64,10 @@ pub async fn run(args: ConnectArgs) -> i32 {
     };
 
     let runner_id = args.runner_id.clone().unwrap_or_else(hostname);
+    crate::report::started("connect", &selection.kind.to_string());
+    crate::report::kandan(&crate::control::endpoint::redact(&args.url), &runner_id);
+    // Removed (with its socket) when `connect` returns.
+    let _status = crate::status::serve();
     let join = JoinInfo {
         runner_id: runner_id.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -136,26 +140,35 @@ pub async fn run(args: ConnectArgs) -> i32 {
         tokio::select! {
             event = candidates.recv() => {
                 let Some(event) = event else {
-                    eprintln!("error: the detector stopped");
+                    crate::report::error("the detector stopped");
                     return 1;
                 };
                 runner.on_candidate(event).await;
             }
             input = inputs.recv() => {
                 let Some(input) = input else {
-                    eprintln!("error: the control channel stopped");
+                    crate::report::error("the control channel stopped");
                     return 1;
                 };
                 if let ControlInput::Refused(refusal) = input {
                     // Stopped like a SIGTERM would: the command's tree ends.
-                    eprintln!("error: {refusal}");
+                    crate::report::error(refusal.to_string());
                     refused = true;
                     break RunnerStop::Signal(Signal::Terminate);
                 }
                 runner.on_input(input).await;
             }
-            Some(event) = editor_events.recv() => runner.send(editors::event(event)).await,
-            Some((id, event)) = instance_events.recv() => runner.on_instance_event(id, event).await,
+            Some(event) = editor_events.recv() => {
+                runner.send(editors::event(event)).await;
+                crate::report::editors(editors::ready(&runner.editors));
+            }
+            Some((id, event)) = instance_events.recv() => {
+                let changes_status = instances::Instances::changes_status(&event);
+                runner.on_instance_event(id, event).await;
+                if changes_status {
+                    crate::report::instances(runner.instances.ready());
+                }
+            }
             code = crate::supervise::exit_code_of(&mut command) => break RunnerStop::Exited(code),
             () = root_pids.all_ended() => break RunnerStop::Exited(0),
             signal = signals.recv() => break RunnerStop::Signal(signal),
@@ -243,11 +256,13 @@ impl Runner {
             }
             Err(err) => tracing::error!("approval: {}", crate::error_chain(&err)),
         }
+        crate::report::listeners(self.approval.listeners());
     }
 
     async fn on_input(&mut self, input: ControlInput) {
         match input {
             ControlInput::Joined(session) => {
+                crate::report::joined();
                 let ready = Event::RunnerReady(RunnerReady {
                     runner_id: self.runner_id.clone(),
                     version: env!("CARGO_PKG_VERSION").to_string(),

@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::budget::Charge;
 use super::connection::{self, Ended};
@@ -419,6 +419,8 @@ async fn run<C: Connector>(
     let mut attempt = 0usize;
     let mut sessions = 0u64;
     loop {
+        // Why this attempt failed, for the state line (report collapses them).
+        let failure: String;
         let connect = tokio::time::timeout(timing.connect_timeout, connector.connect(&url));
         let Some(connected) = links.offline(connect).await else {
             return;
@@ -437,10 +439,11 @@ async fn run<C: Connector>(
                         reason,
                         pending,
                     } => {
-                        warn!(url = %shown, %reason, "connection to kandan lost");
+                        info!(url = %shown, %reason, "connection to kandan lost");
                         if ever_joined {
                             attempt = 0;
                         }
+                        failure = reason;
                         // Controls already read are still the runner's to act on
                         // (an approval stays valid); then tell it the channel is gone.
                         for input in pending
@@ -464,13 +467,19 @@ async fn run<C: Connector>(
                         .await;
                     return;
                 }
-                warn!(url = %shown, %error, "cannot connect to kandan");
+                // Once per outage on stderr (the state line), every time here.
+                tracing::debug!(url = %shown, %error, "cannot connect to kandan");
+                failure = error.to_string();
             }
-            Err(_) => warn!(url = %shown, "connecting to kandan timed out"),
+            Err(_) => {
+                tracing::debug!(url = %shown, "connecting to kandan timed out");
+                failure = format!("no answer within {:?}", timing.connect_timeout);
+            }
         }
         let delay = timing.reconnect.delay(attempt);
         attempt = attempt.saturating_add(1);
         tracing::debug!(?delay, attempt, "reconnecting");
+        crate::report::connect_failed(attempt, delay, &failure);
         if links.offline(tokio::time::sleep(delay)).await.is_none() {
             return;
         }

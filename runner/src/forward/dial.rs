@@ -126,7 +126,7 @@ pub fn loopback_targets(bound: &[IpAddr]) -> Vec<IpAddr> {
 pub fn targets(gate: &dyn PortGate, port: u16) -> Result<Vec<IpAddr>, ForwardError> {
     let bound = gate
         .target(port)
-        .map_err(|source| ForwardError::Refused { port, source })?;
+        .map_err(|refusal| refused(port, refusal))?;
     let targets = loopback_targets(&bound);
     if targets.is_empty() {
         let addrs = bound
@@ -137,6 +137,13 @@ pub fn targets(gate: &dyn PortGate, port: u16) -> Result<Vec<IpAddr>, ForwardErr
         return Err(ForwardError::NoLoopbackTarget { port, addrs });
     }
     Ok(targets)
+}
+
+/// The error for a refused port, told to the person too: Kandan asking
+/// for a port that is pending or denied is worth their attention.
+fn refused(port: u16, refusal: crate::gate::GateRefusal) -> ForwardError {
+    crate::report::refused(port, refusal);
+    ForwardError::Refused { port, refusal }
 }
 
 /// Connects to the first of `targets` (from [`targets`]) that accepts, then
@@ -155,7 +162,7 @@ pub async fn connect_to(
         source,
     })?;
     gate.verify(peer)
-        .map_err(|source| ForwardError::Refused { port, source })?;
+        .map_err(|refusal| refused(port, refusal))?;
     Ok(stream)
 }
 

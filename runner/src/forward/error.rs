@@ -7,13 +7,10 @@ use crate::gate::GateRefusal;
 /// Why a forwarded request or socket failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ForwardError {
-    /// The gate refused the port.
-    #[error("port {port} refused: {source}")]
-    Refused {
-        port: u16,
-        #[source]
-        source: GateRefusal,
-    },
+    /// The gate refused the port. The refusal is the message, not a
+    /// cause: as a source it would be said twice.
+    #[error("port {port}: {refusal}")]
+    Refused { port: u16, refusal: GateRefusal },
     /// The listener bound only non-loopback addresses; the runner never dials those.
     #[error(
         "port {port} listens only on non-loopback addresses ({addrs}); the runner connects to loopback only"
@@ -94,7 +91,7 @@ impl ForwardError {
     /// The `control_error` code for this error.
     pub(crate) fn code(&self) -> ErrorCode {
         match self {
-            Self::Refused { source, .. } => source.code(),
+            Self::Refused { refusal, .. } => refusal.code(),
             Self::NoLoopbackTarget { .. }
             | Self::Connect { .. }
             | Self::ConnectEditor { .. }
@@ -120,5 +117,20 @@ impl ForwardError {
     /// The error and its sources on one line, for the wire `message`.
     pub(crate) fn message(&self) -> String {
         crate::error_chain(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_is_said_once() {
+        let err = ForwardError::Refused {
+            port: 8601,
+            refusal: GateRefusal::Denied,
+        };
+        assert_eq!(err.message(), "port 8601: not approved: denied in Kandan");
+        assert_eq!(err.code(), ErrorCode::PortNotApproved);
     }
 }

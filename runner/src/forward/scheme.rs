@@ -89,13 +89,20 @@ impl Schemes {
     /// Records what a connection found, unless the listener was forgotten
     /// since `seen` was taken (the answer may be about the old server).
     pub fn learn(&self, seen: Seen, scheme: Scheme) {
-        let mut ports = self.lock();
-        let entry = ports.entry(seen.port).or_default();
-        if entry.generation == seen.generation && entry.protocol == Protocol::Auto {
-            if entry.learned != Some(scheme) {
-                tracing::info!(port = seen.port, %scheme, "local server scheme");
+        let news = {
+            let mut ports = self.lock();
+            let entry = ports.entry(seen.port).or_default();
+            let current = entry.generation == seen.generation && entry.protocol == Protocol::Auto;
+            let news = current && entry.learned != Some(scheme);
+            if current {
+                entry.learned = Some(scheme);
             }
-            entry.learned = Some(scheme);
+            news
+        };
+        if news {
+            tracing::info!(port = seen.port, %scheme, "local server scheme");
+            // `status` shows it (and a person reads that it speaks HTTPS).
+            crate::report::scheme(seen.port, scheme);
         }
     }
 

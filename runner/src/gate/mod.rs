@@ -84,6 +84,9 @@ struct LiveSocket {
 struct State {
     live: HashMap<u16, Vec<LiveSocket>>,
     approved: HashSet<Identity>,
+    /// Only to say why a port is refused: denied, or asked and pending.
+    denied: HashSet<Identity>,
+    offered: HashSet<Identity>,
 }
 
 /// Where a port stands, to compare before and after a change.
@@ -112,10 +115,25 @@ impl State {
             Some(sockets) if !sockets.is_empty() => sockets,
             _ => return Err(GateRefusal::NotListening),
         };
-        if sockets.iter().all(|s| self.approved.contains(&s.identity)) {
+        let refused: Vec<&Identity> = sockets
+            .iter()
+            .map(|s| &s.identity)
+            .filter(|identity| !self.approved.contains(*identity))
+            .collect();
+        if refused.is_empty() {
             Ok(sockets)
+        } else if refused
+            .iter()
+            .any(|identity| self.denied.contains(*identity))
+        {
+            Err(GateRefusal::Denied)
+        } else if refused
+            .iter()
+            .all(|identity| self.offered.contains(*identity))
+        {
+            Err(GateRefusal::Pending)
         } else {
-            Err(GateRefusal::NotApproved)
+            Err(GateRefusal::NotOffered)
         }
     }
 }
@@ -216,12 +234,20 @@ impl Gate {
     /// Kandan's decision for `identity`.
     pub fn set_approved(&self, identity: &Identity, approved: bool) {
         self.update(identity.port, |state| {
+            state.offered.insert(identity.clone());
             if approved {
                 state.approved.insert(identity.clone());
+                state.denied.remove(identity);
             } else {
                 state.approved.remove(identity);
+                state.denied.insert(identity.clone());
             }
         });
+    }
+
+    /// Kandan was asked about `identity` (only refusals' messages use it).
+    pub fn set_offered(&self, identity: &Identity) {
+        self.write().offered.insert(identity.clone());
     }
 
     fn update(&self, port: u16, change: impl FnOnce(&mut State)) {

@@ -22,9 +22,16 @@ pub trait PortGate: Send + Sync {
 /// Why the gate refused a port or a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum GateRefusal {
-    /// A listener holds the port but Kandan has not approved it.
-    #[error("port is not approved")]
-    NotApproved,
+    /// Kandan was asked about the port's listener and has not answered.
+    #[error("not approved: waiting for approval in Kandan")]
+    Pending,
+    /// Kandan denied the port's listener.
+    #[error("not approved: denied in Kandan")]
+    Denied,
+    /// The port's listener is new (inside the debounce window, or not a
+    /// candidate): Kandan has not been asked about it.
+    #[error("not approved: not offered to Kandan for approval yet")]
+    NotOffered,
     /// No listener of the watched trees holds the port.
     #[error("no watched listener on this port")]
     NotListening,
@@ -42,7 +49,9 @@ impl GateRefusal {
     /// The `control_error` code for this refusal.
     pub fn code(self) -> ErrorCode {
         match self {
-            Self::NotApproved | Self::Foreign | Self::Unverified => ErrorCode::PortNotApproved,
+            Self::Pending | Self::Denied | Self::NotOffered | Self::Foreign | Self::Unverified => {
+                ErrorCode::PortNotApproved
+            }
             Self::NotListening => ErrorCode::PortNotListening,
         }
     }

@@ -43,7 +43,7 @@ fn a_port_is_forwardable_only_while_approved_sockets_listen() {
     let vite = socket(1, 5173, "127.0.0.1", "vite");
     assert_eq!(gate.target(5173), Err(GateRefusal::NotListening));
     gate.set_live(5173, [&vite]);
-    assert_eq!(gate.target(5173), Err(GateRefusal::NotApproved));
+    assert_eq!(gate.target(5173), Err(GateRefusal::NotOffered));
     gate.set_approved(&identity(5173, "vite"), true);
     assert_eq!(gate.target(5173), Ok(vec!["127.0.0.1".parse().unwrap()]));
     gate.set_live(5173, []);
@@ -65,7 +65,7 @@ fn closing_a_socket_another_identity_and_a_denial_each_revoke() {
     // Another program joins the port: refused at once, even alongside.
     let other = socket(2, 5173, "::", "python3");
     gate.set_live(5173, [&vite, &other]);
-    assert_eq!(gate.target(5173), Err(GateRefusal::NotApproved));
+    assert_eq!(gate.target(5173), Err(GateRefusal::NotOffered));
     assert_eq!(
         revoked.try_recv().unwrap().reason,
         RevokeReason::OwnerChanged
@@ -79,7 +79,7 @@ fn closing_a_socket_another_identity_and_a_denial_each_revoke() {
 
     gate.set_approved(&identity(5173, "vite"), false);
     assert_eq!(revoked.try_recv().unwrap().reason, RevokeReason::Denied);
-    assert_eq!(gate.target(5173), Err(GateRefusal::NotApproved));
+    assert_eq!(gate.target(5173), Err(GateRefusal::Denied));
     // Nothing forwardable, nothing more to revoke.
     gate.set_live(5173, []);
     assert_eq!(revoked.try_recv(), Err(TryRecvError::Empty));
@@ -106,7 +106,7 @@ fn verify_accepts_only_the_live_approved_sockets() {
     let peer: SocketAddr = "127.0.0.1:5173".parse().unwrap();
     gate.set_live(5173, [&socket(7, 5173, "0.0.0.0", "vite")]);
     *table.lock().unwrap() = vec![listed(7, "0.0.0.0", 5173)];
-    assert_eq!(gate.verify(peer), Err(GateRefusal::NotApproved));
+    assert_eq!(gate.verify(peer), Err(GateRefusal::NotOffered));
 
     gate.set_approved(&identity(5173, "vite"), true);
     assert_eq!(gate.verify(peer), Ok(()));
@@ -147,4 +147,26 @@ fn the_os_table_lists_a_real_listener_by_inode() {
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(found[0].id > 0);
     assert_eq!(found[0].addr, "127.0.0.1".parse::<IpAddr>().unwrap());
+}
+
+#[test]
+fn a_refusal_says_whether_the_port_is_new_pending_or_denied() {
+    let gate = Gate::new();
+    let vite = identity(5173, "vite");
+    gate.set_live(5173, [&socket(1, 5173, "127.0.0.1", "vite")]);
+    assert_eq!(gate.target(5173), Err(GateRefusal::NotOffered));
+    gate.set_offered(&vite);
+    assert_eq!(gate.target(5173), Err(GateRefusal::Pending));
+    gate.set_approved(&vite, false);
+    assert_eq!(gate.target(5173), Err(GateRefusal::Denied));
+    // Each says one thing, once.
+    for refusal in [
+        GateRefusal::NotOffered,
+        GateRefusal::Pending,
+        GateRefusal::Denied,
+    ] {
+        let text = refusal.to_string();
+        assert_eq!(text.matches("not approved").count(), 1, "{text}");
+        assert_eq!(refusal.code().as_str(), "port_not_approved");
+    }
 }

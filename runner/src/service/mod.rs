@@ -142,7 +142,7 @@ pub fn run(args: &ServiceArgs) -> i32 {
     match run_action(&args.action) {
         Ok(()) => 0,
         Err(err) => {
-            eprintln!("error: {}", crate::error_chain(&err));
+            crate::report::error(crate::error_chain(&err));
             err.exit_code()
         }
     }

@@ -24,6 +24,9 @@ struct Line<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     addresses: Option<Vec<String>>,
     backend: BackendKind,
+    /// When the runner printed it (RFC 3339 UTC, milliseconds); last, so
+    /// the contract's fields keep their order.
+    ts: String,
 }
 
 impl<'a> Line<'a> {
@@ -35,6 +38,7 @@ impl<'a> Line<'a> {
     ) -> Self {
         let command = &c.process.command;
         Line {
+            ts: crate::logging::timestamp(),
             event,
             port: c.port,
             pid: c.pid,
@@ -64,6 +68,7 @@ pub fn render(
         CandidateEvent::Changed(c) => Line::candidate("changed", c, backend, redact),
         CandidateEvent::AddressesChanged(_) => return None,
         CandidateEvent::Closed { port, pid } => Line {
+            ts: crate::logging::timestamp(),
             event: "closed",
             port: *port,
             pid: *pid,
@@ -109,6 +114,13 @@ mod tests {
         }
     }
 
+    /// The line without its `ts` (checked to be there, RFC 3339 UTC).
+    fn without_ts(line: &str) -> String {
+        let (rest, ts) = line.rsplit_once(r#","ts":""#).expect("a ts field");
+        assert!(ts.ends_with("Z\"}") && ts.contains('T'), "{line}");
+        format!("{rest}}}")
+    }
+
     #[test]
     fn opened_json_matches_the_contract() {
         let line = render(
@@ -119,7 +131,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            line,
+            without_ts(&line),
             r#"{"event":"opened","port":5173,"pid":4242,"command":"node /x/node_modules/.bin/vite","label":"node","cwd":"/x","addresses":["127.0.0.1","::1"],"backend":"ebpf"}"#
         );
     }
@@ -132,7 +144,7 @@ mod tests {
         };
         let line = render(&event, BackendKind::Procfs, true, false).unwrap();
         assert_eq!(
-            line,
+            without_ts(&line),
             r#"{"event":"closed","port":5173,"pid":4242,"backend":"procfs"}"#
         );
     }

@@ -38,24 +38,31 @@ pub async fn run(args: WatchArgs) -> i32 {
         Err(code) => return code,
     };
     let mut signals = signals;
+    crate::report::started("watch", &selection.kind.to_string());
+    // Removed (with its socket) when `watch` returns.
+    let _status = crate::status::serve();
     if args.detector.root_pids.is_empty() && args.detector.command.is_empty() {
-        eprintln!(
-            "watching the runner's own descendants (give --root-pid PID or -- COMMAND to watch another tree)"
-        );
+        crate::report::notice(crate::report::Line::new(
+            "watching",
+            "watching the runner's own descendants (give --root-pid PID or -- COMMAND to watch another tree)",
+        ));
     }
     let mut stdout = std::io::stdout();
-    let mut print = |event| match render(&event, selection.kind, args.json, args.redact) {
-        // A closed stdout (`| head`) ends the watch quietly.
-        Some(line) => writeln!(stdout, "{line}")
-            .and_then(|()| stdout.flush())
-            .is_ok(),
-        None => true,
+    let mut print = |event| {
+        crate::report::watched(&event);
+        match render(&event, selection.kind, args.json, args.redact) {
+            // A closed stdout (`| head`) ends the watch quietly.
+            Some(line) => writeln!(stdout, "{line}")
+                .and_then(|()| stdout.flush())
+                .is_ok(),
+            None => true,
+        }
     };
     let stop = loop {
         tokio::select! {
             event = candidates.recv() => {
                 let Some(event) = event else {
-                    eprintln!("error: the detector stopped");
+                    crate::report::error("the detector stopped");
                     return 1;
                 };
                 if !print(event) {

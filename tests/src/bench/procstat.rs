@@ -96,7 +96,10 @@ pub fn cpu_time(pid: u32) -> io::Result<Duration> {
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
-        let on_cpu = text.split_ascii_whitespace().next().and_then(|ns| ns.parse::<u64>().ok());
+        let on_cpu = text
+            .split_ascii_whitespace()
+            .next()
+            .and_then(|ns| ns.parse::<u64>().ok());
         total += on_cpu.ok_or_else(|| invalid(format!("{}: {text:?}", path.display())))?;
     }
     Ok(Duration::from_nanos(total))

@@ -210,20 +210,32 @@ async fn measure(
         let bench = std::process::id();
         let own = procstat::cpu_time(bench)?;
         let l = load::http_load(direct, "/small", SMALL, plan.small, plan.clients).await?;
-        r.add("bench_cpu_small_direct", per_1000(procstat::cpu_time(bench)? - own, plan.small));
+        r.add(
+            "bench_cpu_small_direct",
+            per_1000(procstat::cpu_time(bench)? - own, plan.small),
+        );
         r.add_load("small_direct", &l);
         let cpu = procstat::cpu_time(pid)?;
         let own = procstat::cpu_time(bench)?;
         let l = load::http_load(forwarded, "/small", SMALL, plan.small, plan.clients).await?;
-        r.add("cpu_small", per_1000(procstat::cpu_time(pid)? - cpu, plan.small));
-        r.add("bench_cpu_small_fwd", per_1000(procstat::cpu_time(bench)? - own, plan.small));
+        r.add(
+            "cpu_small",
+            per_1000(procstat::cpu_time(pid)? - cpu, plan.small),
+        );
+        r.add(
+            "bench_cpu_small_fwd",
+            per_1000(procstat::cpu_time(bench)? - own, plan.small),
+        );
         r.add_load("small_fwd", &l);
 
         let l = load::http_load(direct, "/big", BIG, plan.big, plan.clients).await?;
         r.add_load("big_direct", &l);
         let before = procstat::cpu_time(pid)?;
         let l = load::http_load(forwarded, "/big", BIG, plan.big, plan.clients).await?;
-        r.add("cpu_big", per_1000(procstat::cpu_time(pid)? - before, plan.big));
+        r.add(
+            "cpu_big",
+            per_1000(procstat::cpu_time(pid)? - before, plan.big),
+        );
         r.add_load("big_fwd", &l);
 
         // Sequential, so no request waits behind another.

@@ -30,11 +30,11 @@ struct ClosedGate;
 
 impl PortGate for ClosedGate {
     fn target(&self, _: u16) -> Result<Vec<std::net::IpAddr>, GateRefusal> {
-        Err(GateRefusal::NotApproved)
+        Err(GateRefusal::Pending)
     }
 
     fn verify(&self, _: std::net::SocketAddr) -> Result<(), GateRefusal> {
-        Err(GateRefusal::NotApproved)
+        Err(GateRefusal::Pending)
     }
 }
 

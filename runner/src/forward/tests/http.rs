@@ -416,7 +416,7 @@ async fn server_dying_mid_response_is_an_error() {
 #[tokio::test]
 async fn gate_refusals_and_bad_controls_map_to_codes() {
     let (fwd, gate, mut out) = forwarder(ForwardConfig::default());
-    gate.refuse(3000, GateRefusal::NotApproved);
+    gate.refuse(3000, GateRefusal::Pending);
     fwd.http(request("a", 3000, "GET", "/"));
     assert_eq!(
         error_code(next(&mut out).await).0,

@@ -422,7 +422,7 @@ async fn tls_never_reaches_a_port_the_verified_dial_refuses() {
 
     // `protocol = https` on a refused port: not even a connection.
     let refused = tls_server(Serve::Http).await;
-    gate.refuse(refused.port, GateRefusal::NotApproved);
+    gate.refuse(refused.port, GateRefusal::Denied);
     fwd.inner.set_protocol(refused.port, Protocol::Https);
     fwd.http(get("r3", refused.port, "GET"));
     let (code, _) = error(next(&mut answers).await);

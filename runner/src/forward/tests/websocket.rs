@@ -238,7 +238,7 @@ async fn failed_opens_end_in_closed_with_the_code() {
         closed(next(&mut out).await).2,
         Some(ErrorCode::UpstreamUnreachable)
     );
-    gate.refuse(4000, GateRefusal::NotApproved);
+    gate.refuse(4000, GateRefusal::Pending);
     fwd.ws_open(open("denied", 4000, &[])).await;
     assert_eq!(
         closed(next(&mut out).await).2,
