@@ -36,6 +36,9 @@ pub struct ConfigFile {
     pub stream_flush_ms: Option<Spanned<u64>>,
     pub turn_idle_timeout_ms: Option<Spanned<u64>>,
     pub code_server_bin: Option<Spanned<String>>,
+    // How stderr speaks (every command).
+    pub log_format: Option<Spanned<String>>,
+    pub quiet: Option<Spanned<bool>>,
     /// More option and variable names whose values are hidden from Kandan.
     #[serde(default)]
     pub redact: Vec<String>,
@@ -115,6 +118,14 @@ impl ConfigFile {
                 .map(|v| (v.span(), v.get_ref().to_string())),
         );
         one("codex_bin", "codex_bin", path(&self.codex_bin));
+        one("log_format", "log_format", text(&self.log_format));
+        one(
+            "quiet",
+            "quiet",
+            self.quiet
+                .as_ref()
+                .map(|v| (v.span(), v.get_ref().to_string())),
+        );
         one(
             "stream_flush_ms",
             "stream_flush_ms",

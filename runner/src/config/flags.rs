@@ -20,6 +20,21 @@ pub fn apply(
     path: &Path,
     text: &str,
 ) -> Result<Command, ConfigError> {
+    // The flags every command takes (`--log-format`, `--quiet`) are the
+    // top command's own, copied to the subcommands when clap builds.
+    let mut top_values = Vec::new();
+    for value in values {
+        if let Some(arg) = command
+            .get_arguments()
+            .find(|arg| arg.get_id().as_str() == value.arg_id)
+        {
+            check(arg, value).map_err(|message| bad_value(path, text, value, &message))?;
+            top_values.push(value);
+        }
+    }
+    for value in top_values {
+        command = command.mut_arg(value.arg_id, |arg| arg.default_values(value.values.clone()));
+    }
     let names: Vec<String> = command
         .get_subcommands()
         .map(|sub| sub.get_name().to_owned())
@@ -36,14 +51,7 @@ pub fn apply(
             else {
                 continue;
             };
-            check(arg, value).map_err(|message| {
-                ConfigError::at(
-                    path,
-                    text,
-                    value.span.clone(),
-                    format!("{}: {message}", value.key),
-                )
-            })?;
+            check(arg, value).map_err(|message| bad_value(path, text, value, &message))?;
             sub_values.push(value);
         }
         if sub_values.is_empty() {
@@ -59,6 +67,15 @@ pub fn apply(
         });
     }
     Ok(command)
+}
+
+fn bad_value(path: &Path, text: &str, value: &FlagValue, message: &str) -> ConfigError {
+    ConfigError::at(
+        path,
+        text,
+        value.span.clone(),
+        format!("{}: {message}", value.key),
+    )
 }
 
 /// Runs the flag's value parser over each value of the file, in a

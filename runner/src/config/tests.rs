@@ -463,3 +463,25 @@ fn a_bad_project_file_is_ignored() {
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
     assert_eq!(resolver.attributes(4000, &here), PortAttributes::default());
 }
+
+#[test]
+fn the_output_keys_apply_to_every_command() {
+    let text = "log_format = \"json\"\nquiet = true\n";
+    for words in [&["watch"][..], &["doctor"], &["status"]] {
+        let parsed = cli(text, words).unwrap();
+        assert_eq!(
+            parsed.output.log_format,
+            crate::logging::LogFormat::Json,
+            "{words:?}"
+        );
+        assert!(parsed.output.quiet, "{words:?}");
+    }
+    let parsed = cli(text, &["watch", "--log-format", "text"]).unwrap();
+    assert_eq!(parsed.output.log_format, crate::logging::LogFormat::Text);
+    let err = cli("\nlog_format = \"xml\"\n", &["watch"]).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with(&format!("config {PATH}:2: log_format: invalid value 'xml'")),
+        "{err}"
+    );
+}
