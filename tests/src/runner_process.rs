@@ -46,6 +46,19 @@ impl RunnerArgs {
         }
     }
 
+    /// `testserver.py supervise` as the command, so a test can start and
+    /// stop servers inside the watched tree.
+    pub fn supervising(runner_id: &str) -> Self {
+        Self::new(
+            runner_id,
+            vec![
+                "python3".into(),
+                test_server_script().to_string_lossy().into_owned(),
+                "supervise".into(),
+            ],
+        )
+    }
+
     /// Adds flags, e.g. `["--max-request-body", "1048576"]`.
     pub fn flags<const N: usize>(mut self, flags: [&str; N]) -> Self {
         self.flags.extend(flags.iter().map(|f| (*f).to_owned()));
@@ -116,14 +129,7 @@ impl RunnerProcess {
     /// Starts the runner with `testserver.py supervise` as its command, so
     /// a test can start and stop servers inside the watched tree.
     pub fn supervising(sim: &Simulator, runner_id: &str, flags: &[&str]) -> Result<Self> {
-        let mut args = RunnerArgs::new(
-            runner_id,
-            vec![
-                "python3".into(),
-                test_server_script().to_string_lossy().into_owned(),
-                "supervise".into(),
-            ],
-        );
+        let mut args = RunnerArgs::supervising(runner_id);
         args.flags = flags.iter().map(|f| (*f).to_owned()).collect();
         Self::start(sim, args)
     }

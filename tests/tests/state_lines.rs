@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use integration_tests::e2e::{self, WAIT};
 use integration_tests::preview_client;
-use integration_tests::runner_process::{RunnerArgs, RunnerProcess, test_server_script};
+use integration_tests::runner_process::{RunnerArgs, RunnerProcess};
 use integration_tests::simulator::{SimConfig, Simulator};
 use serde_json::Value;
 
@@ -20,14 +20,7 @@ async fn start(
 ) -> Result<(Simulator, RunnerProcess, tempfile::TempDir)> {
     let state = tempfile::tempdir()?;
     let sim = Simulator::start(SimConfig::default()).await?;
-    let mut args = RunnerArgs::new(
-        runner_id,
-        vec![
-            "python3".into(),
-            test_server_script().to_string_lossy().into_owned(),
-            "supervise".into(),
-        ],
-    );
+    let mut args = RunnerArgs::supervising(runner_id);
     args.flags = flags.iter().map(|f| (*f).to_owned()).collect();
     args.env
         .push(("XDG_STATE_HOME".into(), state.path().display().to_string()));

@@ -78,14 +78,7 @@ async fn status_lists_a_running_connect_with_a_pending_and_an_approved_port() ->
     // Open above ours, so that only the runner's own modes keep others out.
     std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o755))?;
     let sim = Simulator::start(SimConfig::default()).await?;
-    let mut args = RunnerArgs::new(
-        "status-connect",
-        vec![
-            "python3".into(),
-            test_server_script().to_string_lossy().into_owned(),
-            "supervise".into(),
-        ],
-    );
+    let mut args = RunnerArgs::supervising("status-connect");
     args.env
         .push(("XDG_STATE_HOME".into(), state.path().display().to_string()));
     let mut runner = RunnerProcess::start(&sim, args)?;
