@@ -11,7 +11,7 @@ use anyhow::{Context, Result, ensure};
 use http::StatusCode;
 use integration_tests::e2e::{self, WAIT};
 use integration_tests::preview_client;
-use integration_tests::runner_process::{RunnerArgs, RunnerProcess, test_server_script};
+use integration_tests::runner_process::{RunnerArgs, RunnerProcess};
 use integration_tests::runner_run::RunnerRun;
 use integration_tests::simulator::{SimConfig, Simulator};
 use integration_tests::vite;
@@ -211,15 +211,8 @@ async fn connect_applies_silent_labels_and_the_projects_file() -> Result<()> {
             "[[ports]]\nport = {project}\nlabel = \"from-project\"\n[[ports]]\nport = {labelled}\nlabel = \"loses\"\n"
         ),
     )?;
-    let mut args = RunnerArgs::new(
-        "config-ports",
-        vec![
-            "python3".into(),
-            test_server_script().to_string_lossy().into_owned(),
-            "supervise".into(),
-        ],
-    )
-    .flags(["--config", config.to_str().context("temp path")?]);
+    let mut args = RunnerArgs::supervising("config-ports")
+        .flags(["--config", config.to_str().context("temp path")?]);
     args.cwd = Some(project_dir.clone());
     let mut runner = RunnerProcess::start(&sim, args)?;
     sim.wait_joined(WAIT)
