@@ -431,3 +431,36 @@ async fn connect_speaks_the_protocol_a_port_entry_sets() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_bad_project_file_is_a_warning_and_detection_goes_on() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let project = dir.path().join("project");
+    std::fs::create_dir_all(project.join(".kandan"))?;
+    let file = project.join(".kandan/ports.toml");
+    std::fs::write(&file, "# a project\nurl = \"ws://elsewhere\"\n[[ports]]\nport = 1\n")?;
+    let (port, good) = (vite::free_port()?, vite::free_port()?);
+    // The listener runs in the project (its cwd is what counts).
+    let mut command = listener(&[port]);
+    command[2] = format!(
+        "import os\nos.chdir({:?})\n{}",
+        project.display().to_string(),
+        command[2]
+    );
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!("[[ports]]\nport = {good}\nlabel = \"good\"\n"),
+    )?;
+    let runner = RunnerRun::start(watch_args(&config, command), &[])?;
+    let line = runner.wait_stdout_line(|l| opened(l, port), WAIT).await?;
+    let line: Value = serde_json::from_str(&line)?;
+    ensure!(line["label"] == "python3", "{line}");
+    let stderr = runner.stderr();
+    let warning = format!("config {}:2: unknown key `url`", file.display());
+    ensure!(
+        stderr.lines().filter(|l| l.contains(&warning)).count() == 1,
+        "expected one warning naming {warning}:\n{stderr}"
+    );
+    Ok(())
+}
