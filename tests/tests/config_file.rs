@@ -438,7 +438,10 @@ async fn a_bad_project_file_is_a_warning_and_detection_goes_on() -> Result<()> {
     let project = dir.path().join("project");
     std::fs::create_dir_all(project.join(".kandan"))?;
     let file = project.join(".kandan/ports.toml");
-    std::fs::write(&file, "# a project\nurl = \"ws://elsewhere\"\n[[ports]]\nport = 1\n")?;
+    std::fs::write(
+        &file,
+        "# a project\nurl = \"ws://elsewhere\"\n[[ports]]\nport = 1\n",
+    )?;
     let (port, good) = (vite::free_port()?, vite::free_port()?);
     // The listener runs in the project (its cwd is what counts).
     let mut command = listener(&[port]);
