@@ -200,7 +200,7 @@ mod tests {
 
     #[test]
     fn a_learned_scheme_stays_with_its_listener_and_https_is_told_once() {
-        let approved = vec![listener(5173, "r1", ListenerState::Approved)];
+        let approved = [listener(5173, "r1", ListenerState::Approved)];
         let mut shown: Vec<_> = approved.iter().map(|l| status_of(l, &[])).collect();
         assert_eq!(shown[0].scheme, None);
         let lines = scheme(&mut shown, 5173, Scheme::Https);
