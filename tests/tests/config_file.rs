@@ -429,6 +429,13 @@ async fn connect_speaks_the_protocol_a_port_entry_sets() -> Result<()> {
         resp.status,
         resp.text()
     );
+    // The person is told which port is spoken to over TLS, and only that one.
+    let output = runner.output();
+    ensure!(
+        output.contains(&format!("port {tls} (python3): speaks HTTPS"))
+            && !output.contains(&format!("port {plain} (python3): speaks HTTPS")),
+        "{output}"
+    );
     Ok(())
 }
 

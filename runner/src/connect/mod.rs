@@ -226,6 +226,7 @@ impl Runner {
 
     async fn on_candidate(&mut self, event: crate::pipeline::CandidateEvent) {
         use crate::pipeline::CandidateEvent;
+        let mut offered = None;
         if let CandidateEvent::Opened(candidate)
         | CandidateEvent::Changed(candidate)
         | CandidateEvent::AddressesChanged(candidate) = &event
@@ -233,6 +234,7 @@ impl Runner {
             // The `[[ports]]` protocol, set before the listener can be approved.
             self.forwarder
                 .set_protocol(candidate.port, candidate.attributes.protocol);
+            offered = Some(candidate.port);
         }
         match self.approval.on_candidate(event) {
             Ok(outputs) => {
@@ -257,6 +259,12 @@ impl Runner {
             Err(err) => tracing::error!("approval: {}", crate::error_chain(&err)),
         }
         crate::report::listeners(self.approval.listeners());
+        // A scheme set by `protocol` is known before any request.
+        if let Some((port, scheme)) =
+            offered.and_then(|port| Some((port, self.forwarder.scheme(port)?)))
+        {
+            crate::report::scheme(port, scheme);
+        }
     }
 
     async fn on_input(&mut self, input: ControlInput) {

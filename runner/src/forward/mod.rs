@@ -191,7 +191,6 @@ impl Forwarder {
         }
     }
 
-    #[allow(dead_code)]
     /// What `port`'s server speaks, once set or learned; None until the
     /// first exchange with its current listener tells.
     pub(crate) fn scheme(&self, port: u16) -> Option<Scheme> {
