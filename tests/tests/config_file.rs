@@ -14,6 +14,7 @@ use integration_tests::preview_client;
 use integration_tests::runner_process::{RunnerArgs, RunnerProcess};
 use integration_tests::runner_run::RunnerRun;
 use integration_tests::simulator::{SimConfig, Simulator};
+use integration_tests::support::runner_bin;
 use integration_tests::vite;
 use serde_json::Value;
 
@@ -214,6 +215,9 @@ async fn connect_applies_silent_labels_and_the_projects_file() -> Result<()> {
     let mut args = RunnerArgs::supervising("config-ports")
         .flags(["--config", config.to_str().context("temp path")?]);
     args.cwd = Some(project_dir.clone());
+    let state = dir.path().join("state");
+    args.env
+        .push(("XDG_STATE_HOME".into(), state.display().to_string()));
     let mut runner = RunnerProcess::start(&sim, args)?;
     sim.wait_joined(WAIT)
         .await
@@ -257,6 +261,20 @@ async fn connect_applies_silent_labels_and_the_projects_file() -> Result<()> {
     ensure!(
         e2e::served_paths(silent).await?.is_empty(),
         "the silent server saw a forwarded request"
+    );
+    // `status` lists it, as silent.
+    let output = tokio::process::Command::new(runner_bin())
+        .args(["status", "--json"])
+        .env("XDG_STATE_HOME", &state)
+        .output()
+        .await?;
+    let document: Value = serde_json::from_slice(&output.stdout)
+        .with_context(|| String::from_utf8_lossy(&output.stderr).into_owned())?;
+    let listeners = &document["runners"][0]["listeners"];
+    let shown = (listeners.as_array().into_iter().flatten()).find(|l| l["port"] == silent);
+    ensure!(
+        shown.is_some_and(|l| l["state"] == "silent"),
+        "silent port not in status as silent: {document}"
     );
     // The labelled one forwards as usual.
     sim.approve(&request.request_id)?;

@@ -227,15 +227,19 @@ impl Runner {
     async fn on_candidate(&mut self, event: crate::pipeline::CandidateEvent) {
         use crate::pipeline::CandidateEvent;
         let mut offered = None;
+        let mut silent = false;
         if let CandidateEvent::Opened(candidate)
         | CandidateEvent::Changed(candidate)
         | CandidateEvent::AddressesChanged(candidate) = &event
         {
+            silent = candidate.attributes.on_detect == crate::config::OnDetect::Silent;
             // The `[[ports]]` protocol, set before the listener can be approved.
             self.forwarder
                 .set_protocol(candidate.port, candidate.attributes.protocol);
             offered = Some(candidate.port);
         }
+        // Approval holds no silent listener; `status` still lists it.
+        crate::report::silent(&event, silent);
         match self.approval.on_candidate(event) {
             Ok(outputs) => {
                 for output in outputs {

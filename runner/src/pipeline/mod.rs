@@ -34,6 +34,15 @@ pub enum CandidateEvent {
     Closed { port: u16, pid: u32 },
 }
 
+impl CandidateEvent {
+    pub fn port(&self) -> u16 {
+        match self {
+            Self::Opened(c) | Self::Changed(c) | Self::AddressesChanged(c) => c.port,
+            Self::Closed { port, .. } => *port,
+        }
+    }
+}
+
 mod debounce;
 mod ignore;
 mod services;

@@ -124,6 +124,16 @@ fn port_line(listener: &ListenerSnapshot) -> Line {
     .field("addresses", addresses)
 }
 
+/// `silent` joins `listeners` (a port approval holds wins), in port order.
+pub(super) fn add_silent(listeners: &mut Vec<ListenerStatus>, silent: &[ListenerStatus]) {
+    for quiet in silent {
+        if !listeners.iter().any(|l| l.port == quiet.port) {
+            listeners.push(quiet.clone());
+        }
+    }
+    listeners.sort_by_key(|l| l.port);
+}
+
 /// `watch`'s listeners follow its events.
 pub(super) fn watched(listeners: &mut Vec<ListenerStatus>, event: &CandidateEvent) {
     match event {

@@ -41,6 +41,9 @@ pub(crate) fn init(output: Output) {
 #[derive(Debug, Default)]
 struct State {
     status: RunnerStatus,
+    /// `on_detect = "silent"` listeners: never offered to Kandan, so
+    /// approval does not hold them, but `status` lists them.
+    silent: Vec<crate::status::document::ListenerStatus>,
     connection: connection::Connection,
     refused: listeners::Refused,
 }
@@ -129,7 +132,27 @@ pub(crate) fn listeners(now: Vec<ListenerSnapshot>) {
         state.status.listeners = (now.iter())
             .map(|listener| listeners::status_of(listener, &before))
             .collect();
+        listeners::add_silent(&mut state.status.listeners, &state.silent);
         lines.into_iter().map(|(_, line)| line).collect()
+    });
+}
+
+/// A listener event of `connect`, `silent` when its port's `on_detect`
+/// says so (a listener that stops being silent leaves the list).
+pub(crate) fn silent(event: &CandidateEvent, silent: bool) {
+    update(|state| {
+        if silent {
+            listeners::watched(&mut state.silent, event);
+            for listener in &mut state.silent {
+                listener.state = Some("silent".to_owned());
+            }
+        } else {
+            state.silent.retain(|l| l.port != event.port());
+        }
+        let listeners = &mut state.status.listeners;
+        listeners.retain(|l| l.state.as_deref() != Some("silent"));
+        listeners::add_silent(listeners, &state.silent);
+        Vec::new()
     });
 }
 
