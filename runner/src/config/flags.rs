@@ -22,17 +22,7 @@ pub fn apply(
 ) -> Result<Command, ConfigError> {
     // The flags every command takes (`--log-format`, `--quiet`) are the
     // top command's own, copied to the subcommands when clap builds.
-    let mut top_values = Vec::new();
-    for value in values {
-        if let Some(arg) = command
-            .get_arguments()
-            .find(|arg| arg.get_id().as_str() == value.arg_id)
-        {
-            check(arg, value).map_err(|message| bad_value(path, text, value, &message))?;
-            top_values.push(value);
-        }
-    }
-    for value in top_values {
+    for value in own_values(&command, values, path, text)? {
         command = command.mut_arg(value.arg_id, |arg| arg.default_values(value.values.clone()));
     }
     let names: Vec<String> = command
@@ -43,17 +33,7 @@ pub fn apply(
         let Some(sub) = command.find_subcommand(&name) else {
             continue;
         };
-        let mut sub_values = Vec::new();
-        for value in values {
-            let Some(arg) = sub
-                .get_arguments()
-                .find(|arg| arg.get_id().as_str() == value.arg_id)
-            else {
-                continue;
-            };
-            check(arg, value).map_err(|message| bad_value(path, text, value, &message))?;
-            sub_values.push(value);
-        }
+        let sub_values = own_values(sub, values, path, text)?;
         if sub_values.is_empty() {
             continue;
         }
@@ -67,6 +47,25 @@ pub fn apply(
         });
     }
     Ok(command)
+}
+
+/// The file's values for `command`'s own flags, each checked by its parser.
+fn own_values<'a>(
+    command: &Command,
+    values: &'a [FlagValue],
+    path: &Path,
+    text: &str,
+) -> Result<Vec<&'a FlagValue>, ConfigError> {
+    let mut own = Vec::new();
+    for value in values {
+        let Some(arg) = (command.get_arguments()).find(|arg| arg.get_id().as_str() == value.arg_id)
+        else {
+            continue;
+        };
+        check(arg, value).map_err(|message| bad_value(path, text, value, &message))?;
+        own.push(value);
+    }
+    Ok(own)
 }
 
 fn bad_value(path: &Path, text: &str, value: &FlagValue, message: &str) -> ConfigError {
