@@ -135,6 +135,50 @@ impl Rig {
     }
 }
 
+/// Waits (at most 20 s) until the processes under the runner have used no
+/// CPU for a second: a fresh `codex app-server` spends its first seconds on
+/// chores of its own (a `git ls-remote` for its curated plugins, shell and
+/// OS probes), which would compete with the measured turn for the two cores
+/// and time Codex rather than the runner.
+async fn settle(runner: u32) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut last = descendants_cpu(runner);
+    let mut quiet = 0;
+    while quiet < 4 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = descendants_cpu(runner);
+        quiet = if now == last { quiet + 1 } else { 0 };
+        last = now;
+    }
+}
+
+/// The processes under `root` and their CPU ticks, so that a change of
+/// either (a chore starting or ending) counts as activity.
+fn descendants_cpu(root: u32) -> (Vec<u32>, u64) {
+    let stats: Vec<(u32, crate::bench::procstat::Stat)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| Some((pid, crate::bench::procstat::stat(pid).ok()?)))
+        .collect();
+    let mut tree = vec![root];
+    let mut ticks = 0;
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        for (pid, stat) in &stats {
+            if stat.ppid == parent {
+                tree.push(*pid);
+                ticks += stat.utime + stat.stime;
+            }
+        }
+        i += 1;
+    }
+    tree.sort_unstable();
+    (tree, ticks)
+}
+
 fn deltas() -> Vec<String> {
     (0..DELTAS).map(|i| format!("d{i} ")).collect()
 }
@@ -145,6 +189,7 @@ pub async fn run(runner: &Path, codex: &Path) -> Result<CodexBench> {
     // Flush 0: latency, frames, CPU.
     let rig = Rig::start(runner, codex, 0).await?;
     rig.start_instance("b0").await?;
+    settle(rig.pid()).await;
     let cpu = cpu_time(rig.pid())?;
     rig.turn("b0", &deltas).await?;
     let cpu = cpu_time(rig.pid())? - cpu;
