@@ -100,6 +100,10 @@ pub struct Pipeline {
     ignore: IgnorePolicy,
     attributes: AttributeResolver,
     services: Services,
+    /// Ignored sockets: never candidates, but the gate sees them, so an
+    /// ignored listener on an approved port (a project's `.kandan/ports.toml`
+    /// can say `ignore`) stops forwarding like any other process would.
+    ignored: Services,
     debouncer: Debouncer,
     gate: Option<Gate>,
 }
@@ -110,6 +114,7 @@ impl Pipeline {
             ignore: config.ignore,
             attributes: AttributeResolver::new(config.ports),
             services: Services::new(),
+            ignored: Services::new(),
             debouncer: Debouncer::new(config.debounce),
             gate: config.gate,
         }
@@ -120,28 +125,41 @@ impl Pipeline {
     /// cancels it), then what the event itself causes.
     pub fn apply(&mut self, event: DetectorEvent, now: Instant) -> Vec<CandidateEvent> {
         let mut out = self.debouncer.fire_due(now);
-        let touched: Vec<u16> = match event {
+        // Ports whose candidate may change, and ports of ignored sockets.
+        let (touched, ignored): (Vec<u16>, Vec<u16>) = match event {
             DetectorEvent::Opened(socket) => {
+                // A socket id may be reused by a listener on the other side.
                 if self.ignores(socket.port, &socket.process) {
                     tracing::debug!(port = socket.port, command = %socket.process.command, "ignored listener");
-                    // An ignored socket may reuse the id of one we hold.
-                    self.services.close(socket.id).into_iter().collect()
+                    let touched = self.services.close(socket.id).into_iter().collect();
+                    (touched, vec![self.ignored.open(socket)])
                 } else {
-                    vec![self.services.open(socket)]
+                    let ignored = self.ignored.close(socket.id).into_iter().collect();
+                    (vec![self.services.open(socket)], ignored)
                 }
             }
-            DetectorEvent::Closed(id) => self.services.close(id).into_iter().collect(),
+            DetectorEvent::Closed(id) => (
+                self.services.close(id).into_iter().collect(),
+                self.ignored.close(id).into_iter().collect(),
+            ),
             DetectorEvent::Snapshot(sockets) => {
-                let kept = sockets
-                    .into_iter()
-                    .filter(|s| !self.ignores(s.port, &s.process))
-                    .collect();
-                self.services.replace(kept).into_iter().collect()
+                let (dropped, kept): (Vec<_>, Vec<_>) =
+                    (sockets.into_iter()).partition(|s| self.ignores(s.port, &s.process));
+                (
+                    self.services.replace(kept).into_iter().collect(),
+                    self.ignored.replace(dropped).into_iter().collect(),
+                )
             }
         };
         if let Some(gate) = &self.gate {
-            for &port in &touched {
-                gate.set_live(port, self.services.sockets(port));
+            let ports: BTreeSet<u16> = touched.iter().chain(&ignored).copied().collect();
+            for port in ports {
+                gate.set_live(
+                    port,
+                    self.services
+                        .sockets(port)
+                        .chain(self.ignored.sockets(port)),
+                );
             }
         }
         for port in touched {

@@ -10,6 +10,8 @@ use tokio::time::{Instant, sleep, timeout};
 use super::services::tests::sock;
 use super::*;
 use crate::detect::{ListenerSocket, SocketId};
+use crate::gate::Identity;
+use crate::gate::PortGate;
 
 const WINDOW: Duration = Duration::from_millis(750);
 /// Long enough that any pending timer would have fired (time is paused, so
@@ -500,4 +502,46 @@ async fn ports_entries_drop_ignored_listeners_and_label_the_others() {
     );
     assert_eq!(other.process.label, "python3");
     assert_eq!(other.attributes, crate::config::PortAttributes::default());
+}
+
+/// The attacker: a process that shares an approved port (SO_REUSEPORT)
+/// and has itself ignored (a project's `.kandan/ports.toml` can). It is no
+/// candidate, but the gate sees it and stops forwarding at once.
+#[tokio::test(start_paused = true)]
+async fn an_ignored_listener_on_an_approved_port_stops_forwarding() {
+    let gate = Gate::new();
+    let ignore = IgnorePolicy::from_cli(true, [], ["gopls".parse().unwrap()]);
+    let mut p = Pipeline::new(PipelineConfig {
+        debounce: WINDOW,
+        ignore,
+        ports: Vec::new(),
+        gate: Some(gate.clone()),
+    });
+    let t0 = Instant::now();
+    let vite = sock(1, 3000, "127.0.0.1", 1, "vite");
+    gate.set_approved(&Identity::new(3000, &vite.process), true);
+    p.apply(open(vite), t0);
+    assert!(gate.target(3000).is_ok());
+
+    let events = p.apply(open(sock(2, 3000, "127.0.0.1", 2, "gopls serve")), t0);
+    assert!(
+        events.is_empty(),
+        "an ignored listener is no candidate: {events:?}"
+    );
+    assert!(
+        gate.target(3000).is_err(),
+        "forwarded beside an ignored listener"
+    );
+    // Gone again: forwarding resumes; a snapshot that lists it stops it again.
+    p.apply(close(2), t0);
+    assert!(gate.target(3000).is_ok());
+    let both = vec![
+        sock(1, 3000, "127.0.0.1", 1, "vite"),
+        sock(3, 3000, "127.0.0.1", 2, "gopls serve"),
+    ];
+    p.apply(DetectorEvent::Snapshot(both), t0);
+    assert!(
+        gate.target(3000).is_err(),
+        "a snapshot's ignored listener was missed"
+    );
 }
