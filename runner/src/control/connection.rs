@@ -4,9 +4,10 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior, sleep_until};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -18,6 +19,7 @@ use super::client::{Ack, Charged, ControlInput, JoinInfo, Links, Outgoing, Sessi
 use super::controls::Control;
 use super::events::{ControlErrorEvent, ErrorCode, Event};
 use super::frame::{self, Empty, Incoming, RefCounter, Reply};
+use super::out_frame::{FrameWriter, OutFrame};
 
 /// How a connection ended.
 pub(super) enum Ended {
@@ -74,6 +76,9 @@ enum ConnStop {
     Lost(String),
 }
 
+/// Most events written with one flush (see `Conn::on_outbox`).
+const OUT_BATCH: usize = 64;
+
 /// Most tracked pushes waiting for a reply.
 const TRACKED: usize = 65_536;
 
@@ -96,6 +101,7 @@ struct Conn<'a, S> {
     /// [`TRACKED`]; an older one is then forgotten and sent again after the
     /// next reconnect).
     tracked: BTreeMap<u64, Ack>,
+    writer: FrameWriter,
 }
 
 pub(super) async fn run<S, J>(
@@ -125,6 +131,7 @@ where
         ever_joined: false,
         sessions,
         tracked: BTreeMap::new(),
+        writer: FrameWriter::default(),
     };
     let stop = match conn.join(&join_info).await {
         Ok(()) => conn.serve(&join_info, links).await,
@@ -172,7 +179,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                     Err(_) => Err(ConnStop::Stopped),
                 },
                 outgoing = links.outbox.recv() => match outgoing {
-                    Some(outgoing) => self.on_outgoing(outgoing).await,
+                    Some(outgoing) => self.on_outbox(outgoing, &mut links.outbox).await,
                     None => Err(ConnStop::Stopped),
                 },
                 _ = heartbeat.tick() => self.send_heartbeat().await,
@@ -196,7 +203,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             return;
         };
         let msg_ref = self.refs.next_ref();
-        let text = frame::text_of(
+        let frame = frame::frame_of(
             Some(join_ref),
             Some(&msg_ref),
             &self.topic,
@@ -205,7 +212,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             64,
         );
         debug!(topic = %self.topic, "leaving");
-        if self.write_text(text).await.is_err() {
+        if self.write_frame(frame).await.is_err() {
             return;
         }
         let replied = async {
@@ -237,16 +244,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         .await;
     }
 
-    async fn write_text(&mut self, text: String) -> Result<(), ConnStop> {
-        self.ws
-            .send(Message::text(text))
+    /// Writes a frame now.
+    async fn write_frame(&mut self, frame: OutFrame) -> Result<(), ConnStop> {
+        self.queue(frame).await?;
+        self.flush().await
+    }
+
+    /// Queues a frame; [`Self::flush`] writes it (a large one, or a full
+    /// batch, is written at once).
+    async fn queue(&mut self, frame: OutFrame) -> Result<(), ConnStop> {
+        self.writer
+            .queue(&mut self.ws, frame)
+            .await
+            .map_err(|error| ConnStop::Lost(format!("socket write failed: {error}")))
+    }
+
+    async fn flush(&mut self) -> Result<(), ConnStop> {
+        self.writer
+            .flush(&mut self.ws)
             .await
             .map_err(|error| ConnStop::Lost(format!("socket write failed: {error}")))
     }
 
     async fn join(&mut self, join_info: &impl Fn() -> JoinInfo) -> Result<(), ConnStop> {
         let join_ref = self.refs.next_ref();
-        let text = frame::text_of(
+        let frame = frame::frame_of(
             Some(&join_ref),
             Some(&join_ref),
             &self.topic,
@@ -259,7 +281,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             join_ref,
             deadline: Instant::now() + self.timing.join_timeout,
         };
-        self.write_text(text).await
+        self.write_frame(frame).await
     }
 
     async fn send_heartbeat(&mut self) -> Result<(), ConnStop> {
@@ -272,8 +294,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             msg_ref.clone(),
             Instant::now() + self.timing.heartbeat_timeout,
         ));
-        let text = frame::text_of(None, Some(&msg_ref), "phoenix", "heartbeat", &Empty {}, 48);
-        self.write_text(text).await
+        let frame = frame::frame_of(None, Some(&msg_ref), "phoenix", "heartbeat", &Empty {}, 48);
+        self.write_frame(frame).await
     }
 
     /// Leaves the joined state and schedules the next join attempt.
@@ -436,22 +458,48 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
     /// Answers the current session directly (the runner is not involved).
     async fn push_now(&mut self, event: Event) -> Result<(), ConnStop> {
         if let Channel::Joined { .. } = self.channel {
-            self.push(event.into()).await
+            self.push(event.into()).await?;
+            self.flush().await
         } else {
             Ok(())
         }
     }
 
-    /// Pushes an event. Its body may be large: the event is dropped once
-    /// its text exists, and its charge once the text is written.
+    /// Queues an event's frame (see [`Self::queue`]). Its body may be
+    /// large: the event is dropped once its frame exists, and its charge
+    /// once the frame is written or in the batch (which holds small frames
+    /// only).
     async fn push(&mut self, charged: Charged) -> Result<(), ConnStop> {
         let Charged { event, charge } = charged;
         let msg_ref = self.refs.next_ref();
         let join_ref = self.channel.join_ref();
-        let text = frame::event_text(Some(join_ref), Some(&msg_ref), &self.topic, event);
-        let written = self.write_text(text).await;
+        let frame = frame::event_frame(Some(join_ref), Some(&msg_ref), &self.topic, event);
+        let written = self.queue(frame).await;
         drop(charge);
         written
+    }
+
+    /// Writes `first` and whatever else the outbox already holds (up to
+    /// [`OUT_BATCH`] events) with one flush: under load, answers that are
+    /// ready together leave in one write instead of a write each.
+    async fn on_outbox(
+        &mut self,
+        first: Outgoing,
+        outbox: &mut mpsc::Receiver<Outgoing>,
+    ) -> Result<(), ConnStop> {
+        let mut result = self.on_outgoing(first).await;
+        for _ in 1..OUT_BATCH {
+            if result.is_err() {
+                break;
+            }
+            match outbox.try_recv() {
+                Ok(next) => result = self.on_outgoing(next).await,
+                Err(_) => break,
+            }
+        }
+        // What was queued before a `Leave` still goes out.
+        let flushed = self.flush().await;
+        result.and(flushed)
     }
 
     /// The outbound policy of the module docs in `client`.

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::controls::{ActorId, Decision, Opcode};
+use super::pieces::Pieces;
 use crate::codex::InstanceEvent;
 
 /// One event, tagged by `type`.
@@ -50,14 +51,14 @@ impl Event {
     /// body is the last field of such an event's JSON, so the frame writer
     /// can write the rest with serde and the body's base64 straight after
     /// it (base64 needs no JSON escaping), without a copy or a scan.
-    pub(crate) fn take_body(&mut self) -> Option<Bytes> {
+    pub(crate) fn take_body(&mut self) -> Option<Pieces> {
         let body = match self {
-            Event::ForwardHttpResponse(e) => &mut e.body,
+            Event::ForwardHttpResponse(e) => return Some(std::mem::take(&mut e.body)),
             Event::ForwardHttpResponseChunk(e) => &mut e.body,
             Event::ForwardWebsocketMessage(e) => &mut e.body,
             _ => return None,
         };
-        Some(std::mem::take(body))
+        Some(std::mem::take(body).into())
     }
 
     /// The wire `type`, for logs.
@@ -217,8 +218,8 @@ pub struct ForwardHttpResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub streaming: Option<bool>,
     /// Last, as in every event with a body: see [`Event::take_body`].
-    #[serde(rename = "bodyBase64", with = "base64_bytes")]
-    pub body: Bytes,
+    #[serde(rename = "bodyBase64")]
+    pub body: Pieces,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -569,7 +570,7 @@ mod tests {
                 ("content-type".into(), "text/plain".into()),
                 ("set-cookie".into(), "a=1".into()),
             ],
-            body: Bytes::from_static(b"hello"),
+            body: Bytes::from_static(b"hello").into(),
             streaming: Some(true),
         });
         assert_eq!(

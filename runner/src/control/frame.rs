@@ -9,6 +9,8 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::out_frame::{HEADROOM, OutFrame};
+
 /// Why a text frame is not a Phoenix v2 message.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum FrameError {
@@ -77,38 +79,93 @@ pub(crate) fn text_of(
     size_hint: usize,
 ) -> String {
     let mut text = Vec::with_capacity(size_hint);
-    // The payloads are events: strings, numbers and string-keyed maps.
-    if serde_json::to_writer(&mut text, &(join_ref, msg_ref, topic, event, payload)).is_err() {
+    if !write_text(&mut text, join_ref, msg_ref, topic, event, payload) {
         return String::new();
     }
     // serde_json writes UTF-8 only.
     String::from_utf8(text).unwrap_or_default()
 }
 
-/// The text of a push of `event`: like [`text_of`], with a body, if the
-/// event has one, base64-encoded (SIMD) straight into the text.
-pub(crate) fn event_text(
+/// Appends the wire text of a frame to `buf`; false if the payload could
+/// not be serialized (the payloads are events: strings, numbers and
+/// string-keyed maps, so it never fails in practice).
+fn write_text(
+    buf: &mut Vec<u8>,
+    join_ref: Option<&str>,
+    msg_ref: Option<&str>,
+    topic: &str,
+    event: &str,
+    payload: &impl serde::Serialize,
+) -> bool {
+    serde_json::to_writer(&mut *buf, &(join_ref, msg_ref, topic, event, payload)).is_ok()
+}
+
+/// The frame of [`text_of`], masked and ready to write (see `out_frame`).
+pub(crate) fn frame_of(
+    join_ref: Option<&str>,
+    msg_ref: Option<&str>,
+    topic: &str,
+    event: &str,
+    payload: &impl serde::Serialize,
+    size_hint: usize,
+) -> OutFrame {
+    let mut buf = OutFrame::buffer(size_hint);
+    if !write_text(&mut buf, join_ref, msg_ref, topic, event, payload) {
+        buf.truncate(HEADROOM);
+    }
+    OutFrame::text(buf)
+}
+
+/// The frame of a push of `event`: like [`frame_of`], with a body, if the
+/// event has one, base64-encoded (SIMD) straight into the frame's buffer.
+pub(crate) fn event_frame(
+    join_ref: Option<&str>,
+    msg_ref: Option<&str>,
+    topic: &str,
+    event: super::Event,
+) -> OutFrame {
+    OutFrame::text(event_buffer(join_ref, msg_ref, topic, event))
+}
+
+/// [`HEADROOM`] bytes, then the text of a push of `event`.
+fn event_buffer(
     join_ref: Option<&str>,
     msg_ref: Option<&str>,
     topic: &str,
     mut event: super::Event,
-) -> String {
+) -> Vec<u8> {
     let hint = event.size_hint();
     let body = event.take_body();
-    let mut text = text_of(join_ref, msg_ref, topic, "event", &event, hint).into_bytes();
+    let mut buf = OutFrame::buffer(hint);
+    if !write_text(&mut buf, join_ref, msg_ref, topic, "event", &event) {
+        buf.truncate(HEADROOM);
+        return buf;
+    }
     drop(event);
     if let Some(body) = body {
         // The payload ends with its body field, empty: `"bodyBase64":""}]`.
         const TAIL: &[u8] = b"\"}]";
-        if !text.ends_with(b"\"\"}]") {
-            return String::new();
+        if !buf.ends_with(b"\"\"}]") {
+            buf.truncate(HEADROOM);
+            return buf;
         }
-        text.truncate(text.len() - TAIL.len());
-        base64_simd::STANDARD.encode_append(&body, &mut text);
-        text.extend_from_slice(TAIL);
+        buf.truncate(buf.len() - TAIL.len());
+        body.append_base64(&mut buf);
+        buf.extend_from_slice(TAIL);
     }
-    // JSON from serde_json and base64: UTF-8.
-    String::from_utf8(text).unwrap_or_default()
+    buf
+}
+
+/// The text [`event_frame`] frames.
+#[cfg(test)]
+pub(crate) fn event_text(
+    join_ref: Option<&str>,
+    msg_ref: Option<&str>,
+    topic: &str,
+    event: super::Event,
+) -> String {
+    let buf = event_buffer(join_ref, msg_ref, topic, event);
+    String::from_utf8(buf[HEADROOM..].to_vec()).unwrap()
 }
 
 /// The `{}` payload of heartbeats, joins without state and leaves.
@@ -239,7 +296,7 @@ mod tests {
                 status: 200,
                 headers: vec![("a".into(), "\"quoted\"".into())],
                 streaming: Some(true),
-                body: body.clone(),
+                body: body.clone().into(),
             }),
             Event::ForwardWebsocketMessage(ForwardWebsocketMessage {
                 socket_id: "s".into(),

@@ -17,6 +17,8 @@ pub mod endpoint;
 pub mod events;
 pub(crate) mod frame;
 pub(crate) mod mount;
+mod out_frame;
+pub mod pieces;
 pub mod refusal;
 pub mod schedule;
 

@@ -353,7 +353,7 @@ fn every_event() -> Vec<Event> {
             status: 200,
             headers: vec![],
             streaming: Some(true),
-            body: Bytes::new(),
+            body: Default::default(),
         }),
         Event::ForwardHttpResponseChunk(ForwardHttpResponseChunk {
             request_id: s("r"),

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
 use http_body_util::{BodyExt, Full};
@@ -29,6 +29,7 @@ use crate::control::controls::ForwardHttpRequest;
 use crate::control::events::{
     ControlErrorEvent, Event, ForwardHttpResponse, ForwardHttpResponseChunk,
 };
+use crate::control::pieces::Pieces;
 use crate::control::{Charged, Responder};
 use crate::gate::PortGate;
 
@@ -48,7 +49,9 @@ pub(super) struct Context {
 /// Runs one request to completion and answers Kandan: a response, or a
 /// `control_error`.
 pub(super) async fn forward(req: ForwardHttpRequest, port: u16, to: Responder, ctx: Context) {
-    let span = tracing::info_span!(
+    // A debug span: at the default level a span per request costs more
+    // than the request's own parsing; the one info line names the request.
+    let span = tracing::debug_span!(
         "forward_http",
         request_id = %req.request_id,
         port,
@@ -56,8 +59,9 @@ pub(super) async fn forward(req: ForwardHttpRequest, port: u16, to: Responder, c
     );
     async move {
         let request_id = req.request_id.clone();
+        let method = req.method.0.clone();
         if let Err(err) = exchange(req, port, &to, &ctx).await {
-            tracing::info!(code = %err.code(), error = %err.message(), "forward failed");
+            tracing::info!(%request_id, port, %method, code = %err.code(), error = %err.message(), "forward failed");
             to.send(failed(request_id, &err)).await;
         }
     }
@@ -316,11 +320,11 @@ pub(super) async fn forward_editor(
     to: Responder,
     config: Arc<ForwardConfig>,
 ) {
-    let span = tracing::info_span!("forward_editor", request_id = %req.request_id);
+    let span = tracing::debug_span!("forward_editor", request_id = %req.request_id);
     async move {
         let request_id = req.request_id.clone();
         if let Err(err) = exchange_editor(req, &socket, &to, &config).await {
-            tracing::info!(code = %err.code(), error = %err.message(), "forward failed");
+            tracing::info!(%request_id, code = %err.code(), error = %err.message(), "forward failed");
             to.send(failed(request_id, &err)).await;
         }
     }
@@ -400,7 +404,7 @@ async fn deliver(
     let mut charge = timeout_at(deadline, config.event_budget.charge(wire_cost(reserve)))
         .await
         .map_err(|_| too_slow(config))?;
-    let body = timeout_at(deadline, read_body(body, reserve, limit))
+    let body = timeout_at(deadline, read_body(body, limit))
         .await
         .map_err(|_| too_slow(config))??;
     charge.shrink_to(wire_cost(body.len()));
@@ -419,25 +423,22 @@ async fn deliver(
     Ok(true)
 }
 
-/// Reads a whole body of at most `limit` bytes into one buffer of
-/// `expected` bytes (grown if need be), so a large body is never held
-/// twice (as pieces and as their concatenation).
-async fn read_body(
-    mut body: Incoming,
-    expected: usize,
-    limit: usize,
-) -> Result<Bytes, ForwardError> {
-    let mut buf = BytesMut::with_capacity(expected.min(limit));
+/// Reads a whole body of at most `limit` bytes, as the pieces it arrives
+/// in (see [`Pieces`]).
+async fn read_body(mut body: Incoming, limit: usize) -> Result<Pieces, ForwardError> {
+    let mut pieces = Pieces::default();
+    let mut len = 0;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|err| ForwardError::ResponseBody(Box::new(err)))?;
         if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > limit {
+            len += data.len();
+            if len > limit {
                 return Err(ForwardError::ResponseTooLarge { limit });
             }
-            buf.extend_from_slice(&data);
+            pieces.push(data);
         }
     }
-    Ok(buf.freeze())
+    Ok(pieces)
 }
 
 /// Server-sent events and bodies of unknown length stream; a body that
@@ -472,7 +473,7 @@ async fn stream(
         request_id: request_id.clone(),
         status,
         headers: headers::to_pairs(response_headers),
-        body: Bytes::new(),
+        body: Default::default(),
         streaming: Some(true),
     });
     if !to.send(head).await {

@@ -11,5 +11,6 @@ pub mod page;
 pub mod process;
 pub mod run;
 pub mod server;
+pub mod soak;
 
 pub use run::{Options, run};

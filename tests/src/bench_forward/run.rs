@@ -53,7 +53,7 @@ impl Plan {
 }
 
 /// The runner with the bench's own local server (`serve`) as its command.
-fn spawn_runner(
+pub(super) fn spawn_runner(
     opts: &Options,
     sim: &Simulator,
     port: u16,
@@ -82,7 +82,7 @@ fn spawn_runner(
 }
 
 /// Waits until a forwarded GET of `/small` answers 200.
-async fn wait_forwarding(forwarded: &Target, runner: &RunnerProcess) -> anyhow::Result<()> {
+pub(super) async fn wait_forwarding(forwarded: &Target, runner: &RunnerProcess) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let attempt = load::fresh_connection_gets(forwarded, "/small", SMALL, 1).await;

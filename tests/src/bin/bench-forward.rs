@@ -39,6 +39,19 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
+    /// Forwarded 100 B GETs for a while, to attach a profiler to the
+    /// runner (its pid is printed); then the rate and CPU per 1,000.
+    Soak {
+        #[arg(long)]
+        runner: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+        /// 1 MiB GETs instead of 100 B ones.
+        #[arg(long)]
+        big: bool,
+    },
     /// The listener helper the close-to-refused measure watches (see
     /// `bench::helper`).
     Helper,
@@ -57,6 +70,18 @@ async fn main() -> anyhow::Result<()> {
     match Args::parse().command {
         Cmd::Run { runner, quick } => bench_forward::run(Options { runner, quick }).await,
         Cmd::Gate { quick } => bench_forward::gate::report(quick).await,
+        Cmd::Soak {
+            runner,
+            seconds,
+            clients,
+            big,
+        } => {
+            let opts = Options {
+                runner,
+                quick: false,
+            };
+            bench_forward::soak::soak(opts, seconds, clients, big).await
+        }
         Cmd::Page { runner, quick } => bench_forward::page::report(&runner, quick).await,
         Cmd::Helper => integration_tests::bench::helper::serve(),
         Cmd::Serve { port, parent_pid } => {

@@ -20,6 +20,9 @@ use super::state::{Connection, Outgoing, Shared};
 /// Largest frame accepted from the runner.
 const MAX_FRAME: usize = 256 << 20;
 
+/// Most frames queued before a flush while more are waiting to go out.
+const FLUSH_EVERY: usize = 64;
+
 /// The socket mount; the runner appends `/websocket`.
 pub(crate) const MOUNT: &str = "/runner/socket";
 
@@ -151,14 +154,24 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
     info!(id, "runner connected");
     let mut last_ref = 0;
     let mut reading = true;
+    // Frames written since the last flush: what is ready together leaves in
+    // one write (see `FLUSH_EVERY`).
+    let mut unflushed = 0;
     loop {
+        if unflushed > 0 && (unflushed >= FLUSH_EVERY || rx.is_empty()) {
+            if ws.flush().await.is_err() {
+                break;
+            }
+            unflushed = 0;
+        }
         tokio::select! {
             msg = ws.next(), if reading => match msg {
                 Some(Ok(Message::Text(text))) => {
                     for reply in on_text(&shared, id, &mut last_ref, &text) {
-                        if ws.send(Message::text(reply.to_text())).await.is_err() {
+                        if ws.feed(Message::text(reply.to_text())).await.is_err() {
                             break;
                         }
+                        unflushed += 1;
                     }
                 }
                 Some(Ok(Message::Close(frame))) => {
@@ -182,14 +195,16 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
             },
             out = rx.recv() => match out {
                 Some(Outgoing::Frame(frame)) => {
-                    if ws.send(Message::text(frame.to_text())).await.is_err() {
+                    if ws.feed(Message::text(frame.to_text())).await.is_err() {
                         break;
                     }
+                    unflushed += 1;
                 }
                 Some(Outgoing::Raw(text)) => {
-                    if ws.send(Message::text(text)).await.is_err() {
+                    if ws.feed(Message::text(text)).await.is_err() {
                         break;
                     }
+                    unflushed += 1;
                 }
                 Some(Outgoing::Close(code, reason)) => {
                     let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };

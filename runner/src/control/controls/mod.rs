@@ -351,8 +351,14 @@ impl Control {
     }
 }
 
-/// Reads one control type, naming the field at fault in the error.
+/// Reads one control type, naming the field at fault in the error. A
+/// well-formed control is read once, directly; only a failed one is read
+/// again through `serde_path_to_error` (which costs on every field) to
+/// find the field's path.
 fn read<T: DeserializeOwned>(text: &str) -> Result<T, Problem> {
+    if let Ok(control) = serde_json::from_str(text) {
+        return Ok(control);
+    }
     let mut deserializer = serde_json::Deserializer::from_str(text);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
         let path = err.path().to_string();

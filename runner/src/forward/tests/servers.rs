@@ -255,7 +255,7 @@ impl ForwardOutput {
                 request_id: r.request_id,
                 status: r.status,
                 headers: r.headers,
-                body: r.body,
+                body: r.body.to_bytes(),
                 streaming: r.streaming == Some(true),
                 charge,
             },
