@@ -15,15 +15,21 @@ use crate::simulator::{SimConfig, Simulator};
 /// Runs forwarded 100 B GETs over `clients` keep-alive connections for
 /// `seconds`, then prints the rate and the CPU per 1,000 requests of the
 /// runner and of the bench's process (client and simulator).
-pub async fn soak(opts: Options, seconds: u64, clients: usize, big: bool) -> anyhow::Result<()> {
+pub async fn soak(
+    opts: Options,
+    seconds: u64,
+    clients: usize,
+    big: bool,
+    ws: bool,
+) -> anyhow::Result<()> {
     let (path, len, batch) = if big { ("/big", BIG, 100) } else { ("/small", SMALL, 2000) };
     let dir = tempfile::tempdir()?;
-    let sim = Simulator::start(SimConfig {
+    let config = SimConfig {
         auto_approve: true,
         record_forward_events: false,
         ..SimConfig::default()
-    })
-    .await?;
+    };
+    let sim = Simulator::start(config).await?;
     let port = crate::support::free_port()?;
     let runner = spawn_runner(&opts, &sim, port, dir.path())?;
     let forwarded = Target {
@@ -36,6 +42,9 @@ pub async fn soak(opts: Options, seconds: u64, clients: usize, big: bool) -> any
     };
     wait_forwarding(&forwarded, &runner).await?;
     let pid = runner.pid();
+    if ws {
+        return ws_echoes(&direct, &forwarded, seconds).await;
+    }
     eprintln!("runner pid {pid}; forwarding for {seconds} s");
     let bench = std::process::id();
     let (runner_cpu, bench_cpu) = (procstat::cpu_time(pid)?, procstat::cpu_time(bench)?);
@@ -59,6 +68,27 @@ pub async fn soak(opts: Options, seconds: u64, clients: usize, big: bool) -> any
          CPU per 1,000: runner {runner_ms:.1} ms, bench (client + simulator) {bench_ms:.1} ms",
         wall.as_secs_f64(),
         100.0 * rate / direct_rate,
+    );
+    Ok(())
+}
+
+/// WebSocket echo round trips, direct and forwarded in turn, for `seconds`;
+/// prints the p50 of each and their difference.
+async fn ws_echoes(direct: &Target, forwarded: &Target, seconds: u64) -> anyhow::Result<()> {
+    let (mut via_direct, mut via_runner) = (Vec::new(), Vec::new());
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(seconds) {
+        via_direct.extend(load::ws_echo(direct, 500).await?);
+        via_runner.extend(load::ws_echo(forwarded, 500).await?);
+    }
+    let p50 = |samples: &[Duration]| {
+        crate::bench::stats::quantile(samples, 0.5).unwrap_or_default().as_secs_f64() * 1e3
+    };
+    let (d, f) = (p50(&via_direct), p50(&via_runner));
+    println!(
+        "{} WebSocket echoes each way: p50 direct {d:.3} ms, forwarded {f:.3} ms, added {:.3} ms",
+        via_direct.len(),
+        f - d
     );
     Ok(())
 }

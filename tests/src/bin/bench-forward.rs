@@ -51,6 +51,9 @@ enum Cmd {
         /// 1 MiB GETs instead of 100 B ones.
         #[arg(long)]
         big: bool,
+        /// WebSocket echo round trips instead of GETs.
+        #[arg(long)]
+        ws: bool,
     },
     /// The listener helper the close-to-refused measure watches (see
     /// `bench::helper`).
@@ -75,12 +78,13 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             clients,
             big,
+            ws,
         } => {
             let opts = Options {
                 runner,
                 quick: false,
             };
-            bench_forward::soak::soak(opts, seconds, clients, big).await
+            bench_forward::soak::soak(opts, seconds, clients, big, ws).await
         }
         Cmd::Page { runner, quick } => bench_forward::page::report(&runner, quick).await,
         Cmd::Helper => integration_tests::bench::helper::serve(),
