@@ -191,8 +191,20 @@ pub async fn run(runner: &Path, codex: &Path) -> Result<CodexBench> {
     rig.start_instance("b0").await?;
     settle(rig.pid()).await;
     let cpu = cpu_time(rig.pid())?;
+    // Where the rest of the two cores went during the turn: the bench's
+    // process (the simulator) and the runner's children (the stamping
+    // stand-in and Codex; clock ticks).
+    let (sim_cpu, (_, children)) = (cpu_time(std::process::id())?, descendants_cpu(rig.pid()));
     rig.turn("b0", &deltas).await?;
     let cpu = cpu_time(rig.pid())? - cpu;
+    let sim_cpu = cpu_time(std::process::id())? - sim_cpu;
+    let children = descendants_cpu(rig.pid()).1 - children;
+    eprintln!(
+        "during the turn: runner {:.0} ms, simulator {:.0} ms, Codex and the stamper {} ms of CPU",
+        cpu.as_secs_f64() * 1e3,
+        sim_cpu.as_secs_f64() * 1e3,
+        children * 10,
+    );
     let notifications = rig
         .sim
         .events()

@@ -406,13 +406,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             self.pending.push_back(ControlInput::Acked(ack));
             return Ok(());
         }
-        let reply = Reply::read(frame.payload());
         let Channel::Joining { join_ref, .. } = &self.channel else {
-            if !reply.ok() {
-                debug!(reason = %reply.reason(), "event refused by kandan");
+            // A reply to an untracked push: read only to log a refusal.
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                let reply = Reply::read(frame.payload());
+                if !reply.ok() {
+                    debug!(reason = %reply.reason(), "event refused by kandan");
+                }
             }
             return Ok(());
         };
+        let reply = Reply::read(frame.payload());
         if frame.msg_ref() != Some(join_ref.as_str()) {
             return Ok(());
         }
