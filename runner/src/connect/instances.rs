@@ -369,7 +369,7 @@ impl Runner {
         let Some(instance) = self.instances.live.get_mut(instance_id) else {
             return;
         };
-        let bytes = serde_json::to_vec(&event).map_or(0, |text| text.len());
+        let bytes = json_len(&event);
         let entry = instance.replay.push(event, bytes);
         let wire = InstanceWire {
             instance_id: instance_id.to_owned(),
@@ -441,5 +441,30 @@ impl Runner {
             .collect();
         let stops = handles.iter().map(|handle| handle.call(Command::Stop));
         futures_util::future::join_all(stops).await;
+    }
+}
+
+/// The length of `value`'s JSON, counted as it is written (no buffer).
+fn json_len(value: &impl serde::Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).map_or(0, |()| count.0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn json_len_is_the_serialized_length() {
+        let value = serde_json::json!({"delta": "héllo \"x\"\n", "n": [1, 2.5, null]});
+        assert_eq!(super::json_len(&value), serde_json::to_vec(&value).unwrap().len());
     }
 }
