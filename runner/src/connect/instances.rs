@@ -465,6 +465,9 @@ mod tests {
     #[test]
     fn json_len_is_the_serialized_length() {
         let value = serde_json::json!({"delta": "héllo \"x\"\n", "n": [1, 2.5, null]});
-        assert_eq!(super::json_len(&value), serde_json::to_vec(&value).unwrap().len());
+        assert_eq!(
+            super::json_len(&value),
+            serde_json::to_vec(&value).unwrap().len()
+        );
     }
 }

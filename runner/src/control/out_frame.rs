@@ -175,8 +175,7 @@ mod tests {
         let config = tungstenite::protocol::WebSocketConfig::default()
             .max_message_size(Some(16 << 20))
             .max_frame_size(Some(16 << 20));
-        let mut server =
-            WebSocketStream::from_raw_socket(server, Role::Server, Some(config)).await;
+        let mut server = WebSocketStream::from_raw_socket(server, Role::Server, Some(config)).await;
         let texts: Vec<String> = [0, 1, 125, 126, 127, 65_535, 65_536, 70_000, 3 << 20, 9]
             .iter()
             .map(|&n| (0..n).map(|i| char::from(b'a' + (i % 26) as u8)).collect())
@@ -196,7 +195,10 @@ mod tests {
         for text in &texts {
             let mut buf = OutFrame::buffer(text.len());
             buf.extend_from_slice(text.as_bytes());
-            writer.queue(&mut client, OutFrame::text(buf)).await.unwrap();
+            writer
+                .queue(&mut client, OutFrame::text(buf))
+                .await
+                .unwrap();
         }
         writer.flush(&mut client).await.unwrap();
         reader.await.unwrap();

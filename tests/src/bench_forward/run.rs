@@ -82,7 +82,10 @@ pub(super) fn spawn_runner(
 }
 
 /// Waits until a forwarded GET of `/small` answers 200.
-pub(super) async fn wait_forwarding(forwarded: &Target, runner: &RunnerProcess) -> anyhow::Result<()> {
+pub(super) async fn wait_forwarding(
+    forwarded: &Target,
+    runner: &RunnerProcess,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let attempt = load::fresh_connection_gets(forwarded, "/small", SMALL, 1).await;

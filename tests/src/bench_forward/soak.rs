@@ -22,7 +22,11 @@ pub async fn soak(
     big: bool,
     ws: bool,
 ) -> anyhow::Result<()> {
-    let (path, len, batch) = if big { ("/big", BIG, 100) } else { ("/small", SMALL, 2000) };
+    let (path, len, batch) = if big {
+        ("/big", BIG, 100)
+    } else {
+        ("/small", SMALL, 2000)
+    };
     let dir = tempfile::tempdir()?;
     let config = SimConfig {
         auto_approve: true,
@@ -82,7 +86,10 @@ async fn ws_echoes(direct: &Target, forwarded: &Target, seconds: u64) -> anyhow:
         via_runner.extend(load::ws_echo(forwarded, 500).await?);
     }
     let p50 = |samples: &[Duration]| {
-        crate::bench::stats::quantile(samples, 0.5).unwrap_or_default().as_secs_f64() * 1e3
+        crate::bench::stats::quantile(samples, 0.5)
+            .unwrap_or_default()
+            .as_secs_f64()
+            * 1e3
     };
     let (d, f) = (p50(&via_direct), p50(&via_runner));
     println!(
