@@ -23,7 +23,11 @@ fn main() {
                     std::process::exit(1);
                 }
             };
-            runtime.block_on(async move {
+            // The command runs as a task of its own, not as `block_on`'s
+            // future: the scheduler polls that future only after a turn of
+            // the I/O driver, so every wake-up of the main loop (one per
+            // forwarded request) cost an extra `epoll_wait`.
+            let main = runtime.spawn(async move {
                 match command {
                     Command::Watch(args) => runner::watch::run(args).await,
                     Command::Connect(args) => runner::connect::run(*args).await,
@@ -33,6 +37,10 @@ fn main() {
                     | Command::Completions(_)
                     | Command::Man(_) => unreachable!("handled above"),
                 }
+            });
+            runtime.block_on(main).unwrap_or_else(|err| {
+                eprintln!("error: {err}");
+                1
             })
         }
     };
