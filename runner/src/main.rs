@@ -38,10 +38,15 @@ fn main() {
                     | Command::Man(_) => unreachable!("handled above"),
                 }
             });
-            runtime.block_on(main).unwrap_or_else(|err| {
-                eprintln!("error: {err}");
-                1
-            })
+            match runtime.block_on(main) {
+                Ok(code) => code,
+                // A panic leaves as it did from `block_on`'s own future.
+                Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    1
+                }
+            }
         }
     };
     std::process::exit(code);
