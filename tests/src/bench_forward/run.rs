@@ -53,7 +53,7 @@ impl Plan {
 }
 
 /// The runner with the bench's own local server (`serve`) as its command.
-pub(super) fn spawn_runner(
+fn spawn_runner(
     opts: &Options,
     sim: &Simulator,
     port: u16,
@@ -82,10 +82,7 @@ pub(super) fn spawn_runner(
 }
 
 /// Waits until a forwarded GET of `/small` answers 200.
-pub(super) async fn wait_forwarding(
-    forwarded: &Target,
-    runner: &RunnerProcess,
-) -> anyhow::Result<()> {
+async fn wait_forwarding(forwarded: &Target, runner: &RunnerProcess) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let attempt = load::fresh_connection_gets(forwarded, "/small", SMALL, 1).await;
@@ -151,43 +148,67 @@ impl Rounds {
     }
 }
 
+/// The simulator, a runner forwarding to the bench's own local server, and
+/// the two ways to reach that server; dropped, the runner stops first.
+pub(super) struct Rig {
+    pub runner: RunnerProcess,
+    pub sim: Simulator,
+    pub direct: Target,
+    pub forwarded: Target,
+    _dir: tempfile::TempDir,
+}
+
+impl Rig {
+    /// Starts them and waits until a forwarded GET answers.
+    pub(super) async fn start(opts: &Options) -> anyhow::Result<Rig> {
+        let dir = tempfile::tempdir()?;
+        let sim = Simulator::start(SimConfig {
+            auto_approve: true,
+            record_forward_events: false,
+            // Bounds the refused upload's wait if the runner never answers it.
+            forward_timeout: Duration::from_secs(20),
+            ..SimConfig::default()
+        })
+        .await?;
+        let port = crate::support::free_port()?;
+        let runner = spawn_runner(opts, &sim, port, dir.path())?;
+        let direct = Target {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            prefix: String::new(),
+        };
+        let forwarded = Target {
+            addr: sim.preview_addr(),
+            prefix: format!("/preview/{port}"),
+        };
+        wait_forwarding(&forwarded, &runner).await?;
+        Ok(Rig {
+            runner,
+            sim,
+            direct,
+            forwarded,
+            _dir: dir,
+        })
+    }
+}
+
 /// Runs the benchmark and prints the table; everything it started is
 /// stopped before it returns, on errors too.
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     let plan = Plan::new(opts.quick);
-    let dir = tempfile::tempdir()?;
-    let sim = Simulator::start(SimConfig {
-        auto_approve: true,
-        record_forward_events: false,
-        // Bounds the refused upload's wait if the runner never answers it.
-        forward_timeout: Duration::from_secs(20),
-        ..SimConfig::default()
-    })
-    .await?;
-    let port = crate::support::free_port()?;
-    let runner = spawn_runner(&opts, &sim, port, dir.path())?;
-    let pid = runner.pid();
-    let direct = Target {
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        prefix: String::new(),
-    };
-    let forwarded = Target {
-        addr: sim.preview_addr(),
-        prefix: format!("/preview/{port}"),
-    };
     let started = Instant::now();
-    wait_forwarding(&forwarded, &runner).await?;
+    let rig = Rig::start(&opts).await?;
     eprintln!(
-        "forwarding through runner pid {pid} after {:.1} s; {} rounds",
+        "forwarding through runner pid {} after {:.1} s; {} rounds",
+        rig.runner.pid(),
         started.elapsed().as_secs_f64(),
         plan.rounds
     );
-    let result = measure(&plan, &sim, &runner, &direct, &forwarded).await;
+    let result = measure(&plan, &rig.sim, &rig.runner, &rig.direct, &rig.forwarded).await;
     if let Err(err) = &result {
-        eprintln!("runner log:\n{}", runner.log_tail());
+        eprintln!("runner log:\n{}", rig.runner.log_tail());
         eprintln!("benchmark failed: {err:#}");
     }
-    drop(runner);
+    drop(rig);
     result?;
     super::gate::report(opts.quick).await?;
     super::page::report(&opts.runner, opts.quick).await

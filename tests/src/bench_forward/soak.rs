@@ -1,16 +1,14 @@
-//! `bench-forward soak`: the forwarded small-GET load of the table, run
-//! for a fixed time, so `perf` or `strace` can be attached to the runner
-//! (its pid is printed first) while nothing else happens; 100 B GETs, or
-//! 1 MiB ones with `--big`.
+//! `bench-forward soak`: one kind of the table's forwarded load, run for a
+//! fixed time, so `perf` or `strace` can be attached to the runner (its
+//! pid is printed first) while nothing else happens: 100 B GETs, 1 MiB ones
+//! with `--big`, WebSocket echo round trips with `--ws`.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::load::{self, Target};
-use super::run::{Options, spawn_runner, wait_forwarding};
+use super::run::{Options, Rig};
 use super::server::{BIG, SMALL};
 use crate::bench::procstat;
-use crate::simulator::{SimConfig, Simulator};
 
 /// Runs forwarded 100 B GETs over `clients` keep-alive connections for
 /// `seconds`, then prints the rate and the CPU per 1,000 requests of the
@@ -27,27 +25,11 @@ pub async fn soak(
     } else {
         ("/small", SMALL, 2000)
     };
-    let dir = tempfile::tempdir()?;
-    let config = SimConfig {
-        auto_approve: true,
-        record_forward_events: false,
-        ..SimConfig::default()
-    };
-    let sim = Simulator::start(config).await?;
-    let port = crate::support::free_port()?;
-    let runner = spawn_runner(&opts, &sim, port, dir.path())?;
-    let forwarded = Target {
-        addr: sim.preview_addr(),
-        prefix: format!("/preview/{port}"),
-    };
-    let direct = Target {
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        prefix: String::new(),
-    };
-    wait_forwarding(&forwarded, &runner).await?;
-    let pid = runner.pid();
+    let rig = Rig::start(&opts).await?;
+    let (direct, forwarded) = (&rig.direct, &rig.forwarded);
+    let pid = rig.runner.pid();
     if ws {
-        return ws_echoes(&direct, &forwarded, seconds).await;
+        return ws_echoes(direct, forwarded, seconds).await;
     }
     eprintln!("runner pid {pid}; forwarding for {seconds} s");
     let bench = std::process::id();
@@ -55,7 +37,7 @@ pub async fn soak(
     let started = Instant::now();
     let mut done = 0;
     while started.elapsed() < Duration::from_secs(seconds) {
-        load::http_load(&forwarded, path, len, batch, clients).await?;
+        load::http_load(forwarded, path, len, batch, clients).await?;
         done += batch;
     }
     let wall = started.elapsed();
@@ -63,7 +45,7 @@ pub async fn soak(
     let runner_ms = per_1000(procstat::cpu_time(pid)? - runner_cpu);
     let bench_ms = per_1000(procstat::cpu_time(bench)? - bench_cpu);
     let direct_rate = {
-        let l = load::http_load(&direct, path, len, batch * 10, clients).await?;
+        let l = load::http_load(direct, path, len, batch * 10, clients).await?;
         l.per_second()
     };
     let rate = done as f64 / wall.as_secs_f64();
