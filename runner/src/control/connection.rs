@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 use super::client::{Ack, Charged, ControlInput, JoinInfo, Links, Outgoing, Session, Timing};
 use super::controls::Control;
 use super::events::{ControlErrorEvent, ErrorCode, Event};
-use super::frame::{self, Empty, Incoming, RefCounter, Reply};
+use super::frame::{self, Empty, Head, Incoming, RefCounter, Reply};
 use super::out_frame::{FrameWriter, OutFrame};
 
 /// How a connection ended.
@@ -203,14 +203,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             return;
         };
         let msg_ref = self.refs.next_ref();
-        let frame = frame::frame_of(
-            Some(join_ref),
-            Some(&msg_ref),
-            &self.topic,
-            "phx_leave",
-            &Empty {},
-            64,
-        );
+        let head = Head::new(Some(join_ref), Some(&msg_ref), &self.topic, "phx_leave");
+        let frame = frame::frame_of(head, &Empty {}, 64);
         debug!(topic = %self.topic, "leaving");
         if self.write_frame(frame).await.is_err() {
             return;
@@ -268,14 +262,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
 
     async fn join(&mut self, join_info: &impl Fn() -> JoinInfo) -> Result<(), ConnStop> {
         let join_ref = self.refs.next_ref();
-        let frame = frame::frame_of(
-            Some(&join_ref),
-            Some(&join_ref),
-            &self.topic,
-            "phx_join",
-            &join_info(),
-            256,
-        );
+        let head = Head::new(Some(&join_ref), Some(&join_ref), &self.topic, "phx_join");
+        let frame = frame::frame_of(head, &join_info(), 256);
         debug!(topic = %self.topic, %join_ref, "joining");
         self.channel = Channel::Joining {
             join_ref,
@@ -294,7 +282,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             msg_ref.clone(),
             Instant::now() + self.timing.heartbeat_timeout,
         ));
-        let frame = frame::frame_of(None, Some(&msg_ref), "phoenix", "heartbeat", &Empty {}, 48);
+        let frame = frame::frame_of(
+            Head::new(None, Some(&msg_ref), "phoenix", "heartbeat"),
+            &Empty {},
+            48,
+        );
         self.write_frame(frame).await
     }
 
@@ -477,7 +469,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         let Charged { event, charge } = charged;
         let msg_ref = self.refs.next_ref();
         let join_ref = self.channel.join_ref();
-        let frame = frame::event_frame(Some(join_ref), Some(&msg_ref), &self.topic, event);
+        let frame = frame::event_frame(Head::push(join_ref, &msg_ref, &self.topic), event);
         let written = self.queue(frame).await;
         drop(charge);
         written

@@ -3,7 +3,6 @@
 
 use std::net::IpAddr;
 
-use bytes::Bytes;
 use serde::Serialize;
 
 use super::controls::{ActorId, Decision, Opcode};
@@ -53,12 +52,12 @@ impl Event {
     /// it (base64 needs no JSON escaping), without a copy or a scan.
     pub(crate) fn take_body(&mut self) -> Option<Pieces> {
         let body = match self {
-            Event::ForwardHttpResponse(e) => return Some(std::mem::take(&mut e.body)),
+            Event::ForwardHttpResponse(e) => &mut e.body,
             Event::ForwardHttpResponseChunk(e) => &mut e.body,
             Event::ForwardWebsocketMessage(e) => &mut e.body,
             _ => return None,
         };
-        Some(std::mem::take(body).into())
+        Some(std::mem::take(body))
     }
 
     /// The wire `type`, for logs.
@@ -228,8 +227,8 @@ pub struct ForwardHttpResponseChunk {
     pub request_id: String,
     pub seq: u64,
     pub done: bool,
-    #[serde(rename = "bodyBase64", with = "base64_bytes")]
-    pub body: Bytes,
+    #[serde(rename = "bodyBase64")]
+    pub body: Pieces,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -245,8 +244,8 @@ pub struct ForwardWebsocketOpened {
 pub struct ForwardWebsocketMessage {
     pub socket_id: String,
     pub opcode: Opcode,
-    #[serde(rename = "bodyBase64", with = "base64_bytes")]
-    pub body: Bytes,
+    #[serde(rename = "bodyBase64")]
+    pub body: Pieces,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -409,22 +408,10 @@ impl std::fmt::Display for ErrorCode {
     }
 }
 
-/// `bodyBase64`: standard alphabet, padded.
-mod base64_bytes {
-    use base64::display::Base64Display;
-    use base64::engine::general_purpose::STANDARD;
-    use serde::Serializer;
-
-    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
-        // Encoded straight into the frame's text: no base64 copy of a
-        // body that may be megabytes.
-        serializer.collect_str(&Base64Display::new(bytes, &STANDARD))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use serde_json::{Value, json};
 
     impl Event {
@@ -582,7 +569,7 @@ mod tests {
         let chunk = Event::ForwardHttpResponseChunk(ForwardHttpResponseChunk {
             request_id: "h1".into(),
             seq: 2,
-            body: Bytes::from_static(&[0, 255]),
+            body: Bytes::from_static(&[0, 255]).into(),
             done: false,
         });
         assert_eq!(
@@ -605,7 +592,7 @@ mod tests {
         let message = Event::ForwardWebsocketMessage(ForwardWebsocketMessage {
             socket_id: "s1".into(),
             opcode: Opcode::Binary,
-            body: Bytes::from_static(&[1, 2, 3]),
+            body: Bytes::from_static(&[1, 2, 3]).into(),
         });
         assert_eq!(
             message.to_json(),

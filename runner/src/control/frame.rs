@@ -2,7 +2,7 @@
 //!
 //! Both ways without a JSON tree: an incoming frame borrows its strings and
 //! its payload from the text ([`Incoming`]), and an outgoing one is written
-//! straight from its typed parts ([`text_of`]).
+//! straight from its [`Head`] and typed payload ([`text_of`]).
 
 use std::borrow::Cow;
 
@@ -66,51 +66,69 @@ impl<'a> Incoming<'a> {
     }
 }
 
+/// The four fields before an outgoing frame's payload.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Head<'a> {
+    pub join_ref: Option<&'a str>,
+    pub msg_ref: Option<&'a str>,
+    pub topic: &'a str,
+    pub event: &'a str,
+}
+
+impl<'a> Head<'a> {
+    pub(crate) fn new(
+        join_ref: Option<&'a str>,
+        msg_ref: Option<&'a str>,
+        topic: &'a str,
+        event: &'a str,
+    ) -> Self {
+        Head {
+            join_ref,
+            msg_ref,
+            topic,
+            event,
+        }
+    }
+
+    /// The head of a push of an event on `topic`.
+    pub(crate) fn push(join_ref: &'a str, msg_ref: &'a str, topic: &'a str) -> Self {
+        Head::new(Some(join_ref), Some(msg_ref), topic, "event")
+    }
+
+    /// Appends the wire text of the frame to `buf`; false if the payload
+    /// could not be serialized (the payloads are events: strings, numbers
+    /// and string-keyed maps, so it never fails in practice).
+    fn write(self, buf: &mut Vec<u8>, payload: &impl serde::Serialize) -> bool {
+        let Head {
+            join_ref,
+            msg_ref,
+            topic,
+            event,
+        } = self;
+        serde_json::to_writer(&mut *buf, &(join_ref, msg_ref, topic, event, payload)).is_ok()
+    }
+}
+
 /// The wire text of a frame whose payload is any serializable value,
-/// written straight from it: an event carrying a large body is encoded
-/// once, into this text. `size_hint` is the expected length (grown past if
-/// need be).
-pub(crate) fn text_of(
-    join_ref: Option<&str>,
-    msg_ref: Option<&str>,
-    topic: &str,
-    event: &str,
-    payload: &impl serde::Serialize,
-    size_hint: usize,
-) -> String {
+/// written straight from it. `size_hint` is the expected length (grown past
+/// if need be).
+pub(crate) fn text_of(head: Head<'_>, payload: &impl serde::Serialize, size_hint: usize) -> String {
     let mut text = Vec::with_capacity(size_hint);
-    if !write_text(&mut text, join_ref, msg_ref, topic, event, payload) {
+    if !head.write(&mut text, payload) {
         return String::new();
     }
     // serde_json writes UTF-8 only.
     String::from_utf8(text).unwrap_or_default()
 }
 
-/// Appends the wire text of a frame to `buf`; false if the payload could
-/// not be serialized (the payloads are events: strings, numbers and
-/// string-keyed maps, so it never fails in practice).
-fn write_text(
-    buf: &mut Vec<u8>,
-    join_ref: Option<&str>,
-    msg_ref: Option<&str>,
-    topic: &str,
-    event: &str,
-    payload: &impl serde::Serialize,
-) -> bool {
-    serde_json::to_writer(&mut *buf, &(join_ref, msg_ref, topic, event, payload)).is_ok()
-}
-
 /// The frame of [`text_of`], masked and ready to write (see `out_frame`).
 pub(crate) fn frame_of(
-    join_ref: Option<&str>,
-    msg_ref: Option<&str>,
-    topic: &str,
-    event: &str,
+    head: Head<'_>,
     payload: &impl serde::Serialize,
     size_hint: usize,
 ) -> OutFrame {
     let mut buf = OutFrame::buffer(size_hint);
-    if !write_text(&mut buf, join_ref, msg_ref, topic, event, payload) {
+    if !head.write(&mut buf, payload) {
         buf.truncate(HEADROOM);
     }
     OutFrame::text(buf)
@@ -118,26 +136,16 @@ pub(crate) fn frame_of(
 
 /// The frame of a push of `event`: like [`frame_of`], with a body, if the
 /// event has one, base64-encoded (SIMD) straight into the frame's buffer.
-pub(crate) fn event_frame(
-    join_ref: Option<&str>,
-    msg_ref: Option<&str>,
-    topic: &str,
-    event: super::Event,
-) -> OutFrame {
-    OutFrame::text(event_buffer(join_ref, msg_ref, topic, event))
+pub(crate) fn event_frame(head: Head<'_>, event: super::Event) -> OutFrame {
+    OutFrame::text(event_buffer(head, event))
 }
 
 /// [`HEADROOM`] bytes, then the text of a push of `event`.
-fn event_buffer(
-    join_ref: Option<&str>,
-    msg_ref: Option<&str>,
-    topic: &str,
-    mut event: super::Event,
-) -> Vec<u8> {
+fn event_buffer(head: Head<'_>, mut event: super::Event) -> Vec<u8> {
     let hint = event.size_hint();
     let body = event.take_body();
     let mut buf = OutFrame::buffer(hint);
-    if !write_text(&mut buf, join_ref, msg_ref, topic, "event", &event) {
+    if !head.write(&mut buf, &event) {
         buf.truncate(HEADROOM);
         return buf;
     }
@@ -158,13 +166,8 @@ fn event_buffer(
 
 /// The text [`event_frame`] frames.
 #[cfg(test)]
-pub(crate) fn event_text(
-    join_ref: Option<&str>,
-    msg_ref: Option<&str>,
-    topic: &str,
-    event: super::Event,
-) -> String {
-    let buf = event_buffer(join_ref, msg_ref, topic, event);
+pub(crate) fn event_text(head: Head<'_>, event: super::Event) -> String {
+    let buf = event_buffer(head, event);
     String::from_utf8(buf[HEADROOM..].to_vec()).unwrap()
 }
 
@@ -254,7 +257,8 @@ mod tests {
 
     #[test]
     fn heartbeat_has_the_exact_wire_form() {
-        let text = text_of(None, Some("12"), "phoenix", "heartbeat", &Empty {}, 0);
+        let head = Head::new(None, Some("12"), "phoenix", "heartbeat");
+        let text = text_of(head, &Empty {}, 0);
         assert_eq!(text, r#"[null,"12","phoenix","heartbeat",{}]"#);
         let frame = Incoming::parse(&text).unwrap();
         assert_eq!(frame.msg_ref(), Some("12"));
@@ -301,12 +305,13 @@ mod tests {
             Event::ForwardWebsocketMessage(ForwardWebsocketMessage {
                 socket_id: "s".into(),
                 opcode: Opcode::Binary,
-                body: bytes::Bytes::new(),
+                body: Default::default(),
             }),
         ];
         for event in events {
-            let tree = text_of(Some("1"), Some("2"), "t", "event", &event, 0);
-            let direct = event_text(Some("1"), Some("2"), "t", event);
+            let head = Head::push("1", "2", "t");
+            let tree = text_of(head, &event, 0);
+            let direct = event_text(head, event);
             let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
             assert_eq!(parse(&direct), parse(&tree));
         }

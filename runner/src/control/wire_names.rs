@@ -359,7 +359,7 @@ fn every_event() -> Vec<Event> {
             request_id: s("r"),
             seq: 0,
             done: true,
-            body: Bytes::new(),
+            body: Bytes::new().into(),
         }),
         Event::ForwardWebsocketOpened(ForwardWebsocketOpened {
             socket_id: s("s"),
@@ -368,7 +368,7 @@ fn every_event() -> Vec<Event> {
         Event::ForwardWebsocketMessage(ForwardWebsocketMessage {
             socket_id: s("s"),
             opcode: Opcode::Text,
-            body: Bytes::new(),
+            body: Bytes::new().into(),
         }),
         Event::ForwardWebsocketClosed(ForwardWebsocketClosed {
             socket_id: s("s"),

@@ -7,7 +7,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::connection::{Failure, STEP_TIMEOUT, Ws};
 use super::report::EXIT_REFUSED;
 use crate::control::JoinInfo;
-use crate::control::frame::{self, Empty, Incoming, Reply};
+use crate::control::frame::{self, Empty, Head, Incoming, Reply};
 
 /// How long leaving may take once joined; it decides nothing.
 const LEAVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -19,7 +19,11 @@ pub(super) async fn join_and_leave(
     topic: &str,
     join: &JoinInfo,
 ) -> Result<((), String), Failure> {
-    let text = frame::text_of(Some("1"), Some("1"), topic, "phx_join", join, 256);
+    let text = frame::text_of(
+        Head::new(Some("1"), Some("1"), topic, "phx_join"),
+        join,
+        256,
+    );
     if let Err(err) = ws.send(Message::text(text)).await {
         return Err(Failure::network(
             format!("cannot send the join: {err}"),
@@ -46,7 +50,11 @@ pub(super) async fn join_and_leave(
             exit: EXIT_REFUSED,
         });
     }
-    let leave = frame::text_of(Some("1"), Some("2"), topic, "phx_leave", &Empty {}, 64);
+    let leave = frame::text_of(
+        Head::new(Some("1"), Some("2"), topic, "phx_leave"),
+        &Empty {},
+        64,
+    );
     let _ = tokio::time::timeout(LEAVE_TIMEOUT, async {
         if ws.send(Message::text(leave)).await.is_ok() {
             let _ = reply_to(&mut ws, topic, "2").await;

@@ -495,7 +495,7 @@ async fn stream(
         let chunk = Event::ForwardHttpResponseChunk(ForwardHttpResponseChunk {
             request_id: request_id.clone(),
             seq,
-            body: data,
+            body: data.into(),
             done,
         });
         let sent = to.send(Charged {

@@ -617,7 +617,7 @@ impl Socket<'_> {
                     let message = Event::ForwardWebsocketMessage(ForwardWebsocketMessage {
                         socket_id: self.socket_id.to_owned(),
                         opcode,
-                        body,
+                        body: body.into(),
                     });
                     self.emit(Charged {
                         event: message,

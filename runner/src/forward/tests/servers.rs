@@ -262,7 +262,7 @@ impl ForwardOutput {
             Event::ForwardHttpResponseChunk(c) => ForwardOutput::HttpChunk {
                 request_id: c.request_id,
                 seq: c.seq,
-                body: c.body,
+                body: c.body.to_bytes(),
                 done: c.done,
                 charge,
             },
@@ -273,7 +273,7 @@ impl ForwardOutput {
             Event::ForwardWebsocketMessage(m) => ForwardOutput::WsMessage {
                 socket_id: m.socket_id,
                 opcode: m.opcode,
-                body: m.body,
+                body: m.body.to_bytes(),
                 charge,
             },
             Event::ForwardWebsocketClosed(c) => ForwardOutput::WsClosed {
