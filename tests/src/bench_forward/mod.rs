@@ -5,6 +5,8 @@
 //! headless Chromium both ways (`page`). See "Forwarding" in BENCHMARKS.md
 //! for the method. Statistics and `/proc` readings come from `crate::bench`.
 
+pub mod bare;
+mod floor;
 pub mod gate;
 pub mod load;
 pub mod page;

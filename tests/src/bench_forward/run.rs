@@ -203,7 +203,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64(),
         plan.rounds
     );
-    let result = measure(&plan, &rig.sim, &rig.runner, &rig.direct, &rig.forwarded).await;
+    let mut result = measure(&plan, &rig.sim, &rig.runner, &rig.direct, &rig.forwarded).await;
+    if result.is_ok() {
+        println!();
+        result = super::floor::compare(&rig, plan.rounds, plan.small, plan.clients).await;
+    }
     if let Err(err) = &result {
         eprintln!("runner log:\n{}", rig.runner.log_tail());
         eprintln!("benchmark failed: {err:#}");
@@ -509,6 +513,6 @@ fn print_table(plan: &Plan, r: &Rounds, idle_rss: u64, ws: (u64, u64), upload_pe
 }
 
 /// `cpu` spent on `requests` requests, per 1,000 of them, in milliseconds.
-fn per_1000(cpu: Duration, requests: usize) -> f64 {
+pub(super) fn per_1000(cpu: Duration, requests: usize) -> f64 {
     ms(cpu) * 1000.0 / requests as f64
 }

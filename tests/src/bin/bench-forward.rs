@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use integration_tests::bench_forward::{self, Options, server};
+use integration_tests::bench_forward::{self, Options, bare, server};
 
 #[derive(Parser)]
 #[command(about = "Forwarding benchmark: client -> simulator -> kandan-runner -> local server")]
@@ -42,6 +42,8 @@ enum Cmd {
     /// Forwarded 100 B GETs for a while, to attach a profiler to the
     /// runner (its pid is printed); then the rate and CPU per 1,000.
     Soak {
+        /// The kandan-runner binary; this bench-forward binary itself soaks
+        /// the bare forwarder instead.
         #[arg(long)]
         runner: PathBuf,
         #[arg(long, default_value_t = 10)]
@@ -58,6 +60,25 @@ enum Cmd {
     /// The listener helper the close-to-refused measure watches (see
     /// `bench::helper`).
     Helper,
+    /// The bare forwarder (`bench_forward::bare`), started with
+    /// `kandan-runner connect`'s arguments in its place.
+    #[command(hide = true)]
+    Connect {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        token: String,
+        #[arg(long)]
+        runner_id: String,
+        /// Accepted for the runner's command line; unused.
+        #[arg(long)]
+        debounce_ms: Option<u64>,
+        /// Accepted for the runner's command line; unused.
+        #[arg(long)]
+        poll_interval_ms: Option<u64>,
+        #[arg(last = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
     /// The local server: /small, /big, /upload, /ws (echo) on 127.0.0.1:PORT.
     Serve {
         #[arg(long)]
@@ -68,9 +89,20 @@ enum Cmd {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Args::parse().command {
+fn main() -> anyhow::Result<()> {
+    let command = Args::parse().command;
+    let runtime = match command {
+        // One thread, as the runner has.
+        Cmd::Connect { .. } => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        _ => tokio::runtime::Runtime::new()?,
+    };
+    runtime.block_on(run(command))
+}
+
+async fn run(command: Cmd) -> anyhow::Result<()> {
+    match command {
         Cmd::Run { runner, quick } => bench_forward::run(Options { runner, quick }).await,
         Cmd::Gate { quick } => bench_forward::gate::report(quick).await,
         Cmd::Soak {
@@ -101,6 +133,21 @@ async fn main() -> anyhow::Result<()> {
                 });
             }
             server::serve(port).await
+        }
+        Cmd::Connect {
+            url,
+            token,
+            runner_id,
+            command,
+            ..
+        } => {
+            let args = bare::Args {
+                url,
+                token,
+                runner_id,
+                command,
+            };
+            bare::run(args).await
         }
     }
 }
