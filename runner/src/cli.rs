@@ -1,6 +1,6 @@
 //! Command line, exactly as PROTOCOL.md section 1 specifies it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::parser::ValueSource;
@@ -137,18 +137,8 @@ pub struct ConnectArgs {
     /// Kandan's socket mount, e.g. `wss://kandan.example/runner/socket`.
     #[arg(long, env = "KANDAN_URL")]
     pub url: String,
-    /// Runner token (sent as the `token` query parameter). Shown by `ps`:
-    /// prefer `--token-file` or `KANDAN_TOKEN`.
-    #[arg(long, env = "KANDAN_TOKEN", hide_env_values = true, default_value = "")]
-    pub token: String,
-    /// File holding the runner token, read once at start (surrounding
-    /// whitespace trimmed), so the token stays out of `ps`. Takes the place
-    /// of `KANDAN_TOKEN`; conflicts with `--token`.
-    #[arg(long, value_name = "PATH")]
-    pub token_file: Option<PathBuf>,
-    /// Runner id: the channel topic is `runner:<id>`. Defaults to the host name.
-    #[arg(long, env = "KANDAN_RUNNER_ID")]
-    pub runner_id: Option<String>,
+    #[command(flatten)]
+    pub identity: RunnerIdentity,
     /// Largest request body forwarded to a local server, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
     pub max_request_body: usize,
@@ -193,36 +183,49 @@ pub struct CodexArgs {
     pub turn_idle_timeout_ms: u64,
 }
 
-impl ConnectArgs {
+/// Who the runner is to Kandan: its token and its id (`connect`, and
+/// `doctor --url`).
+#[derive(Debug, Args)]
+pub struct RunnerIdentity {
+    /// Runner token (sent as the `token` query parameter). Shown by `ps`:
+    /// prefer `--token-file` or `KANDAN_TOKEN`.
+    #[arg(long, env = "KANDAN_TOKEN", hide_env_values = true, default_value = "")]
+    pub token: String,
+    /// File holding the runner token, read once at start (surrounding
+    /// whitespace trimmed), so the token stays out of `ps`. Takes the place
+    /// of `KANDAN_TOKEN`; conflicts with `--token`.
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+    /// Runner id: the channel topic is `runner:<id>`. Defaults to the host name.
+    #[arg(long, env = "KANDAN_RUNNER_ID")]
+    pub runner_id: Option<String>,
+}
+
+impl RunnerIdentity {
     /// The token: the content of `--token-file`, else `--token` or
     /// `KANDAN_TOKEN`; `None` when there is none.
     pub fn token(&self) -> Result<Option<String>, TokenFileError> {
-        read_token(&self.token, self.token_file.as_deref())
+        let token = &self.token;
+        let Some(path) = &self.token_file else {
+            return Ok((!token.is_empty()).then(|| token.to_owned()));
+        };
+        let path = path.clone();
+        // clap cannot tell `--token` from `KANDAN_TOKEN` in a conflict rule;
+        // only the flag conflicts, the environment gives way to the file.
+        let from_env = std::env::var("KANDAN_TOKEN").is_ok_and(|env| &env == token);
+        if !token.is_empty() && !from_env {
+            return Err(TokenFileError::WithToken);
+        }
+        let text = std::fs::read_to_string(&path).map_err(|source| TokenFileError::Unreadable {
+            path: path.clone(),
+            source,
+        })?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(TokenFileError::Empty { path });
+        }
+        Ok(Some(token.to_owned()))
     }
-}
-
-/// The token: the content of `token_file`, else `token` (`--token` or
-/// `KANDAN_TOKEN`); `None` when there is none.
-fn read_token(token: &str, token_file: Option<&Path>) -> Result<Option<String>, TokenFileError> {
-    let Some(path) = token_file else {
-        return Ok((!token.is_empty()).then(|| token.to_owned()));
-    };
-    let path = path.to_path_buf();
-    // clap cannot tell `--token` from `KANDAN_TOKEN` in a conflict rule;
-    // only the flag conflicts, the environment gives way to the file.
-    let from_env = std::env::var("KANDAN_TOKEN").is_ok_and(|env| env == token);
-    if !token.is_empty() && !from_env {
-        return Err(TokenFileError::WithToken);
-    }
-    let text = std::fs::read_to_string(&path).map_err(|source| TokenFileError::Unreadable {
-        path: path.clone(),
-        source,
-    })?;
-    let token = text.trim();
-    if token.is_empty() {
-        return Err(TokenFileError::Empty { path });
-    }
-    Ok(Some(token.to_owned()))
 }
 
 /// Errors of reading `--token-file` (exit 2, like any bad flag value).
@@ -252,22 +255,9 @@ pub struct DoctorArgs {
     /// each step (DNS, TCP, TLS, WebSocket upgrade, join).
     #[arg(long, env = "KANDAN_URL")]
     pub url: Option<String>,
-    /// Runner token for `--url`; prefer `--token-file` or `KANDAN_TOKEN`.
-    #[arg(long, env = "KANDAN_TOKEN", hide_env_values = true, default_value = "")]
-    pub token: String,
-    /// File holding the runner token for `--url`.
-    #[arg(long, value_name = "PATH")]
-    pub token_file: Option<PathBuf>,
-    /// Runner id to join as (`runner:<id>`); defaults to the host name.
-    #[arg(long, env = "KANDAN_RUNNER_ID")]
-    pub runner_id: Option<String>,
-}
-
-impl DoctorArgs {
-    /// The token for `--url`, read as `connect` reads it.
-    pub fn token(&self) -> Result<Option<String>, TokenFileError> {
-        read_token(&self.token, self.token_file.as_deref())
-    }
+    /// The token and id to join with, as `connect` has them.
+    #[command(flatten)]
+    pub identity: RunnerIdentity,
 }
 
 /// Parses the process arguments and the config file. Bad flags or values

@@ -335,12 +335,12 @@ fn values_the_flag_refuses_name_the_line_and_key() {
 #[test]
 fn a_token_given_elsewhere_beats_the_files_token_file() {
     let text = "url = \"ws://h/s\"\ntoken_file = \"/nonexistent/token\"\n";
-    let args = connect_args(cli(text, &["connect"]).unwrap());
+    let args = connect_args(cli(text, &["connect"]).unwrap()).identity;
     assert_eq!(
         args.token_file.as_deref(),
         Some(Path::new("/nonexistent/token"))
     );
-    let args = connect_args(cli(text, &["connect", "--token", "t"]).unwrap());
+    let args = connect_args(cli(text, &["connect", "--token", "t"]).unwrap()).identity;
     assert_eq!(args.token_file, None);
     assert_eq!(args.token().unwrap().as_deref(), Some("t"));
 }

@@ -31,7 +31,7 @@ pub async fn run(args: ConnectArgs) -> i32 {
         crate::report::error(format!("--url {shown}: {err}"));
         return 2;
     }
-    let token = match args.token() {
+    let token = match args.identity.token() {
         Ok(token) => token,
         Err(err) => {
             crate::report::error(crate::error_chain(&err));
@@ -63,7 +63,7 @@ pub async fn run(args: ConnectArgs) -> i32 {
         Err(code) => return code,
     };
 
-    let runner_id = args.runner_id.clone().unwrap_or_else(hostname);
+    let runner_id = args.identity.runner_id.clone().unwrap_or_else(hostname);
     crate::report::started("connect", &selection.kind.to_string());
     crate::report::kandan(&crate::control::endpoint::redact(&args.url), &runner_id);
     // Removed (with its socket) when `connect` returns.

@@ -16,7 +16,7 @@ use crate::detect::{self, BackendKind, BackendStatus};
 /// Kandan refused the runner (token, socket path, join).
 pub fn run(args: &DoctorArgs) -> i32 {
     // Flags first: a bad token file is a bad flag value, whatever else holds.
-    let token = match args.token() {
+    let token = match args.identity.token() {
         Ok(token) => token,
         Err(err) => {
             eprintln!("error: {}", crate::error_chain(&err));
@@ -28,7 +28,7 @@ pub fn run(args: &DoctorArgs) -> i32 {
     let connection = args
         .url
         .as_deref()
-        .map(|url| check_connection(url, token.as_deref(), args.runner_id.clone(), auto));
+        .map(|url| check_connection(url, token.as_deref(), args.identity.runner_id.clone(), auto));
     // The local editor and Codex instances are optional: they never change
     // the exit code.
     let explicit = std::env::var_os("KANDAN_CODE_SERVER_BIN").map(std::path::PathBuf::from);
