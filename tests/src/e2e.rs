@@ -97,6 +97,21 @@ pub async fn expect_hello(sim: &Simulator, port: u16, name: &str) -> Result<()> 
     Ok(())
 }
 
+/// Drops the runner's connection and returns the `runner_ready` of its
+/// next join.
+pub async fn reconnect_ready(sim: &Simulator, runner: &RunnerProcess) -> Result<Value> {
+    let joins = sim.join_count();
+    let cursor = sim.event_count();
+    sim.drop_connection()?;
+    sim.wait_join_count(joins + 1, WAIT)
+        .await
+        .with_context(|| format!("no rejoin:\n{}", runner.output()))?;
+    let (_, ready) = sim
+        .wait_for_event_after(cursor, "runner_ready", |_| true, WAIT)
+        .await?;
+    Ok(ready)
+}
+
 /// The listeners of a `runner_ready` event, by port.
 pub fn ready_listener(ready: &Value, port: u16) -> Option<&Value> {
     ready["listeners"]

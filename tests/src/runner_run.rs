@@ -25,6 +25,22 @@ pub use crate::bench::procstat::alive;
 /// test starts (a test that wants a file passes `--config` or its own).
 pub const NO_CONFIG: &str = "/nonexistent/kandan-runner-tests";
 
+/// `watch --json --backend procfs --debounce-ms 100`: a `watch` whose
+/// JSON lines a test reads, on the backend every machine has; add flags,
+/// then `--` and the command.
+pub fn watch_json_args() -> Vec<String> {
+    [
+        "watch",
+        "--json",
+        "--backend",
+        "procfs",
+        "--debounce-ms",
+        "100",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// A running `kandan-runner`.
 #[derive(Debug)]
 pub struct RunnerRun {

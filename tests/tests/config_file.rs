@@ -12,7 +12,7 @@ use http::StatusCode;
 use integration_tests::e2e::{self, WAIT};
 use integration_tests::preview_client;
 use integration_tests::runner_process::{RunnerArgs, RunnerProcess};
-use integration_tests::runner_run::RunnerRun;
+use integration_tests::runner_run::{RunnerRun, watch_json_args};
 use integration_tests::simulator::{SimConfig, Simulator};
 use integration_tests::support::runner_bin;
 use integration_tests::vite;
@@ -40,16 +40,7 @@ fn listener(ports: &[u16]) -> Vec<String> {
 }
 
 fn watch_args(config: &Path, command: Vec<String>) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "watch",
-        "--json",
-        "--backend",
-        "procfs",
-        "--debounce-ms",
-        "100",
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut args = watch_json_args();
     args.extend(["--config".into(), config.display().to_string(), "--".into()]);
     args.extend(command);
     args
@@ -282,13 +273,7 @@ async fn connect_applies_silent_labels_and_the_projects_file() -> Result<()> {
     e2e::expect_hello(&sim, labelled, "api").await?;
 
     // After a reconnect, runner_ready carries the label and not the silent port.
-    let joins = sim.join_count();
-    let cursor = sim.event_count();
-    sim.drop_connection()?;
-    sim.wait_join_count(joins + 1, WAIT).await?;
-    let (_, ready) = sim
-        .wait_for_event_after(cursor, "runner_ready", |_| true, WAIT)
-        .await?;
+    let ready = e2e::reconnect_ready(&sim, &runner).await?;
     let listener = e2e::ready_listener(&ready, labelled).context("labelled port not ready")?;
     ensure!(listener["label"] == "my-api", "{ready}");
     ensure!(

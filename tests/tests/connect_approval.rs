@@ -7,7 +7,6 @@ use anyhow::{Context, Result};
 use http::StatusCode;
 use integration_tests::e2e::{self, WAIT};
 use integration_tests::preview_client;
-use integration_tests::runner_process::RunnerProcess;
 use integration_tests::simulator::{SimConfig, Simulator};
 use integration_tests::vite;
 use serde_json::Value;
@@ -29,20 +28,6 @@ async fn expect_refused(sim: &Simulator, port: u16, code: &str, status: StatusCo
 async fn pid_of(port: u16) -> Result<u64> {
     let resp = vite::http_get(port, "/pid", "localhost").await?;
     resp.body.trim().parse().context("bad /pid")
-}
-
-/// Forces a reconnect and returns the `runner_ready` of the new join.
-async fn reconnect_ready(sim: &Simulator, runner: &RunnerProcess) -> Result<Value> {
-    let joins = sim.join_count();
-    let cursor = sim.event_count();
-    sim.drop_connection()?;
-    sim.wait_join_count(joins + 1, WAIT)
-        .await
-        .with_context(|| format!("no rejoin:\n{}", runner.output()))?;
-    let (_, ready) = sim
-        .wait_for_event_after(cursor, "runner_ready", |_| true, WAIT)
-        .await?;
-    Ok(ready)
 }
 
 fn requests_for(sim: &Simulator, port: u16) -> Vec<Value> {
@@ -95,7 +80,7 @@ async fn pending_unlistened_and_denied_ports_are_refused() -> Result<()> {
     // lists it, denied, with its new pid.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let ready = reconnect_ready(&sim, &runner).await?;
+        let ready = e2e::reconnect_ready(&sim, &runner).await?;
         if let Some(listener) = e2e::ready_listener(&ready, denied)
             && listener["pid"] == new_pid
         {
@@ -221,7 +206,7 @@ async fn runner_ready_carries_pending_approved_and_denied_listeners() -> Result<
     e2e::wait_resolved(&sim, &denied_req.request_id).await?;
     let (pending, pending_req) = e2e::serve(&sim, &mut runner, "pending").await?;
 
-    let ready = reconnect_ready(&sim, &runner).await?;
+    let ready = e2e::reconnect_ready(&sim, &runner).await?;
     let listeners = ready["listeners"].as_array().context("listeners")?;
     assert_eq!(listeners.len(), 3, "{ready}");
     for (port, state, name) in [

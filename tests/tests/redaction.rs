@@ -70,15 +70,7 @@ async fn connect_sends_commands_redacted_in_requests_and_ready() -> Result<()> {
         .with_context(|| format!("no request:\n{}", runner.output()))?;
     ensure_redacted(&request["command"])?;
 
-    let joins = sim.join_count();
-    let cursor = sim.event_count();
-    sim.drop_connection()?;
-    sim.wait_join_count(joins + 1, WAIT)
-        .await
-        .with_context(|| format!("no rejoin:\n{}", runner.output()))?;
-    let (_, ready) = sim
-        .wait_for_event_after(cursor, "runner_ready", |_| true, WAIT)
-        .await?;
+    let ready = integration_tests::e2e::reconnect_ready(&sim, &runner).await?;
     let listener = integration_tests::e2e::ready_listener(&ready, port)
         .with_context(|| format!("port {port} not in runner_ready: {ready}"))?;
     ensure_redacted(&listener["command"])?;
@@ -89,16 +81,7 @@ async fn connect_sends_commands_redacted_in_requests_and_ready() -> Result<()> {
 /// `opened` line of the port.
 async fn watch_line(redact: bool) -> Result<String> {
     let port = vite::free_port()?;
-    let mut args: Vec<String> = [
-        "watch",
-        "--json",
-        "--backend",
-        "procfs",
-        "--debounce-ms",
-        "100",
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut args = integration_tests::runner_run::watch_json_args();
     if redact {
         args.push("--redact".into());
     }
