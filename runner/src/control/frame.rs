@@ -69,10 +69,10 @@ impl<'a> Incoming<'a> {
 /// The four fields before an outgoing frame's payload.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Head<'a> {
-    pub join_ref: Option<&'a str>,
-    pub msg_ref: Option<&'a str>,
-    pub topic: &'a str,
-    pub event: &'a str,
+    join_ref: Option<&'a str>,
+    msg_ref: Option<&'a str>,
+    topic: &'a str,
+    event: &'a str,
 }
 
 impl<'a> Head<'a> {

@@ -1,7 +1,7 @@
-//! A response body as the pieces hyper read it in. On the wire it is one
-//! base64 string, encoded piece by piece straight into the frame; it is
-//! never concatenated in memory (for a 1 MiB body that copy cost as much
-//! as the base64 itself).
+//! A body (of a response, a chunk or a WebSocket message) as the pieces
+//! it was read in. On the wire it is one base64 string, encoded piece by
+//! piece straight into the frame; it is never concatenated in memory (for
+//! a 1 MiB body that copy cost as much as the base64 itself).
 
 use base64_simd::{AppendBase64Encode, STANDARD};
 use bytes::Bytes;
@@ -71,6 +71,9 @@ impl From<Bytes> for Pieces {
     }
 }
 
+/// The same base64 through a string, for serializing an event as a whole
+/// (tests, logs); frames take the body out and encode it in place instead
+/// (`frame::event_frame`).
 impl Serialize for Pieces {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut text = String::new();
