@@ -13,6 +13,7 @@
 //! so the bench starts either the same way.
 
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
@@ -21,20 +22,29 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::http1::SendRequest;
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
 
-/// Where to connect and what to start: the part of `kandan-runner connect`'s
-/// command line the bench passes that the bare forwarder uses.
+/// `kandan-runner connect`'s command line, as the bench starts it; the
+/// bare forwarder uses the socket, the token, the id and the command.
+#[derive(Debug, clap::Args)]
 pub struct Args {
+    #[arg(long)]
     pub url: String,
+    #[arg(long)]
     pub token: String,
+    #[arg(long)]
     pub runner_id: String,
+    /// Accepted for the runner's command line; unused.
+    #[arg(long)]
+    pub debounce_ms: Option<u64>,
+    /// Accepted for the runner's command line; unused.
+    #[arg(long)]
+    pub poll_interval_ms: Option<u64>,
+    #[arg(last = true, required = true)]
     pub command: Vec<OsString>,
 }
 
@@ -147,7 +157,7 @@ async fn exchange(pool: &Pool, control: Control) -> anyhow::Result<Answer> {
     let idle = pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
     let mut sender = match idle {
         Some(sender) => sender,
-        None => connect(control.port).await?,
+        None => super::load::connect(SocketAddr::from(([127, 0, 0, 1], control.port))).await?,
     };
     let uri = match &control.query_string {
         Some(query) => format!("{}?{query}", control.path),
@@ -171,12 +181,4 @@ async fn exchange(pool: &Pool, control: Control) -> anyhow::Result<Answer> {
     let body = response.into_body().collect().await?.to_bytes();
     pool.lock().unwrap_or_else(|e| e.into_inner()).push(sender);
     Ok((status, headers, body))
-}
-
-async fn connect(port: u16) -> anyhow::Result<SendRequest<Full<Bytes>>> {
-    let stream = TcpStream::connect(("127.0.0.1", port)).await?;
-    stream.set_nodelay(true)?;
-    let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    Ok(sender)
 }

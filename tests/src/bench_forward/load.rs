@@ -44,7 +44,13 @@ impl Load {
     }
 }
 
-async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Empty<Bytes>>> {
+/// A keep-alive HTTP/1.1 connection to `addr` (no Nagle), its driver spawned.
+pub(super) async fn connect<B>(addr: SocketAddr) -> anyhow::Result<SendRequest<B>>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let stream = TcpStream::connect(addr)
         .await
         .with_context(|| format!("connecting {addr}"))?;

@@ -115,12 +115,12 @@ struct Row {
 }
 
 #[derive(Default)]
-struct Rounds {
+pub(super) struct Rounds {
     values: std::collections::BTreeMap<&'static str, Vec<f64>>,
 }
 
 impl Rounds {
-    fn add(&mut self, key: &'static str, value: f64) {
+    pub(super) fn add(&mut self, key: &'static str, value: f64) {
         self.values.entry(key).or_default().push(value);
     }
 
@@ -141,7 +141,7 @@ impl Rounds {
         self.add(p99, ms(percentile(samples, 0.99)));
     }
 
-    fn median(&self, key: &str) -> f64 {
+    pub(super) fn median(&self, key: &str) -> f64 {
         self.values
             .get(key)
             .map_or(f64::NAN, |v| median(v).unwrap_or(f64::NAN))

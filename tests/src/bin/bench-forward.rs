@@ -63,22 +63,7 @@ enum Cmd {
     /// The bare forwarder (`bench_forward::bare`), started with
     /// `kandan-runner connect`'s arguments in its place.
     #[command(hide = true)]
-    Connect {
-        #[arg(long)]
-        url: String,
-        #[arg(long)]
-        token: String,
-        #[arg(long)]
-        runner_id: String,
-        /// Accepted for the runner's command line; unused.
-        #[arg(long)]
-        debounce_ms: Option<u64>,
-        /// Accepted for the runner's command line; unused.
-        #[arg(long)]
-        poll_interval_ms: Option<u64>,
-        #[arg(last = true, required = true)]
-        command: Vec<std::ffi::OsString>,
-    },
+    Connect(bare::Args),
     /// The local server: /small, /big, /upload, /ws (echo) on 127.0.0.1:PORT.
     Serve {
         #[arg(long)]
@@ -93,7 +78,7 @@ fn main() -> anyhow::Result<()> {
     let command = Args::parse().command;
     let runtime = match command {
         // One thread, as the runner has.
-        Cmd::Connect { .. } => tokio::runtime::Builder::new_current_thread()
+        Cmd::Connect(_) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?,
         _ => tokio::runtime::Runtime::new()?,
@@ -134,20 +119,6 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             }
             server::serve(port).await
         }
-        Cmd::Connect {
-            url,
-            token,
-            runner_id,
-            command,
-            ..
-        } => {
-            let args = bare::Args {
-                url,
-                token,
-                runner_id,
-                command,
-            };
-            bare::run(args).await
-        }
+        Cmd::Connect(args) => bare::run(args).await,
     }
 }
