@@ -53,6 +53,8 @@ pub mod maps {
     /// Ports (`u16` -> `u8`) of listeners userspace backfilled from /proc:
     /// the kernel never saw them open, so it reports their close by port.
     pub const BACKFILL_PORTS: &str = "BACKFILL_PORTS";
+    /// Ids (`u64` -> `u8`) of the cgroups whose tasks are tracked.
+    pub const CGROUPS: &str = "CGROUPS";
 }
 
 /// Globals the loader sets before loading (`EbpfLoader::set_global`): the
@@ -82,6 +84,8 @@ pub mod globals {
     pub const IN_INIT_PIDNS: &str = "RUNNER_IN_INIT_PIDNS";
     /// The runner's own pid in its namespace: its listeners are never reported.
     pub const SELF_TGID: &str = "RUNNER_SELF_TGID";
+    /// 1 when the runner has cgroups whose tasks are tracked.
+    pub const WATCH_CGROUPS: &str = "WATCH_CGROUPS";
 }
 
 #[cfg(feature = "user")]

@@ -19,12 +19,18 @@
 //! - `sched_process_fork`/`exit` keep `TRACKED`, the host tids descending from
 //!   the roots; userspace fills `NS_TRACKED` with the roots and the processes
 //!   they already had, by pid as the runner sees them.
+//! - A task whose cgroup or one of its ancestors is in `CGROUPS` (the cgroups
+//!   the runner started its command, instances and editors in) is tracked
+//!   whatever its ancestry: the cgroup is the tree.
 //!
 //! Every field offset comes from a global the loader sets from tracefs.
 
 use aya_ebpf::{
     bindings::bpf_pidns_info,
-    helpers::{bpf_get_current_pid_tgid, generated::bpf_get_ns_current_pid_tgid},
+    helpers::{
+        bpf_get_current_pid_tgid,
+        generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_ns_current_pid_tgid},
+    },
     macros::{map, tracepoint},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
@@ -75,6 +81,14 @@ static RUNNER_PIDNS_INO: u64 = 0;
 static RUNNER_IN_INIT_PIDNS: u32 = 0;
 #[unsafe(no_mangle)]
 static RUNNER_SELF_TGID: u32 = 0;
+/// 1 when the runner has cgroups (`CGROUPS` may hold ids).
+#[unsafe(no_mangle)]
+static WATCH_CGROUPS: u32 = 0;
+
+/// How deep below the root a task's cgroups are looked at. Levels are
+/// absolute (a container's cgroup namespace does not change them), so the
+/// walk needs no level from userspace.
+const MAX_CGROUP_LEVEL: i32 = 32;
 
 #[inline(always)]
 fn global<T: Copy>(value: &'static T) -> T {
@@ -117,6 +131,10 @@ static TRACKED: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
 #[map]
 static NS_TRACKED: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
 
+/// Ids of the cgroups whose tasks are tracked (userspace fills it).
+#[map]
+static CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(4096, 0);
+
 /// `listen()` calls in progress, by host tid. LRU so an entry whose exit
 /// never came (a killed thread) cannot fill the map.
 #[map]
@@ -152,8 +170,28 @@ fn runner_tgid() -> Option<u32> {
 }
 
 #[inline(always)]
+fn in_watched_cgroup() -> bool {
+    if global(&WATCH_CGROUPS) == 0 {
+        return false;
+    }
+    // The root (level 0) is never the runner's.
+    for level in 1..=MAX_CGROUP_LEVEL {
+        // SAFETY: a helper with a plain integer argument; 0 when the task's
+        // cgroup is not that deep.
+        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+        if id == 0 {
+            return false;
+        }
+        if CGROUPS.get_ptr(id).is_some() {
+            return true;
+        }
+    }
+    false
+}
+
+#[inline(always)]
 fn tracked(tid: u32, tgid: Option<u32>) -> bool {
-    if TRACKED.get_ptr(tid).is_some() {
+    if TRACKED.get_ptr(tid).is_some() || in_watched_cgroup() {
         return true;
     }
     match tgid {

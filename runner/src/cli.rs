@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use crate::cgroup::ContainmentChoice;
 use crate::config::{Config, PortRule};
 
 use crate::detect::{BackendChoice, DetectorConfig};
@@ -90,6 +91,11 @@ pub struct DetectorArgs {
     /// Drop the built-in ignore list (debugger and language-server ports).
     #[arg(long)]
     pub no_default_ignores: bool,
+    /// What holds the processes the runner starts: a cgroup v2 each where
+    /// one can be created (`auto`), cgroups or an error (`cgroup`), or
+    /// process groups and pid ancestry (`process-group`).
+    #[arg(long, value_enum, default_value_t = ContainmentChoice::Auto)]
+    pub containment: ContainmentChoice,
     /// Command to start as a root; the runner exits with its status.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,

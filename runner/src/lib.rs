@@ -8,6 +8,7 @@
 //! `trees` sets the first two up for the `watch` and `connect` commands.
 
 pub(crate) mod approval;
+pub mod cgroup;
 pub mod cli;
 pub mod cli_docs;
 pub mod codex;

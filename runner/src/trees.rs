@@ -1,17 +1,21 @@
 //! The watched process trees, set up the same way for `watch` and `connect`:
-//! start a detector, register the roots (spawning `-- COMMAND` held until
-//! its pid is registered), and run the pipeline behind it.
+//! set containment up (the runner's cgroups, PROTOCOL.md section 5), start a
+//! detector, register the roots (spawning `-- COMMAND` in its cgroup, held
+//! until it is registered), and run the pipeline behind it.
 
 use std::collections::BTreeSet;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::cgroup::{CgroupError, Containment};
 use crate::cli::DetectorArgs;
 use crate::detect::{self, DetectError, Selection};
 use crate::gate::Gate;
 use crate::pipeline::{self, CandidateEvent, Finish, PipelineConfig};
 use crate::root_pids::{RootPidError, RootPids};
-use crate::supervise::{self, HeldChild, RootCommand, Signals, SpawnError, SpawnOptions};
+use crate::supervise::{
+    self, HeldChild, Marked, Members, RootCommand, Signals, SpawnError, SpawnOptions, TREE_MARKER,
+};
 
 /// Candidate events waiting for the consumer; the pipeline stalls beyond it.
 const CANDIDATE_QUEUE: usize = 1024;
@@ -29,6 +33,9 @@ pub struct Trees {
     /// The `--root-pid` roots when they are the only ones: the runner
     /// stops when they have all ended. Never ends with `-- COMMAND`.
     pub root_pids: RootPids,
+    /// Where the command, instances and editors get their cgroups;
+    /// [`Containment::remove`] at the runner's exit.
+    pub containment: Containment,
 }
 
 /// Errors of starting to watch.
@@ -40,6 +47,8 @@ pub enum WatchedError {
     Spawn(#[from] SpawnError),
     #[error(transparent)]
     RootPid(#[from] RootPidError),
+    #[error(transparent)]
+    Containment(#[from] CgroupError),
 }
 
 impl WatchedError {
@@ -47,7 +56,7 @@ impl WatchedError {
     pub fn exit_code(&self) -> i32 {
         match self {
             WatchedError::Spawn(err) => err.exit_code(),
-            WatchedError::Detect(_) => 1,
+            WatchedError::Detect(_) | WatchedError::Containment(_) => 1,
             // A bad flag value.
             WatchedError::RootPid(_) => 2,
         }
@@ -62,19 +71,24 @@ pub struct CommandOutput {
 }
 
 /// Starts everything. `on_selected` runs as soon as the backend is known, so
-/// the caller can say which one before anything else is logged.
+/// the caller can say which one (and what holds the processes) before
+/// anything else is logged.
 pub fn start(
     args: &DetectorArgs,
     output: CommandOutput,
     gate: Option<Gate>,
-    on_selected: impl FnOnce(&Selection),
+    on_selected: impl FnOnce(&Selection, &Containment),
 ) -> Result<Trees, WatchedError> {
     let ignore = args.ignore_policy();
-    let config = args.detector_config();
+    let mut config = args.detector_config();
     // Before the detector: a root that does not exist is a bad flag value.
     let (root_pids, warnings) = RootPids::open(&args.root_pids)?;
-    let (detector, selection) = detect::start(args.backend, &config)?;
-    on_selected(&selection);
+    let containment = Containment::start(args.containment)?;
+    config.watch_cgroups = containment.is_cgroups();
+    let (detector, selection) = detect::start(args.backend, &config).inspect_err(|_| {
+        containment.remove();
+    })?;
+    on_selected(&selection, &containment);
     for warning in warnings {
         crate::report::notice(
             crate::report::Line::new("root_pid", warning.to_string()).level("warn"),
@@ -87,18 +101,28 @@ pub fn start(
     let command = if args.command.is_empty() {
         None
     } else {
+        let cgroup = containment.new_group("tree");
+        if let Some(cgroup) = &cgroup {
+            detector.roots.add_cgroup(cgroup)?;
+        }
         let options = SpawnOptions {
             stdout_to_stderr: output.stdout_to_stderr,
             marker: supervise::new_marker(),
+            cgroup: cgroup.clone(),
             ..SpawnOptions::default()
         };
-        let held = HeldChild::spawn(&args.command, &options)?;
+        let held = HeldChild::spawn(&args.command, &options).inspect_err(|_| {
+            containment.remove();
+        })?;
         detector.roots.add_root(held.pid())?;
-        Some(RootCommand::new(
-            held.release()?,
-            options.marker,
-            args.root_pids.clone(),
-        ))
+        let members = match cgroup {
+            Some(cgroup) => Members::Cgroup(cgroup),
+            None => Members::Marked(
+                Marked::new(TREE_MARKER, &options.marker)
+                    .with_descendants_of(std::process::id(), &args.root_pids),
+            ),
+        };
+        Some(RootCommand::new(held.release()?, members))
     };
     // At the end, the ports still listening are those of the trees the
     // runner did not start (the command's tree is ended first).
@@ -143,6 +167,7 @@ pub fn start(
         },
         roots: more_roots,
         root_pids,
+        containment,
     })
 }
 
@@ -198,8 +223,8 @@ pub fn start_for_command(
         crate::report::error(format!("cannot listen for signals: {err}"));
         1
     })?;
-    let watched = start(args, output, gate, |selection| {
-        let line = crate::report::Line::new("backend", backend_line(selection))
+    let watched = start(args, output, gate, |selection, containment| {
+        let line = crate::report::Line::new("backend", backend_line(selection, containment))
             .field("backend", selection.kind.to_string());
         crate::report::backend(line);
     })
@@ -210,10 +235,18 @@ pub fn start_for_command(
     Ok((watched, signals))
 }
 
-/// The first stderr line: the backend, and why when it is not the best one.
-pub fn backend_line(selection: &Selection) -> String {
-    match &selection.reason {
+/// The first stderr line: the backend, and why when it is not the best
+/// one; and, where no cgroup could be created, what holds the processes
+/// instead (PROTOCOL.md section 5).
+pub fn backend_line(selection: &Selection, containment: &Containment) -> String {
+    let backend = match &selection.reason {
         Some(reason) => format!("backend: {} ({reason})", selection.kind),
         None => format!("backend: {}", selection.kind),
+    };
+    match containment {
+        Containment::Cgroups(_) => backend,
+        Containment::Unavailable(_) => {
+            format!("{backend}; containment: {}", containment.describe())
+        }
     }
 }

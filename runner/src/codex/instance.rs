@@ -47,6 +47,7 @@ pub fn spawn(options: InstanceOptions) -> Result<HeldInstance, InstanceError> {
         env: options.env.clone(),
         marker: options.marker.clone(),
         instance_marker: instance_marker()?,
+        cgroup: options.cgroup.clone(),
     };
     let held = HeldAppServer::spawn(&command)?;
     Ok(HeldInstance { held, options, tui })

@@ -35,7 +35,10 @@ pub use instance::{HeldInstance, InstanceHandle, spawn};
 pub use options::{
     ApprovalPolicy, DEFAULT_STREAM_FLUSH, DEFAULT_TURN_IDLE_TIMEOUT, InstanceOptions, SandboxMode,
 };
-pub use process::group_alive;
+/// Whether any process (zombies included) is in process group `pgid`.
+pub fn group_alive(pgid: u32) -> bool {
+    crate::supervise::group_alive(pgid)
+}
 pub use replay::{DEFAULT_MAX_BYTES, Entry, Replay};
 pub use rpc::RpcError;
 

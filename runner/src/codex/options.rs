@@ -62,6 +62,9 @@ pub struct InstanceOptions {
     pub env: Vec<(String, String)>,
     /// The runner's [`TREE_MARKER`](crate::supervise::TREE_MARKER) value.
     pub marker: String,
+    /// The cgroup the app-server and everything it starts run in (none:
+    /// its process group and marker hold it).
+    pub cgroup: Option<std::sync::Arc<crate::cgroup::Cgroup>>,
 }
 
 impl InstanceOptions {
@@ -83,6 +86,7 @@ impl InstanceOptions {
             extra_args: Vec::new(),
             env: Vec::new(),
             marker: String::new(),
+            cgroup: None,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The `codex app-server` process: started held (so the caller registers
-//! its pid with the detector before it can fork), in its own process group
-//! in the instance's cwd, with stdin and stdout for JSON-RPC and stderr kept
-//! as a bounded tail; ended with its whole group.
+//! its pid with the detector before it can fork), in its own cgroup (else
+//! its own process group) in the instance's cwd, with stdin and stdout for
+//! JSON-RPC and stderr kept as a bounded tail; ended with everything it
+//! started ([`Members`]).
 
 use std::collections::VecDeque;
 use std::os::unix::process::ExitStatusExt;
@@ -15,15 +16,19 @@ use tokio::process::{Child, ChildStderr};
 use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep, timeout};
 
-use crate::supervise::{HeldChild, SpawnError, SpawnOptions};
+use crate::cgroup::Cgroup;
+use crate::supervise::{HeldChild, Marked, Members, SpawnError, SpawnOptions};
 
 /// How much of stderr is kept for `instance_stopped`.
 const STDERR_TAIL_BYTES: usize = 4096;
-/// How often the end of the group is checked.
+/// How often stderr's end is checked.
 const POLL: Duration = Duration::from_millis(20);
-/// Marks every process of one instance, whatever its group or session: the
-/// app-server runs the agent's commands in sessions of their own (its
-/// sandbox), which outlive a SIGKILLed app-server unless swept.
+/// After SIGKILL, how long the processes get to disappear.
+const KILL_WAIT: Duration = Duration::from_secs(2);
+/// Without a cgroup, marks every process of one instance, whatever its
+/// group or session: the app-server runs the agent's commands in sessions
+/// of their own (its sandbox), which outlive a SIGKILLed app-server unless
+/// swept.
 pub const INSTANCE_MARKER: &str = "KANDAN_CODEX_INSTANCE";
 
 /// What to run.
@@ -37,12 +42,14 @@ pub struct AppServerCommand {
     pub marker: String,
     /// This instance's [`INSTANCE_MARKER`] value.
     pub instance_marker: String,
+    /// The instance's cgroup (none: its process group and marker).
+    pub cgroup: Option<Arc<Cgroup>>,
 }
 
 /// Started, blocked before `exec`.
 pub struct HeldAppServer {
     held: HeldChild,
-    instance_marker: String,
+    members: Members,
 }
 
 impl HeldAppServer {
@@ -59,12 +66,17 @@ impl HeldAppServer {
                 vec![(INSTANCE_MARKER.to_string(), command.instance_marker.clone())],
             ]
             .concat(),
+            cgroup: command.cgroup.clone(),
             ..SpawnOptions::default()
         };
-        Ok(HeldAppServer {
-            held: HeldChild::spawn(&argv, &options)?,
-            instance_marker: command.instance_marker.clone(),
-        })
+        let held = HeldChild::spawn(&argv, &options)?;
+        let members = match &command.cgroup {
+            Some(cgroup) => Members::Cgroup(Arc::clone(cgroup)),
+            None => Members::Marked(
+                Marked::new(INSTANCE_MARKER, &command.instance_marker).with_group(held.pid()),
+            ),
+        };
+        Ok(HeldAppServer { held, members })
     }
 
     pub fn pid(&self) -> u32 {
@@ -83,7 +95,7 @@ impl HeldAppServer {
         Ok(AppServer {
             child,
             pid,
-            instance_marker: self.instance_marker,
+            members: self.members,
             tail,
             listen_url: Some(listen_url),
         })
@@ -94,7 +106,7 @@ impl HeldAppServer {
 pub struct AppServer {
     pub child: Child,
     pid: u32,
-    instance_marker: String,
+    members: Members,
     pub tail: StderrTail,
     /// The `ws://` address it prints when started with `--listen ws://...`.
     pub listen_url: Option<oneshot::Receiver<String>>,
@@ -121,36 +133,30 @@ impl AppServer {
         self.pid
     }
 
-    /// SIGTERM to the group, SIGKILL to what remains after `grace`; returns
-    /// once the leader is reaped and no process of the group is left.
+    /// SIGTERM to every process of the instance, SIGKILL to what remains
+    /// after `grace`; returns once the leader is reaped and no process of
+    /// it is left.
     pub async fn terminate(&mut self, grace: Duration) -> Exit {
-        signal_group(self.pid, libc::SIGTERM);
+        self.members.signal(libc::SIGTERM).await;
         let exit = match timeout(grace, self.child.wait()).await {
             Ok(status) => status.ok().map(Exit::from),
             Err(_) => {
-                tracing::info!(
-                    pid = self.pid,
-                    "the app-server ignored SIGTERM: killing its group"
-                );
+                tracing::info!(pid = self.pid, "the app-server ignored SIGTERM: killing it");
                 None
             }
         };
         self.end_group(exit, Instant::now() + grace).await
     }
 
-    /// After the leader exited (or alongside it): ends what remains of its
-    /// group, SIGKILL at `kill_at`, and reaps the leader.
+    /// After the leader exited (or alongside it): ends what remains of the
+    /// instance (the agent's commands, in sessions of their own too),
+    /// SIGKILL at `kill_at`, and reaps the leader.
     pub async fn end_group(&mut self, exit: Option<Exit>, kill_at: Instant) -> Exit {
-        signal_group(self.pid, libc::SIGTERM);
-        while group_alive(self.pid) && Instant::now() < kill_at {
-            // Reaping the leader is what lets its group empty.
-            let _ = self.child.try_wait();
-            sleep(POLL).await;
+        self.members.signal(libc::SIGTERM).await;
+        if !self.members.wait_empty(kill_at).await {
+            self.members.kill(KILL_WAIT).await;
         }
-        if group_alive(self.pid) {
-            signal_group(self.pid, libc::SIGKILL);
-        }
-        let exit = match exit {
+        match exit {
             Some(exit) => exit,
             None => match self.child.wait().await {
                 Ok(status) => Exit::from(status),
@@ -162,83 +168,8 @@ impl AppServer {
                     }
                 }
             },
-        };
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while group_alive(self.pid) && Instant::now() < deadline {
-            signal_group(self.pid, libc::SIGKILL);
-            sleep(POLL).await;
-        }
-        // The app-server is gone: what still carries its marker is orphaned
-        // work of the agent (its sandboxed commands), killed outright.
-        let marker = format!("{INSTANCE_MARKER}={}", self.instance_marker);
-        let deadline = Instant::now() + Duration::from_secs(2);
-        loop {
-            let wanted = marker.clone();
-            let left = tokio::task::spawn_blocking(move || kill_marked(&wanted))
-                .await
-                .unwrap_or(0);
-            if left == 0 || Instant::now() >= deadline {
-                break;
-            }
-            sleep(POLL).await;
-        }
-        exit
-    }
-}
-
-/// SIGKILLs every live process whose environment holds `marker`
-/// (`NAME=value`); returns how many it found. Linux only (elsewhere the
-/// process group is all there is).
-fn kill_marked(marker: &str) -> usize {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    let me = std::process::id();
-    let mut found = 0;
-    for pid in dir
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| pid != me)
-    {
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        // Zombies have an empty environment: they are already dead.
-        if environ
-            .split(|&b| b == 0)
-            .any(|var| var == marker.as_bytes())
-            && let Ok(pid) = libc::pid_t::try_from(pid)
-        {
-            found += 1;
-            // SAFETY: kill has no memory preconditions.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
         }
     }
-    found
-}
-
-fn signal_group(pgid: u32, signal: libc::c_int) {
-    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
-        return;
-    };
-    // Never our own group or init's: the group is the app-server's own.
-    // SAFETY: getpgrp and kill have no memory preconditions.
-    unsafe {
-        if pgid > 1 && pgid != libc::getpgrp() {
-            libc::kill(-pgid, signal);
-        }
-    }
-}
-
-/// Whether any process (zombies included) is still in group `pgid`.
-pub fn group_alive(pgid: u32) -> bool {
-    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
-        return false;
-    };
-    // SAFETY: kill with signal 0 only checks.
-    unsafe { libc::kill(-pgid, 0) == 0 }
 }
 
 /// The last lines of stderr, at most [`STDERR_TAIL_BYTES`].

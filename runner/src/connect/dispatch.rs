@@ -77,7 +77,9 @@ impl Runner {
             Ok(outputs) => {
                 crate::report::listeners(self.approval.listeners());
                 for output in outputs {
-                    self.send(translate::approval_event(output)).await;
+                    let event =
+                        translate::approval_event(output, |pid| self.instances.owner_of(pid));
+                    self.send(event).await;
                 }
             }
             Err(err) => {

@@ -22,9 +22,11 @@ pub(super) fn registry(
     code_server: Option<PathBuf>,
     url: &str,
     token: Option<&str>,
+    containment: &crate::cgroup::Containment,
 ) -> (Registry, tokio::sync::mpsc::UnboundedReceiver<EditorEvent>) {
     match EditorConfig::for_runner(code_server, url, token.unwrap_or_default()) {
-        Ok(config) => {
+        Ok(mut config) => {
+            config.containment = containment.clone();
             let (editors, events) = Editors::new(config);
             (Ok(editors), events)
         }
@@ -81,6 +83,16 @@ pub(super) fn event(event: EditorEvent) -> Event {
 }
 
 /// `runner_ready.editors`.
+/// Tells `status` the editors now, with their cgroups for the figures.
+pub(super) fn report_status(registry: &Registry) {
+    if let Ok(editors) = registry {
+        for info in editors.list() {
+            crate::report::cgroup(info.editor_id.as_str(), info.cgroup);
+        }
+    }
+    crate::report::editors(ready(registry));
+}
+
 pub(super) fn ready(registry: &Registry) -> Vec<ReadyEditor> {
     let Ok(editors) = registry else {
         return Vec::new();

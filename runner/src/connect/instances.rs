@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use crate::cgroup::{Cgroup, Containment};
 use crate::codex::{
     self, ApprovalPolicy, Command, InstanceEvent, InstanceHandle, InstanceOptions, InstanceState,
     Replay, SandboxMode,
@@ -27,21 +28,6 @@ use super::Runner;
 /// Instance events waiting for the main loop, from every instance.
 const EVENT_QUEUE: usize = 1024;
 
-/// Every agent process carries its instance's id, so a listener it opens
-/// can be attributed to the instance (`port_forward_request.instanceId`).
-pub(super) const INSTANCE_ID_VAR: &str = "KANDAN_INSTANCE_ID";
-
-/// The instance whose agent started `pid`, from its environment (Linux;
-/// the runner's own user can read it).
-pub(super) fn instance_of(pid: u32) -> Option<String> {
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-    let prefix = format!("{INSTANCE_ID_VAR}=");
-    environ
-        .split(|byte| *byte == 0)
-        .find_map(|var| var.strip_prefix(prefix.as_bytes()))
-        .map(|id| String::from_utf8_lossy(id).into_owned())
-}
-
 /// The runner's Codex flags.
 pub(super) struct Settings {
     pub codex_bin: Option<PathBuf>,
@@ -52,6 +38,11 @@ pub(super) struct Settings {
 struct Instance {
     /// None once it stopped; kept until Kandan has all its events.
     handle: Option<InstanceHandle>,
+    /// The app-server's pid, for attribution without a cgroup.
+    pid: u32,
+    /// Its cgroup while it runs: a listener's instance is the cgroup it
+    /// is in (PROTOCOL.md section 5), never a variable a process can set.
+    cgroup: Option<Arc<Cgroup>>,
     cwd: PathBuf,
     replay: Replay<InstanceEvent>,
     /// Its `instance_started`, sent again to a `start_instance` of a
@@ -64,12 +55,14 @@ pub(super) struct Instances {
     events_tx: mpsc::Sender<(String, InstanceEvent)>,
     settings: Settings,
     roots: Arc<dyn RootRegistry>,
+    containment: Containment,
 }
 
 impl Instances {
     pub(super) fn new(
         settings: Settings,
         roots: Arc<dyn RootRegistry>,
+        containment: Containment,
     ) -> (Self, mpsc::Receiver<(String, InstanceEvent)>) {
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
         let instances = Instances {
@@ -77,8 +70,28 @@ impl Instances {
             events_tx,
             settings,
             roots,
+            containment,
         };
         (instances, events)
+    }
+
+    /// The running instance whose processes `pid` is one of: by its cgroup
+    /// (whatever the process did to its environment or ancestry), or,
+    /// without cgroups, by pid ancestry up to the app-server.
+    pub(super) fn owner_of(&self, pid: u32) -> Option<String> {
+        let running = || self.live.iter().filter(|(_, i)| i.handle.is_some());
+        if let Some(cgroup) = crate::cgroup::cgroup_of(pid) {
+            let owner = running().find(|(_, instance)| {
+                (instance.cgroup.as_ref()).is_some_and(|own| cgroup.starts_with(own.name()))
+            });
+            if let Some((id, _)) = owner {
+                return Some(id.clone());
+            }
+        }
+        let ancestors = crate::detect::process_tree::ancestors(pid);
+        running()
+            .find(|(_, instance)| instance.cgroup.is_none() && ancestors.contains(&instance.pid))
+            .map(|(id, _)| id.clone())
     }
 
     /// Whether `event` may change what `status` shows of its instance:
@@ -205,7 +218,13 @@ impl Runner {
         options.stream_flush = settings.stream_flush;
         options.turn_idle_timeout = settings.turn_idle_timeout;
         options.marker = self.marker.clone();
-        options.env = vec![(INSTANCE_ID_VAR.to_owned(), instance_id.clone())];
+        options.cgroup = self.instances.containment.new_group("instance");
+        let cgroup = options.cgroup.clone();
+        if let Some(cgroup) = &cgroup
+            && let Err(err) = self.instances.roots.add_cgroup(cgroup)
+        {
+            tracing::warn!(instance_id, "cannot watch the instance's cgroup: {err}");
+        }
         // Held before exec until it is a watched root: a dev server the
         // agent starts is detected from its first fork.
         let started = codex::spawn(options).and_then(|held| {
@@ -217,6 +236,9 @@ impl Runner {
         let (handle, mut events) = match started {
             Ok(started) => started,
             Err(err) => {
+                if let Some(cgroup) = &cgroup {
+                    self.instances.roots.remove_cgroup(cgroup);
+                }
                 let message = crate::error_chain(&err);
                 return self
                     .reply(session, refuse(ErrorCode::InstanceFailed, message))
@@ -239,10 +261,16 @@ impl Runner {
             None => Replay::new(codex::DEFAULT_MAX_BYTES),
         };
         tracing::info!(instance_id, pid, cwd = %cwd.display(), "codex instance started");
+        crate::report::cgroup(
+            &instance_id,
+            cgroup.as_ref().map(|c| c.path().to_path_buf()),
+        );
         self.instances.live.insert(
             instance_id,
             Instance {
                 handle: Some(handle),
+                pid,
+                cgroup,
                 cwd,
                 replay,
                 started: None,
@@ -357,6 +385,10 @@ impl Runner {
             InstanceEvent::Stopped { .. } => {
                 if let Some(instance) = self.instances.live.get_mut(&instance_id) {
                     instance.handle = None;
+                    if let Some(cgroup) = instance.cgroup.take() {
+                        self.instances.roots.remove_cgroup(&cgroup);
+                        crate::report::cgroup(&instance_id, None);
+                    }
                 }
             }
             _ => {}

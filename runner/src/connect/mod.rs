@@ -52,6 +52,7 @@ pub async fn run(args: ConnectArgs) -> i32 {
             finisher,
             roots,
             mut root_pids,
+            containment,
         },
         mut signals,
     ) = match trees::start_for_command(
@@ -76,8 +77,12 @@ pub async fn run(args: ConnectArgs) -> i32 {
         backend: selection.kind.to_string(),
         config_version: 0,
     };
-    let (editors, mut editor_events) =
-        editors::registry(args.code_server_bin.clone(), &args.url, token.as_deref());
+    let (editors, mut editor_events) = editors::registry(
+        args.code_server_bin.clone(),
+        &args.url,
+        token.as_deref(),
+        &containment,
+    );
     let mut control_config = ControlConfig::new(args.url.clone(), token, join);
     control_config.timing = Timing {
         heartbeat_interval: Duration::from_millis(args.heartbeat_ms),
@@ -118,6 +123,7 @@ pub async fn run(args: ConnectArgs) -> i32 {
             turn_idle_timeout: Duration::from_millis(args.codex.turn_idle_timeout_ms),
         },
         roots,
+        containment.clone(),
     );
     let mut runner = Runner {
         handle: channel.handle,
@@ -160,7 +166,7 @@ pub async fn run(args: ConnectArgs) -> i32 {
             }
             Some(event) = editor_events.recv() => {
                 runner.send(editors::event(event)).await;
-                crate::report::editors(editors::ready(&runner.editors));
+                editors::report_status(&runner.editors);
             }
             Some((id, event)) = instance_events.recv() => {
                 let changes_status = instances::Instances::changes_status(&event);
@@ -184,6 +190,7 @@ pub async fn run(args: ConnectArgs) -> i32 {
         client: channel.task,
     };
     let code = runner.shut_down(stop, ends).await;
+    containment.remove();
     if refused { REFUSED } else { code }
 }
 
@@ -243,7 +250,8 @@ impl Runner {
         match self.approval.on_candidate(event) {
             Ok(outputs) => {
                 for output in outputs {
-                    let mut event = translate::approval_event(output);
+                    let mut event =
+                        translate::approval_event(output, |pid| self.instances.owner_of(pid));
                     // A port's instance, remembered for its close.
                     match &mut event {
                         Event::PortForwardRequest(request) => {
@@ -281,7 +289,9 @@ impl Runner {
                     backend: self.backend.clone(),
                     backend_reason: self.backend_reason.clone(),
                     config_version: self.config.version,
-                    listeners: translate::ready_listeners(self.approval.snapshot()),
+                    listeners: translate::ready_listeners(self.approval.snapshot(), |pid| {
+                        self.instances.owner_of(pid)
+                    }),
                     instances: self.instances.ready(),
                     editors: editors::ready(&self.editors),
                     limits: self.limits,

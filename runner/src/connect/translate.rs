@@ -10,15 +10,19 @@ use crate::control::events::{
 use crate::forward::ForwardConfig;
 use crate::redact::redact_command;
 
-/// The wire event for an approval output.
-pub(super) fn approval_event(output: ApprovalOutput) -> Event {
+/// The wire event for an approval output; `owner_of` names the instance
+/// a listener's pid belongs to.
+pub(super) fn approval_event(
+    output: ApprovalOutput,
+    owner_of: impl Fn(u32) -> Option<String>,
+) -> Event {
     match output {
         ApprovalOutput::Request {
             listener,
             restarted,
         } => Event::PortForwardRequest(PortForwardRequest {
             state: listener.state,
-            listener: listener_info(listener),
+            listener: listener_info(listener, &owner_of),
             restarted,
         }),
         ApprovalOutput::Closed { request_id, port } => {
@@ -55,12 +59,15 @@ pub(super) fn ready_limits(args: &ConnectArgs) -> Limits {
 }
 
 /// `runner_ready.listeners` from the approval snapshot.
-pub(super) fn ready_listeners(snapshot: Vec<ListenerSnapshot>) -> Vec<ReadyListener> {
+pub(super) fn ready_listeners(
+    snapshot: Vec<ListenerSnapshot>,
+    owner_of: impl Fn(u32) -> Option<String>,
+) -> Vec<ReadyListener> {
     snapshot
         .into_iter()
         .map(|listener| ReadyListener {
             state: listener.state,
-            listener: listener_info(listener),
+            listener: listener_info(listener, &owner_of),
         })
         .collect()
 }
@@ -69,9 +76,12 @@ pub(super) fn ready_listeners(snapshot: Vec<ListenerSnapshot>) -> Vec<ReadyListe
 /// The command line is redacted here, at the wire, and nowhere before: the
 /// approval identity keeps the real one, so two different tokens stay two
 /// identities.
-fn listener_info(listener: ListenerSnapshot) -> ListenerInfo {
+fn listener_info(
+    listener: ListenerSnapshot,
+    owner_of: impl Fn(u32) -> Option<String>,
+) -> ListenerInfo {
     ListenerInfo {
-        instance_id: super::instances::instance_of(listener.pid),
+        instance_id: owner_of(listener.pid),
         request_id: listener.request_id.to_string(),
         port: listener.port,
         pid: listener.pid,
@@ -105,15 +115,18 @@ mod tests {
     fn commands_reach_the_wire_redacted_in_requests_and_ready() {
         let command = "jupyter lab --NotebookApp.token=abc GITHUB_TOKEN=ghp";
         let redacted = "jupyter lab --NotebookApp.token=*** GITHUB_TOKEN=***";
-        let request = approval_event(ApprovalOutput::Request {
-            listener: snapshot(command),
-            restarted: false,
-        });
+        let request = approval_event(
+            ApprovalOutput::Request {
+                listener: snapshot(command),
+                restarted: false,
+            },
+            |_| None,
+        );
         let Event::PortForwardRequest(request) = request else {
             panic!("not a request: {request:?}");
         };
         assert_eq!(request.listener.command, redacted);
-        let ready = ready_listeners(vec![snapshot(command)]);
+        let ready = ready_listeners(vec![snapshot(command)], |_| None);
         assert_eq!(ready[0].listener.command, redacted);
     }
 }

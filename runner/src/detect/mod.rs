@@ -66,6 +66,8 @@ pub enum DetectorEvent {
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cgroup::Cgroup;
+
 use tokio::sync::mpsc;
 
 /// Settings every backend understands.
@@ -76,6 +78,9 @@ pub struct DetectorConfig {
     /// The runner's own pid: its own sockets are never reported, even when
     /// it watches its own descendants.
     pub self_pid: u32,
+    /// The runner holds what it starts in cgroups: the eBPF program then
+    /// looks up the cgroups of a task.
+    pub watch_cgroups: bool,
 }
 
 impl Default for DetectorConfig {
@@ -83,6 +88,7 @@ impl Default for DetectorConfig {
         DetectorConfig {
             poll_interval: Duration::from_millis(1000),
             self_pid: std::process::id(),
+            watch_cgroups: false,
         }
     }
 }
@@ -95,6 +101,11 @@ pub trait RootRegistry: Send + Sync {
     fn add_root(&self, pid: u32) -> Result<(), DetectError>;
     /// Stops watching `pid`'s tree (the root exited).
     fn remove_root(&self, pid: u32);
+    /// Watches every process in `cgroup` (and the cgroups below it), now
+    /// and later, whatever its ancestry: call it before a process enters.
+    fn add_cgroup(&self, cgroup: &Arc<Cgroup>) -> Result<(), DetectError>;
+    /// Stops watching `cgroup` (what ran in it has ended).
+    fn remove_cgroup(&self, cgroup: &Cgroup);
 }
 
 /// A running backend: its events and the handle that manages its roots.
@@ -149,6 +160,13 @@ pub enum DetectError {
     /// No backend works on this machine.
     #[error("no detector backend works here: {reasons}")]
     NoBackend { reasons: String },
+    /// A cgroup could not be registered.
+    #[error("cannot watch cgroup {}", .path.display())]
+    AddCgroup {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// A root could not be registered.
     #[error("cannot watch pid {pid}")]
     AddRoot {

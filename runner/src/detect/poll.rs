@@ -13,6 +13,7 @@ use tokio::sync::{Notify, mpsc};
 use super::{
     BackendKind, DetectError, Detector, DetectorConfig, DetectorEvent, ListenerSocket, RootRegistry,
 };
+use crate::cgroup::Cgroup;
 
 /// Scans the trees of `roots` for listeners, leaving out `self_pid`.
 pub(crate) type ScanFn = fn(&[u32], u32) -> io::Result<Vec<ListenerSocket>>;
@@ -46,12 +47,24 @@ const QUEUE: usize = 4;
 #[derive(Debug, Default)]
 struct RootList {
     pids: Mutex<BTreeSet<u32>>,
+    /// Every process in one of them is a root: the cgroup is the tree.
+    cgroups: Mutex<Vec<Arc<Cgroup>>>,
     changed: Notify,
 }
 
 impl RootList {
+    /// The root pids and every process of the cgroups (one small read
+    /// each: `cgroup.procs`).
     fn current(&self) -> Vec<u32> {
-        self.lock().iter().copied().collect()
+        let mut roots = self.lock().clone();
+        let cgroups = self
+            .cgroups
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for cgroup in cgroups.iter() {
+            roots.extend(cgroup.members());
+        }
+        roots.into_iter().collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<u32>> {
@@ -87,6 +100,25 @@ impl RootRegistry for RootList {
         if self.lock().remove(&pid) {
             self.changed.notify_one();
         }
+    }
+
+    fn add_cgroup(&self, cgroup: &Arc<Cgroup>) -> Result<(), DetectError> {
+        let mut cgroups = self
+            .cgroups
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        cgroups.push(Arc::clone(cgroup));
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    fn remove_cgroup(&self, cgroup: &Cgroup) {
+        let mut cgroups = self
+            .cgroups
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        cgroups.retain(|watched| watched.id() != cgroup.id());
+        self.changed.notify_one();
     }
 }
 
@@ -196,6 +228,7 @@ mod tests {
         DetectorConfig {
             poll_interval: Duration::from_millis(ms),
             self_pid: 1,
+            watch_cgroups: false,
         }
     }
 

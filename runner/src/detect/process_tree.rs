@@ -103,6 +103,26 @@ pub fn state_and_ppid_from_stat(stat: &str) -> Option<(&str, u32)> {
     Some((state, fields.next()?.parse().ok()?))
 }
 
+/// `pid` and its ancestors below init (at most 256), as the system is now;
+/// just `pid` where there is no /proc.
+pub fn ancestors(pid: u32) -> Vec<u32> {
+    let mut chain = vec![pid];
+    let mut current = pid;
+    while chain.len() < 256 {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{current}/stat")) else {
+            break;
+        };
+        match ppid_from_stat(&stat) {
+            Some(ppid) if ppid > 1 && !chain.contains(&ppid) => {
+                chain.push(ppid);
+                current = ppid;
+            }
+            _ => break,
+        }
+    }
+    chain
+}
+
 /// Roots and descendants as the system is now.
 #[cfg(target_os = "linux")]
 pub fn descendants(roots: &[u32]) -> std::io::Result<ProcessTree> {

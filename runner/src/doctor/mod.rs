@@ -34,10 +34,12 @@ pub fn run(args: &DoctorArgs) -> i32 {
     let explicit = std::env::var_os("KANDAN_CODE_SERVER_BIN").map(std::path::PathBuf::from);
     let code_server = crate::editor::code_server_status(explicit.as_deref());
     let codex = crate::codex::probe(None);
+    let containment = containment();
     let mut lines = Vec::new();
     if args.json {
         let mut report = serde_json::json!({
-            "backends": statuses, "auto": auto, "codeServer": code_server, "codex": codex
+            "backends": statuses, "auto": auto, "codeServer": code_server, "codex": codex,
+            "containment": containment,
         });
         if let Some(connection) = &connection {
             report["connection"] = serde_json::json!(connection);
@@ -49,6 +51,7 @@ pub fn run(args: &DoctorArgs) -> i32 {
             Some(backend) => format!("auto: {backend}"),
             None => "auto: none works here".to_owned(),
         });
+        lines.push(format!("containment: {}", containment.detail));
         lines.push(match (&code_server.version, &code_server.reason) {
             (Some(version), _) => format!("code-server {version}"),
             (None, Some(reason)) => format!("code-server unavailable: {reason}"),
@@ -69,6 +72,34 @@ pub fn run(args: &DoctorArgs) -> i32 {
         _ if auto.is_some() => 0,
         _ => 1,
     }
+}
+
+/// What holds the processes a runner would start here (PROTOCOL.md section
+/// 5): found as `connect` finds it, by creating this runner's cgroup folder,
+/// then removed.
+#[derive(serde::Serialize)]
+struct ContainmentReport {
+    /// `cgroup` or `process-group`.
+    mechanism: &'static str,
+    detail: String,
+}
+
+fn containment() -> ContainmentReport {
+    use crate::cgroup::{Containment, ContainmentChoice};
+    let containment = match Containment::start(ContainmentChoice::Auto) {
+        Ok(containment) => containment,
+        Err(err) => Containment::Unavailable(crate::error_chain(&err)),
+    };
+    let report = ContainmentReport {
+        mechanism: if containment.is_cgroups() {
+            "cgroup"
+        } else {
+            "process-group"
+        },
+        detail: containment.describe(),
+    };
+    containment.remove();
+    report
 }
 
 /// Runs the `--url` check on a runtime of its own (the rest of `doctor`

@@ -217,7 +217,9 @@ async fn install_extension(
     dirs: &EditorDirs,
     id: &EditorId,
 ) -> Result<(), CollaborationError> {
-    let mut command = process::command(program, dirs, id);
+    // Short-lived, in its own session: ended with its marker below.
+    let mut command = process::command(program, dirs, id, None)
+        .map_err(|err| CollaborationError::InstallSpawn(Box::new(err)))?;
     command
         .arg("--install-extension")
         .arg(vsix)
@@ -227,7 +229,7 @@ async fn install_extension(
         .arg(&dirs.user_data)
         .args(["--config", "/dev/null"])
         .current_dir(&dirs.root);
-    let mut group = Group::spawn(command, program, id)
+    let mut group = Group::spawn(command, program, id, None)
         .map_err(|err| CollaborationError::InstallSpawn(Box::new(err)))?;
     let code = tokio::time::timeout(INSTALL_TIMEOUT, group.wait())
         .await

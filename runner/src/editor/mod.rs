@@ -45,6 +45,9 @@ pub struct EditorConfig {
     /// How long code-server may take to answer (listening line and
     /// `/healthz`).
     pub ready_timeout: Duration,
+    /// Where each editor gets its cgroup (none by default: its session
+    /// and marker hold it).
+    pub containment: crate::cgroup::Containment,
 }
 
 impl EditorConfig {
@@ -73,6 +76,7 @@ impl EditorConfig {
             state_dir,
             kandan,
             ready_timeout: Duration::from_secs(30),
+            containment: crate::cgroup::Containment::Unavailable("not asked for".to_string()),
         }
     }
 }

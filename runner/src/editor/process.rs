@@ -1,10 +1,10 @@
-//! One code-server process group: spawning it (its own session, the
+//! One code-server: spawning it (its own cgroup, else its own session; the
 //! editor's XDG dirs, no runner secrets), waiting until it answers, and
-//! ending every process of it.
+//! ending every process of it ([`Members`]).
 //!
-//! Every process carries [`EDITOR_MARKER`] in its environment: a terminal
-//! opened in the editor gets a session of its own (node-pty calls setsid),
-//! so the process group alone would miss it.
+//! Without a cgroup, every process carries [`EDITOR_MARKER`] in its
+//! environment: a terminal opened in the editor gets a session of its own
+//! (node-pty calls setsid), so the process group alone would miss it.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -19,7 +19,8 @@ use tokio::time::{Instant, sleep};
 
 use super::dirs::EditorDirs;
 use super::{EditorError, EditorId, healthz};
-use crate::supervise::{ParentDeath, child_setup_in_child, exit_code};
+use crate::cgroup::Cgroup;
+use crate::supervise::{Marked, Members, ParentDeath, child_setup_in_child, exit_code};
 
 /// Inherited by every process of an editor; its value is the editor id.
 pub(crate) const EDITOR_MARKER: &str = "KANDAN_RUNNER_EDITOR";
@@ -30,8 +31,8 @@ const REMOVED_VARS: [&str; 4] = ["KANDAN_TOKEN", "KANDAN_URL", "PASSWORD", "HASH
 const LISTENING: &str = "HTTP server listening on ";
 /// Lines of output kept for error messages.
 const TAIL_LINES: usize = 30;
-/// After SIGTERM, how long the group gets before SIGKILL (code-server ends
-/// in under 0.3 s when signalled as a group).
+/// After SIGTERM, how long the editor gets before SIGKILL (code-server ends
+/// in under 0.3 s when signalled as a whole).
 const TERM_GRACE: Duration = Duration::from_millis(1500);
 /// After SIGKILL, how long the processes get to disappear.
 const KILL_GRACE: Duration = Duration::from_millis(1000);
@@ -41,8 +42,26 @@ const OUTPUT_DRAIN: Duration = Duration::from_millis(500);
 
 /// A command for the editor's code-server (the editor itself or
 /// `--install-extension`): its XDG dirs, the marker, no secrets, stdin
-/// closed, and a session (so a process group) of its own.
-pub(crate) fn command(program: &Path, dirs: &EditorDirs, id: &EditorId) -> Command {
+/// closed, a session (so a process group) of its own, and `cgroup` when
+/// there is one.
+pub(crate) fn command(
+    program: &Path,
+    dirs: &EditorDirs,
+    id: &EditorId,
+    cgroup: Option<&Cgroup>,
+) -> Result<Command, EditorError> {
+    // Moved into the hook below, so it stays open until the spawn.
+    let cgroup_procs = match cgroup {
+        Some(cgroup) => Some(
+            cgroup
+                .procs_for_child()
+                .map_err(|source| EditorError::Spawn {
+                    program: cgroup.path().to_path_buf(),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
     let mut command = Command::new(program);
     command
         .env("XDG_DATA_HOME", &dirs.xdg_data)
@@ -62,10 +81,11 @@ pub(crate) fn command(program: &Path, dirs: &EditorDirs, id: &EditorId) -> Comma
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            child_setup_in_child(parent_death)
+            use std::os::fd::AsRawFd;
+            child_setup_in_child(parent_death, cgroup_procs.as_ref().map(|fd| fd.as_raw_fd()))
         });
     }
-    command
+    Ok(command)
 }
 
 /// The last lines a process printed, for error messages.
@@ -94,12 +114,14 @@ enum Seen {
     Timeout,
 }
 
-/// A running code-server group. Dropping it SIGKILLs whatever remains, so
-/// a cancelled start or a dropped runtime leaves nothing behind.
+/// A running code-server and what it started. Dropping it SIGKILLs
+/// whatever remains, so a cancelled start or a dropped runtime leaves
+/// nothing behind.
 pub(crate) struct Group {
     child: Child,
     pgid: libc::pid_t,
     id: EditorId,
+    members: Members,
     tail: Tail,
     /// The address after [`LISTENING`], once printed.
     listening: watch::Receiver<Option<String>>,
@@ -108,8 +130,14 @@ pub(crate) struct Group {
 }
 
 impl Group {
-    /// Starts `command` (from [`command`]) and collects its output.
-    pub fn spawn(mut command: Command, program: &Path, id: &EditorId) -> Result<Self, EditorError> {
+    /// Starts `command` (from [`command`], with the same `cgroup`) and
+    /// collects its output.
+    pub fn spawn(
+        mut command: Command,
+        program: &Path,
+        id: &EditorId,
+        cgroup: Option<Arc<Cgroup>>,
+    ) -> Result<Self, EditorError> {
         let mut child = command.spawn().map_err(|source| EditorError::Spawn {
             program: program.to_path_buf(),
             source,
@@ -127,10 +155,18 @@ impl Group {
         if let Some(err) = child.stderr.take() {
             tokio::spawn(read_lines(err, tail.clone(), listening_tx));
         }
+        let members = match cgroup {
+            Some(cgroup) => Members::Cgroup(cgroup),
+            None => Members::Marked(
+                Marked::new(EDITOR_MARKER, id.as_str())
+                    .with_group(u32::try_from(pgid).unwrap_or(0)),
+            ),
+        };
         Ok(Group {
             child,
             pgid,
             id: id.clone(),
+            members,
             tail,
             listening,
             ended: false,
@@ -144,6 +180,14 @@ impl Group {
 
     pub fn tail(&self) -> String {
         self.tail.text()
+    }
+
+    /// Its cgroup's folder, when it has one.
+    pub fn cgroup_path(&self) -> Option<std::path::PathBuf> {
+        match &self.members {
+            Members::Cgroup(cgroup) => Some(cgroup.path().to_path_buf()),
+            Members::Marked(_) => None,
+        }
     }
 
     /// Waits until code-server prints that it listens on `socket` and
@@ -226,30 +270,23 @@ impl Group {
         self.child.wait().await.ok().map(exit_code)
     }
 
-    /// Ends every process of the editor: SIGTERM to the group and the
-    /// marked processes, SIGKILL to what remains after a grace period.
-    /// Returns the leader's shell-style exit code when it could be read.
+    /// Ends every process of the editor: SIGTERM to all, SIGKILL to what
+    /// remains after a grace period. Returns the leader's shell-style exit
+    /// code when it could be read.
     pub async fn end(&mut self) -> Option<i32> {
         if self.ended {
             return self.child.try_wait().ok().flatten().map(exit_code);
         }
-        signal_members(self.pgid, &self.id, libc::SIGTERM).await;
+        self.members.signal(libc::SIGTERM).await;
         let term_deadline = Instant::now() + TERM_GRACE;
         let mut code = tokio::time::timeout_at(term_deadline, self.child.wait())
             .await
             .ok()
             .and_then(Result::ok)
             .map(exit_code);
-        while Instant::now() < term_deadline && !members(self.pgid, &self.id).await.is_empty() {
-            sleep(POLL).await;
-        }
-        if !members(self.pgid, &self.id).await.is_empty() {
+        if !self.members.wait_empty(term_deadline).await {
             tracing::info!(editor = %self.id, "the editor did not stop on SIGTERM: killing it");
-            signal_members(self.pgid, &self.id, libc::SIGKILL).await;
-            let kill_deadline = Instant::now() + KILL_GRACE;
-            while Instant::now() < kill_deadline && !members(self.pgid, &self.id).await.is_empty() {
-                sleep(POLL).await;
-            }
+            self.members.kill(KILL_GRACE).await;
         }
         if code.is_none() {
             code = tokio::time::timeout(KILL_GRACE, self.child.wait())
@@ -266,7 +303,7 @@ impl Group {
 impl Drop for Group {
     fn drop(&mut self) {
         if !self.ended {
-            kill_now(self.pgid, &self.id);
+            self.members.kill_now();
         }
     }
 }
@@ -288,133 +325,37 @@ async fn read_lines(
     }
 }
 
-/// SIGKILL to the group and the marked processes, without waiting (for Drop).
-fn kill_now(pgid: libc::pid_t, id: &EditorId) {
-    for pid in member_pids(pgid, id.as_str()) {
-        send(pid, libc::SIGKILL);
-    }
-    if pgid > 1 {
-        // SAFETY: kill has no memory preconditions; -pgid names our group.
-        unsafe {
-            libc::kill(-pgid, libc::SIGKILL);
-        }
-    }
-}
-
-async fn signal_members(pgid: libc::pid_t, id: &EditorId, sig: libc::c_int) {
-    if pgid > 1 {
-        // SAFETY: as above.
-        unsafe {
-            libc::kill(-pgid, sig);
-        }
-    }
-    for pid in members(pgid, id).await {
-        send(pid, sig);
-    }
-}
-
-fn send(pid: libc::pid_t, sig: libc::c_int) {
-    // SAFETY: kill has no memory preconditions.
-    unsafe {
-        libc::kill(pid, sig);
-    }
-}
-
-/// The editor's live processes, off the async threads (it reads /proc).
-async fn members(pgid: libc::pid_t, id: &EditorId) -> Vec<libc::pid_t> {
-    let id = id.as_str().to_owned();
-    tokio::task::spawn_blocking(move || member_pids(pgid, &id))
-        .await
-        .unwrap_or_default()
-}
-
 /// Live (not zombie) processes in the group `pgid` or carrying the marker
 /// of editor `id`.
-pub(crate) fn member_pids(pgid: libc::pid_t, id: &str) -> Vec<libc::pid_t> {
-    let mut pids = marked_pids(id, Some(pgid));
-    // Without /proc only the group is known: `kill(-pgid, 0)` says whether
-    // it has members (zombies included).
-    #[cfg(not(target_os = "linux"))]
-    {
-        // SAFETY: kill with signal 0 only checks.
-        if pgid > 1 && unsafe { libc::kill(-pgid, 0) } == 0 {
-            pids.push(pgid);
-        }
-    }
+#[cfg(test)]
+pub(crate) fn member_pids(pgid: libc::pid_t, id: &str) -> Vec<u32> {
+    let marked = Marked::new(EDITOR_MARKER, id).with_group(u32::try_from(pgid).unwrap_or(0));
+    let mut pids = Members::Marked(marked).pids();
     pids.sort_unstable();
-    pids.dedup();
     pids
 }
 
-/// Live processes carrying the marker of editor `id`, plus those of the
-/// group `pgid` when given (never group 0: the kernel's threads).
-#[cfg(target_os = "linux")]
-pub(crate) fn marked_pids(id: &str, pgid: Option<libc::pid_t>) -> Vec<libc::pid_t> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let pgid = pgid.filter(|&pgid| pgid > 1);
-    let marker = format!("{EDITOR_MARKER}={id}");
-    dir.filter_map(Result::ok)
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<libc::pid_t>().ok())
-        .filter(|&pid| {
-            let Some((zombie, group)) = stat_of(pid) else {
-                return false;
-            };
-            !zombie && (Some(group) == pgid || has_marker(pid, &marker))
-        })
-        .collect()
-}
-
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn marked_pids(_id: &str, _pgid: Option<libc::pid_t>) -> Vec<libc::pid_t> {
-    Vec::new()
-}
-
 /// SIGKILL to every process marked for editor `id` (an editor of a runner
-/// that died).
+/// that died without a cgroup); how many there were.
 pub(crate) fn kill_marked(id: &str) -> usize {
-    let pids = marked_pids(id, None);
-    for &pid in &pids {
-        send(pid, libc::SIGKILL);
-    }
-    pids.len()
-}
-
-/// (zombie, process group) from `/proc/<pid>/stat`.
-#[cfg(target_os = "linux")]
-fn stat_of(pid: libc::pid_t) -> Option<(bool, libc::pid_t)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&stat)
-}
-
-/// `pid (comm) S ppid pgrp ...`; `comm` may hold spaces and parentheses.
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-fn parse_stat(stat: &str) -> Option<(bool, libc::pid_t)> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?;
-    let _ppid = fields.next()?;
-    let pgrp = fields.next()?.parse().ok()?;
-    Some((matches!(state, "Z" | "X" | "x"), pgrp))
-}
-
-#[cfg(target_os = "linux")]
-fn has_marker(pid: libc::pid_t, marker: &str) -> bool {
-    std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
-        environ
-            .split(|&b| b == 0)
-            .any(|var| var == marker.as_bytes())
-    })
+    Members::Marked(Marked::new(EDITOR_MARKER, id)).kill_now()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A process that leaves the group (a terminal's shell does: node-pty
-    /// calls setsid) still goes, found by its marker; and nothing of the
-    /// runner's secrets reaches the group.
+    /// (state, process group) of `pid` from /proc.
+    fn state_and_group(pid: u32) -> Option<(String, u32)> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+        let state = fields.next()?.to_string();
+        Some((state, fields.nth(1)?.parse().ok()?))
+    }
+
+    /// Without a cgroup, a process that leaves the group (a terminal's
+    /// shell does: node-pty calls setsid) still goes, found by its marker;
+    /// and nothing of the runner's secrets reaches the group.
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn end_reaches_processes_that_left_the_group() {
@@ -423,15 +364,15 @@ mod tests {
         let dirs = EditorDirs::new(&scratch.path().join("state"), &id);
         let _lock = dirs.create(&scratch.path().join("state")).unwrap();
         let escaped = scratch.path().join("escaped.pid");
-        let mut command = command(Path::new("/bin/sh"), &dirs, &id);
+        let mut command = command(Path::new("/bin/sh"), &dirs, &id, None).unwrap();
         command.arg("-c").arg(format!(
             "setsid sh -c 'echo $$ > {}; exec sleep 300' & exec sleep 300",
             escaped.display()
         ));
-        let mut group = Group::spawn(command, Path::new("/bin/sh"), &id).unwrap();
-        let leader = group.pgid;
+        let mut group = Group::spawn(command, Path::new("/bin/sh"), &id, None).unwrap();
+        let leader = u32::try_from(group.pgid).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        let escaped_pid: libc::pid_t = loop {
+        let escaped_pid: u32 = loop {
             if let Some(pid) = std::fs::read_to_string(&escaped)
                 .ok()
                 .and_then(|text| text.trim().parse().ok())
@@ -441,25 +382,20 @@ mod tests {
             assert!(Instant::now() < deadline, "the escaped child never started");
             sleep(POLL).await;
         };
-        assert_ne!(stat_of(escaped_pid).unwrap().1, leader, "it left the group");
-        let mut members = member_pids(leader, id.as_str());
-        members.sort();
+        assert_ne!(
+            state_and_group(escaped_pid).unwrap().1,
+            leader,
+            "it left the group"
+        );
         let mut expected = vec![leader, escaped_pid];
         expected.sort();
-        assert_eq!(members, expected);
+        assert_eq!(member_pids(group.pgid, id.as_str()), expected);
         let environ = std::fs::read(format!("/proc/{escaped_pid}/environ")).unwrap();
         assert!(!environ.windows(13).any(|w| w == b"KANDAN_TOKEN="));
 
         let code = group.end().await;
         assert_eq!(code, Some(128 + libc::SIGTERM));
-        assert!(member_pids(leader, id.as_str()).is_empty());
-        assert!(stat_of(escaped_pid).is_none_or(|(zombie, _)| zombie));
-    }
-
-    #[test]
-    fn stat_lines_with_odd_command_names() {
-        assert_eq!(parse_stat("42 (node) S 1 42 42 0 -1"), Some((false, 42)));
-        assert_eq!(parse_stat("43 (a (b) c) Z 1 7 7 0 -1"), Some((true, 7)));
-        assert_eq!(parse_stat("garbage"), None);
+        assert!(member_pids(group.pgid, id.as_str()).is_empty());
+        assert!(state_and_group(escaped_pid).is_none_or(|(state, _)| state == "Z"));
     }
 }

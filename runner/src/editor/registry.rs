@@ -36,6 +36,8 @@ pub struct EditorInfo {
     pub pid: u32,
     /// Its Unix socket (mode 0600).
     pub socket: PathBuf,
+    /// Its cgroup, when it has one.
+    pub cgroup: Option<PathBuf>,
 }
 
 struct Running {
@@ -157,7 +159,8 @@ impl Editors {
                 .apply(config.kandan.as_ref(), &program, &dirs, &id)
                 .await?;
         }
-        let mut command = process::command(&program, &dirs, &id);
+        let cgroup = config.containment.new_group("editor");
+        let mut command = process::command(&program, &dirs, &id, cgroup.as_deref())?;
         command
             .arg("--socket")
             .arg(&dirs.socket)
@@ -178,7 +181,7 @@ impl Editors {
             .arg(&dirs.extensions)
             .arg(cwd)
             .current_dir(cwd);
-        let mut group = Group::spawn(command, &program, &id)?;
+        let mut group = Group::spawn(command, &program, &id, cgroup)?;
         if let Err(err) = group.wait_ready(&dirs.socket, config.ready_timeout).await {
             group.end().await;
             return Err(err);
@@ -188,6 +191,7 @@ impl Editors {
             cwd: cwd.to_path_buf(),
             pid: group.pid(),
             socket: dirs.socket.clone(),
+            cgroup: group.cgroup_path(),
         };
         tracing::info!(editor = %id, cwd = %cwd.display(), pid = info.pid, "editor started");
         let (stop, stopped) = oneshot::channel();

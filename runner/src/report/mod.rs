@@ -46,6 +46,8 @@ struct State {
     silent: Vec<crate::status::document::ListenerStatus>,
     connection: connection::Connection,
     refused: listeners::Refused,
+    /// The cgroup of each instance and editor that has one, by id.
+    cgroups: std::collections::HashMap<String, std::path::PathBuf>,
 }
 
 fn state() -> MutexGuard<'static, Option<State>> {
@@ -184,10 +186,30 @@ pub(crate) fn editors(now: Vec<ReadyEditor>) {
     update(|state| workers::editors(&mut state.status.editors, &now));
 }
 
-/// The state for the status socket.
+/// The cgroup of instance or editor `id` (its CPU time and memory go into
+/// `status`); `None` forgets it.
+pub(crate) fn cgroup(id: &str, path: Option<std::path::PathBuf>) {
+    update(|state| {
+        match path {
+            Some(path) => state.cgroups.insert(id.to_owned(), path),
+            None => state.cgroups.remove(id),
+        };
+        Vec::new()
+    });
+}
+
+/// The state for the status socket, with each cgroup's figures read now.
 pub(crate) fn snapshot() -> RunnerStatus {
-    state()
+    let (mut status, cgroups) = state()
         .as_ref()
-        .map(|state| state.status.clone())
-        .unwrap_or_default()
+        .map(|state| (state.status.clone(), state.cgroups.clone()))
+        .unwrap_or_default();
+    let usage = |id: &String| cgroups.get(id).map(|path| crate::cgroup::usage(path));
+    for instance in &mut status.instances {
+        instance.usage = usage(&instance.instance_id).unwrap_or_default();
+    }
+    for editor in &mut status.editors {
+        editor.usage = usage(&editor.editor_id).unwrap_or_default();
+    }
+    status
 }

@@ -20,6 +20,7 @@ pub(super) fn instances(shown: &mut Vec<InstanceStatus>, now: &[ReadyInstance]) 
             thread_id: instance.thread_id.clone(),
             cwd: instance.cwd.clone(),
             state: instance_state(instance.state).to_owned(),
+            usage: Default::default(),
         })
         .collect();
     let lines = changes(
@@ -50,6 +51,7 @@ pub(super) fn editors(shown: &mut Vec<EditorStatus>, now: &[ReadyEditor]) -> Vec
             editor_id: editor.editor_id.clone(),
             cwd: editor.cwd.clone(),
             state: "running".into(),
+            usage: Default::default(),
         })
         .collect();
     let lines = changes(

@@ -128,14 +128,20 @@ fn render(report: &StatusReport) -> String {
         }
         for instance in &runner.instances {
             out.push_str(&format!(
-                "  instance {}  {}  {}\n",
-                instance.instance_id, instance.state, instance.cwd
+                "  instance {}  {}  {}{}\n",
+                instance.instance_id,
+                instance.state,
+                instance.cwd,
+                instance.usage.describe()
             ));
         }
         for editor in &runner.editors {
             out.push_str(&format!(
-                "  editor {}  {}  {}\n",
-                editor.editor_id, editor.state, editor.cwd
+                "  editor {}  {}  {}{}\n",
+                editor.editor_id,
+                editor.state,
+                editor.cwd,
+                editor.usage.describe()
             ));
         }
     }

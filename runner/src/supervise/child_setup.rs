@@ -1,5 +1,6 @@
-//! What the command's process does between fork and exec: ask for a signal
-//! when the runner dies, and give up ambient and inheritable capabilities.
+//! What the command's process does between fork and exec: enter its cgroup,
+//! ask for a signal when the runner dies, and give up ambient and
+//! inheritable capabilities.
 //! Linux only; elsewhere nothing (macOS has neither).
 
 pub use imp::{ParentDeath, hide_runner, in_child};
@@ -7,6 +8,7 @@ pub use imp::{ParentDeath, hide_runner, in_child};
 #[cfg(target_os = "linux")]
 mod imp {
     use std::io;
+    use std::os::fd::RawFd;
 
     /// Whether and for which parent to set `PR_SET_PDEATHSIG`.
     #[derive(Clone, Copy, Debug)]
@@ -29,7 +31,15 @@ mod imp {
     }
 
     /// Runs in the child between fork and exec: async-signal-safe calls only.
-    pub fn in_child(death: ParentDeath) -> io::Result<()> {
+    /// `cgroup_procs` is the `cgroup.procs` of the cgroup to enter, opened
+    /// by the runner: writing `0` moves the writer, before it can fork.
+    pub fn in_child(death: ParentDeath, cgroup_procs: Option<RawFd>) -> io::Result<()> {
+        if let Some(fd) = cgroup_procs {
+            // SAFETY: write from a valid one-byte buffer to an open fd.
+            if unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) } != 1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
         if death.enabled {
             // SAFETY: prctl and getppid with plain integer arguments.
             unsafe {
@@ -132,7 +142,7 @@ mod imp {
         }
     }
 
-    pub fn in_child(_: ParentDeath) -> io::Result<()> {
+    pub fn in_child(_: ParentDeath, _: Option<std::os::fd::RawFd>) -> io::Result<()> {
         Ok(())
     }
 

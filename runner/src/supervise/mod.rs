@@ -1,11 +1,13 @@
-//! The command the runner starts (`-- COMMAND`): spawning it held
-//! ([`HeldChild`]), passing signals on ([`Signals`]), its exit code, and
-//! ending what remains of its tree when the runner stops ([`finish`]).
+//! What the runner starts: spawning it held ([`HeldChild`]) in its cgroup,
+//! the set of its processes ([`Members`], one mechanism for the command's
+//! tree, Codex instances and editors), passing signals on ([`Signals`]),
+//! the command's exit code, and ending what remains of its tree when the
+//! runner stops ([`finish`]).
 
 mod child_setup;
+mod members;
 mod signals;
 mod spawn;
-mod tree;
 
 use std::time::Duration;
 
@@ -14,8 +16,9 @@ use tokio::time::{Instant, timeout_at};
 
 // The editor's code-server is set up between fork and exec the same way.
 pub(crate) use child_setup::{ParentDeath, in_child as child_setup_in_child};
+pub(crate) use members::{Marked, Members, group_alive};
 pub use signals::{Signal, Signals};
-pub use spawn::{HeldChild, SpawnError, SpawnOptions};
+pub use spawn::{HeldChild, SpawnError, SpawnOptions, TREE_MARKER};
 
 /// After a signal, how long the command gets to stop by itself before its
 /// tree gets SIGTERM.
@@ -24,14 +27,16 @@ const OWN_STOP: Duration = Duration::from_millis(800);
 /// the runner must be gone within 2 s (PROTOCOL.md section 9), leave
 /// included.
 const KILL_AT: Duration = Duration::from_millis(1200);
+/// How long SIGKILLed processes get to disappear before the runner goes on.
+const KILL_GRACE: Duration = Duration::from_millis(200);
 
 /// `-- COMMAND`, released and running.
 pub struct RootCommand {
     child: Child,
-    /// This runner's [`spawn::TREE_MARKER`] value.
-    marker: String,
-    /// `--root-pid` trees: never signalled.
-    spared: Vec<u32>,
+    /// Its tree: its cgroup, or (fallback) the processes carrying this
+    /// runner's [`spawn::TREE_MARKER`] and the runner's descendants,
+    /// `--root-pid` trees left out.
+    members: Members,
 }
 
 /// Why the runner stops.
@@ -44,12 +49,8 @@ pub enum RunnerStop {
 }
 
 impl RootCommand {
-    pub fn new(child: Child, marker: String, spared: Vec<u32>) -> Self {
-        RootCommand {
-            child,
-            marker,
-            spared,
-        }
+    pub(crate) fn new(child: Child, members: Members) -> Self {
+        RootCommand { child, members }
     }
 
     /// Waits for the command; its shell-style exit code (cancel-safe).
@@ -113,11 +114,11 @@ pub async fn finish(command: Option<RootCommand>, stop: RunnerStop, signals: &Si
                 Ok(code) => code,
                 Err(_) => {
                     tracing::info!("the command is still running: ending its tree");
-                    tree::signal_all(&command.marker, &command.spared, libc::SIGTERM).await;
+                    command.members.signal(libc::SIGTERM).await;
                     match timeout_at(start + KILL_AT, command.wait()).await {
                         Ok(code) => code,
                         Err(_) => {
-                            tree::signal_all(&command.marker, &command.spared, libc::SIGKILL).await;
+                            command.members.kill_now();
                             let _ = command.child.start_kill();
                             let grace = Instant::now() + Duration::from_millis(200);
                             timeout_at(grace, command.wait())
@@ -129,8 +130,23 @@ pub async fn finish(command: Option<RootCommand>, stop: RunnerStop, signals: &Si
             }
         }
     };
-    tree::end(&command.marker, &command.spared, start + KILL_AT).await;
+    end_tree(&command.members, start + KILL_AT).await;
     code
+}
+
+/// SIGTERM to what remains of the tree (a backgrounded grandchild), and
+/// SIGKILL at `kill_at` to whatever is still there, forked meanwhile too.
+async fn end_tree(members: &Members, kill_at: Instant) {
+    let pids = members.live().await;
+    if pids.is_empty() {
+        return;
+    }
+    tracing::debug!(?pids, "ending what remains of the command's tree");
+    members.signal(libc::SIGTERM).await;
+    if !members.wait_empty(kill_at).await {
+        tracing::info!("killing what remains of the command's tree");
+        members.kill(KILL_GRACE).await;
+    }
 }
 
 /// Shell-style exit code for a finished child: its code, or 128 + signal.

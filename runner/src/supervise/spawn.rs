@@ -51,6 +51,9 @@ pub struct SpawnOptions {
     pub own_group: bool,
     /// Variables added to the command's environment.
     pub env: Vec<(String, String)>,
+    /// The cgroup it starts in, with everything it will ever start
+    /// (none: process groups and pid ancestry hold it).
+    pub cgroup: Option<std::sync::Arc<crate::cgroup::Cgroup>>,
 }
 
 /// Errors of spawning the root command.
@@ -69,6 +72,13 @@ pub enum SpawnError {
     #[error("cannot start `{command}`")]
     Spawn {
         command: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The cgroup to start in could not be opened.
+    #[error("cannot enter cgroup {}", .path.display())]
+    Cgroup {
+        path: std::path::PathBuf,
         #[source]
         source: io::Error,
     },
@@ -159,9 +169,24 @@ impl HeldChild {
         } else {
             command.stdout(Stdio::inherit());
         }
+        let cgroup_procs = match &options.cgroup {
+            Some(cgroup) => {
+                Some(
+                    cgroup
+                        .procs_for_child()
+                        .map_err(|source| SpawnError::Cgroup {
+                            path: cgroup.path().to_path_buf(),
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
+        let cgroup_fd = cgroup_procs.as_ref().map(|fd| fd.as_raw_fd());
         let parent_death = ParentDeath::for_this_thread();
-        // SAFETY: only async-signal-safe calls (dup2, fcntl, prctl, getppid, the
-        // capget/capset syscalls) on stack data, between fork and exec.
+        // SAFETY: only async-signal-safe calls (write, dup2, fcntl, prctl,
+        // getppid, the capget/capset syscalls) on stack data, between fork
+        // and exec.
         unsafe {
             command.pre_exec(move || {
                 // dup2 onto itself keeps close-on-exec: when the pipe got
@@ -173,7 +198,7 @@ impl HeldChild {
                 } else if libc::dup2(gate, 3) < 0 {
                     return Err(io::Error::last_os_error());
                 }
-                child_setup::in_child(parent_death)
+                child_setup::in_child(parent_death, cgroup_fd)
             });
         }
         let child = command.spawn().map_err(|source| SpawnError::Spawn {
@@ -181,6 +206,7 @@ impl HeldChild {
             source,
         })?;
         drop(read_end);
+        drop(cgroup_procs);
         Ok(HeldChild {
             child,
             release: write_end,

@@ -30,6 +30,7 @@ pub async fn run(args: WatchArgs) -> i32 {
             mut command,
             finisher,
             mut root_pids,
+            containment,
             ..
         },
         signals,
@@ -77,6 +78,7 @@ pub async fn run(args: WatchArgs) -> i32 {
     // PROTOCOL.md section 9: end the command's tree, then say `closed` for
     // every reported port that no longer listens, without the window.
     let code = supervise::finish(command, stop, &signals).await;
+    containment.remove();
     finisher.finish().await;
     let deadline = Instant::now() + FINAL_LINES;
     while let Ok(Some(event)) = timeout_at(deadline, candidates.recv()).await {

@@ -67,6 +67,8 @@ pub struct Loaded {
     pub drops: PerCpuArray<MapData, u64>,
     pub ns_tracked: HashMap<MapData, u32, u8>,
     pub backfill_ports: HashMap<MapData, u16, u8>,
+    /// Ids of the cgroups whose tasks are tracked.
+    pub cgroups: HashMap<MapData, u64, u8>,
 }
 
 /// (program function, tracepoint category, tracepoint name)
@@ -136,13 +138,14 @@ fn pid_ns() -> Result<PidNs, LoadError> {
 /// Loads and attaches everything. `self_pid` is the runner's pid in its
 /// namespace; `ring_bytes` the ring buffer size (a power of two, at least a
 /// page).
-pub fn load(self_pid: u32, ring_bytes: u32) -> Result<Loaded, LoadError> {
+pub fn load(self_pid: u32, ring_bytes: u32, watch_cgroups: bool) -> Result<Loaded, LoadError> {
     if OBJECT.is_empty() {
         return Err(LoadError::NotBuilt(NOT_BUILT));
     }
     raise_memlock();
     let offsets = Offsets::read()?;
     let ns = pid_ns()?;
+    let watch_cgroups = u32::from(watch_cgroups);
     let mut loader = EbpfLoader::new();
     for (name, offset) in &offsets.0 {
         loader.override_global(name, offset, true);
@@ -152,6 +155,7 @@ pub fn load(self_pid: u32, ring_bytes: u32) -> Result<Loaded, LoadError> {
         .override_global(g::PIDNS_INO, &ns.ino, true)
         .override_global(g::IN_INIT_PIDNS, &ns.init, true)
         .override_global(g::SELF_TGID, &self_pid, true)
+        .override_global(g::WATCH_CGROUPS, &watch_cgroups, true)
         .map_max_entries("EVENTS", ring_bytes);
     let mut ebpf = loader.load(OBJECT).map_err(LoadError::Load)?;
     for (function, category, name) in PROGRAMS {
@@ -161,12 +165,14 @@ pub fn load(self_pid: u32, ring_bytes: u32) -> Result<Loaded, LoadError> {
     let drops = take(&mut ebpf, "DROPS", PerCpuArray::try_from)?;
     let ns_tracked = take(&mut ebpf, "NS_TRACKED", HashMap::try_from)?;
     let backfill_ports = take(&mut ebpf, maps::BACKFILL_PORTS, HashMap::try_from)?;
+    let cgroups = take(&mut ebpf, maps::CGROUPS, HashMap::try_from)?;
     Ok(Loaded {
         ebpf,
         events,
         drops,
         ns_tracked,
         backfill_ports,
+        cgroups,
     })
 }
 

@@ -46,7 +46,7 @@ pub fn probe() -> Result<(), Unavailable> {
         return Err(not_built());
     }
     blockers::check().map_err(blocked)?;
-    loader::load(std::process::id(), loader::RING_BYTES)
+    loader::load(std::process::id(), loader::RING_BYTES, false)
         .map(drop)
         .map_err(|err| Unavailable::new(crate::error_chain(&err)))
 }
@@ -79,7 +79,7 @@ pub fn start_tuned(config: &DetectorConfig, tuning: Tuning) -> Result<Detector, 
         return Err(unavailable(not_built()));
     }
     blockers::check().map_err(|blocker| unavailable(blocked(blocker)))?;
-    let loaded = loader::load(config.self_pid, tuning.ring_bytes)
+    let loaded = loader::load(config.self_pid, tuning.ring_bytes, config.watch_cgroups)
         .map_err(|err| unavailable(Unavailable::new(crate::error_chain(&err))))?;
     let loader::Loaded {
         ebpf,
@@ -87,6 +87,7 @@ pub fn start_tuned(config: &DetectorConfig, tuning: Tuning) -> Result<Detector, 
         drops,
         ns_tracked,
         backfill_ports,
+        cgroups,
     } = loaded;
     let ring = ring::Ring::new(events, drops).map_err(|err| {
         unavailable(Unavailable::new(format!(
@@ -95,7 +96,7 @@ pub fn start_tuned(config: &DetectorConfig, tuning: Tuning) -> Result<Detector, 
     })?;
     let (resync_tx, resync_rx) = mpsc::unbounded_channel();
     let (tx, rx) = mpsc::channel::<DetectorEvent>(tuning.channel);
-    let roots = roots::Roots::new(ns_tracked, resync_tx);
+    let roots = roots::Roots::new(ns_tracked, cgroups, resync_tx);
     let task = task::EventTask {
         ring,
         roots: roots.clone(),

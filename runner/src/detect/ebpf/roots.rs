@@ -1,6 +1,7 @@
 //! [`RootRegistry`] of the eBPF backend: roots and the processes they already
 //! have go into `NS_TRACKED` (by pid as the runner sees them; the kernel
-//! tracks later forks itself), then a backfill snapshot is asked for.
+//! tracks later forks itself), cgroups into `CGROUPS` (by id: the kernel
+//! tracks every task in them), then a backfill snapshot is asked for.
 
 use std::{
     collections::HashMap as StdHashMap,
@@ -10,11 +11,15 @@ use std::{
 use aya::maps::{HashMap, MapData};
 use tokio::sync::mpsc;
 
+use crate::cgroup::Cgroup;
 use crate::detect::{DetectError, RootRegistry, process_tree};
 
 /// State shared by the registry and the event task.
 pub struct Roots {
     ns_tracked: Mutex<HashMap<MapData, u32, u8>>,
+    cgroup_ids: Mutex<HashMap<MapData, u64, u8>>,
+    /// The cgroups watched, for the backfill scans.
+    cgroups: Mutex<Vec<Arc<Cgroup>>>,
     /// Root -> pids it put into `NS_TRACKED` (itself included).
     inserted: Mutex<StdHashMap<u32, Vec<u32>>>,
     resync: mpsc::UnboundedSender<()>,
@@ -23,19 +28,26 @@ pub struct Roots {
 impl Roots {
     pub fn new(
         ns_tracked: HashMap<MapData, u32, u8>,
+        cgroup_ids: HashMap<MapData, u64, u8>,
         resync: mpsc::UnboundedSender<()>,
     ) -> Arc<Roots> {
         Arc::new(Roots {
             ns_tracked: Mutex::new(ns_tracked),
+            cgroup_ids: Mutex::new(cgroup_ids),
+            cgroups: Mutex::new(Vec::new()),
             inserted: Mutex::new(StdHashMap::new()),
             resync,
         })
     }
 
-    /// The roots now watched.
+    /// The roots now watched, and every process of the watched cgroups.
     pub fn list(&self) -> Vec<u32> {
         let mut roots: Vec<u32> = lock(&self.inserted).keys().copied().collect();
+        for cgroup in lock(&self.cgroups).iter() {
+            roots.extend(cgroup.members());
+        }
         roots.sort_unstable();
+        roots.dedup();
         roots
     }
 }
@@ -68,6 +80,23 @@ impl RootRegistry for Roots {
         // Listeners the tree already has come from the backfill snapshot.
         let _ = self.resync.send(());
         Ok(())
+    }
+
+    fn add_cgroup(&self, cgroup: &Arc<Cgroup>) -> Result<(), DetectError> {
+        lock(&self.cgroup_ids)
+            .insert(cgroup.id(), 1, 0)
+            .map_err(|err| DetectError::AddCgroup {
+                path: cgroup.path().to_path_buf(),
+                source: std::io::Error::other(err),
+            })?;
+        lock(&self.cgroups).push(Arc::clone(cgroup));
+        let _ = self.resync.send(());
+        Ok(())
+    }
+
+    fn remove_cgroup(&self, cgroup: &Cgroup) {
+        let _ = lock(&self.cgroup_ids).remove(&cgroup.id());
+        lock(&self.cgroups).retain(|watched| watched.id() != cgroup.id());
     }
 
     fn remove_root(&self, pid: u32) {
