@@ -108,12 +108,16 @@ fn parse_folder_name(name: &str) -> Option<(u32, u64)> {
 }
 
 /// The start time of `pid` in clock ticks since boot (`/proc/<pid>/stat`
-/// field 22): with the pid, it names one process for good.
+/// field 22): with the pid, it names one process for good. `None` for no
+/// process, and for a zombie (a killed runner its parent has not reaped).
 fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // After `(comm)`, which may hold spaces: state is field 3, start 22.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    if matches!(fields.next()?, "Z" | "X" | "x") {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// The cgroup2 mount's root and mount point from `/proc/self/mountinfo`.

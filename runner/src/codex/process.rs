@@ -153,10 +153,15 @@ impl AppServer {
     /// SIGKILL at `kill_at`, and reaps the leader.
     pub async fn end_group(&mut self, exit: Option<Exit>, kill_at: Instant) -> Exit {
         self.members.signal(libc::SIGTERM).await;
-        if !self.members.wait_empty(kill_at).await {
+        while !self.members.settled().await && Instant::now() < kill_at {
+            // Reaping the leader is what lets its group empty.
+            let _ = self.child.try_wait();
+            sleep(POLL).await;
+        }
+        if !self.members.settled().await {
             self.members.kill(KILL_WAIT).await;
         }
-        match exit {
+        let exit = match exit {
             Some(exit) => exit,
             None => match self.child.wait().await {
                 Ok(status) => Exit::from(status),
@@ -168,7 +173,10 @@ impl AppServer {
                     }
                 }
             },
-        }
+        };
+        // The leader is reaped: its group's last zombies go with it.
+        let _ = self.members.wait_empty(Instant::now() + KILL_WAIT).await;
+        exit
     }
 }
 

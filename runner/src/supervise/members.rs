@@ -121,10 +121,25 @@ impl Members {
         }
     }
 
-    /// Waits until the set is empty or `deadline` passes; whether it is.
+    /// Whether every process is gone: none alive, and in the fallback no
+    /// zombie left in the group either (its parent has not reaped it yet).
+    pub(crate) async fn settled(&self) -> bool {
+        if !self.live().await.is_empty() {
+            return false;
+        }
+        match self {
+            Members::Marked(Marked {
+                pgid: Some(pgid), ..
+            }) => !group_alive(*pgid),
+            _ => true,
+        }
+    }
+
+    /// Waits until the set has [`settled`](Self::settled) or `deadline`
+    /// passes; whether it has.
     pub(crate) async fn wait_empty(&self, deadline: Instant) -> bool {
         loop {
-            if self.live().await.is_empty() {
+            if self.settled().await {
                 return true;
             }
             if Instant::now() >= deadline {
