@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use integration_tests::codex::driver::script_codex;
 use integration_tests::runner_process::{RunnerArgs, RunnerProcess};
-use integration_tests::runner_run::{RunnerRun, all_gone, alive, watch_json_args};
+use integration_tests::runner_run::{RunnerRun, alive, all_gone, watch_json_args};
 use integration_tests::simulator::{SimConfig, Simulator};
 use integration_tests::support::{free_port, privileged};
 use serde_json::{Value, json};

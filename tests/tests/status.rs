@@ -344,6 +344,7 @@ async fn an_editor_shows_in_the_state_lines_and_in_status() -> Result<()> {
         editor["cwd"] == cwd.as_str() && editor["state"] == "running",
         "{editor}"
     );
+    ensure_cgroup_figures(&runner, editor)?;
 
     sim.send_control(serde_json::json!({"type": "stop_local_editor", "editorId": editor_id}))?;
     wait_line(&runner, &["editor", &editor_id, "stopped"]).await?;
@@ -353,6 +354,21 @@ async fn an_editor_shows_in_the_state_lines_and_in_status() -> Result<()> {
             .is_some_and(Vec::is_empty)
     })
     .await?;
+    Ok(())
+}
+
+/// With cgroups (the runner's first line names no fallback), an instance's
+/// or editor's CPU time is in `status` (it has started a program: more than
+/// zero).
+fn ensure_cgroup_figures(runner: &RunnerProcess, worker: &serde_json::Value) -> Result<()> {
+    if runner.output().contains("containment: process groups") {
+        eprintln!("no cgroups here: no figures to check");
+        return Ok(());
+    }
+    ensure!(
+        worker["cpuUsec"].as_u64().is_some_and(|usec| usec > 0),
+        "no CPU time from the cgroup: {worker}"
+    );
     Ok(())
 }
 
@@ -402,6 +418,7 @@ async fn a_codex_instance_shows_in_the_state_lines_and_in_status() -> Result<()>
     ensure!(instance["cwd"] == cwd.as_str(), "{instance}");
     ensure!(instance["threadId"].is_string(), "{instance}");
     ensure!(instance["state"] == "idle", "{instance}");
+    ensure_cgroup_figures(&runner, instance)?;
 
     sim.send_control(serde_json::json!({"type": "stop_instance", "instanceId": "i-status"}))?;
     wait_line(&runner, &["Codex instance i-status stopped"]).await?;
