@@ -5,6 +5,7 @@
 mod child_setup;
 mod signals;
 mod spawn;
+mod start_dir;
 mod tree;
 
 use std::time::Duration;
@@ -16,6 +17,7 @@ use tokio::time::{Instant, timeout_at};
 pub(crate) use child_setup::{ParentDeath, in_child as child_setup_in_child};
 pub use signals::{Signal, Signals};
 pub use spawn::{HeldChild, SpawnError, SpawnOptions};
+pub(crate) use start_dir::{ESCAPED_ERRNO, cwd_is_under, enter as enter_dir};
 
 /// After a signal, how long the command gets to stop by itself before its
 /// tree gets SIGTERM.
