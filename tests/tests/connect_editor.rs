@@ -307,7 +307,13 @@ async fn a_withdrawal_during_an_editor_start_wins() -> Result<()> {
     setup.sim.send_control(
         json!({"type": "start_local_editor", "requestId": "c1", "cwd": setup.work()}),
     )?;
-    // code-server takes seconds to answer; the withdrawal comes at once.
+    // code-server takes seconds to answer; the withdrawal comes once it
+    // runs, before it answers.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while setup.editor_processes().is_empty() {
+        ensure!(tokio::time::Instant::now() < deadline, "code-server never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     setup.allow(&[elsewhere.path()]).await?;
     let answer = setup.start_editor("c1-wait", &setup.work(), json!({})).await?;
     assert_eq!(answer["code"], "cwd_not_allowed", "{answer}");
