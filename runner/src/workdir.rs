@@ -345,7 +345,10 @@ mod tests {
     fn allows_the_root_and_what_is_under_it() {
         let tree = Tree::new("under");
         let policy = tree.policy();
-        assert_eq!(tree.check(&policy, "allowed").unwrap(), tree.path("allowed"));
+        assert_eq!(
+            tree.check(&policy, "allowed").unwrap(),
+            tree.path("allowed")
+        );
         assert_eq!(
             tree.check(&policy, "allowed/sub").unwrap(),
             tree.path("allowed/sub")
@@ -446,7 +449,8 @@ mod tests {
         std::fs::create_dir_all(raw.join("sub")).unwrap();
         std::fs::create_dir(&lossy).unwrap();
         let mut policy = CwdPolicy::new(&[]);
-        assert_eq!(policy.set_allowed(std::slice::from_ref(&raw)), [raw.clone()]);
+        let kept = policy.set_allowed(std::slice::from_ref(&raw));
+        assert_eq!(kept, std::slice::from_ref(&raw));
         assert_eq!(
             policy.check(Some(&raw.join("sub"))).unwrap().path(),
             raw.join("sub")
@@ -473,7 +477,10 @@ mod tests {
             unsafe { libc::fstat(checked.dir().as_raw_fd(), &mut stat) },
             0
         );
-        assert_eq!(stat.st_ino, inode, "the descriptor still is the checked one");
+        assert_eq!(
+            stat.st_ino, inode,
+            "the descriptor still is the checked one"
+        );
 
         let mut child = std::process::Command::new("sleep")
             .arg("30")

@@ -168,7 +168,10 @@ async fn a_flipping_directory_never_starts_an_instance_outside() -> Result<()> {
     let (mut started, mut refused) = (0, 0);
     let mut outcome = Ok(());
     for i in 0..STARTS {
-        match setup.start_instance(&format!("flip{i}"), Some(&target)).await {
+        match setup
+            .start_instance(&format!("flip{i}"), Some(&target))
+            .await
+        {
             Ok(Ok(_)) => started += 1,
             Ok(Err(answer)) if answer["code"] == "cwd_not_allowed" => refused += 1,
             Ok(Err(answer)) => {
@@ -186,15 +189,24 @@ async fn a_flipping_directory_never_starts_an_instance_outside() -> Result<()> {
     outcome?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let seen = setup.seen();
-    let outside: Vec<_> = seen.iter().filter(|(_, cwd)| !cwd.starts_with(&allowed)).collect();
+    let outside: Vec<_> = seen
+        .iter()
+        .filter(|(_, cwd)| !cwd.starts_with(&allowed))
+        .collect();
     println!(
         "{started} started, {refused} refused, {} ran outside, {} flips",
         outside.len(),
         flips.load(Ordering::Relaxed)
     );
-    assert!(outside.is_empty(), "ran outside the allowed root: {outside:?}");
+    assert!(
+        outside.is_empty(),
+        "ran outside the allowed root: {outside:?}"
+    );
     assert_eq!(seen.len(), started, "{seen:?}");
-    assert!(started > 0, "no start saw the directory: the race was not run");
+    assert!(
+        started > 0,
+        "no start saw the directory: the race was not run"
+    );
     Ok(())
 }
 
@@ -203,7 +215,9 @@ async fn a_flipping_directory_never_starts_an_instance_outside() -> Result<()> {
 async fn a_relative_cwd_is_not_allowed() -> Result<()> {
     let setup = Setup::start().await?;
     for cwd in ["allowed", "./allowed", "../allowed"] {
-        let answer = setup.start_instance(&format!("rel-{cwd}"), Some(cwd)).await?;
+        let answer = setup
+            .start_instance(&format!("rel-{cwd}"), Some(cwd))
+            .await?;
         assert_eq!(refused_code(&answer), Some("cwd_not_allowed"), "{answer:?}");
     }
     let after = setup.sim.event_count();

@@ -311,11 +311,16 @@ async fn a_withdrawal_during_an_editor_start_wins() -> Result<()> {
     // runs, before it answers.
     let deadline = tokio::time::Instant::now() + WAIT;
     while setup.editor_processes().is_empty() {
-        ensure!(tokio::time::Instant::now() < deadline, "code-server never started");
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "code-server never started"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     setup.allow(&[elsewhere.path()]).await?;
-    let answer = setup.start_editor("c1-wait", &setup.work(), json!({})).await?;
+    let answer = setup
+        .start_editor("c1-wait", &setup.work(), json!({}))
+        .await?;
     assert_eq!(answer["code"], "cwd_not_allowed", "{answer}");
     let (_, failed) = setup
         .sim
@@ -323,7 +328,10 @@ async fn a_withdrawal_during_an_editor_start_wins() -> Result<()> {
         .await?;
     assert_eq!(failed["code"], "editor_failed", "{failed}");
     assert!(
-        failed["message"].as_str().unwrap_or("").contains("no longer allowed"),
+        failed["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no longer allowed"),
         "{failed}"
     );
     gone(&setup).await?;

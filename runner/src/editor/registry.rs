@@ -647,4 +647,60 @@ mod tests {
         assert!(!root.join("seen").exists(), "code-server ran");
         assert_nothing_left(&root);
     }
+
+    /// A writer flips an allowed directory between itself and a symlink to
+    /// outside as fast as it can while editors start: none runs outside.
+    #[tokio::test]
+    async fn a_flipping_directory_never_starts_an_editor_outside() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let scratch = tempfile::tempdir().unwrap();
+        let root = scratch.path().canonicalize().unwrap();
+        let (allowed, outside) = (root.join("allowed"), root.join("outside"));
+        let (flip, real) = (allowed.join("flip"), allowed.join("real"));
+        std::fs::create_dir_all(&real).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, &flip).unwrap();
+        let mut policy = CwdPolicy::new(&[]);
+        policy.set_allowed(std::slice::from_ref(&allowed));
+        let log = root.join("seen.log");
+        let program = fake_program(&root, &format!("pwd -P >> {}; exit 0", log.display()));
+        let editors = registry(&root, program, Duration::from_secs(10));
+        editors.set_policy(policy.clone());
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = std::thread::spawn({
+            let (stop, flip, real, outside) = (stop.clone(), flip.clone(), real, outside);
+            move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = std::fs::remove_file(&flip);
+                    let _ = std::fs::rename(&real, &flip);
+                    let _ = std::fs::rename(&flip, &real);
+                    let _ = std::os::unix::fs::symlink(&outside, &flip);
+                }
+            }
+        });
+        let mut started = 0;
+        for _ in 0..100 {
+            // Spread over the writer's phases.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let Ok(checked) = policy.check(Some(&flip)) else {
+                continue;
+            };
+            started += 1;
+            let request = StartRequest {
+                dir: Some(checked.dir().clone()),
+                ..request(checked.path())
+            };
+            let reason = failure(editors.start(request).await);
+            assert!(reason.contains("before it answered"), "{reason}");
+        }
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+        let seen = std::fs::read_to_string(&log).unwrap_or_default();
+        let ran: Vec<&str> = seen.lines().collect();
+        assert_eq!(ran.len(), started, "{seen}");
+        assert!(started > 0, "no check saw the directory");
+        for cwd in ran {
+            assert!(Path::new(cwd).starts_with(&allowed), "ran outside: {cwd}");
+        }
+    }
 }

@@ -26,7 +26,13 @@ pub(crate) fn enter(dir: RawFd) -> io::Result<()> {
 pub(crate) fn cwd_is_under(roots: &[Vec<u8>]) -> bool {
     let mut buf = [0u8; 4096];
     // SAFETY: readlink writes at most buf.len() bytes into buf.
-    let n = unsafe { libc::readlink(c"/proc/self/cwd".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n = unsafe {
+        libc::readlink(
+            c"/proc/self/cwd".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
     let Ok(n) = usize::try_from(n) else {
         return false;
     };
@@ -42,6 +48,7 @@ pub(crate) fn cwd_is_under(_roots: &[Vec<u8>]) -> bool {
 }
 
 /// `path` is `root` or lies under it, by whole components.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) fn under(path: &[u8], root: &[u8]) -> bool {
     path.starts_with(root)
         && (path.len() == root.len() || root.ends_with(b"/") || path[root.len()] == b'/')
