@@ -58,6 +58,45 @@ pub(crate) fn under(path: &[u8], root: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    /// A held child given a directory's descriptor starts there, though
+    /// the directory's path names another one by the time it forks.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_held_child_starts_in_the_descriptor_not_the_path() {
+        use std::os::fd::{FromRawFd, OwnedFd};
+
+        use crate::supervise::{HeldChild, SpawnOptions};
+
+        let scratch = tempfile::tempdir().unwrap();
+        let root = scratch.path().canonicalize().unwrap();
+        let (checked, elsewhere) = (root.join("checked"), root.join("elsewhere"));
+        std::fs::create_dir(&checked).unwrap();
+        std::fs::create_dir(&elsewhere).unwrap();
+        let path = std::ffi::CString::new(checked.to_str().unwrap()).unwrap();
+        // SAFETY: open reads a NUL-terminated path; we own the result.
+        let dir = unsafe {
+            let fd = libc::open(
+                path.as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            );
+            assert!(fd >= 0);
+            OwnedFd::from_raw_fd(fd)
+        };
+        std::fs::rename(&checked, root.join("moved")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &checked).unwrap();
+        let options = SpawnOptions {
+            cwd: Some(checked.clone()),
+            cwd_dir: Some(std::sync::Arc::new(dir)),
+            ..SpawnOptions::default()
+        };
+        let argv = ["sleep".to_string(), "30".to_string()];
+        let held = HeldChild::spawn(&argv, &options).unwrap();
+        let cwd = std::fs::read_link(format!("/proc/{}/cwd", held.pid())).unwrap();
+        assert_eq!(cwd, root.join("moved"));
+        let mut child = held.release().unwrap();
+        child.kill().await.unwrap();
+    }
+
     #[test]
     fn under_compares_whole_components() {
         assert!(under(b"/a/b", b"/a/b"));
