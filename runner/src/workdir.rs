@@ -4,11 +4,22 @@
 //! `--allow-cwd` roots, only those of Kandan's roots that lie under a local
 //! one count. A cwd is allowed when it is absolute, exists, is a directory,
 //! and its canonical path (symlinks and `..` resolved) is an allowed root or
-//! lies under one. Everything is compared canonically, so a symlink never
-//! lets a cwd out of its root.
+//! lies under one. Everything is compared canonically and as bytes, so a
+//! symlink never lets a cwd out of its root and a name that is not UTF-8
+//! is neither refused nor confused with another.
+//!
+//! The check opens the directory and reads the canonical path of what it
+//! opened: the process then starts in that descriptor ([`CheckedCwd`]), not
+//! in whatever the path names by the time it forks, and its working
+//! directory is checked once more before it `exec`s
+//! ([`CwdPolicy::verify_process`]).
 
+use std::ffi::CString;
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Why a cwd is refused; every variant is the wire's `cwd_not_allowed`.
 #[derive(Debug, thiserror::Error)]
@@ -19,27 +30,58 @@ pub enum CwdError {
     )]
     NoAllowedRoots,
     /// The cwd is not an absolute path.
-    #[error("cwd `{cwd}` is not an absolute path")]
-    Relative { cwd: String },
-    /// The cwd does not exist or cannot be resolved.
-    #[error("cwd `{cwd}` does not exist or cannot be resolved")]
+    #[error("cwd `{}` is not an absolute path", .cwd.display())]
+    Relative { cwd: PathBuf },
+    /// The cwd does not exist or cannot be opened.
+    #[error("cwd `{}` does not exist or cannot be opened", .cwd.display())]
     Missing {
-        cwd: String,
+        cwd: PathBuf,
         #[source]
         source: io::Error,
     },
     /// The cwd exists but is not a directory.
-    #[error("cwd `{cwd}` is not a directory")]
-    NotADirectory { cwd: String },
+    #[error("cwd `{}` is not a directory", .cwd.display())]
+    NotADirectory { cwd: PathBuf },
     /// The cwd resolves outside every allowed root.
-    #[error("cwd `{cwd}` (resolved to `{}`) is not under an allowed directory", .canonical.display())]
-    Outside { cwd: String, canonical: PathBuf },
+    #[error("cwd `{}` (resolved to `{}`) is not under an allowed directory", .cwd.display(), .canonical.display())]
+    Outside { cwd: PathBuf, canonical: PathBuf },
+    /// Between the check and its `exec`, the process's directory moved
+    /// out of every allowed root, or its root was withdrawn.
+    #[error("the directory the process was to start in (now `{}`) is no longer under an allowed directory", .now.display())]
+    Escaped { now: PathBuf },
+    /// The process's working directory cannot be read.
+    #[error("cannot read the working directory of process {pid}")]
+    Unverifiable {
+        pid: u32,
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl CwdError {
     /// The `control_error` code for every refusal.
     pub fn code(&self) -> &'static str {
         "cwd_not_allowed"
+    }
+}
+
+/// A cwd that passed the policy: its canonical path when checked, and the
+/// directory itself, opened by the check. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct CheckedCwd {
+    canonical: PathBuf,
+    dir: Arc<OwnedFd>,
+}
+
+impl CheckedCwd {
+    /// The canonical path, as checked (what Kandan is told).
+    pub fn path(&self) -> &Path {
+        &self.canonical
+    }
+
+    /// The directory, to start a process in (`SpawnOptions::cwd_dir`).
+    pub fn dir(&self) -> &Arc<OwnedFd> {
+        &self.dir
     }
 }
 
@@ -61,8 +103,8 @@ impl CwdPolicy {
         let local = (!local_roots.is_empty()).then(|| {
             local_roots
                 .iter()
-                .filter_map(|root| match canonical_dir(root) {
-                    Ok(path) => Some(path),
+                .filter_map(|root| match open_dir(root) {
+                    Ok((_, path)) => Some(path),
                     Err(err) => {
                         tracing::warn!("--allow-cwd {}: ignored: {err}", root.display());
                         None
@@ -80,17 +122,17 @@ impl CwdPolicy {
     /// that count from now on, as canonical paths. Relative, missing and
     /// non-directory entries, and those outside the local roots, are
     /// dropped.
-    pub fn set_allowed(&mut self, kandan_roots: &[String]) -> &[PathBuf] {
+    pub fn set_allowed(&mut self, kandan_roots: &[PathBuf]) -> &[PathBuf] {
         self.allowed = kandan_roots
             .iter()
             .filter_map(|root| {
-                let path = Path::new(root);
-                if !path.is_absolute() {
-                    tracing::warn!("allowedCwds: `{root}` is not absolute: ignored");
+                let shown = root.display();
+                if !root.is_absolute() {
+                    tracing::warn!("allowedCwds: `{shown}` is not absolute: ignored");
                     return None;
                 }
-                let canonical = canonical_dir(path)
-                    .inspect_err(|err| tracing::warn!("allowedCwds: `{root}`: ignored: {err}"))
+                let (_, canonical) = open_dir(root)
+                    .inspect_err(|err| tracing::warn!("allowedCwds: `{shown}`: ignored: {err}"))
                     .ok()?;
                 let under_local = self
                     .local
@@ -98,7 +140,7 @@ impl CwdPolicy {
                     .is_none_or(|local| local.iter().any(|l| canonical.starts_with(l)));
                 if !under_local {
                     tracing::info!(
-                        "allowedCwds: `{root}` is outside the --allow-cwd roots: ignored"
+                        "allowedCwds: `{shown}` is outside the --allow-cwd roots: ignored"
                     );
                     return None;
                 }
@@ -113,33 +155,41 @@ impl CwdPolicy {
         &self.allowed
     }
 
-    /// Checks `cwd` (or picks the first allowed root when it is `None`)
-    /// and returns its canonical path, the one to start the process in.
-    pub fn resolve(&self, cwd: Option<&str>) -> Result<PathBuf, CwdError> {
-        let Some(cwd) = cwd else {
-            return self
-                .allowed
-                .first()
-                .cloned()
-                .ok_or(CwdError::NoAllowedRoots);
+    /// Whether the canonical path `path` is an allowed root or lies under
+    /// one. `starts_with` compares whole components, as bytes: /a/bc is
+    /// not under /a/b.
+    pub fn allows(&self, path: &Path) -> bool {
+        self.allowed.iter().any(|root| path.starts_with(root))
+    }
+
+    /// Checks `cwd` (the first allowed root when it is `None`, opened and
+    /// checked afresh: it may have been replaced since) and opens it.
+    pub fn check(&self, cwd: Option<&Path>) -> Result<CheckedCwd, CwdError> {
+        let cwd = match cwd {
+            Some(cwd) => cwd,
+            None => self.allowed.first().ok_or(CwdError::NoAllowedRoots)?,
         };
-        let path = Path::new(cwd);
-        if !path.is_absolute() {
+        if !cwd.is_absolute() {
             return Err(CwdError::Relative { cwd: cwd.into() });
         }
-        let canonical = path.canonicalize().map_err(|source| CwdError::Missing {
-            cwd: cwd.into(),
-            source,
+        let (dir, canonical) = open_dir(cwd).map_err(|source| {
+            if source.raw_os_error() == Some(libc::ENOTDIR) {
+                CwdError::NotADirectory { cwd: cwd.into() }
+            } else {
+                CwdError::Missing {
+                    cwd: cwd.into(),
+                    source,
+                }
+            }
         })?;
-        if !canonical.is_dir() {
-            return Err(CwdError::NotADirectory { cwd: cwd.into() });
-        }
         if self.allowed.is_empty() {
             return Err(CwdError::NoAllowedRoots);
         }
-        // `starts_with` compares whole components: /a/bc is not under /a/b.
-        if self.allowed.iter().any(|root| canonical.starts_with(root)) {
-            Ok(canonical)
+        if self.allows(&canonical) {
+            Ok(CheckedCwd {
+                canonical,
+                dir: Arc::new(dir),
+            })
         } else {
             Err(CwdError::Outside {
                 cwd: cwd.into(),
@@ -147,22 +197,107 @@ impl CwdPolicy {
             })
         }
     }
+
+    /// The last check before a held process `exec`s: its working directory
+    /// (where the checked descriptor put it) is still under a root allowed
+    /// now. It fails when the directory was moved out of its root, or the
+    /// root withdrawn, since the check.
+    pub fn verify_process(&self, pid: u32) -> Result<(), CwdError> {
+        let now = process_cwd(pid).map_err(|source| CwdError::Unverifiable { pid, source })?;
+        if self.allows(&now) {
+            Ok(())
+        } else {
+            Err(CwdError::Escaped { now })
+        }
+    }
 }
 
-fn canonical_dir(path: &Path) -> io::Result<PathBuf> {
-    let canonical = path.canonicalize()?;
-    if canonical.is_dir() {
-        Ok(canonical)
-    } else {
-        Err(io::Error::new(
-            io::ErrorKind::NotADirectory,
-            "not a directory",
-        ))
+/// Opens the directory `path` names (symlinks followed) without reading
+/// it, and returns it with the canonical path of what was opened.
+fn open_dir(path: &Path) -> io::Result<(OwnedFd, PathBuf)> {
+    // O_PATH: no read permission needed, enough for fchdir.
+    #[cfg(target_os = "linux")]
+    const FLAGS: libc::c_int = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    #[cfg(not(target_os = "linux"))]
+    const FLAGS: libc::c_int = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "the path holds a NUL byte"))?;
+    // SAFETY: open reads a NUL-terminated path we own.
+    let fd = unsafe { libc::open(c_path.as_ptr(), FLAGS) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
     }
+    // SAFETY: open just returned this descriptor; we own it.
+    let dir = unsafe { OwnedFd::from_raw_fd(fd) };
+    let canonical = fd_path(&dir)?;
+    if !canonical.is_absolute() {
+        return Err(io::Error::other("the directory has no path"));
+    }
+    Ok((dir, canonical))
+}
+
+/// The path the kernel has for an open descriptor.
+#[cfg(target_os = "linux")]
+fn fd_path(fd: &OwnedFd) -> io::Result<PathBuf> {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+#[cfg(target_os = "macos")]
+fn fd_path(fd: &OwnedFd) -> io::Result<PathBuf> {
+    let mut buf = [0u8; libc::MAXPATHLEN as usize];
+    // SAFETY: F_GETPATH writes at most MAXPATHLEN bytes into buf.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPATH, buf.as_mut_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(path_of_c_bytes(&buf))
+}
+
+/// The working directory of process `pid`.
+#[cfg(target_os = "linux")]
+pub(crate) fn process_cwd(pid: u32) -> io::Result<PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/cwd"))
+}
+
+#[cfg(target_os = "macos")]
+pub(crate) fn process_cwd(pid: u32) -> io::Result<PathBuf> {
+    let pid = libc::c_int::try_from(pid).map_err(io::Error::other)?;
+    // SAFETY: a plain C struct of integers and byte arrays.
+    let mut info: libc::proc_vnodepathinfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::proc_vnodepathinfo>() as libc::c_int;
+    // SAFETY: proc_pidinfo writes at most `size` bytes into `info`.
+    let n = unsafe {
+        libc::proc_pidinfo(
+            pid,
+            libc::PROC_PIDVNODEPATHINFO,
+            0,
+            std::ptr::from_mut(&mut info).cast(),
+            size,
+        )
+    };
+    if n != size {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: vip_path is MAXPATHLEN contiguous C chars.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            info.pvi_cdir.vip_path.as_ptr().cast::<u8>(),
+            libc::MAXPATHLEN as usize,
+        )
+    };
+    Ok(path_of_c_bytes(bytes))
+}
+
+#[cfg(target_os = "macos")]
+fn path_of_c_bytes(bytes: &[u8]) -> PathBuf {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    PathBuf::from(std::ffi::OsStr::from_bytes(&bytes[..end]))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::ffi::OsStr;
+    use std::os::unix::fs::MetadataExt;
+
     use super::*;
 
     struct Tree {
@@ -183,8 +318,14 @@ mod tests {
             }
         }
 
-        fn path(&self, rel: &str) -> String {
-            self.dir.join(rel).to_string_lossy().into_owned()
+        fn path(&self, rel: &str) -> PathBuf {
+            self.dir.join(rel)
+        }
+
+        fn check(&self, policy: &CwdPolicy, rel: &str) -> Result<PathBuf, CwdError> {
+            policy
+                .check(Some(&self.path(rel)))
+                .map(|cwd| cwd.path().to_path_buf())
         }
 
         fn policy(&self) -> CwdPolicy {
@@ -205,73 +346,71 @@ mod tests {
         let tree = Tree::new("under");
         let policy = tree.policy();
         assert_eq!(
-            policy.resolve(Some(&tree.path("allowed"))).unwrap(),
-            tree.dir.join("allowed")
+            tree.check(&policy, "allowed").unwrap(),
+            tree.path("allowed")
         );
         assert_eq!(
-            policy.resolve(Some(&tree.path("allowed/sub"))).unwrap(),
-            tree.dir.join("allowed/sub")
+            tree.check(&policy, "allowed/sub").unwrap(),
+            tree.path("allowed/sub")
         );
         // `..` that stays inside is fine, and comes back canonical.
         assert_eq!(
-            policy.resolve(Some(&tree.path("allowed/sub/.."))).unwrap(),
-            tree.dir.join("allowed")
+            tree.check(&policy, "allowed/sub/..").unwrap(),
+            tree.path("allowed")
         );
     }
 
     #[test]
-    fn missing_cwd_means_the_first_root() {
+    fn missing_cwd_means_the_first_root_checked_afresh() {
         let tree = Tree::new("first");
-        assert_eq!(
-            tree.policy().resolve(None).unwrap(),
-            tree.dir.join("allowed")
-        );
+        let policy = tree.policy();
+        assert_eq!(policy.check(None).unwrap().path(), tree.path("allowed"));
         assert!(matches!(
-            CwdPolicy::new(&[]).resolve(None),
+            CwdPolicy::new(&[]).check(None),
             Err(CwdError::NoAllowedRoots)
         ));
+        // The root is renamed and its name made a symlink to elsewhere:
+        // the root as stored no longer names an allowed directory.
+        std::fs::rename(tree.path("allowed"), tree.path("allowed.old")).unwrap();
+        std::os::unix::fs::symlink(tree.path("outside"), tree.path("allowed")).unwrap();
+        let err = policy.check(None).unwrap_err();
+        assert!(matches!(err, CwdError::Outside { .. }), "{err}");
     }
 
     #[test]
     fn refuses_outside_dotdot_and_symlink_escapes() {
         let tree = Tree::new("escape");
         let policy = tree.policy();
-        let err = policy.resolve(Some(&tree.path("outside"))).unwrap_err();
+        let err = tree.check(&policy, "outside").unwrap_err();
         assert!(matches!(err, CwdError::Outside { .. }), "{err}");
         assert_eq!(err.code(), "cwd_not_allowed");
-        let err = policy
-            .resolve(Some(&tree.path("allowed/../outside")))
-            .unwrap_err();
+        let err = tree.check(&policy, "allowed/../outside").unwrap_err();
         assert!(matches!(err, CwdError::Outside { .. }), "{err}");
-        std::os::unix::fs::symlink(tree.dir.join("outside"), tree.dir.join("allowed/link"))
-            .unwrap();
-        let err = policy
-            .resolve(Some(&tree.path("allowed/link")))
-            .unwrap_err();
+        std::os::unix::fs::symlink(tree.path("outside"), tree.path("allowed/link")).unwrap();
+        let err = tree.check(&policy, "allowed/link").unwrap_err();
         assert!(
             err.to_string().contains("outside"),
             "names the resolved path: {err}"
         );
         // A sibling whose name starts with the root's is not under it.
-        std::fs::create_dir(tree.dir.join("allowed2")).unwrap();
-        assert!(policy.resolve(Some(&tree.path("allowed2"))).is_err());
+        std::fs::create_dir(tree.path("allowed2")).unwrap();
+        assert!(tree.check(&policy, "allowed2").is_err());
     }
 
     #[test]
     fn refuses_relative_missing_and_files() {
         let tree = Tree::new("kinds");
         let policy = tree.policy();
+        for relative in ["allowed", "./allowed", ""] {
+            let err = policy.check(Some(Path::new(relative))).unwrap_err();
+            assert!(matches!(err, CwdError::Relative { .. }), "{err}");
+            assert_eq!(err.code(), "cwd_not_allowed");
+        }
         assert!(matches!(
-            policy.resolve(Some("allowed")),
-            Err(CwdError::Relative { .. })
-        ));
-        assert!(matches!(
-            policy.resolve(Some(&tree.path("allowed/nope"))),
+            tree.check(&policy, "allowed/nope"),
             Err(CwdError::Missing { .. })
         ));
-        let err = policy
-            .resolve(Some(&tree.path("allowed/file")))
-            .unwrap_err();
+        let err = tree.check(&policy, "allowed/file").unwrap_err();
         assert!(matches!(err, CwdError::NotADirectory { .. }), "{err}");
         assert!(err.to_string().contains("not a directory"));
     }
@@ -279,7 +418,7 @@ mod tests {
     #[test]
     fn local_roots_narrow_kandans() {
         let tree = Tree::new("narrow");
-        let mut policy = CwdPolicy::new(&[tree.dir.join("allowed")]);
+        let mut policy = CwdPolicy::new(&[tree.path("allowed")]);
         let kept = policy
             .set_allowed(&[
                 tree.path("outside"),
@@ -288,15 +427,79 @@ mod tests {
                 tree.path("missing"),
             ])
             .to_vec();
-        assert_eq!(kept, vec![tree.dir.join("allowed/sub")]);
-        assert!(policy.resolve(Some(&tree.path("outside"))).is_err());
+        assert_eq!(kept, vec![tree.path("allowed/sub")]);
+        assert!(tree.check(&policy, "outside").is_err());
         // Under the local root but not under Kandan's: refused.
-        assert!(policy.resolve(Some(&tree.path("allowed"))).is_err());
-        assert!(policy.resolve(Some(&tree.path("allowed/sub"))).is_ok());
+        assert!(tree.check(&policy, "allowed").is_err());
+        assert!(tree.check(&policy, "allowed/sub").is_ok());
         // Kandan's root through a symlink into the local root counts.
-        std::os::unix::fs::symlink(tree.dir.join("allowed/sub"), tree.dir.join("outside/in"))
-            .unwrap();
+        std::os::unix::fs::symlink(tree.path("allowed/sub"), tree.path("outside/in")).unwrap();
         assert_eq!(policy.set_allowed(&[tree.path("outside/in")]).len(), 1);
-        assert!(policy.resolve(Some(&tree.path("allowed/sub"))).is_ok());
+        assert!(tree.check(&policy, "allowed/sub").is_ok());
+    }
+
+    /// A root whose name is not UTF-8 is compared as bytes: what a lossy
+    /// conversion would make of it is another directory, and outside.
+    #[test]
+    fn names_that_are_not_utf8_compare_as_bytes() {
+        let tree = Tree::new("bytes");
+        let raw = tree.dir.join(OsStr::from_bytes(b"r\xffoot"));
+        let lossy = PathBuf::from(raw.to_string_lossy().into_owned());
+        assert_ne!(raw, lossy);
+        std::fs::create_dir_all(raw.join("sub")).unwrap();
+        std::fs::create_dir(&lossy).unwrap();
+        let mut policy = CwdPolicy::new(&[]);
+        let kept = policy.set_allowed(std::slice::from_ref(&raw));
+        assert_eq!(kept, std::slice::from_ref(&raw));
+        assert_eq!(
+            policy.check(Some(&raw.join("sub"))).unwrap().path(),
+            raw.join("sub")
+        );
+        assert!(policy.allows(&raw.join("sub")));
+        let err = policy.check(Some(&lossy)).unwrap_err();
+        assert!(matches!(err, CwdError::Outside { .. }), "{err}");
+    }
+
+    /// The descriptor is the directory that was checked, whatever its path
+    /// names later; and a process in it that moved out is caught.
+    #[test]
+    fn the_checked_directory_is_held_and_a_move_out_is_seen() {
+        let tree = Tree::new("held");
+        let policy = tree.policy();
+        let checked = policy.check(Some(&tree.path("allowed/sub"))).unwrap();
+        let inode = std::fs::metadata(tree.path("allowed/sub")).unwrap().ino();
+        // The attacker swaps the directory for a symlink to outside.
+        std::fs::rename(tree.path("allowed/sub"), tree.path("allowed/sub.old")).unwrap();
+        std::os::unix::fs::symlink(tree.path("outside"), tree.path("allowed/sub")).unwrap();
+        // SAFETY: fstat into a zeroed struct, on a descriptor we hold.
+        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+        assert_eq!(
+            unsafe { libc::fstat(checked.dir().as_raw_fd(), &mut stat) },
+            0
+        );
+        assert_eq!(
+            stat.st_ino, inode,
+            "the descriptor still is the checked one"
+        );
+
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .current_dir(tree.path("allowed/sub.old"))
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        policy.verify_process(pid).unwrap();
+        std::fs::rename(tree.path("allowed/sub.old"), tree.path("outside/moved")).unwrap();
+        let err = policy.verify_process(pid).unwrap_err();
+        assert!(matches!(err, CwdError::Escaped { .. }), "{err}");
+        assert_eq!(err.code(), "cwd_not_allowed");
+        // A withdrawn root fails the same way.
+        std::fs::rename(tree.path("outside/moved"), tree.path("allowed/back")).unwrap();
+        policy.verify_process(pid).unwrap();
+        let mut withdrawn = policy.clone();
+        withdrawn.set_allowed(&[tree.path("outside")]);
+        assert!(withdrawn.verify_process(pid).is_err());
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 }

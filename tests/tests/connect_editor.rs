@@ -293,6 +293,103 @@ async fn withdrawn_cwd_killed_editor_and_runner_exit_leave_nothing() -> Result<(
     Ok(())
 }
 
+/// PROTOCOL.md section 6: an `update_runner_config` that withdraws the cwd
+/// while its editor is still starting wins: `editor_failed`, never
+/// `local_editor_started`, and nothing of it keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawal_during_an_editor_start_wins() -> Result<()> {
+    let Some(bin) = code_server_bin("a_withdrawal_during_an_editor_start_wins") else {
+        return Ok(());
+    };
+    let setup = Setup::start(&bin).await?;
+    let elsewhere = tempfile::tempdir()?;
+    let after = setup.sim.event_count();
+    setup.sim.send_control(
+        json!({"type": "start_local_editor", "requestId": "c1", "cwd": setup.work()}),
+    )?;
+    // code-server takes seconds to answer; the withdrawal comes once it
+    // runs, before it answers.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while setup.editor_processes().is_empty() {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "code-server never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    setup.allow(&[elsewhere.path()]).await?;
+    let answer = setup
+        .start_editor("c1-wait", &setup.work(), json!({}))
+        .await?;
+    assert_eq!(answer["code"], "cwd_not_allowed", "{answer}");
+    let (_, failed) = setup
+        .sim
+        .wait_for_event_after(after, "control_error", |e| e["requestId"] == "c1", WAIT)
+        .await?;
+    assert_eq!(failed["code"], "editor_failed", "{failed}");
+    assert!(
+        failed["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no longer allowed"),
+        "{failed}"
+    );
+    gone(&setup).await?;
+    // Still nothing a while later: no late start, no process.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let events = setup.sim.events_since(after);
+    ensure!(
+        !events.iter().any(|e| e["type"] == "local_editor_started"),
+        "an editor started: {events:?}"
+    );
+    ensure!(setup.editor_processes().is_empty(), "an editor runs");
+    Ok(())
+}
+
+/// An editor whose canonical cwd is not UTF-8 keeps running through an
+/// `update_runner_config` that keeps it allowed (compared as bytes, not
+/// through a lossy conversion), and stops on one that withdraws it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cwd_that_is_not_utf8_survives_an_update_that_keeps_it() -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let Some(bin) = code_server_bin("a_cwd_that_is_not_utf8_survives_an_update_that_keeps_it")
+    else {
+        return Ok(());
+    };
+    let setup = Setup::start(&bin).await?;
+    // JSON carries only UTF-8: Kandan names it through a symlink.
+    let raw = setup
+        .root
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+    std::fs::create_dir(&raw)?;
+    let link = setup.root.path().join("ascii-name");
+    std::os::unix::fs::symlink(&raw, &link)?;
+    let started = setup
+        .start_editor("u1", &link.to_string_lossy(), json!({}))
+        .await?;
+    ensure!(
+        started["type"] == "local_editor_started",
+        "not started: {started}\n{}",
+        setup.runner.output()
+    );
+    let id = started["editorId"].as_str().context("editorId")?.to_owned();
+    let after = setup.sim.event_count();
+    setup.allow(&[setup.root.path()]).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let events = setup.sim.events_since(after);
+    ensure!(
+        !events.iter().any(|e| e["type"] == "local_editor_stopped"),
+        "stopped by an update that keeps it: {events:?}"
+    );
+    ensure!(!setup.editor_processes().is_empty(), "the editor is gone");
+    let elsewhere = tempfile::tempdir()?;
+    setup.allow(&[elsewhere.path()]).await?;
+    assert_eq!(setup.stopped(&id).await?["reason"], "cwd_not_allowed");
+    gone(&setup).await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collaboration_assets_come_from_kandan_and_failures_say_why() -> Result<()> {
     let Some(bin) = code_server_bin("collaboration_assets_come_from_kandan_and_failures_say_why")

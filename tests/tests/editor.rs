@@ -67,6 +67,7 @@ impl Bench {
             request_id: Some("req-1".into()),
             instance_id: None,
             cwd: cwd.to_path_buf(),
+            dir: None,
             collaboration: None,
         }
     }

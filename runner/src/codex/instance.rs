@@ -44,6 +44,7 @@ pub fn spawn(options: InstanceOptions) -> Result<HeldInstance, InstanceError> {
         program: options.codex_bin.clone(),
         args,
         cwd: options.cwd.clone(),
+        cwd_dir: options.cwd_dir.clone(),
         env: options.env.clone(),
         marker: options.marker.clone(),
         instance_marker: instance_marker()?,

@@ -36,6 +36,9 @@ pub struct InstanceOptions {
     pub codex_bin: PathBuf,
     /// Already checked by [`CwdPolicy`](crate::workdir::CwdPolicy).
     pub cwd: PathBuf,
+    /// `cwd` as the descriptor the check opened: the app-server starts in
+    /// it ([`CheckedCwd::dir`](crate::workdir::CheckedCwd::dir)).
+    pub cwd_dir: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
     /// Resume this thread instead of starting one.
     pub thread_id: Option<String>,
     pub model: Option<String>,
@@ -73,6 +76,7 @@ impl InstanceOptions {
         InstanceOptions {
             codex_bin,
             cwd,
+            cwd_dir: None,
             thread_id: None,
             model: None,
             reasoning_effort: None,

@@ -37,6 +37,8 @@ pub struct AppServerCommand {
     pub program: PathBuf,
     pub args: Vec<String>,
     pub cwd: PathBuf,
+    /// `cwd` as the descriptor its check opened; wins over `cwd`.
+    pub cwd_dir: Option<Arc<std::os::fd::OwnedFd>>,
     pub env: Vec<(String, String)>,
     /// The runner's [`TREE_MARKER`](crate::supervise::TREE_MARKER) value.
     pub marker: String,
@@ -60,6 +62,7 @@ impl HeldAppServer {
             marker: command.marker.clone(),
             piped: true,
             cwd: Some(command.cwd.clone()),
+            cwd_dir: command.cwd_dir.clone(),
             own_group: true,
             env: [
                 command.env.clone(),

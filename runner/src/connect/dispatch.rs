@@ -39,10 +39,7 @@ impl Runner {
                 }
                 self.config.allowed_cwds =
                     update.allowed_cwds.into_iter().map(|cwd| cwd.0).collect();
-                let roots: Vec<String> = (self.config.allowed_cwds.iter())
-                    .map(|cwd| cwd.display().to_string())
-                    .collect();
-                self.cwds.set_allowed(&roots);
+                self.cwds.set_allowed(&self.config.allowed_cwds);
                 self.retain_allowed_editors();
                 let applied = Event::RunnerConfigApplied(RunnerConfigApplied {
                     config_version: self.config.version,

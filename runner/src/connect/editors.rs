@@ -116,8 +116,8 @@ impl Runner {
                 ..ControlErrorEvent::new("start_local_editor", code, message)
             })
         };
-        let cwd = start.cwd.0.to_string_lossy();
-        let cwd = match self.cwds.resolve(Some(&cwd)) {
+        // Opened now: code-server starts in this very directory.
+        let checked = match self.cwds.check(Some(&start.cwd)) {
             Ok(cwd) => cwd,
             Err(err) => {
                 let message = crate::error_chain(&err);
@@ -138,7 +138,8 @@ impl Runner {
         let request = StartRequest {
             request_id: start.request_id,
             instance_id: start.instance_id,
-            cwd,
+            cwd: checked.path().to_path_buf(),
+            dir: Some(checked.dir().clone()),
             collaboration: start.collaboration.map(serde_json::Value::Object),
         };
         // Its outcome comes back through the registry's events.
@@ -166,16 +167,20 @@ impl Runner {
         });
     }
 
-    /// After `update_runner_config`: editors whose cwd lost its permission stop.
+    /// After `update_runner_config`: a start under way in a cwd that lost
+    /// its permission fails, running editors there stop. Their canonical
+    /// cwds are compared as bytes, as checked.
     pub(super) fn retain_allowed_editors(&self) {
         let Ok(editors) = self.editors.clone() else {
             return;
         };
+        // Before this returns: a start that has not begun yet sees it.
+        editors.set_policy(self.cwds.clone());
         let cwds = self.cwds.clone();
         tokio::spawn(async move {
-            let allowed =
-                |cwd: &std::path::Path| cwds.resolve(Some(&cwd.to_string_lossy())).is_ok();
-            editors.retain_allowed(allowed).await;
+            editors
+                .retain_allowed(|cwd: &std::path::Path| cwds.allows(cwd))
+                .await;
         });
     }
 }

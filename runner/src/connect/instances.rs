@@ -144,6 +144,19 @@ fn error(control_type: &str, instance_id: &str, code: ErrorCode, message: String
     ))
 }
 
+/// Ends an app-server held before exec (not reaped yet, so the pid is
+/// still its own); dropping it closes its gate too.
+fn kill_held(pid: u32) {
+    if let Ok(pid) = libc::pid_t::try_from(pid)
+        && pid > 0
+    {
+        // SAFETY: kill has no memory preconditions.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+}
+
 /// A fresh instance id: 16 random bytes in hex.
 fn fresh_id() -> String {
     let mut bytes = [0u8; 16];
@@ -176,8 +189,8 @@ impl Runner {
             }
             return;
         }
-        let cwd = start.cwd.as_ref().map(|cwd| cwd.0.to_string_lossy());
-        let cwd = match self.cwds.resolve(cwd.as_deref()) {
+        // Opened now: the app-server starts in this very directory.
+        let checked = match self.cwds.check(start.cwd.as_deref()) {
             Ok(cwd) => cwd,
             Err(err) => {
                 let message = crate::error_chain(&err);
@@ -207,7 +220,9 @@ impl Runner {
                     .await;
             }
         };
+        let cwd = checked.path().to_path_buf();
         let mut options = InstanceOptions::new(bin, cwd.clone());
+        options.cwd_dir = Some(checked.dir().clone());
         options.thread_id = start.thread_id;
         options.model = start.model;
         options.reasoning_effort = start.reasoning_effort;
@@ -227,12 +242,29 @@ impl Runner {
         }
         // Held before exec until it is a watched root: a dev server the
         // agent starts is detected from its first fork.
-        let started = codex::spawn(options).and_then(|held| {
-            if let Err(err) = self.instances.roots.add_root(held.pid()) {
-                tracing::warn!(instance_id, "cannot watch the app-server's tree: {err}");
+        let held = match codex::spawn(options) {
+            Ok(held) => held,
+            Err(err) => {
+                let message = crate::error_chain(&err);
+                return self
+                    .reply(session, refuse(ErrorCode::InstanceFailed, message))
+                    .await;
             }
-            held.start()
-        });
+        };
+        // Its directory, once more, before it execs: moved out of its root
+        // or withdrawn since the check, it never runs.
+        if let Err(err) = self.cwds.verify_process(held.pid()) {
+            kill_held(held.pid());
+            drop(held);
+            let message = crate::error_chain(&err);
+            return self
+                .reply(session, refuse(ErrorCode::CwdNotAllowed, message))
+                .await;
+        }
+        if let Err(err) = self.instances.roots.add_root(held.pid()) {
+            tracing::warn!(instance_id, "cannot watch the app-server's tree: {err}");
+        }
+        let started = held.start();
         let (handle, mut events) = match started {
             Ok(started) => started,
             Err(err) => {

@@ -111,6 +111,10 @@ pub enum EditorError {
     /// The cwd is not an absolute path of a directory.
     #[error("the cwd {0} is not an absolute path of a directory")]
     BadCwd(PathBuf),
+    /// Its cwd was withdrawn (`update_runner_config`) while it was starting,
+    /// or its directory moved out of every allowed root before `exec`.
+    #[error("the cwd {} is no longer allowed", .0.display())]
+    CwdWithdrawn(PathBuf),
     /// No random bytes for the editor id.
     #[error("cannot draw an editor id")]
     Random(#[source] getrandom::Error),

@@ -7,6 +7,7 @@
 //! (node-pty calls setsid), so the process group alone would miss it.
 
 use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -20,7 +21,10 @@ use tokio::time::{Instant, sleep};
 use super::dirs::EditorDirs;
 use super::{EditorError, EditorId, healthz};
 use crate::cgroup::Cgroup;
-use crate::supervise::{Marked, Members, ParentDeath, child_setup_in_child, exit_code};
+use crate::supervise::{
+    ESCAPED_ERRNO, Marked, Members, ParentDeath, child_setup_in_child, cwd_is_under, enter_dir,
+    exit_code,
+};
 
 /// Inherited by every process of an editor; its value is the editor id.
 pub(crate) const EDITOR_MARKER: &str = "KANDAN_RUNNER_EDITOR";
@@ -81,11 +85,29 @@ pub(crate) fn command(
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            use std::os::fd::AsRawFd;
             child_setup_in_child(parent_death, cgroup_procs.as_ref().map(|fd| fd.as_raw_fd()))
         });
     }
     Ok(command)
+}
+
+/// Starts `command` in `dir` (the descriptor the cwd check opened) and,
+/// where a child can read its own directory, fails it before `exec` with
+/// [`ESCAPED_ERRNO`] unless that still lies under one of `roots` (canonical,
+/// as bytes; `None`: no policy to check against).
+pub(crate) fn start_in(command: &mut Command, dir: Arc<OwnedFd>, roots: Option<Vec<Vec<u8>>>) {
+    // SAFETY: fchdir, readlink into the stack and byte comparisons only.
+    unsafe {
+        command.pre_exec(move || {
+            enter_dir(dir.as_raw_fd())?;
+            match &roots {
+                Some(roots) if !cwd_is_under(roots) => {
+                    Err(std::io::Error::from_raw_os_error(ESCAPED_ERRNO))
+                }
+                _ => Ok(()),
+            }
+        });
+    }
 }
 
 /// The last lines a process printed, for error messages.

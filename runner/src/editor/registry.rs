@@ -3,6 +3,8 @@
 //! first); stops run concurrently.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -15,6 +17,7 @@ use super::collaboration::Collaboration;
 use super::dirs::{EditorDirs, FolderLock, sweep_stale};
 use super::process::{self, Group};
 use super::{EditorConfig, EditorError, EditorEvent, EditorId, StopReason, resolve_code_server};
+use crate::workdir::CwdPolicy;
 
 /// A `start_local_editor`, its cwd already allowed by the cwd policy.
 #[derive(Clone, Debug, Default)]
@@ -23,6 +26,9 @@ pub struct StartRequest {
     pub instance_id: Option<String>,
     /// Absolute and canonical (the policy's answer).
     pub cwd: PathBuf,
+    /// `cwd` as the descriptor the policy's check opened: code-server
+    /// starts in it (else in `cwd` by path).
+    pub dir: Option<Arc<OwnedFd>>,
     /// The control's `collaboration` object, as sent.
     pub collaboration: Option<Value>,
 }
@@ -54,6 +60,9 @@ struct Shared {
     starting: tokio::sync::Mutex<()>,
     /// True once [`Editors::stop_all`] began.
     closing: watch::Sender<bool>,
+    /// The cwd policy now ([`Editors::set_policy`]); `None`: every cwd
+    /// given stays allowed.
+    policy: watch::Sender<Option<CwdPolicy>>,
 }
 
 /// The registry of running editors. Cheap to clone; every clone is the
@@ -81,6 +90,7 @@ impl Editors {
             running: Mutex::new(HashMap::new()),
             starting: tokio::sync::Mutex::new(()),
             closing: watch::channel(false).0,
+            policy: watch::channel(None).0,
         };
         (
             Editors {
@@ -115,9 +125,16 @@ impl Editors {
         event
     }
 
+    /// The cwd policy from now on (`update_runner_config`): a start whose
+    /// cwd it no longer allows fails with nothing left running. Running
+    /// editors are stopped by [`Editors::retain_allowed`].
+    pub fn set_policy(&self, policy: CwdPolicy) {
+        self.shared.policy.send_replace(Some(policy));
+    }
+
     async fn try_start(&self, request: &StartRequest) -> Result<EditorId, EditorError> {
         let cwd = &request.cwd;
-        if !cwd.is_absolute() || !cwd.is_dir() {
+        if !cwd.is_absolute() || (request.dir.is_none() && !cwd.is_dir()) {
             return Err(EditorError::BadCwd(cwd.clone()));
         }
         let collaboration = request
@@ -133,19 +150,28 @@ impl Editors {
         if let Some(id) = self.editor_for(cwd) {
             return Ok(id);
         }
-        // Cancelled by stop_all: dropping the start future drops its group
-        // (killed) and its folder guard (removed).
+        // Withdrawn since the control was checked, or while starting.
+        let mut policy = self.shared.policy.subscribe();
+        if !allows(&policy.borrow(), cwd) {
+            return Err(EditorError::CwdWithdrawn(cwd.clone()));
+        }
+        // Cancelled by stop_all or a withdrawal: dropping the start future
+        // drops its group (killed) and its folder guard (removed).
         tokio::select! {
-            started = self.launch(cwd, collaboration.as_ref()) => started,
+            started = self.launch(request, collaboration.as_ref()) => started,
             _ = closing.wait_for(|closing| *closing) => Err(EditorError::ShuttingDown),
+            _ = policy.wait_for(|policy| !allows(policy, cwd)) => {
+                Err(EditorError::CwdWithdrawn(cwd.clone()))
+            }
         }
     }
 
     async fn launch(
         &self,
-        cwd: &Path,
+        request: &StartRequest,
         collaboration: Option<&Collaboration>,
     ) -> Result<EditorId, EditorError> {
+        let cwd = request.cwd.as_path();
         let config = &self.shared.config;
         let id = EditorId::generate()?;
         // Looked up at each start: code-server may be installed while the
@@ -179,9 +205,28 @@ impl Editors {
             .arg(&dirs.user_data)
             .arg("--extensions-dir")
             .arg(&dirs.extensions)
-            .arg(cwd)
-            .current_dir(cwd);
-        let mut group = Group::spawn(command, &program, &id, cgroup)?;
+            .arg(cwd);
+        match &request.dir {
+            Some(dir) => {
+                let roots = self.shared.policy.borrow().as_ref().map(|policy| {
+                    (policy.allowed_roots().iter())
+                        .map(|root| root.as_os_str().as_bytes().to_vec())
+                        .collect()
+                });
+                process::start_in(&mut command, dir.clone(), roots);
+            }
+            None => {
+                command.current_dir(cwd);
+            }
+        }
+        let mut group = match Group::spawn(command, &program, &id, cgroup) {
+            Err(EditorError::Spawn { source, .. })
+                if source.raw_os_error() == Some(crate::supervise::ESCAPED_ERRNO) =>
+            {
+                return Err(EditorError::CwdWithdrawn(cwd.to_path_buf()));
+            }
+            spawned => spawned?,
+        };
         if let Err(err) = group.wait_ready(&dirs.socket, config.ready_timeout).await {
             group.end().await;
             return Err(err);
@@ -198,6 +243,12 @@ impl Editors {
         // Inserted under the lock the watcher takes to remove it: an editor
         // that exits at once is not left listed.
         let mut running = self.lock();
+        // Checked under the lock `retain_allowed` takes after a new policy:
+        // either that sees this editor, or this sees the new policy (and
+        // dropping the group kills it).
+        if !allows(&self.shared.policy.borrow(), cwd) {
+            return Err(EditorError::CwdWithdrawn(cwd.to_path_buf()));
+        }
         let watcher = tokio::spawn(watch_editor(
             self.shared.clone(),
             id.clone(),
@@ -300,6 +351,11 @@ impl Editors {
         )
         .await;
     }
+}
+
+/// Whether `policy` (none: no policy) allows the canonical `cwd`.
+fn allows(policy: &Option<CwdPolicy>, cwd: &Path) -> bool {
+    policy.as_ref().is_none_or(|policy| policy.allows(cwd))
 }
 
 /// Tells a running editor's watcher to stop it, and waits for the end.
@@ -511,5 +567,144 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_nothing_left(scratch.path());
+    }
+
+    /// scratch/{allowed/sub,outside}, a policy allowing `allowed`, and a
+    /// fake code-server that writes `pid cwd` to scratch/seen, then waits.
+    fn cwd_setup(scratch: &Path) -> (CwdPolicy, PathBuf, Editors) {
+        let root = scratch.canonicalize().unwrap();
+        std::fs::create_dir_all(root.join("allowed/sub")).unwrap();
+        std::fs::create_dir_all(root.join("outside")).unwrap();
+        let mut policy = CwdPolicy::new(&[]);
+        policy.set_allowed(&[root.join("allowed")]);
+        let seen = root.join("seen");
+        let program = fake_program(
+            &root,
+            &format!("echo \"$$ $(pwd -P)\" > {}; exec sleep 300", seen.display()),
+        );
+        let editors = registry(&root, program, Duration::from_secs(60));
+        editors.set_policy(policy.clone());
+        (policy, root, editors)
+    }
+
+    fn checked_request(policy: &CwdPolicy, cwd: &Path) -> StartRequest {
+        let checked = policy.check(Some(cwd)).unwrap();
+        StartRequest {
+            dir: Some(checked.dir().clone()),
+            ..request(checked.path())
+        }
+    }
+
+    async fn wait_seen(root: &Path) -> (libc::pid_t, PathBuf) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(root.join("seen")).unwrap_or_default();
+            if let Some((pid, cwd)) = text.trim_end().split_once(' ') {
+                return (pid.parse().unwrap(), PathBuf::from(cwd));
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The attacker swaps the checked directory for a symlink to outside
+    /// before code-server starts: it starts in the directory checked; and
+    /// a withdrawal while it starts fails the start and ends it.
+    #[tokio::test]
+    async fn starts_in_the_checked_directory_and_a_withdrawal_wins() {
+        let scratch = tempfile::tempdir().unwrap();
+        let (policy, root, editors) = cwd_setup(scratch.path());
+        let request = checked_request(&policy, &root.join("allowed/sub"));
+        std::fs::rename(root.join("allowed/sub"), root.join("allowed/kept")).unwrap();
+        std::os::unix::fs::symlink(root.join("outside"), root.join("allowed/sub")).unwrap();
+        let starting = tokio::spawn({
+            let editors = editors.clone();
+            async move { editors.start(request).await }
+        });
+        let (pid, cwd) = wait_seen(&root).await;
+        assert_eq!(cwd, root.join("allowed/kept"));
+        let mut withdrawn = policy.clone();
+        withdrawn.set_allowed(&[root.join("outside")]);
+        editors.set_policy(withdrawn);
+        let reason = failure(starting.await.unwrap());
+        assert!(reason.contains("no longer allowed"), "{reason}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while !member_pids(pid, "-").is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "the group survived");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(editors.list().is_empty());
+        assert_nothing_left(&root);
+    }
+
+    /// The checked directory moved out of its root before `exec`:
+    /// code-server never runs.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_directory_moved_out_before_exec_never_runs_code() {
+        let scratch = tempfile::tempdir().unwrap();
+        let (policy, root, editors) = cwd_setup(scratch.path());
+        let request = checked_request(&policy, &root.join("allowed/sub"));
+        std::fs::rename(root.join("allowed/sub"), root.join("outside/sub")).unwrap();
+        let reason = failure(editors.start(request).await);
+        assert!(reason.contains("no longer allowed"), "{reason}");
+        assert!(!root.join("seen").exists(), "code-server ran");
+        assert_nothing_left(&root);
+    }
+
+    /// A writer flips an allowed directory between itself and a symlink to
+    /// outside as fast as it can while editors start: none runs outside.
+    #[tokio::test]
+    async fn a_flipping_directory_never_starts_an_editor_outside() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let scratch = tempfile::tempdir().unwrap();
+        let root = scratch.path().canonicalize().unwrap();
+        let (allowed, outside) = (root.join("allowed"), root.join("outside"));
+        let (flip, real) = (allowed.join("flip"), allowed.join("real"));
+        std::fs::create_dir_all(&real).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, &flip).unwrap();
+        let mut policy = CwdPolicy::new(&[]);
+        policy.set_allowed(std::slice::from_ref(&allowed));
+        let log = root.join("seen.log");
+        let program = fake_program(&root, &format!("pwd -P >> {}; exit 0", log.display()));
+        let editors = registry(&root, program, Duration::from_secs(10));
+        editors.set_policy(policy.clone());
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = std::thread::spawn({
+            let (stop, flip, real, outside) = (stop.clone(), flip.clone(), real, outside);
+            move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = std::fs::remove_file(&flip);
+                    let _ = std::fs::rename(&real, &flip);
+                    let _ = std::fs::rename(&flip, &real);
+                    let _ = std::os::unix::fs::symlink(&outside, &flip);
+                }
+            }
+        });
+        let mut started = 0;
+        for _ in 0..100 {
+            // Spread over the writer's phases.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let Ok(checked) = policy.check(Some(&flip)) else {
+                continue;
+            };
+            started += 1;
+            let request = StartRequest {
+                dir: Some(checked.dir().clone()),
+                ..request(checked.path())
+            };
+            let reason = failure(editors.start(request).await);
+            assert!(reason.contains("before it answered"), "{reason}");
+        }
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+        let seen = std::fs::read_to_string(&log).unwrap_or_default();
+        let ran: Vec<&str> = seen.lines().collect();
+        assert_eq!(ran.len(), started, "{seen}");
+        assert!(started > 0, "no check saw the directory");
+        for cwd in ran {
+            assert!(Path::new(cwd).starts_with(&allowed), "ran outside: {cwd}");
+        }
     }
 }

@@ -8,6 +8,7 @@ mod child_setup;
 mod members;
 mod signals;
 mod spawn;
+mod start_dir;
 
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ pub(crate) use child_setup::{ParentDeath, in_child as child_setup_in_child};
 pub(crate) use members::{Marked, Members, group_alive};
 pub use signals::{Signal, Signals};
 pub use spawn::{HeldChild, SpawnError, SpawnOptions, TREE_MARKER};
+pub(crate) use start_dir::{ESCAPED_ERRNO, cwd_is_under, enter as enter_dir};
 
 /// After a signal, how long the command gets to stop by itself before its
 /// tree gets SIGTERM.

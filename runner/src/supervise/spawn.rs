@@ -45,6 +45,9 @@ pub struct SpawnOptions {
     pub piped: bool,
     /// The working directory (default: the runner's).
     pub cwd: Option<std::path::PathBuf>,
+    /// The working directory as the descriptor its check opened
+    /// (PROTOCOL.md section 6); wins over `cwd`.
+    pub cwd_dir: Option<std::sync::Arc<OwnedFd>>,
     /// The command leads a process group of its own, so the whole group
     /// can be signalled at once (a Codex instance; `-- COMMAND` stays in
     /// the runner's group so a terminal's Ctrl-C reaches it).
@@ -146,7 +149,8 @@ impl HeldChild {
         for var in SECRET_VARS {
             command.env_remove(var);
         }
-        if let Some(cwd) = &options.cwd {
+        let cwd_dir = options.cwd_dir.clone();
+        if let (None, Some(cwd)) = (&cwd_dir, &options.cwd) {
             command.current_dir(cwd);
         }
         if options.own_group {
@@ -184,7 +188,7 @@ impl HeldChild {
         };
         let cgroup_fd = cgroup_procs.as_ref().map(|fd| fd.as_raw_fd());
         let parent_death = ParentDeath::for_this_thread();
-        // SAFETY: only async-signal-safe calls (write, dup2, fcntl, prctl,
+        // SAFETY: only async-signal-safe calls (write, dup2, fcntl, fchdir, prctl,
         // getppid, the capget/capset syscalls) on stack data, between fork
         // and exec.
         unsafe {
@@ -197,6 +201,9 @@ impl HeldChild {
                     }
                 } else if libc::dup2(gate, 3) < 0 {
                     return Err(io::Error::last_os_error());
+                }
+                if let Some(dir) = &cwd_dir {
+                    super::start_dir::enter(dir.as_raw_fd())?;
                 }
                 child_setup::in_child(parent_death, cgroup_fd)
             });

@@ -54,7 +54,8 @@ impl<'de> Deserialize<'de> for UrlPath {
     }
 }
 
-/// An absolute path (`allowedCwds`, `cwd`).
+/// An absolute path (`allowedCwds`; a start's `cwd` is checked by the cwd
+/// policy instead, which answers `cwd_not_allowed`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AbsolutePath(pub PathBuf);
 

@@ -12,6 +12,8 @@ mod fields;
 #[cfg(test)]
 mod tests;
 
+use std::path::PathBuf;
+
 use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::value::RawValue;
@@ -129,7 +131,8 @@ pub struct UpdateRunnerConfig {
 pub struct StartLocalEditor {
     pub instance_id: Option<String>,
     pub request_id: Option<String>,
-    pub cwd: AbsolutePath,
+    /// Any path: the cwd policy refuses a relative one (`cwd_not_allowed`).
+    pub cwd: PathBuf,
     pub browser_base_url: Option<String>,
     /// Section 8: asset paths and the settings for the extension.
     pub collaboration: Option<serde_json::Map<String, serde_json::Value>>,
@@ -145,7 +148,8 @@ pub struct StopLocalEditor {
 #[serde(rename_all = "camelCase")]
 pub struct StartInstance {
     pub instance_id: Option<String>,
-    pub cwd: Option<AbsolutePath>,
+    /// Any path: the cwd policy refuses a relative one (`cwd_not_allowed`).
+    pub cwd: Option<PathBuf>,
     pub thread_id: Option<String>,
     #[serde(default)]
     pub launch_tui: bool,

@@ -371,11 +371,17 @@ fn editor_controls() {
         panic!()
     };
     assert_eq!(editor.request_id.as_deref(), Some("e1"));
-    assert_eq!(editor.cwd, AbsolutePath("/work".into()));
+    assert_eq!(editor.cwd, std::path::Path::new("/work"));
     assert_eq!(editor.browser_base_url.as_deref(), Some("https://k/x"));
     assert_eq!(editor.collaboration.unwrap()["room"], json!(3));
     missing(json!({"type": "start_local_editor"}), "cwd");
-    assert_invalid(json!({"type": "start_local_editor", "cwd": "rel"}), "cwd");
+    // A relative cwd parses: the cwd policy refuses it (`cwd_not_allowed`).
+    let Control::StartLocalEditor(relative) =
+        parse(json!({"type": "start_local_editor", "cwd": "rel"}))
+    else {
+        panic!()
+    };
+    assert_eq!(relative.cwd, std::path::Path::new("rel"));
     assert_eq!(
         parse(json!({"type": "stop_local_editor", "editorId": "ed"})),
         Control::StopLocalEditor(StopLocalEditor {
@@ -396,7 +402,7 @@ fn instance_controls() {
         start,
         Control::StartInstance(StartInstance {
             instance_id: None,
-            cwd: Some(AbsolutePath("/w".into())),
+            cwd: Some("/w".into()),
             thread_id: Some("t".into()),
             launch_tui: false,
             model: Some("m".into()),
