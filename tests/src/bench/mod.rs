@@ -13,6 +13,7 @@ pub mod baseline;
 pub mod clock;
 pub mod contender;
 pub mod cpu;
+pub mod filter;
 pub mod guard;
 pub mod helper;
 pub mod latency;

@@ -17,10 +17,10 @@ use integration_tests::bench::helper::Helper;
 use integration_tests::bench::latency::{self, Ports};
 use integration_tests::bench::report::{self, ContenderResult, Results, Setup};
 use integration_tests::bench::sleepers::Sleepers;
-use integration_tests::bench::{baseline, cpu, helper, scan, sleepers};
+use integration_tests::bench::{baseline, cpu, filter, helper, scan, sleepers};
 
 const USAGE: &str = "usage: bench-detect [--quick] [--runner PATH] [--idle-seconds N] \
-                     [--only latency|cpu|scan]";
+                     [--only latency|cpu|scan|filter]";
 
 /// Sizes of a run: full by default, `--quick` to iterate on the harness.
 struct Plan {
@@ -34,6 +34,7 @@ struct Plan {
     scans: [(usize, usize, usize); 2],
     /// The one phase to run (`--only`), or all of them.
     only: Option<Phase>,
+    filter: filter::Plan,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +42,8 @@ enum Phase {
     Latency,
     Cpu,
     Scan,
+    /// What the eBPF filters (pid, cgroup) cost processes outside the tree.
+    Filter,
 }
 
 impl Phase {
@@ -49,6 +52,7 @@ impl Phase {
             "latency" => Phase::Latency,
             "cpu" => Phase::Cpu,
             "scan" => Phase::Scan,
+            "filter" => Phase::Filter,
             other => bail!("unknown phase {other:?}; {USAGE}"),
         })
     }
@@ -74,6 +78,11 @@ impl Plan {
                 idle_sleepers: 1000,
                 scans: [(1000, 11, 2), (10_000, 5, 1)],
                 only: None,
+                filter: filter::Plan {
+                    rounds: 2,
+                    spawns: 200,
+                    listens: 1000,
+                },
             }
         } else {
             Plan {
@@ -91,6 +100,11 @@ impl Plan {
                 idle_sleepers: 1000,
                 scans: [(1000, 31, 5), (10_000, 11, 3)],
                 only: None,
+                filter: filter::Plan {
+                    rounds: 5,
+                    spawns: 500,
+                    listens: 3000,
+                },
             }
         }
     }
@@ -141,8 +155,18 @@ fn main() -> Result<()> {
                 plan.cpu.idle = idle;
             }
             plan.only = only;
-            let results = run(&Binaries { runner, bench }, &plan);
-            println!("{}", report::render(&results));
+            let bins = Binaries { runner, bench };
+            if plan.only != Some(Phase::Filter) {
+                let results = run(&bins, &plan);
+                println!("{}", report::render(&results));
+            }
+            if plan.runs(Phase::Filter) {
+                eprintln!("bench: the filters' cost outside the tree");
+                match filter::measure(&bins.runner, plan.filter) {
+                    Ok(cost) => println!("{}", filter::table(&cost)),
+                    Err(err) => println!("filter phase failed: {err:#}"),
+                }
+            }
             Ok(())
         }
     }
