@@ -97,6 +97,7 @@ fn start(poll_interval: Duration) -> Detector {
     procfs::start(&DetectorConfig {
         poll_interval,
         self_pid: std::process::id(),
+        watch_cgroups: false,
     })
     .expect("procfs works here")
 }
