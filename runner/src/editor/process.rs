@@ -19,13 +19,13 @@ use tokio::time::{Instant, sleep};
 
 use super::dirs::EditorDirs;
 use super::{EditorError, EditorId, healthz};
-use crate::supervise::{ParentDeath, child_setup_in_child, exit_code};
+use crate::supervise::{ParentDeath, child_setup_in_child, exit_code, scrub_environment};
 
 /// Inherited by every process of an editor; its value is the editor id.
 pub(crate) const EDITOR_MARKER: &str = "KANDAN_RUNNER_EDITOR";
-/// Runner variables code-server never sees (as for the root command), and
-/// code-server's own password variables (`--auth none` is meant).
-const REMOVED_VARS: [&str; 4] = ["KANDAN_TOKEN", "KANDAN_URL", "PASSWORD", "HASHED_PASSWORD"];
+/// code-server's own password variables (`--auth none` is meant); the
+/// runner's variables go as for the root command (`scrub_environment`).
+const REMOVED_VARS: [&str; 2] = ["PASSWORD", "HASHED_PASSWORD"];
 /// The line code-server prints once its socket listens.
 const LISTENING: &str = "HTTP server listening on ";
 /// Lines of output kept for error messages.
@@ -44,6 +44,7 @@ const OUTPUT_DRAIN: Duration = Duration::from_millis(500);
 /// closed, and a session (so a process group) of its own.
 pub(crate) fn command(program: &Path, dirs: &EditorDirs, id: &EditorId) -> Command {
     let mut command = Command::new(program);
+    scrub_environment(command.as_std_mut());
     command
         .env("XDG_DATA_HOME", &dirs.xdg_data)
         .env("XDG_CONFIG_HOME", &dirs.xdg_config)

@@ -3,6 +3,8 @@
 //! ending what remains of its tree when the runner stops ([`finish`]).
 
 mod child_setup;
+mod environment;
+pub(crate) mod probe;
 mod signals;
 mod spawn;
 mod tree;
@@ -14,6 +16,7 @@ use tokio::time::{Instant, timeout_at};
 
 // The editor's code-server is set up between fork and exec the same way.
 pub(crate) use child_setup::{ParentDeath, in_child as child_setup_in_child};
+pub(crate) use environment::scrub as scrub_environment;
 pub use signals::{Signal, Signals};
 pub use spawn::{HeldChild, SpawnError, SpawnOptions};
 
