@@ -505,7 +505,10 @@ async fn another_users_project_file_is_ignored_with_a_warning() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let (mine, planted) = (dir.path().join("mine"), dir.path().join("shared"));
     let (mine_port, planted_port) = (vite::free_port()?, vite::free_port()?);
-    for (project, port, label) in [(&mine, mine_port, "mine"), (&planted, planted_port, "planted")] {
+    for (project, port, label) in [
+        (&mine, mine_port, "mine"),
+        (&planted, planted_port, "planted"),
+    ] {
         std::fs::create_dir_all(project.join(".kandan"))?;
         std::fs::write(
             project.join(".kandan/ports.toml"),
@@ -522,20 +525,25 @@ async fn another_users_project_file_is_ignored_with_a_warning() -> Result<()> {
     command = vec![
         "sh".into(),
         "-c".into(),
-        format!(
-            "\"$0\" -c \"$1\" x & exec \"$0\" -c \"$2\" y",
-        ),
+        r#""$0" -c "$1" x & exec "$0" -c "$2" y"#.into(),
         command[0].clone(),
         command[2].clone(),
         other[2].clone(),
     ];
     let runner = RunnerRun::start(watch_args(&config, command), &[])?;
-    let line = runner.wait_stdout_line(|l| opened(l, mine_port), WAIT).await?;
+    let line = runner
+        .wait_stdout_line(|l| opened(l, mine_port), WAIT)
+        .await?;
     let line: Value = serde_json::from_str(&line)?;
     ensure!(line["label"] == "mine", "{line}");
-    let line = runner.wait_stdout_line(|l| opened(l, planted_port), WAIT).await?;
+    let line = runner
+        .wait_stdout_line(|l| opened(l, planted_port), WAIT)
+        .await?;
     let line: Value = serde_json::from_str(&line)?;
-    ensure!(line["label"] == "python3", "the planted file relabelled it: {line}");
+    ensure!(
+        line["label"] == "python3",
+        "the planted file relabelled it: {line}"
+    );
     let stderr = runner.stderr();
     let warning = format!(
         "config {}: owned by uid 65534, not by this user (uid 0) or root",
@@ -582,7 +590,10 @@ async fn a_symlinked_root_only_file_is_not_read_with_the_services_capability() -
     let mut args = watch_json_args();
     args.push("--".into());
     args.extend(listener_in(&project, port));
-    let quoted: Vec<String> = args.iter().map(|a| format!("'{}'", a.replace('\'', "'\\''"))).collect();
+    let quoted: Vec<String> = args
+        .iter()
+        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+        .collect();
     let caps = "cap_dac_read_search";
     let mut child = tokio::process::Command::new("capsh")
         .args([
@@ -623,7 +634,10 @@ async fn a_symlinked_root_only_file_is_not_read_with_the_services_capability() -
         .context("CapEff")?
         .trim()
         .to_owned();
-    ensure!(eff != "0000000000000000", "the runner has no capability: {status}");
+    ensure!(
+        eff != "0000000000000000",
+        "the runner has no capability: {status}"
+    );
     // SAFETY: kill has no memory preconditions; the group is ours.
     unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
     let output = child.wait_with_output().await?;

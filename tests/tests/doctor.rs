@@ -527,7 +527,10 @@ fn probes_run_without_capabilities_or_secrets() {
     let out = dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
     std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
-    for (name, version) in [("codex", "codex-cli 9.9.9"), ("code-server", "4.0.0 abc with Code 1.0")] {
+    for (name, version) in [
+        ("codex", "codex-cli 9.9.9"),
+        ("code-server", "4.0.0 abc with Code 1.0"),
+    ] {
         let script = format!(
             "#!/bin/sh\n\
              grep ^Cap /proc/$$/status > {out}/{name}.self\n\
@@ -561,7 +564,10 @@ fn probes_run_without_capabilities_or_secrets() {
     let report: Value =
         serde_json::from_slice(&output.stdout).unwrap_or_else(|err| panic!("{err}: {output:?}"));
     assert_eq!(report["codex"]["version"], "9.9.9", "{report}");
-    assert_eq!(report["codeServer"]["version"], "4.0.0 abc with Code 1.0", "{report}");
+    assert_eq!(
+        report["codeServer"]["version"], "4.0.0 abc with Code 1.0",
+        "{report}"
+    );
     let sets = |text: &str| -> Vec<(String, String)> {
         text.lines()
             .filter_map(|l| l.split_once(':'))
@@ -569,10 +575,13 @@ fn probes_run_without_capabilities_or_secrets() {
             .collect()
     };
     for name in ["codex", "code-server"] {
-        let read = |what: &str| std::fs::read_to_string(out.join(format!("{name}.{what}"))).unwrap();
+        let read =
+            |what: &str| std::fs::read_to_string(out.join(format!("{name}.{what}"))).unwrap();
         let parent = sets(&read("parent"));
         assert!(
-            parent.iter().any(|(k, v)| k == "CapAmb" && v != "0000000000000000"),
+            parent
+                .iter()
+                .any(|(k, v)| k == "CapAmb" && v != "0000000000000000"),
             "the runner had no ambient capability: {parent:?}"
         );
         for (set, value) in sets(&read("self")) {

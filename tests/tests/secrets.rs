@@ -52,7 +52,10 @@ async fn the_token_is_not_in_the_commands_environment() -> Result<()> {
             ("KANDAN_TOKEN", TOKEN),
             ("KANDAN_URL", &url),
             // systemd's LoadCredential= folder, and any runner variable.
-            ("CREDENTIALS_DIRECTORY", "/run/credentials/kandan-runner.service"),
+            (
+                "CREDENTIALS_DIRECTORY",
+                "/run/credentials/kandan-runner.service",
+            ),
             ("KANDAN_SOMETHING_ELSE", "x"),
         ],
     )?;
@@ -199,10 +202,7 @@ async fn bad_token_files_are_one_line_errors_with_exit_2() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let empty = dir.path().join("empty");
     std::fs::write(&empty, " \n")?;
-    std::fs::set_permissions(
-        &empty,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )?;
+    std::fs::set_permissions(&empty, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     let missing = dir.path().join("missing");
     let token_file = |path: &std::path::Path| path.to_string_lossy().into_owned();
     for (args, says) in [

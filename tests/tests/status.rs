@@ -469,7 +469,9 @@ async fn trickling_sockets_do_not_stall_status() -> Result<()> {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut threads = Vec::new();
     for n in 0..3 {
-        let listener = std::os::unix::net::UnixListener::bind(dir.join(format!("runner-{}.sock", 999_999_900 + n)))?;
+        let listener = std::os::unix::net::UnixListener::bind(
+            dir.join(format!("runner-{}.sock", 999_999_900 + n)),
+        )?;
         let stop = stop.clone();
         threads.push(std::thread::spawn(move || {
             use std::io::Write;
@@ -488,7 +490,10 @@ async fn trickling_sockets_do_not_stall_status() -> Result<()> {
     let (code, stdout, stderr) = status(state.path(), &[]).await?;
     let took = start.elapsed();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    ensure!(took < Duration::from_secs(5), "status took {took:?}: {stderr}");
+    ensure!(
+        took < Duration::from_secs(5),
+        "status took {took:?}: {stderr}"
+    );
     ensure!(code == 1, "{code} {stdout} {stderr}");
     ensure!(stderr.contains("no answer"), "{stderr}");
     for thread in threads {

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::StatusArgs;
-use crate::report::escape;
 use super::document::{RunnerStatus, StatusReport};
+use crate::report::escape;
 
 /// Every runner's answer must be complete within this of the start of
 /// `status`, however slowly its socket trickles bytes: one deadline for the
@@ -318,8 +318,14 @@ mod tests {
             }],
         };
         let text = render(&report);
-        assert!(!text.contains(|c: char| c.is_control() && c != '\n'), "{text:?}");
-        assert!(text.contains("node \\x1b]0;owned\\x07 \\u{9b}31m"), "{text}");
+        assert!(
+            !text.contains(|c: char| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert!(
+            text.contains("node \\x1b]0;owned\\x07 \\u{9b}31m"),
+            "{text}"
+        );
         assert!(text.contains("/tmp/\\r"), "{text}");
     }
 
