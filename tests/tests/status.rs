@@ -457,9 +457,9 @@ async fn the_table_shows_control_characters_escaped() -> Result<()> {
 }
 
 /// Sockets in the state directory that accept and then trickle a byte every
-/// 2 s (another process of the same user can make them): `status` answers
-/// within its one deadline (3 s for the whole answer, not per read), with
-/// an error, however many there are.
+/// 2 s, and one whose `connect` blocks (another process of the same user
+/// can make them): `status` answers within its one deadline (3 s for the
+/// whole answer, not per read), with an error, however many there are.
 #[tokio::test]
 async fn trickling_sockets_do_not_stall_status() -> Result<()> {
     let state = tempfile::tempdir()?;
@@ -486,6 +486,28 @@ async fn trickling_sockets_do_not_stall_status() -> Result<()> {
             }
         }));
     }
+    // And one whose backlog is full, so that `connect` itself blocks.
+    let full = dir.join("runner-999999999.sock");
+    let mut backlog = tokio::process::Command::new("python3")
+        .args([
+            "-c",
+            "import socket, sys, time\n\
+             s = socket.socket(socket.AF_UNIX)\n\
+             s.bind(sys.argv[1])\n\
+             s.listen(0)\n\
+             c = socket.socket(socket.AF_UNIX)\n\
+             c.connect(sys.argv[1])\n\
+             print('full', flush=True)\n\
+             time.sleep(60)\n",
+        ])
+        .arg(&full)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut said = tokio::io::BufReader::new(backlog.stdout.take().context("stdout")?);
+    let mut line = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut said, &mut line).await?;
+    ensure!(line.trim() == "full", "{line}");
     let start = std::time::Instant::now();
     let (code, stdout, stderr) = status(state.path(), &[]).await?;
     let took = start.elapsed();
@@ -495,7 +517,11 @@ async fn trickling_sockets_do_not_stall_status() -> Result<()> {
         "status took {took:?}: {stderr}"
     );
     ensure!(code == 1, "{code} {stdout} {stderr}");
-    ensure!(stderr.contains("no answer"), "{stderr}");
+    ensure!(
+        stderr.matches("no answer").count() == 4,
+        "one warning per socket: {stderr}"
+    );
+    let _ = backlog.kill().await;
     for thread in threads {
         let _ = thread.join();
     }

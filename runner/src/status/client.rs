@@ -66,15 +66,37 @@ fn ask_all(dir: &Path) -> Vec<RunnerStatus> {
         .map(|entry| entry.path())
         .filter(|path| super::pid_of(path).is_some())
         .collect();
-    let mut runners: Vec<RunnerStatus> = std::thread::scope(|scope| {
-        let asks: Vec<_> = paths
-            .iter()
-            .map(|path| scope.spawn(move || ask(path, deadline)))
-            .collect();
-        asks.into_iter()
-            .filter_map(|ask| ask.join().ok().flatten())
-            .collect()
-    });
+    // One thread per socket, not waited for past the deadline: even a
+    // `connect` that blocks (a listener whose backlog is full) cannot hold
+    // the answer up.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut pending = vec![false; paths.len()];
+    for (index, path) in paths.iter().enumerate() {
+        let (tx, path) = (tx.clone(), path.clone());
+        let asked = std::thread::Builder::new()
+            .name("status-ask".into())
+            .spawn(move || {
+                let _ = tx.send((index, ask(&path, deadline)));
+            });
+        match asked {
+            Ok(_) => pending[index] = true,
+            Err(err) => tracing::warn!("{}: cannot ask: {err}", paths[index].display()),
+        }
+    }
+    drop(tx);
+    let mut runners = Vec::new();
+    while pending.contains(&true) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        // A little past the deadline: the readers time out on it themselves.
+        let Ok((index, status)) = rx.recv_timeout(left + Duration::from_millis(100)) else {
+            break;
+        };
+        pending[index] = false;
+        runners.extend(status);
+    }
+    for (path, _) in paths.iter().zip(&pending).filter(|(_, pending)| **pending) {
+        tracing::warn!("{}: no answer within {ANSWER_TIMEOUT:?}", path.display());
+    }
     runners.sort_by_key(|runner| runner.pid);
     runners
 }
