@@ -136,7 +136,10 @@ mod tests {
         )
         .unwrap();
         assert!(!line.contains(char::is_control), "{line:?}");
-        assert!(line.ends_with("in /x\\x1b[2J  $ node \\x1b]0;owned\\x07"), "{line}");
+        assert!(
+            line.ends_with("in /x\\x1b[2J  $ node \\x1b]0;owned\\x07"),
+            "{line}"
+        );
     }
 
     #[test]
