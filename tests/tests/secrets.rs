@@ -419,3 +419,67 @@ echo "== done"
     ensure!(read.contains("Permission denied"), "{read}");
     Ok(())
 }
+
+/// A service runner (user nobody, ambient `CAP_DAC_READ_SEARCH`) opens the
+/// files a person names without its capabilities: a root-only token file
+/// or config file is "cannot read it" (exit 2), never read, never quoted.
+/// The same capabilities do let `cat` read them, so the test has teeth.
+#[tokio::test]
+async fn named_files_are_not_opened_with_the_services_capabilities() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if !integration_tests::support::privileged(
+        "named_files_are_not_opened_with_the_services_capabilities",
+    ) {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    let bin = dir.path().join("kandan-runner");
+    std::fs::copy(integration_tests::support::runner_bin(), &bin)?;
+    let secret = dir.path().join("root-only");
+    std::fs::create_dir(&secret)?;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o700))?;
+    let token = secret.join("token");
+    std::fs::write(&token, TOKEN)?;
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600))?;
+    // Parsed, it would be quoted: "unknown key `kandan-secret-token-...`".
+    let config = secret.join("config.toml");
+    std::fs::write(&config, format!("{TOKEN} = 1\n"))?;
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600))?;
+    let as_service = |program: &std::path::Path, args: &[&std::ffi::OsStr]| {
+        std::process::Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all,+dac_read_search",
+                "--ambient-caps=-all,+dac_read_search",
+                "--",
+            ])
+            .arg(program)
+            .args(args)
+            .env("XDG_CONFIG_HOME", "/nonexistent/kandan-runner-tests")
+            .env_remove("KANDAN_TOKEN")
+            .output()
+    };
+    let cat = as_service(std::path::Path::new("/bin/cat"), &[token.as_os_str()])?;
+    ensure!(
+        String::from_utf8_lossy(&cat.stdout).contains(TOKEN),
+        "the capability does not reach the file: {cat:?}"
+    );
+    for (flag, path) in [("--token-file", &token), ("--config", &config)] {
+        let output = as_service(&bin, &["doctor".as_ref(), flag.as_ref(), path.as_os_str()])?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        ensure!(output.status.code() == Some(2), "{flag}: {text}");
+        ensure!(!text.contains(TOKEN), "{flag}: the runner read it: {text}");
+        ensure!(
+            text.contains("cannot read it") && text.contains("Permission denied"),
+            "{flag}: {text}"
+        );
+    }
+    Ok(())
+}
