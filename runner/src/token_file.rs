@@ -34,8 +34,11 @@ pub(crate) fn read(path: &Path) -> io::Result<String> {
 fn read_stdin() -> io::Result<String> {
     let file = File::from(io::stdin().as_fd().try_clone_to_owned()?);
     if crate::user_file::readable_by_others(&file) {
+        // Its name, for the fix (Linux; elsewhere "the file").
+        let name = std::fs::read_link("/proc/self/fd/0")
+            .map_or_else(|_| "the file".to_owned(), |path| path.display().to_string());
         tracing::warn!(
-            "--token-file -: the file on standard input can be read by group or others; chmod 600 it"
+            "--token-file -: {name} on standard input: group or others can read it; run `chmod 600 {name}`"
         );
     }
     let text = crate::user_file::read_limited(file, MAX_TOKEN_FILE);

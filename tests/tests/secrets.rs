@@ -323,6 +323,21 @@ async fn a_token_file_readable_by_others_is_warned_about() -> Result<()> {
         }
         ensure!(!runner.output().contains(TOKEN), "{}", runner.output());
     }
+    // On standard input (`--token-file -`), the file is named too.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))?;
+    let output = std::process::Command::new(integration_tests::support::runner_bin())
+        .args(["doctor", "--token-file", "-"])
+        .env("XDG_CONFIG_HOME", "/nonexistent/kandan-runner-tests")
+        .stdin(std::fs::File::open(&file)?)
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        stderr.contains(&format!(
+            "group or others can read it; run `chmod 600 {path}`"
+        )),
+        "{stderr}"
+    );
+    ensure!(!stderr.contains(TOKEN), "{stderr}");
     Ok(())
 }
 
