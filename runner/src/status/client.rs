@@ -19,6 +19,9 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(3);
 /// A larger answer is not a runner's.
 const MAX_ANSWER: u64 = 16 * 1024 * 1024;
 
+/// Sockets asked at most (one thread each); more is not a person's runners.
+const MAX_SOCKETS: usize = 256;
+
 /// Exit code when no runner is running.
 const NONE_RUNNING: i32 = 1;
 
@@ -66,6 +69,15 @@ fn ask_all(dir: &Path) -> Vec<RunnerStatus> {
         .map(|entry| entry.path())
         .filter(|path| super::pid_of(path).is_some())
         .collect();
+    let mut paths = paths;
+    if paths.len() > MAX_SOCKETS {
+        tracing::warn!(
+            "{} runner sockets in {}: asking the first {MAX_SOCKETS}",
+            paths.len(),
+            dir.display()
+        );
+        paths.truncate(MAX_SOCKETS);
+    }
     // One thread per socket, not waited for past the deadline: even a
     // `connect` that blocks (a listener whose backlog is full) cannot hold
     // the answer up.
