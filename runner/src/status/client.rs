@@ -64,12 +64,11 @@ fn ask_all(dir: &Path) -> Vec<RunnerStatus> {
         return Vec::new();
     };
     let deadline = Instant::now() + ANSWER_TIMEOUT;
-    let paths: Vec<PathBuf> = entries
+    let mut paths: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|entry| entry.path())
         .filter(|path| super::pid_of(path).is_some())
         .collect();
-    let mut paths = paths;
     if paths.len() > MAX_SOCKETS {
         tracing::warn!(
             "{} runner sockets in {}: asking the first {MAX_SOCKETS}",
