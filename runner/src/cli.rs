@@ -198,8 +198,10 @@ pub struct RunnerIdentity {
     #[arg(long, env = "KANDAN_TOKEN", hide_env_values = true, default_value = "")]
     pub token: String,
     /// File holding the runner token, read once at start (surrounding
-    /// whitespace trimmed), so the token stays out of `ps`. Takes the place
-    /// of `KANDAN_TOKEN`; conflicts with `--token`.
+    /// whitespace trimmed), so the token stays out of `ps`. `-` reads it
+    /// from standard input, which is then replaced by /dev/null (the
+    /// system service's `StandardInput=file:`). Takes the place of
+    /// `KANDAN_TOKEN`; conflicts with `--token`.
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
     /// Runner id: the channel topic is `runner:<id>`. Defaults to the host name.
@@ -222,7 +224,7 @@ impl RunnerIdentity {
         if !token.is_empty() && !from_env {
             return Err(TokenFileError::WithToken);
         }
-        let text = std::fs::read_to_string(&path).map_err(|source| TokenFileError::Unreadable {
+        let text = crate::token_file::read(&path).map_err(|source| TokenFileError::Unreadable {
             path: path.clone(),
             source,
         })?;

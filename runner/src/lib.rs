@@ -8,6 +8,8 @@
 //! `trees` sets the first two up for the `watch` and `connect` commands.
 
 pub(crate) mod approval;
+#[cfg(target_os = "linux")]
+pub(crate) mod caps;
 pub mod cgroup;
 pub mod cli;
 pub mod cli_docs;
@@ -29,7 +31,9 @@ pub(crate) mod root_pids;
 pub mod service;
 pub mod status;
 pub(crate) mod supervise;
+pub(crate) mod token_file;
 pub(crate) mod trees;
+pub(crate) mod user_file;
 mod version;
 pub mod watch;
 pub mod workdir;

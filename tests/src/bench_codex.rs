@@ -65,8 +65,9 @@ impl Rig {
             .arg("--codex-bin")
             .arg(&stamper)
             .args(["--stream-flush-ms", &flush_ms.to_string()])
-            .env("KANDAN_BENCH_CODEX", codex)
-            .env("KANDAN_BENCH_STAMPS", &stamps)
+            // Not `KANDAN_*`: the runner removes those from what it starts.
+            .env("BENCH_STAMP_CODEX", codex)
+            .env("BENCH_STAMP_FILE", &stamps)
             .env("CODEX_HOME", dirs.home())
             .env("HOME", dirs.home())
             .stdout(std::process::Stdio::null())

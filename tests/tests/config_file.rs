@@ -477,3 +477,180 @@ async fn a_bad_project_file_is_a_warning_and_detection_goes_on() -> Result<()> {
     );
     Ok(())
 }
+
+/// A python3 (/usr/bin, which any user can run) that listens on `port` in
+/// `cwd`.
+fn listener_in(cwd: &Path, port: u16) -> Vec<String> {
+    let mut command = listener(&[port]);
+    command[0] = "/usr/bin/python3".into();
+    command[2] = format!(
+        "import os\nos.chdir({:?})\n{}",
+        cwd.display().to_string(),
+        command[2]
+    );
+    command
+}
+
+/// As git ignores a repository another user owns: a `.kandan/ports.toml`
+/// someone else planted in a shared folder does not relabel this user's
+/// listener, and says why once; the runner's own user's file (root here)
+/// still counts.
+#[tokio::test]
+async fn another_users_project_file_is_ignored_with_a_warning() -> Result<()> {
+    if !integration_tests::support::privileged(
+        "another_users_project_file_is_ignored_with_a_warning",
+    ) {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let (mine, planted) = (dir.path().join("mine"), dir.path().join("shared"));
+    let (mine_port, planted_port) = (vite::free_port()?, vite::free_port()?);
+    for (project, port, label) in [
+        (&mine, mine_port, "mine"),
+        (&planted, planted_port, "planted"),
+    ] {
+        std::fs::create_dir_all(project.join(".kandan"))?;
+        std::fs::write(
+            project.join(".kandan/ports.toml"),
+            format!("[[ports]]\nport = {port}\nlabel = \"{label}\"\n"),
+        )?;
+    }
+    // User nobody wrote this one.
+    std::os::unix::fs::chown(planted.join(".kandan/ports.toml"), Some(65534), Some(65534))?;
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "")?;
+    let mut command = listener_in(&mine, mine_port);
+    let other = listener_in(&planted, planted_port);
+    // One tree, two listeners in two cwds.
+    command = vec![
+        "sh".into(),
+        "-c".into(),
+        r#""$0" -c "$1" x & exec "$0" -c "$2" y"#.into(),
+        command[0].clone(),
+        command[2].clone(),
+        other[2].clone(),
+    ];
+    let runner = RunnerRun::start(watch_args(&config, command), &[])?;
+    let line = runner
+        .wait_stdout_line(|l| opened(l, mine_port), WAIT)
+        .await?;
+    let line: Value = serde_json::from_str(&line)?;
+    ensure!(line["label"] == "mine", "{line}");
+    let line = runner
+        .wait_stdout_line(|l| opened(l, planted_port), WAIT)
+        .await?;
+    let line: Value = serde_json::from_str(&line)?;
+    ensure!(
+        line["label"] == "python3",
+        "the planted file relabelled it: {line}"
+    );
+    let stderr = runner.stderr();
+    let warning = format!(
+        "config {}: owned by uid 65534, not by this user (uid 0) or root",
+        planted.join(".kandan/ports.toml").display()
+    );
+    ensure!(
+        stderr.lines().filter(|l| l.contains(&warning)).count() == 1,
+        "expected one warning {warning}:\n{stderr}"
+    );
+    Ok(())
+}
+
+/// The system service runs as its user with `CAP_DAC_READ_SEARCH`. The
+/// agent (that user) symlinks its project's `.kandan/ports.toml` to a
+/// root-only file: the runner must not read it with the capability, and
+/// its warning must not quote a byte of it.
+#[tokio::test]
+async fn a_symlinked_root_only_file_is_not_read_with_the_services_capability() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if !integration_tests::support::privileged(
+        "a_symlinked_root_only_file_is_not_read_with_the_services_capability",
+    ) {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    let secret_dir = dir.path().join("root-only");
+    std::fs::create_dir(&secret_dir)?;
+    std::fs::set_permissions(&secret_dir, std::fs::Permissions::from_mode(0o700))?;
+    let secret = secret_dir.join("secret.toml");
+    // Read, it would be quoted: "unknown key `kandan_secret_4242`".
+    std::fs::write(&secret, "kandan_secret_4242 = \"hunter2-4242\"\n")?;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600))?;
+    let project = dir.path().join("project");
+    std::fs::create_dir_all(project.join(".kandan"))?;
+    std::os::unix::fs::symlink(&secret, project.join(".kandan/ports.toml"))?;
+    for path in [&project, &project.join(".kandan")] {
+        std::os::unix::fs::chown(path, Some(65534), Some(65534))?;
+    }
+    std::os::unix::fs::lchown(project.join(".kandan/ports.toml"), Some(65534), Some(65534))?;
+    let bin = dir.path().join("kandan-runner");
+    std::fs::copy(runner_bin(), &bin)?;
+    let port = vite::free_port()?;
+    let mut args = watch_json_args();
+    args.push("--".into());
+    args.extend(listener_in(&project, port));
+    let quoted: Vec<String> = args
+        .iter()
+        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+        .collect();
+    let caps = "cap_dac_read_search";
+    let mut child = tokio::process::Command::new("capsh")
+        .args([
+            &format!("--caps={caps}+eip cap_setpcap,cap_setuid,cap_setgid+ep"),
+            "--keep=1",
+            "--user=nobody",
+            &format!("--addamb={caps}"),
+            "--",
+            "-c",
+            &format!("exec {} {}", bin.display(), quoted.join(" ")),
+        ])
+        .env("XDG_CONFIG_HOME", "/nonexistent/kandan-runner-tests")
+        .env("RUST_LOG", "info")
+        .process_group(0)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().context("pid")?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let line = tokio::time::timeout(WAIT, async {
+        while let Some(line) = lines.next_line().await? {
+            if opened(&line, port) {
+                return Ok(line);
+            }
+        }
+        anyhow::bail!("stdout closed")
+    })
+    .await
+    .context("no opened line")??;
+    // The runner held the capability (the test has teeth).
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .context("CapEff")?
+        .trim()
+        .to_owned();
+    ensure!(
+        eff != "0000000000000000",
+        "the runner has no capability: {status}"
+    );
+    // SAFETY: kill has no memory preconditions; the group is ours.
+    unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
+    let output = child.wait_with_output().await?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line: Value = serde_json::from_str(&line)?;
+    ensure!(line["label"] == "python3", "{line}");
+    ensure!(
+        !stderr.contains("kandan_secret_4242") && !stderr.contains("hunter2"),
+        "the runner read the root-only file:\n{stderr}"
+    );
+    ensure!(
+        stderr.contains("cannot read it") && stderr.contains("Permission denied"),
+        "{stderr}"
+    );
+    Ok(())
+}

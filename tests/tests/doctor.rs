@@ -512,3 +512,90 @@ fn doctor_in_a_user_namespace_says_so_once() {
     );
     assert_eq!(report["auto"], "procfs", "{report}");
 }
+
+/// The `--version` probes run with no capabilities and none of the
+/// runner's secrets, even when the runner has ambient ones (a system
+/// unit's `AmbientCapabilities=`): fake `codex` and `code-server` scripts
+/// write their own capability sets, their parent's (the runner's, so the
+/// test has teeth), their environment and their scratch folder's mode.
+#[test]
+fn probes_run_without_capabilities_or_secrets() {
+    if !privileged("probes_run_without_capabilities_or_secrets") {
+        return;
+    }
+    let (dir, bin) = public_copy();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
+    for (name, version) in [
+        ("codex", "codex-cli 9.9.9"),
+        ("code-server", "4.0.0 abc with Code 1.0"),
+    ] {
+        let script = format!(
+            "#!/bin/sh\n\
+             grep ^Cap /proc/$$/status > {out}/{name}.self\n\
+             grep ^Cap /proc/$PPID/status > {out}/{name}.parent\n\
+             env > {out}/{name}.env\n\
+             [ -n \"$XDG_DATA_HOME\" ] && stat -c %a \"$XDG_DATA_HOME\" > {out}/{name}.scratch\n\
+             echo '{version}'\n",
+            out = out.display()
+        );
+        let path = dir.path().join(name);
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let output = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all,+dac_read_search,+perfmon",
+            "--ambient-caps=-all,+dac_read_search,+perfmon",
+            "--",
+        ])
+        .arg(&bin)
+        .args(["doctor", "--json"])
+        .env("KANDAN_CODEX_BIN", dir.path().join("codex"))
+        .env("KANDAN_CODE_SERVER_BIN", dir.path().join("code-server"))
+        .env("KANDAN_TOKEN", "probe-secret-token")
+        .env("CREDENTIALS_DIRECTORY", "/run/credentials/x")
+        .output()
+        .expect("setpriv (util-linux)");
+    let report: Value =
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|err| panic!("{err}: {output:?}"));
+    assert_eq!(report["codex"]["version"], "9.9.9", "{report}");
+    assert_eq!(
+        report["codeServer"]["version"], "4.0.0 abc with Code 1.0",
+        "{report}"
+    );
+    let sets = |text: &str| -> Vec<(String, String)> {
+        text.lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
+            .collect()
+    };
+    for name in ["codex", "code-server"] {
+        let read =
+            |what: &str| std::fs::read_to_string(out.join(format!("{name}.{what}"))).unwrap();
+        let parent = sets(&read("parent"));
+        assert!(
+            parent
+                .iter()
+                .any(|(k, v)| k == "CapAmb" && v != "0000000000000000"),
+            "the runner had no ambient capability: {parent:?}"
+        );
+        for (set, value) in sets(&read("self")) {
+            if set == "CapBnd" {
+                continue;
+            }
+            assert_eq!(value, "0000000000000000", "{name}'s {set}");
+        }
+        let env = read("env");
+        assert!(!env.contains("probe-secret-token"), "{name}: {env}");
+        assert!(!env.contains("CREDENTIALS_DIRECTORY="), "{name}: {env}");
+        assert!(!env.contains("KANDAN_"), "{name}: {env}");
+    }
+    // code-server's scratch folder: private, made fresh (mkdtemp).
+    let scratch = std::fs::read_to_string(out.join("code-server.scratch")).unwrap();
+    assert_eq!(scratch.trim(), "700");
+}

@@ -89,11 +89,16 @@ fn system_unit_passes_systemd_analyze_verify() {
             .unwrap_or_else(|| panic!("{key} missing:\n{unit}"))
     };
     assert_eq!(get("User"), "root");
+    // The token reaches the runner as stdin, opened by systemd as root:
+    // the file stays root's 0600 and the service user (the agent's tree)
+    // cannot open it (tests/secrets.rs plays that attacker).
     assert_eq!(
         get("ExecStart"),
-        format!("{} connect --token-file %d/token", exe().display())
+        format!("{} connect --token-file -", exe().display())
     );
-    assert_eq!(get("LoadCredential"), "token:/etc/kandan-runner/token");
+    assert_eq!(get("StandardInput"), "file:/etc/kandan-runner/token");
+    assert_eq!(get("StandardOutput"), "journal");
+    assert!(!settings.contains_key("LoadCredential"), "{unit}");
     assert_eq!(get("EnvironmentFile"), "/etc/kandan-runner/env");
     assert_eq!(get("AmbientCapabilities"), CAPS);
     assert_eq!(get("CapabilityBoundingSet"), CAPS);
@@ -102,6 +107,15 @@ fn system_unit_passes_systemd_analyze_verify() {
     assert_eq!(get("StateDirectoryMode"), "0700");
     assert_eq!(get("Restart"), "on-failure");
     assert_eq!(get("WantedBy"), "multi-user.target");
+    // The sandbox (PROTOCOL.md section 5, "Privilege"; README "Service").
+    assert_eq!(get("ProtectSystem"), "full");
+    assert_eq!(get("PrivateTmp"), "yes");
+    assert_eq!(get("ProtectKernelTunables"), "yes");
+    assert_eq!(get("ProtectKernelModules"), "yes");
+    assert_eq!(get("RestrictSUIDSGID"), "yes");
+    assert_eq!(get("Delegate"), "yes");
+    // Off on purpose: `yes` would make the delegated cgroup read-only.
+    assert!(!settings.contains_key("ProtectControlGroups"), "{unit}");
 
     // The check has teeth: a unit systemd does not understand, or whose
     // binary does not exist, fails it.
@@ -220,10 +234,23 @@ fn system_unit_runs_as_the_sudo_user_by_default() {
         &[("SUDO_USER", sudo_user), ("HOME", dir.path())],
     ));
     assert_eq!(settings(&unit)["User"], "nobody", "{unit}");
-    // Without sudo: the user running the command (root here, or whoever).
-    let unit = ok_stdout(service(&["service", "print"], &[]));
+    // Without sudo: the user running the command, unless that is root,
+    // which only `--run-as root` gives (the agent's tree would be root's).
     let me = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
-    assert_eq!(settings(&unit)["User"], me.trim(), "{unit}");
+    let output = service(&["service", "print"], &[]);
+    if me.trim() == "root" {
+        assert_eq!(output.status.code(), Some(2), "{output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("--run-as USER"), "{stderr}");
+        assert!(output.stdout.is_empty());
+        // sudo from root is root too.
+        let output = service(&["service", "print"], &[("SUDO_USER", Path::new("root"))]);
+        assert_eq!(output.status.code(), Some(2), "{output:?}");
+    } else {
+        assert_eq!(settings(&ok_stdout(output))["User"], me.trim());
+    }
+    let unit = ok_stdout(service(&["service", "print", "--run-as", "root"], &[]));
+    assert_eq!(settings(&unit)["User"], "root", "{unit}");
 }
 
 #[test]
@@ -269,6 +296,7 @@ fn user_unit_passes_systemd_analyze_verify_without_capabilities() {
     assert!(!settings.contains_key("AmbientCapabilities"), "{unit}");
     assert!(!settings.contains_key("CapabilityBoundingSet"), "{unit}");
     assert_eq!(settings["NoNewPrivileges"], "yes");
+    assert_eq!(settings["Delegate"], "yes");
 }
 
 /// Every file under `root` (symlinks included), with its mode.

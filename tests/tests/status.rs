@@ -430,3 +430,117 @@ async fn a_codex_instance_shows_in_the_state_lines_and_in_status() -> Result<()>
     .await?;
     Ok(())
 }
+
+/// A listener's command line is the process's to choose: with terminal
+/// escapes in it (set the window title, clear the screen), the table shows
+/// them escaped and writes no control character but newlines.
+#[tokio::test]
+async fn the_table_shows_control_characters_escaped() -> Result<()> {
+    let state = tempfile::tempdir()?;
+    let env = [("XDG_STATE_HOME", state.path().to_str().context("utf-8")?)];
+    let port = vite::free_port()?;
+    let script = format!(
+        "import socket, time\ns = socket.socket()\ns.bind(('127.0.0.1', {port}))\ns.listen()\ntime.sleep(300)\n"
+    );
+    let args = [
+        "watch",
+        "--json",
+        "--debounce-ms",
+        "100",
+        "--",
+        "python3",
+        "-c",
+        &script,
+        "\x1b]0;owned\x07\x1b[2J\x1b[H",
+    ];
+    let watch = RunnerRun::start(args, &env)?;
+    wait_status(state.path(), |d| listener(d, port).is_some()).await?;
+    let (code, stdout, stderr) = status(state.path(), &[]).await?;
+    drop(watch);
+    ensure!(code == 0, "{code} {stdout} {stderr}");
+    ensure!(
+        !stdout.contains(|c: char| c.is_control() && c != '\n'),
+        "a control character reached the terminal: {stdout:?}"
+    );
+    let row = stdout
+        .lines()
+        .find(|l| l.contains(&port.to_string()))
+        .context("no row")?;
+    ensure!(
+        row.contains(r"\x1b]0;owned\x07\x1b[2J\x1b[H"),
+        "not shown escaped: {row}"
+    );
+    Ok(())
+}
+
+/// Sockets in the state directory that accept and then trickle a byte every
+/// 2 s, and one whose `connect` blocks (another process of the same user
+/// can make them): `status` answers within its one deadline (3 s for the
+/// whole answer, not per read), with an error, however many there are.
+#[tokio::test]
+async fn trickling_sockets_do_not_stall_status() -> Result<()> {
+    let state = tempfile::tempdir()?;
+    let dir = state.path().join("kandan-runner");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for n in 0..3 {
+        let listener = std::os::unix::net::UnixListener::bind(
+            dir.join(format!("runner-{}.sock", 999_999_900 + n)),
+        )?;
+        let stop = stop.clone();
+        threads.push(std::thread::spawn(move || {
+            use std::io::Write;
+            let Ok((mut stream, _)) = listener.accept() else {
+                return;
+            };
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if stream.write_all(b" ").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_secs(2));
+            }
+        }));
+    }
+    // And one whose backlog is full, so that `connect` itself blocks.
+    let full = dir.join("runner-999999999.sock");
+    let mut backlog = tokio::process::Command::new("python3")
+        .args([
+            "-c",
+            "import socket, sys, time\n\
+             s = socket.socket(socket.AF_UNIX)\n\
+             s.bind(sys.argv[1])\n\
+             s.listen(0)\n\
+             c = socket.socket(socket.AF_UNIX)\n\
+             c.connect(sys.argv[1])\n\
+             print('full', flush=True)\n\
+             time.sleep(60)\n",
+        ])
+        .arg(&full)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut said = tokio::io::BufReader::new(backlog.stdout.take().context("stdout")?);
+    let mut line = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut said, &mut line).await?;
+    ensure!(line.trim() == "full", "{line}");
+    let start = std::time::Instant::now();
+    let (code, stdout, stderr) = status(state.path(), &[]).await?;
+    let took = start.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    ensure!(
+        took < Duration::from_secs(5),
+        "status took {took:?}: {stderr}"
+    );
+    ensure!(code == 1, "{code} {stdout} {stderr}");
+    ensure!(
+        stderr.matches("no answer").count() == 4,
+        "one warning per socket: {stderr}"
+    );
+    let _ = backlog.kill().await;
+    for thread in threads {
+        let _ = thread.join();
+    }
+    Ok(())
+}

@@ -68,9 +68,8 @@ pub fn probe(flag: Option<&Path>) -> CodexStatus {
             };
         }
     };
-    let output = std::process::Command::new(&path)
+    let output = crate::supervise::probe::command(&path)
         .arg("--version")
-        .stdin(std::process::Stdio::null())
         .output();
     let (version, error) = match output {
         Ok(out) if out.status.success() => {

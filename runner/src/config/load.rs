@@ -16,6 +16,10 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// A project file owned by another user than this one (root aside),
+    /// ignored as git ignores a repository of another user.
+    #[error("config {}: owned by uid {owner}, not by this user (uid {me}) or root", path.display())]
+    ForeignOwner { path: PathBuf, owner: u32, me: u32 },
     /// Bad TOML, an unknown key or a bad value.
     #[error("config {}:{line}: {message}", path.display())]
     Invalid {
@@ -46,11 +50,15 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
-/// Reads `path`; `Ok(None)` when `missing_ok` and it does not exist, or
-/// cannot be seen at all (a service user whose `HOME` is another user's
-/// 0700 folder). A file that is there but unreadable is an error.
+/// Larger config files are refused.
+const MAX_CONFIG_FILE: u64 = 4 * 1024 * 1024;
+
+/// Reads `path` with the user's rights only ([`crate::user_file`]);
+/// `Ok(None)` when `missing_ok` and it does not exist, or cannot be seen at
+/// all (a service user whose `HOME` is another user's 0700 folder). A file
+/// that is there but unreadable is an error.
 pub fn read(path: &Path, missing_ok: bool) -> Result<Option<String>, ConfigError> {
-    match std::fs::read_to_string(path) {
+    match crate::user_file::read_to_string(path, MAX_CONFIG_FILE) {
         Ok(text) => Ok(Some(text)),
         Err(err) if missing_ok && err.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(err)

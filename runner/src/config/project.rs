@@ -4,7 +4,6 @@
 //! and is then ignored: it never stops detection.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -71,23 +70,31 @@ fn read_rules(path: &Path) -> Result<Vec<PortRule>, ConfigError> {
         path: path.to_owned(),
         source,
     };
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    // A FIFO put there must not hang detection.
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
-    let file = options.open(path).map_err(unreadable)?;
-    let mut text = String::new();
-    file.take(MAX_PROJECT_FILE + 1)
-        .read_to_string(&mut text)
-        .map_err(unreadable)?;
-    if text.len() as u64 > MAX_PROJECT_FILE {
-        return Err(ConfigError::at(
-            path,
-            &text,
-            0..0,
-            format!("larger than {MAX_PROJECT_FILE} bytes"),
-        ));
+    // Without capabilities, and a FIFO put there must not hang detection.
+    let file = crate::user_file::open(path, true).map_err(unreadable)?;
+    // As git's `safe.directory`: a file someone else put in a shared
+    // folder does not relabel or hide this user's listeners.
+    let owner = crate::user_file::owner(&file).map_err(unreadable)?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if owner != me && owner != 0 {
+        return Err(ConfigError::ForeignOwner {
+            path: path.to_owned(),
+            owner,
+            me,
+        });
     }
+    let text = crate::user_file::read_limited(file, MAX_PROJECT_FILE).map_err(|err| {
+        if err.kind() == std::io::ErrorKind::InvalidData {
+            ConfigError::at(
+                path,
+                "",
+                0..0,
+                format!("larger than {MAX_PROJECT_FILE} bytes"),
+            )
+        } else {
+            unreadable(err)
+        }
+    })?;
     Ok(parse::<ProjectFile>(path, &text)?.ports)
 }

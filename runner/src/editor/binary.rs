@@ -55,15 +55,23 @@ pub fn code_server_status(explicit: Option<&Path>) -> CodeServerStatus {
             };
         }
     };
-    let scratch = std::env::temp_dir().join(format!("kandan-doctor-{}", std::process::id()));
-    let output = std::process::Command::new(&path)
+    // A fresh private folder (mkdtemp): a predictable name in /tmp could
+    // be made in advance by another user, or be a symlink.
+    let scratch = match scratch_dir() {
+        Ok(dir) => dir,
+        Err(err) => {
+            return CodeServerStatus {
+                path: Some(path),
+                version: None,
+                reason: Some(format!("cannot create a scratch folder: {err}")),
+            };
+        }
+    };
+    let output = crate::supervise::probe::command(&path)
         .args(["--config", "/dev/null", "--version"])
         .env("XDG_DATA_HOME", &scratch)
         .env("XDG_CONFIG_HOME", &scratch)
         .env("XDG_CACHE_HOME", &scratch)
-        .env_remove("KANDAN_TOKEN")
-        .env_remove("KANDAN_URL")
-        .stdin(std::process::Stdio::null())
         .output();
     let _ = std::fs::remove_dir_all(&scratch);
     let (version, reason) = match output {
@@ -90,6 +98,22 @@ pub fn code_server_status(explicit: Option<&Path>) -> CodeServerStatus {
     }
 }
 
+/// A new folder `$TMPDIR/kandan-doctor-XXXXXX`, mode 0700, made by
+/// mkdtemp(3).
+fn scratch_dir() -> std::io::Result<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    let template = std::env::temp_dir().join("kandan-doctor-XXXXXX");
+    let mut bytes = template.into_os_string().into_vec();
+    bytes.push(0);
+    // SAFETY: `bytes` is a writable NUL-terminated template that mkdtemp
+    // fills in place.
+    if unsafe { libc::mkdtemp(bytes.as_mut_ptr().cast()) }.is_null() {
+        return Err(std::io::Error::last_os_error());
+    }
+    bytes.pop();
+    Ok(PathBuf::from(std::ffi::OsString::from_vec(bytes)))
+}
+
 fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path)
         .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
@@ -98,6 +122,17 @@ fn is_executable(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scratch_folders_are_fresh_and_private() {
+        use std::os::unix::fs::MetadataExt;
+        let a = scratch_dir().unwrap();
+        let b = scratch_dir().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.metadata().unwrap().mode() & 0o777, 0o700);
+        std::fs::remove_dir(&a).unwrap();
+        std::fs::remove_dir(&b).unwrap();
+    }
 
     #[test]
     fn explicit_paths_must_be_executable_files() {

@@ -23,14 +23,14 @@ use super::{EditorError, EditorId, healthz};
 use crate::cgroup::Cgroup;
 use crate::supervise::{
     ESCAPED_ERRNO, Marked, Members, ParentDeath, child_setup_in_child, cwd_is_under, enter_dir,
-    exit_code,
+    exit_code, scrub_environment,
 };
 
 /// Inherited by every process of an editor; its value is the editor id.
 pub(crate) const EDITOR_MARKER: &str = "KANDAN_RUNNER_EDITOR";
-/// Runner variables code-server never sees (as for the root command), and
-/// code-server's own password variables (`--auth none` is meant).
-const REMOVED_VARS: [&str; 4] = ["KANDAN_TOKEN", "KANDAN_URL", "PASSWORD", "HASHED_PASSWORD"];
+/// code-server's own password variables (`--auth none` is meant); the
+/// runner's variables go as for the root command (`scrub_environment`).
+const REMOVED_VARS: [&str; 2] = ["PASSWORD", "HASHED_PASSWORD"];
 /// The line code-server prints once its socket listens.
 const LISTENING: &str = "HTTP server listening on ";
 /// Lines of output kept for error messages.
@@ -67,6 +67,7 @@ pub(crate) fn command(
         None => None,
     };
     let mut command = Command::new(program);
+    scrub_environment(command.as_std_mut());
     command
         .env("XDG_DATA_HOME", &dirs.xdg_data)
         .env("XDG_CONFIG_HOME", &dirs.xdg_config)

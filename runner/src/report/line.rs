@@ -40,8 +40,12 @@ impl Line {
     /// The line as written in `format`, without the newline.
     pub fn render(&self, format: LogFormat) -> String {
         match format {
-            LogFormat::Text if self.level == "error" => format!("error: {}", self.message),
-            LogFormat::Text => self.message.clone(),
+            // The sentence may quote a command line or a cwd: a person's
+            // terminal reads it (JSON escapes them itself).
+            LogFormat::Text if self.level == "error" => {
+                format!("error: {}", super::escape(&self.message))
+            }
+            LogFormat::Text => super::escape(&self.message).into_owned(),
             LogFormat::Json => {
                 let mut object = Map::new();
                 object.insert("ts".into(), crate::logging::timestamp().into());
@@ -82,6 +86,11 @@ mod tests {
         assert_eq!(json["port"], 5173);
         assert_eq!(json["level"], "info");
         assert!(json["ts"].as_str().unwrap().ends_with('Z'));
+        let title = Line::new("port_waiting", "port 1 (\x1b]0;owned\x07): waiting");
+        assert_eq!(
+            title.render(LogFormat::Text),
+            "port 1 (\\x1b]0;owned\\x07): waiting"
+        );
         assert_eq!(
             Line::new("error", "boom")
                 .level("error")

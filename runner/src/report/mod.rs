@@ -11,6 +11,7 @@
 //! updates the snapshot.
 
 mod connection;
+mod escape;
 mod line;
 mod listeners;
 mod workers;
@@ -18,6 +19,7 @@ mod workers;
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
+pub(crate) use escape::escape;
 pub(crate) use line::Line;
 
 use crate::approval::ListenerSnapshot;

@@ -26,7 +26,8 @@ pub(crate) struct Layout {
     pub plist_dir: PathBuf,
     /// The environment file (`KANDAN_URL` and friends), mode 0600.
     pub env_file: PathBuf,
-    /// The token file, mode 0600; systemd reads it for a system service.
+    /// The token file, mode 0600; for a system service root's, opened by
+    /// systemd as the runner's stdin.
     pub token_file: PathBuf,
 }
 

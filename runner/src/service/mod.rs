@@ -45,7 +45,8 @@ pub struct UnitArgs {
     #[command(flatten)]
     pub scope: ScopeArgs,
     /// The user the system service runs as. Default: the user behind `sudo`
-    /// ($SUDO_USER), else the one running this command.
+    /// ($SUDO_USER), else the one running this command; never root unless
+    /// named here.
     #[arg(long, value_name = "USER", conflicts_with = "user")]
     pub run_as: Option<String>,
 }
@@ -86,6 +87,12 @@ pub enum ServiceError {
     /// Neither `--run-as`, `$SUDO_USER` nor the current uid give a name.
     #[error("--run-as: cannot tell which user the service should run as; pass --run-as USER")]
     NoInvokingUser,
+    /// The default would be root (no `sudo`): the agent's tree would run
+    /// as root. Only an explicit `--run-as root` gives that.
+    #[error(
+        "--run-as: the service would run as root; pass --run-as USER (the user whose agent it serves), or --run-as root if you mean it"
+    )]
+    RootByDefault,
     /// A user service needs a home directory.
     #[error("--user: HOME is not set to an absolute path")]
     NoHome,
@@ -131,7 +138,7 @@ impl ServiceError {
     /// 2 for bad flags or values (PROTOCOL.md section 1), else 1.
     fn exit_code(&self) -> i32 {
         match self {
-            Self::UnknownUser(_) | Self::NoInvokingUser | Self::NoHome => 2,
+            Self::UnknownUser(_) | Self::NoInvokingUser | Self::RootByDefault | Self::NoHome => 2,
             _ => 1,
         }
     }
@@ -203,7 +210,10 @@ fn layout(args: &UnitArgs) -> Result<Layout, ServiceError> {
     } else {
         let run_as = match &args.run_as {
             Some(user) => user.clone(),
-            None => account::invoking_user().ok_or(ServiceError::NoInvokingUser)?,
+            None => match account::invoking_user().ok_or(ServiceError::NoInvokingUser)? {
+                user if user == "root" => return Err(ServiceError::RootByDefault),
+                user => user,
+            },
         };
         if !account::exists(&run_as) {
             return Err(ServiceError::UnknownUser(run_as));

@@ -29,10 +29,16 @@ pub(crate) fn unit(layout: &Layout) -> String {
             let token = specifiers(&layout.token_file.to_string_lossy());
             add(&[
                 &format!("User={}", specifiers(run_as)),
-                // systemd reads the root-only token file and hands the
-                // service a private copy: the user needs no access to /etc.
-                &format!("LoadCredential=token:{token}"),
-                &format!("ExecStart={exe} connect --token-file %d/token"),
+                // systemd opens the root-only token file as root, before it
+                // becomes User=, and hands the runner the open descriptor
+                // as stdin; the runner reads it and puts /dev/null there.
+                // So the file stays root's 0600 and nothing the service
+                // user runs (the agent's tree) can read it. (LoadCredential=
+                // would give the service user a readable copy.)
+                &format!("StandardInput=file:{token}"),
+                "StandardOutput=journal",
+                "StandardError=journal",
+                &format!("ExecStart={exe} connect --token-file -"),
             ]);
         }
         Scope::User => {
@@ -57,6 +63,18 @@ pub(crate) fn unit(layout: &Layout) -> String {
             &format!("CapabilityBoundingSet={CAPABILITIES}"),
             // Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
             "LimitMEMLOCK=infinity",
+            // /usr, /boot and /etc read-only for the runner and its tree.
+            "ProtectSystem=full",
+            // The tree gets a /tmp and /var/tmp of its own: nothing the
+            // agent runs needs the host's, and other users' files there
+            // (and theirs from us) stay apart.
+            "PrivateTmp=yes",
+            "ProtectKernelTunables=yes",
+            "ProtectKernelModules=yes",
+            "RestrictSUIDSGID=yes",
+            "# ProtectControlGroups= stays off: systemd 252 has only yes, which",
+            "# makes all of /sys/fs/cgroup read-only, the delegated subtree too.",
+            "# Outside its subtree (owned by User=) the hierarchy is root's.",
         ]),
         Scope::User => add(&[
             "# No capabilities: a user manager cannot grant them. The procfs",
@@ -64,6 +82,9 @@ pub(crate) fn unit(layout: &Layout) -> String {
         ]),
     }
     add(&[
+        // The runner puts its tree, instances and editors in cgroups of
+        // their own below its unit's: systemd hands it the subtree.
+        "Delegate=yes",
         "NoNewPrivileges=yes",
         "Restart=on-failure",
         "RestartSec=5",

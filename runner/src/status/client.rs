@@ -4,14 +4,23 @@
 
 use std::io::{ErrorKind, Read};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::StatusArgs;
 use super::document::{RunnerStatus, StatusReport};
+use crate::report::escape;
 
-/// A runner that does not answer within this is skipped.
+/// Every runner's answer must be complete within this of the start of
+/// `status`, however slowly its socket trickles bytes: one deadline for the
+/// whole answer, not a timeout per read. Runners are asked in parallel.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A larger answer is not a runner's.
+const MAX_ANSWER: u64 = 16 * 1024 * 1024;
+
+/// Sockets asked at most (one thread each); more is not a person's runners.
+const MAX_SOCKETS: usize = 256;
 
 /// Exit code when no runner is running.
 const NONE_RUNNING: i32 = 1;
@@ -54,19 +63,58 @@ fn ask_all(dir: &Path) -> Vec<RunnerStatus> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
-    let mut runners: Vec<RunnerStatus> = entries
+    let deadline = Instant::now() + ANSWER_TIMEOUT;
+    let mut paths: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|entry| entry.path())
         .filter(|path| super::pid_of(path).is_some())
-        .filter_map(|path| ask(&path))
         .collect();
+    if paths.len() > MAX_SOCKETS {
+        tracing::warn!(
+            "{} runner sockets in {}: asking the first {MAX_SOCKETS}",
+            paths.len(),
+            dir.display()
+        );
+        paths.truncate(MAX_SOCKETS);
+    }
+    // One thread per socket, not waited for past the deadline: even a
+    // `connect` that blocks (a listener whose backlog is full) cannot hold
+    // the answer up.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut pending = vec![false; paths.len()];
+    for (index, path) in paths.iter().enumerate() {
+        let (tx, path) = (tx.clone(), path.clone());
+        let asked = std::thread::Builder::new()
+            .name("status-ask".into())
+            .spawn(move || {
+                let _ = tx.send((index, ask(&path, deadline)));
+            });
+        match asked {
+            Ok(_) => pending[index] = true,
+            Err(err) => tracing::warn!("{}: cannot ask: {err}", paths[index].display()),
+        }
+    }
+    drop(tx);
+    let mut runners = Vec::new();
+    while pending.contains(&true) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        // A little past the deadline: the readers time out on it themselves.
+        let Ok((index, status)) = rx.recv_timeout(left + Duration::from_millis(100)) else {
+            break;
+        };
+        pending[index] = false;
+        runners.extend(status);
+    }
+    for (path, _) in paths.iter().zip(&pending).filter(|(_, pending)| **pending) {
+        tracing::warn!("{}: no answer within {ANSWER_TIMEOUT:?}", path.display());
+    }
     runners.sort_by_key(|runner| runner.pid);
     runners
 }
 
 /// One runner's state; `None` (and the socket removed) when none listens.
-fn ask(path: &Path) -> Option<RunnerStatus> {
-    let mut stream = match UnixStream::connect(path) {
+fn ask(path: &Path, deadline: Instant) -> Option<RunnerStatus> {
+    let stream = match UnixStream::connect(path) {
         Ok(stream) => stream,
         Err(err)
             if matches!(
@@ -84,12 +132,13 @@ fn ask(path: &Path) -> Option<RunnerStatus> {
             return None;
         }
     };
-    let _ = stream.set_read_timeout(Some(ANSWER_TIMEOUT));
-    let mut text = String::new();
-    if let Err(err) = stream.read_to_string(&mut text) {
-        tracing::warn!("{}: no answer: {err}", path.display());
-        return None;
-    }
+    let text = match read_until(stream, deadline) {
+        Ok(text) => text,
+        Err(err) => {
+            tracing::warn!("{}: no answer: {err}", path.display());
+            return None;
+        }
+    };
     match serde_json::from_str(&text) {
         Ok(status) => Some(status),
         Err(err) => {
@@ -99,24 +148,65 @@ fn ask(path: &Path) -> Option<RunnerStatus> {
     }
 }
 
+/// The whole of `stream` until EOF, failing with `TimedOut` once
+/// `deadline` passes: each read may wait only for the time that is left.
+fn read_until(stream: UnixStream, deadline: Instant) -> std::io::Result<String> {
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let mut stream = stream;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                ErrorKind::TimedOut,
+                format!("not complete within {ANSWER_TIMEOUT:?}"),
+            ));
+        }
+        stream.set_read_timeout(Some(left))?;
+        let n = match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(err) if err.kind() == ErrorKind::Interrupted => continue,
+            Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                continue;
+            }
+            Err(err) => return Err(err),
+        };
+        bytes.extend_from_slice(&buf[..n]);
+        if bytes.len() as u64 > MAX_ANSWER {
+            return Err(std::io::Error::new(
+                ErrorKind::InvalidData,
+                format!("larger than {MAX_ANSWER} bytes"),
+            ));
+        }
+    }
+    String::from_utf8(bytes).map_err(|err| std::io::Error::new(ErrorKind::InvalidData, err))
+}
+
 /// The human-readable table.
 fn render(report: &StatusReport) -> String {
     let mut out = String::new();
     for runner in &report.runners {
         out.push_str(&format!(
             "{} (pid {}, backend {}, since {})\n",
-            runner.command, runner.pid, runner.backend, runner.started
+            escape(&runner.command),
+            runner.pid,
+            escape(&runner.backend),
+            escape(&runner.started)
         ));
         if let Some(kandan) = &runner.kandan {
             let mut line = format!(
                 "  kandan  {} as runner:{}: {} since {}",
-                kandan.url, kandan.runner_id, kandan.state, kandan.since
+                escape(&kandan.url),
+                escape(&kandan.runner_id),
+                escape(&kandan.state),
+                escape(&kandan.since)
             );
             if let Some(attempts) = kandan.attempts.filter(|n| *n > 0) {
                 line.push_str(&format!(", {attempts} attempts"));
             }
             if let Some(error) = &kandan.last_error {
-                line.push_str(&format!(" ({error})"));
+                line.push_str(&format!(" ({})", escape(error)));
             }
             out.push_str(&line);
             out.push('\n');
@@ -129,18 +219,18 @@ fn render(report: &StatusReport) -> String {
         for instance in &runner.instances {
             out.push_str(&format!(
                 "  instance {}  {}  {}{}\n",
-                instance.instance_id,
-                instance.state,
-                instance.cwd,
+                escape(&instance.instance_id),
+                escape(&instance.state),
+                escape(&instance.cwd),
                 instance.usage.describe()
             ));
         }
         for editor in &runner.editors {
             out.push_str(&format!(
                 "  editor {}  {}  {}{}\n",
-                editor.editor_id,
-                editor.state,
-                editor.cwd,
+                escape(&editor.editor_id),
+                escape(&editor.state),
+                escape(&editor.cwd),
                 editor.usage.describe()
             ));
         }
@@ -167,6 +257,7 @@ fn listener_table(runner: &RunnerStatus) -> String {
                 (Some(state), None) => state.clone(),
                 (None, _) => "-".into(),
             };
+            // Every cell a process chose goes through `escape`.
             [
                 l.port.to_string(),
                 state,
@@ -176,6 +267,7 @@ fn listener_table(runner: &RunnerStatus) -> String {
                 l.cwd.clone().unwrap_or_else(|| "-".into()),
                 l.command.clone(),
             ]
+            .map(|cell| escape(&cell).into_owned())
         })
         .collect();
     let mut widths = header.map(str::len);
@@ -243,5 +335,52 @@ mod tests {
         );
         let row = text.lines().find(|l| l.contains("5173")).unwrap();
         assert!(row.contains("waiting") && row.contains("vite") && row.contains("node vite"));
+    }
+
+    #[test]
+    fn the_table_escapes_what_processes_chose() {
+        let report = StatusReport {
+            runners: vec![RunnerStatus {
+                command: "connect".into(),
+                listeners: vec![ListenerStatus {
+                    port: 5173,
+                    label: "x\x1b[2J".into(),
+                    command: "node \x1b]0;owned\x07 \u{9b}31m".into(),
+                    cwd: Some("/tmp/\r".into()),
+                    ..ListenerStatus::default()
+                }],
+                ..RunnerStatus::default()
+            }],
+        };
+        let text = render(&report);
+        assert!(
+            !text.contains(|c: char| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert!(
+            text.contains("node \\x1b]0;owned\\x07 \\u{9b}31m"),
+            "{text}"
+        );
+        assert!(text.contains("/tmp/\\r"), "{text}");
+    }
+
+    #[test]
+    fn a_trickling_socket_gets_one_deadline() {
+        let (mut writer, reader) = UnixStream::pair().unwrap();
+        let trickle = std::thread::spawn(move || {
+            use std::io::Write;
+            for _ in 0..20 {
+                if writer.write_all(b" ").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let start = Instant::now();
+        let err = read_until(reader, start + Duration::from_millis(500)).unwrap_err();
+        let took = start.elapsed();
+        assert_eq!(err.kind(), ErrorKind::TimedOut);
+        assert!(took < Duration::from_millis(900), "{took:?}");
+        trickle.join().unwrap();
     }
 }

@@ -66,65 +66,34 @@ mod imp {
         }
     }
 
-    /// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words per set.
-    const CAPABILITY_V3: u32 = 0x2008_0522;
-
-    #[repr(C)]
-    struct CapHeader {
-        version: u32,
-        pid: libc::c_int,
-    }
-
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct CapData {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-
     /// Clears the ambient set and the inheritable set (lowering either
-    /// needs no privilege). Kernels before 4.3 have no ambient set.
+    /// needs no privilege). Kernels before 4.3 have no ambient set. A
+    /// non-root command then execs with no capabilities at all.
     fn drop_inheritable() -> io::Result<()> {
-        // SAFETY: prctl with integer arguments; capget/capset on stack
-        // structs of the layout the kernel expects for version 3.
-        unsafe {
-            if libc::prctl(
+        // SAFETY: prctl with integer arguments.
+        let cleared = unsafe {
+            libc::prctl(
                 libc::PR_CAP_AMBIENT,
                 libc::PR_CAP_AMBIENT_CLEAR_ALL,
                 0,
                 0,
                 0,
-            ) != 0
-            {
-                let err = io::Error::last_os_error();
-                if err.raw_os_error() != Some(libc::EINVAL) {
-                    return Err(err);
-                }
-            }
-            let mut header = CapHeader {
-                version: CAPABILITY_V3,
-                pid: 0,
-            };
-            let mut data = [CapData {
-                effective: 0,
-                permitted: 0,
-                inheritable: 0,
-            }; 2];
-            if libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if data.iter().all(|d| d.inheritable == 0) {
-                return Ok(());
-            }
-            for word in &mut data {
-                word.inheritable = 0;
-            }
-            if libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) != 0 {
-                return Err(io::Error::last_os_error());
+            )
+        };
+        if cleared != 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EINVAL) {
+                return Err(err);
             }
         }
-        Ok(())
+        let mut data = crate::caps::get()?;
+        if data.iter().all(|d| d.inheritable == 0) {
+            return Ok(());
+        }
+        for word in &mut data {
+            word.inheritable = 0;
+        }
+        crate::caps::set(&data)
     }
 }
 

@@ -5,7 +5,9 @@
 //! runner stops ([`finish`]).
 
 mod child_setup;
+mod environment;
 mod members;
+pub(crate) mod probe;
 mod signals;
 mod spawn;
 mod start_dir;
@@ -17,6 +19,7 @@ use tokio::time::{Instant, timeout_at};
 
 // The editor's code-server is set up between fork and exec the same way.
 pub(crate) use child_setup::{ParentDeath, in_child as child_setup_in_child};
+pub(crate) use environment::scrub as scrub_environment;
 pub(crate) use members::{Marked, Members, group_alive};
 pub use signals::{Signal, Signals};
 pub use spawn::{HeldChild, SpawnError, SpawnOptions, TREE_MARKER};

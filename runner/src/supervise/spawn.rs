@@ -2,8 +2,10 @@
 //! detector has registered its pid, so not even its first fork is missed.
 //!
 //! What the command gets from the runner, and what it does not:
-//! - no `KANDAN_TOKEN` or `KANDAN_URL` (the URL may carry a password), so the
-//!   agent in the tree cannot impersonate the runner;
+//! - no `KANDAN_*` variable of the runner's environment (`KANDAN_TOKEN`,
+//!   `KANDAN_URL` which may carry a password, ...) and no
+//!   `CREDENTIALS_DIRECTORY` ([`super::environment`]), so the agent in the
+//!   tree cannot impersonate the runner;
 //! - [`TREE_MARKER`] in its environment, which every descendant inherits, so
 //!   the runner can end what remains of the tree after a double fork;
 //! - no ambient and no inheritable capabilities (a systemd install with
@@ -22,9 +24,6 @@ use super::child_setup::{self, ParentDeath};
 /// ProcessTreeKiller uses the same trick): inherited by every descendant,
 /// whatever its parent became.
 pub const TREE_MARKER: &str = "KANDAN_RUNNER_TREE";
-
-/// Runner variables the command never sees.
-const SECRET_VARS: [&str; 2] = ["KANDAN_TOKEN", "KANDAN_URL"];
 
 /// A spawned child blocked before `exec`, waiting for [`HeldChild::release`].
 pub struct HeldChild {
@@ -135,6 +134,7 @@ impl HeldChild {
         let gate = read_end.as_raw_fd();
 
         let mut command = Command::new("/bin/sh");
+        super::environment::scrub(command.as_std_mut());
         // `read` fails on EOF: if the runner dies before releasing, the
         // command never runs unwatched.
         command
@@ -146,9 +146,6 @@ impl HeldChild {
             .env(TREE_MARKER, &options.marker)
             .stdin(Stdio::inherit())
             .stderr(Stdio::inherit());
-        for var in SECRET_VARS {
-            command.env_remove(var);
-        }
         let cwd_dir = options.cwd_dir.clone();
         if let (None, Some(cwd)) = (&cwd_dir, &options.cwd) {
             command.current_dir(cwd);

@@ -92,7 +92,9 @@ pub fn render(
     if let Some(command) = &line.command {
         text.push_str(&format!("  $ {command}"));
     }
-    Some(text)
+    // For a terminal: a command line or cwd cannot move the cursor or set
+    // the title (JSON escapes them itself).
+    Some(crate::report::escape(&text).into_owned())
 }
 
 #[cfg(test)]
@@ -119,6 +121,25 @@ mod tests {
         let (rest, ts) = line.rsplit_once(r#","ts":""#).expect("a ts field");
         assert!(ts.ends_with("Z\"}") && ts.contains('T'), "{line}");
         format!("{rest}}}")
+    }
+
+    #[test]
+    fn human_lines_escape_control_characters() {
+        let mut candidate = vite();
+        candidate.process.command = "node \x1b]0;owned\x07".into();
+        candidate.process.cwd = Some("/x\x1b[2J".into());
+        let line = render(
+            &CandidateEvent::Opened(candidate),
+            BackendKind::Procfs,
+            false,
+            false,
+        )
+        .unwrap();
+        assert!(!line.contains(char::is_control), "{line:?}");
+        assert!(
+            line.ends_with("in /x\\x1b[2J  $ node \\x1b]0;owned\\x07"),
+            "{line}"
+        );
     }
 
     #[test]
