@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::control::budget::{Budget, DEFAULT_EVENT_BUDGET};
+
 /// `--stream-flush-ms` default.
 pub const DEFAULT_STREAM_FLUSH: Duration = Duration::from_millis(50);
 /// `--turn-idle-timeout-ms` default.
@@ -62,6 +64,9 @@ pub struct InstanceOptions {
     pub env: Vec<(String, String)>,
     /// The runner's [`TREE_MARKER`](crate::supervise::TREE_MARKER) value.
     pub marker: String,
+    /// The runner's budget for events waiting for Kandan (PROTOCOL.md
+    /// section 5): every line read from the app-server is charged to it.
+    pub event_budget: Budget,
 }
 
 impl InstanceOptions {
@@ -83,6 +88,7 @@ impl InstanceOptions {
             extra_args: Vec::new(),
             env: Vec::new(),
             marker: String::new(),
+            event_budget: Budget::new(DEFAULT_EVENT_BUDGET),
         }
     }
 }

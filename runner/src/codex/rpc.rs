@@ -41,7 +41,8 @@ pub struct RpcError {
 
 /// One line from the app-server. Variant order matters: serde tries them in
 /// turn, and a request is the only message with both `id` and `method`.
-#[derive(Debug, Deserialize)]
+/// Serialized back (a spilled backlog) it reads as the same variant.
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum Incoming {
     /// The app-server asks us (approvals, user input, ...).

@@ -21,7 +21,7 @@ pub const EVENT_TIMEOUT: Duration = Duration::from_secs(60);
 /// A started instance and what it reported so far.
 pub struct Instance {
     pub handle: InstanceHandle,
-    pub events: mpsc::Receiver<InstanceEvent>,
+    pub events: codex::Events,
     /// Everything received so far, in order.
     pub seen: Vec<InstanceEvent>,
     pub thread_id: String,
