@@ -10,7 +10,6 @@ use runner::codex::{
     InstanceOptions, Reply as CommandReply,
 };
 use serde_json::Value;
-use tokio::sync::mpsc;
 
 use super::{CodexDirs, codex_bin, pinned_version};
 use crate::fake_model::FakeModel;
