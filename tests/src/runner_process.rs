@@ -189,17 +189,6 @@ impl RunnerProcess {
             .context("no VmRSS in the runner's status")
     }
 
-    /// The runner's peak resident set so far (`VmHWM`), in KiB.
-    pub fn peak_rss_kib(&self) -> Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
-            .context("read the runner's /proc status")?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .context("no VmHWM in the runner's status")
-    }
-
     /// Writes one line to the command's stdin (the supervisor's orders).
     pub async fn send_line(&mut self, line: &str) -> Result<()> {
         let stdin = self.stdin.as_mut().context("stdin closed")?;

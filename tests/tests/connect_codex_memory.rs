@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use integration_tests::codex::driver::script_codex;
+use integration_tests::bench::procstat::peak_rss_kib;
 use integration_tests::runner_process::{RunnerArgs, RunnerProcess};
 use integration_tests::simulator::{SimConfig, Simulator, digest_of};
 use serde_json::{Value, json};
@@ -22,40 +22,10 @@ const RSS_LIMIT_KIB: u64 = 128 * 1024;
 const SIZE: usize = 1 << 20;
 const INSTANCE: &str = "flood";
 
-/// Answers `initialize` and `thread/start`, and writes COUNT notifications
-/// of SIZE bytes of data (`%08d` of their index, repeated) after answering
-/// `thread/start` (`after`) or before (`before`); PROGRESS holds how many
-/// it has written, then `done`.
-const FLOOD_CODEX: &str = r#"#!/usr/bin/env python3
-import json, os, sys
-WHEN, COUNT, SIZE, PROGRESS = "@WHEN@", @COUNT@, @SIZE@, "@PROGRESS@"
-out = sys.stdout.buffer
-def send(msg):
-    out.write(json.dumps(msg).encode() + b"\n")
-    out.flush()
-def mark(text):
-    with open(PROGRESS + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(PROGRESS + ".tmp", PROGRESS)
-def flood():
-    for i in range(COUNT):
-        send({"method": "test/blob", "params": {"i": i, "data": ("%08d" % i) * (SIZE // 8)}})
-        mark(str(i + 1))
-mark("0")
-for line in sys.stdin:
-    msg = json.loads(line)
-    method = msg.get("method")
-    if method == "initialize":
-        send({"id": msg["id"], "result": {"userAgent": "flood/1"}})
-    elif method == "thread/start":
-        if WHEN == "before":
-            flood()
-        send({"id": msg["id"], "result": {"thread": {"id": "thr_flood"}}})
-        if WHEN == "after":
-            flood()
-        send({"method": "test/done", "params": {}})
-        mark("done")
-"#;
+/// The hostile stand-in app-server (see its docstring).
+fn flood_codex() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/codex_flood.py")
+}
 
 struct Rig {
     sim: Simulator,
@@ -67,14 +37,12 @@ struct Rig {
 
 impl Rig {
     async fn start(when: &str, count: usize) -> Result<Rig> {
+        Self::start_sized(when, count, SIZE).await
+    }
+
+    async fn start_sized(when: &str, count: usize, size: usize) -> Result<Rig> {
         let dir = tempfile::tempdir()?;
         let progress = dir.path().join("progress");
-        let script = FLOOD_CODEX
-            .replace("@WHEN@", when)
-            .replace("@COUNT@", &count.to_string())
-            .replace("@SIZE@", &SIZE.to_string())
-            .replace("@PROGRESS@", &progress.to_string_lossy());
-        let bin = script_codex(dir.path(), &script);
         let cwd = dir.path().join("work");
         std::fs::create_dir(&cwd)?;
         // The simulator keeps a digest of each megabyte, not the megabyte.
@@ -86,9 +54,18 @@ impl Rig {
         let mut args = RunnerArgs::new("codex-memory", Vec::new());
         args.flags = vec![
             "--codex-bin".into(),
-            bin.to_string_lossy().into_owned(),
+            flood_codex().to_string_lossy().into_owned(),
             "--stream-flush-ms".into(),
             "0".into(),
+        ];
+        args.env = vec![
+            ("FLOOD_WHEN".into(), when.into()),
+            ("FLOOD_COUNT".into(), count.to_string()),
+            ("FLOOD_SIZE".into(), size.to_string()),
+            (
+                "FLOOD_PROGRESS".into(),
+                progress.to_string_lossy().into_owned(),
+            ),
         ];
         let runner = RunnerProcess::start(&sim, args)?;
         sim.wait_joined(WAIT)
@@ -199,7 +176,7 @@ async fn a_flood_after_the_thread_opened_waits_for_a_stalled_kandan() -> Result<
     rig.sim.pause_reading(true)?;
     start_instance(&rig.sim, &rig.cwd)?;
     let stalled = rig.until_stalled(Duration::from_secs(3)).await?;
-    let peak = rig.runner.peak_rss_kib()?;
+    let peak = peak_rss_kib(rig.runner.pid())?;
     println!(
         "stalled kandan: the app-server wrote {stalled} of {COUNT} notifications of 1 MiB; runner peak RSS {peak} KiB"
     );
@@ -212,7 +189,7 @@ async fn a_flood_after_the_thread_opened_waits_for_a_stalled_kandan() -> Result<
 
     rig.sim.pause_reading(false)?;
     rig.until_delivered(COUNT + 1).await?;
-    let peak = rig.runner.peak_rss_kib()?;
+    let peak = peak_rss_kib(rig.runner.pid())?;
     println!(
         "all {COUNT} delivered: runner peak RSS {peak} KiB, {:.1} s in all",
         started.elapsed().as_secs_f64()
@@ -231,7 +208,7 @@ async fn a_flood_before_the_thread_opened_is_kept_out_of_memory() -> Result<()> 
     rig.sim.pause_reading(true)?;
     start_instance(&rig.sim, &rig.cwd)?;
     let stalled = rig.until_stalled(Duration::from_secs(3)).await?;
-    let peak = rig.runner.peak_rss_kib()?;
+    let peak = peak_rss_kib(rig.runner.pid())?;
     println!(
         "stalled kandan: the app-server's progress {stalled} before thread/start's answer; runner peak RSS {peak} KiB"
     );
@@ -239,7 +216,7 @@ async fn a_flood_before_the_thread_opened_is_kept_out_of_memory() -> Result<()> 
 
     rig.sim.pause_reading(false)?;
     rig.until_delivered(COUNT + 1).await?;
-    let peak = rig.runner.peak_rss_kib()?;
+    let peak = peak_rss_kib(rig.runner.pid())?;
     println!(
         "all {COUNT} delivered: runner peak RSS {peak} KiB, {:.1} s in all",
         started.elapsed().as_secs_f64()
@@ -247,4 +224,39 @@ async fn a_flood_before_the_thread_opened_is_kept_out_of_memory() -> Result<()> 
     ensure!(peak < RSS_LIMIT_KIB, "peak RSS {peak} KiB");
     rig.check_transcript(COUNT)?;
     rig.stop().await
+}
+
+#[tokio::test]
+async fn a_line_that_never_ends_fails_the_instance_without_growing_memory() -> Result<()> {
+    let started = Instant::now();
+    let rig = Rig::start_sized("line", 0, 100 * SIZE).await?;
+    start_instance(&rig.sim, &rig.cwd)?;
+    let (_, failed) = rig
+        .sim
+        .wait_for_event_after(
+            0,
+            "control_error",
+            |e| e["instanceId"] == INSTANCE && e["code"] == "instance_failed",
+            WAIT,
+        )
+        .await
+        .with_context(|| rig.runner.output())?;
+    let message = failed["message"].as_str().unwrap_or_default();
+    ensure!(message.contains("wrote a line over 64 MiB"), "{message}");
+    let stopped = rig
+        .sim
+        .wait_for_event(
+            "instance_stopped",
+            |e: &Value| e["instanceId"] == INSTANCE,
+            WAIT,
+        )
+        .await?;
+    ensure!(stopped["reason"] == "failed", "{stopped}");
+    let peak = peak_rss_kib(rig.runner.pid())?;
+    println!(
+        "a 100 MiB line: instance failed, runner peak RSS {peak} KiB, {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    ensure!(peak < RSS_LIMIT_KIB, "peak RSS {peak} KiB");
+    Ok(())
 }

@@ -230,6 +230,7 @@ async fn run(
     state.initialize();
     // Commands that came before the thread opened (all but `Stop`).
     let mut deferred: Vec<Envelope> = Vec::new();
+    let budget = state.options.event_budget.clone();
     let end = loop {
         if state.failure.is_some() {
             break End::Failed;
@@ -243,8 +244,15 @@ async fn run(
             }
         }
         let deadline = state.next_deadline();
+        // What came before the thread and went to a file, one at a time.
+        let backlog = state.backlog_next();
         tokio::select! {
             biased;
+            // First, so that it drains while the app-server keeps writing
+            // (what it writes meanwhile joins the file).
+            charge = budget.charge(backlog.unwrap_or_default()), if backlog.is_some() => {
+                state.on_backlog_charge(charge).await;
+            }
             received = incoming.recv() => match received {
                 Some(Received::Message(message, charge)) => state.on_message(message, charge).await,
                 Some(Received::LineTooLong) => state.failure = Some(line_too_long()),
@@ -367,15 +375,26 @@ async fn stop(
     exit
 }
 
-/// Handles what is still queued from a process that is gone or going.
+/// Handles what is still queued from a process that is gone or going,
+/// and what waits in the backlog's file.
 async fn drain(state: &mut State, incoming: &mut mpsc::Receiver<Received>, limit: Duration) {
     let deadline = Instant::now() + limit;
+    let budget = state.options.event_budget.clone();
+    let mut open = true;
     loop {
+        let backlog = state.backlog_next();
+        if !open && backlog.is_none() {
+            return;
+        }
         tokio::select! {
-            message = incoming.recv() => match message {
+            biased;
+            message = incoming.recv(), if open => match message {
                 Some(Received::Message(message, charge)) => state.on_message(message, charge).await,
-                Some(Received::LineTooLong) | None => return,
+                Some(Received::LineTooLong) | None => open = false,
             },
+            charge = budget.charge(backlog.unwrap_or_default()), if backlog.is_some() => {
+                state.on_backlog_charge(charge).await;
+            }
             () = sleep_until(deadline) => return,
         }
     }

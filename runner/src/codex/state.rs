@@ -193,7 +193,7 @@ impl State {
         match message {
             Incoming::Response { id, result } => self.on_answer(&id, Ok(result)).await,
             Incoming::Error { id, error } => self.on_answer(&id, Err(error)).await,
-            other if !self.started => {
+            other if !self.started || self.backlog.spilling() => {
                 // Kept outside the budget (see `backlog`): its bytes go back.
                 let bytes = std::mem::take(&mut self.charge).bytes();
                 if let Err(err) = self.backlog.push(other, bytes) {
@@ -313,34 +313,32 @@ impl State {
         self.handle_backlog().await;
     }
 
-    /// What came before the thread opened, in order; the spilled part is
-    /// charged to the budget again as it is read back.
+    /// What came before the thread opened and was kept in memory; the
+    /// rest follows from the run loop ([`State::backlog_next`]).
     async fn handle_backlog(&mut self) {
-        let (memory, spilled) = match self.backlog.take() {
-            Ok(taken) => taken,
-            Err(err) => {
-                self.failure = Some(crate::error_chain(&err));
-                return;
-            }
-        };
-        for message in memory {
+        for message in self.backlog.take_memory() {
             self.on_backlogged(message, Charge::default()).await;
         }
-        let Some(mut spilled) = spilled else {
-            return;
-        };
-        while !self.abandoned {
-            match spilled.next_message() {
-                Ok(Some((message, bytes))) => {
-                    let charge = self.options.event_budget.charge(bytes).await;
-                    self.on_backlogged(message, charge).await;
-                }
-                Ok(None) => return,
-                Err(err) => {
-                    self.failure = Some(crate::error_chain(&err));
-                    return;
-                }
-            }
+    }
+
+    /// The budget bytes the next message waiting in the backlog's file
+    /// needs, once the thread is open and while one waits.
+    pub(super) fn backlog_next(&mut self) -> Option<usize> {
+        if !self.started {
+            return None;
+        }
+        self.backlog.next_len().unwrap_or_else(|err| {
+            self.failure = Some(crate::error_chain(&err));
+            None
+        })
+    }
+
+    /// Handles the next message of the backlog's file, charged `charge`.
+    pub(super) async fn on_backlog_charge(&mut self, charge: Charge) {
+        match self.backlog.pop() {
+            Ok(Some(message)) => self.on_backlogged(message, charge).await,
+            Ok(None) => {}
+            Err(err) => self.failure = Some(crate::error_chain(&err)),
         }
     }
 
