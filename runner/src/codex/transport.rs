@@ -334,14 +334,16 @@ mod tests {
         let (stdin, _keep) = tokio::io::duplex(64);
         let mut transport = stdio(ours, stdin, unlimited());
         let writer = tokio::spawn(async move {
-            app.write_all(&line_of(1000)).await?;
-            // No newline, ever: only MAX_LINE of it is read.
-            let chunk = vec![b'y'; 1 << 20];
-            loop {
-                if let Err(err) = app.write_all(&chunk).await {
-                    return Err::<(), _>(err);
+            let written: std::io::Result<()> = async {
+                app.write_all(&line_of(1000)).await?;
+                // No newline, ever: only MAX_LINE of it is read.
+                let chunk = vec![b'y'; 1 << 20];
+                loop {
+                    app.write_all(&chunk).await?;
                 }
             }
+            .await;
+            written
         });
         assert!(matches!(
             transport.incoming.recv().await,
