@@ -194,6 +194,13 @@ impl State {
             Incoming::Response { id, result } => self.on_answer(&id, Ok(result)).await,
             Incoming::Error { id, error } => self.on_answer(&id, Err(error)).await,
             other if !self.started || self.backlog.spilling() => {
+                if !self.started {
+                    // Writing, so alive: `thread/start` gets REQUEST_TIMEOUT
+                    // of silence, however long what comes before it takes.
+                    let until = Instant::now() + REQUEST_TIMEOUT;
+                    self.calls
+                        .postpone(until, |tag| matches!(tag, Tag::OpenThread));
+                }
                 // Kept outside the budget (see `backlog`): its bytes go back.
                 let bytes = std::mem::take(&mut self.charge).bytes();
                 if let Err(err) = self.backlog.push(other, bytes) {
