@@ -5,14 +5,18 @@
 //! of the same method and with the same other params (same item), join it
 //! and their `delta` texts are concatenated. Anything else flushes the batch
 //! first, so order and the concatenated text are exactly the app-server's.
+//! A batch holds the budget charges of its deltas (PROTOCOL.md section 5).
 
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
-/// A notification as it goes out: method and params.
-pub type Note = (String, Value);
+use crate::control::budget::Charge;
+
+/// A notification as it goes out: method, params, and the budget bytes of
+/// the lines it came from.
+pub type Note = (String, Value, Charge);
 
 #[derive(Debug)]
 pub struct Batcher {
@@ -26,6 +30,7 @@ struct Open {
     /// The params of the first delta, without `delta`.
     rest: Map<String, Value>,
     text: String,
+    charge: Charge,
     deadline: Instant,
 }
 
@@ -36,7 +41,13 @@ impl Batcher {
     }
 
     /// Takes one notification; returns what is ready to go out, in order.
-    pub fn push(&mut self, method: String, params: Value, now: Instant) -> Vec<Note> {
+    pub fn push(
+        &mut self,
+        method: String,
+        params: Value,
+        charge: Charge,
+        now: Instant,
+    ) -> Vec<Note> {
         let mut out = Vec::new();
         let delta = if self.window.is_zero() || !is_delta_method(&method) {
             Err(params)
@@ -47,7 +58,7 @@ impl Batcher {
             Ok(split) => split,
             Err(params) => {
                 out.extend(self.flush());
-                out.push((method, params));
+                out.push((method, params, charge));
                 return out;
             }
         };
@@ -57,6 +68,7 @@ impl Batcher {
             && now < open.deadline
         {
             open.text.push_str(&text);
+            open.charge.merge(charge);
             return out;
         }
         out.extend(self.flush());
@@ -64,6 +76,7 @@ impl Batcher {
             method,
             rest,
             text,
+            charge,
             deadline: now + self.window,
         });
         out
@@ -79,7 +92,7 @@ impl Batcher {
         let open = self.open.take()?;
         let mut params = open.rest;
         params.insert("delta".into(), Value::String(open.text));
-        Some((open.method, Value::Object(params)))
+        Some((open.method, Value::Object(params), open.charge))
     }
 }
 
@@ -108,6 +121,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn none() -> Charge {
+        Charge::default()
+    }
+
     fn delta(item: &str, text: &str) -> (String, Value) {
         (
             "item/agentMessage/delta".into(),
@@ -118,7 +135,7 @@ mod tests {
     fn text_of(notes: &[Note]) -> String {
         notes
             .iter()
-            .filter_map(|(_, params)| params["delta"].as_str())
+            .filter_map(|(_, params, _)| params["delta"].as_str())
             .collect()
     }
 
@@ -129,19 +146,19 @@ mod tests {
         let mut out = Vec::new();
         for text in ["He", "llo", " wor"] {
             let (m, p) = delta("a", text);
-            out.extend(batcher.push(m, p, now));
+            out.extend(batcher.push(m, p, none(), now));
         }
         assert!(out.is_empty());
         // Another item's delta closes the first batch.
         let (m, p) = delta("b", "X");
-        out.extend(batcher.push(m, p, now));
+        out.extend(batcher.push(m, p, none(), now));
         assert_eq!(out.len(), 1);
         assert_eq!(
             out[0].1,
             json!({"threadId": "t", "turnId": "u", "itemId": "a", "delta": "Hello wor"})
         );
         // A plain notification flushes first and keeps its place.
-        out.extend(batcher.push("item/completed".into(), json!({"itemId": "b"}), now));
+        out.extend(batcher.push("item/completed".into(), json!({"itemId": "b"}), none(), now));
         assert_eq!(out.len(), 3);
         assert_eq!(out[1].1["delta"], "X");
         assert_eq!(out[2].0, "item/completed");
@@ -153,10 +170,10 @@ mod tests {
         let mut batcher = Batcher::new(Duration::from_millis(50));
         let start = Instant::now();
         let (m, p) = delta("a", "1");
-        assert!(batcher.push(m, p, start).is_empty());
+        assert!(batcher.push(m, p, none(), start).is_empty());
         assert_eq!(batcher.deadline(), Some(start + Duration::from_millis(50)));
         let (m, p) = delta("a", "2");
-        let out = batcher.push(m, p, start + Duration::from_millis(60));
+        let out = batcher.push(m, p, none(), start + Duration::from_millis(60));
         assert_eq!(text_of(&out), "1");
         assert_eq!(text_of(&[batcher.flush().unwrap()]), "2");
     }
@@ -167,19 +184,23 @@ mod tests {
         let now = Instant::now();
         for text in ["a", "b"] {
             let (m, p) = delta("a", text);
-            assert_eq!(off.push(m, p, now).len(), 1);
+            assert_eq!(off.push(m, p, none(), now).len(), 1);
         }
         let mut on = Batcher::new(Duration::from_millis(50));
         // A non-string delta is not batched, and not changed.
-        let out = on.push("x/delta".into(), json!({"delta": 5}), now);
-        assert_eq!(out, vec![("x/delta".to_string(), json!({"delta": 5}))]);
-        let out = on.push("x/delta".into(), json!([1]), now);
+        let out = on.push("x/delta".into(), json!({"delta": 5}), none(), now);
+        assert_eq!(
+            out,
+            vec![("x/delta".to_string(), json!({"delta": 5}), none())]
+        );
+        let out = on.push("x/delta".into(), json!([1]), none(), now);
         assert_eq!(out.len(), 1);
         // Same item, other fields differ (another summary part): two batches.
         assert!(
             on.push(
                 "r/summaryTextDelta".into(),
                 json!({"itemId": "a", "i": 0, "delta": "p"}),
+                none(),
                 now
             )
             .is_empty()
@@ -187,6 +208,7 @@ mod tests {
         let out = on.push(
             "r/summaryTextDelta".into(),
             json!({"itemId": "a", "i": 1, "delta": "q"}),
+            none(),
             now,
         );
         assert_eq!(text_of(&out), "p");
@@ -202,11 +224,30 @@ mod tests {
             let mut out = Vec::new();
             for chunk in chars.chunks(size) {
                 let (m, p) = delta("a", &chunk.iter().collect::<String>());
-                out.extend(batcher.push(m, p, now));
+                out.extend(batcher.push(m, p, none(), now));
             }
             out.extend(batcher.flush());
             assert_eq!(out.len(), 1);
             assert_eq!(text_of(&out), text);
         }
+    }
+
+    #[tokio::test]
+    async fn a_batch_holds_the_charges_of_its_deltas_until_it_goes() {
+        let budget = crate::control::budget::Budget::new(1000);
+        let mut batcher = Batcher::new(Duration::from_millis(50));
+        let now = Instant::now();
+        for text in ["a", "b", "c"] {
+            let (m, p) = delta("i", text);
+            assert!(batcher.push(m, p, budget.charge(100).await, now).is_empty());
+        }
+        assert_eq!(budget.available(), 700);
+        let (_, params, charge) = batcher.flush().unwrap();
+        assert_eq!(
+            (params["delta"].as_str(), charge.bytes()),
+            (Some("abc"), 300)
+        );
+        drop(charge);
+        assert_eq!(budget.available(), 1000);
     }
 }

@@ -13,10 +13,10 @@ use super::event::{InstanceEvent, StopReason};
 use super::messages;
 use super::options::InstanceOptions;
 use super::process::{AppServer, AppServerCommand, Exit, HeldAppServer};
-use super::rpc::Incoming;
 use super::state::{ReplyTx, State, Tag};
-use super::transport::{self, Transport};
+use super::transport::{self, MAX_LINE, Received, Transport};
 use super::tui::{self, TuiAuth};
+use crate::control::budget::Charge;
 
 /// How long `stop` waits for the running turn to end after interrupting it.
 const STOP_INTERRUPT_WAIT: Duration = Duration::from_secs(2);
@@ -78,7 +78,7 @@ impl HeldInstance {
     /// Releases the app-server and starts the instance's task, which
     /// opens the thread and reports [`InstanceEvent::Started`] (or
     /// `Failed` then `Stopped`).
-    pub fn start(self) -> Result<(InstanceHandle, mpsc::Receiver<InstanceEvent>), InstanceError> {
+    pub fn start(self) -> Result<(InstanceHandle, Events), InstanceError> {
         let mut server = self.held.release()?;
         let (Some(stdin), Some(stdout)) = (server.child.stdin.take(), server.child.stdout.take())
         else {
@@ -89,7 +89,10 @@ impl HeldInstance {
             return Err(InstanceError::NoPipes);
         };
         let connect = match self.tui {
-            None => Connect::Ready(transport::stdio(stdout, stdin)),
+            None => {
+                let budget = self.options.event_budget.clone();
+                Connect::Ready(transport::stdio(stdout, stdin, budget))
+            }
             Some(auth) => {
                 // The app-server speaks on its WebSocket; its stdout is only
                 // drained, its stdin kept open as long as it runs.
@@ -117,8 +120,26 @@ impl HeldInstance {
                 status,
                 pid,
             },
-            events,
+            Events(events),
         ))
+    }
+}
+
+/// An instance's events in order. Each holds budget bytes (PROTOCOL.md
+/// section 5) until its charge is dropped: keep the charge until the event
+/// is written to Kandan, or the app-server's output stops being read.
+#[derive(Debug)]
+pub struct Events(mpsc::Receiver<(InstanceEvent, Charge)>);
+
+impl Events {
+    /// The next event; its bytes go back at once.
+    pub async fn recv(&mut self) -> Option<InstanceEvent> {
+        self.0.recv().await.map(|(event, _)| event)
+    }
+
+    /// The next event with its charge.
+    pub async fn recv_charged(&mut self) -> Option<(InstanceEvent, Charge)> {
+        self.0.recv().await
     }
 }
 
@@ -186,7 +207,8 @@ async fn run(
         Connect::Ready(transport) => (transport, None),
         Connect::WebSocket(auth) => {
             state.tui_token_file = Some(auth.file().clone());
-            let transport = match tui::connect(&mut server, &auth).await {
+            let budget = state.options.event_budget.clone();
+            let transport = match tui::connect(&mut server, &auth, budget).await {
                 Ok((transport, url)) => {
                     state.tui_url = Some(url);
                     transport
@@ -210,6 +232,7 @@ async fn run(
     state.initialize();
     // Commands that came before the thread opened (all but `Stop`).
     let mut deferred: Vec<Envelope> = Vec::new();
+    let budget = state.options.event_budget.clone();
     let end = loop {
         if state.failure.is_some() {
             break End::Failed;
@@ -223,10 +246,18 @@ async fn run(
             }
         }
         let deadline = state.next_deadline();
+        // What came before the thread and went to a file, one at a time.
+        let backlog = state.backlog_next();
         tokio::select! {
             biased;
-            message = incoming.recv() => match message {
-                Some(message) => state.on_message(message).await,
+            // First, so that it drains while the app-server keeps writing
+            // (what it writes meanwhile joins the file).
+            charge = budget.charge(backlog.unwrap_or_default()), if backlog.is_some() => {
+                state.on_backlog_charge(charge).await;
+            }
+            received = incoming.recv() => match received {
+                Some(Received::Message(message, charge)) => state.on_message(message, charge).await,
+                Some(Received::LineTooLong) => state.failure = Some(line_too_long()),
                 None => break End::Exited(None),
             },
             status = server.child.wait() => break End::Exited(status.ok().map(Exit::from)),
@@ -316,7 +347,7 @@ async fn run(
 async fn stop(
     state: &mut State,
     server: &mut AppServer,
-    incoming: &mut mpsc::Receiver<Incoming>,
+    incoming: &mut mpsc::Receiver<Received>,
 ) -> Exit {
     if let (Some(turn_id), Some(thread_id)) = (state.turn.clone(), state.thread_id.clone()) {
         let params = messages::turn_interrupt(&thread_id, &turn_id);
@@ -325,8 +356,8 @@ async fn stop(
         while state.turn.is_some() {
             tokio::select! {
                 message = incoming.recv() => match message {
-                    Some(message) => state.on_message(message).await,
-                    None => break,
+                    Some(Received::Message(message, charge)) => state.on_message(message, charge).await,
+                    Some(Received::LineTooLong) | None => break,
                 },
                 () = sleep_until(deadline) => break,
             }
@@ -346,18 +377,37 @@ async fn stop(
     exit
 }
 
-/// Handles what is still queued from a process that is gone or going.
-async fn drain(state: &mut State, incoming: &mut mpsc::Receiver<Incoming>, limit: Duration) {
+/// Handles what is still queued from a process that is gone or going,
+/// and what waits in the backlog's file.
+async fn drain(state: &mut State, incoming: &mut mpsc::Receiver<Received>, limit: Duration) {
     let deadline = Instant::now() + limit;
+    let budget = state.options.event_budget.clone();
+    let mut open = true;
     loop {
+        let backlog = state.backlog_next();
+        if !open && backlog.is_none() {
+            return;
+        }
         tokio::select! {
-            message = incoming.recv() => match message {
-                Some(message) => state.on_message(message).await,
-                None => return,
+            biased;
+            message = incoming.recv(), if open => match message {
+                Some(Received::Message(message, charge)) => state.on_message(message, charge).await,
+                Some(Received::LineTooLong) | None => open = false,
             },
+            charge = budget.charge(backlog.unwrap_or_default()), if backlog.is_some() => {
+                state.on_backlog_charge(charge).await;
+            }
             () = sleep_until(deadline) => return,
         }
     }
+}
+
+/// Why an instance whose app-server wrote too long a line stopped.
+fn line_too_long() -> String {
+    format!(
+        "the codex app-server wrote a line over {} MiB, the longest kandan-runner reads",
+        MAX_LINE >> 20
+    )
 }
 
 fn describe(exit: Exit) -> String {

@@ -14,6 +14,7 @@
 //! (the messages used here); a test regenerates it from the installed
 //! binary and fails when it differs.
 
+mod backlog;
 mod batch;
 mod bin;
 mod command;
@@ -31,7 +32,7 @@ mod tui;
 pub use bin::{BinError, CODEX_BIN_ENV, CodexStatus, probe, resolve_bin};
 pub use command::{Command, CommandError, InstanceError, InstanceState, InstanceStatus, Reply};
 pub use event::{ApprovalKind, ApprovalRequest, Decision, Ids, InstanceEvent, StopReason};
-pub use instance::{HeldInstance, InstanceHandle, spawn};
+pub use instance::{Events, HeldInstance, InstanceHandle, spawn};
 pub use options::{
     ApprovalPolicy, DEFAULT_STREAM_FLUSH, DEFAULT_TURN_IDLE_TIMEOUT, InstanceOptions, SandboxMode,
 };
@@ -41,6 +42,7 @@ pub fn group_alive(pgid: u32) -> bool {
 }
 pub use replay::{DEFAULT_MAX_BYTES, Entry, Replay};
 pub use rpc::RpcError;
+pub use transport::MAX_LINE;
 
 /// The schema files kept in `schema/` (paths as `generate-json-schema`
 /// writes them), for the test that checks them against the binary.

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::control::budget::{Budget, DEFAULT_EVENT_BUDGET};
+
 /// `--stream-flush-ms` default.
 pub const DEFAULT_STREAM_FLUSH: Duration = Duration::from_millis(50);
 /// `--turn-idle-timeout-ms` default.
@@ -68,6 +70,9 @@ pub struct InstanceOptions {
     /// The cgroup the app-server and everything it starts run in (none:
     /// its process group and marker hold it).
     pub cgroup: Option<std::sync::Arc<crate::cgroup::Cgroup>>,
+    /// The runner's budget for events waiting for Kandan (PROTOCOL.md
+    /// section 5): every line read from the app-server is charged to it.
+    pub event_budget: Budget,
 }
 
 impl InstanceOptions {
@@ -91,6 +96,7 @@ impl InstanceOptions {
             env: Vec::new(),
             marker: String::new(),
             cgroup: None,
+            event_budget: Budget::new(DEFAULT_EVENT_BUDGET),
         }
     }
 }

@@ -41,7 +41,8 @@ pub struct RpcError {
 
 /// One line from the app-server. Variant order matters: serde tries them in
 /// turn, and a request is the only message with both `id` and `method`.
-#[derive(Debug, Deserialize)]
+/// Serialized back (a spilled backlog) it reads as the same variant.
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum Incoming {
     /// The app-server asks us (approvals, user input, ...).
@@ -171,6 +172,15 @@ impl<T> Calls<T> {
             .collect()
     }
 
+    /// Moves the deadline of the requests `which` picks to `until`, if later.
+    pub fn postpone(&mut self, until: Instant, which: impl Fn(&T) -> bool) {
+        for (tag, deadline, _) in self.pending.values_mut() {
+            if which(tag) && *deadline < until {
+                *deadline = until;
+            }
+        }
+    }
+
     /// The earliest deadline, for the instance's timer.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.pending
@@ -286,5 +296,17 @@ mod tests {
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(calls.expired(Instant::now()), vec![('a', "a")]);
         assert_eq!(calls.next_deadline(), None);
+    }
+
+    #[test]
+    fn postponed_requests_expire_later() {
+        let mut calls = Calls::<&str>::default();
+        calls.start("a", &json!({}), "open", Duration::from_secs(1));
+        calls.start("b", &json!({}), "other", Duration::from_secs(1));
+        let later = Instant::now() + Duration::from_secs(60);
+        calls.postpone(later, |tag| *tag == "open");
+        let expired = calls.expired(Instant::now() + Duration::from_secs(2));
+        assert_eq!(expired, vec![("other", "b")]);
+        assert_eq!(calls.next_deadline(), Some(later));
     }
 }

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use super::backlog::Backlog;
 use super::batch::Batcher;
 use super::command::{CommandError, InstanceState, InstanceStatus, REQUEST_TIMEOUT, Reply};
 use super::event::{ActorId, ApprovalKind, ApprovalRequest, Decision, Ids, InstanceEvent};
@@ -14,6 +15,7 @@ use super::rpc::{
     Calls, Incoming, RequestId, RpcError, error_line, notification_line, response_line,
 };
 use super::{Command, messages};
+use crate::control::budget::Charge;
 
 pub(super) type ReplyTx = oneshot::Sender<Result<Reply, CommandError>>;
 
@@ -41,7 +43,10 @@ pub(super) struct State {
     pub(super) options: InstanceOptions,
     pub(super) pid: u32,
     pub(super) out: Option<mpsc::UnboundedSender<String>>,
-    pub(super) events: mpsc::Sender<InstanceEvent>,
+    pub(super) events: mpsc::Sender<(InstanceEvent, Charge)>,
+    /// The budget bytes of the message being handled: they go with the
+    /// first event it causes (or back, when it causes none).
+    pub(super) charge: Charge,
     pub(super) status: watch::Sender<InstanceStatus>,
     pub(super) calls: Calls<Tag>,
     pub(super) batcher: Batcher,
@@ -49,7 +54,7 @@ pub(super) struct State {
     pub(super) thread_id: Option<String>,
     pub(super) started: bool,
     /// Notifications and requests that came before `thread/start`'s answer.
-    pub(super) backlog: Vec<Incoming>,
+    pub(super) backlog: Backlog,
     pub(super) turn: Option<String>,
     pub(super) last_activity: Instant,
     pub(super) approvals: Vec<Approval>,
@@ -70,7 +75,7 @@ impl State {
     pub(super) fn new(
         options: InstanceOptions,
         pid: u32,
-        events: mpsc::Sender<InstanceEvent>,
+        events: mpsc::Sender<(InstanceEvent, Charge)>,
         status: watch::Sender<InstanceStatus>,
     ) -> Self {
         State {
@@ -79,12 +84,13 @@ impl State {
             pid,
             out: None,
             events,
+            charge: Charge::default(),
             status,
             calls: Calls::default(),
             codex_version: "unknown".into(),
             thread_id: None,
             started: false,
-            backlog: Vec::new(),
+            backlog: Backlog::default(),
             turn: None,
             last_activity: Instant::now(),
             approvals: Vec::new(),
@@ -108,26 +114,32 @@ impl State {
         self.send_line(line);
     }
 
+    /// Sends `event` with the current message's charge (see [`State::charge`]).
     pub(super) async fn emit(&mut self, event: InstanceEvent) {
-        if self.events.send(event).await.is_err() {
+        let charge = std::mem::take(&mut self.charge);
+        self.emit_charged(event, charge).await;
+    }
+
+    async fn emit_charged(&mut self, event: InstanceEvent, charge: Charge) {
+        if self.events.send((event, charge)).await.is_err() {
             self.abandoned = true;
         }
     }
 
     pub(super) async fn flush(&mut self) {
-        if let Some((method, params)) = self.batcher.flush() {
-            self.emit_notification(method, params).await;
+        if let Some((method, params, charge)) = self.batcher.flush() {
+            self.emit_notification(method, params, charge).await;
         }
     }
 
-    pub(super) async fn emit_notification(&mut self, method: String, params: Value) {
+    async fn emit_notification(&mut self, method: String, params: Value, charge: Charge) {
         let ids = Ids::find(&params);
-        self.emit(InstanceEvent::Notification {
+        let event = InstanceEvent::Notification {
             method,
             params,
             ids,
-        })
-        .await;
+        };
+        self.emit_charged(event, charge).await;
     }
 
     pub(super) fn publish_status(&self) {
@@ -175,16 +187,32 @@ impl State {
         self.request(method, params, Tag::OpenThread);
     }
 
-    pub(super) async fn on_message(&mut self, message: Incoming) {
+    /// Handles one message; `charge` holds the budget bytes of its line.
+    pub(super) async fn on_message(&mut self, message: Incoming, charge: Charge) {
+        self.charge = charge;
         match message {
             Incoming::Response { id, result } => self.on_answer(&id, Ok(result)).await,
             Incoming::Error { id, error } => self.on_answer(&id, Err(error)).await,
-            other if !self.started => self.backlog.push(other),
+            other if !self.started || self.backlog.spilling() => {
+                if !self.started {
+                    // Writing, so alive: `thread/start` gets REQUEST_TIMEOUT
+                    // of silence, however long what comes before it takes.
+                    let until = Instant::now() + REQUEST_TIMEOUT;
+                    self.calls
+                        .postpone(until, |tag| matches!(tag, Tag::OpenThread));
+                }
+                // Kept outside the budget (see `backlog`): its bytes go back.
+                let bytes = std::mem::take(&mut self.charge).bytes();
+                if let Err(err) = self.backlog.push(other, bytes) {
+                    self.failure = Some(crate::error_chain(&err));
+                }
+            }
             Incoming::Notification { method, params } => self.on_notification(method, params).await,
             Incoming::Request { id, method, params } => {
                 self.on_server_request(id, method, params).await
             }
         }
+        self.charge = Charge::default();
     }
 
     pub(super) async fn on_answer(&mut self, id: &RequestId, answer: Result<Value, RpcError>) {
@@ -289,17 +317,48 @@ impl State {
             tui_url: self.tui_url.clone(),
         })
         .await;
-        for message in std::mem::take(&mut self.backlog) {
-            match message {
-                Incoming::Notification { method, params } => {
-                    self.on_notification(method, params).await
-                }
-                Incoming::Request { id, method, params } => {
-                    self.on_server_request(id, method, params).await
-                }
-                _ => {}
-            }
+        self.handle_backlog().await;
+    }
+
+    /// What came before the thread opened and was kept in memory; the
+    /// rest follows from the run loop ([`State::backlog_next`]).
+    async fn handle_backlog(&mut self) {
+        for message in self.backlog.take_memory() {
+            self.on_backlogged(message, Charge::default()).await;
         }
+    }
+
+    /// The budget bytes the next message waiting in the backlog's file
+    /// needs, once the thread is open and while one waits.
+    pub(super) fn backlog_next(&mut self) -> Option<usize> {
+        if !self.started {
+            return None;
+        }
+        self.backlog.next_len().unwrap_or_else(|err| {
+            self.failure = Some(crate::error_chain(&err));
+            None
+        })
+    }
+
+    /// Handles the next message of the backlog's file, charged `charge`.
+    pub(super) async fn on_backlog_charge(&mut self, charge: Charge) {
+        match self.backlog.pop() {
+            Ok(Some(message)) => self.on_backlogged(message, charge).await,
+            Ok(None) => {}
+            Err(err) => self.failure = Some(crate::error_chain(&err)),
+        }
+    }
+
+    async fn on_backlogged(&mut self, message: Incoming, charge: Charge) {
+        self.charge = charge;
+        match message {
+            Incoming::Notification { method, params } => self.on_notification(method, params).await,
+            Incoming::Request { id, method, params } => {
+                self.on_server_request(id, method, params).await
+            }
+            _ => {}
+        }
+        self.charge = Charge::default();
     }
 
     pub(super) async fn on_notification(&mut self, method: String, params: Value) {
@@ -326,8 +385,9 @@ impl State {
             }
             _ => {}
         }
-        for (method, params) in self.batcher.push(method, params, now) {
-            self.emit_notification(method, params).await;
+        let charge = std::mem::take(&mut self.charge);
+        for (method, params, charge) in self.batcher.push(method, params, charge, now) {
+            self.emit_notification(method, params, charge).await;
         }
         if let Some(server_id) = resolved {
             self.withdraw(|approval| approval.server_id == server_id)

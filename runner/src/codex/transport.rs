@@ -1,23 +1,47 @@
 //! Moving JSON-RPC lines between the instance's task and the app-server:
 //! a reader task that parses each line (a malformed one is logged and
 //! skipped) and a writer task, so the instance never blocks on a pipe.
+//!
+//! Memory (PROTOCOL.md section 5): each line read is charged to the
+//! runner's event budget before it is parsed, and the charge travels with
+//! the message until its event is written to Kandan. A full budget stops
+//! the reader, so the app-server's stdout pipe fills and it waits. Beyond
+//! the budget a reader holds at most the one line it is reading, of at most
+//! [`MAX_LINE`] bytes: a longer line fails the instance.
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
 use super::rpc::{Incoming, parse_line};
+use crate::control::budget::{Budget, Charge};
 
-/// The longest line read (a `thread/read` with many turns is large); a
-/// longer one is skipped whole.
-const MAX_LINE: usize = 64 << 20;
-/// Parsed messages waiting for the instance: when it is slow (Kandan not
-/// reading), the app-server's stdout is not read either.
+/// The longest line read (a `thread/read` with many turns is large); the
+/// instance fails on a longer one, before reading past this.
+pub const MAX_LINE: usize = 64 << 20;
+/// Parsed messages waiting for the instance (also bounded in bytes by
+/// their charges).
 const INCOMING_QUEUE: usize = 256;
+/// Read size: a pipe's default capacity, so one read empties it.
+const READ_BUFFER: usize = 64 << 10;
+/// A line buffer grown past this is given back after its line.
+const KEEP_LINE_CAPACITY: usize = 4 << 20;
+/// Memory a parsed JSON value takes per element beyond its text (a
+/// `serde_json::Value` is 32 bytes, plus its slot in a map or array).
+const VALUE_OVERHEAD: usize = 64;
+
+/// What the reader hands the instance.
+#[derive(Debug)]
+pub enum Received {
+    /// A message and the budget bytes it holds until its event is written.
+    Message(Incoming, Charge),
+    /// The app-server wrote a line over [`MAX_LINE`]: nothing more is read.
+    LineTooLong,
+}
 
 /// The instance's ends of the connection.
 pub struct Transport {
     /// `None` once the app-server's output ended.
-    pub incoming: mpsc::Receiver<Incoming>,
+    pub incoming: mpsc::Receiver<Received>,
     /// Dropping it closes the app-server's stdin.
     pub outgoing: mpsc::UnboundedSender<String>,
 }
@@ -26,30 +50,46 @@ pub struct Transport {
 pub fn stdio(
     stdout: impl tokio::io::AsyncRead + Unpin + Send + 'static,
     stdin: impl AsyncWrite + Unpin + Send + 'static,
+    budget: Budget,
 ) -> Transport {
     let (in_tx, incoming) = mpsc::channel(INCOMING_QUEUE);
     let (outgoing, out_rx) = mpsc::unbounded_channel();
-    tokio::spawn(read_lines(BufReader::new(stdout), in_tx));
+    let reader = BufReader::with_capacity(READ_BUFFER, stdout);
+    tokio::spawn(read_lines(reader, in_tx, budget));
     tokio::spawn(write_lines(stdin, out_rx));
     Transport { incoming, outgoing }
 }
 
-async fn read_lines(mut reader: impl AsyncBufRead + Unpin, tx: mpsc::Sender<Incoming>) {
+async fn read_lines(
+    mut reader: impl AsyncBufRead + Unpin,
+    tx: mpsc::Sender<Received>,
+    budget: Budget,
+) {
     let mut line = Vec::new();
     loop {
+        if line.capacity() > KEEP_LINE_CAPACITY {
+            line = Vec::new();
+        }
         match read_line(&mut reader, &mut line).await {
             Ok(Line::End) => break,
             Ok(Line::TooLong) => {
-                tracing::warn!("app-server output: a line over {MAX_LINE} bytes skipped");
+                tracing::error!(
+                    "the codex app-server wrote a line over {} MiB: the instance stops",
+                    MAX_LINE >> 20
+                );
+                let _ = tx.send(Received::LineTooLong).await;
+                break;
             }
             Ok(Line::Full) => {
                 let text = line.trim_ascii();
                 if text.is_empty() {
                     continue;
                 }
+                // Waits while the budget is full: the pipe fills meanwhile.
+                let charge = budget.charge(parsed_cost(text)).await;
                 match parse_line(text) {
                     Ok(message) => {
-                        if tx.send(message).await.is_err() {
+                        if tx.send(Received::Message(message, charge)).await.is_err() {
                             break;
                         }
                     }
@@ -77,20 +117,17 @@ enum Line {
 }
 
 /// Reads up to the next newline into `line`, never holding more than
-/// [`MAX_LINE`] bytes.
+/// [`MAX_LINE`] bytes: a longer line is not read further.
 async fn read_line(
     reader: &mut (impl AsyncBufRead + Unpin),
     line: &mut Vec<u8>,
 ) -> std::io::Result<Line> {
     line.clear();
-    let mut too_long = false;
     loop {
         let buf = reader.fill_buf().await?;
         if buf.is_empty() {
-            return Ok(if line.is_empty() && !too_long {
+            return Ok(if line.is_empty() {
                 Line::End
-            } else if too_long {
-                Line::TooLong
             } else {
                 Line::Full
             });
@@ -99,20 +136,43 @@ async fn read_line(
             Some(at) => (&buf[..at], Some(at + 1)),
             None => (buf, None),
         };
-        if !too_long {
-            if line.len() + chunk.len() > MAX_LINE {
-                too_long = true;
-                line.clear();
-            } else {
-                line.extend_from_slice(chunk);
-            }
+        if line.len() + chunk.len() > MAX_LINE {
+            line.clear();
+            return Ok(Line::TooLong);
         }
+        line.extend_from_slice(chunk);
         let used = found.unwrap_or(buf.len());
         reader.consume(used);
         if found.is_some() {
-            return Ok(if too_long { Line::TooLong } else { Line::Full });
+            return Ok(Line::Full);
         }
     }
+}
+
+/// What the message parsed from `text` holds in memory, about: its text
+/// plus [`VALUE_OVERHEAD`] per JSON element (counted by the separators and
+/// openings outside strings), so a line of many tiny values is not
+/// charged as if it were one string.
+fn parsed_cost(text: &[u8]) -> usize {
+    let (mut elements, mut in_string, mut escaped) = (1usize, false, false);
+    for &byte in text {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match byte {
+                b'"' => in_string = true,
+                b',' | b':' | b'[' | b'{' => elements += 1,
+                _ => {}
+            }
+        }
+    }
+    text.len()
+        .saturating_add(elements.saturating_mul(VALUE_OVERHEAD))
 }
 
 async fn write_lines(mut writer: impl AsyncWrite + Unpin, mut rx: mpsc::UnboundedReceiver<String>) {
@@ -134,6 +194,7 @@ async fn write_lines(mut writer: impl AsyncWrite + Unpin, mut rx: mpsc::Unbounde
 pub async fn websocket(
     url: &str,
     token: &str,
+    budget: Budget,
 ) -> Result<Transport, tokio_tungstenite::tungstenite::Error> {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
@@ -159,9 +220,15 @@ pub async fn websocket(
                 Ok(Message::Close(_)) | Err(_) => break,
                 Ok(_) => continue,
             };
+            // Not read further while the budget is full (TCP holds it back).
+            let charge = budget.charge(parsed_cost(text.as_bytes())).await;
             match parse_line(text.as_bytes()) {
                 Ok(message) => {
-                    if in_tx.send(message).await.is_err() {
+                    if in_tx
+                        .send(Received::Message(message, charge))
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -182,13 +249,19 @@ pub async fn websocket(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+
+    fn unlimited() -> Budget {
+        Budget::new(1 << 30)
+    }
 
     #[tokio::test]
     async fn malformed_lines_are_skipped_and_the_rest_arrives_in_order() {
         let (mut app, ours) = tokio::io::duplex(1 << 16);
         let (stdin, _keep) = tokio::io::duplex(64);
-        let mut transport = stdio(ours, stdin);
+        let mut transport = stdio(ours, stdin, unlimited());
         let input = concat!(
             "garbage\n",
             "{\"method\":\"a\"}\n",
@@ -201,11 +274,95 @@ mod tests {
         app.write_all(input.as_bytes()).await.unwrap();
         drop(app);
         let mut methods = Vec::new();
-        while let Some(message) = transport.incoming.recv().await {
-            if let Incoming::Notification { method, .. } = message {
+        while let Some(received) = transport.incoming.recv().await {
+            if let Received::Message(Incoming::Notification { method, .. }, _) = received {
                 methods.push(method);
             }
         }
         assert_eq!(methods, ["a", "b", "c"]);
+    }
+
+    /// A line of `size` bytes: a notification whose `params.t` pads it.
+    fn line_of(size: usize) -> Vec<u8> {
+        let head = b"{\"method\":\"n\",\"params\":{\"t\":\"";
+        let mut line = head.to_vec();
+        line.resize(size - 4, b'x');
+        line.extend_from_slice(b"\"}}\n");
+        line
+    }
+
+    #[tokio::test]
+    async fn a_full_budget_stops_the_reader_until_charges_come_back() {
+        let budget = Budget::new(3 * 100_000);
+        let (mut app, ours) = tokio::io::duplex(1 << 16);
+        let (stdin, _keep) = tokio::io::duplex(64);
+        let mut transport = stdio(ours, stdin, budget.clone());
+        let writer = tokio::spawn(async move {
+            for _ in 0..20 {
+                app.write_all(&line_of(100_000)).await?;
+            }
+            std::io::Result::Ok(())
+        });
+        // Two fit (each costs its text and a little more); the third waits.
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            match transport.incoming.recv().await {
+                Some(Received::Message(_, charge)) => held.push(charge),
+                other => panic!("{other:?}"),
+            }
+        }
+        let more = tokio::time::timeout(Duration::from_millis(200), transport.incoming.recv());
+        assert!(more.await.is_err(), "read past a full budget");
+        assert!(!writer.is_finished(), "the writer was never held back");
+        // Giving the bytes back lets the rest through.
+        drop(held);
+        let mut count = 2;
+        while count < 20 {
+            match transport.incoming.recv().await {
+                Some(Received::Message(_, charge)) => drop(charge),
+                other => panic!("{other:?}"),
+            }
+            count += 1;
+        }
+        writer.await.unwrap().unwrap();
+        assert_eq!(budget.available(), budget.total());
+    }
+
+    #[tokio::test]
+    async fn a_line_over_the_limit_ends_the_reading_without_holding_it() {
+        let (mut app, ours) = tokio::io::duplex(1 << 16);
+        let (stdin, _keep) = tokio::io::duplex(64);
+        let mut transport = stdio(ours, stdin, unlimited());
+        let writer = tokio::spawn(async move {
+            let written: std::io::Result<()> = async {
+                app.write_all(&line_of(1000)).await?;
+                // No newline, ever: only MAX_LINE of it is read.
+                let chunk = vec![b'y'; 1 << 20];
+                loop {
+                    app.write_all(&chunk).await?;
+                }
+            }
+            .await;
+            written
+        });
+        assert!(matches!(
+            transport.incoming.recv().await,
+            Some(Received::Message(..))
+        ));
+        assert!(matches!(
+            transport.incoming.recv().await,
+            Some(Received::LineTooLong)
+        ));
+        assert!(transport.incoming.recv().await.is_none());
+        // The reader let go of the pipe: the writer fails instead of waiting.
+        assert!(writer.await.unwrap().is_err());
+    }
+
+    #[test]
+    fn parsed_cost_counts_elements_outside_strings() {
+        let text = br#"{"a":[1,2,3],"b":"x,y:[{\"}"}"#;
+        // `{`, `:`, `[`, `,`, `,`, `,`, `:` and the value itself: 8.
+        assert_eq!(parsed_cost(text), text.len() + 8 * VALUE_OVERHEAD);
+        assert_eq!(parsed_cost(b"\"abc\""), 5 + VALUE_OVERHEAD);
     }
 }

@@ -75,6 +75,7 @@ impl Drop for TuiAuth {
 pub async fn connect(
     server: &mut AppServer,
     auth: &TuiAuth,
+    budget: crate::control::budget::Budget,
 ) -> Result<(Transport, String), String> {
     let Some(url_rx) = server.listen_url.take() else {
         return Err("the app-server's address is unknown".into());
@@ -91,7 +92,7 @@ pub async fn connect(
     // The banner may come just before the listener accepts: a few tries.
     let mut last = String::new();
     for _ in 0..20 {
-        match transport::websocket(&url, &auth.token).await {
+        match transport::websocket(&url, &auth.token, budget.clone()).await {
             Ok(transport) => return Ok((transport, url)),
             Err(err) => last = err.to_string(),
         }

@@ -15,24 +15,31 @@ use crate::codex::{
     self, ApprovalPolicy, Command, InstanceEvent, InstanceHandle, InstanceOptions, InstanceState,
     Replay, SandboxMode,
 };
+use crate::control::budget::{Budget, Charge};
 use crate::control::controls::{
     Decision, InterruptTurn, ReadThread, ResolveApprovalRequest, StartInstance, StartTurn,
     StopInstance,
 };
 use crate::control::events::{ControlErrorEvent, InstanceWire, ReadyInstance};
-use crate::control::{Ack, ErrorCode, Event, Responder, Session};
+use crate::control::{Ack, Charged, ErrorCode, Event, Responder, Session};
 use crate::detect::RootRegistry;
 
 use super::Runner;
 
-/// Instance events waiting for the main loop, from every instance.
+/// Instance events waiting for the main loop, from every instance (also
+/// bounded in bytes: each holds its charge of the event budget).
 const EVENT_QUEUE: usize = 1024;
+
+/// An instance's event on its way to Kandan, with its budget bytes.
+pub(super) type Queued = (String, InstanceEvent, Charge);
 
 /// The runner's Codex flags.
 pub(super) struct Settings {
     pub codex_bin: Option<PathBuf>,
     pub stream_flush: Duration,
     pub turn_idle_timeout: Duration,
+    /// Shared with forwarding: instance events waiting for Kandan count in it.
+    pub event_budget: Budget,
 }
 
 struct Instance {
@@ -52,7 +59,7 @@ struct Instance {
 
 pub(super) struct Instances {
     live: HashMap<String, Instance>,
-    events_tx: mpsc::Sender<(String, InstanceEvent)>,
+    events_tx: mpsc::Sender<Queued>,
     settings: Settings,
     roots: Arc<dyn RootRegistry>,
     containment: Containment,
@@ -63,7 +70,7 @@ impl Instances {
         settings: Settings,
         roots: Arc<dyn RootRegistry>,
         containment: Containment,
-    ) -> (Self, mpsc::Receiver<(String, InstanceEvent)>) {
+    ) -> (Self, mpsc::Receiver<Queued>) {
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
         let instances = Instances {
             live: HashMap::new(),
@@ -185,7 +192,7 @@ impl Runner {
         {
             // Running: its `instance_started` again.
             if let Some(started) = instance.started.clone() {
-                self.emit(&instance_id, started).await;
+                self.emit(&instance_id, started, Charge::default()).await;
             }
             return;
         }
@@ -232,6 +239,7 @@ impl Runner {
         options.launch_tui = start.launch_tui;
         options.stream_flush = settings.stream_flush;
         options.turn_idle_timeout = settings.turn_idle_timeout;
+        options.event_budget = settings.event_budget.clone();
         options.marker = self.marker.clone();
         options.cgroup = self.instances.containment.new_group("instance");
         let cgroup = options.cgroup.clone();
@@ -281,8 +289,8 @@ impl Runner {
         let tx = self.instances.events_tx.clone();
         let id = instance_id.clone();
         tokio::spawn(async move {
-            while let Some(event) = events.recv().await {
-                if tx.send((id.clone(), event)).await.is_err() {
+            while let Some((event, charge)) = events.recv_charged().await {
+                if tx.send((id.clone(), event, charge)).await.is_err() {
                     return;
                 }
             }
@@ -397,8 +405,14 @@ impl Runner {
         );
     }
 
-    /// An instance's event: numbered, kept until acknowledged, sent.
-    pub(super) async fn on_instance_event(&mut self, instance_id: String, event: InstanceEvent) {
+    /// An instance's event: numbered, kept until acknowledged, sent; its
+    /// budget bytes go back once it is written to Kandan.
+    pub(super) async fn on_instance_event(
+        &mut self,
+        instance_id: String,
+        event: InstanceEvent,
+        charge: Charge,
+    ) {
         match &event {
             InstanceEvent::Failed { message } => {
                 let event = error(
@@ -425,11 +439,11 @@ impl Runner {
             }
             _ => {}
         }
-        self.emit(&instance_id, event).await;
+        self.emit(&instance_id, event, charge).await;
     }
 
     /// Numbers `event` in the instance's log and sends it, tracked.
-    async fn emit(&mut self, instance_id: &str, event: InstanceEvent) {
+    async fn emit(&mut self, instance_id: &str, event: InstanceEvent, charge: Charge) {
         let Some(instance) = self.instances.live.get_mut(instance_id) else {
             return;
         };
@@ -445,12 +459,11 @@ impl Runner {
             instance_id: instance_id.to_owned(),
             seq: entry.seq,
         };
-        if self
-            .handle
-            .send_tracked(Event::Instance(wire), ack)
-            .await
-            .is_err()
-        {
+        let charged = Charged {
+            event: Event::Instance(wire),
+            charge,
+        };
+        if self.handle.send_tracked(charged, ack).await.is_err() {
             tracing::warn!("control client stopped; instance event dropped");
         }
     }

@@ -93,6 +93,9 @@ pub async fn run(args: ConnectArgs) -> i32 {
     let channel = ControlClient::spawn(control_config);
     let mut inputs = channel.inputs;
 
+    // Events waiting for Kandan, forwarded traffic's and instances' alike.
+    let event_budget =
+        crate::control::budget::Budget::new(crate::control::budget::DEFAULT_EVENT_BUDGET);
     let forwarder = Arc::new(Forwarder::new(
         Arc::new(gate.clone()),
         Arc::new(editors::Sockets(editors.as_ref().ok().cloned())),
@@ -101,6 +104,7 @@ pub async fn run(args: ConnectArgs) -> i32 {
             max_response_body: args.max_response_body,
             connect_timeout: Duration::from_millis(args.connect_timeout_ms),
             overall_timeout: Duration::from_millis(args.request_timeout_ms),
+            event_budget: event_budget.clone(),
             ..ForwardConfig::default()
         },
     ));
@@ -121,6 +125,7 @@ pub async fn run(args: ConnectArgs) -> i32 {
             codex_bin: args.codex.codex_bin.clone(),
             stream_flush: Duration::from_millis(args.codex.stream_flush_ms),
             turn_idle_timeout: Duration::from_millis(args.codex.turn_idle_timeout_ms),
+            event_budget,
         },
         roots,
         containment.clone(),
@@ -168,9 +173,9 @@ pub async fn run(args: ConnectArgs) -> i32 {
                 runner.send(editors::event(event)).await;
                 editors::report_status(&runner.editors);
             }
-            Some((id, event)) = instance_events.recv() => {
+            Some((id, event, charge)) = instance_events.recv() => {
                 let changes_status = instances::Instances::changes_status(&event);
-                runner.on_instance_event(id, event).await;
+                runner.on_instance_event(id, event, charge).await;
                 if changes_status {
                     crate::report::instances(runner.instances.ready());
                 }

@@ -29,7 +29,7 @@ pub(super) struct Ends {
     pub finisher: Finisher,
     pub candidates: mpsc::Receiver<CandidateEvent>,
     pub editor_events: mpsc::UnboundedReceiver<crate::editor::EditorEvent>,
-    pub instance_events: mpsc::Receiver<(String, crate::codex::InstanceEvent)>,
+    pub instance_events: mpsc::Receiver<super::instances::Queued>,
     pub client: JoinHandle<()>,
 }
 
@@ -54,8 +54,8 @@ impl Runner {
         while let Ok(event) = ends.editor_events.try_recv() {
             self.send(super::editors::event(event)).await;
         }
-        while let Ok((id, event)) = ends.instance_events.try_recv() {
-            self.on_instance_event(id, event).await;
+        while let Ok((id, event, charge)) = ends.instance_events.try_recv() {
+            self.on_instance_event(id, event, charge).await;
         }
 
         // The final `closed` candidates become `port_forward_closed`.

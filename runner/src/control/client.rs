@@ -156,7 +156,7 @@ pub(super) enum Outgoing {
     State(Event),
     /// Like `State`, and Kandan's `phx_reply` to its push comes back as
     /// [`ControlInput::Acked`] with this tag.
-    Tracked(Event, Ack),
+    Tracked(Charged, Ack),
     /// An answer to a control of this session.
     Reply(Session, Charged),
     /// The runner stops: `phx_leave`, a normal close, and the client ends.
@@ -168,7 +168,7 @@ impl Outgoing {
     pub(super) fn event(&self) -> Option<&Event> {
         match self {
             Outgoing::State(event)
-            | Outgoing::Tracked(event, _)
+            | Outgoing::Tracked(Charged { event, .. }, _)
             | Outgoing::Reply(_, Charged { event, .. }) => Some(event),
             Outgoing::Leave => None,
         }
@@ -214,9 +214,14 @@ impl ControlHandle {
     /// `phx_reply` comes back as [`ControlInput::Acked`]`(ack)`. Dropped
     /// while not joined, like [`ControlHandle::send`]; the runner sends it
     /// again after the next `runner_ready` if it was never acked.
-    pub async fn send_tracked(&self, event: Event, ack: Ack) -> Result<(), ClientStopped> {
+    /// A [`Charged`] event gives its bytes back once written.
+    pub async fn send_tracked(
+        &self,
+        event: impl Into<Charged>,
+        ack: Ack,
+    ) -> Result<(), ClientStopped> {
         self.outbox
-            .send(Outgoing::Tracked(event, ack))
+            .send(Outgoing::Tracked(event.into(), ack))
             .await
             .map_err(|_| ClientStopped)
     }
@@ -311,8 +316,10 @@ impl TestAnswers {
     pub(crate) async fn next_charged(&mut self) -> Option<Charged> {
         loop {
             match self.0.recv().await? {
-                Outgoing::Reply(_, charged) => return Some(charged),
-                Outgoing::State(event) | Outgoing::Tracked(event, _) => return Some(event.into()),
+                Outgoing::Reply(_, charged) | Outgoing::Tracked(charged, _) => {
+                    return Some(charged);
+                }
+                Outgoing::State(event) => return Some(event.into()),
                 Outgoing::Leave => continue,
             }
         }
@@ -326,8 +333,8 @@ impl TestAnswers {
     /// An answer already waiting, if any.
     pub(crate) fn try_next_charged(&mut self) -> Option<Charged> {
         match self.0.try_recv().ok()? {
-            Outgoing::Reply(_, charged) => Some(charged),
-            Outgoing::State(event) | Outgoing::Tracked(event, _) => Some(event.into()),
+            Outgoing::Reply(_, charged) | Outgoing::Tracked(charged, _) => Some(charged),
+            Outgoing::State(event) => Some(event.into()),
             Outgoing::Leave => None,
         }
     }

@@ -509,7 +509,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         };
         let (charged, current, ack) = match outgoing {
             Outgoing::State(event) => (Charged::from(event), true, None),
-            Outgoing::Tracked(event, ack) => (Charged::from(event), true, Some(ack)),
+            Outgoing::Tracked(charged, ack) => (charged, true, Some(ack)),
             Outgoing::Reply(of, charged) => (charged, of == *session, None),
             Outgoing::Leave => return Err(ConnStop::Leave),
         };

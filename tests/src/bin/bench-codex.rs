@@ -11,6 +11,9 @@ struct Args {
     /// The runner (default: the release build).
     #[arg(long)]
     runner: Option<PathBuf>,
+    /// Only the 1.2 GB flood with Kandan paused (no Codex needed).
+    #[arg(long)]
+    flood_only: bool,
 }
 
 #[tokio::main]
@@ -20,6 +23,11 @@ async fn main() -> anyhow::Result<()> {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/kandan-runner")
     });
     anyhow::ensure!(runner.exists(), "{} missing", runner.display());
+    if args.flood_only {
+        let flood = integration_tests::bench_codex::flood(&runner).await?;
+        print!("{}", flood.markdown());
+        return Ok(());
+    }
     let codex = integration_tests::codex::codex_bin()?;
     let bench = integration_tests::bench_codex::run(&runner, &codex).await?;
     print!("{}", bench.markdown());

@@ -10,7 +10,6 @@ use runner::codex::{
     InstanceOptions, Reply as CommandReply,
 };
 use serde_json::Value;
-use tokio::sync::mpsc;
 
 use super::{CodexDirs, codex_bin, pinned_version};
 use crate::fake_model::FakeModel;
@@ -21,7 +20,7 @@ pub const EVENT_TIMEOUT: Duration = Duration::from_secs(60);
 /// A started instance and what it reported so far.
 pub struct Instance {
     pub handle: InstanceHandle,
-    pub events: mpsc::Receiver<InstanceEvent>,
+    pub events: codex::Events,
     /// Everything received so far, in order.
     pub seen: Vec<InstanceEvent>,
     pub thread_id: String,

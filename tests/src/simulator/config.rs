@@ -34,6 +34,9 @@ pub struct SimConfig {
     /// Keep `forward_*` events in [`super::Simulator::events`] (default
     /// true); a benchmark turns it off so megabyte bodies are not retained.
     pub record_forward_events: bool,
+    /// Strings longer than this in the runner's frames are recorded as
+    /// their digest ([`super::digest_of`]); `None` keeps them whole.
+    pub digest_strings_over: Option<usize>,
 }
 
 impl Default for SimConfig {
@@ -52,6 +55,7 @@ impl Default for SimConfig {
             keep_preview_prefix: false,
             forward_timeout: Duration::from_secs(90),
             record_forward_events: true,
+            digest_strings_over: None,
         }
     }
 }

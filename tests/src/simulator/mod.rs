@@ -14,6 +14,7 @@
 
 mod assets;
 mod config;
+mod digest;
 mod error;
 mod frame;
 mod preview;
@@ -30,6 +31,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use config::SimConfig;
+pub use digest::{digest_of, fnv1a64};
 pub use error::SimError;
 pub use frame::{Frame, FrameError};
 pub use preview::{ERROR_CODE_HEADER, REQUEST_ID_HEADER};

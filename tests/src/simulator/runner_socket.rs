@@ -245,6 +245,9 @@ fn on_text(shared: &Arc<Shared>, conn: u64, last_ref: &mut u64, text: &str) -> V
             return Vec::new();
         }
     };
+    if let Some(limit) = shared.config.digest_strings_over {
+        super::digest::digest_long_strings(&mut frame.payload, limit);
+    }
     debug!(frame = %text, "from runner");
     // Refs are decimal strings from one counter per connection.
     match frame.msg_ref.as_deref().map(str::parse::<u64>) {
