@@ -3,12 +3,14 @@
 //! through like a person would: approve the app's port and see its preview,
 //! start Codex (the real pinned one, offline against the demo's fake
 //! model), send a turn, approve its command and its file change, watch the
-//! text stream in and the preview change, then open the editor.
+//! text stream in and the preview change, have it start a dev server and
+//! preview that, then open the editor; stopped, nothing is left running.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use integration_tests::browser::{Browser, chromium_path};
+use integration_tests::code_server::processes_mentioning;
 use integration_tests::codex::codex_bin;
 use integration_tests::demo::{Demo, DemoOptions, EDITED_MESSAGE, RUNNER_ID};
 use integration_tests::support::artifacts_dir;
@@ -60,7 +62,22 @@ async fn the_demo_page_runs_the_whole_loop_in_chromium() -> Result<()> {
         "{test}: demo ready in {ready:?}, whole test {:?}",
         began.elapsed()
     );
-    result.with_context(|| format!("runner log:\n{log}"))
+    result.with_context(|| format!("runner log:\n{log}"))?;
+    // What Ctrl-C does: nothing the demo started outlives it (they all
+    // carry the demo's HOME in their environment).
+    let needle = root.path().canonicalize()?.to_string_lossy().into_owned();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = processes_mentioning(&needle);
+        if left.is_empty() {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "left running after stop: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn drive(demo: &Demo) -> Result<()> {
@@ -115,7 +132,11 @@ async fn drive(demo: &Demo) -> Result<()> {
     let transcript = browser
         .wait_for_contains("#transcript", "start a dev server next.", CODEX_STEP)
         .await?;
-    for line in ["> make a change", "[asks to run: date -u", "[approved]"] {
+    for line in [
+        "> make a change",
+        "[asks to run: /bin/bash -lc 'date -u",
+        "[approved]",
+    ] {
         ensure!(transcript.contains(line), "no {line:?} in {transcript}");
     }
     let checked = std::fs::read_to_string(demo.workspace().join("checked-at.txt"))
@@ -126,6 +147,39 @@ async fn drive(demo: &Demo) -> Result<()> {
         preview.text.as_deref() == Some(EDITED_MESSAGE),
         "the file change is not in the preview: {preview:?}"
     );
+
+    // A dev server the agent starts: its command approved, then its port,
+    // then its preview.
+    browser.fill("#turn-text", "start a dev server").await?;
+    browser.click("#send-turn").await?;
+    browser
+        .wait_for_contains("#approvals", "http.server", CODEX_STEP)
+        .await?;
+    browser
+        .click(".approval:has-text(\"http.server\") button.approve")
+        .await?;
+    let dev = format!("#ports tr[data-port=\"{}\"]", demo.dev_port());
+    let asked = browser
+        .wait_for_contains(&dev, "pending", CODEX_STEP)
+        .await?;
+    ensure!(
+        asked.contains("(agent instance-"),
+        "not the agent's: {asked}"
+    );
+    browser.click(&format!("{dev} button.approve")).await?;
+    browser
+        .wait_for_contains(&dev, "approved", CODEX_STEP)
+        .await?;
+    let preview = browser
+        .time_load(&format!("{origin}/preview/{}/", demo.dev_port()))
+        .await?;
+    ensure!(
+        preview.text.as_deref() == Some("Started by the agent, forwarded with its instance."),
+        "dev server preview: {preview:?}"
+    );
+    browser
+        .wait_for_contains("#transcript", "open its preview.", CODEX_STEP)
+        .await?;
     let shot = artifacts_dir("demo_browser").join("kandan-page.png");
     browser.screenshot(&shot).await?;
 

@@ -26,6 +26,8 @@ pub fn run(exit_after_ready: bool) -> Result<()> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| cmd::workspace_root().join("target"));
+    // The runner starts in the workspace: a relative path would miss.
+    let target = std::path::absolute(&target)?;
     let debug = target.join("debug");
     let mut args = vec![
         "--demo".to_owned(),

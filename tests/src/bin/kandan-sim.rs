@@ -143,7 +143,11 @@ async fn main() -> anyhow::Result<()> {
         }
         eprintln!("stopping the demo");
         drop(sim);
-        return demo.stop().await;
+        demo.stop().await?;
+        eprintln!("stopped");
+        // Not a return: the runtime would wait for the thread blocked
+        // reading stdin.
+        std::process::exit(0);
     }
     tokio::spawn(print_events(sim.clone()));
     if !commands(&sim).await? {
