@@ -13,6 +13,7 @@ use integration_tests::browser::{Browser, chromium_path};
 use integration_tests::code_server::processes_mentioning;
 use integration_tests::codex::codex_bin;
 use integration_tests::demo::{Demo, DemoOptions, EDITED_MESSAGE, RUNNER_ID};
+use integration_tests::fake_model::Reply;
 use integration_tests::support::artifacts_dir;
 
 /// Codex's start and a turn's steps on two loaded cores.
@@ -198,6 +199,63 @@ async fn drive(demo: &Demo) -> Result<()> {
     browser
         .screenshot(&artifacts_dir("demo_browser").join("editor.png"))
         .await?;
+    let _ = browser.close().await;
+    Ok(())
+}
+
+/// The attacker is the agent (or any process in the tree): a command line
+/// with markup shows up in the port list, the approval and the transcript.
+/// The page must show it as text, never as HTML.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn markup_in_a_command_line_stays_text_on_the_page() -> Result<()> {
+    let test = "markup_in_a_command_line_stays_text_on_the_page";
+    if skip(test) {
+        return Ok(());
+    }
+    let root = tempfile::Builder::new().prefix("kandan-demo-").tempdir()?;
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let demo = Demo::start(DemoOptions {
+        root: root.path().to_path_buf(),
+        runner_addr: loopback,
+        preview_addr: loopback,
+        start_editor: false,
+    })
+    .await?;
+    let result = inject(&demo).await;
+    let log = demo.runner_output();
+    demo.stop().await?;
+    result.with_context(|| format!("runner log:\n{log}"))
+}
+
+async fn inject(demo: &Demo) -> Result<()> {
+    // Escaped, the markup is in the text; injected, only "x" would be.
+    let payload = "<b id=pwned>x</b>";
+    let port = integration_tests::support::free_port()?;
+    demo.model().push([
+        Reply::exec_command(
+            "evil_1",
+            &format!("python3 -m http.server {port} --bind 127.0.0.1 --directory '{payload}'"),
+        ),
+        Reply::text(&[payload]),
+    ]);
+    let mut browser = Browser::launch().await?;
+    ensure!(browser.goto(&demo.page_url()).await? == 200);
+    browser.click("#start-instance").await?;
+    browser
+        .wait_for_contains("#instances", "(idle)", CODEX_STEP)
+        .await?;
+    browser.fill("#turn-text", "anything").await?;
+    browser.click("#send-turn").await?;
+    browser
+        .wait_for_contains("#approvals", payload, CODEX_STEP)
+        .await?;
+    browser.click("#approvals button.approve").await?;
+    let row = format!("#ports tr[data-port=\"{port}\"]");
+    browser.wait_for_contains(&row, payload, CODEX_STEP).await?;
+    let transcript = browser
+        .wait_for_contains("#transcript", &format!("[approved]\n{payload}"), CODEX_STEP)
+        .await?;
+    ensure!(transcript.contains(payload), "{transcript}");
     let _ = browser.close().await;
     Ok(())
 }

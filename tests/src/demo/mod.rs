@@ -44,7 +44,7 @@ pub struct Demo {
     sim: Arc<Simulator>,
     runner: RunnerProcess,
     // Serves Codex until the demo ends.
-    _model: FakeModel,
+    model: FakeModel,
     workspace: PathBuf,
     app_port: u16,
     dev_port: u16,
@@ -115,7 +115,7 @@ impl Demo {
         let mut demo = Demo {
             sim,
             runner,
-            _model: model,
+            model,
             workspace,
             app_port,
             dev_port,
@@ -158,6 +158,11 @@ impl Demo {
 
     pub fn sim(&self) -> &Arc<Simulator> {
         &self.sim
+    }
+
+    /// The fake model: replies pushed to it come before the demo script's.
+    pub fn model(&self) -> &FakeModel {
+        &self.model
     }
 
     /// The allowed directory the app, Codex and the editor work in.
