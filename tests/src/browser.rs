@@ -265,6 +265,47 @@ impl Browser {
         .map(drop)
     }
 
+    /// Clicks the first element matching `selector` once it is visible and enabled.
+    pub async fn click(&mut self, selector: &str) -> Result<()> {
+        self.call(
+            json!({ "cmd": "click", "selector": selector, "timeoutMs": millis(STEP_TIMEOUT) }),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Types `text` into the input matching `selector` (replacing its value).
+    pub async fn fill(&mut self, selector: &str, text: &str) -> Result<()> {
+        self.call(json!({ "cmd": "fill", "selector": selector, "text": text, "timeoutMs": millis(STEP_TIMEOUT) }))
+            .await
+            .map(drop)
+    }
+
+    /// Waits until the first element matching `selector` contains `text`
+    /// (waiting up to `limit`); returns its whole text.
+    pub async fn wait_for_contains(
+        &mut self,
+        selector: &str,
+        text: &str,
+        limit: Duration,
+    ) -> Result<String> {
+        let answer = self
+            .call_within(
+                json!({ "cmd": "waitForContains", "selector": selector, "text": text, "timeoutMs": millis(limit) }),
+                limit + ANSWER_SLACK,
+            )
+            .await?;
+        Ok(answer["text"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// The attribute `name` of the first element matching `selector`.
+    pub async fn attribute(&mut self, selector: &str, name: &str) -> Result<Option<String>> {
+        let answer = self
+            .call(json!({ "cmd": "attribute", "selector": selector, "name": name, "timeoutMs": millis(STEP_TIMEOUT) }))
+            .await?;
+        Ok(answer["value"].as_str().map(str::to_owned))
+    }
+
     /// Writes a PNG of the page to `path`.
     pub async fn screenshot(&mut self, path: &std::path::Path) -> Result<()> {
         self.call(json!({ "cmd": "screenshot", "path": path }))
@@ -315,7 +356,12 @@ impl Browser {
 
     /// Sends one command and returns its answer; an answer with `ok: false`
     /// becomes an error carrying the whole answer.
-    async fn call(&mut self, mut command: Value) -> Result<Value> {
+    async fn call(&mut self, command: Value) -> Result<Value> {
+        self.call_within(command, STEP_TIMEOUT + ANSWER_SLACK).await
+    }
+
+    /// [`Browser::call`] for a step allowed `limit` to answer.
+    async fn call_within(&mut self, mut command: Value, limit: Duration) -> Result<Value> {
         let id = self.next_id;
         self.next_id += 1;
         command["id"] = json!(id);
@@ -325,7 +371,7 @@ impl Browser {
             .await
             .context("write to drive.mjs")?;
         self.stdin.flush().await?;
-        let answer = self.read_line(STEP_TIMEOUT + ANSWER_SLACK).await?;
+        let answer = self.read_line(limit).await?;
         ensure!(
             answer["id"] == json!(id),
             "drive.mjs answered {answer} to command {id}"

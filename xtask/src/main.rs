@@ -2,6 +2,7 @@
 
 mod bench;
 mod cmd;
+mod demo;
 mod dist;
 mod setup;
 mod test;
@@ -28,6 +29,13 @@ enum Task {
     Run {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// The whole loop offline: a Kandan stand-in page, a runner with Codex
+    /// (scripted fake model) and code-server, a sample app (docs/demo.md).
+    Demo {
+        /// Stop everything once ready (for tests).
+        #[arg(long)]
+        exit_after_ready: bool,
     },
     /// Set up and run every test: unit, end-to-end, privileged, lints.
     Test,
@@ -56,6 +64,7 @@ fn main() -> Result<()> {
             let bin = cmd::workspace_root().join("target/debug/kandan-runner");
             cmd::exec(&bin, &args)
         }
+        Task::Demo { exit_after_ready } => demo::run(exit_after_ready),
         Task::Test => test::run(),
         Task::Dist { targets } => dist::run(&targets),
         Task::Bench { which, args } => {

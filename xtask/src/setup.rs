@@ -31,7 +31,7 @@ pub fn run(for_tests: bool) -> Result<()> {
         apt.ensure("chromium", "chromium", || {
             Path::new("/usr/bin/chromium").exists()
         })?;
-        npm_fixtures(&mut apt)?;
+        npm_fixtures(&mut apt, None)?;
         // The detection benchmark's baseline polls these.
         apt.ensure("lsof", "lsof", || on_path("lsof"))?;
         apt.ensure("ps", "procps", || on_path("ps"))?;
@@ -44,6 +44,15 @@ pub fn run(for_tests: bool) -> Result<()> {
         apt.ensure("python3", "python3", || on_path("python3"))?;
     }
     Ok(())
+}
+
+/// What `cargo xtask demo` needs on top of [`run`]: the pinned Codex and
+/// code-server, and python3 for the sample app.
+pub fn demo() -> Result<()> {
+    run(false)?;
+    let mut apt = Apt::default();
+    apt.ensure("python3", "python3", || on_path("python3"))?;
+    npm_fixtures(&mut apt, Some(&["codex", "code-server"]))
 }
 
 fn say(step: &str, what: &str) {
@@ -159,9 +168,9 @@ fn tracefs() {
     }
 }
 
-/// `npm ci` in every `tests/fixtures/*` that has a lock file and no
-/// `node_modules` yet (or an older one).
-fn npm_fixtures(apt: &mut Apt) -> Result<()> {
+/// `npm ci` in every `tests/fixtures/*` (or those named in `only`) that has
+/// a lock file and no `node_modules` yet (or an older one).
+fn npm_fixtures(apt: &mut Apt, only: Option<&[&str]>) -> Result<()> {
     let fixtures = cmd::workspace_root().join("tests/fixtures");
     let Ok(entries) = std::fs::read_dir(&fixtures) else {
         return Ok(());
@@ -174,6 +183,9 @@ fn npm_fixtures(apt: &mut Apt) -> Result<()> {
             continue;
         }
         let fixture = dir.file_name().unwrap_or_default().to_string_lossy();
+        if only.is_some_and(|only| !only.contains(&&*fixture)) {
+            continue;
+        }
         let name = format!("npm fixture {fixture}");
         let stamp = dir.join("node_modules/.package-lock.json");
         let fresh = match (lock.metadata(), stamp.metadata()) {

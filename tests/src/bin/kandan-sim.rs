@@ -5,7 +5,9 @@
 //! `stop-editor <editorId>`, `instance <cwd>`, `turn <instanceId> <text>`,
 //! `decide <instanceId> <requestId> approve|deny`, `stop <instanceId>`,
 //! `transcript <instanceId>`, `control <json>`, `events`, `quit`. With stdin
-//! closed it serves until interrupted.
+//! closed it serves until interrupted. `--demo` also starts a fake model, a
+//! runner with Codex and code-server and a sample app (`cargo xtask demo`,
+//! docs/demo.md); Ctrl-C stops them all.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -13,6 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use integration_tests::demo::{Demo, DemoOptions};
 use integration_tests::simulator::{SimConfig, Simulator};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -43,18 +46,30 @@ struct Args {
     /// Keep `/preview/<port>` in forwarded paths (for `vite --base /preview/<port>/`).
     #[arg(long)]
     keep_preview_prefix: bool,
+    /// Also start the demo: a fake model, a runner with the pinned Codex and
+    /// code-server, and a sample app in DEMO_DIR/workspace.
+    #[arg(long)]
+    demo: bool,
+    /// Where the demo keeps its workspace and homes.
+    #[arg(long, default_value = "target/demo", requires = "demo")]
+    demo_dir: std::path::PathBuf,
+    /// Stop everything once the demo is ready (for tests).
+    #[arg(long, requires = "demo")]
+    exit_after_ready: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // The demo's terminal is for its banner and the agent's text.
+    let level = if args.demo { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "integration_tests=info".into()),
+                .unwrap_or_else(|_| format!("integration_tests={level}").into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
     let mut config = SimConfig {
         runner_addr: args.runner_addr,
         preview_addr: args.preview_addr,
@@ -66,9 +81,32 @@ async fn main() -> anyhow::Result<()> {
     if let Some(token) = args.token {
         config.token = token;
     }
-    let sim = Simulator::start(config)
-        .await
-        .context("starting the simulator")?;
+    let demo = if args.demo {
+        let options = DemoOptions {
+            root: args.demo_dir,
+            runner_addr: config.runner_addr,
+            preview_addr: config.preview_addr,
+            start_editor: true,
+        };
+        eprintln!("starting the demo: simulator, fake model, runner, Codex, code-server...");
+        let start = Demo::start(options);
+        // Ctrl-C while starting: dropping the start kills what it spawned.
+        let demo = tokio::select! {
+            demo = start => demo.context("starting the demo")?,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        Some(demo)
+    } else {
+        None
+    };
+    let sim = match &demo {
+        Some(demo) => demo.sim().clone(),
+        None => std::sync::Arc::new(
+            Simulator::start(config)
+                .await
+                .context("starting the simulator")?,
+        ),
+    };
     println!("runner url:  {}", sim.url());
     println!("token:       {}", sim.token());
     println!(
@@ -89,8 +127,38 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "commands:    list | approve <id> | deny <id> | allow <dir>... | editor <cwd> | stop-editor <id>\n             instance <cwd> | turn <instance> <text> | decide <instance> <request> approve|deny\n             stop <instance> | transcript <instance> | control <json> | events | quit"
     );
-    let sim = std::sync::Arc::new(sim);
+    if let Some(demo) = demo {
+        println!("\n{}", demo.banner());
+        std::io::stdout().flush()?;
+        if args.exit_after_ready {
+            return demo.stop().await;
+        }
+        tokio::spawn(print_events(sim.clone()));
+        let quit = tokio::select! {
+            quit = commands(&sim) => quit?,
+            _ = tokio::signal::ctrl_c() => true,
+        };
+        if !quit {
+            tokio::signal::ctrl_c().await?;
+        }
+        eprintln!("stopping the demo");
+        drop(sim);
+        demo.stop().await?;
+        eprintln!("stopped");
+        // Not a return: the runtime would wait for the thread blocked
+        // reading stdin.
+        std::process::exit(0);
+    }
     tokio::spawn(print_events(sim.clone()));
+    if !commands(&sim).await? {
+        // stdin closed (run in the background): serve until interrupted.
+        tokio::signal::ctrl_c().await?;
+    }
+    Ok(())
+}
+
+/// Reads and runs commands from stdin: true after `quit`, false when stdin closed.
+async fn commands(sim: &Simulator) -> anyhow::Result<bool> {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut seen_instances = 0u32;
     while let Some(line) = lines.next_line().await? {
@@ -174,7 +242,7 @@ async fn main() -> anyhow::Result<()> {
                 }
                 Ok(())
             }
-            "quit" | "exit" => return Ok(()),
+            "quit" | "exit" => return Ok(true),
             other => Err(anyhow::anyhow!("unknown command {other:?}")),
         };
         if let Err(error) = result {
@@ -182,9 +250,7 @@ async fn main() -> anyhow::Result<()> {
         }
         std::io::stdout().flush()?;
     }
-    // stdin closed (run in the background): serve until interrupted.
-    tokio::signal::ctrl_c().await?;
-    Ok(())
+    Ok(false)
 }
 
 /// Prints each runner event as it arrives, port requests highlighted.
@@ -220,6 +286,11 @@ async fn print_events(sim: std::sync::Arc<Simulator>) {
             } else if event["type"] == "local_editor_started" {
                 let id = event["editorId"].as_str().unwrap_or("?");
                 println!("editor {id} for {}: {}", event["cwd"], sim.editor_url(id));
+            } else if event["type"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("forward_"))
+            {
+                // Every preview request answered: too many lines to read.
             } else {
                 println!("event: {}", shorten(event));
             }

@@ -34,10 +34,14 @@ pub use sse::{Reply, Step};
 /// `apply_patch`).
 pub const MODEL: &str = "gpt-5.5";
 
+/// Picks the reply to a request body when the script is empty.
+pub type Responder = Arc<dyn Fn(&Value) -> Reply + Send + Sync>;
+
 #[derive(Default)]
 struct Shared {
     script: VecDeque<Reply>,
     requests: Vec<Value>,
+    responder: Option<Responder>,
 }
 
 /// The running server; dropping it stops it.
@@ -104,6 +108,12 @@ impl FakeModel {
         self.shared.lock().unwrap().script.extend(replies);
     }
 
+    /// Answers requests the script has no reply for with `responder`'s
+    /// pick (the demo's replies follow the prompt, not a fixed order).
+    pub fn set_responder(&self, responder: Responder) {
+        self.shared.lock().unwrap().responder = Some(responder);
+    }
+
     /// The bodies of the requests so far.
     pub fn requests(&self) -> Vec<Value> {
         self.shared.lock().unwrap().requests.clone()
@@ -149,11 +159,12 @@ async fn route(
     let body: Value = serde_json::from_slice(&body.to_bytes()).unwrap_or(Value::Null);
     let (reply, index) = {
         let mut shared = shared.lock().unwrap();
+        let reply = match (shared.script.pop_front(), &shared.responder) {
+            (Some(reply), _) => reply,
+            (None, Some(responder)) => responder(&body),
+            (None, None) => Reply::text(&["ok"]),
+        };
         shared.requests.push(body);
-        let reply = shared
-            .script
-            .pop_front()
-            .unwrap_or_else(|| Reply::text(&["ok"]));
         (reply, shared.requests.len())
     };
     let (tx, rx) = mpsc::channel::<Bytes>(16);

@@ -4,6 +4,8 @@
 //! - `GET /api/requests`: port forward requests with their state
 //! - `POST /api/requests/<id>/approve` and `/deny`
 //! - `GET /api/events`: every event the runner sent, in order
+//! - `GET /api/events/since/<n>`: `{"events": [...], "next": m}`, the
+//!   events from index `n` on (the page polls with `next`)
 //! - `POST /api/controls`: send the JSON body as a control
 //! - `POST /api/config` `{"allowedCwds": [...]}`: the runner's allowed cwds
 //! - `POST /api/editors` `{"cwd": ..., "collaboration"?: {...}}`: start an
@@ -50,6 +52,14 @@ pub(crate) async fn handle(
         }
         (Method::GET, ["requests"]) => json_response(&json!(shared.lock().requests)),
         (Method::GET, ["events"]) => json_response(&json!(shared.lock().events)),
+        (Method::GET, ["events", "since", from]) => {
+            let Ok(from) = from.parse::<usize>() else {
+                return text(StatusCode::BAD_REQUEST, "bad_index", "since takes a number");
+            };
+            let inner = shared.lock();
+            let events = inner.events.get(from..).unwrap_or_default();
+            json_response(&json!({"events": events, "next": inner.events.len()}))
+        }
         (Method::POST, ["requests", id, decision @ ("approve" | "deny")]) => {
             match shared.resolve(id, *decision == "approve") {
                 Ok(()) => json_response(&json!({"requestId": id, "decision": decision})),

@@ -25,6 +25,9 @@ use tracing::{Instrument, debug, info_span, warn};
 use super::error::SimError;
 use super::state::Shared;
 
+/// The page at `/`: runners, ports, a Codex panel, the editor.
+const PAGE: &str = include_str!("../page.html");
+
 pub(crate) type Body = UnsyncBoxBody<Bytes, SimError>;
 
 /// Header naming the `control_error` code (or the simulator's own reason)
@@ -126,6 +129,14 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
     if let Some(rest) = path.strip_prefix("/api/") {
         return Ok(api::handle(&shared, req, rest).await);
     }
+    if path == "/" {
+        // Kandan's stand-in page: plain HTML and JavaScript over `/api/`.
+        return Ok(Response::builder()
+            .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+            .header(header::CACHE_CONTROL, "no-store")
+            .body(full(PAGE))
+            .unwrap_or_default());
+    }
     let (target, rest) = if let Some(rest) = path.strip_prefix("/preview/") {
         let (port, _) = rest.split_once('/').unwrap_or((rest, ""));
         let Some(port) = port.parse::<u16>().ok().filter(|p| *p != 0) else {
@@ -143,7 +154,7 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         return Ok(text(
             StatusCode::NOT_FOUND,
             "not_found",
-            "try /preview/<port>/, /editor/<editorId>/ or /api/",
+            "try /, /preview/<port>/, /editor/<editorId>/ or /api/",
         ));
     };
     let tail = rest.split_once('/').map_or("", |(_, tail)| tail);
