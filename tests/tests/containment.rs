@@ -387,3 +387,79 @@ async fn the_next_runner_ends_what_a_killed_runner_left() -> Result<()> {
     drop(connected);
     Ok(())
 }
+
+/// A stand-in code-server: answers on its `--socket` as the real one does
+/// (the listening line, `/healthz` 200) and leaves the same daemon an
+/// editor's terminal could start.
+fn code_server_with_daemon(dir: &Path, port: u16, pid_file: &Path) -> Result<PathBuf> {
+    let daemon = daemon_script(dir, port, pid_file)?;
+    let bin = dir.join("code-server");
+    std::fs::write(
+        &bin,
+        format!(
+            r#"#!/usr/bin/env python3
+import http.server, socketserver, subprocess, sys
+socket_path = sys.argv[sys.argv.index("--socket") + 1]
+subprocess.run(["python3", "{}"])
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *args):
+        pass
+    def address_string(self):
+        return "unix"
+server = socketserver.UnixStreamServer(socket_path, Handler)
+print("HTTP server listening on " + socket_path, flush=True)
+server.serve_forever()
+"#,
+            daemon.display()
+        ),
+    )?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
+    Ok(bin)
+}
+
+/// What an editor starts (a `setsid` daemon with a cleared environment, as
+/// a terminal opened in it may) ends with `stop_local_editor`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_local_editor_ends_what_left_its_session() -> Result<()> {
+    if !privileged("stop_local_editor_ends_what_left_its_session") {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let state = tempfile::tempdir()?;
+    let pid_file = dir.path().join("daemon.pid");
+    let bin = code_server_with_daemon(dir.path(), free_port()?, &pid_file)?;
+    let sim = Simulator::start(SimConfig::default()).await?;
+    let mut args = RunnerArgs::new("containment-editor", Vec::new());
+    args.flags = vec![
+        "--code-server-bin".into(),
+        bin.to_string_lossy().into_owned(),
+    ];
+    args.env = vec![("XDG_STATE_HOME".into(), state.path().display().to_string())];
+    let runner = RunnerProcess::start(&sim, args)?;
+    sim.wait_joined(WAIT).await?;
+    let cwd = dir.path().canonicalize()?;
+    sim.send_control(json!({"type": "update_runner_config", "allowedCwds": [cwd]}))?;
+    sim.wait_for_event("runner_config_applied", |_| true, WAIT)
+        .await?;
+    sim.send_control(json!({"type": "start_local_editor", "cwd": cwd}))?;
+    let started = sim
+        .wait_for_event("local_editor_started", |_| true, WAIT)
+        .await
+        .with_context(|| runner.output())?;
+    let daemon = read_pid(&pid_file).await?;
+    ensure!(alive(daemon), "no daemon to end");
+    sim.send_control(json!({"type": "stop_local_editor", "editorId": started["editorId"]}))?;
+    sim.wait_for_event("local_editor_stopped", |_| true, WAIT)
+        .await?;
+    assert!(
+        all_gone(&[daemon], Duration::from_secs(3)).await,
+        "the editor's daemon outlived stop_local_editor"
+    );
+    Ok(())
+}
