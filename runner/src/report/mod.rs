@@ -128,7 +128,7 @@ pub(crate) fn connect_failed(attempt: usize, delay: Duration, reason: &str) {
 /// `connect`'s listeners now (after a candidate or a decision).
 pub(crate) fn listeners(now: Vec<ListenerSnapshot>) {
     update(|state| {
-        let lines = listeners::diff(&state.status.listeners, &now);
+        let lines = listeners::diff(&state.status.listeners, &now, &state.silent);
         state.refused.changed(&lines);
         let before = std::mem::take(&mut state.status.listeners);
         state.status.listeners = (now.iter())
@@ -146,13 +146,13 @@ pub(crate) fn silent(event: &CandidateEvent, silent: bool) {
         if silent {
             listeners::watched(&mut state.silent, event);
             for listener in &mut state.silent {
-                listener.state = Some("silent".to_owned());
+                listener.state = Some(listeners::SILENT.to_owned());
             }
         } else {
             state.silent.retain(|l| l.port != event.port());
         }
         let listeners = &mut state.status.listeners;
-        listeners.retain(|l| l.state.as_deref() != Some("silent"));
+        listeners.retain(|l| l.state.as_deref() != Some(listeners::SILENT));
         listeners::add_silent(listeners, &state.silent);
         Vec::new()
     });
