@@ -99,8 +99,14 @@ impl Run {
     }
 }
 
-/// Connects to `url` with `token`, joins as `join` says, leaves, and reports.
-pub(crate) async fn check(url: &str, token: Option<&str>, join: JoinInfo) -> Report {
+/// Connects to `url` with `token`, joins as `join` says, leaves, and
+/// reports; with `leave_out` (why), stops after the WebSocket handshake.
+pub(crate) async fn check(
+    url: &str,
+    token: Option<&str>,
+    join: JoinInfo,
+    leave_out: Option<String>,
+) -> Report {
     let mut secrets = Vec::new();
     // A very short token would scrub ordinary words; such a token is no
     // secret worth the noise.
@@ -113,7 +119,7 @@ pub(crate) async fn check(url: &str, token: Option<&str>, join: JoinInfo) -> Rep
         exit: 0,
         secrets,
     };
-    let _ = steps(&mut run, url, token, join).await;
+    let _ = steps(&mut run, url, token, join, leave_out).await;
     Report {
         url: endpoint::redact(url),
         ok: run.exit == 0,
@@ -134,6 +140,7 @@ async fn steps(
     url: &str,
     token: Option<&str>,
     join: JoinInfo,
+    leave_out: Option<String>,
 ) -> Result<(), Stopped> {
     let started = Instant::now();
     let target = run.record(StepName::Url, started, target(url))?;
@@ -160,6 +167,12 @@ async fn steps(
         upgrade(&socket_url, url, stream).await,
     )?;
 
+    if let Some(why) = leave_out {
+        run.skip(StepName::Join, &why);
+        let mut ws = ws;
+        let _ = tokio::time::timeout(STEP_TIMEOUT, ws.close(None)).await;
+        return Ok(());
+    }
     let started = Instant::now();
     let topic = format!("runner:{}", join.runner_id);
     run.record(

@@ -111,8 +111,10 @@ fn check_connection(
     auto: Option<BackendKind>,
 ) -> report::Report {
     let hostname = crate::connect::hostname();
+    let runner_id = runner_id.unwrap_or_else(|| hostname.clone());
+    let leave_out = live_runner(&runner_id);
     let join = JoinInfo {
-        runner_id: runner_id.unwrap_or_else(|| hostname.clone()),
+        runner_id,
         version: env!("CARGO_PKG_VERSION").to_string(),
         hostname,
         os: std::env::consts::OS.to_string(),
@@ -123,9 +125,23 @@ fn check_connection(
         .enable_all()
         .build()
     {
-        Ok(runtime) => runtime.block_on(connection::check(url, token, join)),
+        Ok(runtime) => runtime.block_on(connection::check(url, token, join, leave_out)),
         Err(err) => report::Report::not_run(url, &format!("cannot start the async runtime: {err}")),
     }
+}
+
+/// Why the join is left out: a `connect` of this user runs as `runner_id`
+/// (its status socket answers), and Kandan gives a runner's channel to the
+/// latest join, so joining would take the live runner's place.
+fn live_runner(runner_id: &str) -> Option<String> {
+    let live = crate::status::running().into_iter().find(|runner| {
+        (runner.kandan.as_ref()).is_some_and(|kandan| kandan.runner_id == runner_id)
+    })?;
+    let kandan = live.kandan.as_ref()?;
+    Some(format!(
+        "left out: kandan-runner (pid {}) is {} as runner:{runner_id} to {}, and joining its channel would take its place; stop it, or pass another --runner-id, to check the join",
+        live.pid, kandan.state, kandan.url
+    ))
 }
 
 /// Prints to stdout; a closed stdout (`doctor | head -2`) ends the printing
