@@ -176,6 +176,15 @@ pub(crate) fn refused(port: u16, refusal: GateRefusal) {
     update(|state| state.refused.line(port, refusal).into_iter().collect());
 }
 
+/// A `control_error` the runner sends: an instance or editor that failed
+/// to start gets a state line (Kandan shows it too, but the person at this
+/// machine is the one who can fix a wrong `--codex-bin`).
+pub(crate) fn control_error(event: &crate::control::Event) {
+    if let Some(line) = workers::failure(event) {
+        update(|_| vec![line]);
+    }
+}
+
 /// `connect`'s Codex instances now.
 pub(crate) fn instances(now: Vec<ReadyInstance>) {
     update(|state| workers::instances(&mut state.status.instances, &now));
