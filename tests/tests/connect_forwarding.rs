@@ -274,3 +274,36 @@ async fn a_client_leaving_an_endless_stream_frees_the_local_server_at_once() -> 
     assert!(sim.violations().is_empty(), "{:?}", sim.violations());
     Ok(())
 }
+
+/// A local server that drops a WebSocket's TCP connection without a
+/// closing handshake (ends it, or resets it) closed it: code 1006 and no
+/// `error`, not `upstream_unreachable` (PROTOCOL.md section 4).
+#[tokio::test]
+async fn a_websocket_dropped_without_a_close_frame_is_1006_without_an_error() -> Result<()> {
+    let (sim, mut runner) = e2e::start(SimConfig::default(), "fwd-ws-drop", &[]).await?;
+    let port = e2e::serve_approved(&sim, &mut runner, "drop").await?;
+    for mode in ["drop", "reset"] {
+        let socket_id = format!("ws-{mode}");
+        sim.send_control(json!({
+            "type": "forward_websocket_open", "socketId": socket_id, "port": port,
+            "path": "/ws-push", "queryString": format!("count=1&size=5&close={mode}"),
+        }))?;
+        let closed = sim
+            .wait_for_event(
+                "forward_websocket_closed",
+                |e| e["socketId"] == socket_id.as_str(),
+                WAIT,
+            )
+            .await
+            .with_context(|| runner.output())?;
+        let opened = sim
+            .events_of("forward_websocket_opened")
+            .into_iter()
+            .any(|e| e["socketId"] == socket_id.as_str());
+        assert!(opened, "{mode}: never opened: {closed}");
+        assert_eq!(closed["code"], 1006, "{mode}: {closed}");
+        assert!(closed.get("error").is_none(), "{mode}: {closed}");
+    }
+    e2e::expect_hello(&sim, port, "drop").await?;
+    Ok(())
+}
