@@ -45,7 +45,24 @@ pub fn completions(args: &CompletionsArgs) -> i32 {
         BIN,
         &mut script,
     );
+    if let CompletionShell::Bash = args.shell {
+        script = fix_bash_names(&script).into_bytes();
+    }
     write_stdout(&script)
+}
+
+/// clap_complete's bash script names its case arms from the binary name
+/// with `-` taken as a separator (`kandan__subcmd__runner__subcmd__watch`)
+/// while its dispatch sets `kandan__runner__subcmd__watch`: no arm matched,
+/// so nothing completed after the first word. The arms get the dispatch's
+/// names.
+fn fix_bash_names(script: &[u8]) -> String {
+    let wrong = format!(
+        "{}__subcmd__",
+        BIN.replacen('-', "__subcmd__", 1).replace('-', "__")
+    );
+    let right = format!("{}__subcmd__", BIN.replace('-', "__"));
+    String::from_utf8_lossy(script).replace(&wrong, &right)
 }
 
 #[derive(Debug, Args)]
