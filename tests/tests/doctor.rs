@@ -288,6 +288,67 @@ async fn doctor_url_with_a_wrong_token_stops_at_the_upgrade_with_exit_3() -> Res
 }
 
 #[tokio::test]
+async fn doctor_url_without_a_token_says_none_was_given() -> Result<()> {
+    let sim = Simulator::start(SimConfig::default()).await?;
+    let url = sim.url();
+    let output = doctor(&["--json", "--url", &url]).await?;
+    ensure!(output.status.code() == Some(3), "{}", text(&output));
+    let report = json(&output)?;
+    let websocket = step(&report, "websocket");
+    ensure!(websocket["status"] == "failed", "{report}");
+    let detail = websocket["detail"].as_str().unwrap_or_default();
+    ensure!(
+        detail.contains("no token was given") && !detail.contains("rejected"),
+        "{detail}"
+    );
+    ensure!(
+        websocket["fix"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--token-file"),
+        "{report}"
+    );
+    Ok(())
+}
+
+/// `doctor` takes the flags it suggests (`set --codex-bin`), resolved as
+/// `connect` resolves them: relative ones from where it runs.
+#[tokio::test]
+async fn doctor_takes_codex_bin_and_code_server_bin() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let output = tokio::process::Command::new(runner_bin())
+        .args([
+            "doctor",
+            "--json",
+            "--codex-bin",
+            "bin/no-codex",
+            "--code-server-bin",
+            "bin/no-code-server",
+        ])
+        .current_dir(dir.path())
+        .env_remove("KANDAN_URL")
+        .env("XDG_STATE_HOME", dir.path())
+        .output()
+        .await?;
+    ensure!(
+        output.status.code() != Some(2),
+        "flags refused: {}",
+        text(&output)
+    );
+    let report = json(&output)?;
+    let codex = report["codex"]["error"].as_str().unwrap_or_default();
+    let wanted = dir.path().join("bin/no-codex");
+    ensure!(codex.contains(&wanted.display().to_string()), "{report}");
+    let code_server = report["codeServer"]["reason"].as_str().unwrap_or_default();
+    let wanted = dir.path().join("bin/no-code-server");
+    ensure!(
+        code_server.contains(&wanted.display().to_string()),
+        "{report}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn doctor_url_with_a_wrong_path_says_404_and_the_mount() -> Result<()> {
     let sim = Simulator::start(SimConfig::default()).await?;
     let url = sim.url().replace("/runner/socket", "/socket");

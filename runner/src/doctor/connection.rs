@@ -164,7 +164,13 @@ async fn steps(
     let ws = run.record(
         StepName::Websocket,
         started,
-        upgrade(&socket_url, url, stream).await,
+        upgrade(
+            &socket_url,
+            url,
+            stream,
+            token.is_some_and(|t| !t.is_empty()),
+        )
+        .await,
     )?;
 
     if let Some(why) = leave_out {
@@ -318,6 +324,7 @@ async fn upgrade(
     socket_url: &str,
     mount: &str,
     stream: Box<dyn Io>,
+    with_token: bool,
 ) -> Result<(Ws, String), Failure> {
     let config = connector::websocket_config(connector::message_limit(16 << 20));
     let handshake = tokio_tungstenite::client_async_with_config(socket_url, stream, Some(config));
@@ -336,7 +343,21 @@ async fn upgrade(
             ));
         }
     };
-    match Refusal::of(&error, mount) {
+    let refusal = Refusal::of(&error, mount);
+    let refusal = if with_token {
+        refusal
+    } else {
+        refusal.map(Refusal::without_token)
+    };
+    match refusal {
+        Some(Refusal::NoToken { status, .. }) => Err(Failure {
+            detail: format!("http {status}: Kandan refused the runner, and no token was given"),
+            fix: Some(
+                "pass the runner token from Kandan with --token-file, --token or KANDAN_TOKEN"
+                    .to_owned(),
+            ),
+            exit: EXIT_REFUSED,
+        }),
         Some(Refusal::Token { status, .. }) => Err(Failure {
             detail: format!("http {status}: Kandan rejected the token"),
             fix: Some(

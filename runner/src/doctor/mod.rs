@@ -31,9 +31,11 @@ pub fn run(args: &DoctorArgs) -> i32 {
         .map(|url| check_connection(url, token.as_deref(), args.identity.runner_id.clone(), auto));
     // The local editor and Codex instances are optional: they never change
     // the exit code.
-    let explicit = std::env::var_os("KANDAN_CODE_SERVER_BIN").map(std::path::PathBuf::from);
-    let code_server = crate::editor::code_server_status(explicit.as_deref());
-    let codex = crate::codex::probe(None);
+    // The flags `connect` takes, resolved as `connect` resolves them.
+    let code_server = (args.code_server_bin.as_deref()).map(crate::program::from_runner_cwd);
+    let code_server = crate::editor::code_server_status(code_server.as_deref());
+    let codex_bin = (args.codex_bin.as_deref()).map(crate::program::from_runner_cwd);
+    let codex = crate::codex::probe(codex_bin.as_deref());
     let containment = containment();
     let mut lines = Vec::new();
     if args.json {
