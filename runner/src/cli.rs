@@ -15,7 +15,7 @@ use crate::pipeline::{CommandPattern, IgnorePolicy, PortRange};
 /// kandan-runner: notices the TCP listeners of a process tree and forwards
 /// the approved ones to Kandan.
 #[derive(Debug, Parser)]
-#[command(name = "kandan-runner", version, long_version = crate::version::LONG, about)]
+#[command(name = "kandan-runner", version = crate::version::LONG, long_version = crate::version::LONG, about)]
 pub struct Cli {
     /// Config file (TOML); flags and environment variables win over it.
     /// Default: `$XDG_CONFIG_HOME/kandan-runner/config.toml`.
@@ -266,6 +266,14 @@ pub struct DoctorArgs {
     /// The token and id to join with, as `connect` has them.
     #[command(flatten)]
     pub identity: RunnerIdentity,
+    /// The `codex` binary to check, as `connect --codex-bin` (default:
+    /// `codex` on PATH).
+    #[arg(long, value_name = "PATH", env = "KANDAN_CODEX_BIN")]
+    pub codex_bin: Option<PathBuf>,
+    /// The code-server to check, as `connect --code-server-bin` (default:
+    /// `code-server` on PATH).
+    #[arg(long, env = "KANDAN_CODE_SERVER_BIN", value_name = "PATH")]
+    pub code_server_bin: Option<PathBuf>,
 }
 
 /// Parses the process arguments and the config file. Bad flags or values

@@ -24,6 +24,7 @@ pub(crate) mod forward;
 pub mod gate;
 pub mod logging;
 pub mod pipeline;
+pub(crate) mod program;
 
 pub(crate) mod redact;
 pub(crate) mod report;

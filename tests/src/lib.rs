@@ -14,6 +14,7 @@ pub mod outsider;
 pub mod preview_client;
 pub mod runner_process;
 pub mod runner_run;
+pub mod sim_by_hand;
 pub mod simulator;
 pub mod support;
 pub mod vite;

@@ -267,6 +267,17 @@ async fn connect_applies_silent_labels_and_the_projects_file() -> Result<()> {
         shown.is_some_and(|l| l["state"] == "silent"),
         "silent port not in status as silent: {document}"
     );
+    // Still listening, so never said to be closed (it was, on every
+    // listener change after it appeared).
+    let closed = format!("port {silent} ");
+    ensure!(
+        !runner
+            .output()
+            .lines()
+            .any(|l| l.contains(&closed) && l.contains("closed")),
+        "a listening silent port was printed closed:\n{}",
+        runner.output()
+    );
     // The labelled one forwards as usual.
     sim.approve(&request.request_id)?;
     e2e::wait_resolved(&sim, &request.request_id).await?;

@@ -39,7 +39,7 @@ impl Setup {
         std::fs::write(
             &bin,
             format!(
-                "#!/bin/sh\necho \"$KANDAN_INSTANCE_ID $(pwd -P)\" >> '{}'\n",
+                "#!/bin/sh\npwd -P >> '{}'\n",
                 dir.join("seen.log").display()
             ),
         )?;
@@ -71,13 +71,14 @@ impl Setup {
         Ok(())
     }
 
-    /// Where each started stand-in ran, by instance id.
-    fn seen(&self) -> Vec<(String, PathBuf)> {
+    /// Where each started stand-in ran, in the order they started (the
+    /// runner gives a process no variable that names its instance: starts
+    /// are made one at a time, so the n-th line is the n-th start's).
+    fn seen(&self) -> Vec<PathBuf> {
         std::fs::read_to_string(self.dir.join("seen.log"))
             .unwrap_or_default()
             .lines()
-            .filter_map(|line| line.split_once(' '))
-            .map(|(id, cwd)| (id.to_owned(), PathBuf::from(cwd)))
+            .map(PathBuf::from)
             .collect()
     }
 
@@ -85,6 +86,7 @@ impl Setup {
     /// the app-server ran, or `Err(control_error)`.
     async fn start_instance(&self, id: &str, cwd: Option<&str>) -> Result<Result<PathBuf, Value>> {
         let after = self.sim.event_count();
+        let started_before = self.seen().len();
         let mut control = json!({"type": "start_instance", "instanceId": id});
         if let Some(cwd) = cwd {
             control["cwd"] = json!(cwd);
@@ -92,7 +94,7 @@ impl Setup {
         self.sim.send_control(control)?;
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            if let Some((_, cwd)) = self.seen().into_iter().find(|(seen, _)| seen == id) {
+            if let Some(cwd) = self.seen().into_iter().nth(started_before) {
                 return Ok(Ok(cwd));
             }
             let refused = (self.sim.events_since(after).into_iter())
@@ -191,7 +193,7 @@ async fn a_flipping_directory_never_starts_an_instance_outside() -> Result<()> {
     let seen = setup.seen();
     let outside: Vec<_> = seen
         .iter()
-        .filter(|(_, cwd)| !cwd.starts_with(&allowed))
+        .filter(|cwd| !cwd.starts_with(&allowed))
         .collect();
     println!(
         "{started} started, {refused} refused, {} ran outside, {} flips",
@@ -230,5 +232,106 @@ async fn a_relative_cwd_is_not_allowed() -> Result<()> {
         .await?;
     assert_eq!(answer["code"], "cwd_not_allowed", "{answer}");
     assert!(setup.seen().is_empty());
+    Ok(())
+}
+
+/// A relative `--codex-bin` names a file from where the runner was started,
+/// not from the instance's cwd (it exited 127 there); an instance or editor
+/// that fails to start is also a state line on the runner's stderr.
+#[tokio::test]
+async fn a_relative_codex_bin_is_the_runners_cwds_and_failures_are_state_lines() -> Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let dir = scratch.path().canonicalize()?;
+    std::fs::create_dir_all(dir.join("runner/bin"))?;
+    std::fs::create_dir(dir.join("allowed"))?;
+    let bin = dir.join("runner/bin/app-server");
+    std::fs::write(
+        &bin,
+        format!(
+            "#!/bin/sh\necho \"$KANDAN_INSTANCE_ID $(pwd -P)\" >> '{}'\n",
+            dir.join("seen.log").display()
+        ),
+    )?;
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let sim = Simulator::start(SimConfig::default()).await?;
+    let mut args = RunnerArgs::new("relative-bins", Vec::new());
+    args.flags = [
+        "--codex-bin",
+        "bin/app-server",
+        "--code-server-bin",
+        "nowhere/code-server",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    args.env = vec![("XDG_STATE_HOME".into(), dir.to_string_lossy().into_owned())];
+    args.cwd = Some(dir.join("runner"));
+    let runner = RunnerProcess::start(&sim, args)?;
+    sim.wait_joined(WAIT).await?;
+    let allowed = dir.join("allowed");
+    let after = sim.event_count();
+    sim.send_control(json!({"type": "update_runner_config", "allowedCwds": [allowed]}))?;
+    sim.wait_for_event_after(after, "runner_config_applied", |_| true, WAIT)
+        .await?;
+
+    sim.send_control(json!({"type": "start_instance", "instanceId": "rel", "cwd": allowed}))?;
+    // The stand-in runs (from the runner's cwd) and exits at once, which
+    // fails the instance: not with 127, the shell's "not found".
+    let failed = sim
+        .wait_for_event("control_error", |e| e["instanceId"] == "rel", WAIT)
+        .await?;
+    let message = failed["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("exit code 0"),
+        "{failed}\n{}",
+        runner.output()
+    );
+    let seen = std::fs::read_to_string(dir.join("seen.log")).unwrap_or_default();
+    assert!(
+        seen.contains(&format!(" {}\n", allowed.display())),
+        "the stand-in never ran: {seen:?}\n{}",
+        runner.output()
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !runner
+        .output()
+        .lines()
+        .any(|l| l.contains("Codex instance rel failed") && l.contains("exit code 0"))
+    {
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "no state line for the instance's failure:\n{}",
+                runner.output()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The editor's code-server is missing (relative to the runner's cwd):
+    // `editor_failed` to Kandan, and a line here that says so.
+    sim.send_control(json!({"type": "start_local_editor", "requestId": "ed-1", "cwd": allowed}))?;
+    let failed = sim
+        .wait_for_event("control_error", |e| e["requestId"] == "ed-1", WAIT)
+        .await?;
+    assert_eq!(failed["code"], "editor_failed", "{failed}");
+    let missing = dir.join("runner/nowhere/code-server");
+    let message = failed["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&missing.display().to_string()),
+        "{message}"
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !runner
+        .output()
+        .lines()
+        .any(|l| l.contains("editor ed-1 failed") && l.contains(&missing.display().to_string()))
+    {
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "no state line for the editor's failure:\n{}",
+                runner.output()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     Ok(())
 }

@@ -202,3 +202,108 @@ async fn bodies_over_the_limits_are_refused() -> Result<()> {
     e2e::expect_hello(&sim, port, "limit").await?;
     Ok(())
 }
+
+/// A person who leaves an endless SSE stream (closes the tab) frees the
+/// local server at once: the preview front sends `forward_http_cancel` when
+/// the browser's connection closes, and the runner drops the upstream
+/// connection. Measured from the client's close to the server noticing.
+#[tokio::test]
+async fn a_client_leaving_an_endless_stream_frees_the_local_server_at_once() -> Result<()> {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (sim, mut runner) = e2e::start(SimConfig::default(), "fwd-cancel", &[]).await?;
+    let port = e2e::serve_approved(&sim, &mut runner, "cancel").await?;
+
+    let addr = sim.preview_addr();
+    let mut client = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!(
+        "GET /preview/{port}/sse-forever HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+    );
+    client.write_all(request.as_bytes()).await?;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("forever-0") {
+        let n = tokio::time::timeout(WAIT, client.read(&mut buf))
+            .await
+            .with_context(|| format!("no first event: {:?}", String::from_utf8_lossy(&seen)))??;
+        anyhow::ensure!(n > 0, "stream ended: {:?}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let request_id = sim
+        .events_of("forward_http_response")
+        .last()
+        .and_then(|e| e["requestId"].as_str().map(str::to_owned))
+        .context("no forward_http_response")?;
+
+    // The person leaves.
+    drop(client);
+    let closed = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs_f64();
+
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let gone = loop {
+        let resp = vite::http_get(port, "/sse-gone", "localhost").await?;
+        let gone: Vec<f64> = serde_json::from_str(&resp.body)?;
+        if let Some(at) = gone.first() {
+            break *at;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the local server never saw the client leave\n{}",
+            runner.output()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
+    let took = (gone - closed) * 1000.0;
+    println!("client close -> local server saw it: {took:.1} ms");
+    assert!(
+        took < 100.0,
+        "the local server saw the close after {took:.1} ms"
+    );
+
+    // Nothing more came for that request: no error, no chunk after the cancel.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let errors: Vec<Value> = sim
+        .events_of("control_error")
+        .into_iter()
+        .filter(|e| e["requestId"] == request_id.as_str())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    // The port still works.
+    e2e::expect_hello(&sim, port, "cancel").await?;
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+    Ok(())
+}
+
+/// A local server that drops a WebSocket's TCP connection without a
+/// closing handshake (ends it, or resets it) closed it: code 1006 and no
+/// `error`, not `upstream_unreachable` (PROTOCOL.md section 4).
+#[tokio::test]
+async fn a_websocket_dropped_without_a_close_frame_is_1006_without_an_error() -> Result<()> {
+    let (sim, mut runner) = e2e::start(SimConfig::default(), "fwd-ws-drop", &[]).await?;
+    let port = e2e::serve_approved(&sim, &mut runner, "drop").await?;
+    for mode in ["drop", "reset"] {
+        let socket_id = format!("ws-{mode}");
+        sim.send_control(json!({
+            "type": "forward_websocket_open", "socketId": socket_id, "port": port,
+            "path": "/ws-push", "queryString": format!("count=1&size=5&close={mode}"),
+        }))?;
+        let closed = sim
+            .wait_for_event(
+                "forward_websocket_closed",
+                |e| e["socketId"] == socket_id.as_str(),
+                WAIT,
+            )
+            .await
+            .with_context(|| runner.output())?;
+        let opened = sim
+            .events_of("forward_websocket_opened")
+            .into_iter()
+            .any(|e| e["socketId"] == socket_id.as_str());
+        assert!(opened, "{mode}: never opened: {closed}");
+        assert_eq!(closed["code"], 1006, "{mode}: {closed}");
+        assert!(closed.get("error").is_none(), "{mode}: {closed}");
+    }
+    e2e::expect_hello(&sim, port, "drop").await?;
+    Ok(())
+}

@@ -157,6 +157,30 @@ async fn a_rejected_token_ends_the_command_and_exits_3() -> Result<()> {
     Ok(())
 }
 
+/// No token at all is not a rejected one: the line says none was given.
+#[tokio::test]
+async fn no_token_says_that_none_was_given() -> Result<()> {
+    let sim = Simulator::start(SimConfig::default()).await?;
+    let url = sim.url();
+    let args = ["connect", "--url", &url, "--backend", "procfs"];
+    let mut runner = RunnerRun::start(args, &[("RUST_LOG", "warn"), ("KANDAN_TOKEN", "")])?;
+    let (status, _) = runner
+        .wait(Duration::from_secs(15))
+        .await
+        .context("a refused runner must stop")?;
+    let stderr = runner.stderr();
+    ensure!(status.code() == Some(3), "{status} {stderr}");
+    let errors: Vec<&str> = error_lines(&stderr)
+        .into_iter()
+        .filter(|line| line.starts_with("error: "))
+        .collect();
+    ensure!(errors.len() == 1, "{stderr}");
+    ensure!(errors[0].contains("no token was given"), "{stderr}");
+    ensure!(!errors[0].contains("rejected"), "{stderr}");
+    ensure!(errors[0].contains("--token-file"), "{stderr}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_wrong_socket_path_exits_3_at_once() -> Result<()> {
     let sim = Simulator::start(SimConfig::default()).await?;

@@ -178,7 +178,8 @@ async fn reports_bind(name: &str, addr: &str, expect: IpAddr) {
         "{:?}",
         got.process
     );
-    assert_eq!(got.process.label, "python3");
+    // `python3 .../listener.py`: the script the interpreter runs.
+    assert_eq!(got.process.label, "listener.py");
 }
 
 #[tokio::test]

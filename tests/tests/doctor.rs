@@ -2,7 +2,9 @@
 //! step (URL, DNS, TCP, TLS, WebSocket upgrade, join) passes and the runner
 //! leaves; a wrong token, a wrong path, a refused join and nothing listening
 //! stop at the step that failed, with its fix and exit code; the token is in
-//! no output. The eBPF blockers as a non-root user with each capability of
+//! no output. With a `connect` of the same runner id running, `doctor
+//! --url` leaves the join out and says so, and two runners on one simulator
+//! stay connected. The eBPF blockers as a non-root user with each capability of
 //! the non-root set missing in turn (setpriv), as root with capabilities
 //! dropped (capsh), and in a user namespace (unshare): one cause, named,
 //! with its fix.
@@ -19,11 +21,15 @@ use serde_json::Value;
 
 /// Runs `kandan-runner doctor ARGS` without blocking the simulator's runtime.
 async fn doctor(args: &[&str]) -> Result<Output> {
+    // A state directory of its own: no runner of this user (another test's
+    // `connect` as the host name) makes it leave the join out.
+    let state = tempfile::tempdir()?;
     let output = tokio::process::Command::new(runner_bin())
         .arg("doctor")
         .args(args)
         .env_remove("KANDAN_URL")
         .env_remove("KANDAN_TOKEN")
+        .env("XDG_STATE_HOME", state.path())
         .env("RUST_LOG", "debug")
         .output();
     tokio::time::timeout(Duration::from_secs(30), output)
@@ -132,6 +138,122 @@ async fn doctor_url_passes_every_step_against_the_simulator_and_leaves() -> Resu
     Ok(())
 }
 
+/// This machine's host name: the default runner id of `connect` and `doctor`.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn two_runners_stay_connected_and_doctor_url_leaves_them_be() -> Result<()> {
+    use integration_tests::runner_process::{RunnerArgs, RunnerProcess};
+    let sim = Simulator::start(SimConfig::default()).await?;
+    let state = tempfile::tempdir()?;
+    let state_env = (
+        "XDG_STATE_HOME".to_owned(),
+        state.path().display().to_string(),
+    );
+    // The default runner id (the host name), as `connect` without
+    // `--runner-id` uses it, and another one beside it.
+    let host = hostname();
+    ensure!(!host.is_empty(), "no host name");
+    let mut runners = Vec::new();
+    for id in [host.as_str(), "second"] {
+        let mut args = RunnerArgs::supervising(id);
+        args.env.push(state_env.clone());
+        runners.push(RunnerProcess::start(&sim, args)?);
+        sim.wait_join_count(runners.len(), Duration::from_secs(60))
+            .await
+            .with_context(|| {
+                runners
+                    .iter()
+                    .map(RunnerProcess::output)
+                    .collect::<String>()
+            })?;
+    }
+    // Both stay: no reconnect of either in a while (one runner at a time
+    // made them take turns, 9 reconnects in 0.5 s).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let topics = |sim: &Simulator| {
+        let mut topics = sim.joined_topics();
+        topics.sort();
+        topics
+    };
+    let mut both = vec![format!("runner:{host}"), "runner:second".to_owned()];
+    both.sort();
+    ensure!(topics(&sim) == both, "{:?}", sim.joined_topics());
+    ensure!(
+        sim.connection_count() == 2 && sim.join_count() == 2,
+        "reconnects: {} connections, {} joins",
+        sim.connection_count(),
+        sim.join_count()
+    );
+
+    // `doctor --url` with the default runner id: every step up to the
+    // WebSocket handshake, and the join left out, saying why.
+    let output = tokio::process::Command::new(runner_bin())
+        .args([
+            "doctor",
+            "--json",
+            "--url",
+            &sim.url(),
+            "--token",
+            sim.token(),
+        ])
+        .env_remove("KANDAN_RUNNER_ID")
+        .env("XDG_STATE_HOME", state.path())
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), output)
+        .await
+        .context("doctor did not finish")??;
+    let report = json(&output)?;
+    ensure!(output.status.code() == Some(0), "{}", text(&output));
+    let want: Vec<(String, String)> = [
+        ("url", "ok"),
+        ("dns", "ok"),
+        ("tcp", "ok"),
+        ("tls", "skipped"),
+        ("websocket", "ok"),
+        ("join", "skipped"),
+    ]
+    .iter()
+    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+    .collect();
+    ensure!(steps(&report) == want, "{report}");
+    let detail = step(&report, "join")["detail"].as_str().unwrap_or_default();
+    let pid = format!("pid {}", runners[0].pid());
+    ensure!(
+        detail.contains("left out") && detail.contains(&pid) && detail.contains(&host),
+        "{detail}"
+    );
+    ensure!(sim.joins().len() == 2, "doctor joined: {:?}", sim.joins());
+    // And both runners are still there, never having reconnected.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ensure!(topics(&sim) == both, "{:?}", sim.joined_topics());
+    ensure!(sim.join_count() == 2, "a runner rejoined");
+    for runner in &runners {
+        ensure!(
+            !runner.output().contains("reconnecting"),
+            "{}",
+            runner.output()
+        );
+    }
+    // The human verdict says so too.
+    let output = tokio::process::Command::new(runner_bin())
+        .args(["doctor", "--url", &sim.url(), "--token", sim.token()])
+        .env_remove("KANDAN_RUNNER_ID")
+        .env("XDG_STATE_HOME", state.path())
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    ensure!(
+        stdout.contains("  join       skipped") && stdout.contains("join was left out"),
+        "{stdout}"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn doctor_url_with_a_wrong_token_stops_at_the_upgrade_with_exit_3() -> Result<()> {
     let sim = Simulator::start(SimConfig::default()).await?;
@@ -162,6 +284,67 @@ async fn doctor_url_with_a_wrong_token_stops_at_the_upgrade_with_exit_3() -> Res
     ensure!(all.contains("  websocket  FAILED"), "{all}");
     ensure!(all.contains("connection: failed at websocket"), "{all}");
     ensure!(!all.contains(wrong), "the token leaked: {all}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn doctor_url_without_a_token_says_none_was_given() -> Result<()> {
+    let sim = Simulator::start(SimConfig::default()).await?;
+    let url = sim.url();
+    let output = doctor(&["--json", "--url", &url]).await?;
+    ensure!(output.status.code() == Some(3), "{}", text(&output));
+    let report = json(&output)?;
+    let websocket = step(&report, "websocket");
+    ensure!(websocket["status"] == "failed", "{report}");
+    let detail = websocket["detail"].as_str().unwrap_or_default();
+    ensure!(
+        detail.contains("no token was given") && !detail.contains("rejected"),
+        "{detail}"
+    );
+    ensure!(
+        websocket["fix"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--token-file"),
+        "{report}"
+    );
+    Ok(())
+}
+
+/// `doctor` takes the flags it suggests (`set --codex-bin`), resolved as
+/// `connect` resolves them: relative ones from where it runs.
+#[tokio::test]
+async fn doctor_takes_codex_bin_and_code_server_bin() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let output = tokio::process::Command::new(runner_bin())
+        .args([
+            "doctor",
+            "--json",
+            "--codex-bin",
+            "bin/no-codex",
+            "--code-server-bin",
+            "bin/no-code-server",
+        ])
+        .current_dir(dir.path())
+        .env_remove("KANDAN_URL")
+        .env("XDG_STATE_HOME", dir.path())
+        .output()
+        .await?;
+    ensure!(
+        output.status.code() != Some(2),
+        "flags refused: {}",
+        text(&output)
+    );
+    let report = json(&output)?;
+    let codex = report["codex"]["error"].as_str().unwrap_or_default();
+    let wanted = dir.path().join("bin/no-codex");
+    ensure!(codex.contains(&wanted.display().to_string()), "{report}");
+    let code_server = report["codeServer"]["reason"].as_str().unwrap_or_default();
+    let wanted = dir.path().join("bin/no-code-server");
+    ensure!(
+        code_server.contains(&wanted.display().to_string()),
+        "{report}"
+    );
     Ok(())
 }
 

@@ -101,8 +101,8 @@ fn version_names_the_commit_target_and_ebpf_object() {
         assert_eq!(ebpf, "embedded", "{long}\n{doctor}");
     }
 
-    // -V stays one line.
-    assert_eq!(stdout(&runner(&["-V"])), format!("{}\n", lines[0]));
+    // -V prints the same text.
+    assert_eq!(stdout(&runner(&["-V"])), long);
 }
 
 /// `shell -n` accepts the completion script, and rejects it with an
@@ -192,10 +192,23 @@ fn man_page_renders_with_every_subcommand() {
         .unwrap_or_else(|| panic!("no SUBCOMMANDS section: {text}"));
     for name in SUBCOMMANDS {
         assert!(
-            subcommands.contains(&format!("kandan-runner-{name}(1)")),
+            subcommands.contains(&format!("kandan-runner {name}")),
             "{name} missing: {text}"
         );
     }
+    // It installs no other page, so it links none (`man --dir` writes them).
+    assert!(
+        !text.contains("kandan-runner-"),
+        "links a page it does not install: {text}"
+    );
+    // The footer names the version alone (a `.TH` with the several lines
+    // of `--version` broke it).
+    let last = text.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.contains(env!("CARGO_PKG_VERSION")) && !last.contains("commit") && !last.contains('"'),
+        "{last}"
+    );
+    assert!(subcommands.contains("man --dir"), "{text}");
 }
 
 #[test]
@@ -221,6 +234,21 @@ fn man_dir_writes_a_page_per_subcommand() {
     for name in &written {
         let path = dir.path().join(name);
         assert!(out.contains(&format!("wrote {}", path.display())), "{out}");
+    }
+    // Every page links only pages written here (none for `help`).
+    for name in &written {
+        let text = std::fs::read_to_string(dir.path().join(name)).unwrap();
+        for link in text.match_indices("(1)").map(|(at, _)| &text[..at]) {
+            let page = link
+                .rsplit(|c: char| c.is_whitespace() || c == '>')
+                .next()
+                .unwrap()
+                .replace("\\-", "-");
+            assert!(
+                written.contains(&format!("{page}.1")),
+                "{name} links {page}(1), not written"
+            );
+        }
     }
     // Each page is the one its name says.
     let connect = render(&std::fs::read(dir.path().join("kandan-runner-connect.1")).unwrap());

@@ -513,3 +513,32 @@ fn launchd_plist_parses_and_runs_connect() {
     assert_eq!(plist["UserName"], "root");
     assert_eq!(plist["ProgramArguments"][3], "/etc/kandan-runner/token");
 }
+
+/// `service print` from a build directory (this test's binary, under
+/// `target/debug`) says the unit would start a binary that will not stay
+/// there; from an installed copy it says nothing of the kind.
+#[test]
+fn print_warns_when_the_binary_is_a_build_output() {
+    let printed = service(&["service", "print", "--user"], &[]);
+    assert!(printed.status.success(), "{printed:?}");
+    let stderr = String::from_utf8_lossy(&printed.stderr);
+    assert!(
+        stderr.contains("a cargo build directory") && stderr.contains("cargo install"),
+        "{stderr}"
+    );
+    // An installed copy (neither a build output nor a temporary directory).
+    let home = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+    let copy = home.path().join("bin/kandan-runner");
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    std::fs::copy(runner_bin(), &copy).unwrap();
+    let printed = Command::new(&copy)
+        .args(["service", "print", "--user"])
+        .env_remove("KANDAN_URL")
+        .output()
+        .unwrap();
+    assert!(printed.status.success(), "{printed:?}");
+    let stderr = String::from_utf8_lossy(&printed.stderr);
+    assert!(!stderr.contains("build directory"), "{stderr}");
+    let unit = String::from_utf8_lossy(&printed.stdout);
+    assert!(unit.contains(&copy.display().to_string()), "{unit}");
+}

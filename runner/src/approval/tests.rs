@@ -120,7 +120,7 @@ fn an_opened_candidate_becomes_a_pending_request() {
     assert_eq!(request_id.to_string().len(), 32);
     assert_eq!((*port, *pid), (5173, 42));
     assert_eq!(command, "node /x/node_modules/.bin/vite");
-    assert_eq!(label, "node");
+    assert_eq!(label, "vite");
     assert_eq!(cwd.as_deref(), Some(std::path::Path::new("/x")));
     assert_eq!(addresses, &["127.0.0.1".parse::<IpAddr>().unwrap()]);
     assert!(!restarted);

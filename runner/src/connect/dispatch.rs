@@ -20,6 +20,7 @@ impl Runner {
             Control::ForwardHttpRequest(req) => {
                 self.forwarder.http(req, self.handle.responder(session));
             }
+            Control::ForwardHttpCancel(cancel) => self.forwarder.cancel(&cancel.request_id),
             Control::ForwardWebsocketOpen(open) => {
                 let to = self.handle.responder(session);
                 self.forwarder.ws_open(open, to).await;

@@ -78,7 +78,7 @@ pub async fn run(args: ConnectArgs) -> i32 {
         config_version: 0,
     };
     let (editors, mut editor_events) = editors::registry(
-        args.code_server_bin.clone(),
+        (args.code_server_bin.as_deref()).map(crate::program::from_runner_cwd),
         &args.url,
         token.as_deref(),
         &containment,
@@ -122,7 +122,7 @@ pub async fn run(args: ConnectArgs) -> i32 {
     });
     let (instances, mut instance_events) = instances::Instances::new(
         instances::Settings {
-            codex_bin: args.codex.codex_bin.clone(),
+            codex_bin: (args.codex.codex_bin.as_deref()).map(crate::program::from_runner_cwd),
             stream_flush: Duration::from_millis(args.codex.stream_flush_ms),
             turn_idle_timeout: Duration::from_millis(args.codex.turn_idle_timeout_ms),
             event_budget,
@@ -225,12 +225,15 @@ struct Runner {
 
 impl Runner {
     async fn send(&self, event: Event) {
+        crate::report::control_error(&event);
         if self.handle.send(event).await.is_err() {
             tracing::warn!("control channel stopped; event dropped");
         }
     }
 
     async fn reply(&self, session: Session, event: impl Into<crate::control::Charged>) {
+        let event = event.into();
+        crate::report::control_error(&event.event);
         if self.handle.reply(session, event).await.is_err() {
             tracing::warn!("control channel stopped; reply dropped");
         }

@@ -467,7 +467,10 @@ async fn run<C: Connector>(
                 }
             }
             Ok(Err(error)) => {
-                if let Some(refusal) = super::Refusal::of(&error, &config.url) {
+                if let Some(mut refusal) = super::Refusal::of(&error, &config.url) {
+                    if config.token.as_deref().is_none_or(str::is_empty) {
+                        refusal = refusal.without_token();
+                    }
                     let inputs = links.inputs.clone();
                     let _ = links
                         .offline(inputs.send(ControlInput::Refused(refusal)))

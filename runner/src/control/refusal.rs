@@ -11,6 +11,12 @@ pub enum Refusal {
         "kandan at {url} rejected the token (http {status}): check --token, --token-file or KANDAN_TOKEN"
     )]
     Token { status: u16, url: String },
+    /// 401/403 to a runner that sent no token at all: nothing was rejected,
+    /// one is missing.
+    #[error(
+        "kandan at {url} refused the runner (http {status}): no token was given; pass --token, --token-file or KANDAN_TOKEN"
+    )]
+    NoToken { status: u16, url: String },
     /// 404: nothing serves the runner socket there.
     #[error(
         "kandan has no runner socket at {url} (http 404): --url should be the socket mount, e.g. ws://host/runner/socket"
@@ -19,6 +25,15 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The refusal of a handshake that carried no token: a token refusal
+    /// says that none was given.
+    pub fn without_token(self) -> Refusal {
+        match self {
+            Refusal::Token { status, url } => Refusal::NoToken { status, url },
+            other => other,
+        }
+    }
+
     /// The refusal in a failed handshake to `mount` (the `--url`), if the
     /// failure is one; any other error keeps the reconnect schedule.
     pub(crate) fn of(error: &tungstenite::Error, mount: &str) -> Option<Refusal> {
@@ -56,6 +71,11 @@ mod tests {
                 }
             );
             assert!(refusal.to_string().contains("rejected the token"));
+            let missing = refusal.without_token().to_string();
+            assert!(
+                missing.contains("no token was given") && !missing.contains("rejected"),
+                "{missing}"
+            );
         }
         let path = Refusal::of(&answered(404), mount).unwrap().to_string();
         assert!(path.contains("--url should be the socket mount"), "{path}");

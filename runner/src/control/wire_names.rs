@@ -35,6 +35,7 @@ const CONTROLS: &[(&str, &[&str])] = &[
             "acceptStreaming",
         ],
     ),
+    ("forward_http_cancel", &["requestId"]),
     (
         "forward_websocket_open",
         &[
@@ -133,6 +134,7 @@ fn every_control_reads_with_all_the_contracts_fields() {
     let known = [
         "resolve_port_forward_request",
         "forward_http_request",
+        "forward_http_cancel",
         "forward_websocket_open",
         "forward_websocket_send",
         "forward_websocket_close",

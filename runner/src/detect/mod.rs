@@ -178,6 +178,7 @@ pub enum DetectError {
 
 #[cfg(target_os = "linux")]
 pub mod ebpf;
+mod label;
 #[cfg(any(target_os = "macos", test))]
 pub mod libproc;
 mod poll;

@@ -11,7 +11,9 @@ use std::path::PathBuf;
 pub struct ProcessInfo {
     /// Full command line, arguments joined by spaces.
     pub command: String,
-    /// Base name of the command's first word (`node`, `python3`).
+    /// The tool the command line shows (`vite`, `django`), else the script
+    /// an interpreter runs (`server.js`), else the base name of the first
+    /// word (see `label.rs`).
     pub label: String,
     /// Working directory, when readable.
     pub cwd: Option<PathBuf>,
@@ -21,10 +23,7 @@ impl ProcessInfo {
     /// Builds the description from argv and cwd.
     pub fn from_argv(argv: &[String], cwd: Option<PathBuf>) -> Self {
         let command = argv.join(" ");
-        let label = argv
-            .first()
-            .map(|first| first.rsplit('/').next().unwrap_or(first).to_string())
-            .unwrap_or_default();
+        let label = super::label::label_of(argv);
         ProcessInfo {
             command,
             label,

@@ -99,8 +99,14 @@ impl Run {
     }
 }
 
-/// Connects to `url` with `token`, joins as `join` says, leaves, and reports.
-pub(crate) async fn check(url: &str, token: Option<&str>, join: JoinInfo) -> Report {
+/// Connects to `url` with `token`, joins as `join` says, leaves, and
+/// reports; with `leave_out` (why), stops after the WebSocket handshake.
+pub(crate) async fn check(
+    url: &str,
+    token: Option<&str>,
+    join: JoinInfo,
+    leave_out: Option<String>,
+) -> Report {
     let mut secrets = Vec::new();
     // A very short token would scrub ordinary words; such a token is no
     // secret worth the noise.
@@ -113,7 +119,7 @@ pub(crate) async fn check(url: &str, token: Option<&str>, join: JoinInfo) -> Rep
         exit: 0,
         secrets,
     };
-    let _ = steps(&mut run, url, token, join).await;
+    let _ = steps(&mut run, url, token, join, leave_out).await;
     Report {
         url: endpoint::redact(url),
         ok: run.exit == 0,
@@ -134,6 +140,7 @@ async fn steps(
     url: &str,
     token: Option<&str>,
     join: JoinInfo,
+    leave_out: Option<String>,
 ) -> Result<(), Stopped> {
     let started = Instant::now();
     let target = run.record(StepName::Url, started, target(url))?;
@@ -157,9 +164,21 @@ async fn steps(
     let ws = run.record(
         StepName::Websocket,
         started,
-        upgrade(&socket_url, url, stream).await,
+        upgrade(
+            &socket_url,
+            url,
+            stream,
+            token.is_some_and(|t| !t.is_empty()),
+        )
+        .await,
     )?;
 
+    if let Some(why) = leave_out {
+        run.skip(StepName::Join, &why);
+        let mut ws = ws;
+        let _ = tokio::time::timeout(STEP_TIMEOUT, ws.close(None)).await;
+        return Ok(());
+    }
     let started = Instant::now();
     let topic = format!("runner:{}", join.runner_id);
     run.record(
@@ -305,6 +324,7 @@ async fn upgrade(
     socket_url: &str,
     mount: &str,
     stream: Box<dyn Io>,
+    with_token: bool,
 ) -> Result<(Ws, String), Failure> {
     let config = connector::websocket_config(connector::message_limit(16 << 20));
     let handshake = tokio_tungstenite::client_async_with_config(socket_url, stream, Some(config));
@@ -323,7 +343,21 @@ async fn upgrade(
             ));
         }
     };
-    match Refusal::of(&error, mount) {
+    let refusal = Refusal::of(&error, mount);
+    let refusal = if with_token {
+        refusal
+    } else {
+        refusal.map(Refusal::without_token)
+    };
+    match refusal {
+        Some(Refusal::NoToken { status, .. }) => Err(Failure {
+            detail: format!("http {status}: Kandan refused the runner, and no token was given"),
+            fix: Some(
+                "pass the runner token from Kandan with --token-file, --token or KANDAN_TOKEN"
+                    .to_owned(),
+            ),
+            exit: EXIT_REFUSED,
+        }),
         Some(Refusal::Token { status, .. }) => Err(Failure {
             detail: format!("http {status}: Kandan rejected the token"),
             fix: Some(

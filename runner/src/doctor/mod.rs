@@ -31,9 +31,11 @@ pub fn run(args: &DoctorArgs) -> i32 {
         .map(|url| check_connection(url, token.as_deref(), args.identity.runner_id.clone(), auto));
     // The local editor and Codex instances are optional: they never change
     // the exit code.
-    let explicit = std::env::var_os("KANDAN_CODE_SERVER_BIN").map(std::path::PathBuf::from);
-    let code_server = crate::editor::code_server_status(explicit.as_deref());
-    let codex = crate::codex::probe(None);
+    // The flags `connect` takes, resolved as `connect` resolves them.
+    let code_server = (args.code_server_bin.as_deref()).map(crate::program::from_runner_cwd);
+    let code_server = crate::editor::code_server_status(code_server.as_deref());
+    let codex_bin = (args.codex_bin.as_deref()).map(crate::program::from_runner_cwd);
+    let codex = crate::codex::probe(codex_bin.as_deref());
     let containment = containment();
     let mut lines = Vec::new();
     if args.json {
@@ -111,8 +113,10 @@ fn check_connection(
     auto: Option<BackendKind>,
 ) -> report::Report {
     let hostname = crate::connect::hostname();
+    let runner_id = runner_id.unwrap_or_else(|| hostname.clone());
+    let leave_out = live_runner(&runner_id);
     let join = JoinInfo {
-        runner_id: runner_id.unwrap_or_else(|| hostname.clone()),
+        runner_id,
         version: env!("CARGO_PKG_VERSION").to_string(),
         hostname,
         os: std::env::consts::OS.to_string(),
@@ -123,9 +127,23 @@ fn check_connection(
         .enable_all()
         .build()
     {
-        Ok(runtime) => runtime.block_on(connection::check(url, token, join)),
+        Ok(runtime) => runtime.block_on(connection::check(url, token, join, leave_out)),
         Err(err) => report::Report::not_run(url, &format!("cannot start the async runtime: {err}")),
     }
+}
+
+/// Why the join is left out: a `connect` of this user runs as `runner_id`
+/// (its status socket answers), and Kandan gives a runner's channel to the
+/// latest join, so joining would take the live runner's place.
+fn live_runner(runner_id: &str) -> Option<String> {
+    let live = crate::status::running().into_iter().find(|runner| {
+        (runner.kandan.as_ref()).is_some_and(|kandan| kandan.runner_id == runner_id)
+    })?;
+    let kandan = live.kandan.as_ref()?;
+    Some(format!(
+        "left out: kandan-runner (pid {}) is {} as runner:{runner_id} to {}, and joining its channel would take its place; stop it, or pass another --runner-id, to check the join",
+        live.pid, kandan.state, kandan.url
+    ))
 }
 
 /// Prints to stdout; a closed stdout (`doctor | head -2`) ends the printing

@@ -113,36 +113,49 @@ enum TaskStop {
     Shutdown,
 }
 
-/// In-flight HTTP requests, so a port's can be cut short.
+/// One in-flight HTTP request: where it goes (None for an editor) and
+/// Kandan's id for it.
+struct Running {
+    port: Option<u16>,
+    request_id: String,
+    stop: oneshot::Sender<TaskStop>,
+}
+
+/// In-flight HTTP requests, so a port's can be cut short and one can be
+/// cancelled by its `requestId`.
 #[derive(Default)]
 struct HttpTasks {
     next: AtomicU64,
-    running: Mutex<HashMap<u64, (u16, oneshot::Sender<TaskStop>)>>,
+    running: Mutex<HashMap<u64, Running>>,
 }
 
 impl HttpTasks {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (u16, oneshot::Sender<TaskStop>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Running>> {
         // A panic while holding the lock cannot leave the map inconsistent.
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn stop_port(&self, port: u16, stop: TaskStop) {
+    fn stop_where(&self, stop: TaskStop, matches: impl Fn(&Running) -> bool) {
         let mut running = self.lock();
         let keys: Vec<u64> = running
             .iter()
-            .filter(|(_, (p, _))| *p == port)
+            .filter(|(_, task)| matches(task))
             .map(|(k, _)| *k)
             .collect();
         for key in keys {
-            if let Some((_, tx)) = running.remove(&key) {
-                let _ = tx.send(stop);
+            if let Some(task) = running.remove(&key) {
+                let _ = task.stop.send(stop);
             }
         }
     }
 
+    fn stop_port(&self, port: u16, stop: TaskStop) {
+        self.stop_where(stop, |task| task.port == Some(port));
+    }
+
     fn stop_all(&self) {
-        for (_, (_, tx)) in self.lock().drain() {
-            let _ = tx.send(TaskStop::Silent);
+        for (_, task) in self.lock().drain() {
+            let _ = task.stop.send(TaskStop::Silent);
         }
     }
 }
@@ -208,13 +221,8 @@ impl Forwarder {
     }
 
     pub(crate) fn http(&self, req: ForwardHttpRequest, to: Responder) {
-        let port = match self.resolve(&req.target) {
-            Ok(Local::Port(port)) => port,
-            Ok(Local::Editor(socket)) => {
-                let config = self.config.clone();
-                tokio::spawn(http::forward_editor(req, socket, to, config));
-                return;
-            }
+        let local = match self.resolve(&req.target) {
+            Ok(local) => local,
             Err(err) => {
                 tokio::spawn(async move { to.send(http::failed(req.request_id, &err)).await });
                 return;
@@ -222,7 +230,16 @@ impl Forwarder {
         };
         let key = self.http.next.fetch_add(1, Ordering::Relaxed);
         let (stop_tx, stop_rx) = oneshot::channel();
-        self.http.lock().insert(key, (port, stop_tx));
+        let port = match local {
+            Local::Port(port) => Some(port),
+            Local::Editor(_) => None,
+        };
+        let running = Running {
+            port,
+            request_id: req.request_id.clone(),
+            stop: stop_tx,
+        };
+        self.http.lock().insert(key, running);
         let ctx = http::Context {
             gate: self.gate.clone(),
             pool: self.pool.clone(),
@@ -233,10 +250,18 @@ impl Forwarder {
         tokio::spawn(async move {
             let request_id = req.request_id.clone();
             let answers = to.clone();
+            let work = async move {
+                match local {
+                    Local::Port(port) => http::forward(req, port, answers, ctx).await,
+                    Local::Editor(socket) => {
+                        http::forward_editor(req, socket, answers, ctx.config).await;
+                    }
+                }
+            };
             tokio::select! {
-                () = http::forward(req, port, answers, ctx) => {}
+                () = work => {}
                 stop = stop_rx => {
-                    if let Ok(TaskStop::Port(cause)) = stop {
+                    if let (Ok(TaskStop::Port(cause)), Some(port)) = (stop, port) {
                         let err = ForwardError::PortClosed { port, cause };
                         to.send(http::failed(request_id, &err)).await;
                     }
@@ -244,6 +269,15 @@ impl Forwarder {
             }
             tasks.lock().remove(&key);
         });
+    }
+
+    /// `forward_http_cancel`: the person left. The request's task is
+    /// dropped with its upstream connection (the local server sees it
+    /// close) and nothing more is sent for it; an unknown or finished
+    /// `requestId` is ignored.
+    pub(crate) fn cancel(&self, request_id: &str) {
+        self.http
+            .stop_where(TaskStop::Silent, |task| task.request_id == request_id);
     }
 
     /// Opens a WebSocket to the local server; `forward_websocket_opened` or

@@ -483,6 +483,29 @@ fn looks_like_tls(err: &ForwardError) -> bool {
 /// the sockets' reports.
 const SHUTDOWN_CLOSE: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// The code of a connection that ended without a closing handshake
+/// (RFC 6455 section 7.1.5), never sent on the wire.
+const ABNORMAL_CLOSE: u16 = 1006;
+
+/// The local server dropped the connection (TCP end or reset) without a
+/// closing handshake, as opposed to speaking WebSocket wrongly.
+fn dropped(err: &tungstenite::Error) -> bool {
+    use std::io::ErrorKind;
+    use tungstenite::error::ProtocolError;
+    match err {
+        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => true,
+        tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => true,
+        tungstenite::Error::Io(io) => matches!(
+            io.kind(),
+            ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe
+                | ErrorKind::UnexpectedEof
+        ),
+        _ => false,
+    }
+}
+
 /// How a connected socket's pumping ended.
 enum End {
     TaskStop(TaskStop),
@@ -605,6 +628,7 @@ impl Socket<'_> {
                         Some(Ok(Message::Pong(data))) => (Opcode::Pong, data),
                         Some(Ok(Message::Close(frame))) => return End::ServerClosed(frame),
                         Some(Ok(Message::Frame(_))) => continue,
+                        Some(Err(err)) if dropped(&err) => return End::Vanished,
                         Some(Err(err)) => {
                             return End::Failed(ForwardError::WebSocket(Box::new(err)));
                         }
@@ -630,6 +654,9 @@ impl Socket<'_> {
                 while let Some((message, len)) = frames.recv().await {
                     queued.fetch_sub(len, Ordering::Relaxed);
                     if let Err(err) = sink.send(message).await {
+                        if dropped(&err) {
+                            return End::Vanished;
+                        }
                         return End::Failed(ForwardError::WebSocket(Box::new(err)));
                     }
                 }
@@ -658,15 +685,10 @@ impl Socket<'_> {
                 self.closed(None, None, Some(failure(&err))).await;
             }
             End::Vanished => {
-                let err = ForwardError::WebSocket(Box::new(tungstenite::Error::ConnectionClosed));
-                let failure = Failure {
-                    code: ErrorCode::UpstreamUnreachable,
-                    message: format!(
-                        "local server closed the connection without a close frame: {}",
-                        err.message()
-                    ),
-                };
-                self.closed(None, None, Some(failure)).await;
+                // It closed (it was reachable): 1006, as a browser reports a
+                // connection that ended without a closing handshake.
+                tracing::debug!("local server dropped the connection without a close frame");
+                self.closed(Some(ABNORMAL_CLOSE), None, None).await;
             }
             End::TaskStop(why) => {
                 let (code, reason) = match why {

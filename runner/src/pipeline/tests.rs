@@ -125,7 +125,8 @@ async fn opened_fires_exactly_when_the_window_ends() {
     assert_eq!(candidate.port, 5173);
     assert_eq!(candidate.pid, 42);
     assert_eq!(candidate.process.command, "node vite");
-    assert_eq!(candidate.process.label, "node");
+    // `node vite`: the tool, not the interpreter.
+    assert_eq!(candidate.process.label, "vite");
     assert_eq!(candidate.addresses, addrs(&["127.0.0.1"]));
     h.assert_quiet().await;
 }
@@ -500,7 +501,8 @@ async fn ports_entries_drop_ignored_listeners_and_label_the_others() {
         p.apply(open(sock(4, 4001, "::", 3, "python3 b")), t0)
             .remove(0),
     );
-    assert_eq!(other.process.label, "python3");
+    // `python3 b`: the script the interpreter runs.
+    assert_eq!(other.process.label, "b");
     assert_eq!(other.attributes, crate::config::PortAttributes::default());
 }
 

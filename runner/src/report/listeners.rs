@@ -13,6 +13,9 @@ use crate::pipeline::CandidateEvent;
 use crate::redact::redact_command;
 use crate::status::document::ListenerStatus;
 
+/// `status`'s word for an `on_detect = "silent"` listener.
+pub(super) const SILENT: &str = "silent";
+
 /// `status`'s word for an approval state.
 fn state_word(state: ListenerState) -> &'static str {
     match state {
@@ -68,8 +71,13 @@ pub(super) fn scheme(listeners: &mut [ListenerStatus], port: u16, scheme: Scheme
     vec![line]
 }
 
-/// The lines between the listeners `before` and `now`, each with its port.
-pub(super) fn diff(before: &[ListenerStatus], now: &[ListenerSnapshot]) -> Vec<(u16, Line)> {
+/// The lines between the listeners `before` and `now`, each with its port;
+/// `silent` are the `on_detect = "silent"` listeners listening now.
+pub(super) fn diff(
+    before: &[ListenerStatus],
+    now: &[ListenerSnapshot],
+    silent: &[ListenerStatus],
+) -> Vec<(u16, Line)> {
     let mut lines = Vec::new();
     for listener in now {
         let old = before.iter().find(|old| old.port == listener.port);
@@ -83,6 +91,13 @@ pub(super) fn diff(before: &[ListenerStatus], now: &[ListenerSnapshot]) -> Vec<(
         }
     }
     for old in before {
+        // A silent listener is not approval's: its absence from `now` says
+        // nothing about its socket, which may well still listen.
+        // Nor is one that turned silent: approval let go of it, the socket
+        // did not close.
+        if old.state.as_deref() == Some(SILENT) || silent.iter().any(|l| l.port == old.port) {
+            continue;
+        }
         if !now.iter().any(|listener| listener.port == old.port) {
             let line = Line::new(
                 "port_closed",
@@ -232,7 +247,7 @@ mod tests {
     #[test]
     fn a_line_per_change_of_state_and_none_for_the_same_state() {
         let waiting = vec![listener(5173, "r1", ListenerState::Pending)];
-        let lines = diff(&[], &waiting);
+        let lines = diff(&[], &waiting, &[]);
         assert_eq!(lines.len(), 1);
         assert_eq!(lines[0].1.event, "port_waiting");
         assert!(
@@ -242,11 +257,34 @@ mod tests {
         );
         let before: Vec<_> = waiting.iter().map(|l| status_of(l, &[])).collect();
         assert!(before[0].command.contains("***") && !before[0].command.contains("s3cret"));
-        assert!(diff(&before, &waiting).is_empty());
+        assert!(diff(&before, &waiting, &[]).is_empty());
         let approved = vec![listener(5173, "r1", ListenerState::Approved)];
-        assert_eq!(diff(&before, &approved)[0].1.event, "port_approved");
-        let closed = diff(&before, &[]);
+        assert_eq!(diff(&before, &approved, &[])[0].1.event, "port_approved");
+        let closed = diff(&before, &[], &[]);
         assert_eq!(closed[0].1.event, "port_closed");
+    }
+
+    #[test]
+    fn a_silent_listener_is_never_closed_while_it_listens() {
+        let mut quiet = status_of(&listener(8001, "-", ListenerState::Pending), &[]);
+        quiet.state = Some(SILENT.to_owned());
+        quiet.request_id = None;
+        let silent = vec![quiet.clone()];
+        // The status list holds it (as `add_silent` puts it there); approval
+        // does not, and that is no close.
+        let mut before = vec![quiet];
+        let other = [listener(5173, "r1", ListenerState::Pending)];
+        let lines = diff(&before, &other, &silent);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0].1.event, "port_waiting");
+        // An approved listener that turned silent is no close either.
+        before = vec![status_of(
+            &listener(8001, "r2", ListenerState::Approved),
+            &[],
+        )];
+        assert!(diff(&before, &[], &silent).is_empty());
+        // Once it left the silent list it closed.
+        assert_eq!(diff(&before, &[], &[])[0].1.event, "port_closed");
     }
 
     #[test]
@@ -255,7 +293,7 @@ mod tests {
         assert!(refused.line(8601, GateRefusal::Pending).is_some());
         assert!(refused.line(8601, GateRefusal::Pending).is_none());
         assert!(refused.line(8601, GateRefusal::Denied).is_some());
-        let lines = diff(&[], &[listener(8601, "r", ListenerState::Approved)]);
+        let lines = diff(&[], &[listener(8601, "r", ListenerState::Approved)], &[]);
         refused.changed(&lines);
         assert!(refused.line(8601, GateRefusal::Denied).is_some());
     }

@@ -130,7 +130,7 @@ pub(crate) fn connect_failed(attempt: usize, delay: Duration, reason: &str) {
 /// `connect`'s listeners now (after a candidate or a decision).
 pub(crate) fn listeners(now: Vec<ListenerSnapshot>) {
     update(|state| {
-        let lines = listeners::diff(&state.status.listeners, &now);
+        let lines = listeners::diff(&state.status.listeners, &now, &state.silent);
         state.refused.changed(&lines);
         let before = std::mem::take(&mut state.status.listeners);
         state.status.listeners = (now.iter())
@@ -148,13 +148,13 @@ pub(crate) fn silent(event: &CandidateEvent, silent: bool) {
         if silent {
             listeners::watched(&mut state.silent, event);
             for listener in &mut state.silent {
-                listener.state = Some("silent".to_owned());
+                listener.state = Some(listeners::SILENT.to_owned());
             }
         } else {
             state.silent.retain(|l| l.port != event.port());
         }
         let listeners = &mut state.status.listeners;
-        listeners.retain(|l| l.state.as_deref() != Some("silent"));
+        listeners.retain(|l| l.state.as_deref() != Some(listeners::SILENT));
         listeners::add_silent(listeners, &state.silent);
         Vec::new()
     });
@@ -176,6 +176,15 @@ pub(crate) fn watched(event: &CandidateEvent) {
 /// Kandan asked for a forward the gate refused.
 pub(crate) fn refused(port: u16, refusal: GateRefusal) {
     update(|state| state.refused.line(port, refusal).into_iter().collect());
+}
+
+/// A `control_error` the runner sends: an instance or editor that failed
+/// to start gets a state line (Kandan shows it too, but the person at this
+/// machine is the one who can fix a wrong `--codex-bin`).
+pub(crate) fn control_error(event: &crate::control::Event) {
+    if let Some(line) = workers::failure(event) {
+        update(|_| vec![line]);
+    }
 }
 
 /// `connect`'s Codex instances now.

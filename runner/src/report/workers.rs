@@ -2,6 +2,7 @@
 
 use super::Line;
 use crate::control::events::{InstanceState, ReadyEditor, ReadyInstance};
+use crate::control::{ErrorCode, Event};
 use crate::status::document::{EditorStatus, InstanceStatus};
 
 fn instance_state(state: InstanceState) -> &'static str {
@@ -10,6 +11,40 @@ fn instance_state(state: InstanceState) -> &'static str {
         InstanceState::Idle => "idle",
         InstanceState::Running => "running",
     }
+}
+
+/// The line for an `instance_failed` or `editor_failed` control error.
+pub(super) fn failure(event: &Event) -> Option<Line> {
+    let Event::ControlError(error) = event else {
+        return None;
+    };
+    let (name, what, id) = match error.code {
+        ErrorCode::InstanceFailed => ("instance_failed", "Codex instance", &error.instance_id),
+        ErrorCode::EditorFailed => ("editor_failed", "editor", &error.editor_id),
+        _ => return None,
+    };
+    let shown = (id.as_deref())
+        .or(error.request_id.as_deref())
+        .map_or_else(String::new, |id| format!(" {id}"));
+    let mut line = Line::new(
+        name,
+        format!(
+            "{what}{shown} failed ({}): {}",
+            error.control_type, error.message
+        ),
+    )
+    .level("warn")
+    .field("controlType", error.control_type.clone());
+    for (field, value) in [
+        ("instanceId", &error.instance_id),
+        ("editorId", &error.editor_id),
+        ("requestId", &error.request_id),
+    ] {
+        if let Some(value) = value {
+            line = line.field(field, value.clone());
+        }
+    }
+    Some(line)
 }
 
 pub(super) fn instances(shown: &mut Vec<InstanceStatus>, now: &[ReadyInstance]) -> Vec<Line> {

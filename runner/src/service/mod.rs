@@ -169,6 +169,7 @@ fn run_action(action: &ServiceAction) -> Result<(), ServiceError> {
                 }
             };
             warn_if_replaceable(&layout);
+            warn_if_unstable(&layout.exe);
             let mut stdout = std::io::stdout().lock();
             stdout
                 .write_all(text.as_bytes())
@@ -184,7 +185,10 @@ fn run_action(action: &ServiceAction) -> Result<(), ServiceError> {
             }
             let layout = layout(args)?;
             warn_if_replaceable(&layout);
-            files::install(&layout).map_err(|err| err.for_scope(&layout.scope))
+            files::install(&layout).map_err(|err| err.for_scope(&layout.scope))?;
+            // Once installed: a failed install has nothing to warn about.
+            warn_if_unstable(&layout.exe);
+            Ok(())
         }
         ServiceAction::Uninstall(args) => {
             if cfg!(target_os = "macos") {
@@ -224,6 +228,39 @@ fn layout(args: &UnitArgs) -> Result<Layout, ServiceError> {
     Layout::new(scope, exe)
 }
 
+/// Why `exe` is no place for a service to start from, if it is not: a
+/// build output (`target/debug` of a clone) or a temporary directory,
+/// which a rebuild, `cargo clean` or a reboot changes or removes.
+fn unstable_location(exe: &std::path::Path) -> Option<&'static str> {
+    let temporary = [std::env::temp_dir(), "/tmp".into(), "/var/tmp".into()]
+        .iter()
+        .any(|dir| exe.starts_with(dir));
+    if temporary {
+        return Some("a temporary directory");
+    }
+    let parts: Vec<_> = exe.components().map(|c| c.as_os_str()).collect();
+    // `<target>/{debug,release}/...` or `<target>/<triple>/{debug,release}/...`.
+    let built = parts
+        .windows(2)
+        .any(|pair| pair[0] == "target" && (pair[1] == "debug" || pair[1] == "release"))
+        || parts
+            .windows(3)
+            .any(|three| three[0] == "target" && (three[2] == "debug" || three[2] == "release"));
+    built.then_some("a cargo build directory")
+}
+
+/// Says so when the unit would start a binary that will not stay where it
+/// is (the unit is written all the same: it may be what the person wants).
+fn warn_if_unstable(exe: &std::path::Path) {
+    if let Some(place) = unstable_location(exe) {
+        eprintln!(
+            "warning: the unit starts {}, in {place}: a rebuild, `cargo clean` or removing it breaks the service; install the binary first (`cargo install --path runner --root /usr/local`, or `install -m 0755 {} /usr/local/bin/`) and run `service` from that copy",
+            exe.display(),
+            exe.display()
+        );
+    }
+}
+
 /// A system service hands its capabilities to whatever binary ExecStart
 /// names: say so when someone other than root could replace it.
 fn warn_if_replaceable(layout: &Layout) {
@@ -243,5 +280,31 @@ fn warn_if_replaceable(layout: &Layout) {
             layout.exe.display(),
             layout.exe.display()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unstable_location;
+    use std::path::Path;
+
+    #[test]
+    fn build_outputs_and_temporary_directories_are_no_place_for_a_service() {
+        for exe in [
+            "/tmp/clone/target/debug/kandan-runner",
+            "/home/u/src/kandan/target/release/kandan-runner",
+            "/home/u/src/kandan/target/x86_64-unknown-linux-musl/release/kandan-runner",
+            "/var/tmp/kandan-runner",
+        ] {
+            assert!(unstable_location(Path::new(exe)).is_some(), "{exe}");
+        }
+        for exe in [
+            "/usr/local/bin/kandan-runner",
+            "/usr/bin/kandan-runner",
+            "/home/u/.cargo/bin/kandan-runner",
+            "/opt/target/kandan-runner",
+        ] {
+            assert!(unstable_location(Path::new(exe)).is_none(), "{exe}");
+        }
     }
 }

@@ -59,6 +59,12 @@ pub fn run(args: &StatusArgs) -> i32 {
     0
 }
 
+/// Every runner of this user that answers on its status socket (none when
+/// the state directory is unusable).
+pub(crate) fn running() -> Vec<RunnerStatus> {
+    super::state_dir().map_or_else(|_| Vec::new(), |dir| ask_all(&dir))
+}
+
 fn ask_all(dir: &Path) -> Vec<RunnerStatus> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();

@@ -10,6 +10,7 @@ mod server;
 use std::path::{Path, PathBuf};
 
 pub use client::run;
+pub(crate) use client::running;
 pub(crate) use server::serve;
 
 /// Socket names: `runner-<pid>.sock`.

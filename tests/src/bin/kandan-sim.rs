@@ -70,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    let args_token_unset = args.token.is_none();
     let mut config = SimConfig {
         runner_addr: args.runner_addr,
         preview_addr: args.preview_addr,
@@ -78,8 +79,14 @@ async fn main() -> anyhow::Result<()> {
         keep_preview_prefix: args.keep_preview_prefix,
         ..SimConfig::default()
     };
-    if let Some(token) = args.token {
-        config.token = token;
+    // Kept in a file unless given, so a restart keeps a runner's token good.
+    let token_path = integration_tests::sim_by_hand::token_path();
+    match (args.token, &token_path) {
+        (Some(token), _) => config.token = token,
+        (None, Some(path)) => {
+            config.token = integration_tests::sim_by_hand::kept_token(path, &config.token)?;
+        }
+        (None, None) => {}
     }
     let demo = if args.demo {
         let options = DemoOptions {
@@ -119,11 +126,18 @@ async fn main() -> anyhow::Result<()> {
         sim.api_url(),
         sim.api_url()
     );
+    if let Some(path) = token_path.filter(|_| args_token_unset) {
+        println!("token file:  {} (kept across restarts)", path.display());
+    }
+    let (runner, missing) = integration_tests::sim_by_hand::runner_bin();
     println!(
-        "run:         kandan-runner connect --url {} --token {} -- <command>",
+        "run:         {runner} connect --url {} --token {} -- <command>",
         sim.url(),
         sim.token()
     );
+    if let Some(why) = missing {
+        println!("             (kandan-runner {why})");
+    }
     println!(
         "commands:    list | approve <id> | deny <id> | allow <dir>... | editor <cwd> | stop-editor <id>\n             instance <cwd> | turn <instance> <text> | decide <instance> <request> approve|deny\n             stop <instance> | transcript <instance> | control <json> | events | quit"
     );

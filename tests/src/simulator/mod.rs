@@ -220,6 +220,12 @@ impl Simulator {
         conn.joined.as_ref().map(|(_, topic)| topic.clone())
     }
 
+    /// The joined topics of every open runner connection, oldest first
+    /// (several runners may be connected at once).
+    pub fn joined_topics(&self) -> Vec<String> {
+        self.shared.lock().joined_topics()
+    }
+
     /// Waits until the current connection has joined its channel.
     pub async fn wait_joined(&self, timeout: Duration) -> Result<String, SimError> {
         self.shared

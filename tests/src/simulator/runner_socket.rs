@@ -144,11 +144,13 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
     let id = shared.update(|inner| {
         inner.connection_count += 1;
         let id = inner.connection_count as u64;
-        inner.current = Some(Connection {
+        // The newest connection is the default; the others stay open.
+        let previous = inner.current.replace(Connection {
             id,
             tx,
             joined: None,
         });
+        inner.others.extend(previous);
         id
     });
     info!(id, "runner connected");
@@ -227,9 +229,12 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
     drop(ws);
     shared.update(|inner| {
         if inner.current.as_ref().is_some_and(|c| c.id == id) {
-            inner.current = None;
+            // The latest of the others (another runner) becomes the default.
+            inner.current = inner.others.pop();
             // Nothing in flight survives the connection: end the waits.
             inner.waiters.clear();
+        } else {
+            inner.others.retain(|c| c.id != id);
         }
     });
     info!(id, "runner disconnected");
@@ -289,17 +294,17 @@ fn on_text(shared: &Arc<Shared>, conn: u64, last_ref: &mut u64, text: &str) -> V
         (topic, "phx_join") => vec![on_join(shared, conn, &frame, topic)],
         (_, "phx_leave") => {
             shared.update(|i| {
-                if let Some(c) = i.current.as_mut().filter(|c| c.id == conn) {
+                if let Some(c) = i.connection_mut(conn) {
                     c.joined = None;
                 }
             });
             vec![frame.reply("ok", ok)]
         }
         (topic, event) => {
-            let joined = shared.lock().current.as_ref().and_then(|c| {
+            let joined = shared.lock().connection(conn).and_then(|c| {
                 c.joined
                     .as_ref()
-                    .filter(|(_, t)| c.id == conn && t == topic)
+                    .filter(|(_, t)| t == topic)
                     .map(|(join_ref, _)| join_ref.clone())
             });
             let Some(join_ref) = joined else {
@@ -349,7 +354,7 @@ fn on_join(shared: &Arc<Shared>, conn: u64, frame: &Frame, topic: &str) -> Frame
         if let Some(reason) = i.reject_joins.clone() {
             return frame.reply("error", json!({ "reason": reason }));
         }
-        if let Some(c) = i.current.as_mut().filter(|c| c.id == conn) {
+        if let Some(c) = i.connection_mut(conn) {
             c.joined = Some((join_ref, topic.to_owned()));
             i.join_count += 1;
         }
@@ -361,11 +366,9 @@ fn on_join(shared: &Arc<Shared>, conn: u64, frame: &Frame, topic: &str) -> Frame
 pub(crate) fn release_heartbeats(shared: &Shared) {
     shared.update(|i| {
         let held = std::mem::take(&mut i.held_replies);
-        if let Some(c) = &i.current {
-            for (conn, reply) in held {
-                if conn == c.id {
-                    let _ = c.tx.send(Outgoing::Frame(reply));
-                }
+        for (conn, reply) in held {
+            if let Some(c) = i.connection(conn) {
+                let _ = c.tx.send(Outgoing::Frame(reply));
             }
         }
     });

@@ -74,7 +74,12 @@ pub(crate) struct Inner {
     pub heartbeats: usize,
     pub connection_count: usize,
     pub violations: Vec<String>,
+    /// The default runner connection: the latest one still open. Controls,
+    /// faults and the preview front go to it.
     pub current: Option<Connection>,
+    /// Other runner connections still open, oldest first: several runners
+    /// (by runner id) are held at once, as Kandan does.
+    pub others: Vec<Connection>,
     pub requests: Vec<PortForwardRequest>,
     /// Runner events for a preview request or socket waiting on them.
     pub waiters: HashMap<String, mpsc::UnboundedSender<Value>>,
@@ -103,6 +108,29 @@ pub(crate) struct Inner {
     pub assets: HashMap<String, bytes::Bytes>,
     /// Every asset request: its path and whether it carried the token.
     pub asset_fetches: Vec<(String, bool)>,
+}
+
+impl Inner {
+    /// Connection `id`, the default one or another.
+    pub(crate) fn connection(&self, id: u64) -> Option<&Connection> {
+        (self.current.iter())
+            .chain(self.others.iter())
+            .find(|c| c.id == id)
+    }
+
+    pub(crate) fn connection_mut(&mut self, id: u64) -> Option<&mut Connection> {
+        (self.current.iter_mut())
+            .chain(self.others.iter_mut())
+            .find(|c| c.id == id)
+    }
+
+    /// The joined topics of every open connection, oldest first.
+    pub(crate) fn joined_topics(&self) -> Vec<String> {
+        (self.others.iter())
+            .chain(self.current.iter())
+            .filter_map(|c| c.joined.as_ref().map(|(_, topic)| topic.clone()))
+            .collect()
+    }
 }
 
 /// The runner's announced limits, in bytes.

@@ -29,6 +29,7 @@ pub use fields::{
 pub enum Control {
     ResolvePortForwardRequest(ResolvePortForwardRequest),
     ForwardHttpRequest(ForwardHttpRequest),
+    ForwardHttpCancel(ForwardHttpCancel),
     ForwardWebsocketOpen(ForwardWebsocketOpen),
     ForwardWebsocketSend(ForwardWebsocketSend),
     ForwardWebsocketClose(ForwardWebsocketClose),
@@ -87,6 +88,14 @@ pub struct ForwardHttpRequest {
     /// `port` or `editorId`, set by [`Control::parse`].
     #[serde(skip)]
     pub target: Target,
+}
+
+/// The person left (a closed tab, a closed `EventSource`): the request's
+/// upstream exchange is dropped and nothing more is sent for it.
+#[derive(Debug, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ForwardHttpCancel {
+    pub request_id: String,
 }
 
 #[derive(Debug, PartialEq, Deserialize)]
@@ -312,6 +321,7 @@ impl Control {
                     Ok(req)
                 })
                 .map(Control::ForwardHttpRequest),
+            "forward_http_cancel" => read(text).map(Control::ForwardHttpCancel),
             "forward_websocket_open" => read(text)
                 .and_then(|mut open: ForwardWebsocketOpen| {
                     open.target = target(open.port.take(), open.editor_id.take())?;
@@ -339,6 +349,7 @@ impl Control {
         match self {
             Control::ResolvePortForwardRequest(_) => "resolve_port_forward_request",
             Control::ForwardHttpRequest(_) => "forward_http_request",
+            Control::ForwardHttpCancel(_) => "forward_http_cancel",
             Control::ForwardWebsocketOpen(_) => "forward_websocket_open",
             Control::ForwardWebsocketSend(_) => "forward_websocket_send",
             Control::ForwardWebsocketClose(_) => "forward_websocket_close",

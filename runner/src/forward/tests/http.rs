@@ -470,6 +470,45 @@ async fn close_port_ends_a_running_stream() {
     .expect("upstream connection closed");
 }
 
+#[tokio::test]
+async fn cancel_drops_a_running_stream_and_sends_nothing_more() {
+    let (port, mut feeds) = fed_server("text/event-stream").await;
+    let (fwd, gate, mut out) = forwarder(ForwardConfig::default());
+    gate.allow(port, &["127.0.0.1"]);
+    let mut req = request("sse", port, "GET", "/events");
+    req.accept_streaming = true;
+    fwd.http(req);
+    let mut feed = feeds.recv().await.unwrap();
+    stream_head(next(&mut out).await);
+    // Unknown ids are ignored; the stream goes on.
+    fwd.inner.cancel("nope");
+    feed.send_data(Bytes::from_static(b"data: a\n\n"))
+        .await
+        .unwrap();
+    assert_eq!(chunk(next(&mut out).await).1, "data: a\n\n");
+    fwd.inner.cancel("sse");
+    // The upstream connection is gone: the server's body sender sees it.
+    tokio::time::timeout(PATIENCE, async {
+        while feed
+            .send_data(Bytes::from_static(b"data: x\n\n"))
+            .await
+            .is_ok()
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("upstream connection closed");
+    // Nothing was sent for it after the cancel, not even an error; a
+    // second cancel of the finished request is ignored too.
+    fwd.inner.cancel("sse");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        super::servers::try_next(&mut out).is_none(),
+        "an answer after the cancel"
+    );
+}
+
 /// Measures what a connection per request costs (run with `--ignored
 /// --nocapture`); prints, asserts nothing about time.
 #[tokio::test]

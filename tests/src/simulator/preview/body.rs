@@ -51,6 +51,9 @@ impl Body for ChunkBody {
                 return Poll::Ready(Some(Err(SimError::BadChunk)));
             }
             self.done = event.get("done").and_then(Value::as_bool).unwrap_or(false);
+            if self.done {
+                self._guard.cancel = false;
+            }
             let data = event
                 .get("bodyBase64")
                 .and_then(Value::as_str)
@@ -69,14 +72,23 @@ impl Body for ChunkBody {
     }
 }
 
-/// Removes a waiter registration when dropped.
+/// Removes a waiter registration when dropped; for an HTTP request still
+/// unanswered or streaming (the browser went away), also tells the runner
+/// with `forward_http_cancel`, as Kandan does.
 pub(crate) struct WaiterGuard {
     pub shared: Arc<Shared>,
     pub id: String,
+    /// Send `forward_http_cancel` when dropped: true until the answer is whole.
+    pub cancel: bool,
 }
 
 impl Drop for WaiterGuard {
     fn drop(&mut self) {
         self.shared.remove_waiter(&self.id);
+        if self.cancel {
+            let cancel = serde_json::json!({"type": "forward_http_cancel", "requestId": self.id});
+            // The runner may be gone already: then there is nothing to cancel.
+            let _ = self.shared.send_control(cancel);
+        }
     }
 }

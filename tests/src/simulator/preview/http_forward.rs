@@ -102,9 +102,10 @@ async fn exchange(
         control["queryString"] = json!(query);
     }
     let mut rx = shared.register_waiter(request_id);
-    let guard = WaiterGuard {
+    let mut guard = WaiterGuard {
         shared: shared.clone(),
         id: request_id.to_owned(),
+        cancel: true,
     };
     let sent = tokio::time::Instant::now();
     if let Err(error) = shared.send_control(control) {
@@ -116,7 +117,12 @@ async fn exchange(
         Ok(event) => event,
         Err(response) => return response,
     };
-    match first.get("type").and_then(Value::as_str) {
+    let ty = first.get("type").and_then(Value::as_str);
+    if ty != Some("forward_http_response") {
+        // Answered: there is nothing left to cancel.
+        guard.cancel = false;
+    }
+    match ty {
         Some("forward_http_response") => respond(first, rx, guard, head),
         Some("control_error") => control_error(&first),
         _ => text(
@@ -130,7 +136,7 @@ async fn exchange(
 fn respond(
     event: Value,
     rx: tokio::sync::mpsc::UnboundedReceiver<Value>,
-    guard: WaiterGuard,
+    mut guard: WaiterGuard,
     head: bool,
 ) -> Response<Body> {
     let status = event
@@ -175,6 +181,7 @@ fn respond(
         }
         .boxed_unsync()
     } else {
+        guard.cancel = false;
         drop(guard);
         full(first)
     };

@@ -68,6 +68,7 @@ pub(crate) async fn open(
     let guard = WaiterGuard {
         shared: shared.clone(),
         id: socket_id.clone(),
+        cancel: false,
     };
     if let Err(error) = shared.send_control(control) {
         return sim_error(&error);
