@@ -22,6 +22,14 @@ pub(crate) fn scrub(command: &mut std::process::Command) {
     }
 }
 
+/// The two variables no child gets even when a caller hands them over
+/// explicitly (`SpawnOptions::env`): call it after setting them.
+pub(crate) fn forbid_credentials(command: &mut std::process::Command) {
+    for name in ["KANDAN_TOKEN", "KANDAN_URL"] {
+        command.env_remove(name);
+    }
+}
+
 fn is_secret(name: &OsStr) -> bool {
     name == CREDENTIALS || name.as_encoded_bytes().starts_with(PREFIX)
 }

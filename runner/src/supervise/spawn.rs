@@ -146,6 +146,7 @@ impl HeldChild {
             .env(TREE_MARKER, &options.marker)
             .stdin(Stdio::inherit())
             .stderr(Stdio::inherit());
+        super::environment::forbid_credentials(command.as_std_mut());
         let cwd_dir = options.cwd_dir.clone();
         if let (None, Some(cwd)) = (&cwd_dir, &options.cwd) {
             command.current_dir(cwd);
