@@ -2,7 +2,9 @@
 
 mod bench;
 mod cmd;
+mod deb;
 mod dist;
+mod licenses;
 mod setup;
 mod test;
 
@@ -38,6 +40,16 @@ enum Task {
         #[arg(long = "target", value_name = "TRIPLE")]
         targets: Vec<String>,
     },
+    /// One .deb for this machine's architecture from a built binary (what
+    /// `dist` does per target, without the release build): for tests.
+    Deb {
+        /// The binary to package; default target/debug/kandan-runner.
+        #[arg(long, value_name = "PATH")]
+        bin: Option<std::path::PathBuf>,
+        /// Where the .deb goes; default target/dist.
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
+    },
     /// Benchmarks: `detect` or `forward`, results printed as a table.
     Bench {
         #[arg(value_enum)]
@@ -58,6 +70,7 @@ fn main() -> Result<()> {
         }
         Task::Test => test::run(),
         Task::Dist { targets } => dist::run(&targets),
+        Task::Deb { bin, out } => dist::host_deb(bin, out),
         Task::Bench { which, args } => {
             setup::run(true)?;
             bench::run(which, &args)
