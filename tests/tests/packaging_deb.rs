@@ -125,7 +125,11 @@ fn deb_installs_runs_doctor_and_removes_cleanly() {
             "{path} is still there after dpkg -r"
         );
     }
-    assert_eq!(kept, [true, true], "dpkg -r removed the config or the state");
+    assert_eq!(
+        kept,
+        [true, true],
+        "dpkg -r removed the config or the state"
+    );
     let status = run("dpkg-query", &["-W", "-f=${Status}", PACKAGE]);
     let status = String::from_utf8_lossy(&status.stdout);
     assert!(
@@ -148,7 +152,11 @@ fn installed_checks(shipped: &[String]) {
             .map(str::to_owned)
     };
     assert!(commit(&installed).is_some(), "{installed}");
-    assert_eq!(commit(&installed), commit(&ours), "another build got packaged");
+    assert_eq!(
+        commit(&installed),
+        commit(&ours),
+        "another build got packaged"
+    );
 
     let doctor = run("/usr/bin/kandan-runner", &["doctor"]);
     assert!(

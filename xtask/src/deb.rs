@@ -61,6 +61,12 @@ pub(crate) fn build(input: &Input) -> Result<PathBuf> {
         template_unit(input.host_bin)?.as_bytes(),
         0o644,
     )?;
+    // Static on purpose: one binary for every distribution and container.
+    write(
+        &stage.join("usr/share/lintian/overrides").join(PACKAGE),
+        format!("{PACKAGE}: statically-linked-binary [usr/bin/{PACKAGE}]\n").as_bytes(),
+        0o644,
+    )?;
     completions(input.host_bin, &stage)?;
     man_pages(input.host_bin, &stage)?;
     write(
@@ -68,14 +74,21 @@ pub(crate) fn build(input: &Input) -> Result<PathBuf> {
         licenses::copyright(input.target)?.as_bytes(),
         0o644,
     )?;
-    write(&doc.join("changelog"), changelog(version)?.as_bytes(), 0o644)?;
+    write(
+        &doc.join("changelog"),
+        changelog(version)?.as_bytes(),
+        0o644,
+    )?;
     gzip(&doc.join("changelog"))?;
     // Docs as Debian wants them: compressed when larger than 4 KiB.
     let mut docs = vec![root.join("README.md")];
     if let Ok(entries) = std::fs::read_dir(root.join("docs")) {
         docs.extend(entries.flatten().map(|entry| entry.path()));
     }
-    for file in docs.iter().filter(|file| file.extension() == Some("md".as_ref())) {
+    for file in docs
+        .iter()
+        .filter(|file| file.extension() == Some("md".as_ref()))
+    {
         let dest = doc.join(file.file_name().unwrap_or_default());
         install(file, &dest, 0o644)?;
         if std::fs::metadata(&dest)?.len() > 4096 {
@@ -113,7 +126,9 @@ pub(crate) fn build(input: &Input) -> Result<PathBuf> {
 fn template_unit(host_bin: &Path) -> Result<String> {
     let unit = cmd::output(
         Command::new(host_bin)
-            .args(["service", "print", "--format", "systemd", "--run-as", "root"])
+            .args([
+                "service", "print", "--format", "systemd", "--run-as", "root",
+            ])
             .env_remove("SUDO_USER"),
     )
     .context("kandan-runner service print failed")?;
@@ -162,9 +177,15 @@ fn strip(bin: &Path) -> Result<()> {
 
 fn completions(host_bin: &Path, stage: &Path) -> Result<()> {
     for (shell, path) in [
-        ("bash", "usr/share/bash-completion/completions/kandan-runner"),
+        (
+            "bash",
+            "usr/share/bash-completion/completions/kandan-runner",
+        ),
         ("zsh", "usr/share/zsh/vendor-completions/_kandan-runner"),
-        ("fish", "usr/share/fish/vendor_completions.d/kandan-runner.fish"),
+        (
+            "fish",
+            "usr/share/fish/vendor_completions.d/kandan-runner.fish",
+        ),
     ] {
         let script = cmd::output(Command::new(host_bin).args(["completions", shell]))
             .with_context(|| format!("kandan-runner completions {shell} failed"))?;
