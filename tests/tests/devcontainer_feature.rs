@@ -174,7 +174,8 @@ fn feature_installs_only_the_binary_and_it_watches_with_procfs() {
     assert_eq!(added(&layer), ["usr/local/bin/kandan-runner"]);
 
     // A container's capabilities: no CAP_BPF, CAP_PERFMON or CAP_SYS_ADMIN.
-    let port = free_port().unwrap().to_string();
+    let port_number = free_port().unwrap();
+    let port = port_number.to_string();
     let listener = format!(
         "use IO::Socket::INET; my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => {port}, Listen => 5, ReuseAddr => 1) or die $!; sleep 3"
     );
@@ -201,7 +202,9 @@ fn feature_installs_only_the_binary_and_it_watches_with_procfs() {
     let opened = stdout
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .find(|event| event["event"] == "opened" && event["port"].to_string() == port);
+        .find(|event| {
+            event["event"] == "opened" && event["port"].as_u64() == Some(port_number.into())
+        });
     let opened = opened.unwrap_or_else(|| panic!("no opened event for {port}:\n{stdout}"));
     assert_eq!(opened["backend"], "procfs", "{opened}");
 }
