@@ -132,7 +132,9 @@ fn template_unit(host_bin: &Path) -> Result<String> {
             .env_remove("SUDO_USER"),
     )
     .context("kandan-runner service print failed")?;
-    let host = host_bin.to_string_lossy();
+    // ExecStart names the binary as `current_exe()` does: canonical.
+    let host = std::fs::canonicalize(host_bin)?;
+    let host = host.to_string_lossy();
     let mut lines = Vec::new();
     let (mut users, mut execs) = (0, 0);
     for line in unit.lines() {
