@@ -145,7 +145,7 @@ async fn stock_vite_on_its_port_origin_and_https_vite_load_and_hot_reload() -> R
         "vite served plain HTTP: the test did not run it on HTTPS: {plain:?}"
     );
     // The person is told (and `status` shows the scheme).
-    let told = format!("port {port} (node): speaks HTTPS; forwarded over TLS");
+    let told = format!("port {port} (vite): speaks HTTPS; forwarded over TLS");
     assert!(runner.output().contains(&told), "{}", runner.output());
     assert!(sim.violations().is_empty(), "{:?}", sim.violations());
 

@@ -1,7 +1,9 @@
 //! `cargo xtask dist`: one release archive per target, each holding a
 //! static `kandan-runner` (musl, eBPF object embedded), its completions, man
 //! pages and the README, as `target/dist/kandan-runner-VERSION-TARGET.tar.gz`
-//! with a `.sha256` beside it. Built with cargo-zigbuild and zig from PyPI
+//! with a `.sha256` beside it, and a Debian package of the same binary
+//! (`kandan-runner_VERSION_ARCH.deb`, see `deb.rs`); `SHA256SUMS` lists them
+//! all, and every binary must name the commit checked out (`--version`). Built with cargo-zigbuild and zig from PyPI
 //! (pinned, in a venv under `target/`), so no cross toolchain from apt.
 //! The archive for this machine's architecture is unpacked and its binary
 //! run (`--version`, `doctor`) before it counts.
@@ -11,7 +13,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::{cmd, setup};
+use crate::{cmd, deb, setup};
 
 const TARGETS: [&str; 2] = ["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"];
 const ZIGBUILD: &str = "cargo-zigbuild==0.24.1";
@@ -32,6 +34,13 @@ pub fn run(targets: &[String]) -> Result<()> {
     cmd::cargo(&["build", "-p", "runner", "--bin", BIN])?;
     let host_bin = root.join("target/debug").join(BIN);
     let version = env!("CARGO_PKG_VERSION");
+    let commit = cmd::output(
+        Command::new("git")
+            .args(["rev-parse", "--short", "HEAD"])
+            .current_dir(&root),
+    )
+    .context("git rev-parse failed")?;
+    let commit = commit.trim();
     let mut made = Vec::new();
     for target in &targets {
         setup::rust_target(target)?;
@@ -64,20 +73,38 @@ pub fn run(targets: &[String]) -> Result<()> {
             "{}: the eBPF object is not embedded (see the build's warning)",
             bin.display()
         );
+        let stamp = format!("\ncommit: {commit}\ntarget: {target}\n");
+        ensure!(
+            contains(&bytes, stamp.as_bytes()),
+            "{}: --version does not name commit {commit} (a stale build?)",
+            bin.display()
+        );
         let name = format!("{BIN}-{version}-{target}");
         let archive = pack(&root, &name, &bin, &host_bin)?;
         if target.starts_with(std::env::consts::ARCH) {
             smoke_test(&archive, &name, target)?;
         }
+        let package = deb::build(&deb::Input {
+            bin: &bin,
+            host_bin: &host_bin,
+            arch: deb::arch_of(target)?,
+            target,
+            out_dir: &root.join("target/dist"),
+        })?;
         made.push((archive, bytes.len()));
+        made.push((package, bytes.len()));
     }
+    let mut sums = String::new();
     for (archive, bin_size) in made {
         let sum = sha256(&archive)?;
         let line = format!(
             "{sum}  {}\n",
             archive.file_name().unwrap_or_default().to_string_lossy()
         );
-        std::fs::write(archive.with_extension("gz.sha256"), &line)?;
+        if archive.extension() == Some("gz".as_ref()) {
+            std::fs::write(archive.with_extension("gz.sha256"), &line)?;
+        }
+        sums.push_str(&line);
         let size = std::fs::metadata(&archive)?.len();
         println!(
             "{}: {} (binary {})  sha256 {sum}",
@@ -86,6 +113,35 @@ pub fn run(targets: &[String]) -> Result<()> {
             human(bin_size as u64)
         );
     }
+    let list = root.join("target/dist/SHA256SUMS");
+    std::fs::write(&list, sums)?;
+    println!("{}: commit {commit}", list.display());
+    Ok(())
+}
+
+/// `cargo xtask deb`: a package of `bin` (default: the debug build) for
+/// this machine, in `out` (default target/dist).
+pub fn host_deb(bin: Option<PathBuf>, out: Option<PathBuf>) -> Result<()> {
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cmd::workspace_root().join("target"));
+    let bin = bin.unwrap_or_else(|| target_dir.join("debug").join(BIN));
+    let out = out.unwrap_or_else(|| target_dir.join("dist"));
+    let version = cmd::output(Command::new(&bin).arg("--version"))
+        .with_context(|| format!("{} --version failed", bin.display()))?;
+    let target = version
+        .lines()
+        .find_map(|line| line.strip_prefix("target: "))
+        .context("--version names no target")?;
+    std::fs::create_dir_all(&out)?;
+    let package = deb::build(&deb::Input {
+        bin: &bin,
+        host_bin: &bin,
+        arch: deb::arch_of(target)?,
+        target,
+        out_dir: &out,
+    })?;
+    println!("{}", package.display());
     Ok(())
 }
 

@@ -2,8 +2,10 @@
 
 mod bench;
 mod cmd;
+mod deb;
 mod demo;
 mod dist;
+mod licenses;
 mod setup;
 mod test;
 
@@ -46,6 +48,16 @@ enum Task {
         #[arg(long = "target", value_name = "TRIPLE")]
         targets: Vec<String>,
     },
+    /// One .deb for this machine's architecture from a built binary (what
+    /// `dist` does per target, without the release build): for tests.
+    Deb {
+        /// The binary to package; default target/debug/kandan-runner.
+        #[arg(long, value_name = "PATH")]
+        bin: Option<std::path::PathBuf>,
+        /// Where the .deb goes; default target/dist.
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
+    },
     /// Benchmarks: `detect` or `forward`, results printed as a table.
     Bench {
         #[arg(value_enum)]
@@ -67,6 +79,7 @@ fn main() -> Result<()> {
         Task::Demo { exit_after_ready } => demo::run(exit_after_ready),
         Task::Test => test::run(),
         Task::Dist { targets } => dist::run(&targets),
+        Task::Deb { bin, out } => dist::host_deb(bin, out),
         Task::Bench { which, args } => {
             setup::run(true)?;
             bench::run(which, &args)

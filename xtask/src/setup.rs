@@ -10,7 +10,7 @@ use crate::cmd;
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// bpf-linker must link the same LLVM major as the nightly rustc (22).
-const LLVM_MAJOR: &str = "22";
+pub(crate) const LLVM_MAJOR: &str = "22";
 const TRACEFS: &str = "/sys/kernel/tracing";
 
 pub fn run(for_tests: bool) -> Result<()> {
@@ -42,6 +42,12 @@ pub fn run(for_tests: bool) -> Result<()> {
         apt.ensure("man", "man-db", || on_path("man"))?;
         apt.ensure("systemd-analyze", "systemd", || on_path("systemd-analyze"))?;
         apt.ensure("python3", "python3", || on_path("python3"))?;
+        // tests/tests/packaging_deb.rs and devcontainer_feature.rs: the
+        // package's lint, and a Debian tree to install the feature into.
+        apt.ensure("lintian", "lintian", || on_path("lintian"))?;
+        apt.ensure("debootstrap", "debootstrap", || {
+            Path::new("/usr/sbin/debootstrap").exists()
+        })?;
     }
     Ok(())
 }
