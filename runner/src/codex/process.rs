@@ -177,8 +177,13 @@ impl AppServer {
                 }
             },
         };
-        // The leader is reaped: its group's last zombies go with it.
-        let _ = self.members.wait_empty(Instant::now() + KILL_WAIT).await;
+        // The leader is reaped: its group's last zombies go with it (a
+        // cgroup no longer counts zombies; their group does until reaped).
+        let deadline = Instant::now() + KILL_WAIT;
+        let _ = self.members.wait_empty(deadline).await;
+        while crate::supervise::group_alive(self.pid) && Instant::now() < deadline {
+            sleep(POLL).await;
+        }
         exit
     }
 }
