@@ -166,8 +166,10 @@ impl Containment {
     pub fn remove(&self) {
         if let Containment::Cgroups(parent) = self {
             #[cfg(target_os = "linux")]
-            group::kill_tree(&parent.path);
-            hierarchy::remove_runner_folder(&parent.path);
+            {
+                group::kill_tree(&parent.path);
+                hierarchy::remove_runner_folder(&parent.path);
+            }
             #[cfg(not(target_os = "linux"))]
             let _ = parent;
         }

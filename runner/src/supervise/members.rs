@@ -33,7 +33,9 @@ pub(crate) enum Members {
 /// The fallback: processes found by marker, group and ancestry.
 #[derive(Clone, Debug)]
 pub(crate) struct Marked {
-    /// `NAME=value`, in the environment of every process of the set.
+    /// `NAME=value`, in the environment of every process of the set
+    /// (read from /proc: Linux only).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     marker: String,
     /// Its own process group, when it leads one.
     pgid: Option<u32>,
