@@ -49,6 +49,10 @@ pub struct Demo {
     app_port: u16,
     dev_port: u16,
     editor_url: Option<String>,
+    /// The runner's private state (editors' sockets): short, under the
+    /// temporary folder, since a Unix socket path holds at most 107 bytes
+    /// and a checkout's `target/demo/home/.local/state/...` may not fit.
+    _state: tempfile::TempDir,
 }
 
 impl Demo {
@@ -105,10 +109,12 @@ impl Demo {
             "--code-server-bin".into(),
             path(&code_server),
         ];
+        let state = tempfile::Builder::new().prefix("kandan-demo-").tempdir()?;
         args.env = vec![
             ("CODEX_HOME".into(), path(&codex_home)),
             // Codex's shells and code-server keep out of the user's dotfiles.
             ("HOME".into(), path(&home)),
+            ("XDG_STATE_HOME".into(), path(state.path())),
         ];
         args.cwd = Some(workspace.clone());
         let runner = RunnerProcess::start(&sim, args)?;
@@ -120,6 +126,7 @@ impl Demo {
             app_port,
             dev_port,
             editor_url: None,
+            _state: state,
         };
         demo.ready(options.start_editor).await.with_context(|| {
             format!(
