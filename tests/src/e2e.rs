@@ -15,6 +15,18 @@ use crate::vite;
 /// reconnects) on a loaded machine.
 pub const WAIT: Duration = Duration::from_secs(60);
 
+/// Kandan's `update_runner_config` allowing `root` (and no other cwd);
+/// returns once the runner applied it.
+pub async fn allow_cwd(sim: &Simulator, root: &std::path::Path) -> Result<()> {
+    let after = sim.event_count();
+    sim.send_control(serde_json::json!({
+        "type": "update_runner_config", "allowedCwds": [root],
+    }))?;
+    sim.wait_for_event_after(after, "runner_config_applied", |_| true, WAIT)
+        .await?;
+    Ok(())
+}
+
 /// A simulator and a runner supervising test servers, joined.
 pub async fn start(
     config: SimConfig,

@@ -4,7 +4,7 @@
 //! "Kandan", the transcript intact across a dropped connection, and a dev
 //! server the agent starts forwarded with its instance.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
@@ -48,19 +48,8 @@ impl Setup {
             dirs,
             runner,
         };
-        setup.allow(&setup.dirs.cwd()).await?;
+        integration_tests::e2e::allow_cwd(&setup.sim, &setup.dirs.cwd()).await?;
         Ok(setup)
-    }
-
-    async fn allow(&self, root: &Path) -> Result<()> {
-        let after = self.sim.event_count();
-        self.sim.send_control(json!({
-            "type": "update_runner_config", "allowedCwds": [root],
-        }))?;
-        self.sim
-            .wait_for_event_after(after, "runner_config_applied", |_| true, WAIT)
-            .await?;
-        Ok(())
     }
 
     /// `start_instance`; its `instance_started`.

@@ -8,7 +8,7 @@
 //! hundred starts under a flipping directory only need the process's
 //! directory, not a thread.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -56,19 +56,8 @@ impl Setup {
             dir,
             _scratch: scratch,
         };
-        setup.allow(&setup.dir.join("allowed")).await?;
+        integration_tests::e2e::allow_cwd(&setup.sim, &setup.dir.join("allowed")).await?;
         Ok(setup)
-    }
-
-    async fn allow(&self, root: &Path) -> Result<()> {
-        let after = self.sim.event_count();
-        self.sim.send_control(json!({
-            "type": "update_runner_config", "allowedCwds": [root],
-        }))?;
-        self.sim
-            .wait_for_event_after(after, "runner_config_applied", |_| true, WAIT)
-            .await?;
-        Ok(())
     }
 
     /// Where each started stand-in ran, in the order they started (the

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use integration_tests::codex::driver::script_codex;
+use integration_tests::e2e::allow_cwd;
 use integration_tests::runner_process::{RunnerArgs, RunnerProcess};
 use integration_tests::runner_run::{RunnerRun, alive, all_gone, watch_json_args};
 use integration_tests::simulator::{SimConfig, Simulator};
@@ -306,9 +307,7 @@ async fn connect_with_instance(port: u16, spoof_port: u16) -> Result<(Connected,
     let runner = RunnerProcess::start(&sim, args)?;
     sim.wait_joined(WAIT).await?;
     let cwd = dir.path().canonicalize()?;
-    sim.send_control(json!({"type": "update_runner_config", "allowedCwds": [cwd]}))?;
-    sim.wait_for_event("runner_config_applied", |_| true, WAIT)
-        .await?;
+    allow_cwd(&sim, &cwd).await?;
     sim.send_control(json!({"type": "start_instance", "instanceId": "i1", "cwd": cwd}))?;
     sim.wait_for_event("instance_started", |e| e["instanceId"] == "i1", WAIT)
         .await
@@ -444,9 +443,7 @@ async fn stop_local_editor_ends_what_left_its_session() -> Result<()> {
     let runner = RunnerProcess::start(&sim, args)?;
     sim.wait_joined(WAIT).await?;
     let cwd = dir.path().canonicalize()?;
-    sim.send_control(json!({"type": "update_runner_config", "allowedCwds": [cwd]}))?;
-    sim.wait_for_event("runner_config_applied", |_| true, WAIT)
-        .await?;
+    allow_cwd(&sim, &cwd).await?;
     sim.send_control(json!({"type": "start_local_editor", "cwd": cwd}))?;
     let started = sim
         .wait_for_event("local_editor_started", |_| true, WAIT)
