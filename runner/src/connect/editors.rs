@@ -3,13 +3,13 @@
 
 use std::path::PathBuf;
 
-use crate::control::controls::{StartLocalEditor, StopLocalEditor};
-use crate::control::events::{
-    ControlErrorEvent, LocalEditorStarted, LocalEditorStopped, ReadyEditor,
-};
-use crate::control::{ErrorCode, Event, Session};
+use crate::control::Session;
 use crate::editor::{EditorConfig, EditorEvent, Editors, StartRequest};
 use crate::forward::EditorSockets;
+use crate::wire::{
+    ControlIds, ControlType, ErrorCode, Event, Failure, LocalEditorStarted, LocalEditorStopped,
+    ReadyEditor, StartLocalEditor, StopLocalEditor,
+};
 
 use super::Runner;
 
@@ -67,18 +67,21 @@ pub(super) fn event(event: EditorEvent) -> Event {
             exit_code,
         } => Event::LocalEditorStopped(LocalEditorStopped {
             editor_id: editor_id.to_string(),
-            reason: reason.as_str().to_owned(),
+            reason,
             exit_code,
         }),
         EditorEvent::Failed {
             request_id,
             instance_id,
             reason,
-        } => Event::ControlError(ControlErrorEvent {
-            request_id,
-            instance_id,
-            ..ControlErrorEvent::new("start_local_editor", ErrorCode::EditorFailed, reason)
-        }),
+        } => {
+            let ids = ControlIds {
+                request_id,
+                instance_id,
+                ..ControlType::StartLocalEditor.ids()
+            };
+            ids.error(Failure::new(ErrorCode::EditorFailed, reason))
+        }
     }
 }
 
@@ -108,33 +111,14 @@ pub(super) fn ready(registry: &Registry) -> Vec<ReadyEditor> {
 }
 
 impl Runner {
-    pub(super) async fn start_editor(&mut self, session: Session, start: StartLocalEditor) {
-        let refuse = |code, message| {
-            Event::ControlError(ControlErrorEvent {
-                request_id: start.request_id.clone(),
-                instance_id: start.instance_id.clone(),
-                ..ControlErrorEvent::new("start_local_editor", code, message)
-            })
-        };
+    pub(super) fn start_editor(&mut self, start: StartLocalEditor) -> Result<(), Failure> {
         // Opened now: code-server starts in this very directory.
-        let checked = match self.cwds.check(Some(&start.cwd)) {
-            Ok(cwd) => cwd,
-            Err(err) => {
-                let message = crate::error_chain(&err);
-                return self
-                    .reply(session, refuse(ErrorCode::CwdNotAllowed, message))
-                    .await;
-            }
-        };
-        let editors = match &self.editors {
-            Ok(editors) => editors.clone(),
-            Err(reason) => {
-                let message = format!("local editors are unavailable: {reason}");
-                return self
-                    .reply(session, refuse(ErrorCode::EditorFailed, message))
-                    .await;
-            }
-        };
+        let checked = (self.cwds.check(Some(&start.cwd)))
+            .map_err(|err| Failure::new(ErrorCode::CwdNotAllowed, crate::error_chain(&err)))?;
+        let editors = self.editors.clone().map_err(|reason| {
+            let message = format!("local editors are unavailable: {reason}");
+            Failure::new(ErrorCode::EditorFailed, message)
+        })?;
         let request = StartRequest {
             request_id: start.request_id,
             instance_id: start.instance_id,
@@ -144,10 +128,16 @@ impl Runner {
         };
         // Its outcome comes back through the registry's events.
         tokio::spawn(async move { editors.start(request).await });
+        Ok(())
     }
 
-    pub(super) fn stop_editor(&mut self, session: Session, stop: StopLocalEditor) {
-        let to = self.handle.responder(session);
+    pub(super) fn stop_editor(
+        &mut self,
+        session: Session,
+        stop: StopLocalEditor,
+        ids: &ControlIds,
+    ) {
+        let (to, ids) = (self.handle.responder(session), ids.clone());
         let editors = self.editors.clone();
         tokio::spawn(async move {
             let stopped = match &editors {
@@ -158,11 +148,8 @@ impl Runner {
                 Err(reason) => Err(reason.clone()),
             };
             if let Err(message) = stopped {
-                let event = Event::ControlError(ControlErrorEvent {
-                    editor_id: Some(stop.editor_id),
-                    ..ControlErrorEvent::new("stop_local_editor", ErrorCode::UnknownEditor, message)
-                });
-                to.send(event).await;
+                let failure = Failure::new(ErrorCode::UnknownEditor, message);
+                to.send(ids.error(failure)).await;
             }
         });
     }

@@ -26,10 +26,10 @@ use tracing::info;
 use super::budget::Charge;
 use super::connection::{self, Ended};
 use super::connector::{Connector, TcpConnector};
-use super::controls::Control;
 use super::endpoint;
-use super::events::Event;
 use super::schedule::Backoff;
+use crate::wire::Control;
+use crate::wire::Event;
 
 /// What the runner says about itself when it joins.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

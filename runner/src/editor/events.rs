@@ -7,7 +7,7 @@ use std::borrow::Borrow;
 use std::fmt;
 use std::path::PathBuf;
 
-use super::EditorError;
+use super::{EditorError, StopReason};
 
 /// Names one running editor: 128 random bits in hex, also the name of its
 /// folder.
@@ -42,37 +42,6 @@ impl Borrow<str> for EditorId {
 impl serde::Serialize for EditorId {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.0)
-    }
-}
-
-/// Why an editor stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StopReason {
-    /// `stop_local_editor`.
-    Stopped,
-    /// It exited by itself (or was killed from outside).
-    Exited,
-    /// Its cwd is no longer allowed (`update_runner_config`).
-    CwdWithdrawn,
-    /// The runner is exiting.
-    Shutdown,
-}
-
-impl StopReason {
-    /// The `reason` of `local_editor_stopped`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StopReason::Stopped => "stopped",
-            StopReason::Exited => "exited",
-            StopReason::CwdWithdrawn => "cwd_not_allowed",
-            StopReason::Shutdown => "shutdown",
-        }
-    }
-}
-
-impl fmt::Display for StopReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

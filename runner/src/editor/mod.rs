@@ -23,9 +23,10 @@ mod state_dir;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::wire::EditorStopReason as StopReason;
 pub use binary::{CodeServerStatus, DEFAULT_PROGRAM, code_server_status, resolve_code_server};
 pub use collaboration::{CollaborationError, KandanAccess};
-pub use events::{EditorEvent, EditorId, StopReason};
+pub use events::{EditorEvent, EditorId};
 pub use fetch::FetchError;
 pub use registry::{EditorInfo, Editors, StartRequest};
 pub use state_dir::private_state_dir;

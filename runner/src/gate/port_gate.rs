@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::control::ErrorCode;
+use crate::wire::ErrorCode;
 
 /// Decides, per request, whether a port may be forwarded and which local
 /// addresses its approved listener bound. Implemented by [`super::Gate`]; tests

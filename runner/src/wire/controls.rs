@@ -3,26 +3,58 @@
 //!
 //! The `type` picks the type to read ([`Control::parse`]); the error names
 //! the field at fault (`serde_path_to_error`), which an internally tagged
-//! serde enum would lose. The ids are read first, leniently ([`Ids`]), so a
+//! serde enum would lose. The ids are read first, leniently (`LenientIds`), so a
 //! broken control is still answered with the ids Kandan needs to match the
 //! `control_error` to its request. Unknown fields are ignored; a `null`
 //! optional field counts as absent.
 
-mod fields;
-#[cfg(test)]
-mod tests;
-
 use std::path::PathBuf;
 
-use serde::Deserialize;
-use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::de::{DeserializeOwned, IgnoredAny, IntoDeserializer};
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::events::{ControlErrorEvent, ErrorCode};
-
-pub use fields::{
-    AbsolutePath, ActorId, Body, Decision, Headers, MAX_HEADER_PAIRS, Method, Opcode, Port, UrlPath,
+use super::control_error::{ControlIds, ErrorCode, Failure};
+use super::fields::{
+    AbsolutePath, ActorId, Body, Decision, Headers, Method, Opcode, Port, UrlPath,
 };
+use super::names::name_of;
+
+/// The `type` of a control: its wire name is its serde name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ControlType {
+    ResolvePortForwardRequest,
+    ForwardHttpRequest,
+    ForwardHttpCancel,
+    ForwardWebsocketOpen,
+    ForwardWebsocketSend,
+    ForwardWebsocketClose,
+    UpdateRunnerConfig,
+    StartLocalEditor,
+    StopLocalEditor,
+    StartInstance,
+    StartTurn,
+    InterruptTurn,
+    ResolveApprovalRequest,
+    StopInstance,
+    ReadThread,
+}
+
+impl ControlType {
+    /// The wire name.
+    pub(crate) fn name(self) -> String {
+        name_of(&self)
+    }
+
+    /// This control's ids, none set yet.
+    pub(crate) fn ids(self) -> ControlIds {
+        ControlIds {
+            control_type: self.name(),
+            ..ControlIds::default()
+        }
+    }
+}
 
 /// One control, typed.
 #[derive(Debug, PartialEq)]
@@ -215,17 +247,17 @@ pub struct ReadThread {
 /// The ids of any control, read whatever else is wrong with it.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Ids {
+struct LenientIds {
     #[serde(rename = "type", default, deserialize_with = "lenient")]
-    pub control_type: Option<String>,
+    control_type: Option<String>,
     #[serde(default, deserialize_with = "lenient")]
-    pub request_id: Option<String>,
+    request_id: Option<String>,
     #[serde(default, deserialize_with = "lenient")]
-    pub socket_id: Option<String>,
+    socket_id: Option<String>,
     #[serde(default, deserialize_with = "lenient")]
-    pub instance_id: Option<String>,
+    instance_id: Option<String>,
     #[serde(default, deserialize_with = "lenient")]
-    pub editor_id: Option<String>,
+    editor_id: Option<String>,
 }
 
 /// A string, or nothing for any other JSON value.
@@ -244,15 +276,16 @@ fn lenient<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<S
 
 /// A control that cannot be acted on; becomes a `control_error`.
 #[derive(Debug, thiserror::Error)]
-#[error("{:?} control refused: {problem}", ids.control_type.as_deref().unwrap_or(""))]
-pub struct ControlRejection {
-    pub ids: Ids,
+#[error("{:?} control refused: {problem}", ids.control_type)]
+pub(crate) struct ControlRejection {
+    /// As read leniently: every id that is a string, the `type` as sent.
+    pub ids: ControlIds,
     pub problem: Problem,
 }
 
 /// What is wrong with a control.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Problem {
+pub(crate) enum Problem {
     /// The payload is not a JSON object.
     #[error("control is not a json object")]
     NotAnObject,
@@ -269,99 +302,166 @@ pub enum Problem {
 }
 
 impl ControlRejection {
+    fn new(ids: LenientIds, problem: Problem) -> Box<Self> {
+        let ids = ControlIds {
+            control_type: ids.control_type.unwrap_or_default(),
+            request_id: ids.request_id,
+            socket_id: ids.socket_id,
+            instance_id: ids.instance_id,
+            editor_id: ids.editor_id,
+        };
+        Box::new(ControlRejection { ids, problem })
+    }
+
     /// `unknown_control` for unknown types, `invalid_control` otherwise.
-    pub fn code(&self) -> ErrorCode {
+    pub(crate) fn code(&self) -> ErrorCode {
         match self.problem {
             Problem::UnknownType => ErrorCode::UnknownControl,
             _ => ErrorCode::InvalidControl,
         }
     }
 
-    /// The event to send back.
-    pub fn to_event(&self) -> ControlErrorEvent {
-        ControlErrorEvent {
-            control_type: self.ids.control_type.clone().unwrap_or_default(),
-            request_id: self.ids.request_id.clone(),
-            socket_id: self.ids.socket_id.clone(),
-            instance_id: self.ids.instance_id.clone(),
-            editor_id: self.ids.editor_id.clone(),
-            code: self.code(),
-            message: self.problem.to_string(),
-        }
+    /// The `control_error` to send back.
+    pub(crate) fn to_event(&self) -> super::Event {
+        let failure = Failure::new(self.code(), self.problem.to_string());
+        self.ids.error(failure)
     }
 }
 
 impl Control {
     /// Reads the payload of a `control` push.
-    pub fn parse(payload: &RawValue) -> Result<Control, Box<ControlRejection>> {
+    pub(crate) fn parse(payload: &RawValue) -> Result<Control, Box<ControlRejection>> {
         let text = payload.get();
         // serde would read a struct from an array too.
         let object = text.trim_start().starts_with('{');
-        let ids: Ids = match serde_json::from_str(text) {
+        let ids: LenientIds = match serde_json::from_str(text) {
             Ok(ids) if object => ids,
             _ => {
-                let problem = Problem::NotAnObject;
-                return Err(Box::new(ControlRejection {
-                    ids: Ids::default(),
-                    problem,
-                }));
+                return Err(ControlRejection::new(
+                    LenientIds::default(),
+                    Problem::NotAnObject,
+                ));
             }
         };
-        let Some(control_type) = ids.control_type.as_deref() else {
-            return Err(Box::new(ControlRejection {
-                ids,
-                problem: Problem::NoType,
-            }));
+        let Some(name) = ids.control_type.as_deref() else {
+            return Err(ControlRejection::new(ids, Problem::NoType));
         };
-        let parsed = match control_type {
-            "resolve_port_forward_request" => read(text).map(Control::ResolvePortForwardRequest),
-            "forward_http_request" => read(text)
-                .and_then(|mut req: ForwardHttpRequest| {
-                    req.target = target(req.port.take(), req.editor_id.take())?;
-                    Ok(req)
-                })
-                .map(Control::ForwardHttpRequest),
-            "forward_http_cancel" => read(text).map(Control::ForwardHttpCancel),
-            "forward_websocket_open" => read(text)
-                .and_then(|mut open: ForwardWebsocketOpen| {
-                    open.target = target(open.port.take(), open.editor_id.take())?;
-                    Ok(open)
-                })
-                .map(Control::ForwardWebsocketOpen),
-            "forward_websocket_send" => read(text).map(Control::ForwardWebsocketSend),
-            "forward_websocket_close" => read(text).map(Control::ForwardWebsocketClose),
-            "update_runner_config" => read(text).map(Control::UpdateRunnerConfig),
-            "start_local_editor" => read(text).map(Control::StartLocalEditor),
-            "stop_local_editor" => read(text).map(Control::StopLocalEditor),
-            "start_instance" => read(text).map(Control::StartInstance),
-            "start_turn" => read(text).map(Control::StartTurn),
-            "interrupt_turn" => read(text).map(Control::InterruptTurn),
-            "resolve_approval_request" => read(text).map(Control::ResolveApprovalRequest),
-            "stop_instance" => read(text).map(Control::StopInstance),
-            "read_thread" => read(text).map(Control::ReadThread),
-            _ => Err(Problem::UnknownType),
-        };
-        parsed.map_err(|problem| Box::new(ControlRejection { ids, problem }))
+        let kind = ControlType::deserialize(name.into_deserializer())
+            .map_err(|_: serde::de::value::Error| Problem::UnknownType);
+        let parsed = kind.and_then(|kind| Control::read(kind, text));
+        parsed.map_err(|problem| ControlRejection::new(ids, problem))
+    }
+
+    /// Reads the control of type `kind` from `text`.
+    fn read(kind: ControlType, text: &str) -> Result<Control, Problem> {
+        Ok(match kind {
+            ControlType::ResolvePortForwardRequest => {
+                Control::ResolvePortForwardRequest(read(text)?)
+            }
+            ControlType::ForwardHttpRequest => {
+                let mut req: ForwardHttpRequest = read(text)?;
+                req.target = target(req.port.take(), req.editor_id.take())?;
+                Control::ForwardHttpRequest(req)
+            }
+            ControlType::ForwardHttpCancel => Control::ForwardHttpCancel(read(text)?),
+            ControlType::ForwardWebsocketOpen => {
+                let mut open: ForwardWebsocketOpen = read(text)?;
+                open.target = target(open.port.take(), open.editor_id.take())?;
+                Control::ForwardWebsocketOpen(open)
+            }
+            ControlType::ForwardWebsocketSend => Control::ForwardWebsocketSend(read(text)?),
+            ControlType::ForwardWebsocketClose => Control::ForwardWebsocketClose(read(text)?),
+            ControlType::UpdateRunnerConfig => Control::UpdateRunnerConfig(read(text)?),
+            ControlType::StartLocalEditor => Control::StartLocalEditor(read(text)?),
+            ControlType::StopLocalEditor => Control::StopLocalEditor(read(text)?),
+            ControlType::StartInstance => Control::StartInstance(read(text)?),
+            ControlType::StartTurn => Control::StartTurn(read(text)?),
+            ControlType::InterruptTurn => Control::InterruptTurn(read(text)?),
+            ControlType::ResolveApprovalRequest => Control::ResolveApprovalRequest(read(text)?),
+            ControlType::StopInstance => Control::StopInstance(read(text)?),
+            ControlType::ReadThread => Control::ReadThread(read(text)?),
+        })
     }
 
     /// The wire `type`.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> ControlType {
         match self {
-            Control::ResolvePortForwardRequest(_) => "resolve_port_forward_request",
-            Control::ForwardHttpRequest(_) => "forward_http_request",
-            Control::ForwardHttpCancel(_) => "forward_http_cancel",
-            Control::ForwardWebsocketOpen(_) => "forward_websocket_open",
-            Control::ForwardWebsocketSend(_) => "forward_websocket_send",
-            Control::ForwardWebsocketClose(_) => "forward_websocket_close",
-            Control::UpdateRunnerConfig(_) => "update_runner_config",
-            Control::StartLocalEditor(_) => "start_local_editor",
-            Control::StopLocalEditor(_) => "stop_local_editor",
-            Control::StartInstance(_) => "start_instance",
-            Control::StartTurn(_) => "start_turn",
-            Control::InterruptTurn(_) => "interrupt_turn",
-            Control::ResolveApprovalRequest(_) => "resolve_approval_request",
-            Control::StopInstance(_) => "stop_instance",
-            Control::ReadThread(_) => "read_thread",
+            Control::ResolvePortForwardRequest(_) => ControlType::ResolvePortForwardRequest,
+            Control::ForwardHttpRequest(_) => ControlType::ForwardHttpRequest,
+            Control::ForwardHttpCancel(_) => ControlType::ForwardHttpCancel,
+            Control::ForwardWebsocketOpen(_) => ControlType::ForwardWebsocketOpen,
+            Control::ForwardWebsocketSend(_) => ControlType::ForwardWebsocketSend,
+            Control::ForwardWebsocketClose(_) => ControlType::ForwardWebsocketClose,
+            Control::UpdateRunnerConfig(_) => ControlType::UpdateRunnerConfig,
+            Control::StartLocalEditor(_) => ControlType::StartLocalEditor,
+            Control::StopLocalEditor(_) => ControlType::StopLocalEditor,
+            Control::StartInstance(_) => ControlType::StartInstance,
+            Control::StartTurn(_) => ControlType::StartTurn,
+            Control::InterruptTurn(_) => ControlType::InterruptTurn,
+            Control::ResolveApprovalRequest(_) => ControlType::ResolveApprovalRequest,
+            Control::StopInstance(_) => ControlType::StopInstance,
+            Control::ReadThread(_) => ControlType::ReadThread,
+        }
+    }
+
+    /// The type and the ids its `control_error` echoes: the ids this
+    /// control's type carries (a `start_instance` without an `instanceId`
+    /// gets the fresh one from its handler).
+    pub(crate) fn ids(&self) -> ControlIds {
+        let some = |id: &String| Some(id.clone());
+        let ids = self.kind().ids();
+        match self {
+            Control::ResolvePortForwardRequest(c) => ControlIds {
+                request_id: some(&c.request_id),
+                instance_id: some(&c.instance_id),
+                ..ids
+            },
+            Control::ForwardHttpRequest(c) => ControlIds {
+                request_id: some(&c.request_id),
+                ..ids
+            },
+            Control::ForwardHttpCancel(c) => ControlIds {
+                request_id: some(&c.request_id),
+                ..ids
+            },
+            Control::ForwardWebsocketOpen(c) => ControlIds {
+                socket_id: some(&c.socket_id),
+                ..ids
+            },
+            Control::ForwardWebsocketSend(c) => ControlIds {
+                socket_id: some(&c.socket_id),
+                ..ids
+            },
+            Control::ForwardWebsocketClose(c) => ControlIds {
+                socket_id: some(&c.socket_id),
+                ..ids
+            },
+            Control::UpdateRunnerConfig(_) => ids,
+            Control::StartLocalEditor(c) => ControlIds {
+                request_id: c.request_id.clone(),
+                instance_id: c.instance_id.clone(),
+                ..ids
+            },
+            Control::StopLocalEditor(c) => ControlIds {
+                editor_id: some(&c.editor_id),
+                ..ids
+            },
+            Control::StartInstance(c) => ControlIds {
+                instance_id: c.instance_id.clone(),
+                ..ids
+            },
+            Control::ResolveApprovalRequest(c) => ControlIds {
+                request_id: some(&c.request_id),
+                instance_id: some(&c.instance_id),
+                ..ids
+            },
+            Control::StartTurn(StartTurn { instance_id, .. })
+            | Control::InterruptTurn(InterruptTurn { instance_id, .. })
+            | Control::StopInstance(StopInstance { instance_id })
+            | Control::ReadThread(ReadThread { instance_id, .. }) => ControlIds {
+                instance_id: some(instance_id),
+                ..ids
+            },
         }
     }
 }
