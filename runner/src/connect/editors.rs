@@ -1,14 +1,14 @@
-//! The local editor under `connect` (PROTOCOL.md section 8): its controls,
-//! its registry's events, and forwarding to it by `editorId`.
+//! The local editor under `connect` (PROTOCOL.md section 8): its controls
+//! and forwarding to it by `editorId`; the registry sends its wire events
+//! itself.
 
 use std::path::PathBuf;
 
 use crate::control::Session;
-use crate::editor::{EditorConfig, EditorEvent, Editors, StartRequest};
+use crate::editor::{EditorConfig, Editors, StartRequest};
 use crate::forward::EditorSockets;
 use crate::wire::{
-    ControlIds, ControlType, ErrorCode, Event, Failure, LocalEditorStarted, LocalEditorStopped,
-    ReadyEditor, StartLocalEditor, StopLocalEditor,
+    ControlIds, ErrorCode, Event, Failure, ReadyEditor, StartLocalEditor, StopLocalEditor,
 };
 
 use super::Runner;
@@ -23,7 +23,7 @@ pub(super) fn registry(
     url: &str,
     token: Option<&str>,
     containment: &crate::cgroup::Containment,
-) -> (Registry, tokio::sync::mpsc::UnboundedReceiver<EditorEvent>) {
+) -> (Registry, tokio::sync::mpsc::UnboundedReceiver<Event>) {
     match EditorConfig::for_runner(code_server, url, token.unwrap_or_default()) {
         Ok(mut config) => {
             config.containment = containment.clone();
@@ -44,44 +44,6 @@ pub(super) struct Sockets(pub Option<Editors>);
 impl EditorSockets for Sockets {
     fn socket(&self, editor_id: &str) -> Option<PathBuf> {
         self.0.as_ref()?.socket_path(editor_id).ok()
-    }
-}
-
-/// The wire event for what the registry reports.
-pub(super) fn event(event: EditorEvent) -> Event {
-    match event {
-        EditorEvent::Started {
-            request_id,
-            instance_id,
-            editor_id,
-            cwd,
-        } => Event::LocalEditorStarted(LocalEditorStarted {
-            request_id,
-            instance_id,
-            editor_id: editor_id.to_string(),
-            cwd: cwd.display().to_string(),
-        }),
-        EditorEvent::Stopped {
-            editor_id,
-            reason,
-            exit_code,
-        } => Event::LocalEditorStopped(LocalEditorStopped {
-            editor_id: editor_id.to_string(),
-            reason,
-            exit_code,
-        }),
-        EditorEvent::Failed {
-            request_id,
-            instance_id,
-            reason,
-        } => {
-            let ids = ControlIds {
-                request_id,
-                instance_id,
-                ..ControlType::StartLocalEditor.ids()
-            };
-            ids.error(Failure::new(ErrorCode::EditorFailed, reason))
-        }
     }
 }
 

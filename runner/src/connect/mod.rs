@@ -168,7 +168,7 @@ pub async fn run(args: ConnectArgs) -> i32 {
                 runner.on_input(input).await;
             }
             Some(event) = editor_events.recv() => {
-                runner.send(editors::event(event)).await;
+                runner.send(event).await;
                 editors::report_status(&runner.editors);
             }
             Some((id, event, charge)) = instance_events.recv() => {

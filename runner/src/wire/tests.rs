@@ -482,6 +482,19 @@ fn bare_events() -> Vec<(Event, Value)> {
                 "requestId": "approval-2"}),
         ),
         (
+            instance(
+                3,
+                false,
+                InstanceEvent::Stopped {
+                    reason: StopReason::Stopped,
+                    exit_code: None,
+                    signal: None,
+                    stderr_tail: None,
+                },
+            ),
+            json!({"type": "instance_stopped", "instanceId": "i1", "seq": 3, "reason": "stopped"}),
+        ),
+        (
             ControlIds::default().error(Failure::new(ErrorCode::InvalidControl, "m")),
             json!({"type": "control_error", "controlType": "", "code": "invalid_control", "message": "m"}),
         ),
