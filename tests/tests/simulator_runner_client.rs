@@ -9,8 +9,7 @@ use runner::control::schedule::Backoff;
 use runner::control::{
     ControlChannel, ControlClient, ControlConfig, ControlInput, JoinInfo, Timing,
 };
-use runner::wire::{Control, Event};
-use runner::wire::{Limits, RunnerReady};
+use runner::wire::{Control, Event, Limits, RunnerReady};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(20);

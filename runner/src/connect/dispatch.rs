@@ -14,8 +14,8 @@ use crate::wire::{
 /// instance controls that will use `allowedCwds` are later work.
 #[derive(Debug, Default)]
 pub(super) struct RunnerConfig {
-    pub version: u64,
-    pub allowed_cwds: Vec<std::path::PathBuf>,
+    pub(crate) version: u64,
+    pub(crate) allowed_cwds: Vec<std::path::PathBuf>,
 }
 
 impl Runner {

@@ -9,14 +9,14 @@
 //! with `handle.reply(session, ..)`; send state changes with `handle.send(..)`.
 
 pub mod budget;
-pub mod client;
+pub(crate) mod client;
 mod connection;
-pub mod connector;
-pub mod endpoint;
+pub(crate) mod connector;
+pub(crate) mod endpoint;
 pub(crate) mod frame;
 pub(crate) mod mount;
 mod out_frame;
-pub mod refusal;
+pub(crate) mod refusal;
 pub mod schedule;
 
 pub(crate) use client::Responder;
@@ -26,7 +26,7 @@ pub use client::{
     Ack, Charged, ControlChannel, ControlClient, ControlConfig, ControlHandle, ControlInput,
     JoinInfo, Session, Timing,
 };
-pub use refusal::Refusal;
+pub(crate) use refusal::Refusal;
 
 #[cfg(test)]
 mod tests;

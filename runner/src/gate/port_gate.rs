@@ -47,7 +47,7 @@ pub enum GateRefusal {
 
 impl GateRefusal {
     /// The `control_error` code for this refusal.
-    pub fn code(self) -> ErrorCode {
+    pub(crate) fn code(self) -> ErrorCode {
         match self {
             Self::Pending | Self::Denied | Self::NotOffered | Self::Foreign | Self::Unverified => {
                 ErrorCode::PortNotApproved

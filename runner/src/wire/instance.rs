@@ -97,7 +97,7 @@ impl Ids {
     /// `threadId`, `turnId`, `itemId`, `processId`, `requestId` at the top
     /// of `params`, else the `id` of `params.thread`, `.turn`, `.item`
     /// (`turn/started` carries the turn whole). Numbers become strings.
-    pub fn find(params: &Value) -> Ids {
+    pub(crate) fn find(params: &Value) -> Ids {
         let top = |key: &str| params.get(key).and_then(id_text);
         let nested = |key: &str| params.get(key).and_then(|v| v.get("id")).and_then(id_text);
         Ids {

@@ -7,12 +7,11 @@
 
 mod control_error;
 mod controls;
-#[cfg(test)]
-mod controls_tests;
 mod events;
 mod fields;
 mod instance;
 mod names;
+mod parse;
 mod pieces;
 #[cfg(test)]
 mod tests;

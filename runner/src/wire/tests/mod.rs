@@ -13,7 +13,9 @@ use serde_json::{Map, Value, json};
 
 use super::*;
 
-const PROTOCOL: &str = include_str!("../../../docs/protocol.md");
+mod parse;
+
+const PROTOCOL: &str = include_str!("../../../../docs/protocol.md");
 
 /// The rows of the first table under `## {section}`: each `type` with the
 /// names in its last column (parenthesised notes left out, `?` dropped).

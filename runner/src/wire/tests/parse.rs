@@ -5,9 +5,10 @@
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
-use super::controls::*;
-use super::fields::{self, *};
-use super::{ControlErrorEvent, ErrorCode, Event};
+use crate::wire::controls::*;
+use crate::wire::fields::{self, *};
+use crate::wire::parse::{ControlRejection, Problem};
+use crate::wire::{ControlErrorEvent, ErrorCode, Event};
 
 /// The `control_error` a rejection is answered with.
 fn error_of(rejection: &ControlRejection) -> ControlErrorEvent {
@@ -430,6 +431,10 @@ fn instance_controls() {
         Control::StartInstance(StartInstance::default())
     );
     assert_invalid(json!({"type": "start_instance", "fast": "yes"}), "fast");
+}
+
+#[test]
+fn turn_and_thread_controls() {
     assert_eq!(
         parse(json!({"type": "start_turn", "instanceId": "i1", "text": "hi", "clientTurnId": "c"})),
         Control::StartTurn(StartTurn {
