@@ -26,10 +26,10 @@ use tracing::info;
 use super::budget::Charge;
 use super::connection::{self, Ended};
 use super::connector::{Connector, TcpConnector};
-use super::controls::Control;
 use super::endpoint;
-use super::events::Event;
 use super::schedule::Backoff;
+use crate::wire::Control;
+use crate::wire::Event;
 
 /// What the runner says about itself when it joins.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -203,7 +203,7 @@ impl ControlHandle {
     /// Sends a state event (`port_forward_request`, `port_forward_closed`,
     /// `port_forward_resolved`, `runner_config_applied`, `runner_ready`).
     /// Dropped while not joined: the next `runner_ready` carries the state.
-    pub async fn send(&self, event: Event) -> Result<(), ClientStopped> {
+    pub(crate) async fn send(&self, event: Event) -> Result<(), ClientStopped> {
         self.outbox
             .send(Outgoing::State(event))
             .await
@@ -215,7 +215,7 @@ impl ControlHandle {
     /// while not joined, like [`ControlHandle::send`]; the runner sends it
     /// again after the next `runner_ready` if it was never acked.
     /// A [`Charged`] event gives its bytes back once written.
-    pub async fn send_tracked(
+    pub(crate) async fn send_tracked(
         &self,
         event: impl Into<Charged>,
         ack: Ack,
@@ -253,7 +253,7 @@ impl ControlHandle {
     /// Leaves Kandan (PROTOCOL.md section 9) once everything sent before
     /// has gone out: `phx_leave` on the joined channel, then a close with
     /// code 1000. The client task ends after it; await its `task`.
-    pub async fn leave(&self) -> Result<(), ClientStopped> {
+    pub(crate) async fn leave(&self) -> Result<(), ClientStopped> {
         self.outbox
             .send(Outgoing::Leave)
             .await
@@ -261,7 +261,7 @@ impl ControlHandle {
     }
 
     /// The `configVersion` of the next join payload.
-    pub fn set_config_version(&self, config_version: u64) {
+    pub(crate) fn set_config_version(&self, config_version: u64) {
         self.join
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -362,7 +362,7 @@ impl ControlClient {
     }
 
     /// Starts the client over any transport.
-    pub fn spawn_with<C: Connector>(config: ControlConfig, connector: C) -> ControlChannel {
+    pub(crate) fn spawn_with<C: Connector>(config: ControlConfig, connector: C) -> ControlChannel {
         let (outbox_tx, outbox_rx) = mpsc::channel(config.outbox_capacity.max(1));
         let (input_tx, input_rx) = mpsc::channel(config.input_capacity.max(1));
         let join = Arc::new(Mutex::new(config.join.clone()));
@@ -392,7 +392,7 @@ pub(super) struct Links {
 impl Links {
     /// Runs `future` while not joined: drains (and drops) events so that
     /// senders never block, and stops when the runner is gone.
-    pub async fn offline<F: Future>(&mut self, future: F) -> Option<F::Output> {
+    pub(crate) async fn offline<F: Future>(&mut self, future: F) -> Option<F::Output> {
         let mut future = std::pin::pin!(future);
         loop {
             tokio::select! {

@@ -20,9 +20,9 @@ use super::client::{
     ControlChannel, ControlClient, ControlConfig, ControlInput, JoinInfo, Session, Timing,
 };
 use super::connector::Connector;
-use super::controls::Control;
-use super::events::{Event, Limits, PortForwardClosed, RunnerReady};
 use super::schedule::Backoff;
+use crate::wire::Control;
+use crate::wire::{Event, Limits, PortForwardClosed, RunnerReady};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -357,7 +357,7 @@ async fn rejoins_after_phx_error_and_drops_stale_join_refs() {
     server.push(Some(&new_ref), "control", fresh).await;
     assert_eq!(
         control(&mut client).await,
-        Control::StopInstance(super::controls::StopInstance {
+        Control::StopInstance(crate::wire::StopInstance {
             instance_id: "fresh".into()
         })
     );

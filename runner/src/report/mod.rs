@@ -22,12 +22,11 @@ use std::time::Duration;
 pub(crate) use escape::escape;
 pub(crate) use line::Line;
 
-use crate::approval::ListenerSnapshot;
-use crate::control::events::{ReadyEditor, ReadyInstance};
 use crate::gate::GateRefusal;
 use crate::logging::Output;
 use crate::pipeline::CandidateEvent;
 use crate::status::document::RunnerStatus;
+use crate::wire::{ReadyEditor, ReadyInstance};
 
 /// The output flags, once `main` set them.
 static OUTPUT: OnceLock<Output> = OnceLock::new();
@@ -128,7 +127,7 @@ pub(crate) fn connect_failed(attempt: usize, delay: Duration, reason: &str) {
 }
 
 /// `connect`'s listeners now (after a candidate or a decision).
-pub(crate) fn listeners(now: Vec<ListenerSnapshot>) {
+pub(crate) fn listeners(now: Vec<crate::wire::ReadyListener>) {
     update(|state| {
         let lines = listeners::diff(&state.status.listeners, &now, &state.silent);
         state.refused.changed(&lines);
@@ -181,7 +180,7 @@ pub(crate) fn refused(port: u16, refusal: GateRefusal) {
 /// A `control_error` the runner sends: an instance or editor that failed
 /// to start gets a state line (Kandan shows it too, but the person at this
 /// machine is the one who can fix a wrong `--codex-bin`).
-pub(crate) fn control_error(event: &crate::control::Event) {
+pub(crate) fn control_error(event: &crate::wire::Event) {
     if let Some(line) = workers::failure(event) {
         update(|_| vec![line]);
     }

@@ -1,9 +1,9 @@
 //! Codex instances and local editors: a line when one starts or stops.
 
 use super::Line;
-use crate::control::events::{InstanceState, ReadyEditor, ReadyInstance};
-use crate::control::{ErrorCode, Event};
 use crate::status::document::{EditorStatus, InstanceStatus};
+use crate::wire::{ErrorCode, Event};
+use crate::wire::{InstanceState, ReadyEditor, ReadyInstance};
 
 fn instance_state(state: InstanceState) -> &'static str {
     match state {
