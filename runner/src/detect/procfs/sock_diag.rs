@@ -7,6 +7,10 @@
 //! no privilege. Some sandboxes refuse netlink; the caller then falls back
 //! to the `/proc/net` tables.
 //!
+//! The verified dial asks for one port only: a bytecode filter
+//! (`INET_DIAG_REQ_BYTECODE`) makes the kernel skip every other listener,
+//! so its answer, and its cost, do not grow with the machine's listeners.
+//!
 //! Messages are built and parsed as bytes at the offsets of the uapi
 //! structs (`linux/netlink.h`, `linux/inet_diag.h`), so no struct layout is
 //! trusted to the compiler and malformed replies are errors, never panics.
@@ -38,6 +42,16 @@ const MSG_LEN: usize = 72;
 const MSG_SPORT: usize = 4;
 const MSG_SRC: usize = 8;
 const MSG_INODE: usize = 68;
+/// `linux/inet_diag.h`: the request attribute that carries a filter.
+const INET_DIAG_REQ_BYTECODE: u16 = 1;
+/// `linux/inet_diag.h`: filter operations on the source (local) port.
+/// `>=` and `<=` rather than `INET_DIAG_BC_S_EQ`, which kernels before 4.16
+/// refuse.
+const INET_DIAG_BC_S_GE: u8 = 2;
+const INET_DIAG_BC_S_LE: u8 = 3;
+/// `struct nlattr` header, then `struct inet_diag_bc_op` pairs (code u8,
+/// yes u8, no u16), each comparison followed by one holding the port.
+const FILTER_LEN: usize = 4 + 16;
 /// `TCP_LISTEN` in `include/net/tcp_states.h`.
 const TCP_LISTEN: u8 = 10;
 /// A dump that never answers must not hang the poller. Not `libc::time_t`:
@@ -83,14 +97,19 @@ impl SockDiagError {
     }
 }
 
-/// Every IPv4 and IPv6 TCP socket in LISTEN state, added to `into` by
-/// inode.
+/// Every IPv4 and IPv6 TCP socket in LISTEN state (on `port` only, when
+/// given), added to `into` by inode.
 pub fn listening(
+    port: Option<u16>,
     into: &mut std::collections::HashMap<u64, Listening>,
 ) -> Result<(), SockDiagError> {
     let socket = open()?;
     for (seq, family) in [(1, libc::AF_INET), (2, libc::AF_INET6)] {
-        dump(&socket, seq, family as u8, into)?;
+        let family = family as u8;
+        match port {
+            None => dump(&socket, seq, &request(seq, family), into)?,
+            Some(port) => dump(&socket, seq, &request_on(seq, family, port), into)?,
+        }
     }
     Ok(())
 }
@@ -144,13 +163,39 @@ pub fn request(seq: u32, family: u8) -> [u8; NLMSG_HDR + REQ_LEN] {
     req
 }
 
+/// The dump request for one address family's TCP listeners on `port`: the
+/// request of [`request`] with a filter that the kernel runs on each
+/// listener, "source port >= `port` and <= `port`". A comparison that
+/// fails jumps 4 bytes past the end, which rejects the socket.
+pub fn request_on(seq: u32, family: u8, port: u16) -> [u8; NLMSG_HDR + REQ_LEN + FILTER_LEN] {
+    const LEN: usize = NLMSG_HDR + REQ_LEN + FILTER_LEN;
+    let mut req = [0u8; LEN];
+    req[..NLMSG_HDR + REQ_LEN].copy_from_slice(&request(seq, family));
+    req[0..4].copy_from_slice(&(LEN as u32).to_ne_bytes());
+    let attr = &mut req[NLMSG_HDR + REQ_LEN..];
+    attr[0..2].copy_from_slice(&(FILTER_LEN as u16).to_ne_bytes());
+    attr[2..4].copy_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
+    // (code, yes, no): "yes" steps to the next comparison, "no" past the end.
+    let ops: [(u8, u8, u16); 4] = [
+        (INET_DIAG_BC_S_GE, 8, 20),
+        (0, 0, port),
+        (INET_DIAG_BC_S_LE, 8, 12),
+        (0, 0, port),
+    ];
+    for (op, (code, yes, no)) in attr[4..].chunks_exact_mut(4).zip(ops) {
+        op[0] = code;
+        op[1] = yes;
+        op[2..4].copy_from_slice(&no.to_ne_bytes());
+    }
+    req
+}
+
 fn dump(
     socket: &OwnedFd,
     seq: u32,
-    family: u8,
+    req: &[u8],
     into: &mut std::collections::HashMap<u64, Listening>,
 ) -> Result<(), SockDiagError> {
-    let req = request(seq, family);
     // SAFETY: sockaddr_nl is plain data; zero is its unspecified value.
     let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
@@ -358,6 +403,44 @@ mod tests {
     }
 
     #[test]
+    fn filtered_request_layout() {
+        let req = request_on(3, libc::AF_INET as u8, 5173);
+        assert_eq!(req.len(), 92);
+        assert_eq!(u32::from_ne_bytes(req[0..4].try_into().unwrap()), 92);
+        assert_eq!(req[16..72], request(3, libc::AF_INET as u8)[16..]);
+        // nlattr: length 20, type INET_DIAG_REQ_BYTECODE.
+        assert_eq!(u16::from_ne_bytes([req[72], req[73]]), 20);
+        assert_eq!(u16::from_ne_bytes([req[74], req[75]]), 1);
+        let port = 5173u16.to_ne_bytes();
+        assert_eq!(req[76..80], [2, 8, 20, 0]);
+        assert_eq!(req[80..84], [0, 0, port[0], port[1]]);
+        assert_eq!(req[84..88], [3, 8, 12, 0]);
+        assert_eq!(req[88..92], [0, 0, port[0], port[1]]);
+    }
+
+    /// The kernel runs the filter: every listener on the port, of both
+    /// families, and none of another port.
+    #[test]
+    fn a_filtered_dump_lists_the_port_only() {
+        let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = v4.local_addr().unwrap().port();
+        let v6 = std::net::TcpListener::bind(("::1", port)).ok();
+        let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut table = HashMap::new();
+        listening(Some(port), &mut table).expect("netlink sock_diag works here");
+        assert!(table.values().all(|s| s.port == port), "{table:?}");
+        let addrs: Vec<IpAddr> = table.values().map(|s| s.addr).collect();
+        assert!(addrs.contains(&IpAddr::from([127, 0, 0, 1])), "{table:?}");
+        if v6.is_some() {
+            assert!(addrs.contains(&"::1".parse().unwrap()), "{table:?}");
+        }
+        let mut table = HashMap::new();
+        let other = other.local_addr().unwrap().port();
+        listening(Some(other), &mut table).unwrap();
+        assert_eq!(table.len(), 1, "{table:?}");
+    }
+
+    #[test]
     fn several_messages_then_done() {
         let mut v6 = [0u8; 16];
         v6[15] = 1;
@@ -431,7 +514,7 @@ mod tests {
         let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let v6 = std::net::TcpListener::bind("[::1]:0").ok();
         let mut table = HashMap::new();
-        listening(&mut table).expect("netlink sock_diag works here");
+        listening(None, &mut table).expect("netlink sock_diag works here");
         let port = v4.local_addr().unwrap().port();
         assert!(
             table
