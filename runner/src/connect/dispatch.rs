@@ -3,7 +3,7 @@
 use super::{Runner, translate};
 use crate::approval::Resolution;
 use crate::control::events::{ControlErrorEvent, RunnerConfigApplied};
-use crate::control::{Control, Event, Session, controls};
+use crate::control::{Control, Event, Session, Shortcut, controls};
 
 /// What `update_runner_config` set. Stored and acknowledged; the editor and
 /// instance controls that will use `allowedCwds` are later work.
@@ -17,21 +17,15 @@ impl Runner {
     pub(super) async fn dispatch(&mut self, session: Session, control: Control) {
         match control {
             Control::ResolvePortForwardRequest(resolve) => self.resolve(session, resolve).await,
-            Control::ForwardHttpRequest(req) => {
-                self.forwarder.http(req, self.handle.responder(session));
-            }
-            Control::ForwardHttpCancel(cancel) => self.forwarder.cancel(&cancel.request_id),
-            Control::ForwardWebsocketOpen(open) => {
+            // Here only when they waited behind the main loop's work (see
+            // `control::shortcut`); otherwise the connection hands them over.
+            control @ (Control::ForwardHttpRequest(_)
+            | Control::ForwardHttpCancel(_)
+            | Control::ForwardWebsocketOpen(_)
+            | Control::ForwardWebsocketSend(_)
+            | Control::ForwardWebsocketClose(_)) => {
                 let to = self.handle.responder(session);
-                self.forwarder.ws_open(open, to).await;
-            }
-            Control::ForwardWebsocketSend(send) => {
-                let to = self.handle.responder(session);
-                self.forwarder.ws_send(send, &to).await;
-            }
-            Control::ForwardWebsocketClose(close) => {
-                let to = self.handle.responder(session);
-                self.forwarder.ws_close(close, &to).await;
+                let _ = self.forwarder.take(control, to);
             }
             Control::UpdateRunnerConfig(update) => {
                 if let Some(version) = update.config_version {

@@ -2,6 +2,7 @@
 //! rejoin on channel errors. Returns when the socket is gone.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -20,6 +21,7 @@ use super::controls::Control;
 use super::events::{ControlErrorEvent, ErrorCode, Event};
 use super::frame::{self, Empty, Head, Incoming, RefCounter, Reply};
 use super::out_frame::{FrameWriter, OutFrame};
+use super::shortcut::Direct;
 
 /// How a connection ended.
 pub(super) enum Ended {
@@ -102,6 +104,8 @@ struct Conn<'a, S> {
     /// next reconnect).
     tracked: BTreeMap<u64, Ack>,
     writer: FrameWriter,
+    /// The controls that skip the main loop (see `super::shortcut`).
+    direct: Arc<Direct>,
 }
 
 pub(super) async fn run<S, J>(
@@ -132,6 +136,7 @@ where
         sessions,
         tracked: BTreeMap::new(),
         writer: FrameWriter::default(),
+        direct: links.direct.clone(),
     };
     let stop = match conn.join(&join_info).await {
         Ok(()) => conn.serve(&join_info, links).await,
@@ -172,6 +177,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                 permit = links.inputs.reserve(), if !self.pending.is_empty() => match permit {
                     Ok(permit) => {
                         if let Some(input) = self.pending.pop_front() {
+                            links.direct.giving();
                             permit.send(input);
                         }
                         Ok(())
@@ -438,9 +444,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         };
         match Control::parse(payload) {
             Ok(control) => {
-                let control = Box::new(control);
-                self.pending
-                    .push_back(ControlInput::Control { session, control });
+                let queued = !self.pending.is_empty();
+                if let Some(control) = self.direct.take(session, control, queued) {
+                    let control = Box::new(control);
+                    self.pending
+                        .push_back(ControlInput::Control { session, control });
+                }
                 Ok(())
             }
             Err(rejection) => {

@@ -21,6 +21,7 @@ mod out_frame;
 pub mod pieces;
 pub mod refusal;
 pub mod schedule;
+mod shortcut;
 
 pub(crate) use client::Responder;
 #[cfg(test)]
@@ -32,6 +33,7 @@ pub use client::{
 pub use controls::{Control, ControlRejection};
 pub use events::{ErrorCode, Event};
 pub use refusal::Refusal;
+pub(crate) use shortcut::Shortcut;
 
 #[cfg(test)]
 mod tests;

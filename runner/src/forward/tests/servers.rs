@@ -142,7 +142,7 @@ impl TestForwarder {
         })) else {
             unreachable!()
         };
-        self.inner.ws_open(open, self.to.clone()).await;
+        self.inner.ws_open(open, self.to.clone());
     }
 
     pub async fn ws_send(&self, socket_id: &str, opcode: Opcode, body: Bytes) {
@@ -152,7 +152,7 @@ impl TestForwarder {
         })) else {
             unreachable!()
         };
-        self.inner.ws_send(send, &self.to).await;
+        self.inner.ws_send(send, &self.to);
     }
 
     pub async fn ws_close(&self, socket_id: &str) {
@@ -161,7 +161,7 @@ impl TestForwarder {
         })) else {
             unreachable!()
         };
-        self.inner.ws_close(close, &self.to).await;
+        self.inner.ws_close(close, &self.to);
     }
 
     pub fn close_port(&self, port: u16, cause: CloseCause) {
