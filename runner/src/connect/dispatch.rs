@@ -4,7 +4,7 @@
 //! (handlers that finish later carry the [`ControlIds`] with them).
 
 use super::Runner;
-use crate::control::Session;
+use crate::control::{Session, Shortcut};
 use crate::wire::{
     Control, ControlIds, Event, Failure, ResolvePortForwardRequest, RunnerConfigApplied,
     UpdateRunnerConfig,
@@ -40,21 +40,15 @@ impl Runner {
     ) -> Result<(), Failure> {
         match control {
             Control::ResolvePortForwardRequest(resolve) => return self.resolve(&resolve).await,
-            Control::ForwardHttpRequest(req) => {
-                self.forwarder.http(req, self.handle.responder(session));
-            }
-            Control::ForwardHttpCancel(cancel) => self.forwarder.cancel(&cancel.request_id),
-            Control::ForwardWebsocketOpen(open) => {
+            // Here only when they waited behind the main loop's work (see
+            // `control::shortcut`); otherwise the connection hands them over.
+            control @ (Control::ForwardHttpRequest(_)
+            | Control::ForwardHttpCancel(_)
+            | Control::ForwardWebsocketOpen(_)
+            | Control::ForwardWebsocketSend(_)
+            | Control::ForwardWebsocketClose(_)) => {
                 let to = self.handle.responder(session);
-                self.forwarder.ws_open(open, to).await;
-            }
-            Control::ForwardWebsocketSend(send) => {
-                let to = self.handle.responder(session);
-                self.forwarder.ws_send(send, &to).await;
-            }
-            Control::ForwardWebsocketClose(close) => {
-                let to = self.handle.responder(session);
-                self.forwarder.ws_close(close, &to).await;
+                let _ = self.forwarder.take(control, to);
             }
             Control::UpdateRunnerConfig(update) => self.update_config(session, update).await,
             Control::StartLocalEditor(start) => return self.start_editor(start),

@@ -89,8 +89,6 @@ pub async fn run(args: ConnectArgs) -> i32 {
         ..Timing::default()
     };
     control_config.max_message = crate::control::connector::message_limit(args.max_request_body);
-    let channel = ControlClient::spawn(control_config);
-    let mut inputs = channel.inputs;
 
     // Events waiting for Kandan, forwarded traffic's and instances' alike.
     let event_budget =
@@ -119,6 +117,10 @@ pub async fn run(args: ConnectArgs) -> i32 {
             forwarder.close_port(revocation.port, cause);
         }
     });
+    // `forward_*` controls go from the connection straight to the forwarder.
+    control_config.shortcut = Some(forwarder.clone());
+    let channel = ControlClient::spawn(control_config);
+    let mut inputs = channel.inputs;
     let (instances, mut instance_events) = instances::Instances::new(
         instances::Settings {
             codex_bin: (args.codex.codex_bin.as_deref()).map(crate::program::from_runner_cwd),
@@ -166,6 +168,7 @@ pub async fn run(args: ConnectArgs) -> i32 {
                     break RunnerStop::Signal(Signal::Terminate);
                 }
                 runner.on_input(input).await;
+                runner.handle.handled();
             }
             Some(event) = editor_events.recv() => {
                 runner.send(event).await;

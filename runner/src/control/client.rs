@@ -15,6 +15,7 @@
 //! also bounded in bytes: they carry a [`Charge`] of a shared budget, given
 //! back once their frame is written.
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ use super::connection::{self, Ended};
 use super::connector::{Connector, TcpConnector};
 use super::endpoint;
 use super::schedule::Backoff;
+use super::shortcut::Direct;
 use crate::wire::Control;
 use crate::wire::Event;
 
@@ -83,6 +85,10 @@ pub struct ControlConfig {
     pub input_capacity: usize,
     /// Largest message read from Kandan (see [`super::connector::message_limit`]).
     pub max_message: usize,
+    /// Where the connection hands the controls it can act on without the
+    /// main loop (see [`super::shortcut`]); the main loop gets them all
+    /// without one.
+    pub(crate) shortcut: Option<Arc<dyn super::Shortcut>>,
 }
 
 impl ControlConfig {
@@ -95,6 +101,7 @@ impl ControlConfig {
             outbox_capacity: 1024,
             input_capacity: 256,
             max_message: super::connector::message_limit(16 << 20),
+            shortcut: None,
         }
     }
 }
@@ -197,9 +204,17 @@ impl From<Event> for Charged {
 pub struct ControlHandle {
     outbox: mpsc::Sender<Outgoing>,
     join: Arc<Mutex<JoinInfo>>,
+    /// Inputs given to the runner and not yet handled (see [`super::shortcut`]).
+    unhandled: Arc<AtomicUsize>,
 }
 
 impl ControlHandle {
+    /// The runner has handled an input it took from `inputs`: the controls
+    /// read after it may take the shortcut again.
+    pub(crate) fn handled(&self) {
+        super::shortcut::handled(&self.unhandled);
+    }
+
     /// Sends a state event (`port_forward_request`, `port_forward_closed`,
     /// `port_forward_resolved`, `runner_config_applied`, `runner_ready`).
     /// Dropped while not joined: the next `runner_ready` carries the state.
@@ -279,6 +294,10 @@ pub(crate) struct Responder {
 }
 
 impl Responder {
+    pub(super) fn new(outbox: mpsc::Sender<Outgoing>, session: Session) -> Self {
+        Responder { outbox, session }
+    }
+
     /// Sends one answer; waits while the outbox is full. False once the
     /// client has stopped: nothing more will reach Kandan.
     pub(crate) async fn send(&self, event: impl Into<Charged>) -> bool {
@@ -366,13 +385,17 @@ impl ControlClient {
         let (outbox_tx, outbox_rx) = mpsc::channel(config.outbox_capacity.max(1));
         let (input_tx, input_rx) = mpsc::channel(config.input_capacity.max(1));
         let join = Arc::new(Mutex::new(config.join.clone()));
+        let unhandled = Arc::new(AtomicUsize::new(0));
+        let direct = Direct::new(config.shortcut.clone(), &outbox_tx, unhandled.clone());
         let handle = ControlHandle {
             outbox: outbox_tx,
             join: join.clone(),
+            unhandled,
         };
         let links = Links {
             outbox: outbox_rx,
             inputs: input_tx,
+            direct: Arc::new(direct),
         };
         let task = tokio::spawn(run(config, join, connector, links));
         ControlChannel {
@@ -387,6 +410,7 @@ impl ControlClient {
 pub(super) struct Links {
     pub outbox: mpsc::Receiver<Outgoing>,
     pub inputs: mpsc::Sender<ControlInput>,
+    pub direct: Arc<Direct>,
 }
 
 impl Links {
@@ -458,6 +482,7 @@ async fn run<C: Connector>(
                             .chain(joined.then_some(ControlInput::Disconnected))
                         {
                             let inputs = links.inputs.clone();
+                            links.direct.giving();
                             match links.offline(inputs.send(input)).await {
                                 Some(Ok(())) => {}
                                 _ => return,

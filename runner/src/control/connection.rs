@@ -2,6 +2,7 @@
 //! rejoin on channel errors. Returns when the socket is gone.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -18,6 +19,7 @@ use tracing::{debug, info, warn};
 use super::client::{Ack, Charged, ControlInput, JoinInfo, Links, Outgoing, Session, Timing};
 use super::frame::{self, Empty, Head, Incoming, RefCounter, Reply};
 use super::out_frame::{FrameWriter, OutFrame};
+use super::shortcut::Direct;
 use crate::wire::{Control, ControlIds, ErrorCode, Event, Failure};
 
 /// How a connection ended.
@@ -101,6 +103,8 @@ struct Conn<'a, S> {
     /// next reconnect).
     tracked: BTreeMap<u64, Ack>,
     writer: FrameWriter,
+    /// The controls that skip the main loop (see `super::shortcut`).
+    direct: Arc<Direct>,
 }
 
 pub(super) async fn run<S, J>(
@@ -131,6 +135,7 @@ where
         sessions,
         tracked: BTreeMap::new(),
         writer: FrameWriter::default(),
+        direct: links.direct.clone(),
     };
     let stop = match conn.join(&join_info).await {
         Ok(()) => conn.serve(&join_info, links).await,
@@ -171,6 +176,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                 permit = links.inputs.reserve(), if !self.pending.is_empty() => match permit {
                     Ok(permit) => {
                         if let Some(input) = self.pending.pop_front() {
+                            links.direct.giving();
                             permit.send(input);
                         }
                         Ok(())
@@ -437,9 +443,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         };
         match Control::parse(payload) {
             Ok(control) => {
-                let control = Box::new(control);
-                self.pending
-                    .push_back(ControlInput::Control { session, control });
+                let queued = !self.pending.is_empty();
+                if let Some(control) = self.direct.take(session, control, queued) {
+                    let control = Box::new(control);
+                    self.pending
+                        .push_back(ControlInput::Control { session, control });
+                }
                 Ok(())
             }
             Err(rejection) => {

@@ -18,6 +18,7 @@ pub(crate) mod mount;
 mod out_frame;
 pub(crate) mod refusal;
 pub mod schedule;
+mod shortcut;
 
 pub(crate) use client::Responder;
 #[cfg(test)]
@@ -27,6 +28,7 @@ pub use client::{
     JoinInfo, Session, Timing,
 };
 pub(crate) use refusal::Refusal;
+pub(crate) use shortcut::Shortcut;
 
 #[cfg(test)]
 mod tests;

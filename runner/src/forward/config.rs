@@ -7,31 +7,31 @@ use crate::control::budget::{Budget, DEFAULT_EVENT_BUDGET};
 
 /// Limits and timeouts for forwarded HTTP requests and WebSockets.
 #[derive(Debug, Clone)]
-pub struct ForwardConfig {
+pub(crate) struct ForwardConfig {
     /// Largest request body sent upstream; larger ones are refused whole.
-    pub max_request_body: usize,
+    pub(crate) max_request_body: usize,
     /// Largest buffered response body; streamed responses have no total
     /// limit (an SSE stream may run for hours) but flow chunk by chunk.
-    pub max_response_body: usize,
+    pub(crate) max_response_body: usize,
     /// Time to open the TCP connection to the local server.
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     /// Time from the request until a buffered response is complete, or
     /// until the head of a streamed response (or a WebSocket handshake) arrives.
-    pub overall_timeout: Duration,
+    pub(crate) overall_timeout: Duration,
     /// Bytes of bodies waiting to be written to Kandan, shared by every
     /// request and socket (and by clones of this config).
-    pub event_budget: Budget,
+    pub(crate) event_budget: Budget,
     /// Messages from Kandan waiting to be written to one local WebSocket.
-    pub ws_queue_messages: usize,
+    pub(crate) ws_queue_messages: usize,
     /// Bytes from Kandan waiting to be written to one local WebSocket, and
     /// bytes (on the wire) of its messages waiting to be written to Kandan.
-    pub ws_queue_bytes: usize,
+    pub(crate) ws_queue_bytes: usize,
     /// Largest WebSocket message accepted from the local server.
-    pub ws_max_message: usize,
+    pub(crate) ws_max_message: usize,
     /// How long to wait for the local server's half of a closing handshake.
-    pub ws_close_grace: Duration,
+    pub(crate) ws_close_grace: Duration,
     /// Keep-alive connections kept for reuse.
-    pub pool: PoolConfig,
+    pub(crate) pool: PoolConfig,
 }
 
 impl Default for ForwardConfig {

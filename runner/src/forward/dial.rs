@@ -94,7 +94,7 @@ pub(crate) async fn connect_editor(
 /// `::` -> `::1`); a loopback address is kept as bound (a server may bind
 /// 127.0.0.2); any other address is dropped: the runner never dials off the
 /// host, whatever the control or the listener says.
-pub fn loopback_targets(bound: &[IpAddr]) -> Vec<IpAddr> {
+pub(crate) fn loopback_targets(bound: &[IpAddr]) -> Vec<IpAddr> {
     let mut v4 = Vec::new();
     let mut v6 = Vec::new();
     for addr in bound {
@@ -123,7 +123,7 @@ pub fn loopback_targets(bound: &[IpAddr]) -> Vec<IpAddr> {
 
 /// Asks the gate about `port`: the loopback addresses it may be reached at,
 /// in the order to try them (never empty).
-pub fn targets(gate: &dyn PortGate, port: u16) -> Result<Vec<IpAddr>, ForwardError> {
+pub(crate) fn targets(gate: &dyn PortGate, port: u16) -> Result<Vec<IpAddr>, ForwardError> {
     let bound = gate
         .target(port)
         .map_err(|refusal| refused(port, refusal))?;
@@ -150,7 +150,7 @@ fn refused(port: u16, refusal: crate::gate::GateRefusal) -> ForwardError {
 /// has the gate verify who listens there ([`PortGate::verify`]): a
 /// connection that may have reached another process is closed before a
 /// byte is sent.
-pub async fn connect_to(
+pub(crate) async fn connect_to(
     gate: &dyn PortGate,
     targets: &[IpAddr],
     port: u16,

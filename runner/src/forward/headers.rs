@@ -13,13 +13,13 @@ const HOP_BY_HOP: [&str; 6] = [
 ];
 
 /// `X-Forwarded-Host`: where the original `Host` goes.
-pub const X_FORWARDED_HOST: &str = "x-forwarded-host";
+pub(crate) const X_FORWARDED_HOST: &str = "x-forwarded-host";
 /// `X-Forwarded-Origin`: where the original `Origin` goes.
-pub const X_FORWARDED_ORIGIN: &str = "x-forwarded-origin";
+pub(crate) const X_FORWARDED_ORIGIN: &str = "x-forwarded-origin";
 
 /// Removes hop-by-hop headers: the fixed list, every `Proxy-*`, and those
 /// the `Connection` header names.
-pub fn strip_hop_by_hop(map: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(map: &mut HeaderMap) {
     let named: Vec<HeaderName> = map
         .get_all(header::CONNECTION)
         .iter()
@@ -50,7 +50,7 @@ pub fn strip_hop_by_hop(map: &mut HeaderMap) {
 /// original in `X-Forwarded-Origin`: origin checks (Django CSRF, webpack's
 /// WebSocket check) compare it with `Host`, and Kandan's approval is the
 /// real gate here.
-pub fn localize(map: &mut HeaderMap, host: &HeaderValue) {
+pub(crate) fn localize(map: &mut HeaderMap, host: &HeaderValue) {
     localize_host(map, host);
     if let Some(origin) = map.remove(header::ORIGIN) {
         map.insert(X_FORWARDED_ORIGIN, origin);
@@ -63,7 +63,7 @@ pub fn localize(map: &mut HeaderMap, host: &HeaderValue) {
 
 /// For a local server that speaks HTTPS: the local `Origin` that
 /// [`localize`] set says `https://` (origin checks compare schemes too).
-pub fn secure_origin(map: &mut HeaderMap) {
+pub(crate) fn secure_origin(map: &mut HeaderMap) {
     if !map.contains_key(X_FORWARDED_ORIGIN) {
         return;
     }
@@ -80,7 +80,7 @@ pub fn secure_origin(map: &mut HeaderMap) {
 /// Only `Host` becomes local (the original goes to `X-Forwarded-Host`);
 /// `Origin` stays. For editors: code-server accepts a WebSocket whose
 /// `Origin` matches `X-Forwarded-Host`, i.e. the page Kandan served.
-pub fn localize_host(map: &mut HeaderMap, host: &HeaderValue) {
+pub(crate) fn localize_host(map: &mut HeaderMap, host: &HeaderValue) {
     if let Some(original) = map.remove(header::HOST) {
         map.insert(X_FORWARDED_HOST, original);
     }
@@ -88,13 +88,13 @@ pub fn localize_host(map: &mut HeaderMap, host: &HeaderValue) {
 }
 
 /// `localhost:<port>`: the `Host` a dev server on `port` expects.
-pub fn local_host(port: u16) -> HeaderValue {
+pub(crate) fn local_host(port: u16) -> HeaderValue {
     HeaderValue::from_str(&format!("localhost:{port}")).expect("ascii")
 }
 
 /// The response's end-to-end headers as pairs for Kandan. Non-UTF-8 values
 /// are passed lossily (the wire carries strings).
-pub fn to_pairs(map: &HeaderMap) -> Vec<(String, String)> {
+pub(crate) fn to_pairs(map: &HeaderMap) -> Vec<(String, String)> {
     map.iter()
         .map(|(name, value)| {
             (

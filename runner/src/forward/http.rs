@@ -38,10 +38,10 @@ const READY_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// What a port's requests share.
 #[derive(Clone)]
 pub(super) struct Context {
-    pub gate: Arc<dyn PortGate>,
-    pub pool: Arc<Pool>,
-    pub schemes: Arc<Schemes>,
-    pub config: Arc<ForwardConfig>,
+    pub(crate) gate: Arc<dyn PortGate>,
+    pub(crate) pool: Arc<Pool>,
+    pub(crate) schemes: Arc<Schemes>,
+    pub(crate) config: Arc<ForwardConfig>,
 }
 
 /// Runs one request to completion and answers Kandan: a response, or a

@@ -31,11 +31,11 @@ use tokio::sync::oneshot;
 
 use pool::Pool;
 
-use crate::control::Responder;
+use crate::control::{Responder, Shortcut};
 use crate::gate::PortGate;
-use crate::wire::ErrorCode;
 use crate::wire::{
-    ForwardHttpRequest, ForwardWebsocketClose, ForwardWebsocketOpen, ForwardWebsocketSend, Target,
+    Control, ErrorCode, ForwardHttpRequest, ForwardWebsocketClose, ForwardWebsocketOpen,
+    ForwardWebsocketSend, Target,
 };
 
 pub(crate) use config::ForwardConfig;
@@ -284,19 +284,19 @@ impl Forwarder {
     /// Opens a WebSocket to the local server; `forward_websocket_opened` or
     /// `forward_websocket_closed` follows through `to`, and so does every
     /// message of the socket.
-    pub(crate) async fn ws_open(&self, open: ForwardWebsocketOpen, to: Responder) {
+    pub(crate) fn ws_open(&self, open: ForwardWebsocketOpen, to: Responder) {
         let local = self.resolve(&open.target);
-        self.sockets.open(open, local, to).await;
+        self.sockets.open(open, local, to);
     }
 
     /// Queues a frame for the local server.
-    pub(crate) async fn ws_send(&self, send: ForwardWebsocketSend, to: &Responder) {
-        self.sockets.send(send, to).await;
+    pub(crate) fn ws_send(&self, send: ForwardWebsocketSend, to: &Responder) {
+        self.sockets.send(send, to);
     }
 
     /// Closes a socket from Kandan's side; `forward_websocket_closed` follows.
-    pub(crate) async fn ws_close(&self, close: ForwardWebsocketClose, to: &Responder) {
-        self.sockets.close(&close.socket_id, to).await;
+    pub(crate) fn ws_close(&self, close: ForwardWebsocketClose, to: &Responder) {
+        self.sockets.close(&close.socket_id, to);
     }
 
     /// Stops everything forwarded to `port`: its sockets close and its
@@ -338,5 +338,23 @@ impl Forwarder {
     #[cfg(test)]
     pub(crate) fn socket_count(&self) -> usize {
         self.sockets.len()
+    }
+}
+
+/// The `forward_*` controls, straight from the connection task (or from
+/// the main loop when they wait behind its work). None waits: each starts
+/// its own task or queues its frame. Which ports may be reached is the
+/// gate's to say, in the request's or socket's own task.
+impl Shortcut for Forwarder {
+    fn take(&self, control: Control, to: Responder) -> Option<Control> {
+        match control {
+            Control::ForwardHttpRequest(req) => self.http(req, to),
+            Control::ForwardHttpCancel(cancel) => self.cancel(&cancel.request_id),
+            Control::ForwardWebsocketOpen(open) => self.ws_open(open, to),
+            Control::ForwardWebsocketSend(send) => self.ws_send(send, &to),
+            Control::ForwardWebsocketClose(close) => self.ws_close(close, &to),
+            other => return Some(other),
+        }
+        None
     }
 }

@@ -30,21 +30,21 @@ impl Drop for AbortOnDrop {
 
 /// One HTTP/1.1 connection to a local server.
 pub(super) struct Upstream {
-    pub sender: SendRequest<Full<Bytes>>,
-    pub addr: SocketAddr,
+    pub(crate) sender: SendRequest<Full<Bytes>>,
+    pub(crate) addr: SocketAddr,
     /// The connection task; dropping the upstream closes the socket.
-    pub _task: AbortOnDrop,
+    pub(crate) _task: AbortOnDrop,
 }
 
 /// How many idle connections to keep, and for how long.
 #[derive(Debug, Clone, Copy)]
-pub struct PoolConfig {
+pub(crate) struct PoolConfig {
     /// Idle connections kept per port; beyond that they are closed.
-    pub max_idle_per_port: usize,
+    pub(crate) max_idle_per_port: usize,
     /// An idle connection older than this is closed instead of reused.
     /// Below Node's default `keepAliveTimeout` (5 s), so reuse rarely
     /// races a server closing an idle connection.
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
 }
 
 impl Default for PoolConfig {
@@ -78,7 +78,7 @@ pub(super) struct Ticket {
 }
 
 impl Pool {
-    pub fn new(config: PoolConfig) -> Self {
+    pub(crate) fn new(config: PoolConfig) -> Self {
         Self {
             config,
             ports: Mutex::default(),
@@ -92,7 +92,7 @@ impl Pool {
 
     /// The freshest usable idle connection to one of `targets` on `port`,
     /// and the ticket to give it (or a fresh one) back with.
-    pub fn take(&self, port: u16, targets: &[IpAddr]) -> (Option<Upstream>, Ticket) {
+    pub(crate) fn take(&self, port: u16, targets: &[IpAddr]) -> (Option<Upstream>, Ticket) {
         let now = Instant::now();
         let mut ports = self.lock();
         let entry = ports.entry(port).or_default();
@@ -115,7 +115,7 @@ impl Pool {
     /// Keeps `up` for the next request, unless its port was purged since
     /// `ticket` was issued, the connection cannot take another request, or
     /// the port has enough idle connections.
-    pub fn put(&self, ticket: Ticket, up: Upstream) {
+    pub(crate) fn put(&self, ticket: Ticket, up: Upstream) {
         if !up.sender.is_ready() {
             return;
         }
@@ -132,7 +132,7 @@ impl Pool {
     }
 
     /// Closes `port`'s idle connections; those in use are not returned.
-    pub fn purge(&self, port: u16) {
+    pub(crate) fn purge(&self, port: u16) {
         let dropped = {
             let mut ports = self.lock();
             let entry = ports.entry(port).or_default();
@@ -143,7 +143,7 @@ impl Pool {
     }
 
     /// Closes every idle connection.
-    pub fn purge_all(&self) {
+    pub(crate) fn purge_all(&self) {
         let dropped: Vec<_> = {
             let mut ports = self.lock();
             ports
@@ -159,7 +159,7 @@ impl Pool {
 
     /// Idle connections kept for `port` (for tests).
     #[cfg(test)]
-    pub fn idle(&self, port: u16) -> usize {
+    pub(crate) fn idle(&self, port: u16) -> usize {
         self.lock().get(&port).map_or(0, |entry| entry.idle.len())
     }
 }

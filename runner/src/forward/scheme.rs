@@ -13,7 +13,7 @@ use std::sync::Mutex;
 /// What a local server speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Scheme {
+pub(crate) enum Scheme {
     Http,
     Https,
 }
@@ -28,7 +28,7 @@ impl fmt::Display for Scheme {
 }
 
 /// How the forwarder picks a port's scheme: the `[[ports]]` `protocol`.
-pub use crate::config::Protocol;
+pub(crate) use crate::config::Protocol;
 
 #[derive(Default)]
 struct PortScheme {
@@ -47,15 +47,15 @@ pub(super) struct Schemes {
 /// A port's scheme as one request sees it, to report what it learns with.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Seen {
-    pub port: u16,
+    pub(crate) port: u16,
     generation: u64,
-    pub protocol: Protocol,
-    pub learned: Option<Scheme>,
+    pub(crate) protocol: Protocol,
+    pub(crate) learned: Option<Scheme>,
 }
 
 impl Seen {
     /// Whether the first connection uses TLS.
-    pub fn tls(&self) -> bool {
+    pub(crate) fn tls(&self) -> bool {
         match self.protocol {
             Protocol::Https => true,
             Protocol::Http => false,
@@ -64,7 +64,7 @@ impl Seen {
     }
 
     /// Whether a failure on a plain connection is worth a TLS probe.
-    pub fn may_probe(&self) -> bool {
+    pub(crate) fn may_probe(&self) -> bool {
         self.protocol == Protocol::Auto && self.learned.is_none()
     }
 }
@@ -75,7 +75,7 @@ impl Schemes {
         self.ports.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn seen(&self, port: u16) -> Seen {
+    pub(crate) fn seen(&self, port: u16) -> Seen {
         let ports = self.lock();
         let entry = ports.get(&port);
         Seen {
@@ -88,7 +88,7 @@ impl Schemes {
 
     /// Records what a connection found, unless the listener was forgotten
     /// since `seen` was taken (the answer may be about the old server).
-    pub fn learn(&self, seen: Seen, scheme: Scheme) {
+    pub(crate) fn learn(&self, seen: Seen, scheme: Scheme) {
         let news = {
             let mut ports = self.lock();
             let entry = ports.entry(seen.port).or_default();
@@ -107,7 +107,7 @@ impl Schemes {
     }
 
     /// The scheme the port is known to speak: as set, or as learned.
-    pub fn scheme(&self, port: u16) -> Option<Scheme> {
+    pub(crate) fn scheme(&self, port: u16) -> Option<Scheme> {
         let ports = self.lock();
         let entry = ports.get(&port)?;
         match entry.protocol {
@@ -119,7 +119,7 @@ impl Schemes {
 
     /// Sets how `port`'s scheme is chosen; true when it changed (connections
     /// made under the old setting must not be reused).
-    pub fn set_protocol(&self, port: u16, protocol: Protocol) -> bool {
+    pub(crate) fn set_protocol(&self, port: u16, protocol: Protocol) -> bool {
         let mut ports = self.lock();
         let entry = ports.entry(port).or_default();
         if entry.protocol == protocol {
@@ -133,7 +133,7 @@ impl Schemes {
 
     /// Forgets what was learned about `port`'s listener (it closed or
     /// changed); its setting stays.
-    pub fn forget(&self, port: u16) {
+    pub(crate) fn forget(&self, port: u16) {
         let mut ports = self.lock();
         if let Some(entry) = ports.get_mut(&port) {
             entry.generation += 1;
@@ -142,7 +142,7 @@ impl Schemes {
     }
 
     /// Forgets every listener (the runner lost Kandan or is stopping).
-    pub fn forget_all(&self) {
+    pub(crate) fn forget_all(&self) {
         for entry in self.lock().values_mut() {
             entry.generation += 1;
             entry.learned = None;

@@ -17,7 +17,7 @@ const NONE: u16 = u16::MAX;
 pub(super) struct FirstByte(Arc<AtomicU16>);
 
 impl FirstByte {
-    pub fn get(&self) -> Option<u8> {
+    pub(crate) fn get(&self) -> Option<u8> {
         u8::try_from(self.0.load(Ordering::Relaxed)).ok()
     }
 }
@@ -29,7 +29,7 @@ pub(super) struct Sniffed<S> {
 }
 
 impl<S> Sniffed<S> {
-    pub fn new(inner: S) -> (Self, FirstByte) {
+    pub(crate) fn new(inner: S) -> (Self, FirstByte) {
         let first = FirstByte(Arc::new(AtomicU16::new(NONE)));
         let sniffed = Self {
             inner,

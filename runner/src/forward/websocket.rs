@@ -38,6 +38,11 @@ use super::{CloseCause, ForwardConfig, ForwardError, Local, TaskStop, dial, head
 
 type Ws = WebSocketStream<LocalStream>;
 
+/// What tungstenite reads a local server's frames into at a time. Its
+/// 128 KiB default is zeroed on every read (Kandan's socket reads 16 KiB
+/// for the same reason, `control::connector`).
+const READ_BUFFER: usize = 16 * 1024;
+
 /// Handshake headers the runner sets itself. Extensions go too: tungstenite
 /// speaks no permessage-deflate, so the browser's offer must not reach the
 /// local server.
@@ -85,10 +90,12 @@ impl Inner {
 }
 
 /// A WebSocket control that was refused (unknown socket, invalid payload);
-/// the socket, if any, is unaffected.
-async fn refuse(to: &Responder, control: ControlType, socket_id: &str, err: ForwardError) {
-    let ids = control.ids().socket(socket_id);
-    to.send(ids.error(err.failure())).await;
+/// the socket, if any, is unaffected. Sent from a task of its own: the
+/// control's caller (the connection task) must not wait on the outbox.
+fn refuse(to: &Responder, control: ControlType, socket_id: &str, err: ForwardError) {
+    let event = control.ids().socket(socket_id).error(err.failure());
+    let to = to.clone();
+    tokio::spawn(async move { to.send(event).await });
 }
 
 /// Why a socket failed: the code first, so Kandan can tell a refusal from
@@ -132,7 +139,7 @@ impl SocketTable {
     /// Starts opening a socket; `forward_websocket_opened` or `_closed`
     /// (with the error) follows through `to`. Frames sent before the
     /// handshake completes wait in the queue.
-    pub(super) async fn open(
+    pub(super) fn open(
         &self,
         open: ForwardWebsocketOpen,
         local: Result<Local, ForwardError>,
@@ -141,7 +148,7 @@ impl SocketTable {
         const CONTROL: ControlType = ControlType::ForwardWebsocketOpen;
         let local = match local {
             Ok(local) => local,
-            Err(err) => return refuse(&to, CONTROL, &open.socket_id, err).await,
+            Err(err) => return refuse(&to, CONTROL, &open.socket_id, err),
         };
         // Editors have no port: `close_port` never reaches their sockets.
         let port = match &local {
@@ -174,7 +181,7 @@ impl SocketTable {
                 what: "socket id",
                 detail: format!("{:?} is already open", open.socket_id),
             };
-            return refuse(&to, CONTROL, &open.socket_id, err).await;
+            return refuse(&to, CONTROL, &open.socket_id, err);
         }
         let span = tracing::info_span!("forward_ws", socket_id = %open.socket_id, ?port);
         self.inner.unreported.fetch_add(1, Ordering::Relaxed);
@@ -199,7 +206,7 @@ impl SocketTable {
 
     /// Queues a frame for the local server. An unknown socket or a bad
     /// payload gets a `control_error`; a full queue closes the socket.
-    pub(super) async fn send(&self, send: ForwardWebsocketSend, to: &Responder) {
+    pub(super) fn send(&self, send: ForwardWebsocketSend, to: &Responder) {
         const CONTROL: ControlType = ControlType::ForwardWebsocketSend;
         let socket_id = send.socket_id.as_str();
         let body = send.body.0;
@@ -207,11 +214,11 @@ impl SocketTable {
         let limit = self.inner.config.ws_max_message;
         if len > limit {
             let err = ForwardError::RequestTooLarge { len, limit };
-            return refuse(to, CONTROL, socket_id, err).await;
+            return refuse(to, CONTROL, socket_id, err);
         }
         let message = match to_message(send.opcode, body) {
             Ok(message) => message,
-            Err(err) => return refuse(to, CONTROL, socket_id, err).await,
+            Err(err) => return refuse(to, CONTROL, socket_id, err),
         };
         let config = &self.inner.config;
         let overflowed = {
@@ -233,7 +240,7 @@ impl SocketTable {
         };
         let Ok(overflowed) = overflowed else {
             let err = ForwardError::UnknownSocket(socket_id.to_owned());
-            return refuse(to, CONTROL, socket_id, err).await;
+            return refuse(to, CONTROL, socket_id, err);
         };
         if let Some(entry) = overflowed {
             tracing::warn!(
@@ -246,7 +253,7 @@ impl SocketTable {
 
     /// Closes the socket from Kandan's side after its queued frames; the
     /// local server's close reply comes back as `forward_websocket_closed`.
-    pub(super) async fn close(&self, socket_id: &str, to: &Responder) {
+    pub(super) fn close(&self, socket_id: &str, to: &Responder) {
         let entry = self.inner.lock().remove(socket_id);
         match entry {
             Some(entry) => {
@@ -254,7 +261,7 @@ impl SocketTable {
             }
             None => {
                 let err = ForwardError::UnknownSocket(socket_id.to_owned());
-                refuse(to, ControlType::ForwardWebsocketClose, socket_id, err).await;
+                refuse(to, ControlType::ForwardWebsocketClose, socket_id, err);
             }
         }
     }
@@ -383,7 +390,7 @@ async fn connect(
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(config.ws_max_message))
         .max_frame_size(Some(config.ws_max_message))
-        .read_buffer_size(crate::control::connector::READ_BUFFER);
+        .read_buffer_size(READ_BUFFER);
     let (ws, response) = match local {
         Local::Port(port) => handshake_port(inner, *port, request, ws_config).await?,
         Local::Editor(path) => {

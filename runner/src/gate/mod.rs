@@ -138,9 +138,11 @@ impl State {
     }
 }
 
-/// What lists the listening sockets of the runner's network namespace
-/// (sock_diag on Linux, libproc on macOS); a seam for tests.
-pub type ListenerTable = dyn Fn() -> std::io::Result<Vec<ListeningSocket>> + Send + Sync + 'static;
+/// What lists the listening sockets on a port (it may list others too) of
+/// the runner's network namespace (sock_diag on Linux, libproc on macOS); a
+/// seam for tests.
+pub type ListenerTable =
+    dyn Fn(u16) -> std::io::Result<Vec<ListeningSocket>> + Send + Sync + 'static;
 
 struct Shared {
     state: RwLock<State>,
@@ -289,7 +291,7 @@ impl PortGate for Gate {
         // The OS table first, the live state second: a socket that closes
         // in between is then missing from the live state and refused, never
         // the other way round.
-        let listeners = (self.shared.listeners)().map_err(|err| {
+        let listeners = (self.shared.listeners)(peer.port()).map_err(|err| {
             tracing::warn!(%peer, "cannot list listening sockets to verify a connection: {err}");
             GateRefusal::Unverified
         })?;

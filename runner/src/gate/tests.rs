@@ -25,7 +25,7 @@ fn identity(port: u16, command: &str) -> Identity {
 fn gate_with_table() -> (Gate, Arc<Mutex<Vec<ListeningSocket>>>) {
     let table = Arc::new(Mutex::new(Vec::new()));
     let shared = table.clone();
-    let gate = Gate::with_listener_table(Box::new(move || Ok(shared.lock().unwrap().clone())));
+    let gate = Gate::with_listener_table(Box::new(move |_port| Ok(shared.lock().unwrap().clone())));
     (gate, table)
 }
 
@@ -123,7 +123,8 @@ fn verify_accepts_only_the_live_approved_sockets() {
 
 #[test]
 fn an_unreadable_listener_table_refuses() {
-    let gate = Gate::with_listener_table(Box::new(|| Err(std::io::Error::other("no netlink"))));
+    let gate =
+        Gate::with_listener_table(Box::new(|_port| Err(std::io::Error::other("no netlink"))));
     gate.set_live(80, [&socket(1, 80, "127.0.0.1", "srv")]);
     gate.set_approved(&identity(80, "srv"), true);
     assert_eq!(
@@ -139,12 +140,10 @@ fn the_os_table_lists_a_real_listener_by_inode() {
     let port = listener.local_addr().unwrap().port();
     // A connection waiting in its accept queue changes nothing.
     let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let found: Vec<ListeningSocket> = verify::os_listeners()
-        .unwrap()
-        .into_iter()
-        .filter(|l| l.port == port)
-        .collect();
+    // Only that port's: the kernel filters.
+    let found: Vec<ListeningSocket> = verify::os_listeners(port).unwrap();
     assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].port, port);
     assert!(found[0].id > 0);
     assert_eq!(found[0].addr, "127.0.0.1".parse::<IpAddr>().unwrap());
 }

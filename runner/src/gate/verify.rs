@@ -64,21 +64,24 @@ pub(super) fn check(
     Ok(())
 }
 
-/// The listening sockets of the runner's network namespace.
+/// The listening sockets on `port` of the runner's network namespace.
 #[cfg(target_os = "linux")]
-pub(super) fn os_listeners() -> io::Result<Vec<ListeningSocket>> {
-    crate::detect::procfs::listening_sockets()
+pub(super) fn os_listeners(port: u16) -> io::Result<Vec<ListeningSocket>> {
+    crate::detect::procfs::listening_sockets_on(Some(port))
 }
 
-/// The listening sockets of every process libproc lets the runner see.
+/// The listening sockets on `port` of every process libproc lets the
+/// runner see.
 #[cfg(target_os = "macos")]
-pub(super) fn os_listeners() -> io::Result<Vec<ListeningSocket>> {
-    crate::detect::libproc::listening_sockets()
+pub(super) fn os_listeners(port: u16) -> io::Result<Vec<ListeningSocket>> {
+    let mut sockets = crate::detect::libproc::listening_sockets()?;
+    sockets.retain(|socket| socket.port == port);
+    Ok(sockets)
 }
 
 /// Elsewhere nothing can be verified, so nothing is forwarded.
 #[cfg(not(any(target_os = "linux", target_os = "macos")))]
-pub(super) fn os_listeners() -> io::Result<Vec<ListeningSocket>> {
+pub(super) fn os_listeners(_port: u16) -> io::Result<Vec<ListeningSocket>> {
     Err(io::Error::new(
         io::ErrorKind::Unsupported,
         "no listener table on this platform",

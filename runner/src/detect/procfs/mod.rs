@@ -63,10 +63,17 @@ pub fn scan(roots: &[u32], self_pid: u32) -> io::Result<Vec<ListenerSocket>> {
     Scanner::new(self_pid).scan(roots)
 }
 
-/// Every LISTEN socket of the runner's network namespace, by inode: what
-/// the verified dial checks a fresh connection against.
+/// Every LISTEN socket of the runner's network namespace, by inode.
 pub fn listening_sockets() -> io::Result<Vec<crate::gate::ListeningSocket>> {
-    Ok(socket_table::listening()?
+    listening_sockets_on(None)
+}
+
+/// The LISTEN sockets of the runner's network namespace on `port` (on any
+/// port for `None`), by inode: what the verified dial checks a fresh
+/// connection against. The kernel filters, so the cost does not grow with
+/// the machine's other listeners.
+pub fn listening_sockets_on(port: Option<u16>) -> io::Result<Vec<crate::gate::ListeningSocket>> {
+    Ok(socket_table::listening_on(port)?
         .into_values()
         .map(|l| crate::gate::ListeningSocket {
             id: l.inode,

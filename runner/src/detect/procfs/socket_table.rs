@@ -35,9 +35,16 @@ const PROC_NET: u8 = 2;
 
 /// Every LISTEN socket of the namespace by inode.
 pub fn listening() -> io::Result<HashMap<u64, Listening>> {
+    listening_on(None)
+}
+
+/// Every LISTEN socket of the namespace on `port` (or on any port) by
+/// inode. Netlink asks the kernel for that port alone; `/proc/net` lists
+/// them all, filtered here.
+pub fn listening_on(port: Option<u16>) -> io::Result<HashMap<u64, Listening>> {
     if SOURCE.load(Ordering::Relaxed) != PROC_NET {
         let mut sockets = HashMap::new();
-        match sock_diag::listening(&mut sockets) {
+        match sock_diag::listening(port, &mut sockets) {
             Ok(()) => {
                 if SOURCE.swap(NETLINK, Ordering::Relaxed) == UNTRIED {
                     tracing::debug!("listening sockets from netlink sock_diag");
@@ -59,7 +66,11 @@ pub fn listening() -> io::Result<HashMap<u64, Listening>> {
             ),
         }
     }
-    from_proc_net()
+    let mut sockets = from_proc_net()?;
+    if let Some(port) = port {
+        sockets.retain(|_, socket| socket.port == port);
+    }
+    Ok(sockets)
 }
 
 /// Every LISTEN socket of `/proc/net/tcp{,6}` by inode. A missing `tcp6`
@@ -233,7 +244,7 @@ mod tests {
         let mut last = None;
         for _ in 0..20 {
             let mut netlink = HashMap::new();
-            sock_diag::listening(&mut netlink).expect("netlink works here");
+            sock_diag::listening(None, &mut netlink).expect("netlink works here");
             let proc_net = from_proc_net().unwrap();
             if netlink == proc_net {
                 return;

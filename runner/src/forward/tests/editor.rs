@@ -116,7 +116,7 @@ async fn requests_and_sockets_reach_the_editor_by_its_id() {
     })) else {
         unreachable!()
     };
-    fwd.inner.ws_open(open, to.clone()).await;
+    fwd.inner.ws_open(open, to.clone());
     assert!(matches!(
         next(&mut out).await,
         ForwardOutput::WsOpened { .. }
@@ -164,7 +164,7 @@ async fn an_unknown_editor_is_refused() {
     })) else {
         unreachable!()
     };
-    inner.ws_open(open, to).await;
+    inner.ws_open(open, to);
     match next(&mut out).await {
         ForwardOutput::WsError {
             control_type, code, ..

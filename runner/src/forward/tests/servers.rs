@@ -34,29 +34,29 @@ use crate::wire::Event;
 use crate::wire::{Control, Opcode};
 
 /// Generous wait for anything in tests (the machine is shared and noisy).
-pub const PATIENCE: Duration = Duration::from_secs(20);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
 
 /// A gate whose answers the test sets; unknown ports are not listening.
 #[derive(Default)]
-pub struct FakeGate {
+pub(crate) struct FakeGate {
     ports: Mutex<HashMap<u16, Result<Vec<IpAddr>, GateRefusal>>>,
     /// Ports whose connections fail verification.
     foreign: Mutex<std::collections::HashSet<u16>>,
 }
 
 impl FakeGate {
-    pub fn allow(&self, port: u16, addrs: &[&str]) {
+    pub(crate) fn allow(&self, port: u16, addrs: &[&str]) {
         let addrs = addrs.iter().map(|a| a.parse().unwrap()).collect();
         self.ports.lock().unwrap().insert(port, Ok(addrs));
     }
 
-    pub fn refuse(&self, port: u16, why: GateRefusal) {
+    pub(crate) fn refuse(&self, port: u16, why: GateRefusal) {
         self.ports.lock().unwrap().insert(port, Err(why));
     }
 
     /// Connections to `port` fail verification from now on, as if another
     /// process listened there too.
-    pub fn foreign(&self, port: u16) {
+    pub(crate) fn foreign(&self, port: u16) {
         self.foreign.lock().unwrap().insert(port);
     }
 }
@@ -81,29 +81,29 @@ impl PortGate for FakeGate {
 
 /// A `forward_http_request`, as the test writes it.
 #[derive(Debug, Clone)]
-pub struct HttpRequest {
-    pub request_id: String,
-    pub port: u16,
-    pub method: String,
-    pub path: String,
-    pub query_string: Option<String>,
-    pub headers: Vec<(String, String)>,
-    pub body: Bytes,
-    pub accept_streaming: bool,
+pub(crate) struct HttpRequest {
+    pub(crate) request_id: String,
+    pub(crate) port: u16,
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) query_string: Option<String>,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Bytes,
+    pub(crate) accept_streaming: bool,
 }
 
 /// A `forward_websocket_open`, as the test writes it.
 #[derive(Debug, Clone)]
-pub struct WsOpen {
-    pub socket_id: String,
-    pub port: u16,
-    pub path: String,
-    pub query_string: Option<String>,
-    pub headers: Vec<(String, String)>,
+pub(crate) struct WsOpen {
+    pub(crate) socket_id: String,
+    pub(crate) port: u16,
+    pub(crate) path: String,
+    pub(crate) query_string: Option<String>,
+    pub(crate) headers: Vec<(String, String)>,
 }
 
 /// Reads a control the way the runner does: from its wire JSON.
-pub fn control(json: serde_json::Value) -> Control {
+pub(crate) fn control(json: serde_json::Value) -> Control {
     let raw = serde_json::value::RawValue::from_string(json.to_string()).unwrap();
     Control::parse(&raw).unwrap_or_else(|e| panic!("{json}: {e}"))
 }
@@ -114,17 +114,17 @@ fn base64(body: &[u8]) -> String {
 }
 
 /// A forwarder whose answers (all on one session) the test reads.
-pub struct TestForwarder {
-    pub inner: Forwarder,
+pub(crate) struct TestForwarder {
+    pub(crate) inner: Forwarder,
     to: Responder,
 }
 
 impl TestForwarder {
-    pub fn new(inner: Forwarder, to: Responder) -> Self {
+    pub(crate) fn new(inner: Forwarder, to: Responder) -> Self {
         TestForwarder { inner, to }
     }
 
-    pub fn http(&self, req: HttpRequest) {
+    pub(crate) fn http(&self, req: HttpRequest) {
         let Control::ForwardHttpRequest(req) = control(serde_json::json!({
             "type": "forward_http_request", "requestId": req.request_id, "port": req.port,
             "method": req.method, "path": req.path, "queryString": req.query_string,
@@ -136,55 +136,55 @@ impl TestForwarder {
         self.inner.http(req, self.to.clone());
     }
 
-    pub async fn ws_open(&self, open: WsOpen) {
+    pub(crate) async fn ws_open(&self, open: WsOpen) {
         let Control::ForwardWebsocketOpen(open) = control(serde_json::json!({
             "type": "forward_websocket_open", "socketId": open.socket_id, "port": open.port,
             "path": open.path, "queryString": open.query_string, "headers": open.headers,
         })) else {
             unreachable!()
         };
-        self.inner.ws_open(open, self.to.clone()).await;
+        self.inner.ws_open(open, self.to.clone());
     }
 
-    pub async fn ws_send(&self, socket_id: &str, opcode: Opcode, body: Bytes) {
+    pub(crate) async fn ws_send(&self, socket_id: &str, opcode: Opcode, body: Bytes) {
         let Control::ForwardWebsocketSend(send) = control(serde_json::json!({
             "type": "forward_websocket_send", "socketId": socket_id, "opcode": opcode,
             "bodyBase64": base64(&body),
         })) else {
             unreachable!()
         };
-        self.inner.ws_send(send, &self.to).await;
+        self.inner.ws_send(send, &self.to);
     }
 
-    pub async fn ws_close(&self, socket_id: &str) {
+    pub(crate) async fn ws_close(&self, socket_id: &str) {
         let Control::ForwardWebsocketClose(close) = control(serde_json::json!({
             "type": "forward_websocket_close", "socketId": socket_id,
         })) else {
             unreachable!()
         };
-        self.inner.ws_close(close, &self.to).await;
+        self.inner.ws_close(close, &self.to);
     }
 
-    pub fn close_port(&self, port: u16, cause: CloseCause) {
+    pub(crate) fn close_port(&self, port: u16, cause: CloseCause) {
         self.inner.close_port(port, cause);
     }
 
-    pub fn close_all(&self) {
+    pub(crate) fn close_all(&self) {
         self.inner.close_all();
     }
 
-    pub fn shut_down(&self) {
+    pub(crate) fn shut_down(&self) {
         self.inner.shut_down();
     }
 
-    pub fn socket_count(&self) -> usize {
+    pub(crate) fn socket_count(&self) -> usize {
         self.inner.socket_count()
     }
 }
 
 /// What the forwarder answered, in the shape the assertions use.
 #[derive(Debug, PartialEq, Eq)]
-pub enum ForwardOutput {
+pub(crate) enum ForwardOutput {
     HttpResponse {
         request_id: String,
         status: u16,
@@ -302,7 +302,7 @@ impl ForwardOutput {
 }
 
 /// A forwarder over a fake gate, and what it answers.
-pub fn forwarder(config: ForwardConfig) -> (TestForwarder, Arc<FakeGate>, TestAnswers) {
+pub(crate) fn forwarder(config: ForwardConfig) -> (TestForwarder, Arc<FakeGate>, TestAnswers) {
     let gate = Arc::new(FakeGate::default());
     let (to, answers) = Responder::for_tests();
     let inner = Forwarder::new(gate.clone(), Arc::new(crate::forward::NoEditors), config);
@@ -310,7 +310,7 @@ pub fn forwarder(config: ForwardConfig) -> (TestForwarder, Arc<FakeGate>, TestAn
 }
 
 /// The next answer, or a panic after [`PATIENCE`].
-pub async fn next(answers: &mut TestAnswers) -> ForwardOutput {
+pub(crate) async fn next(answers: &mut TestAnswers) -> ForwardOutput {
     let charged = tokio::time::timeout(PATIENCE, answers.next_charged())
         .await
         .expect("an answer in time")
@@ -319,32 +319,32 @@ pub async fn next(answers: &mut TestAnswers) -> ForwardOutput {
 }
 
 /// An answer already there, if any.
-pub fn try_next(answers: &mut TestAnswers) -> Option<ForwardOutput> {
+pub(crate) fn try_next(answers: &mut TestAnswers) -> Option<ForwardOutput> {
     answers.try_next_charged().map(ForwardOutput::of)
 }
 
-pub type TestBody = BoxBody<Bytes, Infallible>;
+pub(crate) type TestBody = BoxBody<Bytes, Infallible>;
 
-pub fn full(body: impl Into<Bytes>) -> TestBody {
+pub(crate) fn full(body: impl Into<Bytes>) -> TestBody {
     Full::new(body.into()).boxed()
 }
 
 /// A request as the test server received it.
 #[derive(Debug)]
-pub struct Seen {
-    pub method: String,
-    pub uri: String,
-    pub headers: HeaderMap,
-    pub body: Bytes,
+pub(crate) struct Seen {
+    pub(crate) method: String,
+    pub(crate) uri: String,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
 }
 
 /// A hyper HTTP/1.1 server; every request it reads whole is reported on `seen`.
-pub struct HttpServer {
-    pub port: u16,
-    pub seen: mpsc::UnboundedReceiver<Seen>,
+pub(crate) struct HttpServer {
+    pub(crate) port: u16,
+    pub(crate) seen: mpsc::UnboundedReceiver<Seen>,
 }
 
-pub async fn http_server(
+pub(crate) async fn http_server(
     ip: &str,
     handler: impl Fn(&Seen) -> Response<TestBody> + Send + Sync + 'static,
 ) -> HttpServer {
@@ -387,7 +387,7 @@ pub async fn http_server(
 }
 
 /// A port that is free now (bound then released), so connecting is refused.
-pub async fn refused_port() -> u16 {
+pub(crate) async fn refused_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     listener.local_addr().unwrap().port()
 }
@@ -405,7 +405,7 @@ async fn read_head(stream: &mut TcpStream) {
 }
 
 /// A server that accepts, reads the request, and never answers.
-pub async fn silent_server() -> u16 {
+pub(crate) async fn silent_server() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -419,7 +419,7 @@ pub async fn silent_server() -> u16 {
 }
 
 /// A server that writes `partial` after the request head, then dies.
-pub async fn dying_server(partial: &'static [u8]) -> u16 {
+pub(crate) async fn dying_server(partial: &'static [u8]) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -437,15 +437,15 @@ pub async fn dying_server(partial: &'static [u8]) -> u16 {
 /// go to that client; handshake request headers go to `handshakes`. It picks
 /// the first offered subprotocol. With `stalled`, it completes handshakes
 /// and then never reads.
-pub struct WsServer {
-    pub port: u16,
-    pub received: mpsc::UnboundedReceiver<Message>,
-    pub conns: mpsc::UnboundedReceiver<mpsc::UnboundedSender<Message>>,
-    pub handshakes: mpsc::UnboundedReceiver<HeaderMap>,
+pub(crate) struct WsServer {
+    pub(crate) port: u16,
+    pub(crate) received: mpsc::UnboundedReceiver<Message>,
+    pub(crate) conns: mpsc::UnboundedReceiver<mpsc::UnboundedSender<Message>>,
+    pub(crate) handshakes: mpsc::UnboundedReceiver<HeaderMap>,
 }
 
 /// Accepts the first subprotocol the client offers.
-pub fn choose_subprotocol(req: &WsRequest, mut resp: WsResponse) -> WsResponse {
+pub(crate) fn choose_subprotocol(req: &WsRequest, mut resp: WsResponse) -> WsResponse {
     let first = req
         .headers()
         .get("sec-websocket-protocol")
@@ -459,7 +459,7 @@ pub fn choose_subprotocol(req: &WsRequest, mut resp: WsResponse) -> WsResponse {
     resp
 }
 
-pub async fn ws_server(stalled: bool) -> WsServer {
+pub(crate) async fn ws_server(stalled: bool) -> WsServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (received_tx, received) = mpsc::unbounded_channel();

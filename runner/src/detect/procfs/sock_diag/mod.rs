@@ -7,6 +7,10 @@
 //! no privilege. Some sandboxes refuse netlink; the caller then falls back
 //! to the `/proc/net` tables.
 //!
+//! The verified dial asks for one port only: a bytecode filter
+//! (`INET_DIAG_REQ_BYTECODE`) makes the kernel skip every other listener,
+//! so its answer, and its cost, do not grow with the machine's listeners.
+//!
 //! Messages are built and parsed as bytes at the offsets of the uapi
 //! structs (`linux/netlink.h`, `linux/inet_diag.h`), so no struct layout is
 //! trusted to the compiler and malformed replies are errors, never panics.
@@ -14,6 +18,7 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::socket_table::Listening;
 
@@ -38,6 +43,23 @@ const MSG_LEN: usize = 72;
 const MSG_SPORT: usize = 4;
 const MSG_SRC: usize = 8;
 const MSG_INODE: usize = 68;
+/// `linux/inet_diag.h`: the first inet_diag request (TCP only), and the
+/// type of its answers. Its dump takes both address families in one walk
+/// of the listening hash, where `SOCK_DIAG_BY_FAMILY` takes one walk each.
+const TCPDIAG_GETSOCK: u16 = 18;
+/// `struct inet_diag_req`: family, src_len, dst_len, ext (u8 each), the
+/// 48-byte sockid (sport first, network order), states u32, dbs u32.
+const REQ_V1_LEN: usize = 60;
+/// `linux/inet_diag.h`: the request attribute that carries a filter.
+const INET_DIAG_REQ_BYTECODE: u16 = 1;
+/// `linux/inet_diag.h`: filter operations on the source (local) port.
+/// `>=` and `<=` rather than `INET_DIAG_BC_S_EQ`, which kernels before 4.16
+/// refuse.
+const INET_DIAG_BC_S_GE: u8 = 2;
+const INET_DIAG_BC_S_LE: u8 = 3;
+/// `struct nlattr` header, then `struct inet_diag_bc_op` pairs (code u8,
+/// yes u8, no u16), each comparison followed by one holding the port.
+const FILTER_LEN: usize = 4 + 16;
 /// `TCP_LISTEN` in `include/net/tcp_states.h`.
 const TCP_LISTEN: u8 = 10;
 /// A dump that never answers must not hang the poller. Not `libc::time_t`:
@@ -83,14 +105,34 @@ impl SockDiagError {
     }
 }
 
-/// Every IPv4 and IPv6 TCP socket in LISTEN state, added to `into` by
-/// inode.
+/// Whether the kernel refused a `TCPDIAG_GETSOCK` dump once: one walk per
+/// family from then on.
+static ONE_WALK_REFUSED: AtomicBool = AtomicBool::new(false);
+
+/// Every IPv4 and IPv6 TCP socket in LISTEN state (on `port` only, when
+/// given), added to `into` by inode.
 pub fn listening(
+    port: Option<u16>,
     into: &mut std::collections::HashMap<u64, Listening>,
 ) -> Result<(), SockDiagError> {
     let socket = open()?;
+    if let Some(port) = port
+        && !ONE_WALK_REFUSED.load(Ordering::Relaxed)
+    {
+        match dump(&socket, 3, &request_port(3, port), into) {
+            Err(SockDiagError::Kernel(err)) => {
+                tracing::debug!(%err, "TCPDIAG_GETSOCK refused: one sock_diag dump per family");
+                ONE_WALK_REFUSED.store(true, Ordering::Relaxed);
+            }
+            done => return done,
+        }
+    }
     for (seq, family) in [(1, libc::AF_INET), (2, libc::AF_INET6)] {
-        dump(&socket, seq, family as u8, into)?;
+        let family = family as u8;
+        match port {
+            None => dump(&socket, seq, &request(seq, family), into)?,
+            Some(port) => dump(&socket, seq, &request_on(seq, family, port), into)?,
+        }
     }
     Ok(())
 }
@@ -144,13 +186,59 @@ pub fn request(seq: u32, family: u8) -> [u8; NLMSG_HDR + REQ_LEN] {
     req
 }
 
+/// The dump request for one address family's TCP listeners on `port`: the
+/// request of [`request`] with a filter that the kernel runs on each
+/// listener, "source port >= `port` and <= `port`". A comparison that
+/// fails jumps 4 bytes past the end, which rejects the socket.
+pub fn request_on(seq: u32, family: u8, port: u16) -> [u8; NLMSG_HDR + REQ_LEN + FILTER_LEN] {
+    const LEN: usize = NLMSG_HDR + REQ_LEN + FILTER_LEN;
+    let mut req = [0u8; LEN];
+    req[..NLMSG_HDR + REQ_LEN].copy_from_slice(&request(seq, family));
+    req[0..4].copy_from_slice(&(LEN as u32).to_ne_bytes());
+    let attr = &mut req[NLMSG_HDR + REQ_LEN..];
+    attr[0..2].copy_from_slice(&(FILTER_LEN as u16).to_ne_bytes());
+    attr[2..4].copy_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
+    // (code, yes, no): "yes" steps to the next comparison, "no" past the end.
+    let ops: [(u8, u8, u16); 4] = [
+        (INET_DIAG_BC_S_GE, 8, 20),
+        (0, 0, port),
+        (INET_DIAG_BC_S_LE, 8, 12),
+        (0, 0, port),
+    ];
+    for (op, (code, yes, no)) in attr[4..].chunks_exact_mut(4).zip(ops) {
+        op[0] = code;
+        op[1] = yes;
+        op[2..4].copy_from_slice(&no.to_ne_bytes());
+    }
+    req
+}
+
+/// The dump request for the TCP listeners of both families on `port`, in
+/// one walk (`TCPDIAG_GETSOCK`, whose dump takes every family): the port in
+/// the socket id (the kernel skips other listeners before anything else)
+/// and the filter of [`request_on`] (the documented way to ask).
+pub fn request_port(seq: u32, port: u16) -> [u8; NLMSG_HDR + REQ_V1_LEN + FILTER_LEN] {
+    const LEN: usize = NLMSG_HDR + REQ_V1_LEN + FILTER_LEN;
+    let mut req = [0u8; LEN];
+    req[0..4].copy_from_slice(&(LEN as u32).to_ne_bytes());
+    req[4..6].copy_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
+    req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    req[8..12].copy_from_slice(&seq.to_ne_bytes());
+    let body = &mut req[NLMSG_HDR..];
+    body[0] = libc::AF_INET as u8;
+    body[4..6].copy_from_slice(&port.to_be_bytes());
+    body[52..56].copy_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes());
+    let filter = request_on(seq, 0, port);
+    req[NLMSG_HDR + REQ_V1_LEN..].copy_from_slice(&filter[NLMSG_HDR + REQ_LEN..]);
+    req
+}
+
 fn dump(
     socket: &OwnedFd,
     seq: u32,
-    family: u8,
+    req: &[u8],
     into: &mut std::collections::HashMap<u64, Listening>,
 ) -> Result<(), SockDiagError> {
-    let req = request(seq, family);
     // SAFETY: sockaddr_nl is plain data; zero is its unspecified value.
     let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
@@ -232,7 +320,7 @@ pub fn parse_datagram(
                         errno.checked_neg().unwrap_or(libc::EINVAL),
                     )));
                 }
-                SOCK_DIAG_BY_FAMILY => {
+                SOCK_DIAG_BY_FAMILY | TCPDIAG_GETSOCK => {
                     if let Some(socket) = parse_msg(payload)? {
                         into.insert(socket.inode, socket);
                     }
@@ -279,174 +367,4 @@ pub fn parse_msg(msg: &[u8]) -> Result<Option<Listening>, SockDiagError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    /// A reply datagram as the kernel sends it (x86_64, little endian):
-    /// header, then an `inet_diag_msg` for a listener.
-    fn reply(seq: u32, family: u8, state: u8, port: u16, src: [u8; 16], inode: u32) -> Vec<u8> {
-        let mut msg = vec![0u8; MSG_LEN];
-        msg[0] = family;
-        msg[1] = state;
-        msg[MSG_SPORT..MSG_SPORT + 2].copy_from_slice(&port.to_be_bytes());
-        msg[MSG_SRC..MSG_SRC + 16].copy_from_slice(&src);
-        msg[MSG_INODE..MSG_INODE + 4].copy_from_slice(&inode.to_ne_bytes());
-        let mut out = header(NLMSG_HDR + msg.len(), SOCK_DIAG_BY_FAMILY, seq);
-        out.extend(msg);
-        out
-    }
-
-    fn header(len: usize, kind: u16, seq: u32) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend((len as u32).to_ne_bytes());
-        out.extend(kind.to_ne_bytes());
-        out.extend(2u16.to_ne_bytes()); // NLM_F_MULTI
-        out.extend(seq.to_ne_bytes());
-        out.extend(4242u32.to_ne_bytes());
-        out
-    }
-
-    fn done(seq: u32) -> Vec<u8> {
-        let mut out = header(NLMSG_HDR + 4, NLMSG_DONE, seq);
-        out.extend(0i32.to_ne_bytes());
-        out
-    }
-
-    // Captured on this machine (Linux 6.18, x86_64): the first message of
-    // the AF_INET reply, a listener on 127.0.0.1:39245 with inode 67573,
-    // followed by the attributes the kernel adds unasked.
-    #[cfg(target_endian = "little")]
-    const CAPTURED: [u8; 124] = [
-        0x7c, 0x00, 0x00, 0x00, 0x14, 0x00, 0x02, 0x00, 0x01, 0x00, 0x00, 0x00, 0xda, 0x67, 0x00,
-        0x00, 0x02, 0x0a, 0x00, 0x00, 0x99, 0x4d, 0x00, 0x00, 0x7f, 0x00, 0x00, 0x01, 0x00, 0x00,
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xf5, 0x07, 0x01, 0x00, 0x05, 0x00,
-        0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x08, 0x00, 0x0f, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0c,
-        0x00, 0x15, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x06, 0x00, 0x16, 0x00,
-        0x52, 0x00, 0x00, 0x00,
-    ];
-
-    #[cfg(target_endian = "little")]
-    #[test]
-    fn captured_reply() {
-        let mut table = HashMap::new();
-        assert!(!parse_datagram(&CAPTURED, 1, &mut table).unwrap());
-        assert_eq!(
-            table[&67573],
-            Listening {
-                inode: 67573,
-                addr: "127.0.0.1".parse().unwrap(),
-                port: 39245
-            }
-        );
-    }
-
-    #[test]
-    fn request_layout() {
-        let req = request(7, libc::AF_INET6 as u8);
-        assert_eq!(u32::from_ne_bytes(req[0..4].try_into().unwrap()), 72);
-        assert_eq!(u16::from_ne_bytes([req[4], req[5]]), 20);
-        assert_eq!(u16::from_ne_bytes([req[6], req[7]]), 0x301);
-        assert_eq!(u32::from_ne_bytes(req[8..12].try_into().unwrap()), 7);
-        assert_eq!(req[16], libc::AF_INET6 as u8);
-        assert_eq!(req[17], 6);
-        assert_eq!(u32::from_ne_bytes(req[20..24].try_into().unwrap()), 1 << 10);
-        assert!(req[24..].iter().all(|&b| b == 0));
-    }
-
-    #[test]
-    fn several_messages_then_done() {
-        let mut v6 = [0u8; 16];
-        v6[15] = 1;
-        let mut mapped = [0u8; 16];
-        mapped[10..12].copy_from_slice(&[0xff, 0xff]);
-        mapped[12..].copy_from_slice(&[127, 0, 0, 1]);
-        let mut data = reply(2, libc::AF_INET6 as u8, TCP_LISTEN, 8080, v6, 30001);
-        data.extend(reply(
-            2,
-            libc::AF_INET6 as u8,
-            TCP_LISTEN,
-            9000,
-            mapped,
-            30002,
-        ));
-        // An established socket and one without inode are skipped.
-        data.extend(reply(2, libc::AF_INET6 as u8, 1, 9001, v6, 30003));
-        data.extend(reply(2, libc::AF_INET6 as u8, TCP_LISTEN, 9002, v6, 0));
-        // A message of an older dump is ignored.
-        data.extend(reply(
-            1,
-            libc::AF_INET as u8,
-            TCP_LISTEN,
-            9003,
-            [0; 16],
-            30004,
-        ));
-        data.extend(done(2));
-        let mut table = HashMap::new();
-        assert!(parse_datagram(&data, 2, &mut table).unwrap());
-        assert_eq!(table.len(), 2, "{table:?}");
-        assert_eq!(table[&30001].addr, "::1".parse::<IpAddr>().unwrap());
-        assert_eq!(table[&30001].port, 8080);
-        assert_eq!(table[&30002].addr, "127.0.0.1".parse::<IpAddr>().unwrap());
-    }
-
-    #[test]
-    fn kernel_error_is_reported() {
-        let mut data = header(NLMSG_HDR + 4, NLMSG_ERROR, 1);
-        data.extend((-libc::EPERM).to_ne_bytes());
-        let err = parse_datagram(&data, 1, &mut HashMap::new()).unwrap_err();
-        assert!(err.is_refusal(), "{err:?}");
-        let mut data = header(NLMSG_HDR + 4, NLMSG_ERROR, 1);
-        data.extend(i32::MIN.to_ne_bytes());
-        assert!(parse_datagram(&data, 1, &mut HashMap::new()).is_err());
-    }
-
-    #[test]
-    fn malformed_replies_are_errors() {
-        let good = reply(1, libc::AF_INET as u8, TCP_LISTEN, 80, [0; 16], 5);
-        for bad in [
-            good[..10].to_vec(),             // short header
-            good[..NLMSG_HDR + 10].to_vec(), // length beyond data
-            header(NLMSG_HDR + 8, SOCK_DIAG_BY_FAMILY, 1) // short message
-                .into_iter()
-                .chain([0; 8])
-                .collect(),
-            header(3, NLMSG_DONE, 1),          // length below header
-            header(NLMSG_HDR, NLMSG_ERROR, 1), // error without errno
-        ] {
-            let result = parse_datagram(&bad, 1, &mut HashMap::new());
-            assert!(
-                matches!(result, Err(SockDiagError::Malformed(_))),
-                "{bad:?}: {result:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn real_listeners_of_both_families() {
-        let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let v6 = std::net::TcpListener::bind("[::1]:0").ok();
-        let mut table = HashMap::new();
-        listening(&mut table).expect("netlink sock_diag works here");
-        let port = v4.local_addr().unwrap().port();
-        assert!(
-            table
-                .values()
-                .any(|s| s.port == port && s.addr == IpAddr::from([127, 0, 0, 1])),
-            "{port} not in {table:?}"
-        );
-        if let Some(v6) = v6 {
-            let port = v6.local_addr().unwrap().port();
-            assert!(
-                table
-                    .values()
-                    .any(|s| s.port == port && s.addr == "::1".parse::<IpAddr>().unwrap()),
-                "{port} not in {table:?}"
-            );
-        }
-    }
-}
+mod tests;
