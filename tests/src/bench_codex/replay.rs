@@ -46,13 +46,13 @@ impl Pace {
 /// What one replay measured.
 #[derive(Debug)]
 pub struct Replay {
-    pub pace: Pace,
+    pub(crate) pace: Pace,
     /// Delta lines written and frames received (equal, or the run fails).
-    pub deltas: usize,
-    pub notifications: usize,
-    pub p50_us: f64,
-    pub p90_us: f64,
-    pub cpu_us_per_notification: f64,
+    pub(crate) deltas: usize,
+    pub(crate) notifications: usize,
+    pub(crate) p50_us: f64,
+    pub(crate) p90_us: f64,
+    pub(crate) cpu_us_per_notification: f64,
 }
 
 /// Replays `recording` [`TURNS`] times at `pace` through `runner` at
