@@ -92,22 +92,25 @@ pub(super) fn load(request: Request) -> Result<Loaded, LoadError> {
     }
 }
 
-fn encode(request: Request) -> [String; 3] {
+/// The runner's pid (for the child's check) and the request.
+fn encode(request: Request) -> [String; 4] {
     [
+        std::process::id().to_string(),
         request.self_pid.to_string(),
         request.ring_bytes.to_string(),
         u8::from(request.watch_cgroups).to_string(),
     ]
 }
 
-fn decode(args: &[OsString]) -> Option<Request> {
+fn decode(args: &[OsString]) -> Option<(u32, Request)> {
     let number = |i: usize| args.get(i)?.to_str()?.parse::<u32>().ok();
-    (args.len() == 3).then_some(())?;
-    Some(Request {
-        self_pid: number(0)?,
-        ring_bytes: number(1)?,
-        watch_cgroups: number(2)? == 1,
-    })
+    (args.len() == 4).then_some(())?;
+    let request = Request {
+        self_pid: number(1)?,
+        ring_bytes: number(2)?,
+        watch_cgroups: number(3)? == 1,
+    };
+    Some((number(0)?, request))
 }
 
 /// In the child: loads and sends `+` with the maps' descriptors (in
@@ -119,15 +122,15 @@ fn serve(args: Vec<OsString>) -> i32 {
     let socket = UnixStream::from(unsafe {
         <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(libc::STDIN_FILENO)
     });
-    let Some(request) = decode(&args) else {
+    let Some((runner, request)) = decode(&args) else {
         return 2;
     };
-    // Never outlive the runner; its pid is ours to check against (the same
-    // namespace), as the runner may have died before the prctl.
+    // Never outlive the runner; its pid is checked, as it may have died
+    // before the prctl.
     // SAFETY: prctl with integer arguments; getppid has no preconditions.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        if libc::getppid() as u32 != request.self_pid {
+        if libc::getppid() as u32 != runner {
             return 3;
         }
     }
@@ -189,7 +192,7 @@ mod tests {
             watch_cgroups: true,
         };
         let args: Vec<OsString> = encode(request).into_iter().map(OsString::from).collect();
-        assert_eq!(decode(&args), Some(request));
-        assert_eq!(decode(&args[..2]), None);
+        assert_eq!(decode(&args), Some((std::process::id(), request)));
+        assert_eq!(decode(&args[..3]), None);
     }
 }
