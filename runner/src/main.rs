@@ -3,6 +3,9 @@
 use runner::cli::{self, Command};
 
 fn main() {
+    // Before anything else: the eBPF loader child is this binary too.
+    #[cfg(target_os = "linux")]
+    runner::detect::ebpf::loader_child::run_if_asked();
     let cli = cli::parse();
     runner::control::budget::return_large_blocks_to_the_system();
     runner::logging::init(cli.output.output());

@@ -17,6 +17,8 @@ pub enum Which {
     Detect,
     Forward,
     Editor,
+    /// Codex instances; `-- --replay` replays a recorded Codex turn through
+    /// a stand-in app-server (`bench-codex --help` lists the modes).
     Codex,
 }
 

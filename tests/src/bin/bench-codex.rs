@@ -4,9 +4,20 @@
 use std::path::PathBuf;
 
 use clap::Parser;
+use integration_tests::bench_codex::{self, Pace};
 
 #[derive(Parser)]
-#[command(about = "Codex instances through kandan-runner connect: latency, batching, CPU, memory")]
+#[command(
+    about = "Codex instances through kandan-runner connect: latency, batching, CPU, memory",
+    after_help = "Modes: without a mode flag, the real pinned Codex (tests/fixtures/codex) with \
+                  the fake model, then the flood. --replay: a stand-in app-server \
+                  (tests/fixtures/codex_replay.py) replays a recorded real Codex turn \
+                  (tests/fixtures/codex_turn.jsonl, 1,000 deltas) five times, at its original \
+                  pace and as fast as possible, answering the runner's requests as Codex did: \
+                  the runner's relay from the line written to the frame at Kandan (flush 0, \
+                  p50 target < 0.2 ms) and its CPU per notification, without Codex's own CPU. \
+                  --record FILE makes such a recording from the pinned Codex."
+)]
 struct Args {
     /// The runner (default: the release build).
     #[arg(long)]
@@ -14,6 +25,15 @@ struct Args {
     /// Only the 1.2 GB flood with Kandan paused (no Codex needed).
     #[arg(long)]
     flood_only: bool,
+    /// Only the replay of a recorded Codex turn (no Codex needed).
+    #[arg(long, conflicts_with_all = ["flood_only", "record"])]
+    replay: bool,
+    /// The recording to replay (default: tests/fixtures/codex_turn.jsonl).
+    #[arg(long, requires = "replay")]
+    recording: Option<PathBuf>,
+    /// Record a turn of the pinned Codex into FILE for --replay, and stop.
+    #[arg(long, value_name = "FILE", conflicts_with = "flood_only")]
+    record: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -24,12 +44,26 @@ async fn main() -> anyhow::Result<()> {
     });
     anyhow::ensure!(runner.exists(), "{} missing", runner.display());
     if args.flood_only {
-        let flood = integration_tests::bench_codex::flood(&runner).await?;
+        let flood = bench_codex::flood(&runner).await?;
         print!("{}", flood.markdown());
         return Ok(());
     }
+    if args.replay {
+        let recording = args.recording.unwrap_or_else(bench_codex::replay_fixture);
+        print!("| Codex relay, replayed | value | target |\n|---|---:|---|\n");
+        for pace in [Pace::Original, Pace::Fast] {
+            let replay = bench_codex::replay(&runner, &recording, pace).await?;
+            print!("{}", replay.markdown());
+        }
+        return Ok(());
+    }
     let codex = integration_tests::codex::codex_bin()?;
-    let bench = integration_tests::bench_codex::run(&runner, &codex).await?;
+    if let Some(out) = args.record {
+        let lines = bench_codex::record(&runner, &codex, &out).await?;
+        eprintln!("{lines} lines recorded into {}", out.display());
+        return Ok(());
+    }
+    let bench = bench_codex::run(&runner, &codex).await?;
     print!("{}", bench.markdown());
     Ok(())
 }

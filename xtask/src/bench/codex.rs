@@ -1,5 +1,7 @@
-//! `cargo xtask bench codex`: builds the runner and the benchmark in
-//! release mode and runs it against the pinned Codex (BENCHMARKS.md).
+//! `cargo xtask bench codex [-- --replay | --flood-only | --record FILE]`:
+//! builds the runner and the benchmark in release mode and runs it against
+//! the pinned Codex, or (`--replay`) against a stand-in replaying a
+//! recorded Codex turn (BENCHMARKS.md; `bench-codex --help`).
 
 use std::process::Command;
 

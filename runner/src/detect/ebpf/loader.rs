@@ -5,7 +5,7 @@ use std::os::unix::fs::MetadataExt;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap, Map, MapData, PerCpuArray, RingBuf},
     programs::TracePoint,
 };
 use runner_common::{globals as g, maps};
@@ -16,14 +16,14 @@ use super::tracefs::{self, Format, TracefsError};
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/runner"));
 
 /// Why the object is empty, from `runner/build.rs`.
-pub const NOT_BUILT: &str = env!("KANDAN_EBPF_UNAVAILABLE");
+pub(crate) const NOT_BUILT: &str = env!("KANDAN_EBPF_UNAVAILABLE");
 
 /// Default size of the `EVENTS` ring buffer.
-pub const RING_BYTES: u32 = 256 * 1024;
+pub(crate) const RING_BYTES: u32 = 256 * 1024;
 
 /// Errors of loading and attaching.
 #[derive(Debug, thiserror::Error)]
-pub enum LoadError {
+pub(crate) enum LoadError {
     /// The object was not built into this binary.
     #[error("not built: {0}")]
     NotBuilt(&'static str),
@@ -50,6 +50,18 @@ pub enum LoadError {
     /// A map the userspace side needs is missing from the object.
     #[error("map {0} missing from the eBPF object")]
     MissingMap(&'static str),
+    /// The loader child could not be started.
+    #[error("cannot start the eBPF loader process")]
+    Spawn(#[source] std::io::Error),
+    /// The loader child's answer could not be read.
+    #[error("no answer from the eBPF loader process")]
+    Handover(#[source] std::io::Error),
+    /// The loader child ended without an answer (killed, or a panic).
+    #[error("the eBPF loader process ended without an answer ({0})")]
+    ChildEnded(String),
+    /// The loader child failed: its own error, as it wrote it.
+    #[error("{0}")]
+    Child(String),
     /// A map has an unexpected type.
     #[error("map {name} has the wrong type")]
     Map {
@@ -59,17 +71,38 @@ pub enum LoadError {
     },
 }
 
-/// The loaded programs and the maps userspace reads and writes.
-pub struct Loaded {
-    /// Keeps the programs attached while it lives.
-    pub ebpf: Ebpf,
-    pub events: RingBuf<MapData>,
-    pub drops: PerCpuArray<MapData, u64>,
-    pub ns_tracked: HashMap<MapData, u32, u8>,
-    pub backfill_ports: HashMap<MapData, u16, u8>,
+/// The attached programs and the maps userspace reads and writes.
+pub(crate) struct Loaded {
+    /// Keeps the programs attached while it lives: the loader's `Ebpf`, or
+    /// the descriptors the loader child handed over.
+    pub(crate) attached: Box<dyn Send + Sync>,
+    pub(crate) events: RingBuf<MapData>,
+    pub(crate) drops: PerCpuArray<MapData, u64>,
+    pub(crate) ns_tracked: HashMap<MapData, u32, u8>,
+    pub(crate) backfill_ports: HashMap<MapData, u16, u8>,
     /// Ids of the cgroups whose tasks are tracked.
-    pub cgroups: HashMap<MapData, u64, u8>,
+    pub(crate) cgroups: HashMap<MapData, u64, u8>,
 }
+
+/// What to load: the runner's identity and the ring size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Request {
+    /// The runner's pid in its namespace (its own events are ignored).
+    pub(crate) self_pid: u32,
+    /// Size of the ring buffer: a power of two, at least a page.
+    pub(crate) ring_bytes: u32,
+    /// Whether tasks are tracked by cgroup too.
+    pub(crate) watch_cgroups: bool,
+}
+
+/// The maps userspace uses, in the order [`assemble`] takes them.
+pub(super) const MAPS: [&str; 5] = [
+    "EVENTS",
+    "DROPS",
+    "NS_TRACKED",
+    maps::BACKFILL_PORTS,
+    maps::CGROUPS,
+];
 
 /// (program function, tracepoint category, tracepoint name)
 const PROGRAMS: [(&str, &str, &str); 6] = [
@@ -135,17 +168,29 @@ fn pid_ns() -> Result<PidNs, LoadError> {
     })
 }
 
-/// Loads and attaches everything. `self_pid` is the runner's pid in its
-/// namespace; `ring_bytes` the ring buffer size (a power of two, at least a
-/// page).
-pub fn load(self_pid: u32, ring_bytes: u32, watch_cgroups: bool) -> Result<Loaded, LoadError> {
+/// Loads and attaches everything: in the loader child where this binary
+/// serves one (the runner), else in this process.
+pub(crate) fn load(request: Request) -> Result<Loaded, LoadError> {
     if OBJECT.is_empty() {
         return Err(LoadError::NotBuilt(NOT_BUILT));
     }
+    if super::loader_child::enabled() {
+        return super::loader_child::load(request);
+    }
+    let mut ebpf = attach_here(request)?;
+    let maps = MAPS
+        .iter()
+        .map(|&name| ebpf.take_map(name).ok_or(LoadError::MissingMap(name)))
+        .collect::<Result<Vec<_>, _>>()?;
+    assemble(maps, Box::new(ebpf))
+}
+
+/// Loads the object and attaches the programs in this process.
+pub(super) fn attach_here(request: Request) -> Result<Ebpf, LoadError> {
     raise_memlock();
     let offsets = Offsets::read()?;
     let ns = pid_ns()?;
-    let watch_cgroups = u32::from(watch_cgroups);
+    let watch_cgroups = u32::from(request.watch_cgroups);
     let mut loader = EbpfLoader::new();
     for (name, offset) in &offsets.0 {
         loader.override_global(name, offset, true);
@@ -154,25 +199,30 @@ pub fn load(self_pid: u32, ring_bytes: u32, watch_cgroups: bool) -> Result<Loade
         .override_global(g::PIDNS_DEV, &ns.dev, true)
         .override_global(g::PIDNS_INO, &ns.ino, true)
         .override_global(g::IN_INIT_PIDNS, &ns.init, true)
-        .override_global(g::SELF_TGID, &self_pid, true)
+        .override_global(g::SELF_TGID, &request.self_pid, true)
         .override_global(g::WATCH_CGROUPS, &watch_cgroups, true)
-        .map_max_entries("EVENTS", ring_bytes);
+        .map_max_entries("EVENTS", request.ring_bytes);
     let mut ebpf = loader.load(OBJECT).map_err(LoadError::Load)?;
     for (function, category, name) in PROGRAMS {
         attach(&mut ebpf, function, category, name)?;
     }
-    let events = take(&mut ebpf, "EVENTS", RingBuf::try_from)?;
-    let drops = take(&mut ebpf, "DROPS", PerCpuArray::try_from)?;
-    let ns_tracked = take(&mut ebpf, "NS_TRACKED", HashMap::try_from)?;
-    let backfill_ports = take(&mut ebpf, maps::BACKFILL_PORTS, HashMap::try_from)?;
-    let cgroups = take(&mut ebpf, maps::CGROUPS, HashMap::try_from)?;
+    Ok(ebpf)
+}
+
+/// [`Loaded`] from the maps named in [`MAPS`], in that order.
+pub(super) fn assemble(
+    maps: Vec<Map>,
+    attached: Box<dyn Send + Sync>,
+) -> Result<Loaded, LoadError> {
+    let [events, drops, ns_tracked, backfill_ports, cgroups] =
+        <[Map; 5]>::try_from(maps).map_err(|_| LoadError::MissingMap("of the five"))?;
     Ok(Loaded {
-        ebpf,
-        events,
-        drops,
-        ns_tracked,
-        backfill_ports,
-        cgroups,
+        attached,
+        events: typed(MAPS[0], events, RingBuf::try_from)?,
+        drops: typed(MAPS[1], drops, PerCpuArray::try_from)?,
+        ns_tracked: typed(MAPS[2], ns_tracked, HashMap::try_from)?,
+        backfill_ports: typed(MAPS[3], backfill_ports, HashMap::try_from)?,
+        cgroups: typed(MAPS[4], cgroups, HashMap::try_from)?,
     })
 }
 
@@ -197,12 +247,11 @@ fn attach(
     Ok(())
 }
 
-fn take<T>(
-    ebpf: &mut Ebpf,
+fn typed<T>(
     name: &'static str,
-    convert: impl FnOnce(aya::maps::Map) -> Result<T, aya::maps::MapError>,
+    map: Map,
+    convert: impl FnOnce(Map) -> Result<T, aya::maps::MapError>,
 ) -> Result<T, LoadError> {
-    let map = ebpf.take_map(name).ok_or(LoadError::MissingMap(name))?;
     convert(map).map_err(|source| LoadError::Map { name, source })
 }
 

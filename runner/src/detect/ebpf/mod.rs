@@ -2,14 +2,18 @@
 //! TCP listeners in the watched trees the moment they happen.
 //!
 //! `tracefs` reads the tracepoint layouts, `loader` loads and attaches the
-//! object built by `runner/build.rs`, `ring` reads its events, `roots` feeds
+//! object built by `runner/build.rs` (in the runner through
+//! `loader_child`, a short-lived process that hands the maps and
+//! attachments over with `fd_passing`), `ring` reads its events, `roots` feeds
 //! the kernel the watched trees, `task` turns events into [`DetectorEvent`]s
 //! with the help of `procinfo`, and `backfill` learns from the kernel when
 //! listeners older than the tracking close.
 
 mod backfill;
 mod blockers;
+mod fd_passing;
 mod loader;
+pub mod loader_child;
 mod procinfo;
 mod ring;
 mod roots;
@@ -46,9 +50,13 @@ pub fn probe() -> Result<(), Unavailable> {
         return Err(not_built());
     }
     blockers::check().map_err(blocked)?;
-    loader::load(std::process::id(), loader::RING_BYTES, false)
-        .map(drop)
-        .map_err(|err| Unavailable::new(crate::error_chain(&err)))
+    loader::load(loader::Request {
+        self_pid: std::process::id(),
+        ring_bytes: loader::RING_BYTES,
+        watch_cgroups: false,
+    })
+    .map(drop)
+    .map_err(|err| Unavailable::new(crate::error_chain(&err)))
 }
 
 /// The object was not built into this binary.
@@ -79,10 +87,15 @@ pub fn start_tuned(config: &DetectorConfig, tuning: Tuning) -> Result<Detector, 
         return Err(unavailable(not_built()));
     }
     blockers::check().map_err(|blocker| unavailable(blocked(blocker)))?;
-    let loaded = loader::load(config.self_pid, tuning.ring_bytes, config.watch_cgroups)
+    let request = loader::Request {
+        self_pid: config.self_pid,
+        ring_bytes: tuning.ring_bytes,
+        watch_cgroups: config.watch_cgroups,
+    };
+    let loaded = loader::load(request)
         .map_err(|err| unavailable(Unavailable::new(crate::error_chain(&err))))?;
     let loader::Loaded {
-        ebpf,
+        attached,
         events,
         drops,
         ns_tracked,
@@ -105,7 +118,7 @@ pub fn start_tuned(config: &DetectorConfig, tuning: Tuning) -> Result<Detector, 
         self_pid: config.self_pid,
         net_ns: procinfo::net_ns("self"),
         backfill: backfill::Backfill::new(Box::new(backfill_ports)),
-        _attached: Box::new(ebpf),
+        _attached: attached,
     };
     tokio::spawn(task.run());
     // Debug: the first stderr line is the backend line, printed after this.
