@@ -10,7 +10,8 @@ use crate::cgroup::ContainmentChoice;
 use crate::config::{Config, PortRule};
 
 use crate::detect::{BackendChoice, DetectorConfig};
-use crate::pipeline::{CommandPattern, IgnorePolicy, PortRange};
+use crate::config::PortRange;
+use crate::pipeline::{CommandPattern, IgnorePolicy};
 
 /// kandan-runner: notices the TCP listeners of a process tree and forwards
 /// the approved ones to Kandan.

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
 use crate::detect::process_info::ProcessInfo;
-use crate::pipeline::PortRange;
+use super::PortRange;
 
 /// How a forwarded port is spoken to (`protocol`; the forwarder's
 /// setting per port).

@@ -51,7 +51,7 @@ mod tests;
 
 pub use debounce::Debouncer;
 pub use ignore::{
-    CommandPattern, DEFAULT_COMMANDS, DEFAULT_PORTS, IgnorePolicy, IgnoreSpecError, PortRange,
+    CommandPattern, DEFAULT_COMMANDS, DEFAULT_PORTS, IgnorePolicy, IgnoreSpecError,
 };
 pub use services::Services;
 

@@ -65,10 +65,10 @@ pub fn scan(roots: &[u32], self_pid: u32) -> io::Result<Vec<ListenerSocket>> {
 
 /// Every LISTEN socket of the runner's network namespace, by inode: what
 /// the verified dial checks a fresh connection against.
-pub fn listening_sockets() -> io::Result<Vec<crate::gate::ListeningSocket>> {
+pub fn listening_sockets() -> io::Result<Vec<crate::detect::ListeningSocket>> {
     Ok(socket_table::listening()?
         .into_values()
-        .map(|l| crate::gate::ListeningSocket {
+        .map(|l| crate::detect::ListeningSocket {
             id: l.inode,
             addr: l.addr,
             port: l.port,
