@@ -41,9 +41,9 @@ pub struct Output {
     pub quiet: bool,
 }
 
-/// Sets up logs and the state lines ([`crate::report`]) for this process.
+/// Sets up logs for this process (the state lines are the commands'
+/// report, made from the same `output`).
 pub fn init(output: Output) {
-    crate::report::init(output);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     let filter = filter.and(filter_fn(allowed));
     let fmt = tracing_subscriber::fmt::layer()

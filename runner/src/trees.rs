@@ -12,6 +12,7 @@ use crate::cli::DetectorArgs;
 use crate::detect::{self, DetectError, Selection};
 use crate::gate::Gate;
 use crate::pipeline::{self, CandidateEvent, Finish, PipelineConfig};
+use crate::report::{Line, Report};
 use crate::root_pids::{RootPidError, RootPids};
 use crate::supervise::{
     self, HeldChild, Marked, Members, RootCommand, Signals, SpawnError, SpawnOptions, TREE_MARKER,
@@ -77,6 +78,7 @@ pub fn start(
     args: &DetectorArgs,
     output: CommandOutput,
     gate: Option<Gate>,
+    report: &Report,
     on_selected: impl FnOnce(&Selection, &Containment),
 ) -> Result<Trees, WatchedError> {
     let ignore = args.ignore_policy();
@@ -90,9 +92,7 @@ pub fn start(
     })?;
     on_selected(&selection, &containment);
     for warning in warnings {
-        crate::report::notice(
-            crate::report::Line::new("root_pid", warning.to_string()).level("warn"),
-        );
+        report.notice(Line::new("root_pid", warning.to_string()).level("warn"));
     }
 
     for &pid in &args.root_pids {
@@ -216,20 +216,21 @@ pub fn start_for_command(
     args: &DetectorArgs,
     output: CommandOutput,
     gate: Option<Gate>,
+    report: &Report,
 ) -> Result<(Trees, Signals), i32> {
     // Listening first: a signal while the command starts must not kill the
     // runner before it can end the command.
     let signals = Signals::new().map_err(|err| {
-        crate::report::error(format!("cannot listen for signals: {err}"));
+        report.error(format!("cannot listen for signals: {err}"));
         1
     })?;
-    let watched = start(args, output, gate, |selection, containment| {
-        let line = crate::report::Line::new("backend", backend_line(selection, containment))
+    let watched = start(args, output, gate, report, |selection, containment| {
+        let line = Line::new("backend", backend_line(selection, containment))
             .field("backend", selection.kind.to_string());
-        crate::report::backend(line);
+        report.backend(line);
     })
     .map_err(|err| {
-        crate::report::error(crate::error_chain(&err));
+        report.error(crate::error_chain(&err));
         err.exit_code()
     })?;
     Ok((watched, signals))

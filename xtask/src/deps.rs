@@ -59,7 +59,11 @@ fn scan(src: &Path) -> Result<Graph> {
         let imports = graph.entry(name.to_string()).or_default();
         for file in rust_files(&path)? {
             let text = fs::read_to_string(&file)?;
-            let shown = file.strip_prefix(src).unwrap_or(&file).display().to_string();
+            let shown = file
+                .strip_prefix(src)
+                .unwrap_or(&file)
+                .display()
+                .to_string();
             for to in imports_of(&production(&text)) {
                 if to != name {
                     imports.entry(to).or_insert_with(|| shown.clone());
@@ -82,7 +86,11 @@ fn rust_files(path: &Path) -> Result<Vec<std::path::PathBuf>> {
     }
     if path.is_file() {
         let rust = path.extension().is_some_and(|e| e == "rs");
-        return Ok(if rust { vec![path.to_owned()] } else { Vec::new() });
+        return Ok(if rust {
+            vec![path.to_owned()]
+        } else {
+            Vec::new()
+        });
     }
     let mut files = Vec::new();
     for entry in fs::read_dir(path)? {

@@ -3,8 +3,8 @@
 mod bench;
 mod cmd;
 mod deb;
-mod deps;
 mod demo;
+mod deps;
 mod dist;
 mod licenses;
 mod setup;

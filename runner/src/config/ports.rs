@@ -6,8 +6,8 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
-use crate::detect::process_info::ProcessInfo;
 use super::PortRange;
+use crate::detect::process_info::ProcessInfo;
 
 /// How a forwarded port is spoken to (`protocol`; the forwarder's
 /// setting per port).

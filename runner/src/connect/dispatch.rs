@@ -73,7 +73,7 @@ impl Runner {
         };
         match self.approval.resolve(resolution) {
             Ok(outputs) => {
-                crate::report::listeners(self.approval.listeners());
+                self.report.listeners(self.approval.listeners());
                 for output in outputs {
                     let event =
                         translate::approval_event(output, |pid| self.instances.owner_of(pid));

@@ -137,6 +137,15 @@ pub enum ControlInput {
     /// Kandan answered the push of an event sent with
     /// [`ControlHandle::send_tracked`]: it has that event.
     Acked(Ack),
+    /// Connecting failed or the connection was lost (`reason`); attempt
+    /// `attempt` (from 1) is made in `delay`. For the person (the state
+    /// line, `status`): in order with `Joined`, so what they see is never
+    /// an outage that already ended.
+    Reconnecting {
+        attempt: usize,
+        delay: Duration,
+        reason: String,
+    },
 }
 
 /// Which event a tracked push carried: an instance's event by its `seq`.
@@ -489,7 +498,15 @@ async fn run<C: Connector>(
         let delay = timing.reconnect.delay(attempt);
         attempt = attempt.saturating_add(1);
         tracing::debug!(?delay, attempt, "reconnecting");
-        crate::report::connect_failed(attempt, delay, &failure);
+        let retry = ControlInput::Reconnecting {
+            attempt,
+            delay,
+            reason: failure,
+        };
+        let inputs = links.inputs.clone();
+        if !matches!(links.offline(inputs.send(retry)).await, Some(Ok(()))) {
+            return;
+        }
         if links.offline(tokio::time::sleep(delay)).await.is_none() {
             return;
         }

@@ -215,10 +215,14 @@ async fn next_input(channel: &mut ControlChannel) -> ControlInput {
         .expect("client ended")
 }
 
+/// The next `Joined`, past the `Reconnecting` inputs of a reconnect.
 async fn joined(channel: &mut ControlChannel) -> Session {
-    match next_input(channel).await {
-        ControlInput::Joined(session) => session,
-        other => panic!("expected Joined, got {other:?}"),
+    loop {
+        match next_input(channel).await {
+            ControlInput::Joined(session) => return session,
+            ControlInput::Reconnecting { .. } => {}
+            other => panic!("expected Joined, got {other:?}"),
+        }
     }
 }
 
@@ -612,7 +616,22 @@ async fn answered_heartbeats_keep_the_connection_and_the_schedule_resets() {
         next_input(&mut client).await,
         ControlInput::Disconnected
     ));
-    joined(&mut client).await;
+    // Then why, and when the next attempt is: in order, before the join.
+    match next_input(&mut client).await {
+        ControlInput::Reconnecting {
+            attempt,
+            delay,
+            reason,
+        } => {
+            assert_eq!((attempt, delay), (1, Duration::from_millis(10)));
+            assert!(reason.contains("heartbeat"), "{reason}");
+        }
+        other => panic!("expected Reconnecting, got {other:?}"),
+    }
+    assert!(matches!(
+        next_input(&mut client).await,
+        ControlInput::Joined(_)
+    ));
 }
 
 #[tokio::test]

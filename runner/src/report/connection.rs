@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::Line;
-use crate::status::document::KandanStatus;
+use super::document::KandanStatus;
 
 #[derive(Debug, Default, PartialEq, Eq)]
 enum Phase {

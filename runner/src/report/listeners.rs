@@ -5,13 +5,13 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use super::Line;
+use super::document::ListenerStatus;
 use crate::approval::ListenerSnapshot;
 use crate::control::events::ListenerState;
 use crate::forward::Scheme;
 use crate::gate::GateRefusal;
 use crate::pipeline::CandidateEvent;
 use crate::redact::redact_command;
-use crate::status::document::ListenerStatus;
 
 /// `status`'s word for an `on_detect = "silent"` listener.
 pub(super) const SILENT: &str = "silent";

@@ -1,9 +1,9 @@
 //! Codex instances and local editors: a line when one starts or stops.
 
 use super::Line;
+use super::document::{EditorStatus, InstanceStatus};
 use crate::control::events::{InstanceState, ReadyEditor, ReadyInstance};
 use crate::control::{ErrorCode, Event};
-use crate::status::document::{EditorStatus, InstanceStatus};
 
 fn instance_state(state: InstanceState) -> &'static str {
     match state {

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::cgroup::Usage;
+
 /// One running `connect` or `watch`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -94,35 +96,6 @@ pub struct EditorStatus {
     /// CPU time and memory of its cgroup, when it has one.
     #[serde(flatten)]
     pub usage: Usage,
-}
-
-/// What an instance's or editor's cgroup used so far (`cpu.stat`,
-/// `memory.current`); absent without a cgroup, memory also without the
-/// memory controller.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Usage {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpu_usec: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_bytes: Option<u64>,
-}
-
-impl Usage {
-    /// ", cpu 1.2 s, memory 34.5 MiB" for the table; empty when unknown.
-    pub fn describe(&self) -> String {
-        let mut text = String::new();
-        if let Some(usec) = self.cpu_usec {
-            text.push_str(&format!(", cpu {:.1} s", usec as f64 / 1e6));
-        }
-        if let Some(bytes) = self.memory_bytes {
-            text.push_str(&format!(
-                ", memory {:.1} MiB",
-                bytes as f64 / (1024.0 * 1024.0)
-            ));
-        }
-        text
-    }
 }
 
 /// What `status --json` prints: every live runner of this user, by pid.
