@@ -58,7 +58,7 @@ pub struct ListenerStatus {
     pub command: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
-    /// `waiting`, `approved`, `denied` or `silent` (`connect`; absent
+    /// `pending`, `approved`, `denied` (the wire's words) or `silent` (`connect`; absent
     /// under `watch`, which asks no one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,

@@ -16,10 +16,11 @@ use crate::redact::redact_command;
 /// `status`'s word for an `on_detect = "silent"` listener.
 pub(super) const SILENT: &str = "silent";
 
-/// `status`'s word for an approval state.
+/// `status`'s word for an approval state: the wire's, so a person and
+/// Kandan read the same word.
 fn state_word(state: ListenerState) -> &'static str {
     match state {
-        ListenerState::Pending => "waiting",
+        ListenerState::Pending => "pending",
         ListenerState::Approved => "approved",
         ListenerState::Denied => "denied",
     }
@@ -220,6 +221,18 @@ mod tests {
             cwd: None,
             addresses: vec!["127.0.0.1".parse().unwrap()],
             state,
+        }
+    }
+
+    #[test]
+    fn status_says_the_wire_word_for_each_state() {
+        for state in [
+            ListenerState::Pending,
+            ListenerState::Approved,
+            ListenerState::Denied,
+        ] {
+            let wire = serde_json::to_value(state).unwrap();
+            assert_eq!(wire, state_word(state), "{state:?}");
         }
     }
 

@@ -328,7 +328,7 @@ mod tests {
                     label: "vite".into(),
                     pid: 9,
                     command: "node vite".into(),
-                    state: Some("waiting".into()),
+                    state: Some("pending".into()),
                     addresses: vec!["127.0.0.1".into()],
                     ..ListenerStatus::default()
                 }],
@@ -342,7 +342,7 @@ mod tests {
             "{text}"
         );
         let row = text.lines().find(|l| l.contains("5173")).unwrap();
-        assert!(row.contains("waiting") && row.contains("vite") && row.contains("node vite"));
+        assert!(row.contains("pending") && row.contains("vite") && row.contains("node vite"));
     }
 
     #[test]
