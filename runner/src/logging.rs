@@ -36,9 +36,9 @@ pub enum LogFormat {
 /// The global output flags (`--log-format`, `--quiet`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Output {
-    pub format: LogFormat,
+    pub(crate) format: LogFormat,
     /// No state lines (warnings and errors still print).
-    pub quiet: bool,
+    pub(crate) quiet: bool,
 }
 
 /// Sets up logs for this process (the state lines are the commands'
@@ -93,7 +93,7 @@ fn is_ours(target: &str) -> bool {
 
 /// Now as RFC 3339 UTC with milliseconds (`2026-11-29T23:10:00.123Z`): the
 /// `ts` of JSON logs, state lines and `watch --json`.
-pub fn timestamp() -> String {
+pub(crate) fn timestamp() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 

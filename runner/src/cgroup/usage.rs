@@ -11,16 +11,16 @@ use serde::{Deserialize, Serialize};
 /// memory controller.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Usage {
+pub(crate) struct Usage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpu_usec: Option<u64>,
+    pub(crate) cpu_usec: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_bytes: Option<u64>,
+    pub(crate) memory_bytes: Option<u64>,
 }
 
 impl Usage {
     /// ", cpu 1.2 s, memory 34.5 MiB" for the table; empty when unknown.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut text = String::new();
         if let Some(usec) = self.cpu_usec {
             text.push_str(&format!(", cpu {:.1} s", usec as f64 / 1e6));

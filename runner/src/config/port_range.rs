@@ -8,19 +8,19 @@ use std::str::FromStr;
 /// An inclusive range of ports (`9229` or `6000-6100`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PortRange {
-    pub start: u16,
-    pub end: u16,
+    pub(crate) start: u16,
+    pub(crate) end: u16,
 }
 
 impl PortRange {
-    pub fn single(port: u16) -> Self {
+    pub(crate) fn single(port: u16) -> Self {
         PortRange {
             start: port,
             end: port,
         }
     }
 
-    pub fn contains(&self, port: u16) -> bool {
+    pub(crate) fn contains(&self, port: u16) -> bool {
         (self.start..=self.end).contains(&port)
     }
 }

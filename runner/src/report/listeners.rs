@@ -182,7 +182,7 @@ pub(super) struct Refused(HashMap<u16, GateRefusal>);
 impl Refused {
     /// The line for a refused forward, unless this port's refusal for this
     /// cause was reported since the port last changed.
-    pub fn line(&mut self, port: u16, refusal: GateRefusal) -> Option<Line> {
+    pub(crate) fn line(&mut self, port: u16, refusal: GateRefusal) -> Option<Line> {
         if self.0.insert(port, refusal) == Some(refusal) {
             return None;
         }
@@ -199,7 +199,7 @@ impl Refused {
     }
 
     /// Ports that changed may be refused (and reported) again.
-    pub fn changed(&mut self, lines: &[(u16, Line)]) {
+    pub(crate) fn changed(&mut self, lines: &[(u16, Line)]) {
         for (port, _) in lines {
             self.0.remove(port);
         }

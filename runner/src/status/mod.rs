@@ -38,7 +38,7 @@ fn state_dir() -> Result<PathBuf, String> {
 pub struct StatusArgs {
     /// One JSON document on stdout: `{"runners":[...]}`.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use crate::report::{Line, Report};
 use crate::supervise::{self, RunnerStop};
 use crate::trees::{self, CommandOutput, Trees};
 
-pub use line::render;
+pub(crate) use line::render;
 
 /// How long the final `closed` lines may take once the command is gone.
 const FINAL_LINES: Duration = Duration::from_millis(250);
