@@ -20,15 +20,12 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::config::{PortRange, PortRangeError};
+use crate::config::PortRange;
 use crate::detect::process_info::ProcessInfo;
 
-/// Why a port or command spec was refused.
+/// Why a command pattern was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IgnoreSpecError {
-    /// A port spec that is not a port or a range.
-    #[error(transparent)]
-    Port(#[from] PortRangeError),
     /// An empty command pattern would match every command.
     #[error("empty command pattern")]
     EmptyPattern,
@@ -40,11 +37,7 @@ pub enum IgnoreSpecError {
 pub struct CommandPattern(String);
 
 impl CommandPattern {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    pub fn matches(&self, command: &str) -> bool {
+    pub(crate) fn matches(&self, command: &str) -> bool {
         if self.0.contains(['*', '?']) {
             glob_match(self.0.as_bytes(), command.as_bytes())
         } else {
@@ -139,7 +132,7 @@ impl Default for IgnorePolicy {
 
 impl IgnorePolicy {
     /// Ignores nothing.
-    pub fn empty() -> Self {
+    pub(crate) fn empty() -> Self {
         IgnorePolicy {
             ports: Vec::new(),
             commands: Vec::new(),
@@ -148,7 +141,7 @@ impl IgnorePolicy {
 
     /// What the command line asks for: the defaults unless `no_defaults`,
     /// plus the user's ports and patterns.
-    pub fn from_cli(
+    pub(crate) fn from_cli(
         no_defaults: bool,
         ports: impl IntoIterator<Item = PortRange>,
         commands: impl IntoIterator<Item = CommandPattern>,
@@ -163,42 +156,8 @@ impl IgnorePolicy {
         policy
     }
 
-    /// [`IgnorePolicy::from_cli`] over the raw flag values
-    /// (`--ignore-port`, `--ignore-command`); the first bad one is the error.
-    pub fn parse_cli(
-        no_defaults: bool,
-        ports: &[impl AsRef<str>],
-        commands: &[impl AsRef<str>],
-    ) -> Result<Self, IgnoreSpecError> {
-        let ports = ports
-            .iter()
-            .map(|spec| spec.as_ref().parse())
-            .collect::<Result<Vec<PortRange>, _>>()?;
-        let commands = commands
-            .iter()
-            .map(|pattern| pattern.as_ref().parse())
-            .collect::<Result<Vec<CommandPattern>, _>>()?;
-        Ok(IgnorePolicy::from_cli(no_defaults, ports, commands))
-    }
-
-    pub fn add_port(&mut self, range: PortRange) {
-        self.ports.push(range);
-    }
-
-    pub fn add_command(&mut self, pattern: CommandPattern) {
-        self.commands.push(pattern);
-    }
-
-    pub fn ports(&self) -> &[PortRange] {
-        &self.ports
-    }
-
-    pub fn commands(&self) -> &[CommandPattern] {
-        &self.commands
-    }
-
     /// True when a listener on `port` held by `process` is never reported.
-    pub fn ignores(&self, port: u16, process: &ProcessInfo) -> bool {
+    pub(crate) fn ignores(&self, port: u16, process: &ProcessInfo) -> bool {
         self.ports.iter().any(|range| range.contains(port))
             || self
                 .commands
@@ -293,21 +252,5 @@ mod tests {
         assert!(!bare.ignores(9229, &vite));
         assert!(bare.ignores(4000, &vite));
         assert!(!IgnorePolicy::empty().ignores(9229, &vite));
-    }
-
-    #[test]
-    fn parse_cli_reports_the_first_bad_value() {
-        let policy = IgnorePolicy::parse_cli(true, &["7000-7001"], &["storybook"]).unwrap();
-        assert!(policy.ignores(7001, &process("x")));
-        assert_eq!(
-            IgnorePolicy::parse_cli(false, &["7000", "x"], &[] as &[&str]),
-            Err(IgnoreSpecError::Port(PortRangeError::InvalidPort(
-                "x".into()
-            )))
-        );
-        assert_eq!(
-            IgnorePolicy::parse_cli(false, &[] as &[&str], &[""]),
-            Err(IgnoreSpecError::EmptyPattern)
-        );
     }
 }
