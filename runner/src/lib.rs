@@ -25,6 +25,7 @@ pub mod gate;
 pub mod logging;
 pub mod pipeline;
 pub(crate) mod program;
+pub mod wire;
 
 pub(crate) mod redact;
 pub(crate) mod report;

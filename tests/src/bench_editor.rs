@@ -24,7 +24,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use runner::editor::{EditorConfig, EditorEvent, Editors, StartRequest};
+use runner::editor::{EditorConfig, Editors, StartRequest};
+use runner::wire::{Event, LocalEditorStarted};
 
 use crate::bench::stats;
 use crate::browser::Browser;
@@ -212,7 +213,7 @@ async fn started(
     editors: &Editors,
     cwd: &Path,
     collaboration: Option<serde_json::Value>,
-) -> Result<runner::editor::EditorId> {
+) -> Result<String> {
     let event = editors
         .start(StartRequest {
             cwd: cwd.to_path_buf(),
@@ -221,7 +222,7 @@ async fn started(
         })
         .await;
     match event {
-        EditorEvent::Started { editor_id, .. } => Ok(editor_id),
+        Event::LocalEditorStarted(LocalEditorStarted { editor_id, .. }) => Ok(editor_id),
         other => bail!("the editor did not start: {other:?}"),
     }
 }

@@ -1,7 +1,8 @@
 //! `kandan-runner connect` as a real process for the end-to-end tests.
 //!
-//! The runner runs in its own process group with everything it starts, so
-//! dropping a [`RunnerProcess`] kills the whole tree at once. Its stdout and
+//! The runner runs in its own process group with everything it starts;
+//! dropping a [`RunnerProcess`] stops it as a person would (SIGTERM), then
+//! kills the whole group. Its stdout and
 //! stderr are captured for failure messages.
 
 use std::path::{Path, PathBuf};
@@ -66,7 +67,8 @@ impl RunnerArgs {
     }
 }
 
-/// A running `kandan-runner connect`; dropping it kills its process group.
+/// A running `kandan-runner connect`; dropping it stops it (SIGTERM, then
+/// SIGKILL of its process group).
 #[derive(Debug)]
 pub struct RunnerProcess {
     child: Child,
@@ -236,7 +238,21 @@ impl RunnerProcess {
 }
 
 impl Drop for RunnerProcess {
+    /// SIGTERM first, so the runner ends the editors and instances it
+    /// started in their own cgroups (a SIGKILL of its group would leave them
+    /// to the next runner's sweep); then SIGKILL for whatever is left.
     fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None))
+            && let Some(pid) = self.child.id()
+        {
+            // SAFETY: kill(2) on our own child's pid, not yet reaped.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         if let Some(pgid) = self.pgid.take() {
             kill_group(pgid);
         }

@@ -18,9 +18,8 @@ use integration_tests::code_server::{
     AssetServer, TOKEN, UnixProxy, code_server_bin, collaboration_object, group_members,
     processes_mentioning, tcp_listen_ports, write_vsix,
 };
-use runner::editor::{
-    EditorConfig, EditorEvent, EditorId, Editors, KandanAccess, StartRequest, StopReason,
-};
+use runner::editor::{EditorConfig, EditorId, Editors, KandanAccess, StartRequest, StopReason};
+use runner::wire::{ControlErrorEvent, Event, LocalEditorStarted, LocalEditorStopped};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -35,7 +34,7 @@ struct Bench {
     state: TempDir,
     cwd: TempDir,
     editors: Editors,
-    events: UnboundedReceiver<EditorEvent>,
+    events: UnboundedReceiver<Event>,
 }
 
 impl Bench {
@@ -73,26 +72,26 @@ impl Bench {
     }
 
     /// Starts an editor and returns its id, checking the event too.
-    async fn start(&mut self, request: StartRequest) -> Result<EditorId> {
+    async fn start(&mut self, request: StartRequest) -> Result<String> {
         let returned = self.editors.start(request.clone()).await;
         let event = self.next_event().await?;
         ensure!(event == returned, "sent {event:?}, returned {returned:?}");
         match event {
-            EditorEvent::Started {
+            Event::LocalEditorStarted(LocalEditorStarted {
                 request_id,
                 editor_id,
                 cwd,
                 ..
-            } => {
+            }) => {
                 ensure!(request_id == request.request_id, "request id");
-                ensure!(cwd == request.cwd, "cwd {}", cwd.display());
+                ensure!(Path::new(&cwd) == request.cwd, "cwd {cwd}");
                 Ok(editor_id)
             }
             other => bail!("expected Started, got {other:?}"),
         }
     }
 
-    async fn next_event(&mut self) -> Result<EditorEvent> {
+    async fn next_event(&mut self) -> Result<Event> {
         tokio::time::timeout(EVENT_TIMEOUT, self.events.recv())
             .await
             .context("no editor event in time")?
@@ -205,7 +204,7 @@ async fn serves_the_workbench_on_a_private_socket_once_per_cwd() -> Result<()> {
     let list = bench.editors.list();
     assert_eq!(list.len(), 1);
     let info = &list[0];
-    assert_eq!(info.editor_id, id);
+    assert_eq!(info.editor_id.as_str(), id);
     assert_eq!(info.cwd, cwd);
     let socket = bench.editors.socket_path(id.as_str())?;
     assert_eq!(socket, info.socket);
@@ -269,9 +268,9 @@ async fn serves_the_workbench_on_a_private_socket_once_per_cwd() -> Result<()> {
 
     bench.editors.stop(id.as_str()).await?;
     match bench.next_event().await? {
-        EditorEvent::Stopped {
+        Event::LocalEditorStopped(LocalEditorStopped {
             editor_id, reason, ..
-        } => {
+        }) => {
             assert_eq!(editor_id, id);
             assert_eq!(reason, StopReason::Stopped);
         }
@@ -306,8 +305,8 @@ async fn withdrawn_cwd_and_runner_exit_stop_every_process() -> Result<()> {
         bench.editors.start(bench.request(&kept)),
         bench.editors.start(second)
     );
-    let id_of = |event: &EditorEvent| match event {
-        EditorEvent::Started { editor_id, .. } => Some(editor_id.clone()),
+    let id_of = |event: &Event| match event {
+        Event::LocalEditorStarted(started) => Some(started.editor_id.clone()),
         _ => None,
     };
     let kept_id = id_of(&first).context("first start failed")?;
@@ -318,23 +317,24 @@ async fn withdrawn_cwd_and_runner_exit_stop_every_process() -> Result<()> {
     assert_eq!(bench.editors.list().len(), 1);
     let withdrawn_id = bench.start(bench.request(&withdrawn)).await?;
     assert_ne!(kept_id, withdrawn_id);
-    let pids: Vec<(EditorId, u32)> = bench
+    let pids: Vec<(String, u32)> = bench
         .editors
         .list()
         .into_iter()
-        .map(|info| (info.editor_id, info.pid))
+        .map(|info| (info.editor_id.to_string(), info.pid))
         .collect();
-    let pid_of = |id: &EditorId| pids.iter().find(|(i, _)| i == id).map(|(_, p)| *p).unwrap();
+    let pid_of = |id: &String| pids.iter().find(|(i, _)| i == id).map(|(_, p)| *p).unwrap();
 
     let stopped = bench
         .editors
         .retain_allowed(|cwd| cwd.starts_with(&kept))
         .await;
-    assert_eq!(stopped, vec![withdrawn_id.clone()]);
+    let stopped: Vec<&str> = stopped.iter().map(EditorId::as_str).collect();
+    assert_eq!(stopped, vec![withdrawn_id.as_str()]);
     match bench.next_event().await? {
-        EditorEvent::Stopped {
+        Event::LocalEditorStopped(LocalEditorStopped {
             editor_id, reason, ..
-        } => {
+        }) => {
             assert_eq!(editor_id, withdrawn_id);
             assert_eq!(reason, StopReason::CwdWithdrawn);
         }
@@ -349,9 +349,9 @@ async fn withdrawn_cwd_and_runner_exit_stop_every_process() -> Result<()> {
 
     bench.editors.stop_all().await;
     match bench.next_event().await? {
-        EditorEvent::Stopped {
+        Event::LocalEditorStopped(LocalEditorStopped {
             editor_id, reason, ..
-        } => {
+        }) => {
             assert_eq!(editor_id, kept_id);
             assert_eq!(reason, StopReason::Shutdown);
         }
@@ -361,7 +361,9 @@ async fn withdrawn_cwd_and_runner_exit_stop_every_process() -> Result<()> {
     bench.assert_nothing_left().await;
     // After stop_all, nothing starts.
     match bench.editors.start(bench.request(&kept)).await {
-        EditorEvent::Failed { reason, .. } => assert!(reason.contains("stopping"), "{reason}"),
+        Event::ControlError(ControlErrorEvent { message, .. }) => {
+            assert!(message.contains("stopping"), "{message}")
+        }
         other => bail!("started after stop_all: {other:?}"),
     }
     Ok(())
@@ -383,11 +385,11 @@ async fn a_killed_editor_reports_stopped() -> Result<()> {
         libc::kill(pid as libc::pid_t, libc::SIGKILL);
     }
     match bench.next_event().await? {
-        EditorEvent::Stopped {
+        Event::LocalEditorStopped(LocalEditorStopped {
             editor_id,
             reason,
             exit_code,
-        } => {
+        }) => {
             assert_eq!(editor_id, id);
             assert_eq!(reason, StopReason::Exited);
             assert_eq!(exit_code, Some(128 + libc::SIGKILL));
@@ -564,12 +566,14 @@ async fn expect_failed(bench: &mut Bench, request: StartRequest) -> Result<Strin
     let event = bench.next_event().await?;
     ensure!(event == returned, "sent {event:?}, returned {returned:?}");
     match event {
-        EditorEvent::Failed {
-            request_id, reason, ..
-        } => {
+        Event::ControlError(ControlErrorEvent {
+            request_id,
+            message,
+            ..
+        }) => {
             ensure!(request_id.as_deref() == Some("req-1"));
             ensure!(bench.editors.list().is_empty(), "an editor is listed");
-            Ok(reason)
+            Ok(message)
         }
         other => bail!("expected Failed, got {other:?}"),
     }
@@ -628,7 +632,7 @@ async fn dying_runner_child() -> Result<()> {
         })
         .await
     {
-        EditorEvent::Started { .. } => {
+        Event::LocalEditorStarted(_) => {
             let pid = editors.list()[0].pid;
             println!("EDITOR-PID {pid}");
         }

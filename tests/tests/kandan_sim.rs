@@ -76,3 +76,80 @@ fn the_run_line_names_the_real_binary_and_the_token_survives_a_restart() {
     let _ = second.wait();
     assert_eq!(field(&lines, "token:"), token, "{lines:?}");
 }
+
+/// `kill` of a running demo (SIGTERM, as a process manager or a closed
+/// terminal would end it) stops everything the demo started, as Ctrl-C does.
+#[test]
+fn sigterm_stops_the_demo_and_everything_it_started() {
+    let test = "sigterm_stops_the_demo_and_everything_it_started";
+    if integration_tests::code_server::code_server_bin(test).is_none() {
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("kandan-demo-")
+        .tempdir()
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kandan-sim"))
+        .args([
+            "--runner-addr",
+            "127.0.0.1:0",
+            "--preview-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--demo")
+        .arg("--demo-dir")
+        .arg(dir.path())
+        .env("XDG_STATE_HOME", dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let ready =
+        (stdout.lines().map_while(Result::ok)).any(|line| line.starts_with("Kandan demo ready"));
+    let needle = dir.path().to_string_lossy().into_owned();
+    let started = mentioning(&needle);
+    // SAFETY: kill(2) on our own child's pid, not yet reaped.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(ready, "the demo never said it was ready ({status})");
+    assert!(status.success(), "{status}");
+    assert!(!started.is_empty(), "nothing of the demo was found running");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut left = mentioning(&needle);
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        left = mentioning(&needle);
+    }
+    assert!(left.is_empty(), "left running after SIGTERM: {left:?}");
+}
+
+/// Live processes (not zombies) whose command line or environment mentions `needle`.
+fn mentioning(needle: &str) -> Vec<String> {
+    let me = std::process::id();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = (entry.file_name().to_str()).and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|s| s.trim_start().starts_with('Z'));
+        if pid == me || zombie {
+            continue;
+        }
+        let read = |file: &str| std::fs::read(format!("/proc/{pid}/{file}")).unwrap_or_default();
+        let (cmdline, environ) = (read("cmdline"), read("environ"));
+        let hit = |bytes: &[u8]| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+        if hit(&cmdline) || hit(&environ) {
+            found.push(format!(
+                "{pid} {}",
+                String::from_utf8_lossy(&cmdline).replace('\0', " ")
+            ));
+        }
+    }
+    found
+}

@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use integration_tests::simulator::{SimConfig, Simulator};
-use runner::control::events::{Limits, RunnerReady};
 use runner::control::schedule::Backoff;
 use runner::control::{
-    Control, ControlChannel, ControlClient, ControlConfig, ControlInput, Event, JoinInfo, Timing,
+    ControlChannel, ControlClient, ControlConfig, ControlInput, JoinInfo, Timing,
 };
+use runner::wire::{Control, Event, Limits, RunnerReady};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(20);

@@ -11,12 +11,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use integration_tests::simulator::{Frame, SimConfig, Simulator};
-use runner::control::events::{Limits, PortForwardClosed, RunnerReady};
 use runner::control::schedule::Backoff;
 use runner::control::{
-    Ack, Control, ControlChannel, ControlClient, ControlConfig, ControlInput, Event, JoinInfo,
-    Session, Timing,
+    Ack, ControlChannel, ControlClient, ControlConfig, ControlInput, JoinInfo, Session, Timing,
 };
+use runner::wire::{Control, Event, Limits, PortForwardClosed, RunnerReady};
 use serde_json::{Value, json};
 use tokio::time::timeout;
 

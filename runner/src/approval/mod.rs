@@ -1,8 +1,9 @@
 //! Asks Kandan before any port is forwarded (PROTOCOL.md sections 4 and 5).
 //!
 //! Candidates come in from the pipeline; what Kandan must be told goes out as
-//! [`ApprovalOutput`]s; Kandan's `resolve_port_forward_request` comes back
-//! through [`Approval::resolve`]. Decisions go to the live [`Gate`], which
+//! wire events (`port_forward_request`, `port_forward_closed`,
+//! `port_forward_resolved`); Kandan's `resolve_port_forward_request` comes
+//! back through [`Approval::resolve`]. Decisions go to the live [`Gate`], which
 //! forwarding reads.
 //!
 //! Rules:
@@ -25,23 +26,22 @@
 //! - A `silent` candidate (`[[ports]]` `on_detect`) is never requested nor
 //!   listed in `runner_ready`; with no request it cannot be approved.
 
-mod messages;
 mod request_id;
 #[cfg(test)]
 mod tests;
 
-pub use messages::{ApprovalOutput, ListenerSnapshot, Resolution};
-pub use request_id::RequestId;
+pub(crate) use request_id::RequestId;
 
 use std::collections::{HashMap, VecDeque};
 
-use messages::state_of;
-
 use crate::config::OnDetect;
-use crate::control::ErrorCode;
-use crate::control::controls::Decision;
 use crate::gate::{Gate, Identity};
 use crate::pipeline::{Candidate, CandidateEvent};
+use crate::redact::redact_command;
+use crate::wire::{
+    Decision, ErrorCode, Event, Failure, ListenerInfo, ListenerState, PortForwardClosed,
+    PortForwardRequest, PortForwardResolved, ReadyListener, ResolvePortForwardRequest,
+};
 
 /// How many requests whose listener has gone are still resolvable (a user
 /// answering a prompt just after a restart). Older ones become unknown.
@@ -49,7 +49,7 @@ const CLOSED_REQUESTS_KEPT: usize = 1024;
 
 /// Errors of the approval module.
 #[derive(Debug, thiserror::Error)]
-pub enum ApprovalError {
+pub(crate) enum ApprovalError {
     /// A `resolve_port_forward_request` named no request this runner made
     /// (or one closed too long ago).
     #[error("unknown request id {0:?}")]
@@ -62,10 +62,40 @@ pub enum ApprovalError {
     },
 }
 
-impl ApprovalError {
-    /// The `control_error` code for errors caused by a control.
-    pub fn code(&self) -> ErrorCode {
-        ErrorCode::InvalidControl
+impl From<ApprovalError> for Failure {
+    /// Every error a control causes here is an invalid one.
+    fn from(err: ApprovalError) -> Self {
+        Failure::new(ErrorCode::InvalidControl, crate::error_chain(&err))
+    }
+}
+
+/// Where a candidate stands, given its identity's decision.
+fn state_of(decision: Option<Decision>) -> ListenerState {
+    match decision {
+        None => ListenerState::Pending,
+        Some(Decision::Approve) => ListenerState::Approved,
+        Some(Decision::Deny) => ListenerState::Denied,
+    }
+}
+
+/// What Kandan is told about a candidate, from its request on: its
+/// `instanceId` is the one it had when it was asked about. The command
+/// line is redacted here, at the wire, and nowhere before: the identity
+/// keeps the real one, so two different tokens stay two identities.
+fn listener_info(
+    request_id: &RequestId,
+    instance_id: Option<String>,
+    candidate: &Candidate,
+) -> ListenerInfo {
+    ListenerInfo {
+        instance_id,
+        request_id: request_id.to_string(),
+        port: candidate.port,
+        pid: candidate.pid,
+        command: redact_command(&candidate.process.command),
+        label: candidate.process.label.clone(),
+        cwd: (candidate.process.cwd.as_ref()).map(|cwd| cwd.display().to_string()),
+        addresses: candidate.addresses.clone(),
     }
 }
 
@@ -74,7 +104,8 @@ impl ApprovalError {
 struct Live {
     request_id: RequestId,
     identity: Identity,
-    candidate: Candidate,
+    /// As Kandan hears of it (pid and addresses kept current).
+    listener: ListenerInfo,
     /// Kandan has heard of `request_id` (a request or `runner_ready`), so
     /// it must hear of its close.
     announced: bool,
@@ -83,7 +114,7 @@ struct Live {
 /// The approval state machine. Owned by one task; it tells the [`Gate`]
 /// which identities are approved.
 #[derive(Debug)]
-pub struct Approval {
+pub(crate) struct Approval {
     live: HashMap<u16, Live>,
     /// Every identity seen, with its decision (`None`: not decided yet).
     decisions: HashMap<Identity, Option<Decision>>,
@@ -100,7 +131,7 @@ impl Default for Approval {
 }
 
 impl Approval {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Approval {
             live: HashMap::new(),
             decisions: HashMap::new(),
@@ -112,24 +143,30 @@ impl Approval {
 
     /// The gate this approval decides for; the detector side feeds it the
     /// live sockets, forwarding reads it.
-    pub fn gate(&self) -> Gate {
+    pub(crate) fn gate(&self) -> Gate {
         self.gate.clone()
     }
 
-    /// Takes a candidate event from the pipeline.
-    pub fn on_candidate(
+    /// Takes a candidate event from the pipeline; `owner_of` names the
+    /// instance a listener's pid belongs to.
+    pub(crate) fn on_candidate(
         &mut self,
         event: CandidateEvent,
-    ) -> Result<Vec<ApprovalOutput>, ApprovalError> {
+        owner_of: impl Fn(u32) -> Option<String>,
+    ) -> Result<Vec<Event>, ApprovalError> {
         match event {
             CandidateEvent::Opened(candidate)
             | CandidateEvent::Changed(candidate)
-            | CandidateEvent::AddressesChanged(candidate) => self.listening(candidate),
+            | CandidateEvent::AddressesChanged(candidate) => self.listening(candidate, owner_of),
             CandidateEvent::Closed { port, .. } => Ok(self.retire(port).into_iter().collect()),
         }
     }
 
-    fn listening(&mut self, candidate: Candidate) -> Result<Vec<ApprovalOutput>, ApprovalError> {
+    fn listening(
+        &mut self,
+        candidate: Candidate,
+        owner_of: impl Fn(u32) -> Option<String>,
+    ) -> Result<Vec<Event>, ApprovalError> {
         let port = candidate.port;
         if candidate.attributes.on_detect == OnDetect::Silent {
             // Never asked, so never approved: the gate refuses it. A
@@ -143,7 +180,8 @@ impl Approval {
         {
             // Same program (maybe a new pid, maybe new addresses): same
             // request, same decision, nothing to ask.
-            live.candidate = candidate;
+            let instance_id = live.listener.instance_id.take();
+            live.listener = listener_info(&live.request_id, instance_id, &candidate);
             return Ok(Vec::new());
         }
 
@@ -158,11 +196,13 @@ impl Approval {
         let decision = *self.decisions.entry(identity.clone()).or_insert(None);
         let state = state_of(decision);
         let announced = decision != Some(Decision::Deny);
+        let listener = listener_info(&request_id, owner_of(candidate.pid), &candidate);
         if announced {
-            out.push(ApprovalOutput::Request {
-                listener: ListenerSnapshot::of(&request_id, &candidate, state),
+            out.push(Event::PortForwardRequest(PortForwardRequest {
+                listener: listener.clone(),
                 restarted,
-            });
+                state,
+            }));
         } else {
             tracing::info!(port, command = %identity.command, "denied before: not asking again");
         }
@@ -173,7 +213,7 @@ impl Approval {
             Live {
                 request_id,
                 identity,
-                candidate,
+                listener,
                 announced,
             },
         );
@@ -181,7 +221,7 @@ impl Approval {
     }
 
     /// Drops the live entry of `port`; its request stays resolvable a while.
-    fn retire(&mut self, port: u16) -> Option<ApprovalOutput> {
+    fn retire(&mut self, port: u16) -> Option<Event> {
         let live = self.live.remove(&port)?;
         self.closed.push_back(live.request_id.clone());
         while self.closed.len() > CLOSED_REQUESTS_KEPT {
@@ -189,26 +229,25 @@ impl Approval {
                 self.requests.remove(&old);
             }
         }
-        live.announced.then_some(ApprovalOutput::Closed {
-            request_id: live.request_id,
-            port,
+        live.announced.then(|| {
+            Event::PortForwardClosed(PortForwardClosed {
+                instance_id: live.listener.instance_id,
+                request_id: live.listener.request_id,
+                port,
+            })
         })
     }
 
     /// Takes Kandan's decision. `Err` for a request id this runner does
-    /// not know (send a `control_error` with [`ApprovalError::code`]).
-    pub fn resolve(
+    /// not know.
+    pub(crate) fn resolve(
         &mut self,
-        resolution: Resolution,
-    ) -> Result<Vec<ApprovalOutput>, ApprovalError> {
-        let Resolution {
-            request_id,
-            decision,
-            actor_user_id,
-            actor_slug,
-        } = resolution;
-        let Some((request_id, identity)) = self.requests.get_key_value(request_id.as_str()) else {
-            return Err(ApprovalError::UnknownRequest(request_id));
+        resolve: &ResolvePortForwardRequest,
+    ) -> Result<Vec<Event>, ApprovalError> {
+        let decision = resolve.decision;
+        let Some((request_id, identity)) = self.requests.get_key_value(resolve.request_id.as_str())
+        else {
+            return Err(ApprovalError::UnknownRequest(resolve.request_id.clone()));
         };
         let (request_id, identity) = (request_id.clone(), identity.clone());
         tracing::info!(port = identity.port, decision = ?decision, %request_id, "resolved");
@@ -216,28 +255,30 @@ impl Approval {
         self.gate
             .set_approved(&identity, decision == Decision::Approve);
 
-        let resolved = |request_id: RequestId| ApprovalOutput::Resolved {
-            request_id,
-            port: identity.port,
-            decision,
-            actor_user_id: actor_user_id.clone(),
-            actor_slug: actor_slug.clone(),
+        let resolved = |request_id: &RequestId| {
+            Event::PortForwardResolved(PortForwardResolved {
+                request_id: request_id.to_string(),
+                port: identity.port,
+                decision,
+                actor_user_id: resolve.actor_user_id.clone(),
+                actor_slug: resolve.actor_slug.clone(),
+            })
         };
-        let mut out = vec![resolved(request_id.clone())];
+        let mut out = vec![resolved(&request_id)];
         // The same identity listening under a newer request: resolved too.
         if let Some(live) = self.live.get(&identity.port)
             && live.identity == identity
             && live.request_id != request_id
             && live.announced
         {
-            out.push(resolved(live.request_id.clone()));
+            out.push(resolved(&live.request_id));
         }
         Ok(out)
     }
 
     /// Every current candidate, for `runner_ready.listeners`, by port.
     /// Kandan hears of all their ids, so all their closes are sent later.
-    pub fn snapshot(&mut self) -> Vec<ListenerSnapshot> {
+    pub(crate) fn snapshot(&mut self) -> Vec<ReadyListener> {
         for live in self.live.values_mut() {
             live.announced = true;
         }
@@ -246,16 +287,16 @@ impl Approval {
 
     /// Every current candidate with its state, by port, without telling
     /// Kandan (for `status` and the state lines).
-    pub fn listeners(&self) -> Vec<ListenerSnapshot> {
-        let mut listeners: Vec<ListenerSnapshot> = self
+    pub(crate) fn listeners(&self) -> Vec<ReadyListener> {
+        let mut listeners: Vec<ReadyListener> = self
             .live
             .values()
-            .map(|live| {
-                let state = state_of(self.decisions.get(&live.identity).copied().flatten());
-                ListenerSnapshot::of(&live.request_id, &live.candidate, state)
+            .map(|live| ReadyListener {
+                listener: live.listener.clone(),
+                state: state_of(self.decisions.get(&live.identity).copied().flatten()),
             })
             .collect();
-        listeners.sort_by_key(|listener| listener.port);
+        listeners.sort_by_key(|ready| ready.listener.port);
         listeners
     }
 }

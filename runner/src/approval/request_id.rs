@@ -8,24 +8,14 @@ use super::ApprovalError;
 
 /// Names one `port_forward_request`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RequestId(String);
+pub(crate) struct RequestId(String);
 
 impl RequestId {
-    pub fn generate() -> Result<Self, ApprovalError> {
+    pub(crate) fn generate() -> Result<Self, ApprovalError> {
         let mut bytes = [0u8; 16];
         getrandom::fill(&mut bytes).map_err(|source| ApprovalError::Random { source })?;
         let hex = bytes.iter().map(|b| format!("{b:02x}")).collect();
         Ok(RequestId(hex))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// An id as a test writes it.
-    #[cfg(test)]
-    pub(crate) fn from_wire(id: &str) -> Self {
-        RequestId(id.to_owned())
     }
 }
 
@@ -39,12 +29,6 @@ impl fmt::Display for RequestId {
 impl Borrow<str> for RequestId {
     fn borrow(&self) -> &str {
         &self.0
-    }
-}
-
-impl serde::Serialize for RequestId {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
     }
 }
 

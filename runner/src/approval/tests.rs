@@ -3,12 +3,11 @@ use std::net::IpAddr;
 use std::sync::mpsc::TryRecvError;
 
 use super::*;
-use crate::control::controls::ActorId;
-use crate::control::events::ListenerState;
 use crate::detect::process_info::ProcessInfo;
 use crate::detect::{ListenerSocket, SocketId};
 use crate::gate::{GateRefusal, PortGate};
 use crate::gate::{Revocation, RevokeReason};
+use crate::wire::{ActorId, ListenerState};
 
 fn cand(port: u16, pid: u32, command: &str, cwd: &str) -> Candidate {
     let argv: Vec<String> = command.split(' ').map(str::to_string).collect();
@@ -27,10 +26,16 @@ fn vite(pid: u32) -> Candidate {
 
 /// What the pipeline does for `connect`: the gate sees the live sockets
 /// (here those of the candidate, at once), then approval sees the candidate.
-fn feed(
+fn feed(approval: &mut Approval, event: CandidateEvent) -> Result<Vec<Event>, ApprovalError> {
+    feed_owned(approval, event, None)
+}
+
+/// [`feed`] for a listener of the instance `owner`.
+fn feed_owned(
     approval: &mut Approval,
     event: CandidateEvent,
-) -> Result<Vec<ApprovalOutput>, ApprovalError> {
+    owner: Option<&str>,
+) -> Result<Vec<Event>, ApprovalError> {
     let gate = approval.gate();
     match &event {
         CandidateEvent::Opened(c)
@@ -52,12 +57,13 @@ fn feed(
         }
         CandidateEvent::Closed { port, .. } => gate.set_live(*port, []),
     }
-    approval.on_candidate(event)
+    approval.on_candidate(event, |_| owner.map(str::to_owned))
 }
 
-fn resolution(request_id: &RequestId, decision: Decision) -> Resolution {
-    Resolution {
-        request_id: request_id.to_string(),
+fn resolution(request_id: &str, decision: Decision) -> ResolvePortForwardRequest {
+    ResolvePortForwardRequest {
+        instance_id: "i".into(),
+        request_id: request_id.to_owned(),
         decision,
         actor_user_id: Some(ActorId::Str("17".into())),
         actor_slug: Some("ada".into()),
@@ -66,28 +72,44 @@ fn resolution(request_id: &RequestId, decision: Decision) -> Resolution {
 
 /// Feeds an event that must produce exactly one request; returns its id,
 /// `restarted` and state.
-fn expect_request(
-    approval: &mut Approval,
-    event: CandidateEvent,
-) -> (RequestId, bool, ListenerState) {
+fn expect_request(approval: &mut Approval, event: CandidateEvent) -> (String, bool, ListenerState) {
     let out = feed(approval, event).unwrap();
     match out.as_slice() {
-        [
-            ApprovalOutput::Request {
-                listener,
-                restarted,
-            },
-        ] => (listener.request_id.clone(), *restarted, listener.state),
+        [Event::PortForwardRequest(request)] => (
+            request.listener.request_id.clone(),
+            request.restarted,
+            request.state,
+        ),
         other => panic!("expected one request, got {other:?}"),
     }
 }
 
-fn approve(approval: &mut Approval, id: &RequestId) -> Vec<ApprovalOutput> {
-    approval.resolve(resolution(id, Decision::Approve)).unwrap()
+fn approve(approval: &mut Approval, id: &str) -> Vec<Event> {
+    approval
+        .resolve(&resolution(id, Decision::Approve))
+        .unwrap()
 }
 
-fn deny(approval: &mut Approval, id: &RequestId) -> Vec<ApprovalOutput> {
-    approval.resolve(resolution(id, Decision::Deny)).unwrap()
+fn deny(approval: &mut Approval, id: &str) -> Vec<Event> {
+    approval.resolve(&resolution(id, Decision::Deny)).unwrap()
+}
+
+fn closed_event(request_id: &str, port: u16) -> Event {
+    Event::PortForwardClosed(PortForwardClosed {
+        instance_id: None,
+        request_id: request_id.to_owned(),
+        port,
+    })
+}
+
+/// The request ids of `port_forward_resolved` events.
+fn resolved_ids(out: &[Event]) -> Vec<&str> {
+    (out.iter())
+        .map(|event| match event {
+            Event::PortForwardResolved(resolved) => resolved.request_id.as_str(),
+            other => panic!("{other:?}"),
+        })
+        .collect()
 }
 
 fn closed(port: u16) -> CandidateEvent {
@@ -98,40 +120,26 @@ fn closed(port: u16) -> CandidateEvent {
 fn an_opened_candidate_becomes_a_pending_request() {
     let mut approval = Approval::new();
     let out = feed(&mut approval, CandidateEvent::Opened(vite(42))).unwrap();
-    let [
-        ApprovalOutput::Request {
-            listener:
-                ListenerSnapshot {
-                    request_id,
-                    port,
-                    pid,
-                    command,
-                    label,
-                    cwd,
-                    addresses,
-                    state,
-                },
-            restarted,
-        },
-    ] = out.as_slice()
-    else {
+    let [Event::PortForwardRequest(request)] = out.as_slice() else {
         panic!("{out:?}")
     };
-    assert_eq!(request_id.to_string().len(), 32);
-    assert_eq!((*port, *pid), (5173, 42));
-    assert_eq!(command, "node /x/node_modules/.bin/vite");
-    assert_eq!(label, "vite");
-    assert_eq!(cwd.as_deref(), Some(std::path::Path::new("/x")));
-    assert_eq!(addresses, &["127.0.0.1".parse::<IpAddr>().unwrap()]);
-    assert!(!restarted);
-    assert_eq!(*state, ListenerState::Pending);
+    let listener = &request.listener;
+    assert_eq!(listener.request_id.len(), 32);
+    assert_eq!((listener.port, listener.pid), (5173, 42));
+    assert_eq!(listener.command, "node /x/node_modules/.bin/vite");
+    assert_eq!(listener.label, "vite");
+    assert_eq!(listener.cwd.as_deref(), Some("/x"));
+    assert_eq!(listener.addresses, ["127.0.0.1".parse::<IpAddr>().unwrap()]);
+    assert_eq!(listener.instance_id, None);
+    assert!(!request.restarted);
+    assert_eq!(request.state, ListenerState::Pending);
 
     let gate = approval.gate();
     assert_eq!(gate.target(5173), Err(GateRefusal::Pending));
     assert_eq!(gate.target(5174), Err(GateRefusal::NotListening));
-    assert_eq!(GateRefusal::Pending.code().as_str(), "port_not_approved");
+    assert_eq!(GateRefusal::Pending.code().to_string(), "port_not_approved");
     assert_eq!(
-        GateRefusal::NotListening.code().as_str(),
+        GateRefusal::NotListening.code().to_string(),
         "port_not_listening"
     );
 }
@@ -144,13 +152,13 @@ fn approve_opens_the_gate_and_reports_the_actor() {
     let out = approve(&mut approval, &id);
     assert_eq!(
         out,
-        vec![ApprovalOutput::Resolved {
+        vec![Event::PortForwardResolved(PortForwardResolved {
             request_id: id,
             port: 5173,
             decision: Decision::Approve,
             actor_user_id: Some(ActorId::Str("17".into())),
             actor_slug: Some("ada".into()),
-        }]
+        })]
     );
     assert_eq!(gate.target(5173), Ok(vec!["127.0.0.1".parse().unwrap()]));
 }
@@ -160,15 +168,10 @@ fn an_unknown_request_id_is_an_error() {
     let mut approval = Approval::new();
     expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
     let err = approval
-        .resolve(Resolution {
-            request_id: "0123".into(),
-            decision: Decision::Approve,
-            actor_user_id: None,
-            actor_slug: None,
-        })
+        .resolve(&resolution("0123", Decision::Approve))
         .unwrap_err();
     assert!(matches!(err, ApprovalError::UnknownRequest(ref id) if id == "0123"));
-    assert_eq!(err.code().as_str(), "invalid_control");
+    assert_eq!(Failure::from(err).code, ErrorCode::InvalidControl);
     assert_eq!(approval.gate().target(5173), Err(GateRefusal::Pending));
 }
 
@@ -193,13 +196,7 @@ fn close_sends_port_forward_closed_and_shuts_the_gate() {
     let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
     approve(&mut approval, &id);
     let out = feed(&mut approval, closed(5173)).unwrap();
-    assert_eq!(
-        out,
-        vec![ApprovalOutput::Closed {
-            request_id: id,
-            port: 5173
-        }]
-    );
+    assert_eq!(out, vec![closed_event(&id, 5173)]);
     assert_eq!(gate.target(5173), Err(GateRefusal::NotListening));
     assert_eq!(
         revoked.try_recv(),
@@ -229,8 +226,8 @@ fn a_restart_inside_the_window_keeps_request_and_approval() {
     assert_eq!(revoked.try_recv(), Err(TryRecvError::Empty));
     let snapshot = approval.snapshot();
     assert_eq!(snapshot.len(), 1);
-    assert_eq!(snapshot[0].request_id, id);
-    assert_eq!(snapshot[0].pid, 2);
+    assert_eq!(snapshot[0].listener.request_id, id);
+    assert_eq!(snapshot[0].listener.pid, 2);
     assert_eq!(snapshot[0].state, ListenerState::Approved);
 }
 
@@ -286,7 +283,7 @@ fn approve_after_close_counts_for_the_identity() {
     let out = approve(&mut approval, &first);
     assert!(matches!(
         out.as_slice(),
-        [ApprovalOutput::Resolved { request_id, decision: Decision::Approve, .. }] if *request_id == first
+        [Event::PortForwardResolved(PortForwardResolved { request_id, decision: Decision::Approve, .. })] if *request_id == first
     ));
     assert_eq!(gate.target(5173), Err(GateRefusal::NotListening));
 
@@ -304,14 +301,7 @@ fn approving_an_old_request_resolves_the_live_one_too() {
     feed(&mut approval, closed(5173)).unwrap();
     let (second, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(2)));
     let out = approve(&mut approval, &first);
-    let ids: Vec<&RequestId> = out
-        .iter()
-        .map(|o| match o {
-            ApprovalOutput::Resolved { request_id, .. } => request_id,
-            other => panic!("{other:?}"),
-        })
-        .collect();
-    assert_eq!(ids, vec![&first, &second]);
+    assert_eq!(resolved_ids(&out), vec![first.as_str(), second.as_str()]);
     assert!(approval.gate().target(5173).is_ok());
 }
 
@@ -345,10 +335,7 @@ fn a_denied_server_is_not_asked_again_after_a_restart() {
     let out = feed(&mut approval, closed(5173)).unwrap();
     assert_eq!(
         out,
-        vec![ApprovalOutput::Closed {
-            request_id: snapshot[0].request_id.clone(),
-            port: 5173
-        }]
+        vec![closed_event(&snapshot[0].listener.request_id, 5173)]
     );
 }
 
@@ -419,25 +406,22 @@ fn another_program_on_the_port_voids_the_approval_at_once() {
     let other = cand(5173, 7, "python3 -m http.server 5173", "/x");
     let out = feed(&mut approval, CandidateEvent::Changed(other)).unwrap();
     let [
-        ApprovalOutput::Closed {
-            request_id: closed_id,
-            port: 5173,
-        },
-        ApprovalOutput::Request {
-            listener:
-                ListenerSnapshot {
-                    request_id: new_id,
-                    state: ListenerState::Pending,
-                    pid: 7,
-                    ..
-                },
+        Event::PortForwardClosed(closed),
+        Event::PortForwardRequest(PortForwardRequest {
+            listener,
+            state: ListenerState::Pending,
             restarted: false,
-        },
+        }),
     ] = out.as_slice()
     else {
         panic!("{out:?}")
     };
-    assert_eq!(*closed_id, id);
+    assert_eq!(
+        (closed.request_id.as_str(), closed.port),
+        (id.as_str(), 5173)
+    );
+    assert_eq!(listener.pid, 7);
+    let new_id = &listener.request_id;
     assert_ne!(*new_id, id);
     assert_eq!(gate.target(5173), Err(GateRefusal::Pending));
     assert_eq!(
@@ -462,12 +446,10 @@ fn a_switch_between_two_approved_programs_still_revokes_the_old_sockets() {
     let (a, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
     approve(&mut approval, &a);
     let other = cand(5173, 7, "python3 -m http.server 5173", "/x");
-    let (_, b) = {
+    let b = {
         let out = feed(&mut approval, CandidateEvent::Changed(other.clone())).unwrap();
         match &out[1] {
-            ApprovalOutput::Request { listener, .. } => {
-                (out[0].clone(), listener.request_id.clone())
-            }
+            Event::PortForwardRequest(request) => request.listener.request_id.clone(),
             o => panic!("{o:?}"),
         }
     };
@@ -478,14 +460,12 @@ fn a_switch_between_two_approved_programs_still_revokes_the_old_sockets() {
     assert!(matches!(
         out.as_slice(),
         [
-            ApprovalOutput::Closed { .. },
-            ApprovalOutput::Request {
-                listener: ListenerSnapshot {
-                    state: ListenerState::Approved,
-                    ..
-                },
+            Event::PortForwardClosed(_),
+            Event::PortForwardRequest(PortForwardRequest {
+                state: ListenerState::Approved,
                 restarted: true,
-            }
+                ..
+            })
         ]
     ));
     assert_eq!(
@@ -552,7 +532,7 @@ fn snapshot_lists_every_candidate_with_its_state() {
     let states: Vec<(u16, ListenerState)> = approval
         .snapshot()
         .iter()
-        .map(|l| (l.port, l.state))
+        .map(|l| (l.listener.port, l.state))
         .collect();
     assert_eq!(
         states,
@@ -576,7 +556,7 @@ fn old_closed_requests_are_forgotten_eventually() {
         feed(&mut approval, closed(5173)).unwrap();
     }
     assert!(matches!(
-        approval.resolve(resolution(&first, Decision::Approve)),
+        approval.resolve(&resolution(&first, Decision::Approve)),
         Err(ApprovalError::UnknownRequest(_))
     ));
 }
@@ -591,4 +571,49 @@ fn gates_are_shared_views() {
     assert!(clone.target(5173).is_ok());
     let handle = std::thread::spawn(move || clone.target(5173).is_ok());
     assert!(handle.join().unwrap());
+}
+
+#[test]
+fn a_listeners_instance_is_named_from_its_request_to_its_close() {
+    let mut approval = Approval::new();
+    let out = feed_owned(&mut approval, CandidateEvent::Opened(vite(1)), Some("i1")).unwrap();
+    let [Event::PortForwardRequest(request)] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(request.listener.instance_id.as_deref(), Some("i1"));
+    let id = request.listener.request_id.clone();
+    // A new pid inside the window keeps the request and its instance.
+    assert!(
+        feed(&mut approval, CandidateEvent::Changed(vite(2)))
+            .unwrap()
+            .is_empty()
+    );
+    let ready = approval.snapshot();
+    assert_eq!(ready[0].listener.instance_id.as_deref(), Some("i1"));
+    let out = feed(&mut approval, closed(5173)).unwrap();
+    let expected = PortForwardClosed {
+        instance_id: Some("i1".into()),
+        request_id: id,
+        port: 5173,
+    };
+    assert_eq!(out, vec![Event::PortForwardClosed(expected)]);
+}
+
+/// The command line reaches Kandan redacted, in requests and in
+/// `runner_ready`.
+#[test]
+fn commands_reach_the_wire_redacted_in_requests_and_ready() {
+    let command = "jupyter lab --NotebookApp.token=abc GITHUB_TOKEN=ghp";
+    let redacted = "jupyter lab --NotebookApp.token=*** GITHUB_TOKEN=***";
+    let mut approval = Approval::new();
+    let out = feed(
+        &mut approval,
+        CandidateEvent::Opened(cand(8888, 42, command, "/x")),
+    )
+    .unwrap();
+    let [Event::PortForwardRequest(request)] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(request.listener.command, redacted);
+    assert_eq!(approval.snapshot()[0].listener.command, redacted);
 }

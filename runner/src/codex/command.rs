@@ -26,7 +26,7 @@ pub enum Command {
         approve: bool,
         for_session: bool,
         /// Echoed in `approval_resolved`.
-        actor_user_id: Option<super::event::ActorId>,
+        actor_user_id: Option<crate::wire::ActorId>,
         actor_slug: Option<String>,
     },
     /// `read_thread`; the thread comes as [`InstanceEvent::ThreadRead`].
@@ -66,8 +66,8 @@ pub enum CommandError {
 }
 
 impl CommandError {
-    pub fn code(&self) -> crate::control::ErrorCode {
-        use crate::control::ErrorCode;
+    pub fn code(&self) -> crate::wire::ErrorCode {
+        use crate::wire::ErrorCode;
         match self {
             CommandError::UnknownRequest { .. } => ErrorCode::UnknownRequest,
             CommandError::NoRunningTurn => ErrorCode::InvalidControl,

@@ -9,7 +9,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep_until, timeout};
 
 use super::command::{Command, CommandError, InstanceError, InstanceState, InstanceStatus, Reply};
-use super::event::{InstanceEvent, StopReason};
 use super::messages;
 use super::options::InstanceOptions;
 use super::process::{AppServer, AppServerCommand, Exit, HeldAppServer};
@@ -17,6 +16,7 @@ use super::state::{ReplyTx, State, Tag};
 use super::transport::{self, MAX_LINE, Received, Transport};
 use super::tui::{self, TuiAuth};
 use crate::control::budget::Charge;
+use crate::wire::{InstanceEvent, StopReason};
 
 /// How long `stop` waits for the running turn to end after interrupting it.
 const STOP_INTERRUPT_WAIT: Duration = Duration::from_secs(2);

@@ -3,8 +3,8 @@
 
 use serde_json::{Value, json};
 
-use super::event::ApprovalKind;
 use super::options::InstanceOptions;
+use crate::wire::ApprovalKind;
 
 pub const INITIALIZE: &str = "initialize";
 pub const INITIALIZED: &str = "initialized";

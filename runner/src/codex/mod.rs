@@ -18,7 +18,6 @@ mod backlog;
 mod batch;
 mod bin;
 mod command;
-mod event;
 mod instance;
 mod messages;
 mod options;
@@ -29,9 +28,9 @@ mod state;
 mod transport;
 mod tui;
 
+pub use crate::wire::{ApprovalKind, ApprovalRequest, Decision, Ids, InstanceEvent, StopReason};
 pub use bin::{BinError, CODEX_BIN_ENV, CodexStatus, probe, resolve_bin};
 pub use command::{Command, CommandError, InstanceError, InstanceState, InstanceStatus, Reply};
-pub use event::{ApprovalKind, ApprovalRequest, Decision, Ids, InstanceEvent, StopReason};
 pub use instance::{Events, HeldInstance, InstanceHandle, spawn};
 pub use options::{
     ApprovalPolicy, DEFAULT_STREAM_FLUSH, DEFAULT_TURN_IDLE_TIMEOUT, InstanceOptions, SandboxMode,

@@ -9,13 +9,13 @@ use tokio::time::Instant;
 use super::backlog::Backlog;
 use super::batch::Batcher;
 use super::command::{CommandError, InstanceState, InstanceStatus, REQUEST_TIMEOUT, Reply};
-use super::event::{ActorId, ApprovalKind, ApprovalRequest, Decision, Ids, InstanceEvent};
 use super::options::InstanceOptions;
 use super::rpc::{
     Calls, Incoming, RequestId, RpcError, error_line, notification_line, response_line,
 };
 use super::{Command, messages};
 use crate::control::budget::Charge;
+use crate::wire::{ActorId, ApprovalKind, ApprovalRequest, Decision, Ids, InstanceEvent};
 
 pub(super) type ReplyTx = oneshot::Sender<Result<Reply, CommandError>>;
 

@@ -1,22 +1,45 @@
-//! What each control of PROTOCOL.md section 3 does.
+//! What each control of PROTOCOL.md section 3 does. A handler that fails
+//! returns a [`Failure`]; [`Runner::dispatch`] answers it with the
+//! control's type and ids, and nothing else builds a `control_error`
+//! (handlers that finish later carry the [`ControlIds`] with them).
 
-use super::{Runner, translate};
-use crate::approval::Resolution;
-use crate::control::events::{ControlErrorEvent, RunnerConfigApplied};
-use crate::control::{Control, Event, Session, controls};
+use super::Runner;
+use crate::control::Session;
+use crate::wire::{
+    Control, ControlIds, Event, Failure, ResolvePortForwardRequest, RunnerConfigApplied,
+    UpdateRunnerConfig,
+};
 
 /// What `update_runner_config` set. Stored and acknowledged; the editor and
 /// instance controls that will use `allowedCwds` are later work.
 #[derive(Debug, Default)]
 pub(super) struct RunnerConfig {
-    pub version: u64,
-    pub allowed_cwds: Vec<std::path::PathBuf>,
+    pub(crate) version: u64,
+    pub(crate) allowed_cwds: Vec<std::path::PathBuf>,
 }
 
 impl Runner {
-    pub(super) async fn dispatch(&mut self, session: Session, control: Control) {
+    pub(super) async fn dispatch(&mut self, session: Session, mut control: Control) {
+        // A start without an instance id gets a fresh one: its errors name it.
+        if let Control::StartInstance(start) = &mut control {
+            start
+                .instance_id
+                .get_or_insert_with(super::instances::fresh_id);
+        }
+        let ids = control.ids();
+        if let Err(failure) = self.act(session, control, &ids).await {
+            self.reply(session, ids.error(failure)).await;
+        }
+    }
+
+    async fn act(
+        &mut self,
+        session: Session,
+        control: Control,
+        ids: &ControlIds,
+    ) -> Result<(), Failure> {
         match control {
-            Control::ResolvePortForwardRequest(resolve) => self.resolve(session, resolve).await,
+            Control::ResolvePortForwardRequest(resolve) => return self.resolve(&resolve).await,
             Control::ForwardHttpRequest(req) => {
                 self.forwarder.http(req, self.handle.responder(session));
             }
@@ -33,65 +56,46 @@ impl Runner {
                 let to = self.handle.responder(session);
                 self.forwarder.ws_close(close, &to).await;
             }
-            Control::UpdateRunnerConfig(update) => {
-                if let Some(version) = update.config_version {
-                    self.config.version = version;
-                    self.handle.set_config_version(version);
-                }
-                self.config.allowed_cwds =
-                    update.allowed_cwds.into_iter().map(|cwd| cwd.0).collect();
-                self.cwds.set_allowed(&self.config.allowed_cwds);
-                self.retain_allowed_editors();
-                let applied = Event::RunnerConfigApplied(RunnerConfigApplied {
-                    config_version: self.config.version,
-                    allowed_cwds: self
-                        .config
-                        .allowed_cwds
-                        .iter()
-                        .map(|cwd| cwd.display().to_string())
-                        .collect(),
-                });
-                self.reply(session, applied).await;
+            Control::UpdateRunnerConfig(update) => self.update_config(session, update).await,
+            Control::StartLocalEditor(start) => return self.start_editor(start),
+            Control::StopLocalEditor(stop) => self.stop_editor(session, stop, ids),
+            Control::StartInstance(start) => return self.start_instance(start).await,
+            Control::StartTurn(turn) => return self.start_turn(session, turn, ids),
+            Control::InterruptTurn(interrupt) => {
+                return self.interrupt_turn(session, interrupt, ids);
             }
-            Control::StartLocalEditor(start) => self.start_editor(session, start).await,
-            Control::StopLocalEditor(stop) => self.stop_editor(session, stop),
-            Control::StartInstance(start) => self.start_instance(session, start).await,
-            Control::StartTurn(turn) => self.start_turn(session, turn),
-            Control::InterruptTurn(interrupt) => self.interrupt_turn(session, interrupt),
-            Control::ResolveApprovalRequest(resolve) => self.resolve_approval(session, resolve),
-            Control::StopInstance(stop) => self.stop_instance(session, stop),
-            Control::ReadThread(read) => self.read_thread(session, read),
+            Control::ResolveApprovalRequest(resolve) => {
+                return self.resolve_approval(session, resolve, ids);
+            }
+            Control::StopInstance(stop) => return self.stop_instance(session, stop, ids),
+            Control::ReadThread(read) => return self.read_thread(session, read, ids),
         }
+        Ok(())
     }
 
-    async fn resolve(&mut self, session: Session, resolve: controls::ResolvePortForwardRequest) {
-        let resolution = Resolution {
-            request_id: resolve.request_id.clone(),
-            decision: resolve.decision,
-            actor_user_id: resolve.actor_user_id,
-            actor_slug: resolve.actor_slug,
-        };
-        match self.approval.resolve(resolution) {
-            Ok(outputs) => {
-                self.report.listeners(self.approval.listeners());
-                for output in outputs {
-                    let event =
-                        translate::approval_event(output, |pid| self.instances.owner_of(pid));
-                    self.send(event).await;
-                }
-            }
-            Err(err) => {
-                let error = Event::ControlError(ControlErrorEvent {
-                    request_id: Some(resolve.request_id),
-                    ..ControlErrorEvent::for_instance(
-                        "resolve_port_forward_request",
-                        &resolve.instance_id,
-                        err.code(),
-                        crate::error_chain(&err),
-                    )
-                });
-                self.reply(session, error).await;
-            }
+    async fn update_config(&mut self, session: Session, update: UpdateRunnerConfig) {
+        if let Some(version) = update.config_version {
+            self.config.version = version;
+            self.handle.set_config_version(version);
         }
+        self.config.allowed_cwds = update.allowed_cwds.into_iter().map(|cwd| cwd.0).collect();
+        self.cwds.set_allowed(&self.config.allowed_cwds);
+        self.retain_allowed_editors();
+        let applied = Event::RunnerConfigApplied(RunnerConfigApplied {
+            config_version: self.config.version,
+            allowed_cwds: (self.config.allowed_cwds.iter())
+                .map(|cwd| cwd.display().to_string())
+                .collect(),
+        });
+        self.reply(session, applied).await;
+    }
+
+    async fn resolve(&mut self, resolve: &ResolvePortForwardRequest) -> Result<(), Failure> {
+        let events = self.approval.resolve(resolve)?;
+        self.report.listeners(self.approval.listeners());
+        for event in events {
+            self.send(event).await;
+        }
+        Ok(())
     }
 }

@@ -1,15 +1,15 @@
-//! The local editor under `connect` (PROTOCOL.md section 8): its controls,
-//! its registry's events, and forwarding to it by `editorId`.
+//! The local editor under `connect` (PROTOCOL.md section 8): its controls
+//! and forwarding to it by `editorId`; the registry sends its wire events
+//! itself.
 
 use std::path::PathBuf;
 
-use crate::control::controls::{StartLocalEditor, StopLocalEditor};
-use crate::control::events::{
-    ControlErrorEvent, LocalEditorStarted, LocalEditorStopped, ReadyEditor,
-};
-use crate::control::{ErrorCode, Event, Session};
-use crate::editor::{EditorConfig, EditorEvent, Editors, StartRequest};
+use crate::control::Session;
+use crate::editor::{EditorConfig, Editors, StartRequest};
 use crate::forward::EditorSockets;
+use crate::wire::{
+    ControlIds, ErrorCode, Event, Failure, ReadyEditor, StartLocalEditor, StopLocalEditor,
+};
 
 use super::Runner;
 
@@ -23,7 +23,7 @@ pub(super) fn registry(
     url: &str,
     token: Option<&str>,
     containment: &crate::cgroup::Containment,
-) -> (Registry, tokio::sync::mpsc::UnboundedReceiver<EditorEvent>) {
+) -> (Registry, tokio::sync::mpsc::UnboundedReceiver<Event>) {
     match EditorConfig::for_runner(code_server, url, token.unwrap_or_default()) {
         Ok(mut config) => {
             config.containment = containment.clone();
@@ -44,41 +44,6 @@ pub(super) struct Sockets(pub Option<Editors>);
 impl EditorSockets for Sockets {
     fn socket(&self, editor_id: &str) -> Option<PathBuf> {
         self.0.as_ref()?.socket_path(editor_id).ok()
-    }
-}
-
-/// The wire event for what the registry reports.
-pub(super) fn event(event: EditorEvent) -> Event {
-    match event {
-        EditorEvent::Started {
-            request_id,
-            instance_id,
-            editor_id,
-            cwd,
-        } => Event::LocalEditorStarted(LocalEditorStarted {
-            request_id,
-            instance_id,
-            editor_id: editor_id.to_string(),
-            cwd: cwd.display().to_string(),
-        }),
-        EditorEvent::Stopped {
-            editor_id,
-            reason,
-            exit_code,
-        } => Event::LocalEditorStopped(LocalEditorStopped {
-            editor_id: editor_id.to_string(),
-            reason: reason.as_str().to_owned(),
-            exit_code,
-        }),
-        EditorEvent::Failed {
-            request_id,
-            instance_id,
-            reason,
-        } => Event::ControlError(ControlErrorEvent {
-            request_id,
-            instance_id,
-            ..ControlErrorEvent::new("start_local_editor", ErrorCode::EditorFailed, reason)
-        }),
     }
 }
 
@@ -108,33 +73,14 @@ pub(super) fn ready(registry: &Registry) -> Vec<ReadyEditor> {
 }
 
 impl Runner {
-    pub(super) async fn start_editor(&mut self, session: Session, start: StartLocalEditor) {
-        let refuse = |code, message| {
-            Event::ControlError(ControlErrorEvent {
-                request_id: start.request_id.clone(),
-                instance_id: start.instance_id.clone(),
-                ..ControlErrorEvent::new("start_local_editor", code, message)
-            })
-        };
+    pub(super) fn start_editor(&mut self, start: StartLocalEditor) -> Result<(), Failure> {
         // Opened now: code-server starts in this very directory.
-        let checked = match self.cwds.check(Some(&start.cwd)) {
-            Ok(cwd) => cwd,
-            Err(err) => {
-                let message = crate::error_chain(&err);
-                return self
-                    .reply(session, refuse(ErrorCode::CwdNotAllowed, message))
-                    .await;
-            }
-        };
-        let editors = match &self.editors {
-            Ok(editors) => editors.clone(),
-            Err(reason) => {
-                let message = format!("local editors are unavailable: {reason}");
-                return self
-                    .reply(session, refuse(ErrorCode::EditorFailed, message))
-                    .await;
-            }
-        };
+        let checked = (self.cwds.check(Some(&start.cwd)))
+            .map_err(|err| Failure::new(ErrorCode::CwdNotAllowed, crate::error_chain(&err)))?;
+        let editors = self.editors.clone().map_err(|reason| {
+            let message = format!("local editors are unavailable: {reason}");
+            Failure::new(ErrorCode::EditorFailed, message)
+        })?;
         let request = StartRequest {
             request_id: start.request_id,
             instance_id: start.instance_id,
@@ -144,10 +90,16 @@ impl Runner {
         };
         // Its outcome comes back through the registry's events.
         tokio::spawn(async move { editors.start(request).await });
+        Ok(())
     }
 
-    pub(super) fn stop_editor(&mut self, session: Session, stop: StopLocalEditor) {
-        let to = self.handle.responder(session);
+    pub(super) fn stop_editor(
+        &mut self,
+        session: Session,
+        stop: StopLocalEditor,
+        ids: &ControlIds,
+    ) {
+        let (to, ids) = (self.handle.responder(session), ids.clone());
         let editors = self.editors.clone();
         tokio::spawn(async move {
             let stopped = match &editors {
@@ -158,11 +110,8 @@ impl Runner {
                 Err(reason) => Err(reason.clone()),
             };
             if let Err(message) = stopped {
-                let event = Event::ControlError(ControlErrorEvent {
-                    editor_id: Some(stop.editor_id),
-                    ..ControlErrorEvent::new("stop_local_editor", ErrorCode::UnknownEditor, message)
-                });
-                to.send(event).await;
+                let failure = Failure::new(ErrorCode::UnknownEditor, message);
+                to.send(ids.error(failure)).await;
             }
         });
     }

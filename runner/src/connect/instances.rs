@@ -16,13 +16,12 @@ use crate::codex::{
     Replay, SandboxMode,
 };
 use crate::control::budget::{Budget, Charge};
-use crate::control::controls::{
-    Decision, InterruptTurn, ReadThread, ResolveApprovalRequest, StartInstance, StartTurn,
-    StopInstance,
-};
-use crate::control::events::{ControlErrorEvent, InstanceWire, ReadyInstance};
-use crate::control::{Ack, Charged, ErrorCode, Event, Responder, Session};
+use crate::control::{Ack, Charged, Session};
 use crate::detect::RootRegistry;
+use crate::wire::{
+    ControlIds, ControlType, Decision, ErrorCode, Event, Failure, InstanceWire, InterruptTurn,
+    ReadThread, ReadyInstance, ResolveApprovalRequest, StartInstance, StartTurn, StopInstance,
+};
 
 use super::Runner;
 
@@ -118,9 +117,9 @@ impl Instances {
             .filter_map(|(id, instance)| {
                 let status = instance.handle.as_ref()?.status();
                 let state = match status.state {
-                    InstanceState::Starting => crate::control::events::InstanceState::Starting,
-                    InstanceState::Idle => crate::control::events::InstanceState::Idle,
-                    InstanceState::Running => crate::control::events::InstanceState::Running,
+                    InstanceState::Starting => crate::wire::InstanceState::Starting,
+                    InstanceState::Idle => crate::wire::InstanceState::Idle,
+                    InstanceState::Running => crate::wire::InstanceState::Running,
                     InstanceState::Stopped => return None,
                 };
                 Some(ReadyInstance {
@@ -142,15 +141,6 @@ impl Instances {
     }
 }
 
-fn error(control_type: &str, instance_id: &str, code: ErrorCode, message: String) -> Event {
-    Event::ControlError(ControlErrorEvent::for_instance(
-        control_type,
-        instance_id,
-        code,
-        message,
-    ))
-}
-
 /// Ends an app-server held before exec (not reaped yet, so the pid is
 /// still its own); dropping it closes its gate too.
 fn kill_held(pid: u32) {
@@ -165,7 +155,7 @@ fn kill_held(pid: u32) {
 }
 
 /// A fresh instance id: 16 random bytes in hex.
-fn fresh_id() -> String {
+pub(super) fn fresh_id() -> String {
     let mut bytes = [0u8; 16];
     let _ = getrandom::fill(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -183,10 +173,9 @@ fn parse<T: serde::de::DeserializeOwned>(value: &Option<String>) -> Result<Optio
 }
 
 impl Runner {
-    pub(super) async fn start_instance(&mut self, session: Session, start: StartInstance) {
-        const CONTROL: &str = "start_instance";
+    pub(super) async fn start_instance(&mut self, start: StartInstance) -> Result<(), Failure> {
         let instance_id = start.instance_id.clone().unwrap_or_else(fresh_id);
-        let refuse = |code, message| error(CONTROL, &instance_id, code, message);
+        let refuse = |code, message| Err(Failure::new(code, message));
         if let Some(instance) = self.instances.live.get_mut(&instance_id)
             && instance.handle.is_some()
         {
@@ -194,16 +183,14 @@ impl Runner {
             if let Some(started) = instance.started.clone() {
                 self.emit(&instance_id, started, Charge::default()).await;
             }
-            return;
+            return Ok(());
         }
         // Opened now: the app-server starts in this very directory.
         let checked = match self.cwds.check(start.cwd.as_deref()) {
             Ok(cwd) => cwd,
             Err(err) => {
                 let message = crate::error_chain(&err);
-                return self
-                    .reply(session, refuse(ErrorCode::CwdNotAllowed, message))
-                    .await;
+                return refuse(ErrorCode::CwdNotAllowed, message);
             }
         };
         let policy = parse::<ApprovalPolicy>(&start.approval_policy);
@@ -212,9 +199,7 @@ impl Runner {
             (Ok(policy), Ok(sandbox)) => (policy, sandbox),
             (Err(why), _) | (_, Err(why)) => {
                 let message = format!("approvalPolicy or sandbox: {why}");
-                return self
-                    .reply(session, refuse(ErrorCode::InvalidControl, message))
-                    .await;
+                return refuse(ErrorCode::InvalidControl, message);
             }
         };
         let settings = &self.instances.settings;
@@ -222,9 +207,7 @@ impl Runner {
             Ok(bin) => bin,
             Err(err) => {
                 let message = crate::error_chain(&err);
-                return self
-                    .reply(session, refuse(ErrorCode::InstanceFailed, message))
-                    .await;
+                return refuse(ErrorCode::InstanceFailed, message);
             }
         };
         let cwd = checked.path().to_path_buf();
@@ -254,9 +237,7 @@ impl Runner {
             Ok(held) => held,
             Err(err) => {
                 let message = crate::error_chain(&err);
-                return self
-                    .reply(session, refuse(ErrorCode::InstanceFailed, message))
-                    .await;
+                return refuse(ErrorCode::InstanceFailed, message);
             }
         };
         // Its directory, once more, before it execs: moved out of its root
@@ -265,9 +246,7 @@ impl Runner {
             kill_held(held.pid());
             drop(held);
             let message = crate::error_chain(&err);
-            return self
-                .reply(session, refuse(ErrorCode::CwdNotAllowed, message))
-                .await;
+            return refuse(ErrorCode::CwdNotAllowed, message);
         }
         if let Err(err) = self.instances.roots.add_root(held.pid()) {
             tracing::warn!(instance_id, "cannot watch the app-server's tree: {err}");
@@ -280,9 +259,7 @@ impl Runner {
                     self.instances.roots.remove_cgroup(cgroup);
                 }
                 let message = crate::error_chain(&err);
-                return self
-                    .reply(session, refuse(ErrorCode::InstanceFailed, message))
-                    .await;
+                return refuse(ErrorCode::InstanceFailed, message);
             }
         };
         let pid = handle.pid();
@@ -316,66 +293,63 @@ impl Runner {
                 started: None,
             },
         );
+        Ok(())
     }
 
-    /// Runs `command` on the instance's task; a failure answers `control`.
+    /// Runs `command` on the instance's task; a failure answers the
+    /// control of `ids`.
     fn command(
         &self,
         session: Session,
-        control: &'static str,
-        instance_id: String,
-        request_id: Option<String>,
+        ids: &ControlIds,
+        instance_id: &str,
         command: Command,
-    ) {
-        let to: Responder = self.handle.responder(session);
-        let Some(handle) = self.instances.handle(&instance_id) else {
+    ) -> Result<(), Failure> {
+        let Some(handle) = self.instances.handle(instance_id) else {
             let message = format!("no running instance {instance_id:?}");
-            let event = Event::ControlError(ControlErrorEvent {
-                request_id,
-                ..ControlErrorEvent::for_instance(
-                    control,
-                    &instance_id,
-                    ErrorCode::UnknownInstance,
-                    message,
-                )
-            });
-            tokio::spawn(async move { to.send(event).await });
-            return;
+            return Err(Failure::new(ErrorCode::UnknownInstance, message));
         };
+        let (to, ids) = (self.handle.responder(session), ids.clone());
         tokio::spawn(async move {
             if let Err(err) = handle.call(command).await {
-                let message = crate::error_chain(&err);
-                let event = Event::ControlError(ControlErrorEvent {
-                    request_id,
-                    ..ControlErrorEvent::for_instance(control, &instance_id, err.code(), message)
-                });
-                to.send(event).await;
+                let failure = Failure::new(err.code(), crate::error_chain(&err));
+                to.send(ids.error(failure)).await;
             }
         });
+        Ok(())
     }
 
-    pub(super) fn start_turn(&self, session: Session, turn: StartTurn) {
+    pub(super) fn start_turn(
+        &self,
+        session: Session,
+        turn: StartTurn,
+        ids: &ControlIds,
+    ) -> Result<(), Failure> {
         let command = Command::StartTurn {
             text: turn.text,
             client_turn_id: turn.client_turn_id,
         };
-        self.command(session, "start_turn", turn.instance_id, None, command);
+        self.command(session, ids, &turn.instance_id, command)
     }
 
-    pub(super) fn interrupt_turn(&self, session: Session, interrupt: InterruptTurn) {
+    pub(super) fn interrupt_turn(
+        &self,
+        session: Session,
+        interrupt: InterruptTurn,
+        ids: &ControlIds,
+    ) -> Result<(), Failure> {
         let command = Command::Interrupt {
             turn_id: interrupt.turn_id,
         };
-        self.command(
-            session,
-            "interrupt_turn",
-            interrupt.instance_id,
-            None,
-            command,
-        );
+        self.command(session, ids, &interrupt.instance_id, command)
     }
 
-    pub(super) fn resolve_approval(&self, session: Session, resolve: ResolveApprovalRequest) {
+    pub(super) fn resolve_approval(
+        &self,
+        session: Session,
+        resolve: ResolveApprovalRequest,
+        ids: &ControlIds,
+    ) -> Result<(), Failure> {
         let command = Command::ResolveApproval {
             request_id: resolve.request_id.clone(),
             approve: resolve.decision == Decision::Approve,
@@ -383,26 +357,29 @@ impl Runner {
             actor_user_id: resolve.actor_user_id,
             actor_slug: resolve.actor_slug,
         };
-        let (control, id) = ("resolve_approval_request", resolve.instance_id);
-        self.command(session, control, id, Some(resolve.request_id), command);
+        self.command(session, ids, &resolve.instance_id, command)
     }
 
-    pub(super) fn read_thread(&self, session: Session, read: ReadThread) {
+    pub(super) fn read_thread(
+        &self,
+        session: Session,
+        read: ReadThread,
+        ids: &ControlIds,
+    ) -> Result<(), Failure> {
         let command = Command::ReadThread {
             thread_id: read.thread_id,
             include_turns: read.include_turns,
         };
-        self.command(session, "read_thread", read.instance_id, None, command);
+        self.command(session, ids, &read.instance_id, command)
     }
 
-    pub(super) fn stop_instance(&self, session: Session, stop: StopInstance) {
-        self.command(
-            session,
-            "stop_instance",
-            stop.instance_id,
-            None,
-            Command::Stop,
-        );
+    pub(super) fn stop_instance(
+        &self,
+        session: Session,
+        stop: StopInstance,
+        ids: &ControlIds,
+    ) -> Result<(), Failure> {
+        self.command(session, ids, &stop.instance_id, Command::Stop)
     }
 
     /// An instance's event: numbered, kept until acknowledged, sent; its
@@ -415,13 +392,9 @@ impl Runner {
     ) {
         match &event {
             InstanceEvent::Failed { message } => {
-                let event = error(
-                    "start_instance",
-                    &instance_id,
-                    ErrorCode::InstanceFailed,
-                    message.clone(),
-                );
-                return self.send(event).await;
+                let ids = ControlType::StartInstance.ids().instance(&instance_id);
+                let failure = Failure::new(ErrorCode::InstanceFailed, message.clone());
+                return self.send(ids.error(failure)).await;
             }
             InstanceEvent::Started { .. } => {
                 if let Some(instance) = self.instances.live.get_mut(&instance_id) {

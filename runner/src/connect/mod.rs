@@ -8,16 +8,14 @@ mod editors;
 mod instances;
 mod reported_gate;
 mod shutdown;
-mod translate;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::approval::Approval;
 use crate::cli::ConnectArgs;
-use crate::control::events::RunnerReady;
 use crate::control::{
-    ControlClient, ControlConfig, ControlHandle, ControlInput, Event, JoinInfo, Session, Timing,
+    ControlClient, ControlConfig, ControlHandle, ControlInput, JoinInfo, Session, Timing,
 };
 use crate::forward::{CloseCause, ForwardConfig, Forwarder};
 use crate::gate::RevokeReason;
@@ -25,6 +23,7 @@ use crate::logging::Output;
 use crate::report::Report;
 use crate::supervise::{RunnerStop, Signal};
 use crate::trees::{self, Trees};
+use crate::wire::{Event, RunnerReady};
 
 /// Runs `connect` and returns the process exit code.
 pub async fn run(args: ConnectArgs, output: Output) -> i32 {
@@ -151,9 +150,8 @@ pub async fn run(args: ConnectArgs, output: Output) -> i32 {
         cwds: crate::workdir::CwdPolicy::new(&args.codex.allow_cwd),
         instances,
         marker: crate::supervise::new_marker(),
-        port_instances: std::collections::HashMap::new(),
         editors,
-        limits: translate::ready_limits(&args),
+        limits: ready_limits(&args),
         report,
     };
 
@@ -181,7 +179,7 @@ pub async fn run(args: ConnectArgs, output: Output) -> i32 {
                 runner.on_input(input).await;
             }
             Some(event) = editor_events.recv() => {
-                runner.send(editors::event(event)).await;
+                runner.send(event).await;
                 editors::report_status(&runner.editors, &runner.report);
             }
             Some((id, event, charge)) = instance_events.recv() => {
@@ -228,12 +226,20 @@ struct Runner {
     instances: instances::Instances,
     /// The tree marker the app-servers carry.
     marker: String,
-    /// The instance of each port request that has one, by `requestId`.
-    port_instances: std::collections::HashMap<String, String>,
     /// Announced in `runner_ready`.
-    limits: crate::control::events::Limits,
+    limits: crate::wire::Limits,
     /// What a person sees on stderr and in `status`.
     report: Report,
+}
+
+/// `runner_ready.limits`: the body limits of `connect`'s flags and the
+/// WebSocket message limit forwarding enforces.
+fn ready_limits(args: &ConnectArgs) -> crate::wire::Limits {
+    crate::wire::Limits {
+        max_request_body: args.max_request_body,
+        max_response_body: args.max_response_body,
+        max_web_socket_message: ForwardConfig::default().ws_max_message,
+    }
 }
 
 impl Runner {
@@ -268,24 +274,10 @@ impl Runner {
         }
         // Approval holds no silent listener; `status` still lists it.
         self.report.silent(&event, silent);
-        match self.approval.on_candidate(event) {
-            Ok(outputs) => {
-                for output in outputs {
-                    let mut event =
-                        translate::approval_event(output, |pid| self.instances.owner_of(pid));
-                    // A port's instance, remembered for its close.
-                    match &mut event {
-                        Event::PortForwardRequest(request) => {
-                            if let Some(id) = &request.listener.instance_id {
-                                let key = request.listener.request_id.clone();
-                                self.port_instances.insert(key, id.clone());
-                            }
-                        }
-                        Event::PortForwardClosed(closed) => {
-                            closed.instance_id = self.port_instances.remove(&closed.request_id);
-                        }
-                        _ => {}
-                    }
+        let instances = &self.instances;
+        match (self.approval).on_candidate(event, |pid| instances.owner_of(pid)) {
+            Ok(events) => {
+                for event in events {
                     self.send(event).await;
                 }
             }
@@ -310,9 +302,7 @@ impl Runner {
                     backend: self.backend.clone(),
                     backend_reason: self.backend_reason.clone(),
                     config_version: self.config.version,
-                    listeners: translate::ready_listeners(self.approval.snapshot(), |pid| {
-                        self.instances.owner_of(pid)
-                    }),
+                    listeners: self.approval.snapshot(),
                     instances: self.instances.ready(),
                     editors: editors::ready(&self.editors),
                     limits: self.limits,

@@ -28,7 +28,7 @@ pub(super) struct Ends {
     pub signals: Signals,
     pub finisher: Finisher,
     pub candidates: mpsc::Receiver<CandidateEvent>,
-    pub editor_events: mpsc::UnboundedReceiver<crate::editor::EditorEvent>,
+    pub editor_events: mpsc::UnboundedReceiver<crate::wire::Event>,
     pub instance_events: mpsc::Receiver<super::instances::Queued>,
     pub client: JoinHandle<()>,
 }
@@ -52,7 +52,7 @@ impl Runner {
         let instances = timeout_at(deadline, self.stop_instances());
         let (code, (), _) = tokio::join!(finish, editors, instances);
         while let Ok(event) = ends.editor_events.try_recv() {
-            self.send(super::editors::event(event)).await;
+            self.send(event).await;
         }
         while let Ok((id, event, charge)) = ends.instance_events.try_recv() {
             self.on_instance_event(id, event, charge).await;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Default budget for all events waiting for Kandan.
-pub const DEFAULT_EVENT_BUDGET: usize = 64 * 1024 * 1024;
+pub(crate) const DEFAULT_EVENT_BUDGET: usize = 64 * 1024 * 1024;
 
 /// Frame overhead counted on top of a body (ids, headers, JSON punctuation).
 const FRAME_OVERHEAD: usize = 512;
@@ -27,7 +27,7 @@ pub struct Budget {
 
 impl Budget {
     /// A budget of `total` bytes (at least 1).
-    pub fn new(total: usize) -> Self {
+    pub(crate) fn new(total: usize) -> Self {
         let total = total.clamp(1, Semaphore::MAX_PERMITS);
         Self {
             bytes: Arc::new(Semaphore::new(total)),
@@ -36,19 +36,21 @@ impl Budget {
     }
 
     /// The size of the whole budget.
-    pub fn total(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn total(&self) -> usize {
         self.total
     }
 
     /// Bytes not charged right now.
-    pub fn available(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn available(&self) -> usize {
         self.bytes.available_permits()
     }
 
     /// Waits until `cost` bytes are free and takes them. A cost larger than
     /// the whole budget takes all of it (it must still be able to go, alone).
     /// Requests are served in order, so a large one is not starved.
-    pub async fn charge(&self, cost: usize) -> Charge {
+    pub(crate) async fn charge(&self, cost: usize) -> Charge {
         let cost = cost.min(self.total).min(u32::MAX as usize);
         if cost == 0 {
             return Charge::default();
@@ -84,7 +86,7 @@ pub fn return_large_blocks_to_the_system() {
 }
 
 /// The bytes a body of `len` bytes takes on the wire: base64 plus the frame.
-pub fn wire_cost(len: usize) -> usize {
+pub(crate) fn wire_cost(len: usize) -> usize {
     len.div_ceil(3) * 4 + FRAME_OVERHEAD
 }
 
@@ -96,13 +98,13 @@ pub struct Charge {
 
 impl Charge {
     /// Adds `other`'s bytes to this charge.
-    pub fn merge(&mut self, other: Charge) {
+    pub(crate) fn merge(&mut self, other: Charge) {
         self.permits.extend(other.permits);
     }
 
     /// Gives back everything over `keep` bytes of the budget charged first
     /// (a body turned out smaller than what was reserved for it).
-    pub fn shrink_to(&mut self, keep: usize) {
+    pub(crate) fn shrink_to(&mut self, keep: usize) {
         if let Some(permit) = self.permits.first_mut() {
             let excess = permit.num_permits().saturating_sub(keep.max(1));
             drop(permit.split(excess));
@@ -110,7 +112,7 @@ impl Charge {
     }
 
     /// The bytes held, over all budgets.
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.permits
             .iter()
             .map(OwnedSemaphorePermit::num_permits)

@@ -26,10 +26,10 @@ use tracing::info;
 use super::budget::Charge;
 use super::connection::{self, Ended};
 use super::connector::{Connector, TcpConnector};
-use super::controls::Control;
 use super::endpoint;
-use super::events::Event;
 use super::schedule::Backoff;
+use crate::wire::Control;
+use crate::wire::Event;
 
 /// What the runner says about itself when it joins.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -270,7 +270,7 @@ impl ControlHandle {
     }
 
     /// The `configVersion` of the next join payload.
-    pub fn set_config_version(&self, config_version: u64) {
+    pub(crate) fn set_config_version(&self, config_version: u64) {
         self.join
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -371,7 +371,7 @@ impl ControlClient {
     }
 
     /// Starts the client over any transport.
-    pub fn spawn_with<C: Connector>(config: ControlConfig, connector: C) -> ControlChannel {
+    pub(crate) fn spawn_with<C: Connector>(config: ControlConfig, connector: C) -> ControlChannel {
         let (outbox_tx, outbox_rx) = mpsc::channel(config.outbox_capacity.max(1));
         let (input_tx, input_rx) = mpsc::channel(config.input_capacity.max(1));
         let join = Arc::new(Mutex::new(config.join.clone()));
@@ -401,7 +401,7 @@ pub(super) struct Links {
 impl Links {
     /// Runs `future` while not joined: drains (and drops) events so that
     /// senders never block, and stops when the runner is gone.
-    pub async fn offline<F: Future>(&mut self, future: F) -> Option<F::Output> {
+    pub(crate) async fn offline<F: Future>(&mut self, future: F) -> Option<F::Output> {
         let mut future = std::pin::pin!(future);
         loop {
             tokio::select! {

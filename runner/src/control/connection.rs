@@ -16,10 +16,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::{debug, info, warn};
 
 use super::client::{Ack, Charged, ControlInput, JoinInfo, Links, Outgoing, Session, Timing};
-use super::controls::Control;
-use super::events::{ControlErrorEvent, ErrorCode, Event};
 use super::frame::{self, Empty, Head, Incoming, RefCounter, Reply};
 use super::out_frame::{FrameWriter, OutFrame};
+use crate::wire::{Control, ControlIds, ErrorCode, Event, Failure};
 
 /// How a connection ended.
 pub(super) enum Ended {
@@ -345,8 +344,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
     async fn refuse_frame(&mut self, problem: &str) -> Result<(), ConnStop> {
         warn!(problem, "malformed frame from kandan");
         let message = format!("malformed frame: {problem}");
-        let event = ControlErrorEvent::new("", ErrorCode::InvalidControl, message);
-        self.push_now(Event::ControlError(event)).await
+        let failure = Failure::new(ErrorCode::InvalidControl, message);
+        self.push_now(ControlIds::default().error(failure)).await
     }
 
     async fn on_frame(&mut self, frame: &Incoming<'_>) -> Result<(), ConnStop> {
@@ -444,9 +443,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                 Ok(())
             }
             Err(rejection) => {
-                warn!(control_type = rejection.ids.control_type.as_deref().unwrap_or(""), code = %rejection.code(), problem = %rejection.problem, "control refused");
-                self.push_now(Event::ControlError(rejection.to_event()))
-                    .await
+                warn!(control_type = rejection.ids.control_type, code = %rejection.code(), problem = %rejection.problem, "control refused");
+                self.push_now(rejection.to_event()).await
             }
         }
     }

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 /// The URL to dial. The token is percent-encoded; never log the result.
-pub fn socket_url(mount: &str, token: Option<&str>) -> String {
+pub(crate) fn socket_url(mount: &str, token: Option<&str>) -> String {
     let mut url = format!("{}/websocket?vsn=2.0.0", mount.trim_end_matches('/'));
     if let Some(token) = token {
         url.push_str("&token=");
@@ -13,7 +13,7 @@ pub fn socket_url(mount: &str, token: Option<&str>) -> String {
 }
 
 /// The URL without its token, for logs.
-pub fn redacted_url(mount: &str) -> String {
+pub(crate) fn redacted_url(mount: &str) -> String {
     redact(&format!(
         "{}/websocket?vsn=2.0.0",
         mount.trim_end_matches('/')
@@ -22,7 +22,7 @@ pub fn redacted_url(mount: &str) -> String {
 
 /// `url` fit for a log line: a `user:password@` and the value of any
 /// `token` query parameter replaced by `<redacted>`.
-pub fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     let (scheme, rest) = match url.split_once("://") {
         Some((scheme, rest)) => (format!("{scheme}://"), rest),
         None => (String::new(), url),

@@ -136,12 +136,12 @@ pub(crate) fn frame_of(
 
 /// The frame of a push of `event`: like [`frame_of`], with a body, if the
 /// event has one, base64-encoded (SIMD) straight into the frame's buffer.
-pub(crate) fn event_frame(head: Head<'_>, event: super::Event) -> OutFrame {
+pub(crate) fn event_frame(head: Head<'_>, event: crate::wire::Event) -> OutFrame {
     OutFrame::text(event_buffer(head, event))
 }
 
 /// [`HEADROOM`] bytes, then the text of a push of `event`.
-fn event_buffer(head: Head<'_>, mut event: super::Event) -> Vec<u8> {
+fn event_buffer(head: Head<'_>, mut event: crate::wire::Event) -> Vec<u8> {
     let hint = event.size_hint();
     let body = event.take_body();
     let mut buf = OutFrame::buffer(hint);
@@ -166,7 +166,7 @@ fn event_buffer(head: Head<'_>, mut event: super::Event) -> Vec<u8> {
 
 /// The text [`event_frame`] frames.
 #[cfg(test)]
-pub(crate) fn event_text(head: Head<'_>, event: super::Event) -> String {
+pub(crate) fn event_text(head: Head<'_>, event: crate::wire::Event) -> String {
     let buf = event_buffer(head, event);
     String::from_utf8(buf[HEADROOM..].to_vec()).unwrap()
 }
@@ -291,8 +291,9 @@ mod tests {
 
     #[test]
     fn bodies_are_written_straight_into_the_frame() {
-        use crate::control::events::{ForwardHttpResponse, ForwardWebsocketMessage};
-        use crate::control::{Event, controls::Opcode};
+        use crate::wire::Event;
+        use crate::wire::Opcode;
+        use crate::wire::{ForwardHttpResponse, ForwardWebsocketMessage};
         let body = bytes::Bytes::from((0..=255u8).cycle().take(100_000).collect::<Vec<u8>>());
         let events = [
             Event::ForwardHttpResponse(ForwardHttpResponse {

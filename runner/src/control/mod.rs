@@ -1,6 +1,6 @@
 //! The control channel to Kandan: a Phoenix Channels v2 client over a
-//! WebSocket (`client`), its framing (`frame`), and the typed messages of the
-//! wire contract: controls from Kandan (`controls`), events to it (`events`).
+//! WebSocket (`client`) and its framing (`frame`); what it carries are the
+//! types of [`crate::wire`].
 //!
 //! Wiring: `ControlClient::spawn(config)` gives a [`ControlChannel`]. On
 //! `ControlInput::Joined(session)` answer at once with
@@ -9,17 +9,14 @@
 //! with `handle.reply(session, ..)`; send state changes with `handle.send(..)`.
 
 pub mod budget;
-pub mod client;
+pub(crate) mod client;
 mod connection;
-pub mod connector;
-pub mod controls;
-pub mod endpoint;
-pub mod events;
+pub(crate) mod connector;
+pub(crate) mod endpoint;
 pub(crate) mod frame;
 pub(crate) mod mount;
 mod out_frame;
-pub mod pieces;
-pub mod refusal;
+pub(crate) mod refusal;
 pub mod schedule;
 
 pub(crate) use client::Responder;
@@ -29,11 +26,7 @@ pub use client::{
     Ack, Charged, ControlChannel, ControlClient, ControlConfig, ControlHandle, ControlInput,
     JoinInfo, Session, Timing,
 };
-pub use controls::{Control, ControlRejection};
-pub use events::{ErrorCode, Event};
-pub use refusal::Refusal;
+pub(crate) use refusal::Refusal;
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod wire_names;

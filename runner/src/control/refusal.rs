@@ -27,7 +27,7 @@ pub enum Refusal {
 impl Refusal {
     /// The refusal of a handshake that carried no token: a token refusal
     /// says that none was given.
-    pub fn without_token(self) -> Refusal {
+    pub(crate) fn without_token(self) -> Refusal {
         match self {
             Refusal::Token { status, url } => Refusal::NoToken { status, url },
             other => other,

@@ -11,12 +11,12 @@ pub struct Backoff {
 
 impl Backoff {
     /// Reconnect: 10, 50, 100, 150, 200, 250, 500, 1000, 2000, then every 5000 ms.
-    pub fn reconnect() -> Backoff {
+    pub(crate) fn reconnect() -> Backoff {
         Backoff::from_millis(&[10, 50, 100, 150, 200, 250, 500, 1000, 2000], 5000)
     }
 
     /// Rejoin: 1000, 2000, 5000, then every 10000 ms.
-    pub fn rejoin() -> Backoff {
+    pub(crate) fn rejoin() -> Backoff {
         Backoff::from_millis(&[1000, 2000, 5000], 10_000)
     }
 
@@ -27,7 +27,7 @@ impl Backoff {
         }
     }
 
-    pub fn delay(&self, attempt: usize) -> Duration {
+    pub(crate) fn delay(&self, attempt: usize) -> Duration {
         self.steps.get(attempt).copied().unwrap_or(self.then)
     }
 }

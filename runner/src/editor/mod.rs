@@ -7,15 +7,16 @@
 //! [`Editors`] is the registry: one editor per cwd, each in its own process
 //! group and its own folder (`<state>/editors/<editorId>/`: user data,
 //! extensions, XDG dirs, the socket), removed when it stops. What happens is
-//! reported as [`EditorEvent`]s on a channel; the cwd must already have
-//! passed the cwd policy (section 6).
+//! reported as wire events on a channel (`local_editor_started`,
+//! `local_editor_stopped`, `control_error` `editor_failed`); the cwd must
+//! already have passed the cwd policy (section 6).
 
 mod binary;
 mod collaboration;
 mod dirs;
-mod events;
 pub(crate) mod fetch;
 mod healthz;
+mod id;
 mod process;
 mod registry;
 mod state_dir;
@@ -23,10 +24,11 @@ mod state_dir;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::wire::EditorStopReason as StopReason;
 pub use binary::{CodeServerStatus, DEFAULT_PROGRAM, code_server_status, resolve_code_server};
 pub use collaboration::{CollaborationError, KandanAccess};
-pub use events::{EditorEvent, EditorId, StopReason};
 pub use fetch::FetchError;
+pub use id::EditorId;
 pub use registry::{EditorInfo, Editors, StartRequest};
 pub use state_dir::private_state_dir;
 

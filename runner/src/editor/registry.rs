@@ -16,7 +16,10 @@ use tokio::task::JoinHandle;
 use super::collaboration::Collaboration;
 use super::dirs::{EditorDirs, FolderLock, sweep_stale};
 use super::process::{self, Group};
-use super::{EditorConfig, EditorError, EditorEvent, EditorId, StopReason, resolve_code_server};
+use super::{EditorConfig, EditorError, EditorId, StopReason, resolve_code_server};
+use crate::wire::{
+    ControlIds, ControlType, ErrorCode, Event, Failure, LocalEditorStarted, LocalEditorStopped,
+};
 use crate::workdir::CwdPolicy;
 
 /// A `start_local_editor`, its cwd already allowed by the cwd policy.
@@ -54,7 +57,7 @@ struct Running {
 
 struct Shared {
     config: EditorConfig,
-    events: mpsc::UnboundedSender<EditorEvent>,
+    events: mpsc::UnboundedSender<Event>,
     running: Mutex<HashMap<EditorId, Running>>,
     /// Held for a whole start.
     starting: tokio::sync::Mutex<()>,
@@ -81,7 +84,7 @@ impl Editors {
     /// It first ends the editors of runners that died on this state
     /// directory and removes their folders (a few /proc reads; call it
     /// where blocking briefly is fine, e.g. at start-up).
-    pub fn new(config: EditorConfig) -> (Self, mpsc::UnboundedReceiver<EditorEvent>) {
+    pub fn new(config: EditorConfig) -> (Self, mpsc::UnboundedReceiver<Event>) {
         sweep_stale(&config.state_dir);
         let (events, receiver) = mpsc::unbounded_channel();
         let shared = Shared {
@@ -101,24 +104,26 @@ impl Editors {
     }
 
     /// Starts an editor for `request.cwd`, or finds the one running there,
-    /// sends [`EditorEvent::Started`] or [`EditorEvent::Failed`] on the
-    /// channel, and returns that same event. A failed start leaves no
-    /// process and no folder.
-    pub async fn start(&self, request: StartRequest) -> EditorEvent {
+    /// sends `local_editor_started` or the start's `control_error`
+    /// (`editor_failed`) on the channel, and returns that same event. A
+    /// failed start leaves no process and no folder.
+    pub async fn start(&self, request: StartRequest) -> Event {
         let event = match self.try_start(&request).await {
-            Ok(editor_id) => EditorEvent::Started {
+            Ok(editor_id) => Event::LocalEditorStarted(LocalEditorStarted {
                 request_id: request.request_id.clone(),
                 instance_id: request.instance_id.clone(),
-                editor_id,
-                cwd: request.cwd.clone(),
-            },
+                editor_id: editor_id.to_string(),
+                cwd: request.cwd.display().to_string(),
+            }),
             Err(err) => {
-                tracing::warn!(cwd = %request.cwd.display(), "editor start failed: {}", crate::error_chain(&err));
-                EditorEvent::Failed {
+                let reason = crate::error_chain(&err);
+                tracing::warn!(cwd = %request.cwd.display(), "editor start failed: {reason}");
+                let ids = ControlIds {
                     request_id: request.request_id.clone(),
                     instance_id: request.instance_id.clone(),
-                    reason: crate::error_chain(&err),
-                }
+                    ..ControlType::StartLocalEditor.ids()
+                };
+                ids.error(Failure::new(ErrorCode::EditorFailed, reason))
             }
         };
         let _ = self.shared.events.send(event.clone());
@@ -400,11 +405,13 @@ async fn watch_editor(
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .remove(&id);
     tracing::info!(editor = %id, %reason, ?exit_code, "editor stopped");
-    let _ = shared.events.send(EditorEvent::Stopped {
-        editor_id: id,
-        reason,
-        exit_code,
-    });
+    let _ = shared
+        .events
+        .send(Event::LocalEditorStopped(LocalEditorStopped {
+            editor_id: id.to_string(),
+            reason,
+            exit_code,
+        }));
 }
 
 /// Removes an editor's folder unless kept: a failed or cancelled start
@@ -465,13 +472,13 @@ mod tests {
         assert!(folders.is_empty(), "folders left: {folders:?}");
     }
 
-    fn failure(event: EditorEvent) -> String {
+    fn failure(event: Event) -> String {
         match event {
-            EditorEvent::Failed {
-                request_id, reason, ..
-            } => {
-                assert_eq!(request_id.as_deref(), Some("r1"));
-                reason
+            Event::ControlError(error) => {
+                assert_eq!(error.control_type, "start_local_editor");
+                assert_eq!(error.code, ErrorCode::EditorFailed);
+                assert_eq!(error.request_id.as_deref(), Some("r1"));
+                error.message
             }
             other => panic!("expected Failed, got {other:?}"),
         }

@@ -1,8 +1,8 @@
 //! The forwarding module's error type, and the protocol error code
 //! (PROTOCOL.md section 4) each error is reported with.
 
-use crate::control::ErrorCode;
 use crate::gate::GateRefusal;
+use crate::wire::{ErrorCode, Failure};
 
 /// Why a forwarded request or socket failed.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +117,11 @@ impl ForwardError {
     /// The error and its sources on one line, for the wire `message`.
     pub(crate) fn message(&self) -> String {
         crate::error_chain(self)
+    }
+
+    /// The `control_error`'s code and message.
+    pub(crate) fn failure(&self) -> Failure {
+        Failure::new(self.code(), self.message())
     }
 }
 

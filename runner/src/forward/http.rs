@@ -25,13 +25,11 @@ use super::scheme::{Scheme, Schemes, Seen};
 use super::sniff::{FirstByte, Sniffed};
 use super::{ForwardConfig, ForwardError, dial, headers, tls};
 use crate::control::budget::{Budget, wire_cost};
-use crate::control::controls::ForwardHttpRequest;
-use crate::control::events::{
-    ControlErrorEvent, Event, ForwardHttpResponse, ForwardHttpResponseChunk,
-};
-use crate::control::pieces::Pieces;
 use crate::control::{Charged, Responder};
 use crate::gate::PortGate;
+use crate::wire::{
+    ControlType, Event, ForwardHttpRequest, ForwardHttpResponse, ForwardHttpResponseChunk, Pieces,
+};
 
 /// How long a finished connection may take to be ready for the next request
 /// before it is closed instead of pooled.
@@ -71,10 +69,8 @@ pub(super) async fn forward(req: ForwardHttpRequest, port: u16, to: Responder, c
 
 /// The `control_error` that ends a `forward_http_request`.
 pub(super) fn failed(request_id: String, err: &ForwardError) -> Event {
-    Event::ControlError(ControlErrorEvent {
-        request_id: Some(request_id),
-        ..ControlErrorEvent::new("forward_http_request", err.code(), err.message())
-    })
+    let ids = ControlType::ForwardHttpRequest.ids().request(request_id);
+    ids.error(err.failure())
 }
 
 /// Builds the upstream request from the control, refusing bad input and
@@ -125,7 +121,7 @@ enum Localize {
 }
 
 /// The origin-form request target (the path starts with `/`: a typed
-/// control's [`crate::control::controls::UrlPath`] does).
+/// control's [`crate::wire::UrlPath`] does).
 pub(super) fn path_and_query(
     path: &str,
     query: Option<&str>,

@@ -31,11 +31,12 @@ use tokio::sync::oneshot;
 
 use pool::Pool;
 
-use crate::control::controls::{
+use crate::control::Responder;
+use crate::gate::PortGate;
+use crate::wire::ErrorCode;
+use crate::wire::{
     ForwardHttpRequest, ForwardWebsocketClose, ForwardWebsocketOpen, ForwardWebsocketSend, Target,
 };
-use crate::control::{ErrorCode, Responder};
-use crate::gate::PortGate;
 
 pub(crate) use config::ForwardConfig;
 pub(crate) use error::ForwardError;

@@ -25,13 +25,12 @@ use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use tracing::Instrument;
 
 use crate::control::budget::{Budget, wire_cost};
-use crate::control::controls::{ForwardWebsocketOpen, ForwardWebsocketSend, Opcode};
-use crate::control::events::{
-    ControlErrorEvent, Event, ForwardWebsocketClosed, ForwardWebsocketMessage,
-    ForwardWebsocketOpened,
-};
-use crate::control::{Charged, ErrorCode, Responder};
+use crate::control::{Charged, Responder};
 use crate::gate::PortGate;
+use crate::wire::{
+    ControlType, ErrorCode, Event, ForwardWebsocketClosed, ForwardWebsocketMessage,
+    ForwardWebsocketOpen, ForwardWebsocketOpened, ForwardWebsocketSend, Opcode,
+};
 
 use super::dial::LocalStream;
 use super::scheme::{Scheme, Schemes};
@@ -87,12 +86,9 @@ impl Inner {
 
 /// A WebSocket control that was refused (unknown socket, invalid payload);
 /// the socket, if any, is unaffected.
-async fn refuse(to: &Responder, control_type: &str, socket_id: &str, err: ForwardError) {
-    let event = Event::ControlError(ControlErrorEvent {
-        socket_id: Some(socket_id.to_owned()),
-        ..ControlErrorEvent::new(control_type, err.code(), err.message())
-    });
-    to.send(event).await;
+async fn refuse(to: &Responder, control: ControlType, socket_id: &str, err: ForwardError) {
+    let ids = control.ids().socket(socket_id);
+    to.send(ids.error(err.failure())).await;
 }
 
 /// Why a socket failed: the code first, so Kandan can tell a refusal from
@@ -142,7 +138,7 @@ impl SocketTable {
         local: Result<Local, ForwardError>,
         to: Responder,
     ) {
-        const CONTROL: &str = "forward_websocket_open";
+        const CONTROL: ControlType = ControlType::ForwardWebsocketOpen;
         let local = match local {
             Ok(local) => local,
             Err(err) => return refuse(&to, CONTROL, &open.socket_id, err).await,
@@ -204,7 +200,7 @@ impl SocketTable {
     /// Queues a frame for the local server. An unknown socket or a bad
     /// payload gets a `control_error`; a full queue closes the socket.
     pub(super) async fn send(&self, send: ForwardWebsocketSend, to: &Responder) {
-        const CONTROL: &str = "forward_websocket_send";
+        const CONTROL: ControlType = ControlType::ForwardWebsocketSend;
         let socket_id = send.socket_id.as_str();
         let body = send.body.0;
         let len = body.len();
@@ -258,7 +254,7 @@ impl SocketTable {
             }
             None => {
                 let err = ForwardError::UnknownSocket(socket_id.to_owned());
-                refuse(to, "forward_websocket_close", socket_id, err).await;
+                refuse(to, ControlType::ForwardWebsocketClose, socket_id, err).await;
             }
         }
     }

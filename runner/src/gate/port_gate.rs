@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::control::ErrorCode;
+use crate::wire::ErrorCode;
 
 /// Decides, per request, whether a port may be forwarded and which local
 /// addresses its approved listener bound. Implemented by [`super::Gate`]; tests
@@ -47,7 +47,7 @@ pub enum GateRefusal {
 
 impl GateRefusal {
     /// The `control_error` code for this refusal.
-    pub fn code(self) -> ErrorCode {
+    pub(crate) fn code(self) -> ErrorCode {
         match self {
             Self::Pending | Self::Denied | Self::NotOffered | Self::Foreign | Self::Unverified => {
                 ErrorCode::PortNotApproved

@@ -167,6 +167,6 @@ fn a_refusal_says_whether_the_port_is_new_pending_or_denied() {
     ] {
         let text = refusal.to_string();
         assert_eq!(text.matches("not approved").count(), 1, "{text}");
-        assert_eq!(refusal.code().as_str(), "port_not_approved");
+        assert_eq!(refusal.code().to_string(), "port_not_approved");
     }
 }

@@ -6,12 +6,11 @@ use std::net::SocketAddr;
 
 use super::Line;
 use super::document::ListenerStatus;
-use crate::approval::ListenerSnapshot;
-use crate::control::events::ListenerState;
 use crate::forward::Scheme;
 use crate::gate::GateRefusal;
 use crate::pipeline::CandidateEvent;
 use crate::redact::redact_command;
+use crate::wire::{ListenerState, ReadyListener};
 
 /// `status`'s word for an `on_detect = "silent"` listener.
 pub(super) const SILENT: &str = "silent";
@@ -28,7 +27,8 @@ fn state_word(state: ListenerState) -> &'static str {
 
 /// `listener` as `status` shows it; the scheme forwarding learned stays
 /// while the listener (its request) does.
-pub(super) fn status_of(listener: &ListenerSnapshot, before: &[ListenerStatus]) -> ListenerStatus {
+pub(super) fn status_of(ready: &ReadyListener, before: &[ListenerStatus]) -> ListenerStatus {
+    let listener = &ready.listener;
     let request_id = listener.request_id.as_str();
     let scheme = (before.iter())
         .find(|old| old.port == listener.port && old.request_id.as_deref() == Some(request_id))
@@ -37,9 +37,10 @@ pub(super) fn status_of(listener: &ListenerSnapshot, before: &[ListenerStatus]) 
         port: listener.port,
         label: listener.label.clone(),
         pid: listener.pid,
-        command: redact_command(&listener.command),
-        cwd: listener.cwd.as_ref().map(|cwd| cwd.display().to_string()),
-        state: Some(state_word(listener.state).to_owned()),
+        // Redacted already, as Kandan hears of it.
+        command: listener.command.clone(),
+        cwd: listener.cwd.clone(),
+        state: Some(state_word(ready.state).to_owned()),
         request_id: Some(request_id.to_owned()),
         addresses: listener.addresses.iter().map(ToString::to_string).collect(),
         scheme,
@@ -76,19 +77,20 @@ pub(super) fn scheme(listeners: &mut [ListenerStatus], port: u16, scheme: Scheme
 /// `silent` are the `on_detect = "silent"` listeners listening now.
 pub(super) fn diff(
     before: &[ListenerStatus],
-    now: &[ListenerSnapshot],
+    now: &[ReadyListener],
     silent: &[ListenerStatus],
 ) -> Vec<(u16, Line)> {
     let mut lines = Vec::new();
-    for listener in now {
+    for ready in now {
+        let listener = &ready.listener;
         let old = before.iter().find(|old| old.port == listener.port);
-        let word = state_word(listener.state);
+        let word = state_word(ready.state);
         let same = old.is_some_and(|old| {
             old.request_id.as_deref() == Some(listener.request_id.as_str())
                 && old.state.as_deref() == Some(word)
         });
         if !same {
-            lines.push((listener.port, port_line(listener)));
+            lines.push((listener.port, port_line(ready)));
         }
     }
     for old in before {
@@ -99,7 +101,7 @@ pub(super) fn diff(
         if old.state.as_deref() == Some(SILENT) || silent.iter().any(|l| l.port == old.port) {
             continue;
         }
-        if !now.iter().any(|listener| listener.port == old.port) {
+        if !now.iter().any(|ready| ready.listener.port == old.port) {
             let line = Line::new(
                 "port_closed",
                 format!("port {} ({}): closed", old.port, old.label),
@@ -112,8 +114,9 @@ pub(super) fn diff(
     lines
 }
 
-fn port_line(listener: &ListenerSnapshot) -> Line {
-    let (event, what) = match listener.state {
+fn port_line(ready: &ReadyListener) -> Line {
+    let listener = &ready.listener;
+    let (event, what) = match ready.state {
         ListenerState::Pending => ("port_waiting", "waiting for approval"),
         ListenerState::Approved => ("port_approved", "approved"),
         ListenerState::Denied => ("port_denied", "denied"),
@@ -134,7 +137,7 @@ fn port_line(listener: &ListenerSnapshot) -> Line {
     )
     .field("port", listener.port)
     .field("label", listener.label.clone())
-    .field("state", state_word(listener.state))
+    .field("state", state_word(ready.state))
     .field("pid", listener.pid)
     .field("requestId", listener.request_id.as_str())
     .field("addresses", addresses)
@@ -193,7 +196,7 @@ impl Refused {
             )
             .level("warn")
             .field("port", port)
-            .field("code", refusal.code().as_str())
+            .field("code", refusal.code().to_string())
             .field("reason", refusal.to_string()),
         )
     }
@@ -209,19 +212,20 @@ impl Refused {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::approval::RequestId;
+    use crate::wire::ListenerInfo;
 
-    fn listener(port: u16, id: &str, state: ListenerState) -> ListenerSnapshot {
-        ListenerSnapshot {
-            request_id: RequestId::from_wire(id),
+    fn listener(port: u16, id: &str, state: ListenerState) -> ReadyListener {
+        let listener = ListenerInfo {
+            instance_id: None,
+            request_id: id.into(),
             port,
             pid: 42,
-            command: "node vite --token=s3cret".into(),
+            command: "node vite --token=***".into(),
             label: "vite".into(),
             cwd: None,
             addresses: vec!["127.0.0.1".parse().unwrap()],
-            state,
-        }
+        };
+        ReadyListener { listener, state }
     }
 
     #[test]
@@ -269,7 +273,6 @@ mod tests {
             lines[0]
         );
         let before: Vec<_> = waiting.iter().map(|l| status_of(l, &[])).collect();
-        assert!(before[0].command.contains("***") && !before[0].command.contains("s3cret"));
         assert!(diff(&before, &waiting, &[]).is_empty());
         let approved = vec![listener(5173, "r1", ListenerState::Approved)];
         assert_eq!(diff(&before, &approved, &[])[0].1.event, "port_approved");

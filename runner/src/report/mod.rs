@@ -34,11 +34,10 @@ use std::time::Duration;
 pub(crate) use escape::escape;
 pub(crate) use line::Line;
 
-use crate::approval::ListenerSnapshot;
-use crate::control::events::{ReadyEditor, ReadyInstance};
 use crate::gate::GateRefusal;
 use crate::logging::Output;
 use crate::pipeline::CandidateEvent;
+use crate::wire::{ReadyEditor, ReadyInstance};
 use document::{ListenerStatus, RunnerStatus};
 
 /// The runner's report: cheap to clone (one `Arc`), every clone the same.
@@ -144,7 +143,7 @@ impl Report {
     }
 
     /// `connect`'s listeners now (after a candidate or a decision).
-    pub(crate) fn listeners(&self, now: Vec<ListenerSnapshot>) {
+    pub(crate) fn listeners(&self, now: Vec<crate::wire::ReadyListener>) {
         self.update(|state| {
             let lines = listeners::diff(&state.status.listeners, &now, &state.silent);
             state.refused.changed(&lines);
@@ -198,7 +197,7 @@ impl Report {
     /// A `control_error` the runner sends: an instance or editor that
     /// failed to start gets a state line (Kandan shows it too, but the
     /// person at this machine is the one who can fix a wrong `--codex-bin`).
-    pub(crate) fn control_error(&self, event: &crate::control::Event) {
+    pub(crate) fn control_error(&self, event: &crate::wire::Event) {
         if let Some(line) = workers::failure(event) {
             self.emit(&line);
         }

@@ -2,8 +2,8 @@
 
 use super::Line;
 use super::document::{EditorStatus, InstanceStatus};
-use crate::control::events::{InstanceState, ReadyEditor, ReadyInstance};
-use crate::control::{ErrorCode, Event};
+use crate::wire::{ErrorCode, Event};
+use crate::wire::{InstanceState, ReadyEditor, ReadyInstance};
 
 fn instance_state(state: InstanceState) -> &'static str {
     match state {

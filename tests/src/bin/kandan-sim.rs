@@ -100,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
         // Ctrl-C while starting: dropping the start kills what it spawned.
         let demo = tokio::select! {
             demo = start => demo.context("starting the demo")?,
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = interrupted() => return Ok(()),
         };
         Some(demo)
     } else {
@@ -150,10 +150,10 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(print_events(sim.clone()));
         let quit = tokio::select! {
             quit = commands(&sim) => quit?,
-            _ = tokio::signal::ctrl_c() => true,
+            _ = interrupted() => true,
         };
         if !quit {
-            tokio::signal::ctrl_c().await?;
+            interrupted().await?;
         }
         eprintln!("stopping the demo");
         drop(sim);
@@ -166,7 +166,21 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(print_events(sim.clone()));
     if !commands(&sim).await? {
         // stdin closed (run in the background): serve until interrupted.
-        tokio::signal::ctrl_c().await?;
+        interrupted().await?;
+    }
+    Ok(())
+}
+
+/// Ctrl-C, or SIGTERM / SIGHUP (`kill`, a closed terminal): the demo stops
+/// everything it started on any of them.
+async fn interrupted() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        _ = term.recv() => {}
+        _ = hup.recv() => {}
     }
     Ok(())
 }

@@ -12,10 +12,11 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixListener;
 
 use super::servers::{ForwardOutput, PATIENCE, TestForwarder, control, full, next};
-use crate::control::controls::{Control, Opcode};
-use crate::control::{ErrorCode, Responder};
+use crate::control::Responder;
 use crate::forward::{EditorSockets, ForwardConfig, Forwarder};
 use crate::gate::{GateRefusal, PortGate};
+use crate::wire::ErrorCode;
+use crate::wire::{Control, Opcode};
 
 struct Editors(HashMap<String, PathBuf>);
 

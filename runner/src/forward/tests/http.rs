@@ -13,9 +13,9 @@ use super::servers::{
     PATIENCE, TestBody, dying_server, forwarder, full, http_server, next, refused_port,
     silent_server,
 };
-use crate::control::ErrorCode;
 use crate::forward::{CloseCause, ForwardConfig};
 use crate::gate::GateRefusal;
+use crate::wire::ErrorCode;
 
 fn request(id: &str, port: u16, method: &str, path: &str) -> HttpRequest {
     HttpRequest {

@@ -24,10 +24,10 @@ use super::servers::{
     FakeGate, ForwardOutput, HttpRequest, PATIENCE, WsOpen, choose_subprotocol, forwarder, full,
     http_server, next,
 };
-use crate::control::ErrorCode;
-use crate::control::controls::Opcode;
 use crate::forward::{CloseCause, ForwardConfig, Protocol, Scheme};
 use crate::gate::GateRefusal;
+use crate::wire::ErrorCode;
+use crate::wire::Opcode;
 
 /// What a TLS-only server saw, by the first byte of each connection.
 #[derive(Default)]

@@ -26,11 +26,12 @@ use tokio_tungstenite::tungstenite::handshake::server::{
 };
 
 use crate::control::budget::Charge;
-use crate::control::controls::{Control, Opcode};
-use crate::control::events::Event;
-use crate::control::{ErrorCode, Responder, TestAnswers};
+use crate::control::{Responder, TestAnswers};
 use crate::forward::{CloseCause, ForwardConfig, Forwarder};
 use crate::gate::{GateRefusal, PortGate};
+use crate::wire::ErrorCode;
+use crate::wire::Event;
+use crate::wire::{Control, Opcode};
 
 /// Generous wait for anything in tests (the machine is shared and noisy).
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -243,7 +244,7 @@ fn code_named(text: &str) -> ErrorCode {
     ];
     codes
         .into_iter()
-        .find(|code| code.as_str() == name)
+        .find(|code| code.to_string() == name)
         .unwrap_or_else(|| panic!("no error code at the front of {text:?}"))
 }
 

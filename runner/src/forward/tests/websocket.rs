@@ -10,11 +10,11 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::servers::{ForwardOutput, WsOpen, try_next};
 use super::servers::{PATIENCE, forwarder, next, refused_port, ws_server};
-use crate::control::ErrorCode;
 use crate::control::TestAnswers;
-use crate::control::controls::Opcode;
 use crate::forward::{CloseCause, ForwardConfig};
 use crate::gate::GateRefusal;
+use crate::wire::ErrorCode;
+use crate::wire::Opcode;
 
 fn open(id: &str, port: u16, headers: &[(&str, &str)]) -> WsOpen {
     WsOpen {

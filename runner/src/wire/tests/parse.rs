@@ -1,8 +1,22 @@
-//! Every control read from its wire JSON, and every way one can be wrong.
+//! What reading a control accepts and refuses, and the ids a refusal
+//! echoes: the behaviour of `Control::parse`. The names and fields of the
+//! contract are checked once, in `wire/tests.rs`.
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
-use super::*;
+use crate::wire::controls::*;
+use crate::wire::fields::{self, *};
+use crate::wire::parse::{ControlRejection, Problem};
+use crate::wire::{ControlErrorEvent, ErrorCode, Event};
+
+/// The `control_error` a rejection is answered with.
+fn error_of(rejection: &ControlRejection) -> ControlErrorEvent {
+    match rejection.to_event() {
+        Event::ControlError(error) => error,
+        other => panic!("not a control_error: {other:?}"),
+    }
+}
 
 fn raw(value: &Value) -> Box<RawValue> {
     RawValue::from_string(value.to_string()).unwrap()
@@ -92,7 +106,7 @@ fn resolve_errors() {
     missing(v, "instanceId");
     assert_eq!(rejection.ids.request_id.as_deref(), Some("r1"));
     assert_eq!(
-        rejection.to_event().control_type,
+        error_of(&rejection).control_type,
         "resolve_port_forward_request"
     );
 }
@@ -196,7 +210,7 @@ fn forward_http_request_errors() {
             rejection.problem
         );
         assert_eq!(rejection.ids.request_id.as_deref(), Some("h1"));
-        let event = rejection.to_event();
+        let event = error_of(&rejection);
         assert_eq!(event.control_type, "forward_http_request");
         assert_eq!(event.code, ErrorCode::InvalidControl);
     }
@@ -249,7 +263,7 @@ fn header_floods_are_invalid_controls() {
         let rejection = reject(v);
         assert_eq!(rejection.code(), ErrorCode::InvalidControl, "{ty}");
         assert!(rejection.problem.to_string().contains("1000 pairs"), "{ty}");
-        let event = rejection.to_event();
+        let event = error_of(&rejection);
         assert_eq!(event.control_type, ty);
         let echoed = event.request_id.or(event.socket_id);
         assert_eq!(echoed.as_deref(), Some("f1"), "{ty}");
@@ -417,6 +431,10 @@ fn instance_controls() {
         Control::StartInstance(StartInstance::default())
     );
     assert_invalid(json!({"type": "start_instance", "fast": "yes"}), "fast");
+}
+
+#[test]
+fn turn_and_thread_controls() {
     assert_eq!(
         parse(json!({"type": "start_turn", "instanceId": "i1", "text": "hi", "clientTurnId": "c"})),
         Control::StartTurn(StartTurn {
@@ -451,7 +469,7 @@ fn instance_controls() {
         json!({"type": "resolve_approval_request", "instanceId": "i1",
         "requestId": "a1", "decision": "later"}),
     );
-    let event = rejection.to_event();
+    let event = error_of(&rejection);
     assert_eq!(event.instance_id.as_deref(), Some("i1"));
     assert_eq!(event.request_id.as_deref(), Some("a1"));
     assert_eq!(
@@ -481,7 +499,7 @@ fn instance_controls() {
 fn unknown_and_untyped_controls() {
     let rejection = reject(json!({"type": "launch_rockets", "requestId": "x"}));
     assert_eq!(rejection.code(), ErrorCode::UnknownControl);
-    let event = rejection.to_event();
+    let event = error_of(&rejection);
     assert_eq!(event.control_type, "launch_rockets");
     assert_eq!(event.request_id.as_deref(), Some("x"));
 
@@ -489,7 +507,7 @@ fn unknown_and_untyped_controls() {
         let rejection = reject(v);
         assert_eq!(rejection.problem, Problem::NoType);
         assert_eq!(rejection.code(), ErrorCode::InvalidControl);
-        assert_eq!(rejection.to_event().control_type, "");
+        assert_eq!(error_of(&rejection).control_type, "");
     }
     for v in [json!([]), json!("x"), json!(null), json!(1)] {
         assert_eq!(reject(v).problem, Problem::NotAnObject);

@@ -73,9 +73,9 @@ impl<'de> Deserialize<'de> for AbsolutePath {
 /// Most header pairs a control may carry. A flood is refused while it is
 /// read, before anything is built from it (an `http::HeaderMap` panics past
 /// 32,768 entries).
-pub const MAX_HEADER_PAIRS: usize = 1000;
+pub(crate) const MAX_HEADER_PAIRS: usize = 1000;
 /// Most header bytes (names and values) a control may carry.
-pub const MAX_HEADER_BYTES: usize = 256 * 1024;
+pub(crate) const MAX_HEADER_BYTES: usize = 256 * 1024;
 
 /// `headers`: an object (`{"name": "value"}` or `{"name": ["v1", "v2"]}`)
 /// or a list of `[name, value]` pairs, read straight into a header map

@@ -1,17 +1,18 @@
-//! What an instance reports, transport-neutral: each variant maps 1:1 to an
-//! event of PROTOCOL.md section 4 (the caller adds `instanceId`, and `seq`
-//! and `gap` from its [`Replay`](super::Replay)).
+//! What a Codex instance reports (PROTOCOL.md sections 4 and 7): each
+//! variant is an event of the contract without `instanceId`, `seq` and
+//! `gap`, which [`InstanceWire`](super::InstanceWire) adds beside it.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::control::controls::{ActorId, Decision};
 use serde_json::Value;
+
+use super::fields::{ActorId, Decision};
 
 /// One event of an instance, in the order the app-server caused them.
 /// Serialized, it is the wire event of PROTOCOL.md section 4 without
-/// `instanceId` and `seq` (see [`InstanceEvent::to_wire`]).
+/// `instanceId` and `seq`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all_fields = "camelCase")]
 pub enum InstanceEvent {
@@ -55,7 +56,7 @@ pub enum InstanceEvent {
         #[serde(skip_serializing_if = "Option::is_none")]
         actor_slug: Option<String>,
     },
-    /// `thread_read`: the answer to [`Command::ReadThread`](super::Command).
+    /// `thread_read`: the answer to `read_thread`.
     #[serde(rename = "thread_read")]
     ThreadRead { thread_id: String, thread: Value },
     /// `control_error` `instance_failed` for `start_instance`: the
@@ -74,40 +75,6 @@ pub enum InstanceEvent {
         #[serde(skip_serializing_if = "Option::is_none")]
         stderr_tail: Option<String>,
     },
-}
-
-impl InstanceEvent {
-    /// The wire `type`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            InstanceEvent::Started { .. } => "instance_started",
-            InstanceEvent::Notification { .. } => "codex_notification",
-            InstanceEvent::ApprovalRequest(_) => "approval_request",
-            InstanceEvent::ApprovalResolved { .. } => "approval_resolved",
-            InstanceEvent::ThreadRead { .. } => "thread_read",
-            InstanceEvent::Failed { .. } => "instance_failed",
-            InstanceEvent::Stopped { .. } => "instance_stopped",
-        }
-    }
-
-    /// The wire event for `instance_id`, with `seq` (and `gap: true` when
-    /// set) from the caller's [`Replay`](super::Replay); `None` for
-    /// [`InstanceEvent::Failed`], which goes out as a `control_error`.
-    pub fn to_wire(&self, instance_id: &str, seq: Option<(u64, bool)>) -> Option<Value> {
-        if let InstanceEvent::Failed { .. } = self {
-            return None;
-        }
-        let mut value = serde_json::to_value(self).ok()?;
-        let object = value.as_object_mut()?;
-        object.insert("instanceId".into(), instance_id.into());
-        if let Some((seq, gap)) = seq {
-            object.insert("seq".into(), seq.into());
-            if gap {
-                object.insert("gap".into(), true.into());
-            }
-        }
-        Some(value)
-    }
 }
 
 /// The ids found in a notification's params (`ids` on the wire).
@@ -130,7 +97,7 @@ impl Ids {
     /// `threadId`, `turnId`, `itemId`, `processId`, `requestId` at the top
     /// of `params`, else the `id` of `params.thread`, `.turn`, `.item`
     /// (`turn/started` carries the turn whole). Numbers become strings.
-    pub fn find(params: &Value) -> Ids {
+    pub(crate) fn find(params: &Value) -> Ids {
         let top = |key: &str| params.get(key).and_then(id_text);
         let nested = |key: &str| params.get(key).and_then(|v| v.get("id")).and_then(id_text);
         Ids {
@@ -198,85 +165,6 @@ pub enum StopReason {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn events_serialize_as_the_wire_events() {
-        let started = InstanceEvent::Started {
-            thread_id: "t".into(),
-            cwd: "/w".into(),
-            model: None,
-            pid: 7,
-            codex_version: "0.171.0".into(),
-            tui_url: None,
-        };
-        assert_eq!(
-            started.to_wire("i1", None).unwrap(),
-            json!({"type": "instance_started", "instanceId": "i1", "threadId": "t", "cwd": "/w",
-                "pid": 7, "codexVersion": "0.171.0"})
-        );
-        let note = InstanceEvent::Notification {
-            method: "turn/started".into(),
-            params: json!({"threadId": "t"}),
-            ids: Ids::find(&json!({"threadId": "t"})),
-        };
-        assert_eq!(
-            note.to_wire("i1", Some((3, true))).unwrap(),
-            json!({"type": "codex_notification", "instanceId": "i1", "seq": 3, "gap": true,
-                "method": "turn/started", "params": {"threadId": "t"}, "ids": {"threadId": "t"}})
-        );
-        let request = InstanceEvent::ApprovalRequest(ApprovalRequest {
-            request_id: "approval-1".into(),
-            kind: ApprovalKind::FileChange,
-            thread_id: "t".into(),
-            turn_id: Some("u".into()),
-            item_id: None,
-            command: None,
-            cwd: None,
-            reason: None,
-            changes: Some(json!([])),
-        });
-        assert_eq!(
-            request.to_wire("i1", Some((4, false))).unwrap(),
-            json!({"type": "approval_request", "instanceId": "i1", "seq": 4, "requestId": "approval-1",
-                "kind": "file_change", "threadId": "t", "turnId": "u", "changes": []})
-        );
-        let resolved = InstanceEvent::ApprovalResolved {
-            request_id: "approval-1".into(),
-            decision: Some(Decision::Approve),
-            withdrawn: false,
-            actor_user_id: None,
-            actor_slug: None,
-        };
-        assert_eq!(
-            resolved.to_wire("i1", None).unwrap(),
-            json!({"type": "approval_resolved", "instanceId": "i1", "requestId": "approval-1", "decision": "approve"})
-        );
-        let withdrawn = InstanceEvent::ApprovalResolved {
-            request_id: "approval-2".into(),
-            decision: None,
-            withdrawn: true,
-            actor_user_id: None,
-            actor_slug: None,
-        };
-        assert_eq!(withdrawn.to_wire("i1", None).unwrap()["withdrawn"], true);
-        let stopped = InstanceEvent::Stopped {
-            reason: StopReason::Exited,
-            exit_code: None,
-            signal: Some(9),
-            stderr_tail: Some("x".into()),
-        };
-        assert_eq!(
-            stopped.to_wire("i1", None).unwrap(),
-            json!({"type": "instance_stopped", "instanceId": "i1", "reason": "exited", "signal": 9, "stderrTail": "x"})
-        );
-        assert!(
-            InstanceEvent::Failed {
-                message: "m".into()
-            }
-            .to_wire("i1", None)
-            .is_none()
-        );
-    }
 
     #[test]
     fn finds_ids_at_the_top_and_nested() {

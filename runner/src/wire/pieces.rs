@@ -12,25 +12,21 @@ pub struct Pieces(Vec<Bytes>);
 
 impl Pieces {
     /// Appends a piece; empty ones are not kept.
-    pub fn push(&mut self, piece: Bytes) {
+    pub(crate) fn push(&mut self, piece: Bytes) {
         if !piece.is_empty() {
             self.0.push(piece);
         }
     }
 
     /// The body's length in bytes.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.0.iter().map(Bytes::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 
     /// Appends the body's base64 (standard alphabet, padded) to `out`, as
     /// if the pieces were one buffer: the 1 or 2 bytes that end a piece
     /// between two 3-byte groups are carried into the next.
-    pub fn append_base64<T: AppendBase64Encode>(&self, out: &mut T) {
+    pub(crate) fn append_base64<T: AppendBase64Encode>(&self, out: &mut T) {
         let mut carry = [0u8; 3];
         let mut carried = 0;
         for piece in &self.0 {
@@ -58,7 +54,7 @@ impl Pieces {
 
     /// The whole body in one buffer (a copy; tests).
     #[cfg(test)]
-    pub fn to_bytes(&self) -> Bytes {
+    pub(crate) fn to_bytes(&self) -> Bytes {
         self.0.concat().into()
     }
 }
