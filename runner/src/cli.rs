@@ -4,13 +4,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::parser::ValueSource;
-use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::cgroup::ContainmentChoice;
 use crate::config::{Config, PortRule};
 
+use crate::config::PortRange;
 use crate::detect::{BackendChoice, DetectorConfig};
-use crate::pipeline::{CommandPattern, IgnorePolicy, PortRange};
+use crate::pipeline::{CommandPattern, IgnorePolicy};
 
 /// kandan-runner: notices the TCP listeners of a process tree and forwards
 /// the approved ones to Kandan.
@@ -61,9 +62,35 @@ pub enum Command {
     /// Install, remove or print the systemd unit (launchd plist on macOS).
     Service(crate::service::ServiceArgs),
     /// Print a shell completion script.
-    Completions(crate::cli_docs::CompletionsArgs),
+    Completions(CompletionsArgs),
     /// Print the man page (roff).
-    Man(crate::cli_docs::ManArgs),
+    Man(ManArgs),
+}
+
+// The arguments of `completions` and `man` live here with the others;
+// `cli_docs` renders this definition (so it imports `cli`, not back).
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to print a completion script for.
+    #[arg(value_enum)]
+    pub shell: CompletionShell,
+}
+
+/// The shells of PROTOCOL.md section 1 (clap_complete knows more).
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write kandan-runner.1 and a page per subcommand (kandan-runner-watch.1,
+    /// ...) into DIR instead of printing the main page.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 /// Flags shared by `watch` and `connect`.

@@ -2,29 +2,16 @@
 //! the same clap definition as the parser, so they never drift from it.
 
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use clap::{Args, CommandFactory, ValueEnum};
+use clap::CommandFactory;
 
-use crate::cli::Cli;
+use crate::cli::{Cli, CompletionShell, CompletionsArgs, ManArgs};
+use crate::logging::Output;
+use crate::report::Report;
 
 /// The name completions complete and the man page documents.
 const BIN: &str = "kandan-runner";
-
-#[derive(Debug, Args)]
-pub struct CompletionsArgs {
-    /// The shell to print a completion script for.
-    #[arg(value_enum)]
-    pub shell: CompletionShell,
-}
-
-/// The shells of PROTOCOL.md section 1 (clap_complete knows more).
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum CompletionShell {
-    Bash,
-    Zsh,
-    Fish,
-}
 
 impl From<CompletionShell> for clap_complete::Shell {
     fn from(shell: CompletionShell) -> Self {
@@ -37,7 +24,7 @@ impl From<CompletionShell> for clap_complete::Shell {
 }
 
 /// Prints the completion script on stdout; exit code.
-pub fn completions(args: &CompletionsArgs) -> i32 {
+pub fn completions(args: &CompletionsArgs, output: Output) -> i32 {
     let mut script = Vec::new();
     clap_complete::generate(
         clap_complete::Shell::from(args.shell),
@@ -48,7 +35,7 @@ pub fn completions(args: &CompletionsArgs) -> i32 {
     if let CompletionShell::Bash = args.shell {
         script = fix_bash_names(&script).into_bytes();
     }
-    write_stdout(&script)
+    write_stdout(&script, &Report::new(output))
 }
 
 /// clap_complete's bash script names its case arms from the binary name
@@ -65,34 +52,30 @@ fn fix_bash_names(script: &[u8]) -> String {
     String::from_utf8_lossy(script).replace(&wrong, &right)
 }
 
-#[derive(Debug, Args)]
-pub struct ManArgs {
-    /// Write kandan-runner.1 and a page per subcommand (kandan-runner-watch.1,
-    /// ...) into DIR instead of printing the main page.
-    #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
-}
-
 /// Prints the man page (roff) on stdout, or writes every page into
 /// `--dir`; exit code.
-pub fn man(args: &ManArgs) -> i32 {
+pub fn man(args: &ManArgs, output: Output) -> i32 {
+    let printer = Report::new(output);
     if let Some(dir) = &args.dir {
         return match write_pages(dir) {
             Ok(()) => 0,
             Err(err) => {
-                crate::report::error(format!("--dir {}: {err}", dir.display()));
+                printer.error(format!("--dir {}: {err}", dir.display()));
                 1
             }
         };
     }
     let mut page = Vec::new();
     if let Err(err) = clap_mangen::Man::new(man_command()).render(&mut page) {
-        crate::report::error(format!("cannot render the man page: {err}"));
+        printer.error(format!("cannot render the man page: {err}"));
         return 1;
     }
     let page = unlink_subpages(&String::from_utf8_lossy(&page), |_| false);
     let pointer = ".SH SUBCOMMANDS\nEach has a page of its own, written by \\fBkandan\\-runner man \\-\\-dir\\fR \\fIDIR\\fR.\n.PP\n";
-    write_stdout(page.replacen(".SH SUBCOMMANDS\n", pointer, 1).as_bytes())
+    write_stdout(
+        page.replacen(".SH SUBCOMMANDS\n", pointer, 1).as_bytes(),
+        &printer,
+    )
 }
 
 /// The command as the pages show it: the version alone in their header
@@ -161,14 +144,14 @@ fn write_pages(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-fn write_stdout(bytes: &[u8]) -> i32 {
+fn write_stdout(bytes: &[u8], printer: &Report) -> i32 {
     let mut stdout = io::stdout().lock();
     match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
         Ok(()) => 0,
         // `kandan-runner man | head` closes the pipe early; not an error.
         Err(err) if err.kind() == io::ErrorKind::BrokenPipe => 0,
         Err(err) => {
-            crate::report::error(format!("cannot write to stdout: {err}"));
+            printer.error(format!("cannot write to stdout: {err}"));
             1
         }
     }

@@ -36,14 +36,14 @@ pub enum LogFormat {
 /// The global output flags (`--log-format`, `--quiet`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Output {
-    pub format: LogFormat,
+    pub(crate) format: LogFormat,
     /// No state lines (warnings and errors still print).
-    pub quiet: bool,
+    pub(crate) quiet: bool,
 }
 
-/// Sets up logs and the state lines ([`crate::report`]) for this process.
+/// Sets up logs for this process (the state lines are the commands'
+/// report, made from the same `output`).
 pub fn init(output: Output) {
-    crate::report::init(output);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     let filter = filter.and(filter_fn(allowed));
     let fmt = tracing_subscriber::fmt::layer()
@@ -93,7 +93,7 @@ fn is_ours(target: &str) -> bool {
 
 /// Now as RFC 3339 UTC with milliseconds (`2026-11-29T23:10:00.123Z`): the
 /// `ts` of JSON logs, state lines and `watch --json`.
-pub fn timestamp() -> String {
+pub(crate) fn timestamp() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 

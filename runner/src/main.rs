@@ -8,13 +8,14 @@ fn main() {
     runner::detect::ebpf::loader_child::run_if_asked();
     let cli = cli::parse();
     runner::control::budget::return_large_blocks_to_the_system();
-    runner::logging::init(cli.output.output());
+    let output = cli.output.output();
+    runner::logging::init(output);
     let code = match cli.command {
         Command::Doctor(args) => runner::doctor::run(&args),
-        Command::Service(args) => runner::service::run(&args),
-        Command::Status(args) => runner::status::run(&args),
-        Command::Completions(args) => runner::cli_docs::completions(&args),
-        Command::Man(args) => runner::cli_docs::man(&args),
+        Command::Service(args) => runner::service::run(&args, output),
+        Command::Status(args) => runner::status::run(&args, output),
+        Command::Completions(args) => runner::cli_docs::completions(&args, output),
+        Command::Man(args) => runner::cli_docs::man(&args, output),
         command => {
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -32,8 +33,8 @@ fn main() {
             // forwarded request) cost an extra `epoll_wait`.
             let main = runtime.spawn(async move {
                 match command {
-                    Command::Watch(args) => runner::watch::run(args).await,
-                    Command::Connect(args) => runner::connect::run(*args).await,
+                    Command::Watch(args) => runner::watch::run(args, output).await,
+                    Command::Connect(args) => runner::connect::run(*args, output).await,
                     Command::Doctor(_)
                     | Command::Status(_)
                     | Command::Service(_)

@@ -12,6 +12,7 @@ use crate::cli::DetectorArgs;
 use crate::detect::{self, DetectError, Selection};
 use crate::gate::Gate;
 use crate::pipeline::{self, CandidateEvent, Finish, PipelineConfig};
+use crate::report::{Line, Report};
 use crate::root_pids::{RootPidError, RootPids};
 use crate::supervise::{
     self, HeldChild, Marked, Members, RootCommand, Signals, SpawnError, SpawnOptions, TREE_MARKER,
@@ -21,26 +22,26 @@ use crate::supervise::{
 const CANDIDATE_QUEUE: usize = 1024;
 
 /// A running detector and pipeline, plus the command started as a root.
-pub struct Trees {
-    pub selection: Selection,
-    pub candidates: mpsc::Receiver<CandidateEvent>,
+pub(crate) struct Trees {
+    pub(crate) selection: Selection,
+    pub(crate) candidates: mpsc::Receiver<CandidateEvent>,
     /// `-- COMMAND`, released and running.
-    pub command: Option<RootCommand>,
+    pub(crate) command: Option<RootCommand>,
     /// Ends the pipeline with its final `closed` events.
-    pub finisher: Finisher,
+    pub(crate) finisher: Finisher,
     /// Adds more roots while it runs (Codex instances under `connect`).
-    pub roots: std::sync::Arc<dyn detect::RootRegistry>,
+    pub(crate) roots: std::sync::Arc<dyn detect::RootRegistry>,
     /// The `--root-pid` roots when they are the only ones: the runner
     /// stops when they have all ended. Never ends with `-- COMMAND`.
-    pub root_pids: RootPids,
+    pub(crate) root_pids: RootPids,
     /// Where the command, instances and editors get their cgroups;
     /// [`Containment::remove`] at the runner's exit.
-    pub containment: Containment,
+    pub(crate) containment: Containment,
 }
 
 /// Errors of starting to watch.
 #[derive(Debug, thiserror::Error)]
-pub enum WatchedError {
+pub(crate) enum WatchedError {
     #[error(transparent)]
     Detect(#[from] DetectError),
     #[error(transparent)]
@@ -53,7 +54,7 @@ pub enum WatchedError {
 
 impl WatchedError {
     /// The runner's exit code: 127/126 for a command that cannot run, else 1.
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         match self {
             WatchedError::Spawn(err) => err.exit_code(),
             WatchedError::Detect(_) | WatchedError::Containment(_) => 1,
@@ -65,18 +66,19 @@ impl WatchedError {
 
 /// What to do with the command's output.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct CommandOutput {
+pub(crate) struct CommandOutput {
     /// Its stdout goes to the runner's stderr (`watch --json`).
-    pub stdout_to_stderr: bool,
+    pub(crate) stdout_to_stderr: bool,
 }
 
 /// Starts everything. `on_selected` runs as soon as the backend is known, so
 /// the caller can say which one (and what holds the processes) before
 /// anything else is logged.
-pub fn start(
+pub(crate) fn start(
     args: &DetectorArgs,
     output: CommandOutput,
     gate: Option<Gate>,
+    report: &Report,
     on_selected: impl FnOnce(&Selection, &Containment),
 ) -> Result<Trees, WatchedError> {
     let ignore = args.ignore_policy();
@@ -90,9 +92,7 @@ pub fn start(
     })?;
     on_selected(&selection, &containment);
     for warning in warnings {
-        crate::report::notice(
-            crate::report::Line::new("root_pid", warning.to_string()).level("warn"),
-        );
+        report.notice(Line::new("root_pid", warning.to_string()).level("warn"));
     }
 
     for &pid in &args.root_pids {
@@ -172,7 +172,7 @@ pub fn start(
 }
 
 /// Asks the pipeline for its final events when the runner stops.
-pub struct Finisher {
+pub(crate) struct Finisher {
     tx: oneshot::Sender<Finish>,
     scan_roots: Vec<u32>,
     self_pid: u32,
@@ -182,7 +182,7 @@ impl Finisher {
     /// Scans what still listens (the detector may not have seen the last
     /// closes yet: procfs polls) and has the pipeline report `closed` for
     /// every other reported port; its candidate stream then ends.
-    pub async fn finish(self) {
+    pub(crate) async fn finish(self) {
         let listening = still_listening(self.scan_roots, self.self_pid).await;
         let _ = self.tx.send(Finish { listening });
     }
@@ -212,24 +212,25 @@ async fn still_listening(roots: Vec<u32>, _self_pid: u32) -> Option<BTreeSet<u16
 /// What `watch` and `connect` start with: [`start`], printing the backend
 /// line first, and the signals that start the shutdown. Failures are
 /// printed; `Err` holds the exit code.
-pub fn start_for_command(
+pub(crate) fn start_for_command(
     args: &DetectorArgs,
     output: CommandOutput,
     gate: Option<Gate>,
+    report: &Report,
 ) -> Result<(Trees, Signals), i32> {
     // Listening first: a signal while the command starts must not kill the
     // runner before it can end the command.
     let signals = Signals::new().map_err(|err| {
-        crate::report::error(format!("cannot listen for signals: {err}"));
+        report.error(format!("cannot listen for signals: {err}"));
         1
     })?;
-    let watched = start(args, output, gate, |selection, containment| {
-        let line = crate::report::Line::new("backend", backend_line(selection, containment))
+    let watched = start(args, output, gate, report, |selection, containment| {
+        let line = Line::new("backend", backend_line(selection, containment))
             .field("backend", selection.kind.to_string());
-        crate::report::backend(line);
+        report.backend(line);
     })
     .map_err(|err| {
-        crate::report::error(crate::error_chain(&err));
+        report.error(crate::error_chain(&err));
         err.exit_code()
     })?;
     Ok((watched, signals))
@@ -238,7 +239,7 @@ pub fn start_for_command(
 /// The first stderr line: the backend, and why when it is not the best
 /// one; and, where no cgroup could be created, what holds the processes
 /// instead (PROTOCOL.md section 5).
-pub fn backend_line(selection: &Selection, containment: &Containment) -> String {
+pub(crate) fn backend_line(selection: &Selection, containment: &Containment) -> String {
     let backend = match &selection.reason {
         Some(reason) => format!("backend: {} ({reason})", selection.kind),
         None => format!("backend: {}", selection.kind),

@@ -60,7 +60,9 @@ fn drive(mut channel: ControlChannel, on_control: tokio::sync::mpsc::UnboundedSe
                 ControlInput::Control { control, .. } => {
                     let _ = on_control.send(*control);
                 }
-                ControlInput::Disconnected | ControlInput::Acked(_) => {}
+                ControlInput::Disconnected
+                | ControlInput::Acked(_)
+                | ControlInput::Reconnecting { .. } => {}
                 ControlInput::Refused(refusal) => panic!("refused: {refusal}"),
             }
         }

@@ -90,7 +90,7 @@ async fn status_lists_a_running_connect_with_a_pending_and_an_approved_port() ->
     let (pending, request) = e2e::serve(&sim, &mut runner, "pending").await?;
     let document = wait_status(state.path(), |d| {
         listener(d, approved).is_some_and(|l| l["state"] == "approved")
-            && listener(d, pending).is_some_and(|l| l["state"] == "waiting")
+            && listener(d, pending).is_some_and(|l| l["state"] == "pending")
             && d["runners"][0]["kandan"]["state"] == "connected"
     })
     .await?;
@@ -147,7 +147,7 @@ async fn status_lists_a_running_connect_with_a_pending_and_an_approved_port() ->
         "{text}"
     );
     ensure!(
-        row(pending).is_some_and(|r| r.contains("waiting")),
+        row(pending).is_some_and(|r| r.contains("pending")),
         "{text}"
     );
     ensure!(text.contains("connected"), "{text}");

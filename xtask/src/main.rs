@@ -4,6 +4,7 @@ mod bench;
 mod cmd;
 mod deb;
 mod demo;
+mod deps;
 mod dist;
 mod licenses;
 mod setup;
@@ -58,6 +59,12 @@ enum Task {
         #[arg(long, value_name = "DIR")]
         out: Option<std::path::PathBuf>,
     },
+    /// The cycles between runner/src's top-level modules (imports must go
+    /// one way); fails when there are more than `--max`.
+    Deps {
+        #[arg(long)]
+        max: Option<usize>,
+    },
     /// Benchmarks: `detect` or `forward`, results printed as a table.
     Bench {
         #[arg(value_enum)]
@@ -80,6 +87,7 @@ fn main() -> Result<()> {
         Task::Test => test::run(),
         Task::Dist { targets } => dist::run(&targets),
         Task::Deb { bin, out } => dist::host_deb(bin, out),
+        Task::Deps { max } => deps::run(max),
         Task::Bench { which, args } => {
             setup::run(true)?;
             bench::run(which, &args)

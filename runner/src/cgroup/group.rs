@@ -11,7 +11,6 @@ use std::time::Duration;
 use tokio::time::{Instant, sleep};
 
 use super::CgroupError;
-use crate::status::document::Usage;
 
 /// How often an ending cgroup is checked for processes.
 const POLL: Duration = Duration::from_millis(10);
@@ -93,23 +92,6 @@ impl Cgroup {
     /// how many there were.
     pub(crate) fn kill_now(&self) -> usize {
         kill_tree(&self.path)
-    }
-}
-
-/// CPU time (`usage_usec` of `cpu.stat`) and memory (`memory.current`,
-/// where the memory controller is enabled) of the cgroup at `path`.
-pub(crate) fn usage(path: &Path) -> Usage {
-    let cpu = std::fs::read_to_string(path.join("cpu.stat")).unwrap_or_default();
-    let cpu_usec = cpu
-        .lines()
-        .find_map(|line| line.strip_prefix("usage_usec "))
-        .and_then(|n| n.trim().parse().ok());
-    let memory_bytes = std::fs::read_to_string(path.join("memory.current"))
-        .ok()
-        .and_then(|n| n.trim().parse().ok());
-    Usage {
-        cpu_usec,
-        memory_bytes,
     }
 }
 

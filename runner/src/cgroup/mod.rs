@@ -24,13 +24,14 @@
 mod group;
 #[cfg(target_os = "linux")]
 mod hierarchy;
+mod usage;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use group::Cgroup;
-pub(crate) use group::usage;
+pub(crate) use usage::{Usage, usage};
 
 /// `--containment`: how the runner holds what it starts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]

@@ -6,8 +6,8 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
+use super::PortRange;
 use crate::detect::process_info::ProcessInfo;
-use crate::pipeline::PortRange;
 
 /// How a forwarded port is spoken to (`protocol`; the forwarder's
 /// setting per port).

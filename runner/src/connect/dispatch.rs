@@ -86,7 +86,7 @@ impl Runner {
 
     async fn resolve(&mut self, resolve: &ResolvePortForwardRequest) -> Result<(), Failure> {
         let events = self.approval.resolve(resolve)?;
-        crate::report::listeners(self.approval.listeners());
+        self.report.listeners(self.approval.listeners());
         for event in events {
             self.send(event).await;
         }

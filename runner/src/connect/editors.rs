@@ -49,13 +49,13 @@ impl EditorSockets for Sockets {
 
 /// `runner_ready.editors`.
 /// Tells `status` the editors now, with their cgroups for the figures.
-pub(super) fn report_status(registry: &Registry) {
+pub(super) fn report_status(registry: &Registry, report: &crate::report::Report) {
     if let Ok(editors) = registry {
         for info in editors.list() {
-            crate::report::cgroup(info.editor_id.as_str(), info.cgroup);
+            report.cgroup(info.editor_id.as_str(), info.cgroup);
         }
     }
-    crate::report::editors(ready(registry));
+    report.editors(ready(registry));
 }
 
 pub(super) fn ready(registry: &Registry) -> Vec<ReadyEditor> {

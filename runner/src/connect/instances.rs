@@ -278,7 +278,7 @@ impl Runner {
             None => Replay::new(codex::DEFAULT_MAX_BYTES),
         };
         tracing::info!(instance_id, pid, cwd = %cwd.display(), "codex instance started");
-        crate::report::cgroup(
+        self.report.cgroup(
             &instance_id,
             cgroup.as_ref().map(|c| c.path().to_path_buf()),
         );
@@ -406,7 +406,7 @@ impl Runner {
                     instance.handle = None;
                     if let Some(cgroup) = instance.cgroup.take() {
                         self.instances.roots.remove_cgroup(&cgroup);
-                        crate::report::cgroup(&instance_id, None);
+                        self.report.cgroup(&instance_id, None);
                     }
                 }
             }

@@ -6,6 +6,7 @@
 mod dispatch;
 mod editors;
 mod instances;
+mod reported_gate;
 mod shutdown;
 
 use std::sync::Arc;
@@ -18,22 +19,25 @@ use crate::control::{
 };
 use crate::forward::{CloseCause, ForwardConfig, Forwarder};
 use crate::gate::RevokeReason;
+use crate::logging::Output;
+use crate::report::Report;
 use crate::supervise::{RunnerStop, Signal};
 use crate::trees::{self, Trees};
 use crate::wire::{Event, RunnerReady};
 
 /// Runs `connect` and returns the process exit code.
-pub async fn run(args: ConnectArgs) -> i32 {
+pub async fn run(args: ConnectArgs, output: Output) -> i32 {
+    let report = Report::new(output);
     // Before anything starts: no retry can make such a URL work.
     if let Err(err) = crate::control::mount::check_mount(&args.url) {
         let shown = crate::control::endpoint::redact(&args.url);
-        crate::report::error(format!("--url {shown}: {err}"));
+        report.error(format!("--url {shown}: {err}"));
         return 2;
     }
     let token = match args.identity.token() {
         Ok(token) => token,
         Err(err) => {
-            crate::report::error(crate::error_chain(&err));
+            report.error(crate::error_chain(&err));
             return 2;
         }
     };
@@ -58,16 +62,17 @@ pub async fn run(args: ConnectArgs) -> i32 {
         &args.detector,
         trees::CommandOutput::default(),
         Some(gate.clone()),
+        &report,
     ) {
         Ok(started) => started,
         Err(code) => return code,
     };
 
     let runner_id = args.identity.runner_id.clone().unwrap_or_else(hostname);
-    crate::report::started("connect", &selection.kind.to_string());
-    crate::report::kandan(&crate::control::endpoint::redact(&args.url), &runner_id);
+    report.started("connect", &selection.kind.to_string());
+    report.kandan(&crate::control::endpoint::redact(&args.url), &runner_id);
     // Removed (with its socket) when `connect` returns.
-    let _status = crate::status::serve();
+    let _status = crate::status::serve(report.clone());
     let join = JoinInfo {
         runner_id: runner_id.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -94,7 +99,10 @@ pub async fn run(args: ConnectArgs) -> i32 {
     let event_budget =
         crate::control::budget::Budget::new(crate::control::budget::DEFAULT_EVENT_BUDGET);
     let forwarder = Arc::new(Forwarder::new(
-        Arc::new(gate.clone()),
+        Arc::new(reported_gate::ReportedGate {
+            gate: gate.clone(),
+            report: report.clone(),
+        }),
         Arc::new(editors::Sockets(editors.as_ref().ok().cloned())),
         ForwardConfig {
             max_request_body: args.max_request_body,
@@ -105,6 +113,8 @@ pub async fn run(args: ConnectArgs) -> i32 {
             ..ForwardConfig::default()
         },
     ));
+    let shown = report.clone();
+    forwarder.on_scheme_learned(move |port, scheme| shown.scheme(port, scheme));
     // A revoked port stops at once, from whichever task revoked it (the
     // detector's or this one); weak, as the forwarder holds the gate.
     let closer = Arc::downgrade(&forwarder);
@@ -144,6 +154,7 @@ pub async fn run(args: ConnectArgs) -> i32 {
         marker: crate::supervise::new_marker(),
         editors,
         limits: ready_limits(&args),
+        report,
     };
 
     let mut refused = false;
@@ -151,19 +162,19 @@ pub async fn run(args: ConnectArgs) -> i32 {
         tokio::select! {
             event = candidates.recv() => {
                 let Some(event) = event else {
-                    crate::report::error("the detector stopped");
+                    runner.report.error("the detector stopped");
                     return 1;
                 };
                 runner.on_candidate(event).await;
             }
             input = inputs.recv() => {
                 let Some(input) = input else {
-                    crate::report::error("the control channel stopped");
+                    runner.report.error("the control channel stopped");
                     return 1;
                 };
                 if let ControlInput::Refused(refusal) = input {
                     // Stopped like a SIGTERM would: the command's tree ends.
-                    crate::report::error(refusal.to_string());
+                    runner.report.error(refusal.to_string());
                     refused = true;
                     break RunnerStop::Signal(Signal::Terminate);
                 }
@@ -172,13 +183,13 @@ pub async fn run(args: ConnectArgs) -> i32 {
             }
             Some(event) = editor_events.recv() => {
                 runner.send(event).await;
-                editors::report_status(&runner.editors);
+                editors::report_status(&runner.editors, &runner.report);
             }
             Some((id, event, charge)) = instance_events.recv() => {
                 let changes_status = instances::Instances::changes_status(&event);
                 runner.on_instance_event(id, event, charge).await;
                 if changes_status {
-                    crate::report::instances(runner.instances.ready());
+                    runner.report.instances(runner.instances.ready());
                 }
             }
             code = crate::supervise::exit_code_of(&mut command) => break RunnerStop::Exited(code),
@@ -220,6 +231,8 @@ struct Runner {
     marker: String,
     /// Announced in `runner_ready`.
     limits: crate::wire::Limits,
+    /// What a person sees on stderr and in `status`.
+    report: Report,
 }
 
 /// `runner_ready.limits`: the body limits of `connect`'s flags and the
@@ -234,7 +247,7 @@ fn ready_limits(args: &ConnectArgs) -> crate::wire::Limits {
 
 impl Runner {
     async fn send(&self, event: Event) {
-        crate::report::control_error(&event);
+        self.report.control_error(&event);
         if self.handle.send(event).await.is_err() {
             tracing::warn!("control channel stopped; event dropped");
         }
@@ -242,7 +255,7 @@ impl Runner {
 
     async fn reply(&self, session: Session, event: impl Into<crate::control::Charged>) {
         let event = event.into();
-        crate::report::control_error(&event.event);
+        self.report.control_error(&event.event);
         if self.handle.reply(session, event).await.is_err() {
             tracing::warn!("control channel stopped; reply dropped");
         }
@@ -263,7 +276,7 @@ impl Runner {
             offered = Some(candidate.port);
         }
         // Approval holds no silent listener; `status` still lists it.
-        crate::report::silent(&event, silent);
+        self.report.silent(&event, silent);
         let instances = &self.instances;
         match (self.approval).on_candidate(event, |pid| instances.owner_of(pid)) {
             Ok(events) => {
@@ -273,19 +286,19 @@ impl Runner {
             }
             Err(err) => tracing::error!("approval: {}", crate::error_chain(&err)),
         }
-        crate::report::listeners(self.approval.listeners());
+        self.report.listeners(self.approval.listeners());
         // A scheme set by `protocol` is known before any request.
         if let Some((port, scheme)) =
             offered.and_then(|port| Some((port, self.forwarder.scheme(port)?)))
         {
-            crate::report::scheme(port, scheme);
+            self.report.scheme(port, scheme);
         }
     }
 
     async fn on_input(&mut self, input: ControlInput) {
         match input {
             ControlInput::Joined(session) => {
-                crate::report::joined();
+                self.report.joined();
                 let ready = Event::RunnerReady(RunnerReady {
                     runner_id: self.runner_id.clone(),
                     version: env!("CARGO_PKG_VERSION").to_string(),
@@ -306,6 +319,11 @@ impl Runner {
             // The main loop stops on it before it gets here.
             ControlInput::Refused(_) => {}
             ControlInput::Acked(ack) => self.on_acked(ack),
+            ControlInput::Reconnecting {
+                attempt,
+                delay,
+                reason,
+            } => self.report.connect_failed(attempt, delay, &reason),
             ControlInput::Disconnected => {
                 // Kandan forgets its requests and sockets with the connection.
                 self.forwarder.close_all();

@@ -144,6 +144,15 @@ pub enum ControlInput {
     /// Kandan answered the push of an event sent with
     /// [`ControlHandle::send_tracked`]: it has that event.
     Acked(Ack),
+    /// Connecting failed or the connection was lost (`reason`); attempt
+    /// `attempt` (from 1) is made in `delay`. For the person (the state
+    /// line, `status`): in order with `Joined`, so what they see is never
+    /// an outage that already ended.
+    Reconnecting {
+        attempt: usize,
+        delay: Duration,
+        reason: String,
+    },
 }
 
 /// Which event a tracked push carried: an instance's event by its `seq`.
@@ -218,7 +227,7 @@ impl ControlHandle {
     /// Sends a state event (`port_forward_request`, `port_forward_closed`,
     /// `port_forward_resolved`, `runner_config_applied`, `runner_ready`).
     /// Dropped while not joined: the next `runner_ready` carries the state.
-    pub(crate) async fn send(&self, event: Event) -> Result<(), ClientStopped> {
+    pub async fn send(&self, event: Event) -> Result<(), ClientStopped> {
         self.outbox
             .send(Outgoing::State(event))
             .await
@@ -230,7 +239,7 @@ impl ControlHandle {
     /// while not joined, like [`ControlHandle::send`]; the runner sends it
     /// again after the next `runner_ready` if it was never acked.
     /// A [`Charged`] event gives its bytes back once written.
-    pub(crate) async fn send_tracked(
+    pub async fn send_tracked(
         &self,
         event: impl Into<Charged>,
         ack: Ack,
@@ -268,7 +277,7 @@ impl ControlHandle {
     /// Leaves Kandan (PROTOCOL.md section 9) once everything sent before
     /// has gone out: `phx_leave` on the joined channel, then a close with
     /// code 1000. The client task ends after it; await its `task`.
-    pub(crate) async fn leave(&self) -> Result<(), ClientStopped> {
+    pub async fn leave(&self) -> Result<(), ClientStopped> {
         self.outbox
             .send(Outgoing::Leave)
             .await
@@ -514,7 +523,15 @@ async fn run<C: Connector>(
         let delay = timing.reconnect.delay(attempt);
         attempt = attempt.saturating_add(1);
         tracing::debug!(?delay, attempt, "reconnecting");
-        crate::report::connect_failed(attempt, delay, &failure);
+        let retry = ControlInput::Reconnecting {
+            attempt,
+            delay,
+            reason: failure,
+        };
+        let inputs = links.inputs.clone();
+        if !matches!(links.offline(inputs.send(retry)).await, Some(Ok(()))) {
+            return;
+        }
         if links.offline(tokio::time::sleep(delay)).await.is_none() {
             return;
         }

@@ -51,6 +51,18 @@ pub struct ListenerSocket {
     pub process: ProcessInfo,
 }
 
+/// One listening TCP socket of the runner's network namespace, as the OS
+/// lists it: its inode on Linux, its kernel socket address on macOS (the
+/// same ids the detectors give). What the gate's verified dial checks a
+/// fresh connection against; here, with the backends that list them, so
+/// `gate` imports `detect` and not the other way round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListeningSocket {
+    pub id: u64,
+    pub addr: IpAddr,
+    pub port: u16,
+}
+
 /// What a backend reports. Backends that only poll may send nothing but
 /// snapshots; the pipeline diffs them.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -139,10 +139,10 @@ pub(crate) fn targets(gate: &dyn PortGate, port: u16) -> Result<Vec<IpAddr>, For
     Ok(targets)
 }
 
-/// The error for a refused port, told to the person too: Kandan asking
-/// for a port that is pending or denied is worth their attention.
+/// The error for a refused port (the gate `connect` passes in tells the
+/// person too: Kandan asking for a pending or denied port is worth their
+/// attention).
 fn refused(port: u16, refusal: crate::gate::GateRefusal) -> ForwardError {
-    crate::report::refused(port, refusal);
     ForwardError::Refused { port, refusal }
 }
 

@@ -205,6 +205,12 @@ impl Forwarder {
         }
     }
 
+    /// Calls `tell` with each scheme a request learns about a port's
+    /// server (set once, before requests run).
+    pub(crate) fn on_scheme_learned(&self, tell: impl Fn(u16, Scheme) + Send + Sync + 'static) {
+        self.schemes.on_learned(Box::new(tell));
+    }
+
     /// What `port`'s server speaks, once set or learned; None until the
     /// first exchange with its current listener tells.
     pub(crate) fn scheme(&self, port: u16) -> Option<Scheme> {

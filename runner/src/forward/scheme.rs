@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 /// What a local server speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -38,10 +38,15 @@ struct PortScheme {
     learned: Option<Scheme>,
 }
 
+/// Told each scheme learned that differs from what was known (forwarding
+/// does not know who shows it: `connect` passes it on to `status`).
+pub(super) type OnLearned = dyn Fn(u16, Scheme) + Send + Sync;
+
 /// Per-port settings and what was learned about each listener.
 #[derive(Default)]
 pub(super) struct Schemes {
     ports: Mutex<HashMap<u16, PortScheme>>,
+    on_learned: OnceLock<Box<OnLearned>>,
 }
 
 /// A port's scheme as one request sees it, to report what it learns with.
@@ -102,8 +107,16 @@ impl Schemes {
         if news {
             tracing::info!(port = seen.port, %scheme, "local server scheme");
             // `status` shows it (and a person reads that it speaks HTTPS).
-            crate::report::scheme(seen.port, scheme);
+            if let Some(tell) = self.on_learned.get() {
+                tell(seen.port, scheme);
+            }
         }
+    }
+
+    /// Sets who is told what [`Schemes::learn`] finds (once; later calls
+    /// are ignored).
+    pub fn on_learned(&self, tell: Box<OnLearned>) {
+        let _ = self.on_learned.set(tell);
     }
 
     /// The scheme the port is known to speak: as set, or as learned.

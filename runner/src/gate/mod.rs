@@ -26,10 +26,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::detect::process_info::ProcessInfo;
-use crate::detect::{ListenerSocket, SocketId};
+use crate::detect::{ListenerSocket, ListeningSocket, SocketId};
 
 pub use port_gate::{GateRefusal, PortGate};
-pub use verify::ListeningSocket;
 
 /// Called with every revocation, on the thread that caused it.
 type RevokeHook = dyn Fn(Revocation) + Send + Sync;

@@ -7,16 +7,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 
 use super::GateRefusal;
-
-/// One listening TCP socket of the runner's network namespace, as the OS
-/// lists it: its inode on Linux, its kernel socket address on macOS (the
-/// same ids the detectors give).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ListeningSocket {
-    pub id: u64,
-    pub addr: IpAddr,
-    pub port: u16,
-}
+use crate::detect::ListeningSocket;
 
 /// Whether a socket bound to `bound` may accept a connection to `dialed`
 /// (same port assumed). A wildcard covers its family; `::` also covers

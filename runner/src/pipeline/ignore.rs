@@ -20,82 +20,15 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::config::PortRange;
 use crate::detect::process_info::ProcessInfo;
 
-/// An inclusive range of ports (`9229` or `6000-6100`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PortRange {
-    pub start: u16,
-    pub end: u16,
-}
-
-impl PortRange {
-    pub fn single(port: u16) -> Self {
-        PortRange {
-            start: port,
-            end: port,
-        }
-    }
-
-    pub fn contains(&self, port: u16) -> bool {
-        (self.start..=self.end).contains(&port)
-    }
-}
-
-impl fmt::Display for PortRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.start == self.end {
-            write!(f, "{}", self.start)
-        } else {
-            write!(f, "{}-{}", self.start, self.end)
-        }
-    }
-}
-
-/// Why a port or command spec was refused.
+/// Why a command pattern was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IgnoreSpecError {
-    /// The spec was empty.
-    #[error("empty port spec: expected a port like 9229 or a range like 6000-6100")]
-    EmptyPort,
-    /// A part of the spec is not a number from 1 to 65535.
-    #[error("invalid port {0:?}: expected a number from 1 to 65535")]
-    InvalidPort(String),
-    /// A range whose start is above its end.
-    #[error("invalid port range {start}-{end}: the start is above the end")]
-    ReversedRange { start: u16, end: u16 },
     /// An empty command pattern would match every command.
     #[error("empty command pattern")]
     EmptyPattern,
-}
-
-fn parse_port(text: &str) -> Result<u16, IgnoreSpecError> {
-    match text.trim().parse::<u16>() {
-        Ok(0) | Err(_) => Err(IgnoreSpecError::InvalidPort(text.trim().to_string())),
-        Ok(port) => Ok(port),
-    }
-}
-
-impl FromStr for PortRange {
-    type Err = IgnoreSpecError;
-
-    /// Parses `9229` or `6000-6100` (for `--ignore-port`).
-    fn from_str(spec: &str) -> Result<Self, Self::Err> {
-        let spec = spec.trim();
-        if spec.is_empty() {
-            return Err(IgnoreSpecError::EmptyPort);
-        }
-        match spec.split_once('-') {
-            None => Ok(PortRange::single(parse_port(spec)?)),
-            Some((start, end)) => {
-                let (start, end) = (parse_port(start)?, parse_port(end)?);
-                if start > end {
-                    return Err(IgnoreSpecError::ReversedRange { start, end });
-                }
-                Ok(PortRange { start, end })
-            }
-        }
-    }
 }
 
 /// Matches a full command line: a substring, or with `*` (any run of
@@ -104,11 +37,7 @@ impl FromStr for PortRange {
 pub struct CommandPattern(String);
 
 impl CommandPattern {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    pub fn matches(&self, command: &str) -> bool {
+    pub(crate) fn matches(&self, command: &str) -> bool {
         if self.0.contains(['*', '?']) {
             glob_match(self.0.as_bytes(), command.as_bytes())
         } else {
@@ -203,7 +132,7 @@ impl Default for IgnorePolicy {
 
 impl IgnorePolicy {
     /// Ignores nothing.
-    pub fn empty() -> Self {
+    pub(crate) fn empty() -> Self {
         IgnorePolicy {
             ports: Vec::new(),
             commands: Vec::new(),
@@ -212,7 +141,7 @@ impl IgnorePolicy {
 
     /// What the command line asks for: the defaults unless `no_defaults`,
     /// plus the user's ports and patterns.
-    pub fn from_cli(
+    pub(crate) fn from_cli(
         no_defaults: bool,
         ports: impl IntoIterator<Item = PortRange>,
         commands: impl IntoIterator<Item = CommandPattern>,
@@ -227,42 +156,8 @@ impl IgnorePolicy {
         policy
     }
 
-    /// [`IgnorePolicy::from_cli`] over the raw flag values
-    /// (`--ignore-port`, `--ignore-command`); the first bad one is the error.
-    pub fn parse_cli(
-        no_defaults: bool,
-        ports: &[impl AsRef<str>],
-        commands: &[impl AsRef<str>],
-    ) -> Result<Self, IgnoreSpecError> {
-        let ports = ports
-            .iter()
-            .map(|spec| spec.as_ref().parse())
-            .collect::<Result<Vec<PortRange>, _>>()?;
-        let commands = commands
-            .iter()
-            .map(|pattern| pattern.as_ref().parse())
-            .collect::<Result<Vec<CommandPattern>, _>>()?;
-        Ok(IgnorePolicy::from_cli(no_defaults, ports, commands))
-    }
-
-    pub fn add_port(&mut self, range: PortRange) {
-        self.ports.push(range);
-    }
-
-    pub fn add_command(&mut self, pattern: CommandPattern) {
-        self.commands.push(pattern);
-    }
-
-    pub fn ports(&self) -> &[PortRange] {
-        &self.ports
-    }
-
-    pub fn commands(&self) -> &[CommandPattern] {
-        &self.commands
-    }
-
     /// True when a listener on `port` held by `process` is never reported.
-    pub fn ignores(&self, port: u16, process: &ProcessInfo) -> bool {
+    pub(crate) fn ignores(&self, port: u16, process: &ProcessInfo) -> bool {
         self.ports.iter().any(|range| range.contains(port))
             || self
                 .commands
@@ -278,61 +173,6 @@ mod tests {
     fn process(command: &str) -> ProcessInfo {
         let argv: Vec<String> = command.split(' ').map(str::to_string).collect();
         ProcessInfo::from_argv(&argv, None)
-    }
-
-    #[test]
-    fn parses_ports_and_ranges() {
-        assert_eq!("9229".parse(), Ok(PortRange::single(9229)));
-        assert_eq!(
-            " 6000-6100 ".parse(),
-            Ok(PortRange {
-                start: 6000,
-                end: 6100
-            })
-        );
-        assert_eq!("80-80".parse::<PortRange>().unwrap().to_string(), "80");
-        assert_eq!(
-            "1-65535".parse::<PortRange>().unwrap().to_string(),
-            "1-65535"
-        );
-    }
-
-    #[test]
-    fn refuses_bad_port_specs() {
-        assert_eq!("".parse::<PortRange>(), Err(IgnoreSpecError::EmptyPort));
-        assert_eq!(
-            "0".parse::<PortRange>(),
-            Err(IgnoreSpecError::InvalidPort("0".into()))
-        );
-        assert_eq!(
-            "65536".parse::<PortRange>(),
-            Err(IgnoreSpecError::InvalidPort("65536".into()))
-        );
-        assert_eq!(
-            "http".parse::<PortRange>(),
-            Err(IgnoreSpecError::InvalidPort("http".into()))
-        );
-        assert_eq!(
-            "6000-".parse::<PortRange>(),
-            Err(IgnoreSpecError::InvalidPort("".into()))
-        );
-        assert_eq!(
-            "-5".parse::<PortRange>(),
-            Err(IgnoreSpecError::InvalidPort("".into()))
-        );
-        assert_eq!(
-            "1-2-3".parse::<PortRange>(),
-            Err(IgnoreSpecError::InvalidPort("2-3".into()))
-        );
-        assert_eq!(
-            "6100-6000".parse::<PortRange>(),
-            Err(IgnoreSpecError::ReversedRange {
-                start: 6100,
-                end: 6000
-            })
-        );
-        let message = "6100-6000".parse::<PortRange>().unwrap_err().to_string();
-        assert!(message.contains("6100-6000"), "{message}");
     }
 
     #[test]
@@ -412,19 +252,5 @@ mod tests {
         assert!(!bare.ignores(9229, &vite));
         assert!(bare.ignores(4000, &vite));
         assert!(!IgnorePolicy::empty().ignores(9229, &vite));
-    }
-
-    #[test]
-    fn parse_cli_reports_the_first_bad_value() {
-        let policy = IgnorePolicy::parse_cli(true, &["7000-7001"], &["storybook"]).unwrap();
-        assert!(policy.ignores(7001, &process("x")));
-        assert_eq!(
-            IgnorePolicy::parse_cli(false, &["7000", "x"], &[] as &[&str]),
-            Err(IgnoreSpecError::InvalidPort("x".into()))
-        );
-        assert_eq!(
-            IgnorePolicy::parse_cli(false, &[] as &[&str], &[""]),
-            Err(IgnoreSpecError::EmptyPattern)
-        );
     }
 }

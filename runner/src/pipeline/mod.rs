@@ -50,9 +50,7 @@ mod services;
 mod tests;
 
 pub use debounce::Debouncer;
-pub use ignore::{
-    CommandPattern, DEFAULT_COMMANDS, DEFAULT_PORTS, IgnorePolicy, IgnoreSpecError, PortRange,
-};
+pub use ignore::{CommandPattern, DEFAULT_COMMANDS, DEFAULT_PORTS, IgnorePolicy, IgnoreSpecError};
 pub use services::Services;
 
 use std::collections::BTreeSet;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::Line;
-use crate::status::document::KandanStatus;
+use super::document::KandanStatus;
 
 #[derive(Debug, Default, PartialEq, Eq)]
 enum Phase {
@@ -25,7 +25,7 @@ pub(super) struct Connection {
 }
 
 impl Connection {
-    pub fn start(&mut self, url: &str, runner_id: &str) -> KandanStatus {
+    pub(crate) fn start(&mut self, url: &str, runner_id: &str) -> KandanStatus {
         self.url = url.to_owned();
         self.topic = format!("runner:{runner_id}");
         KandanStatus {
@@ -38,7 +38,7 @@ impl Connection {
         }
     }
 
-    pub fn joined(&mut self, kandan: Option<&mut KandanStatus>) -> Vec<Line> {
+    pub(crate) fn joined(&mut self, kandan: Option<&mut KandanStatus>) -> Vec<Line> {
         let message = match self.phase {
             // A rejoin on the same socket: nothing a person needs to know.
             Phase::Joined => None,
@@ -65,7 +65,7 @@ impl Connection {
             .collect()
     }
 
-    pub fn failed(
+    pub(crate) fn failed(
         &mut self,
         kandan: Option<&mut KandanStatus>,
         attempt: usize,

@@ -11,14 +11,14 @@ use crate::logging::LogFormat;
 /// `{"ts","level","event",...fields,"message"}`.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Line {
-    pub event: &'static str,
-    pub level: &'static str,
-    pub message: String,
-    pub fields: Map<String, Value>,
+    pub(crate) event: &'static str,
+    pub(crate) level: &'static str,
+    pub(crate) message: String,
+    pub(crate) fields: Map<String, Value>,
 }
 
 impl Line {
-    pub fn new(event: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(event: &'static str, message: impl Into<String>) -> Self {
         Line {
             event,
             level: "info",
@@ -27,18 +27,18 @@ impl Line {
         }
     }
 
-    pub fn level(mut self, level: &'static str) -> Self {
+    pub(crate) fn level(mut self, level: &'static str) -> Self {
         self.level = level;
         self
     }
 
-    pub fn field(mut self, name: &str, value: impl Into<Value>) -> Self {
+    pub(crate) fn field(mut self, name: &str, value: impl Into<Value>) -> Self {
         self.fields.insert(name.to_owned(), value.into());
         self
     }
 
     /// The line as written in `format`, without the newline.
-    pub fn render(&self, format: LogFormat) -> String {
+    pub(crate) fn render(&self, format: LogFormat) -> String {
         match format {
             // The sentence may quote a command line or a cwd: a person's
             // terminal reads it (JSON escapes them itself).
@@ -62,7 +62,7 @@ impl Line {
 
     /// Writes the line to stderr, whole (one `write` per line, so lines of
     /// tasks and logs do not interleave).
-    pub fn write(&self, format: LogFormat) {
+    pub(crate) fn write(&self, format: LogFormat) {
         let mut text = self.render(format);
         text.push('\n');
         let _ = std::io::stderr().lock().write_all(text.as_bytes());

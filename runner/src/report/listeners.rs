@@ -5,20 +5,21 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use super::Line;
+use super::document::ListenerStatus;
 use crate::forward::Scheme;
 use crate::gate::GateRefusal;
 use crate::pipeline::CandidateEvent;
 use crate::redact::redact_command;
-use crate::status::document::ListenerStatus;
 use crate::wire::{ListenerState, ReadyListener};
 
 /// `status`'s word for an `on_detect = "silent"` listener.
 pub(super) const SILENT: &str = "silent";
 
-/// `status`'s word for an approval state.
+/// `status`'s word for an approval state: the wire's, so a person and
+/// Kandan read the same word.
 fn state_word(state: ListenerState) -> &'static str {
     match state {
-        ListenerState::Pending => "waiting",
+        ListenerState::Pending => "pending",
         ListenerState::Approved => "approved",
         ListenerState::Denied => "denied",
     }
@@ -184,7 +185,7 @@ pub(super) struct Refused(HashMap<u16, GateRefusal>);
 impl Refused {
     /// The line for a refused forward, unless this port's refusal for this
     /// cause was reported since the port last changed.
-    pub fn line(&mut self, port: u16, refusal: GateRefusal) -> Option<Line> {
+    pub(crate) fn line(&mut self, port: u16, refusal: GateRefusal) -> Option<Line> {
         if self.0.insert(port, refusal) == Some(refusal) {
             return None;
         }
@@ -201,7 +202,7 @@ impl Refused {
     }
 
     /// Ports that changed may be refused (and reported) again.
-    pub fn changed(&mut self, lines: &[(u16, Line)]) {
+    pub(crate) fn changed(&mut self, lines: &[(u16, Line)]) {
         for (port, _) in lines {
             self.0.remove(port);
         }
@@ -225,6 +226,18 @@ mod tests {
             addresses: vec!["127.0.0.1".parse().unwrap()],
         };
         ReadyListener { listener, state }
+    }
+
+    #[test]
+    fn status_says_the_wire_word_for_each_state() {
+        for state in [
+            ListenerState::Pending,
+            ListenerState::Approved,
+            ListenerState::Denied,
+        ] {
+            let wire = serde_json::to_value(state).unwrap();
+            assert_eq!(wire, state_word(state), "{state:?}");
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Codex instances and local editors: a line when one starts or stops.
 
 use super::Line;
-use crate::status::document::{EditorStatus, InstanceStatus};
+use super::document::{EditorStatus, InstanceStatus};
 use crate::wire::{ErrorCode, Event};
 use crate::wire::{InstanceState, ReadyEditor, ReadyInstance};
 

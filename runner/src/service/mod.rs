@@ -145,11 +145,11 @@ impl ServiceError {
 }
 
 /// Runs a `service` command; exit code.
-pub fn run(args: &ServiceArgs) -> i32 {
+pub fn run(args: &ServiceArgs, output: crate::logging::Output) -> i32 {
     match run_action(&args.action) {
         Ok(()) => 0,
         Err(err) => {
-            crate::report::error(crate::error_chain(&err));
+            crate::report::Report::new(output).error(crate::error_chain(&err));
             err.exit_code()
         }
     }

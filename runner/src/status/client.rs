@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::StatusArgs;
-use super::document::{RunnerStatus, StatusReport};
-use crate::report::escape;
+use crate::logging::Output;
+use crate::report::document::{RunnerStatus, StatusReport};
+use crate::report::{Report, escape};
 
 /// Every runner's answer must be complete within this of the start of
 /// `status`, however slowly its socket trickles bytes: one deadline for the
@@ -27,11 +28,12 @@ const NONE_RUNNING: i32 = 1;
 
 /// Runs `status` and returns the exit code: 0 when a runner answered,
 /// 1 when none is running, 2 when the state directory is unusable.
-pub fn run(args: &StatusArgs) -> i32 {
+pub fn run(args: &StatusArgs, output: Output) -> i32 {
+    let printer = Report::new(output);
     let dir = match super::state_dir() {
         Ok(dir) => dir,
         Err(reason) => {
-            crate::report::error(reason);
+            printer.error(reason);
             return 2;
         }
     };
@@ -42,7 +44,7 @@ pub fn run(args: &StatusArgs) -> i32 {
         match serde_json::to_string_pretty(&report) {
             Ok(text) => println!("{text}"),
             Err(err) => {
-                crate::report::error(format!("cannot write the status: {err}"));
+                printer.error(format!("cannot write the status: {err}"));
                 return 1;
             }
         }
@@ -50,7 +52,7 @@ pub fn run(args: &StatusArgs) -> i32 {
         print!("{}", render(&report));
     }
     if report.runners.is_empty() {
-        crate::report::error(format!(
+        printer.error(format!(
             "no kandan-runner is running for this user (none answers in {})",
             dir.display()
         ));
@@ -304,7 +306,7 @@ fn listener_table(runner: &RunnerStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::document::{KandanStatus, ListenerStatus};
+    use crate::report::document::{KandanStatus, ListenerStatus};
 
     #[test]
     fn the_table_names_each_port_and_its_state() {
@@ -326,7 +328,7 @@ mod tests {
                     label: "vite".into(),
                     pid: 9,
                     command: "node vite".into(),
-                    state: Some("waiting".into()),
+                    state: Some("pending".into()),
                     addresses: vec!["127.0.0.1".into()],
                     ..ListenerStatus::default()
                 }],
@@ -340,7 +342,7 @@ mod tests {
             "{text}"
         );
         let row = text.lines().find(|l| l.contains("5173")).unwrap();
-        assert!(row.contains("waiting") && row.contains("vite") && row.contains("node vite"));
+        assert!(row.contains("pending") && row.contains("vite") && row.contains("node vite"));
     }
 
     #[test]

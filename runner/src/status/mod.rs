@@ -1,10 +1,9 @@
 //! `kandan-runner status`: every running `connect` and `watch` of this user
-//! serves its state ([`document::RunnerStatus`]) on a Unix socket in the
+//! serves its state ([`crate::report::document::RunnerStatus`]) on a Unix socket in the
 //! private state directory (mode 0700; the socket 0600), named by its pid;
 //! `status` asks each one and prints what they say.
 
 mod client;
-pub mod document;
 mod server;
 
 use std::path::{Path, PathBuf};
@@ -39,7 +38,7 @@ fn state_dir() -> Result<PathBuf, String> {
 pub struct StatusArgs {
     /// One JSON document on stdout: `{"runners":[...]}`.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 #[cfg(test)]

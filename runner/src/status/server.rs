@@ -1,6 +1,7 @@
 //! The running runner's end: answers every connection with its current
 //! state as one JSON document, then closes it. The state is the snapshot
-//! [`crate::report`] keeps; the main loop never waits on a `status`.
+//! the runner's [`Report`] keeps (read through a clone of it); the main
+//! loop never waits on a `status`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -9,6 +10,8 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
+
+use crate::report::Report;
 
 /// A client that does not read its answer within this is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -29,10 +32,10 @@ impl Drop for Served {
 
 /// Serves this runner's state, or says why not (the runner goes on
 /// without: `status` just will not list it).
-pub(crate) fn serve() -> Option<Served> {
+pub(crate) fn serve(report: Report) -> Option<Served> {
     match bind() {
         Ok((path, listener)) => {
-            let task = tokio::spawn(accept(listener));
+            let task = tokio::spawn(accept(listener, report));
             Some(Served { path, task })
         }
         Err(reason) => {
@@ -54,11 +57,11 @@ fn bind() -> Result<(PathBuf, UnixListener), String> {
     Ok((path, listener))
 }
 
-async fn accept(listener: UnixListener) {
+async fn accept(listener: UnixListener, report: Report) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(answer(stream));
+                tokio::spawn(answer(stream, report.clone()));
             }
             Err(err) => {
                 tracing::debug!("status socket: {err}");
@@ -68,7 +71,7 @@ async fn accept(listener: UnixListener) {
     }
 }
 
-async fn answer(mut stream: UnixStream) {
+async fn answer(mut stream: UnixStream, report: Report) {
     // Only this user (or root) may ask, whatever the file modes.
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
@@ -76,7 +79,7 @@ async fn answer(mut stream: UnixStream) {
         Ok(peer) if peer.uid() == me || peer.uid() == 0 => {}
         _ => return,
     }
-    let document = match serde_json::to_vec(&crate::report::snapshot()) {
+    let document = match serde_json::to_vec(&report.snapshot()) {
         Ok(document) => document,
         Err(err) => {
             tracing::warn!("status: cannot serialize the state: {err}");

@@ -57,7 +57,7 @@ impl<'a> Line<'a> {
 
 /// The line for `event`, or `None` for events `watch` does not print. With
 /// `redact`, the command line is shown as Kandan gets it (`watch --redact`).
-pub fn render(
+pub(crate) fn render(
     event: &CandidateEvent,
     backend: BackendKind,
     json: bool,

@@ -9,17 +9,20 @@ use std::time::Duration;
 use tokio::time::{Instant, timeout_at};
 
 use crate::cli::WatchArgs;
+use crate::logging::Output;
+use crate::report::{Line, Report};
 use crate::supervise::{self, RunnerStop};
 use crate::trees::{self, CommandOutput, Trees};
 
-pub use line::render;
+pub(crate) use line::render;
 
 /// How long the final `closed` lines may take once the command is gone.
 const FINAL_LINES: Duration = Duration::from_millis(250);
 
 /// Runs `watch` and returns the process exit code.
-pub async fn run(args: WatchArgs) -> i32 {
-    let output = CommandOutput {
+pub async fn run(args: WatchArgs, output: Output) -> i32 {
+    let report = Report::new(output);
+    let command_output = CommandOutput {
         // stdout is the JSON stream: the command's own output must not mix in.
         stdout_to_stderr: args.json,
     };
@@ -34,23 +37,23 @@ pub async fn run(args: WatchArgs) -> i32 {
             ..
         },
         signals,
-    ) = match trees::start_for_command(&args.detector, output, None) {
+    ) = match trees::start_for_command(&args.detector, command_output, None, &report) {
         Ok(started) => started,
         Err(code) => return code,
     };
     let mut signals = signals;
-    crate::report::started("watch", &selection.kind.to_string());
+    report.started("watch", &selection.kind.to_string());
     // Removed (with its socket) when `watch` returns.
-    let _status = crate::status::serve();
+    let _status = crate::status::serve(report.clone());
     if args.detector.root_pids.is_empty() && args.detector.command.is_empty() {
-        crate::report::notice(crate::report::Line::new(
+        report.notice(Line::new(
             "watching",
             "watching the runner's own descendants (give --root-pid PID or -- COMMAND to watch another tree)",
         ));
     }
     let mut stdout = std::io::stdout();
     let mut print = |event| {
-        crate::report::watched(&event);
+        report.watched(&event);
         match render(&event, selection.kind, args.json, args.redact) {
             // A closed stdout (`| head`) ends the watch quietly.
             Some(line) => writeln!(stdout, "{line}")
@@ -63,7 +66,7 @@ pub async fn run(args: WatchArgs) -> i32 {
         tokio::select! {
             event = candidates.recv() => {
                 let Some(event) = event else {
-                    crate::report::error("the detector stopped");
+                    report.error("the detector stopped");
                     return 1;
                 };
                 if !print(event) {

@@ -525,6 +525,11 @@ impl Simulator {
         self.shared.send_outgoing(Outgoing::Raw(text.to_owned()))
     }
 
+    /// Sends a binary frame (Phoenix v2 JSON has none).
+    pub fn send_binary(&self, bytes: &[u8]) -> Result<(), SimError> {
+        self.shared.send_outgoing(Outgoing::Binary(bytes.to_vec()))
+    }
+
     /// Sends a volley of malformed frames: not JSON, wrong shapes, unknown
     /// topic, a control with no type and one with an unknown type.
     pub fn send_garbage(&self) -> Result<(), SimError> {

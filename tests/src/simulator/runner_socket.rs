@@ -208,6 +208,12 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
                     }
                     unflushed += 1;
                 }
+                Some(Outgoing::Binary(bytes)) => {
+                    if ws.feed(Message::binary(bytes)).await.is_err() {
+                        break;
+                    }
+                    unflushed += 1;
+                }
                 Some(Outgoing::Close(code, reason)) => {
                     let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
                     let _ = ws.close(Some(frame)).await;

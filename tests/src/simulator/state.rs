@@ -47,6 +47,8 @@ pub(crate) enum Outgoing {
     Frame(Frame),
     /// Send this text as is (garbage included).
     Raw(String),
+    /// Send a binary frame (the contract has none: the runner refuses it).
+    Binary(Vec<u8>),
     /// Send a close frame with this code and reason, then end.
     Close(u16, String),
     /// Drop the TCP connection without a close frame.

@@ -44,14 +44,14 @@ mod imp {
     /// Every LISTEN socket of every process libproc shows the runner (all
     /// of its user's, all when root): what the verified dial checks a fresh
     /// connection against. A full walk; it runs once per new connection.
-    pub fn listening_sockets() -> std::io::Result<Vec<crate::gate::ListeningSocket>> {
+    pub fn listening_sockets() -> std::io::Result<Vec<crate::detect::ListeningSocket>> {
         use super::logic::ProcSource;
         let darwin = super::source::Darwin;
         Ok(darwin
             .parents()?
             .into_iter()
             .flat_map(|(pid, _)| darwin.listening(pid))
-            .map(|raw| crate::gate::ListeningSocket {
+            .map(|raw| crate::detect::ListeningSocket {
                 id: raw.so,
                 addr: raw.addr,
                 port: raw.port,

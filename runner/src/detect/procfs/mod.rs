@@ -64,7 +64,7 @@ pub fn scan(roots: &[u32], self_pid: u32) -> io::Result<Vec<ListenerSocket>> {
 }
 
 /// Every LISTEN socket of the runner's network namespace, by inode.
-pub fn listening_sockets() -> io::Result<Vec<crate::gate::ListeningSocket>> {
+pub fn listening_sockets() -> io::Result<Vec<crate::detect::ListeningSocket>> {
     listening_sockets_on(None)
 }
 
@@ -72,10 +72,10 @@ pub fn listening_sockets() -> io::Result<Vec<crate::gate::ListeningSocket>> {
 /// port for `None`), by inode: what the verified dial checks a fresh
 /// connection against. The kernel filters, so the cost does not grow with
 /// the machine's other listeners.
-pub fn listening_sockets_on(port: Option<u16>) -> io::Result<Vec<crate::gate::ListeningSocket>> {
+pub fn listening_sockets_on(port: Option<u16>) -> io::Result<Vec<crate::detect::ListeningSocket>> {
     Ok(socket_table::listening_on(port)?
         .into_values()
-        .map(|l| crate::gate::ListeningSocket {
+        .map(|l| crate::detect::ListeningSocket {
             id: l.inode,
             addr: l.addr,
             port: l.port,

@@ -5,128 +5,101 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::cgroup::Usage;
+
 /// One running `connect` or `watch`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct RunnerStatus {
-    pub pid: u32,
+pub(crate) struct RunnerStatus {
+    pub(crate) pid: u32,
     /// `connect` or `watch`.
-    pub command: String,
-    pub backend: String,
+    pub(crate) command: String,
+    pub(crate) backend: String,
     /// When it started (RFC 3339 UTC).
-    pub started: String,
+    pub(crate) started: String,
     /// The Kandan connection (`connect` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kandan: Option<KandanStatus>,
+    pub(crate) kandan: Option<KandanStatus>,
     #[serde(default)]
-    pub listeners: Vec<ListenerStatus>,
+    pub(crate) listeners: Vec<ListenerStatus>,
     #[serde(default)]
-    pub instances: Vec<InstanceStatus>,
+    pub(crate) instances: Vec<InstanceStatus>,
     #[serde(default)]
-    pub editors: Vec<EditorStatus>,
+    pub(crate) editors: Vec<EditorStatus>,
 }
 
 /// The connection to Kandan.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct KandanStatus {
+pub(crate) struct KandanStatus {
     /// The socket mount, never with the token.
-    pub url: String,
-    pub runner_id: String,
+    pub(crate) url: String,
+    pub(crate) runner_id: String,
     /// `connecting`, `connected` or `reconnecting`.
-    pub state: String,
+    pub(crate) state: String,
     /// Since when it is in that state (RFC 3339 UTC).
-    pub since: String,
+    pub(crate) since: String,
     /// Failed attempts since the last join (while `reconnecting`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attempts: Option<u64>,
+    pub(crate) attempts: Option<u64>,
     /// Why the last attempt failed (while `reconnecting`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
+    pub(crate) last_error: Option<String>,
 }
 
 /// One detected listener.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ListenerStatus {
-    pub port: u16,
-    pub label: String,
-    pub pid: u32,
+pub(crate) struct ListenerStatus {
+    pub(crate) port: u16,
+    pub(crate) label: String,
+    pub(crate) pid: u32,
     /// Redacted as Kandan gets it.
-    pub command: String,
+    pub(crate) command: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cwd: Option<String>,
-    /// `waiting`, `approved`, `denied` or `silent` (`connect`; absent
+    pub(crate) cwd: Option<String>,
+    /// `pending`, `approved`, `denied` (the wire's words) or `silent` (`connect`; absent
     /// under `watch`, which asks no one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
+    pub(crate) state: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
-    pub addresses: Vec<String>,
+    pub(crate) request_id: Option<String>,
+    pub(crate) addresses: Vec<String>,
     /// `http` or `https` once the runner knows how the server speaks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scheme: Option<String>,
+    pub(crate) scheme: Option<String>,
 }
 
 /// One Codex instance.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct InstanceStatus {
-    pub instance_id: String,
+pub(crate) struct InstanceStatus {
+    pub(crate) instance_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub thread_id: Option<String>,
-    pub cwd: String,
+    pub(crate) thread_id: Option<String>,
+    pub(crate) cwd: String,
     /// `starting`, `idle` or `running`.
-    pub state: String,
+    pub(crate) state: String,
     /// CPU time and memory of its cgroup, when it has one.
     #[serde(flatten)]
-    pub usage: Usage,
+    pub(crate) usage: Usage,
 }
 
 /// One local editor.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct EditorStatus {
-    pub editor_id: String,
-    pub cwd: String,
+pub(crate) struct EditorStatus {
+    pub(crate) editor_id: String,
+    pub(crate) cwd: String,
     /// `running`.
-    pub state: String,
+    pub(crate) state: String,
     /// CPU time and memory of its cgroup, when it has one.
     #[serde(flatten)]
-    pub usage: Usage,
-}
-
-/// What an instance's or editor's cgroup used so far (`cpu.stat`,
-/// `memory.current`); absent without a cgroup, memory also without the
-/// memory controller.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Usage {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpu_usec: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_bytes: Option<u64>,
-}
-
-impl Usage {
-    /// ", cpu 1.2 s, memory 34.5 MiB" for the table; empty when unknown.
-    pub fn describe(&self) -> String {
-        let mut text = String::new();
-        if let Some(usec) = self.cpu_usec {
-            text.push_str(&format!(", cpu {:.1} s", usec as f64 / 1e6));
-        }
-        if let Some(bytes) = self.memory_bytes {
-            text.push_str(&format!(
-                ", memory {:.1} MiB",
-                bytes as f64 / (1024.0 * 1024.0)
-            ));
-        }
-        text
-    }
+    pub(crate) usage: Usage,
 }
 
 /// What `status --json` prints: every live runner of this user, by pid.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatusReport {
-    pub runners: Vec<RunnerStatus>,
+pub(crate) struct StatusReport {
+    pub(crate) runners: Vec<RunnerStatus>,
 }
