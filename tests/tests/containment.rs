@@ -460,3 +460,68 @@ async fn stop_local_editor_ends_what_left_its_session() -> Result<()> {
     );
     Ok(())
 }
+
+/// A runner in another pid namespace (a container on the same cgroup
+/// hierarchy, or `unshare --pid`) names its folder `1.<start>`: pid 1 is
+/// alive here with another start time. The next runner must not take it
+/// for a killed runner and end its tree: the live runner's lock on its
+/// folder says it is alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_in_another_pid_namespace_is_not_swept() -> Result<()> {
+    if !privileged("a_runner_in_another_pid_namespace_is_not_swept") {
+        return Ok(());
+    }
+    let runner = integration_tests::support::runner_bin();
+    let mut inner = tokio::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child=SIGTERM"])
+        .arg(&runner)
+        .args(["watch", "--backend", "procfs", "--", "sleep", "600"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    // Its folder is 1.<start>, and its tree holds the sleep.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let (folder, sleeper) = loop {
+        let held = runner_folders(1).into_iter().find_map(|folder| {
+            let procs = std::fs::read_to_string(folder.join("tree-1/cgroup.procs")).ok()?;
+            let pid: u32 = procs.lines().next()?.trim().parse().ok()?;
+            Some((folder, pid))
+        });
+        if let Some(held) = held {
+            break held;
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the runner in its own pid namespace made no 1.<start> folder with a tree"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    let mut next = RunnerRun::start(["watch", "--backend", "procfs", "--", "true"], &[])?;
+    next.wait(Duration::from_secs(10)).await?;
+    let survived = alive(sleeper) && folder.exists();
+    // SIGTERM to the runner itself (unshare's child: unshare blocks it).
+    let unshare = inner.id().context("unshare's pid")?;
+    let children = std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children"))?;
+    for pid in children
+        .split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+    {
+        // SAFETY: kill(2) on the runner we started.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    let _ = tokio::time::timeout(WAIT, inner.wait()).await;
+    ensure!(
+        survived,
+        "the next runner ended a live runner's tree ({}): {}",
+        folder.display(),
+        next.output()
+    );
+    ensure!(
+        all_gone(&[sleeper], Duration::from_secs(10)).await,
+        "the namespaced runner's tree outlived it"
+    );
+    Ok(())
+}

@@ -3,7 +3,9 @@
 //! cgroup in it (under systemd, the unit's delegated cgroup), and this
 //! runner's folder below `kandan-runner/` there.
 
+use std::fs::File;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use super::CgroupError;
@@ -14,8 +16,9 @@ const RUNNERS: &str = "kandan-runner";
 
 /// Creates `D/kandan-runner/<pid>.<start>` after ending what killed runners
 /// left there; its path in the file system and in the hierarchy (as
-/// `/proc/<pid>/cgroup` names it).
-pub(super) fn create_runner_folder() -> Result<(PathBuf, PathBuf), CgroupError> {
+/// `/proc/<pid>/cgroup` names it), and the folder opened with the `flock`
+/// that says this runner is alive (kept until the runner exits).
+pub(super) fn create_runner_folder() -> Result<(PathBuf, PathBuf, File), CgroupError> {
     let mountinfo =
         std::fs::read_to_string("/proc/self/mountinfo").map_err(CgroupError::OwnCgroup)?;
     let (mount_root, mount_point) = cgroup2_mount(&mountinfo).ok_or(CgroupError::NotMounted)?;
@@ -48,8 +51,43 @@ pub(super) fn create_runner_folder() -> Result<(PathBuf, PathBuf), CgroupError> 
         path: folder.clone(),
         source,
     })?;
+    let alive = File::open(&folder)
+        .and_then(|dir| lock(&dir, false).map(|()| dir))
+        .map_err(|source| CgroupError::Create {
+            path: folder.clone(),
+            source,
+        })?;
     enable_memory(&folder);
-    Ok((folder, own.join(RUNNERS).join(name)))
+    Ok((folder, own.join(RUNNERS).join(name), alive))
+}
+
+/// `flock(LOCK_EX)` on `dir`, without waiting when `try_only`.
+fn lock(dir: &File, try_only: bool) -> io::Result<()> {
+    let operation = libc::LOCK_EX | if try_only { libc::LOCK_NB } else { 0 };
+    // SAFETY: flock on a descriptor this File owns.
+    if unsafe { libc::flock(dir.as_raw_fd(), operation) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Whether the runner of `folder` is gone: nobody holds its `flock` (a
+/// runner holds it as long as it lives, and the kernel drops it when the
+/// runner dies, SIGKILL included) and its `<pid>.<start>` names no live
+/// process here. The lock decides across pid namespaces (a runner in a
+/// container is `1.<start>` to us); the name keeps a live runner of an
+/// older version, which takes no lock, from being swept.
+fn owner_gone(folder: &Path, pid: u32, start: u64) -> bool {
+    if start_time(pid) == Some(start) {
+        return false;
+    }
+    match File::open(folder).and_then(|dir| lock(&dir, true)) {
+        Ok(()) => true,
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => false,
+        // Cannot open it (not ours) or lock it for another reason: leave it.
+        Err(_) => false,
+    }
 }
 
 /// Removes this runner's folder (its children are gone by now), and the
@@ -86,10 +124,10 @@ fn sweep_stale(runners: &Path) {
         let Some((pid, start)) = name.to_str().and_then(parse_folder_name) else {
             continue;
         };
-        if start_time(pid) == Some(start) {
+        let folder = entry.path();
+        if !owner_gone(&folder, pid, start) {
             continue;
         }
-        let folder = entry.path();
         let left = group::kill_tree(&folder);
         if left > 0 {
             tracing::info!(

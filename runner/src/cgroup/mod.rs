@@ -90,6 +90,11 @@ pub struct Parent {
     /// The same folder as `/proc/<pid>/cgroup` names it.
     name: PathBuf,
     next: AtomicU64,
+    /// An exclusive `flock` on the folder for as long as this runner lives:
+    /// how another runner tells that it is alive, whatever pid namespace
+    /// either runs in.
+    #[cfg(target_os = "linux")]
+    _alive: std::fs::File,
 }
 
 impl Containment {
@@ -114,11 +119,12 @@ impl Containment {
 
     #[cfg(target_os = "linux")]
     fn create() -> Result<Parent, CgroupError> {
-        let (path, name) = hierarchy::create_runner_folder()?;
+        let (path, name, alive) = hierarchy::create_runner_folder()?;
         Ok(Parent {
             path,
             name,
             next: AtomicU64::new(1),
+            _alive: alive,
         })
     }
 
