@@ -10,19 +10,20 @@
 pub(crate) mod approval;
 #[cfg(target_os = "linux")]
 pub(crate) mod caps;
-pub mod cgroup;
-pub mod cli;
-pub mod cli_docs;
+pub(crate) mod cgroup;
+pub(crate) mod cli;
+pub(crate) mod cli_docs;
 pub mod codex;
-pub mod config;
-pub mod connect;
+pub(crate) mod config;
+pub(crate) mod connect;
 pub mod control;
 pub mod detect;
-pub mod doctor;
+pub mod entry;
+pub(crate) mod doctor;
 pub mod editor;
 pub(crate) mod forward;
 pub mod gate;
-pub mod logging;
+pub(crate) mod logging;
 pub mod pipeline;
 pub(crate) mod program;
 pub mod wire;
@@ -30,15 +31,15 @@ pub mod wire;
 pub(crate) mod redact;
 pub(crate) mod report;
 pub(crate) mod root_pids;
-pub mod service;
-pub mod status;
+pub(crate) mod service;
+pub(crate) mod status;
 pub(crate) mod supervise;
 pub(crate) mod token_file;
 pub(crate) mod trees;
 pub(crate) mod user_file;
 mod version;
-pub mod watch;
-pub mod workdir;
+pub(crate) mod watch;
+pub(crate) mod workdir;
 
 /// `err` and its sources on one line: "a: b: c". A source whose text the
 /// line already holds (many errors print their source themselves) is left

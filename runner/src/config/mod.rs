@@ -20,12 +20,11 @@ mod resolver;
 #[cfg(test)]
 mod tests;
 
-pub use file::{ConfigFile, ProjectFile};
+pub use file::ConfigFile;
 pub use load::ConfigError;
 pub use paths::{default_config_path, expand_home};
-pub use port_range::{PortRange, PortRangeError};
+pub use port_range::PortRange;
 pub use ports::{OnDetect, PortAttributes, PortRule, Protocol};
-pub use project::PROJECT_FILE;
 pub use resolver::AttributeResolver;
 
 use std::path::{Path, PathBuf};
