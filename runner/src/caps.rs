@@ -17,9 +17,9 @@ struct CapHeader {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct CapData {
-    pub effective: u32,
-    pub permitted: u32,
-    pub inheritable: u32,
+    pub(crate) effective: u32,
+    pub(crate) permitted: u32,
+    pub(crate) inheritable: u32,
 }
 
 /// The calling thread's sets. Async-signal-safe (a plain syscall).

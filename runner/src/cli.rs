@@ -17,30 +17,30 @@ use crate::pipeline::{CommandPattern, IgnorePolicy};
 /// the approved ones to Kandan.
 #[derive(Debug, Parser)]
 #[command(name = "kandan-runner", version = crate::version::LONG, long_version = crate::version::LONG, about)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Config file (TOML); flags and environment variables win over it.
     /// Default: `$XDG_CONFIG_HOME/kandan-runner/config.toml`.
     #[arg(long, global = true, value_name = "PATH")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
     #[command(flatten)]
-    pub output: OutputArgs,
+    pub(crate) output: OutputArgs,
 }
 
 /// Flags every command takes: how stderr speaks.
 #[derive(Debug, Args)]
-pub struct OutputArgs {
+pub(crate) struct OutputArgs {
     /// Logs and state lines on stderr as text, or one JSON object per line.
     #[arg(long, global = true, value_enum, default_value_t = crate::logging::LogFormat::Text)]
-    pub log_format: crate::logging::LogFormat,
+    pub(crate) log_format: crate::logging::LogFormat,
     /// No state lines (connected, ports, ...); warnings and errors still print.
     #[arg(long, global = true)]
-    pub quiet: bool,
+    pub(crate) quiet: bool,
 }
 
 impl OutputArgs {
-    pub fn output(&self) -> crate::logging::Output {
+    pub(crate) fn output(&self) -> crate::logging::Output {
         crate::logging::Output {
             format: self.log_format,
             quiet: self.quiet,
@@ -49,7 +49,7 @@ impl OutputArgs {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Print the listeners of the roots' process trees as they open, change and close.
     Watch(WatchArgs),
     /// Run the whole pipeline against Kandan.
@@ -71,75 +71,75 @@ pub enum Command {
 // `cli_docs` renders this definition (so it imports `cli`, not back).
 
 #[derive(Debug, Args)]
-pub struct CompletionsArgs {
+pub(crate) struct CompletionsArgs {
     /// The shell to print a completion script for.
     #[arg(value_enum)]
-    pub shell: CompletionShell,
+    pub(crate) shell: CompletionShell,
 }
 
 /// The shells of PROTOCOL.md section 1 (clap_complete knows more).
 #[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum CompletionShell {
+pub(crate) enum CompletionShell {
     Bash,
     Zsh,
     Fish,
 }
 
 #[derive(Debug, Args)]
-pub struct ManArgs {
+pub(crate) struct ManArgs {
     /// Write kandan-runner.1 and a page per subcommand (kandan-runner-watch.1,
     /// ...) into DIR instead of printing the main page.
     #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
+    pub(crate) dir: Option<PathBuf>,
 }
 
 /// Flags shared by `watch` and `connect`.
 #[derive(Debug, Args)]
-pub struct DetectorArgs {
+pub(crate) struct DetectorArgs {
     /// Detector backend; `auto` picks the best that works here.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
-    pub backend: BackendChoice,
+    pub(crate) backend: BackendChoice,
     /// How long a listener must live before it is reported (and how long a
     /// close is held), in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 750)]
-    pub debounce_ms: u64,
+    pub(crate) debounce_ms: u64,
     /// Watch this process and its descendants (repeatable).
     #[arg(long = "root-pid", value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
-    pub root_pids: Vec<u32>,
+    pub(crate) root_pids: Vec<u32>,
     /// Scan interval of the polling backends (procfs, libproc), in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub poll_interval_ms: u64,
+    pub(crate) poll_interval_ms: u64,
     /// Never report this port or range, e.g. `9229` or `6000-6100` (repeatable).
     #[arg(long = "ignore-port", value_name = "PORT[-PORT]", value_parser = str::parse::<PortRange>)]
-    pub ignore_ports: Vec<PortRange>,
+    pub(crate) ignore_ports: Vec<PortRange>,
     /// Never report listeners whose command line matches this pattern (repeatable).
     #[arg(long = "ignore-command", value_name = "PATTERN", value_parser = str::parse::<CommandPattern>)]
-    pub ignore_commands: Vec<CommandPattern>,
+    pub(crate) ignore_commands: Vec<CommandPattern>,
     /// Drop the built-in ignore list (debugger and language-server ports).
     #[arg(long)]
-    pub no_default_ignores: bool,
+    pub(crate) no_default_ignores: bool,
     /// What holds the processes the runner starts: a cgroup v2 each where
     /// one can be created (`auto`), cgroups or an error (`cgroup`), or
     /// process groups and pid ancestry (`process-group`).
     #[arg(long, value_enum, default_value_t = ContainmentChoice::Auto)]
-    pub containment: ContainmentChoice,
+    pub(crate) containment: ContainmentChoice,
     /// Command to start as a root; the runner exits with its status.
     #[arg(last = true, value_name = "COMMAND")]
-    pub command: Vec<String>,
+    pub(crate) command: Vec<String>,
     /// The config file's `[[ports]]` entries (no flag).
     #[arg(skip)]
-    pub ports: Vec<PortRule>,
+    pub(crate) ports: Vec<PortRule>,
 }
 
 impl DetectorArgs {
-    pub fn detector_config(&self) -> DetectorConfig {
+    pub(crate) fn detector_config(&self) -> DetectorConfig {
         DetectorConfig {
             poll_interval: Duration::from_millis(self.poll_interval_ms),
             ..DetectorConfig::default()
         }
     }
 
-    pub fn ignore_policy(&self) -> IgnorePolicy {
+    pub(crate) fn ignore_policy(&self) -> IgnorePolicy {
         IgnorePolicy::from_cli(
             self.no_default_ignores,
             self.ignore_ports.iter().copied(),
@@ -147,99 +147,99 @@ impl DetectorArgs {
         )
     }
 
-    pub fn debounce(&self) -> Duration {
+    pub(crate) fn debounce(&self) -> Duration {
         Duration::from_millis(self.debounce_ms)
     }
 }
 
 #[derive(Debug, Args)]
-pub struct WatchArgs {
+pub(crate) struct WatchArgs {
     /// One JSON object per line on stdout.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Show command lines with their secrets replaced by `***`, as Kandan
     /// gets them.
     #[arg(long)]
-    pub redact: bool,
+    pub(crate) redact: bool,
     #[command(flatten)]
-    pub detector: DetectorArgs,
+    pub(crate) detector: DetectorArgs,
 }
 
 #[derive(Debug, Args)]
-pub struct ConnectArgs {
+pub(crate) struct ConnectArgs {
     /// Kandan's socket mount, e.g. `wss://kandan.example/runner/socket`.
     #[arg(long, env = "KANDAN_URL")]
-    pub url: String,
+    pub(crate) url: String,
     #[command(flatten)]
-    pub identity: RunnerIdentity,
+    pub(crate) identity: RunnerIdentity,
     /// Largest request body forwarded to a local server, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
-    pub max_request_body: usize,
+    pub(crate) max_request_body: usize,
     /// Largest buffered response body sent back to Kandan, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
-    pub max_response_body: usize,
+    pub(crate) max_response_body: usize,
     /// Time to connect to a local server, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub connect_timeout_ms: u64,
+    pub(crate) connect_timeout_ms: u64,
     /// Time for a whole buffered request (or a streamed response's head), in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub request_timeout_ms: u64,
+    pub(crate) request_timeout_ms: u64,
     /// Heartbeat period (the contract's 30 s; shorter for tests).
     #[arg(long, value_name = "MS", default_value_t = 30_000, hide = true, value_parser = clap::value_parser!(u64).range(1..))]
-    pub heartbeat_ms: u64,
+    pub(crate) heartbeat_ms: u64,
     /// code-server for `start_local_editor`; else `code-server` on `PATH`.
     #[arg(long, env = "KANDAN_CODE_SERVER_BIN", value_name = "PATH")]
-    pub code_server_bin: Option<PathBuf>,
+    pub(crate) code_server_bin: Option<PathBuf>,
     #[command(flatten)]
-    pub codex: CodexArgs,
+    pub(crate) codex: CodexArgs,
     #[command(flatten)]
-    pub detector: DetectorArgs,
+    pub(crate) detector: DetectorArgs,
 }
 
 /// Codex instances (PROTOCOL.md sections 6 and 7).
 #[derive(Debug, Args)]
-pub struct CodexArgs {
+pub(crate) struct CodexArgs {
     /// A directory Kandan may start code in (repeatable): of Kandan's
     /// `allowedCwds`, only those under one of these count.
     #[arg(long = "allow-cwd", value_name = "DIR")]
-    pub allow_cwd: Vec<PathBuf>,
+    pub(crate) allow_cwd: Vec<PathBuf>,
     /// The `codex` binary for instances (default: `codex` on PATH).
     #[arg(long, value_name = "PATH", env = "KANDAN_CODEX_BIN")]
-    pub codex_bin: Option<PathBuf>,
+    pub(crate) codex_bin: Option<PathBuf>,
     /// Streamed deltas of one item within this many milliseconds go to
     /// Kandan as one notification (0: each on its own).
     #[arg(long, value_name = "MS", default_value_t = 50)]
-    pub stream_flush_ms: u64,
+    pub(crate) stream_flush_ms: u64,
     /// A running turn with no notification for this many milliseconds is
     /// interrupted.
     #[arg(long, value_name = "MS", default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub turn_idle_timeout_ms: u64,
+    pub(crate) turn_idle_timeout_ms: u64,
 }
 
 /// Who the runner is to Kandan: its token and its id (`connect`, and
 /// `doctor --url`).
 #[derive(Debug, Args)]
-pub struct RunnerIdentity {
+pub(crate) struct RunnerIdentity {
     /// Runner token (sent as the `token` query parameter). Shown by `ps`:
     /// prefer `--token-file` or `KANDAN_TOKEN`.
     #[arg(long, env = "KANDAN_TOKEN", hide_env_values = true, default_value = "")]
-    pub token: String,
+    pub(crate) token: String,
     /// File holding the runner token, read once at start (surrounding
     /// whitespace trimmed), so the token stays out of `ps`. `-` reads it
     /// from standard input, which is then replaced by /dev/null (the
     /// system service's `StandardInput=file:`). Takes the place of
     /// `KANDAN_TOKEN`; conflicts with `--token`.
     #[arg(long, value_name = "PATH")]
-    pub token_file: Option<PathBuf>,
+    pub(crate) token_file: Option<PathBuf>,
     /// Runner id: the channel topic is `runner:<id>`. Defaults to the host name.
     #[arg(long, env = "KANDAN_RUNNER_ID")]
-    pub runner_id: Option<String>,
+    pub(crate) runner_id: Option<String>,
 }
 
 impl RunnerIdentity {
     /// The token: the content of `--token-file`, else `--token` or
     /// `KANDAN_TOKEN`; `None` when there is none.
-    pub fn token(&self) -> Result<Option<String>, TokenFileError> {
+    pub(crate) fn token(&self) -> Result<Option<String>, TokenFileError> {
         let token = &self.token;
         let Some(path) = &self.token_file else {
             return Ok((!token.is_empty()).then(|| token.to_owned()));
@@ -265,7 +265,7 @@ impl RunnerIdentity {
 
 /// Errors of reading `--token-file` (exit 2, like any bad flag value).
 #[derive(Debug, thiserror::Error)]
-pub enum TokenFileError {
+pub(crate) enum TokenFileError {
     /// The file cannot be read.
     #[error("--token-file {}: cannot read it", path.display())]
     Unreadable {
@@ -282,32 +282,32 @@ pub enum TokenFileError {
 }
 
 #[derive(Debug, Args)]
-pub struct DoctorArgs {
+pub(crate) struct DoctorArgs {
     /// One JSON object on stdout.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// Also connect to Kandan's socket mount, join and leave, reporting
     /// each step (DNS, TCP, TLS, WebSocket upgrade, join).
     #[arg(long, env = "KANDAN_URL")]
-    pub url: Option<String>,
+    pub(crate) url: Option<String>,
     /// The token and id to join with, as `connect` has them.
     #[command(flatten)]
-    pub identity: RunnerIdentity,
+    pub(crate) identity: RunnerIdentity,
     /// The `codex` binary to check, as `connect --codex-bin` (default:
     /// `codex` on PATH).
     #[arg(long, value_name = "PATH", env = "KANDAN_CODEX_BIN")]
-    pub codex_bin: Option<PathBuf>,
+    pub(crate) codex_bin: Option<PathBuf>,
     /// The code-server to check, as `connect --code-server-bin` (default:
     /// `code-server` on PATH).
     #[arg(long, env = "KANDAN_CODE_SERVER_BIN", value_name = "PATH")]
-    pub code_server_bin: Option<PathBuf>,
+    pub(crate) code_server_bin: Option<PathBuf>,
 }
 
 /// Parses the process arguments and the config file. Bad flags or values
 /// print a one-line error naming the flag, a bad config file one naming the
 /// file, line and key; both exit 2. `--help` and `--version` print and
 /// exit 0.
-pub fn parse() -> Cli {
+pub(crate) fn parse() -> Cli {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let config = match load_config(&args) {
         Ok(config) => config,
@@ -360,7 +360,7 @@ fn config_flag(matches: &ArgMatches) -> Option<PathBuf> {
 }
 
 /// Parses `args` with `config`'s values as the flags' defaults.
-pub fn parse_with(config: &Config, args: &[std::ffi::OsString]) -> Result<Cli, ParseError> {
+pub(crate) fn parse_with(config: &Config, args: &[std::ffi::OsString]) -> Result<Cli, ParseError> {
     // A token from the command line or the environment wins over the
     // file's `token_file`; `--token-file` itself is a flag like any other.
     let token_given = Cli::command()
@@ -384,7 +384,7 @@ pub fn parse_with(config: &Config, args: &[std::ffi::OsString]) -> Result<Cli, P
 
 /// Why [`parse_with`] failed.
 #[derive(Debug, thiserror::Error)]
-pub enum ParseError {
+pub(crate) enum ParseError {
     /// A bad config file value.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),

@@ -24,7 +24,7 @@ impl From<CompletionShell> for clap_complete::Shell {
 }
 
 /// Prints the completion script on stdout; exit code.
-pub fn completions(args: &CompletionsArgs, output: Output) -> i32 {
+pub(crate) fn completions(args: &CompletionsArgs, output: Output) -> i32 {
     let mut script = Vec::new();
     clap_complete::generate(
         clap_complete::Shell::from(args.shell),
@@ -54,7 +54,7 @@ fn fix_bash_names(script: &[u8]) -> String {
 
 /// Prints the man page (roff) on stdout, or writes every page into
 /// `--dir`; exit code.
-pub fn man(args: &ManArgs, output: Output) -> i32 {
+pub(crate) fn man(args: &ManArgs, output: Output) -> i32 {
     let printer = Report::new(output);
     if let Some(dir) = &args.dir {
         return match write_pages(dir) {

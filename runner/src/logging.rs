@@ -25,7 +25,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 /// How stderr lines (logs and state lines) are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// Human-readable lines.
     #[default]
     Text,
@@ -35,7 +35,7 @@ pub enum LogFormat {
 
 /// The global output flags (`--log-format`, `--quiet`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Output {
+pub(crate) struct Output {
     pub(crate) format: LogFormat,
     /// No state lines (warnings and errors still print).
     pub(crate) quiet: bool,
@@ -43,7 +43,7 @@ pub struct Output {
 
 /// Sets up logs for this process (the state lines are the commands'
 /// report, made from the same `output`).
-pub fn init(output: Output) {
+pub(crate) fn init(output: Output) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     let filter = filter.and(filter_fn(allowed));
     let fmt = tracing_subscriber::fmt::layer()

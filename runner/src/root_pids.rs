@@ -11,7 +11,7 @@ const POLL: Duration = Duration::from_millis(250);
 
 /// A `--root-pid` that cannot be a root.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum RootPidError {
+pub(crate) enum RootPidError {
     /// Nothing runs with this pid (in the runner's pid namespace).
     #[error("--root-pid {0}: no such process")]
     NoSuchProcess(u32),
@@ -19,14 +19,14 @@ pub enum RootPidError {
 
 /// The `--root-pid` processes, until they end.
 #[derive(Default)]
-pub struct RootPids {
+pub(crate) struct RootPids {
     roots: Vec<Root>,
 }
 
 impl RootPids {
     /// Opens every root: an error for a pid with no process; a warning
     /// line for each one the runner cannot read.
-    pub fn open(pids: &[u32]) -> Result<(RootPids, Vec<String>), RootPidError> {
+    pub(crate) fn open(pids: &[u32]) -> Result<(RootPids, Vec<String>), RootPidError> {
         let mut roots = Vec::with_capacity(pids.len());
         let mut warnings = Vec::new();
         for &pid in pids {
@@ -40,7 +40,7 @@ impl RootPids {
 
     /// Resolves once every root has ended; never when there is none.
     /// Cancel-safe: an ended root stays ended.
-    pub async fn all_ended(&mut self) {
+    pub(crate) async fn all_ended(&mut self) {
         if self.roots.is_empty() {
             return std::future::pending().await;
         }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 /// Why a cwd is refused; every variant is the wire's `cwd_not_allowed`.
 #[derive(Debug, thiserror::Error)]
-pub enum CwdError {
+pub(crate) enum CwdError {
     /// No cwd may be used: Kandan allowed none (or none under `--allow-cwd`).
     #[error(
         "no working directory is allowed (no allowedCwds from Kandan under the local --allow-cwd roots)"
@@ -60,7 +60,7 @@ pub enum CwdError {
 
 impl CwdError {
     /// The `control_error` code for every refusal.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         "cwd_not_allowed"
     }
 }
@@ -68,26 +68,26 @@ impl CwdError {
 /// A cwd that passed the policy: its canonical path when checked, and the
 /// directory itself, opened by the check. Cheap to clone.
 #[derive(Clone, Debug)]
-pub struct CheckedCwd {
+pub(crate) struct CheckedCwd {
     canonical: PathBuf,
     dir: Arc<OwnedFd>,
 }
 
 impl CheckedCwd {
     /// The canonical path, as checked (what Kandan is told).
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.canonical
     }
 
     /// The directory, to start a process in (`SpawnOptions::cwd_dir`).
-    pub fn dir(&self) -> &Arc<OwnedFd> {
+    pub(crate) fn dir(&self) -> &Arc<OwnedFd> {
         &self.dir
     }
 }
 
 /// The local `--allow-cwd` roots and Kandan's latest `allowedCwds`.
 #[derive(Clone, Debug, Default)]
-pub struct CwdPolicy {
+pub(crate) struct CwdPolicy {
     /// Canonical `--allow-cwd` roots; `None` when the flag was not given
     /// (Kandan's roots then count as they are).
     local: Option<Vec<PathBuf>>,
@@ -99,7 +99,7 @@ impl CwdPolicy {
     /// A policy with the local `--allow-cwd` roots (empty: no flag given).
     /// Roots that do not exist are dropped with a warning: nothing can be
     /// under them.
-    pub fn new(local_roots: &[PathBuf]) -> Self {
+    pub(crate) fn new(local_roots: &[PathBuf]) -> Self {
         let local = (!local_roots.is_empty()).then(|| {
             local_roots
                 .iter()
@@ -122,7 +122,7 @@ impl CwdPolicy {
     /// that count from now on, as canonical paths. Relative, missing and
     /// non-directory entries, and those outside the local roots, are
     /// dropped.
-    pub fn set_allowed(&mut self, kandan_roots: &[PathBuf]) -> &[PathBuf] {
+    pub(crate) fn set_allowed(&mut self, kandan_roots: &[PathBuf]) -> &[PathBuf] {
         self.allowed = kandan_roots
             .iter()
             .filter_map(|root| {
@@ -151,20 +151,20 @@ impl CwdPolicy {
     }
 
     /// The roots that count now.
-    pub fn allowed_roots(&self) -> &[PathBuf] {
+    pub(crate) fn allowed_roots(&self) -> &[PathBuf] {
         &self.allowed
     }
 
     /// Whether the canonical path `path` is an allowed root or lies under
     /// one. `starts_with` compares whole components, as bytes: /a/bc is
     /// not under /a/b.
-    pub fn allows(&self, path: &Path) -> bool {
+    pub(crate) fn allows(&self, path: &Path) -> bool {
         self.allowed.iter().any(|root| path.starts_with(root))
     }
 
     /// Checks `cwd` (the first allowed root when it is `None`, opened and
     /// checked afresh: it may have been replaced since) and opens it.
-    pub fn check(&self, cwd: Option<&Path>) -> Result<CheckedCwd, CwdError> {
+    pub(crate) fn check(&self, cwd: Option<&Path>) -> Result<CheckedCwd, CwdError> {
         let cwd = match cwd {
             Some(cwd) => cwd,
             None => self.allowed.first().ok_or(CwdError::NoAllowedRoots)?,
@@ -202,7 +202,7 @@ impl CwdPolicy {
     /// (where the checked descriptor put it) is still under a root allowed
     /// now. It fails when the directory was moved out of its root, or the
     /// root withdrawn, since the check.
-    pub fn verify_process(&self, pid: u32) -> Result<(), CwdError> {
+    pub(crate) fn verify_process(&self, pid: u32) -> Result<(), CwdError> {
         let now = process_cwd(pid).map_err(|source| CwdError::Unverifiable { pid, source })?;
         if self.allows(&now) {
             Ok(())

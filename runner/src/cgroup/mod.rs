@@ -30,12 +30,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub use group::Cgroup;
+pub(crate) use group::Cgroup;
 pub(crate) use usage::{Usage, usage};
 
 /// `--containment`: how the runner holds what it starts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum ContainmentChoice {
+pub(crate) enum ContainmentChoice {
     /// A cgroup per tree, instance and editor where one can be created,
     /// else process groups.
     #[default]
@@ -48,7 +48,7 @@ pub enum ContainmentChoice {
 
 /// Errors of setting up containment.
 #[derive(Debug, thiserror::Error)]
-pub enum CgroupError {
+pub(crate) enum CgroupError {
     /// No cgroup v2 hierarchy is mounted.
     #[error("no cgroup v2 hierarchy is mounted (cgroup2 in /proc/self/mountinfo)")]
     NotMounted,
@@ -77,7 +77,7 @@ pub enum CgroupError {
 /// How what the runner starts is held: a cgroup parent of this runner's,
 /// or process groups (with the reason there is no cgroup).
 #[derive(Clone, Debug)]
-pub enum Containment {
+pub(crate) enum Containment {
     Cgroups(Arc<Parent>),
     Unavailable(String),
 }
@@ -85,7 +85,7 @@ pub enum Containment {
 /// This runner's folder (`D/kandan-runner/<pid>.<start>`), where its
 /// children are created.
 #[derive(Debug)]
-pub struct Parent {
+pub(crate) struct Parent {
     path: PathBuf,
     /// The same folder as `/proc/<pid>/cgroup` names it.
     name: PathBuf,
@@ -102,7 +102,7 @@ impl Containment {
     /// and the runner's place in it, ends what killed runners of this user
     /// left, and creates this runner's folder. An error only for
     /// `--containment cgroup` where cgroups do not work.
-    pub fn start(choice: ContainmentChoice) -> Result<Containment, CgroupError> {
+    pub(crate) fn start(choice: ContainmentChoice) -> Result<Containment, CgroupError> {
         if choice == ContainmentChoice::ProcessGroup {
             return Ok(Containment::Unavailable(
                 "--containment process-group".to_string(),
@@ -136,7 +136,7 @@ impl Containment {
     /// A new cgroup named `<kind>-<n>` (`tree`, `instance`, `editor`), or
     /// `None` under process groups. A cgroup that cannot be created is a
     /// warning, and that one start falls back to its process group.
-    pub fn new_group(&self, kind: &str) -> Option<Arc<Cgroup>> {
+    pub(crate) fn new_group(&self, kind: &str) -> Option<Arc<Cgroup>> {
         let Containment::Cgroups(parent) = self else {
             return None;
         };
@@ -155,7 +155,7 @@ impl Containment {
     }
 
     /// For `doctor` and the first stderr line: what holds the processes.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Containment::Cgroups(parent) => format!("cgroup v2 ({})", parent.path.display()),
             Containment::Unavailable(why) => {
@@ -164,13 +164,13 @@ impl Containment {
         }
     }
 
-    pub fn is_cgroups(&self) -> bool {
+    pub(crate) fn is_cgroups(&self) -> bool {
         matches!(self, Containment::Cgroups(_))
     }
 
     /// Kills what is left in this runner's cgroups and removes them (at
     /// exit, once the command, instances and editors were ended).
-    pub fn remove(&self) {
+    pub(crate) fn remove(&self) {
         if let Containment::Cgroups(parent) = self {
             #[cfg(target_os = "linux")]
             {

@@ -14,61 +14,61 @@ use super::ports::PortRule;
 /// its long name with `_`, and hold what the flag would.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ConfigFile {
+pub(crate) struct ConfigFile {
     // The connection (`connect`).
-    pub url: Option<Spanned<String>>,
-    pub token_file: Option<Spanned<String>>,
-    pub runner_id: Option<Spanned<String>>,
-    pub max_request_body: Option<Spanned<u64>>,
-    pub max_response_body: Option<Spanned<u64>>,
-    pub connect_timeout_ms: Option<Spanned<u64>>,
-    pub request_timeout_ms: Option<Spanned<u64>>,
+    pub(crate) url: Option<Spanned<String>>,
+    pub(crate) token_file: Option<Spanned<String>>,
+    pub(crate) runner_id: Option<Spanned<String>>,
+    pub(crate) max_request_body: Option<Spanned<u64>>,
+    pub(crate) max_response_body: Option<Spanned<u64>>,
+    pub(crate) connect_timeout_ms: Option<Spanned<u64>>,
+    pub(crate) request_timeout_ms: Option<Spanned<u64>>,
     // Detection (`watch` and `connect`).
-    pub backend: Option<Spanned<String>>,
-    pub debounce_ms: Option<Spanned<u64>>,
-    pub poll_interval_ms: Option<Spanned<u64>>,
-    pub ignore_port: Option<Spanned<Vec<String>>>,
-    pub ignore_command: Option<Spanned<Vec<String>>>,
-    pub no_default_ignores: Option<Spanned<bool>>,
+    pub(crate) backend: Option<Spanned<String>>,
+    pub(crate) debounce_ms: Option<Spanned<u64>>,
+    pub(crate) poll_interval_ms: Option<Spanned<u64>>,
+    pub(crate) ignore_port: Option<Spanned<Vec<String>>>,
+    pub(crate) ignore_command: Option<Spanned<Vec<String>>>,
+    pub(crate) no_default_ignores: Option<Spanned<bool>>,
     // Instances and editors (`connect`).
-    pub allow_cwd: Option<Spanned<Vec<String>>>,
-    pub codex_bin: Option<Spanned<String>>,
-    pub stream_flush_ms: Option<Spanned<u64>>,
-    pub turn_idle_timeout_ms: Option<Spanned<u64>>,
-    pub code_server_bin: Option<Spanned<String>>,
+    pub(crate) allow_cwd: Option<Spanned<Vec<String>>>,
+    pub(crate) codex_bin: Option<Spanned<String>>,
+    pub(crate) stream_flush_ms: Option<Spanned<u64>>,
+    pub(crate) turn_idle_timeout_ms: Option<Spanned<u64>>,
+    pub(crate) code_server_bin: Option<Spanned<String>>,
     // How stderr speaks (every command).
-    pub log_format: Option<Spanned<String>>,
-    pub quiet: Option<Spanned<bool>>,
+    pub(crate) log_format: Option<Spanned<String>>,
+    pub(crate) quiet: Option<Spanned<bool>>,
     /// More option and variable names whose values are hidden from Kandan.
     #[serde(default)]
-    pub redact: Vec<String>,
+    pub(crate) redact: Vec<String>,
     /// Per-port attributes, first match wins.
     #[serde(default)]
-    pub ports: Vec<PortRule>,
+    pub(crate) ports: Vec<PortRule>,
 }
 
 /// A project's `.kandan/ports.toml`: `[[ports]]` entries and nothing else.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ProjectFile {
+pub(crate) struct ProjectFile {
     #[serde(default)]
-    pub ports: Vec<PortRule>,
+    pub(crate) ports: Vec<PortRule>,
 }
 
 /// A key of the file that stands for a flag: the flag's clap id (the
 /// field name in `cli.rs`), where the value is, and the flag's values.
 #[derive(Debug, PartialEq, Eq)]
-pub struct FlagValue {
-    pub key: &'static str,
-    pub arg_id: &'static str,
-    pub span: Range<usize>,
-    pub values: Vec<String>,
+pub(crate) struct FlagValue {
+    pub(crate) key: &'static str,
+    pub(crate) arg_id: &'static str,
+    pub(crate) span: Range<usize>,
+    pub(crate) values: Vec<String>,
 }
 
 impl ConfigFile {
     /// The values of the keys that stand for flags, as the flag's own text
     /// (clap parses and checks them), paths with `~` expanded.
-    pub fn flag_values(&self) -> Vec<FlagValue> {
+    pub(crate) fn flag_values(&self) -> Vec<FlagValue> {
         let mut out = Vec::new();
         let mut one = |key, arg_id, value: Option<(Range<usize>, String)>| {
             if let Some((span, value)) = value {

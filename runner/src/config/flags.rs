@@ -14,7 +14,7 @@ use super::load::ConfigError;
 /// `command` with the file's values as the defaults of its subcommands'
 /// flags (those a subcommand has). A value the flag refuses is an error
 /// naming the file, the line and the key.
-pub fn apply(
+pub(crate) fn apply(
     mut command: Command,
     values: &[FlagValue],
     path: &Path,

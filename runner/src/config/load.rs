@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 
 /// A config file that cannot be used (exit 2, one line).
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     /// The file cannot be read (a missing `--config` file included).
     #[error("config {}: cannot read it", path.display())]
     Unreadable {
@@ -31,7 +31,7 @@ pub enum ConfigError {
 
 impl ConfigError {
     /// An error about the text at `span` of the file `path` holding `text`.
-    pub fn at(path: &Path, text: &str, span: Range<usize>, message: String) -> Self {
+    pub(crate) fn at(path: &Path, text: &str, span: Range<usize>, message: String) -> Self {
         ConfigError::Invalid {
             path: path.to_owned(),
             line: line_of(text, span.start),
@@ -57,7 +57,7 @@ const MAX_CONFIG_FILE: u64 = 4 * 1024 * 1024;
 /// `Ok(None)` when `missing_ok` and it does not exist, or cannot be seen at
 /// all (a service user whose `HOME` is another user's 0700 folder). A file
 /// that is there but unreadable is an error.
-pub fn read(path: &Path, missing_ok: bool) -> Result<Option<String>, ConfigError> {
+pub(crate) fn read(path: &Path, missing_ok: bool) -> Result<Option<String>, ConfigError> {
     match crate::user_file::read_to_string(path, MAX_CONFIG_FILE) {
         Ok(text) => Ok(Some(text)),
         Err(err) if missing_ok && err.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -77,7 +77,7 @@ pub fn read(path: &Path, missing_ok: bool) -> Result<Option<String>, ConfigError
 
 /// Parses `text` (the content of `path`) as `T`. The error names the line
 /// and the key: `ports[1].on_detect: unknown variant ...`.
-pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
+pub(crate) fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
     let invalid = |err: &toml::de::Error, key: Option<String>| {
         let message = plain_message(err.message());
         let message = match key {

@@ -20,20 +20,20 @@ mod resolver;
 #[cfg(test)]
 mod tests;
 
-pub use file::ConfigFile;
-pub use load::ConfigError;
-pub use paths::{default_config_path, expand_home};
-pub use port_range::PortRange;
-pub use ports::{OnDetect, PortAttributes, PortRule, Protocol};
-pub use resolver::AttributeResolver;
+pub(crate) use file::ConfigFile;
+pub(crate) use load::ConfigError;
+pub(crate) use paths::{default_config_path, expand_home};
+pub(crate) use port_range::PortRange;
+pub(crate) use ports::{OnDetect, PortAttributes, PortRule, Protocol};
+pub(crate) use resolver::AttributeResolver;
 
 use std::path::{Path, PathBuf};
 
 /// The loaded config file; empty when there is none.
 #[derive(Debug, Default)]
-pub struct Config {
+pub(crate) struct Config {
     /// The file read, if any.
-    pub path: Option<PathBuf>,
+    pub(crate) path: Option<PathBuf>,
     text: String,
     file: ConfigFile,
 }
@@ -41,7 +41,7 @@ pub struct Config {
 impl Config {
     /// Reads `explicit` (`--config`; it must exist), else the default path
     /// (a missing file there is no config).
-    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+    pub(crate) fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
         let (path, missing_ok) = match explicit {
             Some(path) => (PathBuf::from(expand_home(&path.to_string_lossy())), false),
             None => match default_config_path() {
@@ -56,7 +56,7 @@ impl Config {
     }
 
     /// Parses `text` as the content of `path`.
-    pub fn from_text(path: PathBuf, text: String) -> Result<Config, ConfigError> {
+    pub(crate) fn from_text(path: PathBuf, text: String) -> Result<Config, ConfigError> {
         let file = load::parse::<ConfigFile>(&path, &text)?;
         Ok(Config {
             path: Some(path),
@@ -68,7 +68,7 @@ impl Config {
     /// `command` with this file's values as its flags' defaults. `skip`
     /// names keys to leave out (`token_file` when a token came from the
     /// command line or the environment).
-    pub fn apply_to(
+    pub(crate) fn apply_to(
         &self,
         command: clap::Command,
         skip: &[&str],
@@ -86,12 +86,12 @@ impl Config {
     }
 
     /// The user's `[[ports]]` entries, in order.
-    pub fn ports(&self) -> &[PortRule] {
+    pub(crate) fn ports(&self) -> &[PortRule] {
         &self.file.ports
     }
 
     /// The extra names to redact (`redact`).
-    pub fn redact(&self) -> &[String] {
+    pub(crate) fn redact(&self) -> &[String] {
         &self.file.redact
     }
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 /// `~` or `~/...` with `$HOME` in front; anything else as it is.
-pub fn expand_home(path: &str) -> String {
+pub(crate) fn expand_home(path: &str) -> String {
     let rest = match path.strip_prefix('~') {
         Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
         _ => return path.to_owned(),
@@ -16,7 +16,7 @@ pub fn expand_home(path: &str) -> String {
 
 /// `$XDG_CONFIG_HOME/kandan-runner/config.toml`, else
 /// `~/.config/kandan-runner/config.toml`; `None` without either variable.
-pub fn default_config_path() -> Option<PathBuf> {
+pub(crate) fn default_config_path() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|dir| !dir.is_empty() && PathBuf::from(dir).is_absolute())
         .map(PathBuf::from)

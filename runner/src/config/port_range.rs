@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 /// An inclusive range of ports (`9229` or `6000-6100`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PortRange {
+pub(crate) struct PortRange {
     pub(crate) start: u16,
     pub(crate) end: u16,
 }
@@ -37,7 +37,7 @@ impl fmt::Display for PortRange {
 
 /// Why a port spec was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum PortRangeError {
+pub(crate) enum PortRangeError {
     /// The spec was empty.
     #[error("empty port spec: expected a port like 9229 or a range like 6000-6100")]
     EmptyPort,

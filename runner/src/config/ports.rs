@@ -13,7 +13,7 @@ use crate::detect::process_info::ProcessInfo;
 /// setting per port).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Protocol {
+pub(crate) enum Protocol {
     /// Plain HTTP, never probed.
     Http,
     /// TLS from the first connection.
@@ -27,7 +27,7 @@ pub enum Protocol {
 /// What happens when a matching listener is detected (`on_detect`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum OnDetect {
+pub(crate) enum OnDetect {
     /// Kandan is asked (`port_forward_request`): the default.
     #[default]
     Ask,
@@ -40,20 +40,20 @@ pub enum OnDetect {
 /// What the matching entry says about a listener; the defaults when none
 /// matches.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct PortAttributes {
+pub(crate) struct PortAttributes {
     /// Replaces the label made from the command line.
-    pub label: Option<String>,
-    pub protocol: Protocol,
-    pub on_detect: OnDetect,
+    pub(crate) label: Option<String>,
+    pub(crate) protocol: Protocol,
+    pub(crate) on_detect: OnDetect,
 }
 
 /// A glob over the full command line (`*` and `?` cross `/`, so `*vite*`
 /// matches `node /x/node_modules/.bin/vite`).
 #[derive(Clone, Debug)]
-pub struct CommandGlob(glob::Pattern);
+pub(crate) struct CommandGlob(glob::Pattern);
 
 impl CommandGlob {
-    pub fn matches(&self, command: &str) -> bool {
+    pub(crate) fn matches(&self, command: &str) -> bool {
         const OPTIONS: glob::MatchOptions = glob::MatchOptions {
             case_sensitive: true,
             require_literal_separator: false,
@@ -77,7 +77,7 @@ impl<'de> Deserialize<'de> for CommandGlob {
 
 /// `port = 9229`, `port = "9229"` or `port = "9229-9230"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PortSpec(pub PortRange);
+pub(crate) struct PortSpec(pub PortRange);
 
 impl<'de> Deserialize<'de> for PortSpec {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -121,7 +121,7 @@ struct RawPortRule {
 /// `command` (those it has; at least one) match.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(try_from = "RawPortRule")]
-pub struct PortRule {
+pub(crate) struct PortRule {
     port: Option<PortRange>,
     command: Option<CommandGlob>,
     attributes: PortAttributes,
@@ -156,7 +156,7 @@ impl TryFrom<RawPortRule> for PortRule {
 }
 
 impl PortRule {
-    pub fn matches(&self, port: u16, process: &ProcessInfo) -> bool {
+    pub(crate) fn matches(&self, port: u16, process: &ProcessInfo) -> bool {
         self.port.is_none_or(|range| range.contains(port))
             && self
                 .command
@@ -164,13 +164,13 @@ impl PortRule {
                 .is_none_or(|glob| glob.matches(&process.command))
     }
 
-    pub fn attributes(&self) -> &PortAttributes {
+    pub(crate) fn attributes(&self) -> &PortAttributes {
         &self.attributes
     }
 }
 
 /// The attributes of the first rule of `rules` that matches, if any.
-pub fn first_match<'a>(
+pub(crate) fn first_match<'a>(
     rules: impl IntoIterator<Item = &'a PortRule>,
     port: u16,
     process: &ProcessInfo,

@@ -12,7 +12,7 @@ use super::load::{ConfigError, parse};
 use super::ports::PortRule;
 
 /// The file, relative to the listener's cwd.
-pub const PROJECT_FILE: &str = ".kandan/ports.toml";
+pub(crate) const PROJECT_FILE: &str = ".kandan/ports.toml";
 
 /// Larger files are refused: attributes fit in a few kilobytes.
 const MAX_PROJECT_FILE: u64 = 256 * 1024;
@@ -31,14 +31,14 @@ struct Entry {
 
 /// The project files read so far, per cwd.
 #[derive(Debug, Default)]
-pub struct ProjectFiles {
+pub(crate) struct ProjectFiles {
     cache: HashMap<PathBuf, Entry>,
 }
 
 impl ProjectFiles {
     /// The `[[ports]]` entries of `cwd`'s project file (none when it has
     /// none, or a bad one).
-    pub fn rules(&mut self, cwd: &Path) -> &[PortRule] {
+    pub(crate) fn rules(&mut self, cwd: &Path) -> &[PortRule] {
         let path = cwd.join(PROJECT_FILE);
         let mtime = std::fs::metadata(&path)
             .ok()

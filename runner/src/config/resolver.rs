@@ -9,20 +9,20 @@ use super::project::ProjectFiles;
 /// Resolves attributes; owned by the pipeline, which asks for every
 /// listener it sees.
 #[derive(Debug, Default)]
-pub struct AttributeResolver {
+pub(crate) struct AttributeResolver {
     user: Vec<PortRule>,
     projects: ProjectFiles,
 }
 
 impl AttributeResolver {
-    pub fn new(user: Vec<PortRule>) -> Self {
+    pub(crate) fn new(user: Vec<PortRule>) -> Self {
         AttributeResolver {
             user,
             projects: ProjectFiles::default(),
         }
     }
 
-    pub fn attributes(&mut self, port: u16, process: &ProcessInfo) -> PortAttributes {
+    pub(crate) fn attributes(&mut self, port: u16, process: &ProcessInfo) -> PortAttributes {
         if let Some(found) = first_match(&self.user, port, process) {
             return found.clone();
         }

@@ -26,7 +26,7 @@ use crate::trees::{self, Trees};
 use crate::wire::{Event, RunnerReady};
 
 /// Runs `connect` and returns the process exit code.
-pub async fn run(args: ConnectArgs, output: Output) -> i32 {
+pub(crate) async fn run(args: ConnectArgs, output: Output) -> i32 {
     let report = Report::new(output);
     // Before anything starts: no retry can make such a URL work.
     if let Err(err) = crate::control::mount::check_mount(&args.url) {

@@ -8,8 +8,8 @@ use crate::gate::{Gate, GateRefusal, PortGate};
 use crate::report::Report;
 
 pub(super) struct ReportedGate {
-    pub gate: Gate,
-    pub report: Report,
+    pub(crate) gate: Gate,
+    pub(crate) report: Report,
 }
 
 impl PortGate for ReportedGate {

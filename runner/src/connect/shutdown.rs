@@ -24,13 +24,13 @@ const FINAL_EVENTS: Duration = Duration::from_millis(200);
 
 /// What the main loop hands over when it stops.
 pub(super) struct Ends {
-    pub command: Option<RootCommand>,
-    pub signals: Signals,
-    pub finisher: Finisher,
-    pub candidates: mpsc::Receiver<CandidateEvent>,
-    pub editor_events: mpsc::UnboundedReceiver<crate::wire::Event>,
-    pub instance_events: mpsc::Receiver<super::instances::Queued>,
-    pub client: JoinHandle<()>,
+    pub(crate) command: Option<RootCommand>,
+    pub(crate) signals: Signals,
+    pub(crate) finisher: Finisher,
+    pub(crate) candidates: mpsc::Receiver<CandidateEvent>,
+    pub(crate) editor_events: mpsc::UnboundedReceiver<crate::wire::Event>,
+    pub(crate) instance_events: mpsc::Receiver<super::instances::Queued>,
+    pub(crate) client: JoinHandle<()>,
 }
 
 impl Runner {

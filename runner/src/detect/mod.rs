@@ -8,7 +8,7 @@ use crate::detect::process_info::ProcessInfo;
 /// Which detector feeds the pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
-pub enum BackendKind {
+pub(crate) enum BackendKind {
     /// Kernel pushes listen/close events (Linux, privileged).
     Ebpf,
     /// Polls socket tables and descendants' fds (Linux, unprivileged).
@@ -18,7 +18,7 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             BackendKind::Ebpf => "ebpf",
             BackendKind::Procfs => "procfs",
@@ -133,20 +133,20 @@ pub struct Detector {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unavailable {
     /// The one cause.
-    pub reason: String,
+    pub(crate) reason: String,
     /// What to do about it.
-    pub fix: Option<String>,
+    pub(crate) fix: Option<String>,
 }
 
 impl Unavailable {
-    pub fn new(reason: impl Into<String>) -> Self {
+    pub(crate) fn new(reason: impl Into<String>) -> Self {
         Unavailable {
             reason: reason.into(),
             fix: None,
         }
     }
 
-    pub fn with_fix(reason: impl Into<String>, fix: impl Into<String>) -> Self {
+    pub(crate) fn with_fix(reason: impl Into<String>, fix: impl Into<String>) -> Self {
         Unavailable {
             reason: reason.into(),
             fix: Some(fix.into()),
@@ -192,7 +192,7 @@ pub enum DetectError {
 pub mod ebpf;
 mod label;
 #[cfg(any(target_os = "macos", test))]
-pub mod libproc;
+pub(crate) mod libproc;
 mod poll;
 pub mod process_info;
 pub mod process_tree;
@@ -200,4 +200,5 @@ pub mod process_tree;
 pub mod procfs;
 mod select;
 
-pub use select::{BackendChoice, BackendStatus, Selection, start, statuses};
+pub use select::{BackendChoice, start};
+pub(crate) use select::{BackendStatus, Selection, statuses};

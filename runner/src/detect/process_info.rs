@@ -35,7 +35,7 @@ impl ProcessInfo {
 /// Describes `pid` as it is now. Never fails: a process that exited or that
 /// the runner may not inspect gets what could be read (its short name when
 /// the command line is unreadable, no cwd when that is unreadable).
-pub fn describe(pid: u32) -> ProcessInfo {
+pub(crate) fn describe(pid: u32) -> ProcessInfo {
     let argv = imp::argv(pid)
         .filter(|argv| !argv.is_empty())
         .or_else(|| imp::name(pid).map(|name| vec![name]))
@@ -46,7 +46,7 @@ pub fn describe(pid: u32) -> ProcessInfo {
 /// Splits a Linux `cmdline` (arguments each ended by a NUL) into argv.
 /// Trailing NULs are dropped; empty arguments in the middle are kept.
 /// Bytes that are not UTF-8 are replaced, never refused.
-pub fn argv_from_cmdline(bytes: &[u8]) -> Vec<String> {
+pub(crate) fn argv_from_cmdline(bytes: &[u8]) -> Vec<String> {
     let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
     if end == 0 {
         return Vec::new();
@@ -62,7 +62,7 @@ pub fn argv_from_cmdline(bytes: &[u8]) -> Vec<String> {
 /// arguments (then the environment, which is ignored). `None` when the
 /// buffer is malformed.
 #[cfg(any(target_os = "macos", test))]
-pub fn argv_from_procargs2(bytes: &[u8]) -> Option<Vec<String>> {
+pub(crate) fn argv_from_procargs2(bytes: &[u8]) -> Option<Vec<String>> {
     let argc_bytes: [u8; 4] = bytes.get(..4)?.try_into().ok()?;
     let argc = usize::try_from(i32::from_ne_bytes(argc_bytes)).ok()?;
     let rest = &bytes[4..];
@@ -81,7 +81,7 @@ pub fn argv_from_procargs2(bytes: &[u8]) -> Option<Vec<String>> {
 mod imp {
     use std::path::PathBuf;
 
-    pub fn argv(pid: u32) -> Option<Vec<String>> {
+    pub(crate) fn argv(pid: u32) -> Option<Vec<String>> {
         std::fs::read(format!("/proc/{pid}/cmdline"))
             .ok()
             .map(|bytes| super::argv_from_cmdline(&bytes))
@@ -89,13 +89,13 @@ mod imp {
 
     /// The kernel's short name (`comm`), for processes whose cmdline is empty
     /// (zombies, kernel threads).
-    pub fn name(pid: u32) -> Option<String> {
+    pub(crate) fn name(pid: u32) -> Option<String> {
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
         let comm = comm.trim_end_matches('\n');
         (!comm.is_empty()).then(|| comm.to_string())
     }
 
-    pub fn cwd(pid: u32) -> Option<PathBuf> {
+    pub(crate) fn cwd(pid: u32) -> Option<PathBuf> {
         std::fs::read_link(format!("/proc/{pid}/cwd")).ok()
     }
 }
@@ -107,7 +107,7 @@ mod imp {
 
     use libproc::libproc::proc_pid;
 
-    pub fn argv(pid: u32) -> Option<Vec<String>> {
+    pub(crate) fn argv(pid: u32) -> Option<Vec<String>> {
         let pid = libc::c_int::try_from(pid).ok()?;
         let mut mib = [libc::CTL_KERN, libc::KERN_PROCARGS2, pid];
         let mut size: libc::size_t = 0;
@@ -145,12 +145,12 @@ mod imp {
         super::argv_from_procargs2(&buf)
     }
 
-    pub fn name(pid: u32) -> Option<String> {
+    pub(crate) fn name(pid: u32) -> Option<String> {
         let pid = i32::try_from(pid).ok()?;
         proc_pid::name(pid).ok().filter(|name| !name.is_empty())
     }
 
-    pub fn cwd(pid: u32) -> Option<PathBuf> {
+    pub(crate) fn cwd(pid: u32) -> Option<PathBuf> {
         vnode_cwd(i32::try_from(pid).ok()?)
     }
 
@@ -181,15 +181,15 @@ mod imp {
 mod imp {
     use std::path::PathBuf;
 
-    pub fn argv(_pid: u32) -> Option<Vec<String>> {
+    pub(crate) fn argv(_pid: u32) -> Option<Vec<String>> {
         None
     }
 
-    pub fn name(_pid: u32) -> Option<String> {
+    pub(crate) fn name(_pid: u32) -> Option<String> {
         None
     }
 
-    pub fn cwd(_pid: u32) -> Option<PathBuf> {
+    pub(crate) fn cwd(_pid: u32) -> Option<PathBuf> {
         None
     }
 }

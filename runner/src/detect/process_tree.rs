@@ -20,7 +20,7 @@ pub struct ProcessTree {
 impl ProcessTree {
     /// Walks `parents` (pid, ppid) from `roots`. Every root is a member even
     /// when it is not in the table (it may have exited a moment ago).
-    pub fn walk(parents: impl IntoIterator<Item = (u32, u32)>, roots: &[u32]) -> Self {
+    pub(crate) fn walk(parents: impl IntoIterator<Item = (u32, u32)>, roots: &[u32]) -> Self {
         let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
         for (pid, ppid) in parents {
             // pid 0 is the kernel's idle task, never a real parent here.
@@ -46,30 +46,30 @@ impl ProcessTree {
     }
 
     /// Whether `pid` is a root or a descendant.
-    pub fn contains(&self, pid: u32) -> bool {
+    pub(crate) fn contains(&self, pid: u32) -> bool {
         self.depth.contains_key(&pid)
     }
 
     /// Members in ascending pid order.
-    pub fn pids(&self) -> impl Iterator<Item = u32> + '_ {
+    pub(crate) fn pids(&self) -> impl Iterator<Item = u32> + '_ {
         self.depth.keys().copied()
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.depth.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.depth.is_empty()
     }
 
     /// Depth below the root (0 for a root); `None` outside the tree.
-    pub fn depth(&self, pid: u32) -> Option<u32> {
+    pub(crate) fn depth(&self, pid: u32) -> Option<u32> {
         self.depth.get(&pid).copied()
     }
 
     /// Drops `pid` (the runner itself), keeping its descendants.
-    pub fn remove(&mut self, pid: u32) {
+    pub(crate) fn remove(&mut self, pid: u32) {
         self.depth.remove(&pid);
     }
 
@@ -78,7 +78,7 @@ impl ProcessTree {
     /// fork (gunicorn, uvicorn --reload, cluster mode) thus stays with the
     /// master that opened it, and does not change owner when workers are
     /// replaced. Holders outside the tree are ignored.
-    pub fn owner(&self, holders: impl IntoIterator<Item = u32>) -> Option<u32> {
+    pub(crate) fn owner(&self, holders: impl IntoIterator<Item = u32>) -> Option<u32> {
         holders
             .into_iter()
             .filter_map(|pid| self.depth(pid).map(|d| (d, pid)))
@@ -96,7 +96,7 @@ pub fn ppid_from_stat(stat: &str) -> Option<u32> {
 
 /// The state letter (`S`, `Z`, ...) and the ppid of a `/proc/<pid>/stat`
 /// line, read as [`ppid_from_stat`] reads the ppid.
-pub fn state_and_ppid_from_stat(stat: &str) -> Option<(&str, u32)> {
+pub(crate) fn state_and_ppid_from_stat(stat: &str) -> Option<(&str, u32)> {
     let after_comm = stat.get(stat.rfind(')')? + 1..)?;
     let mut fields = after_comm.split_ascii_whitespace();
     let state = fields.next()?;
@@ -105,7 +105,7 @@ pub fn state_and_ppid_from_stat(stat: &str) -> Option<(&str, u32)> {
 
 /// `pid` and its ancestors below init (at most 256), as the system is now;
 /// just `pid` where there is no /proc.
-pub fn ancestors(pid: u32) -> Vec<u32> {
+pub(crate) fn ancestors(pid: u32) -> Vec<u32> {
     let mut chain = vec![pid];
     let mut current = pid;
     while chain.len() < 256 {
@@ -133,7 +133,7 @@ pub fn descendants(roots: &[u32]) -> std::io::Result<ProcessTree> {
 mod linux {
     /// (pid, ppid) of every process in `/proc`. Processes that exit while
     /// this runs are skipped.
-    pub fn parents() -> std::io::Result<Vec<(u32, u32)>> {
+    pub(crate) fn parents() -> std::io::Result<Vec<(u32, u32)>> {
         let mut table = Vec::new();
         let mut path = String::with_capacity(32);
         for entry in std::fs::read_dir("/proc")? {

@@ -15,23 +15,23 @@ pub enum BackendChoice {
 
 /// One backend's state on this machine, for `doctor`.
 #[derive(Clone, Debug, serde::Serialize)]
-pub struct BackendStatus {
-    pub backend: BackendKind,
-    pub available: bool,
+pub(crate) struct BackendStatus {
+    pub(crate) backend: BackendKind,
+    pub(crate) available: bool,
     /// Why it is unavailable; `None` when it works.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
     /// What would make it work, when that is known.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub fix: Option<String>,
+    pub(crate) fix: Option<String>,
 }
 
 /// The backend that runs, and why the better ones do not.
 #[derive(Clone, Debug)]
 pub struct Selection {
-    pub kind: BackendKind,
+    pub(crate) kind: BackendKind,
     /// `Some` when `kind` is not the best backend for the platform.
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
 }
 
 /// Backends of this platform, best first.
@@ -86,7 +86,7 @@ fn start_kind(kind: BackendKind, config: &DetectorConfig) -> Result<Detector, De
 }
 
 /// Every backend of every platform and whether it works here.
-pub fn statuses() -> Vec<BackendStatus> {
+pub(crate) fn statuses() -> Vec<BackendStatus> {
     [BackendKind::Ebpf, BackendKind::Procfs, BackendKind::Libproc]
         .into_iter()
         .map(|backend| match probe(backend) {

@@ -14,7 +14,7 @@ use crate::detect::{self, BackendKind, BackendStatus};
 /// with `--url`, every connection step passed); 1 when no backend works or
 /// Kandan cannot be reached; 2 for a bad `--url` or token file; 3 when
 /// Kandan refused the runner (token, socket path, join).
-pub fn run(args: &DoctorArgs) -> i32 {
+pub(crate) fn run(args: &DoctorArgs) -> i32 {
     // Flags first: a bad token file is a bad flag value, whatever else holds.
     let token = match args.identity.token() {
         Ok(token) => token,

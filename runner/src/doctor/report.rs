@@ -50,26 +50,26 @@ pub(crate) enum Outcome {
 /// One step of the report.
 #[derive(Debug, Serialize)]
 pub(crate) struct Step {
-    pub step: StepName,
-    pub status: Outcome,
+    pub(crate) step: StepName,
+    pub(crate) status: Outcome,
     /// Time taken, in milliseconds (0.1 ms resolution).
-    pub ms: f64,
-    pub detail: String,
+    pub(crate) ms: f64,
+    pub(crate) detail: String,
     /// What to do about a failed step.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub fix: Option<String>,
+    pub(crate) fix: Option<String>,
 }
 
 /// The whole check.
 #[derive(Debug, Serialize)]
 pub(crate) struct Report {
     /// `--url`, without its password.
-    pub url: String,
-    pub ok: bool,
-    pub steps: Vec<Step>,
+    pub(crate) url: String,
+    pub(crate) ok: bool,
+    pub(crate) steps: Vec<Step>,
     /// The process exit code this check asks for (0 when it passed).
     #[serde(skip)]
-    pub exit: i32,
+    pub(crate) exit: i32,
 }
 
 impl Report {

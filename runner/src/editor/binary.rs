@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use super::EditorError;
 
 /// The program name looked up on `PATH` when nothing else is given.
-pub const DEFAULT_PROGRAM: &str = "code-server";
+pub(crate) const DEFAULT_PROGRAM: &str = "code-server";
 
 /// The code-server to run: `explicit` (the flag or the variable) when
 /// given, else `code-server` on `PATH`. A name without a `/` is looked up
 /// on `PATH` too; the result is an executable file.
-pub fn resolve_code_server(explicit: Option<&Path>) -> Result<PathBuf, EditorError> {
+pub(crate) fn resolve_code_server(explicit: Option<&Path>) -> Result<PathBuf, EditorError> {
     let program = explicit.unwrap_or(Path::new(DEFAULT_PROGRAM));
     let found = if program.components().count() > 1 || program.is_absolute() {
         is_executable(program).then(|| program.to_path_buf())
@@ -32,19 +32,19 @@ pub fn resolve_code_server(explicit: Option<&Path>) -> Result<PathBuf, EditorErr
 
 /// What `doctor` says about code-server.
 #[derive(Clone, Debug, serde::Serialize)]
-pub struct CodeServerStatus {
+pub(crate) struct CodeServerStatus {
     /// The program found, if any.
-    pub path: Option<PathBuf>,
+    pub(crate) path: Option<PathBuf>,
     /// Its version line (`4.100.3 <commit> with Code 1.100.3`).
-    pub version: Option<String>,
+    pub(crate) version: Option<String>,
     /// Why it cannot be used, when it cannot.
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
 }
 
 /// Finds code-server (as [`resolve_code_server`]) and asks its version.
 /// `--version` writes logs under `XDG_DATA_HOME` (and a config file without
 /// `--config`): it runs with both pointed at a scratch folder, removed after.
-pub fn code_server_status(explicit: Option<&Path>) -> CodeServerStatus {
+pub(crate) fn code_server_status(explicit: Option<&Path>) -> CodeServerStatus {
     let path = match resolve_code_server(explicit) {
         Ok(path) => path,
         Err(err) => {

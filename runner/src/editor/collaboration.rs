@@ -17,7 +17,7 @@ use super::fetch::{self, FetchError};
 use super::process::{self, Group};
 
 /// The settings key the extension reads.
-pub const SETTINGS_KEY: &str = "kandan.collaboration";
+pub(crate) const SETTINGS_KEY: &str = "kandan.collaboration";
 /// The largest asset accepted.
 const MAX_ASSET: usize = 64 << 20;
 /// How long one asset may take to arrive.
@@ -70,7 +70,7 @@ impl KandanAccess {
     }
 
     /// `http(s)://host[:port]`.
-    pub fn origin(&self) -> &str {
+    pub(crate) fn origin(&self) -> &str {
         &self.origin
     }
 
@@ -140,7 +140,7 @@ pub(crate) struct Collaboration {
 }
 
 impl Collaboration {
-    pub fn parse(value: &Value) -> Result<Self, CollaborationError> {
+    pub(crate) fn parse(value: &Value) -> Result<Self, CollaborationError> {
         let mut rest = value
             .as_object()
             .ok_or(CollaborationError::NotAnObject)?
@@ -159,7 +159,7 @@ impl Collaboration {
     }
 
     /// Fetches both assets, installs the extension and writes the settings.
-    pub async fn apply(
+    pub(crate) async fn apply(
         &self,
         access: Option<&KandanAccess>,
         program: &Path,

@@ -28,19 +28,19 @@ const MAX_SOCKET_PATH: usize = 103;
 /// The paths of one editor's folder.
 #[derive(Clone, Debug)]
 pub(crate) struct EditorDirs {
-    pub root: PathBuf,
-    pub user_data: PathBuf,
-    pub extensions: PathBuf,
-    pub xdg_data: PathBuf,
-    pub xdg_config: PathBuf,
-    pub xdg_cache: PathBuf,
+    pub(crate) root: PathBuf,
+    pub(crate) user_data: PathBuf,
+    pub(crate) extensions: PathBuf,
+    pub(crate) xdg_data: PathBuf,
+    pub(crate) xdg_config: PathBuf,
+    pub(crate) xdg_cache: PathBuf,
     /// Where the collaboration assets are saved.
-    pub assets: PathBuf,
-    pub socket: PathBuf,
+    pub(crate) assets: PathBuf,
+    pub(crate) socket: PathBuf,
 }
 
 impl EditorDirs {
-    pub fn new(state_dir: &Path, id: &EditorId) -> Self {
+    pub(crate) fn new(state_dir: &Path, id: &EditorId) -> Self {
         let root = state_dir.join("editors").join(id.as_str());
         EditorDirs {
             user_data: root.join("user-data"),
@@ -56,7 +56,7 @@ impl EditorDirs {
 
     /// Creates the folder (mode 0700, as is the state directory above it)
     /// and locks it for as long as the returned lock lives.
-    pub fn create(&self, state_dir: &Path) -> Result<FolderLock, EditorError> {
+    pub(crate) fn create(&self, state_dir: &Path) -> Result<FolderLock, EditorError> {
         let len = self.socket.as_os_str().len();
         if len > MAX_SOCKET_PATH {
             return Err(EditorError::SocketPathTooLong {
@@ -104,7 +104,7 @@ impl EditorDirs {
     }
 
     /// Removes the whole folder, socket included; a folder already gone is fine.
-    pub fn remove(&self) {
+    pub(crate) fn remove(&self) {
         match std::fs::remove_dir_all(&self.root) {
             Ok(()) => {}
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}

@@ -25,12 +25,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use crate::wire::EditorStopReason as StopReason;
-pub use binary::{CodeServerStatus, DEFAULT_PROGRAM, code_server_status, resolve_code_server};
-pub use collaboration::{CollaborationError, KandanAccess};
-pub use fetch::FetchError;
+pub(crate) use binary::{
+    CodeServerStatus, DEFAULT_PROGRAM, code_server_status, resolve_code_server,
+};
+pub(crate) use collaboration::CollaborationError;
+pub use collaboration::KandanAccess;
+pub(crate) use fetch::FetchError;
 pub use id::EditorId;
-pub use registry::{EditorInfo, Editors, StartRequest};
-pub use state_dir::private_state_dir;
+pub use registry::EditorInfo;
+pub use registry::{Editors, StartRequest};
+pub(crate) use state_dir::private_state_dir;
 
 /// How the registry starts editors.
 #[derive(Clone, Debug)]
@@ -58,7 +62,7 @@ impl EditorConfig {
     /// each start), the private state directory, and Kandan's origin from
     /// `url` with `token` for the collaboration assets (`None` when the URL
     /// has no usable origin: collaboration starts then fail).
-    pub fn for_runner(
+    pub(crate) fn for_runner(
         code_server: Option<PathBuf>,
         url: &str,
         token: &str,

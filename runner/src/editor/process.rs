@@ -124,7 +124,7 @@ impl Tail {
         lines.push_back(line);
     }
 
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
         lines.iter().cloned().collect::<Vec<_>>().join("\n")
     }
@@ -155,7 +155,7 @@ pub(crate) struct Group {
 impl Group {
     /// Starts `command` (from [`command`], with the same `cgroup`) and
     /// collects its output.
-    pub fn spawn(
+    pub(crate) fn spawn(
         mut command: Command,
         program: &Path,
         id: &EditorId,
@@ -197,16 +197,16 @@ impl Group {
     }
 
     /// The group's leader; also the process group id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         u32::try_from(self.pgid).unwrap_or(0)
     }
 
-    pub fn tail(&self) -> String {
+    pub(crate) fn tail(&self) -> String {
         self.tail.text()
     }
 
     /// Its cgroup's folder, when it has one.
-    pub fn cgroup_path(&self) -> Option<std::path::PathBuf> {
+    pub(crate) fn cgroup_path(&self) -> Option<std::path::PathBuf> {
         match &self.members {
             Members::Cgroup(cgroup) => Some(cgroup.path().to_path_buf()),
             Members::Marked(_) => None,
@@ -215,7 +215,7 @@ impl Group {
 
     /// Waits until code-server prints that it listens on `socket` and
     /// `/healthz` answers 200 there, within `timeout`.
-    pub async fn wait_ready(
+    pub(crate) async fn wait_ready(
         &mut self,
         socket: &Path,
         timeout: Duration,
@@ -289,14 +289,14 @@ impl Group {
 
     /// Waits for the leader to exit by itself; its shell-style code.
     /// Cancel-safe.
-    pub async fn wait(&mut self) -> Option<i32> {
+    pub(crate) async fn wait(&mut self) -> Option<i32> {
         self.child.wait().await.ok().map(exit_code)
     }
 
     /// Ends every process of the editor: SIGTERM to all, SIGKILL to what
     /// remains after a grace period. Returns the leader's shell-style exit
     /// code when it could be read.
-    pub async fn end(&mut self) -> Option<i32> {
+    pub(crate) async fn end(&mut self) -> Option<i32> {
         if self.ended {
             return self.child.try_wait().ok().flatten().map(exit_code);
         }

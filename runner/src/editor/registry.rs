@@ -133,7 +133,7 @@ impl Editors {
     /// The cwd policy from now on (`update_runner_config`): a start whose
     /// cwd it no longer allows fails with nothing left running. Running
     /// editors are stopped by [`Editors::retain_allowed`].
-    pub fn set_policy(&self, policy: CwdPolicy) {
+    pub(crate) fn set_policy(&self, policy: CwdPolicy) {
         self.shared.policy.send_replace(Some(policy));
     }
 

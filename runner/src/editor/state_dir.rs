@@ -10,7 +10,7 @@ use super::EditorError;
 /// The private state directory for this environment, created (mode 0700)
 /// when missing; an existing one of another mode is set to 0700, one owned
 /// by another user is refused.
-pub fn private_state_dir() -> Result<PathBuf, EditorError> {
+pub(crate) fn private_state_dir() -> Result<PathBuf, EditorError> {
     let dir = default_location(
         std::env::var_os("XDG_STATE_HOME").map(PathBuf::from),
         std::env::var_os("HOME").map(PathBuf::from),

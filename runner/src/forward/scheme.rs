@@ -115,7 +115,7 @@ impl Schemes {
 
     /// Sets who is told what [`Schemes::learn`] finds (once; later calls
     /// are ignored).
-    pub fn on_learned(&self, tell: Box<OnLearned>) {
+    pub(crate) fn on_learned(&self, tell: Box<OnLearned>) {
         let _ = self.on_learned.set(tell);
     }
 

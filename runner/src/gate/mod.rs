@@ -36,9 +36,9 @@ type RevokeHook = dyn Fn(Revocation) + Send + Sync;
 /// What an approval binds to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Identity {
-    pub port: u16,
-    pub command: String,
-    pub cwd: Option<PathBuf>,
+    pub(crate) port: u16,
+    pub(crate) command: String,
+    pub(crate) cwd: Option<PathBuf>,
 }
 
 impl Identity {
@@ -53,7 +53,7 @@ impl Identity {
 
 /// Why a port stopped being forwardable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RevokeReason {
+pub(crate) enum RevokeReason {
     /// Its last live socket closed.
     Closed,
     /// A socket of another identity holds it now; that one needs its own
@@ -66,9 +66,9 @@ pub enum RevokeReason {
 /// A port that must not be forwarded any more: close its WebSockets,
 /// in-flight requests and pooled connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Revocation {
-    pub port: u16,
-    pub reason: RevokeReason,
+pub(crate) struct Revocation {
+    pub(crate) port: u16,
+    pub(crate) reason: RevokeReason,
 }
 
 /// One live listening socket of a watched tree.
@@ -140,7 +140,7 @@ impl State {
 /// What lists the listening sockets on a port (it may list others too) of
 /// the runner's network namespace (sock_diag on Linux, libproc on macOS); a
 /// seam for tests.
-pub type ListenerTable =
+pub(crate) type ListenerTable =
     dyn Fn(u16) -> std::io::Result<Vec<ListeningSocket>> + Send + Sync + 'static;
 
 struct Shared {
@@ -177,7 +177,7 @@ impl Gate {
     }
 
     /// A gate that lists listening sockets through `listeners`.
-    pub fn with_listener_table(listeners: Box<ListenerTable>) -> Self {
+    pub(crate) fn with_listener_table(listeners: Box<ListenerTable>) -> Self {
         Gate {
             shared: Arc::new(Shared {
                 state: RwLock::default(),
@@ -247,7 +247,7 @@ impl Gate {
     }
 
     /// Kandan was asked about `identity` (only refusals' messages use it).
-    pub fn set_offered(&self, identity: &Identity) {
+    pub(crate) fn set_offered(&self, identity: &Identity) {
         self.write().offered.insert(identity.clone());
     }
 

@@ -13,7 +13,7 @@ use crate::detect::ListeningSocket;
 /// (same port assumed). A wildcard covers its family; `::` also covers
 /// IPv4, since a dual-stack socket accepts both (whether this one is
 /// `IPV6_V6ONLY` is not checked: counting it errs on the side of refusing).
-pub fn covers(bound: IpAddr, dialed: IpAddr) -> bool {
+pub(crate) fn covers(bound: IpAddr, dialed: IpAddr) -> bool {
     let canonical = |ip: IpAddr| match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         IpAddr::V4(_) => ip,

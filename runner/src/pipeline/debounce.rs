@@ -29,7 +29,7 @@ use super::{Candidate, CandidateEvent};
 
 /// Per-port stability window.
 #[derive(Debug)]
-pub struct Debouncer {
+pub(crate) struct Debouncer {
     window: Duration,
     ports: HashMap<u16, PortState>,
     /// Every port's next deadline, earliest first (mirrors
@@ -74,7 +74,7 @@ impl PortState {
 }
 
 impl Debouncer {
-    pub fn new(window: Duration) -> Self {
+    pub(crate) fn new(window: Duration) -> Self {
         Debouncer {
             window,
             ports: HashMap::new(),
@@ -85,7 +85,7 @@ impl Debouncer {
     /// Tells the debouncer what listens on `port` now (`None`: nothing).
     /// Returns the events due at once (address changes); the others come
     /// from [`Debouncer::fire_due`].
-    pub fn update(
+    pub(crate) fn update(
         &mut self,
         port: u16,
         current: Option<Candidate>,
@@ -137,12 +137,12 @@ impl Debouncer {
     }
 
     /// The earliest instant at which [`Debouncer::fire_due`] has work.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.timers.first().map(|&(at, _)| at)
     }
 
     /// Fires every event due at `now`, by deadline, then port.
-    pub fn fire_due(&mut self, now: Instant) -> Vec<CandidateEvent> {
+    pub(crate) fn fire_due(&mut self, now: Instant) -> Vec<CandidateEvent> {
         let mut events = Vec::new();
         while let Some(&(at, port)) = self.timers.first()
             && at <= now
@@ -178,7 +178,7 @@ impl Debouncer {
     /// The runner stops: `Closed` now, by port, for every reported port
     /// that no longer listens (nothing there, or `listening` says no),
     /// without waiting for the window. Everything is forgotten after.
-    pub fn finish(&mut self, listening: impl Fn(u16) -> bool) -> Vec<CandidateEvent> {
+    pub(crate) fn finish(&mut self, listening: impl Fn(u16) -> bool) -> Vec<CandidateEvent> {
         let mut ports: Vec<(u16, PortState)> = self.ports.drain().collect();
         ports.sort_by_key(|(port, _)| *port);
         self.timers.clear();
@@ -195,7 +195,7 @@ impl Debouncer {
     }
 
     /// Ports with any state (reported or waiting), for tests and logs.
-    pub fn tracked_ports(&self) -> usize {
+    pub(crate) fn tracked_ports(&self) -> usize {
         self.ports.len()
     }
 }

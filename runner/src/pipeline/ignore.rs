@@ -25,7 +25,7 @@ use crate::detect::process_info::ProcessInfo;
 
 /// Why a command pattern was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum IgnoreSpecError {
+pub(crate) enum IgnoreSpecError {
     /// An empty command pattern would match every command.
     #[error("empty command pattern")]
     EmptyPattern,
@@ -34,7 +34,7 @@ pub enum IgnoreSpecError {
 /// Matches a full command line: a substring, or with `*` (any run of
 /// characters) or `?` (one character) a glob over the whole line.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CommandPattern(String);
+pub(crate) struct CommandPattern(String);
 
 impl CommandPattern {
     pub(crate) fn matches(&self, command: &str) -> bool {
@@ -93,10 +93,11 @@ fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
 }
 
 /// Default ignored ports: debuggers and DevTools (see the module docs).
-pub const DEFAULT_PORTS: &[(u16, u16)] = &[(9229, 9230), (9222, 9222), (5678, 5678), (5005, 5005)];
+pub(crate) const DEFAULT_PORTS: &[(u16, u16)] =
+    &[(9229, 9230), (9222, 9222), (5678, 5678), (5005, 5005)];
 
 /// Default ignored commands: Jupyter kernels and language servers.
-pub const DEFAULT_COMMANDS: &[&str] = &[
+pub(crate) const DEFAULT_COMMANDS: &[&str] = &[
     "ipykernel",
     "language-server",
     "langserver",
@@ -110,7 +111,7 @@ pub const DEFAULT_COMMANDS: &[&str] = &[
 /// Ports and commands that are never candidates. `Default` is the
 /// documented default table; [`IgnorePolicy::empty`] ignores nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IgnorePolicy {
+pub(crate) struct IgnorePolicy {
     ports: Vec<PortRange>,
     commands: Vec<CommandPattern>,
 }

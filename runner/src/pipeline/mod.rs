@@ -8,16 +8,16 @@ use crate::detect::process_info::ProcessInfo;
 
 /// A stable listener of a watched tree, one per port.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Candidate {
-    pub port: u16,
-    pub pid: u32,
+pub(crate) struct Candidate {
+    pub(crate) port: u16,
+    pub(crate) pid: u32,
     /// Its `label` is the `[[ports]]` entry's when that has one.
-    pub process: ProcessInfo,
+    pub(crate) process: ProcessInfo,
     /// Local addresses bound on that port, sorted, deduplicated.
-    pub addresses: Vec<IpAddr>,
+    pub(crate) addresses: Vec<IpAddr>,
     /// What the first matching `[[ports]]` entry says (never `ignore`:
     /// those are dropped before they become candidates).
-    pub attributes: PortAttributes,
+    pub(crate) attributes: PortAttributes,
 }
 
 /// What the pipeline tells the rest of the runner.
@@ -35,7 +35,7 @@ pub enum CandidateEvent {
 }
 
 impl CandidateEvent {
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         match self {
             Self::Opened(c) | Self::Changed(c) | Self::AddressesChanged(c) => c.port,
             Self::Closed { port, .. } => *port,
@@ -49,9 +49,11 @@ mod services;
 #[cfg(test)]
 mod tests;
 
-pub use debounce::Debouncer;
-pub use ignore::{CommandPattern, DEFAULT_COMMANDS, DEFAULT_PORTS, IgnorePolicy, IgnoreSpecError};
-pub use services::Services;
+pub(crate) use debounce::Debouncer;
+pub(crate) use ignore::{
+    CommandPattern, DEFAULT_COMMANDS, DEFAULT_PORTS, IgnorePolicy, IgnoreSpecError,
+};
+pub(crate) use services::Services;
 
 use std::collections::BTreeSet;
 use std::future;
@@ -64,7 +66,7 @@ use crate::detect::DetectorEvent;
 use crate::gate::Gate;
 
 /// Default stability window (`--debounce-ms`).
-pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(750);
+pub(crate) const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(750);
 
 /// Pipeline settings.
 #[derive(Clone, Debug)]
@@ -107,7 +109,7 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(config: PipelineConfig) -> Self {
+    pub(crate) fn new(config: PipelineConfig) -> Self {
         Pipeline {
             ignore: config.ignore,
             attributes: AttributeResolver::new(config.ports),
@@ -121,7 +123,7 @@ impl Pipeline {
     /// Applies one detector event at `now`. Returns what is due by then:
     /// timers that expired first (so an event arriving at a deadline never
     /// cancels it), then what the event itself causes.
-    pub fn apply(&mut self, event: DetectorEvent, now: Instant) -> Vec<CandidateEvent> {
+    pub(crate) fn apply(&mut self, event: DetectorEvent, now: Instant) -> Vec<CandidateEvent> {
         let mut out = self.debouncer.fire_due(now);
         // Ports whose candidate may change, and ports of ignored sockets.
         let (touched, ignored): (Vec<u16>, Vec<u16>) = match event {
@@ -170,7 +172,7 @@ impl Pipeline {
     }
 
     /// Fires the timers due at `now`.
-    pub fn fire_due(&mut self, now: Instant) -> Vec<CandidateEvent> {
+    pub(crate) fn fire_due(&mut self, now: Instant) -> Vec<CandidateEvent> {
         let due = self.debouncer.fire_due(now);
         self.with_attributes(due)
     }
@@ -205,7 +207,7 @@ impl Pipeline {
 
     /// The runner stops: `Closed` for every reported port that no longer
     /// listens (see [`Finish`]), at once.
-    pub fn finish(&mut self, finish: &Finish) -> Vec<CandidateEvent> {
+    pub(crate) fn finish(&mut self, finish: &Finish) -> Vec<CandidateEvent> {
         self.debouncer.finish(|port| {
             finish
                 .listening
@@ -215,7 +217,7 @@ impl Pipeline {
     }
 
     /// When the next timer is due, if any.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.debouncer.next_deadline()
     }
 }
@@ -227,7 +229,7 @@ impl Pipeline {
 pub struct Finish {
     /// The ports that still listen, from a fresh scan; `None`: trust the
     /// detector's events so far.
-    pub listening: Option<BTreeSet<u16>>,
+    pub(crate) listening: Option<BTreeSet<u16>>,
 }
 
 /// Runs until `events` closes (what is still waiting for its window is

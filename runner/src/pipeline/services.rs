@@ -13,7 +13,7 @@ use crate::detect::{ListenerSocket, SocketId};
 
 /// Every open socket, indexed by port in the order they were first seen.
 #[derive(Debug, Default)]
-pub struct Services {
+pub(crate) struct Services {
     /// Socket -> (port, age). Age is a counter: lower is older.
     index: HashMap<SocketId, (u16, u64)>,
     /// Port -> sockets by age.
@@ -22,14 +22,14 @@ pub struct Services {
 }
 
 impl Services {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Records an open socket; returns the port it touched. A socket already
     /// known on the same port keeps its age (a snapshot re-reporting it, or
     /// its fd moving to another process), so ownership does not jump.
-    pub fn open(&mut self, socket: ListenerSocket) -> u16 {
+    pub(crate) fn open(&mut self, socket: ListenerSocket) -> u16 {
         let port = socket.port;
         match self.index.get(&socket.id) {
             Some(&(known_port, age)) if known_port == port => {
@@ -60,7 +60,7 @@ impl Services {
 
     /// Forgets a closed socket; returns its port, or `None` when unknown
     /// (never seen, or filtered out before it got here).
-    pub fn close(&mut self, id: SocketId) -> Option<u16> {
+    pub(crate) fn close(&mut self, id: SocketId) -> Option<u16> {
         let (port, age) = self.index.remove(&id)?;
         if let Some(sockets) = self.ports.get_mut(&port) {
             sockets.remove(&age);
@@ -73,7 +73,7 @@ impl Services {
 
     /// Replaces the whole set: sockets missing from `sockets` have closed,
     /// new ones opened. Returns every port that may have changed.
-    pub fn replace(&mut self, sockets: Vec<ListenerSocket>) -> BTreeSet<u16> {
+    pub(crate) fn replace(&mut self, sockets: Vec<ListenerSocket>) -> BTreeSet<u16> {
         let present: BTreeSet<SocketId> = sockets.iter().map(|s| s.id).collect();
         let gone: Vec<SocketId> = self
             .index
@@ -105,13 +105,13 @@ impl Services {
     }
 
     /// The sockets open on `port` right now, oldest first.
-    pub fn sockets(&self, port: u16) -> impl Iterator<Item = &ListenerSocket> {
+    pub(crate) fn sockets(&self, port: u16) -> impl Iterator<Item = &ListenerSocket> {
         self.ports.get(&port).into_iter().flat_map(|s| s.values())
     }
 
     /// The service on `port` as it is right now (not yet debounced), or
     /// `None` when nothing listens there.
-    pub fn get(&self, port: u16) -> Option<Candidate> {
+    pub(crate) fn get(&self, port: u16) -> Option<Candidate> {
         let sockets = self.ports.get(&port)?;
         let (_, oldest) = sockets.first_key_value()?;
         let addresses: BTreeSet<IpAddr> = sockets.values().map(|s| s.addr).collect();
@@ -126,7 +126,7 @@ impl Services {
     }
 
     /// Number of open sockets (all ports).
-    pub fn socket_count(&self) -> usize {
+    pub(crate) fn socket_count(&self) -> usize {
         self.index.len()
     }
 }

@@ -17,18 +17,18 @@ pub(crate) enum Scope {
 /// The files of one service.
 #[derive(Debug, Clone)]
 pub(crate) struct Layout {
-    pub scope: Scope,
+    pub(crate) scope: Scope,
     /// The runner binary the service starts.
-    pub exe: PathBuf,
+    pub(crate) exe: PathBuf,
     /// Directory of the systemd unit.
-    pub unit_dir: PathBuf,
+    pub(crate) unit_dir: PathBuf,
     /// Directory of the launchd plist (macOS).
-    pub plist_dir: PathBuf,
+    pub(crate) plist_dir: PathBuf,
     /// The environment file (`KANDAN_URL` and friends), mode 0600.
-    pub env_file: PathBuf,
+    pub(crate) env_file: PathBuf,
     /// The token file, mode 0600; for a system service root's, opened by
     /// systemd as the runner's stdin.
-    pub token_file: PathBuf,
+    pub(crate) token_file: PathBuf,
 }
 
 impl Layout {

@@ -16,13 +16,13 @@ use clap::{Args, Subcommand, ValueEnum};
 use layout::{Layout, Scope};
 
 #[derive(Debug, Args)]
-pub struct ServiceArgs {
+pub(crate) struct ServiceArgs {
     #[command(subcommand)]
-    pub action: ServiceAction,
+    pub(crate) action: ServiceAction,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum ServiceAction {
+pub(crate) enum ServiceAction {
     /// Write the unit and, if there is none, a template environment file
     /// (mode 0600); print the systemctl line to run.
     Install(UnitArgs),
@@ -33,35 +33,35 @@ pub enum ServiceAction {
 }
 
 #[derive(Debug, Args)]
-pub struct ScopeArgs {
+pub(crate) struct ScopeArgs {
     /// A user service (`~/.config/systemd/user`) instead of a system one. It
     /// gets no capabilities, so the runner uses the procfs backend.
     #[arg(long)]
-    pub user: bool,
+    pub(crate) user: bool,
 }
 
 #[derive(Debug, Args)]
-pub struct UnitArgs {
+pub(crate) struct UnitArgs {
     #[command(flatten)]
-    pub scope: ScopeArgs,
+    pub(crate) scope: ScopeArgs,
     /// The user the system service runs as. Default: the user behind `sudo`
     /// ($SUDO_USER), else the one running this command; never root unless
     /// named here.
     #[arg(long, value_name = "USER", conflicts_with = "user")]
-    pub run_as: Option<String>,
+    pub(crate) run_as: Option<String>,
 }
 
 #[derive(Debug, Args)]
-pub struct PrintArgs {
+pub(crate) struct PrintArgs {
     #[command(flatten)]
-    pub unit: UnitArgs,
+    pub(crate) unit: UnitArgs,
     /// Service manager to print for; the default is this system's.
     #[arg(long, value_enum, default_value_t = Format::native())]
-    pub format: Format,
+    pub(crate) format: Format,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// A systemd unit (Linux).
     Systemd,
     /// A launchd property list (macOS).
@@ -80,7 +80,7 @@ impl Format {
 
 /// Errors of the `service` commands.
 #[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
+pub(crate) enum ServiceError {
     /// `--run-as` names no user of this system.
     #[error("--run-as {0}: no such user")]
     UnknownUser(String),
@@ -145,7 +145,7 @@ impl ServiceError {
 }
 
 /// Runs a `service` command; exit code.
-pub fn run(args: &ServiceArgs, output: crate::logging::Output) -> i32 {
+pub(crate) fn run(args: &ServiceArgs, output: crate::logging::Output) -> i32 {
     match run_action(&args.action) {
         Ok(()) => 0,
         Err(err) => {

@@ -28,7 +28,7 @@ const NONE_RUNNING: i32 = 1;
 
 /// Runs `status` and returns the exit code: 0 when a runner answered,
 /// 1 when none is running, 2 when the state directory is unusable.
-pub fn run(args: &StatusArgs, output: Output) -> i32 {
+pub(crate) fn run(args: &StatusArgs, output: Output) -> i32 {
     let printer = Report::new(output);
     let dir = match super::state_dir() {
         Ok(dir) => dir,

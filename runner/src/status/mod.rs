@@ -8,7 +8,7 @@ mod server;
 
 use std::path::{Path, PathBuf};
 
-pub use client::run;
+pub(crate) use client::run;
 pub(crate) use client::running;
 pub(crate) use server::serve;
 
@@ -35,7 +35,7 @@ fn state_dir() -> Result<PathBuf, String> {
 }
 
 #[derive(clap::Args, Debug)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// One JSON document on stdout: `{"runners":[...]}`.
     #[arg(long)]
     pub(crate) json: bool,

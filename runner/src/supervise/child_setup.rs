@@ -3,7 +3,7 @@
 //! inheritable capabilities.
 //! Linux only; elsewhere nothing (macOS has neither).
 
-pub use imp::{ParentDeath, hide_runner, in_child};
+pub(crate) use imp::{ParentDeath, hide_runner, in_child};
 
 #[cfg(target_os = "linux")]
 mod imp {
@@ -12,7 +12,7 @@ mod imp {
 
     /// Whether and for which parent to set `PR_SET_PDEATHSIG`.
     #[derive(Clone, Copy, Debug)]
-    pub struct ParentDeath {
+    pub(crate) struct ParentDeath {
         parent: libc::pid_t,
         /// The signal fires when the forking *thread* exits: only the main
         /// thread lives as long as the runner.
@@ -20,7 +20,7 @@ mod imp {
     }
 
     impl ParentDeath {
-        pub fn for_this_thread() -> Self {
+        pub(crate) fn for_this_thread() -> Self {
             // SAFETY: getpid and gettid have no preconditions.
             let (pid, tid) = unsafe { (libc::getpid(), libc::gettid()) };
             ParentDeath {
@@ -33,7 +33,7 @@ mod imp {
     /// Runs in the child between fork and exec: async-signal-safe calls only.
     /// `cgroup_procs` is the `cgroup.procs` of the cgroup to enter, opened
     /// by the runner: writing `0` moves the writer, before it can fork.
-    pub fn in_child(death: ParentDeath, cgroup_procs: Option<RawFd>) -> io::Result<()> {
+    pub(crate) fn in_child(death: ParentDeath, cgroup_procs: Option<RawFd>) -> io::Result<()> {
         if let Some(fd) = cgroup_procs {
             // SAFETY: write from a valid one-byte buffer to an open fd.
             if unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) } != 1 {
@@ -56,7 +56,7 @@ mod imp {
     }
 
     /// Not dumpable: /proc/<runner>/environ and mem become root's.
-    pub fn hide_runner() {
+    pub(crate) fn hide_runner() {
         // SAFETY: prctl with integer arguments.
         if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
             tracing::warn!(
@@ -103,19 +103,19 @@ mod imp {
 
     /// No parent-death signal on this platform.
     #[derive(Clone, Copy, Debug)]
-    pub struct ParentDeath;
+    pub(crate) struct ParentDeath;
 
     impl ParentDeath {
-        pub fn for_this_thread() -> Self {
+        pub(crate) fn for_this_thread() -> Self {
             ParentDeath
         }
     }
 
-    pub fn in_child(_: ParentDeath, _: Option<std::os::fd::RawFd>) -> io::Result<()> {
+    pub(crate) fn in_child(_: ParentDeath, _: Option<std::os::fd::RawFd>) -> io::Result<()> {
         Ok(())
     }
 
     /// Not done on macOS (no `PR_SET_DUMPABLE`); the command's own
     /// environment is still cleaned.
-    pub fn hide_runner() {}
+    pub(crate) fn hide_runner() {}
 }

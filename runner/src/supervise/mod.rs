@@ -21,8 +21,8 @@ use tokio::time::{Instant, timeout_at};
 pub(crate) use child_setup::{ParentDeath, in_child as child_setup_in_child};
 pub(crate) use environment::scrub as scrub_environment;
 pub(crate) use members::{Marked, Members, group_alive};
-pub use signals::{Signal, Signals};
-pub use spawn::{HeldChild, SpawnError, SpawnOptions, TREE_MARKER};
+pub(crate) use signals::{Signal, Signals};
+pub(crate) use spawn::{HeldChild, SpawnError, SpawnOptions, TREE_MARKER};
 pub(crate) use start_dir::{ESCAPED_ERRNO, cwd_is_under, enter as enter_dir};
 
 /// After a signal, how long the command gets to stop by itself before its
@@ -36,7 +36,7 @@ const KILL_AT: Duration = Duration::from_millis(1200);
 const KILL_GRACE: Duration = Duration::from_millis(200);
 
 /// `-- COMMAND`, released and running.
-pub struct RootCommand {
+pub(crate) struct RootCommand {
     child: Child,
     /// Its tree: its cgroup, or (fallback) the processes carrying this
     /// runner's [`spawn::TREE_MARKER`] and the runner's descendants,
@@ -46,7 +46,7 @@ pub struct RootCommand {
 
 /// Why the runner stops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RunnerStop {
+pub(crate) enum RunnerStop {
     /// The command exited with this shell-style code.
     Exited(i32),
     /// The runner got this signal.
@@ -73,12 +73,12 @@ impl RootCommand {
 /// Makes the runner's /proc files (its environment with `KANDAN_TOKEN`,
 /// its memory) unreadable to the processes it starts, which run as the same
 /// user: they may be the agent. Also blocks core dumps and same-user ptrace.
-pub fn hide_from_tree() {
+pub(crate) fn hide_from_tree() {
     child_setup::hide_runner();
 }
 
 /// A marker no other runner uses: this runner's pid and start time.
-pub fn new_marker() -> String {
+pub(crate) fn new_marker() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -88,7 +88,7 @@ pub fn new_marker() -> String {
 
 /// Waits for the command and returns its shell-style exit code; pends
 /// forever when there is no command.
-pub async fn exit_code_of(command: &mut Option<RootCommand>) -> i32 {
+pub(crate) async fn exit_code_of(command: &mut Option<RootCommand>) -> i32 {
     match command {
         Some(command) => command.wait().await,
         None => std::future::pending().await,
@@ -103,7 +103,11 @@ pub async fn exit_code_of(command: &mut Option<RootCommand>) -> i32 {
 /// 0.8 s to exit; then its tree gets SIGTERM; at 1.2 s SIGKILL. When the
 /// command has exited, what remains of its tree (a backgrounded grandchild)
 /// gets SIGTERM at once and SIGKILL at 1.2 s.
-pub async fn finish(command: Option<RootCommand>, stop: RunnerStop, signals: &Signals) -> i32 {
+pub(crate) async fn finish(
+    command: Option<RootCommand>,
+    stop: RunnerStop,
+    signals: &Signals,
+) -> i32 {
     let start = Instant::now();
     let Some(mut command) = command else {
         return match stop {
@@ -155,7 +159,7 @@ async fn end_tree(members: &Members, kill_at: Instant) {
 }
 
 /// Shell-style exit code for a finished child: its code, or 128 + signal.
-pub fn exit_code(status: std::process::ExitStatus) -> i32 {
+pub(crate) fn exit_code(status: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     status
         .code()

@@ -9,14 +9,14 @@ use tokio::signal::unix::{Signal as UnixSignal, SignalKind, signal};
 
 /// A signal the runner handles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Signal {
+pub(crate) enum Signal {
     Interrupt,
     Terminate,
     Hangup,
 }
 
 impl Signal {
-    pub fn number(self) -> i32 {
+    pub(crate) fn number(self) -> i32 {
         match self {
             Signal::Interrupt => libc::SIGINT,
             Signal::Terminate => libc::SIGTERM,
@@ -26,14 +26,14 @@ impl Signal {
 }
 
 /// SIGINT, SIGTERM and SIGHUP as a stream.
-pub struct Signals {
+pub(crate) struct Signals {
     interrupt: UnixSignal,
     terminate: UnixSignal,
     hangup: UnixSignal,
 }
 
 impl Signals {
-    pub fn new() -> io::Result<Signals> {
+    pub(crate) fn new() -> io::Result<Signals> {
         Ok(Signals {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
@@ -42,7 +42,7 @@ impl Signals {
     }
 
     /// The next signal.
-    pub async fn recv(&mut self) -> Signal {
+    pub(crate) async fn recv(&mut self) -> Signal {
         tokio::select! {
             _ = self.interrupt.recv() => Signal::Interrupt,
             _ = self.terminate.recv() => Signal::Terminate,
@@ -53,7 +53,7 @@ impl Signals {
     /// Passes `signal` on to the command. A Ctrl-C typed in a terminal has
     /// already reached the command (same foreground process group), so it
     /// is not sent twice; a SIGINT sent to the runner alone is passed on.
-    pub fn forward(&self, signal: Signal, child: &Child) {
+    pub(crate) fn forward(&self, signal: Signal, child: &Child) {
         if signal == Signal::Interrupt && io::stdin().is_terminal() {
             return;
         }

@@ -23,44 +23,44 @@ use super::child_setup::{self, ParentDeath};
 /// The environment variable naming the tree the runner started (Jenkins'
 /// ProcessTreeKiller uses the same trick): inherited by every descendant,
 /// whatever its parent became.
-pub const TREE_MARKER: &str = "KANDAN_RUNNER_TREE";
+pub(crate) const TREE_MARKER: &str = "KANDAN_RUNNER_TREE";
 
 /// A spawned child blocked before `exec`, waiting for [`HeldChild::release`].
-pub struct HeldChild {
+pub(crate) struct HeldChild {
     child: Child,
     release: OwnedFd,
 }
 
 /// How to start the command.
 #[derive(Clone, Debug, Default)]
-pub struct SpawnOptions {
+pub(crate) struct SpawnOptions {
     /// The command's stdout goes to the runner's stderr (`watch --json`:
     /// stdout is the JSON stream).
-    pub stdout_to_stderr: bool,
+    pub(crate) stdout_to_stderr: bool,
     /// The value of [`TREE_MARKER`] for this runner.
-    pub marker: String,
+    pub(crate) marker: String,
     /// stdin, stdout and stderr are pipes for the runner (a Codex
     /// app-server speaks JSON-RPC on them); overrides `stdout_to_stderr`.
-    pub piped: bool,
+    pub(crate) piped: bool,
     /// The working directory (default: the runner's).
-    pub cwd: Option<std::path::PathBuf>,
+    pub(crate) cwd: Option<std::path::PathBuf>,
     /// The working directory as the descriptor its check opened
     /// (PROTOCOL.md section 6); wins over `cwd`.
-    pub cwd_dir: Option<std::sync::Arc<OwnedFd>>,
+    pub(crate) cwd_dir: Option<std::sync::Arc<OwnedFd>>,
     /// The command leads a process group of its own, so the whole group
     /// can be signalled at once (a Codex instance; `-- COMMAND` stays in
     /// the runner's group so a terminal's Ctrl-C reaches it).
-    pub own_group: bool,
+    pub(crate) own_group: bool,
     /// Variables added to the command's environment.
-    pub env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
     /// The cgroup it starts in, with everything it will ever start
     /// (none: process groups and pid ancestry hold it).
-    pub cgroup: Option<std::sync::Arc<crate::cgroup::Cgroup>>,
+    pub(crate) cgroup: Option<std::sync::Arc<crate::cgroup::Cgroup>>,
 }
 
 /// Errors of spawning the root command.
 #[derive(Debug, thiserror::Error)]
-pub enum SpawnError {
+pub(crate) enum SpawnError {
     /// The gate pipe could not be created.
     #[error("cannot create the start pipe")]
     Pipe(#[source] io::Error),
@@ -91,7 +91,7 @@ pub enum SpawnError {
 
 impl SpawnError {
     /// The runner's exit code for this error: 127 and 126 like a shell.
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         match self {
             SpawnError::NotFound { .. } => 127,
             SpawnError::NotExecutable { .. } => 126,
@@ -109,7 +109,7 @@ impl HeldChild {
     /// tied to the thread that forks, and the main thread lives as long as
     /// the runner. From another thread (tests, a pool thread that may exit)
     /// the signal is not set, so a thread's end never kills the command.
-    pub fn spawn(argv: &[String], options: &SpawnOptions) -> Result<HeldChild, SpawnError> {
+    pub(crate) fn spawn(argv: &[String], options: &SpawnOptions) -> Result<HeldChild, SpawnError> {
         let Some(program) = argv.first() else {
             return Err(SpawnError::Spawn {
                 command: String::new(),
@@ -219,12 +219,12 @@ impl HeldChild {
     }
 
     /// The child's pid (as this runner sees it).
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id().unwrap_or(0)
     }
 
     /// Lets the child exec its command.
-    pub fn release(self) -> Result<Child, SpawnError> {
+    pub(crate) fn release(self) -> Result<Child, SpawnError> {
         let byte = [b'\n'];
         // SAFETY: writing one byte from a valid buffer to our own pipe fd.
         let n = unsafe { libc::write(self.release.as_raw_fd(), byte.as_ptr().cast(), 1) };

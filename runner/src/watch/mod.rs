@@ -20,7 +20,7 @@ pub(crate) use line::render;
 const FINAL_LINES: Duration = Duration::from_millis(250);
 
 /// Runs `watch` and returns the process exit code.
-pub async fn run(args: WatchArgs, output: Output) -> i32 {
+pub(crate) async fn run(args: WatchArgs, output: Output) -> i32 {
     let report = Report::new(output);
     let command_output = CommandOutput {
         // stdout is the JSON stream: the command's own output must not mix in.

@@ -18,11 +18,11 @@ const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
 /// What a non-root install needs, as `setcap` and systemd spell them.
-pub const NON_ROOT_CAPS: &str = "CAP_BPF CAP_PERFMON CAP_DAC_READ_SEARCH";
+pub(crate) const NON_ROOT_CAPS: &str = "CAP_BPF CAP_PERFMON CAP_DAC_READ_SEARCH";
 
 /// The one thing in the way.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum Blocker {
+pub(crate) enum Blocker {
     /// Capabilities inside a user namespace do not reach bpf().
     #[error(
         "running in a user namespace (uid_map {map}): the kernel grants bpf() and tracing only to capabilities of the initial namespace"
@@ -52,7 +52,7 @@ pub enum Blocker {
 
 impl Blocker {
     /// What to do about it.
-    pub fn fix(&self) -> String {
+    pub(crate) fn fix(&self) -> String {
         match self {
             Blocker::UserNamespace { .. } => "run the runner outside the user namespace (on the host, or a container without userns remapping), or use --backend procfs".to_owned(),
             Blocker::Lockdown => "boot without lockdown=confidentiality (integrity mode allows tracing), or use --backend procfs".to_owned(),
@@ -83,22 +83,22 @@ impl Blocker {
 
 /// What the checks read, gathered so the decision is testable.
 #[derive(Debug)]
-pub struct Facts {
+pub(crate) struct Facts {
     /// `/proc/self/status`.
-    pub status: String,
+    pub(crate) status: String,
     /// `/proc/self/uid_map`, if readable.
-    pub uid_map: Option<String>,
+    pub(crate) uid_map: Option<String>,
     /// `/sys/kernel/security/lockdown`, if the kernel has it.
-    pub lockdown: Option<String>,
+    pub(crate) lockdown: Option<String>,
     /// `/proc/sys/kernel/unprivileged_bpf_disabled`.
-    pub unprivileged_bpf_disabled: Option<u8>,
+    pub(crate) unprivileged_bpf_disabled: Option<u8>,
     /// Reading `TRACEFS/events`: `Ok` when it can be searched.
-    pub tracefs: Result<(), io::ErrorKind>,
+    pub(crate) tracefs: Result<(), io::ErrorKind>,
 }
 
 impl Facts {
     /// Reads them from this process and kernel.
-    pub fn here() -> Facts {
+    pub(crate) fn here() -> Facts {
         let read = |path: &str| std::fs::read_to_string(path).ok();
         Facts {
             status: read("/proc/self/status").unwrap_or_default(),
@@ -114,12 +114,12 @@ impl Facts {
 }
 
 /// The first thing in the way, if any.
-pub fn check() -> Result<(), Blocker> {
+pub(crate) fn check() -> Result<(), Blocker> {
     decide(&Facts::here())
 }
 
 /// [`check`] over given facts.
-pub fn decide(facts: &Facts) -> Result<(), Blocker> {
+pub(crate) fn decide(facts: &Facts) -> Result<(), Blocker> {
     if let Some(map) = &facts.uid_map
         && !is_identity(map)
     {

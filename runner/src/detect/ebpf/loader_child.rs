@@ -36,7 +36,7 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 
 /// First thing in `main`: in the loader child, loads, answers and exits;
 /// in the runner, makes [`loader::load`] use the child.
-pub fn run_if_asked() {
+pub(crate) fn run_if_asked() {
     let mut args = std::env::args_os();
     if args.next().as_deref() != Some(ARG0.as_ref()) {
         ENABLED.store(true, Ordering::Relaxed);

@@ -13,7 +13,7 @@ mod backfill;
 mod blockers;
 mod fd_passing;
 mod loader;
-pub mod loader_child;
+pub(crate) mod loader_child;
 mod procinfo;
 mod ring;
 mod roots;

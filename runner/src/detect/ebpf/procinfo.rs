@@ -7,13 +7,13 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 
 /// Inode of the socket behind `/proc/<pid>/fd/<fd>`.
-pub fn socket_inode(pid: u32, fd: u32) -> Option<u64> {
+pub(crate) fn socket_inode(pid: u32, fd: u32) -> Option<u64> {
     let link = fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
     parse_socket_link(link.to_str()?)
 }
 
 /// `socket:[12345]` -> 12345.
-pub fn parse_socket_link(link: &str) -> Option<u64> {
+pub(crate) fn parse_socket_link(link: &str) -> Option<u64> {
     link.strip_prefix("socket:[")?
         .strip_suffix(']')?
         .parse()
@@ -22,7 +22,7 @@ pub fn parse_socket_link(link: &str) -> Option<u64> {
 
 /// Local port of the listening socket `inode`, from the tcp tables of
 /// `pid`'s network namespace.
-pub fn listening_port(pid: u32, inode: u64) -> Option<u16> {
+pub(crate) fn listening_port(pid: u32, inode: u64) -> Option<u16> {
     ["tcp", "tcp6"].into_iter().find_map(|table| {
         let text = fs::read_to_string(format!("/proc/{pid}/net/{table}")).ok()?;
         port_of(&text, inode)
@@ -31,14 +31,14 @@ pub fn listening_port(pid: u32, inode: u64) -> Option<u16> {
 
 /// A network namespace: device and inode of its nsfs file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NetNs {
+pub(crate) struct NetNs {
     dev: u64,
     ino: u64,
 }
 
 /// The network namespace `pid` is in now (`self` for the runner); `None`
 /// when it exited or may not be inspected.
-pub fn net_ns(pid: &str) -> Option<NetNs> {
+pub(crate) fn net_ns(pid: &str) -> Option<NetNs> {
     let meta = fs::metadata(format!("/proc/{pid}/ns/net")).ok()?;
     Some(NetNs {
         dev: meta.dev(),
@@ -47,7 +47,7 @@ pub fn net_ns(pid: &str) -> Option<NetNs> {
 }
 
 /// Finds `inode` among the LISTEN (`0A`) rows of a `/proc/net/tcp{,6}` text.
-pub fn port_of(table: &str, inode: u64) -> Option<u16> {
+pub(crate) fn port_of(table: &str, inode: u64) -> Option<u16> {
     table.lines().skip(1).find_map(|line| {
         let cols: Vec<&str> = line.split_whitespace().collect();
         if cols.len() < 10 || cols[3] != "0A" || cols[9].parse::<u64>().ok()? != inode {

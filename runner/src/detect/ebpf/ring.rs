@@ -6,13 +6,13 @@ use runner_common::{DROPS_INDEX, ListenEvent};
 use tokio::io::{Interest, unix::AsyncFd};
 
 /// Ring buffer readable through epoll.
-pub struct Ring {
+pub(crate) struct Ring {
     fd: AsyncFd<RingBuf<MapData>>,
     drops: PerCpuArray<MapData, u64>,
 }
 
 impl Ring {
-    pub fn new(
+    pub(crate) fn new(
         events: RingBuf<MapData>,
         drops: PerCpuArray<MapData, u64>,
     ) -> std::io::Result<Ring> {
@@ -23,7 +23,7 @@ impl Ring {
     }
 
     /// Waits until the kernel submitted events, then takes all there are.
-    pub async fn next_batch(&mut self) -> std::io::Result<Vec<ListenEvent>> {
+    pub(crate) async fn next_batch(&mut self) -> std::io::Result<Vec<ListenEvent>> {
         loop {
             let mut guard = self.fd.readable_mut().await?;
             let ring = guard.get_inner_mut();
@@ -42,7 +42,7 @@ impl Ring {
     }
 
     /// Reservations the kernel could not make since load, over all CPUs.
-    pub fn drops(&self) -> u64 {
+    pub(crate) fn drops(&self) -> u64 {
         match self.drops.get(&DROPS_INDEX, 0) {
             Ok(values) => values.iter().sum(),
             Err(error) => {
@@ -54,7 +54,7 @@ impl Ring {
 }
 
 /// One ring-buffer record; `None` when it is too short.
-pub fn decode(bytes: &[u8]) -> Option<ListenEvent> {
+pub(crate) fn decode(bytes: &[u8]) -> Option<ListenEvent> {
     if bytes.len() < size_of::<ListenEvent>() {
         return None;
     }

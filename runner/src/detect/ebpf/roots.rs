@@ -15,7 +15,7 @@ use crate::cgroup::Cgroup;
 use crate::detect::{DetectError, RootRegistry, process_tree};
 
 /// State shared by the registry and the event task.
-pub struct Roots {
+pub(crate) struct Roots {
     ns_tracked: Mutex<HashMap<MapData, u32, u8>>,
     cgroup_ids: Mutex<HashMap<MapData, u64, u8>>,
     /// The cgroups watched, for the backfill scans.
@@ -26,7 +26,7 @@ pub struct Roots {
 }
 
 impl Roots {
-    pub fn new(
+    pub(crate) fn new(
         ns_tracked: HashMap<MapData, u32, u8>,
         cgroup_ids: HashMap<MapData, u64, u8>,
         resync: mpsc::UnboundedSender<()>,
@@ -41,7 +41,7 @@ impl Roots {
     }
 
     /// The roots now watched, and every process of the watched cgroups.
-    pub fn list(&self) -> Vec<u32> {
+    pub(crate) fn list(&self) -> Vec<u32> {
         let mut roots: Vec<u32> = lock(&self.inserted).keys().copied().collect();
         for cgroup in lock(&self.cgroups).iter() {
             roots.extend(cgroup.members());

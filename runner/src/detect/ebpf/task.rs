@@ -26,18 +26,18 @@ use crate::detect::{
     procfs::{held_inodes, listening_inodes},
 };
 
-pub struct EventTask {
-    pub ring: Ring,
-    pub roots: Arc<Roots>,
-    pub resync: mpsc::UnboundedReceiver<()>,
-    pub tx: mpsc::Sender<DetectorEvent>,
-    pub self_pid: u32,
+pub(crate) struct EventTask {
+    pub(crate) ring: Ring,
+    pub(crate) roots: Arc<Roots>,
+    pub(crate) resync: mpsc::UnboundedReceiver<()>,
+    pub(crate) tx: mpsc::Sender<DetectorEvent>,
+    pub(crate) self_pid: u32,
     /// The runner's network namespace; `None` when unreadable (then every
     /// listener counts, and the verified dial is the only check).
-    pub net_ns: Option<NetNs>,
-    pub backfill: Backfill,
+    pub(crate) net_ns: Option<NetNs>,
+    pub(crate) backfill: Backfill,
     /// Keeps the programs attached for as long as the task runs.
-    pub _attached: Box<dyn Send + Sync>,
+    pub(crate) _attached: Box<dyn Send + Sync>,
 }
 
 /// What the task knows between events.
@@ -58,7 +58,7 @@ struct State {
 struct Closed;
 
 impl EventTask {
-    pub async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         let mut state = State::default();
         let result: Result<(), Closed> = async {
             loop {

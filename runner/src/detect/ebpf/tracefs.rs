@@ -8,11 +8,11 @@ use std::{
 };
 
 /// Where tracefs lives on kernels 4.1 and later.
-pub const TRACEFS: &str = "/sys/kernel/tracing";
+pub(crate) const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// Errors of reading tracepoint formats.
 #[derive(Debug, thiserror::Error)]
-pub enum TracefsError {
+pub(crate) enum TracefsError {
     /// tracefs was not mounted and mounting it failed.
     #[error("tracefs not mounted at {TRACEFS} and mounting it failed")]
     Mount(#[source] io::Error),
@@ -35,7 +35,7 @@ pub enum TracefsError {
 }
 
 /// Mounts tracefs at [`TRACEFS`] unless it is already there.
-pub fn ensure_mounted() -> Result<(), TracefsError> {
+pub(crate) fn ensure_mounted() -> Result<(), TracefsError> {
     match std::fs::metadata(Path::new(TRACEFS).join("events")) {
         Ok(meta) if meta.is_dir() => return Ok(()),
         // Mounted, but mode 0700: mounting again would not help.
@@ -65,21 +65,21 @@ pub fn ensure_mounted() -> Result<(), TracefsError> {
 
 /// One field of a tracepoint record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Field {
-    pub offset: u32,
-    pub size: u32,
+pub(crate) struct Field {
+    pub(crate) offset: u32,
+    pub(crate) size: u32,
 }
 
 /// The fields of one tracepoint, by name.
 #[derive(Clone, Debug, Default)]
-pub struct Format {
+pub(crate) struct Format {
     name: String,
     fields: HashMap<String, Field>,
 }
 
 impl Format {
     /// Reads `events/<category>/<name>/format` under tracefs.
-    pub fn read(category: &str, name: &str) -> Result<Format, TracefsError> {
+    pub(crate) fn read(category: &str, name: &str) -> Result<Format, TracefsError> {
         let path = Path::new(TRACEFS)
             .join("events")
             .join(category)
@@ -94,7 +94,7 @@ impl Format {
 
     /// Parses the text of a format file. Lines that are not fields are
     /// skipped: the kernel adds a `print fmt` and may add more.
-    pub fn parse(name: &str, text: &str) -> Format {
+    pub(crate) fn parse(name: &str, text: &str) -> Format {
         let mut fields = HashMap::new();
         for line in text.lines() {
             if let Some((field, value)) = parse_field(line) {
@@ -108,11 +108,11 @@ impl Format {
     }
 
     /// Offset of `field`, an error naming the tracepoint when it is missing.
-    pub fn offset(&self, field: &'static str) -> Result<u32, TracefsError> {
+    pub(crate) fn offset(&self, field: &'static str) -> Result<u32, TracefsError> {
         self.field(field).map(|f| f.offset)
     }
 
-    pub fn field(&self, field: &'static str) -> Result<Field, TracefsError> {
+    pub(crate) fn field(&self, field: &'static str) -> Result<Field, TracefsError> {
         self.fields
             .get(field)
             .copied()

@@ -14,16 +14,16 @@ const INI_IPV6: u8 = 0x2;
 
 /// One listening TCP socket as an fd of a process shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RawListen {
+pub(crate) struct RawListen {
     /// The kernel socket address (`soi_so`): the same for every process
     /// holding the socket.
-    pub so: u64,
-    pub addr: IpAddr,
-    pub port: u16,
+    pub(crate) so: u64,
+    pub(crate) addr: IpAddr,
+    pub(crate) port: u16,
 }
 
 /// What the backend needs from the OS: the seam faked in unit tests.
-pub trait ProcSource {
+pub(crate) trait ProcSource {
     /// (pid, ppid) of every process.
     fn parents(&self) -> io::Result<Vec<(u32, u32)>>;
     /// TCP sockets in `TSI_S_LISTEN` among `pid`'s fds; empty when the
@@ -35,7 +35,7 @@ pub trait ProcSource {
 
 /// Listeners of the roots' trees: each socket once, attributed to the
 /// holder nearest its root ([`ProcessTree::owner`]), sorted by id.
-pub fn scan_with(
+pub(crate) fn scan_with(
     source: &impl ProcSource,
     roots: &[u32],
     self_pid: u32,
@@ -81,7 +81,7 @@ pub fn scan_with(
 /// bytes of `insi_laddr` read as IPv4 and IPv6. A dual-stack socket on `::`
 /// carries both flags and is reported as `::`, as on Linux; an IPv4-mapped
 /// bind carries only `INI_IPV4` and is IPv4.
-pub fn decode_inet(
+pub(crate) fn decode_inet(
     vflag: u8,
     lport: i32,
     addr4: [u8; 4],

@@ -11,10 +11,10 @@ mod logic;
 #[cfg(target_os = "macos")]
 mod source;
 
-pub use logic::{ProcSource, RawListen, decode_inet, scan_with};
+pub(crate) use logic::{ProcSource, RawListen, decode_inet, scan_with};
 
 #[cfg(target_os = "macos")]
-pub use imp::{listening_sockets, probe, scan, start};
+pub(crate) use imp::{listening_sockets, probe, scan, start};
 
 #[cfg(target_os = "macos")]
 mod imp {
@@ -23,13 +23,13 @@ mod imp {
     };
 
     /// Whether the backend can run here, and why not.
-    pub fn probe() -> Result<(), Unavailable> {
+    pub(crate) fn probe() -> Result<(), Unavailable> {
         super::source::Darwin::probe().map_err(Unavailable::new)
     }
 
     /// Starts polling every `config.poll_interval`. Call it inside a tokio
     /// runtime.
-    pub fn start(config: &DetectorConfig) -> Result<Detector, DetectError> {
+    pub(crate) fn start(config: &DetectorConfig) -> Result<Detector, DetectError> {
         probe().map_err(|reason| DetectError::Unavailable {
             backend: BackendKind::Libproc,
             reason,
@@ -44,7 +44,7 @@ mod imp {
     /// Every LISTEN socket of every process libproc shows the runner (all
     /// of its user's, all when root): what the verified dial checks a fresh
     /// connection against. A full walk; it runs once per new connection.
-    pub fn listening_sockets() -> std::io::Result<Vec<crate::detect::ListeningSocket>> {
+    pub(crate) fn listening_sockets() -> std::io::Result<Vec<crate::detect::ListeningSocket>> {
         use super::logic::ProcSource;
         let darwin = super::source::Darwin;
         Ok(darwin
@@ -61,7 +61,7 @@ mod imp {
 
     /// Every LISTEN socket held by a process of the roots' trees, the
     /// runner itself excluded. Blocking.
-    pub fn scan(roots: &[u32], self_pid: u32) -> std::io::Result<Vec<ListenerSocket>> {
+    pub(crate) fn scan(roots: &[u32], self_pid: u32) -> std::io::Result<Vec<ListenerSocket>> {
         super::scan_with(&super::source::Darwin, roots, self_pid)
     }
 }

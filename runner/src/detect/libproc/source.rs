@@ -12,11 +12,11 @@ use super::logic::{ProcSource, RawListen, decode_inet};
 use crate::detect::process_info::ProcessInfo;
 
 /// The running macOS kernel.
-pub struct Darwin;
+pub(crate) struct Darwin;
 
 impl Darwin {
     /// Whether the process table can be listed.
-    pub fn probe() -> Result<(), String> {
+    pub(crate) fn probe() -> Result<(), String> {
         pids_by_type(ProcFilter::All)
             .map(drop)
             .map_err(|err| format!("proc_listpids failed: {err}"))

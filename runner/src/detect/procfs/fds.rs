@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 /// The inodes of `wanted` that process `pid` holds, each once; `None` when
 /// its fds cannot be read (it exited, or belongs to another user).
-pub fn held(pid: u32, wanted: &HashSet<u64>) -> Option<Vec<u64>> {
+pub(crate) fn held(pid: u32, wanted: &HashSet<u64>) -> Option<Vec<u64>> {
     let dir = match std::fs::read_dir(format!("/proc/{pid}/fd")) {
         Ok(dir) => dir,
         Err(err) => {
@@ -31,7 +31,7 @@ pub fn held(pid: u32, wanted: &HashSet<u64>) -> Option<Vec<u64>> {
 }
 
 /// The inode of an fd link `socket:[12345]`.
-pub fn socket_inode(link: &str) -> Option<u64> {
+pub(crate) fn socket_inode(link: &str) -> Option<u64> {
     link.strip_prefix("socket:[")?
         .strip_suffix(']')?
         .parse()

@@ -22,7 +22,7 @@ pub use scanner::Scanner;
 use super::{BackendKind, DetectError, Detector, DetectorConfig, ListenerSocket, Unavailable};
 
 /// Whether the backend can run here, and why not.
-pub fn probe() -> Result<(), Unavailable> {
+pub(crate) fn probe() -> Result<(), Unavailable> {
     // Both are readable by anyone wherever proc is mounted: a failure
     // means no proc here (a minimal container or chroot).
     const FIX: &str =
@@ -72,7 +72,9 @@ pub fn listening_sockets() -> io::Result<Vec<crate::detect::ListeningSocket>> {
 /// port for `None`), by inode: what the verified dial checks a fresh
 /// connection against. The kernel filters, so the cost does not grow with
 /// the machine's other listeners.
-pub fn listening_sockets_on(port: Option<u16>) -> io::Result<Vec<crate::detect::ListeningSocket>> {
+pub(crate) fn listening_sockets_on(
+    port: Option<u16>,
+) -> io::Result<Vec<crate::detect::ListeningSocket>> {
     Ok(socket_table::listening_on(port)?
         .into_values()
         .map(|l| crate::detect::ListeningSocket {

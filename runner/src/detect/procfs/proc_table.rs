@@ -33,7 +33,7 @@ struct Entry {
 }
 
 #[derive(Debug, Default)]
-pub struct ProcTable {
+pub(crate) struct ProcTable {
     entries: HashMap<u32, Entry>,
     refreshes: u64,
 }
@@ -41,7 +41,7 @@ pub struct ProcTable {
 impl ProcTable {
     /// Reads `/proc` now. Returns the pids that vanished or were reused
     /// since the last refresh.
-    pub fn refresh_from_proc(&mut self) -> io::Result<Vec<u32>> {
+    pub(crate) fn refresh_from_proc(&mut self) -> io::Result<Vec<u32>> {
         let listing = list_proc()?;
         Ok(self.refresh(listing, read_ppid))
     }
@@ -50,7 +50,7 @@ impl ProcTable {
     /// reused pids and of the children of vanished ones with `read_ppid`
     /// (`None`: the process exited meanwhile). Returns the pids that
     /// vanished or were reused.
-    pub fn refresh(
+    pub(crate) fn refresh(
         &mut self,
         listing: impl IntoIterator<Item = (u32, u64)>,
         mut read_ppid: impl FnMut(u32) -> Option<u32>,
@@ -111,7 +111,7 @@ impl ProcTable {
     /// Reads the parent of `pids` again, unless read in the last refresh.
     /// Returns whether any parent changed or any of them exited (and was
     /// dropped).
-    pub fn reread(
+    pub(crate) fn reread(
         &mut self,
         pids: impl IntoIterator<Item = u32>,
         mut read_ppid: impl FnMut(u32) -> Option<u32>,
@@ -130,7 +130,7 @@ impl ProcTable {
     }
 
     /// [`ProcTable::reread`] of members of a tree, from `/proc`.
-    pub fn reread_from_proc(&mut self, pids: impl IntoIterator<Item = u32>) -> bool {
+    pub(crate) fn reread_from_proc(&mut self, pids: impl IntoIterator<Item = u32>) -> bool {
         self.reread(pids, read_ppid)
     }
 
@@ -158,11 +158,11 @@ impl ProcTable {
     }
 
     /// `(pid, ppid)` of every known process.
-    pub fn parents(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+    pub(crate) fn parents(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
         self.entries.iter().map(|(&pid, entry)| (pid, entry.ppid))
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 }

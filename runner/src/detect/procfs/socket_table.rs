@@ -21,10 +21,10 @@ const LISTEN: &str = "0A";
 
 /// One listening socket of the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Listening {
-    pub inode: u64,
-    pub addr: IpAddr,
-    pub port: u16,
+pub(crate) struct Listening {
+    pub(crate) inode: u64,
+    pub(crate) addr: IpAddr,
+    pub(crate) port: u16,
 }
 
 /// Which source [`listening`] uses: netlink until it is refused once.
@@ -34,14 +34,14 @@ const NETLINK: u8 = 1;
 const PROC_NET: u8 = 2;
 
 /// Every LISTEN socket of the namespace by inode.
-pub fn listening() -> io::Result<HashMap<u64, Listening>> {
+pub(crate) fn listening() -> io::Result<HashMap<u64, Listening>> {
     listening_on(None)
 }
 
 /// Every LISTEN socket of the namespace on `port` (or on any port) by
 /// inode. Netlink asks the kernel for that port alone; `/proc/net` lists
 /// them all, filtered here.
-pub fn listening_on(port: Option<u16>) -> io::Result<HashMap<u64, Listening>> {
+pub(crate) fn listening_on(port: Option<u16>) -> io::Result<HashMap<u64, Listening>> {
     if SOURCE.load(Ordering::Relaxed) != PROC_NET {
         let mut sockets = HashMap::new();
         match sock_diag::listening(port, &mut sockets) {
@@ -75,7 +75,7 @@ pub fn listening_on(port: Option<u16>) -> io::Result<HashMap<u64, Listening>> {
 
 /// Every LISTEN socket of `/proc/net/tcp{,6}` by inode. A missing `tcp6`
 /// (IPv6 disabled) is no error.
-pub fn from_proc_net() -> io::Result<HashMap<u64, Listening>> {
+pub(crate) fn from_proc_net() -> io::Result<HashMap<u64, Listening>> {
     let mut sockets = HashMap::new();
     read_table("/proc/net/tcp", &mut sockets)?;
     match read_table("/proc/net/tcp6", &mut sockets) {
@@ -91,7 +91,10 @@ fn read_table(path: &str, into: &mut HashMap<u64, Listening>) -> io::Result<()> 
 }
 
 /// Adds the LISTEN rows of one table (header included) to `into`.
-pub fn parse_table(reader: impl BufRead, into: &mut HashMap<u64, Listening>) -> io::Result<()> {
+pub(crate) fn parse_table(
+    reader: impl BufRead,
+    into: &mut HashMap<u64, Listening>,
+) -> io::Result<()> {
     for line in reader.lines() {
         if let Some(socket) = parse_line(&line?) {
             into.insert(socket.inode, socket);
@@ -103,7 +106,7 @@ pub fn parse_table(reader: impl BufRead, into: &mut HashMap<u64, Listening>) -> 
 /// A LISTEN row; `None` for the header, other states, sockets without an
 /// inode, and malformed rows (the kernel's format is trusted but never
 /// allowed to panic us).
-pub fn parse_line(line: &str) -> Option<Listening> {
+pub(crate) fn parse_line(line: &str) -> Option<Listening> {
     let mut fields = line.split_ascii_whitespace();
     let _slot = fields.next()?;
     let local = fields.next()?;

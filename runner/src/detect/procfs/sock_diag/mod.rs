@@ -68,7 +68,7 @@ const RECV_TIMEOUT_SECS: u8 = 2;
 
 /// Why a dump failed.
 #[derive(Debug, thiserror::Error)]
-pub enum SockDiagError {
+pub(crate) enum SockDiagError {
     #[error("netlink sock_diag socket refused")]
     Socket(#[source] io::Error),
     #[error("sending the sock_diag request failed")]
@@ -84,7 +84,7 @@ pub enum SockDiagError {
 impl SockDiagError {
     /// Whether netlink is refused here for good (seccomp, no inet_diag,
     /// gVisor), not just failing this once.
-    pub fn is_refusal(&self) -> bool {
+    pub(crate) fn is_refusal(&self) -> bool {
         let err = match self {
             SockDiagError::Socket(_) => return true,
             SockDiagError::Kernel(err) | SockDiagError::Send(err) => err,
@@ -111,7 +111,7 @@ static ONE_WALK_REFUSED: AtomicBool = AtomicBool::new(false);
 
 /// Every IPv4 and IPv6 TCP socket in LISTEN state (on `port` only, when
 /// given), added to `into` by inode.
-pub fn listening(
+pub(crate) fn listening(
     port: Option<u16>,
     into: &mut std::collections::HashMap<u64, Listening>,
 ) -> Result<(), SockDiagError> {
@@ -172,7 +172,7 @@ fn open() -> Result<OwnedFd, SockDiagError> {
 }
 
 /// The dump request for one address family's TCP listeners.
-pub fn request(seq: u32, family: u8) -> [u8; NLMSG_HDR + REQ_LEN] {
+pub(crate) fn request(seq: u32, family: u8) -> [u8; NLMSG_HDR + REQ_LEN] {
     let mut req = [0u8; NLMSG_HDR + REQ_LEN];
     req[0..4].copy_from_slice(&((NLMSG_HDR + REQ_LEN) as u32).to_ne_bytes());
     req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
@@ -190,7 +190,11 @@ pub fn request(seq: u32, family: u8) -> [u8; NLMSG_HDR + REQ_LEN] {
 /// request of [`request`] with a filter that the kernel runs on each
 /// listener, "source port >= `port` and <= `port`". A comparison that
 /// fails jumps 4 bytes past the end, which rejects the socket.
-pub fn request_on(seq: u32, family: u8, port: u16) -> [u8; NLMSG_HDR + REQ_LEN + FILTER_LEN] {
+pub(crate) fn request_on(
+    seq: u32,
+    family: u8,
+    port: u16,
+) -> [u8; NLMSG_HDR + REQ_LEN + FILTER_LEN] {
     const LEN: usize = NLMSG_HDR + REQ_LEN + FILTER_LEN;
     let mut req = [0u8; LEN];
     req[..NLMSG_HDR + REQ_LEN].copy_from_slice(&request(seq, family));
@@ -217,7 +221,7 @@ pub fn request_on(seq: u32, family: u8, port: u16) -> [u8; NLMSG_HDR + REQ_LEN +
 /// one walk (`TCPDIAG_GETSOCK`, whose dump takes every family): the port in
 /// the socket id (the kernel skips other listeners before anything else)
 /// and the filter of [`request_on`] (the documented way to ask).
-pub fn request_port(seq: u32, port: u16) -> [u8; NLMSG_HDR + REQ_V1_LEN + FILTER_LEN] {
+pub(crate) fn request_port(seq: u32, port: u16) -> [u8; NLMSG_HDR + REQ_V1_LEN + FILTER_LEN] {
     const LEN: usize = NLMSG_HDR + REQ_V1_LEN + FILTER_LEN;
     let mut req = [0u8; LEN];
     req[0..4].copy_from_slice(&(LEN as u32).to_ne_bytes());
@@ -291,7 +295,7 @@ fn dump(
 /// Adds the listeners of one reply datagram to `into`; `true` once the
 /// dump is done. Messages of other sequence numbers (a stale dump) are
 /// skipped.
-pub fn parse_datagram(
+pub(crate) fn parse_datagram(
     mut data: &[u8],
     seq: u32,
     into: &mut std::collections::HashMap<u64, Listening>,
@@ -337,7 +341,7 @@ pub fn parse_datagram(
 
 /// One `inet_diag_msg`; `None` for sockets in another state, of an
 /// unknown family, or without inode.
-pub fn parse_msg(msg: &[u8]) -> Result<Option<Listening>, SockDiagError> {
+pub(crate) fn parse_msg(msg: &[u8]) -> Result<Option<Listening>, SockDiagError> {
     if msg.len() < MSG_LEN {
         return Err(SockDiagError::Malformed("short inet_diag_msg"));
     }
