@@ -30,7 +30,7 @@ mod request_id;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use request_id::RequestId;
+pub(crate) use request_id::PortRequestId;
 
 use std::collections::{HashMap, VecDeque};
 
@@ -83,7 +83,7 @@ fn state_of(decision: Option<Decision>) -> ListenerState {
 /// line is redacted here, at the wire, and nowhere before: the identity
 /// keeps the real one, so two different tokens stay two identities.
 fn listener_info(
-    request_id: &RequestId,
+    request_id: &PortRequestId,
     instance_id: Option<String>,
     candidate: &Candidate,
 ) -> ListenerInfo {
@@ -102,7 +102,7 @@ fn listener_info(
 /// A candidate listening now.
 #[derive(Debug)]
 struct Live {
-    request_id: RequestId,
+    request_id: PortRequestId,
     identity: Identity,
     /// As Kandan hears of it (pid and addresses kept current).
     listener: ListenerInfo,
@@ -119,8 +119,8 @@ pub(crate) struct Approval {
     /// Every identity seen, with its decision (`None`: not decided yet).
     decisions: HashMap<Identity, Option<Decision>>,
     /// Every resolvable request: live ones and the last closed ones.
-    requests: HashMap<RequestId, Identity>,
-    closed: VecDeque<RequestId>,
+    requests: HashMap<PortRequestId, Identity>,
+    closed: VecDeque<PortRequestId>,
     gate: Gate,
 }
 
@@ -186,7 +186,7 @@ impl Approval {
         }
 
         // Made first, so a failure leaves everything as it was.
-        let request_id = RequestId::generate()?;
+        let request_id = PortRequestId::generate()?;
         let mut out = Vec::new();
         if self.live.contains_key(&port) {
             // Another program took the port: its request closes.
@@ -255,7 +255,7 @@ impl Approval {
         self.gate
             .set_approved(&identity, decision == Decision::Approve);
 
-        let resolved = |request_id: &RequestId| {
+        let resolved = |request_id: &PortRequestId| {
             Event::PortForwardResolved(PortForwardResolved {
                 request_id: request_id.to_string(),
                 port: identity.port,

@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::{debug, info, warn};
 
 use super::client::{Ack, Charged, ControlInput, JoinInfo, Links, Outgoing, Session, Timing};
-use super::frame::{self, Empty, Head, Incoming, RefCounter, Reply};
+use super::frame::{self, Empty, Head, IncomingFrame, PhxReply, RefCounter};
 use super::out_frame::{FrameWriter, OutFrame};
 use super::shortcut::Direct;
 use crate::wire::{Control, ControlIds, ErrorCode, Event, Failure};
@@ -217,7 +217,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         let replied = async {
             while let Some(Ok(message)) = self.ws.next().await {
                 if let Message::Text(text) = message
-                    && let Ok(frame) = Incoming::parse(&text)
+                    && let Ok(frame) = IncomingFrame::parse(&text)
                     && frame.event() == "phx_reply"
                     && frame.msg_ref() == Some(msg_ref.as_str())
                 {
@@ -326,7 +326,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
 
     async fn on_message(&mut self, message: Message) -> Result<(), ConnStop> {
         match message {
-            Message::Text(text) => match Incoming::parse(&text) {
+            Message::Text(text) => match IncomingFrame::parse(&text) {
                 Ok(frame) => self.on_frame(&frame).await,
                 Err(error) => self.refuse_frame(&error.to_string()).await,
             },
@@ -354,7 +354,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         self.push_now(ControlIds::default().error(failure)).await
     }
 
-    async fn on_frame(&mut self, frame: &Incoming<'_>) -> Result<(), ConnStop> {
+    async fn on_frame(&mut self, frame: &IncomingFrame<'_>) -> Result<(), ConnStop> {
         if frame.topic() == "phoenix" {
             if frame.event() == "phx_reply"
                 && let Some((pending, _)) = &self.heartbeat_ref
@@ -395,7 +395,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         }
     }
 
-    fn on_reply(&mut self, frame: &Incoming<'_>) -> Result<(), ConnStop> {
+    fn on_reply(&mut self, frame: &IncomingFrame<'_>) -> Result<(), ConnStop> {
         // Any answer means Kandan has the event (an error would not change
         // by sending it again).
         let msg_ref = frame.msg_ref().and_then(|r| r.parse::<u64>().ok());
@@ -406,14 +406,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         let Channel::Joining { join_ref, .. } = &self.channel else {
             // A reply to an untracked push: read only to log a refusal.
             if tracing::enabled!(tracing::Level::DEBUG) {
-                let reply = Reply::read(frame.payload());
+                let reply = PhxReply::read(frame.payload());
                 if !reply.ok() {
                     debug!(reason = %reply.reason(), "event refused by kandan");
                 }
             }
             return Ok(());
         };
-        let reply = Reply::read(frame.payload());
+        let reply = PhxReply::read(frame.payload());
         if frame.msg_ref() != Some(join_ref.as_str()) {
             return Ok(());
         }

@@ -1,7 +1,7 @@
 //! Phoenix Channels v2 JSON framing: `[joinRef, ref, topic, event, payload]`.
 //!
 //! Both ways without a JSON tree: an incoming frame borrows its strings and
-//! its payload from the text ([`Incoming`]), and an outgoing one is written
+//! its payload from the text ([`IncomingFrame`]), and an outgoing one is written
 //! straight from its [`Head`] and typed payload ([`text_of`]).
 
 use std::borrow::Cow;
@@ -25,7 +25,7 @@ pub(crate) enum FrameError {
 
 /// One message from Kandan, borrowing from its text.
 #[derive(Debug, Deserialize)]
-pub(crate) struct Incoming<'a>(
+pub(crate) struct IncomingFrame<'a>(
     #[serde(borrow)] pub Option<Cow<'a, str>>,
     #[serde(borrow)] pub Option<Cow<'a, str>>,
     #[serde(borrow)] pub Cow<'a, str>,
@@ -33,7 +33,7 @@ pub(crate) struct Incoming<'a>(
     #[serde(borrow)] pub &'a RawValue,
 );
 
-impl<'a> Incoming<'a> {
+impl<'a> IncomingFrame<'a> {
     /// Parses one text frame; never panics on bad input.
     pub(crate) fn parse(text: &'a str) -> Result<Self, FrameError> {
         serde_json::from_str(text).map_err(|err| {
@@ -196,16 +196,16 @@ impl RefCounter {
 
 /// A reply (`phx_reply`) payload: `{"status": "ok"|"error", "response": ...}`.
 #[derive(Debug, Default, Deserialize)]
-pub(crate) struct Reply<'a> {
+pub(crate) struct PhxReply<'a> {
     #[serde(borrow, default)]
     status: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     response: Option<&'a RawValue>,
 }
 
-impl<'a> Reply<'a> {
+impl<'a> PhxReply<'a> {
     /// Reads a `phx_reply` payload; anything without `"status": "ok"` is an error.
-    pub(crate) fn read(payload: &'a RawValue) -> Reply<'a> {
+    pub(crate) fn read(payload: &'a RawValue) -> PhxReply<'a> {
         serde_json::from_str(payload.get()).unwrap_or_default()
     }
 
@@ -239,7 +239,7 @@ mod tests {
     #[test]
     fn parses_a_server_push() {
         let text = r#"["3","7","runner:r1","control",{"type":"x"}]"#;
-        let frame = Incoming::parse(text).unwrap();
+        let frame = IncomingFrame::parse(text).unwrap();
         assert_eq!(frame.join_ref(), Some("3"));
         assert_eq!(frame.msg_ref(), Some("7"));
         assert_eq!(frame.topic(), "runner:r1");
@@ -249,7 +249,7 @@ mod tests {
 
     #[test]
     fn parses_null_refs_and_escaped_names() {
-        let frame = Incoming::parse(r#"[null,null,"phoenix","phx_\u0072eply",{}]"#).unwrap();
+        let frame = IncomingFrame::parse(r#"[null,null,"phoenix","phx_\u0072eply",{}]"#).unwrap();
         assert_eq!(frame.join_ref(), None);
         assert_eq!(frame.msg_ref(), None);
         assert_eq!(frame.event(), "phx_reply");
@@ -260,7 +260,7 @@ mod tests {
         let head = Head::new(None, Some("12"), "phoenix", "heartbeat");
         let text = text_of(head, &Empty {}, 0);
         assert_eq!(text, r#"[null,"12","phoenix","heartbeat",{}]"#);
-        let frame = Incoming::parse(&text).unwrap();
+        let frame = IncomingFrame::parse(&text).unwrap();
         assert_eq!(frame.msg_ref(), Some("12"));
     }
 
@@ -280,7 +280,7 @@ mod tests {
             ("[null,null,\"t\",null,{}]", "shape"),
             ("\"just a string\"", "shape"),
         ] {
-            let got = match Incoming::parse(text) {
+            let got = match IncomingFrame::parse(text) {
                 Err(FrameError::Json(_)) => "json",
                 Err(FrameError::Shape(_)) => "shape",
                 Ok(frame) => panic!("{text:?} parsed as {frame:?}"),
@@ -330,12 +330,12 @@ mod tests {
     fn reads_replies() {
         let raw = |text: &str| RawValue::from_string(text.to_owned()).unwrap();
         let ok = raw(r#"{"status": "ok", "response": {}}"#);
-        assert!(Reply::read(&ok).ok());
+        assert!(PhxReply::read(&ok).ok());
         let err = raw(r#"{"status": "error", "response": {"reason": "unauthorized"}}"#);
-        let err = Reply::read(&err);
+        let err = PhxReply::read(&err);
         assert!(!err.ok());
         assert_eq!(err.reason(), "unauthorized");
         let garbage = raw(r#""garbage""#);
-        assert!(!Reply::read(&garbage).ok());
+        assert!(!PhxReply::read(&garbage).ok());
     }
 }

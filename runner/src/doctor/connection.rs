@@ -11,22 +11,24 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite;
 
 use super::join::join_and_leave;
-use super::report::{EXIT_BAD_URL, EXIT_NETWORK, EXIT_REFUSED, Outcome, Report, Step, StepName};
+use super::report::{
+    DoctorReport, EXIT_BAD_URL, EXIT_NETWORK, EXIT_REFUSED, Outcome, Step, StepName,
+};
 use crate::control::{JoinInfo, Refusal, connector, endpoint, mount};
 
 /// How long one step may take (the connection's own connect timeout).
 pub(super) const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a step failed.
-pub(super) struct Failure {
+pub(super) struct StepFailure {
     pub(super) detail: String,
     pub(super) fix: Option<String>,
     pub(super) exit: i32,
 }
 
-impl Failure {
+impl StepFailure {
     pub(super) fn network(detail: impl Into<String>, fix: impl Into<String>) -> Self {
-        Failure {
+        StepFailure {
             detail: detail.into(),
             fix: Some(fix.into()),
             exit: EXIT_NETWORK,
@@ -57,7 +59,7 @@ impl Run {
         &mut self,
         step: StepName,
         started: Instant,
-        result: Result<(T, String), Failure>,
+        result: Result<(T, String), StepFailure>,
     ) -> Result<T, Stopped> {
         let ms = (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
         match result {
@@ -106,7 +108,7 @@ pub(crate) async fn check(
     token: Option<&str>,
     join: JoinInfo,
     leave_out: Option<String>,
-) -> Report {
+) -> DoctorReport {
     let mut secrets = Vec::new();
     // A very short token would scrub ordinary words; such a token is no
     // secret worth the noise.
@@ -120,7 +122,7 @@ pub(crate) async fn check(
         secrets,
     };
     let _ = steps(&mut run, url, token, join, leave_out).await;
-    Report {
+    DoctorReport {
         url: endpoint::redact(url),
         ok: run.exit == 0,
         steps: run.steps,
@@ -189,17 +191,19 @@ async fn steps(
     Ok(())
 }
 
-fn target(url: &str) -> Result<(Target, String), Failure> {
-    mount::check_mount(url).map_err(|err| Failure {
+fn target(url: &str) -> Result<(Target, String), StepFailure> {
+    mount::check_mount(url).map_err(|err| StepFailure {
         detail: format!("--url {}: {err}", endpoint::redact(url)),
         fix: None,
         exit: EXIT_BAD_URL,
     })?;
-    let uri: http::Uri = url.parse().map_err(|err: http::uri::InvalidUri| Failure {
-        detail: format!("--url: not a valid URL: {err}"),
-        fix: None,
-        exit: EXIT_BAD_URL,
-    })?;
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|err: http::uri::InvalidUri| StepFailure {
+            detail: format!("--url: not a valid URL: {err}"),
+            fix: None,
+            exit: EXIT_BAD_URL,
+        })?;
     let secure = uri
         .scheme_str()
         .is_some_and(|scheme| scheme.eq_ignore_ascii_case("wss"));
@@ -213,7 +217,7 @@ fn target(url: &str) -> Result<(Target, String), Failure> {
     Ok((Target { host, port, secure }, endpoint::redacted_url(url)))
 }
 
-async fn resolve(target: &Target) -> Result<(Vec<SocketAddr>, String), Failure> {
+async fn resolve(target: &Target) -> Result<(Vec<SocketAddr>, String), StepFailure> {
     if let Ok(ip) = target.host.parse::<std::net::IpAddr>() {
         return Ok((
             vec![SocketAddr::new(ip, target.port)],
@@ -226,7 +230,7 @@ async fn resolve(target: &Target) -> Result<(Vec<SocketAddr>, String), Failure> 
         target.host
     );
     match tokio::time::timeout(STEP_TIMEOUT, lookup).await {
-        Err(_) => Err(Failure::network(
+        Err(_) => Err(StepFailure::network(
             format!(
                 "{}: no answer within {} s",
                 target.host,
@@ -234,11 +238,11 @@ async fn resolve(target: &Target) -> Result<(Vec<SocketAddr>, String), Failure> 
             ),
             fix,
         )),
-        Ok(Err(err)) => Err(Failure::network(format!("{}: {err}", target.host), fix)),
+        Ok(Err(err)) => Err(StepFailure::network(format!("{}: {err}", target.host), fix)),
         Ok(Ok(addrs)) => {
             let addrs: Vec<SocketAddr> = addrs.collect();
             if addrs.is_empty() {
-                return Err(Failure::network(
+                return Err(StepFailure::network(
                     format!("{}: no address", target.host),
                     fix,
                 ));
@@ -251,7 +255,7 @@ async fn resolve(target: &Target) -> Result<(Vec<SocketAddr>, String), Failure> 
 }
 
 /// Tries each address in turn, as the connection does.
-async fn dial(target: &Target, addrs: &[SocketAddr]) -> Result<(TcpStream, String), Failure> {
+async fn dial(target: &Target, addrs: &[SocketAddr]) -> Result<(TcpStream, String), StepFailure> {
     let mut tried = Vec::new();
     let mut refused = false;
     for &addr in addrs {
@@ -282,7 +286,7 @@ async fn dial(target: &Target, addrs: &[SocketAddr]) -> Result<(TcpStream, Strin
             target.host, target.port
         )
     };
-    Err(Failure::network(tried.join("; "), fix))
+    Err(StepFailure::network(tried.join("; "), fix))
 }
 
 /// `Connection refused (os error 111)` -> `connection refused (os error 111)`.
@@ -299,7 +303,7 @@ fn lowercase_io(err: &std::io::Error) -> String {
 pub(super) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-async fn tls(target: &Target, tcp: TcpStream) -> Result<(Box<dyn Io>, String), Failure> {
+async fn tls(target: &Target, tcp: TcpStream) -> Result<(Box<dyn Io>, String), StepFailure> {
     let handshake = crate::editor::fetch::tls::connect(&target.host, tcp);
     let fix = format!(
         "{}:{} must serve TLS with a certificate for {} from a public authority; if that port serves plain HTTP, use ws://",
@@ -310,8 +314,8 @@ async fn tls(target: &Target, tcp: TcpStream) -> Result<(Box<dyn Io>, String), F
             Box::new(stream),
             format!("certificate of {} verified", target.host),
         )),
-        Ok(Err(err)) => Err(Failure::network(err.to_string(), fix)),
-        Err(_) => Err(Failure::network(
+        Ok(Err(err)) => Err(StepFailure::network(err.to_string(), fix)),
+        Err(_) => Err(StepFailure::network(
             format!("no TLS answer within {} s", STEP_TIMEOUT.as_secs()),
             fix,
         )),
@@ -325,7 +329,7 @@ async fn upgrade(
     mount: &str,
     stream: Box<dyn Io>,
     with_token: bool,
-) -> Result<(Ws, String), Failure> {
+) -> Result<(Ws, String), StepFailure> {
     let config = connector::websocket_config(connector::message_limit(16 << 20));
     let handshake = tokio_tungstenite::client_async_with_config(socket_url, stream, Some(config));
     let error = match tokio::time::timeout(STEP_TIMEOUT, handshake).await {
@@ -334,7 +338,7 @@ async fn upgrade(
         }
         Ok(Err(error)) => error,
         Err(_) => {
-            return Err(Failure::network(
+            return Err(StepFailure::network(
                 format!(
                     "no answer to the upgrade within {} s",
                     STEP_TIMEOUT.as_secs()
@@ -350,7 +354,7 @@ async fn upgrade(
         refusal.map(Refusal::without_token)
     };
     match refusal {
-        Some(Refusal::NoToken { status, .. }) => Err(Failure {
+        Some(Refusal::NoToken { status, .. }) => Err(StepFailure {
             detail: format!("http {status}: Kandan refused the runner, and no token was given"),
             fix: Some(
                 "pass the runner token from Kandan with --token-file, --token or KANDAN_TOKEN"
@@ -358,7 +362,7 @@ async fn upgrade(
             ),
             exit: EXIT_REFUSED,
         }),
-        Some(Refusal::Token { status, .. }) => Err(Failure {
+        Some(Refusal::Token { status, .. }) => Err(StepFailure {
             detail: format!("http {status}: Kandan rejected the token"),
             fix: Some(
                 "check --token, --token-file or KANDAN_TOKEN: the runner token from Kandan, not expired or revoked"
@@ -366,7 +370,7 @@ async fn upgrade(
             ),
             exit: EXIT_REFUSED,
         }),
-        Some(Refusal::Path { .. }) => Err(Failure {
+        Some(Refusal::Path { .. }) => Err(StepFailure {
             detail: "http 404: no runner socket at this path".to_owned(),
             fix: Some(
                 "--url should be the socket mount, e.g. wss://kandan.example/runner/socket".to_owned(),
@@ -374,11 +378,11 @@ async fn upgrade(
             exit: EXIT_REFUSED,
         }),
         None => match error {
-            tungstenite::Error::Http(response) => Err(Failure::network(
+            tungstenite::Error::Http(response) => Err(StepFailure::network(
                 format!("http {}: the upgrade was refused", response.status().as_u16()),
                 "Kandan (or a proxy in front of it) did not accept the WebSocket: check that the proxy passes upgrades and Kandan is up",
             )),
-            other => Err(Failure::network(
+            other => Err(StepFailure::network(
                 other.to_string(),
                 "the server there does not speak WebSocket: check the host and port in --url",
             )),

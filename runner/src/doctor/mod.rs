@@ -111,7 +111,7 @@ fn check_connection(
     token: Option<&str>,
     runner_id: Option<String>,
     auto: Option<BackendKind>,
-) -> report::Report {
+) -> report::DoctorReport {
     let hostname = crate::connect::hostname();
     let runner_id = runner_id.unwrap_or_else(|| hostname.clone());
     let leave_out = live_runner(&runner_id);
@@ -128,7 +128,9 @@ fn check_connection(
         .build()
     {
         Ok(runtime) => runtime.block_on(connection::check(url, token, join, leave_out)),
-        Err(err) => report::Report::not_run(url, &format!("cannot start the async runtime: {err}")),
+        Err(err) => {
+            report::DoctorReport::not_run(url, &format!("cannot start the async runtime: {err}"))
+        }
     }
 }
 

@@ -62,7 +62,7 @@ pub(crate) struct Step {
 
 /// The whole check.
 #[derive(Debug, Serialize)]
-pub(crate) struct Report {
+pub(crate) struct DoctorReport {
     /// `--url`, without its password.
     pub(crate) url: String,
     pub(crate) ok: bool,
@@ -72,10 +72,10 @@ pub(crate) struct Report {
     pub(crate) exit: i32,
 }
 
-impl Report {
+impl DoctorReport {
     /// A check that could not start (no runtime): one failed step.
-    pub(crate) fn not_run(url: &str, why: &str) -> Report {
-        Report {
+    pub(crate) fn not_run(url: &str, why: &str) -> DoctorReport {
+        DoctorReport {
             url: endpoint::redact(url),
             ok: false,
             steps: vec![Step {

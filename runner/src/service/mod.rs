@@ -56,19 +56,19 @@ pub(crate) struct PrintArgs {
     #[command(flatten)]
     pub(crate) unit: UnitArgs,
     /// Service manager to print for; the default is this system's.
-    #[arg(long, value_enum, default_value_t = Format::native())]
-    pub(crate) format: Format,
+    #[arg(long, value_enum, default_value_t = ServiceFormat::native())]
+    pub(crate) format: ServiceFormat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum Format {
+pub(crate) enum ServiceFormat {
     /// A systemd unit (Linux).
     Systemd,
     /// A launchd property list (macOS).
     Launchd,
 }
 
-impl Format {
+impl ServiceFormat {
     fn native() -> Self {
         if cfg!(target_os = "macos") {
             Self::Launchd
@@ -160,8 +160,8 @@ fn run_action(action: &ServiceAction) -> Result<(), ServiceError> {
         ServiceAction::Print(args) => {
             let layout = layout(&args.unit)?;
             let text = match args.format {
-                Format::Systemd => systemd::unit(&layout),
-                Format::Launchd => {
+                ServiceFormat::Systemd => systemd::unit(&layout),
+                ServiceFormat::Launchd => {
                     let url = std::env::var("KANDAN_URL")
                         .ok()
                         .filter(|url| !url.is_empty());

@@ -10,7 +10,7 @@ use aya::{
 };
 use runner_common::{globals as g, maps};
 
-use super::tracefs::{self, Format, TracefsError};
+use super::tracefs::{self, TracefsError, TracepointFormat};
 
 /// The object built by `runner/build.rs`; empty when it could not be built.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/runner"));
@@ -120,12 +120,12 @@ struct Offsets(Vec<(&'static str, u32)>);
 impl Offsets {
     fn read() -> Result<Offsets, TracefsError> {
         tracefs::ensure_mounted()?;
-        let sock = Format::read("sock", "inet_sock_set_state")?;
-        let enter = Format::read("syscalls", "sys_enter_listen")?;
-        let exit = Format::read("syscalls", "sys_exit_listen")?;
-        let fork = Format::read("sched", "sched_process_fork")?;
-        let pexit = Format::read("sched", "sched_process_exit")?;
-        let exec = Format::read("sched", "sched_process_exec")?;
+        let sock = TracepointFormat::read("sock", "inet_sock_set_state")?;
+        let enter = TracepointFormat::read("syscalls", "sys_enter_listen")?;
+        let exit = TracepointFormat::read("syscalls", "sys_exit_listen")?;
+        let fork = TracepointFormat::read("sched", "sched_process_fork")?;
+        let pexit = TracepointFormat::read("sched", "sched_process_exit")?;
+        let exec = TracepointFormat::read("sched", "sched_process_exec")?;
         Ok(Offsets(vec![
             (g::SOCK_SKADDR, sock.offset("skaddr")?),
             (g::SOCK_OLDSTATE, sock.offset("oldstate")?),

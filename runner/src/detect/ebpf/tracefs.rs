@@ -72,14 +72,14 @@ pub(crate) struct Field {
 
 /// The fields of one tracepoint, by name.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Format {
+pub(crate) struct TracepointFormat {
     name: String,
     fields: HashMap<String, Field>,
 }
 
-impl Format {
+impl TracepointFormat {
     /// Reads `events/<category>/<name>/format` under tracefs.
-    pub(crate) fn read(category: &str, name: &str) -> Result<Format, TracefsError> {
+    pub(crate) fn read(category: &str, name: &str) -> Result<TracepointFormat, TracefsError> {
         let path = Path::new(TRACEFS)
             .join("events")
             .join(category)
@@ -89,19 +89,22 @@ impl Format {
             path: path.clone(),
             source,
         })?;
-        Ok(Format::parse(&format!("{category}/{name}"), &text))
+        Ok(TracepointFormat::parse(
+            &format!("{category}/{name}"),
+            &text,
+        ))
     }
 
     /// Parses the text of a format file. Lines that are not fields are
     /// skipped: the kernel adds a `print fmt` and may add more.
-    pub(crate) fn parse(name: &str, text: &str) -> Format {
+    pub(crate) fn parse(name: &str, text: &str) -> TracepointFormat {
         let mut fields = HashMap::new();
         for line in text.lines() {
             if let Some((field, value)) = parse_field(line) {
                 fields.insert(field, value);
             }
         }
-        Format {
+        TracepointFormat {
             name: name.to_string(),
             fields,
         }
@@ -192,7 +195,7 @@ print fmt: \"comm=%s pid=%d child_comm=%s child_pid=%d\", __get_str(parent_comm)
 
     #[test]
     fn parses_sock_fields() {
-        let f = Format::parse("sock/inet_sock_set_state", SOCK);
+        let f = TracepointFormat::parse("sock/inet_sock_set_state", SOCK);
         assert_eq!(f.offset("skaddr").unwrap(), 8);
         assert_eq!(f.offset("newstate").unwrap(), 20);
         assert_eq!(f.offset("protocol").unwrap(), 30);
@@ -214,14 +217,14 @@ print fmt: \"comm=%s pid=%d child_comm=%s child_pid=%d\", __get_str(parent_comm)
 
     #[test]
     fn parses_data_loc_and_pid_fields() {
-        let f = Format::parse("sched/sched_process_fork", FORK);
+        let f = TracepointFormat::parse("sched/sched_process_fork", FORK);
         assert_eq!(f.offset("child_pid").unwrap(), 20);
         assert_eq!(f.offset("child_comm").unwrap(), 16);
     }
 
     #[test]
     fn missing_field_names_the_tracepoint() {
-        let f = Format::parse("sched/sched_process_fork", FORK);
+        let f = TracepointFormat::parse("sched/sched_process_fork", FORK);
         let err = f.offset("group_dead").unwrap_err().to_string();
         assert_eq!(
             err,
@@ -231,7 +234,7 @@ print fmt: \"comm=%s pid=%d child_comm=%s child_pid=%d\", __get_str(parent_comm)
 
     #[test]
     fn garbage_gives_no_fields() {
-        let f = Format::parse("x/y", "field:\noffset:abc;size:;\n\0\u{fffd}");
+        let f = TracepointFormat::parse("x/y", "field:\noffset:abc;size:;\n\0\u{fffd}");
         assert!(f.offset("x").is_err());
     }
 }
