@@ -105,9 +105,18 @@ fn sigterm_stops_the_demo_and_everything_it_started() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Read on a thread to the end: a closed pipe would make the demo's next
+    // line (an event it prints) fail, not the SIGTERM under test.
     let stdout = BufReader::new(child.stdout.take().unwrap());
-    let ready =
-        (stdout.lines().map_while(Result::ok)).any(|line| line.starts_with("Kandan demo ready"));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if line.starts_with("Kandan demo ready") {
+                let _ = ready_tx.send(());
+            }
+        }
+    });
+    let ready = ready_rx.recv_timeout(Duration::from_secs(120)).is_ok();
     let needle = dir.path().to_string_lossy().into_owned();
     let started = mentioning(&needle);
     // SAFETY: kill(2) on our own child's pid, not yet reaped.
