@@ -7,11 +7,12 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use crate::control::controls::{ActorId, Decision};
+use crate::control::events::InstanceEventJson;
 use serde_json::Value;
 
 /// One event of an instance, in the order the app-server caused them.
 /// Serialized, it is the wire event of PROTOCOL.md section 4 without
-/// `instanceId` and `seq` (see [`InstanceEvent::to_wire`]).
+/// `instanceId` and `seq` (see [`InstanceWire`](crate::control::events::InstanceWire)).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all_fields = "camelCase")]
 pub enum InstanceEvent {
@@ -90,23 +91,14 @@ impl InstanceEvent {
         }
     }
 
-    /// The wire event for `instance_id`, with `seq` (and `gap: true` when
-    /// set) from the caller's [`Replay`](super::Replay); `None` for
-    /// [`InstanceEvent::Failed`], which goes out as a `control_error`.
-    pub fn to_wire(&self, instance_id: &str, seq: Option<(u64, bool)>) -> Option<Value> {
-        if let InstanceEvent::Failed { .. } = self {
-            return None;
-        }
-        let mut value = serde_json::to_value(self).ok()?;
-        let object = value.as_object_mut()?;
-        object.insert("instanceId".into(), instance_id.into());
-        if let Some((seq, gap)) = seq {
-            object.insert("seq".into(), seq.into());
-            if gap {
-                object.insert("gap".into(), true.into());
-            }
-        }
-        Some(value)
+    /// Its JSON, serialized once: the replay log keeps it and every frame
+    /// of it copies it ([`InstanceWire`](crate::control::events::InstanceWire)).
+    pub(crate) fn to_json(&self) -> serde_json::Result<InstanceEventJson> {
+        let json = serde_json::to_vec(self)?;
+        Ok(InstanceEventJson {
+            kind: self.kind(),
+            json: json.into(),
+        })
     }
 }
 
@@ -197,7 +189,19 @@ pub enum StopReason {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::events::InstanceWire;
     use serde_json::json;
+
+    /// The wire event, as the frame writer writes it.
+    fn to_wire(event: &InstanceEvent, seq: u64, gap: bool) -> Value {
+        let wire = InstanceWire {
+            instance_id: "i1".into(),
+            seq,
+            gap,
+            event: event.to_json().unwrap(),
+        };
+        serde_json::to_value(wire).unwrap()
+    }
 
     #[test]
     fn events_serialize_as_the_wire_events() {
@@ -210,8 +214,8 @@ mod tests {
             tui_url: None,
         };
         assert_eq!(
-            started.to_wire("i1", None).unwrap(),
-            json!({"type": "instance_started", "instanceId": "i1", "threadId": "t", "cwd": "/w",
+            to_wire(&started, 1, false),
+            json!({"type": "instance_started", "instanceId": "i1", "seq": 1, "threadId": "t", "cwd": "/w",
                 "pid": 7, "codexVersion": "0.171.0"})
         );
         let note = InstanceEvent::Notification {
@@ -220,7 +224,7 @@ mod tests {
             ids: Ids::find(&json!({"threadId": "t"})),
         };
         assert_eq!(
-            note.to_wire("i1", Some((3, true))).unwrap(),
+            to_wire(&note, 3, true),
             json!({"type": "codex_notification", "instanceId": "i1", "seq": 3, "gap": true,
                 "method": "turn/started", "params": {"threadId": "t"}, "ids": {"threadId": "t"}})
         );
@@ -236,7 +240,7 @@ mod tests {
             changes: Some(json!([])),
         });
         assert_eq!(
-            request.to_wire("i1", Some((4, false))).unwrap(),
+            to_wire(&request, 4, false),
             json!({"type": "approval_request", "instanceId": "i1", "seq": 4, "requestId": "approval-1",
                 "kind": "file_change", "threadId": "t", "turnId": "u", "changes": []})
         );
@@ -248,8 +252,8 @@ mod tests {
             actor_slug: None,
         };
         assert_eq!(
-            resolved.to_wire("i1", None).unwrap(),
-            json!({"type": "approval_resolved", "instanceId": "i1", "requestId": "approval-1", "decision": "approve"})
+            to_wire(&resolved, 5, false),
+            json!({"type": "approval_resolved", "instanceId": "i1", "seq": 5, "requestId": "approval-1", "decision": "approve"})
         );
         let withdrawn = InstanceEvent::ApprovalResolved {
             request_id: "approval-2".into(),
@@ -258,7 +262,7 @@ mod tests {
             actor_user_id: None,
             actor_slug: None,
         };
-        assert_eq!(withdrawn.to_wire("i1", None).unwrap()["withdrawn"], true);
+        assert_eq!(to_wire(&withdrawn, 6, false)["withdrawn"], true);
         let stopped = InstanceEvent::Stopped {
             reason: StopReason::Exited,
             exit_code: None,
@@ -266,15 +270,8 @@ mod tests {
             stderr_tail: Some("x".into()),
         };
         assert_eq!(
-            stopped.to_wire("i1", None).unwrap(),
-            json!({"type": "instance_stopped", "instanceId": "i1", "reason": "exited", "signal": 9, "stderrTail": "x"})
-        );
-        assert!(
-            InstanceEvent::Failed {
-                message: "m".into()
-            }
-            .to_wire("i1", None)
-            .is_none()
+            to_wire(&stopped, 7, false),
+            json!({"type": "instance_stopped", "instanceId": "i1", "seq": 7, "reason": "exited", "signal": 9, "stderrTail": "x"})
         );
     }
 

@@ -30,12 +30,11 @@ mod transport;
 mod tui;
 
 pub use bin::{BinError, CODEX_BIN_ENV, CodexStatus, probe, resolve_bin};
-pub use command::{Command, CommandError, InstanceError, InstanceState, InstanceStatus, Reply};
+pub use command::{Command, CommandError, InstanceError, InstanceStatus, Reply};
 pub use event::{ApprovalKind, ApprovalRequest, Decision, Ids, InstanceEvent, StopReason};
+pub(crate) use instance::Emitted;
 pub use instance::{Events, HeldInstance, InstanceHandle, spawn};
-pub use options::{
-    ApprovalPolicy, DEFAULT_STREAM_FLUSH, DEFAULT_TURN_IDLE_TIMEOUT, InstanceOptions, SandboxMode,
-};
+pub use options::{DEFAULT_STREAM_FLUSH, DEFAULT_TURN_IDLE_TIMEOUT, InstanceOptions};
 /// Whether any process (zombies included) is in process group `pgid`.
 pub fn group_alive(pgid: u32) -> bool {
     crate::supervise::group_alive(pgid)

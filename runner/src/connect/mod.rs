@@ -173,9 +173,9 @@ pub async fn run(args: ConnectArgs) -> i32 {
                 runner.send(editors::event(event)).await;
                 editors::report_status(&runner.editors);
             }
-            Some((id, event, charge)) = instance_events.recv() => {
-                let changes_status = instances::Instances::changes_status(&event);
-                runner.on_instance_event(id, event, charge).await;
+            Some(emitted) = instance_events.recv() => {
+                let changes_status = instances::Instances::changes_status(&emitted.event);
+                runner.on_instance_event(emitted).await;
                 if changes_status {
                     crate::report::instances(runner.instances.ready());
                 }

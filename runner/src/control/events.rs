@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::controls::{ActorId, Decision, Opcode};
 use super::pieces::Pieces;
-use crate::codex::InstanceEvent;
+pub use super::instance_wire::{InstanceEventJson, InstanceWire};
 
 /// One event, tagged by `type`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -76,7 +76,7 @@ impl Event {
             Event::LocalEditorStarted(_) => "local_editor_started",
             Event::LocalEditorStopped(_) => "local_editor_stopped",
             Event::ControlError(_) => "control_error",
-            Event::Instance(wire) => wire.event.kind(),
+            Event::Instance(wire) => wire.event.kind,
         }
     }
 }
@@ -285,20 +285,6 @@ pub struct LocalEditorStopped {
     pub reason: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
-}
-
-/// An instance's event (PROTOCOL.md section 7) with its `instanceId` and
-/// `seq`: the fields of the [`InstanceEvent`] (its own `type` included)
-/// beside them.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct InstanceWire {
-    pub instance_id: String,
-    pub seq: u64,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub gap: bool,
-    #[serde(flatten)]
-    pub event: InstanceEvent,
 }
 
 /// A control was refused or failed.

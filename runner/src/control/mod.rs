@@ -15,6 +15,7 @@ pub mod connector;
 pub mod controls;
 pub mod endpoint;
 pub mod events;
+pub(crate) mod instance_wire;
 pub(crate) mod frame;
 pub(crate) mod mount;
 mod out_frame;

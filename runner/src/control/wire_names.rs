@@ -108,6 +108,8 @@ fn sample(field: &str) -> Value {
         "headers" => json!([["accept", "*/*"]]),
         "bodyBase64" => json!("AQID"),
         "opcode" => json!("binary"),
+        "approvalPolicy" => json!("on-request"),
+        "sandbox" => json!("workspace-write"),
         "allowedCwds" => json!(["/work"]),
         "cwd" => json!("/work"),
         "configVersion" | "actorUserId" => json!(7),
@@ -301,7 +303,7 @@ fn instance(event: InstanceEvent) -> Event {
         instance_id: s("i"),
         seq: 1,
         gap: true,
-        event,
+        event: event.to_json().unwrap(),
     })
 }
 

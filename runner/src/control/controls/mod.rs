@@ -21,7 +21,8 @@ use serde_json::value::RawValue;
 use super::events::{ControlErrorEvent, ErrorCode};
 
 pub use fields::{
-    AbsolutePath, ActorId, Body, Decision, Headers, MAX_HEADER_PAIRS, Method, Opcode, Port, UrlPath,
+    AbsolutePath, ActorId, ApprovalPolicy, Body, Decision, Headers, MAX_HEADER_PAIRS, Method,
+    Opcode, Port, SandboxMode, UrlPath,
 };
 
 /// One control, typed.
@@ -153,7 +154,7 @@ pub struct StopLocalEditor {
     pub editor_id: String,
 }
 
-#[derive(Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StartInstance {
     pub instance_id: Option<String>,
@@ -164,8 +165,8 @@ pub struct StartInstance {
     pub launch_tui: bool,
     pub model: Option<String>,
     pub reasoning_effort: Option<String>,
-    pub approval_policy: Option<String>,
-    pub sandbox: Option<String>,
+    pub approval_policy: Option<ApprovalPolicy>,
+    pub sandbox: Option<SandboxMode>,
     #[serde(default)]
     pub fast: bool,
 }

@@ -407,8 +407,8 @@ fn instance_controls() {
             launch_tui: false,
             model: Some("m".into()),
             reasoning_effort: Some("high".into()),
-            approval_policy: Some("never".into()),
-            sandbox: Some("workspace-write".into()),
+            approval_policy: Some(ApprovalPolicy::Never),
+            sandbox: Some(SandboxMode::WorkspaceWrite),
             fast: true,
         })
     );
@@ -417,6 +417,11 @@ fn instance_controls() {
         Control::StartInstance(StartInstance::default())
     );
     assert_invalid(json!({"type": "start_instance", "fast": "yes"}), "fast");
+    assert_invalid(
+        json!({"type": "start_instance", "approvalPolicy": "always"}),
+        "approvalPolicy",
+    );
+    assert_invalid(json!({"type": "start_instance", "sandbox": "none"}), "sandbox");
     assert_eq!(
         parse(json!({"type": "start_turn", "instanceId": "i1", "text": "hi", "clientTurnId": "c"})),
         Control::StartTurn(StartTurn {
