@@ -79,7 +79,7 @@ pub enum InstanceEvent {
 
 impl InstanceEvent {
     /// The wire `type`.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             InstanceEvent::Started { .. } => "instance_started",
             InstanceEvent::Notification { .. } => "codex_notification",
@@ -93,8 +93,14 @@ impl InstanceEvent {
 
     /// Its JSON, serialized once: the replay log keeps it and every frame
     /// of it copies it ([`InstanceWire`](crate::control::events::InstanceWire)).
-    pub(crate) fn to_json(&self) -> serde_json::Result<InstanceEventJson> {
-        let json = serde_json::to_vec(self)?;
+    /// `size_hint` is about its length (the bytes charged for the lines it
+    /// came from): the buffer is allocated once, then trimmed to the JSON,
+    /// as the budget and the replay log count the JSON's bytes, not the
+    /// spare room a growing buffer leaves (up to as much again).
+    pub(crate) fn to_json(&self, size_hint: usize) -> serde_json::Result<InstanceEventJson> {
+        let mut json = Vec::with_capacity(size_hint.max(256));
+        serde_json::to_writer(&mut json, self)?;
+        json.shrink_to_fit();
         Ok(InstanceEventJson {
             kind: self.kind(),
             json: json.into(),
@@ -122,7 +128,7 @@ impl Ids {
     /// `threadId`, `turnId`, `itemId`, `processId`, `requestId` at the top
     /// of `params`, else the `id` of `params.thread`, `.turn`, `.item`
     /// (`turn/started` carries the turn whole). Numbers become strings.
-    pub fn find(params: &Value) -> Ids {
+    pub(crate) fn find(params: &Value) -> Ids {
         let top = |key: &str| params.get(key).and_then(id_text);
         let nested = |key: &str| params.get(key).and_then(|v| v.get("id")).and_then(id_text);
         Ids {
@@ -198,7 +204,7 @@ mod tests {
             instance_id: "i1".into(),
             seq,
             gap,
-            event: event.to_json().unwrap(),
+            event: event.to_json(0).unwrap(),
         };
         serde_json::to_value(wire).unwrap()
     }

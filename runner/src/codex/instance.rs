@@ -333,9 +333,7 @@ async fn run(
     state.turn = None;
     server.tail.settle(Duration::from_millis(500)).await;
     drop(tui_auth);
-    state
-        .status
-        .send_modify(|status| status.state = None);
+    state.status.send_modify(|status| status.state = None);
     state
         .emit(InstanceEvent::Stopped {
             reason,

@@ -7,20 +7,20 @@ use super::event::ApprovalKind;
 use super::options::InstanceOptions;
 use crate::control::controls::Decision;
 
-pub const INITIALIZE: &str = "initialize";
-pub const INITIALIZED: &str = "initialized";
-pub const THREAD_START: &str = "thread/start";
-pub const THREAD_RESUME: &str = "thread/resume";
-pub const THREAD_READ: &str = "thread/read";
-pub const TURN_START: &str = "turn/start";
-pub const TURN_INTERRUPT: &str = "turn/interrupt";
+pub(crate) const INITIALIZE: &str = "initialize";
+pub(crate) const INITIALIZED: &str = "initialized";
+pub(crate) const THREAD_START: &str = "thread/start";
+pub(crate) const THREAD_RESUME: &str = "thread/resume";
+pub(crate) const THREAD_READ: &str = "thread/read";
+pub(crate) const TURN_START: &str = "turn/start";
+pub(crate) const TURN_INTERRUPT: &str = "turn/interrupt";
 
-pub const COMMAND_APPROVAL: &str = "item/commandExecution/requestApproval";
-pub const FILE_CHANGE_APPROVAL: &str = "item/fileChange/requestApproval";
-pub const PERMISSIONS_APPROVAL: &str = "item/permissions/requestApproval";
+pub(crate) const COMMAND_APPROVAL: &str = "item/commandExecution/requestApproval";
+pub(crate) const FILE_CHANGE_APPROVAL: &str = "item/fileChange/requestApproval";
+pub(crate) const PERMISSIONS_APPROVAL: &str = "item/permissions/requestApproval";
 
 /// `initialize`.
-pub fn initialize() -> Value {
+pub(crate) fn initialize() -> Value {
     json!({
         "clientInfo": {"name": "kandan-runner", "title": "kandan-runner", "version": env!("CARGO_PKG_VERSION")},
         "capabilities": {"experimentalApi": false},
@@ -28,7 +28,7 @@ pub fn initialize() -> Value {
 }
 
 /// `thread/start`, or `thread/resume` when the options name a thread.
-pub fn open_thread(options: &InstanceOptions) -> (&'static str, Value) {
+pub(crate) fn open_thread(options: &InstanceOptions) -> (&'static str, Value) {
     let mut params = json!({"cwd": options.cwd});
     if let Some(model) = &options.start.model {
         params["model"] = json!(model);
@@ -67,7 +67,7 @@ pub fn open_thread(options: &InstanceOptions) -> (&'static str, Value) {
 }
 
 /// `turn/start` with one text input.
-pub fn turn_start(
+pub(crate) fn turn_start(
     thread_id: &str,
     text: &str,
     client_turn_id: Option<&str>,
@@ -87,19 +87,19 @@ pub fn turn_start(
 }
 
 /// `turn/interrupt`.
-pub fn turn_interrupt(thread_id: &str, turn_id: &str) -> Value {
+pub(crate) fn turn_interrupt(thread_id: &str, turn_id: &str) -> Value {
     json!({"threadId": thread_id, "turnId": turn_id})
 }
 
 /// `thread/read`.
-pub fn thread_read(thread_id: &str, include_turns: bool) -> Value {
+pub(crate) fn thread_read(thread_id: &str, include_turns: bool) -> Value {
     json!({"threadId": thread_id, "includeTurns": include_turns})
 }
 
 /// Our answer to an approval request: `accept` (`acceptForSession`) or
 /// `decline`; a permissions request is granted what it asked for, for the
 /// turn or the session, or nothing.
-pub fn approval_answer(
+pub(crate) fn approval_answer(
     kind: ApprovalKind,
     decision: Decision,
     for_session: bool,
@@ -247,7 +247,12 @@ mod tests {
         let scopes = enum_values(&schema(file), "PermissionGrantScope");
         let asked = json!({"network": {"enabled": true}});
         for for_session in [false, true] {
-            let answer = approval_answer(ApprovalKind::Permissions, Decision::Approve, for_session, &asked);
+            let answer = approval_answer(
+                ApprovalKind::Permissions,
+                Decision::Approve,
+                for_session,
+                &asked,
+            );
             assert_fields_declared(&answer, file);
             assert!(scopes.iter().any(|s| answer["scope"] == s.as_str()));
             assert_eq!(answer["permissions"], asked);

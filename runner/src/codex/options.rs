@@ -8,20 +8,20 @@ use crate::control::budget::{Budget, DEFAULT_EVENT_BUDGET};
 use crate::control::controls::StartInstance;
 
 /// `--stream-flush-ms` default.
-pub const DEFAULT_STREAM_FLUSH: Duration = Duration::from_millis(50);
+pub(crate) const DEFAULT_STREAM_FLUSH: Duration = Duration::from_millis(50);
 /// `--turn-idle-timeout-ms` default.
-pub const DEFAULT_TURN_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_TURN_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How to start an instance (`start_instance`, plus the runner's flags).
 #[derive(Debug, Clone)]
 pub struct InstanceOptions {
     /// The `codex` binary (`--codex-bin`, `KANDAN_CODEX_BIN`, `PATH`).
-    pub codex_bin: PathBuf,
+    pub(crate) codex_bin: PathBuf,
     /// Already checked by [`CwdPolicy`](crate::workdir::CwdPolicy).
-    pub cwd: PathBuf,
+    pub(crate) cwd: PathBuf,
     /// `cwd` as the descriptor the check opened: the app-server starts in
     /// it ([`CheckedCwd::dir`](crate::workdir::CheckedCwd::dir)).
-    pub cwd_dir: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
+    pub(crate) cwd_dir: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
     /// Kandan's `start_instance` as sent: a `threadId` is resumed instead
     /// of starting a thread, `fast` asks for `serviceTier: "priority"`.
     /// Its `cwd` is the one above once checked; its `instanceId` is the
@@ -44,10 +44,10 @@ pub struct InstanceOptions {
     pub marker: String,
     /// The cgroup the app-server and everything it starts run in (none:
     /// its process group and marker hold it).
-    pub cgroup: Option<std::sync::Arc<crate::cgroup::Cgroup>>,
+    pub(crate) cgroup: Option<std::sync::Arc<crate::cgroup::Cgroup>>,
     /// The runner's budget for events waiting for Kandan (PROTOCOL.md
     /// section 5): every line read from the app-server is charged to it.
-    pub event_budget: Budget,
+    pub(crate) event_budget: Budget,
 }
 
 impl InstanceOptions {

@@ -524,19 +524,21 @@ impl State {
                 );
                 self.request(messages::TURN_START, params, Tag::TurnStart(reply));
             }
-            Command::Interrupt(interrupt) => match interrupt.turn_id.or_else(|| self.turn.clone()) {
-                Some(turn_id) => {
-                    let params = messages::turn_interrupt(&thread_id, &turn_id);
-                    self.request(
-                        messages::TURN_INTERRUPT,
-                        params,
-                        Tag::Interrupt(Some(reply)),
-                    );
+            Command::Interrupt(interrupt) => {
+                match interrupt.turn_id.or_else(|| self.turn.clone()) {
+                    Some(turn_id) => {
+                        let params = messages::turn_interrupt(&thread_id, &turn_id);
+                        self.request(
+                            messages::TURN_INTERRUPT,
+                            params,
+                            Tag::Interrupt(Some(reply)),
+                        );
+                    }
+                    None => {
+                        let _ = reply.send(Err(CommandError::NoRunningTurn));
+                    }
                 }
-                None => {
-                    let _ = reply.send(Err(CommandError::NoRunningTurn));
-                }
-            },
+            }
             Command::ResolveApproval(resolve) => {
                 let outcome = self.resolve(resolve).await;
                 let _ = reply.send(outcome);

@@ -11,7 +11,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::cgroup::{Cgroup, Containment};
-use crate::codex::{self, Command, Emitted, InstanceEvent, InstanceHandle, InstanceOptions, Replay};
+use crate::codex::{
+    self, Command, Emitted, InstanceEvent, InstanceHandle, InstanceOptions, Replay,
+};
 use crate::control::budget::{Budget, Charge};
 use crate::control::controls::{
     InterruptTurn, ReadThread, ResolveApprovalRequest, StartInstance, StartTurn, StopInstance,
@@ -323,7 +325,10 @@ impl Runner {
 
     pub(super) fn resolve_approval(&self, session: Session, resolve: ResolveApprovalRequest) {
         let (id, request_id) = (resolve.instance_id.clone(), resolve.request_id.clone());
-        let (control, command) = ("resolve_approval_request", Command::ResolveApproval(resolve));
+        let (control, command) = (
+            "resolve_approval_request",
+            Command::ResolveApproval(resolve),
+        );
         self.command(session, control, id, Some(request_id), command);
     }
 
@@ -350,7 +355,6 @@ impl Runner {
             event,
             charge,
         } = emitted;
-        let instance_id = &*instance_id;
         let json = match &event {
             InstanceEvent::Failed { message } => {
                 let event = error(
@@ -361,22 +365,22 @@ impl Runner {
                 );
                 return self.send(event).await;
             }
-            _ => match event.to_json() {
+            _ => match event.to_json(charge.bytes()) {
                 Ok(json) => json,
                 Err(err) => {
-                    tracing::warn!(instance_id, "instance event dropped: {err}");
+                    tracing::warn!(instance_id = &*instance_id, "instance event dropped: {err}");
                     return;
                 }
             },
         };
         match &event {
             InstanceEvent::Started { .. } => {
-                if let Some(instance) = self.instances.live.get_mut(instance_id) {
+                if let Some(instance) = self.instances.live.get_mut(&*instance_id) {
                     instance.started = Some(json.clone());
                 }
             }
             InstanceEvent::Stopped { .. } => {
-                if let Some(instance) = self.instances.live.get_mut(instance_id) {
+                if let Some(instance) = self.instances.live.get_mut(&*instance_id) {
                     instance.handle = None;
                     if let Some(cgroup) = instance.cgroup.take() {
                         self.instances.roots.remove_cgroup(&cgroup);
@@ -387,7 +391,7 @@ impl Runner {
             _ => {}
         }
         drop(event);
-        self.emit(instance_id, json, charge).await;
+        self.emit(&instance_id, json, charge).await;
     }
 
     /// Numbers `event` in the instance's log and sends it, tracked: the log

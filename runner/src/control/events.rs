@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use super::controls::{ActorId, Decision, Opcode};
-use super::pieces::Pieces;
 pub use super::instance_wire::{InstanceEventJson, InstanceWire};
+use super::pieces::Pieces;
 
 /// One event, tagged by `type`.
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -303,7 +303,7 @@ fn instance(event: InstanceEvent) -> Event {
         instance_id: s("i"),
         seq: 1,
         gap: true,
-        event: event.to_json().unwrap(),
+        event: event.to_json(0).unwrap(),
     })
 }
 

@@ -421,7 +421,10 @@ fn instance_controls() {
         json!({"type": "start_instance", "approvalPolicy": "always"}),
         "approvalPolicy",
     );
-    assert_invalid(json!({"type": "start_instance", "sandbox": "none"}), "sandbox");
+    assert_invalid(
+        json!({"type": "start_instance", "sandbox": "none"}),
+        "sandbox",
+    );
     assert_eq!(
         parse(json!({"type": "start_turn", "instanceId": "i1", "text": "hi", "clientTurnId": "c"})),
         Control::StartTurn(StartTurn {
