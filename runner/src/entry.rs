@@ -13,7 +13,7 @@ pub fn run() -> i32 {
     crate::control::budget::return_large_blocks_to_the_system();
     let output = cli.output.output();
     crate::logging::init(output);
-    let code = match cli.command {
+    match cli.command {
         Command::Doctor(args) => crate::doctor::run(&args),
         Command::Service(args) => crate::service::run(&args, output),
         Command::Status(args) => crate::status::run(&args, output),
@@ -55,6 +55,5 @@ pub fn run() -> i32 {
                 }
             }
         }
-    };
-    code
+    }
 }

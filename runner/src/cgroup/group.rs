@@ -20,7 +20,7 @@ const KILL_WAIT: Duration = Duration::from_secs(2);
 /// A cgroup the runner created; dropped, it kills what is left in it and
 /// is removed.
 #[derive(Debug)]
-pub(crate) struct Cgroup {
+pub struct Cgroup {
     path: PathBuf,
     /// Its path in the hierarchy, as `/proc/<pid>/cgroup` names it.
     name: PathBuf,

@@ -48,6 +48,7 @@ pub(crate) enum ContainmentChoice {
 
 /// Errors of setting up containment.
 #[derive(Debug, thiserror::Error)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) enum CgroupError {
     /// No cgroup v2 hierarchy is mounted.
     #[error("no cgroup v2 hierarchy is mounted (cgroup2 in /proc/self/mountinfo)")]
@@ -62,14 +63,8 @@ pub(crate) enum CgroupError {
         #[source]
         source: std::io::Error,
     },
-    /// A cgroup file could not be written.
-    #[error("cannot write {}", .path.display())]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     /// `--containment cgroup` on a platform without cgroups.
+    #[cfg(not(target_os = "linux"))]
     #[error("cgroups exist only on Linux")]
     NotLinux,
 }

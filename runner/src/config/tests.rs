@@ -1,6 +1,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use super::project::PROJECT_FILE;
 use super::*;
 use crate::cli::{Cli, Command, ParseError, parse_with};
 use crate::detect::BackendChoice;

@@ -8,7 +8,7 @@ use crate::detect::process_info::ProcessInfo;
 /// Which detector feeds the pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
-pub(crate) enum BackendKind {
+pub enum BackendKind {
     /// Kernel pushes listen/close events (Linux, privileged).
     Ebpf,
     /// Polls socket tables and descendants' fds (Linux, unprivileged).
@@ -108,6 +108,9 @@ impl Default for DetectorConfig {
 /// Adds and removes the roots of the watched process trees while a backend
 /// runs. `add_root` must be called before the root can fork (the runner
 /// spawns commands behind a pipe for that), so no child is missed.
+// Public for the integration tests, which add roots by pid; the cgroup
+// methods take the runner's own `Cgroup`, which stays crate-private.
+#[allow(private_interfaces)]
 pub trait RootRegistry: Send + Sync {
     /// Watches `pid` and all its present and future descendants.
     fn add_root(&self, pid: u32) -> Result<(), DetectError>;
@@ -122,7 +125,6 @@ pub trait RootRegistry: Send + Sync {
 
 /// A running backend: its events and the handle that manages its roots.
 pub struct Detector {
-    pub kind: BackendKind,
     pub events: mpsc::Receiver<DetectorEvent>,
     pub roots: Arc<dyn RootRegistry>,
 }
@@ -146,6 +148,7 @@ impl Unavailable {
         }
     }
 
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn with_fix(reason: impl Into<String>, fix: impl Into<String>) -> Self {
         Unavailable {
             reason: reason.into(),

@@ -140,11 +140,7 @@ pub(crate) fn start_with(
     let interval = config.poll_interval.max(MIN_INTERVAL);
     let scanner = Arc::new(Mutex::new(scanner));
     tokio::spawn(run(kind, Arc::clone(&roots), tx, interval, scanner));
-    Detector {
-        kind,
-        events,
-        roots,
-    }
+    Detector { events, roots }
 }
 
 async fn run<S: Scan>(

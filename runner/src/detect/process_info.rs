@@ -46,6 +46,7 @@ pub(crate) fn describe(pid: u32) -> ProcessInfo {
 /// Splits a Linux `cmdline` (arguments each ended by a NUL) into argv.
 /// Trailing NULs are dropped; empty arguments in the middle are kept.
 /// Bytes that are not UTF-8 are replaced, never refused.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) fn argv_from_cmdline(bytes: &[u8]) -> Vec<String> {
     let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
     if end == 0 {

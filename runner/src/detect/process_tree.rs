@@ -46,6 +46,7 @@ impl ProcessTree {
     }
 
     /// Whether `pid` is a root or a descendant.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn contains(&self, pid: u32) -> bool {
         self.depth.contains_key(&pid)
     }
@@ -55,12 +56,9 @@ impl ProcessTree {
         self.depth.keys().copied()
     }
 
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn len(&self) -> usize {
         self.depth.len()
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.depth.is_empty()
     }
 
     /// Depth below the root (0 for a root); `None` outside the tree.

@@ -70,7 +70,8 @@ impl KandanAccess {
     }
 
     /// `http(s)://host[:port]`.
-    pub(crate) fn origin(&self) -> &str {
+    #[cfg(test)]
+    fn origin(&self) -> &str {
         &self.origin
     }
 

@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 
 /// Why a fetch failed (the URL is added by the caller).
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum FetchError {
+pub enum FetchError {
     /// Only `http` and `https` URLs with a host are fetched.
     #[error("not an http(s) URL with a host")]
     BadUrl,

@@ -25,12 +25,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use crate::wire::EditorStopReason as StopReason;
-pub(crate) use binary::{
-    CodeServerStatus, DEFAULT_PROGRAM, code_server_status, resolve_code_server,
-};
+pub(crate) use binary::{DEFAULT_PROGRAM, code_server_status, resolve_code_server};
 pub(crate) use collaboration::CollaborationError;
 pub use collaboration::KandanAccess;
-pub(crate) use fetch::FetchError;
 pub use id::EditorId;
 pub use registry::EditorInfo;
 pub use registry::{Editors, StartRequest};
@@ -53,7 +50,7 @@ pub struct EditorConfig {
     pub ready_timeout: Duration,
     /// Where each editor gets its cgroup (none by default: its session
     /// and marker hold it).
-    pub containment: crate::cgroup::Containment,
+    pub(crate) containment: crate::cgroup::Containment,
 }
 
 impl EditorConfig {

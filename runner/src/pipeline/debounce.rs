@@ -194,8 +194,9 @@ impl Debouncer {
             .collect()
     }
 
-    /// Ports with any state (reported or waiting), for tests and logs.
-    pub(crate) fn tracked_ports(&self) -> usize {
+    /// Ports with any state (reported or waiting).
+    #[cfg(test)]
+    fn tracked_ports(&self) -> usize {
         self.ports.len()
     }
 }

@@ -8,7 +8,7 @@ use crate::detect::process_info::ProcessInfo;
 
 /// A stable listener of a watched tree, one per port.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Candidate {
+pub struct Candidate {
     pub(crate) port: u16,
     pub(crate) pid: u32,
     /// Its `label` is the `[[ports]]` entry's when that has one.
@@ -50,9 +50,7 @@ mod services;
 mod tests;
 
 pub(crate) use debounce::Debouncer;
-pub(crate) use ignore::{
-    CommandPattern, DEFAULT_COMMANDS, DEFAULT_PORTS, IgnorePolicy, IgnoreSpecError,
-};
+pub(crate) use ignore::{CommandPattern, IgnorePolicy};
 pub(crate) use services::Services;
 
 use std::collections::BTreeSet;
@@ -73,10 +71,10 @@ pub(crate) const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(750);
 pub struct PipelineConfig {
     /// Stability window (`--debounce-ms`, default 750 ms).
     pub debounce: Duration,
-    pub ignore: IgnorePolicy,
+    pub(crate) ignore: IgnorePolicy,
     /// The config file's `[[ports]]` entries; a project's
     /// `.kandan/ports.toml` adds its own after them.
-    pub ports: Vec<PortRule>,
+    pub(crate) ports: Vec<PortRule>,
     /// Told every port's live sockets the moment they change, before the
     /// window: forwarding follows the live sockets (`connect` only).
     pub gate: Option<Gate>,

@@ -126,7 +126,8 @@ impl Services {
     }
 
     /// Number of open sockets (all ports).
-    pub(crate) fn socket_count(&self) -> usize {
+    #[cfg(test)]
+    fn socket_count(&self) -> usize {
         self.index.len()
     }
 }

@@ -60,7 +60,7 @@ pub(crate) struct SpawnOptions {
 
 /// Errors of spawning the root command.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum SpawnError {
+pub enum SpawnError {
     /// The gate pipe could not be created.
     #[error("cannot create the start pipe")]
     Pipe(#[source] io::Error),

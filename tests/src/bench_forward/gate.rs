@@ -124,9 +124,10 @@ pub async fn close_to_refused(
     // Never finished early: the task is aborted at the end.
     let (_finish, finish_rx) = tokio::sync::oneshot::channel();
     let pipeline = tokio::spawn(pipeline::run(
-        PipelineConfig {
-            gate: Some(gate.clone()),
-            ..PipelineConfig::default()
+        {
+            let mut config = PipelineConfig::default();
+            config.gate = Some(gate.clone());
+            config
         },
         detector.events,
         tx,

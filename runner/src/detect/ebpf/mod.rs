@@ -123,9 +123,5 @@ pub fn start_tuned(config: &DetectorConfig, tuning: Tuning) -> Result<Detector, 
     tokio::spawn(task.run());
     // Debug: the first stderr line is the backend line, printed after this.
     tracing::debug!("eBPF detector attached");
-    Ok(Detector {
-        kind: BackendKind::Ebpf,
-        events: rx,
-        roots,
-    })
+    Ok(Detector { events: rx, roots })
 }

@@ -1,7 +1,7 @@
 //! libproc backend (macOS, polling).
 //!
 //! [`source`] is the thin OS layer (libproc and sysctl calls) behind the
-//! [`ProcSource`] seam; [`scan_with`] is the logic (tree walk, grouping
+//! [`logic::ProcSource`] seam; [`logic::scan_with`] is the logic (tree walk, grouping
 //! of sockets shared over fork, mapping to [`ListenerSocket`]s), compiled
 //! and unit-tested on every platform.
 //!
@@ -11,10 +11,8 @@ mod logic;
 #[cfg(target_os = "macos")]
 mod source;
 
-pub(crate) use logic::{ProcSource, RawListen, decode_inet, scan_with};
-
 #[cfg(target_os = "macos")]
-pub(crate) use imp::{listening_sockets, probe, scan, start};
+pub(crate) use imp::{listening_sockets, probe, start};
 
 #[cfg(target_os = "macos")]
 mod imp {
@@ -62,6 +60,6 @@ mod imp {
     /// Every LISTEN socket held by a process of the roots' trees, the
     /// runner itself excluded. Blocking.
     pub(crate) fn scan(roots: &[u32], self_pid: u32) -> std::io::Result<Vec<ListenerSocket>> {
-        super::scan_with(&super::source::Darwin, roots, self_pid)
+        super::logic::scan_with(&super::source::Darwin, roots, self_pid)
     }
 }
