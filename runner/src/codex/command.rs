@@ -67,10 +67,9 @@ impl CommandError {
 /// Errors of starting an instance (`instance_failed`).
 #[derive(Debug, thiserror::Error)]
 pub enum InstanceError {
-    /// The app-server could not be spawned (a [`SpawnError`], boxed: that
-    /// type is the crate's own, this one the integration tests see).
+    /// The app-server could not be spawned.
     #[error("cannot start the codex app-server")]
-    Spawn(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Spawn(#[from] SpawnError),
     /// No random bytes for the instance's marker.
     #[error("cannot draw random bytes")]
     Random(#[source] getrandom::Error),
@@ -80,12 +79,6 @@ pub enum InstanceError {
     /// The child has no stdin or stdout pipe.
     #[error("the codex app-server has no stdio pipes")]
     NoPipes,
-}
-
-impl From<SpawnError> for InstanceError {
-    fn from(err: SpawnError) -> Self {
-        InstanceError::Spawn(Box::new(err))
-    }
 }
 
 /// What `runner_ready` lists for an instance (with the caller's `lastSeq`).

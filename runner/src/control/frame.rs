@@ -338,8 +338,7 @@ mod tests {
 
     #[test]
     fn an_instance_event_is_copied_into_the_frame_as_serialized() {
-        use crate::control::Event;
-        use crate::wire::{InstanceEventJson, InstanceWire};
+        use crate::wire::{Event, InstanceEventJson, InstanceWire};
         let json = r#"{"type":"codex_notification","method":"m","params":{"d":"é\n"}}"#;
         let event = Event::Instance(InstanceWire {
             instance_id: "i1".into(),
