@@ -78,6 +78,9 @@ pub enum InstanceEvent {
     },
 }
 
+/// Room beyond the size hint for what the event adds to its message.
+const TO_JSON_SLACK: usize = 4096;
+
 impl InstanceEvent {
     /// The wire `type`.
     pub(crate) fn kind(&self) -> &'static str {
@@ -98,8 +101,11 @@ impl InstanceEvent {
     /// came from): the buffer is allocated once, then trimmed to the JSON,
     /// as the budget and the replay log count the JSON's bytes, not the
     /// spare room a growing buffer leaves (up to as much again).
+    /// [`TO_JSON_SLACK`] more: a message read back from the backlog's file
+    /// is charged its line there, a little shorter than the event (its
+    /// `type` and `ids`), and a buffer one byte short would double.
     pub(crate) fn to_json(&self, size_hint: usize) -> serde_json::Result<InstanceEventJson> {
-        let mut json = Vec::with_capacity(size_hint.max(256));
+        let mut json = Vec::with_capacity(size_hint.saturating_add(TO_JSON_SLACK));
         serde_json::to_writer(&mut json, self)?;
         json.shrink_to_fit();
         Ok(InstanceEventJson {
