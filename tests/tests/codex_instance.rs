@@ -10,8 +10,10 @@ use integration_tests::codex::procs::{descends_from, processes_with};
 use integration_tests::codex::{CodexDirs, codex_bin};
 use integration_tests::fake_model::{FakeModel, Reply};
 use runner::codex::{
-    self, ApprovalKind, Command, CommandError, Decision, InstanceEvent, InstanceState, StopReason,
+    self, ApprovalKind, Command, CommandError, Decision, InstanceEvent, StopReason,
 };
+use runner::wire::InstanceState;
+use runner::wire::{InterruptTurn, ReadThread};
 
 #[tokio::test]
 async fn text_turn_deltas_are_batched_without_changing_the_text() {
@@ -25,7 +27,7 @@ async fn text_turn_deltas_are_batched_without_changing_the_text() {
         let mut options = dirs.options(&model).unwrap();
         options.stream_flush = Duration::from_millis(flush_ms);
         let mut instance = Instance::start(options).await;
-        assert_eq!(instance.handle.status().state, InstanceState::Idle);
+        assert_eq!(instance.handle.status().state, Some(InstanceState::Idle));
         instance.turn("say it").await;
         instance.notification("turn/completed").await;
         let (text, count) = instance.agent_text();
@@ -74,7 +76,7 @@ async fn approved_command_runs_and_its_output_is_in_item_completed() {
     );
     assert!(!dirs.cwd().join("made.txt").exists(), "ran before approval");
     instance
-        .resolve(&request.request_id, true, false)
+        .resolve(&request.request_id, Decision::Approve, false)
         .await
         .unwrap();
     let resolved = instance.resolution().await;
@@ -101,7 +103,7 @@ async fn approved_command_runs_and_its_output_is_in_item_completed() {
     );
     // The same decision again: already answered.
     let err = instance
-        .resolve(&request.request_id, true, false)
+        .resolve(&request.request_id, Decision::Approve, false)
         .await
         .unwrap_err();
     assert_eq!(err.code().to_string(), "unknown_request");
@@ -119,7 +121,7 @@ async fn denied_command_does_not_run() {
     instance.turn("run it").await;
     let request = instance.approval().await;
     instance
-        .resolve(&request.request_id, false, false)
+        .resolve(&request.request_id, Decision::Deny, false)
         .await
         .unwrap();
     instance.notification("turn/completed").await;
@@ -156,7 +158,7 @@ async fn file_change_approval_carries_the_changes_and_applies_them() {
     assert!(changes.to_string().contains("notes.txt"), "{changes}");
     assert!(!dirs.cwd().join("notes.txt").exists());
     instance
-        .resolve(&request.request_id, true, false)
+        .resolve(&request.request_id, Decision::Approve, false)
         .await
         .unwrap();
     instance.notification("turn/completed").await;
@@ -180,7 +182,7 @@ async fn approval_for_the_session_is_not_asked_again() {
     instance.turn("twice").await;
     let request = instance.approval().await;
     instance
-        .resolve(&request.request_id, true, true)
+        .resolve(&request.request_id, Decision::Approve, true)
         .await
         .unwrap();
     instance.notification("turn/completed").await;
@@ -207,14 +209,17 @@ async fn withdrawn_approval_is_reported_and_a_late_decision_is_unknown() {
     // Interrupting the turn withdraws its pending approval.
     instance
         .handle
-        .call(Command::Interrupt { turn_id: None })
+        .call(Command::Interrupt(InterruptTurn {
+            instance_id: String::new(),
+            turn_id: None,
+        }))
         .await
         .unwrap();
     let withdrawn = instance.resolution().await;
     assert_eq!(withdrawn, (request.request_id.clone(), None, true));
     assert!(instance.handle.status().pending_approvals.is_empty());
     let err = instance
-        .resolve(&request.request_id, true, false)
+        .resolve(&request.request_id, Decision::Approve, false)
         .await
         .unwrap_err();
     assert!(matches!(err, CommandError::UnknownRequest { .. }), "{err}");
@@ -230,21 +235,25 @@ async fn interrupt_ends_a_slow_turn() {
     let mut instance = Instance::start(dirs.options(&model).unwrap()).await;
     let turn_id = instance.turn("take your time").await;
     instance.notification("item/agentMessage/delta").await;
-    assert_eq!(instance.handle.status().state, InstanceState::Running);
+    assert_eq!(instance.handle.status().state, Some(InstanceState::Running));
     instance
         .handle
-        .call(Command::Interrupt {
+        .call(Command::Interrupt(InterruptTurn {
+            instance_id: String::new(),
             turn_id: Some(turn_id.clone()),
-        })
+        }))
         .await
         .unwrap();
     let completed = instance.notification("turn/completed").await;
     assert_eq!(completed["turn"]["id"], turn_id.as_str());
     assert_eq!(completed["turn"]["status"], "interrupted", "{completed}");
-    assert_eq!(instance.handle.status().state, InstanceState::Idle);
+    assert_eq!(instance.handle.status().state, Some(InstanceState::Idle));
     let err = instance
         .handle
-        .call(Command::Interrupt { turn_id: None })
+        .call(Command::Interrupt(InterruptTurn {
+            instance_id: String::new(),
+            turn_id: None,
+        }))
         .await
         .unwrap_err();
     assert_eq!(err, CommandError::NoRunningTurn);
@@ -278,9 +287,9 @@ async fn a_turn_waiting_for_a_decision_is_not_idle() {
     let request = instance.approval().await;
     // Longer than the idle timeout: the pending decision keeps the turn.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(instance.handle.status().state, InstanceState::Running);
+    assert_eq!(instance.handle.status().state, Some(InstanceState::Running));
     instance
-        .resolve(&request.request_id, true, false)
+        .resolve(&request.request_id, Decision::Approve, false)
         .await
         .unwrap();
     let completed = instance.notification("turn/completed").await;
@@ -299,10 +308,11 @@ async fn read_thread_with_turns_then_resume_it_in_a_new_instance() {
     let thread_id = instance.thread_id.clone();
     instance
         .handle
-        .call(Command::ReadThread {
+        .call(Command::ReadThread(ReadThread {
+            instance_id: String::new(),
             thread_id: thread_id.clone(),
             include_turns: true,
-        })
+        }))
         .await
         .unwrap();
     let thread = instance
@@ -322,7 +332,7 @@ async fn read_thread_with_turns_then_resume_it_in_a_new_instance() {
     instance.stop().await;
 
     let mut options = dirs.options(&model).unwrap();
-    options.thread_id = Some(thread_id.clone());
+    options.start.thread_id = Some(thread_id.clone());
     let mut resumed = Instance::start(options).await;
     assert_eq!(resumed.thread_id, thread_id);
     resumed.turn("two").await;
@@ -331,10 +341,11 @@ async fn read_thread_with_turns_then_resume_it_in_a_new_instance() {
     assert!(model.requests()[1].to_string().contains("first answer"));
     resumed
         .handle
-        .call(Command::ReadThread {
+        .call(Command::ReadThread(ReadThread {
+            instance_id: String::new(),
             thread_id: thread_id.clone(),
             include_turns: true,
-        })
+        }))
         .await
         .unwrap();
     let thread = resumed
@@ -423,7 +434,7 @@ async fn launch_tui_drives_the_app_server_over_its_websocket() {
     let (model, dirs) = rig().await;
     model.push([Reply::text(&["over ", "the ", "socket"])]);
     let mut options = dirs.options(&model).unwrap();
-    options.launch_tui = true;
+    options.start.launch_tui = true;
     let held = codex::spawn(options).unwrap();
     let (handle, mut events) = held.start().unwrap();
     let first = tokio::time::timeout(EVENT_TIMEOUT, events.recv())
@@ -476,7 +487,7 @@ async fn launch_tui_drives_the_app_server_over_its_websocket() {
 /// namespace (under `workspace-write` only with `workspace_network`).
 #[tokio::test]
 async fn a_dev_server_the_agent_starts_is_in_the_instance_tree() {
-    use codex::SandboxMode::{DangerFullAccess, WorkspaceWrite};
+    use runner::wire::SandboxMode::{DangerFullAccess, WorkspaceWrite};
     for (sandbox, workspace_network, shared) in [
         (DangerFullAccess, true, true),
         (WorkspaceWrite, true, true),
@@ -494,13 +505,13 @@ async fn a_dev_server_the_agent_starts_is_in_the_instance_tree() {
             Reply::text(&["serving"]),
         ]);
         let mut options = dirs.options(&model).unwrap();
-        options.sandbox = Some(sandbox);
+        options.start.sandbox = Some(sandbox);
         options.workspace_network = workspace_network;
         let mut instance = Instance::start(options).await;
         instance.turn("serve the site").await;
         let request = instance.approval().await;
         instance
-            .resolve(&request.request_id, true, false)
+            .resolve(&request.request_id, Decision::Approve, false)
             .await
             .unwrap();
         let deadline = std::time::Instant::now() + EVENT_TIMEOUT;

@@ -11,8 +11,9 @@ use integration_tests::codex::driver::{EVENT_TIMEOUT, Instance, rig, script_code
 use integration_tests::codex::procs::{processes_with, runs_program};
 use integration_tests::fake_model::Reply;
 use runner::codex::{
-    self, Command, CommandError, InstanceEvent, InstanceOptions, InstanceState, StopReason,
+    self, Command, CommandError, Decision, InstanceEvent, InstanceOptions, StopReason,
 };
+use runner::wire::{InterruptTurn, StartTurn};
 use serde_json::Value;
 
 #[tokio::test]
@@ -45,11 +46,14 @@ async fn stop_leaves_no_process_of_the_group() {
     // The instance is gone for good.
     let err = instance
         .handle
-        .call(Command::Interrupt { turn_id: None })
+        .call(Command::Interrupt(InterruptTurn {
+            instance_id: String::new(),
+            turn_id: None,
+        }))
         .await
         .unwrap_err();
     assert_eq!(err, CommandError::Stopped);
-    assert_eq!(instance.handle.status().state, InstanceState::Stopped);
+    assert_eq!(instance.handle.status().state, None);
 }
 
 #[tokio::test]
@@ -92,7 +96,7 @@ async fn stop_ends_a_command_the_agent_is_running() {
     instance.turn("run something long").await;
     let request = instance.approval().await;
     instance
-        .resolve(&request.request_id, true, false)
+        .resolve(&request.request_id, Decision::Approve, false)
         .await
         .unwrap();
     // Wait until the command runs.
@@ -125,7 +129,7 @@ async fn a_killed_app_server_leaves_no_command_behind() {
     instance.turn("run something long").await;
     let request = instance.approval().await;
     instance
-        .resolve(&request.request_id, true, false)
+        .resolve(&request.request_id, Decision::Approve, false)
         .await
         .unwrap();
     let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
@@ -329,7 +333,7 @@ async fn other_server_requests_are_refused_and_withdrawn_approvals_reported() {
     assert_eq!(withdrawn, (request.request_id.clone(), None, true));
     instance.notification("test/done").await;
     let err = instance
-        .resolve(&request.request_id, true, false)
+        .resolve(&request.request_id, Decision::Approve, false)
         .await
         .unwrap_err();
     assert_eq!(err.code().to_string(), "unknown_request");
@@ -349,10 +353,11 @@ async fn stop_during_the_handshake_does_not_wait_for_it() {
         let handle = handle.clone();
         tokio::spawn(async move {
             handle
-                .call(Command::StartTurn {
+                .call(Command::StartTurn(StartTurn {
+                    instance_id: String::new(),
                     text: "too early".into(),
                     client_turn_id: None,
-                })
+                }))
                 .await
         })
     };

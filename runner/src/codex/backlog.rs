@@ -18,14 +18,14 @@ use std::os::unix::fs::FileExt;
 use super::rpc::Incoming;
 
 /// Kept in memory (by the bytes charged for their lines).
-pub const MEMORY_BYTES: usize = 1 << 20;
+pub(crate) const MEMORY_BYTES: usize = 1 << 20;
 /// Written to the temporary file at most.
-pub const SPILL_LIMIT: u64 = 1 << 30;
+pub(crate) const SPILL_LIMIT: u64 = 1 << 30;
 /// Read from the file at a time.
 const READ_CHUNK: u64 = 64 << 10;
 
 #[derive(Debug, thiserror::Error)]
-pub enum BacklogError {
+pub(crate) enum BacklogError {
     #[error(
         "the app-server wrote over {} MiB before its thread opened",
         SPILL_LIMIT >> 20
@@ -39,7 +39,7 @@ pub enum BacklogError {
 
 /// Messages in arrival order: those in memory come first.
 #[derive(Default)]
-pub struct Backlog {
+pub(crate) struct Backlog {
     memory: Vec<Incoming>,
     memory_bytes: usize,
     spill: Option<Spill>,
@@ -56,12 +56,12 @@ struct Spill {
 
 impl Backlog {
     /// Whether messages wait in the file: later ones must join them.
-    pub fn spilling(&self) -> bool {
+    pub(crate) fn spilling(&self) -> bool {
         self.spill.is_some()
     }
 
     /// Keeps `message`, whose line took `bytes`.
-    pub fn push(&mut self, message: Incoming, bytes: usize) -> Result<(), BacklogError> {
+    pub(crate) fn push(&mut self, message: Incoming, bytes: usize) -> Result<(), BacklogError> {
         if self.spill.is_none() && self.memory_bytes + bytes <= MEMORY_BYTES {
             self.memory_bytes += bytes;
             self.memory.push(message);
@@ -87,14 +87,14 @@ impl Backlog {
     }
 
     /// The messages kept in memory, to handle as the thread opens.
-    pub fn take_memory(&mut self) -> Vec<Incoming> {
+    pub(crate) fn take_memory(&mut self) -> Vec<Incoming> {
         self.memory_bytes = 0;
         std::mem::take(&mut self.memory)
     }
 
     /// The length of the next message in the file, read in; `None` when
     /// the file holds nothing more (it is then closed).
-    pub fn next_len(&mut self) -> Result<Option<usize>, BacklogError> {
+    pub(crate) fn next_len(&mut self) -> Result<Option<usize>, BacklogError> {
         let Some(spill) = &mut self.spill else {
             return Ok(None);
         };
@@ -118,7 +118,7 @@ impl Backlog {
     }
 
     /// The next message in the file.
-    pub fn pop(&mut self) -> Result<Option<Incoming>, BacklogError> {
+    pub(crate) fn pop(&mut self) -> Result<Option<Incoming>, BacklogError> {
         let Some(len) = self.next_len()? else {
             return Ok(None);
         };

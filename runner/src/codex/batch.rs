@@ -16,10 +16,10 @@ use crate::control::budget::Charge;
 
 /// A notification as it goes out: method, params, and the budget bytes of
 /// the lines it came from.
-pub type Note = (String, Value, Charge);
+pub(crate) type Note = (String, Value, Charge);
 
 #[derive(Debug)]
-pub struct Batcher {
+pub(crate) struct Batcher {
     window: Duration,
     open: Option<Open>,
 }
@@ -36,12 +36,12 @@ struct Open {
 
 impl Batcher {
     /// A zero window turns batching off.
-    pub fn new(window: Duration) -> Self {
+    pub(crate) fn new(window: Duration) -> Self {
         Batcher { window, open: None }
     }
 
     /// Takes one notification; returns what is ready to go out, in order.
-    pub fn push(
+    pub(crate) fn push(
         &mut self,
         method: String,
         params: Value,
@@ -83,12 +83,12 @@ impl Batcher {
     }
 
     /// When the open batch must go out.
-    pub fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         self.open.as_ref().map(|open| open.deadline)
     }
 
     /// The open batch as one notification.
-    pub fn flush(&mut self) -> Option<Note> {
+    pub(crate) fn flush(&mut self) -> Option<Note> {
         let open = self.open.take()?;
         let mut params = open.rest;
         params.insert("delta".into(), Value::String(open.text));

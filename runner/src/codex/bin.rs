@@ -4,11 +4,11 @@
 use std::path::{Path, PathBuf};
 
 /// The environment variable standing in for `--codex-bin`.
-pub const CODEX_BIN_ENV: &str = "KANDAN_CODEX_BIN";
+pub(crate) const CODEX_BIN_ENV: &str = "KANDAN_CODEX_BIN";
 
 /// No usable `codex` binary.
 #[derive(Debug, thiserror::Error)]
-pub enum BinError {
+pub(crate) enum BinError {
     /// The given path is not an executable file.
     #[error("codex binary `{}` (from {from}) is not an executable file", .path.display())]
     NotExecutable { path: PathBuf, from: &'static str },
@@ -18,7 +18,7 @@ pub enum BinError {
 }
 
 /// Resolves the binary: `flag`, else the environment variable, else `PATH`.
-pub fn resolve_bin(flag: Option<&Path>) -> Result<PathBuf, BinError> {
+pub(crate) fn resolve_bin(flag: Option<&Path>) -> Result<PathBuf, BinError> {
     let from_env = std::env::var_os(CODEX_BIN_ENV).filter(|value| !value.is_empty());
     let (candidate, from) = match (flag, &from_env) {
         (Some(path), _) => (path.to_path_buf(), "--codex-bin"),
@@ -44,20 +44,20 @@ pub fn resolve_bin(flag: Option<&Path>) -> Result<PathBuf, BinError> {
 
 /// What `doctor` says about Codex.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct CodexStatus {
+pub(crate) struct CodexStatus {
     /// The binary instances would run, when found.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<PathBuf>,
+    pub(crate) path: Option<PathBuf>,
     /// `codex --version`'s version, when it ran.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
+    pub(crate) version: Option<String>,
     /// Why there is no version.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 /// Finds the binary (as [`resolve_bin`]) and asks it its version.
-pub fn probe(flag: Option<&Path>) -> CodexStatus {
+pub(crate) fn probe(flag: Option<&Path>) -> CodexStatus {
     let path = match resolve_bin(flag) {
         Ok(path) => path,
         Err(err) => {

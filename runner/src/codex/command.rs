@@ -2,39 +2,26 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
-
 use super::rpc::RpcError;
 use crate::supervise::SpawnError;
+use crate::wire::{InstanceState, InterruptTurn, ReadThread, ResolveApprovalRequest, StartTurn};
 
 /// How long an answer to our requests may take.
 pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A control for a running instance.
-#[derive(Debug, Clone, PartialEq)]
+/// A control for a running instance: Kandan's, as sent (its
+/// `instanceId` picked the instance).
+#[derive(Debug, PartialEq)]
 pub enum Command {
-    /// `start_turn`; answered with [`Reply::TurnStarted`].
-    StartTurn {
-        text: String,
-        client_turn_id: Option<String>,
-    },
-    /// `interrupt_turn`: the given turn, else the running one.
-    Interrupt { turn_id: Option<String> },
-    /// `resolve_approval_request`.
-    ResolveApproval {
-        request_id: String,
-        approve: bool,
-        for_session: bool,
-        /// Echoed in `approval_resolved`.
-        actor_user_id: Option<crate::wire::ActorId>,
-        actor_slug: Option<String>,
-    },
-    /// `read_thread`; the thread comes as [`InstanceEvent::ThreadRead`].
-    ReadThread {
-        thread_id: String,
-        include_turns: bool,
-    },
-    /// `stop_instance`; answered once [`InstanceEvent::Stopped`] was sent.
+    /// Answered with [`Reply::TurnStarted`].
+    StartTurn(StartTurn),
+    /// The given turn, else the running one.
+    Interrupt(InterruptTurn),
+    /// Its actor is echoed in `approval_resolved`.
+    ResolveApproval(ResolveApprovalRequest),
+    /// The thread comes as [`InstanceEvent::ThreadRead`](super::InstanceEvent).
+    ReadThread(ReadThread),
+    /// `stop_instance`; answered once [`InstanceEvent::Stopped`](super::InstanceEvent) was sent.
     Stop,
 }
 
@@ -94,20 +81,11 @@ pub enum InstanceError {
     NoPipes,
 }
 
-/// `runner_ready`'s `state` of an instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InstanceState {
-    Starting,
-    Idle,
-    Running,
-    Stopped,
-}
-
 /// What `runner_ready` lists for an instance (with the caller's `lastSeq`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceStatus {
-    pub state: InstanceState,
+    /// `None` once the instance has stopped (`runner_ready` leaves it out).
+    pub state: Option<InstanceState>,
     pub thread_id: Option<String>,
     /// Runner-made ids of the approvals waiting for a decision.
     pub pending_approvals: Vec<String>,

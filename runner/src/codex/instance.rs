@@ -3,12 +3,13 @@
 //! [`InstanceHandle`]; [`InstanceEvent`]s come out of a channel, in the
 //! order the app-server caused them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep_until, timeout};
 
-use super::command::{Command, CommandError, InstanceError, InstanceState, InstanceStatus, Reply};
+use super::command::{Command, CommandError, InstanceError, InstanceStatus, Reply};
 use super::messages;
 use super::options::InstanceOptions;
 use super::process::{AppServer, AppServerCommand, Exit, HeldAppServer};
@@ -16,7 +17,7 @@ use super::state::{ReplyTx, State, Tag};
 use super::transport::{self, MAX_LINE, Received, Transport};
 use super::tui::{self, TuiAuth};
 use crate::control::budget::Charge;
-use crate::wire::{InstanceEvent, StopReason};
+use crate::wire::{InstanceEvent, InstanceState, StopReason};
 
 /// How long `stop` waits for the running turn to end after interrupting it.
 const STOP_INTERRUPT_WAIT: Duration = Duration::from_secs(2);
@@ -24,15 +25,15 @@ const STOP_INTERRUPT_WAIT: Duration = Duration::from_secs(2);
 const STDIN_CLOSE_WAIT: Duration = Duration::from_millis(300);
 /// SIGTERM to SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(5);
-/// Events waiting for the caller: when it is slow, the app-server's output
-/// waits in its pipe.
+/// Events waiting for a caller of [`HeldInstance::start`]: when it is slow,
+/// the app-server's output waits in its pipe.
 const EVENT_QUEUE: usize = 256;
 
 /// Spawns the app-server held before `exec`: register
 /// [`HeldInstance::pid`] as a detector root, then [`HeldInstance::start`].
 pub fn spawn(options: InstanceOptions) -> Result<HeldInstance, InstanceError> {
     let mut args = vec!["app-server".to_string()];
-    let tui = if options.launch_tui {
+    let tui = if options.start.launch_tui {
         let auth = TuiAuth::new().map_err(InstanceError::TuiToken)?;
         args.extend(auth.args());
         Some(auth)
@@ -75,10 +76,23 @@ impl HeldInstance {
         self.held.pid()
     }
 
+    /// [`HeldInstance::start_into`] a channel of its own, read through
+    /// [`Events`].
+    pub fn start(self) -> Result<(InstanceHandle, Events), InstanceError> {
+        let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let handle = self.start_into(Arc::from(""), events_tx)?;
+        Ok((handle, Events(events)))
+    }
+
     /// Releases the app-server and starts the instance's task, which
     /// opens the thread and reports [`InstanceEvent::Started`] (or
-    /// `Failed` then `Stopped`).
-    pub fn start(self) -> Result<(InstanceHandle, Events), InstanceError> {
+    /// `Failed` then `Stopped`) to `events`, each tagged `instance_id`:
+    /// the instances of a runner share one channel, no task in between.
+    pub(crate) fn start_into(
+        self,
+        instance_id: Arc<str>,
+        events: mpsc::Sender<Emitted>,
+    ) -> Result<InstanceHandle, InstanceError> {
         let mut server = self.held.release()?;
         let (Some(stdin), Some(stdout)) = (server.child.stdin.take(), server.child.stdout.take())
         else {
@@ -104,42 +118,42 @@ impl HeldInstance {
                 Connect::WebSocket(auth)
             }
         };
-        let (event_tx, events) = mpsc::channel(EVENT_QUEUE);
         let (command_tx, commands) = mpsc::channel(64);
         let (status_tx, status) = watch::channel(InstanceStatus {
-            state: InstanceState::Starting,
+            state: Some(InstanceState::Starting),
             thread_id: None,
             pending_approvals: Vec::new(),
         });
         let pid = server.pid();
-        let state = State::new(self.options, pid, event_tx, status_tx);
+        let state = State::new(self.options, pid, (instance_id, events), status_tx);
         tokio::spawn(run(state, server, connect, commands));
-        Ok((
-            InstanceHandle {
-                commands: command_tx,
-                status,
-                pid,
-            },
-            Events(events),
-        ))
+        Ok(InstanceHandle {
+            commands: command_tx,
+            status,
+            pid,
+        })
     }
 }
 
-/// An instance's events in order. Each holds budget bytes (PROTOCOL.md
-/// section 5) until its charge is dropped: keep the charge until the event
-/// is written to Kandan, or the app-server's output stops being read.
+/// One event of an instance, in the order the app-server caused them.
+/// Its `charge` holds budget bytes (PROTOCOL.md section 5) until it is
+/// dropped: keep it until the event is written to Kandan, or the
+/// app-server's output stops being read.
 #[derive(Debug)]
-pub struct Events(mpsc::Receiver<(InstanceEvent, Charge)>);
+pub(crate) struct Emitted {
+    pub(crate) instance_id: Arc<str>,
+    pub(crate) event: InstanceEvent,
+    pub(crate) charge: Charge,
+}
+
+/// The events of an instance started with [`HeldInstance::start`].
+#[derive(Debug)]
+pub struct Events(mpsc::Receiver<Emitted>);
 
 impl Events {
     /// The next event; its bytes go back at once.
     pub async fn recv(&mut self) -> Option<InstanceEvent> {
-        self.0.recv().await.map(|(event, _)| event)
-    }
-
-    /// The next event with its charge.
-    pub async fn recv_charged(&mut self) -> Option<(InstanceEvent, Charge)> {
-        self.0.recv().await
+        self.0.recv().await.map(|emitted| emitted.event)
     }
 }
 
@@ -318,9 +332,7 @@ async fn run(
     state.turn = None;
     server.tail.settle(Duration::from_millis(500)).await;
     drop(tui_auth);
-    state
-        .status
-        .send_modify(|status| status.state = InstanceState::Stopped);
+    state.status.send_modify(|status| status.state = None);
     state
         .emit(InstanceEvent::Stopped {
             reason,

@@ -4,22 +4,22 @@
 use serde_json::{Value, json};
 
 use super::options::InstanceOptions;
-use crate::wire::ApprovalKind;
+use crate::wire::{ApprovalKind, Decision};
 
-pub const INITIALIZE: &str = "initialize";
-pub const INITIALIZED: &str = "initialized";
-pub const THREAD_START: &str = "thread/start";
-pub const THREAD_RESUME: &str = "thread/resume";
-pub const THREAD_READ: &str = "thread/read";
-pub const TURN_START: &str = "turn/start";
-pub const TURN_INTERRUPT: &str = "turn/interrupt";
+pub(crate) const INITIALIZE: &str = "initialize";
+pub(crate) const INITIALIZED: &str = "initialized";
+pub(crate) const THREAD_START: &str = "thread/start";
+pub(crate) const THREAD_RESUME: &str = "thread/resume";
+pub(crate) const THREAD_READ: &str = "thread/read";
+pub(crate) const TURN_START: &str = "turn/start";
+pub(crate) const TURN_INTERRUPT: &str = "turn/interrupt";
 
-pub const COMMAND_APPROVAL: &str = "item/commandExecution/requestApproval";
-pub const FILE_CHANGE_APPROVAL: &str = "item/fileChange/requestApproval";
-pub const PERMISSIONS_APPROVAL: &str = "item/permissions/requestApproval";
+pub(crate) const COMMAND_APPROVAL: &str = "item/commandExecution/requestApproval";
+pub(crate) const FILE_CHANGE_APPROVAL: &str = "item/fileChange/requestApproval";
+pub(crate) const PERMISSIONS_APPROVAL: &str = "item/permissions/requestApproval";
 
 /// `initialize`.
-pub fn initialize() -> Value {
+pub(crate) fn initialize() -> Value {
     json!({
         "clientInfo": {"name": "kandan-runner", "title": "kandan-runner", "version": env!("CARGO_PKG_VERSION")},
         "capabilities": {"experimentalApi": false},
@@ -27,24 +27,24 @@ pub fn initialize() -> Value {
 }
 
 /// `thread/start`, or `thread/resume` when the options name a thread.
-pub fn open_thread(options: &InstanceOptions) -> (&'static str, Value) {
+pub(crate) fn open_thread(options: &InstanceOptions) -> (&'static str, Value) {
     let mut params = json!({"cwd": options.cwd});
-    if let Some(model) = &options.model {
+    if let Some(model) = &options.start.model {
         params["model"] = json!(model);
     }
-    if let Some(policy) = options.approval_policy {
+    if let Some(policy) = options.start.approval_policy {
         params["approvalPolicy"] = json!(policy);
     }
-    if let Some(sandbox) = options.sandbox {
+    if let Some(sandbox) = options.start.sandbox {
         params["sandbox"] = json!(sandbox);
     }
-    if options.fast {
+    if options.start.fast {
         params["serviceTier"] = json!("priority");
     }
     // Config overrides for this thread. The thread params have no effort
     // field; this key sets the thread's default (turn/start carries it too).
     let mut config = serde_json::Map::new();
-    if let Some(effort) = &options.reasoning_effort {
+    if let Some(effort) = &options.start.reasoning_effort {
         config.insert("model_reasoning_effort".into(), json!(effort));
     }
     if options.workspace_network {
@@ -56,7 +56,7 @@ pub fn open_thread(options: &InstanceOptions) -> (&'static str, Value) {
     if !config.is_empty() {
         params["config"] = Value::Object(config);
     }
-    match &options.thread_id {
+    match &options.start.thread_id {
         Some(thread_id) => {
             params["threadId"] = json!(thread_id);
             (THREAD_RESUME, params)
@@ -66,7 +66,7 @@ pub fn open_thread(options: &InstanceOptions) -> (&'static str, Value) {
 }
 
 /// `turn/start` with one text input.
-pub fn turn_start(
+pub(crate) fn turn_start(
     thread_id: &str,
     text: &str,
     client_turn_id: Option<&str>,
@@ -86,24 +86,25 @@ pub fn turn_start(
 }
 
 /// `turn/interrupt`.
-pub fn turn_interrupt(thread_id: &str, turn_id: &str) -> Value {
+pub(crate) fn turn_interrupt(thread_id: &str, turn_id: &str) -> Value {
     json!({"threadId": thread_id, "turnId": turn_id})
 }
 
 /// `thread/read`.
-pub fn thread_read(thread_id: &str, include_turns: bool) -> Value {
+pub(crate) fn thread_read(thread_id: &str, include_turns: bool) -> Value {
     json!({"threadId": thread_id, "includeTurns": include_turns})
 }
 
 /// Our answer to an approval request: `accept` (`acceptForSession`) or
 /// `decline`; a permissions request is granted what it asked for, for the
 /// turn or the session, or nothing.
-pub fn approval_answer(
+pub(crate) fn approval_answer(
     kind: ApprovalKind,
-    approve: bool,
+    decision: Decision,
     for_session: bool,
     asked: &Value,
 ) -> Value {
+    let approve = decision == Decision::Approve;
     match kind {
         ApprovalKind::Command | ApprovalKind::FileChange => {
             let decision = match (approve, for_session) {
@@ -127,7 +128,7 @@ mod tests {
     //! value we choose from an enum is one of its values.
 
     use super::*;
-    use crate::codex::{ApprovalPolicy, SandboxMode};
+    use crate::wire::{ApprovalPolicy, SandboxMode};
 
     fn schema(file: &str) -> Value {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -166,11 +167,11 @@ mod tests {
 
     fn full_options() -> InstanceOptions {
         let mut options = InstanceOptions::new("codex".into(), "/tmp".into());
-        options.model = Some("gpt-5.5".into());
-        options.approval_policy = Some(ApprovalPolicy::OnRequest);
-        options.sandbox = Some(SandboxMode::ReadOnly);
-        options.fast = true;
-        options.reasoning_effort = Some("high".into());
+        options.start.model = Some("gpt-5.5".into());
+        options.start.approval_policy = Some(ApprovalPolicy::OnRequest);
+        options.start.sandbox = Some(SandboxMode::ReadOnly);
+        options.start.fast = true;
+        options.start.reasoning_effort = Some("high".into());
         options
     }
 
@@ -181,7 +182,7 @@ mod tests {
         let (method, params) = open_thread(&options);
         assert_eq!(method, THREAD_START);
         assert_fields_declared(&params, "v2/ThreadStartParams.json");
-        options.thread_id = Some("t".into());
+        options.start.thread_id = Some("t".into());
         let (method, params) = open_thread(&options);
         assert_eq!(method, THREAD_RESUME);
         assert_fields_declared(&params, "v2/ThreadResumeParams.json");
@@ -230,8 +231,9 @@ mod tests {
         ];
         for (kind, file, definition) in cases {
             let decisions = enum_values(&schema(file), definition);
-            for (approve, for_session) in [(true, false), (true, true), (false, false)] {
-                let answer = approval_answer(kind, approve, for_session, &Value::Null);
+            let (approve, deny) = (Decision::Approve, Decision::Deny);
+            for (decision, for_session) in [(approve, false), (approve, true), (deny, false)] {
+                let answer = approval_answer(kind, decision, for_session, &Value::Null);
                 assert_fields_declared(&answer, file);
                 let decision = answer["decision"].as_str().unwrap();
                 assert!(
@@ -244,13 +246,18 @@ mod tests {
         let scopes = enum_values(&schema(file), "PermissionGrantScope");
         let asked = json!({"network": {"enabled": true}});
         for for_session in [false, true] {
-            let answer = approval_answer(ApprovalKind::Permissions, true, for_session, &asked);
+            let answer = approval_answer(
+                ApprovalKind::Permissions,
+                Decision::Approve,
+                for_session,
+                &asked,
+            );
             assert_fields_declared(&answer, file);
             assert!(scopes.iter().any(|s| answer["scope"] == s.as_str()));
             assert_eq!(answer["permissions"], asked);
         }
         assert_fields_declared(
-            &approval_answer(ApprovalKind::Permissions, false, false, &asked),
+            &approval_answer(ApprovalKind::Permissions, Decision::Deny, false, &asked),
             file,
         );
     }

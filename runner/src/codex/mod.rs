@@ -1,13 +1,15 @@
-//! OpenAI Codex instances (PROTOCOL.md section 7), below the wire: each
-//! instance is one `codex app-server` child driven over JSON-RPC by one
-//! task. The caller (the Phoenix side) maps [`InstanceEvent`]s to events and
-//! controls to [`Command`]s, and numbers events with a [`Replay`] log.
+//! OpenAI Codex instances (PROTOCOL.md section 7): each instance is one
+//! `codex app-server` child driven over JSON-RPC by one task. It takes
+//! Kandan's controls as they came ([`Command`] wraps them), and sends its
+//! [`InstanceEvent`]s (the wire events, less `instanceId` and `seq`),
+//! tagged with its id, straight to the caller's channel; the caller
+//! serializes each once and numbers it in a [`Replay`] log.
 //!
 //! ```text
 //! let held = codex::spawn(options)?;          // held before exec
 //! roots.add_root(held.pid())?;                // a watched root from its first fork
-//! let (handle, mut events) = held.start()?;   // Started | Failed, then the stream
-//! handle.call(Command::StartTurn { .. }).await?;
+//! let handle = held.start_into(id, events)?;  // Started | Failed, then the stream
+//! handle.call(Command::StartTurn(turn)).await?;
 //! ```
 //!
 //! The app-server's schema for the pinned version is kept in `schema/`
@@ -28,20 +30,21 @@ mod state;
 mod transport;
 mod tui;
 
+// What the integration tests drive an instance with; the rest is the crate's.
 pub use crate::wire::{ApprovalKind, ApprovalRequest, Decision, Ids, InstanceEvent, StopReason};
-pub use bin::{BinError, CODEX_BIN_ENV, CodexStatus, probe, resolve_bin};
-pub use command::{Command, CommandError, InstanceError, InstanceState, InstanceStatus, Reply};
+pub use command::{Command, CommandError, InstanceError, InstanceStatus, Reply};
 pub use instance::{Events, HeldInstance, InstanceHandle, spawn};
-pub use options::{
-    ApprovalPolicy, DEFAULT_STREAM_FLUSH, DEFAULT_TURN_IDLE_TIMEOUT, InstanceOptions, SandboxMode,
-};
+pub use options::InstanceOptions;
+pub use rpc::RpcError;
+
+pub(crate) use bin::{probe, resolve_bin};
+pub(crate) use instance::Emitted;
+pub(crate) use replay::{DEFAULT_MAX_BYTES, Replay};
+
 /// Whether any process (zombies included) is in process group `pgid`.
 pub fn group_alive(pgid: u32) -> bool {
     crate::supervise::group_alive(pgid)
 }
-pub use replay::{DEFAULT_MAX_BYTES, Entry, Replay};
-pub use rpc::RpcError;
-pub use transport::MAX_LINE;
 
 /// The schema files kept in `schema/` (paths as `generate-json-schema`
 /// writes them), for the test that checks them against the binary.

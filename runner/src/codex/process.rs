@@ -29,33 +29,33 @@ const KILL_WAIT: Duration = Duration::from_secs(2);
 /// group or session: the app-server runs the agent's commands in sessions
 /// of their own (its sandbox), which outlive a SIGKILLed app-server unless
 /// swept.
-pub const INSTANCE_MARKER: &str = "KANDAN_CODEX_INSTANCE";
+pub(crate) const INSTANCE_MARKER: &str = "KANDAN_CODEX_INSTANCE";
 
 /// What to run.
 #[derive(Debug, Clone)]
-pub struct AppServerCommand {
-    pub program: PathBuf,
-    pub args: Vec<String>,
-    pub cwd: PathBuf,
+pub(crate) struct AppServerCommand {
+    pub(crate) program: PathBuf,
+    pub(crate) args: Vec<String>,
+    pub(crate) cwd: PathBuf,
     /// `cwd` as the descriptor its check opened; wins over `cwd`.
-    pub cwd_dir: Option<Arc<std::os::fd::OwnedFd>>,
-    pub env: Vec<(String, String)>,
+    pub(crate) cwd_dir: Option<Arc<std::os::fd::OwnedFd>>,
+    pub(crate) env: Vec<(String, String)>,
     /// The runner's [`TREE_MARKER`](crate::supervise::TREE_MARKER) value.
-    pub marker: String,
+    pub(crate) marker: String,
     /// This instance's [`INSTANCE_MARKER`] value.
-    pub instance_marker: String,
+    pub(crate) instance_marker: String,
     /// The instance's cgroup (none: its process group and marker).
-    pub cgroup: Option<Arc<Cgroup>>,
+    pub(crate) cgroup: Option<Arc<Cgroup>>,
 }
 
 /// Started, blocked before `exec`.
-pub struct HeldAppServer {
+pub(crate) struct HeldAppServer {
     held: HeldChild,
     members: Members,
 }
 
 impl HeldAppServer {
-    pub fn spawn(command: &AppServerCommand) -> Result<Self, SpawnError> {
+    pub(crate) fn spawn(command: &AppServerCommand) -> Result<Self, SpawnError> {
         let mut argv = vec![command.program.to_string_lossy().into_owned()];
         argv.extend(command.args.iter().cloned());
         let options = SpawnOptions {
@@ -82,12 +82,12 @@ impl HeldAppServer {
         Ok(HeldAppServer { held, members })
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.held.pid()
     }
 
     /// Lets it exec; its stderr is read into the tail from now on.
-    pub fn release(self) -> Result<AppServer, SpawnError> {
+    pub(crate) fn release(self) -> Result<AppServer, SpawnError> {
         let pid = self.pid();
         let mut child = self.held.release()?;
         let tail = StderrTail::default();
@@ -106,20 +106,20 @@ impl HeldAppServer {
 }
 
 /// Running.
-pub struct AppServer {
-    pub child: Child,
+pub(crate) struct AppServer {
+    pub(crate) child: Child,
     pid: u32,
     members: Members,
-    pub tail: StderrTail,
+    pub(crate) tail: StderrTail,
     /// The `ws://` address it prints when started with `--listen ws://...`.
-    pub listen_url: Option<oneshot::Receiver<String>>,
+    pub(crate) listen_url: Option<oneshot::Receiver<String>>,
 }
 
 /// How the app-server ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Exit {
-    pub code: Option<i32>,
-    pub signal: Option<i32>,
+pub(crate) struct Exit {
+    pub(crate) code: Option<i32>,
+    pub(crate) signal: Option<i32>,
 }
 
 impl From<ExitStatus> for Exit {
@@ -132,14 +132,14 @@ impl From<ExitStatus> for Exit {
 }
 
 impl AppServer {
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.pid
     }
 
     /// SIGTERM to every process of the instance, SIGKILL to what remains
     /// after `grace`; returns once the leader is reaped and no process of
     /// it is left.
-    pub async fn terminate(&mut self, grace: Duration) -> Exit {
+    pub(crate) async fn terminate(&mut self, grace: Duration) -> Exit {
         self.members.signal(libc::SIGTERM).await;
         let exit = match timeout(grace, self.child.wait()).await {
             Ok(status) => status.ok().map(Exit::from),
@@ -154,7 +154,7 @@ impl AppServer {
     /// After the leader exited (or alongside it): ends what remains of the
     /// instance (the agent's commands, in sessions of their own too),
     /// SIGKILL at `kill_at`, and reaps the leader.
-    pub async fn end_group(&mut self, exit: Option<Exit>, kill_at: Instant) -> Exit {
+    pub(crate) async fn end_group(&mut self, exit: Option<Exit>, kill_at: Instant) -> Exit {
         self.members.signal(libc::SIGTERM).await;
         while !self.members.settled().await && Instant::now() < kill_at {
             // Reaping the leader is what lets its group empty.
@@ -190,7 +190,7 @@ impl AppServer {
 
 /// The last lines of stderr, at most [`STDERR_TAIL_BYTES`].
 #[derive(Clone, Debug, Default)]
-pub struct StderrTail {
+pub(crate) struct StderrTail {
     inner: Arc<Mutex<TailInner>>,
 }
 
@@ -233,7 +233,7 @@ impl StderrTail {
     }
 
     /// The tail so far, lines joined by `\n`; `None` when empty.
-    pub fn text(&self) -> Option<String> {
+    pub(crate) fn text(&self) -> Option<String> {
         let inner = self.inner.lock().ok()?;
         let lines: Vec<&str> = inner.lines.iter().map(String::as_str).collect();
         (!lines.is_empty()).then(|| lines.join("\n"))
@@ -241,7 +241,7 @@ impl StderrTail {
 
     /// Waits (at most `limit`) for stderr to end, so the tail holds the
     /// last words of a process that just exited.
-    pub async fn settle(&self, limit: Duration) {
+    pub(crate) async fn settle(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if self.inner.lock().map(|inner| inner.done).unwrap_or(true) {

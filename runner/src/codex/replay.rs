@@ -6,16 +6,16 @@
 use std::collections::VecDeque;
 
 /// 16 MiB per instance.
-pub const DEFAULT_MAX_BYTES: usize = 16 << 20;
+pub(crate) const DEFAULT_MAX_BYTES: usize = 16 << 20;
 
 /// One kept event.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Entry<E> {
-    pub seq: u64,
+pub(crate) struct Entry<E> {
+    pub(crate) seq: u64,
     /// Events before this one were dropped unacknowledged: send it with
     /// `gap: true` (Kandan then calls `read_thread`).
-    pub gap: bool,
-    pub event: E,
+    pub(crate) gap: bool,
+    pub(crate) event: E,
     bytes: usize,
     acked: bool,
 }
@@ -23,7 +23,7 @@ pub struct Entry<E> {
 /// The per-instance log. `E` is whatever the caller sends (typically the
 /// serialized event); the caller gives each event's size in bytes.
 #[derive(Debug)]
-pub struct Replay<E> {
+pub(crate) struct Replay<E> {
     entries: VecDeque<Entry<E>>,
     last_seq: u64,
     bytes: usize,
@@ -33,14 +33,8 @@ pub struct Replay<E> {
     gap_next: bool,
 }
 
-impl<E> Default for Replay<E> {
-    fn default() -> Self {
-        Replay::new(DEFAULT_MAX_BYTES)
-    }
-}
-
 impl<E> Replay<E> {
-    pub fn new(max_bytes: usize) -> Self {
+    pub(crate) fn new(max_bytes: usize) -> Self {
         Replay {
             entries: VecDeque::new(),
             last_seq: 0,
@@ -52,7 +46,7 @@ impl<E> Replay<E> {
 
     /// Numbers `event` (of `bytes` bytes) and keeps it; returns the entry
     /// to send now, with its `seq` and `gap`.
-    pub fn push(&mut self, event: E, bytes: usize) -> &Entry<E> {
+    pub(crate) fn push(&mut self, event: E, bytes: usize) -> &Entry<E> {
         self.last_seq += 1;
         let gap = std::mem::take(&mut self.gap_next);
         self.entries.push_back(Entry {
@@ -70,7 +64,7 @@ impl<E> Replay<E> {
 
     /// Kandan's `phx_reply` for `seq` arrived: it need not be kept. Unknown
     /// or repeated seqs are ignored.
-    pub fn ack(&mut self, seq: u64) {
+    pub(crate) fn ack(&mut self, seq: u64) {
         let Some(front) = self.entries.front().map(|entry| entry.seq) else {
             return;
         };
@@ -89,18 +83,13 @@ impl<E> Replay<E> {
     }
 
     /// The unacknowledged events in order, to send again after a reconnect.
-    pub fn unacked(&self) -> impl Iterator<Item = &Entry<E>> {
+    pub(crate) fn unacked(&self) -> impl Iterator<Item = &Entry<E>> {
         self.entries.iter().filter(|entry| !entry.acked)
     }
 
     /// The seq of the newest event (0 before any), for `runner_ready`.
-    pub fn last_seq(&self) -> u64 {
+    pub(crate) fn last_seq(&self) -> u64 {
         self.last_seq
-    }
-
-    /// Bytes held by unacknowledged events.
-    pub fn bytes(&self) -> usize {
-        self.bytes
     }
 
     fn evict(&mut self) {
@@ -152,11 +141,11 @@ mod tests {
         replay.ack(1);
         replay.ack(99);
         assert_eq!(seqs(&replay), vec![(3, false), (4, false)]);
-        assert_eq!(replay.bytes(), 20);
+        assert_eq!(replay.bytes, 20);
         replay.ack(3);
         replay.ack(4);
         assert_eq!(seqs(&replay), vec![]);
-        assert_eq!(replay.bytes(), 0);
+        assert_eq!(replay.bytes, 0);
         assert_eq!(replay.push(String::new(), 1).seq, 5);
         assert_eq!(replay.last_seq(), 5);
     }
@@ -172,7 +161,7 @@ mod tests {
         let entry = replay.push(String::new(), 10);
         assert!(!entry.gap);
         assert_eq!(seqs(&replay), vec![(2, true), (3, false), (4, false)]);
-        assert_eq!(replay.bytes(), 30);
+        assert_eq!(replay.bytes, 30);
         // Acked events do not count against the bound.
         replay.ack(2);
         replay.ack(3);

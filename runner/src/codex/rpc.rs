@@ -15,7 +15,7 @@ use tokio::time::Instant;
 /// A JSON-RPC id: the app-server uses integers, the standard allows strings.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(untagged)]
-pub enum RequestId {
+pub(crate) enum RequestId {
     Int(i64),
     Str(String),
 }
@@ -33,10 +33,10 @@ impl std::fmt::Display for RequestId {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
 #[error("{message} (code {code})")]
 pub struct RpcError {
-    pub code: i64,
-    pub message: String,
+    pub(crate) code: i64,
+    pub(crate) message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<Value>,
+    pub(crate) data: Option<Value>,
 }
 
 /// One line from the app-server. Variant order matters: serde tries them in
@@ -44,7 +44,7 @@ pub struct RpcError {
 /// Serialized back (a spilled backlog) it reads as the same variant.
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(untagged)]
-pub enum Incoming {
+pub(crate) enum Incoming {
     /// The app-server asks us (approvals, user input, ...).
     Request {
         id: RequestId,
@@ -90,7 +90,7 @@ enum Outgoing<'a> {
 }
 
 /// Parses one line (without its newline).
-pub fn parse_line(line: &[u8]) -> Result<Incoming, serde_json::Error> {
+pub(crate) fn parse_line(line: &[u8]) -> Result<Incoming, serde_json::Error> {
     serde_json::from_slice(line)
 }
 
@@ -100,24 +100,24 @@ fn to_line(message: &Outgoing<'_>) -> String {
 }
 
 /// `{"method": ...}` without params (`initialized`).
-pub fn notification_line(method: &str) -> String {
+pub(crate) fn notification_line(method: &str) -> String {
     to_line(&Outgoing::Notification { method })
 }
 
 /// Our answer to the app-server's request `id`.
-pub fn response_line(id: &RequestId, result: &Value) -> String {
+pub(crate) fn response_line(id: &RequestId, result: &Value) -> String {
     to_line(&Outgoing::Response { id, result })
 }
 
 /// Our refusal of the app-server's request `id`.
-pub fn error_line(id: &RequestId, error: &RpcError) -> String {
+pub(crate) fn error_line(id: &RequestId, error: &RpcError) -> String {
     to_line(&Outgoing::Error { id, error })
 }
 
 /// Our requests waiting for an answer, each with a tag saying what it was
 /// for and a deadline.
 #[derive(Debug)]
-pub struct Calls<T> {
+pub(crate) struct Calls<T> {
     next_id: i64,
     pending: HashMap<i64, (T, Instant, &'static str)>,
 }
@@ -133,7 +133,7 @@ impl<T> Default for Calls<T> {
 
 impl<T> Calls<T> {
     /// Registers a request and returns the line to send.
-    pub fn start(
+    pub(crate) fn start(
         &mut self,
         method: &'static str,
         params: &Value,
@@ -149,7 +149,7 @@ impl<T> Calls<T> {
 
     /// The tag and method of the request an answer is for; `None` for an
     /// id we never sent or already gave up on.
-    pub fn finish(&mut self, id: &RequestId) -> Option<(T, &'static str)> {
+    pub(crate) fn finish(&mut self, id: &RequestId) -> Option<(T, &'static str)> {
         let RequestId::Int(id) = id else {
             return None;
         };
@@ -159,7 +159,7 @@ impl<T> Calls<T> {
     }
 
     /// The requests whose deadline passed, removed.
-    pub fn expired(&mut self, now: Instant) -> Vec<(T, &'static str)> {
+    pub(crate) fn expired(&mut self, now: Instant) -> Vec<(T, &'static str)> {
         let ids: Vec<i64> = self
             .pending
             .iter()
@@ -173,7 +173,7 @@ impl<T> Calls<T> {
     }
 
     /// Moves the deadline of the requests `which` picks to `until`, if later.
-    pub fn postpone(&mut self, until: Instant, which: impl Fn(&T) -> bool) {
+    pub(crate) fn postpone(&mut self, until: Instant, which: impl Fn(&T) -> bool) {
         for (tag, deadline, _) in self.pending.values_mut() {
             if which(tag) && *deadline < until {
                 *deadline = until;
@@ -182,7 +182,7 @@ impl<T> Calls<T> {
     }
 
     /// The earliest deadline, for the instance's timer.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.pending
             .values()
             .map(|(_, deadline, _)| *deadline)
@@ -190,7 +190,7 @@ impl<T> Calls<T> {
     }
 
     /// Every request still waiting (the app-server is gone).
-    pub fn drain(&mut self) -> Vec<(T, &'static str)> {
+    pub(crate) fn drain(&mut self) -> Vec<(T, &'static str)> {
         self.pending
             .drain()
             .map(|(_, (tag, _, method))| (tag, method))

@@ -8,14 +8,17 @@ use tokio::time::Instant;
 
 use super::backlog::Backlog;
 use super::batch::Batcher;
-use super::command::{CommandError, InstanceState, InstanceStatus, REQUEST_TIMEOUT, Reply};
+use super::command::{CommandError, InstanceStatus, REQUEST_TIMEOUT, Reply};
+use super::instance::Emitted;
 use super::options::InstanceOptions;
 use super::rpc::{
     Calls, Incoming, RequestId, RpcError, error_line, notification_line, response_line,
 };
 use super::{Command, messages};
 use crate::control::budget::Charge;
-use crate::wire::{ActorId, ApprovalKind, ApprovalRequest, Decision, Ids, InstanceEvent};
+use crate::wire::{
+    ApprovalKind, ApprovalRequest, Ids, InstanceEvent, InstanceState, ResolveApprovalRequest,
+};
 
 pub(super) type ReplyTx = oneshot::Sender<Result<Reply, CommandError>>;
 
@@ -43,7 +46,9 @@ pub(super) struct State {
     pub(super) options: InstanceOptions,
     pub(super) pid: u32,
     pub(super) out: Option<mpsc::UnboundedSender<String>>,
-    pub(super) events: mpsc::Sender<(InstanceEvent, Charge)>,
+    /// Where its events go, tagged with `instance_id`.
+    pub(super) events: mpsc::Sender<Emitted>,
+    pub(super) instance_id: std::sync::Arc<str>,
     /// The budget bytes of the message being handled: they go with the
     /// first event it causes (or back, when it causes none).
     pub(super) charge: Charge,
@@ -75,7 +80,7 @@ impl State {
     pub(super) fn new(
         options: InstanceOptions,
         pid: u32,
-        events: mpsc::Sender<(InstanceEvent, Charge)>,
+        (instance_id, events): (std::sync::Arc<str>, mpsc::Sender<Emitted>),
         status: watch::Sender<InstanceStatus>,
     ) -> Self {
         State {
@@ -84,6 +89,7 @@ impl State {
             pid,
             out: None,
             events,
+            instance_id,
             charge: Charge::default(),
             status,
             calls: Calls::default(),
@@ -121,7 +127,13 @@ impl State {
     }
 
     async fn emit_charged(&mut self, event: InstanceEvent, charge: Charge) {
-        if self.events.send((event, charge)).await.is_err() {
+        let instance_id = self.instance_id.clone();
+        let emitted = Emitted {
+            instance_id,
+            event,
+            charge,
+        };
+        if self.events.send(emitted).await.is_err() {
             self.abandoned = true;
         }
     }
@@ -151,7 +163,7 @@ impl State {
             InstanceState::Idle
         };
         let status = InstanceStatus {
-            state,
+            state: Some(state),
             thread_id: self.thread_id.clone(),
             pending_approvals: self.approvals.iter().map(|a| a.id.clone()).collect(),
         };
@@ -503,47 +515,37 @@ impl State {
             return;
         };
         match command {
-            Command::StartTurn {
-                text,
-                client_turn_id,
-            } => {
+            Command::StartTurn(turn) => {
                 let params = messages::turn_start(
                     &thread_id,
-                    &text,
-                    client_turn_id.as_deref(),
-                    self.options.reasoning_effort.as_deref(),
+                    &turn.text,
+                    turn.client_turn_id.as_deref(),
+                    self.options.start.reasoning_effort.as_deref(),
                 );
                 self.request(messages::TURN_START, params, Tag::TurnStart(reply));
             }
-            Command::Interrupt { turn_id } => match turn_id.or_else(|| self.turn.clone()) {
-                Some(turn_id) => {
-                    let params = messages::turn_interrupt(&thread_id, &turn_id);
-                    self.request(
-                        messages::TURN_INTERRUPT,
-                        params,
-                        Tag::Interrupt(Some(reply)),
-                    );
+            Command::Interrupt(interrupt) => {
+                match interrupt.turn_id.or_else(|| self.turn.clone()) {
+                    Some(turn_id) => {
+                        let params = messages::turn_interrupt(&thread_id, &turn_id);
+                        self.request(
+                            messages::TURN_INTERRUPT,
+                            params,
+                            Tag::Interrupt(Some(reply)),
+                        );
+                    }
+                    None => {
+                        let _ = reply.send(Err(CommandError::NoRunningTurn));
+                    }
                 }
-                None => {
-                    let _ = reply.send(Err(CommandError::NoRunningTurn));
-                }
-            },
-            Command::ResolveApproval {
-                request_id,
-                approve,
-                for_session,
-                actor_user_id,
-                actor_slug,
-            } => {
-                let actor = (actor_user_id, actor_slug);
-                let outcome = self.resolve(&request_id, approve, for_session, actor).await;
+            }
+            Command::ResolveApproval(resolve) => {
+                let outcome = self.resolve(resolve).await;
                 let _ = reply.send(outcome);
             }
-            Command::ReadThread {
-                thread_id,
-                include_turns,
-            } => {
-                let params = messages::thread_read(&thread_id, include_turns);
+            Command::ReadThread(read) => {
+                let thread_id = read.thread_id;
+                let params = messages::thread_read(&thread_id, read.include_turns);
                 self.request(
                     messages::THREAD_READ,
                     params,
@@ -559,30 +561,29 @@ impl State {
 
     pub(super) async fn resolve(
         &mut self,
-        request_id: &str,
-        approve: bool,
-        for_session: bool,
-        (actor_user_id, actor_slug): (Option<ActorId>, Option<String>),
+        resolve: ResolveApprovalRequest,
     ) -> Result<Reply, CommandError> {
+        let ResolveApprovalRequest {
+            request_id,
+            decision,
+            for_session,
+            actor_user_id,
+            actor_slug,
+            ..
+        } = resolve;
         let Some(index) = self.approvals.iter().position(|a| a.id == request_id) else {
-            return Err(CommandError::UnknownRequest {
-                request_id: request_id.to_string(),
-            });
+            return Err(CommandError::UnknownRequest { request_id });
         };
         let approval = self.approvals.remove(index);
         let result =
-            messages::approval_answer(approval.kind, approve, for_session, &approval.permissions);
+            messages::approval_answer(approval.kind, decision, for_session, &approval.permissions);
         self.flush().await;
         self.send_line(response_line(&approval.server_id, &result));
         self.last_activity = Instant::now();
         self.publish_status();
         self.emit(InstanceEvent::ApprovalResolved {
             request_id: approval.id,
-            decision: Some(if approve {
-                Decision::Approve
-            } else {
-                Decision::Deny
-            }),
+            decision: Some(decision),
             withdrawn: false,
             actor_user_id,
             actor_slug,

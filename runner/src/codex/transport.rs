@@ -17,7 +17,7 @@ use crate::control::budget::{Budget, Charge};
 
 /// The longest line read (a `thread/read` with many turns is large); the
 /// instance fails on a longer one, before reading past this.
-pub const MAX_LINE: usize = 64 << 20;
+pub(crate) const MAX_LINE: usize = 64 << 20;
 /// Parsed messages waiting for the instance (also bounded in bytes by
 /// their charges).
 const INCOMING_QUEUE: usize = 256;
@@ -31,7 +31,7 @@ const VALUE_OVERHEAD: usize = 64;
 
 /// What the reader hands the instance.
 #[derive(Debug)]
-pub enum Received {
+pub(crate) enum Received {
     /// A message and the budget bytes it holds until its event is written.
     Message(Incoming, Charge),
     /// The app-server wrote a line over [`MAX_LINE`]: nothing more is read.
@@ -39,15 +39,15 @@ pub enum Received {
 }
 
 /// The instance's ends of the connection.
-pub struct Transport {
+pub(crate) struct Transport {
     /// `None` once the app-server's output ended.
-    pub incoming: mpsc::Receiver<Received>,
+    pub(crate) incoming: mpsc::Receiver<Received>,
     /// Dropping it closes the app-server's stdin.
-    pub outgoing: mpsc::UnboundedSender<String>,
+    pub(crate) outgoing: mpsc::UnboundedSender<String>,
 }
 
 /// A transport over a child's stdout and stdin.
-pub fn stdio(
+pub(crate) fn stdio(
     stdout: impl tokio::io::AsyncRead + Unpin + Send + 'static,
     stdin: impl AsyncWrite + Unpin + Send + 'static,
     budget: Budget,
@@ -191,7 +191,7 @@ async fn write_lines(mut writer: impl AsyncWrite + Unpin, mut rx: mpsc::Unbounde
 
 /// A transport over the app-server's WebSocket listener (`launchTui`):
 /// one JSON-RPC message per text frame, `token` as the bearer capability.
-pub async fn websocket(
+pub(crate) async fn websocket(
     url: &str,
     token: &str,
     budget: Budget,

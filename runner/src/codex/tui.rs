@@ -20,7 +20,7 @@ const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The capability token and its file.
 #[derive(Debug)]
-pub struct TuiAuth {
+pub(crate) struct TuiAuth {
     token: String,
     dir: PathBuf,
     file: PathBuf,
@@ -28,7 +28,7 @@ pub struct TuiAuth {
 
 impl TuiAuth {
     /// A fresh random token in a new private directory.
-    pub fn new() -> io::Result<TuiAuth> {
+    pub(crate) fn new() -> io::Result<TuiAuth> {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).map_err(|err| io::Error::other(err.to_string()))?;
         let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -49,7 +49,7 @@ impl TuiAuth {
     }
 
     /// `app-server` arguments for the WebSocket listener.
-    pub fn args(&self) -> Vec<String> {
+    pub(crate) fn args(&self) -> Vec<String> {
         vec![
             "--listen".into(),
             "ws://127.0.0.1:0".into(),
@@ -60,7 +60,7 @@ impl TuiAuth {
         ]
     }
 
-    pub fn file(&self) -> &PathBuf {
+    pub(crate) fn file(&self) -> &PathBuf {
         &self.file
     }
 }
@@ -72,7 +72,7 @@ impl Drop for TuiAuth {
 }
 
 /// Waits for the app-server's address and connects to it.
-pub async fn connect(
+pub(crate) async fn connect(
     server: &mut AppServer,
     auth: &TuiAuth,
     budget: crate::control::budget::Budget,

@@ -12,15 +12,15 @@ use tokio::sync::mpsc;
 
 use crate::cgroup::{Cgroup, Containment};
 use crate::codex::{
-    self, ApprovalPolicy, Command, InstanceEvent, InstanceHandle, InstanceOptions, InstanceState,
-    Replay, SandboxMode,
+    self, Command, Emitted, InstanceEvent, InstanceHandle, InstanceOptions, Replay,
 };
 use crate::control::budget::{Budget, Charge};
 use crate::control::{Ack, Charged, Session};
 use crate::detect::RootRegistry;
 use crate::wire::{
-    ControlIds, ControlType, Decision, ErrorCode, Event, Failure, InstanceWire, InterruptTurn,
-    ReadThread, ReadyInstance, ResolveApprovalRequest, StartInstance, StartTurn, StopInstance,
+    ControlIds, ControlType, ErrorCode, Event, Failure, InstanceEventJson, InstanceWire,
+    InterruptTurn, ReadThread, ReadyInstance, ResolveApprovalRequest, StartInstance, StartTurn,
+    StopInstance,
 };
 
 use super::Runner;
@@ -29,16 +29,17 @@ use super::Runner;
 /// bounded in bytes: each holds its charge of the event budget).
 const EVENT_QUEUE: usize = 1024;
 
-/// An instance's event on its way to Kandan, with its budget bytes.
-pub(super) type Queued = (String, InstanceEvent, Charge);
+/// An instance's event on its way to Kandan, with its budget bytes: each
+/// instance sends it to the main loop itself.
+pub(super) type Queued = Emitted;
 
 /// The runner's Codex flags.
 pub(super) struct Settings {
-    pub codex_bin: Option<PathBuf>,
-    pub stream_flush: Duration,
-    pub turn_idle_timeout: Duration,
+    pub(super) codex_bin: Option<PathBuf>,
+    pub(super) stream_flush: Duration,
+    pub(super) turn_idle_timeout: Duration,
     /// Shared with forwarding: instance events waiting for Kandan count in it.
-    pub event_budget: Budget,
+    pub(super) event_budget: Budget,
 }
 
 struct Instance {
@@ -50,10 +51,11 @@ struct Instance {
     /// is in (PROTOCOL.md section 5), never a variable a process can set.
     cgroup: Option<Arc<Cgroup>>,
     cwd: PathBuf,
-    replay: Replay<InstanceEvent>,
+    /// Its events serialized, until Kandan acknowledges them.
+    replay: Replay<InstanceEventJson>,
     /// Its `instance_started`, sent again to a `start_instance` of a
     /// running instance.
-    started: Option<InstanceEvent>,
+    started: Option<InstanceEventJson>,
 }
 
 pub(super) struct Instances {
@@ -116,17 +118,11 @@ impl Instances {
         let mut ready: Vec<ReadyInstance> = (self.live.iter())
             .filter_map(|(id, instance)| {
                 let status = instance.handle.as_ref()?.status();
-                let state = match status.state {
-                    InstanceState::Starting => crate::wire::InstanceState::Starting,
-                    InstanceState::Idle => crate::wire::InstanceState::Idle,
-                    InstanceState::Running => crate::wire::InstanceState::Running,
-                    InstanceState::Stopped => return None,
-                };
                 Some(ReadyInstance {
                     instance_id: id.clone(),
                     thread_id: status.thread_id,
                     cwd: instance.cwd.display().to_string(),
-                    state,
+                    state: status.state?,
                     last_seq: instance.replay.last_seq(),
                     pending_approvals: status.pending_approvals,
                 })
@@ -161,17 +157,6 @@ pub(super) fn fresh_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// `approvalPolicy` / `sandbox` by their wire names.
-fn parse<T: serde::de::DeserializeOwned>(value: &Option<String>) -> Result<Option<T>, String> {
-    value
-        .as_ref()
-        .map(|text| {
-            serde_json::from_value(serde_json::Value::String(text.clone()))
-                .map_err(|_| format!("unknown value {text:?}"))
-        })
-        .transpose()
-}
-
 impl Runner {
     pub(super) async fn start_instance(&mut self, start: StartInstance) -> Result<(), Failure> {
         let instance_id = start.instance_id.clone().unwrap_or_else(fresh_id);
@@ -193,15 +178,6 @@ impl Runner {
                 return refuse(ErrorCode::CwdNotAllowed, message);
             }
         };
-        let policy = parse::<ApprovalPolicy>(&start.approval_policy);
-        let sandbox = parse::<SandboxMode>(&start.sandbox);
-        let (policy, sandbox) = match (policy, sandbox) {
-            (Ok(policy), Ok(sandbox)) => (policy, sandbox),
-            (Err(why), _) | (_, Err(why)) => {
-                let message = format!("approvalPolicy or sandbox: {why}");
-                return refuse(ErrorCode::InvalidControl, message);
-            }
-        };
         let settings = &self.instances.settings;
         let bin = match codex::resolve_bin(settings.codex_bin.as_deref()) {
             Ok(bin) => bin,
@@ -213,13 +189,7 @@ impl Runner {
         let cwd = checked.path().to_path_buf();
         let mut options = InstanceOptions::new(bin, cwd.clone());
         options.cwd_dir = Some(checked.dir().clone());
-        options.thread_id = start.thread_id;
-        options.model = start.model;
-        options.reasoning_effort = start.reasoning_effort;
-        options.approval_policy = policy;
-        options.sandbox = sandbox;
-        options.fast = start.fast;
-        options.launch_tui = start.launch_tui;
+        options.start = start;
         options.stream_flush = settings.stream_flush;
         options.turn_idle_timeout = settings.turn_idle_timeout;
         options.event_budget = settings.event_budget.clone();
@@ -251,8 +221,9 @@ impl Runner {
         if let Err(err) = self.instances.roots.add_root(held.pid()) {
             tracing::warn!(instance_id, "cannot watch the app-server's tree: {err}");
         }
-        let started = held.start();
-        let (handle, mut events) = match started {
+        let events = self.instances.events_tx.clone();
+        let started = held.start_into(Arc::from(instance_id.as_str()), events);
+        let handle = match started {
             Ok(started) => started,
             Err(err) => {
                 if let Some(cgroup) = &cgroup {
@@ -263,15 +234,6 @@ impl Runner {
             }
         };
         let pid = handle.pid();
-        let tx = self.instances.events_tx.clone();
-        let id = instance_id.clone();
-        tokio::spawn(async move {
-            while let Some((event, charge)) = events.recv_charged().await {
-                if tx.send((id.clone(), event, charge)).await.is_err() {
-                    return;
-                }
-            }
-        });
         let replay = match self.instances.live.remove(&instance_id) {
             // A stopped instance started again keeps numbering its events.
             Some(old) => old.replay,
@@ -325,11 +287,8 @@ impl Runner {
         turn: StartTurn,
         ids: &ControlIds,
     ) -> Result<(), Failure> {
-        let command = Command::StartTurn {
-            text: turn.text,
-            client_turn_id: turn.client_turn_id,
-        };
-        self.command(session, ids, &turn.instance_id, command)
+        let id = turn.instance_id.clone();
+        self.command(session, ids, &id, Command::StartTurn(turn))
     }
 
     pub(super) fn interrupt_turn(
@@ -338,10 +297,8 @@ impl Runner {
         interrupt: InterruptTurn,
         ids: &ControlIds,
     ) -> Result<(), Failure> {
-        let command = Command::Interrupt {
-            turn_id: interrupt.turn_id,
-        };
-        self.command(session, ids, &interrupt.instance_id, command)
+        let id = interrupt.instance_id.clone();
+        self.command(session, ids, &id, Command::Interrupt(interrupt))
     }
 
     pub(super) fn resolve_approval(
@@ -350,14 +307,8 @@ impl Runner {
         resolve: ResolveApprovalRequest,
         ids: &ControlIds,
     ) -> Result<(), Failure> {
-        let command = Command::ResolveApproval {
-            request_id: resolve.request_id.clone(),
-            approve: resolve.decision == Decision::Approve,
-            for_session: resolve.for_session,
-            actor_user_id: resolve.actor_user_id,
-            actor_slug: resolve.actor_slug,
-        };
-        self.command(session, ids, &resolve.instance_id, command)
+        let id = resolve.instance_id.clone();
+        self.command(session, ids, &id, Command::ResolveApproval(resolve))
     }
 
     pub(super) fn read_thread(
@@ -366,11 +317,8 @@ impl Runner {
         read: ReadThread,
         ids: &ControlIds,
     ) -> Result<(), Failure> {
-        let command = Command::ReadThread {
-            thread_id: read.thread_id,
-            include_turns: read.include_turns,
-        };
-        self.command(session, ids, &read.instance_id, command)
+        let id = read.instance_id.clone();
+        self.command(session, ids, &id, Command::ReadThread(read))
     }
 
     pub(super) fn stop_instance(
@@ -382,27 +330,36 @@ impl Runner {
         self.command(session, ids, &stop.instance_id, Command::Stop)
     }
 
-    /// An instance's event: numbered, kept until acknowledged, sent; its
-    /// budget bytes go back once it is written to Kandan.
-    pub(super) async fn on_instance_event(
-        &mut self,
-        instance_id: String,
-        event: InstanceEvent,
-        charge: Charge,
-    ) {
-        match &event {
+    /// An instance's event: serialized, numbered, kept until acknowledged,
+    /// sent; its budget bytes go back once it is written to Kandan.
+    pub(super) async fn on_instance_event(&mut self, emitted: Emitted) {
+        let Emitted {
+            instance_id,
+            event,
+            charge,
+        } = emitted;
+        let json = match &event {
             InstanceEvent::Failed { message } => {
-                let ids = ControlType::StartInstance.ids().instance(&instance_id);
+                let ids = ControlType::StartInstance.ids().instance(&*instance_id);
                 let failure = Failure::new(ErrorCode::InstanceFailed, message.clone());
                 return self.send(ids.error(failure)).await;
             }
+            _ => match event.to_json(charge.bytes()) {
+                Ok(json) => json,
+                Err(err) => {
+                    tracing::warn!(instance_id = &*instance_id, "instance event dropped: {err}");
+                    return;
+                }
+            },
+        };
+        match &event {
             InstanceEvent::Started { .. } => {
-                if let Some(instance) = self.instances.live.get_mut(&instance_id) {
-                    instance.started = Some(event.clone());
+                if let Some(instance) = self.instances.live.get_mut(&*instance_id) {
+                    instance.started = Some(json.clone());
                 }
             }
             InstanceEvent::Stopped { .. } => {
-                if let Some(instance) = self.instances.live.get_mut(&instance_id) {
+                if let Some(instance) = self.instances.live.get_mut(&*instance_id) {
                     instance.handle = None;
                     if let Some(cgroup) = instance.cgroup.take() {
                         self.instances.roots.remove_cgroup(&cgroup);
@@ -412,15 +369,17 @@ impl Runner {
             }
             _ => {}
         }
-        self.emit(&instance_id, event, charge).await;
+        drop(event);
+        self.emit(&instance_id, json, charge).await;
     }
 
-    /// Numbers `event` in the instance's log and sends it, tracked.
-    async fn emit(&mut self, instance_id: &str, event: InstanceEvent, charge: Charge) {
+    /// Numbers `event` in the instance's log and sends it, tracked: the log
+    /// and the frame share its one buffer.
+    async fn emit(&mut self, instance_id: &str, event: InstanceEventJson, charge: Charge) {
         let Some(instance) = self.instances.live.get_mut(instance_id) else {
             return;
         };
-        let bytes = json_len(&event);
+        let bytes = event.json.len();
         let entry = instance.replay.push(event, bytes);
         let wire = InstanceWire {
             instance_id: instance_id.to_owned(),
@@ -491,33 +450,5 @@ impl Runner {
             .collect();
         let stops = handles.iter().map(|handle| handle.call(Command::Stop));
         futures_util::future::join_all(stops).await;
-    }
-}
-
-/// The length of `value`'s JSON, counted as it is written (no buffer).
-fn json_len(value: &impl serde::Serialize) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    serde_json::to_writer(&mut count, value).map_or(0, |()| count.0)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn json_len_is_the_serialized_length() {
-        let value = serde_json::json!({"delta": "héllo \"x\"\n", "n": [1, 2.5, null]});
-        assert_eq!(
-            super::json_len(&value),
-            serde_json::to_vec(&value).unwrap().len()
-        );
     }
 }

@@ -185,9 +185,9 @@ pub(crate) async fn run(args: ConnectArgs, output: Output) -> i32 {
                 runner.send(event).await;
                 editors::report_status(&runner.editors, &runner.report);
             }
-            Some((id, event, charge)) = instance_events.recv() => {
-                let changes_status = instances::Instances::changes_status(&event);
-                runner.on_instance_event(id, event, charge).await;
+            Some(emitted) = instance_events.recv() => {
+                let changes_status = instances::Instances::changes_status(&emitted.event);
+                runner.on_instance_event(emitted).await;
                 if changes_status {
                     runner.report.instances(runner.instances.ready());
                 }

@@ -54,8 +54,8 @@ impl Runner {
         while let Ok(event) = ends.editor_events.try_recv() {
             self.send(event).await;
         }
-        while let Ok((id, event, charge)) = ends.instance_events.try_recv() {
-            self.on_instance_event(id, event, charge).await;
+        while let Ok(emitted) = ends.instance_events.try_recv() {
+            self.on_instance_event(emitted).await;
         }
 
         // The final `closed` candidates become `port_forward_closed`.

@@ -142,6 +142,9 @@ pub(crate) fn event_frame(head: Head<'_>, event: crate::wire::Event) -> OutFrame
 
 /// [`HEADROOM`] bytes, then the text of a push of `event`.
 fn event_buffer(head: Head<'_>, mut event: crate::wire::Event) -> Vec<u8> {
+    if let crate::wire::Event::Instance(wire) = &event {
+        return instance_buffer(head, wire);
+    }
     let hint = event.size_hint();
     let body = event.take_body();
     let mut buf = OutFrame::buffer(hint);
@@ -161,6 +164,21 @@ fn event_buffer(head: Head<'_>, mut event: crate::wire::Event) -> Vec<u8> {
         body.append_base64(&mut buf);
         buf.extend_from_slice(TAIL);
     }
+    buf
+}
+
+/// [`HEADROOM`] bytes, then the text of a push of an instance's event,
+/// serialized when it was numbered: the head with an empty payload, whose
+/// `{}]` the event's JSON replaces.
+fn instance_buffer(head: Head<'_>, wire: &crate::wire::InstanceWire) -> Vec<u8> {
+    let mut buf = OutFrame::buffer(wire.event.json.len() + 256);
+    if !head.write(&mut buf, &Empty {}) {
+        buf.truncate(HEADROOM);
+        return buf;
+    }
+    buf.truncate(buf.len() - b"{}]".len());
+    wire.write_json(&mut buf);
+    buf.push(b']');
     buf
 }
 
@@ -316,6 +334,29 @@ mod tests {
             let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
             assert_eq!(parse(&direct), parse(&tree));
         }
+    }
+
+    #[test]
+    fn an_instance_event_is_copied_into_the_frame_as_serialized() {
+        use crate::wire::{Event, InstanceEventJson, InstanceWire};
+        let json = r#"{"type":"codex_notification","method":"m","params":{"d":"é\n"}}"#;
+        let event = Event::Instance(InstanceWire {
+            instance_id: "i1".into(),
+            seq: 3,
+            gap: true,
+            event: InstanceEventJson {
+                kind: "codex_notification",
+                json: bytes::Bytes::copy_from_slice(json.as_bytes()),
+            },
+        });
+        let head = Head::push("1", "2", "t");
+        let tree = text_of(head, &event, 0);
+        let direct = event_text(head, event);
+        assert_eq!(direct, tree);
+        assert_eq!(
+            direct,
+            r#"["1","2","t","event",{"instanceId":"i1","seq":3,"gap":true,"type":"codex_notification","method":"m","params":{"d":"é\n"}}]"#
+        );
     }
 
     #[test]

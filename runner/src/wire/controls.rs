@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::control_error::ControlIds;
 use super::fields::{
-    AbsolutePath, ActorId, Body, Decision, Headers, Method, Opcode, Port, UrlPath,
+    AbsolutePath, ActorId, ApprovalPolicy, Body, Decision, Headers, Method, Opcode, Port,
+    SandboxMode, UrlPath,
 };
 use super::names::name_of;
 
@@ -176,7 +177,7 @@ pub struct StopLocalEditor {
     pub editor_id: String,
 }
 
-#[derive(Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StartInstance {
     pub instance_id: Option<String>,
@@ -187,8 +188,8 @@ pub struct StartInstance {
     pub launch_tui: bool,
     pub model: Option<String>,
     pub reasoning_effort: Option<String>,
-    pub approval_policy: Option<String>,
-    pub sandbox: Option<String>,
+    pub approval_policy: Option<ApprovalPolicy>,
+    pub sandbox: Option<SandboxMode>,
     #[serde(default)]
     pub fast: bool,
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::control_error::ControlErrorEvent;
 use super::fields::{ActorId, Decision, Opcode};
-use super::instance::InstanceEvent;
+use super::instance_wire::InstanceWire;
 use super::names::name_of;
 use super::pieces::Pieces;
 
@@ -64,7 +64,11 @@ impl Event {
 
     /// The wire `type`, for logs.
     pub(crate) fn kind(&self) -> String {
-        name_of(self)
+        match self {
+            // Serialized already: its name is kept beside its JSON.
+            Event::Instance(wire) => wire.event.kind.to_owned(),
+            _ => name_of(self),
+        }
     }
 }
 
@@ -272,20 +276,6 @@ pub struct LocalEditorStopped {
     pub reason: EditorStopReason,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
-}
-
-/// An instance's event (PROTOCOL.md section 7) with its `instanceId` and
-/// `seq`: the fields of the [`InstanceEvent`] (its own `type` included)
-/// beside them.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct InstanceWire {
-    pub instance_id: String,
-    pub seq: u64,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub gap: bool,
-    #[serde(flatten)]
-    pub event: InstanceEvent,
 }
 
 /// Why an editor stopped (`local_editor_stopped`'s `reason`).

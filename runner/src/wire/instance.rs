@@ -9,10 +9,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::fields::{ActorId, Decision};
+use super::instance_wire::InstanceEventJson;
 
 /// One event of an instance, in the order the app-server caused them.
 /// Serialized, it is the wire event of PROTOCOL.md section 4 without
-/// `instanceId` and `seq`.
+/// `instanceId` and `seq` (see [`InstanceWire`](super::InstanceWire)).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all_fields = "camelCase")]
 pub enum InstanceEvent {
@@ -75,6 +76,43 @@ pub enum InstanceEvent {
         #[serde(skip_serializing_if = "Option::is_none")]
         stderr_tail: Option<String>,
     },
+}
+
+/// Room beyond the size hint for what the event adds to its message.
+const TO_JSON_SLACK: usize = 4096;
+
+impl InstanceEvent {
+    /// The wire `type`.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            InstanceEvent::Started { .. } => "instance_started",
+            InstanceEvent::Notification { .. } => "codex_notification",
+            InstanceEvent::ApprovalRequest(_) => "approval_request",
+            InstanceEvent::ApprovalResolved { .. } => "approval_resolved",
+            InstanceEvent::ThreadRead { .. } => "thread_read",
+            InstanceEvent::Failed { .. } => "instance_failed",
+            InstanceEvent::Stopped { .. } => "instance_stopped",
+        }
+    }
+
+    /// Its JSON, serialized once: the replay log keeps it and every frame
+    /// of it copies it ([`InstanceWire`](super::InstanceWire)).
+    /// `size_hint` is about its length (the bytes charged for the lines it
+    /// came from): the buffer is allocated once, then trimmed to the JSON,
+    /// as the budget and the replay log count the JSON's bytes, not the
+    /// spare room a growing buffer leaves (up to as much again).
+    /// [`TO_JSON_SLACK`] more: a message read back from the backlog's file
+    /// is charged its line there, a little shorter than the event (its
+    /// `type` and `ids`), and a buffer one byte short would double.
+    pub(crate) fn to_json(&self, size_hint: usize) -> serde_json::Result<InstanceEventJson> {
+        let mut json = Vec::with_capacity(size_hint.saturating_add(TO_JSON_SLACK));
+        serde_json::to_writer(&mut json, self)?;
+        json.shrink_to_fit();
+        Ok(InstanceEventJson {
+            kind: self.kind(),
+            json: json.into(),
+        })
+    }
 }
 
 /// The ids found in a notification's params (`ids` on the wire).

@@ -10,6 +10,7 @@ mod controls;
 mod events;
 mod fields;
 mod instance;
+mod instance_wire;
 mod names;
 mod parse;
 mod pieces;
@@ -27,11 +28,15 @@ pub use controls::{
 };
 pub use events::{
     EditorStopReason, Event, ForwardHttpResponse, ForwardHttpResponseChunk, ForwardWebsocketClosed,
-    ForwardWebsocketMessage, ForwardWebsocketOpened, InstanceState, InstanceWire, Limits,
-    ListenerInfo, ListenerState, LocalEditorStarted, LocalEditorStopped, PortForwardClosed,
-    PortForwardRequest, PortForwardResolved, ReadyEditor, ReadyInstance, ReadyListener,
-    RunnerConfigApplied, RunnerReady,
+    ForwardWebsocketMessage, ForwardWebsocketOpened, InstanceState, Limits, ListenerInfo,
+    ListenerState, LocalEditorStarted, LocalEditorStopped, PortForwardClosed, PortForwardRequest,
+    PortForwardResolved, ReadyEditor, ReadyInstance, ReadyListener, RunnerConfigApplied,
+    RunnerReady,
 };
-pub use fields::{AbsolutePath, ActorId, Body, Decision, Headers, Method, Opcode, Port, UrlPath};
+pub use fields::{
+    AbsolutePath, ActorId, ApprovalPolicy, Body, Decision, Headers, Method, Opcode, Port,
+    SandboxMode, UrlPath,
+};
 pub use instance::{ApprovalKind, ApprovalRequest, Ids, InstanceEvent, StopReason};
+pub use instance_wire::{InstanceEventJson, InstanceWire};
 pub use pieces::Pieces;

@@ -9,6 +9,7 @@ use runner::codex::{
     self, ApprovalRequest, Command, CommandError, Decision, InstanceEvent, InstanceHandle,
     InstanceOptions, Reply as CommandReply,
 };
+use runner::wire::{ResolveApprovalRequest, StartTurn};
 use serde_json::Value;
 
 use super::{CodexDirs, codex_bin, pinned_version};
@@ -122,10 +123,11 @@ impl Instance {
     pub async fn turn(&mut self, text: &str) -> String {
         match self
             .handle
-            .call(Command::StartTurn {
+            .call(Command::StartTurn(StartTurn {
+                instance_id: String::new(),
                 text: text.into(),
                 client_turn_id: Some("client-1".into()),
-            })
+            }))
             .await
             .expect("turn/start")
         {
@@ -137,17 +139,18 @@ impl Instance {
     pub async fn resolve(
         &self,
         request_id: &str,
-        approve: bool,
+        decision: Decision,
         for_session: bool,
     ) -> Result<CommandReply, CommandError> {
         self.handle
-            .call(Command::ResolveApproval {
+            .call(Command::ResolveApproval(ResolveApprovalRequest {
+                instance_id: String::new(),
                 request_id: request_id.into(),
-                approve,
+                decision,
                 for_session,
                 actor_user_id: None,
                 actor_slug: None,
-            })
+            }))
             .await
     }
 

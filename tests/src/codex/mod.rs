@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, ensure};
-use runner::codex::{ApprovalPolicy, InstanceOptions, SandboxMode};
+use runner::codex::InstanceOptions;
+use runner::wire::{ApprovalPolicy, SandboxMode};
 use tempfile::TempDir;
 
 use crate::fake_model::{FakeModel, MODEL};
@@ -87,9 +88,9 @@ impl CodexDirs {
     /// sandbox.
     pub fn options(&self, model: &FakeModel) -> Result<InstanceOptions> {
         let mut options = InstanceOptions::new(codex_bin()?, self.cwd());
-        options.model = Some(MODEL.into());
-        options.approval_policy = Some(ApprovalPolicy::Untrusted);
-        options.sandbox = Some(SandboxMode::WorkspaceWrite);
+        options.start.model = Some(MODEL.into());
+        options.start.approval_policy = Some(ApprovalPolicy::Untrusted);
+        options.start.sandbox = Some(SandboxMode::WorkspaceWrite);
         options.extra_args = model.codex_args();
         let home = self.home().to_string_lossy().into_owned();
         options.env = vec![

@@ -71,6 +71,8 @@ fn sample(field: &str) -> Value {
         "headers" => json!([["accept", "*/*"]]),
         "bodyBase64" => json!("AQID"),
         "opcode" => json!("binary"),
+        "approvalPolicy" => json!("on-request"),
+        "sandbox" => json!("workspace-write"),
         "allowedCwds" => json!(["/work"]),
         "cwd" => json!("/work"),
         "configVersion" | "actorUserId" => json!(7),
@@ -115,7 +117,7 @@ fn instance(seq: u64, gap: bool, event: InstanceEvent) -> Event {
         instance_id: s("i1"),
         seq,
         gap,
-        event,
+        event: event.to_json(0).unwrap(),
     })
 }
 

@@ -421,8 +421,8 @@ fn instance_controls() {
             launch_tui: false,
             model: Some("m".into()),
             reasoning_effort: Some("high".into()),
-            approval_policy: Some("never".into()),
-            sandbox: Some("workspace-write".into()),
+            approval_policy: Some(ApprovalPolicy::Never),
+            sandbox: Some(SandboxMode::WorkspaceWrite),
             fast: true,
         })
     );
@@ -431,6 +431,14 @@ fn instance_controls() {
         Control::StartInstance(StartInstance::default())
     );
     assert_invalid(json!({"type": "start_instance", "fast": "yes"}), "fast");
+    assert_invalid(
+        json!({"type": "start_instance", "approvalPolicy": "always"}),
+        "approvalPolicy",
+    );
+    assert_invalid(
+        json!({"type": "start_instance", "sandbox": "none"}),
+        "sandbox",
+    );
 }
 
 #[test]
