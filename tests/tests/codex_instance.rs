@@ -10,7 +10,7 @@ use integration_tests::codex::procs::{descends_from, processes_with};
 use integration_tests::codex::{CodexDirs, codex_bin};
 use integration_tests::fake_model::{FakeModel, Reply};
 use runner::codex::{
-    self, ApprovalKind, Command, CommandError, Decision, InstanceEvent, StopReason,
+    self, ApprovalKind, CommandError, Decision, InstanceCommand, InstanceEvent, StopReason,
 };
 use runner::wire::InstanceState;
 use runner::wire::{InterruptTurn, ReadThread};
@@ -209,7 +209,7 @@ async fn withdrawn_approval_is_reported_and_a_late_decision_is_unknown() {
     // Interrupting the turn withdraws its pending approval.
     instance
         .handle
-        .call(Command::Interrupt(InterruptTurn {
+        .call(InstanceCommand::Interrupt(InterruptTurn {
             instance_id: String::new(),
             turn_id: None,
         }))
@@ -238,7 +238,7 @@ async fn interrupt_ends_a_slow_turn() {
     assert_eq!(instance.handle.status().state, Some(InstanceState::Running));
     instance
         .handle
-        .call(Command::Interrupt(InterruptTurn {
+        .call(InstanceCommand::Interrupt(InterruptTurn {
             instance_id: String::new(),
             turn_id: Some(turn_id.clone()),
         }))
@@ -250,7 +250,7 @@ async fn interrupt_ends_a_slow_turn() {
     assert_eq!(instance.handle.status().state, Some(InstanceState::Idle));
     let err = instance
         .handle
-        .call(Command::Interrupt(InterruptTurn {
+        .call(InstanceCommand::Interrupt(InterruptTurn {
             instance_id: String::new(),
             turn_id: None,
         }))
@@ -308,7 +308,7 @@ async fn read_thread_with_turns_then_resume_it_in_a_new_instance() {
     let thread_id = instance.thread_id.clone();
     instance
         .handle
-        .call(Command::ReadThread(ReadThread {
+        .call(InstanceCommand::ReadThread(ReadThread {
             instance_id: String::new(),
             thread_id: thread_id.clone(),
             include_turns: true,
@@ -341,7 +341,7 @@ async fn read_thread_with_turns_then_resume_it_in_a_new_instance() {
     assert!(model.requests()[1].to_string().contains("first answer"));
     resumed
         .handle
-        .call(Command::ReadThread(ReadThread {
+        .call(InstanceCommand::ReadThread(ReadThread {
             instance_id: String::new(),
             thread_id: thread_id.clone(),
             include_turns: true,

@@ -11,7 +11,7 @@ use integration_tests::codex::driver::{EVENT_TIMEOUT, Instance, rig, script_code
 use integration_tests::codex::procs::{processes_with, runs_program};
 use integration_tests::fake_model::Reply;
 use runner::codex::{
-    self, Command, CommandError, Decision, InstanceEvent, InstanceOptions, StopReason,
+    self, CommandError, Decision, InstanceCommand, InstanceEvent, InstanceOptions, StopReason,
 };
 use runner::wire::{InterruptTurn, StartTurn};
 use serde_json::Value;
@@ -46,7 +46,7 @@ async fn stop_leaves_no_process_of_the_group() {
     // The instance is gone for good.
     let err = instance
         .handle
-        .call(Command::Interrupt(InterruptTurn {
+        .call(InstanceCommand::Interrupt(InterruptTurn {
             instance_id: String::new(),
             turn_id: None,
         }))
@@ -219,7 +219,7 @@ async fn malformed_app_server_output_is_skipped() {
             other => panic!("{other:?}"),
         }
     }
-    handle.call(Command::Stop).await.unwrap();
+    handle.call(InstanceCommand::Stop).await.unwrap();
     assert!(matches!(
         next().await,
         InstanceEvent::Stopped {
@@ -353,7 +353,7 @@ async fn stop_during_the_handshake_does_not_wait_for_it() {
         let handle = handle.clone();
         tokio::spawn(async move {
             handle
-                .call(Command::StartTurn(StartTurn {
+                .call(InstanceCommand::StartTurn(StartTurn {
                     instance_id: String::new(),
                     text: "too early".into(),
                     client_turn_id: None,
@@ -363,7 +363,7 @@ async fn stop_during_the_handshake_does_not_wait_for_it() {
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = std::time::Instant::now();
-    handle.call(Command::Stop).await.unwrap();
+    handle.call(InstanceCommand::Stop).await.unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "{:?}",
@@ -415,7 +415,7 @@ async fn stop_ends_what_the_app_server_started_in_other_sessions() {
         "{started:?}"
     );
     assert!(!processes_with(&marker).is_empty(), "the daemon runs");
-    handle.call(Command::Stop).await.unwrap();
+    handle.call(InstanceCommand::Stop).await.unwrap();
     assert_eq!(
         processes_with(&marker),
         Vec::<u32>::new(),
@@ -547,5 +547,5 @@ async fn latency_from_the_app_servers_line_to_the_event() {
         at(0.99),
         at(1.0)
     );
-    handle.call(Command::Stop).await.unwrap();
+    handle.call(InstanceCommand::Stop).await.unwrap();
 }

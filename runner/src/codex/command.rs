@@ -12,7 +12,7 @@ pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// A control for a running instance: Kandan's, as sent (its
 /// `instanceId` picked the instance).
 #[derive(Debug, PartialEq)]
-pub enum Command {
+pub enum InstanceCommand {
     /// Answered with [`Reply::TurnStarted`].
     StartTurn(StartTurn),
     /// The given turn, else the running one.
@@ -83,7 +83,7 @@ pub enum InstanceError {
 
 /// What `runner_ready` lists for an instance (with the caller's `lastSeq`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InstanceStatus {
+pub struct InstanceSnapshot {
     /// `None` once the instance has stopped (`runner_ready` leaves it out).
     pub state: Option<InstanceState>,
     pub thread_id: Option<String>,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep_until, timeout};
 
-use super::command::{Command, CommandError, InstanceError, InstanceStatus, Reply};
+use super::command::{CommandError, InstanceCommand, InstanceError, InstanceSnapshot, Reply};
 use super::messages;
 use super::options::InstanceOptions;
 use super::process::{AppServer, AppServerCommand, Exit, HeldAppServer};
@@ -119,7 +119,7 @@ impl HeldInstance {
             }
         };
         let (command_tx, commands) = mpsc::channel(64);
-        let (status_tx, status) = watch::channel(InstanceStatus {
+        let (status_tx, status) = watch::channel(InstanceSnapshot {
             state: Some(InstanceState::Starting),
             thread_id: None,
             pending_approvals: Vec::new(),
@@ -161,20 +161,20 @@ impl Events {
 #[derive(Debug, Clone)]
 pub struct InstanceHandle {
     commands: mpsc::Sender<Envelope>,
-    status: watch::Receiver<InstanceStatus>,
+    status: watch::Receiver<InstanceSnapshot>,
     pid: u32,
 }
 
 #[derive(Debug)]
 struct Envelope {
-    command: Command,
+    command: InstanceCommand,
     reply: ReplyTx,
 }
 
 impl InstanceHandle {
     /// Sends a command and waits for its outcome. Commands sent before
     /// the instance started wait until it has.
-    pub async fn call(&self, command: Command) -> Result<Reply, CommandError> {
+    pub async fn call(&self, command: InstanceCommand) -> Result<Reply, CommandError> {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Envelope { command, reply })
@@ -184,7 +184,7 @@ impl InstanceHandle {
     }
 
     /// The state, thread and pending approvals now.
-    pub fn status(&self) -> InstanceStatus {
+    pub fn status(&self) -> InstanceSnapshot {
         self.status.borrow().clone()
     }
 
@@ -195,7 +195,7 @@ impl InstanceHandle {
 
 /// Why the main loop ended.
 enum End {
-    /// `Command::Stop` (its reply is sent after `Stopped`).
+    /// `InstanceCommand::Stop` (its reply is sent after `Stopped`).
     Stop(Option<ReplyTx>),
     /// The app-server exited or closed its output.
     Exited(Option<Exit>),
@@ -276,7 +276,7 @@ async fn run(
             },
             status = server.child.wait() => break End::Exited(status.ok().map(Exit::from)),
             envelope = commands.recv() => match envelope {
-                Some(Envelope { command: Command::Stop, reply }) => break End::Stop(Some(reply)),
+                Some(Envelope { command: InstanceCommand::Stop, reply }) => break End::Stop(Some(reply)),
                 Some(envelope) if !state.started => deferred.push(envelope),
                 Some(Envelope { command, reply }) => state.on_command(command, reply).await,
                 // Every handle is gone: nobody can stop it later.

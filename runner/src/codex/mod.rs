@@ -1,6 +1,6 @@
 //! OpenAI Codex instances (PROTOCOL.md section 7): each instance is one
 //! `codex app-server` child driven over JSON-RPC by one task. It takes
-//! Kandan's controls as they came ([`Command`] wraps them), and sends its
+//! Kandan's controls as they came ([`InstanceCommand`] wraps them), and sends its
 //! [`InstanceEvent`]s (the wire events, less `instanceId` and `seq`),
 //! tagged with its id, straight to the caller's channel; the caller
 //! serializes each once and numbers it in a [`Replay`] log.
@@ -9,7 +9,7 @@
 //! let held = codex::spawn(options)?;          // held before exec
 //! roots.add_root(held.pid())?;                // a watched root from its first fork
 //! let handle = held.start_into(id, events)?;  // Started | Failed, then the stream
-//! handle.call(Command::StartTurn(turn)).await?;
+//! handle.call(InstanceCommand::StartTurn(turn)).await?;
 //! ```
 //!
 //! The app-server's schema for the pinned version is kept in `schema/`
@@ -32,7 +32,7 @@ mod tui;
 
 // What the integration tests drive an instance with; the rest is the crate's.
 pub use crate::wire::{ApprovalKind, ApprovalRequest, Decision, Ids, InstanceEvent, StopReason};
-pub use command::{Command, CommandError, InstanceError, InstanceStatus, Reply};
+pub use command::{CommandError, InstanceCommand, InstanceError, InstanceSnapshot, Reply};
 pub use instance::{Events, HeldInstance, InstanceHandle, spawn};
 pub use options::InstanceOptions;
 pub use rpc::RpcError;

@@ -70,7 +70,7 @@ pub(crate) enum Incoming {
 /// One line to the app-server.
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
-enum Outgoing<'a> {
+enum ServerMessage<'a> {
     Request {
         id: i64,
         method: &'a str,
@@ -94,24 +94,24 @@ pub(crate) fn parse_line(line: &[u8]) -> Result<Incoming, serde_json::Error> {
     serde_json::from_slice(line)
 }
 
-fn to_line(message: &Outgoing<'_>) -> String {
+fn to_line(message: &ServerMessage<'_>) -> String {
     // Serializing our own plain data cannot fail.
     serde_json::to_string(message).unwrap_or_default()
 }
 
 /// `{"method": ...}` without params (`initialized`).
 pub(crate) fn notification_line(method: &str) -> String {
-    to_line(&Outgoing::Notification { method })
+    to_line(&ServerMessage::Notification { method })
 }
 
 /// Our answer to the app-server's request `id`.
 pub(crate) fn response_line(id: &RequestId, result: &Value) -> String {
-    to_line(&Outgoing::Response { id, result })
+    to_line(&ServerMessage::Response { id, result })
 }
 
 /// Our refusal of the app-server's request `id`.
 pub(crate) fn error_line(id: &RequestId, error: &RpcError) -> String {
-    to_line(&Outgoing::Error { id, error })
+    to_line(&ServerMessage::Error { id, error })
 }
 
 /// Our requests waiting for an answer, each with a tag saying what it was
@@ -144,7 +144,7 @@ impl<T> Calls<T> {
         self.next_id += 1;
         self.pending
             .insert(id, (tag, Instant::now() + timeout, method));
-        to_line(&Outgoing::Request { id, method, params })
+        to_line(&ServerMessage::Request { id, method, params })
     }
 
     /// The tag and method of the request an answer is for; `None` for an

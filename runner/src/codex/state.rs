@@ -8,13 +8,13 @@ use tokio::time::Instant;
 
 use super::backlog::Backlog;
 use super::batch::Batcher;
-use super::command::{CommandError, InstanceStatus, REQUEST_TIMEOUT, Reply};
+use super::command::{CommandError, InstanceSnapshot, REQUEST_TIMEOUT, Reply};
 use super::instance::Emitted;
 use super::options::InstanceOptions;
 use super::rpc::{
     Calls, Incoming, RequestId, RpcError, error_line, notification_line, response_line,
 };
-use super::{Command, messages};
+use super::{InstanceCommand, messages};
 use crate::control::budget::Charge;
 use crate::wire::{
     ApprovalKind, ApprovalRequest, Ids, InstanceEvent, InstanceState, ResolveApprovalRequest,
@@ -31,7 +31,7 @@ pub(super) enum Tag {
     ReadThread { thread_id: String, reply: ReplyTx },
 }
 
-pub(super) struct Approval {
+pub(super) struct PendingApproval {
     id: String,
     server_id: RequestId,
     kind: ApprovalKind,
@@ -52,7 +52,7 @@ pub(super) struct State {
     /// The budget bytes of the message being handled: they go with the
     /// first event it causes (or back, when it causes none).
     pub(super) charge: Charge,
-    pub(super) status: watch::Sender<InstanceStatus>,
+    pub(super) status: watch::Sender<InstanceSnapshot>,
     pub(super) calls: Calls<Tag>,
     pub(super) batcher: Batcher,
     pub(super) codex_version: String,
@@ -62,7 +62,7 @@ pub(super) struct State {
     pub(super) backlog: Backlog,
     pub(super) turn: Option<String>,
     pub(super) last_activity: Instant,
-    pub(super) approvals: Vec<Approval>,
+    pub(super) approvals: Vec<PendingApproval>,
     pub(super) next_approval: u64,
     /// `item/started` file changes by item id, for file-change approvals.
     pub(super) file_changes: std::collections::HashMap<String, Value>,
@@ -81,7 +81,7 @@ impl State {
         options: InstanceOptions,
         pid: u32,
         (instance_id, events): (std::sync::Arc<str>, mpsc::Sender<Emitted>),
-        status: watch::Sender<InstanceStatus>,
+        status: watch::Sender<InstanceSnapshot>,
     ) -> Self {
         State {
             batcher: Batcher::new(options.stream_flush),
@@ -162,7 +162,7 @@ impl State {
         } else {
             InstanceState::Idle
         };
-        let status = InstanceStatus {
+        let status = InstanceSnapshot {
             state: Some(state),
             thread_id: self.thread_id.clone(),
             pending_approvals: self.approvals.iter().map(|a| a.id.clone()).collect(),
@@ -455,7 +455,7 @@ impl State {
             reason: text(&params, "reason"),
             changes,
         };
-        self.approvals.push(Approval {
+        self.approvals.push(PendingApproval {
             id: request_id,
             server_id: id,
             kind,
@@ -487,7 +487,7 @@ impl State {
     }
 
     /// Reports the approvals matching `which` as withdrawn and forgets them.
-    pub(super) async fn withdraw(&mut self, which: impl Fn(&Approval) -> bool) {
+    pub(super) async fn withdraw(&mut self, which: impl Fn(&PendingApproval) -> bool) {
         let (gone, kept) = std::mem::take(&mut self.approvals)
             .into_iter()
             .partition::<Vec<_>, _>(|approval| which(approval));
@@ -509,13 +509,13 @@ impl State {
     }
 
     /// Handles every command but `Stop`.
-    pub(super) async fn on_command(&mut self, command: Command, reply: ReplyTx) {
+    pub(super) async fn on_command(&mut self, command: InstanceCommand, reply: ReplyTx) {
         let Some(thread_id) = self.thread_id.clone() else {
             let _ = reply.send(Err(CommandError::Stopped));
             return;
         };
         match command {
-            Command::StartTurn(turn) => {
+            InstanceCommand::StartTurn(turn) => {
                 let params = messages::turn_start(
                     &thread_id,
                     &turn.text,
@@ -524,7 +524,7 @@ impl State {
                 );
                 self.request(messages::TURN_START, params, Tag::TurnStart(reply));
             }
-            Command::Interrupt(interrupt) => {
+            InstanceCommand::Interrupt(interrupt) => {
                 match interrupt.turn_id.or_else(|| self.turn.clone()) {
                     Some(turn_id) => {
                         let params = messages::turn_interrupt(&thread_id, &turn_id);
@@ -539,11 +539,11 @@ impl State {
                     }
                 }
             }
-            Command::ResolveApproval(resolve) => {
+            InstanceCommand::ResolveApproval(resolve) => {
                 let outcome = self.resolve(resolve).await;
                 let _ = reply.send(outcome);
             }
-            Command::ReadThread(read) => {
+            InstanceCommand::ReadThread(read) => {
                 let thread_id = read.thread_id;
                 let params = messages::thread_read(&thread_id, read.include_turns);
                 self.request(
@@ -552,7 +552,7 @@ impl State {
                     Tag::ReadThread { thread_id, reply },
                 );
             }
-            Command::Stop => {
+            InstanceCommand::Stop => {
                 // `run` handles it; never routed here.
                 let _ = reply.send(Ok(Reply::Done));
             }

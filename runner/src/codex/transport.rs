@@ -71,8 +71,8 @@ async fn read_lines(
             line = Vec::new();
         }
         match read_line(&mut reader, &mut line).await {
-            Ok(Line::End) => break,
-            Ok(Line::TooLong) => {
+            Ok(LineRead::End) => break,
+            Ok(LineRead::TooLong) => {
                 tracing::error!(
                     "the codex app-server wrote a line over {} MiB: the instance stops",
                     MAX_LINE >> 20
@@ -80,7 +80,7 @@ async fn read_lines(
                 let _ = tx.send(Received::LineTooLong).await;
                 break;
             }
-            Ok(Line::Full) => {
+            Ok(LineRead::Full) => {
                 let text = line.trim_ascii();
                 if text.is_empty() {
                     continue;
@@ -110,7 +110,7 @@ async fn read_lines(
     }
 }
 
-enum Line {
+enum LineRead {
     Full,
     TooLong,
     End,
@@ -121,15 +121,15 @@ enum Line {
 async fn read_line(
     reader: &mut (impl AsyncBufRead + Unpin),
     line: &mut Vec<u8>,
-) -> std::io::Result<Line> {
+) -> std::io::Result<LineRead> {
     line.clear();
     loop {
         let buf = reader.fill_buf().await?;
         if buf.is_empty() {
             return Ok(if line.is_empty() {
-                Line::End
+                LineRead::End
             } else {
-                Line::Full
+                LineRead::Full
             });
         }
         let (chunk, found) = match buf.iter().position(|&b| b == b'\n') {
@@ -138,13 +138,13 @@ async fn read_line(
         };
         if line.len() + chunk.len() > MAX_LINE {
             line.clear();
-            return Ok(Line::TooLong);
+            return Ok(LineRead::TooLong);
         }
         line.extend_from_slice(chunk);
         let used = found.unwrap_or(buf.len());
         reader.consume(used);
         if found.is_some() {
-            return Ok(Line::Full);
+            return Ok(LineRead::Full);
         }
     }
 }

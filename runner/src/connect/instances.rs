@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::cgroup::{Cgroup, Containment};
 use crate::codex::{
-    self, Command, Emitted, InstanceEvent, InstanceHandle, InstanceOptions, Replay,
+    self, Emitted, InstanceCommand, InstanceEvent, InstanceHandle, InstanceOptions, Replay,
 };
 use crate::control::budget::{Budget, Charge};
 use crate::control::{Ack, Charged, Session};
@@ -265,7 +265,7 @@ impl Runner {
         session: Session,
         ids: &ControlIds,
         instance_id: &str,
-        command: Command,
+        command: InstanceCommand,
     ) -> Result<(), Failure> {
         let Some(handle) = self.instances.handle(instance_id) else {
             let message = format!("no running instance {instance_id:?}");
@@ -288,7 +288,7 @@ impl Runner {
         ids: &ControlIds,
     ) -> Result<(), Failure> {
         let id = turn.instance_id.clone();
-        self.command(session, ids, &id, Command::StartTurn(turn))
+        self.command(session, ids, &id, InstanceCommand::StartTurn(turn))
     }
 
     pub(super) fn interrupt_turn(
@@ -298,7 +298,7 @@ impl Runner {
         ids: &ControlIds,
     ) -> Result<(), Failure> {
         let id = interrupt.instance_id.clone();
-        self.command(session, ids, &id, Command::Interrupt(interrupt))
+        self.command(session, ids, &id, InstanceCommand::Interrupt(interrupt))
     }
 
     pub(super) fn resolve_approval(
@@ -308,7 +308,7 @@ impl Runner {
         ids: &ControlIds,
     ) -> Result<(), Failure> {
         let id = resolve.instance_id.clone();
-        self.command(session, ids, &id, Command::ResolveApproval(resolve))
+        self.command(session, ids, &id, InstanceCommand::ResolveApproval(resolve))
     }
 
     pub(super) fn read_thread(
@@ -318,7 +318,7 @@ impl Runner {
         ids: &ControlIds,
     ) -> Result<(), Failure> {
         let id = read.instance_id.clone();
-        self.command(session, ids, &id, Command::ReadThread(read))
+        self.command(session, ids, &id, InstanceCommand::ReadThread(read))
     }
 
     pub(super) fn stop_instance(
@@ -327,7 +327,7 @@ impl Runner {
         stop: StopInstance,
         ids: &ControlIds,
     ) -> Result<(), Failure> {
-        self.command(session, ids, &stop.instance_id, Command::Stop)
+        self.command(session, ids, &stop.instance_id, InstanceCommand::Stop)
     }
 
     /// An instance's event: serialized, numbered, kept until acknowledged,
@@ -448,7 +448,9 @@ impl Runner {
         let handles: Vec<InstanceHandle> = (self.instances.live.values())
             .filter_map(|instance| instance.handle.clone())
             .collect();
-        let stops = handles.iter().map(|handle| handle.call(Command::Stop));
+        let stops = handles
+            .iter()
+            .map(|handle| handle.call(InstanceCommand::Stop));
         futures_util::future::join_all(stops).await;
     }
 }

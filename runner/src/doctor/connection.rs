@@ -131,7 +131,7 @@ pub(crate) async fn check(
 }
 
 /// Where to dial, read from `--url`.
-struct Target {
+struct DialTarget {
     host: String,
     port: u16,
     secure: bool,
@@ -191,7 +191,7 @@ async fn steps(
     Ok(())
 }
 
-fn target(url: &str) -> Result<(Target, String), StepFailure> {
+fn target(url: &str) -> Result<(DialTarget, String), StepFailure> {
     mount::check_mount(url).map_err(|err| StepFailure {
         detail: format!("--url {}: {err}", endpoint::redact(url)),
         fix: None,
@@ -214,10 +214,13 @@ fn target(url: &str) -> Result<(Target, String), StepFailure> {
         .trim_end_matches(']')
         .to_owned();
     let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
-    Ok((Target { host, port, secure }, endpoint::redacted_url(url)))
+    Ok((
+        DialTarget { host, port, secure },
+        endpoint::redacted_url(url),
+    ))
 }
 
-async fn resolve(target: &Target) -> Result<(Vec<SocketAddr>, String), StepFailure> {
+async fn resolve(target: &DialTarget) -> Result<(Vec<SocketAddr>, String), StepFailure> {
     if let Ok(ip) = target.host.parse::<std::net::IpAddr>() {
         return Ok((
             vec![SocketAddr::new(ip, target.port)],
@@ -255,7 +258,10 @@ async fn resolve(target: &Target) -> Result<(Vec<SocketAddr>, String), StepFailu
 }
 
 /// Tries each address in turn, as the connection does.
-async fn dial(target: &Target, addrs: &[SocketAddr]) -> Result<(TcpStream, String), StepFailure> {
+async fn dial(
+    target: &DialTarget,
+    addrs: &[SocketAddr],
+) -> Result<(TcpStream, String), StepFailure> {
     let mut tried = Vec::new();
     let mut refused = false;
     for &addr in addrs {
@@ -303,7 +309,7 @@ fn lowercase_io(err: &std::io::Error) -> String {
 pub(super) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-async fn tls(target: &Target, tcp: TcpStream) -> Result<(Box<dyn Io>, String), StepFailure> {
+async fn tls(target: &DialTarget, tcp: TcpStream) -> Result<(Box<dyn Io>, String), StepFailure> {
     let handshake = crate::editor::fetch::tls::connect(&target.host, tcp);
     let fix = format!(
         "{}:{} must serve TLS with a certificate for {} from a public authority; if that port serves plain HTTP, use ws://",

@@ -49,7 +49,7 @@ pub struct EditorInfo {
     pub cgroup: Option<PathBuf>,
 }
 
-struct Running {
+struct RunningEditor {
     info: EditorInfo,
     stop: oneshot::Sender<StopReason>,
     watcher: JoinHandle<()>,
@@ -58,7 +58,7 @@ struct Running {
 struct Shared {
     config: EditorConfig,
     events: mpsc::UnboundedSender<Event>,
-    running: Mutex<HashMap<EditorId, Running>>,
+    running: Mutex<HashMap<EditorId, RunningEditor>>,
     /// Held for a whole start.
     starting: tokio::sync::Mutex<()>,
     /// True once [`Editors::stop_all`] began.
@@ -263,7 +263,7 @@ impl Editors {
         ));
         running.insert(
             id.clone(),
-            Running {
+            RunningEditor {
                 info,
                 stop,
                 watcher,
@@ -272,7 +272,7 @@ impl Editors {
         Ok(id)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<EditorId, Running>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<EditorId, RunningEditor>> {
         self.shared
             .running
             .lock()
@@ -324,7 +324,7 @@ impl Editors {
     /// Stops the editors whose cwd no longer passes `allowed` (after
     /// `update_runner_config`), all at once; returns the ids stopped.
     pub async fn retain_allowed(&self, allowed: impl Fn(&Path) -> bool) -> Vec<EditorId> {
-        let withdrawn: Vec<Running> = {
+        let withdrawn: Vec<RunningEditor> = {
             let mut running = self.lock();
             let ids: Vec<EditorId> = running
                 .values()
@@ -349,7 +349,7 @@ impl Editors {
         self.shared.closing.send_replace(true);
         // Waits for a start in progress to see `closing` and clean up.
         let _starting = self.shared.starting.lock().await;
-        let all: Vec<Running> = self.lock().drain().map(|(_, running)| running).collect();
+        let all: Vec<RunningEditor> = self.lock().drain().map(|(_, running)| running).collect();
         futures_util::future::join_all(
             all.into_iter()
                 .map(|running| finish(running, StopReason::Shutdown)),
@@ -364,7 +364,7 @@ fn allows(policy: &Option<CwdPolicy>, cwd: &Path) -> bool {
 }
 
 /// Tells a running editor's watcher to stop it, and waits for the end.
-async fn finish(running: Running, reason: StopReason) {
+async fn finish(running: RunningEditor, reason: StopReason) {
     // The watcher may have seen the editor exit already: then it reports
     // `exited` itself.
     let _ = running.stop.send(reason);

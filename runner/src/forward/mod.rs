@@ -116,7 +116,7 @@ enum TaskStop {
 
 /// One in-flight HTTP request: where it goes (None for an editor) and
 /// Kandan's id for it.
-struct Running {
+struct InFlight {
     port: Option<u16>,
     request_id: String,
     stop: oneshot::Sender<TaskStop>,
@@ -127,16 +127,16 @@ struct Running {
 #[derive(Default)]
 struct HttpTasks {
     next: AtomicU64,
-    running: Mutex<HashMap<u64, Running>>,
+    running: Mutex<HashMap<u64, InFlight>>,
 }
 
 impl HttpTasks {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Running>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, InFlight>> {
         // A panic while holding the lock cannot leave the map inconsistent.
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn stop_where(&self, stop: TaskStop, matches: impl Fn(&Running) -> bool) {
+    fn stop_where(&self, stop: TaskStop, matches: impl Fn(&InFlight) -> bool) {
         let mut running = self.lock();
         let keys: Vec<u64> = running
             .iter()
@@ -241,7 +241,7 @@ impl Forwarder {
             Local::Port(port) => Some(port),
             Local::Editor(_) => None,
         };
-        let running = Running {
+        let running = InFlight {
             port,
             request_id: req.request_id.clone(),
             stop: stop_tx,

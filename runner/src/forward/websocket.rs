@@ -28,7 +28,7 @@ use crate::control::budget::{Budget, wire_cost};
 use crate::control::{Charged, Responder};
 use crate::gate::PortGate;
 use crate::wire::{
-    ControlType, ErrorCode, Event, ForwardWebsocketClosed, ForwardWebsocketMessage,
+    ControlType, ErrorCode, Event, Failure, ForwardWebsocketClosed, ForwardWebsocketMessage,
     ForwardWebsocketOpen, ForwardWebsocketOpened, ForwardWebsocketSend, Opcode,
 };
 
@@ -96,13 +96,6 @@ fn refuse(to: &Responder, control: ControlType, socket_id: &str, err: ForwardErr
     let event = control.ids().socket(socket_id).error(err.failure());
     let to = to.clone();
     tokio::spawn(async move { to.send(event).await });
-}
-
-/// Why a socket failed: the code first, so Kandan can tell a refusal from
-/// a failure.
-struct Failure {
-    code: ErrorCode,
-    message: String,
 }
 
 /// The open WebSockets, each run by its own task.
@@ -518,10 +511,7 @@ enum End {
 }
 
 fn failure(err: &ForwardError) -> Failure {
-    Failure {
-        code: err.code(),
-        message: err.message(),
-    }
+    Failure::new(err.code(), err.message())
 }
 
 /// One socket's task: what it needs to answer Kandan.
@@ -574,12 +564,10 @@ impl Socket<'_> {
                 self.closed(code, reason, Some(failure(&err))).await;
             }
             TaskStop::Overflow => {
-                let failure = Failure {
-                    code: ErrorCode::BodyTooLarge,
-                    message:
-                        "kandan sent faster than the local server reads; send queue overflowed"
-                            .to_owned(),
-                };
+                let failure = Failure::new(
+                    ErrorCode::BodyTooLarge,
+                    "kandan sent faster than the local server reads; send queue overflowed",
+                );
                 self.closed(code, reason, Some(failure)).await;
             }
         }

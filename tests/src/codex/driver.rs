@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use runner::codex::{
-    self, ApprovalRequest, Command, CommandError, Decision, InstanceEvent, InstanceHandle,
+    self, ApprovalRequest, CommandError, Decision, InstanceCommand, InstanceEvent, InstanceHandle,
     InstanceOptions, Reply as CommandReply,
 };
 use runner::wire::{ResolveApprovalRequest, StartTurn};
@@ -123,7 +123,7 @@ impl Instance {
     pub async fn turn(&mut self, text: &str) -> String {
         match self
             .handle
-            .call(Command::StartTurn(StartTurn {
+            .call(InstanceCommand::StartTurn(StartTurn {
                 instance_id: String::new(),
                 text: text.into(),
                 client_turn_id: Some("client-1".into()),
@@ -143,7 +143,7 @@ impl Instance {
         for_session: bool,
     ) -> Result<CommandReply, CommandError> {
         self.handle
-            .call(Command::ResolveApproval(ResolveApprovalRequest {
+            .call(InstanceCommand::ResolveApproval(ResolveApprovalRequest {
                 instance_id: String::new(),
                 request_id: request_id.into(),
                 decision,
@@ -155,7 +155,7 @@ impl Instance {
     }
 
     pub async fn stop(&mut self) -> InstanceEvent {
-        self.handle.call(Command::Stop).await.expect("stop");
+        self.handle.call(InstanceCommand::Stop).await.expect("stop");
         self.until(|event| matches!(event, InstanceEvent::Stopped { .. }).then(|| event.clone()))
             .await
     }
