@@ -129,6 +129,10 @@ pub(crate) struct DetectorArgs {
     /// The config file's `[[ports]]` entries (no flag).
     #[arg(skip)]
     pub(crate) ports: Vec<PortRule>,
+    /// The built-in secret rules plus the config file's `redact` names (no
+    /// flag).
+    #[arg(skip)]
+    pub(crate) redactor: crate::redact::Redactor,
 }
 
 impl DetectorArgs {
@@ -320,11 +324,14 @@ pub(crate) fn parse() -> Cli {
         Ok(cli) => cli,
         Err(err) => exit_on_error(err),
     };
-    crate::redact::add_names(config.redact());
-    match &mut cli.command {
-        Command::Watch(args) => args.detector.ports = config.ports().to_vec(),
-        Command::Connect(args) => args.detector.ports = config.ports().to_vec(),
-        _ => {}
+    let detector = match &mut cli.command {
+        Command::Watch(args) => Some(&mut args.detector),
+        Command::Connect(args) => Some(&mut args.detector),
+        _ => None,
+    };
+    if let Some(detector) = detector {
+        detector.ports = config.ports().to_vec();
+        detector.redactor = crate::redact::Redactor::new(config.redact());
     }
     cli
 }

@@ -2,7 +2,7 @@
 //! a Jupyter server's `--IdentityProvider.token=...`, an `API_KEY=...`
 //! handed to `env`, a database URL with a password. Kandan shows command
 //! lines to everyone in the room, so every command line sent there goes
-//! through [`redact_command`]; `watch` does only with `--redact`.
+//! through a [`Redactor`]; `watch` does only with `--redact`.
 //!
 //! The input is the command line as it travels (`ProcessInfo.command`:
 //! arguments joined by single spaces), so a word is what lies between two
@@ -10,25 +10,28 @@
 //! byte, and redacting twice changes nothing more (`***` is itself a value
 //! that redacts to `***`).
 
-use std::sync::OnceLock;
+use std::sync::Arc;
 
 /// What a secret value becomes.
 pub(crate) const MASK: &str = "***";
 
-/// Names the user adds (the config file's `redact`), beside the built-in
-/// rules. Set once at start.
-static EXTRA: OnceLock<Names> = OnceLock::new();
+/// The built-in rules plus the names the user adds (the config file's
+/// `redact`): option names (`--my-flag`: given with a leading dash) and
+/// variable or query parameter names (`MY_VAR`) whose values are secret,
+/// matched whole, ignoring ASCII case. Read once from the config and handed
+/// to whoever shows a command line; cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Redactor {
+    extra: Arc<Names>,
+}
 
-/// Option names (`--my-flag`: given with a leading dash) and variable or
-/// query parameter names (`MY_VAR`) whose values are secret. Matched
-/// whole, ignoring ASCII case.
 #[derive(Debug, Default)]
-pub(crate) struct Names {
+struct Names {
     options: Vec<String>,
     vars: Vec<String>,
 }
 
-impl Names {
+impl Redactor {
     pub(crate) fn new(names: &[String]) -> Self {
         let mut out = Names::default();
         for name in names {
@@ -38,23 +41,25 @@ impl Names {
                 bare => out.vars.push(bare.to_ascii_lowercase()),
             }
         }
-        out
+        Redactor {
+            extra: Arc::new(out),
+        }
     }
 
+    /// `command` with the values of secret-looking arguments replaced by
+    /// `***` (see [`redact_with`] for the rules).
+    pub(crate) fn command(&self, command: &str) -> String {
+        redact_with(command, &self.extra)
+    }
+}
+
+impl Names {
     fn option(&self, name: &str) -> bool {
         self.options.iter().any(|o| o.eq_ignore_ascii_case(name))
     }
 
     fn var(&self, name: &str) -> bool {
         self.vars.iter().any(|v| v.eq_ignore_ascii_case(name))
-    }
-}
-
-/// Adds the config file's names to every later [`redact_command`]. Only
-/// the first call counts: the config is read once.
-pub(crate) fn add_names(names: &[String]) {
-    if !names.is_empty() {
-        let _ = EXTRA.set(Names::new(names));
     }
 }
 
@@ -70,16 +75,7 @@ pub(crate) fn add_names(names: &[String]) {
 /// - in any word, URL userinfo (`scheme://user:pass@host` ->
 ///   `scheme://***@host`) and the values of query parameters whose name has
 ///   a secret word (`?token=***&page=2`).
-pub(crate) fn redact_command(command: &str) -> String {
-    static NONE: Names = Names {
-        options: Vec::new(),
-        vars: Vec::new(),
-    };
-    redact_with(command, EXTRA.get().unwrap_or(&NONE))
-}
-
-/// [`redact_command`] with `extra` names besides the built-in rules.
-pub(crate) fn redact_with(command: &str, extra: &Names) -> String {
+fn redact_with(command: &str, extra: &Names) -> String {
     let is_secret = |name: &str| secret_option(name) || extra.option(name);
     let mut out = String::with_capacity(command.len());
     let mut value_follows = false;

@@ -251,7 +251,7 @@ async fn json_logs_are_one_object_per_line_with_a_timestamp() -> Result<()> {
         lines.iter().any(|l| l.contains(r#""target":"runner"#)),
         "no log line: {lines:?}"
     );
-    for wanted in ["backend", "connected", "port_waiting", "port_approved"] {
+    for wanted in ["backend", "connected", "port_pending", "port_approved"] {
         ensure!(events.iter().any(|e| e == wanted), "{wanted} in {events:?}");
     }
     Ok(())

@@ -37,7 +37,7 @@ use std::collections::{HashMap, VecDeque};
 use crate::config::OnDetect;
 use crate::gate::{Gate, Identity};
 use crate::pipeline::{Candidate, CandidateEvent};
-use crate::redact::redact_command;
+use crate::redact::Redactor;
 use crate::wire::{
     Decision, ErrorCode, Event, Failure, ListenerInfo, ListenerState, PortForwardClosed,
     PortForwardRequest, PortForwardResolved, ReadyListener, ResolvePortForwardRequest,
@@ -83,6 +83,7 @@ fn state_of(decision: Option<Decision>) -> ListenerState {
 /// line is redacted here, at the wire, and nowhere before: the identity
 /// keeps the real one, so two different tokens stay two identities.
 fn listener_info(
+    redactor: &Redactor,
     request_id: &PortRequestId,
     instance_id: Option<String>,
     candidate: &Candidate,
@@ -92,7 +93,7 @@ fn listener_info(
         request_id: request_id.to_string(),
         port: candidate.port,
         pid: candidate.pid,
-        command: redact_command(&candidate.process.command),
+        command: redactor.command(&candidate.process.command),
         label: candidate.process.label.clone(),
         cwd: (candidate.process.cwd.as_ref()).map(|cwd| cwd.display().to_string()),
         addresses: candidate.addresses.clone(),
@@ -122,23 +123,31 @@ pub(crate) struct Approval {
     requests: HashMap<PortRequestId, Identity>,
     closed: VecDeque<PortRequestId>,
     gate: Gate,
+    redactor: Redactor,
 }
 
 impl Default for Approval {
     fn default() -> Self {
-        Self::new()
+        Self::new(Redactor::default())
     }
 }
 
 impl Approval {
-    pub(crate) fn new() -> Self {
+    /// `redactor` hides the secrets of the command lines Kandan is shown.
+    pub(crate) fn new(redactor: Redactor) -> Self {
         Approval {
+            redactor,
             live: HashMap::new(),
             decisions: HashMap::new(),
             requests: HashMap::new(),
             closed: VecDeque::new(),
             gate: Gate::new(),
         }
+    }
+
+    /// What hides the secrets of the command lines it shows.
+    pub(crate) fn redactor(&self) -> &Redactor {
+        &self.redactor
     }
 
     /// The gate this approval decides for; the detector side feeds it the
@@ -181,7 +190,8 @@ impl Approval {
             // Same program (maybe a new pid, maybe new addresses): same
             // request, same decision, nothing to ask.
             let instance_id = live.listener.instance_id.take();
-            live.listener = listener_info(&live.request_id, instance_id, &candidate);
+            live.listener =
+                listener_info(&self.redactor, &live.request_id, instance_id, &candidate);
             return Ok(Vec::new());
         }
 
@@ -196,7 +206,12 @@ impl Approval {
         let decision = *self.decisions.entry(identity.clone()).or_insert(None);
         let state = state_of(decision);
         let announced = decision != Some(Decision::Deny);
-        let listener = listener_info(&request_id, owner_of(candidate.pid), &candidate);
+        let listener = listener_info(
+            &self.redactor,
+            &request_id,
+            owner_of(candidate.pid),
+            &candidate,
+        );
         if announced {
             out.push(Event::PortForwardRequest(PortForwardRequest {
                 listener: listener.clone(),

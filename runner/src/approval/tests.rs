@@ -118,7 +118,7 @@ fn closed(port: u16) -> CandidateEvent {
 
 #[test]
 fn an_opened_candidate_becomes_a_pending_request() {
-    let mut approval = Approval::new();
+    let mut approval = Approval::default();
     let out = feed(&mut approval, CandidateEvent::Opened(vite(42))).unwrap();
     let [Event::PortForwardRequest(request)] = out.as_slice() else {
         panic!("{out:?}")
@@ -146,7 +146,7 @@ fn an_opened_candidate_becomes_a_pending_request() {
 
 #[test]
 fn approve_opens_the_gate_and_reports_the_actor() {
-    let mut approval = Approval::new();
+    let mut approval = Approval::default();
     let gate = approval.gate();
     let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
     let out = approve(&mut approval, &id);
@@ -165,7 +165,7 @@ fn approve_opens_the_gate_and_reports_the_actor() {
 
 #[test]
 fn an_unknown_request_id_is_an_error() {
-    let mut approval = Approval::new();
+    let mut approval = Approval::default();
     expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
     let err = approval
         .resolve(&resolution("0123", Decision::Approve))
@@ -190,7 +190,7 @@ fn decisions_parse() {
 
 #[test]
 fn close_sends_port_forward_closed_and_shuts_the_gate() {
-    let mut approval = Approval::new();
+    let mut approval = Approval::default();
     let gate = approval.gate();
     let revoked = gate.revocations();
     let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
@@ -211,7 +211,7 @@ fn close_sends_port_forward_closed_and_shuts_the_gate() {
 
 #[test]
 fn a_restart_inside_the_window_keeps_request_and_approval() {
-    let mut approval = Approval::new();
+    let mut approval = Approval::default();
     let gate = approval.gate();
     let revoked = gate.revocations();
     let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
@@ -233,7 +233,7 @@ fn a_restart_inside_the_window_keeps_request_and_approval() {
 
 #[test]
 fn a_pending_request_stays_pending_across_a_quick_restart() {
-    let mut approval = Approval::new();
+    let mut approval = Approval::default();
     let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
     assert!(
         feed(&mut approval, CandidateEvent::Changed(vite(2)))
@@ -247,7 +247,7 @@ fn a_pending_request_stays_pending_across_a_quick_restart() {
 
 #[test]
 fn an_approved_server_that_comes_back_later_stays_approved() {
-    let mut approval = Approval::new();
+    let mut approval = Approval::default();
     let gate = approval.gate();
     let (first, restarted, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
     assert!(!restarted);
@@ -263,7 +263,7 @@ fn an_approved_server_that_comes_back_later_stays_approved() {
 
 #[test]
 fn a_pending_server_that_comes_back_later_is_asked_again_as_restarted() {
-    let mut approval = Approval::new();
+    let mut approval = Approval::default();
     let (first, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
     feed(&mut approval, closed(5173)).unwrap();
     let (second, restarted, state) = expect_request(&mut approval, CandidateEvent::Opened(vite(2)));
@@ -274,7 +274,7 @@ fn a_pending_server_that_comes_back_later_is_asked_again_as_restarted() {
 
 #[test]
 fn approve_after_close_counts_for_the_identity() {
-    let mut approval = Approval::new();
+    let mut approval = Approval::default();
     let gate = approval.gate();
     let (first, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
     feed(&mut approval, closed(5173)).unwrap();
@@ -296,7 +296,7 @@ fn approve_after_close_counts_for_the_identity() {
 
 #[test]
 fn approving_an_old_request_resolves_the_live_one_too() {
-    let mut approval = Approval::new();
+    let mut approval = Approval::default();
     let (first, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
     feed(&mut approval, closed(5173)).unwrap();
     let (second, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(2)));
@@ -307,7 +307,7 @@ fn approving_an_old_request_resolves_the_live_one_too() {
 
 #[test]
 fn a_denied_server_is_not_asked_again_after_a_restart() {
-    let mut approval = Approval::new();
+    let mut approval = Approval::default();
     let gate = approval.gate();
     let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
     deny(&mut approval, &id);
@@ -341,7 +341,7 @@ fn a_denied_server_is_not_asked_again_after_a_restart() {
 
 #[test]
 fn a_silently_denied_candidate_closes_silently() {
-    let mut approval = Approval::new();
+    let mut approval = Approval::default();
     let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
     deny(&mut approval, &id);
     feed(&mut approval, closed(5173)).unwrap();
@@ -356,7 +356,7 @@ fn a_silently_denied_candidate_closes_silently() {
 
 #[test]
 fn a_denied_port_taken_by_another_command_is_asked_again() {
-    let mut approval = Approval::new();
+    let mut approval = Approval::default();
     let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
     deny(&mut approval, &id);
     feed(&mut approval, closed(5173)).unwrap();
@@ -368,7 +368,7 @@ fn a_denied_port_taken_by_another_command_is_asked_again() {
 
 #[test]
 fn the_same_command_in_another_cwd_is_another_identity() {
-    let mut approval = Approval::new();
+    let mut approval = Approval::default();
     let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
     approve(&mut approval, &id);
     feed(&mut approval, closed(5173)).unwrap();
@@ -383,7 +383,7 @@ fn the_same_command_in_another_cwd_is_another_identity() {
 /// Kandan are still two identities here.
 #[test]
 fn the_same_command_with_another_secret_is_another_identity() {
-    let mut approval = Approval::new();
+    let mut approval = Approval::default();
     let first = cand(8888, 1, "jupyter lab --IdentityProvider.token=aaa", "/x");
     let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(first));
     approve(&mut approval, &id);
@@ -397,7 +397,7 @@ fn the_same_command_with_another_secret_is_another_identity() {
 
 #[test]
 fn another_program_on_the_port_voids_the_approval_at_once() {
-    let mut approval = Approval::new();
+    let mut approval = Approval::default();
     let gate = approval.gate();
     let revoked = gate.revocations();
     let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
@@ -441,7 +441,7 @@ fn another_program_on_the_port_voids_the_approval_at_once() {
 
 #[test]
 fn a_switch_between_two_approved_programs_still_revokes_the_old_sockets() {
-    let mut approval = Approval::new();
+    let mut approval = Approval::default();
     let gate = approval.gate();
     let (a, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
     approve(&mut approval, &a);
@@ -477,7 +477,7 @@ fn a_switch_between_two_approved_programs_still_revokes_the_old_sockets() {
 
 #[test]
 fn deny_after_approve_revokes() {
-    let mut approval = Approval::new();
+    let mut approval = Approval::default();
     let gate = approval.gate();
     let revoked = gate.revocations();
     let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
@@ -498,7 +498,7 @@ fn deny_after_approve_revokes() {
 
 #[test]
 fn address_changes_update_the_gate_without_asking() {
-    let mut approval = Approval::new();
+    let mut approval = Approval::default();
     let gate = approval.gate();
     let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
     approve(&mut approval, &id);
@@ -514,7 +514,7 @@ fn address_changes_update_the_gate_without_asking() {
 
 #[test]
 fn snapshot_lists_every_candidate_with_its_state() {
-    let mut approval = Approval::new();
+    let mut approval = Approval::default();
     let (a, _, _) = expect_request(
         &mut approval,
         CandidateEvent::Opened(cand(3000, 1, "a", "/x")),
@@ -548,7 +548,7 @@ fn snapshot_lists_every_candidate_with_its_state() {
 
 #[test]
 fn old_closed_requests_are_forgotten_eventually() {
-    let mut approval = Approval::new();
+    let mut approval = Approval::default();
     let (first, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
     feed(&mut approval, closed(5173)).unwrap();
     for pid in 0..CLOSED_REQUESTS_KEPT as u32 {
@@ -563,7 +563,7 @@ fn old_closed_requests_are_forgotten_eventually() {
 
 #[test]
 fn gates_are_shared_views() {
-    let mut approval = Approval::new();
+    let mut approval = Approval::default();
     let gate = approval.gate();
     let clone = gate.clone();
     let (id, _, _) = expect_request(&mut approval, CandidateEvent::Opened(vite(1)));
@@ -575,7 +575,7 @@ fn gates_are_shared_views() {
 
 #[test]
 fn a_listeners_instance_is_named_from_its_request_to_its_close() {
-    let mut approval = Approval::new();
+    let mut approval = Approval::default();
     let out = feed_owned(&mut approval, CandidateEvent::Opened(vite(1)), Some("i1")).unwrap();
     let [Event::PortForwardRequest(request)] = out.as_slice() else {
         panic!("{out:?}")
@@ -605,7 +605,7 @@ fn a_listeners_instance_is_named_from_its_request_to_its_close() {
 fn commands_reach_the_wire_redacted_in_requests_and_ready() {
     let command = "jupyter lab --NotebookApp.token=abc GITHUB_TOKEN=ghp";
     let redacted = "jupyter lab --NotebookApp.token=*** GITHUB_TOKEN=***";
-    let mut approval = Approval::new();
+    let mut approval = Approval::default();
     let out = feed(
         &mut approval,
         CandidateEvent::Opened(cand(8888, 42, command, "/x")),

@@ -45,7 +45,7 @@ pub(crate) async fn run(args: ConnectArgs, output: Output) -> i32 {
         crate::supervise::hide_from_tree();
     }
     // The gate first: the pipeline feeds it every port's live sockets.
-    let approval = Approval::new();
+    let approval = Approval::new(args.detector.redactor.clone());
     let gate = approval.gate();
     let (
         Trees {
@@ -276,7 +276,7 @@ impl Runner {
             offered = Some(candidate.port);
         }
         // Approval holds no silent listener; `status` still lists it.
-        self.report.silent(&event, silent);
+        self.report.silent(&event, silent, self.approval.redactor());
         let instances = &self.instances;
         match (self.approval).on_candidate(event, |pid| instances.owner_of(pid)) {
             Ok(events) => {

@@ -1,4 +1,8 @@
-use super::{MASK, Names, redact_command, redact_with};
+use super::{MASK, Redactor};
+
+fn redact_command(command: &str) -> String {
+    Redactor::default().command(command)
+}
 
 /// Redacts `input`, checks the result is `expected`, and that redacting
 /// again changes nothing.
@@ -152,30 +156,27 @@ fn the_mask_redacts_to_itself() {
 
 #[test]
 fn configured_names_are_redacted_besides_the_built_in_rules() {
-    let extra = Names::new(&[
+    let extra = Redactor::new(&[
         "--my-flag".to_owned(),
         "-Shh".to_owned(),
         "MY_VAR".to_owned(),
         "sig".to_owned(),
     ]);
     assert_eq!(
-        redact_with("srv --my-flag abc --My-Flag=def -shh x --other y", &extra),
+        extra.command("srv --my-flag abc --My-Flag=def -shh x --other y"),
         "srv --my-flag *** --My-Flag=*** -shh *** --other y"
     );
     assert_eq!(
-        redact_with(
-            "env MY_VAR=1 my_var=2 MY_VARIANT=3 srv http://h/?sig=abc&page=2",
-            &extra
-        ),
+        extra.command("env MY_VAR=1 my_var=2 MY_VARIANT=3 srv http://h/?sig=abc&page=2"),
         "env MY_VAR=*** my_var=*** MY_VARIANT=3 srv http://h/?sig=***&page=2"
     );
     // The built-in rules still apply; a name alone is not an option.
     assert_eq!(
-        redact_with("srv --token t --sig s API_KEY=k", &extra),
+        extra.command("srv --token t --sig s API_KEY=k"),
         "srv --token *** --sig s API_KEY=***"
     );
     assert_eq!(
-        redact_with("srv --my-flag abc", &Names::default()),
+        Redactor::default().command("srv --my-flag abc"),
         "srv --my-flag abc"
     );
 }

@@ -76,17 +76,17 @@ mod tests {
     #[test]
     fn text_is_the_sentence_and_json_carries_the_facts() {
         let line =
-            Line::new("port_waiting", "port 5173 (vite): waiting for approval").field("port", 5173);
+            Line::new("port_pending", "port 5173 (vite): waiting for approval").field("port", 5173);
         assert_eq!(
             line.render(LogFormat::Text),
             "port 5173 (vite): waiting for approval"
         );
         let json: Value = serde_json::from_str(&line.render(LogFormat::Json)).unwrap();
-        assert_eq!(json["event"], "port_waiting");
+        assert_eq!(json["event"], "port_pending");
         assert_eq!(json["port"], 5173);
         assert_eq!(json["level"], "info");
         assert!(json["ts"].as_str().unwrap().ends_with('Z'));
-        let title = Line::new("port_waiting", "port 1 (\x1b]0;owned\x07): waiting");
+        let title = Line::new("port_pending", "port 1 (\x1b]0;owned\x07): waiting");
         assert_eq!(
             title.render(LogFormat::Text),
             "port 1 (\\x1b]0;owned\\x07): waiting"

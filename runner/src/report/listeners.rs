@@ -9,7 +9,7 @@ use super::document::ListenerStatus;
 use crate::forward::Scheme;
 use crate::gate::GateRefusal;
 use crate::pipeline::CandidateEvent;
-use crate::redact::redact_command;
+use crate::redact::Redactor;
 use crate::wire::{ListenerState, ReadyListener};
 
 /// `status`'s word for an `on_detect = "silent"` listener.
@@ -117,7 +117,7 @@ pub(super) fn diff(
 fn port_line(ready: &ReadyListener) -> Line {
     let listener = &ready.listener;
     let (event, what) = match ready.state {
-        ListenerState::Pending => ("port_waiting", "waiting for approval"),
+        ListenerState::Pending => ("port_pending", "waiting for approval"),
         ListenerState::Approved => ("port_approved", "approved"),
         ListenerState::Denied => ("port_denied", "denied"),
     };
@@ -154,7 +154,11 @@ pub(super) fn add_silent(listeners: &mut Vec<ListenerStatus>, silent: &[Listener
 }
 
 /// `watch`'s listeners follow its events.
-pub(super) fn watched(listeners: &mut Vec<ListenerStatus>, event: &CandidateEvent) {
+pub(super) fn watched(
+    listeners: &mut Vec<ListenerStatus>,
+    event: &CandidateEvent,
+    redactor: &Redactor,
+) {
     match event {
         CandidateEvent::Opened(c)
         | CandidateEvent::Changed(c)
@@ -163,7 +167,7 @@ pub(super) fn watched(listeners: &mut Vec<ListenerStatus>, event: &CandidateEven
                 port: c.port,
                 label: c.process.label.clone(),
                 pid: c.pid,
-                command: redact_command(&c.process.command),
+                command: redactor.command(&c.process.command),
                 cwd: c.process.cwd.as_ref().map(|cwd| cwd.display().to_string()),
                 state: None,
                 request_id: None,
@@ -266,7 +270,7 @@ mod tests {
         let waiting = vec![listener(5173, "r1", ListenerState::Pending)];
         let lines = diff(&[], &waiting, &[]);
         assert_eq!(lines.len(), 1);
-        assert_eq!(lines[0].1.event, "port_waiting");
+        assert_eq!(lines[0].1.event, "port_pending");
         assert!(
             lines[0].1.message.contains("127.0.0.1:5173"),
             "{:?}",
@@ -292,7 +296,7 @@ mod tests {
         let other = [listener(5173, "r1", ListenerState::Pending)];
         let lines = diff(&before, &other, &silent);
         assert_eq!(lines.len(), 1, "{lines:?}");
-        assert_eq!(lines[0].1.event, "port_waiting");
+        assert_eq!(lines[0].1.event, "port_pending");
         // An approved listener that turned silent is no close either.
         before = vec![status_of(
             &listener(8001, "r2", ListenerState::Approved),

@@ -37,6 +37,7 @@ pub(crate) use line::Line;
 use crate::gate::GateRefusal;
 use crate::logging::Output;
 use crate::pipeline::CandidateEvent;
+use crate::redact::Redactor;
 use crate::wire::{ReadyEditor, ReadyInstance};
 use document::{ListenerStatus, RunnerStatus};
 
@@ -158,10 +159,10 @@ impl Report {
 
     /// A listener event of `connect`, `silent` when its port's `on_detect`
     /// says so (a listener that stops being silent leaves the list).
-    pub(crate) fn silent(&self, event: &CandidateEvent, silent: bool) {
+    pub(crate) fn silent(&self, event: &CandidateEvent, silent: bool, redactor: &Redactor) {
         self.update(|state| {
             if silent {
-                listeners::watched(&mut state.silent, event);
+                listeners::watched(&mut state.silent, event, redactor);
                 for listener in &mut state.silent {
                     listener.state = Some(listeners::SILENT.to_owned());
                 }
@@ -182,9 +183,9 @@ impl Report {
 
     /// A listener event of `watch` (no approval, no lines: `watch` prints
     /// its own).
-    pub(crate) fn watched(&self, event: &CandidateEvent) {
+    pub(crate) fn watched(&self, event: &CandidateEvent, redactor: &Redactor) {
         self.update(|state| {
-            listeners::watched(&mut state.status.listeners, event);
+            listeners::watched(&mut state.status.listeners, event, redactor);
             Vec::new()
         });
     }

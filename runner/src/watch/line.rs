@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::detect::BackendKind;
 use crate::pipeline::{Candidate, CandidateEvent};
-use crate::redact::redact_command;
+use crate::redact::Redactor;
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -34,7 +34,7 @@ impl<'a> Line<'a> {
         event: &'static str,
         c: &'a Candidate,
         backend: BackendKind,
-        redact: bool,
+        redact: Option<&Redactor>,
     ) -> Self {
         let command = &c.process.command;
         Line {
@@ -42,10 +42,9 @@ impl<'a> Line<'a> {
             event,
             port: c.port,
             pid: c.pid,
-            command: Some(if redact {
-                Cow::Owned(redact_command(command))
-            } else {
-                Cow::Borrowed(command)
+            command: Some(match redact {
+                Some(redactor) => Cow::Owned(redactor.command(command)),
+                None => Cow::Borrowed(command),
             }),
             label: Some(&c.process.label),
             cwd: c.process.cwd.as_ref().map(|cwd| cwd.display().to_string()),
@@ -61,7 +60,7 @@ pub(crate) fn render(
     event: &CandidateEvent,
     backend: BackendKind,
     json: bool,
-    redact: bool,
+    redact: Option<&Redactor>,
 ) -> Option<String> {
     let line = match event {
         CandidateEvent::Opened(c) => Line::candidate("opened", c, backend, redact),
@@ -132,7 +131,7 @@ mod tests {
             &CandidateEvent::Opened(candidate),
             BackendKind::Procfs,
             false,
-            false,
+            None,
         )
         .unwrap();
         assert!(!line.contains(char::is_control), "{line:?}");
@@ -148,7 +147,7 @@ mod tests {
             &CandidateEvent::Opened(vite()),
             BackendKind::Ebpf,
             true,
-            false,
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -163,7 +162,7 @@ mod tests {
             port: 5173,
             pid: 4242,
         };
-        let line = render(&event, BackendKind::Procfs, true, false).unwrap();
+        let line = render(&event, BackendKind::Procfs, true, None).unwrap();
         assert_eq!(
             without_ts(&line),
             r#"{"event":"closed","port":5173,"pid":4242,"backend":"procfs"}"#
@@ -174,7 +173,7 @@ mod tests {
     fn unreadable_cwd_is_left_out() {
         let mut c = vite();
         c.process.cwd = None;
-        let line = render(&CandidateEvent::Changed(c), BackendKind::Ebpf, true, false).unwrap();
+        let line = render(&CandidateEvent::Changed(c), BackendKind::Ebpf, true, None).unwrap();
         assert!(line.starts_with(r#"{"event":"changed""#));
         assert!(!line.contains("cwd"));
     }
@@ -182,8 +181,8 @@ mod tests {
     #[test]
     fn address_only_changes_are_not_printed() {
         let event = CandidateEvent::AddressesChanged(vite());
-        assert!(render(&event, BackendKind::Ebpf, true, false).is_none());
-        assert!(render(&event, BackendKind::Ebpf, false, false).is_none());
+        assert!(render(&event, BackendKind::Ebpf, true, None).is_none());
+        assert!(render(&event, BackendKind::Ebpf, false, None).is_none());
     }
 
     #[test]
@@ -192,7 +191,7 @@ mod tests {
             &CandidateEvent::Opened(vite()),
             BackendKind::Ebpf,
             false,
-            false,
+            None,
         )
         .unwrap();
         assert!(line.starts_with("opened  :5173"), "{line}");
@@ -206,9 +205,10 @@ mod tests {
         c.process.command = "jupyter lab --IdentityProvider.token=abc API_KEY=k".into();
         let event = CandidateEvent::Opened(c);
         for json in [true, false] {
-            let kept = render(&event, BackendKind::Ebpf, json, false).unwrap();
+            let kept = render(&event, BackendKind::Ebpf, json, None).unwrap();
             assert!(kept.contains("token=abc API_KEY=k"), "{kept}");
-            let hidden = render(&event, BackendKind::Ebpf, json, true).unwrap();
+            let hidden =
+                render(&event, BackendKind::Ebpf, json, Some(&Redactor::default())).unwrap();
             assert!(
                 hidden.contains("--IdentityProvider.token=*** API_KEY=***"),
                 "{hidden}"

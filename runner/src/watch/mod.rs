@@ -53,8 +53,9 @@ pub(crate) async fn run(args: WatchArgs, output: Output) -> i32 {
     }
     let mut stdout = std::io::stdout();
     let mut print = |event| {
-        report.watched(&event);
-        match render(&event, selection.kind, args.json, args.redact) {
+        report.watched(&event, &args.detector.redactor);
+        let redact = args.redact.then_some(&args.detector.redactor);
+        match render(&event, selection.kind, args.json, redact) {
             // A closed stdout (`| head`) ends the watch quietly.
             Some(line) => writeln!(stdout, "{line}")
                 .and_then(|()| stdout.flush())
