@@ -10,7 +10,7 @@ pub fn run() -> i32 {
     #[cfg(target_os = "linux")]
     crate::detect::ebpf::loader_child::run_if_asked();
     let cli = cli::parse();
-    crate::control::budget::return_large_blocks_to_the_system();
+    crate::malloc::tune_malloc();
     let output = cli.output.output();
     crate::logging::init(output);
     match cli.command {

@@ -24,6 +24,7 @@ pub mod entry;
 pub(crate) mod forward;
 pub mod gate;
 pub(crate) mod logging;
+pub(crate) mod malloc;
 pub mod pipeline;
 pub(crate) mod program;
 pub mod wire;

@@ -65,26 +65,6 @@ impl Budget {
     }
 }
 
-/// Makes blocks of 4 MiB or more go back to the system when freed. glibc
-/// otherwise raises its mmap threshold to the largest block freed (up to
-/// 32 MiB), after which multi-MiB bodies live in arenas it rarely trims:
-/// measured after 64 responses of 15 MiB, 115 MiB resident without this and
-/// 42 MiB with it. Not lower: at 1 MiB every 1 MiB response paid for a fresh
-/// mapping's page faults (1.3 s of CPU per 1,000 instead of 1.1 s). Setting
-/// it also stops glibc from adjusting its trim threshold, which then stays
-/// at 128 KiB: every 1 MiB frame freed at the top of the heap was given back
-/// and faulted in again for the next (15% of the runner's CPU on 1 MiB
-/// responses); up to 8 MiB free at the top now stays for the next body.
-/// Call once, before any thread starts.
-pub fn return_large_blocks_to_the_system() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes a malloc setting; called before threads exist.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 8 << 20);
-    }
-}
-
 /// The bytes a body of `len` bytes takes on the wire: base64 plus the frame.
 pub(crate) fn wire_cost(len: usize) -> usize {
     len.div_ceil(3) * 4 + FRAME_OVERHEAD
