@@ -7,6 +7,7 @@ pub mod bench_forward;
 pub mod browser;
 pub mod code_server;
 pub mod codex;
+pub mod control_client;
 pub mod demo;
 pub mod e2e;
 pub mod fake_model;

@@ -57,3 +57,33 @@ pub fn artifacts_dir(test: &str) -> std::path::PathBuf {
     let _ = std::fs::create_dir_all(&dir);
     dir
 }
+
+/// `kandan-runner watch --json --backend ebpf -- sleep 60`, started (and
+/// killed when dropped) and past the line that names its backend, which
+/// must be eBPF (privileged tests only). Its stderr is drained on a task
+/// from then on: a closed pipe would fail its next line.
+pub async fn ebpf_watch_of_sleep(wait: std::time::Duration) -> tokio::process::Child {
+    use tokio::io::AsyncBufReadExt;
+    let mut runner = tokio::process::Command::new(runner_bin())
+        .args(["watch", "--json", "--backend", "ebpf", "--", "sleep", "60"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the runner");
+    let stderr = runner.stderr.take().expect("piped stderr");
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let first = tokio::time::timeout(wait, lines.next_line())
+        .await
+        .expect("the runner names its backend")
+        .expect("read the runner's stderr");
+    assert!(
+        first
+            .as_deref()
+            .is_some_and(|l| l.contains("backend: ebpf")),
+        "{first:?}"
+    );
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    runner
+}

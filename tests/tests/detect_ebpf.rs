@@ -736,27 +736,8 @@ async fn idle_watch_does_not_wake_up() {
         return;
     }
     use integration_tests::bench::procstat::WakeMeter;
-    use tokio::io::AsyncBufReadExt;
-    let mut runner = tokio::process::Command::new(integration_tests::support::runner_bin())
-        .args(["watch", "--json", "--backend", "ebpf", "--", "sleep", "60"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut runner = integration_tests::support::ebpf_watch_of_sleep(WAIT).await;
     let pid = runner.id().unwrap();
-    let mut stderr = tokio::io::BufReader::new(runner.stderr.take().unwrap()).lines();
-    let first = tokio::time::timeout(WAIT, stderr.next_line())
-        .await
-        .expect("the runner names its backend")
-        .unwrap();
-    assert!(
-        first
-            .as_deref()
-            .is_some_and(|l| l.contains("backend: ebpf")),
-        "{first:?}"
-    );
     // Past startup (the backfill scan), before the blocking pool's idle
     // thread exits (10 s after that scan), which would be one wakeup.
     tokio::time::sleep(Duration::from_secs(1)).await;

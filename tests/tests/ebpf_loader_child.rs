@@ -2,12 +2,10 @@
 //! that aya's parse of the kernel's BTF never counts in the runner's peak
 //! RSS (privileged; `--test-threads=1`).
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use integration_tests::bench::procstat::{peak_rss_kib, rss_kib, stat};
-use integration_tests::support::{privileged, runner_bin};
-use tokio::io::AsyncBufReadExt;
+use integration_tests::support::{ebpf_watch_of_sleep, privileged};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -16,26 +14,8 @@ async fn the_btf_parse_stays_out_of_the_runner() {
     if !privileged("the_btf_parse_stays_out_of_the_runner") {
         return;
     }
-    let mut runner = tokio::process::Command::new(runner_bin())
-        .args(["watch", "--json", "--backend", "ebpf", "--", "sleep", "60"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let runner = ebpf_watch_of_sleep(WAIT).await;
     let pid = runner.id().unwrap();
-    let mut stderr = tokio::io::BufReader::new(runner.stderr.take().unwrap()).lines();
-    let first = tokio::time::timeout(WAIT, stderr.next_line())
-        .await
-        .expect("the runner names its backend")
-        .unwrap();
-    assert!(
-        first
-            .as_deref()
-            .is_some_and(|l| l.contains("backend: ebpf")),
-        "{first:?}"
-    );
     // The programs stay attached through the descriptors handed over.
     let links = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()

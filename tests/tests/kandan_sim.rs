@@ -9,16 +9,19 @@ use std::time::{Duration, Instant};
 
 use integration_tests::support::runner_bin;
 
+/// `kandan-sim` on ports of the kernel's choosing, its state in `state`.
+fn kandan_sim(state: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kandan-sim"));
+    command
+        .args(["--runner-addr", "127.0.0.1:0"])
+        .args(["--preview-addr", "127.0.0.1:0"])
+        .env("XDG_STATE_HOME", state);
+    command
+}
+
 /// The lines `kandan-sim` prints up to its `run:` line (and the one after).
 fn start(state: &std::path::Path) -> (Child, Vec<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kandan-sim"))
-        .args([
-            "--runner-addr",
-            "127.0.0.1:0",
-            "--preview-addr",
-            "127.0.0.1:0",
-        ])
-        .env("XDG_STATE_HOME", state)
+    let mut child = kandan_sim(state)
         .env_remove("KANDAN_TOKEN")
         // A PATH without kandan-runner: the one next to kandan-sim is found.
         .env("PATH", "/usr/bin:/bin")
@@ -89,17 +92,10 @@ fn sigterm_stops_the_demo_and_everything_it_started() {
         .prefix("kandan-demo-")
         .tempdir()
         .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kandan-sim"))
-        .args([
-            "--runner-addr",
-            "127.0.0.1:0",
-            "--preview-addr",
-            "127.0.0.1:0",
-        ])
+    let mut child = kandan_sim(dir.path())
         .arg("--demo")
         .arg("--demo-dir")
         .arg(dir.path())
-        .env("XDG_STATE_HOME", dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -4,34 +4,24 @@
 
 use std::time::Duration;
 
+use integration_tests::control_client::control_client;
 use integration_tests::simulator::{SimConfig, Simulator};
 use runner::control::schedule::Backoff;
-use runner::control::{
-    ControlChannel, ControlClient, ControlConfig, ControlInput, JoinInfo, Timing,
-};
+use runner::control::{ControlChannel, ControlInput, Timing};
 use runner::wire::{Control, Event, Limits, RunnerReady};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(20);
 
 fn client(sim: &Simulator) -> ControlChannel {
-    let join = JoinInfo {
-        runner_id: "rc".into(),
-        version: "0.1.0".into(),
-        hostname: "host".into(),
-        os: "linux".into(),
-        backend: "procfs".into(),
-        config_version: 0,
-    };
-    let mut config = ControlConfig::new(sim.url(), Some(sim.token().to_owned()), join);
-    config.timing = Timing {
+    let timing = Timing {
         heartbeat_interval: Duration::from_millis(200),
         heartbeat_timeout: Duration::from_millis(600),
         reconnect: Backoff::from_millis(&[10, 50], 100),
         rejoin: Backoff::from_millis(&[50], 100),
         ..Timing::default()
     };
-    ControlClient::spawn(config)
+    control_client(sim, "rc", timing)
 }
 
 /// Answers every `Joined` with `runner_ready`; hands controls to `on_control`.

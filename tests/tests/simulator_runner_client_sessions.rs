@@ -10,11 +10,10 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
+use integration_tests::control_client::control_client;
 use integration_tests::simulator::{Frame, SimConfig, Simulator};
 use runner::control::schedule::Backoff;
-use runner::control::{
-    Ack, ControlChannel, ControlClient, ControlConfig, ControlInput, JoinInfo, Session, Timing,
-};
+use runner::control::{Ack, ControlChannel, ControlInput, Session, Timing};
 use runner::wire::{Control, Event, Limits, PortForwardClosed, RunnerReady};
 use serde_json::{Value, json};
 use tokio::time::timeout;
@@ -32,21 +31,12 @@ async fn simulator() -> Result<Simulator> {
 }
 
 fn client(sim: &Simulator) -> ControlChannel {
-    let join = JoinInfo {
-        runner_id: "r1".into(),
-        version: "0.1.0".into(),
-        hostname: "box".into(),
-        os: "linux".into(),
-        backend: "procfs".into(),
-        config_version: 2,
-    };
-    let mut config = ControlConfig::new(sim.url(), Some(sim.token().to_owned()), join);
-    config.timing = Timing {
+    let timing = Timing {
         reconnect: Backoff::from_millis(&[10, 20], 50),
         rejoin: Backoff::from_millis(&[10, 20], 50),
         ..Timing::default()
     };
-    ControlClient::spawn(config)
+    control_client(sim, "r1", timing)
 }
 
 fn ready() -> Event {

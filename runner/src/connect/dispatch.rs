@@ -54,15 +54,11 @@ impl Runner {
             Control::StartLocalEditor(start) => return self.start_editor(start),
             Control::StopLocalEditor(stop) => self.stop_editor(session, stop, ids),
             Control::StartInstance(start) => return self.start_instance(start).await,
-            Control::StartTurn(turn) => return self.start_turn(session, turn, ids),
-            Control::InterruptTurn(interrupt) => {
-                return self.interrupt_turn(session, interrupt, ids);
-            }
-            Control::ResolveApprovalRequest(resolve) => {
-                return self.resolve_approval(session, resolve, ids);
-            }
-            Control::StopInstance(stop) => return self.stop_instance(session, stop, ids),
-            Control::ReadThread(read) => return self.read_thread(session, read, ids),
+            control @ (Control::StartTurn(_)
+            | Control::InterruptTurn(_)
+            | Control::ResolveApprovalRequest(_)
+            | Control::StopInstance(_)
+            | Control::ReadThread(_)) => return self.instance_command(session, ids, control),
         }
         Ok(())
     }

@@ -18,9 +18,8 @@ use crate::control::budget::{Budget, Charge};
 use crate::control::{Ack, Charged, Session};
 use crate::detect::RootRegistry;
 use crate::wire::{
-    ControlIds, ControlType, ErrorCode, Event, Failure, InstanceEventJson, InstanceWire,
-    InterruptTurn, ReadThread, ReadyInstance, ResolveApprovalRequest, StartInstance, StartTurn,
-    StopInstance,
+    Control, ControlIds, ControlType, ErrorCode, Event, Failure, InstanceEventJson, InstanceWire,
+    ReadyInstance, StartInstance,
 };
 
 use super::Runner;
@@ -258,16 +257,38 @@ impl Runner {
         Ok(())
     }
 
-    /// Runs `command` on the instance's task; a failure answers the
-    /// control of `ids`.
-    fn command(
+    /// A control for a running instance (`start_turn`, `interrupt_turn`,
+    /// `resolve_approval_request`, `read_thread`, `stop_instance`), run on
+    /// the instance's task; a failure answers it as a `control_error` of
+    /// `ids`.
+    pub(super) fn instance_command(
         &self,
         session: Session,
         ids: &ControlIds,
-        instance_id: &str,
-        command: InstanceCommand,
+        control: Control,
     ) -> Result<(), Failure> {
-        let Some(handle) = self.instances.handle(instance_id) else {
+        let (instance_id, command) = match control {
+            Control::StartTurn(turn) => {
+                (turn.instance_id.clone(), InstanceCommand::StartTurn(turn))
+            }
+            Control::InterruptTurn(interrupt) => (
+                interrupt.instance_id.clone(),
+                InstanceCommand::Interrupt(interrupt),
+            ),
+            Control::ResolveApprovalRequest(resolve) => (
+                resolve.instance_id.clone(),
+                InstanceCommand::ResolveApproval(resolve),
+            ),
+            Control::ReadThread(read) => {
+                (read.instance_id.clone(), InstanceCommand::ReadThread(read))
+            }
+            Control::StopInstance(stop) => (stop.instance_id, InstanceCommand::Stop),
+            other => {
+                let message = format!("{} is not a control for an instance", other.kind().name());
+                return Err(Failure::new(ErrorCode::InvalidControl, message));
+            }
+        };
+        let Some(handle) = self.instances.handle(&instance_id) else {
             let message = format!("no running instance {instance_id:?}");
             return Err(Failure::new(ErrorCode::UnknownInstance, message));
         };
@@ -279,55 +300,6 @@ impl Runner {
             }
         });
         Ok(())
-    }
-
-    pub(super) fn start_turn(
-        &self,
-        session: Session,
-        turn: StartTurn,
-        ids: &ControlIds,
-    ) -> Result<(), Failure> {
-        let id = turn.instance_id.clone();
-        self.command(session, ids, &id, InstanceCommand::StartTurn(turn))
-    }
-
-    pub(super) fn interrupt_turn(
-        &self,
-        session: Session,
-        interrupt: InterruptTurn,
-        ids: &ControlIds,
-    ) -> Result<(), Failure> {
-        let id = interrupt.instance_id.clone();
-        self.command(session, ids, &id, InstanceCommand::Interrupt(interrupt))
-    }
-
-    pub(super) fn resolve_approval(
-        &self,
-        session: Session,
-        resolve: ResolveApprovalRequest,
-        ids: &ControlIds,
-    ) -> Result<(), Failure> {
-        let id = resolve.instance_id.clone();
-        self.command(session, ids, &id, InstanceCommand::ResolveApproval(resolve))
-    }
-
-    pub(super) fn read_thread(
-        &self,
-        session: Session,
-        read: ReadThread,
-        ids: &ControlIds,
-    ) -> Result<(), Failure> {
-        let id = read.instance_id.clone();
-        self.command(session, ids, &id, InstanceCommand::ReadThread(read))
-    }
-
-    pub(super) fn stop_instance(
-        &self,
-        session: Session,
-        stop: StopInstance,
-        ids: &ControlIds,
-    ) -> Result<(), Failure> {
-        self.command(session, ids, &stop.instance_id, InstanceCommand::Stop)
     }
 
     /// An instance's event: serialized, numbered, kept until acknowledged,
