@@ -12,13 +12,11 @@
 /// and faulted in again for the next (15% of the runner's CPU on 1 MiB
 /// responses); up to 8 MiB free at the top now stays for the next body.
 ///
-/// Two arenas at most: megabyte events are made on one worker thread and
-/// freed on another, and glibc's default of one arena per thread (up to 8
-/// per core) kept each thread's freed megabytes apart. Measured with 400
-/// Codex notifications of 1 MiB delivered after a stall
-/// (`connect_codex_memory`): 121-122 MB peak with the default, 112-113 MB
-/// with two arenas (and with one). Small blocks come from each thread's
-/// cache either way.
+/// Two arenas at most: the blocking pool's threads (file reads of a Codex
+/// backlog, for one) would each get an arena of their own, whose freed
+/// megabytes the main thread cannot reuse. 400 Codex notifications of
+/// 1 MiB delivered after a stall (`connect_codex_memory`) peaked at
+/// 107-110 MB resident with glibc's default, 104-107 MB with two arenas.
 /// Call once, before any thread starts.
 pub(crate) fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
