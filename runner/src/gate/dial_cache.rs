@@ -36,6 +36,11 @@
 //! tracepoint is not skipped for a `listen()` or a `close()`: they run in
 //! process context, never inside another BPF program.
 //!
+//! The second case needs a reader that sees the generation's add to see
+//! the in-flight add made before it: true of x86-64's locked adds, not of
+//! the relaxed BPF atomic add elsewhere, so the eBPF backend hands the gate
+//! its counters on x86-64 only.
+//!
 //! Kprobes would bracket `inet_csk_listen_start` itself, but kernels built
 //! without `CONFIG_KPROBES` (this project's test machine) have none, and
 //! there a fexit failed to load (EPERM): the syscall's exit tracepoint is
