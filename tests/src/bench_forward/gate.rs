@@ -225,6 +225,42 @@ pub fn quantiles_ms(samples: &[Duration]) -> (f64, f64) {
     )
 }
 
+/// The three rows of one [`dial_cost`] run.
+fn print_dial_rows(cost: &DialCost, samples: usize, cached: bool) {
+    let extra = cost.extra_listeners;
+    let (c50, c99) = quantiles_ms(&cost.connect);
+    let (v50, v99) = quantiles_ms(&cost.verify);
+    let total: Vec<Duration> = cost
+        .connect
+        .iter()
+        .zip(&cost.verify)
+        .map(|(c, v)| *c + *v)
+        .collect();
+    let (t50, t99) = quantiles_ms(&total);
+    let note = format!(
+        "{samples} fresh connections, {} listening sockets on the machine{}",
+        cost.listeners_on_machine,
+        if cached {
+            format!(", {} served without a dump", cost.from_cache)
+        } else {
+            String::new()
+        }
+    );
+    println!("| loopback connect alone, +{extra} listeners (ms) | {c50:.3} | {c99:.3} | {note} |");
+    println!(
+        "| verification alone, +{extra} listeners (ms) | {v50:.3} | {v99:.3} | {} |",
+        if cached {
+            "counters read; dump + check only when they moved"
+        } else {
+            "sock_diag dump + check"
+        }
+    );
+    println!(
+        "| verified dial (connect + verify), +{extra} listeners (ms) | {t50:.3} | {t99:.3} | {:.2}x the connect alone at p50 |",
+        t50 / c50
+    );
+}
+
 /// Measures both and prints their table (Markdown) on stdout.
 pub async fn report(quick: bool) -> Result<()> {
     let samples = if quick { 200 } else { 2000 };
@@ -250,39 +286,7 @@ pub async fn report(quick: bool) -> Result<()> {
         }
         let cost =
             tokio::task::spawn_blocking(move || dial_cost(samples, extra, counters)).await??;
-        let (c50, c99) = quantiles_ms(&cost.connect);
-        let (v50, v99) = quantiles_ms(&cost.verify);
-        let total: Vec<Duration> = cost
-            .connect
-            .iter()
-            .zip(&cost.verify)
-            .map(|(c, v)| *c + *v)
-            .collect();
-        let (t50, t99) = quantiles_ms(&total);
-        let note = format!(
-            "{samples} fresh connections, {} listening sockets on the machine{}",
-            cost.listeners_on_machine,
-            if cached {
-                format!(", {} served without a dump", cost.from_cache)
-            } else {
-                String::new()
-            }
-        );
-        println!(
-            "| loopback connect alone, +{extra} listeners (ms) | {c50:.3} | {c99:.3} | {note} |"
-        );
-        println!(
-            "| verification alone, +{extra} listeners (ms) | {v50:.3} | {v99:.3} | {} |",
-            if cached {
-                "counters read; dump + check only when they moved"
-            } else {
-                "sock_diag dump + check"
-            }
-        );
-        println!(
-            "| verified dial (connect + verify), +{extra} listeners (ms) | {t50:.3} | {t99:.3} | {:.2}x the connect alone at p50 |",
-            t50 / c50
-        );
+        print_dial_rows(&cost, samples, cached);
     }
     for (backend, samples) in [
         ("ebpf", if quick { 20 } else { 200 }),
