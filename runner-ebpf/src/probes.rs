@@ -302,9 +302,12 @@ fn try_sock_set_state(ctx: &TracePointContext) -> Result<(), i32> {
     // listener. A state or port that cannot be read counts as a change of
     // the unknown port, which every cached dial compares too.
     let protocol = unsafe { ctx.read_at::<u16>(off(&OFF_SOCK_PROTOCOL)) };
-    if newstate == Ok(TCP_LISTEN) && protocol == Ok(IPPROTO_TCP) {
-        // Counted in flight before the generation moves: a reader that sees
-        // the new generation sees this count too.
+    // A TCP socket starting to listen (or what cannot be told apart from
+    // one) is counted in flight before the generation moves: a reader that
+    // sees the new generation sees this count too.
+    let not_listening = newstate.is_ok_and(|state| state != TCP_LISTEN);
+    let not_tcp = protocol.is_ok_and(|protocol| protocol != IPPROTO_TCP);
+    if !not_listening && !not_tcp {
         let tid = current_tid();
         if LISTEN_STARTS.get_ptr(tid).is_none() {
             let _ = LISTEN_STARTS.insert(tid, 1, 0);
