@@ -55,6 +55,11 @@ pub mod maps {
     pub const BACKFILL_PORTS: &str = "BACKFILL_PORTS";
     /// Ids (`u64` -> `u8`) of the cgroups whose tasks are tracked.
     pub const CGROUPS: &str = "CGROUPS";
+    /// Changes to or from `TCP_LISTEN` by local port (`u32` index ->
+    /// `u64`), machine-wide; index 0: listens whose port was not chosen yet.
+    pub const PORT_GENERATIONS: &str = "PORT_GENERATIONS";
+    /// One `u64`: `inet_csk_listen_start` calls under way.
+    pub const LISTENS_IN_FLIGHT: &str = "LISTENS_IN_FLIGHT";
 }
 
 /// Globals the loader sets before loading (`EbpfLoader::set_global`): the

@@ -4,6 +4,9 @@
 //! build-dependency to be rebuilt when it changes).
 #![no_std]
 #![no_main]
+// The BPF atomic add (`probes::bump`).
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 #[cfg(target_arch = "bpf")]
 mod probes;

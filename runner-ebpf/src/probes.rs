@@ -23,6 +23,15 @@
 //!   the runner started its command, instances and editors in) is tracked
 //!   whatever its ancestry: the cgroup is the tree.
 //!
+//! - Whatever the task, every change of a socket to or from `TCP_LISTEN`
+//!   bumps `PORT_GENERATIONS[sport]`. A TCP socket becomes `TCP_LISTEN`
+//!   only inside `inet_csk_listen_start`, before it is hashed (reachable):
+//!   that state change also counts the thread in `LISTENS_IN_FLIGHT`
+//!   (first) and marks it in `LISTEN_STARTS`; `sys_exit_listen`, after the
+//!   hash, uncounts a marked thread. The verified dial skips its sock_diag
+//!   dump when neither moved (`runner::gate::dial_cache` says why that is
+//!   sound).
+//!
 //! Every field offset comes from a global the loader sets from tracefs.
 
 use aya_ebpf::{
@@ -32,13 +41,14 @@ use aya_ebpf::{
         generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_ns_current_pid_tgid},
     },
     macros::{map, tracepoint},
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use runner_common::{
     AF_INET, AF_INET6, DROPS_INDEX, EVENT_CLOSE, EVENT_EXEC, EVENT_OPEN, ListenEvent,
 };
 
+const TCP_SYN_RECV: i32 = 3;
 const TCP_LISTEN: i32 = 10;
 const IPPROTO_TCP: u16 = 6;
 
@@ -149,6 +159,42 @@ static LISTENERS: HashMap<u64, u8> = HashMap::with_max_entries(65536, 0);
 #[map]
 static BACKFILL_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(4096, 0);
 
+/// Changes to or from `TCP_LISTEN` by local port, of every socket of every
+/// process in every network namespace. Index 0 counts the listens whose
+/// port was not chosen yet (`listen()` without `bind()`).
+#[map]
+static PORT_GENERATIONS: Array<u64> = Array::with_max_entries(65536, 0);
+
+/// Threads between a TCP socket's change to `TCP_LISTEN` and the return of
+/// their `listen()`: the socket may not be reachable yet.
+#[map]
+static LISTENS_IN_FLIGHT: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Host tids counted in `LISTENS_IN_FLIGHT`, so a return uncounts only
+/// what its own call counted (one that failed before the state change
+/// counted nothing). Not LRU: an entry lost would leave the count stuck
+/// above 0, which only disables the dial cache; a full map does the same,
+/// and so does a listen from the kernel (`kernel_listen`) or io_uring,
+/// which never returns through `sys_exit_listen`.
+#[map]
+static LISTEN_STARTS: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
+
+/// Adds `delta` (wrapping) to a counter, atomically: the result is unused,
+/// so it compiles to the plain atomic add every BPF CPU version has.
+#[inline(always)]
+fn bump(counter: Option<*mut u64>, delta: u64) {
+    if let Some(counter) = counter {
+        // `AtomicU64` has no `fetch_add` on this target (no 64-bit CAS); the
+        // intrinsic becomes the BPF atomic add.
+        // SAFETY: an aligned u64 inside a map value, which outlives the call.
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                counter, delta,
+            )
+        };
+    }
+}
+
 /// Current tgid as the runner sees it; `None` when the task is not in the
 /// runner's pid namespace (the helper does not translate from nested ones).
 #[inline(always)]
@@ -250,12 +296,39 @@ pub fn sock_set_state(ctx: TracePointContext) -> u32 {
 
 fn try_sock_set_state(ctx: &TracePointContext) -> Result<(), i32> {
     // SAFETY (all reads): offsets from the tracepoint's format file.
-    let protocol: u16 = unsafe { ctx.read_at(off(&OFF_SOCK_PROTOCOL)) }?;
-    if protocol != IPPROTO_TCP {
+    let oldstate = unsafe { ctx.read_at::<i32>(off(&OFF_SOCK_OLDSTATE)) };
+    let newstate = unsafe { ctx.read_at::<i32>(off(&OFF_SOCK_NEWSTATE)) };
+    // Before any filter (protocol, task): the dial cache must hear of every
+    // listener. A state or port that cannot be read counts as a change of
+    // the unknown port, which every cached dial compares too.
+    let protocol = unsafe { ctx.read_at::<u16>(off(&OFF_SOCK_PROTOCOL)) };
+    // A TCP socket starting to listen (or what cannot be told apart from
+    // one) is counted in flight before the generation moves: a reader that
+    // sees the new generation sees this count too.
+    let not_listening = newstate.is_ok_and(|state| state != TCP_LISTEN);
+    let not_tcp = protocol.is_ok_and(|protocol| protocol != IPPROTO_TCP);
+    if !not_listening && !not_tcp {
+        let tid = current_tid();
+        if LISTEN_STARTS.get_ptr(tid).is_none() {
+            let _ = LISTEN_STARTS.insert(tid, 1, 0);
+            bump(LISTENS_IN_FLIGHT.get_ptr_mut(0), 1);
+        }
+    }
+    // A connection accepted on a listener is cloned from it and goes from
+    // its `TCP_LISTEN` to `TCP_SYN_RECV`: not a listener change.
+    let cloned = oldstate == Ok(TCP_LISTEN) && newstate == Ok(TCP_SYN_RECV);
+    if oldstate != Ok(TCP_LISTEN) && newstate != Ok(TCP_LISTEN) {
+        if oldstate.is_err() || newstate.is_err() {
+            bump(PORT_GENERATIONS.get_ptr_mut(0), 1);
+        }
+    } else if !cloned {
+        let port: u16 = unsafe { ctx.read_at(off(&OFF_SOCK_SPORT)) }.unwrap_or(0);
+        bump(PORT_GENERATIONS.get_ptr_mut(u32::from(port)), 1);
+    }
+    let (oldstate, newstate) = (oldstate?, newstate?);
+    if protocol? != IPPROTO_TCP {
         return Ok(());
     }
-    let oldstate: i32 = unsafe { ctx.read_at(off(&OFF_SOCK_OLDSTATE)) }?;
-    let newstate: i32 = unsafe { ctx.read_at(off(&OFF_SOCK_NEWSTATE)) }?;
     let skaddr: u64 = unsafe { ctx.read_at(off(&OFF_SOCK_SKADDR)) }?;
     if newstate == TCP_LISTEN {
         let tid = current_tid();
@@ -305,6 +378,12 @@ fn try_sock_set_state(ctx: &TracePointContext) -> Result<(), i32> {
 #[tracepoint(category = "syscalls", name = "sys_exit_listen")]
 pub fn listen_exit(ctx: TracePointContext) -> u32 {
     let tid = current_tid();
+    // `listen()` returns after `inet_csk_listen_start` hashed the socket
+    // (or failed): no longer in flight.
+    if LISTEN_STARTS.get_ptr(tid).is_some() {
+        let _ = LISTEN_STARTS.remove(tid);
+        bump(LISTENS_IN_FLIGHT.get_ptr_mut(0), u64::MAX);
+    }
     let Some(pending) = PENDING.get_ptr(tid) else {
         return 0;
     };

@@ -91,6 +91,9 @@ pub(crate) fn start(
         containment.remove();
     })?;
     on_selected(&selection, &containment);
+    if let (Some(gate), Some(changes)) = (&gate, &detector.port_changes) {
+        gate.use_port_changes(changes.clone());
+    }
     for warning in warnings {
         report.notice(Line::new("root_pid", warning.to_string()).level("warn"));
     }

@@ -127,6 +127,9 @@ pub trait RootRegistry: Send + Sync {
 pub struct Detector {
     pub events: mpsc::Receiver<DetectorEvent>,
     pub roots: Arc<dyn RootRegistry>,
+    /// The kernel's listener-change counters, for the gate's dial cache
+    /// (eBPF; `None` for the polling backends).
+    pub port_changes: Option<Arc<dyn PortChanges>>,
 }
 
 /// Why a backend cannot run here, in words for the user
@@ -197,11 +200,13 @@ mod label;
 #[cfg(any(target_os = "macos", test))]
 pub(crate) mod libproc;
 mod poll;
+pub mod port_changes;
 pub mod process_info;
 pub mod process_tree;
 #[cfg(target_os = "linux")]
 pub mod procfs;
 mod select;
 
+pub use port_changes::PortChanges;
 pub use select::{BackendChoice, start};
 pub(crate) use select::{BackendStatus, Selection, statuses};

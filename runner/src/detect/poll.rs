@@ -140,7 +140,11 @@ pub(crate) fn start_with(
     let interval = config.poll_interval.max(MIN_INTERVAL);
     let scanner = Arc::new(Mutex::new(scanner));
     tokio::spawn(run(kind, Arc::clone(&roots), tx, interval, scanner));
-    Detector { events, roots }
+    Detector {
+        events,
+        roots,
+        port_changes: None,
+    }
 }
 
 async fn run<S: Scan>(

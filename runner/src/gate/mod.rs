@@ -15,18 +15,21 @@
 //! ([`Gate::verify`]): each listening socket on that address and port must
 //! be one of the forwardable sockets, so a process outside the tree (a
 //! `SO_REUSEPORT` joiner, one that grabbed the port during a restart) is
-//! never sent a byte.
+//! never sent a byte. With the eBPF backend's counters, a dial to a peer
+//! whose port provably did not change since a check that passed skips the
+//! listener dump (`dial_cache`).
 
+mod dial_cache;
 mod port_gate;
 mod verify;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::detect::process_info::ProcessInfo;
-use crate::detect::{ListenerSocket, ListeningSocket, SocketId};
+use crate::detect::{ListenerSocket, ListeningSocket, PortChanges, SocketId};
 
 pub use port_gate::{GateRefusal, PortGate};
 
@@ -147,6 +150,9 @@ struct Shared {
     state: RwLock<State>,
     hooks: RwLock<Vec<Box<RevokeHook>>>,
     listeners: Box<ListenerTable>,
+    /// The kernel's listener-change counters, once a backend has them.
+    port_changes: OnceLock<Arc<dyn PortChanges>>,
+    dial_cache: dial_cache::DialCache,
 }
 
 /// Cheap to clone: the detector side writes live sockets, approval writes
@@ -183,8 +189,22 @@ impl Gate {
                 state: RwLock::default(),
                 hooks: RwLock::default(),
                 listeners,
+                port_changes: OnceLock::new(),
+                dial_cache: dial_cache::DialCache::default(),
             }),
         }
+    }
+
+    /// Lets verified dials skip the listener dump when `changes` proves
+    /// nothing changed on the port (the detector's, eBPF only). The first
+    /// call wins.
+    pub fn use_port_changes(&self, changes: Arc<dyn PortChanges>) {
+        let _ = self.shared.port_changes.set(changes);
+    }
+
+    /// Verified dials accepted without a listener dump so far.
+    pub fn dials_from_cache(&self) -> u64 {
+        self.shared.dial_cache.hits()
     }
 
     /// Calls `hook` with every revocation from now on, synchronously: it
@@ -287,6 +307,14 @@ impl PortGate for Gate {
     }
 
     fn verify(&self, peer: SocketAddr) -> Result<(), GateRefusal> {
+        let changes = self.shared.port_changes.get().map(Arc::as_ref);
+        let before = changes.and_then(|c| dial_cache::Reading::take(c, peer.port()));
+        if let Some(now) = before
+            && let Ok(allowed) = self.allowed(peer.port())
+            && self.shared.dial_cache.hit(peer, now, &allowed)
+        {
+            return Ok(());
+        }
         // The OS table first, the live state second: a socket that closes
         // in between is then missing from the live state and refused, never
         // the other way round.
@@ -294,15 +322,22 @@ impl PortGate for Gate {
             tracing::warn!(%peer, "cannot list listening sockets to verify a connection: {err}");
             GateRefusal::Unverified
         })?;
-        let allowed: HashSet<u64> = {
-            let state = self.read();
-            state
-                .forwardable(peer.port())?
-                .iter()
-                .map(|s| s.id.0)
-                .collect()
-        };
-        verify::check(peer, &allowed, &listeners)
+        let allowed = self.allowed(peer.port())?;
+        let verdict = verify::check(peer, &allowed, &listeners);
+        if let (Some(changes), Some(before)) = (changes, before) {
+            let after = changes.generation(peer.port()).ok();
+            let passed = verdict.is_ok().then_some(allowed);
+            self.shared.dial_cache.settle(peer, before, after, passed);
+        }
+        verdict
+    }
+}
+
+impl Gate {
+    /// The ids of `port`'s sockets when it may be forwarded.
+    fn allowed(&self, port: u16) -> Result<HashSet<u64>, GateRefusal> {
+        let state = self.read();
+        Ok(state.forwardable(port)?.iter().map(|s| s.id.0).collect())
     }
 }
 

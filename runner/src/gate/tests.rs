@@ -169,3 +169,86 @@ fn a_refusal_says_whether_the_port_is_new_pending_or_denied() {
         assert_eq!(refusal.code().to_string(), "port_not_approved");
     }
 }
+
+/// Counters the test moves by hand.
+#[derive(Default)]
+struct FakeChanges(Mutex<(u64, u64)>);
+
+impl PortChanges for FakeChanges {
+    fn generation(&self, _port: u16) -> std::io::Result<crate::detect::port_changes::Generation> {
+        let port = self.0.lock().unwrap().0;
+        Ok(crate::detect::port_changes::Generation { port, unknown: 0 })
+    }
+
+    fn in_flight(&self) -> std::io::Result<u64> {
+        Ok(self.0.lock().unwrap().1)
+    }
+}
+
+/// A gate with a table and counters the test sets, and how many dumps it made.
+fn gate_with_counters() -> (Gate, Arc<FakeChanges>, Arc<Mutex<usize>>) {
+    let dumps = Arc::new(Mutex::new(0));
+    let counted = dumps.clone();
+    let gate = Gate::with_listener_table(Box::new(move |_port| {
+        *counted.lock().unwrap() += 1;
+        Ok(vec![listed(7, "127.0.0.1", 5173), listed(9, "::1", 5173)])
+    }));
+    let changes = Arc::new(FakeChanges::default());
+    gate.use_port_changes(changes.clone());
+    gate.set_live(5173, [&socket(7, 5173, "127.0.0.1", "vite")]);
+    gate.set_approved(&identity(5173, "vite"), true);
+    (gate, changes, dumps)
+}
+
+#[test]
+fn a_dial_skips_the_dump_only_while_nothing_changed() {
+    let (gate, changes, dumps) = gate_with_counters();
+    let peer: SocketAddr = "127.0.0.1:5173".parse().unwrap();
+    assert_eq!(gate.verify(peer), Ok(()));
+    assert_eq!(gate.verify(peer), Ok(()));
+    assert_eq!((*dumps.lock().unwrap(), gate.dials_from_cache()), (1, 1));
+
+    // A listener changed on the port: dumped again, and recorded again.
+    changes.0.lock().unwrap().0 += 1;
+    assert_eq!(gate.verify(peer), Ok(()));
+    assert_eq!(gate.verify(peer), Ok(()));
+    assert_eq!((*dumps.lock().unwrap(), gate.dials_from_cache()), (2, 2));
+
+    // A listen in flight: dumped, and not recorded while it lasts.
+    changes.0.lock().unwrap().1 = 1;
+    assert_eq!(gate.verify(peer), Ok(()));
+    assert_eq!(gate.verify(peer), Ok(()));
+    assert_eq!((*dumps.lock().unwrap(), gate.dials_from_cache()), (4, 2));
+}
+
+#[test]
+fn a_changed_allowed_set_forces_the_dump() {
+    let (gate, _changes, dumps) = gate_with_counters();
+    let peer: SocketAddr = "[::1]:5173".parse().unwrap();
+    gate.set_live(
+        5173,
+        [
+            &socket(7, 5173, "127.0.0.1", "vite"),
+            &socket(9, 5173, "::1", "vite"),
+        ],
+    );
+    assert_eq!(gate.verify(peer), Ok(()));
+    assert_eq!(gate.verify(peer), Ok(()));
+    assert_eq!(*dumps.lock().unwrap(), 1);
+
+    // The detector lost the ::1 socket (the counters did not move): the
+    // table, which still lists it, is read again and refuses.
+    gate.set_live(5173, [&socket(7, 5173, "127.0.0.1", "vite")]);
+    assert_eq!(gate.verify(peer), Err(GateRefusal::Foreign));
+    assert_eq!(*dumps.lock().unwrap(), 2);
+    // And the refusal is not cached away.
+    gate.set_live(
+        5173,
+        [
+            &socket(7, 5173, "127.0.0.1", "vite"),
+            &socket(9, 5173, "::1", "vite"),
+        ],
+    );
+    assert_eq!(gate.verify(peer), Ok(()));
+    assert_eq!((*dumps.lock().unwrap(), gate.dials_from_cache()), (3, 1));
+}

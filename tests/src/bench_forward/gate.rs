@@ -4,6 +4,8 @@
 //! - the verified dial: a fresh loopback connection, then the check that
 //!   every socket listening on its address is the approved listener's
 //!   (netlink sock_diag), timed in this process next to the connect alone;
+//!   then again with the eBPF backend's listener-change counters, which
+//!   let a dial skip the dump when nothing changed on the port;
 //! - close to refused: how long after a watched listener closes the gate
 //!   refuses its port, with the runner's own detector and pipeline (eBPF,
 //!   procfs) running in this process.
@@ -15,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use runner::detect::process_info::ProcessInfo;
-use runner::detect::{self, BackendChoice, DetectorConfig, ListenerSocket, SocketId};
+use runner::detect::{
+    self, BackendChoice, Detector, DetectorConfig, ListenerSocket, PortChanges, SocketId,
+};
 use runner::gate::Gate;
 use runner::gate::{GateRefusal, PortGate};
 use runner::pipeline::{self, PipelineConfig};
@@ -30,12 +34,19 @@ pub struct DialCost {
     pub listeners_on_machine: usize,
     pub connect: Vec<Duration>,
     pub verify: Vec<Duration>,
+    /// Dials accepted without a dump (with counters).
+    pub from_cache: u64,
 }
 
 /// Times `samples` fresh connections to a listener of this process, each
 /// verified as the runner verifies one, with `extra_listeners` more
-/// listening sockets open on the machine (sock_diag lists them all).
-pub fn dial_cost(samples: usize, extra_listeners: usize) -> Result<DialCost> {
+/// listening sockets open on the machine, and the gate given `counters`
+/// when there are.
+pub fn dial_cost(
+    samples: usize,
+    extra_listeners: usize,
+    counters: Option<Arc<dyn PortChanges>>,
+) -> Result<DialCost> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
     let _extra: Vec<TcpListener> = (0..extra_listeners)
@@ -48,6 +59,9 @@ pub fn dial_cost(samples: usize, extra_listeners: usize) -> Result<DialCost> {
         .context("own listener missing from sock_diag")?
         .id;
     let gate = Gate::new();
+    if let Some(counters) = counters {
+        gate.use_port_changes(counters);
+    }
     let socket = ListenerSocket {
         id: SocketId(inode),
         port,
@@ -86,6 +100,7 @@ pub fn dial_cost(samples: usize, extra_listeners: usize) -> Result<DialCost> {
         listeners_on_machine: table.len(),
         connect,
         verify,
+        from_cache: gate.dials_from_cache(),
     })
 }
 
@@ -210,6 +225,42 @@ pub fn quantiles_ms(samples: &[Duration]) -> (f64, f64) {
     )
 }
 
+/// The three rows of one [`dial_cost`] run.
+fn print_dial_rows(cost: &DialCost, samples: usize, cached: bool) {
+    let extra = cost.extra_listeners;
+    let (c50, c99) = quantiles_ms(&cost.connect);
+    let (v50, v99) = quantiles_ms(&cost.verify);
+    let total: Vec<Duration> = cost
+        .connect
+        .iter()
+        .zip(&cost.verify)
+        .map(|(c, v)| *c + *v)
+        .collect();
+    let (t50, t99) = quantiles_ms(&total);
+    let note = format!(
+        "{samples} fresh connections, {} listening sockets on the machine{}",
+        cost.listeners_on_machine,
+        if cached {
+            format!(", {} served without a dump", cost.from_cache)
+        } else {
+            String::new()
+        }
+    );
+    println!("| loopback connect alone, +{extra} listeners (ms) | {c50:.3} | {c99:.3} | {note} |");
+    println!(
+        "| verification alone, +{extra} listeners (ms) | {v50:.3} | {v99:.3} | {} |",
+        if cached {
+            "counters read; dump + check only when they moved"
+        } else {
+            "sock_diag dump + check"
+        }
+    );
+    println!(
+        "| verified dial (connect + verify), +{extra} listeners (ms) | {t50:.3} | {t99:.3} | {:.2}x the connect alone at p50 |",
+        t50 / c50
+    );
+}
+
 /// Measures both and prints their table (Markdown) on stdout.
 pub async fn report(quick: bool) -> Result<()> {
     let samples = if quick { 200 } else { 2000 };
@@ -217,31 +268,25 @@ pub async fn report(quick: bool) -> Result<()> {
     println!();
     println!("| live gate and verified dial | p50 | p99 | note |");
     println!("|:--|--:|--:|:--|");
-    for extra in [0, 1000] {
-        let cost = tokio::task::spawn_blocking(move || dial_cost(samples, extra)).await??;
-        let (c50, c99) = quantiles_ms(&cost.connect);
-        let (v50, v99) = quantiles_ms(&cost.verify);
-        let total: Vec<Duration> = cost
-            .connect
-            .iter()
-            .zip(&cost.verify)
-            .map(|(c, v)| *c + *v)
-            .collect();
-        let (t50, t99) = quantiles_ms(&total);
-        let note = format!(
-            "{samples} fresh connections, {} listening sockets on the machine",
-            cost.listeners_on_machine
-        );
-        println!(
-            "| loopback connect alone, +{extra} listeners (ms) | {c50:.3} | {c99:.3} | {note} |"
-        );
-        println!(
-            "| verification alone, +{extra} listeners (ms) | {v50:.3} | {v99:.3} | sock_diag dump + check |"
-        );
-        println!(
-            "| verified dial (connect + verify), +{extra} listeners (ms) | {t50:.3} | {t99:.3} | {:.2}x the connect alone at p50 |",
-            t50 / c50
-        );
+    // The eBPF backend's counters, when it runs here (root).
+    let ebpf: Option<Detector> = detect::start(BackendChoice::Ebpf, &DetectorConfig::default())
+        .ok()
+        .map(|(detector, _)| detector);
+    let counters = ebpf.as_ref().and_then(|d| d.port_changes.clone());
+    let runs = [
+        (0, None),
+        (1000, None),
+        (0, counters.clone()),
+        (1000, counters),
+    ];
+    for (extra, counters) in runs {
+        let cached = counters.is_some();
+        if extra == 0 && cached {
+            println!("| *with the eBPF listener-change counters (dial cache)* | | | |");
+        }
+        let cost =
+            tokio::task::spawn_blocking(move || dial_cost(samples, extra, counters)).await??;
+        print_dial_rows(&cost, samples, cached);
     }
     for (backend, samples) in [
         ("ebpf", if quick { 20 } else { 200 }),

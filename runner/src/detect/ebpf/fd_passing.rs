@@ -6,7 +6,7 @@ use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
-/// At most this many descriptors in one message (five maps and six links
+/// At most this many descriptors in one message (seven maps and six links
 /// are sent; room for kernels that attach through perf events instead).
 const MAX_FDS: usize = 32;
 

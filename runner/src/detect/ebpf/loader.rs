@@ -2,15 +2,18 @@
 //! identity as globals, then attaches the six tracepoints.
 
 use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, Map, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf},
     programs::TracePoint,
 };
 use runner_common::{globals as g, maps};
 
+use super::port_counters::PortCounters;
 use super::tracefs::{self, TracefsError, TracepointFormat};
+use crate::detect::PortChanges;
 
 /// The object built by `runner/build.rs`; empty when it could not be built.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/runner"));
@@ -75,13 +78,15 @@ pub(crate) enum LoadError {
 pub(crate) struct Loaded {
     /// Keeps the programs attached while it lives: the loader's `Ebpf`, or
     /// the descriptors the loader child handed over.
-    pub(crate) attached: Box<dyn Send + Sync>,
+    pub(crate) attached: Arc<dyn Send + Sync>,
     pub(crate) events: RingBuf<MapData>,
     pub(crate) drops: PerCpuArray<MapData, u64>,
     pub(crate) ns_tracked: HashMap<MapData, u32, u8>,
     pub(crate) backfill_ports: HashMap<MapData, u16, u8>,
     /// Ids of the cgroups whose tasks are tracked.
     pub(crate) cgroups: HashMap<MapData, u64, u8>,
+    /// The listener-change counters (they stay attached while it lives).
+    pub(crate) port_changes: Arc<dyn PortChanges>,
 }
 
 /// What to load: the runner's identity and the ring size.
@@ -96,12 +101,14 @@ pub(crate) struct Request {
 }
 
 /// The maps userspace uses, in the order [`assemble`] takes them.
-pub(super) const MAPS: [&str; 5] = [
+pub(super) const MAPS: [&str; 7] = [
     "EVENTS",
     "DROPS",
     "NS_TRACKED",
     maps::BACKFILL_PORTS,
     maps::CGROUPS,
+    maps::PORT_GENERATIONS,
+    maps::LISTENS_IN_FLIGHT,
 ];
 
 /// (program function, tracepoint category, tracepoint name)
@@ -182,7 +189,7 @@ pub(crate) fn load(request: Request) -> Result<Loaded, LoadError> {
         .iter()
         .map(|&name| ebpf.take_map(name).ok_or(LoadError::MissingMap(name)))
         .collect::<Result<Vec<_>, _>>()?;
-    assemble(maps, Box::new(ebpf))
+    assemble(maps, Arc::new(ebpf))
 }
 
 /// Loads the object and attaches the programs in this process.
@@ -212,10 +219,22 @@ pub(super) fn attach_here(request: Request) -> Result<Ebpf, LoadError> {
 /// [`Loaded`] from the maps named in [`MAPS`], in that order.
 pub(super) fn assemble(
     maps: Vec<Map>,
-    attached: Box<dyn Send + Sync>,
+    attached: Arc<dyn Send + Sync>,
 ) -> Result<Loaded, LoadError> {
-    let [events, drops, ns_tracked, backfill_ports, cgroups] =
-        <[Map; 5]>::try_from(maps).map_err(|_| LoadError::MissingMap("of the five"))?;
+    let [
+        events,
+        drops,
+        ns_tracked,
+        backfill_ports,
+        cgroups,
+        generations,
+        in_flight,
+    ] = <[Map; 7]>::try_from(maps).map_err(|_| LoadError::MissingMap("of the seven"))?;
+    let port_changes: Arc<dyn PortChanges> = Arc::new(PortCounters {
+        generations: typed(MAPS[5], generations, Array::try_from)?,
+        in_flight: typed(MAPS[6], in_flight, Array::try_from)?,
+        _attached: attached.clone(),
+    });
     Ok(Loaded {
         attached,
         events: typed(MAPS[0], events, RingBuf::try_from)?,
@@ -223,6 +242,7 @@ pub(super) fn assemble(
         ns_tracked: typed(MAPS[2], ns_tracked, HashMap::try_from)?,
         backfill_ports: typed(MAPS[3], backfill_ports, HashMap::try_from)?,
         cgroups: typed(MAPS[4], cgroups, HashMap::try_from)?,
+        port_changes,
     })
 }
 

@@ -13,6 +13,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -80,7 +81,7 @@ pub(super) fn load(request: Request) -> Result<Loaded, LoadError> {
                         .map_err(|source| LoadError::Map { name, source })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            loader::assemble(maps, Box::new(links))
+            loader::assemble(maps, Arc::new(links))
         }
         Some((b'-', message)) => Err(LoadError::Child(
             String::from_utf8_lossy(message).into_owned(),
@@ -159,7 +160,9 @@ fn descriptors(ebpf: &Ebpf) -> Result<Vec<RawFd>, LoadError> {
     let mut fds = Vec::new();
     for name in MAPS {
         let data = match ebpf.map(name) {
-            Some(Map::RingBuf(data) | Map::PerCpuArray(data) | Map::HashMap(data)) => data,
+            Some(
+                Map::RingBuf(data) | Map::PerCpuArray(data) | Map::HashMap(data) | Map::Array(data),
+            ) => data,
             _ => return Err(LoadError::MissingMap(name)),
         };
         fds.push(data.fd().as_fd().as_raw_fd());

@@ -6,14 +6,16 @@
 //! `loader_child`, a short-lived process that hands the maps and
 //! attachments over with `fd_passing`), `ring` reads its events, `roots` feeds
 //! the kernel the watched trees, `task` turns events into [`DetectorEvent`]s
-//! with the help of `procinfo`, and `backfill` learns from the kernel when
-//! listeners older than the tracking close.
+//! with the help of `procinfo`, `backfill` learns from the kernel when
+//! listeners older than the tracking close, and `port_counters` reads the
+//! listener-change counters the gate's dial cache compares.
 
 mod backfill;
 mod blockers;
 mod fd_passing;
 mod loader;
 pub(crate) mod loader_child;
+mod port_counters;
 mod procinfo;
 mod ring;
 mod roots;
@@ -101,6 +103,7 @@ pub fn start_tuned(config: &DetectorConfig, tuning: Tuning) -> Result<Detector, 
         ns_tracked,
         backfill_ports,
         cgroups,
+        port_changes,
     } = loaded;
     let ring = ring::Ring::new(events, drops).map_err(|err| {
         unavailable(Unavailable::new(format!(
@@ -123,5 +126,18 @@ pub fn start_tuned(config: &DetectorConfig, tuning: Tuning) -> Result<Detector, 
     tokio::spawn(task.run());
     // Debug: the first stderr line is the backend line, printed after this.
     tracing::debug!("eBPF detector attached");
-    Ok(Detector { events: rx, roots })
+    Ok(Detector {
+        events: rx,
+        roots,
+        port_changes: ordered_counters().then_some(port_changes),
+    })
+}
+
+/// Whether the counters' proof holds here: the program adds to the
+/// in-flight count, then to the generation, and a reader that sees the
+/// second must see the first. x86-64's locked adds are ordered; the BPF
+/// atomic add of other architectures (arm64's `stadd`) is relaxed, so there
+/// every verified dial dumps.
+fn ordered_counters() -> bool {
+    cfg!(target_arch = "x86_64")
 }

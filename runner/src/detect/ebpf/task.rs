@@ -37,7 +37,7 @@ pub(crate) struct EventTask {
     pub(crate) net_ns: Option<NetNs>,
     pub(crate) backfill: Backfill,
     /// Keeps the programs attached for as long as the task runs.
-    pub(crate) _attached: Box<dyn Send + Sync>,
+    pub(crate) _attached: std::sync::Arc<dyn Send + Sync>,
 }
 
 /// What the task knows between events.
