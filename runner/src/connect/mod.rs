@@ -12,6 +12,8 @@ mod shutdown;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
+
 use crate::approval::Approval;
 use crate::cli::ConnectArgs;
 use crate::control::{
@@ -20,26 +22,19 @@ use crate::control::{
 use crate::forward::{CloseCause, ForwardConfig, Forwarder};
 use crate::gate::RevokeReason;
 use crate::logging::Output;
+use crate::pipeline::CandidateEvent;
 use crate::report::Report;
-use crate::supervise::{RunnerStop, Signal};
+use crate::root_pids::RootPids;
+use crate::supervise::{RootCommand, RunnerStop, Signal, Signals};
 use crate::trees::{self, Trees};
 use crate::wire::{Event, RunnerReady};
 
 /// Runs `connect` and returns the process exit code.
 pub(crate) async fn run(args: ConnectArgs, output: Output) -> i32 {
     let report = Report::new(output);
-    // Before anything starts: no retry can make such a URL work.
-    if let Err(err) = crate::control::mount::check_mount(&args.url) {
-        let shown = crate::control::endpoint::redact(&args.url);
-        report.error(format!("--url {shown}: {err}"));
-        return 2;
-    }
-    let token = match args.identity.token() {
+    let token = match checked_token(&args, &report) {
         Ok(token) => token,
-        Err(err) => {
-            report.error(crate::error_chain(&err));
-            return 2;
-        }
+        Err(code) => return code,
     };
     if token.is_some() {
         crate::supervise::hide_from_tree();
@@ -50,14 +45,14 @@ pub(crate) async fn run(args: ConnectArgs, output: Output) -> i32 {
     let (
         Trees {
             selection,
-            mut candidates,
-            mut command,
+            candidates,
+            command,
             finisher,
             roots,
-            mut root_pids,
+            root_pids,
             containment,
         },
-        mut signals,
+        signals,
     ) = match trees::start_for_command(
         &args.detector,
         trees::CommandOutput::default(),
@@ -73,74 +68,31 @@ pub(crate) async fn run(args: ConnectArgs, output: Output) -> i32 {
     report.kandan(&crate::control::endpoint::redact(&args.url), &runner_id);
     // Removed (with its socket) when `connect` returns.
     let _status = crate::status::serve(report.clone());
-    let join = JoinInfo {
-        runner_id: runner_id.clone(),
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        hostname: hostname(),
-        os: std::env::consts::OS.to_string(),
-        backend: selection.kind.to_string(),
-        config_version: 0,
-    };
-    let (editors, mut editor_events) = editors::registry(
+    let join = join_info(&runner_id, selection.kind.to_string());
+    let (editors, editor_events) = editors::registry(
         (args.code_server_bin.as_deref()).map(crate::program::from_runner_cwd),
         &args.url,
         token.as_deref(),
         &containment,
     );
-    let mut control_config = ControlConfig::new(args.url.clone(), token, join);
-    control_config.timing = Timing {
-        heartbeat_interval: Duration::from_millis(args.heartbeat_ms),
-        heartbeat_timeout: Duration::from_millis(args.heartbeat_ms),
-        ..Timing::default()
-    };
-    control_config.max_message = crate::control::connector::message_limit(args.max_request_body);
-
+    let mut control_config = control_config(&args, token, join);
     // Events waiting for Kandan, forwarded traffic's and instances' alike.
     let event_budget =
         crate::control::budget::Budget::new(crate::control::budget::DEFAULT_EVENT_BUDGET);
-    let forwarder = Arc::new(Forwarder::new(
-        Arc::new(reported_gate::ReportedGate {
-            gate: gate.clone(),
-            report: report.clone(),
-        }),
-        Arc::new(editors::Sockets(editors.as_ref().ok().cloned())),
-        ForwardConfig {
-            max_request_body: args.max_request_body,
-            max_response_body: args.max_response_body,
-            connect_timeout: Duration::from_millis(args.connect_timeout_ms),
-            overall_timeout: Duration::from_millis(args.request_timeout_ms),
-            event_budget: event_budget.clone(),
-            ..ForwardConfig::default()
-        },
-    ));
-    let shown = report.clone();
-    forwarder.on_scheme_learned(move |port, scheme| shown.scheme(port, scheme));
-    // A revoked port stops at once, from whichever task revoked it (the
-    // detector's or this one); weak, as the forwarder holds the gate.
-    let closer = Arc::downgrade(&forwarder);
-    gate.on_revoke(move |revocation| {
-        let cause = match revocation.reason {
-            RevokeReason::Closed => CloseCause::ListenerClosed,
-            RevokeReason::OwnerChanged | RevokeReason::Denied => CloseCause::ApprovalRevoked,
-        };
-        if let Some(forwarder) = closer.upgrade() {
-            forwarder.close_port(revocation.port, cause);
-        }
-    });
+    let sockets = editors::Sockets(editors.as_ref().ok().cloned());
+    let forwarder = forwarder(&args, &gate, &report, sockets, event_budget.clone());
     // `forward_*` controls go from the connection straight to the forwarder.
     control_config.shortcut = Some(forwarder.clone());
     let channel = ControlClient::spawn(control_config);
-    let mut inputs = channel.inputs;
-    let (instances, mut instance_events) = instances::Instances::new(
-        instances::Settings {
-            codex_bin: (args.codex.codex_bin.as_deref()).map(crate::program::from_runner_cwd),
-            stream_flush: Duration::from_millis(args.codex.stream_flush_ms),
-            turn_idle_timeout: Duration::from_millis(args.codex.turn_idle_timeout_ms),
-            event_budget,
-        },
-        roots,
-        containment.clone(),
-    );
+    let inputs = channel.inputs;
+    let settings = instances::Settings {
+        codex_bin: (args.codex.codex_bin.as_deref()).map(crate::program::from_runner_cwd),
+        stream_flush: Duration::from_millis(args.codex.stream_flush_ms),
+        turn_idle_timeout: Duration::from_millis(args.codex.turn_idle_timeout_ms),
+        event_budget,
+    };
+    let (instances, instance_events) =
+        instances::Instances::new(settings, roots, containment.clone());
     let mut runner = Runner {
         handle: channel.handle,
         approval,
@@ -157,58 +109,181 @@ pub(crate) async fn run(args: ConnectArgs, output: Output) -> i32 {
         report,
     };
 
-    let mut refused = false;
-    let stop = loop {
-        tokio::select! {
-            event = candidates.recv() => {
-                let Some(event) = event else {
-                    runner.report.error("the detector stopped");
-                    return 1;
-                };
-                runner.on_candidate(event).await;
-            }
-            input = inputs.recv() => {
-                let Some(input) = input else {
-                    runner.report.error("the control channel stopped");
-                    return 1;
-                };
-                if let ControlInput::Refused(refusal) = input {
-                    // Stopped like a SIGTERM would: the command's tree ends.
-                    runner.report.error(refusal.to_string());
-                    refused = true;
-                    break RunnerStop::Signal(Signal::Terminate);
-                }
-                runner.on_input(input).await;
-                runner.handle.handled();
-            }
-            Some(event) = editor_events.recv() => {
-                runner.send(event).await;
-                editors::report_status(&runner.editors, &runner.report);
-            }
-            Some(emitted) = instance_events.recv() => {
-                let changes_status = instances::Instances::changes_status(&emitted.event);
-                runner.on_instance_event(emitted).await;
-                if changes_status {
-                    runner.report.instances(runner.instances.ready());
-                }
-            }
-            code = crate::supervise::exit_code_of(&mut command) => break RunnerStop::Exited(code),
-            () = root_pids.all_ended() => break RunnerStop::Exited(0),
-            signal = signals.recv() => break RunnerStop::Signal(signal),
-        }
-    };
-    let ends = shutdown::Ends {
-        command,
-        signals,
-        finisher,
+    let mut channels = Channels {
         candidates,
+        inputs,
         editor_events,
         instance_events,
-        client: channel.task,
+        command,
+        root_pids,
+        signals,
     };
+    let (stop, refused) = match runner.main_loop(&mut channels).await {
+        Ok(ended) => ended,
+        Err(code) => return code,
+    };
+    let ends = channels.into_ends(finisher, channel.task);
     let code = runner.shut_down(stop, ends).await;
     containment.remove();
     if refused { REFUSED } else { code }
+}
+
+/// `--url` checked and the token read, or the exit code (2) after saying
+/// why: no retry can make such a URL or token work.
+fn checked_token(args: &ConnectArgs, report: &Report) -> Result<Option<String>, i32> {
+    if let Err(err) = crate::control::mount::check_mount(&args.url) {
+        let shown = crate::control::endpoint::redact(&args.url);
+        report.error(format!("--url {shown}: {err}"));
+        return Err(2);
+    }
+    args.identity.token().map_err(|err| {
+        report.error(crate::error_chain(&err));
+        2
+    })
+}
+
+/// What the runner joins with (PROTOCOL.md section 2).
+fn join_info(runner_id: &str, backend: String) -> JoinInfo {
+    JoinInfo {
+        runner_id: runner_id.to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        hostname: hostname(),
+        os: std::env::consts::OS.to_string(),
+        backend,
+        config_version: 0,
+    }
+}
+
+/// The channel to Kandan as the flags say: timing and the largest message.
+fn control_config(args: &ConnectArgs, token: Option<String>, join: JoinInfo) -> ControlConfig {
+    let mut config = ControlConfig::new(args.url.clone(), token, join);
+    config.timing = Timing {
+        heartbeat_interval: Duration::from_millis(args.heartbeat_ms),
+        heartbeat_timeout: Duration::from_millis(args.heartbeat_ms),
+        ..Timing::default()
+    };
+    config.max_message = crate::control::connector::message_limit(args.max_request_body);
+    config
+}
+
+/// The forwarder behind `gate`, its refusals and learned schemes shown in
+/// `report`; a port the gate revokes stops at once.
+fn forwarder(
+    args: &ConnectArgs,
+    gate: &crate::gate::Gate,
+    report: &Report,
+    editors: editors::Sockets,
+    event_budget: crate::control::budget::Budget,
+) -> Arc<Forwarder> {
+    let forwarder = Arc::new(Forwarder::new(
+        Arc::new(reported_gate::ReportedGate {
+            gate: gate.clone(),
+            report: report.clone(),
+        }),
+        Arc::new(editors),
+        ForwardConfig {
+            max_request_body: args.max_request_body,
+            max_response_body: args.max_response_body,
+            connect_timeout: Duration::from_millis(args.connect_timeout_ms),
+            overall_timeout: Duration::from_millis(args.request_timeout_ms),
+            event_budget,
+            ..ForwardConfig::default()
+        },
+    ));
+    let shown = report.clone();
+    forwarder.on_scheme_learned(move |port, scheme| shown.scheme(port, scheme));
+    // From whichever task revoked it (the detector's or the main loop);
+    // weak, as the forwarder holds the gate.
+    let closer = Arc::downgrade(&forwarder);
+    gate.on_revoke(move |revocation| {
+        let cause = match revocation.reason {
+            RevokeReason::Closed => CloseCause::ListenerClosed,
+            RevokeReason::OwnerChanged | RevokeReason::Denied => CloseCause::ApprovalRevoked,
+        };
+        if let Some(forwarder) = closer.upgrade() {
+            forwarder.close_port(revocation.port, cause);
+        }
+    });
+    forwarder
+}
+
+/// What the main loop waits on.
+struct Channels {
+    candidates: mpsc::Receiver<CandidateEvent>,
+    inputs: mpsc::Receiver<ControlInput>,
+    editor_events: mpsc::UnboundedReceiver<Event>,
+    instance_events: mpsc::Receiver<instances::Queued>,
+    command: Option<RootCommand>,
+    root_pids: RootPids,
+    signals: Signals,
+}
+
+impl Channels {
+    /// What the shutdown still needs of them, with the pipeline's finisher
+    /// and the control client's task.
+    fn into_ends(
+        self,
+        finisher: crate::trees::Finisher,
+        client: tokio::task::JoinHandle<()>,
+    ) -> shutdown::Ends {
+        shutdown::Ends {
+            command: self.command,
+            signals: self.signals,
+            finisher,
+            candidates: self.candidates,
+            editor_events: self.editor_events,
+            instance_events: self.instance_events,
+            client,
+        }
+    }
+}
+
+impl Runner {
+    /// Handles the detector's, Kandan's, the editors' and the instances'
+    /// events until something stops the runner: why, and whether Kandan
+    /// refused it; `Err` with the exit code when a channel broke.
+    async fn main_loop(&mut self, ch: &mut Channels) -> Result<(RunnerStop, bool), i32> {
+        loop {
+            tokio::select! {
+                event = ch.candidates.recv() => {
+                    let Some(event) = event else {
+                        self.report.error("the detector stopped");
+                        return Err(1);
+                    };
+                    self.on_candidate(event).await;
+                }
+                input = ch.inputs.recv() => {
+                    let Some(input) = input else {
+                        self.report.error("the control channel stopped");
+                        return Err(1);
+                    };
+                    if let ControlInput::Refused(refusal) = input {
+                        // Stopped like a SIGTERM would: the command's tree ends.
+                        self.report.error(refusal.to_string());
+                        return Ok((RunnerStop::Signal(Signal::Terminate), true));
+                    }
+                    self.on_input(input).await;
+                    self.handle.handled();
+                }
+                Some(event) = ch.editor_events.recv() => {
+                    self.send(event).await;
+                    editors::report_status(&self.editors, &self.report);
+                }
+                Some(emitted) = ch.instance_events.recv() => {
+                    let changes_status = instances::Instances::changes_status(&emitted.event);
+                    self.on_instance_event(emitted).await;
+                    if changes_status {
+                        self.report.instances(self.instances.ready());
+                    }
+                }
+                code = crate::supervise::exit_code_of(&mut ch.command) => {
+                    return Ok((RunnerStop::Exited(code), false));
+                }
+                () = ch.root_pids.all_ended() => return Ok((RunnerStop::Exited(0), false)),
+                signal = ch.signals.recv() => return Ok((RunnerStop::Signal(signal), false)),
+            }
+        }
+    }
 }
 
 /// Exit code when Kandan refused the runner (PROTOCOL.md section 1).
