@@ -217,27 +217,7 @@ async fn run(
     mut commands: mpsc::Receiver<Envelope>,
 ) {
     // `tui_auth` keeps the token file until the app-server is gone.
-    let (transport, tui_auth) = match connect {
-        Connect::Ready(transport) => (transport, None),
-        Connect::WebSocket(auth) => {
-            state.tui_token_file = Some(auth.file().clone());
-            let budget = state.options.event_budget.clone();
-            let transport = match tui::connect(&mut server, &auth, budget).await {
-                Ok((transport, url)) => {
-                    state.tui_url = Some(url);
-                    transport
-                }
-                Err(message) => {
-                    state.failure = Some(message);
-                    // A closed transport: the loop below ends at once.
-                    let (_, incoming) = mpsc::channel(1);
-                    let (outgoing, _) = mpsc::unbounded_channel();
-                    Transport { incoming, outgoing }
-                }
-            };
-            (transport, Some(auth))
-        }
-    };
+    let (transport, tui_auth) = open_transport(&mut state, &mut server, connect).await;
     let Transport {
         mut incoming,
         outgoing,
@@ -246,76 +226,22 @@ async fn run(
     state.initialize();
     // Commands that came before the thread opened (all but `Stop`).
     let mut deferred: Vec<Envelope> = Vec::new();
-    let budget = state.options.event_budget.clone();
-    let end = loop {
-        if state.failure.is_some() {
-            break End::Failed;
-        }
-        if state.abandoned {
-            break End::Stop(None);
-        }
-        if state.started {
-            for Envelope { command, reply } in std::mem::take(&mut deferred) {
-                state.on_command(command, reply).await;
-            }
-        }
-        let deadline = state.next_deadline();
-        // What came before the thread and went to a file, one at a time.
-        let backlog = state.backlog_next();
-        tokio::select! {
-            biased;
-            // First, so that it drains while the app-server keeps writing
-            // (what it writes meanwhile joins the file).
-            charge = budget.charge(backlog.unwrap_or_default()), if backlog.is_some() => {
-                state.on_backlog_charge(charge).await;
-            }
-            received = incoming.recv() => match received {
-                Some(Received::Message(message, charge)) => state.on_message(message, charge).await,
-                Some(Received::LineTooLong) => state.failure = Some(line_too_long()),
-                None => break End::Exited(None),
-            },
-            status = server.child.wait() => break End::Exited(status.ok().map(Exit::from)),
-            envelope = commands.recv() => match envelope {
-                Some(Envelope { command: InstanceCommand::Stop, reply }) => break End::Stop(Some(reply)),
-                Some(envelope) if !state.started => deferred.push(envelope),
-                Some(Envelope { command, reply }) => state.on_command(command, reply).await,
-                // Every handle is gone: nobody can stop it later.
-                None => break End::Stop(None),
-            },
-            () = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => state.on_timer().await,
-        }
-    };
+    let end = serve(
+        &mut state,
+        &mut server,
+        &mut incoming,
+        &mut commands,
+        &mut deferred,
+    )
+    .await;
     let (reason, exit, reply) = match end {
         End::Stop(reply) => {
             let exit = stop(&mut state, &mut server, &mut incoming).await;
             (StopReason::Stopped, exit, reply)
         }
         End::Exited(exit) => {
-            // Read what it wrote before it went, then make sure its group is
-            // gone (closing its stdin first: it may wait on it).
-            drain(&mut state, &mut incoming, Duration::from_secs(1)).await;
-            state.out = None;
-            let exit = match exit {
-                Some(exit) => exit,
-                None => match timeout(KILL_GRACE, server.child.wait()).await {
-                    Ok(Ok(status)) => Exit::from(status),
-                    _ => server.terminate(KILL_GRACE).await,
-                },
-            };
-            let exit = server
-                .end_group(Some(exit), Instant::now() + Duration::from_millis(500))
-                .await;
-            tracing::info!(pid = state.pid, ?exit, "the codex app-server exited");
-            if state.started {
-                (StopReason::Exited, exit, None)
-            } else {
-                let message = format!(
-                    "the codex app-server exited before its thread opened ({})",
-                    describe(exit)
-                );
-                state.emit(InstanceEvent::Failed { message }).await;
-                (StopReason::Failed, exit, None)
-            }
+            let (reason, exit) = exited(&mut state, &mut server, &mut incoming, exit).await;
+            (reason, exit, None)
         }
         End::Failed => {
             let message = state.failure.clone().unwrap_or_default();
@@ -352,6 +278,120 @@ async fn run(
     while let Some(Envelope { reply, .. }) = commands.recv().await {
         let _ = reply.send(Err(CommandError::Stopped));
     }
+}
+
+/// The transport to the app-server: its stdio, or (`launchTui`) its
+/// WebSocket once it listens; a transport that cannot open is a closed one
+/// with `state.failure` set. The auth, if any, keeps the token file.
+async fn open_transport(
+    state: &mut State,
+    server: &mut AppServer,
+    connect: Connect,
+) -> (Transport, Option<TuiAuth>) {
+    match connect {
+        Connect::Ready(transport) => (transport, None),
+        Connect::WebSocket(auth) => {
+            state.tui_token_file = Some(auth.file().clone());
+            let budget = state.options.event_budget.clone();
+            let transport = match tui::connect(server, &auth, budget).await {
+                Ok((transport, url)) => {
+                    state.tui_url = Some(url);
+                    transport
+                }
+                Err(message) => {
+                    state.failure = Some(message);
+                    // A closed transport: the loop ends at once.
+                    let (_, incoming) = mpsc::channel(1);
+                    let (outgoing, _) = mpsc::unbounded_channel();
+                    Transport { incoming, outgoing }
+                }
+            };
+            (transport, Some(auth))
+        }
+    }
+}
+
+/// The instance's life: messages, commands, the backlog and timers, until
+/// it stops, its app-server goes or it fails.
+async fn serve(
+    state: &mut State,
+    server: &mut AppServer,
+    incoming: &mut mpsc::Receiver<Received>,
+    commands: &mut mpsc::Receiver<Envelope>,
+    deferred: &mut Vec<Envelope>,
+) -> End {
+    let budget = state.options.event_budget.clone();
+    loop {
+        if state.failure.is_some() {
+            return End::Failed;
+        }
+        if state.abandoned {
+            return End::Stop(None);
+        }
+        if state.started {
+            for Envelope { command, reply } in std::mem::take(deferred) {
+                state.on_command(command, reply).await;
+            }
+        }
+        let deadline = state.next_deadline();
+        // What came before the thread and went to a file, one at a time.
+        let backlog = state.backlog_next();
+        tokio::select! {
+            biased;
+            // First, so that it drains while the app-server keeps writing
+            // (what it writes meanwhile joins the file).
+            charge = budget.charge(backlog.unwrap_or_default()), if backlog.is_some() => {
+                state.on_backlog_charge(charge).await;
+            }
+            received = incoming.recv() => match received {
+                Some(Received::Message(message, charge)) => state.on_message(message, charge).await,
+                Some(Received::LineTooLong) => state.failure = Some(line_too_long()),
+                None => return End::Exited(None),
+            },
+            status = server.child.wait() => return End::Exited(status.ok().map(Exit::from)),
+            envelope = commands.recv() => match envelope {
+                Some(Envelope { command: InstanceCommand::Stop, reply }) => return End::Stop(Some(reply)),
+                Some(envelope) if !state.started => deferred.push(envelope),
+                Some(Envelope { command, reply }) => state.on_command(command, reply).await,
+                // Every handle is gone: nobody can stop it later.
+                None => return End::Stop(None),
+            },
+            () = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => state.on_timer().await,
+        }
+    }
+}
+
+/// The app-server exited or closed its output: what it wrote before it
+/// went is read, then its group is made sure to be gone (its stdin closed
+/// first: it may wait on it). A thread that never opened is a failure.
+async fn exited(
+    state: &mut State,
+    server: &mut AppServer,
+    incoming: &mut mpsc::Receiver<Received>,
+    exit: Option<Exit>,
+) -> (StopReason, Exit) {
+    drain(state, incoming, Duration::from_secs(1)).await;
+    state.out = None;
+    let exit = match exit {
+        Some(exit) => exit,
+        None => match timeout(KILL_GRACE, server.child.wait()).await {
+            Ok(Ok(status)) => Exit::from(status),
+            _ => server.terminate(KILL_GRACE).await,
+        },
+    };
+    let exit = server
+        .end_group(Some(exit), Instant::now() + Duration::from_millis(500))
+        .await;
+    tracing::info!(pid = state.pid, ?exit, "the codex app-server exited");
+    if state.started {
+        return (StopReason::Exited, exit);
+    }
+    let message = format!(
+        "the codex app-server exited before its thread opened ({})",
+        describe(exit)
+    );
+    state.emit(InstanceEvent::Failed { message }).await;
+    (StopReason::Failed, exit)
 }
 
 /// `stop_instance`: interrupt the running turn, close stdin, SIGTERM the
