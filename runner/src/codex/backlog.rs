@@ -16,6 +16,8 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 use super::rpc::Incoming;
+use super::state::State;
+use crate::control::budget::Charge;
 
 /// Kept in memory (by the bytes charged for their lines).
 pub(crate) const MEMORY_BYTES: usize = 1 << 20;
@@ -134,6 +136,50 @@ impl Backlog {
             self.spill = None;
         }
         Ok(Some(message))
+    }
+}
+
+/// How the instance drains its backlog once its thread is open.
+impl State {
+    /// What came before the thread opened and was kept in memory; the
+    /// rest follows from the run loop ([`State::backlog_next`]).
+    pub(super) async fn handle_backlog(&mut self) {
+        for message in self.backlog.take_memory() {
+            self.on_backlogged(message, Charge::default()).await;
+        }
+    }
+
+    /// The budget bytes the next message waiting in the backlog's file
+    /// needs, once the thread is open and while one waits.
+    pub(super) fn backlog_next(&mut self) -> Option<usize> {
+        if !self.started {
+            return None;
+        }
+        self.backlog.next_len().unwrap_or_else(|err| {
+            self.failure = Some(crate::error_chain(&err));
+            None
+        })
+    }
+
+    /// Handles the next message of the backlog's file, charged `charge`.
+    pub(super) async fn on_backlog_charge(&mut self, charge: Charge) {
+        match self.backlog.pop() {
+            Ok(Some(message)) => self.on_backlogged(message, charge).await,
+            Ok(None) => {}
+            Err(err) => self.failure = Some(crate::error_chain(&err)),
+        }
+    }
+
+    async fn on_backlogged(&mut self, message: Incoming, charge: Charge) {
+        self.charge = charge;
+        match message {
+            Incoming::Notification { method, params } => self.on_notification(method, params).await,
+            Incoming::Request { id, method, params } => {
+                self.on_server_request(id, method, params).await
+            }
+            _ => {}
+        }
+        self.charge = Charge::default();
     }
 }
 

@@ -16,6 +16,7 @@
 //! (the messages used here); a test regenerates it from the installed
 //! binary and fails when it differs.
 
+mod approvals;
 mod backlog;
 mod batch;
 mod bin;

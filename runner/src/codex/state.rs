@@ -2,23 +2,20 @@
 
 use std::path::PathBuf;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use super::approvals::PendingApproval;
 use super::backlog::Backlog;
 use super::batch::Batcher;
 use super::command::{CommandError, InstanceSnapshot, REQUEST_TIMEOUT, Reply};
 use super::instance::Emitted;
 use super::options::InstanceOptions;
-use super::rpc::{
-    Calls, Incoming, RequestId, RpcError, error_line, notification_line, response_line,
-};
+use super::rpc::{Calls, Incoming, RequestId, RpcError, notification_line};
 use super::{InstanceCommand, messages};
 use crate::control::budget::Charge;
-use crate::wire::{
-    ApprovalKind, ApprovalRequest, Ids, InstanceEvent, InstanceState, ResolveApprovalRequest,
-};
+use crate::wire::{Ids, InstanceEvent, InstanceState};
 
 pub(super) type ReplyTx = oneshot::Sender<Result<Reply, CommandError>>;
 
@@ -29,15 +26,6 @@ pub(super) enum Tag {
     TurnStart(ReplyTx),
     Interrupt(Option<ReplyTx>),
     ReadThread { thread_id: String, reply: ReplyTx },
-}
-
-pub(super) struct PendingApproval {
-    id: String,
-    server_id: RequestId,
-    kind: ApprovalKind,
-    turn_id: Option<String>,
-    /// What a `permissions` request asked for: granted as is on approve.
-    permissions: Value,
 }
 
 /// The instance's state, apart from the process and the channels the
@@ -332,47 +320,6 @@ impl State {
         self.handle_backlog().await;
     }
 
-    /// What came before the thread opened and was kept in memory; the
-    /// rest follows from the run loop ([`State::backlog_next`]).
-    async fn handle_backlog(&mut self) {
-        for message in self.backlog.take_memory() {
-            self.on_backlogged(message, Charge::default()).await;
-        }
-    }
-
-    /// The budget bytes the next message waiting in the backlog's file
-    /// needs, once the thread is open and while one waits.
-    pub(super) fn backlog_next(&mut self) -> Option<usize> {
-        if !self.started {
-            return None;
-        }
-        self.backlog.next_len().unwrap_or_else(|err| {
-            self.failure = Some(crate::error_chain(&err));
-            None
-        })
-    }
-
-    /// Handles the next message of the backlog's file, charged `charge`.
-    pub(super) async fn on_backlog_charge(&mut self, charge: Charge) {
-        match self.backlog.pop() {
-            Ok(Some(message)) => self.on_backlogged(message, charge).await,
-            Ok(None) => {}
-            Err(err) => self.failure = Some(crate::error_chain(&err)),
-        }
-    }
-
-    async fn on_backlogged(&mut self, message: Incoming, charge: Charge) {
-        self.charge = charge;
-        match message {
-            Incoming::Notification { method, params } => self.on_notification(method, params).await,
-            Incoming::Request { id, method, params } => {
-                self.on_server_request(id, method, params).await
-            }
-            _ => {}
-        }
-        self.charge = Charge::default();
-    }
-
     pub(super) async fn on_notification(&mut self, method: String, params: Value) {
         let now = Instant::now();
         self.last_activity = now;
@@ -413,98 +360,6 @@ impl State {
                 self.file_changes.clear();
             }
             self.publish_status();
-        }
-    }
-
-    pub(super) async fn on_server_request(
-        &mut self,
-        id: RequestId,
-        method: String,
-        mut params: Value,
-    ) {
-        self.flush().await;
-        self.last_activity = Instant::now();
-        let kind = match method.as_str() {
-            messages::COMMAND_APPROVAL => ApprovalKind::Command,
-            messages::FILE_CHANGE_APPROVAL => ApprovalKind::FileChange,
-            messages::PERMISSIONS_APPROVAL => ApprovalKind::Permissions,
-            _ => return self.refuse(id, method, params).await,
-        };
-        let text = |params: &Value, key: &str| params[key].as_str().map(str::to_string);
-        let request_id = format!("approval-{}", self.next_approval);
-        self.next_approval += 1;
-        let turn_id = text(&params, "turnId");
-        let item_id = text(&params, "itemId");
-        let changes = match kind {
-            ApprovalKind::FileChange => item_id
-                .as_ref()
-                .and_then(|item| self.file_changes.get(item).cloned()),
-            ApprovalKind::Permissions => Some(params["permissions"].clone()),
-            ApprovalKind::Command => None,
-        };
-        let request = ApprovalRequest {
-            request_id: request_id.clone(),
-            kind,
-            thread_id: text(&params, "threadId")
-                .or_else(|| self.thread_id.clone())
-                .unwrap_or_default(),
-            turn_id: turn_id.clone(),
-            item_id,
-            command: text(&params, "command"),
-            cwd: text(&params, "cwd"),
-            reason: text(&params, "reason"),
-            changes,
-        };
-        self.approvals.push(PendingApproval {
-            id: request_id,
-            server_id: id,
-            kind,
-            turn_id,
-            permissions: params["permissions"].take(),
-        });
-        self.publish_status();
-        self.emit(InstanceEvent::ApprovalRequest(request)).await;
-    }
-
-    /// Answers a request we do not handle with an error, and tells Kandan.
-    pub(super) async fn refuse(&mut self, id: RequestId, method: String, params: Value) {
-        tracing::info!(%method, "refusing an app-server request kandan-runner does not handle");
-        let error = RpcError {
-            code: -32601,
-            message: format!("kandan-runner does not handle `{method}` requests"),
-            data: None,
-        };
-        self.send_line(error_line(&id, &error));
-        let mut ids = Ids::find(&params);
-        ids.request_id = Some(id.to_string());
-        let params = json!({"method": method, "requestId": id, "params": params});
-        self.emit(InstanceEvent::Notification {
-            method: "runner/serverRequestRefused".into(),
-            params,
-            ids,
-        })
-        .await;
-    }
-
-    /// Reports the approvals matching `which` as withdrawn and forgets them.
-    pub(super) async fn withdraw(&mut self, which: impl Fn(&PendingApproval) -> bool) {
-        let (gone, kept) = std::mem::take(&mut self.approvals)
-            .into_iter()
-            .partition::<Vec<_>, _>(|approval| which(approval));
-        self.approvals = kept;
-        if gone.is_empty() {
-            return;
-        }
-        self.publish_status();
-        for approval in gone {
-            self.emit(InstanceEvent::ApprovalResolved {
-                request_id: approval.id,
-                decision: None,
-                withdrawn: true,
-                actor_user_id: None,
-                actor_slug: None,
-            })
-            .await;
         }
     }
 
@@ -557,39 +412,6 @@ impl State {
                 let _ = reply.send(Ok(Reply::Done));
             }
         }
-    }
-
-    pub(super) async fn resolve(
-        &mut self,
-        resolve: ResolveApprovalRequest,
-    ) -> Result<Reply, CommandError> {
-        let ResolveApprovalRequest {
-            request_id,
-            decision,
-            for_session,
-            actor_user_id,
-            actor_slug,
-            ..
-        } = resolve;
-        let Some(index) = self.approvals.iter().position(|a| a.id == request_id) else {
-            return Err(CommandError::UnknownRequest { request_id });
-        };
-        let approval = self.approvals.remove(index);
-        let result =
-            messages::approval_answer(approval.kind, decision, for_session, &approval.permissions);
-        self.flush().await;
-        self.send_line(response_line(&approval.server_id, &result));
-        self.last_activity = Instant::now();
-        self.publish_status();
-        self.emit(InstanceEvent::ApprovalResolved {
-            request_id: approval.id,
-            decision: Some(decision),
-            withdrawn: false,
-            actor_user_id,
-            actor_slug,
-        })
-        .await;
-        Ok(Reply::Done)
     }
 
     pub(super) async fn on_timer(&mut self) {
