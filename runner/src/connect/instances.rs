@@ -177,29 +177,9 @@ impl Runner {
                 return refuse(ErrorCode::CwdNotAllowed, message);
             }
         };
-        let settings = &self.instances.settings;
-        let bin = match codex::resolve_bin(settings.codex_bin.as_deref()) {
-            Ok(bin) => bin,
-            Err(err) => {
-                let message = crate::error_chain(&err);
-                return refuse(ErrorCode::InstanceFailed, message);
-            }
-        };
         let cwd = checked.path().to_path_buf();
-        let mut options = InstanceOptions::new(bin, cwd.clone());
-        options.cwd_dir = Some(checked.dir().clone());
-        options.start = start;
-        options.stream_flush = settings.stream_flush;
-        options.turn_idle_timeout = settings.turn_idle_timeout;
-        options.event_budget = settings.event_budget.clone();
-        options.marker = self.marker.clone();
-        options.cgroup = self.instances.containment.new_group("instance");
+        let options = self.instance_options(&instance_id, &checked, start)?;
         let cgroup = options.cgroup.clone();
-        if let Some(cgroup) = &cgroup
-            && let Err(err) = self.instances.roots.add_cgroup(cgroup)
-        {
-            tracing::warn!(instance_id, "cannot watch the instance's cgroup: {err}");
-        }
         // Held before exec until it is a watched root: a dev server the
         // agent starts is detected from its first fork.
         let held = match codex::spawn(options) {
@@ -255,6 +235,34 @@ impl Runner {
             },
         );
         Ok(())
+    }
+
+    /// How the app-server of `instance_id` starts: the runner's Codex
+    /// flags, `start` as Kandan sent it, in the checked directory and a
+    /// cgroup of its own (watched as a root, where one can be made).
+    fn instance_options(
+        &self,
+        instance_id: &str,
+        checked: &crate::workdir::CheckedCwd,
+        start: StartInstance,
+    ) -> Result<InstanceOptions, Failure> {
+        let settings = &self.instances.settings;
+        let bin = codex::resolve_bin(settings.codex_bin.as_deref())
+            .map_err(|err| Failure::new(ErrorCode::InstanceFailed, crate::error_chain(&err)))?;
+        let mut options = InstanceOptions::new(bin, checked.path().to_path_buf());
+        options.cwd_dir = Some(checked.dir().clone());
+        options.start = start;
+        options.stream_flush = settings.stream_flush;
+        options.turn_idle_timeout = settings.turn_idle_timeout;
+        options.event_budget = settings.event_budget.clone();
+        options.marker = self.marker.clone();
+        options.cgroup = self.instances.containment.new_group("instance");
+        if let Some(cgroup) = &options.cgroup
+            && let Err(err) = self.instances.roots.add_cgroup(cgroup)
+        {
+            tracing::warn!(instance_id, "cannot watch the instance's cgroup: {err}");
+        }
+        Ok(options)
     }
 
     /// A control for a running instance (`start_turn`, `interrupt_turn`,
