@@ -382,7 +382,15 @@ async fn deliver(
 
     if req.accept_streaming && is_stream(&response_headers, &body) {
         let budget = &config.event_budget;
-        Box::pin(stream(req.request_id, status, &response_headers, body, budget, to)).await?;
+        Box::pin(stream(
+            req.request_id,
+            status,
+            &response_headers,
+            body,
+            budget,
+            to,
+        ))
+        .await?;
         return Ok(false);
     }
 
