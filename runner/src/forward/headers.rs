@@ -3,13 +3,14 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that describe one hop, never forwarded (RFC 9110 section 7.6.1).
-const HOP_BY_HOP: [&str; 6] = [
-    "connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Names, not strings: a string is parsed again on every removal.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// `X-Forwarded-Host`: where the original `Host` goes.
@@ -30,7 +31,7 @@ pub(crate) fn strip_hop_by_hop(map: &mut HeaderMap) {
     for name in named {
         map.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         map.remove(name);
     }
     let proxy: Vec<HeaderName> = map

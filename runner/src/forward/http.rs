@@ -187,8 +187,10 @@ async fn send(
     request: http::Request<Full<Bytes>>,
     pooled: Option<Upstream>,
 ) -> Result<(http::Response<Incoming>, Upstream), ForwardError> {
+    // Boxed: the fresh connection's future (dial, verify, TLS probe) is
+    // large and rare; inline, every request's task would carry its size.
     let Some(mut up) = pooled else {
-        return send_fresh(route, request).await;
+        return Box::pin(send_fresh(route, request)).await;
     };
     let idempotent = request.method().is_idempotent();
     let mut failed = match up.sender.try_send_request(request).await {
@@ -202,7 +204,7 @@ async fn send(
         None => return Err(ForwardError::Http(failed.into_error())),
     };
     tracing::debug!(error = %failed.error(), "pooled connection failed, retrying on a fresh one");
-    send_fresh(route, retry).await
+    Box::pin(send_fresh(route, retry)).await
 }
 
 /// Sends `request` on a fresh connection. When a plain one to a port whose
@@ -380,7 +382,15 @@ async fn deliver(
 
     if req.accept_streaming && is_stream(&response_headers, &body) {
         let budget = &config.event_budget;
-        stream(req.request_id, status, &response_headers, body, budget, to).await?;
+        Box::pin(stream(
+            req.request_id,
+            status,
+            &response_headers,
+            body,
+            budget,
+            to,
+        ))
+        .await?;
         return Ok(false);
     }
 

@@ -257,14 +257,16 @@ impl Forwarder {
         tokio::spawn(async move {
             let request_id = req.request_id.clone();
             let answers = to.clone();
-            let work = async move {
+            // Boxed, and the request's state with it (kilobytes): the task
+            // itself stays small, so spawning and finishing it copy little.
+            let work = Box::pin(async move {
                 match local {
                     Local::Port(port) => http::forward(req, port, answers, ctx).await,
                     Local::Editor(socket) => {
-                        http::forward_editor(req, socket, answers, ctx.config).await;
+                        Box::pin(http::forward_editor(req, socket, answers, ctx.config)).await;
                     }
                 }
-            };
+            });
             tokio::select! {
                 () = work => {}
                 stop = stop_rx => {

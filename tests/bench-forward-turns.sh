@@ -1,0 +1,36 @@
+#!/bin/bash
+# Runner CPU against the bare forwarder (BENCHMARKS.md, issue 19): runs
+# `bench-forward soak --seconds 6` for each runner binary given and for the
+# bare forwarder in turns, ROUNDS times, and prints each one's CPU per
+# 1,000 GETs, the median and the ratio to the bare forwarder's median.
+#
+#   tests/bench-forward-turns.sh ROUNDS [--big] RUNNER...
+#
+# Build first: cargo build --release -p runner --bin kandan-runner &&
+# cargo build --release -p integration-tests --bin bench-forward.
+# BENCH overrides the bench-forward binary (copy it to keep it fixed).
+set -euo pipefail
+target=${CARGO_TARGET_DIR:-$(dirname "$0")/../target}
+bench=${BENCH:-$target/release/bench-forward}
+rounds=$1
+shift
+big=()
+if [ "${1:-}" = "--big" ]; then
+    big=(--big)
+    shift
+fi
+runners=("$@" "$bench")
+declare -A cpu
+for round in $(seq 1 "$rounds"); do
+    for runner in "${runners[@]}"; do
+        line=$("$bench" soak --runner "$runner" --seconds 6 "${big[@]}" 2>/dev/null | tail -1)
+        echo "round $round $runner: $line" >&2
+        cpu[$runner]="${cpu[$runner]:-} $(echo "$line" | sed -n 's/.*runner \([0-9.]*\) ms.*/\1/p')"
+    done
+done
+median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+bare=$(echo "${cpu[$bench]}" | median)
+for runner in "${runners[@]}"; do
+    m=$(echo "${cpu[$runner]}" | median)
+    echo "$runner: ms per 1,000:${cpu[$runner]}; median $m; / bare $(echo "scale=2; $m / $bare" | bc)x"
+done
