@@ -51,7 +51,7 @@ async fn main() -> anyhow::Result<()> {
     if args.replay {
         let recording = args.recording.unwrap_or_else(bench_codex::replay_fixture);
         print!("| Codex relay, replayed | value | target |\n|---|---:|---|\n");
-        for pace in [Pace::Original, Pace::Fast] {
+        for pace in [Pace::Original, Pace::Fast, Pace::Spaced] {
             let replay = bench_codex::replay(&runner, &recording, pace).await?;
             print!("{}", replay.markdown());
         }
