@@ -17,17 +17,18 @@ pub(crate) mod frame;
 pub(crate) mod mount;
 mod out_frame;
 pub(crate) mod refusal;
+mod responder;
 pub mod schedule;
 mod shortcut;
 
-pub(crate) use client::Responder;
-#[cfg(test)]
-pub(crate) use client::TestAnswers;
 pub use client::{
     Ack, Charged, ControlChannel, ControlClient, ControlConfig, ControlHandle, ControlInput,
     JoinInfo, Session, Timing,
 };
 pub(crate) use refusal::Refusal;
+pub(crate) use responder::Responder;
+#[cfg(test)]
+pub(crate) use responder::TestAnswers;
 pub(crate) use shortcut::Shortcut;
 
 #[cfg(test)]

@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::mpsc;
 
-use super::client::{Outgoing, Responder, Session};
+use super::client::{Outgoing, Session};
+use super::responder::Responder;
 use crate::wire::Control;
 
 /// Acts on the controls it takes. The connection task calls it, so it

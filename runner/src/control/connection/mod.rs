@@ -8,7 +8,6 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior, sleep_until};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -16,11 +15,11 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::{debug, info, warn};
 
-use super::client::{Ack, Charged, ControlInput, JoinInfo, Links, Outgoing, Session, Timing};
+use super::client::{Ack, ControlInput, JoinInfo, Links, Session, Timing};
 use super::frame::{self, Empty, Head, IncomingFrame, PhxReply, RefCounter};
-use super::out_frame::{FrameWriter, OutFrame};
+use super::out_frame::FrameWriter;
 use super::shortcut::Direct;
-use crate::wire::{Control, ControlIds, ErrorCode, Event, Failure};
+use crate::wire::{Control, ControlIds, ErrorCode, Failure};
 
 /// How a connection ended.
 pub(super) enum Ended {
@@ -243,28 +242,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         .await;
     }
 
-    /// Writes a frame now.
-    async fn write_frame(&mut self, frame: OutFrame) -> Result<(), ConnStop> {
-        self.queue(frame).await?;
-        self.flush().await
-    }
-
-    /// Queues a frame; [`Self::flush`] writes it (a large one, or a full
-    /// batch, is written at once).
-    async fn queue(&mut self, frame: OutFrame) -> Result<(), ConnStop> {
-        self.writer
-            .queue(&mut self.ws, frame)
-            .await
-            .map_err(|error| ConnStop::Lost(format!("socket write failed: {error}")))
-    }
-
-    async fn flush(&mut self) -> Result<(), ConnStop> {
-        self.writer
-            .flush(&mut self.ws)
-            .await
-            .map_err(|error| ConnStop::Lost(format!("socket write failed: {error}")))
-    }
-
     async fn join(&mut self, join_info: &impl Fn() -> JoinInfo) -> Result<(), ConnStop> {
         let join_ref = self.refs.next_ref();
         let head = Head::new(Some(&join_ref), Some(&join_ref), &self.topic, "phx_join");
@@ -457,85 +434,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             }
         }
     }
-
-    /// Answers the current session directly (the runner is not involved).
-    async fn push_now(&mut self, event: Event) -> Result<(), ConnStop> {
-        if let Channel::Joined { .. } = self.channel {
-            self.push(event.into()).await?;
-            self.flush().await
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Queues an event's frame (see [`Self::queue`]). Its body may be
-    /// large: the event is dropped once its frame exists, and its charge
-    /// once the frame is written or in the batch (which holds small frames
-    /// only).
-    async fn push(&mut self, charged: Charged) -> Result<(), ConnStop> {
-        let Charged { event, charge } = charged;
-        let msg_ref = self.refs.next_ref();
-        let join_ref = self.channel.join_ref();
-        let frame = frame::event_frame(Head::push(join_ref, &msg_ref, &self.topic), event);
-        let written = self.queue(frame).await;
-        drop(charge);
-        written
-    }
-
-    /// Writes `first` and whatever else the outbox already holds (up to
-    /// [`OUT_BATCH`] events) with one flush: under load, answers that are
-    /// ready together leave in one write instead of a write each.
-    async fn on_outbox(
-        &mut self,
-        first: Outgoing,
-        outbox: &mut mpsc::Receiver<Outgoing>,
-    ) -> Result<(), ConnStop> {
-        let mut result = self.on_outgoing(first).await;
-        for _ in 1..OUT_BATCH {
-            if result.is_err() {
-                break;
-            }
-            match outbox.try_recv() {
-                Ok(next) => result = self.on_outgoing(next).await,
-                Err(_) => break,
-            }
-        }
-        // What was queued before a `Leave` still goes out.
-        let flushed = self.flush().await;
-        result.and(flushed)
-    }
-
-    /// The outbound policy of the module docs in `client`.
-    async fn on_outgoing(&mut self, outgoing: Outgoing) -> Result<(), ConnStop> {
-        let Channel::Joined { session, ready, .. } = &mut self.channel else {
-            match outgoing.event() {
-                Some(event) => debug!(event = event.kind(), "not joined: event dropped"),
-                None => return Err(ConnStop::Leave),
-            }
-            return Ok(());
-        };
-        let (charged, current, ack) = match outgoing {
-            Outgoing::State(event) => (Charged::from(event), true, None),
-            Outgoing::Tracked(charged, ack) => (charged, true, Some(ack)),
-            Outgoing::Reply(of, charged) => (charged, of == *session, None),
-            Outgoing::Leave => return Err(ConnStop::Leave),
-        };
-        let is_ready = matches!(charged.event, Event::RunnerReady(_));
-        if !current || !(*ready || is_ready) {
-            debug!(
-                event = charged.event.kind(),
-                current, "stale or before runner_ready: event dropped"
-            );
-            return Ok(());
-        }
-        *ready = true;
-        if let Some(ack) = ack {
-            // The ref `push` is about to take.
-            self.tracked.insert(self.refs.peek_next(), ack);
-            if self.tracked.len() > TRACKED {
-                self.tracked.pop_first();
-            }
-        }
-        self.push(charged).await
-    }
 }
+
+mod outbox;
