@@ -15,6 +15,7 @@ mod http;
 mod pool;
 mod scheme;
 mod sniff;
+mod streaming;
 mod tls;
 mod websocket;
 
