@@ -17,46 +17,51 @@ use runner::gate::{Gate, GateRefusal, Identity, PortGate};
 /// A listener on 127.0.0.1:`port` with `SO_REUSEPORT`, as a dev server
 /// that lets others of its user join.
 fn reuseport_listener(port: u16) -> Result<TcpListener> {
-    // SAFETY: plain socket calls on a descriptor owned here; the address
-    // struct outlives `bind`.
-    unsafe {
+    // SAFETY: a descriptor owned here from the start.
+    let listener = unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
         ensure!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let listener = TcpListener::from_raw_fd(fd);
-        let one: libc::c_int = 1;
+        TcpListener::from_raw_fd(fd)
+    };
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+    bind_loopback(fd, port, libc::SO_REUSEPORT)?;
+    // SAFETY: a socket owned by `listener`.
+    let listened = unsafe { libc::listen(fd, 1024) };
+    ensure!(listened == 0, "listen: {}", std::io::Error::last_os_error());
+    Ok(listener)
+}
+
+/// Sets the socket option `option` on `fd`, then binds it to
+/// 127.0.0.1:`port`.
+fn bind_loopback(fd: std::os::fd::RawFd, port: u16, option: libc::c_int) -> Result<()> {
+    let one: libc::c_int = 1;
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_be_bytes([127, 0, 0, 1]).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: plain socket calls on a descriptor the caller owns; `one` and
+    // `addr` outlive them.
+    unsafe {
         let set = libc::setsockopt(
             fd,
             libc::SOL_SOCKET,
-            libc::SO_REUSEPORT,
+            option,
             (&one as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
-        ensure!(
-            set == 0,
-            "SO_REUSEPORT: {}",
-            std::io::Error::last_os_error()
-        );
-        let addr = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: port.to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_be_bytes([127, 0, 0, 1]).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
+        ensure!(set == 0, "setsockopt: {}", std::io::Error::last_os_error());
         let bound = libc::bind(
             fd,
             (&addr as *const libc::sockaddr_in).cast(),
             std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
         );
         ensure!(bound == 0, "bind: {}", std::io::Error::last_os_error());
-        ensure!(
-            libc::listen(fd, 1024) == 0,
-            "listen: {}",
-            std::io::Error::last_os_error()
-        );
-        Ok(listener)
     }
+    Ok(())
 }
 
 /// A fresh connection, verified as the runner verifies one.
@@ -171,37 +176,20 @@ fn settled(changes: &dyn PortChanges) -> Result<()> {
 /// A fresh IPv4 socket, bound to 127.0.0.1:`port` when `port` is given
 /// (with `SO_REUSEADDR`, so two can bind before either listens).
 fn raw_socket(port: Option<u16>) -> Result<std::os::fd::OwnedFd> {
-    // SAFETY: plain socket calls on a descriptor owned here.
-    unsafe {
+    // SAFETY: a descriptor owned here from the start.
+    let owned = unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
         ensure!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let owned = <std::os::fd::OwnedFd as FromRawFd>::from_raw_fd(fd);
-        if let Some(port) = port {
-            let one: libc::c_int = 1;
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_REUSEADDR,
-                (&one as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-            let addr = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: port.to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_be_bytes([127, 0, 0, 1]).to_be(),
-                },
-                sin_zero: [0; 8],
-            };
-            let bound = libc::bind(
-                fd,
-                (&addr as *const libc::sockaddr_in).cast(),
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            );
-            ensure!(bound == 0, "bind: {}", std::io::Error::last_os_error());
-        }
-        Ok(owned)
+        <std::os::fd::OwnedFd as FromRawFd>::from_raw_fd(fd)
+    };
+    if let Some(port) = port {
+        bind_loopback(
+            std::os::fd::AsRawFd::as_raw_fd(&owned),
+            port,
+            libc::SO_REUSEADDR,
+        )?;
     }
+    Ok(owned)
 }
 
 /// `listen()`'s result on `fd`.
