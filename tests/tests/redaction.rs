@@ -77,6 +77,40 @@ async fn connect_sends_commands_redacted_in_requests_and_ready() -> Result<()> {
     ensure_no_secret(&sim)
 }
 
+/// The config file's `redact` names reach `connect`'s requests too, not
+/// only `watch --redact`: a value under a configured name never reaches
+/// Kandan.
+#[tokio::test]
+async fn connect_hides_the_config_files_names_from_kandan() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "redact = [\"--my-secret\", \"MY_VAR\"]\n")?;
+    let sim = Simulator::start(SimConfig::default()).await?;
+    let port = vite::free_port()?;
+    let mut command = listener(port);
+    command.extend(["--my-secret", "hunter2", "MY_VAR=xyzzy"].map(String::from));
+    let mut args = RunnerArgs::new("redact-config", command);
+    args.flags = vec!["--config".into(), config.display().to_string()];
+    let runner = RunnerProcess::start(&sim, args)?;
+    let request = sim
+        .wait_for_event("port_forward_request", |e| e["port"] == port, WAIT)
+        .await
+        .with_context(|| format!("no request:\n{}", runner.output()))?;
+    let shown = request["command"].as_str().context("no command")?;
+    ensure!(
+        shown.ends_with("--my-secret *** MY_VAR=***"),
+        "not redacted as configured: {shown}"
+    );
+    for event in sim.events() {
+        let text = event.to_string();
+        ensure!(
+            !text.contains("hunter2") && !text.contains("xyzzy"),
+            "a configured secret reached Kandan: {text}"
+        );
+    }
+    ensure_no_secret(&sim)
+}
+
 /// `watch --json [--redact]` with the listener as its command: the
 /// `opened` line of the port.
 async fn watch_line(redact: bool) -> Result<String> {
