@@ -11,6 +11,7 @@ use anyhow::{Context, Result, ensure};
 use integration_tests::runner_run::RunnerRun;
 use integration_tests::simulator::{SimConfig, Simulator};
 use integration_tests::support::{privileged, runner_bin};
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// A pid that surely has no process: one that just ended and was reaped.
 fn dead_pid() -> Result<u32> {
@@ -20,47 +21,67 @@ fn dead_pid() -> Result<u32> {
     Ok(pid)
 }
 
-/// `sleep SECONDS`, reaped by a task of its own (so it does not linger as
-/// a zombie the runner would still see).
-fn sleeper(seconds: &str) -> Result<u32> {
-    let mut child = tokio::process::Command::new("sleep")
-        .arg(seconds)
-        .kill_on_drop(true)
-        .spawn()?;
-    let pid = child.id().context("no pid")?;
-    tokio::spawn(async move {
-        let _ = child.wait().await;
-    });
-    Ok(pid)
+/// A root process the test ends when it chooses (`end`), so that no
+/// check depends on how fast a loaded machine starts the runner.
+struct Root {
+    child: tokio::process::Child,
+    pid: String,
 }
 
-/// A root that listens on a loopback port for `seconds`, then exits:
-/// (pid, port), once it listens.
-async fn listening_root(seconds: f64) -> Result<(u32, u16)> {
-    let script = format!(
-        "import socket, sys, time\n\
-         s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n\
-         print(s.getsockname()[1], flush=True)\n\
-         time.sleep({seconds})\n"
-    );
-    let mut child = tokio::process::Command::new("python3")
-        .args(["-c", &script])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let pid = child.id().context("no pid")?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
-    let port = lines
-        .next_line()
-        .await?
-        .context("the root printed no port")?
-        .trim()
-        .parse()?;
-    tokio::spawn(async move {
-        let _ = child.wait().await;
-    });
-    Ok((pid, port))
+impl Root {
+    /// `sleep 600`.
+    fn sleeping() -> Result<Self> {
+        let child = tokio::process::Command::new("sleep")
+            .arg("600")
+            .kill_on_drop(true)
+            .spawn()?;
+        let pid = child.id().context("no pid")?.to_string();
+        Ok(Self { child, pid })
+    }
+
+    /// A process that listens on a loopback port; (root, port), once it listens.
+    async fn listening() -> Result<(Self, u16)> {
+        let script = "import socket, time\n\
+             s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n\
+             print(s.getsockname()[1], flush=True)\n\
+             time.sleep(600)\n";
+        let mut child = tokio::process::Command::new("python3")
+            .args(["-c", script])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let pid = child.id().context("no pid")?.to_string();
+        let stdout = child.stdout.take().context("no stdout")?;
+        let port = BufReader::new(stdout)
+            .lines()
+            .next_line()
+            .await?
+            .context("the root printed no port")?
+            .trim()
+            .parse()?;
+        Ok((Self { child, pid }, port))
+    }
+
+    /// Ends and reaps the root (a zombie would still count as alive).
+    async fn end(mut self) -> Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+}
+
+/// Waits until the runner has printed its backend line: it has checked its
+/// roots and is watching them.
+async fn wait_watching(runner: &RunnerRun) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !runner.stderr().contains("backend: ") {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the runner did not start: {}",
+            runner.output()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
 }
 
 #[tokio::test]
@@ -85,44 +106,44 @@ async fn a_root_pid_with_no_process_is_one_line_and_exit_2() -> Result<()> {
 
 #[tokio::test]
 async fn watch_exits_0_once_its_root_pids_have_ended() -> Result<()> {
-    let short = sleeper("0.5")?.to_string();
-    let long = sleeper("1.5")?.to_string();
-    let started = tokio::time::Instant::now();
+    let short = Root::sleeping()?;
+    let long = Root::sleeping()?;
     let mut runner = RunnerRun::start(
         [
             "watch",
             "--backend",
             "procfs",
             "--root-pid",
-            &short,
+            &short.pid,
             "--root-pid",
-            &long,
+            &long.pid,
         ],
         &[],
     )?;
+    wait_watching(&runner).await?;
+    short.end().await?;
+    ensure!(
+        runner.wait(Duration::from_secs(1)).await.is_err(),
+        "exited before the last root ended: {}",
+        runner.output()
+    );
+    long.end().await?;
     let (status, _) = runner
         .wait(Duration::from_secs(10))
         .await
         .context("watch outlived its roots")?;
     ensure!(status.code() == Some(0), "{status}: {}", runner.output());
-    let took = started.elapsed();
-    ensure!(
-        took >= Duration::from_millis(1400),
-        "exited before the last root ended: {took:?}"
-    );
-    ensure!(took < Duration::from_secs(4), "too slow: {took:?}");
     ensure!(
         !runner.stderr().contains("watching the runner's own"),
         "{}",
-        runner.stderr()
+        runner.output()
     );
     Ok(())
 }
 
 #[tokio::test]
 async fn watch_reports_the_roots_last_ports_closed_before_it_exits() -> Result<()> {
-    let (pid, port) = listening_root(1.5).await?;
-    let root = pid.to_string();
+    let (root, port) = Root::listening().await?;
     let mut runner = RunnerRun::start(
         [
             "watch",
@@ -132,10 +153,14 @@ async fn watch_reports_the_roots_last_ports_closed_before_it_exits() -> Result<(
             "--debounce-ms",
             "200",
             "--root-pid",
-            &root,
+            &root.pid,
         ],
         &[],
     )?;
+    runner
+        .wait_stdout_line(|line| line.contains("\"opened\""), Duration::from_secs(30))
+        .await?;
+    root.end().await?;
     let (status, _) = runner
         .wait(Duration::from_secs(10))
         .await
@@ -169,8 +194,7 @@ async fn watch_reports_the_roots_last_ports_closed_before_it_exits() -> Result<(
 #[tokio::test]
 async fn connect_leaves_and_exits_0_once_its_root_pids_have_ended() -> Result<()> {
     let sim = Simulator::start(SimConfig::default()).await?;
-    let (pid, port) = listening_root(2.0).await?;
-    let root = pid.to_string();
+    let (root, port) = Root::listening().await?;
     let url = sim.url();
     let mut runner = RunnerRun::start(
         [
@@ -182,12 +206,13 @@ async fn connect_leaves_and_exits_0_once_its_root_pids_have_ended() -> Result<()
             "--backend",
             "procfs",
             "--root-pid",
-            &root,
+            &root.pid,
         ],
         &[],
     )?;
-    sim.wait_joined(Duration::from_secs(10)).await?;
-    sim.wait_for_request(port, Duration::from_secs(10)).await?;
+    sim.wait_joined(Duration::from_secs(30)).await?;
+    sim.wait_for_request(port, Duration::from_secs(30)).await?;
+    root.end().await?;
     let (status, _) = runner
         .wait(Duration::from_secs(10))
         .await
@@ -243,23 +268,51 @@ async fn a_root_the_runner_cannot_read_gets_a_warning_naming_why() -> Result<()>
     if !privileged("a_root_the_runner_cannot_read_gets_a_warning_naming_why") {
         return Ok(());
     }
-    // Root's process, watched by a runner running as nobody.
-    let root = sleeper("1")?.to_string();
+    // Root's process, watched by a runner running as nobody. It lives
+    // until the runner has warned (copying the binary and starting it can
+    // take seconds on a loaded machine), then ends so the runner exits.
     let dir = tempfile::tempdir()?;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
     let bin = dir.path().join("kandan-runner");
     std::fs::copy(runner_bin(), &bin)?;
-    let output = tokio::process::Command::new("setpriv")
+    let sleeper = Root::sleeping()?;
+    let root = sleeper.pid.clone();
+    let mut runner = tokio::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(&bin)
         .args(["watch", "--backend", "procfs", "--root-pid", &root])
         .env("RUST_LOG", "warn")
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(10), output)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = BufReader::new(runner.stderr.take().context("no stderr")?).lines();
+    let mut stderr = String::new();
+    let first_warning = async {
+        while let Some(line) = lines.next_line().await? {
+            stderr.push_str(&line);
+            stderr.push('\n');
+            if line.starts_with("warning: ") {
+                return Ok(());
+            }
+        }
+        anyhow::bail!("stderr ended without a warning")
+    };
+    tokio::time::timeout(Duration::from_secs(30), first_warning)
+        .await
+        .context("no warning within 30 s")??;
+    sleeper.end().await?;
+    let rest = async {
+        while let Some(line) = lines.next_line().await? {
+            stderr.push_str(&line);
+            stderr.push('\n');
+        }
+        anyhow::Ok(runner.wait().await?)
+    };
+    let status = tokio::time::timeout(Duration::from_secs(10), rest)
         .await
         .context("the runner outlived its root")??;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    ensure!(output.status.code() == Some(0), "{output:?}");
+    ensure!(status.code() == Some(0), "{status:?}: {stderr}");
     let warnings: Vec<&str> = stderr
         .lines()
         .filter(|line| line.starts_with("warning: "))

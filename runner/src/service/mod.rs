@@ -229,15 +229,13 @@ fn layout(args: &UnitArgs) -> Result<Layout, ServiceError> {
 }
 
 /// Why `exe` is no place for a service to start from, if it is not: a
-/// build output (`target/debug` of a clone) or a temporary directory,
-/// which a rebuild, `cargo clean` or a reboot changes or removes.
+/// build output (`target/debug` of a clone), a temporary directory, or
+/// both (a clone under /tmp), which a rebuild, `cargo clean` or a reboot
+/// changes or removes.
 fn unstable_location(exe: &std::path::Path) -> Option<&'static str> {
     let temporary = [std::env::temp_dir(), "/tmp".into(), "/var/tmp".into()]
         .iter()
         .any(|dir| exe.starts_with(dir));
-    if temporary {
-        return Some("a temporary directory");
-    }
     let parts: Vec<_> = exe.components().map(|c| c.as_os_str()).collect();
     // `<target>/{debug,release}/...` or `<target>/<triple>/{debug,release}/...`.
     let built = parts
@@ -246,7 +244,12 @@ fn unstable_location(exe: &std::path::Path) -> Option<&'static str> {
         || parts
             .windows(3)
             .any(|three| three[0] == "target" && (three[2] == "debug" || three[2] == "release"));
-    built.then_some("a cargo build directory")
+    match (built, temporary) {
+        (true, true) => Some("a cargo build directory inside a temporary directory"),
+        (true, false) => Some("a cargo build directory"),
+        (false, true) => Some("a temporary directory"),
+        (false, false) => None,
+    }
 }
 
 /// Says so when the unit would start a binary that will not stay where it
@@ -290,13 +293,22 @@ mod tests {
 
     #[test]
     fn build_outputs_and_temporary_directories_are_no_place_for_a_service() {
-        for exe in [
-            "/tmp/clone/target/debug/kandan-runner",
-            "/home/u/src/kandan/target/release/kandan-runner",
-            "/home/u/src/kandan/target/x86_64-unknown-linux-musl/release/kandan-runner",
-            "/var/tmp/kandan-runner",
+        for (exe, place) in [
+            (
+                "/tmp/clone/target/debug/kandan-runner",
+                "a cargo build directory inside a temporary directory",
+            ),
+            (
+                "/home/u/src/kandan/target/release/kandan-runner",
+                "a cargo build directory",
+            ),
+            (
+                "/home/u/src/kandan/target/x86_64-unknown-linux-musl/release/kandan-runner",
+                "a cargo build directory",
+            ),
+            ("/var/tmp/kandan-runner", "a temporary directory"),
         ] {
-            assert!(unstable_location(Path::new(exe)).is_some(), "{exe}");
+            assert_eq!(unstable_location(Path::new(exe)), Some(place), "{exe}");
         }
         for exe in [
             "/usr/local/bin/kandan-runner",
