@@ -39,10 +39,10 @@ pub struct RpcError {
     pub(crate) data: Option<Value>,
 }
 
-/// One line from the app-server. Variant order matters: serde tries them in
-/// turn, and a request is the only message with both `id` and `method`.
+/// One line from the app-server: a request has both `id` and `method`, a
+/// notification `method` alone, an answer `id` with `result` or `error`.
 /// Serialized back (a spilled backlog) it reads as the same variant.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Serialize)]
 #[serde(untagged)]
 pub(crate) enum Incoming {
     /// The app-server asks us (approvals, user input, ...).
@@ -65,6 +65,53 @@ pub(crate) enum Incoming {
         id: RequestId,
         error: RpcError,
     },
+}
+
+/// The members of any line, read in one pass: serde's `untagged` would
+/// buffer the whole line and parse it again per variant it tries, which
+/// was most of the runner's CPU per notification.
+#[derive(Deserialize)]
+struct Members {
+    #[serde(default)]
+    id: Option<Value>,
+    method: Option<String>,
+    #[serde(default)]
+    params: Value,
+    /// `Some(Null)` for `"result": null`, `None` when absent.
+    #[serde(default, deserialize_with = "present")]
+    result: Option<Value>,
+    error: Option<RpcError>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(de).map(Some)
+}
+
+impl<'de> Deserialize<'de> for Incoming {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        let m = Members::deserialize(de)?;
+        // An id that is neither integer nor string does not make a request
+        // (the line is a notification if it has a method).
+        let id = m.id.and_then(|id| RequestId::deserialize(id).ok());
+        Ok(match (id, m.method, m.result, m.error) {
+            (Some(id), Some(method), _, _) => Incoming::Request {
+                id,
+                method,
+                params: m.params,
+            },
+            (None, Some(method), _, _) => Incoming::Notification {
+                method,
+                params: m.params,
+            },
+            (Some(id), None, Some(result), _) => Incoming::Response { id, result },
+            (Some(id), None, None, Some(error)) => Incoming::Error { id, error },
+            _ => {
+                return Err(serde::de::Error::custom(
+                    "neither a request, a notification nor an answer",
+                ));
+            }
+        })
+    }
 }
 
 /// One line to the app-server.
@@ -242,7 +289,15 @@ mod tests {
                 ..
             }
         ));
-        for garbage in [&b"not json"[..], b"{}", b"[1,2]", b"{\"id\":1}", b"\"x\""] {
+        // An id that is no JSON-RPC id does not make a request.
+        for odd in [&br#"{"id":null,"method":"x"}"#[..], br#"{"id":{"a":1},"method":"x"}"#] {
+            assert!(
+                matches!(parse_line(odd), Ok(Incoming::Notification { ref method, .. }) if method == "x"),
+                "{}",
+                String::from_utf8_lossy(odd)
+            );
+        }
+        for garbage in [&b"not json"[..], b"{}", b"[1,2]", b"{\"id\":1}", b"\"x\"", br#"{"id":[1],"result":2}"#] {
             assert!(
                 parse_line(garbage).is_err(),
                 "{}",

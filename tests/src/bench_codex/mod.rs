@@ -18,8 +18,11 @@
 //!   how far the app-server got before its stdout filled, then how long
 //!   the 1.2 GB takes to reach Kandan once it reads again (`flood`);
 //! - replay (`--replay`, `replay`): a stand-in replays a recorded turn of
-//!   the real Codex, so the relay is timed without Codex's CPU.
+//!   the real Codex, so the relay is timed without Codex's CPU, through the
+//!   runner and, in turns with it, through the bare relay (`bare`): the
+//!   harness's floor.
 
+pub mod bare;
 mod flood;
 mod replay;
 mod rig;

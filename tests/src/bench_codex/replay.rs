@@ -112,19 +112,30 @@ pub async fn replay(runner: &Path, recording: &Path, pace: Pace) -> Result<Repla
 }
 
 impl Replay {
-    /// Its rows of the table.
-    pub fn markdown(&self) -> String {
+    /// Its rows of the table; `who` relayed (the runner or the bare relay).
+    pub fn markdown(&self, who: &str) -> String {
         let pace = self.pace.as_str();
         let of = format!("{} deltas, {TURNS} turns", self.deltas);
         format!(
-            "| replay at {pace} pace ({of}): line -> frame at Kandan, p50 | {:.0} us | < 200 us: {} |\n\
-             | replay at {pace} pace: line -> frame at Kandan, p90 | {:.0} us | |\n\
-             | replay at {pace} pace: runner CPU per notification ({} sent) | {:.1} us | |\n",
+            "| {who}, replay at {pace} pace ({of}): line -> frame at Kandan, p50 | {:.0} us | < 200 us: {} |\n\
+             | {who}, replay at {pace} pace: line -> frame at Kandan, p90 | {:.0} us | |\n\
+             | {who}, replay at {pace} pace: CPU per notification ({} sent) | {:.1} us | |\n",
             self.p50_us,
             met(self.p50_us < 200.0),
             self.p90_us,
             self.notifications,
             self.cpu_us_per_notification,
+        )
+    }
+
+    /// The runner's p50 and CPU as multiples of the bare relay's, measured
+    /// in turns with it.
+    pub fn against_bare(&self, bare: &Replay) -> String {
+        let pace = self.pace.as_str();
+        format!(
+            "| runner / bare relay at {pace} pace: p50, CPU per notification | {:.2}x, {:.2}x | |\n",
+            self.p50_us / bare.p50_us.max(1.0),
+            self.cpu_us_per_notification / bare.cpu_us_per_notification.max(0.001),
         )
     }
 }

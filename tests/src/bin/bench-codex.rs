@@ -16,7 +16,9 @@ use integration_tests::bench_codex::{self, Pace};
                   pace and as fast as possible, answering the runner's requests as Codex did: \
                   the runner's relay from the line written to the frame at Kandan (flush 0, \
                   p50 target < 0.2 ms) and its CPU per notification, without Codex's own CPU. \
-                  --record FILE makes such a recording from the pinned Codex."
+                  --record FILE makes such a recording from the pinned Codex. The replay runs \
+                  in turns with the bare relay (bench-codex connect), the least any runner \
+                  does on this harness, and prints the runner's ratios to it."
 )]
 struct Args {
     /// The runner (default: the release build).
@@ -34,11 +36,26 @@ struct Args {
     /// Record a turn of the pinned Codex into FILE for --replay, and stop.
     #[arg(long, value_name = "FILE", conflicts_with = "flood_only")]
     record: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+#[derive(clap::Subcommand)]
+enum Cmd {
+    /// The bare relay (`bench_codex::bare`), started with `kandan-runner
+    /// connect`'s arguments in its place.
+    Connect(bench_codex::bare::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    if let Some(Cmd::Connect(bare)) = args.cmd.take() {
+        return bench_codex::bare::run(bare);
+    }
+    tokio::runtime::Runtime::new()?.block_on(bench(args))
+}
+
+async fn bench(args: Args) -> anyhow::Result<()> {
     let runner = args.runner.unwrap_or_else(|| {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/kandan-runner")
     });
@@ -50,10 +67,18 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.replay {
         let recording = args.recording.unwrap_or_else(bench_codex::replay_fixture);
+        // The bare relay is this program (`connect`), started as the runner is.
+        let bare = std::env::current_exe()?;
         print!("| Codex relay, replayed | value | target |\n|---|---:|---|\n");
         for pace in [Pace::Original, Pace::Fast, Pace::Spaced] {
-            let replay = bench_codex::replay(&runner, &recording, pace).await?;
-            print!("{}", replay.markdown());
+            let by_runner = bench_codex::replay(&runner, &recording, pace).await?;
+            let by_bare = bench_codex::replay(&bare, &recording, pace).await?;
+            print!(
+                "{}{}{}",
+                by_runner.markdown("runner"),
+                by_bare.markdown("bare relay"),
+                by_runner.against_bare(&by_bare)
+            );
         }
         return Ok(());
     }
