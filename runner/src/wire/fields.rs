@@ -109,14 +109,39 @@ impl Collect {
     }
 }
 
-/// One value of the object form: a string or a list of strings.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum OneOrMany<'a> {
-    #[serde(borrow)]
-    One(std::borrow::Cow<'a, str>),
-    #[serde(borrow)]
-    Many(Vec<std::borrow::Cow<'a, str>>),
+/// The value of one name in the object form, a string or a list of
+/// strings, pushed as it is read (serde's `untagged` would buffer each
+/// value first and try it twice).
+struct Values<'c> {
+    name: &'c str,
+    collect: &'c mut Collect,
+}
+
+impl<'de> de::DeserializeSeed<'de> for Values<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Values<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string or a list of strings")
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<(), E> {
+        self.collect.push(self.name, value)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(value) = seq.next_element::<std::borrow::Cow<'de, str>>()? {
+            self.collect.push(self.name, &value)?;
+        }
+        Ok(())
+    }
 }
 
 struct HeadersVisitor;
@@ -131,14 +156,10 @@ impl<'de> Visitor<'de> for HeadersVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Headers, A::Error> {
         let mut collect = Collect::default();
         while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            match map.next_value::<OneOrMany<'de>>()? {
-                OneOrMany::One(value) => collect.push(&name, &value)?,
-                OneOrMany::Many(values) => {
-                    for value in values {
-                        collect.push(&name, &value)?;
-                    }
-                }
-            }
+            map.next_value_seed(Values {
+                name: &name,
+                collect: &mut collect,
+            })?;
         }
         Ok(Headers(collect.map))
     }

@@ -8,7 +8,7 @@
 //! optional field counts as absent.
 
 use serde::Deserialize;
-use serde::de::{DeserializeOwned, IgnoredAny, IntoDeserializer};
+use serde::de::{self, DeserializeOwned, IgnoredAny, IntoDeserializer, Visitor};
 use serde_json::value::RawValue;
 
 use super::control_error::{ControlIds, ErrorCode, Failure};
@@ -31,18 +31,46 @@ struct LenientIds {
     editor_id: Option<String>,
 }
 
-/// A string, or nothing for any other JSON value.
+/// A string, or nothing for any other JSON value (read in one pass:
+/// serde's `untagged` would buffer the value first).
 fn lenient<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Lenient {
-        Str(String),
-        Other(IgnoredAny),
+    struct StringOrNothing;
+    impl<'de> Visitor<'de> for StringOrNothing {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            Ok(Some(text.to_owned()))
+        }
+        fn visit_string<E: de::Error>(self, text: String) -> Result<Self::Value, E> {
+            Ok(Some(text))
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
     }
-    Ok(match Lenient::deserialize(deserializer)? {
-        Lenient::Str(text) => Some(text),
-        Lenient::Other(_) => None,
-    })
+    deserializer.deserialize_any(StringOrNothing)
 }
 
 /// A control that cannot be acted on; becomes a `control_error`.

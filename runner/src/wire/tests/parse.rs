@@ -525,3 +525,19 @@ fn unknown_and_untyped_controls() {
     assert_eq!(rejection.ids.socket_id, None);
     assert!(rejection.problem.to_string().contains("socketId"));
 }
+
+#[test]
+fn ids_of_other_json_types_are_left_out_and_the_rest_kept() {
+    let rejection = reject(json!({
+        "type": "start_turn", "requestId": 5, "socketId": {"a": [1, {"b": null}]},
+        "editorId": [true, 1.5], "instanceId": "i1",
+    }));
+    assert_eq!(rejection.ids.control_type, "start_turn");
+    assert_eq!(rejection.ids.instance_id.as_deref(), Some("i1"));
+    assert_eq!(rejection.ids.request_id, None);
+    assert_eq!(rejection.ids.socket_id, None);
+    assert_eq!(rejection.ids.editor_id, None);
+    let rejection = reject(json!({"type": null, "requestId": "r\u{e9}\"1"}));
+    assert_eq!(rejection.problem, Problem::NoType);
+    assert_eq!(rejection.ids.request_id.as_deref(), Some("r\u{e9}\"1"));
+}
