@@ -104,28 +104,8 @@ pub(crate) fn start(
     let command = if args.command.is_empty() {
         None
     } else {
-        let cgroup = containment.new_group("tree");
-        if let Some(cgroup) = &cgroup {
-            detector.roots.add_cgroup(cgroup)?;
-        }
-        let options = SpawnOptions {
-            stdout_to_stderr: output.stdout_to_stderr,
-            marker: supervise::new_marker(),
-            cgroup: cgroup.clone(),
-            ..SpawnOptions::default()
-        };
-        let held = HeldChild::spawn(&args.command, &options).inspect_err(|_| {
-            containment.remove();
-        })?;
-        detector.roots.add_root(held.pid())?;
-        let members = match cgroup {
-            Some(cgroup) => Members::Cgroup(cgroup),
-            None => Members::Marked(
-                Marked::new(TREE_MARKER, &options.marker)
-                    .with_descendants_of(std::process::id(), &args.root_pids),
-            ),
-        };
-        Some(RootCommand::new(held.release()?, members))
+        let started = start_command(args, output, &containment, detector.roots.as_ref());
+        Some(started.inspect_err(|_| containment.remove())?)
     };
     // At the end, the ports still listening are those of the trees the
     // runner did not start (the command's tree is ended first).
@@ -172,6 +152,36 @@ pub(crate) fn start(
         root_pids,
         containment,
     })
+}
+
+/// Starts `-- COMMAND` held, in a cgroup of its own when there is
+/// containment, registers it as a root, then releases it.
+fn start_command(
+    args: &DetectorArgs,
+    output: CommandOutput,
+    containment: &Containment,
+    roots: &dyn detect::RootRegistry,
+) -> Result<RootCommand, WatchedError> {
+    let cgroup = containment.new_group("tree");
+    if let Some(cgroup) = &cgroup {
+        roots.add_cgroup(cgroup)?;
+    }
+    let options = SpawnOptions {
+        stdout_to_stderr: output.stdout_to_stderr,
+        marker: supervise::new_marker(),
+        cgroup: cgroup.clone(),
+        ..SpawnOptions::default()
+    };
+    let held = HeldChild::spawn(&args.command, &options)?;
+    roots.add_root(held.pid())?;
+    let members = match cgroup {
+        Some(cgroup) => Members::Cgroup(cgroup),
+        None => Members::Marked(
+            Marked::new(TREE_MARKER, &options.marker)
+                .with_descendants_of(std::process::id(), &args.root_pids),
+        ),
+    };
+    Ok(RootCommand::new(held.release()?, members))
 }
 
 /// Asks the pipeline for its final events when the runner stops.

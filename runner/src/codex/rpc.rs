@@ -290,14 +290,24 @@ mod tests {
             }
         ));
         // An id that is no JSON-RPC id does not make a request.
-        for odd in [&br#"{"id":null,"method":"x"}"#[..], br#"{"id":{"a":1},"method":"x"}"#] {
+        for odd in [
+            &br#"{"id":null,"method":"x"}"#[..],
+            br#"{"id":{"a":1},"method":"x"}"#,
+        ] {
             assert!(
                 matches!(parse_line(odd), Ok(Incoming::Notification { ref method, .. }) if method == "x"),
                 "{}",
                 String::from_utf8_lossy(odd)
             );
         }
-        for garbage in [&b"not json"[..], b"{}", b"[1,2]", b"{\"id\":1}", b"\"x\"", br#"{"id":[1],"result":2}"#] {
+        for garbage in [
+            &b"not json"[..],
+            b"{}",
+            b"[1,2]",
+            b"{\"id\":1}",
+            b"\"x\"",
+            br#"{"id":[1],"result":2}"#,
+        ] {
             assert!(
                 parse_line(garbage).is_err(),
                 "{}",

@@ -69,100 +69,60 @@ impl ConfigFile {
     /// The values of the keys that stand for flags, as the flag's own text
     /// (clap parses and checks them), paths with `~` expanded.
     pub(crate) fn flag_values(&self) -> Vec<FlagValue> {
-        let mut out = Vec::new();
-        let mut one = |key, arg_id, value: Option<(Range<usize>, String)>| {
-            if let Some((span, value)) = value {
-                out.push(FlagValue {
+        // Each key is named as its flag's clap id.
+        let singles = [
+            ("url", text(&self.url)),
+            ("token_file", path(&self.token_file)),
+            ("runner_id", text(&self.runner_id)),
+            ("max_request_body", number(&self.max_request_body)),
+            ("max_response_body", number(&self.max_response_body)),
+            ("connect_timeout_ms", number(&self.connect_timeout_ms)),
+            ("request_timeout_ms", number(&self.request_timeout_ms)),
+            ("backend", text(&self.backend)),
+            ("debounce_ms", number(&self.debounce_ms)),
+            ("poll_interval_ms", number(&self.poll_interval_ms)),
+            ("no_default_ignores", shown(&self.no_default_ignores)),
+            ("codex_bin", path(&self.codex_bin)),
+            ("log_format", text(&self.log_format)),
+            ("quiet", shown(&self.quiet)),
+            ("stream_flush_ms", number(&self.stream_flush_ms)),
+            ("turn_idle_timeout_ms", number(&self.turn_idle_timeout_ms)),
+            ("code_server_bin", path(&self.code_server_bin)),
+        ];
+        let mut out: Vec<FlagValue> = (singles.into_iter())
+            .filter_map(|(key, value)| {
+                let (span, value) = value?;
+                Some(FlagValue {
                     key,
-                    arg_id,
+                    arg_id: key,
                     span,
                     values: vec![value],
-                });
-            }
-        };
-        one("url", "url", text(&self.url));
-        one("token_file", "token_file", path(&self.token_file));
-        one("runner_id", "runner_id", text(&self.runner_id));
-        one(
-            "max_request_body",
-            "max_request_body",
-            number(&self.max_request_body),
-        );
-        one(
-            "max_response_body",
-            "max_response_body",
-            number(&self.max_response_body),
-        );
-        one(
-            "connect_timeout_ms",
-            "connect_timeout_ms",
-            number(&self.connect_timeout_ms),
-        );
-        one(
-            "request_timeout_ms",
-            "request_timeout_ms",
-            number(&self.request_timeout_ms),
-        );
-        one("backend", "backend", text(&self.backend));
-        one("debounce_ms", "debounce_ms", number(&self.debounce_ms));
-        one(
-            "poll_interval_ms",
-            "poll_interval_ms",
-            number(&self.poll_interval_ms),
-        );
-        one(
-            "no_default_ignores",
-            "no_default_ignores",
-            self.no_default_ignores
-                .as_ref()
-                .map(|v| (v.span(), v.get_ref().to_string())),
-        );
-        one("codex_bin", "codex_bin", path(&self.codex_bin));
-        one("log_format", "log_format", text(&self.log_format));
-        one(
-            "quiet",
-            "quiet",
-            self.quiet
-                .as_ref()
-                .map(|v| (v.span(), v.get_ref().to_string())),
-        );
-        one(
-            "stream_flush_ms",
-            "stream_flush_ms",
-            number(&self.stream_flush_ms),
-        );
-        one(
-            "turn_idle_timeout_ms",
-            "turn_idle_timeout_ms",
-            number(&self.turn_idle_timeout_ms),
-        );
-        one(
-            "code_server_bin",
-            "code_server_bin",
-            path(&self.code_server_bin),
-        );
-        let mut list = |key, arg_id, value: &Option<Spanned<Vec<String>>>, paths: bool| {
+                })
+            })
+            .collect();
+        // The lists' keys are singular, their flags' ids not always.
+        let lists = [
+            ("ignore_port", "ignore_ports", &self.ignore_port, false),
+            (
+                "ignore_command",
+                "ignore_commands",
+                &self.ignore_command,
+                false,
+            ),
+            ("allow_cwd", "allow_cwd", &self.allow_cwd, true),
+        ];
+        for (key, arg_id, value, paths) in lists {
             if let Some(value) = value {
                 out.push(FlagValue {
                     key,
                     arg_id,
                     span: value.span(),
-                    values: value
-                        .get_ref()
-                        .iter()
+                    values: (value.get_ref().iter())
                         .map(|v| if paths { expand_home(v) } else { v.clone() })
                         .collect(),
                 });
             }
-        };
-        list("ignore_port", "ignore_ports", &self.ignore_port, false);
-        list(
-            "ignore_command",
-            "ignore_commands",
-            &self.ignore_command,
-            false,
-        );
-        list("allow_cwd", "allow_cwd", &self.allow_cwd, true);
+        }
         out
     }
 }
@@ -173,6 +133,10 @@ fn text(value: &Option<Spanned<String>>) -> Option<(Range<usize>, String)> {
 
 fn path(value: &Option<Spanned<String>>) -> Option<(Range<usize>, String)> {
     value.as_ref().map(|v| (v.span(), expand_home(v.get_ref())))
+}
+
+fn shown(value: &Option<Spanned<bool>>) -> Option<(Range<usize>, String)> {
+    value.as_ref().map(|v| (v.span(), v.get_ref().to_string()))
 }
 
 fn number(value: &Option<Spanned<u64>>) -> Option<(Range<usize>, String)> {

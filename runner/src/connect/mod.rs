@@ -69,12 +69,9 @@ pub(crate) async fn run(args: ConnectArgs, output: Output) -> i32 {
     // Removed (with its socket) when `connect` returns.
     let _status = crate::status::serve(report.clone());
     let join = join_info(&runner_id, selection.kind.to_string());
-    let (editors, editor_events) = editors::registry(
-        (args.code_server_bin.as_deref()).map(crate::program::from_runner_cwd),
-        &args.url,
-        token.as_deref(),
-        &containment,
-    );
+    let code_server = (args.code_server_bin.as_deref()).map(crate::program::from_runner_cwd);
+    let (editors, editor_events) =
+        editors::registry(code_server, &args.url, token.as_deref(), &containment);
     let mut control_config = control_config(&args, token, join);
     // Events waiting for Kandan, forwarded traffic's and instances' alike.
     let event_budget =
@@ -85,12 +82,7 @@ pub(crate) async fn run(args: ConnectArgs, output: Output) -> i32 {
     control_config.shortcut = Some(forwarder.clone());
     let channel = ControlClient::spawn(control_config);
     let inputs = channel.inputs;
-    let settings = instances::Settings {
-        codex_bin: (args.codex.codex_bin.as_deref()).map(crate::program::from_runner_cwd),
-        stream_flush: Duration::from_millis(args.codex.stream_flush_ms),
-        turn_idle_timeout: Duration::from_millis(args.codex.turn_idle_timeout_ms),
-        event_budget,
-    };
+    let settings = instance_settings(&args, event_budget);
     let (instances, instance_events) =
         instances::Instances::new(settings, roots, containment.clone());
     let mut runner = Runner {
@@ -126,6 +118,20 @@ pub(crate) async fn run(args: ConnectArgs, output: Output) -> i32 {
     let code = runner.shut_down(stop, ends).await;
     containment.remove();
     if refused { REFUSED } else { code }
+}
+
+/// How Codex instances run, from the flags; their events share
+/// `event_budget` with forwarded traffic's.
+fn instance_settings(
+    args: &ConnectArgs,
+    event_budget: crate::control::budget::Budget,
+) -> instances::Settings {
+    instances::Settings {
+        codex_bin: (args.codex.codex_bin.as_deref()).map(crate::program::from_runner_cwd),
+        stream_flush: Duration::from_millis(args.codex.stream_flush_ms),
+        turn_idle_timeout: Duration::from_millis(args.codex.turn_idle_timeout_ms),
+        event_budget,
+    }
 }
 
 /// `--url` checked and the token read, or the exit code (2) after saying

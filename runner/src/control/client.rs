@@ -15,6 +15,7 @@
 //! also bounded in bytes: they carry a [`Charge`] of a shared budget, given
 //! back once their frame is written.
 
+use std::collections::VecDeque;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -370,6 +371,23 @@ fn drop_offline(outgoing: &Outgoing) {
     }
 }
 
+/// After a lost connection: the controls already read are still the
+/// runner's to act on (an approval stays valid); then it hears the channel
+/// is gone. False when the runner is gone.
+async fn hand_over(links: &mut Links, pending: VecDeque<ControlInput>, joined: bool) -> bool {
+    let inputs = pending
+        .into_iter()
+        .chain(joined.then_some(ControlInput::Disconnected));
+    for input in inputs {
+        let to_runner = links.inputs.clone();
+        links.direct.giving();
+        if !matches!(links.offline(to_runner.send(input)).await, Some(Ok(()))) {
+            return false;
+        }
+    }
+    true
+}
+
 async fn run<C: Connector>(
     config: ControlConfig,
     join: Arc<Mutex<JoinInfo>>,
@@ -407,18 +425,8 @@ async fn run<C: Connector>(
                             attempt = 0;
                         }
                         failure = reason;
-                        // Controls already read are still the runner's to act on
-                        // (an approval stays valid); then tell it the channel is gone.
-                        for input in pending
-                            .into_iter()
-                            .chain(joined.then_some(ControlInput::Disconnected))
-                        {
-                            let inputs = links.inputs.clone();
-                            links.direct.giving();
-                            match links.offline(inputs.send(input)).await {
-                                Some(Ok(())) => {}
-                                _ => return,
-                            }
+                        if !hand_over(&mut links, pending, joined).await {
+                            return;
                         }
                     }
                 }

@@ -92,6 +92,38 @@ pub(crate) fn command(
     Ok(command)
 }
 
+/// The editor itself: code-server on its private socket, without auth,
+/// telemetry or update checks, opening `cwd`.
+pub(crate) fn serve(
+    program: &Path,
+    dirs: &EditorDirs,
+    id: &EditorId,
+    cgroup: Option<&Cgroup>,
+    cwd: &Path,
+) -> Result<Command, EditorError> {
+    let mut command = command(program, dirs, id, cgroup)?;
+    command
+        .arg("--socket")
+        .arg(&dirs.socket)
+        .args([
+            "--socket-mode",
+            "600",
+            "--auth",
+            "none",
+            "--config",
+            "/dev/null",
+            "--disable-telemetry",
+            "--disable-update-check",
+            "--disable-workspace-trust",
+        ])
+        .arg("--user-data-dir")
+        .arg(&dirs.user_data)
+        .arg("--extensions-dir")
+        .arg(&dirs.extensions)
+        .arg(cwd);
+    Ok(command)
+}
+
 /// Starts `command` in `dir` (the descriptor the cwd check opened) and,
 /// where a child can read its own directory, fails it before `exec` with
 /// [`ESCAPED_ERRNO`] unless that still lies under one of `roots` (canonical,

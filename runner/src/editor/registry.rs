@@ -191,39 +191,8 @@ impl Editors {
                 .await?;
         }
         let cgroup = config.containment.new_group("editor");
-        let mut command = process::command(&program, &dirs, &id, cgroup.as_deref())?;
-        command
-            .arg("--socket")
-            .arg(&dirs.socket)
-            .args([
-                "--socket-mode",
-                "600",
-                "--auth",
-                "none",
-                "--config",
-                "/dev/null",
-                "--disable-telemetry",
-                "--disable-update-check",
-                "--disable-workspace-trust",
-            ])
-            .arg("--user-data-dir")
-            .arg(&dirs.user_data)
-            .arg("--extensions-dir")
-            .arg(&dirs.extensions)
-            .arg(cwd);
-        match &request.dir {
-            Some(dir) => {
-                let roots = self.shared.policy.borrow().as_ref().map(|policy| {
-                    (policy.allowed_roots().iter())
-                        .map(|root| root.as_os_str().as_bytes().to_vec())
-                        .collect()
-                });
-                process::start_in(&mut command, dir.clone(), roots);
-            }
-            None => {
-                command.current_dir(cwd);
-            }
-        }
+        let mut command = process::serve(&program, &dirs, &id, cgroup.as_deref(), cwd)?;
+        self.set_start_dir(&mut command, request);
         let mut group = match Group::spawn(command, &program, &id, cgroup) {
             Err(EditorError::Spawn { source, .. })
                 if source.raw_os_error() == Some(crate::supervise::ESCAPED_ERRNO) =>
@@ -270,6 +239,24 @@ impl Editors {
             },
         );
         Ok(id)
+    }
+
+    /// The directory the cwd check opened, checked again in the child
+    /// against the allowed roots; without one (tests), the path.
+    fn set_start_dir(&self, command: &mut tokio::process::Command, request: &StartRequest) {
+        match &request.dir {
+            Some(dir) => {
+                let roots = self.shared.policy.borrow().as_ref().map(|policy| {
+                    (policy.allowed_roots().iter())
+                        .map(|root| root.as_os_str().as_bytes().to_vec())
+                        .collect()
+                });
+                process::start_in(command, dir.clone(), roots);
+            }
+            None => {
+                command.current_dir(&request.cwd);
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<EditorId, RunningEditor>> {

@@ -100,6 +100,52 @@ impl SpawnError {
     }
 }
 
+/// The program exists and may be run: sh would only say "not found" after
+/// the release; say it now.
+fn check_runnable(argv: &[String]) -> Result<(), SpawnError> {
+    let Some(program) = argv.first() else {
+        return Err(SpawnError::Spawn {
+            command: String::new(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "empty command"),
+        });
+    };
+    match locate(program) {
+        Located::Runnable => Ok(()),
+        Located::Missing => Err(SpawnError::NotFound {
+            command: argv.join(" "),
+        }),
+        Located::NotExecutable => Err(SpawnError::NotExecutable {
+            command: argv.join(" "),
+        }),
+    }
+}
+
+/// Pipes for all three, stdout onto the runner's stderr, or the runner's own.
+fn set_output(
+    command: &mut Command,
+    options: &SpawnOptions,
+    argv: &[String],
+) -> Result<(), SpawnError> {
+    if options.piped {
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+    } else if options.stdout_to_stderr {
+        let stderr = io::stderr()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|source| SpawnError::Spawn {
+                command: argv.join(" "),
+                source,
+            })?;
+        command.stdout(Stdio::from(stderr));
+    } else {
+        command.stdout(Stdio::inherit());
+    }
+    Ok(())
+}
+
 impl HeldChild {
     /// Starts `argv` held: a `/bin/sh` that waits on a pipe, then `exec`s the
     /// command in place, so the pid registered now is the command's pid.
@@ -110,26 +156,7 @@ impl HeldChild {
     /// the runner. From another thread (tests, a pool thread that may exit)
     /// the signal is not set, so a thread's end never kills the command.
     pub(crate) fn spawn(argv: &[String], options: &SpawnOptions) -> Result<HeldChild, SpawnError> {
-        let Some(program) = argv.first() else {
-            return Err(SpawnError::Spawn {
-                command: String::new(),
-                source: io::Error::new(io::ErrorKind::InvalidInput, "empty command"),
-            });
-        };
-        // sh would only say "not found" after the release; say it now.
-        match locate(program) {
-            Located::Runnable => {}
-            Located::Missing => {
-                return Err(SpawnError::NotFound {
-                    command: argv.join(" "),
-                });
-            }
-            Located::NotExecutable => {
-                return Err(SpawnError::NotExecutable {
-                    command: argv.join(" "),
-                });
-            }
-        }
+        check_runnable(argv)?;
         let (read_end, write_end) = pipe().map_err(SpawnError::Pipe)?;
         let gate = read_end.as_raw_fd();
 
@@ -154,23 +181,7 @@ impl HeldChild {
         if options.own_group {
             command.process_group(0);
         }
-        if options.piped {
-            command
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-        } else if options.stdout_to_stderr {
-            let stderr = io::stderr()
-                .as_fd()
-                .try_clone_to_owned()
-                .map_err(|source| SpawnError::Spawn {
-                    command: argv.join(" "),
-                    source,
-                })?;
-            command.stdout(Stdio::from(stderr));
-        } else {
-            command.stdout(Stdio::inherit());
-        }
+        set_output(&mut command, options, argv)?;
         let cgroup_procs = match &options.cgroup {
             Some(cgroup) => {
                 Some(

@@ -194,10 +194,7 @@ async fn on_control(
     ws: &mut Ws,
 ) -> Result<()> {
     match control.kind.as_str() {
-        "update_runner_config" => {
-            out.push(ws, json!({"type": "runner_config_applied"}))
-                .await
-        }
+        "update_runner_config" => out.push(ws, json!({"type": "runner_config_applied"})).await,
         "start_instance" => {
             let mut started = start(args, control)?;
             started

@@ -68,19 +68,7 @@ impl Scanner {
             self.programs.clear();
             return Ok(Vec::new());
         }
-        for pid in self.procs.refresh_from_proc()? {
-            // Gone, or a new process under a reused pid.
-            self.held.remove(&pid);
-        }
-        let mut tree = ProcessTree::walk(self.procs.parents(), roots);
-        // A member whose parent exited may have left (see `proc_table`).
-        let members: Vec<u32> = tree.pids().collect();
-        if self.procs.reread_from_proc(members) {
-            tree = ProcessTree::walk(self.procs.parents(), roots);
-        }
-        tree.remove(self.self_pid);
-        self.held.retain(|pid, _| tree.contains(*pid));
-
+        let tree = self.members(roots)?;
         let appeared = listening.keys().any(|inode| !self.known.contains(inode));
         self.scans_since_reread += 1;
         let reread_all = appeared || self.scans_since_reread >= REREAD_EVERY;
@@ -98,24 +86,8 @@ impl Scanner {
                 self.held.insert(pid, inodes);
             }
         }
-        // Listeners' processes that run another program since they were
-        // described (an exec): described anew, and their fds read again,
-        // since the exec closed the close-on-exec ones.
-        let mut programs: HashMap<u32, Program> = HashMap::new();
-        let mut execed = HashSet::new();
-        for (&pid, before) in &self.programs {
-            if !tree.contains(pid) {
-                continue;
-            }
-            let now = Program::of(pid);
-            if now != *before {
-                execed.insert(pid);
-                read += 1;
-                let inodes = fds::held(pid, &wanted).unwrap_or_default();
-                self.held.insert(pid, inodes);
-            }
-            programs.insert(pid, now);
-        }
+        let (mut programs, execed) = self.execs(&tree, &wanted);
+        read += execed.len();
 
         tracing::trace!(
             processes = self.procs.len(),
@@ -149,6 +121,50 @@ impl Scanner {
         self.known = wanted;
         self.last.clone_from(&result);
         Ok(result)
+    }
+
+    /// The roots' trees as the process table has them now, without the
+    /// runner; what is known of processes that left is forgotten.
+    fn members(&mut self, roots: &[u32]) -> io::Result<ProcessTree> {
+        for pid in self.procs.refresh_from_proc()? {
+            // Gone, or a new process under a reused pid.
+            self.held.remove(&pid);
+        }
+        let mut tree = ProcessTree::walk(self.procs.parents(), roots);
+        // A member whose parent exited may have left (see `proc_table`).
+        let members: Vec<u32> = tree.pids().collect();
+        if self.procs.reread_from_proc(members) {
+            tree = ProcessTree::walk(self.procs.parents(), roots);
+        }
+        tree.remove(self.self_pid);
+        self.held.retain(|pid, _| tree.contains(*pid));
+        Ok(tree)
+    }
+
+    /// Listeners' processes that run another program since they were
+    /// described (an exec): their fds read again, since the exec closed the
+    /// close-on-exec ones. Returns what each member that held a listener
+    /// runs now, and those that exec'd (to be described anew).
+    fn execs(
+        &mut self,
+        tree: &ProcessTree,
+        wanted: &HashSet<u64>,
+    ) -> (HashMap<u32, Program>, HashSet<u32>) {
+        let mut programs: HashMap<u32, Program> = HashMap::new();
+        let mut execed = HashSet::new();
+        for (&pid, before) in &self.programs {
+            if !tree.contains(pid) {
+                continue;
+            }
+            let now = Program::of(pid);
+            if now != *before {
+                execed.insert(pid);
+                let inodes = fds::held(pid, wanted).unwrap_or_default();
+                self.held.insert(pid, inodes);
+            }
+            programs.insert(pid, now);
+        }
+        (programs, execed)
     }
 }
 
