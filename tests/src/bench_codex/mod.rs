@@ -36,6 +36,7 @@ use crate::bench::procstat::{cpu_time, rss_kib};
 use crate::bench::stats::quantile;
 pub use flood::{Flood, flood};
 pub use replay::{Pace, Replay, fixture as replay_fixture, record, replay};
+pub use rig::Pinning;
 use rig::{Rig, deltas, descendants_cpu, settle};
 
 const WAIT: Duration = Duration::from_secs(180);

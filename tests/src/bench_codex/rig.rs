@@ -32,6 +32,53 @@ impl StandIn {
     }
 }
 
+/// `--pin` (`BENCH_PIN`): the relay (runner or bare relay) alone on CPU 1;
+/// the bench (the simulator) and the stand-in, which pins itself from
+/// `BENCH_STANDIN_CPU`, on CPU 0. Without it the scheduler places all
+/// three on the two cores, and a line may wait for a core as much as for
+/// the relay.
+pub struct Pinning;
+
+impl Pinning {
+    pub const RELAY_CPU: usize = 1;
+    pub const REST_CPU: usize = 0;
+
+    pub fn from_env() -> Option<Pinning> {
+        std::env::var_os("BENCH_PIN").map(|_| Pinning)
+    }
+
+    /// Pins the calling process (every thread it starts later) to the
+    /// rest's CPU; sets `BENCH_PIN` for [`Rig::start`].
+    pub fn pin_bench() -> std::io::Result<()> {
+        pin_to(Self::REST_CPU)?;
+        // SAFETY: set before the runtime starts, while this is the only thread.
+        unsafe { std::env::set_var("BENCH_PIN", "1") };
+        Ok(())
+    }
+
+    fn relay_on_its_own(&self, command: &mut tokio::process::Command) {
+        command.env("BENCH_STANDIN_CPU", Self::REST_CPU.to_string());
+        // SAFETY: sched_setaffinity on the child itself, between fork and exec.
+        unsafe {
+            command.pre_exec(|| pin_to(Self::RELAY_CPU));
+        }
+    }
+}
+
+/// The calling thread (or the forked child) on `cpu` only.
+fn pin_to(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET writes within it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: pid 0 is the caller; the set lives across the call.
+    let done = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// A runner connected to a fresh simulator, with `--stream-flush-ms`.
 pub(super) struct Rig {
     pub sim: Simulator,
@@ -63,7 +110,11 @@ impl Rig {
         }
         let scratch = tempfile::tempdir()?;
         let stamps = scratch.path().join("stamps");
-        let runner = tokio::process::Command::new(runner)
+        let mut command = tokio::process::Command::new(runner);
+        if let Some(cpus) = Pinning::from_env() {
+            cpus.relay_on_its_own(&mut command);
+        }
+        let runner = command
             .args(["connect", "--url", &sim.url(), "--token", sim.token()])
             .arg("--codex-bin")
             .arg(&stand_in.program)

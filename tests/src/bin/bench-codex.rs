@@ -33,6 +33,10 @@ struct Args {
     /// The recording to replay (default: tests/fixtures/codex_turn.jsonl).
     #[arg(long, requires = "replay")]
     recording: Option<PathBuf>,
+    /// With --replay: the relay alone on CPU 1, the simulator and the
+    /// stand-in on CPU 0 (two CPUs or more).
+    #[arg(long, requires = "replay")]
+    pin: bool,
     /// Record a turn of the pinned Codex into FILE for --replay, and stop.
     #[arg(long, value_name = "FILE", conflicts_with = "flood_only")]
     record: Option<PathBuf>,
@@ -51,6 +55,9 @@ fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
     if let Some(Cmd::Connect(bare)) = args.cmd.take() {
         return bench_codex::bare::run(bare);
+    }
+    if args.pin {
+        bench_codex::Pinning::pin_bench()?;
     }
     tokio::runtime::Runtime::new()?.block_on(bench(args))
 }
