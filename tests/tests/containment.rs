@@ -363,12 +363,22 @@ async fn the_next_runner_ends_what_a_killed_runner_left() -> Result<()> {
         return Ok(());
     }
     let (port, spoof_port) = (free_port()?, free_port()?);
-    let (connected, daemon) = connect_with_instance(port, spoof_port).await?;
+    let (mut connected, daemon) = connect_with_instance(port, spoof_port).await?;
     let killed = connected.runner.pid();
     ensure!(!runner_folders(killed).is_empty(), "no cgroup folder");
     // SAFETY: kill on the runner's pid, our child.
     unsafe { libc::kill(killed as libc::pid_t, libc::SIGKILL) };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Until it has exited (reaped here): a runner still exiting holds its
+    // lock, and the next runner rightly leaves its folder alone. A fixed
+    // 500 ms was too short once on a loaded machine.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while connected.runner.alive() {
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the killed runner has not exited"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     ensure!(
         alive(daemon),
         "the daemon died with the runner: nothing to test"

@@ -7,7 +7,8 @@
 //! Every process spawned here is held by a guard that kills and reaps it on
 //! drop, and dies with the bench (`PR_SET_PDEATHSIG`) if the bench is killed.
 //!
-//! `stats` and `procstat` serve every benchmark (`bench_forward` too).
+//! `stats` and `procstat` serve every benchmark (`bench_forward` too);
+//! `phoenix` joins the bare stand-ins for the runner.
 
 pub mod baseline;
 pub mod clock;
@@ -17,6 +18,7 @@ pub mod filter;
 pub mod guard;
 pub mod helper;
 pub mod latency;
+pub mod phoenix;
 pub mod procstat;
 pub mod report;
 pub mod scan;

@@ -24,8 +24,9 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
-use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
+
+use crate::bench::phoenix::Socket as Ws;
 
 /// `kandan-runner connect`'s command line as the rig starts it.
 #[derive(Debug, clap::Args)]
@@ -89,8 +90,6 @@ struct Instance {
     _child: Child,
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
-
 /// Joins `runner:bare` and relays until the socket closes.
 pub fn run(args: Args) -> Result<()> {
     tokio::runtime::Builder::new_current_thread()
@@ -100,21 +99,13 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 async fn relay(args: Args) -> Result<()> {
-    // The simulator's tokens are URL-safe (`sim-<hex>-<hex>`).
-    let url = format!("{}/websocket?vsn=2.0.0&token={}", args.url, args.token);
-    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await?;
-    if let MaybeTlsStream::Plain(stream) = ws.get_ref() {
-        stream.set_nodelay(true)?;
-    }
     let topic = "runner:bare";
+    let mut ws = crate::bench::phoenix::join(&args.url, &args.token, topic).await?;
     let mut out = Out {
         topic,
         refs: 1,
         unflushed: false,
     };
-    let join = ("1", "1", topic, "phx_join", json!({}));
-    ws.send(Message::text(serde_json::to_string(&join)?))
-        .await?;
     let mut instance: Option<Instance> = None;
     loop {
         if out.unflushed {

@@ -25,7 +25,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
 
 /// `kandan-runner connect`'s command line, as the bench starts it; the
@@ -90,16 +89,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .kill_on_drop(true)
         .spawn()
         .context("starting the command")?;
-    // The simulator's tokens are URL-safe (`sim-<hex>-<hex>`).
-    let url = format!("{}/websocket?vsn=2.0.0&token={}", args.url, args.token);
-    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await?;
-    if let MaybeTlsStream::Plain(stream) = ws.get_ref() {
-        stream.set_nodelay(true)?;
-    }
     let topic = format!("runner:{}", args.runner_id);
-    let join = ("1", "1", &topic, "phx_join", serde_json::json!({}));
-    ws.send(Message::text(serde_json::to_string(&join)?))
-        .await?;
+    let mut ws = crate::bench::phoenix::join(&args.url, &args.token, &topic).await?;
     let pool = Pool::default();
     let (tx, mut rx) = mpsc::unbounded_channel::<Response>();
     let mut refs = 1u64;
