@@ -5,6 +5,7 @@
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::FromRawFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
@@ -13,6 +14,24 @@ use integration_tests::support::{free_port, privileged};
 use runner::detect::process_info::ProcessInfo;
 use runner::detect::{self, BackendChoice, DetectorConfig, ListenerSocket, PortChanges, SocketId};
 use runner::gate::{Gate, GateRefusal, Identity, PortGate};
+
+/// The eBPF detector and its per-port listener counters, or `None` (after
+/// saying why) when `test` cannot run here: not root, or not x86-64, the
+/// only architecture the dial cache runs on.
+fn counting_detector(test: &str) -> Result<Option<(detect::Detector, Arc<dyn PortChanges>)>> {
+    if !privileged(test) {
+        return Ok(None);
+    }
+    if !cfg!(target_arch = "x86_64") {
+        eprintln!("skipping: the dial cache runs on x86-64 only");
+        return Ok(None);
+    }
+    let (detector, _) = detect::start(BackendChoice::Ebpf, &DetectorConfig::default())
+        .map_err(|err| anyhow::anyhow!("ebpf: {}", runner::error_chain(&err)))?;
+    let changes = (detector.port_changes.clone())
+        .context("the eBPF backend gave no listener-change counters")?;
+    Ok(Some((detector, changes)))
+}
 
 /// A listener on 127.0.0.1:`port` with `SO_REUSEPORT`, as a dev server
 /// that lets others of its user join.
@@ -100,17 +119,11 @@ fn accept_all(listener: &TcpListener) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_joiner_after_cached_dials_is_refused_at_the_next_dial() -> Result<()> {
-    if !privileged("a_joiner_after_cached_dials_is_refused_at_the_next_dial") {
+    let Some((detector, changes)) =
+        counting_detector("a_joiner_after_cached_dials_is_refused_at_the_next_dial")?
+    else {
         return Ok(());
-    }
-    if !cfg!(target_arch = "x86_64") {
-        eprintln!("skipping: the dial cache runs on x86-64 only");
-        return Ok(());
-    }
-    let (detector, _) = detect::start(BackendChoice::Ebpf, &DetectorConfig::default())
-        .map_err(|err| anyhow::anyhow!("ebpf: {}", runner::error_chain(&err)))?;
-    let changes = (detector.port_changes.clone())
-        .context("the eBPF backend gave no listener-change counters")?;
+    };
     let port = free_port()?;
     let ours = reuseport_listener(port)?;
     accept_all(&ours)?;
@@ -203,16 +216,11 @@ fn raw_listen(fd: &std::os::fd::OwnedFd) -> i32 {
 /// every listen leaves flight when `listen()` returns, a failing one too.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_kernel_counts_listeners_not_connections() -> Result<()> {
-    if !privileged("the_kernel_counts_listeners_not_connections") {
+    let Some((detector, changes)) =
+        counting_detector("the_kernel_counts_listeners_not_connections")?
+    else {
         return Ok(());
-    }
-    if !cfg!(target_arch = "x86_64") {
-        eprintln!("skipping: the dial cache runs on x86-64 only");
-        return Ok(());
-    }
-    let (detector, _) = detect::start(BackendChoice::Ebpf, &DetectorConfig::default())
-        .map_err(|err| anyhow::anyhow!("ebpf: {}", runner::error_chain(&err)))?;
-    let changes = (detector.port_changes.clone()).context("no listener-change counters")?;
+    };
     let port = free_port()?;
     let g0 = changes.generation(port)?;
 
