@@ -1,6 +1,6 @@
 //! The socket of a bare stand-in for the runner (the bare forwarder, the
-//! bare relay): connected to the simulator as the runner connects, and
-//! joined to its topic.
+//! bare relay): connected to the simulator as the runner connects, joined
+//! to its topic, and the controls read from it.
 
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
@@ -8,11 +8,23 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Connects to `url` with `token` (Nagle off, as the runner's) and sends
-/// the `phx_join` of `topic` with join ref and ref `1`.
-pub async fn join(url: &str, token: &str, topic: &str) -> anyhow::Result<Socket> {
+/// `kandan-runner connect`'s `--url` and `--token`, as the bench passes them.
+#[derive(Debug, clap::Args)]
+pub struct Endpoint {
+    #[arg(long)]
+    pub url: String,
+    #[arg(long)]
+    pub token: String,
+}
+
+/// Connects to the endpoint (Nagle off, as the runner's) and sends the
+/// `phx_join` of `topic` with join ref and ref `1`.
+pub async fn join(endpoint: &Endpoint, topic: &str) -> anyhow::Result<Socket> {
     // The simulator's tokens are URL-safe (`sim-<hex>-<hex>`).
-    let url = format!("{url}/websocket?vsn=2.0.0&token={token}");
+    let url = format!(
+        "{}/websocket?vsn=2.0.0&token={}",
+        endpoint.url, endpoint.token
+    );
     let (mut ws, _) = tokio_tungstenite::connect_async(&url).await?;
     if let MaybeTlsStream::Plain(stream) = ws.get_ref() {
         stream.set_nodelay(true)?;
@@ -21,4 +33,14 @@ pub async fn join(url: &str, token: &str, topic: &str) -> anyhow::Result<Socket>
     ws.send(Message::text(serde_json::to_string(&join)?))
         .await?;
     Ok(ws)
+}
+
+/// The payload of a `control` frame, read as `T`; `None` for other frames
+/// and for controls that are not a `T`.
+pub fn control<T: serde::de::DeserializeOwned>(text: &str) -> Option<T> {
+    type Frame<'a, T> = (Option<&'a str>, Option<&'a str>, &'a str, &'a str, T);
+    match serde_json::from_str::<Frame<'_, T>>(text) {
+        Ok((_, _, _, "control", control)) => Some(control),
+        _ => None,
+    }
 }

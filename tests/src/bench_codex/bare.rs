@@ -26,15 +26,13 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::bench::phoenix::Socket as Ws;
+use crate::bench::phoenix::{self, Socket as Ws};
 
 /// `kandan-runner connect`'s command line as the rig starts it.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    #[arg(long)]
-    pub url: String,
-    #[arg(long)]
-    pub token: String,
+    #[command(flatten)]
+    pub endpoint: phoenix::Endpoint,
     #[arg(long)]
     pub codex_bin: PathBuf,
     /// Accepted for the runner's command line; the relay never batches.
@@ -100,7 +98,7 @@ pub fn run(args: Args) -> Result<()> {
 
 async fn relay(args: Args) -> Result<()> {
     let topic = "runner:bare";
-    let mut ws = crate::bench::phoenix::join(&args.url, &args.token, topic).await?;
+    let mut ws = phoenix::join(&args.endpoint, topic).await?;
     let mut out = Out {
         topic,
         refs: 1,
@@ -124,7 +122,7 @@ async fn relay(args: Args) -> Result<()> {
         };
         match next {
             Next::Socket(Some(Ok(Message::Text(text)))) => {
-                if let Some(control) = control_of(&text) {
+                if let Some(control) = phoenix::control(&text) {
                     on_control(control, &args, &mut instance, &mut out, &mut ws).await?;
                 }
             }
@@ -166,14 +164,6 @@ impl Out {
             .await?;
         self.unflushed = true;
         Ok(())
-    }
-}
-
-fn control_of(text: &str) -> Option<Control> {
-    type Frame<'a> = (Option<&'a str>, Option<&'a str>, &'a str, &'a str, Control);
-    match serde_json::from_str::<Frame<'_>>(text) {
-        Ok((_, _, _, "control", control)) => Some(control),
-        _ => None,
     }
 }
 

@@ -27,14 +27,14 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::bench::phoenix;
+
 /// `kandan-runner connect`'s command line, as the bench starts it; the
 /// bare forwarder uses the socket, the token, the id and the command.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    #[arg(long)]
-    pub url: String,
-    #[arg(long)]
-    pub token: String,
+    #[command(flatten)]
+    pub endpoint: phoenix::Endpoint,
     #[arg(long)]
     pub runner_id: String,
     /// Accepted for the runner's command line; unused.
@@ -90,7 +90,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .spawn()
         .context("starting the command")?;
     let topic = format!("runner:{}", args.runner_id);
-    let mut ws = crate::bench::phoenix::join(&args.url, &args.token, &topic).await?;
+    let mut ws = phoenix::join(&args.endpoint, &topic).await?;
     let pool = Pool::default();
     let (tx, mut rx) = mpsc::unbounded_channel::<Response>();
     let mut refs = 1u64;
@@ -118,8 +118,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
 /// Starts the exchange a `forward_http_request` asks for; ignores the rest.
 fn on_text(text: &str, pool: &Pool, tx: &mpsc::UnboundedSender<Response>) {
-    type Frame<'a> = (Option<&'a str>, Option<&'a str>, &'a str, &'a str, Control);
-    let Ok((_, _, _, "control", control)) = serde_json::from_str::<Frame<'_>>(text) else {
+    let Some(control) = phoenix::control::<Control>(text) else {
         return;
     };
     if control.kind != "forward_http_request" {
