@@ -317,7 +317,7 @@ mod tests {
             Event::ForwardHttpResponse(ForwardHttpResponse {
                 request_id: "h1".into(),
                 status: 200,
-                headers: vec![("a".into(), "\"quoted\"".into())],
+                headers: crate::wire::Headers::of(&[("a", "\"quoted\"")]),
                 streaming: Some(true),
                 body: body.clone().into(),
             }),

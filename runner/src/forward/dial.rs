@@ -95,29 +95,29 @@ pub(crate) async fn connect_editor(
 /// 127.0.0.2); any other address is dropped: the runner never dials off the
 /// host, whatever the control or the listener says.
 pub(crate) fn loopback_targets(bound: &[IpAddr]) -> Vec<IpAddr> {
-    let mut v4 = Vec::new();
-    let mut v6 = Vec::new();
+    let mut out: Vec<IpAddr> = Vec::with_capacity(bound.len());
     for addr in bound {
         let addr = match addr {
             IpAddr::V6(v6addr) => v6addr.to_ipv4_mapped().map_or(*addr, IpAddr::V4),
             IpAddr::V4(_) => *addr,
         };
-        match addr {
-            IpAddr::V4(a) if a.is_unspecified() => v4.push(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-            IpAddr::V4(a) if a.is_loopback() => v4.push(addr),
-            IpAddr::V6(a) if a.is_unspecified() => v6.push(IpAddr::V6(Ipv6Addr::LOCALHOST)),
-            IpAddr::V6(a) if a.is_loopback() => v6.push(addr),
-            _ => {}
-        }
-    }
-    // 127.0.0.1 first among the IPv4 ones.
-    v4.sort_by_key(|a| *a != IpAddr::V4(Ipv4Addr::LOCALHOST));
-    let mut out: Vec<IpAddr> = Vec::new();
-    for addr in v4.into_iter().chain(v6) {
+        let addr = match addr {
+            IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            addr if addr.is_loopback() => addr,
+            _ => continue,
+        };
         if !out.contains(&addr) {
             out.push(addr);
         }
     }
+    // 127.0.0.1 first, then the other IPv4 ones, then IPv6 (a stable sort
+    // keeps the order within each).
+    out.sort_by_key(|a| match a {
+        IpAddr::V4(a) if *a == Ipv4Addr::LOCALHOST => 0,
+        IpAddr::V4(_) => 1,
+        IpAddr::V6(_) => 2,
+    });
     out
 }
 

@@ -93,19 +93,6 @@ pub(crate) fn local_host(port: u16) -> HeaderValue {
     HeaderValue::from_str(&format!("localhost:{port}")).expect("ascii")
 }
 
-/// The response's end-to-end headers as pairs for Kandan. Non-UTF-8 values
-/// are passed lossily (the wire carries strings).
-pub(crate) fn to_pairs(map: &HeaderMap) -> Vec<(String, String)> {
-    map.iter()
-        .map(|(name, value)| {
-            (
-                name.as_str().to_owned(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            )
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

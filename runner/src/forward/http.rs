@@ -28,7 +28,7 @@ use super::{ForwardConfig, ForwardError, dial, headers, tls};
 use crate::control::budget::wire_cost;
 use crate::control::{Charged, Responder};
 use crate::gate::PortGate;
-use crate::wire::{ControlType, Event, ForwardHttpRequest, ForwardHttpResponse, Pieces};
+use crate::wire::{ControlType, Event, ForwardHttpRequest, ForwardHttpResponse, Headers, Pieces};
 
 /// How long a finished connection may take to be ready for the next request
 /// before it is closed instead of pooled.
@@ -384,7 +384,7 @@ async fn deliver(
         Box::pin(stream(
             req.request_id,
             status,
-            &response_headers,
+            response_headers,
             body,
             budget,
             to,
@@ -416,7 +416,7 @@ async fn deliver(
     let response = Event::ForwardHttpResponse(ForwardHttpResponse {
         request_id: req.request_id,
         status,
-        headers: headers::to_pairs(&response_headers),
+        headers: Headers(response_headers),
         streaming: None,
         body,
     });

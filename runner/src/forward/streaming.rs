@@ -6,10 +6,10 @@ use http::header::{self, HeaderMap};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 
-use super::{ForwardError, headers};
+use super::ForwardError;
 use crate::control::budget::{Budget, wire_cost};
 use crate::control::{Charged, Responder};
-use crate::wire::{Event, ForwardHttpResponse, ForwardHttpResponseChunk};
+use crate::wire::{Event, ForwardHttpResponse, ForwardHttpResponseChunk, Headers};
 
 /// Server-sent events and bodies of unknown length stream; a body that
 /// is already known to be empty (HEAD, 204, 304) never does.
@@ -34,7 +34,7 @@ pub(super) fn is_stream(headers: &HeaderMap, body: &Incoming) -> bool {
 pub(super) async fn stream(
     request_id: String,
     status: u16,
-    response_headers: &HeaderMap,
+    response_headers: HeaderMap,
     mut body: Incoming,
     budget: &Budget,
     to: &Responder,
@@ -42,7 +42,7 @@ pub(super) async fn stream(
     let head = Event::ForwardHttpResponse(ForwardHttpResponse {
         request_id: request_id.clone(),
         status,
-        headers: headers::to_pairs(response_headers),
+        headers: Headers(response_headers),
         body: Default::default(),
         streaming: Some(true),
     });

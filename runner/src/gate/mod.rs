@@ -302,8 +302,10 @@ impl PortGate for Gate {
     fn target(&self, port: u16) -> Result<Vec<IpAddr>, GateRefusal> {
         let state = self.read();
         let sockets = state.forwardable(port)?;
-        let addrs: BTreeSet<IpAddr> = sockets.iter().map(|s| s.addr).collect();
-        Ok(addrs.into_iter().collect())
+        let mut addrs: Vec<IpAddr> = sockets.iter().map(|s| s.addr).collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        Ok(addrs)
     }
 
     fn verify(&self, peer: SocketAddr) -> Result<(), GateRefusal> {

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use super::control_error::ControlErrorEvent;
-use super::fields::{ActorId, Decision, Opcode};
+use super::fields::{ActorId, Decision, Headers, Opcode};
 use super::instance_wire::InstanceWire;
 use super::names::name_of;
 use super::pieces::Pieces;
@@ -204,7 +204,7 @@ pub struct ForwardHttpResponse {
     pub request_id: String,
     pub status: u16,
     /// Always pairs on the wire.
-    pub headers: Vec<(String, String)>,
+    pub headers: Headers,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub streaming: Option<bool>,
     /// Last, as in every event with a body: see [`Event::take_body`].

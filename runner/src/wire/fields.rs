@@ -80,7 +80,8 @@ pub(crate) const MAX_HEADER_BYTES: usize = 256 * 1024;
 /// `headers`: an object (`{"name": "value"}` or `{"name": ["v1", "v2"]}`)
 /// or a list of `[name, value]` pairs, read straight into a header map
 /// (repeated names kept in order), at most [`MAX_HEADER_PAIRS`] pairs and
-/// [`MAX_HEADER_BYTES`] bytes.
+/// [`MAX_HEADER_BYTES`] bytes. Written (in a response) as `[name, value]`
+/// pairs straight from the map, a value not in UTF-8 lossily.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Headers(pub HeaderMap);
 
@@ -172,6 +173,29 @@ impl<'de> Visitor<'de> for HeadersVisitor {
             collect.push(&name, &value)?;
         }
         Ok(Headers(collect.map))
+    }
+}
+
+#[cfg(test)]
+impl Headers {
+    /// The headers `pairs`, in order.
+    pub(crate) fn of(pairs: &[(&str, &str)]) -> Self {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            let name = HeaderName::from_bytes(name.as_bytes()).expect("a header name");
+            map.append(name, HeaderValue::from_str(value).expect("a header value"));
+        }
+        Headers(map)
+    }
+}
+
+impl Serialize for Headers {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(
+            self.0
+                .iter()
+                .map(|(name, value)| (name.as_str(), String::from_utf8_lossy(value.as_bytes()))),
+        )
     }
 }
 

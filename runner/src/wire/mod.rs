@@ -14,6 +14,7 @@ mod instance_wire;
 mod names;
 mod parse;
 mod pieces;
+mod quick_type;
 #[cfg(test)]
 mod tests;
 

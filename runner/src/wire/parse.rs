@@ -2,9 +2,9 @@
 //!
 //! The `type` picks the type to read ([`Control::parse`]); the error names
 //! the field at fault (`serde_path_to_error`), which an internally tagged
-//! serde enum would lose. The ids are read first, leniently (`LenientIds`), so a
-//! broken control is still answered with the ids Kandan needs to match the
-//! `control_error` to its request. Unknown fields are ignored; a `null`
+//! serde enum would lose. A control the typed read refuses has its ids
+//! read leniently (`LenientIds`), so it is still answered with the ids
+//! Kandan needs to match the `control_error` to its request. Unknown fields are ignored; a `null`
 //! optional field counts as absent.
 
 use serde::Deserialize;
@@ -131,6 +131,14 @@ impl Control {
     /// Reads the payload of a `control` push.
     pub(crate) fn parse(payload: &RawValue) -> Result<Control, Box<ControlRejection>> {
         let text = payload.get();
+        // The common case, a well-formed control, in one parse: the ids
+        // are read leniently below only if this fails.
+        if let Some(kind) =
+            super::quick_type::control_type(text).and_then(|name| control_type(name).ok())
+            && let Ok(control) = Control::read(kind, text)
+        {
+            return Ok(control);
+        }
         // serde would read a struct from an array too.
         let object = text.trim_start().starts_with('{');
         let ids: LenientIds = match serde_json::from_str(text) {
@@ -145,8 +153,7 @@ impl Control {
         let Some(name) = ids.control_type.as_deref() else {
             return Err(ControlRejection::new(ids, Problem::NoType));
         };
-        let kind = ControlType::deserialize(name.into_deserializer())
-            .map_err(|_: serde::de::value::Error| Problem::UnknownType);
+        let kind = control_type(name).map_err(|_| Problem::UnknownType);
         let parsed = kind.and_then(|kind| Control::read(kind, text));
         parsed.map_err(|problem| ControlRejection::new(ids, problem))
     }
@@ -181,6 +188,11 @@ impl Control {
             ControlType::ReadThread => Control::ReadThread(read(text)?),
         })
     }
+}
+
+/// The control type named `name`, if the contract has it.
+fn control_type(name: &str) -> Result<ControlType, serde::de::value::Error> {
+    ControlType::deserialize(name.into_deserializer())
 }
 
 /// Reads one control type, naming the field at fault in the error. A

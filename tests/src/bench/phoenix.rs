@@ -4,6 +4,7 @@
 
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
@@ -17,18 +18,22 @@ pub struct Endpoint {
     pub token: String,
 }
 
-/// Connects to the endpoint (Nagle off, as the runner's) and sends the
-/// `phx_join` of `topic` with join ref and ref `1`.
+/// What tungstenite reads into at a time: the runner's size
+/// (`control::connector::READ_BUFFER`). Its 128 KiB default is zeroed on
+/// every read, which would make a bare stand-in cost more than it must.
+const READ_BUFFER: usize = 16 * 1024;
+
+/// Connects to the endpoint (Nagle off and the read buffer as the
+/// runner's) and sends the `phx_join` of `topic` with join ref and ref `1`.
 pub async fn join(endpoint: &Endpoint, topic: &str) -> anyhow::Result<Socket> {
     // The simulator's tokens are URL-safe (`sim-<hex>-<hex>`).
     let url = format!(
         "{}/websocket?vsn=2.0.0&token={}",
         endpoint.url, endpoint.token
     );
-    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await?;
-    if let MaybeTlsStream::Plain(stream) = ws.get_ref() {
-        stream.set_nodelay(true)?;
-    }
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async_with_config(&url, Some(config), true).await?;
     let join = ("1", "1", topic, "phx_join", serde_json::json!({}));
     ws.send(Message::text(serde_json::to_string(&join)?))
         .await?;

@@ -32,6 +32,7 @@ pub(super) async fn compare(
     let bare = Options {
         runner: std::env::current_exe().context("finding the bench binary")?,
         quick: false,
+        callgrind: None,
     };
     let bare = Rig::start(&bare).await?;
     // Warm the bare forwarder's connections as the runner's already are.

@@ -55,6 +55,7 @@ pub async fn report(runner: &Path, quick: bool) -> anyhow::Result<()> {
             env: vite.env.clone(),
             cwd: Some(vite.cwd.clone()),
             log: app.dir().join("runner.log"),
+            callgrind: None,
         },
     )?;
     let result = measure(&sim, &runner, port, &base, quick).await;

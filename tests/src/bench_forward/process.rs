@@ -24,6 +24,9 @@ pub struct Launch<'a> {
     pub cwd: Option<PathBuf>,
     /// Where the runner's and the command's output go.
     pub log: PathBuf,
+    /// Run the runner under valgrind's callgrind with instrumentation off
+    /// (see [`crate::bench_forward::instructions`]), the profile written here.
+    pub callgrind: Option<PathBuf>,
 }
 
 /// The runner process, in its own process group; stopped (TERM, then KILL
@@ -42,7 +45,10 @@ impl RunnerProcess {
         // A relative path would be looked up from `cwd`.
         let runner = std::path::absolute(launch.runner)
             .with_context(|| format!("locating {}", launch.runner.display()))?;
-        let mut command = Command::new(&runner);
+        let mut command = match &launch.callgrind {
+            None => Command::new(&runner),
+            Some(out) => super::instructions::under_callgrind(&runner, out),
+        };
         command
             .args(["connect", "--url", &sim.url(), "--token", sim.token()])
             .args(["--runner-id", launch.runner_id, "--debounce-ms", "0"])

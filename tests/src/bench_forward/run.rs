@@ -22,6 +22,9 @@ pub struct Options {
     pub runner: PathBuf,
     /// Fewer rounds and requests, for iterating.
     pub quick: bool,
+    /// Run the runner under callgrind, instrumenting nothing until told
+    /// (`bench-forward soak --instructions`), its profile written here.
+    pub callgrind: Option<PathBuf>,
 }
 
 /// Sizes of one run.
@@ -77,6 +80,7 @@ fn spawn_runner(
             env: Vec::new(),
             cwd: None,
             log: dir.join("runner.log"),
+            callgrind: opts.callgrind.clone(),
         },
     )
 }

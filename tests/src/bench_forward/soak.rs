@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::instructions;
 use super::load::{self, Target};
 use super::run::{Options, Rig};
 use super::server::{BIG, SMALL};
@@ -33,6 +34,9 @@ pub async fn soak(
     }
     eprintln!("runner pid {pid}; forwarding for {seconds} s");
     let bench = std::process::id();
+    if opts.callgrind.is_some() {
+        instructions::start(pid)?;
+    }
     let (runner_cpu, bench_cpu) = (procstat::cpu_time(pid)?, procstat::cpu_time(bench)?);
     let started = Instant::now();
     let mut done = 0;
@@ -41,6 +45,14 @@ pub async fn soak(
         done += batch;
     }
     let wall = started.elapsed();
+    if let Some(out) = &opts.callgrind {
+        let counted = instructions::finish(pid, out)?;
+        println!(
+            "{done} forwarded GETs of {path}: runner {:.0} instructions per GET (user space, callgrind)",
+            counted as f64 / done as f64
+        );
+        return Ok(());
+    }
     let per_1000 = |d: Duration| d.as_secs_f64() * 1e6 / done as f64;
     let runner_ms = per_1000(procstat::cpu_time(pid)? - runner_cpu);
     let bench_ms = per_1000(procstat::cpu_time(bench)? - bench_cpu);

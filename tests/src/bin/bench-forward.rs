@@ -56,6 +56,11 @@ enum Cmd {
         /// WebSocket echo round trips instead of GETs.
         #[arg(long)]
         ws: bool,
+        /// Count the runner's user-space instructions per GET instead of
+        /// its CPU time: it runs under valgrind's callgrind, instrumented
+        /// only while the load runs (repeatable on a busy machine).
+        #[arg(long, conflicts_with = "ws")]
+        instructions: bool,
     },
     /// The listener helper the close-to-refused measure watches (see
     /// `bench::helper`).
@@ -88,7 +93,14 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(command: Cmd) -> anyhow::Result<()> {
     match command {
-        Cmd::Run { runner, quick } => bench_forward::run(Options { runner, quick }).await,
+        Cmd::Run { runner, quick } => {
+            let opts = Options {
+                runner,
+                quick,
+                callgrind: None,
+            };
+            bench_forward::run(opts).await
+        }
         Cmd::Gate { quick } => bench_forward::gate::report(quick).await,
         Cmd::Soak {
             runner,
@@ -96,10 +108,13 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             clients,
             big,
             ws,
+            instructions,
         } => {
+            let profile = tempfile::tempdir()?;
             let opts = Options {
                 runner,
                 quick: false,
+                callgrind: instructions.then(|| profile.path().join("callgrind.out")),
             };
             bench_forward::soak::soak(opts, seconds, clients, big, ws).await
         }

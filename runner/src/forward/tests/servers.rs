@@ -255,7 +255,15 @@ impl ForwardOutput {
             Event::ForwardHttpResponse(r) => ForwardOutput::HttpResponse {
                 request_id: r.request_id,
                 status: r.status,
-                headers: r.headers,
+                headers: r
+                    .headers
+                    .0
+                    .iter()
+                    .map(|(name, value)| {
+                        let value = String::from_utf8_lossy(value.as_bytes());
+                        (name.to_string(), value.into_owned())
+                    })
+                    .collect(),
                 body: r.body.to_bytes(),
                 streaming: r.streaming == Some(true),
                 charge,

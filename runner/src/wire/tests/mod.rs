@@ -214,10 +214,7 @@ fn full_events() -> Vec<(Event, Value)> {
             Event::ForwardHttpResponse(ForwardHttpResponse {
                 request_id: s("h1"),
                 status: 200,
-                headers: vec![
-                    (s("content-type"), s("text/plain")),
-                    (s("set-cookie"), s("a=1")),
-                ],
+                headers: Headers::of(&[("content-type", "text/plain"), ("set-cookie", "a=1")]),
                 body: Bytes::from_static(b"hello").into(),
                 streaming: Some(true),
             }),

@@ -50,14 +50,7 @@ fn missing(value: Value, field: &str) {
 }
 
 fn headers(pairs: &[(&str, &str)]) -> Headers {
-    let mut map = http::HeaderMap::new();
-    for (name, value) in pairs {
-        map.append(
-            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            value.parse().unwrap(),
-        );
-    }
-    Headers(map)
+    Headers::of(pairs)
 }
 
 #[test]
