@@ -529,6 +529,7 @@ async fn latency_from_the_app_servers_line_to_the_event() {
             InstanceEvent::Notification { method, params, .. }
                 if method == "item/agentMessage/delta" =>
             {
+                let params = params.value();
                 latencies.push(now.saturating_sub(params["sentNs"].as_u64().unwrap()));
                 text.push_str(params["delta"].as_str().unwrap());
             }

@@ -8,7 +8,9 @@ use super::command::{CommandError, Reply};
 use super::messages;
 use super::rpc::{RequestId, RpcError, error_line, response_line};
 use super::state::State;
-use crate::wire::{ApprovalKind, ApprovalRequest, Ids, InstanceEvent, ResolveApprovalRequest};
+use crate::wire::{
+    ApprovalKind, ApprovalRequest, Ids, InstanceEvent, Params, ResolveApprovalRequest,
+};
 
 /// An approval the app-server asked for, until Kandan decides or it is
 /// withdrawn.
@@ -88,7 +90,7 @@ impl State {
         let params = json!({"method": method, "requestId": id, "params": params});
         self.emit(InstanceEvent::Notification {
             method: "runner/serverRequestRefused".into(),
-            params,
+            params: Params::of(&params),
             ids,
         })
         .await;

@@ -192,7 +192,7 @@ mod tests {
     fn note(i: usize, text: &str) -> Incoming {
         Incoming::Notification {
             method: format!("n/{i}"),
-            params: json!({ "t": text }),
+            params: crate::wire::Params::of(&json!({ "t": text })),
         }
     }
 
@@ -219,7 +219,7 @@ mod tests {
         for i in 10..13 {
             let message = backlog.pop().unwrap().expect("spilled");
             if let Incoming::Notification { params, .. } = &message {
-                assert_eq!(params["t"].as_str().unwrap().len(), big.len());
+                assert_eq!(params.value()["t"].as_str().unwrap().len(), big.len());
             }
             methods.push(method(&message));
             let request = Incoming::Request {

@@ -13,10 +13,11 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use crate::control::budget::Charge;
+use crate::wire::Params;
 
 /// A notification as it goes out: method, params, and the budget bytes of
 /// the lines it came from.
-pub(crate) type Note = (String, Value, Charge);
+pub(crate) type Note = (String, Params, Charge);
 
 #[derive(Debug)]
 pub(crate) struct Batcher {
@@ -44,23 +45,21 @@ impl Batcher {
     pub(crate) fn push(
         &mut self,
         method: String,
-        params: Value,
+        params: Params,
         charge: Charge,
         now: Instant,
     ) -> Vec<Note> {
         let mut out = Vec::new();
+        // Only a delta to batch is parsed; the rest go out as they came.
         let delta = if self.window.is_zero() || !is_delta_method(&method) {
-            Err(params)
+            None
         } else {
-            split_delta(params)
+            split_delta(params.value())
         };
-        let (rest, text) = match delta {
-            Ok(split) => split,
-            Err(params) => {
-                out.extend(self.flush());
-                out.push((method, params, charge));
-                return out;
-            }
+        let Some((rest, text)) = delta else {
+            out.extend(self.flush());
+            out.push((method, params, charge));
+            return out;
         };
         if let Some(open) = &mut self.open
             && open.method == method
@@ -92,7 +91,7 @@ impl Batcher {
         let open = self.open.take()?;
         let mut params = open.rest;
         params.insert("delta".into(), Value::String(open.text));
-        Some((open.method, Value::Object(params), open.charge))
+        Some((open.method, Params::of(&Value::Object(params)), open.charge))
     }
 }
 
@@ -101,18 +100,14 @@ fn is_delta_method(method: &str) -> bool {
 }
 
 /// `(params without delta, delta)` when params is an object with a string
-/// `delta`; the params back otherwise.
-fn split_delta(params: Value) -> Result<(Map<String, Value>, String), Value> {
+/// `delta`.
+fn split_delta(params: Value) -> Option<(Map<String, Value>, String)> {
     let Value::Object(mut map) = params else {
-        return Err(params);
+        return None;
     };
     match map.remove("delta") {
-        Some(Value::String(text)) => Ok((map, text)),
-        Some(other) => {
-            map.insert("delta".into(), other);
-            Err(Value::Object(map))
-        }
-        None => Err(Value::Object(map)),
+        Some(Value::String(text)) => Some((map, text)),
+        _ => None,
     }
 }
 
@@ -125,17 +120,21 @@ mod tests {
         Charge::default()
     }
 
-    fn delta(item: &str, text: &str) -> (String, Value) {
+    fn delta(item: &str, text: &str) -> (String, Params) {
         (
             "item/agentMessage/delta".into(),
-            json!({"threadId": "t", "turnId": "u", "itemId": item, "delta": text}),
+            params(json!({"threadId": "t", "turnId": "u", "itemId": item, "delta": text})),
         )
+    }
+
+    fn params(value: Value) -> Params {
+        Params::of(&value)
     }
 
     fn text_of(notes: &[Note]) -> String {
         notes
             .iter()
-            .filter_map(|(_, params, _)| params["delta"].as_str())
+            .filter_map(|(_, params, _)| params.value()["delta"].as_str().map(str::to_owned))
             .collect()
     }
 
@@ -154,13 +153,18 @@ mod tests {
         out.extend(batcher.push(m, p, none(), now));
         assert_eq!(out.len(), 1);
         assert_eq!(
-            out[0].1,
+            out[0].1.value(),
             json!({"threadId": "t", "turnId": "u", "itemId": "a", "delta": "Hello wor"})
         );
         // A plain notification flushes first and keeps its place.
-        out.extend(batcher.push("item/completed".into(), json!({"itemId": "b"}), none(), now));
+        out.extend(batcher.push(
+            "item/completed".into(),
+            params(json!({"itemId": "b"})),
+            none(),
+            now,
+        ));
         assert_eq!(out.len(), 3);
-        assert_eq!(out[1].1["delta"], "X");
+        assert_eq!(out[1].1.value()["delta"], "X");
         assert_eq!(out[2].0, "item/completed");
         assert!(batcher.flush().is_none());
     }
@@ -188,18 +192,18 @@ mod tests {
         }
         let mut on = Batcher::new(Duration::from_millis(50));
         // A non-string delta is not batched, and not changed.
-        let out = on.push("x/delta".into(), json!({"delta": 5}), none(), now);
+        let out = on.push("x/delta".into(), params(json!({"delta": 5})), none(), now);
         assert_eq!(
             out,
-            vec![("x/delta".to_string(), json!({"delta": 5}), none())]
+            vec![("x/delta".to_string(), params(json!({"delta": 5})), none())]
         );
-        let out = on.push("x/delta".into(), json!([1]), none(), now);
+        let out = on.push("x/delta".into(), params(json!([1])), none(), now);
         assert_eq!(out.len(), 1);
         // Same item, other fields differ (another summary part): two batches.
         assert!(
             on.push(
                 "r/summaryTextDelta".into(),
-                json!({"itemId": "a", "i": 0, "delta": "p"}),
+                params(json!({"itemId": "a", "i": 0, "delta": "p"})),
                 none(),
                 now
             )
@@ -207,7 +211,7 @@ mod tests {
         );
         let out = on.push(
             "r/summaryTextDelta".into(),
-            json!({"itemId": "a", "i": 1, "delta": "q"}),
+            params(json!({"itemId": "a", "i": 1, "delta": "q"})),
             none(),
             now,
         );
@@ -244,7 +248,7 @@ mod tests {
         assert_eq!(budget.available(), 700);
         let (_, params, charge) = batcher.flush().unwrap();
         assert_eq!(
-            (params["delta"].as_str(), charge.bytes()),
+            (params.value()["delta"].as_str(), charge.bytes()),
             (Some("abc"), 300)
         );
         drop(charge);

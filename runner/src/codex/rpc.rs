@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::time::Instant;
+
+use crate::wire::Params;
 
 /// A JSON-RPC id: the app-server uses integers, the standard allows strings.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -54,8 +57,8 @@ pub(crate) enum Incoming {
     },
     Notification {
         method: String,
-        #[serde(default)]
-        params: Value,
+        /// As written, never parsed to a tree on the way through.
+        params: Params,
     },
     Response {
         id: RequestId,
@@ -76,7 +79,7 @@ struct Members {
     id: Option<Value>,
     method: Option<String>,
     #[serde(default)]
-    params: Value,
+    params: Option<Box<RawValue>>,
     /// `Some(Null)` for `"result": null`, `None` when absent.
     #[serde(default, deserialize_with = "present")]
     result: Option<Value>,
@@ -97,11 +100,11 @@ impl<'de> Deserialize<'de> for Incoming {
             (Some(id), Some(method), _, _) => Incoming::Request {
                 id,
                 method,
-                params: m.params,
+                params: Params::from_raw(m.params).value(),
             },
             (None, Some(method), _, _) => Incoming::Notification {
                 method,
-                params: m.params,
+                params: Params::from_raw(m.params),
             },
             (Some(id), None, Some(result), _) => Incoming::Response { id, result },
             (Some(id), None, None, Some(error)) => Incoming::Error { id, error },
@@ -263,7 +266,7 @@ mod tests {
             parse_line(br#"{"method":"turn/started","params":{"threadId":"t"},"emittedAtMs":1}"#)
                 .unwrap();
         assert!(
-            matches!(note, Incoming::Notification { ref params, .. } if params["threadId"] == "t")
+            matches!(note, Incoming::Notification { ref params, .. } if params.value()["threadId"] == "t")
         );
         let response = parse_line(br#"{"id":3,"result":{"turn":{"id":"u"}}}"#).unwrap();
         assert!(matches!(

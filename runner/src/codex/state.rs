@@ -15,7 +15,7 @@ use super::options::InstanceOptions;
 use super::rpc::{Calls, Incoming, RequestId, RpcError, notification_line};
 use super::{InstanceCommand, messages};
 use crate::control::budget::Charge;
-use crate::wire::{Ids, InstanceEvent, InstanceState};
+use crate::wire::{Ids, InstanceEvent, InstanceState, Params};
 
 pub(super) type ReplyTx = oneshot::Sender<Result<Reply, CommandError>>;
 
@@ -132,8 +132,8 @@ impl State {
         }
     }
 
-    async fn emit_notification(&mut self, method: String, params: Value, charge: Charge) {
-        let ids = Ids::find(&params);
+    async fn emit_notification(&mut self, method: String, params: Params, charge: Charge) {
+        let ids = Ids::of(&params);
         let event = InstanceEvent::Notification {
             method,
             params,
@@ -320,26 +320,35 @@ impl State {
         self.handle_backlog().await;
     }
 
-    pub(super) async fn on_notification(&mut self, method: String, params: Value) {
+    pub(super) async fn on_notification(&mut self, method: String, params: Params) {
         let now = Instant::now();
         self.last_activity = now;
         let mut ended_turn = None;
         let mut resolved = None;
+        // Only these notifications' fields are read (the others, deltas
+        // above all, go out without being parsed to a tree).
         match method.as_str() {
             "turn/started" => {
-                if let Some(turn_id) = params["turn"]["id"].as_str() {
+                if let Some(turn_id) = params.value()["turn"]["id"].as_str() {
                     self.turn = Some(turn_id.to_string());
                     self.publish_status();
                 }
             }
-            "turn/completed" => ended_turn = params["turn"]["id"].as_str().map(str::to_string),
-            "serverRequest/resolved" => {
-                resolved = serde_json::from_value::<RequestId>(params["requestId"].clone()).ok();
+            "turn/completed" => {
+                ended_turn = params.value()["turn"]["id"].as_str().map(str::to_string);
             }
-            "item/started" if params["item"]["type"] == "fileChange" => {
-                if let Some(item_id) = params["item"]["id"].as_str() {
-                    self.file_changes
-                        .insert(item_id.to_string(), params["item"]["changes"].clone());
+            "serverRequest/resolved" => {
+                let id = params.value()["requestId"].take();
+                resolved = serde_json::from_value::<RequestId>(id).ok();
+            }
+            "item/started" => {
+                let mut params = params.value();
+                let item = &mut params["item"];
+                if item["type"] == "fileChange"
+                    && let Some(item_id) = item["id"].as_str()
+                {
+                    let item_id = item_id.to_string();
+                    self.file_changes.insert(item_id, item["changes"].take());
                 }
             }
             _ => {}

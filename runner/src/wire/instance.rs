@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::fields::{ActorId, Decision};
 use super::instance_wire::InstanceEventJson;
+use super::params::Params;
 
 /// One event of an instance, in the order the app-server caused them.
 /// Serialized, it is the wire event of PROTOCOL.md section 4 without
@@ -36,7 +37,7 @@ pub enum InstanceEvent {
     #[serde(rename = "codex_notification")]
     Notification {
         method: String,
-        params: Value,
+        params: Params,
         ids: Ids,
     },
     /// `approval_request`.

@@ -12,6 +12,7 @@ mod fields;
 mod instance;
 mod instance_wire;
 mod names;
+mod params;
 mod parse;
 mod pieces;
 mod quick_type;
@@ -40,4 +41,5 @@ pub use fields::{
 };
 pub use instance::{ApprovalKind, ApprovalRequest, Ids, InstanceEvent, StopReason};
 pub use instance_wire::{InstanceEventJson, InstanceWire};
+pub use params::Params;
 pub use pieces::Pieces;

@@ -17,6 +17,7 @@ pub mod cpu;
 pub mod filter;
 pub mod guard;
 pub mod helper;
+pub mod instructions;
 pub mod latency;
 pub mod phoenix;
 pub mod procstat;

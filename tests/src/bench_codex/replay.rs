@@ -11,6 +11,7 @@ use anyhow::{Context, Result, ensure};
 
 use super::met;
 use super::rig::{Rig, StandIn, deltas, settle};
+use crate::bench::instructions;
 use crate::bench::procstat::cpu_time;
 use crate::bench::stats::quantile;
 use crate::fake_model::FakeModel;
@@ -58,6 +59,9 @@ pub struct Replay {
     pub(crate) p50_us: f64,
     pub(crate) p90_us: f64,
     pub(crate) cpu_us_per_notification: f64,
+    /// User-space instructions per notification, under callgrind
+    /// (`--instructions`; its latencies and CPU are then callgrind's).
+    pub(crate) instructions_per_notification: Option<f64>,
 }
 
 /// Replays `recording` [`TURNS`] times at `pace` through `runner` at
@@ -75,6 +79,9 @@ pub async fn replay(runner: &Path, recording: &Path, pace: Pace) -> Result<Repla
     rig.start_instance("r0").await?;
     settle(rig.pid()).await;
     let (seen, frames_before) = (rig.sim.event_count(), rig.delta_frames().len());
+    if rig.callgrind.is_some() {
+        instructions::start(rig.pid())?;
+    }
     let cpu = cpu_time(rig.pid())?;
     for _ in 0..TURNS {
         rig.turn("r0", &[]).await?;
@@ -83,6 +90,12 @@ pub async fn replay(runner: &Path, recording: &Path, pace: Pace) -> Result<Repla
     let notifications = (rig.sim.events_since(seen).iter())
         .filter(|e| e["type"] == "codex_notification")
         .count();
+    let instructions = match &rig.callgrind {
+        Some(out) => {
+            Some(instructions::finish(rig.pid(), out)? as f64 / notifications.max(1) as f64)
+        }
+        None => None,
+    };
     let stamps: Vec<u64> = std::fs::read_to_string(&rig.stamps)
         .context("the stamps")?
         .lines()
@@ -108,6 +121,7 @@ pub async fn replay(runner: &Path, recording: &Path, pace: Pace) -> Result<Repla
         p50_us: us(0.5),
         p90_us: us(0.9),
         cpu_us_per_notification: cpu.as_secs_f64() * 1e6 / notifications.max(1) as f64,
+        instructions_per_notification: instructions,
     })
 }
 
@@ -116,6 +130,12 @@ impl Replay {
     pub fn markdown(&self, who: &str) -> String {
         let pace = self.pace.as_str();
         let of = format!("{} deltas, {TURNS} turns", self.deltas);
+        if let Some(count) = self.instructions_per_notification {
+            return format!(
+                "| {who}, replay at {pace} pace ({of}): user-space instructions per notification ({} sent; callgrind) | {count:.0} | |\n",
+                self.notifications
+            );
+        }
         format!(
             "| {who}, replay at {pace} pace ({of}): line -> frame at Kandan, p50 | {:.0} us | < 200 us: {} |\n\
              | {who}, replay at {pace} pace: line -> frame at Kandan, p90 | {:.0} us | |\n\
@@ -132,6 +152,15 @@ impl Replay {
     /// in turns with it.
     pub fn against_bare(&self, bare: &Replay) -> String {
         let pace = self.pace.as_str();
+        if let (Some(runner), Some(bare)) = (
+            self.instructions_per_notification,
+            bare.instructions_per_notification,
+        ) {
+            return format!(
+                "| runner / bare relay at {pace} pace: instructions per notification | {:.2}x | |\n",
+                runner / bare.max(1.0)
+            );
+        }
         format!(
             "| runner / bare relay at {pace} pace: p50, CPU per notification | {:.2}x, {:.2}x | |\n",
             self.p50_us / bare.p50_us.max(1.0),

@@ -10,6 +10,7 @@ use anyhow::{Result, ensure};
 use serde_json::{Value, json};
 
 use super::{DELTAS, WAIT};
+use crate::bench::instructions;
 use crate::codex::CodexDirs;
 use crate::fake_model::{FakeModel, MODEL, Reply};
 use crate::simulator::{SimConfig, Simulator};
@@ -87,6 +88,9 @@ pub(super) struct Rig {
     runner: tokio::process::Child,
     /// Where the stand-in notes when it wrote each delta.
     pub stamps: PathBuf,
+    /// The runner's callgrind profile, when it runs under callgrind
+    /// (`--instructions`).
+    pub callgrind: Option<PathBuf>,
     _scratch: tempfile::TempDir,
 }
 
@@ -110,7 +114,11 @@ impl Rig {
         }
         let scratch = tempfile::tempdir()?;
         let stamps = scratch.path().join("stamps");
-        let mut command = tokio::process::Command::new(runner);
+        let callgrind = instructions::wanted().then(|| scratch.path().join("callgrind.out"));
+        let mut command = match &callgrind {
+            None => tokio::process::Command::new(runner),
+            Some(out) => instructions::under_callgrind(runner, out).into(),
+        };
         if let Some(cpus) = Pinning::from_env() {
             cpus.relay_on_its_own(&mut command);
         }
@@ -138,6 +146,7 @@ impl Rig {
             dirs,
             runner,
             stamps,
+            callgrind,
             _scratch: scratch,
         })
     }

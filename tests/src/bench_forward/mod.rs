@@ -8,7 +8,6 @@
 pub mod bare;
 mod floor;
 pub mod gate;
-mod instructions;
 pub mod load;
 pub mod page;
 pub mod process;

@@ -25,7 +25,7 @@ pub struct Launch<'a> {
     /// Where the runner's and the command's output go.
     pub log: PathBuf,
     /// Run the runner under valgrind's callgrind with instrumentation off
-    /// (see [`crate::bench_forward::instructions`]), the profile written here.
+    /// (see [`crate::bench::instructions`]), the profile written here.
     pub callgrind: Option<PathBuf>,
 }
 
@@ -47,7 +47,7 @@ impl RunnerProcess {
             .with_context(|| format!("locating {}", launch.runner.display()))?;
         let mut command = match &launch.callgrind {
             None => Command::new(&runner),
-            Some(out) => super::instructions::under_callgrind(&runner, out),
+            Some(out) => crate::bench::instructions::under_callgrind(&runner, out),
         };
         command
             .args(["connect", "--url", &sim.url(), "--token", sim.token()])

@@ -5,11 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::instructions;
 use super::load::{self, Target};
 use super::run::{Options, Rig};
 use super::server::{BIG, SMALL};
-use crate::bench::procstat;
+use crate::bench::{instructions, procstat};
 
 /// Runs forwarded 100 B GETs over `clients` keep-alive connections for
 /// `seconds`, then prints the rate and the CPU per 1,000 requests of the

@@ -37,6 +37,11 @@ struct Args {
     /// stand-in on CPU 0 (two CPUs or more).
     #[arg(long, requires = "replay")]
     pin: bool,
+    /// With --replay: count the relay's user-space instructions per
+    /// notification under valgrind's callgrind instead of timing it
+    /// (repeatable on a busy machine).
+    #[arg(long, requires = "replay", conflicts_with = "pin")]
+    instructions: bool,
     /// Record a turn of the pinned Codex into FILE for --replay, and stop.
     #[arg(long, value_name = "FILE", conflicts_with = "flood_only")]
     record: Option<PathBuf>,
@@ -58,6 +63,9 @@ fn main() -> anyhow::Result<()> {
     }
     if args.pin {
         bench_codex::Pinning::pin_bench()?;
+    }
+    if args.instructions {
+        integration_tests::bench::instructions::want();
     }
     tokio::runtime::Runtime::new()?.block_on(bench(args))
 }

@@ -91,7 +91,7 @@ impl Instance {
         self.until(|event| match event {
             InstanceEvent::Notification {
                 method: m, params, ..
-            } if m == method => Some(params.clone()),
+            } if m == method => Some(params.value()),
             _ => None,
         })
         .await
@@ -173,14 +173,14 @@ impl Instance {
     /// The concatenated `item/agentMessage/delta` texts seen, and how many
     /// notifications carried them.
     pub fn agent_text(&self) -> (String, usize) {
-        let deltas: Vec<&str> = self
+        let deltas: Vec<String> = self
             .seen
             .iter()
             .filter_map(|event| match event {
                 InstanceEvent::Notification { method, params, .. }
                     if method == "item/agentMessage/delta" =>
                 {
-                    params["delta"].as_str()
+                    params.value()["delta"].as_str().map(str::to_owned)
                 }
                 _ => None,
             })
@@ -199,12 +199,11 @@ pub async fn rig() -> (FakeModel, CodexDirs) {
 }
 
 /// The first completed item of `kind` seen.
-pub fn completed_item<'a>(instance: &'a Instance, kind: &str) -> Option<&'a Value> {
+pub fn completed_item(instance: &Instance, kind: &str) -> Option<Value> {
     instance.seen.iter().find_map(|event| match event {
-        InstanceEvent::Notification { method, params, .. }
-            if method == "item/completed" && params["item"]["type"] == kind =>
-        {
-            Some(&params["item"])
+        InstanceEvent::Notification { method, params, .. } if method == "item/completed" => {
+            let mut params = params.value();
+            (params["item"]["type"] == kind).then(|| params["item"].take())
         }
         _ => None,
     })

@@ -307,7 +307,7 @@ fn full_events() -> Vec<(Event, Value)> {
                 true,
                 InstanceEvent::Notification {
                     method: s("turn/started"),
-                    params: json!({"threadId": "t"}),
+                    params: Params::of(&json!({"threadId": "t"})),
                     ids: Ids::find(&json!({"threadId": "t"})),
                 },
             ),
