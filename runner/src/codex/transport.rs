@@ -132,7 +132,7 @@ async fn read_line(
                 LineRead::Full
             });
         }
-        let (chunk, found) = match buf.iter().position(|&b| b == b'\n') {
+        let (chunk, found) = match memchr::memchr(b'\n', buf) {
             Some(at) => (&buf[..at], Some(at + 1)),
             None => (buf, None),
         };
@@ -154,20 +154,23 @@ async fn read_line(
 /// openings outside strings), so a line of many tiny values is not
 /// charged as if it were one string.
 fn parsed_cost(text: &[u8]) -> usize {
-    let (mut elements, mut in_string, mut escaped) = (1usize, false, false);
-    for &byte in text {
-        if in_string {
-            match byte {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-        } else {
-            match byte {
-                b'"' => in_string = true,
-                b',' | b':' | b'[' | b'{' => elements += 1,
-                _ => {}
+    // Most of a line is inside strings (a delta's text, ids): `memchr`
+    // skips through them; the rest is counted byte by byte.
+    let (mut elements, mut at) = (1usize, 0);
+    while let Some(rest) = text.get(at..) {
+        let quote = memchr::memchr(b'"', rest).unwrap_or(rest.len());
+        let structural = |b: &&u8| matches!(b, b',' | b':' | b'[' | b'{');
+        elements += rest[..quote].iter().filter(structural).count();
+        at += quote + 1;
+        // Inside a string: to its closing quote, over escapes.
+        while let Some(rest) = text.get(at..) {
+            match memchr::memchr2(b'"', b'\\', rest) {
+                Some(i) if rest[i] == b'\\' => at += i + 2,
+                Some(i) => {
+                    at += i + 1;
+                    break;
+                }
+                None => at = text.len() + 1,
             }
         }
     }
@@ -356,6 +359,45 @@ mod tests {
         assert!(transport.incoming.recv().await.is_none());
         // The reader let go of the pipe: the writer fails instead of waiting.
         assert!(writer.await.unwrap().is_err());
+    }
+
+    /// [`parsed_cost`] as a plain byte loop, to check the fast one against.
+    fn parsed_cost_bytewise(text: &[u8]) -> usize {
+        let (mut elements, mut in_string, mut escaped) = (1usize, false, false);
+        for &byte in text {
+            if in_string {
+                match byte {
+                    _ if escaped => escaped = false,
+                    b'\\' => escaped = true,
+                    b'"' => in_string = false,
+                    _ => {}
+                }
+            } else {
+                match byte {
+                    b'"' => in_string = true,
+                    b',' | b':' | b'[' | b'{' => elements += 1,
+                    _ => {}
+                }
+            }
+        }
+        text.len() + elements * VALUE_OVERHEAD
+    }
+
+    #[test]
+    fn parsed_cost_skips_strings_as_the_byte_loop_does() {
+        for text in [
+            &br#"{"method":"item/agentMessage/delta","params":{"delta":"a, b: [c] {d}","n":[1,2]}}"#[..],
+            br#"{"a":"\"","b":"x\\","c":[{"d":"\\\""},3]}"#,
+            br#"{"unterminated":"abc, d"#,
+            br#"{"ends in an escape":"\"#,
+            br#"["\u0022,", ",", {"":""}]"#,
+            b"",
+            b"\"",
+            b"{,:[",
+        ] {
+            let shown = String::from_utf8_lossy(text);
+            assert_eq!(parsed_cost(text), parsed_cost_bytewise(text), "{shown}");
+        }
     }
 
     #[test]
