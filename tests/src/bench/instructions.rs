@@ -2,10 +2,12 @@
 //! `bench-codex --replay --instructions`): the runner (or a bare stand-in
 //! for it) runs under valgrind's callgrind, instrumented only while the
 //! measured load runs, and the bench reports its user-space instructions
-//! per GET or per notification. The count repeats within a fraction of a
-//! percent however busy the machine is, where CPU time moves by 20%
-//! between runs; it leaves out the kernel's share (sockets, pipes,
-//! wake-ups), which the runner and the bare stand-ins pay about equally.
+//! per GET or per notification. The count repeats within about 1%
+//! however busy the machine is, where CPU time moves by 20% between
+//! runs. It leaves out the kernel's share (sockets, pipes, wake-ups),
+//! which the runner and the bare stand-ins pay about equally, and it
+//! weighs a `memset` or `memcpy` by its bytes (valgrind counts each step
+//! of a `rep` string instruction), more than their time.
 
 use std::path::Path;
 use std::process::Command;
