@@ -36,7 +36,9 @@ impl Params {
 
     /// The parsed value, for the notifications whose fields are read.
     pub fn value(&self) -> Value {
-        serde_json::from_str(self.0.get()).expect("the text was parsed as JSON when it was read")
+        // Always JSON (it was read or written as such); `null` otherwise
+        // rather than a panic in the instance's task.
+        serde_json::from_str(self.0.get()).unwrap_or_default()
     }
 
     /// The JSON text.

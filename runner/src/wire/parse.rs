@@ -4,8 +4,8 @@
 //! the field at fault (`serde_path_to_error`), which an internally tagged
 //! serde enum would lose. A control the typed read refuses has its ids
 //! read leniently (`LenientIds`), so it is still answered with the ids
-//! Kandan needs to match the `control_error` to its request. Unknown fields are ignored; a `null`
-//! optional field counts as absent.
+//! Kandan needs to match the `control_error` to its request. Unknown
+//! fields are ignored; a `null` optional field counts as absent.
 
 use serde::Deserialize;
 use serde::de::{self, DeserializeOwned, IgnoredAny, IntoDeserializer, Visitor};
