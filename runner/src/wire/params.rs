@@ -25,12 +25,12 @@ pub struct Params(Box<RawValue>);
 
 impl Params {
     /// `params` read from a line (`None`: the line had none).
-    pub fn from_raw(raw: Option<Box<RawValue>>) -> Params {
+    pub(crate) fn from_raw(raw: Option<Box<RawValue>>) -> Params {
         Params(raw.unwrap_or_else(|| RawValue::from_string("null".into()).expect("json")))
     }
 
     /// `params` made by the runner (joined deltas, its own notifications).
-    pub fn of(value: &Value) -> Params {
+    pub(crate) fn of(value: &Value) -> Params {
         Params(serde_json::value::to_raw_value(value).expect("a Value is always JSON"))
     }
 
@@ -42,7 +42,7 @@ impl Params {
     }
 
     /// The JSON text.
-    pub fn text(&self) -> &str {
+    pub(crate) fn text(&self) -> &str {
         self.0.get()
     }
 }
@@ -57,7 +57,7 @@ impl PartialEq for Params {
 impl Ids {
     /// The ids of [`Ids::find`], read from the text in one pass: the same
     /// answer for every JSON value, a repeated key's last value included.
-    pub fn of(params: &Params) -> Ids {
+    pub(crate) fn of(params: &Params) -> Ids {
         let mut de = serde_json::Deserializer::from_str(params.text());
         match de.deserialize_any(Found::default()) {
             Ok(found) => found.ids(),
