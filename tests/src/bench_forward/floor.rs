@@ -7,7 +7,7 @@ use anyhow::Context;
 use super::load;
 use super::run::{Options, Rig, Rounds, per_1000};
 use super::server::SMALL;
-use crate::bench::procstat;
+use crate::bench::{instructions, procstat};
 
 /// The forwarders compared, with their keys in [`Rounds`]: name, req/s, CPU
 /// per 1,000 GETs.
@@ -62,5 +62,56 @@ pub(super) async fn compare(
             100.0 * rate / direct
         );
     }
+    instructions(rig, &bare.runner, clients).await
+}
+
+/// The same GETs counted in instructions, which repeat within about 1%
+/// where the CPU times above move by 20%: each forwarder again, under
+/// callgrind (see [`crate::bench::instructions`]).
+async fn instructions(
+    rig: &Rig,
+    bare: &super::process::RunnerProcess,
+    clients: usize,
+) -> anyhow::Result<()> {
+    const REQUESTS: usize = 4000;
+    if std::process::Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("\n(valgrind is not installed: no instruction counts)");
+        return Ok(());
+    }
+    let mut counts = Vec::new();
+    for runner in [&rig.runner, bare] {
+        let profile = tempfile::tempdir()?;
+        let opts = Options {
+            runner: runner.binary().to_owned(),
+            quick: false,
+            callgrind: Some(profile.path().join("callgrind.out")),
+        };
+        let counted = Rig::start(&opts).await?;
+        let pid = counted.runner.pid();
+        // Warm the connections, as in the rounds above.
+        load::http_load(&counted.forwarded, "/small", SMALL, 200, clients).await?;
+        instructions::start(pid)?;
+        load::http_load(&counted.forwarded, "/small", SMALL, REQUESTS, clients).await?;
+        counts.push(
+            instructions::finish(pid, opts.callgrind.as_deref().expect("set"))? as f64
+                / REQUESTS as f64,
+        );
+    }
+    println!();
+    println!(
+        "| 100 B GETs ({REQUESTS} req, {clients} conns), under callgrind | user-space instructions per GET |"
+    );
+    println!("|:--|--:|");
+    for ((name, ..), count) in FORWARDERS.iter().zip(&counts) {
+        println!("| {name} | {count:.0} |");
+    }
+    println!(
+        "| kandan-runner / bare forwarder | {:.2}x |",
+        counts[0] / counts[1]
+    );
     Ok(())
 }

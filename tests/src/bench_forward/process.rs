@@ -35,6 +35,7 @@ pub struct Launch<'a> {
 /// same on the command).
 pub struct RunnerProcess {
     child: Child,
+    binary: PathBuf,
     log: PathBuf,
 }
 
@@ -75,12 +76,18 @@ impl RunnerProcess {
             .with_context(|| format!("starting {}", runner.display()))?;
         Ok(Self {
             child,
+            binary: runner,
             log: launch.log,
         })
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The runner binary it runs.
+    pub fn binary(&self) -> &Path {
+        &self.binary
     }
 
     /// The last 20 lines of the log.
