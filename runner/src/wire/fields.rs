@@ -2,6 +2,7 @@
 //! its port, method, path, headers and body are known good, and forwarding
 //! does not check them again.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -25,13 +26,40 @@ impl<'de> Deserialize<'de> for Port {
     }
 }
 
+/// A string, borrowed from the control's text when it has no escapes
+/// (serde's own `Cow<str>` always copies: a header name and value each
+/// cost an allocation).
+struct Text<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(text)))
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(text.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, text: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(text)))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
 /// An HTTP method token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Method(pub http::Method);
 
 impl<'de> Deserialize<'de> for Method {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        let Text(text) = Text::deserialize(deserializer)?;
         http::Method::from_bytes(text.as_bytes())
             .map(Method)
             .map_err(|_| de::Error::custom("must be an http method token"))
@@ -138,7 +166,7 @@ impl<'de> Visitor<'de> for Values<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(value) = seq.next_element::<std::borrow::Cow<'de, str>>()? {
+        while let Some(Text(value)) = seq.next_element()? {
             self.collect.push(self.name, &value)?;
         }
         Ok(())
@@ -156,7 +184,7 @@ impl<'de> Visitor<'de> for HeadersVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Headers, A::Error> {
         let mut collect = Collect::default();
-        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        while let Some(Text(name)) = map.next_key()? {
             map.next_value_seed(Values {
                 name: &name,
                 collect: &mut collect,
@@ -167,9 +195,7 @@ impl<'de> Visitor<'de> for HeadersVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Headers, A::Error> {
         let mut collect = Collect::default();
-        while let Some((name, value)) =
-            seq.next_element::<(std::borrow::Cow<'de, str>, std::borrow::Cow<'de, str>)>()?
-        {
+        while let Some((Text(name), Text(value))) = seq.next_element()? {
             collect.push(&name, &value)?;
         }
         Ok(Headers(collect.map))
