@@ -5,6 +5,61 @@
 //! speaks these types directly; this module imports nothing else from the
 //! crate, so it sits below all of them.
 
+/// `Visitor` methods for the JSON values a lenient reader does not want
+/// (`parse::lenient`, the ids in `params`): each is read through, an array
+/// or object to its end, and answers `$nothing`. One pass, nothing
+/// buffered, nothing refused.
+macro_rules! other_values_are {
+    ($de:lifetime, $nothing:expr; $($kind:ident),+) => {
+        $(other_values_are!(@$kind $de, $nothing);)+
+    };
+    (@bool $de:lifetime, $nothing:expr) => {
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($nothing)
+        }
+    };
+    (@i64 $de:lifetime, $nothing:expr) => {
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($nothing)
+        }
+    };
+    (@u64 $de:lifetime, $nothing:expr) => {
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($nothing)
+        }
+    };
+    (@f64 $de:lifetime, $nothing:expr) => {
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($nothing)
+        }
+    };
+    (@str $de:lifetime, $nothing:expr) => {
+        fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($nothing)
+        }
+    };
+    (@unit $de:lifetime, $nothing:expr) => {
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok($nothing)
+        }
+    };
+    (@seq $de:lifetime, $nothing:expr) => {
+        fn visit_seq<A: serde::de::SeqAccess<$de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok($nothing)
+        }
+    };
+    (@map $de:lifetime, $nothing:expr) => {
+        fn visit_map<A: serde::de::MapAccess<$de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map
+                .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                .is_some()
+            {}
+            Ok($nothing)
+        }
+    };
+}
+
 mod control_error;
 mod controls;
 mod events;

@@ -151,28 +151,7 @@ impl<'de> Visitor<'de> for Found {
     }
 
     // Params that are not an object have no ids.
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Found, E> {
-        Ok(self)
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Found, E> {
-        Ok(self)
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Found, E> {
-        Ok(self)
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Found, E> {
-        Ok(self)
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Found, E> {
-        Ok(self)
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Found, E> {
-        Ok(self)
-    }
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Found, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(self)
-    }
+    other_values_are!('de, Found::default(); bool, i64, u64, f64, str, unit, seq);
 }
 
 /// An id: a string, or a number as its JSON text; nothing for any other
@@ -201,20 +180,7 @@ impl<'de> Deserialize<'de> for IdText {
                     serde_json::Number::from_f64(n).map(|n| n.to_string()),
                 ))
             }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<IdText, E> {
-                Ok(IdText(None))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<IdText, E> {
-                Ok(IdText(None))
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<IdText, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(IdText(None))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<IdText, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(IdText(None))
-            }
+            other_values_are!('de, IdText(None); bool, unit, seq, map);
         }
         de.deserialize_any(V)
     }
@@ -241,28 +207,7 @@ impl<'de> Deserialize<'de> for Nested {
                 }
                 Ok(Nested(id))
             }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Nested, E> {
-                Ok(Nested(None))
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Nested, E> {
-                Ok(Nested(None))
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Nested, E> {
-                Ok(Nested(None))
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Nested, E> {
-                Ok(Nested(None))
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Nested, E> {
-                Ok(Nested(None))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Nested, E> {
-                Ok(Nested(None))
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Nested, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Nested(None))
-            }
+            other_values_are!('de, Nested(None); bool, i64, u64, f64, str, unit, seq);
         }
         de.deserialize_any(V)
     }

@@ -8,7 +8,7 @@
 //! fields are ignored; a `null` optional field counts as absent.
 
 use serde::Deserialize;
-use serde::de::{self, DeserializeOwned, IgnoredAny, IntoDeserializer, Visitor};
+use serde::de::{self, DeserializeOwned, IntoDeserializer, Visitor};
 use serde_json::value::RawValue;
 
 use super::control_error::{ControlIds, ErrorCode, Failure};
@@ -46,29 +46,7 @@ fn lenient<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<S
         fn visit_string<E: de::Error>(self, text: String) -> Result<Self::Value, E> {
             Ok(Some(text))
         }
-        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            while seq.next_element::<IgnoredAny>()?.is_some() {}
-            Ok(None)
-        }
-        fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-            Ok(None)
-        }
+        other_values_are!('de, None; bool, i64, u64, f64, unit, seq, map);
     }
     deserializer.deserialize_any(StringOrNothing)
 }

@@ -85,10 +85,11 @@ async fn instructions(
     let mut counts = Vec::new();
     for runner in [&rig.runner, bare] {
         let profile = tempfile::tempdir()?;
+        let out = profile.path().join("callgrind.out");
         let opts = Options {
             runner: runner.binary().to_owned(),
             quick: false,
-            callgrind: Some(profile.path().join("callgrind.out")),
+            callgrind: Some(out.clone()),
         };
         let counted = Rig::start(&opts).await?;
         let pid = counted.runner.pid();
@@ -96,10 +97,7 @@ async fn instructions(
         load::http_load(&counted.forwarded, "/small", SMALL, 200, clients).await?;
         instructions::start(pid)?;
         load::http_load(&counted.forwarded, "/small", SMALL, REQUESTS, clients).await?;
-        counts.push(
-            instructions::finish(pid, opts.callgrind.as_deref().expect("set"))? as f64
-                / REQUESTS as f64,
-        );
+        counts.push(instructions::finish(pid, &out)? as f64 / REQUESTS as f64);
     }
     println!();
     println!(
