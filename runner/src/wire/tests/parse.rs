@@ -534,3 +534,44 @@ fn ids_of_other_json_types_are_left_out_and_the_rest_kept() {
     assert_eq!(rejection.problem, Problem::NoType);
     assert_eq!(rejection.ids.request_id.as_deref(), Some("r\u{e9}\"1"));
 }
+
+/// Controls that try to make the quick scan for `type` (`quick_type`) and
+/// the lenient read disagree: a second `type`, one spelled with an escape,
+/// a repeated id, a `type` inside a field. Each is read exactly as the
+/// lenient read alone would read it.
+#[test]
+fn a_smuggled_second_type_or_id_is_refused_as_before() {
+    let request = r#""port":3000,"method":"GET","path":"/","headers":[],"bodyBase64":"""#;
+    let refuse = |text: String| match Control::parse(&RawValue::from_string(text.clone()).unwrap())
+    {
+        Ok(control) => panic!("{text} parsed as {control:?}"),
+        Err(rejection) => rejection,
+    };
+    for text in [
+        format!(
+            r#"{{"type":"forward_http_cancel","requestId":"r","type":"forward_http_request",{request}}}"#
+        ),
+        format!(
+            r#"{{"typ\u0065":"forward_http_cancel","requestId":"r","type":"forward_http_request",{request}}}"#
+        ),
+        format!(r#"{{"type":"forward_http_request","requestId":"r","requestId":"s",{request}}}"#),
+        format!(
+            r#"{{"type":"forward_http_request","requestId":"r","socketId":"a","socketId":"b",{request}}}"#
+        ),
+    ] {
+        let rejection = refuse(text);
+        assert_eq!(rejection.problem, Problem::NotAnObject);
+        assert_eq!(rejection.ids.request_id, None);
+    }
+    // A `type` inside a field is that field's: the control's own is read.
+    let text = concat!(
+        r#"{"headers":{"type":"forward_http_cancel"},"requestId":"r","#,
+        r#""type":"forward_http_request","port":3000,"method":"GET","path":"/","bodyBase64":""}"#
+    );
+    match Control::parse(&RawValue::from_string(text.into()).unwrap()) {
+        Ok(Control::ForwardHttpRequest(req)) => {
+            assert_eq!(req.headers, headers(&[("type", "forward_http_cancel")]));
+        }
+        other => panic!("{other:?}"),
+    }
+}
