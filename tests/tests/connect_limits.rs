@@ -88,6 +88,21 @@ async fn header_floods_are_invalid_controls_and_the_runner_keeps_serving() -> Re
     let resp = preview_client::get(&sim, port, "/many-headers?n=30000").await?;
     assert_eq!(resp.status, StatusCode::BAD_GATEWAY, "{}", resp.text());
     assert_eq!(resp.error_code(), Some("upstream_unreachable"));
+    // A header value that is not UTF-8 (HTTP allows any byte above 0x7f):
+    // the frame stays valid JSON, each bad byte one U+FFFD.
+    let resp = preview_client::get(&sim, port, "/odd-header").await?;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    let id = resp.headers[REQUEST_ID_HEADER].to_str()?;
+    let answer = sim
+        .wait_for_event("forward_http_response", |e| e["requestId"] == id, WAIT)
+        .await?;
+    let odd: Vec<&Value> = answer["headers"]
+        .as_array()
+        .context("headers are pairs")?
+        .iter()
+        .filter(|pair| pair[0] == "x-odd")
+        .collect();
+    assert_eq!(odd, [&json!(["x-odd", "caf\u{FFFD} \u{FFFD}"])], "{answer}");
     sim.send_control(json!({
         "type": "forward_websocket_open", "socketId": "hostile-ws", "port": port,
         "path": "/ws-push", "queryString": "count=1&size=5&headers=30000",
