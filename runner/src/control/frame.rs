@@ -7,7 +7,10 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
+use serde::de::{self, SeqAccess, Visitor};
 use serde_json::value::RawValue;
+
+use crate::wire::{Control, HotControl};
 
 use super::out_frame::{HEADROOM, OutFrame};
 
@@ -23,15 +26,28 @@ pub(crate) enum FrameError {
     Shape(#[source] serde_json::Error),
 }
 
-/// One message from Kandan, borrowing from its text.
+/// One message from Kandan, borrowing from its text; `P` is its payload:
+/// the payload's text, or a [`Payload`] (see [`IncomingFrame::read`]).
 #[derive(Debug, Deserialize)]
-pub(crate) struct IncomingFrame<'a>(
-    #[serde(borrow)] pub Option<Cow<'a, str>>,
-    #[serde(borrow)] pub Option<Cow<'a, str>>,
-    #[serde(borrow)] pub Cow<'a, str>,
-    #[serde(borrow)] pub Cow<'a, str>,
-    #[serde(borrow)] pub &'a RawValue,
+pub(crate) struct IncomingFrame<'a, P = &'a RawValue>(
+    #[serde(borrow)] Option<Cow<'a, str>>,
+    #[serde(borrow)] Option<Cow<'a, str>>,
+    #[serde(borrow)] Cow<'a, str>,
+    #[serde(borrow)] Cow<'a, str>,
+    P,
 );
+
+/// A frame's payload as [`IncomingFrame::read`] leaves it.
+// Lives on the stack for one frame; a box would be an allocation per
+// request.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(crate) enum Payload<'a> {
+    /// A forwarding control, read with the frame.
+    Control(Control),
+    /// Anything else, as text.
+    Raw(&'a RawValue),
+}
 
 impl<'a> IncomingFrame<'a> {
     /// Parses one text frame; never panics on bad input.
@@ -45,6 +61,48 @@ impl<'a> IncomingFrame<'a> {
         })
     }
 
+    pub(crate) fn payload(&self) -> &'a RawValue {
+        self.4
+    }
+}
+
+impl<'a> IncomingFrame<'a, Payload<'a>> {
+    /// Like [`IncomingFrame::parse`], and a `control` push of a forwarding
+    /// control (a request, a WebSocket message: most frames) is read into
+    /// its control in the same pass (`wire::HotControl`), instead of its
+    /// text being scanned first and read again. Any other frame, or a
+    /// control that pass does not take, is read by `parse` as before.
+    pub(crate) fn read(text: &'a str) -> Result<Self, FrameError> {
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        if let Ok(frame) = serde::Deserializer::deserialize_seq(&mut deserializer, OnePass)
+            && deserializer.end().is_ok()
+        {
+            return Ok(frame);
+        }
+        let IncomingFrame(join_ref, msg_ref, topic, event, raw) = IncomingFrame::parse(text)?;
+        Ok(IncomingFrame(
+            join_ref,
+            msg_ref,
+            topic,
+            event,
+            Payload::Raw(raw),
+        ))
+    }
+
+    pub(crate) fn into_payload(self) -> Payload<'a> {
+        self.4
+    }
+
+    /// The payload's text, unless it was read as a control.
+    pub(crate) fn raw(&self) -> Option<&'a RawValue> {
+        match self.4 {
+            Payload::Raw(raw) => Some(raw),
+            Payload::Control(_) => None,
+        }
+    }
+}
+
+impl<P> IncomingFrame<'_, P> {
     pub(crate) fn join_ref(&self) -> Option<&str> {
         self.0.as_deref()
     }
@@ -60,9 +118,37 @@ impl<'a> IncomingFrame<'a> {
     pub(crate) fn event(&self) -> &str {
         &self.3
     }
+}
 
-    pub(crate) fn payload(&self) -> &'a RawValue {
-        self.4
+/// A string of the frame's head, borrowed when it has no escapes.
+#[derive(Deserialize)]
+struct Str<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// The frame as five elements, the payload of a `control` push read as a
+/// [`HotControl`] (any failure sends the frame to `parse`).
+struct OnePass;
+
+impl<'de> Visitor<'de> for OnePass {
+    type Value = IncomingFrame<'de, Payload<'de>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a phoenix v2 array of 5 elements")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let missing = || de::Error::custom("fewer than 5 elements");
+        let join_ref: Option<Str> = seq.next_element()?.ok_or_else(missing)?;
+        let msg_ref: Option<Str> = seq.next_element()?.ok_or_else(missing)?;
+        let Str(topic) = seq.next_element()?.ok_or_else(missing)?;
+        let Str(event) = seq.next_element()?.ok_or_else(missing)?;
+        let payload = if event == "control" {
+            let HotControl(control) = seq.next_element()?.ok_or_else(missing)?;
+            Payload::Control(control)
+        } else {
+            Payload::Raw(seq.next_element()?.ok_or_else(missing)?)
+        };
+        let (join_ref, msg_ref) = (join_ref.map(|s| s.0), msg_ref.map(|s| s.0));
+        Ok(IncomingFrame(join_ref, msg_ref, topic, event, payload))
     }
 }
 
@@ -304,7 +390,69 @@ mod tests {
                 Ok(frame) => panic!("{text:?} parsed as {frame:?}"),
             };
             assert_eq!(got, want, "{text:?}");
+            let control = text.replace("\"e\"", "\"control\"");
+            let read = match IncomingFrame::read(&control) {
+                Err(FrameError::Json(_)) => "json",
+                Err(FrameError::Shape(_)) => "shape",
+                Ok(frame) => panic!("{control:?} read as {frame:?}"),
+            };
+            assert_eq!(read, want, "{control:?}");
         }
+    }
+
+    #[test]
+    fn a_forwarding_control_is_read_with_its_frame_and_anything_else_as_before() {
+        let cancel = r#"{"type":"forward_http_cancel","requestId":"r\u0031"}"#;
+        let text = format!(r#"["3","7","runner:r1","control",{cancel}]"#);
+        let frame = IncomingFrame::read(&text).unwrap();
+        assert_eq!((frame.join_ref(), frame.msg_ref()), (Some("3"), Some("7")));
+        assert_eq!((frame.topic(), frame.event()), ("runner:r1", "control"));
+        let expected = Control::parse(&RawValue::from_string(cancel.into()).unwrap()).unwrap();
+        match frame.into_payload() {
+            Payload::Control(control) => assert_eq!(control, expected),
+            Payload::Raw(raw) => panic!("read as text: {raw}"),
+        }
+        // Another control, a broken one, another event: the text, as `parse` has it.
+        for text in [
+            r#"["3","7","runner:r1","control",{"type":"stop_instance","instanceId":"i1"}]"#,
+            r#"["3","7","runner:r1","control",{"type":"forward_http_cancel"}]"#,
+            r#"["3","7","runner:r1","control",{"type":"forward_http_cancel","requestId":"r","type":"x"}]"#,
+            r#"["3","7","runner:r1","event",{"type":"forward_http_cancel","requestId":"r"}]"#,
+            r#"[null,"7","phoenix","phx_reply",{"status":"ok","response":{}}]"#,
+        ] {
+            let frame = IncomingFrame::read(text).unwrap();
+            let parsed = IncomingFrame::parse(text).unwrap();
+            assert_eq!(
+                frame.raw().map(RawValue::get),
+                Some(parsed.payload().get()),
+                "{text}"
+            );
+            assert_eq!(frame.event(), parsed.event());
+        }
+    }
+
+    #[test]
+    fn a_small_answer_fits_its_size_hint() {
+        use crate::wire::{Event, ForwardHttpResponse, Headers};
+        let headers = [
+            ("content-type", "text/html; charset=utf-8"),
+            ("cache-control", "no-cache"),
+            ("etag", "W/\"5f-1a2b3c\""),
+            ("date", "Mon, 07 Dec 2026 21:00:00 GMT"),
+        ];
+        let event = Event::ForwardHttpResponse(ForwardHttpResponse {
+            request_id: "0b6f1f0e-8a1c-4d3e-9f7a-2c5b8e4d1a90".into(),
+            status: 200,
+            headers: Headers::of(&headers),
+            streaming: None,
+            body: bytes::Bytes::from(vec![b'x'; 100]).into(),
+        });
+        let hint = event.size_hint();
+        // Under 1 KiB (a small block to malloc), and room for the text.
+        assert!(hint < 1024, "{hint}");
+        let head = Head::push("12", "345", "runner:0b6f1f0e-8a1c-4d3e-9f7a-2c5b8e4d1a90");
+        let text = event_text(head, event);
+        assert!(text.len() <= hint, "{} > {hint}: {text}", text.len());
     }
 
     #[test]

@@ -36,16 +36,22 @@ pub enum Event {
 }
 
 impl Event {
-    /// About the length of this event's JSON: the body in base64 and a
-    /// little for the rest, so its text is allocated once, not grown.
+    /// About the length of this event's JSON, so its text is allocated
+    /// once, not grown: the body in base64, a response's headers, and a
+    /// little for the rest. Not more: a buffer of 1 KiB or more is a
+    /// large block to glibc, which sorts its free lists (consolidates)
+    /// before handing out each one, and the answer to a small GET would
+    /// pay for that on every request.
     pub(crate) fn size_hint(&self) -> usize {
-        let body = match self {
-            Event::ForwardHttpResponse(e) => e.body.len(),
-            Event::ForwardHttpResponseChunk(e) => e.body.len(),
-            Event::ForwardWebsocketMessage(e) => e.body.len(),
-            _ => 0,
+        let (body, headers) = match self {
+            Event::ForwardHttpResponse(e) => (e.body.len(), e.headers.wire_len()),
+            Event::ForwardHttpResponseChunk(e) => (e.body.len(), 0),
+            Event::ForwardWebsocketMessage(e) => (e.body.len(), 0),
+            _ => return 1024,
         };
-        body.div_ceil(3) * 4 + 1024
+        // Type, ids, status and the frame's head: under 256 bytes with
+        // Kandan's ids.
+        body.div_ceil(3) * 4 + headers + 256
     }
 
     /// Takes the body out of an event that has one, leaving it empty. The

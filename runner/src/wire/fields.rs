@@ -29,27 +29,27 @@ impl<'de> Deserialize<'de> for Port {
 /// A string, borrowed from the control's text when it has no escapes
 /// (serde's own `Cow<str>` always copies: a header name and value each
 /// cost an allocation).
-struct Text<'de>(Cow<'de, str>);
+pub(super) struct Text<'de>(pub(super) Cow<'de, str>);
 
-impl<'de> Deserialize<'de> for Text<'de> {
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct TextVisitor;
-        impl<'de> Visitor<'de> for TextVisitor {
-            type Value = Text<'de>;
+        struct TextVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for TextVisitor<'a> {
+            type Value = Text<'a>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a string")
             }
-            fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Text<'de>, E> {
+            fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Text<'a>, E> {
                 Ok(Text(Cow::Borrowed(text)))
             }
-            fn visit_str<E: de::Error>(self, text: &str) -> Result<Text<'de>, E> {
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Text<'a>, E> {
                 Ok(Text(Cow::Owned(text.to_owned())))
             }
-            fn visit_string<E: de::Error>(self, text: String) -> Result<Text<'de>, E> {
+            fn visit_string<E: de::Error>(self, text: String) -> Result<Text<'a>, E> {
                 Ok(Text(Cow::Owned(text)))
             }
         }
-        deserializer.deserialize_str(TextVisitor)
+        deserializer.deserialize_str(TextVisitor(std::marker::PhantomData))
     }
 }
 
@@ -212,6 +212,16 @@ impl Headers {
             map.append(name, HeaderValue::from_str(value).expect("a header value"));
         }
         Headers(map)
+    }
+}
+
+impl Headers {
+    /// About the length of the headers as JSON pairs (more if a value
+    /// needs escapes).
+    pub(crate) fn wire_len(&self) -> usize {
+        let pair = |(name, value): (&HeaderName, &HeaderValue)| name.as_str().len() + value.len();
+        // `["",""],` around each pair.
+        self.0.iter().map(pair).sum::<usize>() + 8 * self.0.len()
     }
 }
 

@@ -64,6 +64,7 @@ mod control_error;
 mod controls;
 mod events;
 mod fields;
+mod hot;
 mod instance;
 mod instance_wire;
 mod names;
@@ -94,6 +95,7 @@ pub use fields::{
     AbsolutePath, ActorId, ApprovalPolicy, Body, Decision, Headers, Method, Opcode, Port,
     SandboxMode, UrlPath,
 };
+pub(crate) use hot::HotControl;
 pub use instance::{ApprovalKind, ApprovalRequest, Ids, InstanceEvent, StopReason};
 pub use instance_wire::{InstanceEventJson, InstanceWire};
 pub use params::Params;

@@ -169,7 +169,7 @@ impl Control {
 }
 
 /// The control type named `name`, if the contract has it.
-fn control_type(name: &str) -> Result<ControlType, serde::de::value::Error> {
+pub(super) fn control_type(name: &str) -> Result<ControlType, serde::de::value::Error> {
     ControlType::deserialize(name.into_deserializer())
 }
 
@@ -199,7 +199,7 @@ fn read<T: DeserializeOwned>(text: &str) -> Result<T, Problem> {
 }
 
 /// `port` or `editorId`, exactly one.
-fn target(port: Option<Port>, editor_id: Option<String>) -> Result<Target, Problem> {
+pub(super) fn target(port: Option<Port>, editor_id: Option<String>) -> Result<Target, Problem> {
     match (port, editor_id) {
         (Some(Port(port)), None) => Ok(Target::Port(port)),
         (None, Some(editor)) => Ok(Target::Editor(editor)),

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, MissedTickBehavior, sleep_until};
 use tokio_tungstenite::WebSocketStream;
@@ -16,7 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::{debug, info, warn};
 
 use super::client::{Ack, ControlInput, JoinInfo, Links, Session, Timing};
-use super::frame::{self, Empty, Head, IncomingFrame, PhxReply, RefCounter};
+use super::frame::{self, Empty, Head, IncomingFrame, Payload, PhxReply, RefCounter};
 use super::out_frame::FrameWriter;
 use super::shortcut::Direct;
 use crate::wire::{Control, ControlIds, ErrorCode, Failure};
@@ -303,8 +302,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
 
     async fn on_message(&mut self, message: Message) -> Result<(), ConnStop> {
         match message {
-            Message::Text(text) => match IncomingFrame::parse(&text) {
-                Ok(frame) => self.on_frame(&frame).await,
+            Message::Text(text) => match IncomingFrame::read(&text) {
+                Ok(frame) => self.on_frame(frame).await,
                 Err(error) => self.refuse_frame(&error.to_string()).await,
             },
             Message::Binary(_) => self.refuse_frame("binary frames are not used").await,
@@ -331,7 +330,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         self.push_now(ControlIds::default().error(failure)).await
     }
 
-    async fn on_frame(&mut self, frame: &IncomingFrame<'_>) -> Result<(), ConnStop> {
+    async fn on_frame(&mut self, frame: IncomingFrame<'_, Payload<'_>>) -> Result<(), ConnStop> {
         if frame.topic() == "phoenix" {
             if frame.event() == "phx_reply"
                 && let Some((pending, _)) = &self.heartbeat_ref
@@ -353,7 +352,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
             return Ok(());
         }
         match frame.event() {
-            "phx_reply" => self.on_reply(frame),
+            "phx_reply" => self.on_reply(&frame),
             "phx_error" | "phx_close" => {
                 if matches!(
                     self.channel,
@@ -364,7 +363,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                 }
                 Ok(())
             }
-            "control" => self.on_control(frame.payload()).await,
+            "control" => self.on_control(frame.into_payload()).await,
             other => {
                 debug!(event = other, "unexpected event ignored");
                 Ok(())
@@ -372,7 +371,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         }
     }
 
-    fn on_reply(&mut self, frame: &IncomingFrame<'_>) -> Result<(), ConnStop> {
+    fn on_reply(&mut self, frame: &IncomingFrame<'_, Payload<'_>>) -> Result<(), ConnStop> {
+        // Only a `control` push's payload is read as a control.
+        let Some(payload) = frame.raw() else {
+            return Ok(());
+        };
         // Any answer means Kandan has the event (an error would not change
         // by sending it again).
         let msg_ref = frame.msg_ref().and_then(|r| r.parse::<u64>().ok());
@@ -383,14 +386,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         let Channel::Joining { join_ref, .. } = &self.channel else {
             // A reply to an untracked push: read only to log a refusal.
             if tracing::enabled!(tracing::Level::DEBUG) {
-                let reply = PhxReply::read(frame.payload());
+                let reply = PhxReply::read(payload);
                 if !reply.ok() {
                     debug!(reason = %reply.reason(), "event refused by kandan");
                 }
             }
             return Ok(());
         };
-        let reply = PhxReply::read(frame.payload());
+        let reply = PhxReply::read(payload);
         if frame.msg_ref() != Some(join_ref.as_str()) {
             return Ok(());
         }
@@ -413,12 +416,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
         Ok(())
     }
 
-    async fn on_control(&mut self, payload: &RawValue) -> Result<(), ConnStop> {
+    async fn on_control(&mut self, payload: Payload<'_>) -> Result<(), ConnStop> {
         let Channel::Joined { session, .. } = self.channel else {
             debug!("control before join dropped");
             return Ok(());
         };
-        match Control::parse(payload) {
+        let parsed = match payload {
+            Payload::Control(control) => Ok(control),
+            Payload::Raw(raw) => Control::parse(raw),
+        };
+        match parsed {
             Ok(control) => {
                 let queued = !self.pending.is_empty();
                 if let Some(control) = self.direct.take(session, control, queued) {
