@@ -21,6 +21,7 @@ pub mod detect;
 pub(crate) mod doctor;
 pub mod editor;
 pub mod entry;
+pub(crate) mod fast_hash;
 pub(crate) mod forward;
 pub mod gate;
 pub(crate) mod logging;

@@ -22,7 +22,6 @@ mod websocket;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +32,7 @@ use tokio::sync::oneshot;
 use pool::Pool;
 
 use crate::control::{Responder, Shortcut};
+use crate::fast_hash::FastMap;
 use crate::gate::PortGate;
 use crate::wire::{
     Control, ErrorCode, ForwardHttpRequest, ForwardWebsocketClose, ForwardWebsocketOpen,
@@ -128,11 +128,11 @@ struct InFlight {
 #[derive(Default)]
 struct HttpTasks {
     next: AtomicU64,
-    running: Mutex<HashMap<u64, InFlight>>,
+    running: Mutex<FastMap<u64, InFlight>>,
 }
 
 impl HttpTasks {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, InFlight>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FastMap<u64, InFlight>> {
         // A panic while holding the lock cannot leave the map inconsistent.
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }

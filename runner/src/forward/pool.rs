@@ -9,7 +9,6 @@
 //! first; a pooled connection is used only if its address is one the gate
 //! names now.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -19,6 +18,7 @@ use http_body_util::Full;
 use hyper::client::conn::http1::SendRequest;
 use tokio::time::Instant;
 
+use crate::fast_hash::FastMap;
 /// Aborts the spawned connection task when dropped, however the exchange ends.
 pub(super) struct AbortOnDrop(pub tokio::task::AbortHandle);
 
@@ -67,7 +67,7 @@ struct PortIdle {
 /// Idle connections per port.
 pub(super) struct Pool {
     config: PoolConfig,
-    ports: Mutex<HashMap<u16, PortIdle>>,
+    ports: Mutex<FastMap<u16, PortIdle>>,
 }
 
 /// A port's generation when a connection was taken, to check it back in.
@@ -85,7 +85,7 @@ impl Pool {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u16, PortIdle>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FastMap<u16, PortIdle>> {
         // A panic while holding the lock cannot leave the map inconsistent.
         self.ports.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -6,10 +6,10 @@
 //! probes with TLS and remembers the answer until the port's listener
 //! closes or changes ([`Schemes::forget`], called where the pool is purged).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Mutex, OnceLock};
 
+use crate::fast_hash::FastMap;
 /// What a local server speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -45,7 +45,7 @@ pub(super) type OnLearned = dyn Fn(u16, Scheme) + Send + Sync;
 /// Per-port settings and what was learned about each listener.
 #[derive(Default)]
 pub(super) struct Schemes {
-    ports: Mutex<HashMap<u16, PortScheme>>,
+    ports: Mutex<FastMap<u16, PortScheme>>,
     on_learned: OnceLock<Box<OnLearned>>,
 }
 
@@ -75,7 +75,7 @@ impl Seen {
 }
 
 impl Schemes {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u16, PortScheme>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FastMap<u16, PortScheme>> {
         // A panic while holding the lock cannot leave the map inconsistent.
         self.ports.lock().unwrap_or_else(|e| e.into_inner())
     }

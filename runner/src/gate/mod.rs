@@ -23,13 +23,14 @@ mod dial_cache;
 mod port_gate;
 mod verify;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::detect::process_info::ProcessInfo;
 use crate::detect::{ListenerSocket, ListeningSocket, PortChanges, SocketId};
+use crate::fast_hash::{FastMap, FastSet};
 
 pub use port_gate::{GateRefusal, PortGate};
 
@@ -84,11 +85,11 @@ struct LiveSocket {
 
 #[derive(Debug, Default)]
 struct State {
-    live: HashMap<u16, Vec<LiveSocket>>,
-    approved: HashSet<Identity>,
+    live: FastMap<u16, Vec<LiveSocket>>,
+    approved: FastSet<Identity>,
     /// Only to say why a port is refused: denied, or asked and pending.
-    denied: HashSet<Identity>,
-    offered: HashSet<Identity>,
+    denied: FastSet<Identity>,
+    offered: FastSet<Identity>,
 }
 
 /// Where a port stands, to compare before and after a change.
