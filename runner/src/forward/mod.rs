@@ -255,19 +255,20 @@ impl Forwarder {
             config: self.config.clone(),
         };
         let tasks = self.http.clone();
-        tokio::spawn(async move {
+        // Boxed whole (the request's state is kilobytes): the task itself
+        // is then a pointer, which spawning and finishing it copy several
+        // times each.
+        tokio::spawn(Box::pin(async move {
             let request_id = req.request_id.clone();
             let answers = to.clone();
-            // Boxed, and the request's state with it (kilobytes): the task
-            // itself stays small, so spawning and finishing it copy little.
-            let work = Box::pin(async move {
+            let work = async move {
                 match local {
                     Local::Port(port) => http::forward(req, port, answers, ctx).await,
                     Local::Editor(socket) => {
                         Box::pin(http::forward_editor(req, socket, answers, ctx.config)).await;
                     }
                 }
-            });
+            };
             tokio::select! {
                 () = work => {}
                 stop = stop_rx => {
@@ -278,7 +279,7 @@ impl Forwarder {
                 }
             }
             tasks.lock().remove(&key);
-        });
+        }));
     }
 
     /// `forward_http_cancel`: the person left. The request's task is
