@@ -4,7 +4,10 @@
 # bare forwarder in turns, ROUNDS times, and prints each one's CPU per
 # 1,000 GETs, the median and the ratio to the bare forwarder's median.
 #
-#   tests/bench-forward-turns.sh ROUNDS [--big] RUNNER...
+#   tests/bench-forward-turns.sh ROUNDS [--big] [--rate N] RUNNER...
+#
+# With --rate, every forwarder gets N GETs per second (see `bench-forward
+# soak --rate`), so their CPU per GET compares their code alone.
 #
 # Build first: cargo build --release -p runner --bin kandan-runner &&
 # cargo build --release -p integration-tests --bin bench-forward.
@@ -18,6 +21,10 @@ big=()
 if [ "${1:-}" = "--big" ]; then
     big=(--big)
     shift
+fi
+if [ "${1:-}" = "--rate" ]; then
+    big+=(--rate "$2")
+    shift 2
 fi
 runners=("$@" "$bench")
 declare -A cpu

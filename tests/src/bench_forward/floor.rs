@@ -50,6 +50,8 @@ pub(super) async fn compare(
         }
     }
     let direct = r.median("direct");
+    // Half the slower forwarder's rate, for both: see `paced`.
+    let rate = 0.5 * r.median("runner_rate").min(r.median("bare_rate"));
     println!(
         "| 100 B GETs ({requests} req, {clients} conns), median of {rounds} | req/s | share of direct | forwarder CPU per 1,000 |"
     );
@@ -62,7 +64,43 @@ pub(super) async fn compare(
             100.0 * rate / direct
         );
     }
+    paced([rig, &bare], rounds, requests, clients, rate).await?;
     instructions(rig, &bare.runner, clients).await
+}
+
+/// The same GETs sent at one `rate` to each forwarder in turn: as fast as
+/// they are answered (above), the faster forwarder also gets more
+/// requests per wake-up, which lowers its CPU per request whatever its
+/// code does; at one pace both see the same arrivals.
+async fn paced(
+    rigs: [&Rig; 2],
+    rounds: usize,
+    requests: usize,
+    clients: usize,
+    rate: f64,
+) -> anyhow::Result<()> {
+    let mut r = Rounds::default();
+    for _ in 0..rounds {
+        for (rig, (_, _, cpu)) in rigs.into_iter().zip(FORWARDERS) {
+            let pid = rig.runner.pid();
+            let before = procstat::cpu_time(pid)?;
+            let forwarded = &rig.forwarded;
+            load::http_load_paced(forwarded, "/small", SMALL, requests, clients, Some(rate))
+                .await?;
+            r.add(cpu, per_1000(procstat::cpu_time(pid)? - before, requests));
+        }
+    }
+    println!();
+    println!(
+        "| 100 B GETs at {rate:.0}/s for both ({requests} req, {clients} conns), median of {rounds} | forwarder CPU per 1,000 |"
+    );
+    println!("|:--|--:|");
+    for (name, _, cpu) in FORWARDERS {
+        println!("| {name} | {:.1} ms |", r.median(cpu));
+    }
+    let (runner, bare) = (r.median(FORWARDERS[0].2), r.median(FORWARDERS[1].2));
+    println!("| kandan-runner / bare forwarder | {:.2}x |", runner / bare);
+    Ok(())
 }
 
 /// The same GETs counted in instructions, which repeat within about 1%

@@ -93,15 +93,46 @@ pub async fn http_load(
     total: usize,
     clients: usize,
 ) -> anyhow::Result<Load> {
+    http_load_paced(target, path, expect_len, total, clients, None).await
+}
+
+/// Like [`http_load`], and with `rate` the GETs leave at that many per
+/// second in all, each connection on its own clock (spread over the
+/// period), instead of each as soon as the last is answered. Two
+/// forwarders then see the same arrivals: at full speed the faster one
+/// also gets more requests per wake-up, which lowers its CPU per request
+/// apart from anything its code does. A forwarder that falls behind gets
+/// requests late (the achieved rate is in the [`Load`]).
+pub async fn http_load_paced(
+    target: &Target,
+    path: &str,
+    expect_len: usize,
+    total: usize,
+    clients: usize,
+    rate: Option<f64>,
+) -> anyhow::Result<Load> {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut workers = Vec::new();
-    for _ in 0..clients {
+    for i in 0..clients {
         let (next, target, path) = (next.clone(), target.clone(), path.to_owned());
+        let mut pace = rate.map(|rate| {
+            let period = Duration::from_secs_f64(clients as f64 / rate);
+            let first = tokio::time::Instant::now() + period.mul_f64(i as f64 / clients as f64);
+            let mut ticks = tokio::time::interval_at(first, period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks
+        });
         workers.push(tokio::spawn(async move {
             let mut sender = connect(target.addr).await?;
             let mut latencies = Vec::new();
-            while next.fetch_add(1, Ordering::Relaxed) < total {
+            loop {
+                if let Some(ticks) = &mut pace {
+                    ticks.tick().await;
+                }
+                if next.fetch_add(1, Ordering::Relaxed) >= total {
+                    break;
+                }
                 let t = Instant::now();
                 get(&mut sender, &target, &path, expect_len).await?;
                 latencies.push(t.elapsed());

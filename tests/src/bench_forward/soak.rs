@@ -10,16 +10,22 @@ use super::run::{Options, Rig};
 use super::server::{BIG, SMALL};
 use crate::bench::{instructions, procstat};
 
+/// What a soak sends: 100 B GETs, 1 MiB ones (`big`) or WebSocket echoes
+/// (`ws`); GETs as fast as they are answered, or at `rate` per second.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Soak {
+    pub big: bool,
+    pub ws: bool,
+    pub rate: Option<f64>,
+}
+
 /// Runs forwarded 100 B GETs over `clients` keep-alive connections for
-/// `seconds`, then prints the rate and the CPU per 1,000 requests of the
-/// runner and of the bench's process (client and simulator).
-pub async fn soak(
-    opts: Options,
-    seconds: u64,
-    clients: usize,
-    big: bool,
-    ws: bool,
-) -> anyhow::Result<()> {
+/// `seconds` (at `rate` per second if given, see
+/// [`load::http_load_paced`]), then prints the rate and the CPU per 1,000
+/// requests of the runner and of the bench's process (client and
+/// simulator).
+pub async fn soak(opts: Options, seconds: u64, clients: usize, load: Soak) -> anyhow::Result<()> {
+    let Soak { big, ws, rate } = load;
     let (path, len, batch) = if big {
         ("/big", BIG, 100)
     } else {
@@ -40,7 +46,8 @@ pub async fn soak(
     let started = Instant::now();
     let mut done = 0;
     while started.elapsed() < Duration::from_secs(seconds) {
-        load::http_load(forwarded, path, len, batch, clients).await?;
+        let batch = rate.map_or(batch, |rate| (rate as usize / 2).max(1));
+        load::http_load_paced(forwarded, path, len, batch, clients, rate).await?;
         done += batch;
     }
     let wall = started.elapsed();

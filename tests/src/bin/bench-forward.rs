@@ -61,6 +61,11 @@ enum Cmd {
         /// only while the load runs (repeatable on a busy machine).
         #[arg(long, conflicts_with = "ws")]
         instructions: bool,
+        /// GETs at this many per second in all instead of as fast as they
+        /// are answered: two forwarders soaked at one rate see the same
+        /// arrivals, so their CPU per GET compares their code.
+        #[arg(long, conflicts_with = "ws")]
+        rate: Option<f64>,
     },
     /// The listener helper the close-to-refused measure watches (see
     /// `bench::helper`).
@@ -109,6 +114,7 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
             big,
             ws,
             instructions,
+            rate,
         } => {
             let profile = tempfile::tempdir()?;
             let opts = Options {
@@ -116,7 +122,8 @@ async fn run(command: Cmd) -> anyhow::Result<()> {
                 quick: false,
                 callgrind: instructions.then(|| profile.path().join("callgrind.out")),
             };
-            bench_forward::soak::soak(opts, seconds, clients, big, ws).await
+            let load = bench_forward::soak::Soak { big, ws, rate };
+            bench_forward::soak::soak(opts, seconds, clients, load).await
         }
         Cmd::Page { runner, quick } => bench_forward::page::report(&runner, quick).await,
         Cmd::Helper => integration_tests::bench::helper::serve(),
