@@ -94,31 +94,40 @@ pub(crate) async fn connect_editor(
 /// `::` -> `::1`); a loopback address is kept as bound (a server may bind
 /// 127.0.0.2); any other address is dropped: the runner never dials off the
 /// host, whatever the control or the listener says.
-pub(crate) fn loopback_targets(bound: &[IpAddr]) -> Vec<IpAddr> {
-    let mut out: Vec<IpAddr> = Vec::with_capacity(bound.len());
-    for addr in bound {
-        let addr = match addr {
-            IpAddr::V6(v6addr) => v6addr.to_ipv4_mapped().map_or(*addr, IpAddr::V4),
-            IpAddr::V4(_) => *addr,
-        };
-        let addr = match addr {
-            IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            addr if addr.is_loopback() => addr,
-            _ => continue,
-        };
-        if !out.contains(&addr) {
-            out.push(addr);
+pub(crate) fn loopback_targets(mut bound: Vec<IpAddr>) -> Vec<IpAddr> {
+    // In place: a request's targets cost no second allocation.
+    let mut kept = 0;
+    for at in 0..bound.len() {
+        if let Some(addr) = loopback_of(bound[at])
+            && !bound[..kept].contains(&addr)
+        {
+            bound[kept] = addr;
+            kept += 1;
         }
     }
+    bound.truncate(kept);
     // 127.0.0.1 first, then the other IPv4 ones, then IPv6 (a stable sort
     // keeps the order within each).
-    out.sort_by_key(|a| match a {
+    bound.sort_by_key(|a| match a {
         IpAddr::V4(a) if *a == Ipv4Addr::LOCALHOST => 0,
         IpAddr::V4(_) => 1,
         IpAddr::V6(_) => 2,
     });
-    out
+    bound
+}
+
+/// The loopback address to dial for a listener bound to `addr`, if any.
+fn loopback_of(addr: IpAddr) -> Option<IpAddr> {
+    let addr = match addr {
+        IpAddr::V6(v6addr) => v6addr.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+        IpAddr::V4(_) => addr,
+    };
+    match addr {
+        IpAddr::V4(a) if a.is_unspecified() => Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        IpAddr::V6(a) if a.is_unspecified() => Some(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+        addr if addr.is_loopback() => Some(addr),
+        _ => None,
+    }
 }
 
 /// Asks the gate about `port`: the loopback addresses it may be reached at,
@@ -127,8 +136,7 @@ pub(crate) fn targets(gate: &dyn PortGate, port: u16) -> Result<Vec<IpAddr>, For
     let bound = gate
         .target(port)
         .map_err(|refusal| refused(port, refusal))?;
-    let targets = loopback_targets(&bound);
-    if targets.is_empty() {
+    if !bound.iter().any(|addr| loopback_of(*addr).is_some()) {
         let addrs = bound
             .iter()
             .map(IpAddr::to_string)
@@ -136,7 +144,7 @@ pub(crate) fn targets(gate: &dyn PortGate, port: u16) -> Result<Vec<IpAddr>, For
             .join(", ");
         return Err(ForwardError::NoLoopbackTarget { port, addrs });
     }
-    Ok(targets)
+    Ok(loopback_targets(bound))
 }
 
 /// The error for a refused port (the gate `connect` passes in tells the
@@ -243,18 +251,18 @@ mod tests {
     #[test]
     fn wildcards_map_to_their_family_loopback_v4_first() {
         assert_eq!(
-            loopback_targets(&ips(&["::", "0.0.0.0"])),
+            loopback_targets(ips(&["::", "0.0.0.0"])),
             ips(&["127.0.0.1", "::1"])
         );
-        assert_eq!(loopback_targets(&ips(&["0.0.0.0"])), ips(&["127.0.0.1"]));
-        assert_eq!(loopback_targets(&ips(&["::"])), ips(&["::1"]));
-        assert_eq!(loopback_targets(&ips(&["::1"])), ips(&["::1"]));
+        assert_eq!(loopback_targets(ips(&["0.0.0.0"])), ips(&["127.0.0.1"]));
+        assert_eq!(loopback_targets(ips(&["::"])), ips(&["::1"]));
+        assert_eq!(loopback_targets(ips(&["::1"])), ips(&["::1"]));
     }
 
     #[test]
     fn duplicates_merge_and_specific_loopbacks_are_kept() {
         assert_eq!(
-            loopback_targets(&ips(&[
+            loopback_targets(ips(&[
                 "127.0.0.2",
                 "0.0.0.0",
                 "127.0.0.1",
@@ -267,11 +275,11 @@ mod tests {
     #[test]
     fn non_loopback_addresses_are_never_targets() {
         assert!(
-            loopback_targets(&ips(&["192.168.1.5", "10.0.0.1", "fe80::1", "2001:db8::1"]))
+            loopback_targets(ips(&["192.168.1.5", "10.0.0.1", "fe80::1", "2001:db8::1"]))
                 .is_empty()
         );
         assert_eq!(
-            loopback_targets(&ips(&["192.168.1.5", "::1"])),
+            loopback_targets(ips(&["192.168.1.5", "::1"])),
             ips(&["::1"])
         );
     }

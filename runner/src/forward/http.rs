@@ -126,16 +126,17 @@ pub(super) fn path_and_query(
     query: Option<&str>,
 ) -> Result<PathAndQuery, ForwardError> {
     let query = query.map(|q| q.strip_prefix('?').unwrap_or(q));
-    let target = match query {
+    let target = || match query {
         Some(q) if !q.is_empty() => format!("{path}?{q}"),
         _ => path.to_owned(),
     };
-    target
-        .parse::<PathAndQuery>()
-        .map_err(|err| ForwardError::InvalidRequest {
+    // From the string's own buffer (parsing a `&str` copies it again).
+    PathAndQuery::from_maybe_shared(Bytes::from(target())).map_err(|err| {
+        ForwardError::InvalidRequest {
             what: "path",
-            detail: format!("{target:?}: {err}"),
-        })
+            detail: format!("{:?}: {err}", target()),
+        }
+    })
 }
 
 /// Opens a new HTTP/1.1 connection to the first of `targets` that
