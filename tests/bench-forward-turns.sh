@@ -2,7 +2,8 @@
 # Runner CPU against the bare forwarder (BENCHMARKS.md, issue 19): runs
 # `bench-forward soak --seconds 6` for each runner binary given and for the
 # bare forwarder in turns, ROUNDS times, and prints each one's CPU per
-# 1,000 GETs, the median and the ratio to the bare forwarder's median.
+# 1,000 GETs, the median and the ratio to the bare forwarder's median, and
+# the median of each round's ratio to the bare forwarder.
 #
 #   tests/bench-forward-turns.sh ROUNDS [--big] [--rate N] RUNNER...
 #
@@ -37,7 +38,17 @@ for round in $(seq 1 "$rounds"); do
 done
 median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 bare=$(echo "${cpu[$bench]}" | median)
+# Each round runs the forwarders back to back, so a round's ratio to the
+# bare forwarder cancels how fast the machine was that minute; the median
+# of those is printed beside the ratio of the medians.
+read -ra bare_rounds <<< "${cpu[$bench]}"
 for runner in "${runners[@]}"; do
     m=$(echo "${cpu[$runner]}" | median)
-    echo "$runner: ms per 1,000:${cpu[$runner]}; median $m; / bare $(echo "scale=2; $m / $bare" | bc)x"
+    read -ra own <<< "${cpu[$runner]}"
+    ratios=""
+    for i in "${!own[@]}"; do
+        ratios="$ratios $(echo "scale=3; ${own[$i]} / ${bare_rounds[$i]}" | bc)"
+    done
+    paired=$(echo "$ratios" | median)
+    echo "$runner: ms per 1,000:${cpu[$runner]}; median $m; / bare $(echo "scale=2; $m / $bare" | bc)x; median of the rounds' ratios ${paired}x"
 done
