@@ -35,7 +35,6 @@ use crate::wire::{ControlType, Event, ForwardHttpRequest, ForwardHttpResponse, H
 const READY_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What a port's requests share.
-#[derive(Clone)]
 pub(super) struct Context {
     pub(crate) gate: Arc<dyn PortGate>,
     pub(crate) pool: Arc<Pool>,
@@ -45,7 +44,7 @@ pub(super) struct Context {
 
 /// Runs one request to completion and answers Kandan: a response, or a
 /// `control_error`.
-pub(super) async fn forward(req: ForwardHttpRequest, port: u16, to: Responder, ctx: Context) {
+pub(super) async fn forward(req: ForwardHttpRequest, port: u16, to: Responder, ctx: Arc<Context>) {
     // A debug span: at the default level a span per request costs more
     // than the request's own parsing; the one info line names the request.
     let span = tracing::debug_span!(

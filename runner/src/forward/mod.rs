@@ -165,12 +165,13 @@ impl HttpTasks {
 /// Runs forwarded HTTP requests and WebSockets; must be used inside a
 /// tokio runtime.
 pub(crate) struct Forwarder {
-    gate: Arc<dyn PortGate>,
     editors: Arc<dyn EditorSockets>,
-    config: Arc<ForwardConfig>,
     http: Arc<HttpTasks>,
     pool: Arc<Pool>,
     schemes: Arc<Schemes>,
+    /// The gate, the pool, the schemes and the configuration, for a
+    /// request's task: one reference to count per request.
+    requests: Arc<http::Context>,
     sockets: SocketTable,
 }
 
@@ -186,13 +187,18 @@ impl Forwarder {
         let schemes = Arc::new(Schemes::default());
         let sockets = SocketTable::new(gate.clone(), config.clone(), schemes.clone());
         let pool = Arc::new(Pool::new(config.pool));
-        Self {
+        let requests = Arc::new(http::Context {
             gate,
-            editors,
+            pool: pool.clone(),
+            schemes: schemes.clone(),
             config,
+        });
+        Self {
+            editors,
             http: Arc::default(),
             pool,
             schemes,
+            requests,
             sockets,
         }
     }
@@ -248,12 +254,7 @@ impl Forwarder {
             stop: stop_tx,
         };
         self.http.lock().insert(key, running);
-        let ctx = http::Context {
-            gate: self.gate.clone(),
-            pool: self.pool.clone(),
-            schemes: self.schemes.clone(),
-            config: self.config.clone(),
-        };
+        let ctx = self.requests.clone();
         let tasks = self.http.clone();
         // Boxed whole (the request's state is kilobytes): the task itself
         // is then a pointer, which spawning and finishing it copy several
@@ -265,7 +266,8 @@ impl Forwarder {
                 match local {
                     Local::Port(port) => http::forward(req, port, answers, ctx).await,
                     Local::Editor(socket) => {
-                        Box::pin(http::forward_editor(req, socket, answers, ctx.config)).await;
+                        let config = ctx.config.clone();
+                        Box::pin(http::forward_editor(req, socket, answers, config)).await;
                     }
                 }
             };
