@@ -1,5 +1,6 @@
 //! The control channel to Kandan: a Phoenix Channels v2 client over a
-//! WebSocket (`client`) and its framing (`frame`); what it carries are the
+//! WebSocket (`client`) and its framing (`in_frame` from Kandan, `frame`
+//! to it); what it carries are the
 //! types of [`crate::wire`].
 //!
 //! Wiring: `ControlClient::spawn(config)` gives a [`ControlChannel`]. On
@@ -14,6 +15,7 @@ mod connection;
 pub(crate) mod connector;
 pub(crate) mod endpoint;
 pub(crate) mod frame;
+pub(crate) mod in_frame;
 pub(crate) mod mount;
 mod out_frame;
 pub(crate) mod refusal;

@@ -7,7 +7,8 @@ use tokio_tungstenite::tungstenite::Message;
 use super::connection::{STEP_TIMEOUT, StepFailure, Ws};
 use super::report::EXIT_REFUSED;
 use crate::control::JoinInfo;
-use crate::control::frame::{self, Empty, Head, IncomingFrame, PhxReply};
+use crate::control::frame::{self, Empty, Head};
+use crate::control::in_frame::{IncomingFrame, PhxReply};
 
 /// How long leaving may take once joined; it decides nothing.
 const LEAVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);

@@ -15,7 +15,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tracing::{debug, info, warn};
 
 use super::client::{Ack, ControlInput, JoinInfo, Links, Session, Timing};
-use super::frame::{self, Empty, Head, IncomingFrame, Payload, PhxReply, RefCounter};
+use super::frame::{self, Empty, Head, RefCounter};
+use super::in_frame::{IncomingFrame, Payload, PhxReply};
 use super::out_frame::FrameWriter;
 use super::shortcut::Direct;
 use crate::wire::{Control, ControlIds, ErrorCode, Failure};
