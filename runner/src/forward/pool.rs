@@ -19,6 +19,7 @@ use hyper::client::conn::http1::SendRequest;
 use tokio::time::Instant;
 
 use crate::fast_hash::FastMap;
+
 /// Aborts the spawned connection task when dropped, however the exchange ends.
 pub(super) struct AbortOnDrop(pub tokio::task::AbortHandle);
 
