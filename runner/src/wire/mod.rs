@@ -71,7 +71,6 @@ mod names;
 mod params;
 mod parse;
 mod pieces;
-mod quick_type;
 #[cfg(test)]
 mod tests;
 

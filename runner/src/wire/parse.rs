@@ -109,14 +109,6 @@ impl Control {
     /// Reads the payload of a `control` push.
     pub(crate) fn parse(payload: &RawValue) -> Result<Control, Box<ControlRejection>> {
         let text = payload.get();
-        // The common case, a well-formed control, in one parse: the ids
-        // are read leniently below only if this fails.
-        if let Some(kind) =
-            super::quick_type::control_type(text).and_then(|name| control_type(name).ok())
-            && let Ok(control) = Control::read(kind, text)
-        {
-            return Ok(control);
-        }
         // serde would read a struct from an array too.
         let object = text.trim_start().starts_with('{');
         let ids: LenientIds = match serde_json::from_str(text) {

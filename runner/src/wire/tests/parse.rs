@@ -535,17 +535,22 @@ fn ids_of_other_json_types_are_left_out_and_the_rest_kept() {
     assert_eq!(rejection.ids.request_id.as_deref(), Some("r\u{e9}\"1"));
 }
 
-/// Controls that try to make the quick scan for `type` (`quick_type`) and
-/// the lenient read disagree: a second `type`, one spelled with an escape,
-/// a repeated id, a `type` inside a field. Each is read exactly as the
-/// lenient read alone would read it.
+/// Controls that try to make the connection's one-pass read of a
+/// forwarding control (`HotControl`) and the lenient read disagree: a
+/// second `type`, one spelled with an escape, a repeated id, a `type`
+/// inside a field. The one-pass read takes none of the smuggled ones (so
+/// `Control::parse` answers them), and each is read exactly as the lenient
+/// read alone would read it.
 #[test]
 fn a_smuggled_second_type_or_id_is_refused_as_before() {
     let request = r#""port":3000,"method":"GET","path":"/","headers":[],"bodyBase64":"""#;
-    let refuse = |text: String| match Control::parse(&RawValue::from_string(text.clone()).unwrap())
-    {
-        Ok(control) => panic!("{text} parsed as {control:?}"),
-        Err(rejection) => rejection,
+    let refuse = |text: String| {
+        let hot = serde_json::from_str::<crate::wire::HotControl>(&text);
+        assert!(hot.is_err(), "the one-pass read took {text}: {hot:?}");
+        match Control::parse(&RawValue::from_string(text.clone()).unwrap()) {
+            Ok(control) => panic!("{text} parsed as {control:?}"),
+            Err(rejection) => rejection,
+        }
     };
     for text in [
         format!(
@@ -563,15 +568,19 @@ fn a_smuggled_second_type_or_id_is_refused_as_before() {
         assert_eq!(rejection.problem, Problem::NotAnObject);
         assert_eq!(rejection.ids.request_id, None);
     }
-    // A `type` inside a field is that field's: the control's own is read.
+    // A `type` inside a field is that field's: the control's own is read,
+    // by both.
     let text = concat!(
         r#"{"headers":{"type":"forward_http_cancel"},"requestId":"r","#,
         r#""type":"forward_http_request","port":3000,"method":"GET","path":"/","bodyBase64":""}"#
     );
-    match Control::parse(&RawValue::from_string(text.into()).unwrap()) {
+    let parsed = Control::parse(&RawValue::from_string(text.into()).unwrap());
+    match &parsed {
         Ok(Control::ForwardHttpRequest(req)) => {
             assert_eq!(req.headers, headers(&[("type", "forward_http_cancel")]));
         }
         other => panic!("{other:?}"),
     }
+    let hot = serde_json::from_str::<crate::wire::HotControl>(text).map(|hot| hot.0);
+    assert_eq!(hot.ok(), parsed.ok());
 }
