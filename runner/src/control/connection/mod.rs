@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{Instant, MissedTickBehavior, sleep_until};
+use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -160,11 +160,17 @@ where
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
     async fn serve(&mut self, join_info: &impl Fn() -> JoinInfo, links: &mut Links) -> ConnStop {
         let period = self.timing.heartbeat_interval;
-        let mut heartbeat = tokio::time::interval_at(Instant::now() + period, period);
-        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut heartbeat_at = Instant::now() + period;
+        // One timer for every deadline, moved when the next one changes:
+        // a timer per deadline was made again on every pass of the loop,
+        // several passes per forwarded request.
+        let timer = sleep_until(heartbeat_at);
+        tokio::pin!(timer);
         loop {
-            let channel_deadline = self.channel.deadline();
-            let heartbeat_deadline = self.heartbeat_ref.as_ref().map(|(_, deadline)| *deadline);
+            let wake = self.next_wake(heartbeat_at);
+            if timer.deadline() != wake {
+                timer.as_mut().reset(wake);
+            }
             let result = tokio::select! {
                 // Reading pauses while the runner has not taken what was read.
                 message = self.ws.next(), if self.pending.is_empty() => match message {
@@ -186,18 +192,55 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
                     Some(outgoing) => self.on_outbox(outgoing, &mut links.outbox).await,
                     None => Err(ConnStop::Stopped),
                 },
-                _ = heartbeat.tick() => self.send_heartbeat().await,
-                () = sleep_until(heartbeat_deadline.unwrap_or_else(Instant::now)), if heartbeat_deadline.is_some() => {
-                    Err(ConnStop::Lost("no heartbeat reply".into()))
-                }
-                () = sleep_until(channel_deadline.unwrap_or_else(Instant::now)), if channel_deadline.is_some() => {
-                    self.on_channel_deadline(join_info).await
-                }
+                () = &mut timer => self.on_wake(wake, &mut heartbeat_at, join_info).await,
             };
             if let Err(stop) = result {
                 return stop;
             }
         }
+    }
+
+    /// The next moment the loop acts without input: a heartbeat due, the
+    /// last one's reply overdue, or the channel's (re)join deadline.
+    fn next_wake(&self, heartbeat_at: Instant) -> Instant {
+        let mut wake = heartbeat_at;
+        if let Some((_, deadline)) = &self.heartbeat_ref {
+            wake = wake.min(*deadline);
+        }
+        if let Some(deadline) = self.channel.deadline() {
+            wake = wake.min(deadline);
+        }
+        wake
+    }
+
+    /// Acts on what is due at `wake`; the deadline `wake` was taken from
+    /// always moves or ends the loop, so the timer never fires twice for it.
+    async fn on_wake(
+        &mut self,
+        wake: Instant,
+        heartbeat_at: &mut Instant,
+        join_info: &impl Fn() -> JoinInfo,
+    ) -> Result<(), ConnStop> {
+        if self
+            .heartbeat_ref
+            .as_ref()
+            .is_some_and(|(_, deadline)| *deadline <= wake)
+        {
+            return Err(ConnStop::Lost("no heartbeat reply".into()));
+        }
+        if self
+            .channel
+            .deadline()
+            .is_some_and(|deadline| deadline <= wake)
+        {
+            self.on_channel_deadline(join_info).await?;
+        }
+        if *heartbeat_at <= wake {
+            // A late heartbeat delays the next one rather than bunching them.
+            *heartbeat_at = Instant::now() + self.timing.heartbeat_interval;
+            self.send_heartbeat().await?;
+        }
+        Ok(())
     }
 
     /// Sends `phx_leave` on a joined channel and waits briefly for its
