@@ -167,10 +167,8 @@ impl HttpTasks {
 pub(crate) struct Forwarder {
     editors: Arc<dyn EditorSockets>,
     http: Arc<HttpTasks>,
-    pool: Arc<Pool>,
-    schemes: Arc<Schemes>,
-    /// The gate, the pool, the schemes and the configuration, for a
-    /// request's task: one reference to count per request.
+    /// The gate, the pool, the schemes and the configuration, shared with
+    /// each request's task: one reference to count per request.
     requests: Arc<http::Context>,
     sockets: SocketTable,
 }
@@ -186,18 +184,15 @@ impl Forwarder {
         let config = Arc::new(config);
         let schemes = Arc::new(Schemes::default());
         let sockets = SocketTable::new(gate.clone(), config.clone(), schemes.clone());
-        let pool = Arc::new(Pool::new(config.pool));
         let requests = Arc::new(http::Context {
             gate,
-            pool: pool.clone(),
-            schemes: schemes.clone(),
+            pool: Arc::new(Pool::new(config.pool)),
+            schemes,
             config,
         });
         Self {
             editors,
             http: Arc::default(),
-            pool,
-            schemes,
             requests,
             sockets,
         }
@@ -207,21 +202,21 @@ impl Forwarder {
     /// setting; [`Protocol::Auto`] unless set). A change closes the port's
     /// idle connections, which were made under the old setting.
     pub(crate) fn set_protocol(&self, port: u16, protocol: Protocol) {
-        if self.schemes.set_protocol(port, protocol) {
-            self.pool.purge(port);
+        if self.requests.schemes.set_protocol(port, protocol) {
+            self.requests.pool.purge(port);
         }
     }
 
     /// Calls `tell` with each scheme a request learns about a port's
     /// server (set once, before requests run).
     pub(crate) fn on_scheme_learned(&self, tell: impl Fn(u16, Scheme) + Send + Sync + 'static) {
-        self.schemes.on_learned(Box::new(tell));
+        self.requests.schemes.on_learned(Box::new(tell));
     }
 
     /// What `port`'s server speaks, once set or learned; None until the
     /// first exchange with its current listener tells.
     pub(crate) fn scheme(&self, port: u16) -> Option<Scheme> {
-        self.schemes.scheme(port)
+        self.requests.schemes.scheme(port)
     }
 
     /// Starts `req` on its own task, which answers through `to`.
@@ -316,17 +311,17 @@ impl Forwarder {
     /// code. Its idle keep-alive connections close, so a restarted server
     /// is never sent a request on a stale one.
     pub(crate) fn close_port(&self, port: u16, cause: CloseCause) {
-        self.pool.purge(port);
+        self.requests.pool.purge(port);
         // A new listener may speak the other scheme.
-        self.schemes.forget(port);
+        self.requests.schemes.forget(port);
         self.http.stop_port(port, TaskStop::Port(cause));
         self.sockets.close_port(port, cause);
     }
 
     /// Stops everything without a word (the runner lost Kandan).
     pub(crate) fn close_all(&self) {
-        self.pool.purge_all();
-        self.schemes.forget_all();
+        self.requests.pool.purge_all();
+        self.requests.schemes.forget_all();
         self.http.stop_all();
         self.sockets.close_all();
     }
@@ -335,8 +330,8 @@ impl Forwarder {
     /// with 1001 and reports `WsClosed` with that code and no error;
     /// requests in flight stop without a word (Kandan learns from the leave).
     pub(crate) fn shut_down(&self) {
-        self.pool.purge_all();
-        self.schemes.forget_all();
+        self.requests.pool.purge_all();
+        self.requests.schemes.forget_all();
         self.http.stop_all();
         self.sockets.shut_down();
     }

@@ -114,7 +114,7 @@ fn body(output: ForwardOutput) -> String {
 /// Waits until `port` has `n` idle pooled connections.
 async fn pooled(fwd: &TestForwarder, port: u16, n: usize) {
     tokio::time::timeout(PATIENCE, async {
-        while fwd.inner.pool.idle(port) != n {
+        while fwd.inner.requests.pool.idle(port) != n {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
@@ -164,7 +164,7 @@ async fn a_revoked_port_drops_its_idle_connections() {
     assert_eq!(body(next(&mut out).await), "a-1");
     pooled(&fwd, port, 1).await;
     fwd.close_port(port, CloseCause::ApprovalRevoked);
-    assert_eq!(fwd.inner.pool.idle(port), 0);
+    assert_eq!(fwd.inner.requests.pool.idle(port), 0);
     fwd.http(request("r2", port, "GET"));
     assert_eq!(body(next(&mut out).await), "a-2");
 }
